@@ -1,0 +1,52 @@
+"""A local stand-in for Runbase and API in One, for tests and benchmarks.
+
+One aiohttp server speaks both providers' wire protocols (see
+``PROVIDERS.md``) with compressed time, per-key rate limits, credits and
+quotas, and injectable faults: 5xx answers, connection resets, truncated JSON,
+slow answers, outages, and the dangerous ones where a create succeeds but its
+answer is lost. Its counters tell a benchmark how many requests a client
+spent and whether it ever paid for the same prompt twice.
+
+::
+
+    from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
+
+    config = SimulatorConfig(time_scale=0.05, seed=7, faults=Faults(poll_5xx=0.1))
+    async with Simulator(config) as sim:
+        base = sim.base_url("apiinone")  # http://127.0.0.1:PORT/apiinone/api/v1
+        ...
+        print(sim.stats.requests, sim.stats.duplicates)
+
+Layout: ``_config`` (knobs), ``_app`` (the request pipeline), ``_runbase`` and
+``_apiinone`` (the two dialects), ``_runs`` (runs and accounts),
+``_ratelimit``, ``_faults``, ``_png`` (images), ``_stats``, ``_simulator``
+(server lifetime).
+"""
+
+from gptimage_async.simulator._config import (
+    ApiInOneShape,
+    DurationMode,
+    Faults,
+    ProtocolName,
+    RetryAfterMode,
+    SimulatorConfig,
+    UrlLocation,
+)
+from gptimage_async.simulator._runs import Run, RunState
+from gptimage_async.simulator._simulator import Simulator, serve_forever
+from gptimage_async.simulator._stats import SimulatorStats
+
+__all__ = [
+    "ApiInOneShape",
+    "DurationMode",
+    "Faults",
+    "ProtocolName",
+    "RetryAfterMode",
+    "Run",
+    "RunState",
+    "Simulator",
+    "SimulatorConfig",
+    "SimulatorStats",
+    "UrlLocation",
+    "serve_forever",
+]

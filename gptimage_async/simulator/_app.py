@@ -1,0 +1,259 @@
+"""The request pipeline: every API request passes the same steps in order.
+
+1. **Faults that strike first** (outage, 5xx, reset): nothing happens on the
+   server, not even rate-limit accounting.
+2. **Auth**, then the key's block list, then the **rate limit** (per key, so
+   it needs a key; an unauthenticated request costs nothing).
+3. **The work**: validate and create (quota, credits), or look the run up.
+4. **Faults that strike after**: the run exists, but the answer is lost,
+   replaced by a bare 500, or truncated.
+5. **Slowness**, then the answer is sent and, if it told the client its run
+   was done, ``first_seen_done_at`` is stamped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from aiohttp import web
+
+from gptimage_async.simulator._apiinone import ApiInOne
+from gptimage_async.simulator._config import SimulatorConfig
+from gptimage_async.simulator._faults import reset_connection, roll, server_error, truncate
+from gptimage_async.simulator._png import IMAGE_SIZES, render_png
+from gptimage_async.simulator._protocol import ApiError, Dialect, Reply
+from gptimage_async.simulator._ratelimit import SlidingWindowLimiter, format_retry_after
+from gptimage_async.simulator._runbase import Runbase
+from gptimage_async.simulator._runs import COSTS, RunRegistry
+from gptimage_async.simulator._stats import SimulatorStats
+
+__all__ = ["BASE_PATHS", "SimulatorService"]
+
+BASE_PATHS = {"runbase": "/runbase/api/v1", "apiinone": "/apiinone/api/v1"}
+
+_Action = Literal["create", "poll"]
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _Reset(Exception):
+    """The connection was reset on purpose: send nothing."""
+
+
+class SimulatorService:
+    """Server-side state and the aiohttp handlers that act on it.
+
+    ``config`` may be replaced at any moment; every request reads it afresh.
+    """
+
+    def __init__(
+        self, config: SimulatorConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.rng = random.Random(config.seed)
+        self.stats = SimulatorStats()
+        self.registry = RunRegistry(self.rng, clock)
+        self.limiter = SlidingWindowLimiter(clock)
+        self.started_at = clock()
+        self.manual_outage = False
+
+    def __repr__(self) -> str:
+        return f"<SimulatorService {self.registry!r} {self.limiter!r}>"
+
+    # -- wiring -----------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        """The aiohttp application serving both providers and the image files."""
+        app = web.Application()
+        runbase, apiinone = Runbase(), ApiInOne()
+        rb, aio = BASE_PATHS["runbase"], BASE_PATHS["apiinone"]
+        app.router.add_post(f"{rb}/runs", self._endpoint(runbase, "create"))
+        app.router.add_get(f"{rb}/runs/{{run_id}}", self._endpoint(runbase, "poll"))
+        app.router.add_post(f"{aio}/images/generations", self._endpoint(apiinone, "create"))
+        app.router.add_get(f"{aio}/tasks/{{run_id}}", self._endpoint(apiinone, "poll"))
+        app.router.add_get(r"/files/{run_id}/{index:\d+}.png", self._file)
+        return app
+
+    def _endpoint(self, dialect: Dialect, action: _Action) -> _Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await self._handle(request, dialect, action)
+
+        return handler
+
+    # -- the pipeline -----------------------------------------------------
+
+    def in_outage(self) -> bool:
+        """Whether requests are answered 503 right now."""
+        if self.manual_outage:
+            return True
+        outage = self.config.faults.outage
+        if outage is None:
+            return False
+        elapsed = self.clock() - self.started_at
+        return self.config.scaled(outage[0]) <= elapsed < self.config.scaled(outage[1])
+
+    def _fault(self, name: str) -> None:
+        self.stats.faults[name] += 1
+
+    async def _handle(
+        self, request: web.Request, dialect: Dialect, action: _Action
+    ) -> web.StreamResponse:
+        stats = self.stats
+        stats.requests += 1
+        if action == "create":
+            stats.create_requests += 1
+        else:
+            stats.polls += 1
+        config = self.config
+        faults = config.faults
+        faulty = dialect.name in faults.applies_to
+        try:
+            reply = self._strike_first(request, action) if faulty else None
+            if reply is None:
+                reply = await self._work(request, dialect, action, config)
+                if faulty:
+                    reply = self._strike_after(request, action, reply)
+        except _Reset:
+            return web.Response()  # never written: the transport is gone
+        if faulty and roll(self.rng, faults.slow):
+            self._fault("slow")
+            await asyncio.sleep(config.scaled(faults.slow_seconds))
+        return self._send(reply, request)
+
+    def _strike_first(self, request: web.Request, action: _Action) -> Reply | None:
+        faults = self.config.faults
+        if self.in_outage():
+            self._fault("outage")
+            return server_error(503, self.rng)
+        if action == "create" and roll(self.rng, faults.create_5xx):
+            self._fault("create_5xx")
+            return server_error(503, self.rng)
+        if action == "poll" and roll(self.rng, faults.poll_5xx):
+            self._fault("poll_5xx")
+            return server_error(self.rng.choice((500, 502, 503)), self.rng)
+        if roll(self.rng, faults.reset):
+            self._fault("reset")
+            reset_connection(request)
+            raise _Reset
+        return None
+
+    def _strike_after(self, request: web.Request, action: _Action, reply: Reply) -> Reply:
+        if not reply.ok:
+            return reply
+        faults = self.config.faults
+        if action == "create":
+            if roll(self.rng, faults.reset_after_create):
+                self._fault("reset_after_create")
+                reset_connection(request)
+                raise _Reset
+            if roll(self.rng, faults.create_500_after_effect):
+                self._fault("create_500_after_effect")
+                return Reply(500)
+        if roll(self.rng, faults.truncated_json):
+            self._fault("truncated_json")
+            return truncate(reply)
+        return reply
+
+    def _send(self, reply: Reply, request: web.Request) -> web.Response:
+        self.stats.status_counts[reply.status] += 1
+        if reply.terminal:
+            run = self.registry.runs[request.match_info["run_id"]]
+            if run.first_seen_done_at is None:
+                run.first_seen_done_at = self.clock()
+        return web.Response(
+            status=reply.status,
+            body=reply.body,
+            content_type=reply.content_type,
+            headers=reply.headers,
+        )
+
+    async def _work(
+        self, request: web.Request, dialect: Dialect, action: _Action, config: SimulatorConfig
+    ) -> Reply:
+        try:
+            key = self._authenticate(request, dialect, config)
+            self._rate_limit(key, config)
+            if action == "create":
+                return await self._create(request, dialect, key, config)
+            run = self.registry.lookup(request.match_info["run_id"], dialect.name, key)
+            if run is None:
+                raise ApiError("not_found", "Run not found.")
+            return dialect.status(run, self.clock(), config, self.rng)
+        except ApiError as err:
+            reply = dialect.error(err, config, self.rng)
+            if err.retry_after is not None:
+                value = format_retry_after(config.retry_after, err.retry_after, time.time())
+                if value is not None:
+                    reply.headers["Retry-After"] = value
+            return reply
+
+    def _authenticate(self, request: web.Request, dialect: Dialect, config: SimulatorConfig) -> str:
+        header = request.headers.get("Authorization", "").strip()
+        scheme, _, key = header.partition(" ")
+        key = key.strip()
+        if not header or (scheme.lower() == "bearer" and not key):
+            raise ApiError("missing_api_key", "Missing API key.")
+        if scheme.lower() != "bearer":
+            raise ApiError("invalid_api_key", "Authorization must use the Bearer scheme.")
+        if config.api_keys is not None:
+            valid = key in config.api_keys
+        else:
+            valid = key.startswith(dialect.key_prefix) and len(key) > len(dialect.key_prefix)
+        if not valid:
+            raise ApiError("invalid_api_key", "Invalid API key.")
+        if key in config.blocked_keys:
+            raise ApiError("ip_not_allowed", "Requests from this IP are not allowed.")
+        return key
+
+    def _rate_limit(self, key: str, config: SimulatorConfig) -> None:
+        if config.rate_limit is None:
+            return
+        wait = self.limiter.acquire(
+            key, config.rate_limit, config.scaled(config.rate_window), config.count_rejected
+        )
+        if wait is not None:
+            self.stats.rate_limited += 1
+            raise ApiError("rate_limited", "Rate limit exceeded.", retry_after=wait)
+
+    async def _create(
+        self, request: web.Request, dialect: Dialect, key: str, config: SimulatorConfig
+    ) -> Reply:
+        wanted = dialect.parse_create(await request.read())
+        registry = self.registry
+        if config.quota is not None and registry.creates(key) >= config.quota:
+            raise ApiError("usage_exceeded", "Usage quota for this API key is exhausted.")
+        cost = COSTS[wanted.quality]
+        if config.credits is not None and config.credits - registry.spent(key) < cost:
+            raise ApiError("insufficient_balance", f"Insufficient credits: {cost} needed.")
+        run = registry.create(
+            run_id=registry.new_id(dialect.id_prefix),
+            protocol=dialect.name,
+            key=key,
+            prompt=wanted.prompt,
+            aspect_ratio=wanted.aspect_ratio,
+            quality=wanted.quality,
+            input_urls=wanted.input_urls,
+            file_base=f"{request.scheme}://{request.host}",
+            config=config,
+        )
+        self.stats.creates += 1
+        self.stats.runs_per_prompt[run.prompt] += 1
+        return dialect.created(run, self.clock(), config, self.rng)
+
+    # -- files ------------------------------------------------------------
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        self.stats.file_requests += 1
+        run = self.registry.runs.get(request.match_info["run_id"])
+        index = int(request.match_info["index"])
+        if run is None or index >= len(run.urls) or run.state(self.clock()) != "succeeded":
+            raise web.HTTPNotFound(text="image not found")
+        png = run.images.get(index)
+        if png is None:
+            width, height = IMAGE_SIZES[run.aspect_ratio]
+            png = run.images[index] = render_png(run.prompt, width, height, index)
+        return web.Response(body=png, content_type="image/png")

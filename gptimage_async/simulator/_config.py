@@ -1,0 +1,184 @@
+"""What the simulator is told to do: durations, limits, accounts and faults.
+
+Every duration here is in *provider seconds*: the simulator multiplies it by
+``SimulatorConfig.time_scale`` before it touches the wall clock, so one config
+describes the real providers and a test only turns ``time_scale`` down.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Set
+from typing import Any, Literal, get_args
+
+import msgspec
+
+__all__ = [
+    "ApiInOneShape",
+    "DurationMode",
+    "Faults",
+    "ProtocolName",
+    "RetryAfterMode",
+    "SimulatorConfig",
+    "UrlLocation",
+]
+
+ProtocolName = Literal["runbase", "apiinone"]
+"""The two wire protocols the simulator speaks."""
+
+DurationMode = Literal["uniform", "lognormal", "fixed"]
+"""How run durations are drawn: ``fixed`` always takes ``duration_median``."""
+
+RetryAfterMode = Literal["none", "seconds", "http-date"]
+"""What a rate-limit 429 carries in ``Retry-After``."""
+
+ApiInOneShape = Literal["envelope", "flat", "mixed"]
+"""API in One body shape; ``mixed`` draws one of the two per response."""
+
+UrlLocation = Literal[
+    "output.urls",
+    "output_list_str",
+    "output_list_obj",
+    "urls",
+    "result.urls",
+    "images",
+    "random",
+]
+"""Where a finished API in One task keeps its URLs; ``random`` draws one per run."""
+
+
+def _check_rate(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+
+
+def _check_literal(name: str, value: object, alias: Any) -> None:
+    allowed = get_args(alias)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+class Faults(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-request fault probabilities; all off by default.
+
+    Each rate is the chance that one request is hit. Faults that fire before
+    the request is processed (``outage``, ``create_5xx``, ``poll_5xx``,
+    ``reset``) have no effect on the server; the ``*_after_*`` ones and
+    ``truncated_json`` hit a request that *was* processed, which is what makes
+    them dangerous for a client that retries creates.
+
+    >>> Faults(poll_5xx=0.1, reset_after_create=0.02)  # doctest: +SKIP
+    """
+
+    poll_5xx: float = 0.0
+    """GET answers 500, 502 or 503 with a small or empty body."""
+    create_5xx: float = 0.0
+    """POST answers 503 before doing anything: no run is created."""
+    reset: float = 0.0
+    """Connection reset before the request is processed (POST and GET)."""
+    reset_after_create: float = 0.0
+    """POST creates the run, then the connection is reset."""
+    truncated_json: float = 0.0
+    """A 200 answer whose JSON body is cut in half (POST: the run exists)."""
+    create_500_after_effect: float = 0.0
+    """POST creates the run, then answers a bare 500 with no body."""
+    slow: float = 0.0
+    """Chance that a request's answer is held back by ``slow_seconds``."""
+    slow_seconds: float = 30.0
+    """Provider seconds (scaled by ``time_scale``) a slow answer is held."""
+    outage: tuple[float, float] | None = None
+    """``(start, end)`` provider seconds since start: every request gets 503."""
+    applies_to: Set[ProtocolName] = frozenset({"runbase", "apiinone"})
+    """Protocols the faults may hit; the other one is always healthy."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "poll_5xx",
+            "create_5xx",
+            "reset",
+            "reset_after_create",
+            "truncated_json",
+            "create_500_after_effect",
+            "slow",
+        ):
+            _check_rate(name, getattr(self, name))
+        if self.slow_seconds < 0:
+            raise ValueError("slow_seconds must be >= 0")
+        if self.outage is not None and not 0 <= self.outage[0] <= self.outage[1]:
+            raise ValueError("outage must be (start, end) with 0 <= start <= end")
+        for protocol in self.applies_to:
+            _check_literal("applies_to", protocol, ProtocolName)
+
+
+class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the simulator does, in provider seconds and provider units.
+
+    Immutable; derive a variant with :meth:`replace`::
+
+        fast = SimulatorConfig(time_scale=0.05, seed=1)
+        strict = fast.replace(rate_limit=5, retry_after="http-date")
+    """
+
+    time_scale: float = 1.0
+    """Multiplies every duration and window (0.05: a 10 s window lasts 0.5 s)."""
+    duration: DurationMode = "uniform"
+    duration_min: float = 3.0
+    duration_max: float = 10.0
+    duration_median: float = 5.5
+    duration_sigma: float = 0.35
+    failure_rate: float = 0.0
+    """Fraction of runs that end ``failed`` (and are refunded)."""
+    rate_limit: int | None = 20
+    """Requests per key per window, POST and GET together; ``None``: no limit."""
+    rate_window: float = 10.0
+    count_rejected: bool = False
+    """Also record 429-rejected requests, so a client that hammers stays out."""
+    retry_after: RetryAfterMode = "seconds"
+    api_keys: Set[str] | None = None
+    """``None``: any key with the protocol's prefix; else exactly these keys."""
+    credits: int | None = None
+    """Per-key starting balance; ``None`` is unlimited. Medium costs 10, high 28."""
+    quota: int | None = None
+    """Most creates one key may make; ``None`` is unlimited."""
+    blocked_keys: Set[str] = frozenset()
+    """Keys answered 403 (as if their IP were not allowed)."""
+    apiinone_shape: ApiInOneShape = "envelope"
+    apiinone_status_variants: bool = True
+    apiinone_url_location: UrlLocation = "random"
+    apiinone_envelope_error_rate: float = 0.5
+    """Chance that an API in One 4xx (not 429) comes as HTTP 200 + error envelope."""
+    images_per_run: int = 1
+    seed: int | None = None
+    faults: Faults = Faults()
+
+    def __post_init__(self) -> None:
+        if not (self.time_scale > 0 and math.isfinite(self.time_scale)):
+            raise ValueError("time_scale must be a positive finite number")
+        _check_literal("duration", self.duration, DurationMode)
+        _check_literal("retry_after", self.retry_after, RetryAfterMode)
+        _check_literal("apiinone_shape", self.apiinone_shape, ApiInOneShape)
+        _check_literal("apiinone_url_location", self.apiinone_url_location, UrlLocation)
+        if not 0 < self.duration_min <= self.duration_max:
+            raise ValueError("need 0 < duration_min <= duration_max")
+        if self.duration_median <= 0 or self.duration_sigma < 0:
+            raise ValueError("duration_median must be > 0 and duration_sigma >= 0")
+        _check_rate("failure_rate", self.failure_rate)
+        _check_rate("apiinone_envelope_error_rate", self.apiinone_envelope_error_rate)
+        if self.rate_limit is not None and self.rate_limit < 1:
+            raise ValueError("rate_limit must be >= 1 or None")
+        if self.rate_window <= 0:
+            raise ValueError("rate_window must be > 0")
+        if self.credits is not None and self.credits < 0:
+            raise ValueError("credits must be >= 0 or None")
+        if self.quota is not None and self.quota < 0:
+            raise ValueError("quota must be >= 0 or None")
+        if self.images_per_run < 1:
+            raise ValueError("images_per_run must be >= 1")
+
+    def replace(self, **changes: Any) -> SimulatorConfig:
+        """Return a copy with ``changes`` applied (and validated)."""
+        return msgspec.structs.replace(self, **changes)
+
+    def scaled(self, provider_seconds: float) -> float:
+        """Wall-clock seconds that ``provider_seconds`` last in this simulation."""
+        return provider_seconds * self.time_scale

@@ -1,0 +1,194 @@
+"""The simulator's lifetime: start an aiohttp server, expose its state, stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from types import TracebackType
+
+import msgspec
+from aiohttp import web
+
+from gptimage_async.simulator._app import BASE_PATHS, SimulatorService
+from gptimage_async.simulator._config import Faults, ProtocolName, SimulatorConfig
+from gptimage_async.simulator._runs import Run
+from gptimage_async.simulator._stats import SimulatorStats
+
+__all__ = ["Simulator", "serve_forever"]
+
+# Handlers still running at close (a slow fault, say) get this long to finish
+# before they are cancelled; a test suite should not wait on a simulated stall.
+_SHUTDOWN_GRACE = 0.25
+
+
+class Simulator:
+    """A local Runbase and API in One on one port, with knobs for every failure.
+
+    ::
+
+        async with Simulator(SimulatorConfig(time_scale=0.05, seed=1)) as sim:
+            url = sim.base_url("runbase")  # http://127.0.0.1:PORT/runbase/api/v1
+            ...
+            assert sim.stats.duplicates == 0
+
+    A simulator starts once; after :meth:`close` it cannot be started again.
+    """
+
+    __slots__ = ("_host", "_port", "_runner", "_service", "_state")
+
+    def __init__(
+        self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self._service = SimulatorService(config if config is not None else SimulatorConfig())
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self._state = "new"
+
+    def __repr__(self) -> str:
+        where = self.url if self._state == "running" else self._state
+        return f"<Simulator {where} runs={len(self.runs)} requests={self.stats.requests}>"
+
+    # -- lifetime ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the port and start serving."""
+        if self._state != "new":
+            raise RuntimeError(f"Simulator cannot be started: it is {self._state}")
+        self._state = "starting"
+        runner = web.AppRunner(
+            self._service.build_app(),
+            access_log=None,
+            shutdown_timeout=_SHUTDOWN_GRACE,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            self._state = "closed"
+            raise
+        self._runner = runner
+        self._port = runner.addresses[0][1]
+        # Outage times count from the moment the server can answer.
+        self._service.started_at = self._service.clock()
+        self._state = "running"
+
+    async def close(self) -> None:
+        """Stop serving and release the port; safe to call twice."""
+        runner, self._runner = self._runner, None
+        self._state = "closed"
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- where -------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when ``port=0`` was asked)."""
+        if self._state != "running":
+            raise RuntimeError("Simulator is not running")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` of the running server."""
+        host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def base_url(self, protocol: ProtocolName) -> str:
+        """The API base URL a client of ``protocol`` should use."""
+        try:
+            path = BASE_PATHS[protocol]
+        except KeyError:
+            raise ValueError(f"unknown protocol {protocol!r}") from None
+        return self.url + path
+
+    # -- state -------------------------------------------------------------
+
+    @property
+    def config(self) -> SimulatorConfig:
+        """The configuration in force; assign a new one to change it live."""
+        return self._service.config
+
+    @config.setter
+    def config(self, config: SimulatorConfig) -> None:
+        # The random generator is kept: a new seed here would not make an
+        # already-running simulation reproducible anyway.
+        self._service.config = config
+
+    @property
+    def stats(self) -> SimulatorStats:
+        """Live counters."""
+        return self._service.stats
+
+    @property
+    def runs(self) -> Mapping[str, Run]:
+        """Every run created so far, by id."""
+        return self._service.registry.runs
+
+    def reset_stats(self) -> None:
+        """Zero the counters (runs and accounts are kept)."""
+        self._service.stats.reset()
+
+    def set_faults(self, faults: Faults) -> None:
+        """Replace the fault settings, effective from the next request."""
+        self.config = self.config.replace(faults=faults)
+
+    def set_rate_limit(self, limit: int | None, window: float | None = None) -> None:
+        """Change the per-key limit (``None`` disables it) and optionally the window."""
+        changes: dict[str, object] = {"rate_limit": limit}
+        if window is not None:
+            changes["rate_window"] = window
+        self.config = self.config.replace(**changes)
+
+    def start_outage(self) -> None:
+        """Answer every request 503 from now until :meth:`end_outage`.
+
+        Like every fault it spares protocols left out of ``Faults.applies_to``.
+        """
+        self._service.manual_outage = True
+
+    def end_outage(self) -> None:
+        """End an outage begun with :meth:`start_outage` (a scheduled one is kept)."""
+        self._service.manual_outage = False
+
+    def balance(self, key: str) -> int | None:
+        """Credits ``key`` has left, or ``None`` when credits are unlimited."""
+        credits = self.config.credits
+        return None if credits is None else credits - self._service.registry.spent(key)
+
+
+async def _serve(host: str, port: int, config: SimulatorConfig | None) -> None:
+    async with Simulator(config, host=host, port=port) as sim:
+        print(f"Runbase:    {sim.base_url('runbase')}", flush=True)
+        print(f"API in One: {sim.base_url('apiinone')}", flush=True)
+        print(f"config: {msgspec.json.encode(sim.config).decode()}", flush=True)
+        await asyncio.Event().wait()
+
+
+def serve_forever(
+    host: str = "127.0.0.1", port: int = 8080, config: SimulatorConfig | None = None
+) -> None:
+    """Run a simulator in the foreground until interrupted (Ctrl-C).
+
+    Prints the two base URLs once the port is bound.
+    """
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(host, port, config))
