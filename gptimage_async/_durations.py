@@ -1,0 +1,162 @@
+"""Learning how long runs take, from what polls can see.
+
+A poll only tells whether a run was done at that moment, so a finished run's
+duration is known to lie in ``(lo, hi]``: ``lo`` the age of its last "not
+done" poll (0 if none), ``hi`` the age of the poll that found it done. Taking
+``hi`` as the duration would bias the estimate upward and, since polls are
+placed from the estimate, drift later and later. ``DurationModel`` instead
+keeps the nonparametric maximum-likelihood estimate for interval-censored
+data (Turnbull's EM) on a grid, which stays consistent when poll times depend
+on earlier answers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import itertools
+import math
+
+__all__ = ["DurationModel"]
+
+#: Grid resolution of the estimated distribution.
+BINS = 64
+#: Observations kept: recent ones only, so the model follows a provider that slows down.
+WINDOW = 384
+#: Finished runs needed before the model is trusted over cold-start probing.
+MIN_OBSERVATIONS = 4
+#: EM iterations per refit; warm-started from the last fit, so few are needed.
+ITERATIONS = 30
+
+
+class DurationModel:
+    """Estimated distribution of run durations (seconds from create to done).
+
+    >>> m = DurationModel()
+    >>> for lo, hi in [(0, 3), (2, 4), (3, 5), (1, 3), (0, 4)]:
+    ...     m.observe(lo, hi)
+    >>> 2.0 < m.quantile(0.5) < 4.0
+    True
+    """
+
+    __slots__ = ("_cdf", "_dirty", "_obs", "_p", "_span", "observed")
+
+    def __init__(self) -> None:
+        self._obs: collections.deque[tuple[float, float]] = collections.deque(maxlen=WINDOW)
+        self._span = 0.0
+        self._p: list[float] = []
+        self._cdf: list[float] = []  # cumulative mass at each bin's upper edge
+        self._dirty = 0
+        self.observed = 0
+
+    @property
+    def ready(self) -> bool:
+        """True once enough runs have finished to place polls from the estimate."""
+        return self.observed >= MIN_OBSERVATIONS
+
+    def observe(self, lo: float, hi: float) -> None:
+        """A run finished after ``lo`` and no later than ``hi`` seconds of age."""
+        lo = max(0.0, lo)
+        if not math.isfinite(hi) or hi <= lo:
+            return
+        self._obs.append((lo, hi))
+        self.observed += 1
+        self._dirty += 1
+
+    def cdf(self, age: float) -> float:
+        """Estimated probability that a run is done by ``age``."""
+        self._refresh()
+        if age <= 0.0 or not self._cdf:
+            return 0.0
+        if age >= self._span:
+            return 1.0
+        width = self._span / BINS
+        i = min(int(age / width), BINS - 1)
+        below = self._cdf[i - 1] if i else 0.0
+        return below + self._p[i] * (age - i * width) / width
+
+    def quantile(self, q: float) -> float:
+        """The age by which a share ``q`` of runs is done (0 before any observation)."""
+        self._refresh()
+        if not self._cdf:
+            return 0.0
+        q = min(max(q, 0.0), 1.0)
+        i = bisect.bisect_left(self._cdf, q)
+        if i >= BINS:
+            return self._span
+        below = self._cdf[i - 1] if i else 0.0
+        width = self._span / BINS
+        mass = self._p[i]
+        frac = (q - below) / mass if mass > 0 else 0.0
+        return (i + min(max(frac, 0.0), 1.0)) * width
+
+    def conditional_quantile(self, after: float, q: float) -> float | None:
+        """The age by which a share ``q`` of runs still going at ``after`` is done.
+
+        ``None`` when the model puts (almost) no mass beyond ``after``: the run
+        is already longer than anything seen.
+        """
+        base = self.cdf(after)
+        remaining = 1.0 - base
+        if remaining < 1e-6:
+            return None
+        return max(after, self.quantile(base + q * remaining))
+
+    def _refresh(self) -> None:
+        if not self._dirty:
+            return
+        # Refit rarely once the model has plenty of data: it is cheap, not free.
+        if self._cdf and self._dirty < max(1, len(self._obs) // 32):
+            return
+        self._dirty = 0
+        self._fit()
+
+    def _fit(self) -> None:
+        obs = self._obs
+        span = max(hi for _, hi in obs) * 1.1
+        width = span / BINS
+        p = self._p if self._p and abs(span - self._span) < 1e-12 else [1.0 / BINS] * BINS
+        self._span = span
+        # Each observation covers a run of whole bins [first, last], its ends
+        # rounded to the nearest bin edge. Taking every bin the interval touches
+        # would let "done by a" and "not done at a" share the bin holding a, and
+        # the EM would pile all mass into that one bin.
+        ranges = []
+        for lo, hi in obs:
+            first = min(round(lo / width), BINS - 1)
+            last = min(round(hi / width) - 1, BINS - 1)
+            if last < first:
+                first = last = min(int((lo + hi) / 2 / width), BINS - 1)
+            ranges.append((first, last))
+        n = len(ranges)
+        for _ in range(ITERATIONS):
+            prefix = [0.0, *itertools.accumulate(p)]
+            weight = [0.0] * (BINS + 1)
+            for first, last in ranges:
+                mass = prefix[last + 1] - prefix[first]
+                if mass <= 0.0:
+                    continue
+                inv = 1.0 / mass
+                weight[first] += inv
+                weight[last + 1] -= inv
+            running = 0.0
+            new = [0.0] * BINS
+            for j in range(BINS):
+                running += weight[j]
+                new[j] = p[j] * running / n
+            total = sum(new)
+            if total <= 0.0:
+                new = [1.0 / BINS] * BINS
+                total = 1.0
+            p = [x / total for x in new]
+        self._p = p
+        self._cdf = list(itertools.accumulate(p))
+        self._cdf[-1] = 1.0
+
+    def __repr__(self) -> str:
+        if not self.ready:
+            return f"<DurationModel learning ({self.observed} observed)>"
+        return (
+            f"<DurationModel p5={self.quantile(0.05):.3g}s p50={self.quantile(0.5):.3g}s "
+            f"p95={self.quantile(0.95):.3g}s ({self.observed} observed)>"
+        )

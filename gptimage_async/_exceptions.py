@@ -1,0 +1,224 @@
+"""The error tree.
+
+Every error this library raises or resolves a run with is a ``GPTImageError``::
+
+    GPTImageError
+    ├── InvalidRequestError (ValueError)      bad input, raised before any request is sent
+    ├── ConfigurationError (ValueError)       bad Session arguments: no key, bad base_url
+    ├── SessionClosedError (RuntimeError)     the session is closed, or closed under the run
+    ├── APIConnectionError                    the request never got an HTTP answer
+    ├── ProtocolError                         an answer that cannot be understood
+    ├── UncertainCreateError                  a create may have reached the server: not resent
+    ├── RunFailedError                        the provider says the run failed
+    ├── RunTimeoutError (TimeoutError)        the run did not finish within run_timeout
+    └── APIStatusError                        the provider answered with an error status
+        ├── BadRequestError                   400
+        ├── AuthenticationError               401
+        ├── InsufficientCreditsError          402
+        ├── PermissionDeniedError             403
+        ├── RunNotFoundError                  404
+        ├── RateLimitError                    429 (transient; retried by the library)
+        │   └── QuotaExceededError            429 USAGE_EXCEEDED: the key's quota is gone
+        └── ServerError                       5xx
+
+Errors carry what a caller needs (``status_code``, ``code``, ``run_id``,
+``retry_after``) and never the API key.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "GPTImageError",
+    "InsufficientCreditsError",
+    "InvalidRequestError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "RunFailedError",
+    "RunNotFoundError",
+    "RunTimeoutError",
+    "ServerError",
+    "SessionClosedError",
+    "UncertainCreateError",
+    "status_error",
+]
+
+
+class GPTImageError(Exception):
+    """Base class of every error raised by gptimage-async."""
+
+    run_id: str | None = None
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.run_id = run_id
+
+
+class InvalidRequestError(GPTImageError, ValueError):
+    """The request failed client-side validation; nothing was sent.
+
+    ``field`` names the offending input (``"prompt"``, ``"aspect_ratio"``, ...).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ConfigurationError(GPTImageError, ValueError):
+    """The session was configured wrongly (no API key, unknown provider, unsafe URL)."""
+
+
+class SessionClosedError(GPTImageError, RuntimeError):
+    """The session is closed, or was closed before this run was resolved.
+
+    A run that ends with this error may still finish on the provider's side;
+    its ``run_id`` lets a later session ``attach`` to it.
+    """
+
+
+class APIConnectionError(GPTImageError):
+    """The request did not get an HTTP answer (refused, reset, timed out)."""
+
+
+class ProtocolError(GPTImageError):
+    """The provider's answer could not be understood.
+
+    Raised for bodies that are not JSON or not the documented shape, and for a
+    run reported as succeeded without any image URL.
+    """
+
+    def __init__(
+        self, message: str, *, run_id: str | None = None, status_code: int | None = None
+    ) -> None:
+        super().__init__(message, run_id=run_id)
+        self.status_code = status_code
+
+
+class UncertainCreateError(GPTImageError):
+    """A create request may have reached the provider, so it was not resent.
+
+    Providers charge when a run is created. When a create fails in a way that
+    leaves its fate unknown (a timeout after the request was sent, a connection
+    reset after it was written, a bare 500), resending it could pay twice. The
+    library reports it instead. Check the provider's dashboard, or construct
+    the session with ``resend_uncertain_creates=True`` to accept the risk.
+    """
+
+    def __init__(self, message: str, *, prompt: str) -> None:
+        super().__init__(message)
+        self.prompt = prompt
+
+
+class RunFailedError(GPTImageError):
+    """The provider reports that the run failed (its cost is usually refunded)."""
+
+    def __init__(self, message: str, *, run_id: str, code: str | None = None) -> None:
+        super().__init__(message, run_id=run_id)
+        self.code = code
+
+
+class RunTimeoutError(GPTImageError, TimeoutError):
+    """The run was not resolved within the session's ``run_timeout``.
+
+    The run may still finish on the provider's side; ``attach`` it to keep
+    waiting.
+    """
+
+
+class APIStatusError(GPTImageError):
+    """The provider answered with an error status.
+
+    ``status_code`` is the HTTP status (or, for API in One's HTTP-200 envelope,
+    the envelope's ``code``); ``code`` is the provider's error code when it
+    gave one (``"invalid_input"``, ``"USAGE_EXCEEDED"``, ...).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        code: str | None = None,
+        run_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, run_id=run_id)
+        self.status_code = status_code
+        self.code = code
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        code = f" {self.code}" if self.code else ""
+        return f"{self.status_code}{code}: {self.message}"
+
+
+class BadRequestError(APIStatusError):
+    """400: missing or malformed parameters."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or invalid."""
+
+
+class InsufficientCreditsError(APIStatusError):
+    """402: the account has not enough credits."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the IP is not allowed, or the key's spend limit is reached."""
+
+
+class RunNotFoundError(APIStatusError):
+    """404: the provider does not know this run id."""
+
+
+class RateLimitError(APIStatusError):
+    """429: rate limited. The library waits and retries these itself."""
+
+
+class QuotaExceededError(RateLimitError):
+    """429 ``USAGE_EXCEEDED``: the key's quota is spent. Retrying cannot help."""
+
+
+class ServerError(APIStatusError):
+    """5xx: the provider failed internally."""
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: InsufficientCreditsError,
+    403: PermissionDeniedError,
+    404: RunNotFoundError,
+    429: RateLimitError,
+}
+
+# Codes that turn a 429 into a hard error: the quota is gone, waiting cannot help.
+_QUOTA_CODES = frozenset({"usage_exceeded", "quota_exceeded", "insufficient_quota"})
+
+
+def status_error(
+    status_code: int,
+    message: str,
+    *,
+    code: str | None = None,
+    run_id: str | None = None,
+    retry_after: float | None = None,
+) -> APIStatusError:
+    """Build the ``APIStatusError`` subclass that fits an error answer."""
+    cls: type[APIStatusError]
+    if status_code == 429 and code is not None and code.lower() in _QUOTA_CODES:
+        cls = QuotaExceededError
+    elif status_code >= 500:
+        cls = ServerError
+    else:
+        cls = _BY_STATUS.get(status_code, APIStatusError)
+    return cls(message, status_code=status_code, code=code, run_id=run_id, retry_after=retry_after)

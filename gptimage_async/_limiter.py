@@ -1,0 +1,325 @@
+"""One rate limiter per provider key, shared by creates and polls.
+
+Two parts:
+
+``AdaptiveRate`` is the belief about the server's limit. It is pure state
+driven by the caller's clock, so tests move time by hand. It cuts the rate on a
+429, estimating the server's real limit from how many requests went out in the
+last window, and probes gently upward after a window in which the budget was
+the bottleneck and no 429 came back.
+
+``RateLimiter`` paces requests evenly at that rate (a GCRA with no burst:
+servers count with sliding windows, so a burst of a window's worth followed by
+steady pacing would overrun them), hands slots out by priority, and holds every
+request back while a 429's ``Retry-After`` or backoff runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Iterator
+
+from ._models import RateLimit
+from ._retry import backoff_delays
+
+__all__ = [
+    "PRIORITY_CREATE",
+    "PRIORITY_POLL",
+    "AdaptiveRate",
+    "RateLimiter",
+]
+
+#: Polls of runs that are probably done go before creates: results keep
+#: flowing during a bulk job, and a finished run polled late holds memory.
+PRIORITY_POLL = 0
+PRIORITY_CREATE = 1
+
+#: Pace this far under the believed limit, so arrival jitter at the server
+#: does not push one window over (2% of a 10 s window is 200 ms of slack).
+SAFETY_MARGIN = 0.02
+#: On a 429, never cut below this share of the current rate in one step, nor
+#: keep more than DECREASE_MAX of it.
+DECREASE_MIN = 0.5
+DECREASE_MAX = 0.9
+#: Multiplicative probe per saturated, 429-free window while below the
+#: remembered failing rate; and the gentle probe once past it.
+INCREASE_FAST = 1.25
+INCREASE_SLOW = 1.03
+#: Stay this far under the rate that last drew a 429.
+BELOW_BAD = 0.92
+#: Windows without a 429 after which the rate that drew one is doubted.
+FORGET_BAD_AFTER = 8
+#: The learned rate never drifts past these multiples of the starting belief.
+MIN_RATE_FACTOR = 1 / 64
+MAX_RATE_FACTOR = 64.0
+
+
+class AdaptiveRate:
+    """The limiter's current belief about the server's rate limit, in requests per second.
+
+    >>> r = AdaptiveRate(RateLimit(requests=20, per=10.0))
+    >>> round(r.rate, 2)
+    2.0
+    """
+
+    __slots__ = (
+        "_bad",
+        "_ceiling",
+        "_last_429",
+        "_last_cut",
+        "_per",
+        "_rate",
+        "_sent",
+        "_start",
+        "_window_429",
+        "_window_saturated",
+        "_window_start",
+        "cuts",
+        "increases",
+    )
+
+    def __init__(self, belief: RateLimit, *, now: float = 0.0) -> None:
+        self._per = float(belief.per)
+        self._start = belief.rate
+        self._rate = belief.rate
+        self._ceiling = belief.rate if belief.ceiling else None
+        self._bad: float | None = None
+        self._last_cut = -float("inf")
+        self._last_429 = -float("inf")
+        self._window_start = now
+        self._window_saturated = False
+        self._window_429 = False
+        # Send times within the last window: their count at a 429 estimates the limit.
+        self._sent: collections.deque[float] = collections.deque()
+        self.cuts = 0
+        self.increases = 0
+
+    @property
+    def rate(self) -> float:
+        """Requests per second the limiter currently allows (before the safety margin)."""
+        return self._rate
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two requests at the current rate, safety margin included."""
+        return 1.0 / (self._rate * (1.0 - SAFETY_MARGIN))
+
+    @property
+    def per(self) -> float:
+        """The window length of the belief, in seconds."""
+        return self._per
+
+    def record_send(self, now: float, *, saturated: bool) -> None:
+        """Note a request going out; ``saturated`` if it had to wait for its slot."""
+        sent = self._sent
+        sent.append(now)
+        horizon = now - self._per
+        while sent and sent[0] <= horizon:
+            sent.popleft()
+        if len(sent) > 100_000:  # a belief far above reality must not grow this forever
+            sent.popleft()
+        if saturated:
+            self._window_saturated = True
+        self._maybe_increase(now)
+
+    def record_429(self, sent_at: float, now: float) -> None:
+        """React to a 429 for a request sent at ``sent_at`` (once per congestion event)."""
+        self._last_429 = now
+        self._window_429 = True
+        if sent_at < self._last_cut:
+            # Sent before the previous cut took effect: the cut already answered it.
+            return
+        in_window = sum(1 for t in self._sent if sent_at - self._per < t < sent_at)
+        estimate = in_window / self._per if in_window else self._rate * DECREASE_MIN
+        # The server refused the (in_window + 1)-th request of a window: its
+        # limit is about in_window per window, whatever we believed.
+        failing = min(self._rate, estimate)
+        self._bad = failing if self._bad is None else min(self._bad, failing)
+        new = min(self._rate * DECREASE_MAX, estimate * (1.0 - SAFETY_MARGIN))
+        self._rate = max(new, self._rate * DECREASE_MIN, self._start * MIN_RATE_FACTOR)
+        self._last_cut = now
+        self._window_start = now
+        self._window_saturated = False
+        self._window_429 = False
+        self.cuts += 1
+
+    def _maybe_increase(self, now: float) -> None:
+        if now - self._window_start < self._per:
+            return
+        if self._window_saturated and not self._window_429:
+            self._increase(now)
+        self._window_start = now
+        self._window_saturated = False
+        self._window_429 = False
+
+    def _increase(self, now: float) -> None:
+        rate = self._rate
+        if self._bad is not None and now - self._last_429 > FORGET_BAD_AFTER * self._per:
+            # Limits get raised; a long quiet spell makes the old failure doubtful.
+            self._bad *= INCREASE_SLOW
+        if self._bad is None or rate * INCREASE_FAST <= self._bad * BELOW_BAD:
+            rate *= INCREASE_FAST
+        elif rate < self._bad * BELOW_BAD:
+            rate = self._bad * BELOW_BAD
+        else:
+            return
+        if self._ceiling is not None:
+            rate = min(rate, self._ceiling)
+        rate = min(rate, self._start * MAX_RATE_FACTOR)
+        if rate > self._rate:
+            self._rate = rate
+            self.increases += 1
+
+    def __repr__(self) -> str:
+        bad = "unknown" if self._bad is None else f"{self._bad:.3g}/s"
+        return (
+            f"<AdaptiveRate {self._rate:.3g}/s (window {self._per:g}s, last 429 at {bad}, "
+            f"cuts={self.cuts}, increases={self.increases})>"
+        )
+
+
+class RateLimiter:
+    """Paces a provider key's requests, creates and polls together.
+
+    ``await acquire(priority)`` returns when the request may go out. Slots are
+    spaced evenly at the current rate; waiters are served lowest priority
+    number first, then first come. ``try_acquire()`` takes a slot only if one
+    is free right now and nobody is waiting: it is how speculative polls use
+    spare budget without ever delaying anything else.
+    """
+
+    __slots__ = (
+        "_backoff",
+        "_blocked_until",
+        "_clock",
+        "_seq",
+        "_tat",
+        "_timer",
+        "_waiters",
+        "adaptive",
+        "granted",
+        "rate_limited",
+    )
+
+    def __init__(self, belief: RateLimit, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.adaptive = AdaptiveRate(belief, now=clock())
+        self._tat = -float("inf")  # theoretical time of the next free slot
+        self._blocked_until = -float("inf")
+        self._waiters: list[tuple[int, int, asyncio.Future[float]]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._backoff: Iterator[float] | None = None
+        self.granted = 0
+        self.rate_limited = 0
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot (cancelled ones may linger until their turn)."""
+        return len(self._waiters)
+
+    def next_free(self) -> float:
+        """The clock time of the next free slot, ignoring waiters."""
+        return max(self._tat, self._blocked_until)
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now and nobody waits; never blocks."""
+        now = self._clock()
+        if self._waiters or self.next_free() > now:
+            return False
+        self._grant(now, saturated=False)
+        return True
+
+    async def acquire(self, priority: int = PRIORITY_CREATE) -> float:
+        """Wait for a slot; return the clock time it was granted at."""
+        now = self._clock()
+        if not self._waiters and self.next_free() <= now:
+            self._grant(now, saturated=False)
+            return now
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._seq), future))
+        self._arm()
+        # A slot granted to a waiter cancelled at the same moment is simply
+        # lost: spending less than the budget is always safe.
+        return await future
+
+    def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
+        """A request sent at ``sent_at`` got a 429: slow down and hold everything back."""
+        now = self._clock()
+        self.rate_limited += 1
+        self.adaptive.record_429(sent_at, now)
+        if retry_after is not None:
+            # "Retry-After: 0" means now is too soon, not "hammer": wait one slot at least.
+            pause = max(retry_after, self.adaptive.interval)
+        else:
+            if self._backoff is None:
+                self._backoff = backoff_delays(self.adaptive.interval, cap=self.adaptive.per)
+            pause = self.adaptive.interval + next(self._backoff)
+        self._blocked_until = max(self._blocked_until, now + pause)
+        # Slots already promised at the old rate are re-spaced at the new one.
+        self._tat = max(self._tat, self._blocked_until)
+        self._arm()
+
+    def on_server_trouble(self) -> None:
+        """A 5xx or a failed connection: hold everything back briefly, rate unchanged.
+
+        Consecutive troubles back off exponentially (capped at one window), so
+        an outage does not multiply the request rate with retries; the first
+        good answer ends it.
+        """
+        now = self._clock()
+        if self._backoff is None:
+            self._backoff = backoff_delays(self.adaptive.interval, cap=self.adaptive.per)
+        pause = next(self._backoff)
+        self._blocked_until = max(self._blocked_until, now + pause)
+        self._tat = max(self._tat, self._blocked_until)
+        self._arm()
+
+    def on_answer(self) -> None:
+        """A request got an answer that was not a 429: the backoff sequence restarts."""
+        self._backoff = None
+
+    def _grant(self, now: float, *, saturated: bool) -> None:
+        self._tat = max(self._tat, now) + self.adaptive.interval
+        self.granted += 1
+        self.adaptive.record_send(now, saturated=saturated)
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._waiters:
+            return
+        delay = max(0.0, self.next_free() - self._clock())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._dispatch)
+
+    def _dispatch(self) -> None:
+        self._timer = None
+        now = self._clock()
+        waiters = self._waiters
+        while waiters and waiters[0][2].done():
+            heapq.heappop(waiters)  # cancelled while waiting
+        if waiters and self.next_free() <= now:
+            future = heapq.heappop(waiters)[2]
+            self._grant(now, saturated=True)
+            future.set_result(now)
+        self._arm()
+
+    def close(self) -> None:
+        """Cancel the timer and every waiter (the session is closing)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for _, _, future in self._waiters:
+            future.cancel()
+        self._waiters.clear()
+
+    def __repr__(self) -> str:
+        return (
+            f"<RateLimiter {self.adaptive.rate:.3g}/s waiting={len(self._waiters)} "
+            f"granted={self.granted} rate_limited={self.rate_limited}>"
+        )

@@ -1,0 +1,224 @@
+"""The public value types: what a caller asks for and what it gets back.
+
+Validation lives here so that a bad request fails with ``InvalidRequestError``
+at construction, before anything is sent; provider adapters add their own
+narrower limits on top (see ``_providers``).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable
+from typing import Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+from ._exceptions import InvalidRequestError
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "QUALITIES",
+    "AspectRatio",
+    "ImageRequest",
+    "Quality",
+    "RateLimit",
+    "Result",
+    "RunStatus",
+    "as_request",
+]
+
+AspectRatio = Literal["1:1", "3:2", "2:3"]
+Quality = Literal["medium", "high"]
+ASPECT_RATIOS: frozenset[str] = frozenset({"1:1", "3:2", "2:3"})
+QUALITIES: frozenset[str] = frozenset({"medium", "high"})
+
+# OpenAI's own cap for GPT Image prompts; providers may be stricter (API in One: 5000).
+MAX_PROMPT_CHARS = 32_000
+# GPT Image accepts at most 16 reference images per request.
+MAX_IMAGE_URLS = 16
+MAX_URL_CHARS = 4_096
+
+
+class RunStatus(enum.StrEnum):
+    """Where a run is in its life.
+
+    ``PENDING`` and ``RUNNING`` are in flight; the rest are terminal.
+    ``ERRORED`` means the library stopped tracking the run with an error of its
+    own (timeout, unreadable answers, the session closed) without the provider
+    saying how the run ended.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    ERRORED = "errored"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the run will not change any more."""
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING)
+
+
+class ImageRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One image generation request, validated on construction.
+
+    >>> ImageRequest("a ceramic lamp", aspect_ratio="3:2", quality="high")
+    ImageRequest(prompt='a ceramic lamp', aspect_ratio='3:2', quality='high', image_urls=())
+
+    ``None`` leaves an option to the provider's default (``1:1``, ``medium``).
+    Raises ``InvalidRequestError`` (a ``ValueError``) for bad input.
+    """
+
+    prompt: str
+    aspect_ratio: AspectRatio | None = None
+    quality: Quality | None = None
+    image_urls: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+def _validate(request: ImageRequest) -> None:
+    prompt = request.prompt
+    if not isinstance(prompt, str):
+        raise InvalidRequestError(
+            f"prompt must be a string, not {type(prompt).__name__}", field="prompt"
+        )
+    if not prompt.strip():
+        raise InvalidRequestError("prompt must not be empty", field="prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidRequestError(
+            f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}",
+            field="prompt",
+        )
+    if "\x00" in prompt:
+        raise InvalidRequestError("prompt must not contain NUL characters", field="prompt")
+    if request.aspect_ratio is not None and request.aspect_ratio not in ASPECT_RATIOS:
+        raise InvalidRequestError(
+            f"aspect_ratio must be one of 1:1, 3:2, 2:3, not {request.aspect_ratio!r}",
+            field="aspect_ratio",
+        )
+    if request.quality is not None and request.quality not in QUALITIES:
+        raise InvalidRequestError(
+            f"quality must be 'medium' or 'high', not {request.quality!r}", field="quality"
+        )
+    urls = request.image_urls
+    if isinstance(urls, str) or not isinstance(urls, tuple | list):
+        raise InvalidRequestError("image_urls must be a list of http(s) URLs", field="image_urls")
+    if len(urls) > MAX_IMAGE_URLS:
+        raise InvalidRequestError(
+            f"at most {MAX_IMAGE_URLS} image_urls are accepted, got {len(urls)}",
+            field="image_urls",
+        )
+    for url in urls:
+        _validate_url(url)
+    if isinstance(urls, list):
+        # Keep the struct hashable and immutable even when built from a list.
+        msgspec.structs.force_setattr(request, "image_urls", tuple(urls))
+
+
+def _validate_url(url: object) -> None:
+    if not isinstance(url, str):
+        raise InvalidRequestError(
+            f"image_urls entries must be strings, not {type(url).__name__}", field="image_urls"
+        )
+    if len(url) > MAX_URL_CHARS or any(c.isspace() or ord(c) < 32 for c in url):
+        raise InvalidRequestError(f"not a usable URL: {url[:80]!r}", field="image_urls")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidRequestError(f"not a usable URL: {url[:80]!r}", field="image_urls") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequestError(
+            f"image_urls must be http(s) URLs with a host, not {url[:80]!r}", field="image_urls"
+        )
+
+
+def as_request(
+    request: ImageRequest | str,
+    *,
+    aspect_ratio: AspectRatio | None = None,
+    quality: Quality | None = None,
+    image_urls: Iterable[str] | None = None,
+) -> ImageRequest:
+    """Turn a prompt plus options, or a ready ``ImageRequest``, into an ``ImageRequest``.
+
+    Options given here fill in only what an ``ImageRequest`` left unset.
+    """
+    if isinstance(request, ImageRequest):
+        if aspect_ratio is None and quality is None and image_urls is None:
+            return request
+        return ImageRequest(
+            request.prompt,
+            aspect_ratio=request.aspect_ratio or aspect_ratio,
+            quality=request.quality or quality,
+            image_urls=request.image_urls or _url_tuple(image_urls),
+        )
+    if not isinstance(request, str):
+        raise InvalidRequestError(
+            f"expected a prompt string or an ImageRequest, not {type(request).__name__}",
+            field="prompt",
+        )
+    return ImageRequest(
+        request, aspect_ratio=aspect_ratio, quality=quality, image_urls=_url_tuple(image_urls)
+    )
+
+
+def _url_tuple(urls: Iterable[str] | None) -> tuple[str, ...]:
+    if urls is None:
+        return ()
+    if isinstance(urls, str):
+        raise InvalidRequestError(
+            "image_urls must be a list of URLs, not a single string", field="image_urls"
+        )
+    return tuple(urls)
+
+
+class Result(msgspec.Struct, frozen=True):
+    """A finished, successful run.
+
+    ``urls`` are the generated images; ``elapsed`` is seconds from the create
+    being sent to the library seeing the run done.
+    """
+
+    run_id: str
+    provider: str
+    urls: list[str]
+    request: ImageRequest | None = None
+    elapsed: float | None = None
+
+
+class RateLimit(msgspec.Struct, frozen=True):
+    """The client's belief about a provider's rate limit: ``requests`` per ``per`` seconds.
+
+    The limiter starts from this belief and keeps learning: it probes gently
+    upward while no 429 comes back and backs off when one does. With
+    ``ceiling=True`` the figure is a hard cap the limiter never exceeds (for a
+    key shared with other systems).
+
+    >>> RateLimit(requests=20, per=10.0)
+    RateLimit(requests=20, per=10.0, ceiling=False)
+    """
+
+    requests: int
+    per: float
+    ceiling: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.requests, bool) or not isinstance(self.requests, int):
+            raise InvalidRequestError("RateLimit.requests must be an int", field="requests")
+        if self.requests < 1:
+            raise InvalidRequestError("RateLimit.requests must be at least 1", field="requests")
+        if not isinstance(self.per, int | float) or not math.isfinite(self.per) or self.per <= 0:
+            raise InvalidRequestError(
+                "RateLimit.per must be a positive number of seconds", field="per"
+            )
+
+    @property
+    def rate(self) -> float:
+        """Requests per second."""
+        return self.requests / self.per

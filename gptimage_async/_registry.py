@@ -1,0 +1,81 @@
+"""Every run a session has submitted, until it is resolved."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+
+from ._models import RunStatus
+from ._run import Run
+
+__all__ = ["RunRegistry"]
+
+
+class RunRegistry:
+    """The runs a session tracks: lookups by id and counts by status.
+
+    Runs in flight are kept by id; a resolved run is dropped (so a long bulk
+    job holds memory only for what is in flight) and counted by how it ended.
+
+    >>> session.runs.counts()   # doctest: +SKIP
+    {'pending': 3, 'running': 5, 'succeeded': 120, 'failed': 1, ...}
+    """
+
+    __slots__ = ("_active", "_ended")
+
+    def __init__(self) -> None:
+        self._active: dict[str, Run] = {}
+        self._ended: collections.Counter[RunStatus] = collections.Counter()
+
+    def add(self, run: Run) -> None:
+        """Start tracking ``run`` (it must have a provider id)."""
+        assert run.run_id is not None
+        self._active[run.run_id] = run
+
+    def discard(self, run: Run) -> None:
+        """Stop tracking ``run``; counted by its final status if it was tracked."""
+        if run.run_id is not None and self._active.get(run.run_id) is run:
+            del self._active[run.run_id]
+            self._ended[run.status] += 1
+
+    def get(self, run_id: str) -> Run | None:
+        """The run in flight with this provider id, if any."""
+        return self._active.get(run_id)
+
+    def __contains__(self, run: object) -> bool:
+        if isinstance(run, str):
+            return run in self._active
+        return (
+            isinstance(run, Run) and run.run_id is not None and self._active.get(run.run_id) is run
+        )
+
+    def __len__(self) -> int:
+        """Runs in flight."""
+        return len(self._active)
+
+    def __iter__(self) -> Iterator[Run]:
+        """The runs in flight (a snapshot: safe while runs resolve)."""
+        return iter(list(self._active.values()))
+
+    @property
+    def in_flight(self) -> int:
+        """Runs submitted and not yet resolved."""
+        return len(self._active)
+
+    @property
+    def total(self) -> int:
+        """Runs ever tracked: in flight plus resolved."""
+        return len(self._active) + sum(self._ended.values())
+
+    def counts(self) -> dict[str, int]:
+        """Runs by status: in flight by their last known status, resolved by how they ended."""
+        counts = {status.value: 0 for status in RunStatus}
+        for status, n in self._ended.items():
+            counts[status.value] += n
+        for run in self._active.values():
+            counts[run.status.value] += 1
+        return counts
+
+    def __repr__(self) -> str:
+        active = ", ".join(f"{k}={v}" for k, v in self.counts().items() if v)
+        return f"<RunRegistry {active or 'empty'}>"

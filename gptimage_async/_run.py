@@ -1,0 +1,146 @@
+"""A handle on one run: awaitable, and resolved exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator
+from typing import Any
+
+import anyio
+
+from ._exceptions import GPTImageError
+from ._models import ImageRequest, Result, RunStatus
+
+__all__ = ["Run"]
+
+
+class Run:
+    """One run on a provider, tracked by its session until it is resolved.
+
+    Await it for its ``Result``; a run that fails raises its typed error
+    instead. Awaiting never disturbs the run: cancelling the awaiting task
+    leaves the run tracked and the session untouched.
+
+    >>> run = await session.submit("a ceramic lamp")   # doctest: +SKIP
+    >>> result = await run                              # doctest: +SKIP
+    """
+
+    __slots__ = (
+        "_future",
+        "created_at",
+        "deadline",
+        "errors",
+        "index",
+        "last_pending_age",
+        "next_poll",
+        "polls",
+        "provider",
+        "request",
+        "resolved_at",
+        "run_id",
+        "status",
+    )
+
+    def __init__(
+        self,
+        run_id: str | None,
+        provider: str,
+        request: ImageRequest | None,
+        *,
+        created_at: float,
+        deadline: float,
+        status: RunStatus = RunStatus.PENDING,
+        index: int | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.provider = provider
+        self.request = request
+        self.status = status
+        #: Position in the input of ``generate_many`` / ``as_completed``.
+        self.index = index
+        #: Clock time the create was sent (the run's age is measured from it).
+        self.created_at = created_at
+        self.deadline = deadline
+        self.resolved_at: float | None = None
+        self.polls = 0
+        #: Age of the last poll that found the run not done yet.
+        self.last_pending_age = 0.0
+        #: Consecutive failed polls (transient errors).
+        self.errors = 0
+        #: When the scheduler means to poll next; stale heap entries are skipped.
+        self.next_poll = 0.0
+        self._future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+
+    @property
+    def id(self) -> str | None:
+        """The provider's run id; ``None`` only if the create itself failed."""
+        return self.run_id
+
+    def done(self) -> bool:
+        """True once the run is resolved (result or error)."""
+        return self._future.done()
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error the run was resolved with, if any (``None`` while in flight)."""
+        if not self._future.done() or self._future.cancelled():
+            return None
+        return self._future.exception()
+
+    @property
+    def outcome(self) -> Result | None:
+        """The result if the run succeeded, else ``None``."""
+        if not self._future.done() or self._future.cancelled() or self._future.exception():
+            return None
+        return self._future.result()
+
+    def _outcome(self) -> Result | GPTImageError:
+        """The result or the error of a resolved run."""
+        error = self._future.exception()
+        if error is None:
+            return self._future.result()
+        assert isinstance(error, GPTImageError)
+        return error
+
+    async def result(self, timeout: float | None = None) -> Result:  # noqa: ASYNC109
+        """Wait for the run's result.
+
+        ``timeout`` bounds this wait only (the built-in ``TimeoutError`` is
+        raised and the run carries on); the session's ``run_timeout`` bounds
+        the run itself.
+        """
+        if self._future.done():
+            return self._future.result()
+        with anyio.fail_after(timeout):
+            return await asyncio.shield(self._future)
+
+    def __await__(self) -> Generator[Any, None, Result]:
+        return self.result().__await__()
+
+    # -- resolution (called by the session and scheduler only) ---------------
+
+    def _resolve(self, result: Result, now: float) -> bool:
+        if self._future.done():
+            return False
+        self.status = RunStatus.SUCCEEDED
+        self.resolved_at = now
+        self._future.set_result(result)
+        return True
+
+    def _fail(self, error: GPTImageError, status: RunStatus, now: float) -> bool:
+        if self._future.done():
+            return False
+        self.status = status
+        self.resolved_at = now
+        if error.run_id is None:
+            error.run_id = self.run_id
+        self._future.set_exception(error)
+        # Nobody may ever await this run; that is the caller's choice, not a bug to log.
+        self._future.exception()
+        return True
+
+    def __repr__(self) -> str:
+        return (
+            f"<Run {self.run_id or '(not created)'} {self.provider} {self.status.value} "
+            f"polls={self.polls}>"
+        )

@@ -1,0 +1,338 @@
+"""One poll scheduler per provider: a heap of due times, not a task per run.
+
+Where a poll goes is the whole performance of the library: under Runbase's
+default limit every poll spends budget a new run could have used. So:
+
+* Each run has a *planned* poll at the age by which most runs like it are
+  done (``THETA`` of the learned duration distribution, conditional on the run
+  still going at its last poll). Planned polls go before creates in the
+  limiter. When the budget is the bottleneck these are the only polls, and
+  they cost close to one per run.
+* When the budget is idle (nobody waits in the limiter), runs also get
+  *speculative* polls, spaced over the likely finishing window, that take a
+  slot only if one is free right now. They buy latency with budget nobody
+  else wanted, and never delay a create.
+* Before enough runs have finished to learn from, polls probe geometrically,
+  scaled by the create's round trip: no interval in seconds is written down,
+  so the same code fits 3-10 s runs and a simulator compressing them 20-fold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from ._durations import DurationModel
+from ._exceptions import (
+    APIStatusError,
+    GPTImageError,
+    ProtocolError,
+    QuotaExceededError,
+    RunFailedError,
+    RunNotFoundError,
+    RunTimeoutError,
+    ServerError,
+)
+from ._limiter import PRIORITY_POLL, RateLimiter
+from ._models import Result, RunStatus
+from ._providers import Provider, RunSnapshot
+from ._retry import parse_retry_after
+from ._run import Run
+from ._stats import SessionStats
+from ._transport import SendError, Transport
+
+__all__ = ["PollScheduler"]
+
+logger = logging.getLogger("gptimage_async")
+
+#: Share of runs a planned poll should find done.
+THETA = 0.95
+#: Speculative polls start where this share of runs is done ...
+SPECULATIVE_FROM = 0.02
+#: ... and are at least this share of the median duration apart.
+SPECULATIVE_SPACING = 0.04
+#: Two planned polls of one run are at least this share of the median apart.
+MIN_STEP = 0.05
+#: Cold start: first poll after this many create round trips, then this growth per poll.
+COLD_FIRST_RTTS = 4.0
+COLD_GROWTH = 1.5
+#: Past the longest duration seen, the gap grows by this factor per poll.
+TAIL_GROWTH = 1.25
+#: Consecutive unreadable answers, and 404s, before a run is given up on.
+MAX_PROTOCOL_ERRORS = 6
+MAX_NOT_FOUND = 3
+
+_Spawn = Callable[..., Any]
+
+
+class PollScheduler:
+    """Polls every run of one provider until it is resolved."""
+
+    def __init__(
+        self,
+        *,
+        provider: Provider,
+        transport: Transport,
+        limiter: RateLimiter,
+        stats: SessionStats,
+        clock: Callable[[], float],
+        spawn: _Spawn,
+        on_resolved: Callable[[Run], None],
+    ) -> None:
+        self.model = DurationModel()
+        self._provider = provider
+        self._transport = transport
+        self._limiter = limiter
+        self._stats = stats
+        self._clock = clock
+        self._spawn = spawn
+        self._on_resolved = on_resolved
+        self._heap: list[tuple[float, int, bool, Run]] = []
+        self._seq = itertools.count()
+        self._wake: asyncio.Future[None] | None = None
+        self._rtt = 0.0  # smoothed create round trip
+        self._cold_floor = 0.0  # the longest age any run was seen still going during cold start
+        self._in_flight = 0
+
+    # -- public surface --------------------------------------------------------
+
+    def add(self, run: Run, *, rtt: float | None = None, poll_now: bool = False) -> None:
+        """Start polling ``run``; ``rtt`` is its create's round trip, if known."""
+        if rtt is not None:
+            self._rtt = rtt if self._rtt == 0.0 else 0.8 * self._rtt + 0.2 * rtt
+        self._in_flight += 1
+        now = self._clock()
+        if poll_now:
+            self._push(run, now, speculative=False)
+        else:
+            self._plan(run, now)
+
+    def __len__(self) -> int:
+        return self._in_flight
+
+    def release(self, run: Run) -> None:
+        """``run`` was resolved elsewhere; its heap entries go stale."""
+        self._in_flight -= 1
+
+    async def run_forever(self) -> None:
+        """Take due polls off the heap until cancelled."""
+        loop = asyncio.get_running_loop()
+        heap = self._heap
+        while True:
+            if not heap:
+                await self._sleep(loop, None)
+                continue
+            when, _, speculative, run = heap[0]
+            now = self._clock()
+            if when > now:
+                await self._sleep(loop, when - now)
+                continue
+            heapq.heappop(heap)
+            if run.done() or when != run.next_poll:
+                continue  # stale: resolved, or re-planned since
+            if now >= run.deadline:
+                self._fail(run, RunTimeoutError(_timeout_message(run), run_id=run.run_id))
+                continue
+            if speculative:
+                if self._limiter.try_acquire():
+                    self._stats.speculative_polls += 1
+                    self._spawn(self._poll, run, now)
+                else:
+                    self._plan(run, now, allow_speculative=False)
+                continue
+            self._stats.lateness.append(now - when)
+            sent_at = await self._limiter.acquire(PRIORITY_POLL)
+            if run.done():
+                continue
+            self._spawn(self._poll, run, sent_at)
+
+    # -- planning --------------------------------------------------------------
+
+    def _plan(self, run: Run, now: float, *, allow_speculative: bool = True) -> None:
+        age_now = now - run.created_at
+        age, speculative = self.plan_age(
+            run,
+            interval=self._limiter.adaptive.interval,
+            budget_idle=allow_speculative and self._limiter.waiting == 0,
+        )
+        self._push(run, run.created_at + max(age, age_now), speculative=speculative)
+
+    def plan_age(self, run: Run, *, interval: float, budget_idle: bool) -> tuple[float, bool]:
+        """The age at which to poll ``run`` next, and whether that poll is speculative.
+
+        Pure: depends on the run, the learned model and the arguments only.
+        """
+        last = run.last_pending_age
+        model = self.model
+        if not model.ready:
+            first = max(COLD_FIRST_RTTS * self._rtt, interval, self._cold_floor)
+            if run.polls == 0:
+                return first, False
+            return max(last * COLD_GROWTH, last + interval, first), False
+        median = model.quantile(0.5)
+        target = model.conditional_quantile(last, THETA)
+        if target is None:
+            target = last * TAIL_GROWTH
+        planned = max(target, last + MIN_STEP * median) if run.polls else target
+        if budget_idle:
+            spacing = max(SPECULATIVE_SPACING * median, interval * max(1, self._in_flight))
+            early = max(model.quantile(SPECULATIVE_FROM), last + spacing if run.polls else 0.0)
+            if early < planned - spacing / 2:
+                return early, True
+        return planned, False
+
+    def _push(self, run: Run, when: float, *, speculative: bool) -> None:
+        when = min(when, run.deadline)
+        run.next_poll = when
+        heap = self._heap
+        heapq.heappush(heap, (when, next(self._seq), speculative, run))
+        if heap[0][3] is run and self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop, delay: float | None) -> None:
+        self._wake = wake = loop.create_future()
+        handle = None if delay is None else loop.call_later(delay, _set_once, wake)
+        try:
+            await wake
+        finally:
+            if handle is not None:
+                handle.cancel()
+            self._wake = None
+
+    # -- one poll ----------------------------------------------------------------
+
+    async def _poll(self, run: Run, sent_at: float) -> None:
+        # Everything is caught: a poll must never take the session down.
+        try:
+            await self._poll_once(run, sent_at)
+        except Exception as exc:  # pragma: no cover - a bug, reported on the run
+            logger.exception("unexpected error while polling run %s", run.run_id)
+            self._fail(run, ProtocolError(f"unexpected error while polling: {exc!r}"))
+
+    async def _poll_once(self, run: Run, sent_at: float) -> None:
+        assert run.run_id is not None
+        age = sent_at - run.created_at
+        run.polls += 1
+        self._stats.polls += 1
+        self._stats.requests += 1
+        try:
+            answer = await self._transport.send("GET", self._provider.poll_path(run.run_id))
+        except SendError as exc:
+            self._stats.connection_errors += 1
+            self._limiter.on_server_trouble()
+            self._retry_later(run, exc)
+            return
+        except ProtocolError as exc:
+            self._protocol_error(run, exc)
+            return
+        if run.done():
+            return
+        status = answer.status
+        if 200 <= status < 300:
+            self._limiter.on_answer()
+            try:
+                snapshot = self._provider.decode_run(answer.body, run_id=run.run_id)
+            except APIStatusError as exc:
+                self._status_error(run, exc, sent_at)
+                return
+            except ProtocolError as exc:
+                self._protocol_error(run, exc)
+                return
+            self._observe(run, snapshot, age)
+            return
+        error = self._provider.decode_error(
+            status,
+            answer.body,
+            run_id=run.run_id,
+            retry_after=parse_retry_after(answer.headers),
+        )
+        self._status_error(run, error, sent_at)
+
+    def _observe(self, run: Run, snapshot: RunSnapshot, age: float) -> None:
+        run.errors = 0
+        status = snapshot.status
+        if not status.is_terminal:
+            run.status = status
+            run.last_pending_age = max(run.last_pending_age, age)
+            if not self.model.ready:
+                self._cold_floor = max(self._cold_floor, age)
+            self._plan(run, self._clock())
+            return
+        self.model.observe(run.last_pending_age, age)
+        now = self._clock()
+        if status is RunStatus.SUCCEEDED:
+            result = Result(
+                run_id=run.run_id or snapshot.id,
+                provider=run.provider,
+                urls=list(snapshot.urls),
+                request=run.request,
+                elapsed=now - run.created_at,
+            )
+            if run._resolve(result, now):
+                self._on_resolved(run)
+            return
+        if status is RunStatus.CANCELED:
+            message = snapshot.error_message or "the run was canceled on the provider's side"
+        else:
+            message = snapshot.error_message or "the provider reports that the run failed"
+        error = RunFailedError(message, run_id=run.run_id or snapshot.id, code=snapshot.error_code)
+        if run._fail(error, status, now):
+            self._on_resolved(run)
+
+    def _status_error(self, run: Run, error: APIStatusError, sent_at: float) -> None:
+        if isinstance(error, QuotaExceededError):
+            self._fail(run, error)
+        elif error.status_code == 429:
+            self._stats.rate_limited += 1
+            self._limiter.on_rate_limited(sent_at, error.retry_after)
+            self._push(run, self._clock(), speculative=False)  # the limiter holds it back
+        elif isinstance(error, ServerError) or error.status_code == 408:
+            self._stats.server_errors += 1
+            self._limiter.on_server_trouble()
+            self._retry_later(run, error)
+        elif isinstance(error, RunNotFoundError) and run.errors + 1 < MAX_NOT_FOUND:
+            # A run can be briefly invisible right after its create.
+            self._retry_later(run, error)
+        else:
+            self._fail(run, error)
+
+    def _protocol_error(self, run: Run, error: ProtocolError) -> None:
+        self._stats.poll_errors += 1
+        if run.errors + 1 >= MAX_PROTOCOL_ERRORS:
+            self._fail(run, error)
+        else:
+            self._retry_later(run, error)
+
+    def _retry_later(self, run: Run, error: GPTImageError) -> None:
+        run.errors += 1
+        logger.debug("poll of run %s failed (%s); retrying", run.run_id, error)
+        scale = self.model.quantile(0.5) * MIN_STEP if self.model.ready else self._rtt
+        base = max(self._limiter.adaptive.interval, scale)
+        delay = min(base * 2.0 ** min(run.errors, 16), self._limiter.adaptive.per)
+        # Jitter keeps a crowd of runs that failed together from retrying together.
+        self._push(run, self._clock() + random.uniform(0.5, 1.0) * delay, speculative=False)
+
+    def _fail(self, run: Run, error: GPTImageError) -> None:
+        status = RunStatus.FAILED if isinstance(error, RunFailedError) else RunStatus.ERRORED
+        if run._fail(error, status, self._clock()):
+            self._on_resolved(run)
+
+    def __repr__(self) -> str:
+        return f"<PollScheduler {self._provider.name} in_flight={self._in_flight} {self.model!r}>"
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _timeout_message(run: Run) -> str:
+    return (
+        f"run {run.run_id} was not done by the session's run_timeout "
+        f"(polled {run.polls} times); it may still finish: attach() it to keep waiting"
+    )
