@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Literal, Self, overload
 from urllib.parse import urlsplit
@@ -38,7 +38,7 @@ from ._retry import parse_retry_after
 from ._run import Run
 from ._scheduler import PollScheduler
 from ._stats import SessionStats
-from ._transport import SendError, Transport
+from ._transport import Secret, SendError, Transport
 from ._version import __version__
 
 __all__ = ["OnExit", "ProviderName", "Session"]
@@ -111,7 +111,7 @@ class Session:
         user_agent: str | None = None,
     ) -> None:
         self._provider: Provider = get_provider(provider)
-        self._api_key = _resolve_key(self._provider, api_key)
+        self._api_key = Secret(_resolve_key(self._provider, api_key))
         self._base_url = _check_base_url(base_url or self._provider.default_base_url)
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise ConfigurationError("rate_limit must be a gptimage_async.RateLimit or None")
@@ -197,7 +197,7 @@ class Session:
         self._idle.set()
         self._transport = Transport(
             self._base_url,
-            self._api_key,
+            self._api_key.reveal(),
             timeout=self._request_timeout,
             max_connections=self._max_connections,
             user_agent=self._user_agent,
@@ -262,11 +262,9 @@ class Session:
         logger.debug("session closed: %s", self.stats)
 
     def _spawn(
-        self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
+        self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
     ) -> None:
-        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(
-            _as_coroutine(fn(*args)), name=name
-        )
+        task = asyncio.get_running_loop().create_task(fn(*args), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -676,10 +674,6 @@ def _is_loopback(host: str) -> bool:
 
 def _call_with(fn: Callable[[Run], None], run: Run, _future: object) -> None:
     fn(run)
-
-
-async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
 
 
 def _check_positive(name: str, value: float) -> None:

@@ -16,7 +16,7 @@ import msgspec
 
 from ._exceptions import APIConnectionError, ProtocolError
 
-__all__ = ["MAX_BODY_BYTES", "Answer", "SendError", "Transport"]
+__all__ = ["MAX_BODY_BYTES", "Answer", "Secret", "SendError", "Transport"]
 
 logger = logging.getLogger("gptimage_async")
 
@@ -41,7 +41,7 @@ class SendError(APIConnectionError):
         self.maybe_received = maybe_received
 
 
-class _Secret:
+class Secret:
     """Holds the API key so that no repr, log or traceback can show it."""
 
     __slots__ = ("_value",)
@@ -73,7 +73,7 @@ class Transport:
         user_agent: str,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._key = _Secret(api_key)
+        self._key = Secret(api_key)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._user_agent = user_agent
         self._headers = {
