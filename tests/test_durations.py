@@ -1,0 +1,69 @@
+"""The duration model stays consistent under the polling it drives."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from gptimage_async._durations import DurationModel
+
+
+def simulate(draw: random.Random, n: int, theta: float) -> tuple[DurationModel, float]:
+    """Bulk policy: first poll at the model's quantile, then conditional ones."""
+    model = DurationModel()
+    polls = 0
+    for _ in range(n):
+        d = draw.uniform(3.0, 10.0)
+        if not model.ready:
+            lo, age = 0.0, 0.5
+            while age < d:
+                lo, age = age, age * 1.5
+                polls += 1
+            polls += 1
+            model.observe(lo, age)
+            continue
+        lo, age = 0.0, model.conditional_quantile(0.0, theta) or 10.0
+        while True:
+            polls += 1
+            if age >= d:
+                break
+            lo = age
+            nxt = model.conditional_quantile(age, theta)
+            age = max(nxt or 0.0, age + 0.25)
+        model.observe(lo, age)
+    return model, polls / n
+
+
+def test_quantile_converges_without_drifting_late() -> None:
+    model, polls_per_run = simulate(random.Random(7), 800, 0.95)
+    assert model.quantile(0.95) == pytest.approx(9.65, abs=0.35)
+    assert polls_per_run < 1.25
+
+
+def test_cdf_and_quantile_are_inverse() -> None:
+    model = DurationModel()
+    for i in range(100):
+        model.observe(i / 10, i / 10 + 0.1)
+    for q in (0.1, 0.5, 0.9):
+        assert model.cdf(model.quantile(q)) == pytest.approx(q, abs=0.03)
+    assert model.cdf(-1.0) == 0.0
+    assert model.cdf(1e9) == 1.0
+
+
+def test_conditional_quantile_beyond_everything_seen_is_none() -> None:
+    model = DurationModel()
+    for _ in range(10):
+        model.observe(1.0, 2.0)
+    assert model.conditional_quantile(1e6, 0.9) is None
+    later = model.conditional_quantile(1.2, 0.5)
+    assert later is not None and later >= 1.2
+
+
+def test_bad_observations_are_ignored() -> None:
+    model = DurationModel()
+    model.observe(2.0, 1.0)
+    model.observe(0.0, float("inf"))
+    assert model.observed == 0 and not model.ready
+    assert model.quantile(0.5) == 0.0
+    assert "learning" in repr(model)
