@@ -41,16 +41,20 @@ PRIORITY_CREATE = 1
 #: Pace this far under the believed limit, so arrival jitter at the server
 #: does not push one window over (2% of a 10 s window is 200 ms of slack).
 SAFETY_MARGIN = 0.02
-#: On a 429, never cut below this share of the current rate in one step, nor
-#: keep more than DECREASE_MAX of it.
+#: On a 429, never cut below this share of the current rate in one step.
 DECREASE_MIN = 0.5
-DECREASE_MAX = 0.9
-#: Multiplicative probe per saturated, 429-free window while below the
-#: remembered failing rate; and the gentle probe once past it.
+#: A 429 whose window held at least this share of our rate came at the limit,
+#: not above it; a second one within JITTER_MEMORY windows nudges the rate down.
+JITTER_BAND = 0.95
+JITTER_MEMORY = 4
+NUDGE = 0.03
+#: Multiplicative probe per saturated, 429-free window: before any 429 (slow
+#: start), while below the rate that drew one, and once past it.
+INCREASE_START = 1.5
 INCREASE_FAST = 1.25
 INCREASE_SLOW = 1.03
 #: Stay this far under the rate that last drew a 429.
-BELOW_BAD = 0.92
+BELOW_BAD = 0.97
 #: Windows without a 429 after which the rate that drew one is doubted.
 FORGET_BAD_AFTER = 8
 #: The learned rate never drifts past these multiples of the starting belief.
@@ -127,20 +131,33 @@ class AdaptiveRate:
         self._maybe_increase(now)
 
     def record_429(self, sent_at: float, now: float) -> None:
-        """React to a 429 for a request sent at ``sent_at`` (once per congestion event)."""
-        self._last_429 = now
+        """React to a 429 for a request sent at ``sent_at`` (once per congestion event).
+
+        The requests sent in the window before it estimate the server's limit:
+        it refused the next one. Well above that estimate, the rate drops to
+        it at once. At the estimate, the 429 is arrival jitter at a correct
+        rate; only if that recurs within a few windows is the rate nudged down.
+        """
         self._window_429 = True
+        previous_429, self._last_429 = self._last_429, now
         if sent_at < self._last_cut:
             # Sent before the previous cut took effect: the cut already answered it.
             return
         in_window = sum(1 for t in self._sent if sent_at - self._per < t < sent_at)
-        estimate = in_window / self._per if in_window else self._rate * DECREASE_MIN
-        # The server refused the (in_window + 1)-th request of a window: its
-        # limit is about in_window per window, whatever we believed.
-        failing = min(self._rate, estimate)
+        rate = self._rate
+        if in_window:
+            estimate = in_window / self._per
+            if estimate >= rate * JITTER_BAND and now - previous_429 > JITTER_MEMORY * self._per:
+                return  # one 429 at the limit: jitter, not news
+            new = min(rate, estimate) * (1.0 - NUDGE if estimate >= rate * JITTER_BAND else 1.0)
+            new *= 1.0 - SAFETY_MARGIN if estimate < rate * JITTER_BAND else 1.0
+            failing = min(rate, estimate)
+        else:
+            # Refused with nothing sent lately: another client shares the key.
+            new = rate * DECREASE_MIN
+            failing = rate
         self._bad = failing if self._bad is None else min(self._bad, failing)
-        new = min(self._rate * DECREASE_MAX, estimate * (1.0 - SAFETY_MARGIN))
-        self._rate = max(new, self._rate * DECREASE_MIN, self._start * MIN_RATE_FACTOR)
+        self._rate = max(new, rate * DECREASE_MIN, self._start * MIN_RATE_FACTOR)
         self._last_cut = now
         self._window_start = now
         self._window_saturated = False
@@ -161,7 +178,9 @@ class AdaptiveRate:
         if self._bad is not None and now - self._last_429 > FORGET_BAD_AFTER * self._per:
             # Limits get raised; a long quiet spell makes the old failure doubtful.
             self._bad *= INCREASE_SLOW
-        if self._bad is None or rate * INCREASE_FAST <= self._bad * BELOW_BAD:
+        if self._bad is None:
+            rate *= INCREASE_START
+        elif rate * INCREASE_FAST <= self._bad * BELOW_BAD:
             rate *= INCREASE_FAST
         elif rate < self._bad * BELOW_BAD:
             rate = self._bad * BELOW_BAD

@@ -116,13 +116,24 @@ def test_ceiling_is_never_exceeded() -> None:
 
 def test_remembered_failure_caps_probing_until_forgotten() -> None:
     rate = AdaptiveRate(gi.RateLimit(20, 10.0), now=0.0)
-    now = drive(rate, 0.0, 10.0)
-    rate.record_429(now, now)
+    run_against(rate, WindowServer(15, 10.0), 30.0)  # real limit 1.5/s
+    assert rate.cuts >= 1
     capped = rate.rate
-    now = drive(rate, now, 30.0)
-    assert rate.rate <= capped * 1.05  # stays under the rate that drew the 429
-    drive(rate, now, 400.0)
-    assert rate.rate > capped * 1.05  # a long quiet spell: limits may have been raised
+    assert capped <= 1.5
+    now = drive(rate, 30.0, 30.0)
+    assert rate.rate <= 1.5  # stays under the rate that drew the 429
+    drive(rate, now, 600.0)
+    assert rate.rate > capped * 1.1  # a long quiet spell: limits may have been raised
+
+
+def test_one_429_at_the_limit_is_jitter_but_a_recurring_one_nudges() -> None:
+    rate = AdaptiveRate(gi.RateLimit(20, 10.0), now=0.0)
+    now = drive(rate, 0.0, 12.0, saturated=False)
+    rate.record_429(now, now)
+    assert rate.cuts == 0 and rate.rate == pytest.approx(2.0)
+    now = drive(rate, now, 5.0, saturated=False)
+    rate.record_429(now, now)
+    assert rate.cuts == 1 and 1.8 < rate.rate < 1.95  # a few percent under what went through
 
 
 async def test_pacing_is_even_and_priority_ordered() -> None:
