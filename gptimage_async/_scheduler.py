@@ -8,10 +8,11 @@ default limit every poll spends budget a new run could have used. So:
   still going at its last poll). Planned polls go before creates in the
   limiter. When the budget is the bottleneck these are the only polls, and
   they cost close to one per run.
-* When the budget is idle (nobody waits in the limiter), runs also get
-  *speculative* polls, spaced over the likely finishing window, that take a
-  slot only if one is free right now. They buy latency with budget nobody
-  else wanted, and never delay a create.
+* Whenever the limiter has a free slot and nobody waits for it, the run at
+  the top of the heap (the one nearest its planned poll, so the likeliest to
+  be done) is polled early: a *speculative* poll. These buy latency with
+  budget nobody else wanted, never delay a waiting request, and fill the idle
+  tail of a batch as well as the gaps of a light load.
 * Before enough runs have finished to learn from, polls probe geometrically,
   scaled by the create's round trip: no interval in seconds is written down,
   so the same code fits 3-10 s runs and a simulator compressing them 20-fold.
@@ -23,6 +24,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -54,8 +56,8 @@ logger = logging.getLogger("gptimage_async")
 THETA = 0.95
 #: Speculative polls start where this share of runs is done ...
 SPECULATIVE_FROM = 0.02
-#: ... and are at least this share of the median duration apart.
-SPECULATIVE_SPACING = 0.04
+#: ... and poll one run at most once per this share of the median duration.
+SPECULATIVE_SPACING = 0.03
 #: Two planned polls of one run are at least this share of the median apart.
 MIN_STEP = 0.05
 #: Cold start: first poll after this many create round trips, then this growth per poll.
@@ -92,7 +94,7 @@ class PollScheduler:
         self._clock = clock
         self._spawn = spawn
         self._on_resolved = on_resolved
-        self._heap: list[tuple[float, int, bool, Run]] = []
+        self._heap: list[tuple[float, int, Run]] = []
         self._seq = itertools.count()
         self._wake: asyncio.Future[None] | None = None
         self._rtt = 0.0  # smoothed create round trip
@@ -108,7 +110,7 @@ class PollScheduler:
         self._in_flight += 1
         now = self._clock()
         if poll_now:
-            self._push(run, now, speculative=False)
+            self._push(run, now)
         else:
             self._plan(run, now)
 
@@ -123,75 +125,81 @@ class PollScheduler:
         """Take due polls off the heap until cancelled."""
         loop = asyncio.get_running_loop()
         heap = self._heap
+        limiter = self._limiter
         while True:
             if not heap:
                 await self._sleep(loop, None)
                 continue
-            when, _, speculative, run = heap[0]
+            when, _, run = heap[0]
+            if run.done() or when != run.next_poll:
+                heapq.heappop(heap)  # stale: resolved, or re-planned since
+                continue
             now = self._clock()
             if when > now:
-                await self._sleep(loop, when - now)
+                early = self._early_at(run, now)
+                if early <= now and not limiter.waiting and limiter.try_acquire():
+                    heapq.heappop(heap)
+                    self._stats.speculative_polls += 1
+                    self._spawn(self._poll, run, now)
+                    continue
+                await self._sleep(loop, min(when, max(early, now)) - now)
                 continue
             heapq.heappop(heap)
-            if run.done() or when != run.next_poll:
-                continue  # stale: resolved, or re-planned since
             if now >= run.deadline:
                 self._fail(run, RunTimeoutError(_timeout_message(run), run_id=run.run_id))
                 continue
-            if speculative:
-                if self._limiter.try_acquire():
-                    self._stats.speculative_polls += 1
-                    self._spawn(self._poll, run, now)
-                else:
-                    self._plan(run, now, allow_speculative=False)
-                continue
             self._stats.lateness.append(now - when)
-            sent_at = await self._limiter.acquire(PRIORITY_POLL)
+            sent_at = await limiter.acquire(PRIORITY_POLL)
             if run.done():
                 continue
             self._spawn(self._poll, run, sent_at)
 
+    def _early_at(self, run: Run, now: float) -> float:
+        """When ``run`` may be polled ahead of plan, budget permitting (``inf``: not now)."""
+        limiter = self._limiter
+        if not self.model.ready:
+            return math.inf
+        if limiter.waiting:
+            # Busy now; look again once the waiters have had the next slot, so
+            # budget freed later (a batch's tail) is not missed.
+            return max(limiter.next_free(), now) + limiter.adaptive.interval
+        median = self.model.quantile(0.5)
+        earliest_age = self.model.quantile(SPECULATIVE_FROM)
+        if run.polls:
+            earliest_age = max(earliest_age, run.last_pending_age + SPECULATIVE_SPACING * median)
+        return max(run.created_at + earliest_age, limiter.next_free())
+
     # -- planning --------------------------------------------------------------
 
-    def _plan(self, run: Run, now: float, *, allow_speculative: bool = True) -> None:
-        age_now = now - run.created_at
-        age, speculative = self.plan_age(
-            run,
-            interval=self._limiter.adaptive.interval,
-            budget_idle=allow_speculative and self._limiter.waiting == 0,
-        )
-        self._push(run, run.created_at + max(age, age_now), speculative=speculative)
+    def _plan(self, run: Run, now: float) -> None:
+        age = self.plan_age(run, interval=self._limiter.adaptive.interval)
+        self._push(run, max(run.created_at + age, now))
 
-    def plan_age(self, run: Run, *, interval: float, budget_idle: bool) -> tuple[float, bool]:
-        """The age at which to poll ``run`` next, and whether that poll is speculative.
+    def plan_age(self, run: Run, *, interval: float) -> float:
+        """The age at which to poll ``run`` next, if the budget is the bottleneck.
 
-        Pure: depends on the run, the learned model and the arguments only.
+        Pure: depends on the run, the learned model and ``interval`` only.
         """
         last = run.last_pending_age
         model = self.model
         if not model.ready:
             first = max(COLD_FIRST_RTTS * self._rtt, interval, self._cold_floor)
             if run.polls == 0:
-                return first, False
-            return max(last * COLD_GROWTH, last + interval, first), False
-        median = model.quantile(0.5)
+                return first
+            return max(last * COLD_GROWTH, last + interval, first)
         target = model.conditional_quantile(last, THETA)
         if target is None:
             target = last * TAIL_GROWTH
-        planned = max(target, last + MIN_STEP * median) if run.polls else target
-        if budget_idle:
-            spacing = max(SPECULATIVE_SPACING * median, interval * max(1, self._in_flight))
-            early = max(model.quantile(SPECULATIVE_FROM), last + spacing if run.polls else 0.0)
-            if early < planned - spacing / 2:
-                return early, True
-        return planned, False
+        if run.polls:
+            target = max(target, last + MIN_STEP * model.quantile(0.5))
+        return target
 
-    def _push(self, run: Run, when: float, *, speculative: bool) -> None:
+    def _push(self, run: Run, when: float) -> None:
         when = min(when, run.deadline)
         run.next_poll = when
         heap = self._heap
-        heapq.heappush(heap, (when, next(self._seq), speculative, run))
-        if heap[0][3] is run and self._wake is not None and not self._wake.done():
+        heapq.heappush(heap, (when, next(self._seq), run))
+        if heap[0][2] is run and self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
     async def _sleep(self, loop: asyncio.AbstractEventLoop, delay: float | None) -> None:
@@ -290,7 +298,7 @@ class PollScheduler:
         elif error.status_code == 429:
             self._stats.rate_limited += 1
             self._limiter.on_rate_limited(sent_at, error.retry_after)
-            self._push(run, self._clock(), speculative=False)  # the limiter holds it back
+            self._push(run, self._clock())  # the limiter holds it back
         elif isinstance(error, ServerError) or error.status_code == 408:
             self._stats.server_errors += 1
             self._limiter.on_server_trouble()
@@ -315,7 +323,7 @@ class PollScheduler:
         base = max(self._limiter.adaptive.interval, scale)
         delay = min(base * 2.0 ** min(run.errors, 16), self._limiter.adaptive.per)
         # Jitter keeps a crowd of runs that failed together from retrying together.
-        self._push(run, self._clock() + random.uniform(0.5, 1.0) * delay, speculative=False)
+        self._push(run, self._clock() + random.uniform(0.5, 1.0) * delay)
 
     def _fail(self, run: Run, error: GPTImageError) -> None:
         status = RunStatus.FAILED if isinstance(error, RunFailedError) else RunStatus.ERRORED
