@@ -92,7 +92,8 @@ class Session:
     create whose fate is unknown, accepting the risk of paying twice.
 
     Open one session per process and share it: its limiter and poller then
-    see all the traffic for the key. Enter and leave it in the same task.
+    see all the traffic for the key. Its background work is owned by the
+    session itself, so a framework may open and close it from different tasks.
     """
 
     def __init__(
@@ -452,10 +453,13 @@ class Session:
     ) -> AsyncGenerator[Run, None]:
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
             raise ConfigurationError("concurrency must be a positive int or None")
-        done: asyncio.Queue[Run | None] = asyncio.Queue()
+        # Feeders put resolved runs here; None when a feeder ends, or the error
+        # the requests iterable raised (the caller must see it, not a short stream).
+        done: asyncio.Queue[Run | BaseException | None] = asyncio.Queue()
         slots = asyncio.Semaphore(concurrency) if concurrency else None
         source = iter(items)
-        state = {"feeders": min(FEEDERS, concurrency or FEEDERS), "outstanding": 0}
+        feeders_left = min(FEEDERS, concurrency or FEEDERS)
+        outstanding = 0
 
         def finished(run: Run) -> None:
             if slots is not None:
@@ -463,39 +467,40 @@ class Session:
             done.put_nowait(run)
 
         async def feed() -> None:
+            nonlocal outstanding
             try:
                 while True:
                     if slots is not None:
                         await slots.acquire()
                     try:
                         index, item = next(source)
-                    except StopIteration:
+                    except Exception as exc:
                         if slots is not None:
-                            slots.release()
+                            slots.release()  # the next feeder must not wait forever
+                        if not isinstance(exc, StopIteration):
+                            done.put_nowait(exc)  # the caller's iterable failed
                         return
-                    state["outstanding"] += 1
+                    outstanding += 1
                     run = await self._create_or_failed(item, index)
                     run._future.add_done_callback(functools.partial(_call_with, finished, run))
             finally:
-                state["feeders"] -= 1
-                if state["feeders"] == 0:
-                    done.put_nowait(None)
+                done.put_nowait(None)
 
-        feeders = [asyncio.get_running_loop().create_task(feed()) for _ in range(state["feeders"])]
+        loop = asyncio.get_running_loop()
+        feeders = [loop.create_task(feed()) for _ in range(feeders_left)]
         for task in feeders:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         try:
-            fed_all = False
-            while True:
-                if fed_all and state["outstanding"] == 0:
-                    return
-                run = await done.get()
-                if run is None:
-                    fed_all = True
-                    continue
-                state["outstanding"] -= 1
-                yield run
+            while feeders_left or outstanding:
+                item = await done.get()
+                if item is None:
+                    feeders_left -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    outstanding -= 1
+                    yield item
         finally:
             for task in feeders:
                 task.cancel()

@@ -321,3 +321,20 @@ async def test_closing_an_unopened_session_is_harmless() -> None:
     session = gi.Session("runbase", api_key="sk-x")
     await session.aclose()
     assert session.closed
+
+
+async def test_as_completed_with_concurrency_ends_when_the_source_does() -> None:
+    async with simulated_session(config=config()) as (sim, session):
+        indexes = [run.index async for run in session.as_completed(["a", "b", "c"], concurrency=2)]
+        assert sorted(i for i in indexes if i is not None) == [0, 1, 2]
+
+
+async def test_as_completed_reraises_an_error_from_the_source() -> None:
+    def prompts():  # type: ignore[no-untyped-def]
+        yield "fine"
+        raise OSError("disk gone")
+
+    async with simulated_session(config=config()) as (sim, session):
+        with pytest.raises(OSError, match="disk gone"):
+            async for _ in session.as_completed(prompts()):
+                pass
