@@ -1,0 +1,1 @@
+"""Web framework integrations, served for real on loopback."""
