@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 
 import anyio
@@ -89,9 +90,7 @@ async def test_as_completed_yields_in_finishing_order_with_indexes() -> None:
                 finished_at.append(sim.runs[run.id].finishes_at)
         assert sorted(seen) == list(range(31))
         # Finishing order, give or take one poll of detection jitter.
-        inversions = sum(
-            1 for a, b in zip(finished_at, finished_at[1:], strict=False) if b < a - 0.05
-        )
+        inversions = sum(1 for a, b in itertools.pairwise(finished_at) if b < a - 0.05)
         assert inversions <= 3
 
 
@@ -218,7 +217,7 @@ async def test_cancelling_submit_after_send_does_not_lose_the_run() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         with anyio.fail_after(5):
-            while sim.stats.creates == 0 or len(session.runs) == 0:
+            while sim.stats.creates == 0 or len(session.runs) == 0:  # noqa: ASYNC110 - bounded by fail_after
                 await asyncio.sleep(0.005)
         tracked = list(session.runs)
         assert len(tracked) == 1 and tracked[0].id in sim.runs
@@ -246,7 +245,7 @@ async def test_exit_with_cancel_resolves_runs_with_session_closed() -> None:
 async def test_exception_inside_block_cancels_and_propagates() -> None:
     cfg = config(duration="fixed", duration_median=1000.0)
     run: gi.Run | None = None
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError):  # noqa: PT012 - the raise must happen inside the block
         async with simulated_session(config=cfg) as (sim, session):
             run = await session.submit("p")
             raise KeyError("boom")
