@@ -197,13 +197,16 @@ async def test_result_wait_timeout_leaves_the_run_running() -> None:
 
 
 async def test_cancelling_an_awaiting_task_disturbs_nothing() -> None:
-    async with simulated_session(config=config()) as (sim, session):
+    cfg = config(duration="fixed", duration_median=20.0)  # 200 ms: still running below
+    async with simulated_session(config=cfg) as (sim, session):
         runs = [await session.submit(f"p{i}") for i in range(5)]
+        assert not runs[0].done()
         waiter = asyncio.create_task(runs[0].result())
         await asyncio.sleep(0)
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
+        assert not runs[0].done()  # the run itself carries on
         results = await asyncio.gather(*runs)
         assert all(r.urls for r in results)
 
