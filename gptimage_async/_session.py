@@ -309,6 +309,7 @@ class Session:
         aspect_ratio: AspectRatio | None = None,
         quality: Quality | None = None,
         image_urls: Iterable[str] | None = None,
+        on_send: Callable[[], None] | None = None,
     ) -> Run:
         """Create a run and return its handle once the provider has accepted it.
 
@@ -317,12 +318,17 @@ class Session:
         create when it certainly did not happen, and raises the typed error
         otherwise. Cancelling the caller after the create was sent does not
         lose the run: it stays tracked in ``session.runs``.
+
+        ``on_send`` is called synchronously just before each attempt goes on
+        the wire (after the rate limiter let it through): the place to journal
+        an intent, so that only creates really sent can have an unknown fate.
+        If it raises, nothing is sent and the error propagates.
         """
         req = self.prepare(
             request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
         )
         self._check_open()
-        return await self._create(req, index=None)
+        return await self._create(req, index=None, on_send=on_send)
 
     async def generate(
         self,
@@ -517,7 +523,13 @@ class Session:
             run._fail(exc, RunStatus.ERRORED, now)
             return run
 
-    async def _create(self, request: ImageRequest, *, index: int | None) -> Run:
+    async def _create(
+        self,
+        request: ImageRequest,
+        *,
+        index: int | None,
+        on_send: Callable[[], None] | None = None,
+    ) -> Run:
         assert self._limiter is not None
         body = self._provider.encode_create(request)
         deadline = self._clock() + self._run_timeout
@@ -525,6 +537,8 @@ class Session:
         while True:
             self._check_open()
             sent_at = await self._limiter.acquire(PRIORITY_CREATE)
+            if on_send is not None:
+                on_send()
             task = asyncio.get_running_loop().create_task(
                 self._send_create(request, body, sent_at, index), name="gptimage-create"
             )

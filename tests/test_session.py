@@ -340,3 +340,21 @@ async def test_as_completed_reraises_an_error_from_the_source() -> None:
         with pytest.raises(OSError, match="disk gone"):
             async for _ in session.as_completed(prompts()):
                 pass
+
+
+async def test_on_send_runs_before_each_attempt_and_can_veto() -> None:
+    cfg = config(faults=Faults(create_5xx=0.5))
+    async with simulated_session(config=cfg, max_create_attempts=30) as (sim, session):
+        calls: list[int] = []
+        await session.submit("journaled", on_send=lambda: calls.append(sim.stats.create_requests))
+        # Called once per attempt, each time before that attempt reached the server.
+        assert calls == list(range(len(calls)))
+        assert len(calls) == sim.stats.create_requests
+
+        def disk_full() -> None:
+            raise OSError("no space left")
+
+        before = sim.stats.create_requests
+        with pytest.raises(OSError, match="no space"):
+            await session.submit("never sent", on_send=disk_full)
+        assert sim.stats.create_requests == before
