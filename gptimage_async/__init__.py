@@ -10,6 +10,8 @@ and the poll scheduler that resolves every run with as few requests as it can.
 ``gptimage_async.simulator`` is a local stand-in for both providers.
 """
 
+from ._batch import Batch, BatchEvent, BatchProgress, BatchReport
+from ._download import DownloadError, download
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -30,7 +32,10 @@ from ._exceptions import (
     SessionClosedError,
     UncertainCreateError,
 )
+from ._journal import Journal, JournalEntry, JournalError
+from ._manifest import ManifestEntry, read_manifest
 from ._models import ImageRequest, RateLimit, Result, RunStatus
+from ._prompts import BatchPrompt, PromptFileError, read_prompts
 from ._registry import RunRegistry
 from ._run import Run
 from ._session import Session
@@ -42,12 +47,23 @@ __all__ = [
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
+    "Batch",
+    "BatchEvent",
+    "BatchProgress",
+    "BatchPrompt",
+    "BatchReport",
     "ConfigurationError",
+    "DownloadError",
     "GPTImageError",
     "ImageRequest",
     "InsufficientCreditsError",
     "InvalidRequestError",
+    "Journal",
+    "JournalEntry",
+    "JournalError",
+    "ManifestEntry",
     "PermissionDeniedError",
+    "PromptFileError",
     "ProtocolError",
     "QuotaExceededError",
     "RateLimit",
@@ -65,4 +81,7 @@ __all__ = [
     "SessionStats",
     "UncertainCreateError",
     "__version__",
+    "download",
+    "read_manifest",
+    "read_prompts",
 ]

@@ -1,0 +1,537 @@
+"""The ``gptimage-async`` command: generate, batch, simulate.
+
+::
+
+    gptimage-async batch examples/prompts.txt --out out/ --provider simulator
+    gptimage-async generate "a ceramic lamp" --n 2 --out out/
+    gptimage-async simulate --port 8080
+
+Exit codes: 0 every prompt succeeded; 1 some did not; 2 bad usage or input
+(nothing was sent); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ._batch import Batch, BatchReport
+from ._download import download, slugify
+from ._exceptions import ConfigurationError, GPTImageError, InvalidRequestError
+from ._journal import JournalError
+from ._models import ASPECT_RATIOS, QUALITIES, RateLimit, Result
+from ._progress import Display, format_duration, make_display
+from ._prompts import PromptFileError, read_prompts
+from ._session import Session
+from ._version import __version__
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: ``--provider simulator`` runs 20x faster than real time: 3-10 s runs take 0.15-0.5 s.
+DEMO_TIME_SCALE = 0.05
+#: Any key with the Runbase prefix is accepted by the simulator.
+SIMULATOR_KEY = "sk-simulator"
+PROVIDERS = ("runbase", "apiinone", "simulator")
+
+
+class _UsageError(Exception):
+    """Bad usage or input, found before anything was sent: exit code 2."""
+
+
+class _Failure(Exception):
+    """A failure after requests went out (the disk filled up, say): exit code 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "simulate":
+            return _simulate(args)
+        runner = _batch if args.command == "batch" else _generate
+        return asyncio.run(runner(args))
+    except _UsageError as exc:
+        print(f"gptimage-async: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except _Failure as exc:
+        print(f"gptimage-async: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        hint = (
+            "; rerun the same command to resume (creates that were in flight "
+            "will be reported as unknown)"
+            if args.command == "batch"
+            else ""
+        )
+        print(f"\ninterrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+# -- arguments ---------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gptimage-async",
+        description="Generate images with GPT Image 1.5 on Runbase or API in One.",
+        epilog="Exit codes: 0 all succeeded, 1 some failed, 2 bad usage or input, "
+        "130 interrupted. Keys come from RUNBASE_API_KEY / APIINONE_API_KEY.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log requests (debug)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # "-v" also after the command; SUPPRESS keeps the subcommand from resetting it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log requests"
+    )
+
+    gen = commands.add_parser(
+        "generate",
+        parents=[verbose],
+        help="generate images for one prompt",
+        description="Generate images for one prompt; print their URLs, and save them with --out.",
+    )
+    gen.add_argument("prompt")
+    gen.add_argument("--n", type=_positive_int, default=1, help="how many runs (default 1)")
+    _request_options(gen)
+    gen.add_argument(
+        "--image-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a reference image (repeat for several)",
+    )
+    gen.add_argument("--out", type=Path, metavar="DIR", help="save the images into DIR")
+    _session_options(gen)
+
+    batch = commands.add_parser(
+        "batch",
+        parents=[verbose],
+        help="generate the images of a prompt file, resumably",
+        description="Generate and save the images of every prompt in a .txt, .jsonl or .csv "
+        "file. Safe to interrupt: run the same command again to resume.",
+    )
+    batch.add_argument("prompts", type=Path, metavar="PROMPTS", help=".txt, .jsonl or .csv file")
+    batch.add_argument("--out", type=Path, metavar="DIR", required=True, help="output directory")
+    _request_options(batch, rows=True)
+    batch.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="most runs in flight at once (default: no cap; the rate limiter paces)",
+    )
+    batch.add_argument(
+        "--resubmit-unknown",
+        action="store_true",
+        help="send again the prompts whose earlier create has an unknown fate "
+        "(risks paying twice for them)",
+    )
+    batch.add_argument(
+        "--no-download", action="store_true", help="record the URLs without saving the images"
+    )
+    batch.add_argument(
+        "--progress",
+        choices=("auto", "live", "log"),
+        default="auto",
+        help="live status line or plain log lines (default: live on a terminal)",
+    )
+    _session_options(batch)
+
+    sim = commands.add_parser(
+        "simulate",
+        parents=[verbose],
+        help="run the local simulator of both providers",
+        description="Serve a simulated Runbase and API in One until Ctrl-C; "
+        "prints their base URLs first.",
+    )
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    sim.add_argument("--time-scale", type=_positive_float, default=1.0, metavar="X")
+    sim.add_argument(
+        "--rate-limit",
+        type=_server_rate,
+        default=False,
+        metavar="N/SECONDS",
+        help="per-key limit, e.g. 20/10 (the default), or 'none'",
+    )
+    sim.add_argument("--failure-rate", type=_probability, default=0.0, metavar="P")
+    sim.add_argument("--seed", type=int)
+    sim.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME=P",
+        help="inject a fault, e.g. poll_5xx=0.1 (repeat for several)",
+    )
+    return parser
+
+
+def _request_options(parser: argparse.ArgumentParser, *, rows: bool = False) -> None:
+    suffix = " for rows that do not set their own" if rows else ""
+    parser.add_argument(
+        "--aspect-ratio", choices=sorted(ASPECT_RATIOS), help="1:1 by default" + suffix
+    )
+    parser.add_argument("--quality", choices=sorted(QUALITIES), help="medium by default" + suffix)
+
+
+def _session_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("provider")
+    group.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default="runbase",
+        help="default runbase; 'simulator' starts a local stand-in (no key, no network)",
+    )
+    group.add_argument(
+        "--base-url", metavar="URL", help="API root, e.g. http://127.0.0.1:8080/runbase/api/v1"
+    )
+    group.add_argument(
+        "--rate-limit",
+        type=_client_rate,
+        metavar="N/SECONDS",
+        help="starting belief about the key's limit, e.g. 20/10 (default: the provider's)",
+    )
+    group.add_argument(
+        "--run-timeout", type=_positive_float, metavar="SECONDS", help="give up on a run after this"
+    )
+    group.add_argument(
+        "--time-scale",
+        type=_positive_float,
+        metavar="X",
+        help=f"--provider simulator only: time compression (default {DEMO_TIME_SCALE})",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
+def _rate_parts(text: str) -> tuple[int, float]:
+    requests, _, per = text.partition("/")
+    try:
+        return int(requests), float(per or "1")
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected REQUESTS/SECONDS such as 20/10, not {text!r}"
+        ) from None
+
+
+def _client_rate(text: str) -> RateLimit:
+    requests, per = _rate_parts(text)
+    try:
+        return RateLimit(requests, per)
+    except InvalidRequestError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _server_rate(text: str) -> tuple[int, float] | None:
+    if text.strip().lower() == "none":
+        return None
+    requests, per = _rate_parts(text)
+    if requests < 1 or not per > 0:
+        raise argparse.ArgumentTypeError(f"expected REQUESTS/SECONDS such as 20/10, not {text!r}")
+    return requests, per
+
+
+# -- sessions ------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _session(args: argparse.Namespace) -> AsyncIterator[Session]:
+    """An unopened session per the options (a simulator runs while it lives)."""
+    options: dict[str, Any] = {"on_exit": "cancel"}
+    if args.run_timeout is not None:
+        options["run_timeout"] = args.run_timeout
+    if args.provider == "simulator":
+        if args.base_url:
+            raise _UsageError("--base-url makes no sense with --provider simulator")
+        from .simulator import Simulator, SimulatorConfig
+        from .testing import scaled_rate_limit
+
+        config = SimulatorConfig(time_scale=args.time_scale or DEMO_TIME_SCALE)
+        async with Simulator(config) as sim:
+            session = _make_session(
+                "runbase",
+                api_key=SIMULATOR_KEY,
+                base_url=sim.base_url("runbase"),
+                rate_limit=args.rate_limit or scaled_rate_limit(config),
+                **options,
+            )
+            yield session
+        return
+    if args.time_scale is not None:
+        raise _UsageError("--time-scale applies to --provider simulator only")
+    yield _make_session(
+        args.provider, base_url=args.base_url, rate_limit=args.rate_limit, **options
+    )
+
+
+def _make_session(provider: str, **options: Any) -> Session:
+    try:
+        return Session(provider, **options)
+    except ConfigurationError as exc:
+        raise _UsageError(exc.message) from None
+
+
+# -- generate ------------------------------------------------------------------------------
+
+
+async def _generate(args: argparse.Namespace) -> int:
+    async with _session(args) as session:
+        try:
+            request = session.prepare(
+                args.prompt,
+                aspect_ratio=args.aspect_ratio,
+                quality=args.quality,
+                image_urls=args.image_url,
+            )
+        except InvalidRequestError as exc:
+            raise _UsageError(exc.message) from None
+        async with session:
+            outcomes = await session.generate_many([request] * args.n, return_exceptions=True)
+            failures = 0
+            for outcome in outcomes:
+                if not isinstance(outcome, Result):
+                    failures += 1
+                    print(f"failed: {type(outcome).__name__}: {outcome}", file=sys.stderr)
+                    continue
+                for url in outcome.urls:
+                    print(url, flush=True)
+                if args.out is not None:
+                    failures += await _save(outcome, args.out, request.prompt)
+    return EXIT_OK if failures == 0 else EXIT_FAILED
+
+
+async def _save(result: Result, out: Path, prompt: str) -> int:
+    try:
+        paths = await download(result, out, stem=f"{slugify(prompt)}-{result.run_id}")
+    except GPTImageError as exc:
+        print(f"failed to save {result.run_id}: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(f"saved {path}", file=sys.stderr)
+    return 0
+
+
+# -- batch -----------------------------------------------------------------------------------
+
+
+async def _batch(args: argparse.Namespace) -> int:
+    async with _session(args) as session:
+        try:
+            prompts = read_prompts(
+                args.prompts, aspect_ratio=args.aspect_ratio, quality=args.quality, session=session
+            )
+        except PromptFileError as exc:
+            raise _UsageError(str(exc)) from None
+        _check_writable(args.out)
+        live = {"auto": None, "live": True, "log": False}[args.progress]
+        display = make_display(sys.stderr, live=live)
+        async with session:
+            batch = Batch(
+                session,
+                prompts,
+                args.out,
+                concurrency=args.concurrency,
+                download=not args.no_download,
+                resubmit_unknown=args.resubmit_unknown,
+                on_event=display.event,
+            )
+            with _signals(batch, display) as interrupted:
+                report = await _run_with_display(batch, display, args.out)
+    _summary(report, requests=session.stats.requests)
+    if interrupted:
+        p = report.progress
+        print(
+            f"interrupted: {p.finished} done, {p.in_flight + p.submitting} in flight; "
+            "rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+async def _run_with_display(batch: Batch, display: Display, out: Path) -> BatchReport:
+    async def ticker() -> None:
+        while True:
+            display.tick(batch.progress)
+            await asyncio.sleep(display.interval)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        report = await batch.run()
+    except JournalError as exc:
+        # Raised when the journal is opened, before anything is sent.
+        raise _UsageError(exc.message) from None
+    except OSError as exc:
+        raise _Failure(f"cannot write to {out}: {exc.strerror or exc}") from None
+    finally:
+        ticking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticking
+    display.close(report.progress)
+    return report
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise _UsageError(f"cannot write to {out}: {exc.strerror or exc}") from None
+
+
+class _Interrupted:
+    """Truthy once a signal asked the batch to stop."""
+
+    __slots__ = ("hit",)
+
+    def __init__(self) -> None:
+        self.hit = False
+
+    def __bool__(self) -> bool:
+        return self.hit
+
+
+@contextlib.contextmanager
+def _signals(batch: Batch, display: Display) -> Iterator[_Interrupted]:
+    """First Ctrl-C (or SIGTERM): stop cleanly. Second: cancel everything at once."""
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    interrupted = _Interrupted()
+
+    def on_signal() -> None:
+        if interrupted.hit:
+            if main_task is not None:
+                main_task.cancel()
+            return
+        interrupted.hit = True
+        display.note(
+            "interrupt: stopping; waiting for the creates in flight to be answered "
+            "(Ctrl-C again to quit at once)"
+        )
+        batch.stop()
+
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not POSIX
+            pass
+    try:
+        yield interrupted
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _summary(report: BatchReport, *, requests: int) -> None:
+    counts = report.counts
+    p = report.progress
+    total = len(report.entries)
+    parts = [f"{counts['succeeded']} succeeded"]
+    if report.skipped:
+        parts[0] += f" ({report.skipped} already done)"
+    parts += [f"{counts[s]} {s}" for s in ("failed", "unknown", "pending") if counts[s]]
+    print(f"{total} prompts: {', '.join(parts)} in {format_duration(p.elapsed)}")
+    if report.submitted or report.attached:
+        print(
+            f"this run: {report.submitted} creates sent, {report.attached} earlier runs "
+            f"re-attached, {requests} requests in all, {p.rate_limited} rate-limited"
+        )
+    print(f"manifest: {report.manifest}")
+    if report.stop_reason:
+        print(f"stopped early: {report.stop_reason}")
+    if counts["failed"]:
+        print("failed prompts are tried again when you rerun the same command")
+    if counts["unknown"]:
+        print(
+            f"{counts['unknown']} prompt(s) have a create of unknown fate: a run may exist and "
+            "be paid for. Check the provider's dashboard, then rerun with --resubmit-unknown "
+            "to send them again (at the risk of paying twice)."
+        )
+
+
+# -- simulate --------------------------------------------------------------------------------
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .simulator import Faults, SimulatorConfig, serve_forever
+
+    settings: dict[str, Any] = {"time_scale": args.time_scale, "failure_rate": args.failure_rate}
+    if args.seed is not None:
+        settings["seed"] = args.seed
+    if args.rate_limit is None:
+        settings["rate_limit"] = None
+    elif args.rate_limit is not False:
+        settings["rate_limit"], settings["rate_window"] = args.rate_limit
+    faults: dict[str, Any] = {}
+    names = set(Faults.__struct_fields__) - {"slow_seconds", "outage", "applies_to"}
+    for item in args.fault:
+        name, _, value = item.partition("=")
+        if name not in names:
+            raise _UsageError(f"unknown fault {name!r}: the faults are {', '.join(sorted(names))}")
+        try:
+            faults[name] = float(value)
+        except ValueError:
+            raise _UsageError(f"--fault {item!r}: expected NAME=PROBABILITY") from None
+    try:
+        config = SimulatorConfig(**settings, faults=Faults(**faults))
+    except (ValueError, msgspec.ValidationError) as exc:
+        raise _UsageError(str(exc)) from None
+    try:
+        serve_forever(args.host, args.port, config)
+    except OSError as exc:
+        raise _UsageError(
+            f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from None
+    return EXIT_OK

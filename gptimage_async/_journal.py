@@ -1,0 +1,306 @@
+"""The crash-safe journal of a batch: what was about to be created, what was, how it ended.
+
+An append-only JSON-lines file, each record written in one ``write`` and
+``fsync``'d before the journal returns::
+
+    {"record": "intent",   "key": "5f0c...-1", "line": 3, "at": ...}     before the create
+    {"record": "created",  "key": "5f0c...-1", "run_id": "run_abc", ...} once it was accepted
+    {"record": "finished", "entry": {...manifest entry...}, "on_rerun": "skip", ...}
+
+Replaying it tells a restarted batch, for every prompt key, what to do: an
+``intent`` with no ``created`` after it is a create whose fate is unknown (the
+process died between sending and hearing back), a ``created`` run is attached
+by its id and never created again, and a ``finished`` one says itself whether
+a rerun skips it, attaches it again, or submits it again.
+
+A process killed in the middle of a write leaves at most a torn last line; it
+is cut off when the journal is opened again. Dropping it is safe: the record
+it held was never followed by the step it announced.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+import msgspec
+
+from ._exceptions import GPTImageError
+from ._manifest import ManifestEntry
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no advisory lock
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Journal", "JournalEntry", "JournalError", "RerunAction"]
+
+RerunAction = Literal["skip", "attach", "submit", "ask"]
+"""What running the batch again does with a finished prompt.
+
+``skip`` it (done), ``attach`` its run again (the run exists and may still
+give images), ``submit`` it again (no run was created, or the provider
+failed it and refunded it), or ``ask``: its create's fate is unknown, so only
+an explicit ``resubmit_unknown`` sends it again.
+"""
+
+JournalState = Literal["intent", "created", "finished"]
+
+
+class JournalError(GPTImageError):
+    """The journal cannot be used: another process holds it, or a line is damaged."""
+
+
+class JournalEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """What the journal knows about one prompt key, after replay.
+
+    ``state`` is the last step recorded: ``intent`` (a create was about to be
+    sent, and nothing after), ``created`` (``run_id`` is known, no outcome
+    yet) or ``finished`` (``entry`` holds the outcome, ``on_rerun`` what a
+    rerun does with it).
+    """
+
+    key: str
+    line: int
+    state: JournalState
+    run_id: str | None = None
+    provider: str | None = None
+    entry: ManifestEntry | None = None
+    on_rerun: RerunAction | None = None
+
+
+class _Start(msgspec.Struct, tag="start", tag_field="record", kw_only=True):
+    at: float
+    provider: str
+    base_url: str
+
+
+class _Intent(msgspec.Struct, tag="intent", tag_field="record", kw_only=True):
+    key: str
+    line: int
+    at: float
+
+
+class _Created(msgspec.Struct, tag="created", tag_field="record", kw_only=True):
+    key: str
+    line: int
+    run_id: str
+    provider: str
+    at: float
+
+
+class _Finished(msgspec.Struct, tag="finished", tag_field="record", kw_only=True):
+    entry: ManifestEntry
+    on_rerun: RerunAction
+    at: float
+
+
+_Record = _Start | _Intent | _Created | _Finished
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(_Record)
+
+
+class Journal:
+    """An fsync'd, append-only record of a batch's creates; replayed when opened.
+
+    ::
+
+        with Journal("out/journal.jsonl") as journal:
+            previous = journal.get(key)          # what an earlier process recorded
+            journal.intent(key, line=3)          # BEFORE sending the create
+            run = await session.submit(request)
+            journal.created(key, run.id, line=3, provider=session.provider)
+            ...
+            journal.finished(entry, on_rerun="skip")
+
+    Only one process may hold a journal at a time (an advisory ``flock``):
+    a second one gets ``JournalError`` instead of racing the first into paying
+    twice. ``fsync=False`` keeps records safe from a killed process but not
+    from a power cut.
+    """
+
+    __slots__ = ("_entries", "_fd", "_fsync", "_path")
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        self._path = Path(path)
+        self._fsync = fsync
+        self._entries: dict[str, JournalEntry] = {}
+        existed = self._path.exists()
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            _lock(fd, self._path)
+            if not existed and fsync:
+                _sync_directory(self._path.parent)
+            self._replay(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd: int | None = fd
+
+    # -- reading -----------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """Where the journal lives."""
+        return self._path
+
+    @property
+    def entries(self) -> Mapping[str, JournalEntry]:
+        """The current state of every key the journal has seen."""
+        return self._entries
+
+    def get(self, key: str) -> JournalEntry | None:
+        """The state of ``key``, or ``None`` if the journal never saw it."""
+        return self._entries.get(key)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[JournalEntry]:
+        return iter(list(self._entries.values()))
+
+    def _replay(self, fd: int) -> None:
+        data = _read_all(fd)
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            # A torn last record from a killed writer: cut it off, or the next
+            # append would be glued onto it.
+            os.ftruncate(fd, end)
+            data = data[:end]
+        for number, raw in enumerate(data.splitlines(), 1):
+            if not raw.strip():
+                continue
+            try:
+                record = _decoder.decode(raw)
+            except msgspec.DecodeError as exc:
+                raise JournalError(
+                    f"{self._path}:{number}: damaged journal record ({exc}); "
+                    "repair or remove that line to go on"
+                ) from None
+            self._apply(record)
+
+    def _apply(self, record: _Record) -> None:
+        entries = self._entries
+        if isinstance(record, _Intent):
+            entries[record.key] = JournalEntry(key=record.key, line=record.line, state="intent")
+        elif isinstance(record, _Created):
+            entries[record.key] = JournalEntry(
+                key=record.key,
+                line=record.line,
+                state="created",
+                run_id=record.run_id,
+                provider=record.provider,
+            )
+        elif isinstance(record, _Finished):
+            entry = record.entry
+            previous = entries.get(entry.key)
+            entries[entry.key] = JournalEntry(
+                key=entry.key,
+                line=entry.line,
+                state="finished",
+                run_id=entry.run_id,
+                provider=previous.provider if previous is not None else None,
+                entry=entry,
+                on_rerun=record.on_rerun,
+            )
+
+    # -- writing -----------------------------------------------------------------
+
+    def start(self, *, provider: str, base_url: str) -> None:
+        """Note that a batch process started (informational, for people reading the file)."""
+        self._write(_Start(at=time.time(), provider=provider, base_url=base_url))
+
+    def intent(self, key: str, *, line: int) -> None:
+        """Record that a create for ``key`` is about to be sent. Call it BEFORE sending."""
+        record = _Intent(key=key, line=line, at=time.time())
+        self._write(record)
+        self._apply(record)
+
+    def created(self, key: str, run_id: str, *, line: int, provider: str) -> None:
+        """Record that the create for ``key`` was accepted as run ``run_id``."""
+        record = _Created(key=key, line=line, run_id=run_id, provider=provider, at=time.time())
+        self._write(record)
+        self._apply(record)
+
+    def finished(self, entry: ManifestEntry, *, on_rerun: RerunAction) -> None:
+        """Record how ``entry.key`` ended and what a rerun should do with it."""
+        record = _Finished(entry=entry, on_rerun=on_rerun, at=time.time())
+        self._write(record)
+        self._apply(record)
+
+    def _write(self, record: _Record) -> None:
+        if self._fd is None:
+            raise JournalError(f"the journal {self._path} is closed")
+        data = _encoder.encode(record) + b"\n"
+        # One write of a whole line, so a crash can only ever tear the last one.
+        written = os.write(self._fd, data)
+        if written != len(data):  # pragma: no cover - short write on a full disk
+            raise OSError(f"short write to {self._path}: {written} of {len(data)} bytes")
+        if self._fsync:
+            os.fsync(self._fd)
+
+    # -- lifetime ----------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once closed; a closed journal refuses writes."""
+        return self._fd is None
+
+    def close(self) -> None:
+        """Release the file and its lock. Closing twice is harmless."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._fd is None else f"entries={len(self._entries)}"
+        return f"<Journal {self._path} {state}>"
+
+
+def _lock(fd: int, path: Path) -> None:
+    if fcntl is None:  # pragma: no cover
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise JournalError(
+            f"{path} is in use by another process: two batches writing to the same "
+            "directory could create the same images twice"
+        ) from None
+
+
+def _sync_directory(path: Path) -> None:
+    # A new file's name is only durable once its directory is synced.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - not possible on every platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks: list[bytes] = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,225 @@
+"""Reading a batch's prompt file: ``.txt``, ``.jsonl`` or ``.csv``, with line-numbered errors.
+
+- ``.txt``: one prompt a line. Blank lines and lines starting with ``#`` are
+  skipped; surrounding whitespace is dropped.
+- ``.jsonl``: one JSON value a line, either a string (the prompt) or an
+  object with ``prompt`` and optionally ``aspect_ratio``, ``quality``,
+  ``image_urls``. Any other key is an error (a typo must not pass silently).
+- ``.csv``: a header row naming the columns (``prompt`` required;
+  ``aspect_ratio``, ``quality``, ``image_urls`` optional); an empty cell
+  leaves the option to the default.
+
+``image_urls`` is a JSON list, or (as text) URLs separated by spaces. Options
+a row leaves unset take the defaults given to :func:`read_prompts`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
+
+from ._exceptions import GPTImageError, InvalidRequestError
+from ._models import AspectRatio, ImageRequest, Quality
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = ["FORMATS", "BatchPrompt", "PromptFileError", "read_prompts"]
+
+#: Prompt file suffixes and the format each one is read as.
+FORMATS: dict[str, str] = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+COLUMNS = ("prompt", "aspect_ratio", "quality", "image_urls")
+
+
+class PromptFileError(GPTImageError, ValueError):
+    """A prompt file cannot be read or has a bad row; ``path`` and ``line`` say where.
+
+    ``str(error)`` reads ``prompts.csv:12: quality must be 'medium' or 'high', not 'hi'``.
+    """
+
+    def __init__(self, message: str, *, path: str, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.line = line
+        self.reason = message
+
+
+class BatchPrompt(msgspec.Struct, frozen=True):
+    """One prompt of a batch: the line it came from and the request it makes."""
+
+    line: int
+    request: ImageRequest
+
+
+class _Row(msgspec.Struct, forbid_unknown_fields=True):
+    prompt: str
+    aspect_ratio: str | None = None
+    quality: str | None = None
+    image_urls: list[str] | str | None = None
+
+
+_row_decoder = msgspec.json.Decoder(_Row | str)
+_urls_decoder = msgspec.json.Decoder(list[str])
+
+
+def read_prompts(
+    path: str | os.PathLike[str],
+    *,
+    aspect_ratio: AspectRatio | None = None,
+    quality: Quality | None = None,
+    image_urls: Iterable[str] = (),
+    session: Session | None = None,
+) -> list[BatchPrompt]:
+    """Read every prompt of a ``.txt``, ``.jsonl`` or ``.csv`` file, validated.
+
+    ``aspect_ratio``, ``quality`` and ``image_urls`` are the defaults for rows
+    that do not set their own. With ``session``, each request is also checked
+    against that provider's own limits (``Session.prepare``); nothing is sent.
+    Raises ``PromptFileError`` naming the file and line of the first problem.
+
+    >>> prompts = read_prompts("prompts.csv", quality="high")   # doctest: +SKIP
+    >>> prompts[0]                                               # doctest: +SKIP
+    BatchPrompt(line=2, request=ImageRequest(prompt='a lamp', ...))
+    """
+    where = os.fspath(path)
+    fmt = FORMATS.get(Path(where).suffix.lower())
+    if fmt is None:
+        raise PromptFileError(
+            f"unsupported prompt file type {Path(where).suffix or '(none)'!r}: "
+            "use .txt (one prompt a line), .jsonl or .csv",
+            path=where,
+        )
+    try:
+        data = Path(where).read_bytes()
+    except OSError as exc:
+        raise PromptFileError(f"cannot read it: {exc.strerror or exc}", path=where) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PromptFileError("not valid UTF-8 text", path=where, line=line) from None
+    rows = {"txt": _txt_rows, "jsonl": _jsonl_rows, "csv": _csv_rows}[fmt]
+    defaults = (aspect_ratio, quality, tuple(image_urls))
+    check: Callable[[ImageRequest], object] | None = session.prepare if session else None
+    prompts: list[BatchPrompt] = []
+    try:
+        for line, row in rows(text):
+            try:
+                prompts.append(BatchPrompt(line, _request(row, defaults, check)))
+            except InvalidRequestError as exc:
+                raise PromptFileError(exc.message, path=where, line=line) from None
+    except _RowError as exc:
+        raise PromptFileError(exc.message, path=where, line=exc.line) from None
+    if not prompts:
+        raise PromptFileError("no prompts in the file", path=where)
+    return prompts
+
+
+class _RowError(Exception):
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+def _txt_rows(text: str) -> Iterator[tuple[int, _Row]]:
+    for number, raw in enumerate(text.splitlines(), 1):
+        prompt = raw.strip()
+        if prompt and not prompt.startswith("#"):
+            yield number, _Row(prompt)
+
+
+def _jsonl_rows(text: str) -> Iterator[tuple[int, _Row]]:
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            value = _row_decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            raise _RowError(f"bad row: {exc}", number) from None
+        except msgspec.DecodeError as exc:
+            raise _RowError(f"not valid JSON: {exc}", number) from None
+        yield number, _Row(value) if isinstance(value, str) else value
+
+
+def _csv_rows(text: str) -> Iterator[tuple[int, _Row]]:
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    start = 1
+    try:
+        for cells in reader:
+            line, start = start, reader.line_num + 1
+            if not any(cell.strip() for cell in cells):
+                continue
+            if header is None:
+                header = [cell.strip().lower() for cell in cells]
+                _check_header(header, line)
+                continue
+            if len(cells) > len(header):
+                raise _RowError(f"{len(cells)} fields where the header has {len(header)}", line)
+            values = dict(zip(header, (c.strip() or None for c in cells), strict=False))
+            prompt = values.get("prompt")
+            if prompt is None:
+                raise _RowError("the prompt cell is empty", line)
+            yield (
+                line,
+                _Row(
+                    prompt,
+                    values.get("aspect_ratio"),
+                    values.get("quality"),
+                    values.get("image_urls"),
+                ),
+            )
+    except csv.Error as exc:
+        raise _RowError(f"bad CSV: {exc}", reader.line_num) from None
+
+
+def _check_header(header: list[str], line: int) -> None:
+    unknown = [name for name in header if name not in COLUMNS]
+    if unknown:
+        raise _RowError(
+            f"unknown column {unknown[0]!r}: the columns are {', '.join(COLUMNS)}", line
+        )
+    if "prompt" not in header:
+        raise _RowError("the header row has no 'prompt' column", line)
+    if len(set(header)) != len(header):
+        raise _RowError("a column is named twice in the header row", line)
+
+
+def _request(
+    row: _Row,
+    defaults: tuple[AspectRatio | None, Quality | None, tuple[str, ...]],
+    check: Callable[[ImageRequest], object] | None,
+) -> ImageRequest:
+    aspect_ratio, quality, image_urls = defaults
+    urls = _parse_urls(row.image_urls) if row.image_urls is not None else image_urls
+    request = ImageRequest(
+        row.prompt.strip(),
+        aspect_ratio=cast(Any, row.aspect_ratio) if row.aspect_ratio else aspect_ratio,
+        quality=cast(Any, row.quality) if row.quality else quality,
+        image_urls=tuple(urls),
+    )
+    if check is not None:
+        check(request)
+    return request
+
+
+def _parse_urls(value: list[str] | str) -> tuple[str, ...]:
+    if isinstance(value, list):
+        return tuple(value)
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return tuple(_urls_decoder.decode(text))
+        except msgspec.DecodeError as exc:
+            raise InvalidRequestError(
+                f"image_urls is not a JSON list of strings: {exc}", field="image_urls"
+            ) from None
+    return tuple(text.split())

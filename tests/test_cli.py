@@ -1,0 +1,425 @@
+"""The ``gptimage-async`` console script, driven as a subprocess.
+
+Where a test must see what the server saw (creates per prompt, duplicates),
+the simulator runs here, in the test's event loop, and the CLI talks to it
+over 127.0.0.1 with ``--provider runbase --base-url``: the simulator then
+outlives a CLI killed with SIGKILL, and ``sim.stats`` is read directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import pty
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+import gptimage_async as gi
+from gptimage_async.simulator import Simulator, SimulatorConfig
+
+SCRIPT = Path(sys.executable).with_name("gptimage-async")
+KEY = "sk-test"
+#: The simulators here have no rate limit; tell the CLI so, or it paces at Runbase's 2/s.
+RATE = "1000/1"
+
+
+def command(*args: str) -> list[str]:
+    """The installed console script, or ``python -m`` where it is not installed."""
+    if SCRIPT.exists():
+        return [str(SCRIPT), *args]
+    return [sys.executable, "-m", "gptimage_async", *args]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update(extra)
+    return env
+
+
+class Done(msgspec.Struct):
+    code: int
+    stdout: str
+    stderr: str
+
+
+async def run_cli(*args: str, key: str | None = KEY, limit: float = 120) -> Done:
+    env = environment(RUNBASE_API_KEY=key) if key else environment()
+    proc = await asyncio.create_subprocess_exec(
+        *command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), limit)
+    assert proc.returncode is not None
+    return Done(proc.returncode, stdout.decode(), stderr.decode())
+
+
+def prompt_file(path: Path, n: int, prefix: str = "prompt") -> Path:
+    path.write_text("".join(f"{prefix} number {i}\n" for i in range(1, n + 1)))
+    return path
+
+
+def against(sim: Simulator) -> list[str]:
+    return ["--provider", "runbase", "--base-url", sim.base_url("runbase"), "--rate-limit", RATE]
+
+
+def journal_records(out: Path) -> list[dict[str, object]]:
+    path = out / "journal.jsonl"
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    return [json.loads(line) for line in lines[:-1] if line]  # the last one may be torn
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    async with Simulator(SimulatorConfig(time_scale=0.01, rate_limit=None, seed=11)) as server:
+        yield server
+
+
+# -- batch -----------------------------------------------------------------------------
+
+
+async def test_a_batch_of_300_prompts(sim: Simulator, tmp_path: Path) -> None:
+    prompts = prompt_file(tmp_path / "prompts.txt", 300)
+    out = tmp_path / "out"
+    started = time.monotonic()
+    done = await run_cli("batch", str(prompts), "--out", str(out), *against(sim))
+    wall = time.monotonic() - started
+    assert done.code == 0, done.stderr
+    assert done.stdout.startswith("300 prompts: 300 succeeded in ")
+    assert f"manifest: {out / 'manifest.jsonl'}" in done.stdout
+    manifest = gi.read_manifest(out / "manifest.jsonl")
+    assert [e.line for e in manifest] == list(range(1, 301))
+    assert all(e.status == "succeeded" for e in manifest)
+    images = sorted(p for p in out.iterdir() if p.suffix == ".png")
+    assert len(images) == 300
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in images)
+    assert sim.stats.creates == 300 and sim.stats.duplicates == 0
+    # Not a terminal: plain log lines, one per prompt, no escape codes.
+    assert "\x1b[" not in done.stderr
+    assert len(re.findall(r"^\[\d+/300\] ok ", done.stderr, re.M)) == 300
+    print(f"300 prompts through the CLI in {wall:.2f}s wall (process start included)")
+
+
+async def test_sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> None:
+    sim.config = sim.config.replace(time_scale=0.02)  # runs of 60-200 ms: many in flight
+    n = 300
+    prompts = prompt_file(tmp_path / "prompts.txt", n)
+    out = tmp_path / "out"
+    args = ["batch", str(prompts), "--out", str(out), *against(sim)]
+    proc = await asyncio.create_subprocess_exec(
+        *command(*args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environment(RUNBASE_API_KEY=KEY),
+    )
+    deadline = time.monotonic() + 60
+    while sum(r["record"] == "finished" for r in journal_records(out)) < 60:
+        assert proc.returncode is None, "the batch ended before it could be killed"
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    proc.kill()
+    assert await proc.wait() == -signal.SIGKILL
+
+    # What the killed process left behind.
+    state: dict[str, str] = {}
+    for record in journal_records(out):
+        if record["record"] in ("intent", "created"):
+            state[str(record["key"])] = str(record["record"])
+        elif record["record"] == "finished":
+            entry = record["entry"]
+            assert isinstance(entry, dict)
+            state[str(entry["key"])] = "finished"
+    counts = collections.Counter(state.values())
+    assert counts["created"] > 0, "no run was in flight at the kill"
+    assert counts["intent"] <= 4, "the create window bounds what a kill leaves unknown"
+    assert sim.stats.duplicates == 0
+    creates_before = sim.stats.creates
+
+    done = await run_cli(*args)
+    manifest = gi.read_manifest(out / "manifest.jsonl")
+    assert len(manifest) == n
+    by_status = collections.Counter(e.status for e in manifest)
+    assert by_status["succeeded"] + by_status["unknown"] == n, by_status
+    assert by_status["unknown"] == counts["intent"]
+    assert done.code == (0 if by_status["unknown"] == 0 else 1), done.stderr
+    assert f"{counts['created']} earlier runs re-attached" in done.stdout
+
+    # No prompt was ever created twice; each finished one exactly once, with its own run.
+    assert sim.stats.duplicates == 0
+    per_prompt = sim.stats.runs_per_prompt
+    for entry in manifest:
+        if entry.status == "succeeded":
+            assert per_prompt[entry.input.prompt] == 1
+            assert (out / entry.files[0]).is_file()
+        else:
+            assert entry.run_id is None and per_prompt[entry.input.prompt] <= 1
+            assert "--resubmit-unknown" in done.stdout
+    run_ids = [e.run_id for e in manifest if e.run_id]
+    assert len(run_ids) == len(set(run_ids)) == by_status["succeeded"]
+    # The rerun created exactly the prompts the killed process had not sent.
+    assert (
+        sim.stats.creates - creates_before
+        == n - len([k for k, s in state.items() if s in ("created", "finished")]) - counts["intent"]
+    )
+    assert not list(out.glob(".gptimage-*.part"))
+    print(f"killed with {dict(counts)}; after the rerun {dict(by_status)}")
+
+
+async def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sim: Simulator, tmp_path: Path) -> None:
+    sim.config = sim.config.replace(time_scale=0.05)
+    prompts = prompt_file(tmp_path / "prompts.txt", 200)
+    out = tmp_path / "out"
+    args = ["batch", str(prompts), "--out", str(out), *against(sim)]
+    proc = await asyncio.create_subprocess_exec(
+        *command(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(RUNBASE_API_KEY=KEY),
+    )
+    deadline = time.monotonic() + 60
+    while sum(r["record"] == "finished" for r in journal_records(out)) < 20:
+        assert proc.returncode is None and time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130
+    assert re.search(
+        r"interrupted: \d+ done, \d+ in flight; rerun the same command to resume", stderr.decode()
+    )
+    first = gi.read_manifest(out / "manifest.jsonl")
+    assert collections.Counter(e.status for e in first)["pending"] > 0
+    # A clean stop waits for the creates in flight: nothing is left unknown.
+    assert all(e.status in ("succeeded", "pending") for e in first)
+    assert "200 prompts:" in stdout.decode()
+
+    sim.config = sim.config.replace(time_scale=0.01)
+    done = await run_cli(*args)
+    assert done.code == 0, done.stderr
+    assert all(e.status == "succeeded" for e in gi.read_manifest(out / "manifest.jsonl"))
+    assert sim.stats.duplicates == 0 and sim.stats.creates == 200
+
+
+async def test_failed_prompts_exit_1_and_are_retried_by_a_rerun(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sim.config = sim.config.replace(failure_rate=1.0)
+    prompts = prompt_file(tmp_path / "prompts.csv", 0)
+    prompts.write_text('prompt,quality\n"a lamp, lit",high\na chair,\n')
+    out = tmp_path / "out"
+    done = await run_cli("batch", str(prompts), "--out", str(out), *against(sim))
+    assert done.code == 1
+    assert "2 prompts: 0 succeeded, 2 failed" in done.stdout
+    assert "tried again when you rerun" in done.stdout
+    assert "FAILED  line 2" in done.stderr and "RunFailedError" in done.stderr
+    manifest = gi.read_manifest(out / "manifest.jsonl")
+    assert [(e.line, e.status, e.input.quality) for e in manifest] == [
+        (2, "failed", "high"),
+        (3, "failed", None),
+    ]
+
+    sim.config = sim.config.replace(failure_rate=0.0)
+    done = await run_cli("batch", str(prompts), "--out", str(out), *against(sim))
+    assert done.code == 0, done.stderr
+    assert sim.stats.creates == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line"),
+    [
+        ("prompts.txt", "a lamp\n\n" + "x" * 40_000 + "\n", 3),
+        ("prompts.jsonl", '{"prompt": "a lamp"}\n{"prompt": "a chair", "qualty": "high"}\n', 2),
+        ("prompts.csv", "prompt,aspect_ratio\na lamp,1:1\na chair,16:9\n", 3),
+    ],
+)
+async def test_a_malformed_prompt_file_names_its_line_and_sends_nothing(
+    tmp_path: Path, name: str, content: str, line: int
+) -> None:
+    prompts = tmp_path / name
+    prompts.write_text(content)
+    out = tmp_path / "out"
+    done = await run_cli("batch", str(prompts), "--out", str(out), "--provider", "simulator")
+    assert done.code == 2
+    assert f"gptimage-async: error: {prompts}:{line}: " in done.stderr
+    assert not out.exists()
+
+
+async def test_an_output_directory_that_cannot_be_written(tmp_path: Path) -> None:
+    prompts = prompt_file(tmp_path / "prompts.txt", 3)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    done = await run_cli(
+        "batch", str(prompts), "--out", str(blocker / "out"), "--provider", "simulator"
+    )
+    assert done.code == 2
+    assert f"cannot write to {blocker / 'out'}" in done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through directory permissions")
+async def test_a_read_only_output_directory(tmp_path: Path) -> None:
+    prompts = prompt_file(tmp_path / "prompts.txt", 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        done = await run_cli("batch", str(prompts), "--out", str(out), "--provider", "simulator")
+    finally:
+        out.chmod(0o755)
+    assert done.code == 2
+    assert "Permission denied" in done.stderr
+
+
+async def test_a_second_batch_into_the_same_directory_is_refused(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    prompts = prompt_file(tmp_path / "prompts.txt", 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    with gi.Journal(out / "journal.jsonl"):
+        done = await run_cli("batch", str(prompts), "--out", str(out), *against(sim))
+    assert done.code == 2
+    assert "in use by another process" in done.stderr
+    assert sim.stats.requests == 0
+
+
+def test_the_live_display_on_a_terminal(tmp_path: Path) -> None:
+    prompts = prompt_file(tmp_path / "prompts.txt", 20)
+    out = tmp_path / "out"
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO once the child closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        proc = subprocess.run(
+            command(
+                "batch",
+                str(prompts),
+                "--out",
+                str(out),
+                "--provider",
+                "simulator",
+                "--time-scale",
+                "0.01",
+            ),
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            env=environment(),
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(slave)
+        reader.join(10)
+        os.close(master)
+    screen = b"".join(chunks).decode()
+    assert proc.returncode == 0
+    assert "\r\x1b[K[" in screen
+    assert re.search(r"\[#{24}\] 20/20  ok 20  failed 0", screen)
+    assert "20 prompts: 20 succeeded" in proc.stdout.decode()
+
+
+# -- generate, simulate, usage ------------------------------------------------------------
+
+
+async def test_generate_prints_urls_and_saves_images(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = await run_cli(
+        "generate", "a ceramic lamp", "--n", "2", "--aspect-ratio", "3:2", "--out", str(out),
+        "--provider", "simulator", "--time-scale", "0.01",
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    urls = done.stdout.split()
+    assert len(urls) == 2 and all(u.startswith("http://127.0.0.1:") for u in urls)
+    files = sorted(out.iterdir())
+    assert len(files) == 2
+    assert all(f.name.startswith("a-ceramic-lamp-run_") and f.suffix == ".png" for f in files)
+    assert done.stderr.count("saved ") == 2
+
+
+async def test_simulate_prints_its_urls_and_serves_a_batch(tmp_path: Path) -> None:
+    server = await asyncio.create_subprocess_exec(
+        *command("simulate", "--port", "0", "--time-scale", "0.01", "--rate-limit", "none"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(),
+    )
+    try:
+        assert server.stdout is not None
+        line = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
+        match = re.search(r"http://127\.0\.0\.1:\d+/runbase/api/v1", line)
+        assert match, line
+        prompts = prompt_file(tmp_path / "prompts.txt", 5)
+        out = tmp_path / "out"
+        done = await run_cli(
+            "batch", str(prompts), "--out", str(out), "--base-url", match.group(0),
+            "--rate-limit", RATE,
+        )  # fmt: skip
+        assert done.code == 0, done.stderr
+        assert len(list(out.glob("*.png"))) == 5
+    finally:
+        server.send_signal(signal.SIGINT)
+        await asyncio.wait_for(server.communicate(), 30)
+    assert server.returncode == 0
+
+
+async def test_no_key_is_a_usage_error(tmp_path: Path) -> None:
+    prompts = prompt_file(tmp_path / "prompts.txt", 1)
+    done = await run_cli("batch", str(prompts), "--out", str(tmp_path / "o"), key=None)
+    assert done.code == 2
+    assert "RUNBASE_API_KEY" in done.stderr
+
+
+async def test_usage_errors_exit_2() -> None:
+    done = await run_cli("generate", "a lamp", "--time-scale", "0.1")
+    assert done.code == 2 and "--provider simulator only" in done.stderr
+    done = await run_cli("generate", "a lamp", "--provider", "simulator", "--base-url", "http://x")
+    assert done.code == 2 and "--base-url" in done.stderr
+    done = await run_cli("generate", "a lamp", "--quality", "ultra")
+    assert done.code == 2 and "invalid choice" in done.stderr
+    done = await run_cli("simulate", "--fault", "gremlins=0.5")
+    assert done.code == 2 and "unknown fault 'gremlins'" in done.stderr
+
+
+async def test_the_key_never_shows(sim: Simulator, tmp_path: Path) -> None:
+    secret = "sk-do-not-print-me-9f8e7d"
+    prompts = prompt_file(tmp_path / "prompts.txt", 2)
+    done = await run_cli(
+        "-v", "batch", str(prompts), "--out", str(tmp_path / "out"), *against(sim), key=secret
+    )
+    assert done.code == 0, done.stderr
+    everything = done.stdout + done.stderr + (tmp_path / "out" / "journal.jsonl").read_text()
+    assert secret not in everything
+    assert "POST /runs" in done.stderr  # -v logs requests, without the key
+
+
+def test_python_dash_m_and_version() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gptimage_async", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"gptimage-async {gi.__version__}"
