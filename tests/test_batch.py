@@ -208,7 +208,9 @@ def session_for(sim: Simulator, **options: Any) -> gi.Session:
 async def test_stop_then_resume_never_creates_twice(tmp_path: Path) -> None:
     async with Simulator(FAST.replace(time_scale=0.03)) as sim:
         # First process: stopped after 10 prompts finished, with runs in flight.
-        async with session_for(sim, on_exit="cancel") as session:
+        # Creates are paced (50/s: 60 take over a second) so the stop comes
+        # part-way whatever the machine's load, not after everything was sent.
+        async with session_for(sim, on_exit="cancel", rate_limit=gi.RateLimit(50, 1.0)) as session:
             batch: gi.Batch
 
             def on_event(event: gi.BatchEvent) -> None:
