@@ -39,7 +39,7 @@ class DurationModel:
     True
     """
 
-    __slots__ = ("_cdf", "_dirty", "_obs", "_p", "_span", "observed")
+    __slots__ = ("_cdf", "_dirty", "_obs", "_p", "_span", "longest", "observed")
 
     def __init__(self) -> None:
         self._obs: collections.deque[tuple[float, float]] = collections.deque(maxlen=WINDOW)
@@ -48,6 +48,9 @@ class DurationModel:
         self._cdf: list[float] = []  # cumulative mass at each bin's upper edge
         self._dirty = 0
         self.observed = 0
+        #: The longest age at which a run was seen done: during cold start, a
+        #: first poll there will most likely find a new run done.
+        self.longest = 0.0
 
     @property
     def ready(self) -> bool:
@@ -61,6 +64,7 @@ class DurationModel:
             return
         self._obs.append((lo, hi))
         self.observed += 1
+        self.longest = max(self.longest, hi)
         self._dirty += 1
 
     def cdf(self, age: float) -> float:

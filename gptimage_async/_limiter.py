@@ -148,7 +148,9 @@ class AdaptiveRate:
         if in_window:
             estimate = in_window / self._per
             if estimate >= rate * JITTER_BAND and now - previous_429 > JITTER_MEMORY * self._per:
-                return  # one 429 at the limit: jitter, not news
+                # One 429 at the limit: jitter, no cut; but no probing past it either.
+                self._bad = rate if self._bad is None else min(self._bad, rate)
+                return
             new = min(rate, estimate) * (1.0 - NUDGE if estimate >= rate * JITTER_BAND else 1.0)
             new *= 1.0 - SAFETY_MARGIN if estimate < rate * JITTER_BAND else 1.0
             failing = min(rate, estimate)

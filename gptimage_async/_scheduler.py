@@ -183,7 +183,9 @@ class PollScheduler:
         last = run.last_pending_age
         model = self.model
         if not model.ready:
-            first = max(COLD_FIRST_RTTS * self._rtt, interval, self._cold_floor)
+            # Probe geometrically from a few round trips, but never below what
+            # earlier runs showed: still going at cold_floor, done by longest.
+            first = max(COLD_FIRST_RTTS * self._rtt, interval, self._cold_floor, model.longest)
             if run.polls == 0:
                 return first
             return max(last * COLD_GROWTH, last + interval, first)
