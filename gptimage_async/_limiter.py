@@ -41,6 +41,14 @@ PRIORITY_CREATE = 1
 #: Pace this far under the believed limit, so arrival jitter at the server
 #: does not push one window over (2% of a 10 s window is 200 ms of slack).
 SAFETY_MARGIN = 0.02
+#: A slot granted late (the event loop woke late) keeps the schedule: the next
+#: slot is one interval after the *planned* one, as long as the lateness is
+#: under this share of an interval. Past it (after idle time) the schedule
+#: restarts from now, so no burst builds up.
+CATCH_UP = 0.5
+#: Slots due this soon are granted in the same pass: at high rates the event
+#: loop cannot wake once per slot.
+GRANT_AHEAD = 0.001
 #: On a 429, never cut below this share of the current rate in one step.
 DECREASE_MIN = 0.5
 #: A 429 whose window held at least this share of our rate came at the limit,
@@ -231,7 +239,7 @@ class RateLimiter:
         self.adaptive = AdaptiveRate(belief, now=clock())
         self._tat = -float("inf")  # theoretical time of the next free slot
         self._blocked_until = -float("inf")
-        self._waiters: list[tuple[int, int, asyncio.Future[float]]] = []
+        self._waiters: list[tuple[int, int, float, asyncio.Future[float]]] = []
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._backoff: Iterator[float] | None = None
@@ -250,19 +258,19 @@ class RateLimiter:
     def try_acquire(self) -> bool:
         """Take a slot if one is free now and nobody waits; never blocks."""
         now = self._clock()
-        if self._waiters or self.next_free() > now:
+        if self._waiters or self.next_free() > now + GRANT_AHEAD:
             return False
-        self._grant(now, saturated=False)
+        self._grant(now, waited=0.0)
         return True
 
     async def acquire(self, priority: int = PRIORITY_CREATE) -> float:
         """Wait for a slot; return the clock time it was granted at."""
         now = self._clock()
-        if not self._waiters and self.next_free() <= now:
-            self._grant(now, saturated=False)
+        if not self._waiters and self.next_free() <= now + GRANT_AHEAD:
+            self._grant(now, waited=0.0)
             return now
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (priority, next(self._seq), future))
+        heapq.heappush(self._waiters, (priority, next(self._seq), now, future))
         self._arm()
         # A slot granted to a waiter cancelled at the same moment is simply
         # lost: spending less than the budget is always safe.
@@ -304,10 +312,13 @@ class RateLimiter:
         """A request got an answer that was not a 429: the backoff sequence restarts."""
         self._backoff = None
 
-    def _grant(self, now: float, *, saturated: bool) -> None:
-        self._tat = max(self._tat, now) + self.adaptive.interval
+    def _grant(self, now: float, *, waited: float) -> None:
+        interval = self.adaptive.interval
+        self._tat = max(self._tat, self._blocked_until, now - CATCH_UP * interval) + interval
         self.granted += 1
-        self.adaptive.record_send(now, saturated=saturated)
+        # Demand beat the budget only if a request queued for a whole slot or
+        # more; one that waited behind a single speculative poll did not.
+        self.adaptive.record_send(now, saturated=waited >= interval)
 
     def _arm(self) -> None:
         if self._timer is not None:
@@ -322,11 +333,14 @@ class RateLimiter:
         self._timer = None
         now = self._clock()
         waiters = self._waiters
-        while waiters and waiters[0][2].done():
-            heapq.heappop(waiters)  # cancelled while waiting
-        if waiters and self.next_free() <= now:
-            future = heapq.heappop(waiters)[2]
-            self._grant(now, saturated=True)
+        while waiters:
+            if waiters[0][3].done():
+                heapq.heappop(waiters)  # cancelled while waiting
+                continue
+            if self.next_free() > now + GRANT_AHEAD:
+                break
+            _, _, queued_at, future = heapq.heappop(waiters)
+            self._grant(now, waited=now - queued_at)
             future.set_result(now)
         self._arm()
 
@@ -335,7 +349,7 @@ class RateLimiter:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for _, _, future in self._waiters:
+        for *_, future in self._waiters:
             future.cancel()
         self._waiters.clear()
 

@@ -149,10 +149,12 @@ class PollScheduler:
                 self._fail(run, RunTimeoutError(_timeout_message(run), run_id=run.run_id))
                 continue
             self._stats.lateness.append(now - when)
-            sent_at = await limiter.acquire(PRIORITY_POLL)
-            if run.done():
-                continue
-            self._spawn(self._poll, run, sent_at)
+            if limiter.try_acquire():
+                self._spawn(self._poll, run, now)
+            else:
+                # Waits in the limiter ahead of creates; the loop goes on, so a
+                # batch of due polls is granted together, not one per wake-up.
+                self._spawn(self._poll_after_slot, run)
 
     def _early_at(self, run: Run, now: float) -> float:
         """When ``run`` may be polled ahead of plan, budget permitting (``inf``: not now)."""
@@ -215,6 +217,11 @@ class PollScheduler:
             self._wake = None
 
     # -- one poll ----------------------------------------------------------------
+
+    async def _poll_after_slot(self, run: Run) -> None:
+        sent_at = await self._limiter.acquire(PRIORITY_POLL)
+        if not run.done():
+            await self._poll(run, sent_at)
 
     async def _poll(self, run: Run, sent_at: float) -> None:
         # Everything is caught: a poll must never take the session down.
