@@ -25,8 +25,15 @@ BINS = 64
 WINDOW = 384
 #: Finished runs needed before the model is trusted over cold-start probing.
 MIN_OBSERVATIONS = 4
-#: EM iterations per refit; warm-started from the last fit, so few are needed.
+#: EM iterations for a fit from scratch, and for one warm-started from the last fit.
 ITERATIONS = 30
+WARM_ITERATIONS = 6
+#: Share of uniform mass blended into a warm start.
+WARM_MIX = 0.1
+#: The grid spans the longest duration seen times this, rounded up to a power of
+#: SPAN_STEP: the grid (and so the warm start) survives most new observations.
+SPAN_HEADROOM = 1.1
+SPAN_STEP = 1.25
 
 
 class DurationModel:
@@ -110,16 +117,23 @@ class DurationModel:
         if not self._dirty:
             return
         # Refit rarely once the model has plenty of data: it is cheap, not free.
-        if self._cdf and self._dirty < max(1, len(self._obs) // 32):
+        if self._cdf and self._dirty < max(1, len(self._obs) // 12):
             return
         self._dirty = 0
         self._fit()
 
     def _fit(self) -> None:
         obs = self._obs
-        span = max(hi for _, hi in obs) * 1.1
+        longest = max(hi for _, hi in obs) * SPAN_HEADROOM
+        span = SPAN_STEP ** math.ceil(math.log(longest, SPAN_STEP))
         width = span / BINS
-        p = self._p if self._p and abs(span - self._span) < 1e-12 else [1.0 / BINS] * BINS
+        if self._p and span == self._span:
+            # EM updates multiply: a bin at zero stays there, and an observation
+            # covering only such bins would be ignored. Keep every bin alive.
+            p = [(1.0 - WARM_MIX) * x + WARM_MIX / BINS for x in self._p]
+            iterations = WARM_ITERATIONS
+        else:
+            p, iterations = [1.0 / BINS] * BINS, ITERATIONS
         self._span = span
         # Each observation covers a run of whole bins [first, last], its ends
         # rounded to the nearest bin edge. Taking every bin the interval touches
@@ -133,7 +147,7 @@ class DurationModel:
                 first = last = min(int((lo + hi) / 2 / width), BINS - 1)
             ranges.append((first, last))
         n = len(ranges)
-        for _ in range(ITERATIONS):
+        for _ in range(iterations):
             prefix = [0.0, *itertools.accumulate(p)]
             weight = [0.0] * (BINS + 1)
             for first, last in ranges:
