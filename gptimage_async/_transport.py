@@ -83,8 +83,12 @@ class Transport:
             "User-Agent": user_agent,
         }
         connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=15.0)
+        # Headers live on the ClientSession: merged once, not on every request.
         self._http = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, raise_for_status=False
+            connector=connector,
+            timeout=self._timeout,
+            raise_for_status=False,
+            headers=self._headers,
         )
 
     @property
@@ -97,7 +101,7 @@ class Transport:
         started = time.monotonic()
         try:
             async with self._http.request(
-                method, url, data=body, headers=self._headers, allow_redirects=False
+                method, url, data=body, allow_redirects=False
             ) as response:
                 payload = await _read_capped(response)
                 headers = {k.lower(): v for k, v in response.headers.items()}
@@ -130,11 +134,14 @@ class Transport:
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     length = response.content_length
-    if length is not None and length > MAX_BODY_BYTES:
-        raise ProtocolError(
-            f"answer of {length} bytes is over the {MAX_BODY_BYTES}-byte cap",
-            status_code=response.status,
-        )
+    if length is not None:
+        if length > MAX_BODY_BYTES:
+            raise ProtocolError(
+                f"answer of {length} bytes is over the {MAX_BODY_BYTES}-byte cap",
+                status_code=response.status,
+            )
+        return await response.read()  # the usual case: one read, size known
+    # No Content-Length (chunked): read in pieces, so a huge body cannot fill memory.
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):
