@@ -1,0 +1,515 @@
+"""The measurements. Each scenario returns plain numbers; ``report`` judges and prints them.
+
+Bulk and idle scenarios run the simulator in this process, because detection
+delay compares the server's ``finishes_at`` with the moment the caller holds
+the result, both on one ``time.monotonic`` clock. CPU and memory scenarios run
+it in a child process (``_server``), so the server's work stays out of the
+client's CPU time and heap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import time
+import tracemalloc
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import aiohttp
+
+import gptimage_async as gi
+from gptimage_async.simulator import Simulator, SimulatorConfig
+
+from ._server import ServerProcess
+from .baseline import BaselineClient, BaselineOutcome
+
+__all__ = [
+    "BASELINE_CONCURRENCY",
+    "DEFAULT_LIMIT",
+    "PROBE_SLEEP",
+    "WINDOW",
+    "Bulk",
+    "Cpu",
+    "Idle",
+    "InFlight",
+    "bulk_baseline",
+    "bulk_ours",
+    "cpu_bare",
+    "cpu_ours",
+    "cpu_pair",
+    "idle_baseline",
+    "idle_ours",
+    "in_flight",
+    "mean",
+    "percentile",
+]
+
+KEY = "sk-benchmark"
+#: Runbase's documented limit: 20 requests per 10 s per key, creates and polls together.
+DEFAULT_LIMIT = 20
+WINDOW = 10.0
+#: Seed of every simulator, so both clients see the same run durations.
+SEED = 20_260_101
+#: The semaphore of the bounded hand-written variant.
+BASELINE_CONCURRENCY = 5
+#: Our runs get this many times the ideal wall time before the scenario gives up on them.
+OURS_CAP = 5.0
+#: Runs in flight, and warm-up runs, in the CPU scenario.
+CPU_CONCURRENCY = 32
+CPU_WARMUP = 64
+#: In the 10,000-runs scenario: runs that never finish while we look, and who submits them.
+FOREVER = 24 * 3600.0
+SUBMITTERS = 64
+IN_FLIGHT_WARMUP = 200
+#: The loop-lag probe's sleep, in seconds.
+PROBE_SLEEP = 0.005
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0-100); NaN for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+# -- figures 1-3 in bulk: many runs against a rate-limited simulator ----------------
+
+
+@dataclass(slots=True)
+class Bulk:
+    """One bulk job of ``runs`` runs under a real limit of ``real_limit`` per window."""
+
+    client: str
+    belief: str
+    real_limit: int
+    counted: bool
+    runs: int
+    rate: float
+    """The real budget, requests per (compressed) second."""
+    succeeded: int = 0
+    failed: int = 0
+    wall: float = 0.0
+    """Seconds from the first request to the last result, or to the cap."""
+    capped: bool = False
+    requests: int = 0
+    rate_limited: int = 0
+    polls: int = 0
+    delays: list[float] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)
+    trajectory: list[tuple[float, float]] = field(default_factory=list)
+    """Ours only: (seconds since start, believed limit in requests per second)."""
+    diagnostics: str = ""
+
+    @property
+    def ideal(self) -> float:
+        """Wall time at two requests per result and the full budget."""
+        return 2 * self.succeeded / self.rate
+
+    @property
+    def efficiency(self) -> float:
+        return self.ideal / self.wall if self.wall > 0 else float("nan")
+
+    @property
+    def share_429(self) -> float:
+        return self.rate_limited / self.requests if self.requests else 0.0
+
+    @property
+    def spent(self) -> int:
+        """Requests that used the server's budget (rejected ones only when counted)."""
+        return self.requests if self.counted else self.requests - self.rate_limited
+
+    @property
+    def budget_used(self) -> float:
+        """Share of the wall time's budget that was spent: efficiency's first factor."""
+        return self.spent / (self.rate * self.wall) if self.wall > 0 else float("nan")
+
+    @property
+    def economy(self) -> float:
+        """Two requests per result over what was spent: efficiency's second factor."""
+        return 2 * self.succeeded / self.spent if self.spent else float("nan")
+
+
+def _bulk_config(time_scale: float, limit: int, counted: bool) -> SimulatorConfig:
+    return SimulatorConfig(
+        time_scale=time_scale, rate_limit=limit, count_rejected=counted, seed=SEED
+    )
+
+
+def _prompts(n: int, tag: str) -> list[str]:
+    return [f"benchmark {tag} prompt {i}" for i in range(n)]
+
+
+async def bulk_ours(
+    runs: int, *, time_scale: float, real_limit: int, belief_limit: int, counted: bool
+) -> Bulk:
+    """``session.as_completed`` over ``runs`` prompts; the belief may differ from the real limit."""
+    config = _bulk_config(time_scale, real_limit, counted)
+    belief = gi.RateLimit(belief_limit, WINDOW * time_scale)
+    label = "stated" if belief_limit == real_limit else "unknown (default start)"
+    row = Bulk(
+        "gptimage-async",
+        label,
+        real_limit,
+        counted,
+        runs,
+        rate=real_limit / (WINDOW * time_scale),
+    )
+    cap = OURS_CAP * 2 * runs / row.rate
+    async with (
+        Simulator(config) as sim,
+        gi.Session(
+            "runbase",
+            api_key=KEY,
+            base_url=sim.base_url("runbase"),
+            rate_limit=belief,
+            on_exit="cancel",
+        ) as session,
+    ):
+        started = time.monotonic()
+        sampler = asyncio.create_task(_sample_rate(session, started, WINDOW * time_scale, row))
+        last = started
+        try:
+            async with asyncio.timeout(cap):
+                async for run in session.as_completed(_prompts(runs, "bulk")):
+                    now = time.monotonic()
+                    if run.error is not None or run.id is None:
+                        row.failed += 1
+                        continue
+                    row.succeeded += 1
+                    last = now
+                    served = sim.runs[run.id]
+                    row.delays.append(now - served.finishes_at)
+                    row.durations.append(served.duration)
+        except TimeoutError:
+            row.capped = True
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        row.wall = (time.monotonic() if row.capped else last) - started
+        row.requests = sim.stats.requests
+        row.rate_limited = sim.stats.rate_limited
+        row.polls = sim.stats.polls
+        row.diagnostics = (
+            f"{session.limiter.adaptive!r}; {session.scheduler.model!r}; "
+            f"speculative polls {session.stats.speculative_polls}"
+        )
+    return row
+
+
+async def _sample_rate(session: gi.Session, started: float, every: float, row: Bulk) -> None:
+    while True:
+        row.trajectory.append((time.monotonic() - started, session.limiter.adaptive.rate))
+        await asyncio.sleep(every)
+
+
+async def bulk_baseline(
+    runs: int,
+    *,
+    time_scale: float,
+    real_limit: int,
+    counted: bool,
+    concurrency: int | None,
+    cap_factor: float,
+) -> Bulk:
+    """The hand-written client over the same prompts: ``gather`` or a semaphore.
+
+    It gets ``cap_factor`` times the ideal wall time of the whole job; runs
+    still going then are left out of its efficiency (which flatters it: they
+    spent budget that is not credited to anyone).
+    """
+    config = _bulk_config(time_scale, real_limit, counted)
+    name = (
+        "hand-written, gather" if concurrency is None else f"hand-written, semaphore({concurrency})"
+    )
+    row = Bulk(name, "-", real_limit, counted, runs, rate=real_limit / (WINDOW * time_scale))
+    cap = cap_factor * 2 * runs / row.rate
+    prompts = _prompts(runs, "bulk")
+    async with (
+        Simulator(config) as sim,
+        BaselineClient(sim.base_url("runbase"), KEY, time_scale=time_scale) as client,
+    ):
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(cap):
+                if concurrency is None:
+                    await client.gather(prompts)
+                else:
+                    await client.bounded(prompts, concurrency)
+        except TimeoutError:
+            row.capped = True
+        row.wall = time.monotonic() - started
+        _count_baseline(row, client.outcome, sim)
+    return row
+
+
+def _count_baseline(row: Bulk, outcome: BaselineOutcome, sim: Simulator) -> None:
+    row.delays, row.durations = _delays(outcome, sim)
+    row.succeeded = len(row.delays)
+    row.failed = sum(1 for run in outcome.runs if run.error is not None)
+    row.requests = sim.stats.requests
+    row.rate_limited = sim.stats.rate_limited
+    row.polls = sim.stats.polls
+
+
+def _delays(outcome: BaselineOutcome, sim: Simulator) -> tuple[list[float], list[float]]:
+    """Detection delays and run durations of the runs the baseline resolved, in its order."""
+    delays, durations = [], []
+    for run in outcome.runs:
+        if run.done_at is not None and run.run_id is not None:
+            served = sim.runs[run.run_id]
+            delays.append(run.done_at - served.finishes_at)
+            durations.append(served.duration)
+    return delays, durations
+
+
+# -- figure 3 when idle: one run at a time ---------------------------------------------
+
+
+@dataclass(slots=True)
+class Idle:
+    """``runs`` single runs, one after the other, with the budget otherwise idle.
+
+    ``delays`` and ``durations`` are in submission order, so the first runs
+    (before the duration model has learned anything) can be told apart.
+    """
+
+    client: str
+    runs: int
+    requests: int = 0
+    polls: int = 0
+    rate_limited: int = 0
+    delays: list[float] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)
+
+
+def _idle_config(time_scale: float) -> SimulatorConfig:
+    return SimulatorConfig(time_scale=time_scale, seed=SEED)
+
+
+async def idle_ours(runs: int, *, time_scale: float) -> Idle:
+    """``await session.submit(prompt)`` then ``await run``, ``runs`` times in a row."""
+    config = _idle_config(time_scale)
+    row = Idle("gptimage-async", runs)
+    async with (
+        Simulator(config) as sim,
+        gi.Session(
+            "runbase",
+            api_key=KEY,
+            base_url=sim.base_url("runbase"),
+            rate_limit=gi.RateLimit(DEFAULT_LIMIT, WINDOW * time_scale),
+        ) as session,
+    ):
+        for prompt in _prompts(runs, "idle"):
+            run = await session.submit(prompt)
+            await run
+            now = time.monotonic()
+            assert run.id is not None
+            served = sim.runs[run.id]
+            row.delays.append(now - served.finishes_at)
+            row.durations.append(served.duration)
+        row.requests = sim.stats.requests
+        row.polls = sim.stats.polls
+        row.rate_limited = sim.stats.rate_limited
+    return row
+
+
+async def idle_baseline(runs: int, *, time_scale: float) -> Idle:
+    """The hand-written ``generate(prompt)``, ``runs`` times in a row."""
+    config = _idle_config(time_scale)
+    row = Idle("hand-written", runs)
+    async with (
+        Simulator(config) as sim,
+        BaselineClient(sim.base_url("runbase"), KEY, time_scale=time_scale) as client,
+    ):
+        for prompt in _prompts(runs, "idle"):
+            await client.generate(prompt)
+        row.delays, row.durations = _delays(client.outcome, sim)
+        row.requests = sim.stats.requests
+        row.polls = sim.stats.polls
+        row.rate_limited = sim.stats.rate_limited
+    return row
+
+
+# -- figure 4: client CPU per HTTP exchange ----------------------------------------------
+
+
+@dataclass(slots=True)
+class Cpu:
+    """``exchanges`` request/answer pairs in ``wall`` seconds, costing ``cpu`` s of client CPU."""
+
+    client: str
+    exchanges: int
+    wall: float
+    cpu: float
+
+    @property
+    def per_second(self) -> float:
+        return self.exchanges / self.wall
+
+    @property
+    def cpu_per_exchange(self) -> float:
+        return self.cpu / self.exchanges
+
+
+def _cpu_config() -> SimulatorConfig:
+    # Runs are done the moment they exist and nothing is rate limited: only HTTP is left.
+    return SimulatorConfig(
+        time_scale=1.0, duration="fixed", duration_median=1e-6, rate_limit=None, seed=SEED
+    )
+
+
+async def cpu_ours(runs: int, *, base_url: str) -> Cpu:
+    """``generate_many`` with ``CPU_CONCURRENCY`` runs in flight; every request counted."""
+    async with gi.Session(
+        "runbase", api_key=KEY, base_url=base_url, rate_limit=gi.RateLimit(100_000, 1.0)
+    ) as session:
+        await session.generate_many(_prompts(CPU_WARMUP, "warm-up"), concurrency=CPU_CONCURRENCY)
+        before = session.stats.requests
+        wall, cpu = time.perf_counter(), time.process_time()
+        await session.generate_many(_prompts(runs, "cpu"), concurrency=CPU_CONCURRENCY)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return Cpu("gptimage-async", session.stats.requests - before, wall, cpu)
+
+
+async def cpu_bare(runs: int, *, base_url: str) -> Cpu:
+    """The least a client can do: POST, then GET until done, ``CPU_CONCURRENCY`` at a time."""
+    body = json.dumps({"model": "openai/gpt-image-1.5", "input": {"prompt": "x"}}).encode()
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    exchanges = 0
+
+    async def worker(http: aiohttp.ClientSession, todo: Iterator[int]) -> None:
+        nonlocal exchanges
+        for _ in todo:
+            async with http.post(f"{base_url}/runs", data=body) as response:
+                run_id = (await response.json())["id"]
+            exchanges += 1
+            while True:
+                async with http.get(f"{base_url}/runs/{run_id}") as response:
+                    state = await response.json()
+                exchanges += 1
+                if state["status"] in ("succeeded", "failed"):
+                    break
+
+    async def batch(http: aiohttp.ClientSession, n: int) -> None:
+        todo = iter(range(n))
+        await asyncio.gather(*(worker(http, todo) for _ in range(CPU_CONCURRENCY)))
+
+    async with aiohttp.ClientSession(headers=headers) as http:
+        await batch(http, CPU_WARMUP)
+        exchanges = 0
+        wall, cpu = time.perf_counter(), time.process_time()
+        await batch(http, runs)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return Cpu("bare aiohttp loop", exchanges, wall, cpu)
+
+
+async def cpu_pair(runs: int, *, rounds: int) -> list[Cpu]:
+    """Both clients against one child-process simulator, alternating, ``rounds`` times each."""
+    out: list[Cpu] = []
+    with ServerProcess(_cpu_config()) as base_url:
+        for _ in range(rounds):
+            out.append(await cpu_bare(runs, base_url=base_url))
+            out.append(await cpu_ours(runs, base_url=base_url))
+    return out
+
+
+# -- figures 5 and 6: 10,000 runs in flight ----------------------------------------------
+
+
+@dataclass(slots=True)
+class InFlight:
+    """Memory and scheduler lateness with ``runs`` runs in flight."""
+
+    runs: int
+    traced: int = 0
+    """Bytes tracemalloc saw allocated and still held, over all ``runs``."""
+    rss: int = 0
+    """Growth of the resident set, minus tracemalloc's own bookkeeping."""
+    submit_seconds: float = 0.0
+    window: float = 0.0
+    lateness: list[float] = field(default_factory=list)
+    loop_lag: list[float] = field(default_factory=list)
+    polls: int = 0
+    """Polls sent during the lateness window."""
+    diagnostics: str = ""
+
+
+def _in_flight_config() -> SimulatorConfig:
+    return SimulatorConfig(
+        time_scale=1.0, duration="fixed", duration_median=FOREVER, rate_limit=None, seed=SEED
+    )
+
+
+async def in_flight(runs: int, *, window: float) -> InFlight:
+    """Submit ``runs`` runs that will not finish, measure the heap, then watch the poller."""
+    row = InFlight(runs, window=window)
+    with ServerProcess(_in_flight_config()) as base_url:
+        async with gi.Session(
+            "runbase",
+            api_key=KEY,
+            base_url=base_url,
+            rate_limit=gi.RateLimit(100_000, 1.0),
+            on_exit="cancel",
+        ) as session:
+            await _submit_all(session, _prompts(IN_FLIGHT_WARMUP, "warm-up"))
+            gc.collect()
+            rss = _rss()
+            tracemalloc.start()
+            try:
+                traced = tracemalloc.get_traced_memory()[0]
+                started = time.perf_counter()
+                await _submit_all(session, (f"benchmark in-flight prompt {i}" for i in range(runs)))
+                row.submit_seconds = time.perf_counter() - started
+                gc.collect()
+                row.traced = tracemalloc.get_traced_memory()[0] - traced
+                row.rss = _rss() - rss - tracemalloc.get_tracemalloc_memory()
+            finally:
+                tracemalloc.stop()
+            assert len(session.runs) == runs + IN_FLIGHT_WARMUP
+            session.stats.lateness.clear()
+            polls = session.stats.polls
+            row.loop_lag = await _loop_lag(window)
+            row.lateness = list(session.stats.lateness)
+            row.polls = session.stats.polls - polls
+            row.diagnostics = f"{session.limiter!r}; {session.scheduler!r}"
+    return row
+
+
+async def _submit_all(session: gi.Session, prompts: Iterable[str]) -> None:
+    todo = iter(prompts)
+
+    async def submitter() -> None:
+        for prompt in todo:
+            await session.submit(prompt)  # the session keeps the run; so do we not
+
+    await asyncio.gather(*(submitter() for _ in range(SUBMITTERS)))
+
+
+async def _loop_lag(window: float) -> list[float]:
+    """How late the event loop wakes a ``PROBE_SLEEP`` sleep, sampled for ``window`` s."""
+    lags: list[float] = []
+    end = time.monotonic() + window
+    while (now := time.monotonic()) < end:
+        await asyncio.sleep(PROBE_SLEEP)
+        lags.append(time.monotonic() - now - PROBE_SLEEP)
+    return lags
+
+
+def _rss() -> int:
+    """Resident set size in bytes (0 where ``/proc`` is missing: the figure is then n/a)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0

@@ -1,0 +1,88 @@
+"""The benchmark harness runs end to end.
+
+These are benchmarks, not timed tests: nothing here asserts a wall-clock
+figure, only that the harness measures both clients and writes its table.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.baseline import BaselineClient
+from gptimage_async.simulator import Simulator, SimulatorConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_run_writes_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error",
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--output",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    for heading in (
+        "## Targets",
+        "## 1-2. Bulk efficiency and 429 share",
+        "## 3. Requests per run and detection delay",
+        "## 4. Client CPU per HTTP exchange",
+        "runs in flight",
+    ):
+        assert heading in text
+    for client in ("gptimage-async", "hand-written, gather", "hand-written, semaphore(5)"):
+        assert f"| {client} |" in text
+    assert "| bare aiohttp loop |" in text
+    assert "Machine:" in text
+
+
+def test_only_writes_the_chosen_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "idle", "--output", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert "| gptimage-async | single runs |" in text
+    assert "| hand-written | single runs |" in text
+    assert "## 1-2." not in text
+    assert "## 4." not in text
+
+
+async def test_baseline_creates_each_prompt_once_and_polls_until_done() -> None:
+    config = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=1)
+    async with (
+        Simulator(config) as sim,
+        BaselineClient(sim.base_url("runbase"), "sk-smoke", time_scale=0.01) as client,
+    ):
+        outcome = await client.gather([f"prompt {i}" for i in range(5)])
+    assert [run.error for run in outcome.runs] == [None] * 5
+    assert all(run.urls for run in outcome.runs)
+    assert sim.stats.creates == 5
+    assert sim.stats.duplicates == 0
+    assert outcome.requests == sim.stats.requests
+    assert outcome.polls == sum(run.polls for run in outcome.runs) == sim.stats.polls
+    for run in outcome.runs:
+        assert run.run_id is not None
+        assert run.done_at is not None
+        assert run.done_at >= sim.runs[run.run_id].finishes_at
