@@ -49,8 +49,10 @@ CATCH_UP = 0.5
 #: Slots due this soon are granted in the same pass: at high rates the event
 #: loop cannot wake once per slot.
 GRANT_AHEAD = 0.001
-#: On a 429, never cut below this share of the current rate in one step.
+#: On a 429, never cut below this share of the current rate in one step,
+#: unless at least TRUSTED_COUNT requests went out in the window before it.
 DECREASE_MIN = 0.5
+TRUSTED_COUNT = 5
 #: A 429 whose window held at least this share of our rate came at the limit,
 #: not above it; a second one within JITTER_MEMORY windows nudges the rate down.
 JITTER_BAND = 0.95
@@ -148,8 +150,10 @@ class AdaptiveRate:
         """
         self._window_429 = True
         previous_429, self._last_429 = self._last_429, now
-        if sent_at < self._last_cut:
-            # Sent before the previous cut took effect: the cut already answered it.
+        if sent_at < self._last_cut + self._per:
+            # Within a window of the previous cut: the server's window still
+            # holds the traffic that cut answered (and, where it counts
+            # rejected requests, the rejections too). At most one cut per window.
             return
         in_window = sum(1 for t in self._sent if sent_at - self._per < t < sent_at)
         rate = self._rate
@@ -167,7 +171,10 @@ class AdaptiveRate:
             new = rate * DECREASE_MIN
             failing = rate
         self._bad = failing if self._bad is None else min(self._bad, failing)
-        self._rate = max(new, rate * DECREASE_MIN, self._start * MIN_RATE_FACTOR)
+        # A count of a few requests is no measure of the server's limit (the key
+        # may be shared): then cut by half at most. A real count is trusted.
+        floor = rate * DECREASE_MIN if in_window < TRUSTED_COUNT else 0.0
+        self._rate = max(new, floor, self._start * MIN_RATE_FACTOR)
         self._last_cut = now
         self._window_start = now
         self._window_saturated = False

