@@ -24,7 +24,6 @@ import asyncio
 import heapq
 import itertools
 import logging
-import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -58,6 +57,8 @@ THETA = 0.95
 SPECULATIVE_FROM = 0.02
 #: ... and poll one run at most once per this share of the median duration.
 SPECULATIVE_SPACING = 0.03
+#: Until this many runs have finished, speculation starts proportionally earlier.
+MATURE_OBSERVATIONS = 32
 #: Two planned polls of one run are at least this share of the median apart.
 MIN_STEP = 0.05
 #: Cold start: first poll after this many create round trips, then this growth per poll.
@@ -159,16 +160,23 @@ class PollScheduler:
     def _early_at(self, run: Run, now: float) -> float:
         """When ``run`` may be polled ahead of plan, budget permitting (``inf``: not now)."""
         limiter = self._limiter
-        if not self.model.ready:
-            return math.inf
         if limiter.waiting:
             # Busy now; look again once the waiters have had the next slot, so
             # budget freed later (a batch's tail) is not missed.
             return max(limiter.next_free(), now) + limiter.adaptive.interval
-        median = self.model.quantile(0.5)
-        earliest_age = self.model.quantile(SPECULATIVE_FROM)
-        if run.polls:
-            earliest_age = max(earliest_age, run.last_pending_age + SPECULATIVE_SPACING * median)
+        model = self.model
+        if not model.ready:
+            # Nothing learned yet: on an idle budget, a slot is as good a reason as any.
+            spacing = max(limiter.adaptive.interval, self._rtt)
+            earliest_age = run.last_pending_age + spacing
+        else:
+            # A model fitted on few runs knows little of the shortest ones: start
+            # speculating earlier until it has seen enough.
+            maturity = min(1.0, model.observed / MATURE_OBSERVATIONS)
+            earliest_age = model.quantile(SPECULATIVE_FROM) * maturity
+            if run.polls:
+                spacing = SPECULATIVE_SPACING * model.quantile(0.5)
+                earliest_age = max(earliest_age, run.last_pending_age + spacing)
         return max(run.created_at + earliest_age, limiter.next_free())
 
     # -- planning --------------------------------------------------------------
