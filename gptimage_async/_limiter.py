@@ -45,7 +45,7 @@ SAFETY_MARGIN = 0.02
 #: slot is one interval after the *planned* one, as long as the lateness is
 #: under this share of an interval. Past it (after idle time) the schedule
 #: restarts from now, so no burst builds up.
-CATCH_UP = 0.5
+CATCH_UP = 0.25
 #: Slots due this soon are granted in the same pass: at high rates the event
 #: loop cannot wake once per slot.
 GRANT_AHEAD = 0.001

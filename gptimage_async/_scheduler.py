@@ -24,6 +24,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -63,7 +64,11 @@ MATURE_OBSERVATIONS = 32
 MIN_STEP = 0.05
 #: Cold start: first poll after this many create round trips, then this growth per poll.
 COLD_FIRST_RTTS = 4.0
-COLD_GROWTH = 1.5
+COLD_GROWTH = 2.0
+#: Cold start on an idle budget, with at most COLD_SCOUTS runs in flight:
+#: speculative polls grow by this factor per poll.
+COLD_SPECULATIVE_GROWTH = 1.2
+COLD_SCOUTS = 8
 #: Past the longest duration seen, the gap grows by this factor per poll.
 TAIL_GROWTH = 1.25
 #: Consecutive unreadable answers, and 404s, before a run is given up on.
@@ -86,6 +91,7 @@ class PollScheduler:
         clock: Callable[[], float],
         spawn: _Spawn,
         on_resolved: Callable[[Run], None],
+        max_polls_in_flight: int = 100,
     ) -> None:
         self.model = DurationModel()
         self._provider = provider
@@ -101,6 +107,9 @@ class PollScheduler:
         self._rtt = 0.0  # smoothed create round trip
         self._cold_floor = 0.0  # the longest age any run was seen still going during cold start
         self._in_flight = 0
+        # No more polls on the wire than connections: beyond that they would only
+        # queue inside aiohttp, holding memory and going stale.
+        self._poll_slots = asyncio.Semaphore(max_polls_in_flight)
 
     # -- public surface --------------------------------------------------------
 
@@ -138,9 +147,15 @@ class PollScheduler:
             now = self._clock()
             if when > now:
                 early = self._early_at(run, now)
-                if early <= now and not limiter.waiting and limiter.try_acquire():
+                if (
+                    early <= now
+                    and not limiter.waiting
+                    and not self._poll_slots.locked()
+                    and limiter.try_acquire()
+                ):
                     heapq.heappop(heap)
                     self._stats.speculative_polls += 1
+                    await self._poll_slots.acquire()  # free: checked above
                     self._spawn(self._poll, run, now)
                     continue
                 await self._sleep(loop, min(when, max(early, now)) - now)
@@ -150,8 +165,9 @@ class PollScheduler:
                 self._fail(run, RunTimeoutError(_timeout_message(run), run_id=run.run_id))
                 continue
             self._stats.lateness.append(now - when)
+            await self._poll_slots.acquire()
             if limiter.try_acquire():
-                self._spawn(self._poll, run, now)
+                self._spawn(self._poll, run, self._clock())
             else:
                 # Waits in the limiter ahead of creates; the loop goes on, so a
                 # batch of due polls is granted together, not one per wake-up.
@@ -166,9 +182,17 @@ class PollScheduler:
             return max(limiter.next_free(), now) + limiter.adaptive.interval
         model = self.model
         if not model.ready:
-            # Nothing learned yet: on an idle budget, a slot is as good a reason as any.
-            spacing = max(limiter.adaptive.interval, self._rtt)
-            earliest_age = run.last_pending_age + spacing
+            # Nothing learned yet. A few runs in flight (a session making its
+            # first images) probe idle budget finely, geometrically, so polls
+            # per run grow with the log of its duration; many runs wait for
+            # the model rather than storm a large budget.
+            if self._in_flight > COLD_SCOUTS:
+                return math.inf
+            last = run.last_pending_age
+            first = max(COLD_FIRST_RTTS * self._rtt, limiter.adaptive.interval) / 2
+            earliest_age = max(
+                last * COLD_SPECULATIVE_GROWTH, last + limiter.adaptive.interval, first
+            )
         else:
             # A model fitted on few runs knows little of the shortest ones: start
             # speculating earlier until it has seen enough.
@@ -227,8 +251,14 @@ class PollScheduler:
     # -- one poll ----------------------------------------------------------------
 
     async def _poll_after_slot(self, run: Run) -> None:
-        sent_at = await self._limiter.acquire(PRIORITY_POLL)
-        if not run.done():
+        try:
+            sent_at = await self._limiter.acquire(PRIORITY_POLL)
+        except BaseException:
+            self._poll_slots.release()
+            raise
+        if run.done():
+            self._poll_slots.release()
+        else:
             await self._poll(run, sent_at)
 
     async def _poll(self, run: Run, sent_at: float) -> None:
@@ -238,6 +268,8 @@ class PollScheduler:
         except Exception as exc:  # pragma: no cover - a bug, reported on the run
             logger.exception("unexpected error while polling run %s", run.run_id)
             self._fail(run, ProtocolError(f"unexpected error while polling: {exc!r}"))
+        finally:
+            self._poll_slots.release()
 
     async def _poll_once(self, run: Run, sent_at: float) -> None:
         assert run.run_id is not None

@@ -212,6 +212,7 @@ class Session:
             clock=self._clock,
             spawn=self._spawn,
             on_resolved=self._resolved,
+            max_polls_in_flight=self._max_connections,
         )
         self._spawn(self._scheduler.run_forever)
         logger.debug("session opened: %s at %s", self._provider.name, self._base_url)

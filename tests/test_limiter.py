@@ -197,16 +197,17 @@ async def test_retry_after_zero_still_waits_a_slot() -> None:
 
 
 async def test_cancelled_waiters_are_skipped_and_close_cancels_the_rest() -> None:
-    limiter = RateLimiter(gi.RateLimit(10, 1.0))
+    limiter = RateLimiter(gi.RateLimit(10, 1.0))  # 100 ms slots
     await limiter.acquire()
     a = asyncio.create_task(limiter.acquire())
     b = asyncio.create_task(limiter.acquire())
     await asyncio.sleep(0)
     a.cancel()
-    await asyncio.sleep(0.15)
-    assert b.done()
-    c = asyncio.create_task(limiter.acquire())
+    await b  # got the slot a gave up
+    assert a.cancelled()
+    c = asyncio.create_task(limiter.acquire())  # the next slot is ~100 ms away
     await asyncio.sleep(0)
+    assert limiter.waiting == 1
     limiter.close()
     with pytest.raises(asyncio.CancelledError):
         await c
@@ -225,5 +226,7 @@ async def test_single_runs_on_an_idle_budget_keep_the_belief_near_the_limit() ->
         for i in range(12):
             await session.generate(f"one at a time {i}")
             beliefs.append(session.limiter.adaptive.rate)
-        assert sim.stats.rate_limited <= 2  # jitter at 98% of a 200 ms window
+        # Speculative polls use the whole idle budget: jitter 429s are possible
+        # in a 200 ms window, but rare.
+        assert sim.stats.rate_limited <= 0.03 * sim.stats.requests
     assert max(beliefs) <= 1.5 * real.rate, beliefs
