@@ -97,14 +97,16 @@ def _validate(request: ImageRequest) -> None:
         )
     if "\x00" in prompt:
         raise InvalidRequestError("prompt must not contain NUL characters", field="prompt")
-    if request.aspect_ratio is not None and request.aspect_ratio not in ASPECT_RATIOS:
+    _check_encodable(prompt, "prompt")
+    ratio = request.aspect_ratio
+    if ratio is not None and not (isinstance(ratio, str) and ratio in ASPECT_RATIOS):
         raise InvalidRequestError(
-            f"aspect_ratio must be one of 1:1, 3:2, 2:3, not {request.aspect_ratio!r}",
-            field="aspect_ratio",
+            f"aspect_ratio must be one of 1:1, 3:2, 2:3, not {ratio!r:.80}", field="aspect_ratio"
         )
-    if request.quality is not None and request.quality not in QUALITIES:
+    quality = request.quality
+    if quality is not None and not (isinstance(quality, str) and quality in QUALITIES):
         raise InvalidRequestError(
-            f"quality must be 'medium' or 'high', not {request.quality!r}", field="quality"
+            f"quality must be 'medium' or 'high', not {quality!r:.80}", field="quality"
         )
     urls = request.image_urls
     if isinstance(urls, str) or not isinstance(urls, tuple | list):
@@ -121,11 +123,22 @@ def _validate(request: ImageRequest) -> None:
         msgspec.structs.force_setattr(request, "image_urls", tuple(urls))
 
 
+def _check_encodable(text: str, field: str) -> None:
+    # A lone surrogate is a valid str but no valid UTF-8: it could never be sent.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"{field} is not valid Unicode (lone surrogate at position {exc.start})", field=field
+        ) from None
+
+
 def _validate_url(url: object) -> None:
     if not isinstance(url, str):
         raise InvalidRequestError(
             f"image_urls entries must be strings, not {type(url).__name__}", field="image_urls"
         )
+    _check_encodable(url, "image_urls")
     if len(url) > MAX_URL_CHARS or any(c.isspace() or ord(c) < 32 for c in url):
         raise InvalidRequestError(f"not a usable URL: {url[:80]!r}", field="image_urls")
     try:
@@ -175,7 +188,12 @@ def _url_tuple(urls: Iterable[str] | None) -> tuple[str, ...]:
         raise InvalidRequestError(
             "image_urls must be a list of URLs, not a single string", field="image_urls"
         )
-    return tuple(urls)
+    try:
+        return tuple(urls)
+    except TypeError:
+        raise InvalidRequestError(
+            f"image_urls must be a list of URLs, not {type(urls).__name__}", field="image_urls"
+        ) from None
 
 
 class Result(msgspec.Struct, frozen=True):
