@@ -16,7 +16,7 @@ import msgspec
 from .._exceptions import APIStatusError, ProtocolError, status_error
 from .._models import ImageRequest, RateLimit, RunStatus
 
-__all__ = ["Provider", "RunSnapshot", "decode_json", "normalize_status"]
+__all__ = ["Provider", "RunSnapshot", "decode_json", "decode_or_none", "normalize_status"]
 
 logger = logging.getLogger("gptimage_async")
 
@@ -81,11 +81,20 @@ def decode_json(body: bytes, type_: type[_T], *, what: str, run_id: str | None) 
     """Decode ``body`` as ``type_`` or raise ``ProtocolError`` saying what was wrong."""
     try:
         return msgspec.json.decode(body, type=type_)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the decoder goes is no answer either.
         preview = body[:120].decode("utf-8", "replace")
         raise ProtocolError(
             f"could not read the {what}: {exc} (body starts {preview!r})", run_id=run_id
         ) from None
+
+
+def decode_or_none(body: bytes, type_: type[_T]) -> _T | None:
+    """Decode ``body`` as ``type_``, or ``None`` if it is not that (error bodies vary)."""
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
 
 
 class Provider(abc.ABC):

@@ -16,7 +16,7 @@ import msgspec
 
 from .._exceptions import APIStatusError, InvalidRequestError, ProtocolError
 from .._models import ImageRequest, RateLimit, RunStatus
-from ._base import Provider, RunSnapshot, decode_json, normalize_status
+from ._base import Provider, RunSnapshot, decode_json, decode_or_none, normalize_status
 
 __all__ = ["ApiInOne"]
 
@@ -156,7 +156,7 @@ class ApiInOne(Provider):
             raise ProtocolError("task object has no task_id or id", run_id=run_id)
         rid = str(raw_id)
         status = normalize_status(task.status, run_id=rid)
-        urls = _urls_of(task)
+        urls = [u for u in _urls_of(task) if u]  # an empty string is no URL
         if status is RunStatus.SUCCEEDED and not urls:
             raise ProtocolError("task completed but no image URL was found in it", run_id=rid)
         message = err = None
@@ -171,10 +171,7 @@ class ApiInOne(Provider):
         self, status_code: int, body: bytes, *, run_id: str | None, retry_after: float | None
     ) -> APIStatusError:
         message = code = None
-        try:
-            top = msgspec.json.decode(body, type=_Top)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            top = None
+        top = decode_or_none(body, _Top)
         if top is not None:
             if isinstance(top.error, _Error):
                 message = top.error.message

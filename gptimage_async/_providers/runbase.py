@@ -9,7 +9,7 @@ import msgspec
 
 from .._exceptions import APIStatusError, ProtocolError
 from .._models import ImageRequest, RateLimit, RunStatus
-from ._base import Provider, RunSnapshot, decode_json, normalize_status
+from ._base import Provider, RunSnapshot, decode_json, decode_or_none, normalize_status
 
 __all__ = ["Runbase"]
 
@@ -86,6 +86,7 @@ class Runbase(Provider):
             urls = run.output
         elif run.output is not None and run.output.urls:
             urls = run.output.urls
+        urls = [u for u in urls if u]  # an empty string is no URL
         if status is RunStatus.SUCCEEDED and not urls:
             raise ProtocolError("run succeeded but its output has no URLs", run_id=rid)
         message = code = None
@@ -100,10 +101,7 @@ class Runbase(Provider):
         self, status_code: int, body: bytes, *, run_id: str | None, retry_after: float | None
     ) -> APIStatusError:
         message = code = None
-        try:
-            parsed = msgspec.json.decode(body, type=_ErrorBody)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            parsed = None
+        parsed = decode_or_none(body, _ErrorBody)
         if parsed is not None:
             if isinstance(parsed.error, str):
                 message = parsed.error
