@@ -29,6 +29,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+
 from ._durations import DurationModel
 from ._exceptions import (
     APIStatusError,
@@ -252,11 +254,16 @@ class PollScheduler:
 
     async def _poll_after_slot(self, run: Run) -> None:
         try:
-            sent_at = await self._limiter.acquire(PRIORITY_POLL)
+            # A long Retry-After can hold the limiter: the run's deadline still holds.
+            with anyio.move_on_after(max(0.0, run.deadline - self._clock())) as waiting:
+                sent_at = await self._limiter.acquire(PRIORITY_POLL)
         except BaseException:
             self._poll_slots.release()
             raise
-        if run.done():
+        if waiting.cancelled_caught:
+            self._poll_slots.release()
+            self._fail(run, RunTimeoutError(_timeout_message(run), run_id=run.run_id))
+        elif run.done():
             self._poll_slots.release()
         else:
             await self._poll(run, sent_at)

@@ -20,6 +20,8 @@ from types import TracebackType
 from typing import Any, Literal, Self, overload
 from urllib.parse import urlsplit
 
+import anyio
+
 from ._exceptions import (
     APIStatusError,
     ConfigurationError,
@@ -27,6 +29,7 @@ from ._exceptions import (
     ProtocolError,
     QuotaExceededError,
     RateLimitError,
+    RunTimeoutError,
     SessionClosedError,
     UncertainCreateError,
 )
@@ -487,8 +490,12 @@ class Session:
                         if not isinstance(exc, StopIteration):
                             done.put_nowait(exc)  # the caller's iterable failed
                         return
+                    try:
+                        run = await self._create_or_failed(item, index)
+                    except Exception as exc:  # a bug, not a run's error: never a hang
+                        done.put_nowait(exc)
+                        return
                     outstanding += 1
-                    run = await self._create_or_failed(item, index)
                     run._future.add_done_callback(functools.partial(_call_with, finished, run))
             finally:
                 done.put_nowait(None)
@@ -535,9 +542,17 @@ class Session:
         body = self._provider.encode_create(request)
         deadline = self._clock() + self._run_timeout
         attempts = 0
+        last_error: GPTImageError | None = None
         while True:
             self._check_open()
-            sent_at = await self._limiter.acquire(PRIORITY_CREATE)
+            with anyio.move_on_after(max(0.0, deadline - self._clock())) as waiting:
+                sent_at = await self._limiter.acquire(PRIORITY_CREATE)
+            if waiting.cancelled_caught:
+                if last_error is not None:
+                    raise last_error  # the 429 (or 503) that kept it waiting says why
+                raise RunTimeoutError(
+                    f"the create could not be sent within run_timeout ({self._run_timeout:g}s)"
+                )
             if on_send is not None:
                 on_send()
             task = asyncio.get_running_loop().create_task(
@@ -551,6 +566,7 @@ class Session:
             outcome = await asyncio.shield(task)
             if isinstance(outcome, Run):
                 return outcome
+            last_error = outcome.error
             if not outcome.rate_limited:
                 attempts += 1
                 self.stats.create_retries += 1
@@ -649,9 +665,12 @@ class Session:
             self._idle.clear()
 
     def __repr__(self) -> str:
+        # Safe on a half-built session too (its __init__ raised): tracebacks render locals.
+        provider = getattr(getattr(self, "_provider", None), "name", "?")
+        runs = getattr(self, "runs", None)
         return (
-            f"<Session {self._provider.name} {self._base_url} {self._state} "
-            f"in_flight={len(self.runs)}>"
+            f"<Session {provider} {getattr(self, '_base_url', '?')} "
+            f"{getattr(self, '_state', 'new')} in_flight={len(runs) if runs is not None else 0}>"
         )
 
 
