@@ -267,14 +267,14 @@ class RateLimiter:
         now = self._clock()
         if self._waiters or self.next_free() > now + GRANT_AHEAD:
             return False
-        self._grant(now, waited=0.0)
+        self._grant(now, queued_at=None)
         return True
 
     async def acquire(self, priority: int = PRIORITY_CREATE) -> float:
         """Wait for a slot; return the clock time it was granted at."""
         now = self._clock()
         if not self._waiters and self.next_free() <= now + GRANT_AHEAD:
-            self._grant(now, waited=0.0)
+            self._grant(now, queued_at=None)
             return now
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (priority, next(self._seq), now, future))
@@ -295,7 +295,7 @@ class RateLimiter:
             if self._backoff is None:
                 self._backoff = backoff_delays(self.adaptive.interval, cap=self.adaptive.per)
             pause = self.adaptive.interval + next(self._backoff)
-        self._blocked_until = max(self._blocked_until, now + pause)
+        self._pause(now, pause)
         # Slots already promised at the old rate are re-spaced at the new one.
         self._tat = max(self._tat, self._blocked_until)
         self._arm()
@@ -310,22 +310,30 @@ class RateLimiter:
         now = self._clock()
         if self._backoff is None:
             self._backoff = backoff_delays(self.adaptive.interval, cap=self.adaptive.per)
-        pause = next(self._backoff)
-        self._blocked_until = max(self._blocked_until, now + pause)
+        self._pause(now, next(self._backoff))
         self._tat = max(self._tat, self._blocked_until)
         self._arm()
+
+    def _pause(self, now: float, seconds: float) -> None:
+        self._blocked_until = max(self._blocked_until, now + seconds)
 
     def on_answer(self) -> None:
         """A request got an answer that was not a 429: the backoff sequence restarts."""
         self._backoff = None
 
-    def _grant(self, now: float, *, waited: float) -> None:
+    def _grant(self, now: float, *, queued_at: float | None) -> None:
         interval = self.adaptive.interval
         self._tat = max(self._tat, self._blocked_until, now - CATCH_UP * interval) + interval
         self.granted += 1
         # Demand beat the budget only if a request queued for a whole slot or
-        # more; one that waited behind a single speculative poll did not.
-        self.adaptive.record_send(now, saturated=waited >= interval)
+        # more, and not because a pause (429, outage backoff) held everyone
+        # back. One that waited behind a single speculative poll did not either.
+        saturated = (
+            queued_at is not None
+            and now - queued_at >= interval
+            and self._blocked_until <= queued_at
+        )
+        self.adaptive.record_send(now, saturated=saturated)
 
     def _arm(self) -> None:
         if self._timer is not None:
@@ -347,7 +355,7 @@ class RateLimiter:
             if self.next_free() > now + GRANT_AHEAD:
                 break
             _, _, queued_at, future = heapq.heappop(waiters)
-            self._grant(now, waited=now - queued_at)
+            self._grant(now, queued_at=queued_at)
             future.set_result(now)
         self._arm()
 
