@@ -61,7 +61,14 @@ class Secret:
 class Transport:
     """One aiohttp session towards one provider base URL with one key."""
 
-    __slots__ = ("_base_url", "_headers", "_http", "_key", "_timeout", "_user_agent")
+    __slots__ = (
+        "_base_url",
+        "_headers",
+        "_http",
+        "_key",
+        "_timeout",
+        "_user_agent",
+    )
 
     def __init__(
         self,
@@ -96,9 +103,14 @@ class Transport:
         return self._base_url
 
     async def send(self, method: str, path: str, body: bytes | None = None) -> Answer:
-        """Send one request; raise ``SendError`` if no complete answer came back."""
+        """Send one request; raise ``SendError`` if no complete answer came back.
+
+        A body that echoes the API key comes back with the key masked, so no
+        error message built from it can carry the key.
+        """
         url = self._base_url + path
         started = time.monotonic()
+        failure: SendError | None = None
         try:
             async with self._http.request(
                 method, url, data=body, allow_redirects=False
@@ -108,19 +120,26 @@ class Transport:
                 status = response.status
         except aiohttp.ClientConnectorError as exc:
             # The connection was never made: the request certainly did not arrive.
-            raise SendError(
+            failure = SendError(
                 f"could not connect to {self._base_url}: {exc.os_error}", maybe_received=False
-            ) from None
+            )
         except TimeoutError:
-            raise SendError(
+            failure = SendError(
                 f"{method} {path} timed out after {self._timeout.total:g}s",
                 maybe_received=True,
-            ) from None
+            )
         except aiohttp.ClientError as exc:
             # Reset, disconnect, bad payload: the server may have acted on it.
-            raise SendError(
+            failure = SendError(
                 f"{method} {path} failed: {type(exc).__name__}: {exc}", maybe_received=True
-            ) from None
+            )
+        if failure is not None:
+            # Raised here, outside the except block, so aiohttp's exception (whose
+            # request_info holds the Authorization header) is not kept as context.
+            raise failure
+        secret = self._key.reveal().encode()
+        if secret in payload:
+            payload = payload.replace(secret, b"[redacted]")
         elapsed = time.monotonic() - started
         logger.debug("%s %s -> %d (%.3fs)", method, path, status, elapsed)
         return Answer(status, headers, payload, elapsed)
