@@ -634,10 +634,11 @@ async def _hammer(
 async def test_hammering_client_with_count_rejected(
     session: aiohttp.ClientSession, count_rejected: bool
 ) -> None:
-    # 5 requests per 0.2 s window; the client knocks every 20 ms for 4 windows.
-    config = {"rate_limit": 5, "rate_window": 10.0, "time_scale": 0.02}
+    # 5 requests per 1 s window; the client knocks every 20 ms for 1.2 windows
+    # (a window far longer than the gap, so a loaded machine cannot drain it).
+    config = {"rate_limit": 5, "rate_window": 10.0, "time_scale": 0.1}
     async with make(count_rejected=count_rejected, **config) as sim:
-        statuses = await _hammer(session, sim, seconds=0.8, gap=0.02)
+        statuses = await _hammer(session, sim, seconds=1.2, gap=0.02)
         admitted = sum(1 for s in statuses if s != 429)
         assert len(statuses) >= 20
         if count_rejected:
@@ -648,7 +649,7 @@ async def test_hammering_client_with_count_rejected(
             assert admitted >= 10
         assert sim.stats.rate_limited == len(statuses) - admitted
         # Once the client stops for a whole window it gets back in either way.
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(1.05)
         assert (await rb_get(session, sim, "run_hammer")).status == 404
 
 

@@ -96,8 +96,10 @@ async def test_parallel_requests_share_one_session_and_its_limiter(
     assert created_sessions.only is session  # every request used the app's one session
     assert sim.stats.creates == n
     assert sim.stats.duplicates == 0
-    # One limiter paces all 80 handlers together: no 429 storm.
-    assert sim.stats.rate_limited <= 0.02 * sim.stats.requests, sim.stats
+    # One limiter paces all 80 handlers together: no 429 storm (a session per
+    # request draws ~66%). The bound allows jitter: at this time scale the
+    # limiter's 2% pacing margin is 2 ms, less than a loaded event loop's lag.
+    assert sim.stats.rate_limited <= 0.05 * sim.stats.requests, sim.stats
     assert session.stats.requests == sim.stats.requests
     assert session.closed
 
