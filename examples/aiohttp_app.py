@@ -30,36 +30,18 @@ import msgspec
 from aiohttp import web
 
 import gptimage_async as gi
-from gptimage_async.integrations import DEFAULT_SHUTDOWN_TIMEOUT, RecentRuns, SessionOptions
+from gptimage_async.integrations import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    RecentRuns,
+    SessionOptions,
+    http_status,
+    run_payload,
+)
 from gptimage_async.integrations.aiohttp import SESSION_KEY, setup
 
 RECENT_RUNS = web.AppKey("recent_runs", RecentRuns)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def run_payload(run: gi.Run) -> dict[str, Any]:
-    """How a run is shown to clients: never the request's details, never a key."""
-    payload: dict[str, Any] = {"run_id": run.id, "status": run.status.value}
-    if run.outcome is not None:
-        payload["urls"] = run.outcome.urls
-    elif run.error is not None:
-        payload["error"] = type(run.error).__name__
-        payload["detail"] = str(run.error)
-    return payload
-
-
-def error_status(error: gi.GPTImageError) -> int:
-    """The HTTP status this service answers for a library error."""
-    if isinstance(error, gi.InvalidRequestError | gi.BadRequestError):
-        return 422
-    if isinstance(error, gi.RunNotFoundError):
-        return 404
-    if isinstance(error, gi.RateLimitError | gi.SessionClosedError):
-        return 503  # quota gone or shutting down: try again later (or elsewhere)
-    if isinstance(error, gi.RunTimeoutError):
-        return 504
-    return 502  # the provider failed us: its error, its run failure, a doubtful create
 
 
 @web.middleware
@@ -71,7 +53,7 @@ async def library_errors(request: web.Request, handler: Handler) -> web.StreamRe
         content: dict[str, Any] = {"error": type(exc).__name__, "detail": str(exc)}
         if exc.run_id is not None:
             content["run_id"] = exc.run_id
-        return web.json_response(content, status=error_status(exc))
+        return web.json_response(content, status=http_status(exc))
 
 
 async def read_request(request: web.Request) -> gi.ImageRequest:

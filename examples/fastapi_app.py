@@ -31,7 +31,13 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 import gptimage_async as gi
-from gptimage_async.integrations import DEFAULT_SHUTDOWN_TIMEOUT, RecentRuns, SessionOptions
+from gptimage_async.integrations import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    RecentRuns,
+    SessionOptions,
+    http_status,
+    run_payload,
+)
 from gptimage_async.integrations.starlette import get_session, lifespan
 
 SessionDep = Annotated[gi.Session, Depends(get_session)]
@@ -52,30 +58,6 @@ class ImageBody(pydantic.BaseModel):
             quality=self.quality,
             image_urls=self.image_urls,
         )
-
-
-def run_payload(run: gi.Run) -> dict[str, Any]:
-    """How a run is shown to clients: never the request's details, never a key."""
-    payload: dict[str, Any] = {"run_id": run.id, "status": run.status.value}
-    if run.outcome is not None:
-        payload["urls"] = run.outcome.urls
-    elif run.error is not None:
-        payload["error"] = type(run.error).__name__
-        payload["detail"] = str(run.error)
-    return payload
-
-
-def error_status(error: gi.GPTImageError) -> int:
-    """The HTTP status this service answers for a library error."""
-    if isinstance(error, gi.InvalidRequestError | gi.BadRequestError):
-        return 422
-    if isinstance(error, gi.RunNotFoundError):
-        return 404
-    if isinstance(error, gi.RateLimitError | gi.SessionClosedError):
-        return 503  # quota gone or shutting down: try again later (or elsewhere)
-    if isinstance(error, gi.RunTimeoutError):
-        return 504
-    return 502  # the provider failed us: its error, its run failure, a doubtful create
 
 
 def create_app(
@@ -102,7 +84,7 @@ def create_app(
         content: dict[str, Any] = {"error": type(exc).__name__, "detail": str(exc)}
         if exc.run_id is not None:
             content["run_id"] = exc.run_id
-        return JSONResponse(content, status_code=error_status(exc))
+        return JSONResponse(content, status_code=http_status(exc))
 
     @app.post("/generate")
     async def generate(body: ImageBody, session: SessionDep) -> dict[str, Any]:

@@ -10,10 +10,25 @@ when imported themselves (``import gptimage_async`` never needs them):
 - ``gptimage_async.integrations.aiohttp``: ``aiohttp.web``
   (``setup``, ``SESSION_KEY``, ``get_session``).
 
-Shared by both: ``SessionOptions`` (the ``Session`` keywords they accept) and
-``RecentRuns``, for endpoints that hand out run ids to be checked later.
+Shared by both: ``SessionOptions`` (the ``Session`` keywords they accept),
+``RecentRuns``, for endpoints that hand out run ids to be checked later, and
+``run_payload`` / ``http_status`` to answer clients about runs and errors.
 """
 
-from ._common import DEFAULT_RECENT_RUNS, DEFAULT_SHUTDOWN_TIMEOUT, RecentRuns, SessionOptions
+from ._common import (
+    DEFAULT_RECENT_RUNS,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    RecentRuns,
+    SessionOptions,
+    http_status,
+    run_payload,
+)
 
-__all__ = ["DEFAULT_RECENT_RUNS", "DEFAULT_SHUTDOWN_TIMEOUT", "RecentRuns", "SessionOptions"]
+__all__ = [
+    "DEFAULT_RECENT_RUNS",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "RecentRuns",
+    "SessionOptions",
+    "http_status",
+    "run_payload",
+]

@@ -7,9 +7,18 @@ import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Literal, TypedDict, Unpack, overload
+from typing import Any, Literal, TypedDict, Unpack, overload
 
-from .._exceptions import ConfigurationError, GPTImageError
+from .._exceptions import (
+    BadRequestError,
+    ConfigurationError,
+    GPTImageError,
+    InvalidRequestError,
+    RateLimitError,
+    RunNotFoundError,
+    RunTimeoutError,
+    SessionClosedError,
+)
 from .._models import RateLimit
 from .._run import Run
 from .._session import ProviderName, Session
@@ -21,6 +30,8 @@ __all__ = [
     "SessionOptions",
     "app_session",
     "check_options",
+    "http_status",
+    "run_payload",
 ]
 
 logger = logging.getLogger("gptimage_async")
@@ -182,3 +193,34 @@ class RecentRuns:
 
     def __repr__(self) -> str:
         return f"<RecentRuns {len(self._runs)}/{self.maxlen}>"
+
+
+def run_payload(run: Run) -> dict[str, Any]:
+    """A run as a JSON-ready dict for an API's clients: id, status, and URLs or the error.
+
+    Never the request's details, never a key.
+    """
+    payload: dict[str, Any] = {"run_id": run.id, "status": run.status.value}
+    if run.outcome is not None:
+        payload["urls"] = run.outcome.urls
+    elif run.error is not None:
+        payload["error"] = type(run.error).__name__
+        payload["detail"] = str(run.error)
+    return payload
+
+
+def http_status(error: GPTImageError) -> int:
+    """The HTTP status a web service should answer for a library error.
+
+    422 for bad input, 404 for an unknown run, 503 when rate-limited or shutting
+    down, 504 for a run that timed out, 502 for anything the provider failed.
+    """
+    if isinstance(error, InvalidRequestError | BadRequestError):
+        return 422
+    if isinstance(error, RunNotFoundError):
+        return 404
+    if isinstance(error, RateLimitError | SessionClosedError):
+        return 503  # quota gone or shutting down: try again later (or elsewhere)
+    if isinstance(error, RunTimeoutError):
+        return 504
+    return 502  # the provider failed us: its error, its run failure, a doubtful create

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import gptimage_async as gi
-from gptimage_async.integrations import RecentRuns, SessionOptions
+from gptimage_async.integrations import RecentRuns, SessionOptions, http_status
 from gptimage_async.integrations import aiohttp as gi_aiohttp
 from gptimage_async.integrations import starlette as gi_starlette
 from gptimage_async.simulator import Simulator
@@ -269,3 +269,22 @@ async def test_recent_runs_refuse_a_run_without_an_id() -> None:
         RecentRuns().add(run)
     with pytest.raises(gi.ConfigurationError):
         RecentRuns(maxlen=0)
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (gi.InvalidRequestError("bad"), 422),
+        (gi.BadRequestError("bad", status_code=400), 422),
+        (gi.RunNotFoundError("gone", status_code=404), 404),
+        (gi.RateLimitError("slow", status_code=429), 503),
+        (gi.QuotaExceededError("spent", status_code=429), 503),
+        (gi.SessionClosedError("closing"), 503),
+        (gi.RunTimeoutError("late"), 504),
+        (gi.RunFailedError("failed", run_id="r"), 502),
+        (gi.UncertainCreateError("maybe", prompt="p"), 502),
+        (gi.ServerError("oops", status_code=500), 502),
+    ],
+)
+def test_http_status_maps_every_error(error: gi.GPTImageError, status: int) -> None:
+    assert http_status(error) == status
