@@ -278,7 +278,10 @@ class RateLimiter:
             return now
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (priority, next(self._seq), now, future))
-        self._arm()
+        if self._timer is None:
+            # An armed timer already points at the next free slot: who waits
+            # does not move it, and grants and pauses re-arm it themselves.
+            self._arm()
         # A slot granted to a waiter cancelled at the same moment is simply
         # lost: spending less than the budget is always safe.
         return await future
