@@ -168,6 +168,9 @@ class PollScheduler:
                 continue
             self._stats.lateness.append(now - when)
             await self._poll_slots.acquire()
+            if run.done():  # resolved while waiting for a connection: no request for it
+                self._poll_slots.release()
+                continue
             if limiter.try_acquire():
                 self._spawn(self._poll, run, self._clock())
             else:
