@@ -450,8 +450,7 @@ class Session:
         ...     print(run.index, run.error or run.outcome.urls)
         """
         self._check_open()
-        items = ((i, item) for i, item in enumerate(requests))
-        runs = self._stream(items, concurrency=concurrency)
+        runs = self._stream(enumerate(requests), concurrency=concurrency)
         try:
             async for run in runs:
                 yield run
