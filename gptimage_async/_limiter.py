@@ -22,6 +22,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from ._models import RateLimit
 from ._retry import backoff_delays
@@ -30,6 +31,7 @@ __all__ = [
     "PRIORITY_CREATE",
     "PRIORITY_POLL",
     "AdaptiveRate",
+    "Limiter",
     "RateLimiter",
 ]
 
@@ -70,6 +72,65 @@ FORGET_BAD_AFTER = 8
 #: The learned rate never drifts past these multiples of the starting belief.
 MIN_RATE_FACTOR = 1 / 64
 MAX_RATE_FACTOR = 64.0
+
+
+class Limiter(Protocol):
+    """What the create path and the poll scheduler need of a rate limiter. Strictly private.
+
+    The seam between the session and a key's request budget: ``RateLimiter``
+    below keeps the budget in this process; a shared limiter keeps it in
+    Redis for every process on the key. Every time it takes or returns is on
+    the event loop's clock (``loop.time()``, seconds), the one clock the
+    scheduler reads and wakes on.
+    """
+
+    @property
+    def rate(self) -> float:
+        """The believed limit, in requests per second (before any safety margin)."""
+        ...
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two requests at the current pace."""
+        ...
+
+    @property
+    def per(self) -> float:
+        """The window length of the belief, in seconds."""
+        ...
+
+    @property
+    def waiting(self) -> int:
+        """Requests of this process waiting for a slot."""
+        ...
+
+    def next_free(self) -> float:
+        """The loop-clock time of this process's next free slot, ignoring waiters."""
+        ...
+
+    def try_acquire(self) -> bool:
+        """Take a slot only if one is free now and nobody waits; never blocks."""
+        ...
+
+    async def acquire(self, priority: int = ...) -> float:
+        """Wait for a slot (lowest ``priority`` first); return the loop time it was granted."""
+        ...
+
+    def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
+        """A request sent at ``sent_at`` got a 429 (``retry_after`` in seconds, if stated)."""
+        ...
+
+    def on_server_trouble(self) -> None:
+        """A 5xx or a failed connection: hold every request back with backoff."""
+        ...
+
+    def on_answer(self) -> None:
+        """An answer that was neither a 429 nor server trouble: backoff restarts."""
+        ...
+
+    def close(self) -> None:
+        """Cancel every waiter and timer (the session is closing)."""
+        ...
 
 
 class AdaptiveRate:
@@ -252,6 +313,21 @@ class RateLimiter:
         self._backoff: Iterator[float] | None = None
         self.granted = 0
         self.rate_limited = 0
+
+    @property
+    def rate(self) -> float:
+        """The believed limit, in requests per second (before the safety margin)."""
+        return self.adaptive.rate
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two requests at the current pace, safety margin included."""
+        return self.adaptive.interval
+
+    @property
+    def per(self) -> float:
+        """The window length of the belief, in seconds."""
+        return self.adaptive.per
 
     @property
     def waiting(self) -> int:

@@ -42,7 +42,7 @@ from ._exceptions import (
     RunTimeoutError,
     ServerError,
 )
-from ._limiter import PRIORITY_POLL, RateLimiter
+from ._limiter import PRIORITY_POLL, Limiter
 from ._models import Result, RunStatus
 from ._providers import Provider, RunSnapshot
 from ._retry import parse_retry_after
@@ -88,7 +88,7 @@ class PollScheduler:
         *,
         provider: Provider,
         transport: Transport,
-        limiter: RateLimiter,
+        limiter: Limiter,
         stats: SessionStats,
         clock: Callable[[], float],
         spawn: _Spawn,
@@ -184,7 +184,7 @@ class PollScheduler:
         if limiter.waiting:
             # Busy now; look again once the waiters have had the next slot, so
             # budget freed later (a batch's tail) is not missed.
-            return max(limiter.next_free(), now) + limiter.adaptive.interval
+            return max(limiter.next_free(), now) + limiter.interval
         model = self.model
         if not model.ready:
             # Nothing learned yet. A few runs in flight (a session making its
@@ -194,10 +194,8 @@ class PollScheduler:
             if self._in_flight > COLD_SCOUTS:
                 return math.inf
             last = run.last_pending_age
-            first = max(COLD_FIRST_RTTS * self._rtt, limiter.adaptive.interval) / 2
-            earliest_age = max(
-                last * COLD_SPECULATIVE_GROWTH, last + limiter.adaptive.interval, first
-            )
+            first = max(COLD_FIRST_RTTS * self._rtt, limiter.interval) / 2
+            earliest_age = max(last * COLD_SPECULATIVE_GROWTH, last + limiter.interval, first)
         else:
             # A model fitted on few runs knows little of the shortest ones: start
             # speculating earlier until it has seen enough.
@@ -211,7 +209,7 @@ class PollScheduler:
     # -- planning --------------------------------------------------------------
 
     def _plan(self, run: Run, now: float) -> None:
-        age = self.plan_age(run, interval=self._limiter.adaptive.interval)
+        age = self.plan_age(run, interval=self._limiter.interval)
         self._push(run, max(run.created_at + age, now))
 
     def plan_age(self, run: Run, *, interval: float) -> float:
@@ -379,8 +377,8 @@ class PollScheduler:
         run.errors += 1
         logger.debug("poll of run %s failed (%s); retrying", run.run_id, error)
         scale = self.model.quantile(0.5) * MIN_STEP if self.model.ready else self._rtt
-        base = max(self._limiter.adaptive.interval, scale)
-        delay = min(base * 2.0 ** min(run.errors, 16), self._limiter.adaptive.per)
+        base = max(self._limiter.interval, scale)
+        delay = min(base * 2.0 ** min(run.errors, 16), self._limiter.per)
         # Jitter keeps a crowd of runs that failed together from retrying together.
         self._push(run, self._clock() + random.uniform(0.5, 1.0) * delay)
 
