@@ -128,8 +128,16 @@ class Limiter(Protocol):
         """An answer that was neither a 429 nor server trouble: backoff restarts."""
         ...
 
+    async def start(self) -> None:
+        """Connect whatever the budget lives in (called once, when the session opens)."""
+        ...
+
     def close(self) -> None:
         """Cancel every waiter and timer (the session is closing)."""
+        ...
+
+    async def aclose(self) -> None:
+        """``close()``, then release connections (called once, when the session closes)."""
         ...
 
 
@@ -437,6 +445,13 @@ class RateLimiter:
             self._grant(now, queued_at=queued_at)
             future.set_result(now)
         self._arm()
+
+    async def start(self) -> None:
+        """Nothing to connect: the budget lives in this process."""
+
+    async def aclose(self) -> None:
+        """Same as ``close()``: nothing else to release."""
+        self.close()
 
     def close(self) -> None:
         """Cancel the timer and every waiter (the session is closing)."""

@@ -207,6 +207,7 @@ class Session:
             user_agent=self._user_agent,
         )
         self._limiter = RateLimiter(self._belief, clock=self._clock)
+        await self._limiter.start()
         self._scheduler = PollScheduler(
             provider=self._provider,
             transport=self._transport,
@@ -260,7 +261,7 @@ class Session:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._limiter is not None:
-            self._limiter.close()
+            await self._limiter.aclose()
         if self._transport is not None:
             await self._transport.aclose()
         self._state = "closed"
