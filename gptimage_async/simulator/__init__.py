@@ -5,7 +5,8 @@ its own module, ``_runbase.py`` and ``_apiinone.py``) with compressed time,
 per-key rate limits, credits and quotas, and injectable faults: 5xx answers,
 connection resets, truncated JSON, slow answers, outages, and the dangerous
 ones where a create succeeds but its answer is lost. Its counters tell a
-benchmark how many requests a client spent and whether it ever paid for the same prompt twice.
+benchmark how many requests a client spent and whether it ever paid for the
+same prompt twice.
 
 ::
 
