@@ -111,9 +111,9 @@ class Simulate:
 def start_simulate(*extra: str) -> Simulate:
     script = Path(sys.executable).with_name("gptimage-async")
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "gptimage_async"]
+    options = ["--port", "0", "--time-scale", TIME_SCALE, "--rate-limit", "none", *extra]
     process = subprocess.Popen(
-        [*cmd, "simulate", "--port", "0", "--time-scale", TIME_SCALE, "--rate-limit", "none"]
-        + list(extra),
+        [*cmd, "simulate", *options],
         stdout=subprocess.PIPE,
         text=True,
     )

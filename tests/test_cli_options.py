@@ -25,9 +25,7 @@ async def sim() -> AsyncIterator[Simulator]:
 # -- batch --dry-run -------------------------------------------------------------------------
 
 
-async def test_dry_run_counts_and_prices_without_a_request(
-    sim: Simulator, tmp_path: Path
-) -> None:
+async def test_dry_run_counts_and_prices_without_a_request(sim: Simulator, tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(
         '"a lamp"\n'

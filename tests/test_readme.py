@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -64,10 +65,8 @@ def test_readme_block(readme: _Progress, index: int) -> None:
     # and a skip marker only takes effect if it was seen before its block.
     examples = list(readme.document.examples())
     while readme.ran < index:
-        try:
+        with contextlib.suppress(Exception):  # a failure or a skip: reported by its own test
             examples[readme.ran].evaluate()
-        except (Exception, pytest.skip.Exception):
-            pass  # reported by its own test
         readme.ran += 1
     readme.ran = index + 1
     examples[index].evaluate()
@@ -90,7 +89,7 @@ def test_every_fence_is_run_or_plainly_not_python() -> None:
 def test_every_skip_says_why() -> None:
     for match in SKIP.finditer(README.read_text()):
         action, reason = match.group(1), match.group(2).strip()
-        assert action == "next", f"use `skip: next \"why\"`, not {match.group(0)!r}"
+        assert action == "next", f'use `skip: next "why"`, not {match.group(0)!r}'
         assert len(reason) > 4 and reason[0] == reason[-1] == '"', (
             f"a skipped block must say why: {match.group(0)!r}"
         )
