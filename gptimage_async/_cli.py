@@ -469,7 +469,8 @@ async def _run_with_display(batch: Batch, display: Display, out: Path) -> BatchR
         ticking.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticking
-    display.close(report.progress)
+        # Always: a live display left open would keep the cursor hidden.
+        display.close(batch.progress)
     return report
 
 
