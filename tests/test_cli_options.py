@@ -138,3 +138,23 @@ def test_simulate_help_shows_every_default_and_the_fault_names() -> None:
     for name in ("poll_5xx", "create_5xx", "reset", "reset_after_create", "truncated_json"):
         assert name in names and name in text
     assert "create_500_after_effect" in text and "slow" in text
+
+
+def test_the_readmes_dry_run_example_is_what_the_command_prints() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    command_line = (
+        "$ gptimage-async batch examples/prompts.txt --out out/ --provider apiinone --dry-run"
+    )
+    block = readme.split(command_line + "\n", 1)[1].split("```", 1)[0]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        command(*command_line.split()[2:]),
+        cwd=root,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == block
