@@ -16,9 +16,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from ._journal import JournalError
 from ._models import ASPECT_RATIOS, QUALITIES, RateLimit, Result
 from ._progress import Display, format_duration, make_display
 from ._prompts import PromptFileError, read_prompts
+from ._providers import get_provider
 from ._session import Session
 from ._version import __version__
 
@@ -151,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-download", action="store_true", help="record the URLs without saving the images"
     )
     batch.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the file and show what would be sent and its cost; send nothing (needs no key)",
+    )
+    batch.add_argument(
         "--progress",
         choices=("auto", "live", "log"),
         default="auto",
@@ -163,28 +171,53 @@ def _parser() -> argparse.ArgumentParser:
         parents=[verbose],
         help="run the local simulator of both providers",
         description="Serve a simulated Runbase and API in One until Ctrl-C; "
-        "prints their base URLs first.",
+        "prints their base URLs first. Any key with the right prefix works "
+        "(sk-... for Runbase, aio_... for API in One).",
+        epilog=f"Fault names: {', '.join(_fault_names())}.",
     )
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    sim.add_argument("--time-scale", type=_positive_float, default=1.0, metavar="X")
+    sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sim.add_argument(
+        "--port", type=int, default=8080, help="port to bind; 0 picks a free one (default 8080)"
+    )
+    sim.add_argument(
+        "--time-scale",
+        type=_positive_float,
+        default=1.0,
+        metavar="X",
+        help="multiplies every duration and rate window, e.g. 0.1 runs 10x faster "
+        "(default 1: real time, runs take 3-10 s)",
+    )
     sim.add_argument(
         "--rate-limit",
         type=_server_rate,
         default=False,
         metavar="N/SECONDS",
-        help="per-key limit, e.g. 20/10 (the default), or 'none'",
+        help="per-key limit, e.g. 60/10, or 'none' (default 20/10, Runbase's)",
     )
-    sim.add_argument("--failure-rate", type=_probability, default=0.0, metavar="P")
-    sim.add_argument("--seed", type=int)
+    sim.add_argument(
+        "--failure-rate",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="share of runs the provider fails (default 0)",
+    )
+    sim.add_argument("--seed", type=int, help="random seed, for a repeatable run (default: random)")
     sim.add_argument(
         "--fault",
         action="append",
         default=[],
         metavar="NAME=P",
-        help="inject a fault, e.g. poll_5xx=0.1 (repeat for several)",
+        help="inject a fault with probability P, e.g. poll_5xx=0.1; repeat for several "
+        "(default: none; names below)",
     )
     return parser
+
+
+def _fault_names() -> list[str]:
+    from .simulator import Faults
+
+    # The probabilities only; the others tune how a fault behaves.
+    return sorted(set(Faults.__struct_fields__) - {"slow_seconds", "outage", "applies_to"})
 
 
 def _request_options(parser: argparse.ArgumentParser, *, rows: bool = False) -> None:
@@ -213,7 +246,16 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
         help="starting belief about the key's limit, e.g. 20/10 (default: the provider's)",
     )
     group.add_argument(
-        "--run-timeout", type=_positive_float, metavar="SECONDS", help="give up on a run after this"
+        "--request-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="give up on one HTTP exchange after this (default 60)",
+    )
+    group.add_argument(
+        "--run-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="give up on a run after this (default 900)",
     )
     group.add_argument(
         "--time-scale",
@@ -254,12 +296,15 @@ def _probability(text: str) -> float:
 
 
 def _rate_parts(text: str) -> tuple[int, float]:
-    requests, _, per = text.partition("/")
+    # A bare number is refused: "20" could mean per second, per 10 s or per minute.
+    requests, slash, per = text.partition("/")
     try:
-        return int(requests), float(per or "1")
+        if not slash:
+            raise ValueError
+        return int(requests), float(per)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected REQUESTS/SECONDS such as 20/10, not {text!r}"
+            f"expected N/SECONDS such as 20/10 (20 requests per 10 seconds), not {text!r}"
         ) from None
 
 
@@ -276,7 +321,7 @@ def _server_rate(text: str) -> tuple[int, float] | None:
         return None
     requests, per = _rate_parts(text)
     if requests < 1 or not per > 0:
-        raise argparse.ArgumentTypeError(f"expected REQUESTS/SECONDS such as 20/10, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected N/SECONDS such as 20/10, not {text!r}")
     return requests, per
 
 
@@ -289,6 +334,8 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Session]:
     options: dict[str, Any] = {"on_exit": "cancel"}
     if args.run_timeout is not None:
         options["run_timeout"] = args.run_timeout
+    if args.request_timeout is not None:
+        options["request_timeout"] = args.request_timeout
     if args.provider == "simulator":
         if args.base_url:
             raise _UsageError("--base-url makes no sense with --provider simulator")
@@ -308,6 +355,10 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Session]:
         return
     if args.time_scale is not None:
         raise _UsageError("--time-scale applies to --provider simulator only")
+    provider = get_provider(args.provider)
+    if not os.environ.get(provider.env_var, "").strip():
+        # Not the library's "pass api_key=...": the command line never takes a key.
+        raise _UsageError(f"no API key for {provider.name}: set {provider.env_var}")
     yield _make_session(
         args.provider, base_url=args.base_url, rate_limit=args.rate_limit, **options
     )
@@ -364,6 +415,8 @@ async def _save(result: Result, out: Path, prompt: str) -> int:
 
 
 async def _batch(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return _dry_run(args)
     async with _session(args) as session:
         try:
             prompts = read_prompts(
@@ -416,8 +469,49 @@ async def _run_with_display(batch: Batch, display: Display, out: Path) -> BatchR
         ticking.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticking
-    display.close(report.progress)
+        # Always: a live display left open would keep the cursor hidden.
+        display.close(batch.progress)
     return report
+
+
+#: What a request leaves unset means this at the provider.
+_DEFAULT_QUALITY = "medium"
+_DEFAULT_ASPECT_RATIO = "1:1"
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """Validate the prompt file and say what a batch would send; send nothing."""
+    name = "runbase" if args.provider == "simulator" else args.provider
+    if args.provider == "simulator" and args.base_url:
+        raise _UsageError("--base-url makes no sense with --provider simulator")
+    # The session is never opened: it only validates, so it needs no key.
+    session = _make_session(name, api_key="dry-run", base_url=args.base_url)
+    try:
+        prompts = read_prompts(
+            args.prompts, aspect_ratio=args.aspect_ratio, quality=args.quality, session=session
+        )
+    except PromptFileError as exc:
+        raise _UsageError(str(exc)) from None
+    qualities = Counter(p.request.quality or _DEFAULT_QUALITY for p in prompts)
+    ratios = Counter(p.request.aspect_ratio or _DEFAULT_ASPECT_RATIO for p in prompts)
+    provider = get_provider(name)
+    where = "the simulator" if args.provider == "simulator" else name
+    print(f"dry run: {len(prompts)} prompts would be sent to {where}; nothing was sent")
+    print(f"by quality: {_counts(qualities, sorted(QUALITIES))}")
+    print(f"by aspect ratio: {_counts(ratios, sorted(ASPECT_RATIOS))}")
+    prices = provider.credits_per_image
+    if prices is None or args.provider == "simulator":
+        print(f"expected cost: {where} publishes no price per image")
+    else:
+        total = sum(prices[q] * n for q, n in qualities.items())
+        each = ", ".join(f"{prices[q]} per {q} image" for q in sorted(prices))
+        print(f"expected cost: {total} credits ({each})")
+    print(f"prompts already done in {args.out} are skipped when the batch runs for real")
+    return EXIT_OK
+
+
+def _counts(counter: Counter[str], order: list[str]) -> str:
+    return ", ".join(f"{key} {counter[key]}" for key in order if counter[key])
 
 
 def _check_writable(out: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections.abc import Mapping
 from typing import ClassVar, TypeVar
 
 import msgspec
@@ -106,6 +107,8 @@ class Provider(abc.ABC):
     default_rate_limit: ClassVar[RateLimit]
     #: Path of the create call, relative to the base URL.
     create_path: ClassVar[str]
+    #: Credits one image costs by quality, where the provider documents prices.
+    credits_per_image: ClassVar[Mapping[str, int] | None] = None
 
     def validate(self, request: ImageRequest) -> None:  # noqa: B027 - optional hook
         """Raise ``InvalidRequestError`` for input this provider refuses."""
