@@ -662,7 +662,12 @@ class Batch:
             return ()
         async with self._download_slots:
             paths = await download(
-                result, self._out, stem=item.stem, client=self._http, max_bytes=self._max_bytes
+                result,
+                self._out,
+                stem=item.stem,
+                client=self._http,
+                max_bytes=self._max_bytes,
+                base_url=self._session.base_url,
             )
         return tuple(path.name for path in paths)
 

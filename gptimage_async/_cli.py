@@ -345,13 +345,15 @@ async def _generate(args: argparse.Namespace) -> int:
                 for url in outcome.urls:
                     print(url, flush=True)
                 if args.out is not None:
-                    failures += await _save(outcome, args.out, request.prompt)
+                    failures += await _save(outcome, args.out, request.prompt, session.base_url)
     return EXIT_OK if failures == 0 else EXIT_FAILED
 
 
-async def _save(result: Result, out: Path, prompt: str) -> int:
+async def _save(result: Result, out: Path, prompt: str, base_url: str) -> int:
     try:
-        paths = await download(result, out, stem=f"{slugify(prompt)}-{result.run_id}")
+        paths = await download(
+            result, out, stem=f"{slugify(prompt)}-{result.run_id}", base_url=base_url
+        )
     except GPTImageError as exc:
         print(f"failed to save {result.run_id}: {exc}", file=sys.stderr)
         return 1

@@ -130,7 +130,7 @@ class Journal:
         self._fsync = fsync
         self._entries: dict[str, JournalEntry] = {}
         existed = self._path.exists()
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
         try:
             _lock(fd, self._path)
             if not existed and fsync:

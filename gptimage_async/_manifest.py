@@ -13,13 +13,13 @@ batch, in input order, so it always describes every prompt of the last run.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 
+from ._download import create_temp
 from ._models import ImageRequest
 
 __all__ = ["EntryStatus", "ManifestEntry", "read_manifest", "write_manifest"]
@@ -60,7 +60,7 @@ _decoder = msgspec.json.Decoder(ManifestEntry)
 def write_manifest(path: str | os.PathLike[str], entries: Iterable[ManifestEntry]) -> Path:
     """Write ``entries`` as JSON lines to ``path``, atomically (temporary file, then rename)."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    fd, tmp = create_temp(target.parent, f".{target.name}.", ".part")
     try:
         with os.fdopen(fd, "wb") as out:
             for entry in entries:
