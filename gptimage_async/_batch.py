@@ -202,6 +202,10 @@ def prompt_key(request: ImageRequest, occurrence: int = 1) -> str:
     return f"{digest}-{occurrence}"
 
 
+class _Stopped(Exception):
+    """Raised by the batch's ``on_send`` once it stops: that create is not sent."""
+
+
 class _Item:
     __slots__ = ("entry", "phase", "prompt", "stem")
 
@@ -262,6 +266,7 @@ class Batch:
         "_statuses",
         "_stop_reason",
         "_stopping",
+        "_unsent",
         "attached",
         "skipped",
         "submitted",
@@ -318,6 +323,8 @@ class Batch:
         self._statuses: collections.Counter[EntryStatus] = collections.Counter()
         self._finish_times: collections.deque[float] = collections.deque()
         self._scopes: set[anyio.CancelScope] = set()
+        #: Creates waiting for the rate limiter, not on the wire yet: stop() cancels them.
+        self._unsent: dict[_Item, anyio.CancelScope] = {}
         self._feed_scope: anyio.CancelScope | None = None
         self._journal: Journal | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -400,7 +407,7 @@ class Batch:
         self._stop_reason = reason
         if self._feed_scope is not None:
             self._feed_scope.cancel()
-        for scope in list(self._scopes):
+        for scope in [*self._unsent.values(), *self._scopes]:
             scope.cancel()
         self._emit("stopping", None, message=reason)
 
@@ -576,10 +583,16 @@ class Batch:
         assert journal is not None
         key, line = item.entry.key, item.prompt.line
         try:
+            run: Run | None = None
             try:
-                run = await self._session.submit(
-                    item.prompt.request, on_send=lambda: self._sending(item)
-                )
+                # Cancelled by stop() only until the create goes on the wire (see _sending):
+                # a create sent is always let be answered, so its run is journaled.
+                with anyio.CancelScope() as self._unsent[item]:
+                    run = await self._session.submit(
+                        item.prompt.request, on_send=lambda: self._sending(item)
+                    )
+            except _Stopped:
+                pass
             except UncertainCreateError as exc:
                 self._finish(item, "unknown", error=exc, on_rerun="ask")
                 return
@@ -587,7 +600,11 @@ class Batch:
                 self._create_failed(item, exc)
                 return
             finally:
+                self._unsent.pop(item, None)
                 self._gate.release()
+            if run is None:
+                self._withdraw(item)
+                return
             self._create_failures = 0
             assert run.id is not None
             journal.created(key, run.id, line=line, provider=run.provider)
@@ -604,10 +621,23 @@ class Batch:
         # on disk before the create can be, and a create still queued in the rate
         # limiter when the process dies was never sent, so it is not "unknown".
         assert self._journal is not None
+        if self._stopping:
+            raise _Stopped  # a retry, or a stop that came as the limiter let it through
+        self._unsent.pop(item, None)  # on the wire from here: stop() must not cancel it
         self._journal.intent(item.entry.key, line=item.prompt.line)
         if item.phase != "submitting":
             self._set_phase(item, "submitting")
             self.submitted += 1
+
+    def _withdraw(self, item: _Item) -> None:
+        # stop() came before this prompt's create was made: it stays pending.
+        # If attempts went out, the session chose to send again, which it does only for
+        # creates certainly refused, unless it resends uncertain ones: then the intent
+        # stays, and a rerun reports the prompt unknown.
+        if item.phase == "submitting" and not getattr(self._session, "_resend", False):
+            assert self._journal is not None
+            self._journal.withdrawn(item.entry.key, line=item.prompt.line)
+        self._set_phase(item, "waiting")
 
     async def _attach(self, item: _Item, run_id: str) -> None:
         try:

@@ -5,6 +5,7 @@ An append-only JSON-lines file, each record written in one ``write`` and
 
     {"record": "intent",   "key": "5f0c...-1", "line": 3, "at": ...}     before the create
     {"record": "created",  "key": "5f0c...-1", "run_id": "run_abc", ...} once it was accepted
+    {"record": "withdrawn", "key": "5f0c...-1", ...}  or: no create was made (a clean stop)
     {"record": "finished", "entry": {...manifest entry...}, "on_rerun": "skip", ...}
 
 Replaying it tells a restarted batch, for every prompt key, what to do: an
@@ -93,13 +94,19 @@ class _Created(msgspec.Struct, tag="created", tag_field="record", kw_only=True):
     at: float
 
 
+class _Withdrawn(msgspec.Struct, tag="withdrawn", tag_field="record", kw_only=True):
+    key: str
+    line: int
+    at: float
+
+
 class _Finished(msgspec.Struct, tag="finished", tag_field="record", kw_only=True):
     entry: ManifestEntry
     on_rerun: RerunAction
     at: float
 
 
-_Record = _Start | _Intent | _Created | _Finished
+_Record = _Start | _Intent | _Created | _Withdrawn | _Finished
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(_Record)
 
@@ -123,12 +130,14 @@ class Journal:
     from a power cut.
     """
 
-    __slots__ = ("_entries", "_fd", "_fsync", "_path")
+    __slots__ = ("_before_intent", "_entries", "_fd", "_fsync", "_path")
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
         self._path = Path(path)
         self._fsync = fsync
         self._entries: dict[str, JournalEntry] = {}
+        # What each key was before its pending intent, for a withdrawn one to restore.
+        self._before_intent: dict[str, JournalEntry | None] = {}
         existed = self._path.exists()
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
         try:
@@ -186,8 +195,19 @@ class Journal:
     def _apply(self, record: _Record) -> None:
         entries = self._entries
         if isinstance(record, _Intent):
+            previous = entries.get(record.key)
+            if previous is None or previous.state != "intent":
+                self._before_intent[record.key] = previous
             entries[record.key] = JournalEntry(key=record.key, line=record.line, state="intent")
+        elif isinstance(record, _Withdrawn):
+            if record.key in entries and entries[record.key].state == "intent":
+                before = self._before_intent.pop(record.key, None)
+                if before is None:
+                    del entries[record.key]
+                else:
+                    entries[record.key] = before
         elif isinstance(record, _Created):
+            self._before_intent.pop(record.key, None)
             entries[record.key] = JournalEntry(
                 key=record.key,
                 line=record.line,
@@ -197,6 +217,7 @@ class Journal:
             )
         elif isinstance(record, _Finished):
             entry = record.entry
+            self._before_intent.pop(entry.key, None)
             previous = entries.get(entry.key)
             entries[entry.key] = JournalEntry(
                 key=entry.key,
@@ -217,6 +238,17 @@ class Journal:
     def intent(self, key: str, *, line: int) -> None:
         """Record that a create for ``key`` is about to be sent. Call it BEFORE sending."""
         record = _Intent(key=key, line=line, at=time.time())
+        self._write(record)
+        self._apply(record)
+
+    def withdrawn(self, key: str, *, line: int) -> None:
+        """Record that no create announced by ``key``'s intents was made.
+
+        For a batch stopping before a retry: every attempt it sent was certainly
+        refused (a 429, a 503, a connection never made), so the prompt is
+        back to what it was before, not ``unknown``.
+        """
+        record = _Withdrawn(key=key, line=line, at=time.time())
         self._write(record)
         self._apply(record)
 
