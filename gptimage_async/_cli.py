@@ -477,8 +477,13 @@ async def _batch(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 download=not args.no_download,
                 resubmit_unknown=args.resubmit_unknown,
+                # The in-process simulator gets a new port each time: its old runs are gone.
+                attach_elsewhere=args.provider == "simulator",
                 on_event=display.event,
             )
+            notice = batch.endpoint_notice()
+            if notice is not None:
+                print(f"note: {notice}", file=sys.stderr, flush=True)
             with _signals(batch, display) as interrupted:
                 report = await _run_with_display(batch, display, args.out)
     _summary(report, requests=session.stats.requests)
