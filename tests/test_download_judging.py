@@ -227,7 +227,7 @@ async def test_short_waits_add_up_to_the_deadline(cdn: Cdn, tmp_path: Path) -> N
     started = time.monotonic()
     with pytest.raises(gi.DownloadError, match="deadline"):
         await gi.download(f"{cdn.url}/a.png", tmp_path, attempts=100, image_timeout=0.5)
-    assert time.monotonic() - started < 0.9
+    assert time.monotonic() - started < 1.5  # generous: 2 cores shared
     assert 2 <= cdn.hits["/a.png"] <= 4
 
 
@@ -239,7 +239,7 @@ async def test_a_stalled_body_fails_at_the_deadline_not_the_attempt_timeout(
         await gi.download(
             f"{cdn.url}/stall.png", tmp_path, attempt_timeout=120, attempts=4, image_timeout=0.4
         )
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.0  # not 120 s
     assert files(tmp_path) == []  # no partial file left
 
 
