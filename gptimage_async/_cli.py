@@ -21,20 +21,22 @@ import signal
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 
 from ._batch import Batch, BatchReport
 from ._download import download, slugify
 from ._exceptions import ConfigurationError, GPTImageError, InvalidRequestError
 from ._journal import JournalError
-from ._models import ASPECT_RATIOS, QUALITIES, RateLimit, Result
+from ._models import ASPECT_RATIOS, QUALITIES, ImageRequest, RateLimit, Result
 from ._progress import Display, format_duration, make_display
 from ._prompts import PromptFileError, read_prompts
 from ._providers import get_provider
+from ._run import Run
 from ._session import Session
 from ._version import __version__
 
@@ -386,23 +388,116 @@ async def _generate(args: argparse.Namespace) -> int:
         except InvalidRequestError as exc:
             raise _UsageError(exc.message) from None
         async with session:
-            outcomes = await session.generate_many([request] * args.n, return_exceptions=True)
-            failures = 0
-            for outcome in outcomes:
-                if not isinstance(outcome, Result):
-                    failures += 1
-                    print(f"failed: {type(outcome).__name__}: {outcome}", file=sys.stderr)
-                    continue
-                for url in outcome.urls:
-                    print(url, flush=True)
-                if args.out is not None:
-                    failures += await _save(outcome, args.out, request.prompt)
+            generation = _Generation(session, request, args.out)
+            try:
+                with _stop_on_signals(generation.stop) as interrupted:
+                    failures = await generation.run(args.n)
+            except asyncio.CancelledError:
+                generation.print_created()  # a second Ctrl-C: quit at once, but say what exists
+                raise
+    if interrupted:
+        generation.print_created()
+        return EXIT_INTERRUPTED
     return EXIT_OK if failures == 0 else EXIT_FAILED
 
 
-async def _save(result: Result, out: Path, prompt: str) -> int:
+class _Stopped(Exception):
+    """Raised by ``on_send`` once ``generate`` stops: that create is not sent."""
+
+
+class _Generation:
+    """``generate --n N``: N runs, each printed as it ends; stop() sends no more creates.
+
+    Runs already created are paid for: a stop leaves them to the provider and
+    prints their ids, and creates on the wire are let be answered to get theirs.
+    """
+
+    def __init__(self, session: Session, request: ImageRequest, out: Path | None) -> None:
+        self._session = session
+        self._request = request
+        self._out = out
+        self._stopping = False
+        self._unsent: set[anyio.CancelScope] = set()
+        self._following: set[anyio.CancelScope] = set()
+        self._on_wire = 0
+        self.created: list[Run] = []
+        self.failures = 0
+
+    def stop(self) -> None:
+        self._stopping = True
+        for scope in [*self._unsent, *self._following]:
+            scope.cancel()
+
+    async def run(self, n: int) -> int:
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(self._one)
+        return self.failures
+
+    async def _one(self) -> None:
+        unsent = anyio.CancelScope()
+        self._unsent.add(unsent)
+
+        def sending() -> None:
+            if self._stopping:
+                raise _Stopped
+            if unsent in self._unsent:
+                self._unsent.discard(unsent)  # on the wire: let it be answered
+                self._on_wire += 1
+
+        run: Run | None = None
+        try:
+            with unsent:
+                run = await self._session.submit(self._request, on_send=sending)
+        except _Stopped:
+            return
+        except GPTImageError as exc:
+            self._failed(exc)
+            return
+        finally:
+            if unsent not in self._unsent:
+                self._on_wire -= 1
+            self._unsent.discard(unsent)
+        if run is None:
+            return  # stopped while waiting for the rate limiter: nothing was sent
+        self.created.append(run)
+        with anyio.CancelScope() as following:
+            self._following.add(following)
+            if self._stopping:
+                following.cancel()
+            try:
+                result = await run
+            except GPTImageError as exc:
+                self._failed(exc)
+                return
+            for url in result.urls:
+                print(url, flush=True)
+            if self._out is not None:
+                self.failures += await _save(
+                    result, self._out, self._request.prompt, self._session.base_url
+                )
+
+    def _failed(self, exc: GPTImageError) -> None:
+        self.failures += 1
+        print(f"failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    def print_created(self) -> None:
+        lines = [f"  {run.id}  {run.status.value}" for run in self.created]
+        paid = (
+            f"; runs already created (paid for; they may still finish at {self._session.provider}):"
+            if lines
+            else "; no run was created"
+        )
+        if self._on_wire:
+            paid += f" ({self._on_wire} create(s) were on the wire: their runs may exist too)"
+        print("\n".join([f"interrupted{paid}", *lines]), file=sys.stderr, flush=True)
+
+
+async def _save(result: Result, out: Path, prompt: str, base_url: str) -> int:
     try:
-        paths = await download(result, out, stem=f"{slugify(prompt)}-{result.run_id}")
+        paths = await download(
+            result, out, stem=f"{slugify(prompt)}-{result.run_id}", base_url=base_url
+        )
     except GPTImageError as exc:
         print(f"failed to save {result.run_id}: {exc}", file=sys.stderr)
         return 1
@@ -435,8 +530,13 @@ async def _batch(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 download=not args.no_download,
                 resubmit_unknown=args.resubmit_unknown,
+                # The in-process simulator gets a new port each time: its old runs are gone.
+                attach_elsewhere=args.provider == "simulator",
                 on_event=display.event,
             )
+            notice = batch.endpoint_notice()
+            if notice is not None:
+                print(f"note: {notice}", file=sys.stderr, flush=True)
             with _signals(batch, display) as interrupted:
                 report = await _run_with_display(batch, display, args.out)
     _summary(report, requests=session.stats.requests)
@@ -536,8 +636,8 @@ class _Interrupted:
 
 
 @contextlib.contextmanager
-def _signals(batch: Batch, display: Display) -> Iterator[_Interrupted]:
-    """First Ctrl-C (or SIGTERM): stop cleanly. Second: cancel everything at once."""
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[_Interrupted]:
+    """First Ctrl-C (or SIGTERM): ``stop()``. Second: cancel everything at once."""
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     interrupted = _Interrupted()
@@ -548,11 +648,7 @@ def _signals(batch: Batch, display: Display) -> Iterator[_Interrupted]:
                 main_task.cancel()
             return
         interrupted.hit = True
-        display.note(
-            "interrupt: stopping; waiting for the creates in flight to be answered "
-            "(Ctrl-C again to quit at once)"
-        )
-        batch.stop()
+        stop()
 
     installed: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -566,6 +662,19 @@ def _signals(batch: Batch, display: Display) -> Iterator[_Interrupted]:
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+def _signals(batch: Batch, display: Display) -> contextlib.AbstractContextManager[_Interrupted]:
+    """First Ctrl-C (or SIGTERM): stop cleanly. Second: cancel everything at once."""
+
+    def stop() -> None:
+        display.note(
+            "interrupt: stopping; waiting for the creates in flight to be answered "
+            "(Ctrl-C again to quit at once)"
+        )
+        batch.stop()
+
+    return _stop_on_signals(stop)
 
 
 def _summary(report: BatchReport, *, requests: int) -> None:
