@@ -18,14 +18,15 @@ fake time. Time moves only when the test says so:
 Auto-advance assumes the test waits on timers only, not on sockets: a real
 HTTP request in flight while ``run`` jumps ahead would see its timeouts
 fire. Tests that talk to a server move time with ``advance`` and wait for
-I/O with ``settle_io``.
+I/O with ``wait_for``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 from unittest import mock
 
@@ -45,7 +46,7 @@ class FakeClock:
     Patch with ``with FakeClock(loop) as clock:`` or the ``fake_clock`` fixture.
     """
 
-    __slots__ = ("_loop", "_patch", "now")
+    __slots__ = ("_call_at", "_loop", "_patches", "now")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, start: float = 0.0) -> None:
         # The loop's private queues are how "nothing else can run" and "the
@@ -54,18 +55,41 @@ class FakeClock:
             raise TypeError(f"{type(loop).__name__} is not a CPython BaseEventLoop")
         self._loop: Any = loop
         self.now = float(start)
-        self._patch = mock.patch.object(loop, "time", self.time)
+        self._call_at = loop.call_at
+        self._patches = [
+            mock.patch.object(loop, "time", self.time),
+            mock.patch.object(loop, "call_at", self.call_at),  # call_later goes through it
+        ]
 
     def time(self) -> float:
         """The fake loop time, in seconds."""
         return self.now
 
+    def call_at(
+        self, when: float, callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> asyncio.TimerHandle:
+        """``loop.call_at``, except the callback never sees a time before ``when``.
+
+        The loop runs timers up to a clock resolution early. With real time
+        that passes; with fake time standing still, code that finds itself
+        woken "before" its due time and re-arms for it would spin forever.
+        """
+
+        def fire() -> None:
+            self.now = max(self.now, when)
+            callback(*args)
+
+        handle: asyncio.TimerHandle = self._call_at(when, fire, context=context)
+        return handle
+
     def __enter__(self) -> FakeClock:
-        self._patch.start()
+        for patch in self._patches:
+            patch.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._patch.stop()
+        for patch in reversed(self._patches):
+            patch.stop()
 
     def _next_timer(self) -> float | None:
         """Due time of the earliest live timer, or ``None``."""
@@ -81,12 +105,17 @@ class FakeClock:
             if not loop._ready and (due is None or due > self.now):
                 return
             await asyncio.sleep(0)
-        raise AssertionError("the event loop never went idle (a callback reschedules itself)")
+        raise AssertionError(f"the event loop never went idle; ready: {list(loop._ready)[:3]}")
 
-    async def settle_io(self, passes: int = 200) -> None:
-        """Like ``settle``, and give sockets ``passes`` real loop passes to deliver."""
-        for _ in range(passes):
-            await self.settle()
+    async def wait_for(self, predicate: Callable[[], bool], *, real_timeout: float = 10.0) -> None:
+        """Run the loop, time standing still, until ``predicate()`` holds (sockets deliver).
+
+        ``real_timeout`` (seconds of wall time, default 10.0) turns a hang into a failure.
+        """
+        give_up = time.monotonic() + real_timeout  # the real clock: the loop's stands still
+        while not predicate():
+            if time.monotonic() > give_up:
+                raise AssertionError(f"not true after {real_timeout:g} real seconds")
             await asyncio.sleep(0)
         await self.settle()
 
