@@ -294,6 +294,9 @@ class RateLimiter:
     number first, then first come. ``try_acquire()`` takes a slot only if one
     is free right now and nobody is waiting: it is how speculative polls use
     spare budget without ever delaying anything else.
+
+    Create it inside the running event loop: every time it takes or returns is
+    that loop's ``loop.time()`` (seconds), and it wakes waiters with ``call_at``.
     """
 
     __slots__ = (

@@ -81,7 +81,11 @@ _Spawn = Callable[..., Any]
 
 
 class PollScheduler:
-    """Polls every run of one provider until it is resolved."""
+    """Polls every run of one provider until it is resolved.
+
+    Create it inside the running event loop: due times are on that loop's
+    clock (``loop.time()``, seconds), the clock the limiter grants slots on.
+    """
 
     def __init__(
         self,
