@@ -56,7 +56,7 @@ class FakeClock:
         self._loop: Any = loop
         self.now = float(start)
         self._call_at = loop.call_at
-        self._patches = [
+        self._patches: list[Any] = [
             mock.patch.object(loop, "time", self.time),
             mock.patch.object(loop, "call_at", self.call_at),  # call_later goes through it
         ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,7 +90,7 @@ async def rig(clock: FakeClock, rate_limit: gi.RateLimit) -> AsyncIterator[Rig]:
         limiter = RateLimiter(rate_limit)
         tasks: set[asyncio.Task[Any]] = set()
 
-        def spawn(fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        def spawn(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
             task = asyncio.get_running_loop().create_task(fn(*args))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
