@@ -135,6 +135,8 @@ class Session:
         self._max_attempts = max_create_attempts
         self._max_connections = max_connections
         self._user_agent = user_agent or f"gptimage-async/{__version__}"
+        # Replaced by the running loop's clock in open(): the limiter and the
+        # scheduler read and wake on it, and run times must compare with theirs.
         self._clock: Callable[[], float] = time.monotonic
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self.runs = RunRegistry()
@@ -197,6 +199,7 @@ class Session:
                 "create a new Session"
             )
         self._state = "open"
+        self._clock = asyncio.get_running_loop().time
         self._idle = asyncio.Event()
         self._idle.set()
         self._transport = Transport(
@@ -206,14 +209,13 @@ class Session:
             max_connections=self._max_connections,
             user_agent=self._user_agent,
         )
-        self._limiter = RateLimiter(self._belief, clock=self._clock)
+        self._limiter = RateLimiter(self._belief)
         await self._limiter.start()
         self._scheduler = PollScheduler(
             provider=self._provider,
             transport=self._transport,
             limiter=self._limiter,
             stats=self.stats,
-            clock=self._clock,
             spawn=self._spawn,
             on_resolved=self._resolved,
             max_polls_in_flight=self._max_connections,
@@ -545,7 +547,7 @@ class Session:
         last_error: GPTImageError | None = None
         while True:
             self._check_open()
-            with anyio.move_on_after(max(0.0, deadline - self._clock())) as waiting:
+            with anyio.move_on_at(deadline) as waiting:
                 sent_at = await self._limiter.acquire(PRIORITY_CREATE)
             if waiting.cancelled_caught:
                 if last_error is not None:

@@ -109,6 +109,7 @@ async def test_a_batch_of_300_prompts(sim: Simulator, tmp_path: Path) -> None:
     print(f"300 prompts through the CLI in {wall:.2f}s wall (process start included)")
 
 
+@pytest.mark.slow  # two CLI processes, one killed: ~2.5 s
 async def test_sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> None:
     sim.config = sim.config.replace(time_scale=0.02)  # runs of 60-200 ms: many in flight
     n = 300

@@ -630,6 +630,7 @@ async def _hammer(
     return statuses
 
 
+@pytest.mark.slow  # ~2.3 s each
 @pytest.mark.parametrize("count_rejected", [False, True])
 async def test_hammering_client_with_count_rejected(
     session: aiohttp.ClientSession, count_rejected: bool
@@ -1175,6 +1176,7 @@ async def test_stats_counters_and_duplicates(session: aiohttp.ClientSession) -> 
         assert len(sim.runs) == 5  # runs are kept
 
 
+@pytest.mark.slow  # ~2.6 s
 async def test_ten_thousand_runs_in_flight_cheaply() -> None:
     tasks_before = len(asyncio.all_tasks())
     connector = aiohttp.TCPConnector(limit=32)

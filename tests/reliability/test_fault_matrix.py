@@ -54,6 +54,9 @@ class Row:
     #: The row loses the answers of creates the simulator carried out.
     loses_create_answers: bool = False
     storms: int = 0
+    #: Several seconds of wall time (Retry-After in whole seconds, a long outage):
+    #: left out of the quick local run (``-m "not slow"``).
+    slow: bool = False
 
 
 ROWS = [
@@ -87,12 +90,14 @@ ROWS = [
         sim={"rate_limit": 100, "retry_after": "seconds"},
         session={"rate_limit": gi.RateLimit(1_000, WINDOW)},
         storms=3,
+        slow=True,
     ),
     Row(
         "429-storms-retry-after-http-date",
         sim={"rate_limit": 100, "retry_after": "http-date"},
         session={"rate_limit": gi.RateLimit(1_000, WINDOW)},
         storms=3,
+        slow=True,
     ),
     Row(
         "full-outage-then-recovery",
@@ -101,6 +106,7 @@ ROWS = [
         # A create refused by 503 certainly did not happen; it may run out of attempts.
         may_fail_with=(gi.ServerError,),
         must_fire=("outage",),
+        slow=True,
     ),
     Row(
         "create-500-after-effect-3pct",
@@ -215,7 +221,10 @@ async def _still_usable(session: gi.Session, sim: Simulator, tag: str) -> None:
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize("row", ROWS, ids=lambda row: row.id)
+@pytest.mark.parametrize(
+    "row",
+    [pytest.param(row, id=row.id, marks=[pytest.mark.slow] if row.slow else []) for row in ROWS],
+)
 async def test_fault_row(row: Row, provider: str) -> None:
     prompts = [f"{row.id} {provider} #{i:05d}" for i in range(RUNS)]
     started = time.perf_counter()
