@@ -295,6 +295,9 @@ class PollScheduler:
         except ProtocolError as exc:
             self._protocol_error(run, exc)
             return
+        except APIStatusError as exc:  # a redirect the transport would not follow
+            self._status_error(run, exc, sent_at)
+            return
         if run.done():
             return
         status = answer.status
