@@ -26,10 +26,11 @@ because a create that did may have been paid for. The rule:
   port) is followed, at most ``MAX_REDIRECTS`` hops, and the key stays on its
   host. Any other redirect is not followed: it becomes an ``APIStatusError``
   naming where it pointed (without credentials or query string).
-* Proxies: an explicit ``proxy`` URL, else ``HTTPS_PROXY`` / ``HTTP_PROXY`` /
-  ``ALL_PROXY`` honouring ``NO_PROXY``, read once when the transport is made
-  (as httpx does). ``~/.netrc`` is not consulted for the API host: the key is
-  the only credential sent there.
+* Proxies: an explicit ``proxy`` URL, else ``HTTPS_PROXY`` / ``HTTP_PROXY``
+  (by the base URL's scheme) or ``ALL_PROXY``, unless ``NO_PROXY`` names the
+  host, read once when the transport is made (as httpx does). aiohttp's
+  ``trust_env`` is not used: it would also read ``~/.netrc`` on every request
+  and send those credentials beside the key.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ import asyncio
 import logging
 import time
 import types
+import urllib.request
 from collections.abc import Mapping
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import msgspec
-from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from ._exceptions import APIConnectionError, APIStatusError, ConfigurationError, ProtocolError
@@ -194,7 +195,6 @@ class Transport:
         "_key",
         "_origin",
         "_proxy",
-        "_proxy_auth",
         "_timeout",
         "_user_agent",
     )
@@ -221,7 +221,7 @@ class Transport:
             "Accept": "application/json",
             "User-Agent": user_agent,
         }
-        self._proxy, self._proxy_auth = _choose_proxy(self._base_url, proxy, trust_env)
+        self._proxy = _choose_proxy(self._base_url, proxy, trust_env)
         # Our own deadline (see _Exchange) replaces aiohttp's, whose total
         # would also count the wait for a pooled connection.
         no_timeout = aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None)
@@ -322,7 +322,6 @@ class Transport:
                         data=body,
                         allow_redirects=False,
                         proxy=self._proxy,
-                        proxy_auth=self._proxy_auth,
                         trace_request_ctx=exchange,
                     ) as response:
                         payload = await _read_capped(response)
@@ -418,18 +417,24 @@ def check_proxy(proxy: str) -> str:
     return proxy
 
 
-def _choose_proxy(
-    base_url: str, proxy: str | None, trust_env: bool
-) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+def _choose_proxy(base_url: str, proxy: str | None, trust_env: bool) -> URL | None:
     if proxy is not None:
-        return URL(check_proxy(proxy)), None  # credentials in the URL are used by aiohttp
+        return URL(check_proxy(proxy))  # credentials in the URL are used by aiohttp
     if not trust_env:
-        return None, None
+        return None
+    # As requests and httpx: the scheme's own variable, else ALL_PROXY; NO_PROXY wins.
+    parts = urlsplit(base_url)
+    found = urllib.request.getproxies()
+    chosen = found.get(parts.scheme) or found.get("all")
+    if not chosen or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    if "://" not in chosen:
+        chosen = "http://" + chosen  # "HTTPS_PROXY=proxy:3128" means an http proxy
     try:
-        found, auth = get_env_proxy_for_url(URL(base_url))
-    except LookupError:
-        return None, None  # no proxy set for this scheme, or NO_PROXY matches
-    return found, auth
+        return URL(check_proxy(chosen))
+    except ConfigurationError:
+        logger.warning("ignoring the proxy set in the environment: %s", display_url(chosen))
+        return None
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
