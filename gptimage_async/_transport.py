@@ -268,7 +268,10 @@ class Transport:
             location = answer.headers.get("location")
             if location is None:
                 break  # no target: the caller reads it as an error status
-            target = urljoin(url, location.strip())
+            try:
+                target = urljoin(url, location.strip())
+            except ValueError:
+                target = location  # unreadable: shown as such, never followed
             shown = self._redact(display_url(target))
             if method != "GET" or _origin(target) != self._origin:
                 why = "only polls are redirected" if method != "GET" else "it leaves the API host"

@@ -120,6 +120,8 @@ async def test_same_origin_poll_redirect_is_followed(
         ("https://127.0.0.1:{port}/moved", "https://127.0.0.1:{port}/moved"),  # other scheme
         ("http://127.0.0.1:1/moved", "http://127.0.0.1:1/moved"),  # other port
         ("http://localhost:{port}/moved", "http://localhost:{port}/moved"),  # other host name
+        ("http://[::1/moved", "<an unreadable URL>"),
+        ("http://127.0.0.1:{port}:1/moved", "<an unreadable URL>"),
     ],
 )
 async def test_cross_origin_poll_redirect_is_named_not_followed(
