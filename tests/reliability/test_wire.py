@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +162,16 @@ async def test_reset_after_a_fresh_create_was_written_is_uncertain() -> None:
                 await s.submit("written, then reset")
             assert_public(info.value)
         assert len(server.requests) == 1
+
+
+async def test_batch_manifest_names_only_public_error_classes(tmp_path: Path) -> None:
+    # The symptom: "failed: SendError: could not connect ..." in a manifest.
+    url = f"http://127.0.0.1:{free_port()}/api/v1"
+    async with session(url, max_create_attempts=1, on_exit="cancel") as s:
+        report = await gi.Batch(s, ["a lamp", "a chair"], tmp_path).run()
+    entries = gi.read_manifest(tmp_path / "manifest.jsonl")
+    assert entries and report.counts["failed"] == 2
+    public_names = {cls.__name__ for cls in PUBLIC_ERRORS}
+    for entry in entries:
+        assert entry.error_type in public_names, entry
+        assert entry.error_type == "APIConnectionError"
