@@ -364,7 +364,18 @@ class Transport:
         return SendError(f"{method} {path} failed: {text}", maybe_received=exchange.written)
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._key.reveal(), "[redacted]")
+        text = text.replace(self._key.reveal(), "[redacted]")
+        if self._proxy is not None:
+            # An error about the proxy may quote its URL, credentials and all.
+            for secret in (
+                self._proxy.raw_user,
+                self._proxy.user,
+                self._proxy.raw_password,
+                self._proxy.password,
+            ):
+                if secret:
+                    text = text.replace(secret, "[redacted]")
+        return text
 
     @property
     def closed(self) -> bool:

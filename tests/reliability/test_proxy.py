@@ -15,7 +15,7 @@ from gptimage_async.simulator import Simulator
 
 from .conftest import PROVIDERS, session_for, sim_config
 from .test_wire import assert_public, free_port
-from .wire_servers import forward_proxy
+from .wire_servers import Request, forward_proxy, raw_server
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
@@ -129,3 +129,25 @@ def test_bad_proxy_is_a_configuration_error(bad: str) -> None:
     with pytest.raises(gi.ConfigurationError) as info:
         gi.Session("runbase", api_key="sk-x", proxy=bad)
     assert "s3cr3t" not in str(info.value)
+
+
+async def test_a_proxy_refusing_the_tunnel_is_a_certain_failure_without_credentials() -> None:
+    async def refuse(request: Request) -> tuple[int, dict[str, str], bytes]:
+        assert request.method == "CONNECT"
+        return 407, {"Proxy-Authenticate": 'Basic realm="x"'}, b""
+
+    async with raw_server(refuse) as proxy:
+        url = f"http://alice:s3cr3t-pw@127.0.0.1:{proxy.port}"
+        async with gi.Session(
+            "runbase",
+            api_key="sk-proxy-test",
+            base_url="https://runbase.example/api/v1",
+            proxy=url,
+            max_create_attempts=2,
+        ) as session:
+            with pytest.raises(gi.APIConnectionError) as info:
+                await session.submit("a lamp")
+            assert session.stats.uncertain_creates == 0
+    assert_public(info.value)
+    assert len(proxy.requests) == 2  # never written to the API: tried again, once
+    assert "s3cr3t" not in str(info.value) and "alice" not in str(info.value)
