@@ -168,6 +168,7 @@ def _check_row(
             results += 1
             continue
         assert isinstance(error, gi.GPTImageError), f"untyped error: {error!r}"
+        assert getattr(gi, type(error).__name__, None) is type(error), f"private: {error!r}"
         assert isinstance(error, row.may_fail_with), f"run {index}: {type(error).__name__}: {error}"
         assert run.id is None, "only creates may fail in this matrix; polls must be retried"
         if isinstance(error, Uncertain):
