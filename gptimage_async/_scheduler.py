@@ -118,6 +118,8 @@ class PollScheduler:
         # No more polls on the wire than connections: beyond that they would only
         # queue inside aiohttp, holding memory and going stale.
         self._poll_slots = asyncio.Semaphore(max_polls_in_flight)
+        # The status word each run's last poll saw, for its timeout message.
+        self._last_word: dict[Run, str] = {}
 
     # -- public surface --------------------------------------------------------
 
@@ -138,6 +140,7 @@ class PollScheduler:
     def release(self, run: Run) -> None:
         """``run`` was resolved elsewhere; its heap entries go stale."""
         self._in_flight -= 1
+        self._last_word.pop(run, None)
 
     async def run_forever(self) -> None:
         """Take due polls off the heap until cancelled."""
@@ -169,7 +172,7 @@ class PollScheduler:
                 continue
             heapq.heappop(heap)
             if now >= run.deadline:
-                self._fail(run, RunTimeoutError(_timeout_message(run), run_id=run.run_id))
+                self._fail(run, RunTimeoutError(self._timeout_message(run), run_id=run.run_id))
                 continue
             self._stats.lateness.append(now - when)
             await self._poll_slots.acquire()
@@ -270,7 +273,7 @@ class PollScheduler:
             raise
         if waiting.cancelled_caught:
             self._poll_slots.release()
-            self._fail(run, RunTimeoutError(_timeout_message(run), run_id=run.run_id))
+            self._fail(run, RunTimeoutError(self._timeout_message(run), run_id=run.run_id))
         elif run.done():
             self._poll_slots.release()
         else:
@@ -302,6 +305,9 @@ class PollScheduler:
         except ProtocolError as exc:
             self._protocol_error(run, exc)
             return
+        except APIStatusError as exc:  # a redirect the transport would not follow
+            self._status_error(run, exc, sent_at)
+            return
         if run.done():
             return
         status = answer.status
@@ -327,6 +333,8 @@ class PollScheduler:
 
     def _observe(self, run: Run, snapshot: RunSnapshot, age: float) -> None:
         run.errors = 0
+        if snapshot.status_word is not None:
+            self._last_word[run] = snapshot.status_word
         status = snapshot.status
         if not status.is_terminal:
             run.status = status
@@ -394,6 +402,9 @@ class PollScheduler:
         if run._fail(error, status, self._loop.time()):
             self._on_resolved(run)
 
+    def _timeout_message(self, run: Run) -> str:
+        return _timeout_message(run, self._last_word.get(run))
+
     def __repr__(self) -> str:
         return f"<PollScheduler {self._provider.name} in_flight={self._in_flight} {self.model!r}>"
 
@@ -403,8 +414,9 @@ def _set_once(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _timeout_message(run: Run) -> str:
+def _timeout_message(run: Run, word: str | None = None) -> str:
+    seen = "" if word is None else f", last seen with status {word!r}"
     return (
         f"run {run.run_id} was not done by the session's run_timeout "
-        f"(polled {run.polls} times); it may still finish: attach() it to keep waiting"
+        f"(polled {run.polls} times{seen}); it may still finish: attach() it to keep waiting"
     )

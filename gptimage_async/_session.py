@@ -41,7 +41,7 @@ from ._retry import parse_retry_after
 from ._run import Run
 from ._scheduler import PollScheduler
 from ._stats import SessionStats
-from ._transport import Secret, SendError, Transport
+from ._transport import Secret, SendError, Transport, check_proxy
 from ._version import __version__
 
 __all__ = ["OnExit", "ProviderName", "Session"]
@@ -93,6 +93,9 @@ class Session:
     ``"cancel"`` them (they end with ``SessionClosedError``; leaving through
     an exception always cancels). ``resend_uncertain_creates=True`` resends a
     create whose fate is unknown, accepting the risk of paying twice.
+    ``proxy`` sends every request through that http(s) proxy URL; without
+    it, ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY`` are
+    honoured as requests and httpx do, read when the session opens.
 
     Open one session per process and share it: its limiter and poller then
     see all the traffic for the key. Its background work is owned by the
@@ -113,6 +116,7 @@ class Session:
         max_create_attempts: int = DEFAULT_MAX_CREATE_ATTEMPTS,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         user_agent: str | None = None,
+        proxy: str | None = None,
     ) -> None:
         self._provider: Provider = get_provider(provider)
         self._api_key = Secret(_resolve_key(self._provider, api_key))
@@ -135,6 +139,7 @@ class Session:
         self._max_attempts = max_create_attempts
         self._max_connections = max_connections
         self._user_agent = user_agent or f"gptimage-async/{__version__}"
+        self._proxy = None if proxy is None else check_proxy(proxy)
         # Replaced by the running loop's clock in open(): the limiter and the
         # scheduler read and wake on it, and run times must compare with theirs.
         self._clock: Callable[[], float] = time.monotonic
@@ -208,6 +213,7 @@ class Session:
             timeout=self._request_timeout,
             max_connections=self._max_connections,
             user_agent=self._user_agent,
+            proxy=self._proxy,
         )
         self._limiter = RateLimiter(self._belief)
         await self._limiter.start()
@@ -597,8 +603,10 @@ class Session:
             self.stats.connection_errors += 1
             self._limiter.on_server_trouble()
             if not exc.maybe_received or self._resend:
-                return _Retry(exc)
+                return _Retry(exc.public())  # SendError is private: users see its public class
             raise self._uncertain(request, str(exc)) from None
+        except APIStatusError as exc:  # a redirect the transport would not follow
+            return self._create_refused(request, exc, sent_at)
         except ProtocolError as exc:
             raise self._uncertain(request, str(exc)) from None
         status = answer.status

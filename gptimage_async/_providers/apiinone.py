@@ -17,7 +17,14 @@ import msgspec
 
 from .._exceptions import APIStatusError, InvalidRequestError, ProtocolError
 from .._models import ImageRequest, RateLimit, RunStatus
-from ._base import Provider, RunSnapshot, decode_json, decode_or_none, normalize_status
+from ._base import (
+    Provider,
+    RunSnapshot,
+    decode_json,
+    decode_or_none,
+    normalize_status,
+    unknown_failure,
+)
 
 __all__ = ["ApiInOne"]
 
@@ -158,7 +165,8 @@ class ApiInOne(Provider):
         if raw_id is None or raw_id == "":
             raise ProtocolError("task object has no task_id or id", run_id=run_id)
         rid = str(raw_id)
-        status = normalize_status(task.status, run_id=rid)
+        has_error = task.error is not None and task.error != ""
+        status = normalize_status(task.status, run_id=rid, has_error=has_error)
         urls = [u for u in _urls_of(task) if u]  # an empty string is no URL
         if status is RunStatus.SUCCEEDED and not urls:
             raise ProtocolError("task completed but no image URL was found in it", run_id=rid)
@@ -168,7 +176,9 @@ class ApiInOne(Provider):
         elif task.error is not None:
             message = task.error.message
             err = task.error.type or (None if task.error.code is None else str(task.error.code))
-        return RunSnapshot(rid, status, urls, message, err)
+        if status is RunStatus.FAILED:
+            message = unknown_failure(task.status, message)
+        return RunSnapshot(rid, status, urls, message, err, task.status)
 
     def decode_error(
         self, status_code: int, body: bytes, *, run_id: str | None, retry_after: float | None
