@@ -43,9 +43,6 @@ DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_ATTEMPTS = 4
 #: Seconds one attempt may take, connect to last byte.
 DEFAULT_TIMEOUT = 120.0
-#: Jittered exponential backoff between attempts when the server gave no Retry-After.
-RETRY_BASE = 0.5
-RETRY_CAP = 10.0
 CHUNK_SIZE = 64 * 1024
 #: Longest file name produced (well under the 255 bytes of common file systems).
 MAX_NAME_CHARS = 120
@@ -206,7 +203,7 @@ async def _fetch(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DownloadError(f"not an http(s) image URL: {url[:100]!r}", url=url)
-    delays = backoff_delays(RETRY_BASE, cap=RETRY_CAP)
+    delays = backoff_delays()  # when the server gave no Retry-After
     for attempt in range(1, attempts + 1):
         try:
             return await _fetch_once(http, url, dest, stem, max_bytes, per_attempt)

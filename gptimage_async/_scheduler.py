@@ -25,7 +25,6 @@ import heapq
 import itertools
 import logging
 import math
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +44,7 @@ from ._exceptions import (
 from ._limiter import PRIORITY_POLL, Limiter
 from ._models import Result, RunStatus
 from ._providers import Provider, RunSnapshot
-from ._retry import parse_retry_after
+from ._retry import backoff_ceiling, parse_retry_after, poll_jitter
 from ._run import Run
 from ._stats import SessionStats
 from ._transport import SendError, Transport
@@ -378,9 +377,9 @@ class PollScheduler:
         logger.debug("poll of run %s failed (%s); retrying", run.run_id, error)
         scale = self.model.quantile(0.5) * MIN_STEP if self.model.ready else self._rtt
         base = max(self._limiter.interval, scale)
-        delay = min(base * 2.0 ** min(run.errors, 16), self._limiter.per)
+        delay = backoff_ceiling(run.errors, base=base, cap=self._limiter.per)
         # Jitter keeps a crowd of runs that failed together from retrying together.
-        self._push(run, self._clock() + random.uniform(0.5, 1.0) * delay)
+        self._push(run, self._clock() + poll_jitter(delay))
 
     def _fail(self, run: Run, error: GPTImageError) -> None:
         status = RunStatus.FAILED if isinstance(error, RunFailedError) else RunStatus.ERRORED
