@@ -30,21 +30,27 @@ from typing import Any
 
 import anyio
 
+from ._classify import (
+    Verdict,
+    classify_no_answer,
+    classify_status,
+    read_answer,
+    report_answer,
+    report_no_answer,
+)
 from ._durations import DurationModel
 from ._exceptions import (
     APIStatusError,
     GPTImageError,
     ProtocolError,
-    QuotaExceededError,
     RunFailedError,
     RunNotFoundError,
     RunTimeoutError,
-    ServerError,
 )
 from ._limiter import PRIORITY_POLL, Limiter
 from ._models import Result, RunStatus
 from ._providers import Provider, RunSnapshot
-from ._retry import backoff_ceiling, parse_retry_after, poll_jitter
+from ._retry import backoff_ceiling, poll_jitter
 from ._run import Run
 from ._stats import SessionStats
 from ._transport import SendError, Transport
@@ -287,8 +293,8 @@ class PollScheduler:
         try:
             answer = await self._transport.send("GET", self._provider.poll_path(run.run_id))
         except SendError as exc:
-            self._stats.connection_errors += 1
-            self._limiter.on_server_trouble()
+            report_no_answer(limiter=self._limiter, stats=self._stats)
+            classify_no_answer(exc, create=False)  # always a retry: a poll changes nothing
             self._retry_later(run, exc)
             return
         except ProtocolError as exc:
@@ -296,26 +302,18 @@ class PollScheduler:
             return
         if run.done():
             return
-        status = answer.status
-        if 200 <= status < 300:
-            self._limiter.on_answer()
-            try:
-                snapshot = self._provider.decode_run(answer.body, run_id=run.run_id)
-            except APIStatusError as exc:
-                self._status_error(run, exc, sent_at)
-                return
-            except ProtocolError as exc:
-                self._protocol_error(run, exc)
-                return
-            self._observe(run, snapshot, age)
+        try:
+            snapshot = read_answer(self._provider, answer, run_id=run.run_id)
+        except APIStatusError as exc:
+            report_answer(exc, limiter=self._limiter, stats=self._stats, sent_at=sent_at)
+            self._status_error(run, exc)
             return
-        error = self._provider.decode_error(
-            status,
-            answer.body,
-            run_id=run.run_id,
-            retry_after=parse_retry_after(answer.headers),
-        )
-        self._status_error(run, error, sent_at)
+        except ProtocolError as exc:
+            report_answer(None, limiter=self._limiter, stats=self._stats, sent_at=sent_at)
+            self._protocol_error(run, exc)
+            return
+        report_answer(None, limiter=self._limiter, stats=self._stats, sent_at=sent_at)
+        self._observe(run, snapshot, age)
 
     def _observe(self, run: Run, snapshot: RunSnapshot, age: float) -> None:
         run.errors = 0
@@ -348,19 +346,13 @@ class PollScheduler:
         if run._fail(error, status, now):
             self._on_resolved(run)
 
-    def _status_error(self, run: Run, error: APIStatusError, sent_at: float) -> None:
-        if isinstance(error, QuotaExceededError):
-            self._fail(run, error)
-        elif error.status_code == 429:
-            self._stats.rate_limited += 1
-            self._limiter.on_rate_limited(sent_at, error.retry_after)
+    def _status_error(self, run: Run, error: APIStatusError) -> None:
+        verdict = classify_status(error, create=False)
+        if verdict is Verdict.WAIT:
             self._push(run, self._clock())  # the limiter holds it back
-        elif isinstance(error, ServerError) or error.status_code == 408:
-            self._stats.server_errors += 1
-            self._limiter.on_server_trouble()
-            self._retry_later(run, error)
-        elif isinstance(error, RunNotFoundError) and run.errors + 1 < MAX_NOT_FOUND:
-            # A run can be briefly invisible right after its create.
+        elif verdict is Verdict.RETRY and not (
+            isinstance(error, RunNotFoundError) and run.errors + 1 >= MAX_NOT_FOUND
+        ):
             self._retry_later(run, error)
         else:
             self._fail(run, error)
