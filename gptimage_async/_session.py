@@ -20,28 +20,20 @@ from types import TracebackType
 from typing import Any, Literal, Self, overload
 from urllib.parse import urlsplit
 
-import anyio
-
+from ._create import Creator
 from ._exceptions import (
-    APIStatusError,
     ConfigurationError,
     GPTImageError,
-    ProtocolError,
-    QuotaExceededError,
-    RateLimitError,
-    RunTimeoutError,
     SessionClosedError,
-    UncertainCreateError,
 )
-from ._limiter import PRIORITY_CREATE, RateLimiter
+from ._limiter import RateLimiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
 from ._providers import Provider, get_provider
 from ._registry import RunRegistry
-from ._retry import parse_retry_after
 from ._run import Run
 from ._scheduler import PollScheduler
 from ._stats import SessionStats
-from ._transport import Secret, SendError, Transport
+from ._transport import Secret, Transport
 from ._version import __version__
 
 __all__ = ["OnExit", "ProviderName", "Session"]
@@ -64,16 +56,6 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
 _MISSING: Any = object()
-
-
-class _Retry:
-    """A create that certainly did not happen and may be sent again."""
-
-    __slots__ = ("error", "rate_limited")
-
-    def __init__(self, error: GPTImageError, *, rate_limited: bool = False) -> None:
-        self.error = error
-        self.rate_limited = rate_limited
 
 
 class Session:
@@ -140,11 +122,11 @@ class Session:
         self.runs = RunRegistry()
         self.stats = SessionStats()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._creates: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
         self._transport: Transport | None = None
         self._limiter: RateLimiter | None = None
         self._scheduler: PollScheduler | None = None
+        self._creator: Creator | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -218,6 +200,21 @@ class Session:
             on_resolved=self._resolved,
             max_polls_in_flight=self._max_connections,
         )
+        self._creator = Creator(
+            provider=self._provider,
+            transport=self._transport,
+            limiter=self._limiter,
+            scheduler=self._scheduler,
+            registry=self.runs,
+            stats=self.stats,
+            clock=self._clock,
+            run_timeout=self._run_timeout,
+            max_attempts=self._max_attempts,
+            resend_uncertain=self._resend,
+            check_open=self._check_open,
+            on_busy=self._busy,
+            on_settled=self._maybe_idle,
+        )
         self._spawn(self._scheduler.run_forever)
         logger.debug("session opened: %s at %s", self._provider.name, self._base_url)
 
@@ -242,8 +239,8 @@ class Session:
 
     async def _shutdown(self) -> None:
         # Creates already sent are let finish, so their runs get an id to report.
-        if self._creates:
-            await asyncio.gather(*self._creates, return_exceptions=True)
+        if self._creator is not None and self._creator.in_flight:
+            await asyncio.gather(*self._creator.in_flight, return_exceptions=True)
         now = self._clock()
         for run in self.runs:
             run._fail(
@@ -286,8 +283,17 @@ class Session:
         self._maybe_idle()
 
     def _maybe_idle(self) -> None:
-        if not self.runs and not self._creates and self._idle is not None:
+        creating = self._creator is not None and self._creator.in_flight
+        if not self.runs and not creating and self._idle is not None:
             self._idle.set()
+
+    def _busy(self) -> None:
+        if self._idle is not None:
+            self._idle.clear()
+
+    def _creator_now(self) -> Creator:
+        assert self._creator is not None  # set by open(); callers checked the session is open
+        return self._creator
 
     # -- submitting --------------------------------------------------------------
 
@@ -333,7 +339,7 @@ class Session:
             request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
         )
         self._check_open()
-        return await self._create(req, index=None, on_send=on_send)
+        return await self._creator_now().create(req, index=None, on_send=on_send)
 
     async def generate(
         self,
@@ -523,7 +529,7 @@ class Session:
     async def _create_or_failed(self, item: ImageRequest | str, index: int) -> Run:
         try:
             req = self.prepare(item)
-            return await self._create(req, index=index)
+            return await self._creator_now().create(req, index=index)
         except GPTImageError as exc:
             now = self._clock()
             request = item if isinstance(item, ImageRequest) else None
@@ -531,138 +537,9 @@ class Session:
             run._fail(exc, RunStatus.ERRORED, now)
             return run
 
-    async def _create(
-        self,
-        request: ImageRequest,
-        *,
-        index: int | None,
-        on_send: Callable[[], None] | None = None,
-    ) -> Run:
-        assert self._limiter is not None
-        body = self._provider.encode_create(request)
-        deadline = self._clock() + self._run_timeout
-        attempts = 0
-        last_error: GPTImageError | None = None
-        while True:
-            self._check_open()
-            with anyio.move_on_after(max(0.0, deadline - self._clock())) as waiting:
-                sent_at = await self._limiter.acquire(PRIORITY_CREATE)
-            if waiting.cancelled_caught:
-                if last_error is not None:
-                    raise last_error  # the 429 (or 503) that kept it waiting says why
-                raise RunTimeoutError(
-                    f"the create could not be sent within run_timeout ({self._run_timeout:g}s)"
-                )
-            if on_send is not None:
-                on_send()
-            task = asyncio.get_running_loop().create_task(
-                self._send_create(request, body, sent_at, index), name="gptimage-create"
-            )
-            self._creates.add(task)
-            if self._idle is not None:
-                self._idle.clear()
-            task.add_done_callback(self._create_done)
-            # Shielded: a caller cancelled now must not orphan a run being paid for.
-            outcome = await asyncio.shield(task)
-            if isinstance(outcome, Run):
-                return outcome
-            last_error = outcome.error
-            if not outcome.rate_limited:
-                attempts += 1
-                self.stats.create_retries += 1
-                if attempts >= self._max_attempts:
-                    raise outcome.error
-            elif self._clock() > deadline:
-                raise outcome.error
-            logger.debug("create not accepted (%s); sending it again", outcome.error)
-
-    def _create_done(self, task: asyncio.Task[Any]) -> None:
-        self._creates.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved here: the caller may be gone
-        self._maybe_idle()
-
-    async def _send_create(
-        self, request: ImageRequest, body: bytes, sent_at: float, index: int | None
-    ) -> Run | _Retry:
-        assert self._transport is not None
-        assert self._limiter is not None
-        provider = self._provider
-        self.stats.requests += 1
-        try:
-            answer = await self._transport.send("POST", provider.create_path, body)
-        except SendError as exc:
-            self.stats.connection_errors += 1
-            self._limiter.on_server_trouble()
-            if not exc.maybe_received or self._resend:
-                return _Retry(exc)
-            raise self._uncertain(request, str(exc)) from None
-        except ProtocolError as exc:
-            raise self._uncertain(request, str(exc)) from None
-        status = answer.status
-        if 200 <= status < 300:
-            self._limiter.on_answer()
-            try:
-                snapshot = provider.decode_run(answer.body, run_id=None)
-            except APIStatusError as exc:
-                return self._create_refused(request, exc, sent_at)
-            except ProtocolError as exc:
-                # A 2xx means the run exists; without its id it cannot be tracked.
-                raise self._uncertain(request, f"the answer could not be read: {exc}") from None
-            self.stats.creates += 1
-            run = Run(
-                snapshot.id,
-                provider.name,
-                request,
-                created_at=sent_at,
-                deadline=sent_at + self._run_timeout,
-                index=index,
-            )
-            self._track(run)
-            assert self._scheduler is not None
-            self._scheduler.add(run, rtt=answer.elapsed)
-            return run
-        error = provider.decode_error(
-            status, answer.body, run_id=None, retry_after=parse_retry_after(answer.headers)
-        )
-        return self._create_refused(request, error, sent_at)
-
-    def _create_refused(
-        self, request: ImageRequest, error: APIStatusError, sent_at: float
-    ) -> _Retry:
-        assert self._limiter is not None
-        if isinstance(error, RateLimitError) and not isinstance(error, QuotaExceededError):
-            self.stats.rate_limited += 1
-            self._limiter.on_rate_limited(sent_at, error.retry_after)
-            return _Retry(error, rate_limited=True)
-        if error.status_code == 503:
-            # Unavailable: refused before any processing, so sending again is safe.
-            self.stats.server_errors += 1
-            self._limiter.on_server_trouble()
-            return _Retry(error)
-        if error.status_code >= 500:
-            self.stats.server_errors += 1
-            self._limiter.on_server_trouble()
-            if self._resend:
-                return _Retry(error)
-            raise self._uncertain(request, f"the provider answered {error}")
-        self._limiter.on_answer()
-        raise error
-
-    def _uncertain(self, request: ImageRequest, why: str) -> UncertainCreateError:
-        self.stats.uncertain_creates += 1
-        prompt = request.prompt if len(request.prompt) <= 60 else request.prompt[:57] + "..."
-        return UncertainCreateError(
-            f"the create for {prompt!r} may have reached {self._provider.name} ({why}); "
-            "it was not sent again, to avoid paying twice. Check the provider's dashboard, "
-            "or use resend_uncertain_creates=True to resend such creates.",
-            prompt=request.prompt,
-        )
-
     def _track(self, run: Run) -> None:
         self.runs.add(run)
-        if self._idle is not None:
-            self._idle.clear()
+        self._busy()
 
     def __repr__(self) -> str:
         # Safe on a half-built session too (its __init__ raised): tracebacks render locals.
