@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import anyio
 
+from ._classify import is_transient_status
 from ._exceptions import GPTImageError
 from ._models import Result
 from ._retry import backoff_delays, parse_retry_after
@@ -228,7 +229,7 @@ async def _fetch_once(
     try:
         async with http.get(url, timeout=per_attempt) as response:
             status = response.status
-            if status in (408, 429) or status >= 500:
+            if is_transient_status(status):  # the same sorting as creates and polls
                 raise _Transient(
                     f"HTTP {status}",
                     parse_retry_after({k.lower(): v for k, v in response.headers.items()}),
