@@ -36,9 +36,10 @@ from ._journal import Journal, JournalEntry, JournalError
 from ._manifest import ManifestEntry, read_manifest
 from ._models import ImageRequest, RateLimit, Result, RunStatus
 from ._prompts import BatchPrompt, PromptFileError, read_prompts
+from ._providers import ProviderName
 from ._registry import RunRegistry
 from ._run import Run
-from ._session import Session
+from ._session import OnExit, Session
 from ._stats import SessionStats
 from ._version import __version__
 
@@ -62,9 +63,11 @@ __all__ = [
     "JournalEntry",
     "JournalError",
     "ManifestEntry",
+    "OnExit",
     "PermissionDeniedError",
     "PromptFileError",
     "ProtocolError",
+    "ProviderName",
     "QuotaExceededError",
     "RateLimit",
     "RateLimitError",

@@ -32,6 +32,7 @@ from ._journal import JournalError
 from ._models import ASPECT_RATIOS, QUALITIES, RateLimit, Result
 from ._progress import Display, format_duration, make_display
 from ._prompts import PromptFileError, read_prompts
+from ._providers import provider_names
 from ._session import Session
 from ._version import __version__
 
@@ -46,7 +47,8 @@ EXIT_INTERRUPTED = 130
 DEMO_TIME_SCALE = 0.05
 #: Any key with the Runbase prefix is accepted by the simulator.
 SIMULATOR_KEY = "sk-simulator"
-PROVIDERS = ("runbase", "apiinone", "simulator")
+#: ``--provider`` choices: every registered provider, and the local simulator.
+PROVIDER_CHOICES = (*provider_names(), "simulator")
 
 
 class _UsageError(Exception):
@@ -199,7 +201,7 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("provider")
     group.add_argument(
         "--provider",
-        choices=PROVIDERS,
+        choices=PROVIDER_CHOICES,
         default="runbase",
         help="default runbase; 'simulator' starts a local stand-in (no key, no network)",
     )

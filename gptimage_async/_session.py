@@ -28,7 +28,7 @@ from ._exceptions import (
 )
 from ._limiter import RateLimiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
-from ._providers import Provider, get_provider
+from ._providers import Provider, ProviderName, get_provider
 from ._registry import RunRegistry
 from ._run import Run
 from ._scheduler import PollScheduler
@@ -40,7 +40,6 @@ __all__ = ["OnExit", "ProviderName", "Session"]
 
 logger = logging.getLogger("gptimage_async")
 
-ProviderName = Literal["runbase", "apiinone"]
 OnExit = Literal["wait", "cancel"]
 
 #: Defaults, in seconds unless named otherwise.

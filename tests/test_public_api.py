@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 
 import gptimage_async as gi
 
@@ -31,3 +32,20 @@ def test_every_error_is_a_gptimage_error() -> None:
     assert issubclass(gi.InvalidRequestError, ValueError)
     assert issubclass(gi.RunTimeoutError, TimeoutError)
     assert issubclass(gi.QuotaExceededError, gi.RateLimitError)
+
+
+def test_literal_types_in_public_signatures_are_exported() -> None:
+    hints = typing.get_type_hints(gi.Session.__init__)
+    assert hints["on_exit"] == gi.OnExit
+    assert hints["provider"] == gi.ProviderName | str
+    assert typing.get_args(gi.OnExit) == ("wait", "cancel")
+
+
+def test_no_private_name_is_exported() -> None:
+    for name in gi.__all__:
+        obj = getattr(gi, name)
+        assert not getattr(obj, "__name__", name).startswith("_") or name == "__version__"
+        if inspect.isclass(obj) and issubclass(obj, BaseException):
+            # Errors users catch are the documented ones, not transport internals.
+            assert obj.__module__.startswith("gptimage_async"), name
+            assert obj.__name__ == name, name
