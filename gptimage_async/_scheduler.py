@@ -148,7 +148,7 @@ class PollScheduler:
                 await self._sleep(loop, None)
                 continue
             when, _, run = heap[0]
-            if run.done() or when != run.next_poll:
+            if run.done() or when != run._poll.next_poll:
                 heapq.heappop(heap)  # stale: resolved, or re-planned since
                 continue
             now = self._clock()
@@ -198,7 +198,7 @@ class PollScheduler:
             # the model rather than storm a large budget.
             if self._in_flight > COLD_SCOUTS:
                 return math.inf
-            last = run.last_pending_age
+            last = run._poll.last_pending_age
             first = max(COLD_FIRST_RTTS * self._rtt, limiter.interval) / 2
             earliest_age = max(last * COLD_SPECULATIVE_GROWTH, last + limiter.interval, first)
         else:
@@ -206,9 +206,9 @@ class PollScheduler:
             # speculating earlier until it has seen enough.
             maturity = min(1.0, model.observed / MATURE_OBSERVATIONS)
             earliest_age = model.quantile(SPECULATIVE_FROM) * maturity
-            if run.polls:
+            if run._poll.polls:
                 spacing = SPECULATIVE_SPACING * model.quantile(0.5)
-                earliest_age = max(earliest_age, run.last_pending_age + spacing)
+                earliest_age = max(earliest_age, run._poll.last_pending_age + spacing)
         return max(run.created_at + earliest_age, limiter.next_free())
 
     # -- planning --------------------------------------------------------------
@@ -222,25 +222,25 @@ class PollScheduler:
 
         Pure: depends on the run, the learned model and ``interval`` only.
         """
-        last = run.last_pending_age
+        last = run._poll.last_pending_age
         model = self.model
         if not model.ready:
             # Probe geometrically from a few round trips, but never below what
             # earlier runs showed: still going at cold_floor, done by longest.
             first = max(COLD_FIRST_RTTS * self._rtt, interval, self._cold_floor, model.longest)
-            if run.polls == 0:
+            if run._poll.polls == 0:
                 return first
             return max(last * COLD_GROWTH, last + interval, first)
         target = model.conditional_quantile(last, THETA)
         if target is None:
             target = last * TAIL_GROWTH
-        if run.polls:
+        if run._poll.polls:
             target = max(target, last + MIN_STEP * model.quantile(0.5))
         return target
 
     def _push(self, run: Run, when: float) -> None:
         when = min(when, run.deadline)
-        run.next_poll = when
+        run._poll.next_poll = when
         heap = self._heap
         heapq.heappush(heap, (when, next(self._seq), run))
         if heap[0][2] is run and self._wake is not None and not self._wake.done():
@@ -287,7 +287,7 @@ class PollScheduler:
     async def _poll_once(self, run: Run, sent_at: float) -> None:
         assert run.run_id is not None
         age = sent_at - run.created_at
-        run.polls += 1
+        run._poll.polls += 1
         self._stats.polls += 1
         self._stats.requests += 1
         try:
@@ -316,16 +316,16 @@ class PollScheduler:
         self._observe(run, snapshot, age)
 
     def _observe(self, run: Run, snapshot: RunSnapshot, age: float) -> None:
-        run.errors = 0
+        run._poll.errors = 0
         status = snapshot.status
         if not status.is_terminal:
             run.status = status
-            run.last_pending_age = max(run.last_pending_age, age)
+            run._poll.last_pending_age = max(run._poll.last_pending_age, age)
             if not self.model.ready:
                 self._cold_floor = max(self._cold_floor, age)
             self._plan(run, self._clock())
             return
-        self.model.observe(run.last_pending_age, age)
+        self.model.observe(run._poll.last_pending_age, age)
         now = self._clock()
         if status is RunStatus.SUCCEEDED:
             result = Result(
@@ -335,7 +335,7 @@ class PollScheduler:
                 request=run.request,
                 elapsed=now - run.created_at,
             )
-            if run._resolve(result, now):
+            if run._resolve(result):
                 self._on_resolved(run)
             return
         if status is RunStatus.CANCELED:
@@ -343,7 +343,7 @@ class PollScheduler:
         else:
             message = snapshot.error_message or "the provider reports that the run failed"
         error = RunFailedError(message, run_id=run.run_id or snapshot.id, code=snapshot.error_code)
-        if run._fail(error, status, now):
+        if run._fail(error, status):
             self._on_resolved(run)
 
     def _status_error(self, run: Run, error: APIStatusError) -> None:
@@ -351,7 +351,7 @@ class PollScheduler:
         if verdict is Verdict.WAIT:
             self._push(run, self._clock())  # the limiter holds it back
         elif verdict is Verdict.RETRY and not (
-            isinstance(error, RunNotFoundError) and run.errors + 1 >= MAX_NOT_FOUND
+            isinstance(error, RunNotFoundError) and run._poll.errors + 1 >= MAX_NOT_FOUND
         ):
             self._retry_later(run, error)
         else:
@@ -359,23 +359,23 @@ class PollScheduler:
 
     def _protocol_error(self, run: Run, error: ProtocolError) -> None:
         self._stats.poll_errors += 1
-        if run.errors + 1 >= MAX_PROTOCOL_ERRORS:
+        if run._poll.errors + 1 >= MAX_PROTOCOL_ERRORS:
             self._fail(run, error)
         else:
             self._retry_later(run, error)
 
     def _retry_later(self, run: Run, error: GPTImageError) -> None:
-        run.errors += 1
+        run._poll.errors += 1
         logger.debug("poll of run %s failed (%s); retrying", run.run_id, error)
         scale = self.model.quantile(0.5) * MIN_STEP if self.model.ready else self._rtt
         base = max(self._limiter.interval, scale)
-        delay = backoff_ceiling(run.errors, base=base, cap=self._limiter.per)
+        delay = backoff_ceiling(run._poll.errors, base=base, cap=self._limiter.per)
         # Jitter keeps a crowd of runs that failed together from retrying together.
         self._push(run, self._clock() + poll_jitter(delay))
 
     def _fail(self, run: Run, error: GPTImageError) -> None:
         status = RunStatus.FAILED if isinstance(error, RunFailedError) else RunStatus.ERRORED
-        if run._fail(error, status, self._clock()):
+        if run._fail(error, status):
             self._on_resolved(run)
 
     def __repr__(self) -> str:
@@ -390,5 +390,5 @@ def _set_once(future: asyncio.Future[None]) -> None:
 def _timeout_message(run: Run) -> str:
     return (
         f"run {run.run_id} was not done by the session's run_timeout "
-        f"(polled {run.polls} times); it may still finish: attach() it to keep waiting"
+        f"(polled {run._poll.polls} times); it may still finish: attach() it to keep waiting"
     )

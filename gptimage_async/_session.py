@@ -34,7 +34,7 @@ from ._run import Run
 from ._scheduler import PollScheduler
 from ._stats import SessionStats
 from ._transport import Secret, Transport
-from ._version import __version__
+from ._version import USER_AGENT
 
 __all__ = ["OnExit", "ProviderName", "Session"]
 
@@ -115,7 +115,7 @@ class Session:
         self._resend = bool(resend_uncertain_creates)
         self._max_attempts = max_create_attempts
         self._max_connections = max_connections
-        self._user_agent = user_agent or f"gptimage-async/{__version__}"
+        self._user_agent = user_agent or USER_AGENT
         self._clock: Callable[[], float] = time.monotonic
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self.runs = RunRegistry()
@@ -240,7 +240,6 @@ class Session:
         # Creates already sent are let finish, so their runs get an id to report.
         if self._creator is not None and self._creator.in_flight:
             await asyncio.gather(*self._creator.in_flight, return_exceptions=True)
-        now = self._clock()
         for run in self.runs:
             run._fail(
                 SessionClosedError(
@@ -249,7 +248,6 @@ class Session:
                     run_id=run.run_id,
                 ),
                 RunStatus.ERRORED,
-                now,
             )
             self.runs.discard(run)
         for task in list(self._tasks):
@@ -533,7 +531,7 @@ class Session:
             now = self._clock()
             request = item if isinstance(item, ImageRequest) else None
             run = Run(None, self._provider.name, request, created_at=now, deadline=now, index=index)
-            run._fail(exc, RunStatus.ERRORED, now)
+            run._fail(exc, RunStatus.ERRORED)
             return run
 
     def _track(self, run: Run) -> None:

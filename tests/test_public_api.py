@@ -49,3 +49,10 @@ def test_no_private_name_is_exported() -> None:
             # Errors users catch are the documented ones, not transport internals.
             assert obj.__module__.startswith("gptimage_async"), name
             assert obj.__name__ == name, name
+
+
+def test_run_is_a_handle_not_the_schedulers_record() -> None:
+    public = {name for name in dir(gi.Run) if not name.startswith("_")}
+    assert not public & {"errors", "next_poll", "last_pending_age", "resolved_at"}
+    assert isinstance(inspect.getattr_static(gi.Run, "polls"), property)
+    assert inspect.getattr_static(gi.Run, "polls").fset is None  # read-only
