@@ -60,7 +60,7 @@ from ._models import ImageRequest, Result
 from ._prompts import BatchPrompt
 from ._run import Run
 from ._session import Session
-from ._version import __version__
+from ._version import USER_AGENT
 
 __all__ = [
     "DEFAULT_CREATE_WINDOW",
@@ -739,4 +739,4 @@ class _NoClient:
 def _http_client(needed: bool) -> aiohttp.ClientSession | _NoClient:
     if not needed:
         return _NoClient()
-    return aiohttp.ClientSession(headers={"User-Agent": f"gptimage-async/{__version__}"})
+    return aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})

@@ -27,7 +27,7 @@ from ._classify import is_transient_status
 from ._exceptions import GPTImageError
 from ._models import Result
 from ._retry import backoff_delays, parse_retry_after
-from ._version import __version__
+from ._version import USER_AGENT
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -138,7 +138,7 @@ async def download(
     dest = _prepare_dir(Path(dest_dir))
     per_attempt = aiohttp.ClientTimeout(total=attempt_timeout)
     own_client = client is None
-    http = client or aiohttp.ClientSession(headers={"User-Agent": f"gptimage-async/{__version__}"})
+    http = client or aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
     paths: list[Path | None] = [None] * len(urls)
     try:
         async with anyio.create_task_group() as tg:

@@ -67,7 +67,6 @@ class Transport:
         "_http",
         "_key",
         "_timeout",
-        "_user_agent",
     )
 
     def __init__(
@@ -82,7 +81,6 @@ class Transport:
         self._base_url = base_url.rstrip("/")
         self._key = Secret(api_key)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._user_agent = user_agent
         self._headers = {
             "Authorization": f"Bearer {self._key.reveal()}",
             "Content-Type": "application/json",
