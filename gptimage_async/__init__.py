@@ -39,7 +39,7 @@ from ._prompts import BatchPrompt, PromptFileError, read_prompts
 from ._providers import ProviderName
 from ._registry import RunRegistry
 from ._run import Run
-from ._session import OnExit, Session
+from ._session import LimiterView, OnExit, SchedulerView, Session
 from ._stats import SessionStats
 from ._version import __version__
 
@@ -62,6 +62,7 @@ __all__ = [
     "Journal",
     "JournalEntry",
     "JournalError",
+    "LimiterView",
     "ManifestEntry",
     "OnExit",
     "PermissionDeniedError",
@@ -78,6 +79,7 @@ __all__ = [
     "RunRegistry",
     "RunStatus",
     "RunTimeoutError",
+    "SchedulerView",
     "ServerError",
     "Session",
     "SessionClosedError",

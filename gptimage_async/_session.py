@@ -26,7 +26,7 @@ from ._exceptions import (
     GPTImageError,
     SessionClosedError,
 )
-from ._limiter import RateLimiter
+from ._limiter import Limiter, RateLimiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
 from ._providers import Provider, ProviderName, get_provider
 from ._registry import RunRegistry
@@ -36,7 +36,7 @@ from ._stats import SessionStats
 from ._transport import Secret, Transport
 from ._version import USER_AGENT
 
-__all__ = ["OnExit", "ProviderName", "Session"]
+__all__ = ["LimiterView", "OnExit", "ProviderName", "SchedulerView", "Session"]
 
 logger = logging.getLogger("gptimage_async")
 
@@ -55,6 +55,69 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
 _MISSING: Any = object()
+
+
+class LimiterView:
+    """A read-only view of a session's rate limiter (``session.limiter``).
+
+    ``rate`` is the limiter's current belief about the key's limit, in
+    requests per second (it learns from 429s and from saturated windows);
+    ``interval`` the seconds between two requests at the current pace;
+    ``per`` the window of the belief, in seconds; ``waiting`` the requests
+    queued for a slot. Values are read live, each time.
+    """
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._limiter = limiter
+
+    @property
+    def rate(self) -> float:
+        """The believed limit, in requests per second."""
+        return self._limiter.rate
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two requests at the current pace."""
+        return self._limiter.interval
+
+    @property
+    def per(self) -> float:
+        """The window of the belief, in seconds."""
+        return self._limiter.per
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot."""
+        return self._limiter.waiting
+
+    def __repr__(self) -> str:
+        return repr(self._limiter)
+
+
+class SchedulerView:
+    """A read-only view of a session's poll scheduler (``session.scheduler``).
+
+    ``len(view)`` and ``in_flight`` are the runs being polled; the repr shows
+    what the scheduler has learned of run durations.
+    """
+
+    __slots__ = ("_scheduler",)
+
+    def __init__(self, scheduler: PollScheduler) -> None:
+        self._scheduler = scheduler
+
+    @property
+    def in_flight(self) -> int:
+        """Runs being polled."""
+        return len(self._scheduler)
+
+    def __len__(self) -> int:
+        return len(self._scheduler)
+
+    def __repr__(self) -> str:
+        return repr(self._scheduler)
 
 
 class Session:
@@ -140,18 +203,24 @@ class Session:
         return self._base_url
 
     @property
-    def limiter(self) -> RateLimiter:
-        """The session's rate limiter (for introspection)."""
+    def limiter(self) -> LimiterView:
+        """A read-only view of the session's rate limiter, for monitoring.
+
+        Raises ``SessionClosedError`` before ``open()``.
+        """
         if self._limiter is None:
             raise SessionClosedError("the session is not open")
-        return self._limiter
+        return LimiterView(self._limiter)
 
     @property
-    def scheduler(self) -> PollScheduler:
-        """The session's poll scheduler (for introspection)."""
+    def scheduler(self) -> SchedulerView:
+        """A read-only view of the session's poll scheduler, for monitoring.
+
+        Raises ``SessionClosedError`` before ``open()``.
+        """
         if self._scheduler is None:
             raise SessionClosedError("the session is not open")
-        return self._scheduler
+        return SchedulerView(self._scheduler)
 
     @property
     def closed(self) -> bool:

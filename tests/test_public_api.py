@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import typing
 
+import pytest
+
 import gptimage_async as gi
 
 
@@ -56,3 +58,18 @@ def test_run_is_a_handle_not_the_schedulers_record() -> None:
     assert not public & {"errors", "next_poll", "last_pending_age", "resolved_at"}
     assert isinstance(inspect.getattr_static(gi.Run, "polls"), property)
     assert inspect.getattr_static(gi.Run, "polls").fset is None  # read-only
+
+
+async def test_limiter_and_scheduler_are_read_only_views() -> None:
+    from gptimage_async.testing import simulated_session
+
+    async with simulated_session() as (_sim, session):
+        view = session.limiter
+        assert isinstance(view, gi.LimiterView) and view.rate > 0 and view.per > 0
+        assert view.interval > 0 and view.waiting == 0
+        with pytest.raises(AttributeError):
+            view.rate = 1.0  # type: ignore[misc]
+        assert isinstance(session.scheduler, gi.SchedulerView)
+        assert len(session.scheduler) == session.scheduler.in_flight == 0
+    with pytest.raises(gi.SessionClosedError):
+        _ = gi.Session("runbase", api_key="sk-x").limiter
