@@ -45,6 +45,7 @@ from ._download import (
 )
 from ._exceptions import (
     AuthenticationError,
+    ConfigurationError,
     GPTImageError,
     InsufficientCreditsError,
     PermissionDeniedError,
@@ -288,9 +289,9 @@ class Batch:
             ("max_download_bytes", max_download_bytes),
         ):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int")
+                raise ConfigurationError(f"{name} must be a positive int")
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ValueError("concurrency must be a positive int or None")
+            raise ConfigurationError("concurrency must be a positive int or None")
         self._session = session
         self._out = Path(out_dir)
         self._items: list[_Item] = []
@@ -414,7 +415,7 @@ class Batch:
         disk still let a rerun resume.
         """
         if self._state != "new":
-            raise RuntimeError("a Batch runs once; create a new one to run it again")
+            raise SessionClosedError("a Batch runs once; create a new one to run it again")
         self._state = "running"
         self._started = time.monotonic()
         self._out.mkdir(parents=True, exist_ok=True)

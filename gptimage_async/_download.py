@@ -24,7 +24,7 @@ import aiohttp
 import anyio
 
 from ._classify import is_transient_status
-from ._exceptions import GPTImageError
+from ._exceptions import ConfigurationError, GPTImageError
 from ._models import Result
 from ._retry import backoff_delays, parse_retry_after
 from ._version import USER_AGENT
@@ -133,7 +133,7 @@ async def download(
     """
     urls, default_stem = _urls_of(source)
     if max_bytes < 1 or attempts < 1 or not attempt_timeout > 0:
-        raise ValueError("max_bytes, attempts and attempt_timeout must be positive")
+        raise ConfigurationError("max_bytes, attempts and attempt_timeout must be positive")
     base = safe_filename(stem if stem is not None else default_stem)
     dest = _prepare_dir(Path(dest_dir))
     per_attempt = aiohttp.ClientTimeout(total=attempt_timeout)
@@ -187,7 +187,7 @@ def _urls_of(source: Result | str | Iterable[str]) -> tuple[list[str], str]:
         return [source], PurePosixPath(urlsplit(source).path).stem or "image"
     urls = list(source)
     if not all(isinstance(u, str) for u in urls):
-        raise TypeError("download() takes a Result, a URL, or URLs")
+        raise ConfigurationError("download() takes a Result, a URL, or URLs")
     stem = PurePosixPath(urlsplit(urls[0]).path).stem if urls else "image"
     return urls, stem or "image"
 
