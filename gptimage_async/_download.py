@@ -131,7 +131,7 @@ async def download(
     >>> await download(result, "out/")                          # doctest: +SKIP
     [PosixPath('out/run_abc-1.png')]
     """
-    urls, default_stem = _urls_of(source)
+    urls, default_stem = _source_urls(source)
     if max_bytes < 1 or attempts < 1 or not attempt_timeout > 0:
         raise ConfigurationError("max_bytes, attempts and attempt_timeout must be positive")
     base = safe_filename(stem if stem is not None else default_stem)
@@ -180,7 +180,7 @@ def _discard(path: str) -> None:
         os.unlink(path)
 
 
-def _urls_of(source: Result | str | Iterable[str]) -> tuple[list[str], str]:
+def _source_urls(source: Result | str | Iterable[str]) -> tuple[list[str], str]:
     if isinstance(source, Result):
         return list(source.urls), source.run_id
     if isinstance(source, str):

@@ -4,10 +4,10 @@ Where a poll goes is the whole performance of the library: under Runbase's
 default limit every poll spends budget a new run could have used. So:
 
 * Each run has a *planned* poll at the age by which most runs like it are
-  done (``THETA`` of the learned duration distribution, conditional on the run
-  still going at its last poll). Planned polls go before creates in the
-  limiter. When the budget is the bottleneck these are the only polls, and
-  they cost close to one per run.
+  done (the ``PLANNED_DONE_SHARE`` quantile of the learned duration
+  distribution, conditional on the run still going at its last poll).
+  Planned polls go before creates in the limiter. When the budget is the
+  bottleneck these are the only polls, and they cost close to one per run.
 * Whenever the limiter has a free slot and nobody waits for it, the run at
   the top of the heap (the one nearest its planned poll, so the likeliest to
   be done) is polled early: a *speculative* poll. These buy latency with
@@ -60,7 +60,7 @@ __all__ = ["PollScheduler"]
 logger = logging.getLogger("gptimage_async")
 
 #: Share of runs a planned poll should find done.
-THETA = 0.95
+PLANNED_DONE_SHARE = 0.95
 #: Speculative polls start where this share of runs is done ...
 SPECULATIVE_FROM = 0.02
 #: ... and poll one run at most once per this share of the median duration.
@@ -231,7 +231,7 @@ class PollScheduler:
             if run._poll.polls == 0:
                 return first
             return max(last * COLD_GROWTH, last + interval, first)
-        target = model.conditional_quantile(last, THETA)
+        target = model.conditional_quantile(last, PLANNED_DONE_SHARE)
         if target is None:
             target = last * TAIL_GROWTH
         if run._poll.polls:

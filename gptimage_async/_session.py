@@ -568,7 +568,7 @@ class Session:
                         done.put_nowait(exc)
                         return
                     outstanding += 1
-                    run._future.add_done_callback(functools.partial(_call_with, finished, run))
+                    run._future.add_done_callback(functools.partial(_call_with_run, finished, run))
             finally:
                 done.put_nowait(None)
 
@@ -654,7 +654,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _call_with(fn: Callable[[Run], None], run: Run, _future: object) -> None:
+def _call_with_run(fn: Callable[[Run], None], run: Run, _future: object) -> None:
+    """A future's done-callback that hands ``fn`` the resolved ``run`` (not the future)."""
     fn(run)
 
 
