@@ -1,10 +1,20 @@
 """The session: one provider, one key, one limiter, one poll scheduler.
 
-How a run travels: the request is validated (``_models``, then the
-provider's own limits), encoded by its provider adapter (``_providers``), sent
-through the rate limiter (``_limiter``, ``_transport``), recorded in the
-registry (``_registry``), polled by the scheduler (``_scheduler``), decoded by
-the adapter again, and resolved (``_run``).
+``Session`` holds the configuration, the lifecycle (open, close, cancel) and
+the public verbs (``submit``, ``generate``, ``attach``, ``generate_many``,
+``as_completed``). How a run travels, one module per step:
+
+1. validated: ``_models`` (``as_request``), then the provider's own limits
+   (``_providers``);
+2. encoded by its provider adapter: ``_providers`` (one module per provider);
+3. sent through the rate limiter: ``_create`` (the create pipeline) waits in
+   ``_limiter`` and sends with ``_transport``;
+4. its answer read and its errors sorted: ``_classify`` (retry / wait as told
+   / fail / uncertain), with every delay and cap in ``_retry``;
+5. recorded in the registry: ``_registry``;
+6. polled by the scheduler: ``_scheduler``, which reads answers through
+   ``_classify`` too;
+7. resolved: ``_run`` (the user's handle).
 """
 
 from __future__ import annotations
@@ -127,20 +137,50 @@ class Session:
     ...     result = await session.generate("a ceramic lamp", quality="high")
     ...     print(result.urls)
 
-    ``api_key=None`` reads ``RUNBASE_API_KEY`` / ``APIINONE_API_KEY``.
-    ``base_url`` is the API root including ``/api/v1``; plain ``http://`` is
-    accepted only for loopback hosts (the simulator). ``rate_limit`` is the
-    starting belief about the provider's limit (``None``: the documented one);
-    the limiter learns from there. ``run_timeout`` bounds each run from its
-    create to its resolution. ``on_exit`` says what leaving the ``async with``
-    block normally does with runs in flight: ``"wait"`` for them, or
-    ``"cancel"`` them (they end with ``SessionClosedError``; leaving through
-    an exception always cancels). ``resend_uncertain_creates=True`` resends a
-    create whose fate is unknown, accepting the risk of paying twice.
+    Parameters (all keyword-only but ``provider``):
+
+    * ``provider``: ``ProviderName``, ``"runbase"`` (default) or ``"apiinone"``.
+    * ``api_key``: ``str | None``, default ``None``: read from
+      ``RUNBASE_API_KEY`` / ``APIINONE_API_KEY``. Never logged or shown in a
+      repr or an error.
+    * ``base_url``: ``str | None``, the API root including ``/api/v1``;
+      default ``None``: the provider's (``https://runbase.net/api/v1``,
+      ``https://apiin.one/api/v1``). Plain ``http://`` is accepted only for
+      loopback hosts (the simulator).
+    * ``rate_limit``: ``RateLimit | None``, the starting belief about the key's
+      limit; default ``None``: the provider's (Runbase 20 requests per 10 s,
+      API in One 10 per 10 s; creates and polls together). The limiter
+      learns from there.
+    * ``request_timeout``: seconds one HTTP request may take, connect to last
+      byte; default ``DEFAULT_REQUEST_TIMEOUT`` (60 s).
+    * ``run_timeout``: seconds from a run's create to its resolution; past it
+      the run ends with ``RunTimeoutError`` (it may still finish: ``attach``
+      it). Default ``DEFAULT_RUN_TIMEOUT`` (900 s).
+    * ``on_exit``: ``OnExit``, what leaving the ``async with`` block normally
+      does with runs in flight: ``"wait"`` (default) for them, or ``"cancel"``
+      them (they end with ``SessionClosedError``). Leaving through an
+      exception always cancels.
+    * ``resend_uncertain_creates``: ``bool``, default ``False``. ``True``
+      resends a create whose fate is unknown (a lost connection, a 5xx after
+      the request was written), accepting the risk of paying twice; ``False``
+      raises ``UncertainCreateError`` instead.
+    * ``max_create_attempts``: ``int`` >= 1, attempts per create for errors
+      that certainly created nothing (connection refused, 503, 408), the first
+      included; waits as told by a 429 do not count. Default
+      ``DEFAULT_MAX_CREATE_ATTEMPTS`` (6).
+    * ``max_connections``: ``int`` >= 1, open connections to the provider, and
+      so polls on the wire at once; default ``DEFAULT_MAX_CONNECTIONS`` (100).
+    * ``user_agent``: ``str | None``, the ``User-Agent`` header; default
+      ``None``: ``gptimage-async/<version>``.
+
+    Raises ``ConfigurationError`` (a ``ValueError``) for any bad argument,
+    before anything is opened.
 
     Open one session per process and share it: its limiter and poller then
     see all the traffic for the key. Its background work is owned by the
     session itself, so a framework may open and close it from different tasks.
+    A session opens once: ``open()`` after ``aclose()`` raises
+    ``SessionClosedError``.
     """
 
     def __init__(
