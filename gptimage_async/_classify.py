@@ -36,6 +36,7 @@ __all__ = [
     "read_answer",
     "report_answer",
     "report_no_answer",
+    "wait_as_told",
 ]
 
 logger = logging.getLogger("gptimage_async")
@@ -46,8 +47,9 @@ class Verdict(enum.Enum):
 
     #: It certainly had no effect: send it again (after a backoff); costs an attempt.
     RETRY = "retry"
-    #: Rate limited: send it again once the limiter's pause (the server's
-    #: ``Retry-After``, if it gave one) is over; costs no attempt.
+    #: Rate limited, or told when to come back: send it again once the
+    #: server's ``Retry-After`` (or the limiter's pause after a 429) is over;
+    #: costs no attempt.
     WAIT = "wait"
     #: Final: the error is the outcome.
     FAIL = "fail"
@@ -92,6 +94,11 @@ def classify_status(error: APIStatusError, *, create: bool) -> Verdict:
     * 408 and 503: retry (refused before any processing);
     * other 5xx: retry a poll; a create is uncertain (the run may exist);
     * anything else: fail.
+
+    A retry the server gave a ``Retry-After`` for (any status: a 503 during
+    maintenance, a 502, a 408) becomes a wait as told: it costs no attempt,
+    and the caller waits that long (capped at ``MAX_RETRY_AFTER``, within
+    the run's deadline) before sending again.
     """
     status = error.status_code
     if isinstance(error, QuotaExceededError):
@@ -104,6 +111,8 @@ def classify_status(error: APIStatusError, *, create: bool) -> Verdict:
         verdict = Verdict.FAIL
     elif create and status >= 500 and status != 503:
         verdict = Verdict.UNCERTAIN
+    elif error.retry_after is not None:
+        verdict = Verdict.WAIT
     else:
         verdict = Verdict.RETRY
     logger.debug("%s answered %s: %s", "create" if create else "poll", error, verdict.value)
@@ -126,6 +135,17 @@ def classify_unreadable(*, create: bool) -> Verdict:
     verdict = Verdict.UNCERTAIN if create else Verdict.RETRY
     logger.debug("unreadable answer to a %s: %s", "create" if create else "poll", verdict.value)
     return verdict
+
+
+def wait_as_told(error: APIStatusError) -> float:
+    """Seconds a caller itself waits before sending again after ``error``, a wait as told.
+
+    A 429's wait is the limiter's (it pauses the whole key): 0 here. Any other
+    status waits its ``Retry-After`` (already capped by ``parse_retry_after``).
+    """
+    if isinstance(error, RateLimitError) or error.retry_after is None:
+        return 0.0
+    return error.retry_after
 
 
 def report_answer(

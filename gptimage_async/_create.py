@@ -32,6 +32,7 @@ from ._classify import (
     read_answer,
     report_answer,
     report_no_answer,
+    wait_as_told,
 )
 from ._exceptions import (
     APIStatusError,
@@ -159,7 +160,19 @@ class Creator:
                     raise outcome.error
             elif self._clock() > deadline:
                 raise outcome.error
+            elif isinstance(outcome.error, APIStatusError):
+                await self._wait_as_told(outcome.error, deadline)
             logger.debug("create not accepted (%s); sending it again", outcome.error)
+
+    async def _wait_as_told(self, error: APIStatusError, deadline: float) -> None:
+        # A 429's wait is the limiter's; a 503's Retry-After (say) is this create's.
+        # The deadline still holds: a wait that would end past it fails now.
+        seconds = wait_as_told(error)
+        if self._clock() + seconds >= deadline:
+            raise error
+        if seconds > 0:
+            logger.debug("waiting %.3gs as told before sending the create again", seconds)
+            await anyio.sleep(seconds)
 
     async def _send_when_allowed(
         self,

@@ -17,7 +17,7 @@ __all__ = ["Run"]
 class _PollState:
     """The scheduler's bookkeeping for one run. Strictly private: only ``_scheduler`` writes it."""
 
-    __slots__ = ("errors", "last_pending_age", "next_poll", "polls")
+    __slots__ = ("errors", "last_pending_age", "next_poll", "not_before", "polls")
 
     def __init__(self) -> None:
         #: Polls sent for the run.
@@ -28,6 +28,8 @@ class _PollState:
         self.errors = 0
         #: Clock time the scheduler means to poll next; stale heap entries are skipped.
         self.next_poll = 0.0
+        #: Clock time before which no poll may go, not even a speculative one (a Retry-After).
+        self.not_before = 0.0
 
     def __repr__(self) -> str:
         return (

@@ -37,6 +37,7 @@ from ._classify import (
     read_answer,
     report_answer,
     report_no_answer,
+    wait_as_told,
 )
 from ._durations import DurationModel
 from ._exceptions import (
@@ -189,7 +190,7 @@ class PollScheduler:
         if limiter.waiting:
             # Busy now; look again once the waiters have had the next slot, so
             # budget freed later (a batch's tail) is not missed.
-            return max(limiter.next_free(), now) + limiter.interval
+            return max(limiter.next_free(), now, run._poll.not_before) + limiter.interval
         model = self.model
         if not model.ready:
             # Nothing learned yet. A few runs in flight (a session making its
@@ -209,7 +210,8 @@ class PollScheduler:
             if run._poll.polls:
                 spacing = SPECULATIVE_SPACING * model.quantile(0.5)
                 earliest_age = max(earliest_age, run._poll.last_pending_age + spacing)
-        return max(run.created_at + earliest_age, limiter.next_free())
+        # Never ahead of a wait the server asked for (Retry-After on a 503, say).
+        return max(run.created_at + earliest_age, limiter.next_free(), run._poll.not_before)
 
     # -- planning --------------------------------------------------------------
 
@@ -349,7 +351,10 @@ class PollScheduler:
     def _status_error(self, run: Run, error: APIStatusError) -> None:
         verdict = classify_status(error, create=False)
         if verdict is Verdict.WAIT:
-            self._push(run, self._clock())  # the limiter holds it back
+            # After a 429 the limiter holds it back; after a Retry-After on any
+            # other status, it waits that long itself (within its deadline).
+            run._poll.not_before = self._clock() + wait_as_told(error)
+            self._push(run, run._poll.not_before)
         elif verdict is Verdict.RETRY and not (
             isinstance(error, RunNotFoundError) and run._poll.errors + 1 >= MAX_NOT_FOUND
         ):
