@@ -23,6 +23,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
@@ -60,6 +61,9 @@ DEFAULT_MAX_CONNECTIONS = 100
 #: Workers that feed creates for ``as_completed`` / ``generate_many``: enough to
 #: keep the limiter busy when each create takes a round trip.
 FEEDERS = 32
+#: ``as_completed`` / ``generate_many`` without ``concurrency`` start at most this
+#: many times the runs the key's budget keeps in flight ahead of their consumer.
+WINDOW_FACTOR = 2.0
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
@@ -513,8 +517,8 @@ class Session:
         ``return_exceptions=False`` the first failure is raised and creates
         not yet sent are dropped (runs already created stay tracked); with
         ``True`` each item is its ``Result`` or its error. ``concurrency``
-        caps how many runs are in flight at once (default: no cap, the rate
-        limiter paces creates).
+        caps how many runs are in flight at once (default ``None``: the rate
+        limiter paces creates, within the window ``as_completed`` describes).
         """
         prepared: list[ImageRequest | GPTImageError] = []
         for item in requests:
@@ -559,8 +563,19 @@ class Session:
         error; ``run.index`` is the request's position in ``requests``.
         Requests are read lazily, so a generator of millions is fine.
 
-        >>> async for run in session.as_completed(prompts):  # doctest: +SKIP
-        ...     print(run.index, run.error or run.outcome.urls)
+        Creates keep at most a window of runs ahead of the consumer:
+        ``concurrency`` if given, else twice what the key's budget keeps in
+        flight (at least ``FEEDERS``, 32). A consumer that stops pulling (a
+        ``break``) therefore stops the creates too, even if the generator is
+        not closed; runs already created stay tracked by the session. Close
+        the generator to cancel the creates at once, with ``aclosing``:
+
+        >>> from contextlib import aclosing                  # doctest: +SKIP
+        >>> async with aclosing(session.as_completed(prompts)) as runs:
+        ...     async for run in runs:
+        ...         print(run.index, run.error or run.outcome.urls)
+        ...         if run.error:
+        ...             break
         """
         self._check_open()
         runs = self._stream(enumerate(requests), concurrency=concurrency)
@@ -578,27 +593,33 @@ class Session:
         # Feeders put resolved runs here; None when a feeder ends, or the error
         # the requests iterable raised (the caller must see it, not a short stream).
         done: asyncio.Queue[Run | BaseException | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(concurrency) if concurrency else None
         source = iter(items)
         feeders_left = min(FEEDERS, concurrency or FEEDERS)
         outstanding = 0
+        # Runs started and not yet handed to the consumer. Bounded by the window,
+        # so a consumer that stops pulling (a ``break`` with the generator still
+        # referenced) stops the creates too: nothing is bought that nobody takes.
+        ahead = 0
+        room = asyncio.Event()
 
-        def finished(run: Run) -> None:
-            if slots is not None:
-                slots.release()
-            done.put_nowait(run)
+        def full() -> bool:
+            if concurrency is not None:
+                return ahead >= concurrency
+            return ahead >= FEEDERS and ahead >= self._default_window()
 
         async def feed() -> None:
-            nonlocal outstanding
+            nonlocal outstanding, ahead
             try:
                 while True:
-                    if slots is not None:
-                        await slots.acquire()
+                    while full():
+                        room.clear()
+                        await room.wait()
+                    ahead += 1
                     try:
                         index, item = next(source)
                     except Exception as exc:
-                        if slots is not None:
-                            slots.release()  # the next feeder must not wait forever
+                        ahead -= 1
+                        room.set()  # the next feeder must not wait forever
                         if not isinstance(exc, StopIteration):
                             done.put_nowait(exc)  # the caller's iterable failed
                         return
@@ -608,7 +629,9 @@ class Session:
                         done.put_nowait(exc)
                         return
                     outstanding += 1
-                    run._future.add_done_callback(functools.partial(_call_with_run, finished, run))
+                    run._future.add_done_callback(
+                        functools.partial(_call_with_run, done.put_nowait, run)
+                    )
             finally:
                 done.put_nowait(None)
 
@@ -626,11 +649,30 @@ class Session:
                     raise item
                 else:
                     outstanding -= 1
+                    ahead -= 1  # handed over: its place goes to the next create
+                    room.set()
                     yield item
         finally:
             for task in feeders:
                 task.cancel()
             await asyncio.gather(*feeders, return_exceptions=True)
+
+    def _default_window(self) -> int:
+        """Runs ``as_completed`` / ``generate_many`` may start ahead of their consumer.
+
+        Without ``concurrency``: twice the runs the key's budget can keep in
+        flight (its believed rate times the longer of its window and the
+        learned 95th-percentile run duration), at least ``FEEDERS``. So a
+        consumer that keeps pulling is never held back by it, and one that
+        stops leaves at most this many runs nobody takes.
+        """
+        if self._limiter is None or self._scheduler is None:
+            return FEEDERS
+        duration = self._limiter.per
+        model = self._scheduler.model
+        if model.ready:
+            duration = max(duration, model.quantile(0.95))
+        return max(FEEDERS, math.ceil(WINDOW_FACTOR * self._limiter.rate * duration))
 
     async def _create_or_failed(self, item: ImageRequest | str, index: int) -> Run:
         try:
