@@ -84,3 +84,17 @@ def test_one_backoff_formula() -> None:
     delays = backoff_delays()
     for n in range(8):
         assert 0.0 <= next(delays) <= backoff_ceiling(n)
+
+
+@pytest.mark.parametrize(
+    ("status", "on_create", "on_poll"),
+    [(503, W, W), (502, U, W), (504, U, W), (408, W, W), (500, U, W), (400, F, F), (429, W, W)],
+)
+def test_a_retry_the_server_gave_a_wait_for_is_a_wait(
+    status: int, on_create: Verdict, on_poll: Verdict
+) -> None:
+    # Retry-After on any status: a wait as told, costing no attempt; a create that
+    # may have had effect stays uncertain whatever the server says.
+    error = status_error(status, "m", retry_after=3.0)
+    assert classify_status(error, create=True) is on_create
+    assert classify_status(error, create=False) is on_poll
