@@ -549,7 +549,7 @@ class Session:
         assert _MISSING not in out
         return out
 
-    async def as_completed(
+    def as_completed(
         self,
         requests: Iterable[ImageRequest | str],
         *,
@@ -577,17 +577,14 @@ class Session:
         ...         if run.error:
         ...             break
         """
-        self._check_open()
-        runs = self._stream(enumerate(requests), concurrency=concurrency)
-        try:
-            async for run in runs:
-                yield run
-        finally:
-            await runs.aclose()
+        # The stream itself, not a generator wrapping it: a generator dropped
+        # unclosed is then finalized once, not twice concurrently.
+        return self._stream(enumerate(requests), concurrency=concurrency)
 
     async def _stream(
         self, items: Iterable[tuple[int, ImageRequest | str]], *, concurrency: int | None
     ) -> AsyncGenerator[Run, None]:
+        self._check_open()
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
             raise ConfigurationError("concurrency must be a positive int or None")
         # Feeders put resolved runs here; None when a feeder ends, or the error
