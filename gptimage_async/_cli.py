@@ -35,7 +35,7 @@ from ._journal import JournalError
 from ._models import ASPECT_RATIOS, QUALITIES, ImageRequest, RateLimit, Result
 from ._progress import Display, format_duration, make_display
 from ._prompts import PromptFileError, read_prompts
-from ._providers import get_provider
+from ._providers import get_provider, provider_names
 from ._run import Run
 from ._session import Session
 from ._version import __version__
@@ -51,7 +51,8 @@ EXIT_INTERRUPTED = 130
 DEMO_TIME_SCALE = 0.05
 #: Any key with the Runbase prefix is accepted by the simulator.
 SIMULATOR_KEY = "sk-simulator"
-PROVIDERS = ("runbase", "apiinone", "simulator")
+#: ``--provider`` choices: every registered provider, and the local simulator.
+PROVIDER_CHOICES = (*provider_names(), "simulator")
 
 
 class _UsageError(Exception):
@@ -234,7 +235,7 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("provider")
     group.add_argument(
         "--provider",
-        choices=PROVIDERS,
+        choices=PROVIDER_CHOICES,
         default="runbase",
         help="default runbase; 'simulator' starts a local stand-in (no key, no network)",
     )

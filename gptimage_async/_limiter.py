@@ -149,10 +149,10 @@ class AdaptiveRate:
     """
 
     __slots__ = (
-        "_bad",
         "_ceiling",
         "_last_429",
         "_last_cut",
+        "_lowest_429_rate",
         "_per",
         "_rate",
         "_sent",
@@ -169,7 +169,8 @@ class AdaptiveRate:
         self._start = belief.rate
         self._rate = belief.rate
         self._ceiling = belief.rate if belief.ceiling else None
-        self._bad: float | None = None
+        # The lowest rate (requests/s) a 429 came back at: probing stays below it.
+        self._lowest_429_rate: float | None = None
         self._last_cut = -float("inf")
         self._last_429 = -float("inf")
         self._window_start = now
@@ -229,7 +230,9 @@ class AdaptiveRate:
             estimate = in_window / self._per
             if estimate >= rate * JITTER_BAND and now - previous_429 > JITTER_MEMORY * self._per:
                 # One 429 at the limit: jitter, no cut; but no probing past it either.
-                self._bad = rate if self._bad is None else min(self._bad, rate)
+                self._lowest_429_rate = (
+                    rate if self._lowest_429_rate is None else min(self._lowest_429_rate, rate)
+                )
                 return
             new = min(rate, estimate) * (1.0 - NUDGE if estimate >= rate * JITTER_BAND else 1.0)
             new *= 1.0 - SAFETY_MARGIN if estimate < rate * JITTER_BAND else 1.0
@@ -238,7 +241,9 @@ class AdaptiveRate:
             # Refused with nothing sent lately: another client shares the key.
             new = rate * DECREASE_MIN
             failing = rate
-        self._bad = failing if self._bad is None else min(self._bad, failing)
+        self._lowest_429_rate = (
+            failing if self._lowest_429_rate is None else min(self._lowest_429_rate, failing)
+        )
         # A count of a few requests is no measure of the server's limit (the key
         # may be shared): then cut by half at most. A real count is trusted.
         floor = rate * DECREASE_MIN if in_window < TRUSTED_COUNT else 0.0
@@ -260,15 +265,18 @@ class AdaptiveRate:
 
     def _increase(self, now: float) -> None:
         rate = self._rate
-        if self._bad is not None and now - self._last_429 > FORGET_BAD_AFTER * self._per:
+        if (
+            self._lowest_429_rate is not None
+            and now - self._last_429 > FORGET_BAD_AFTER * self._per
+        ):
             # Limits get raised; a long quiet spell makes the old failure doubtful.
-            self._bad *= INCREASE_SLOW
-        if self._bad is None:
+            self._lowest_429_rate *= INCREASE_SLOW
+        if self._lowest_429_rate is None:
             rate *= INCREASE_START
-        elif rate * INCREASE_FAST <= self._bad * BELOW_BAD:
+        elif rate * INCREASE_FAST <= self._lowest_429_rate * BELOW_BAD:
             rate *= INCREASE_FAST
-        elif rate < self._bad * BELOW_BAD:
-            rate = self._bad * BELOW_BAD
+        elif rate < self._lowest_429_rate * BELOW_BAD:
+            rate = self._lowest_429_rate * BELOW_BAD
         else:
             return
         if self._ceiling is not None:
@@ -279,7 +287,7 @@ class AdaptiveRate:
             self.increases += 1
 
     def __repr__(self) -> str:
-        bad = "unknown" if self._bad is None else f"{self._bad:.3g}/s"
+        bad = "unknown" if self._lowest_429_rate is None else f"{self._lowest_429_rate:.3g}/s"
         return (
             f"<AdaptiveRate {self._rate:.3g}/s (window {self._per:g}s, last 429 at {bad}, "
             f"cuts={self.cuts}, increases={self.increases})>"

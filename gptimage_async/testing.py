@@ -29,7 +29,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ._models import RateLimit
-from ._session import ProviderName, Session
+from ._providers import ProviderName
+from ._session import Session
 from .simulator import Simulator, SimulatorConfig
 
 __all__ = [

@@ -155,7 +155,7 @@ class RecentRuns:
     def add(self, run: Run) -> None:
         """Remember ``run`` (it must have an id); the oldest one is forgotten past ``maxlen``."""
         if run.run_id is None:
-            raise ValueError("only a created run (with an id) can be looked up later")
+            raise ConfigurationError("only a created run (with an id) can be looked up later")
         self._runs[run.run_id] = run
         self._runs.move_to_end(run.run_id)
         while len(self._runs) > self.maxlen:
