@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, Literal, Self, overload
+from typing import TYPE_CHECKING, Any, Literal, Self, overload
 from urllib.parse import urlsplit
 
 import anyio
@@ -33,16 +33,20 @@ from ._exceptions import (
     SessionClosedError,
     UncertainCreateError,
 )
-from ._limiter import PRIORITY_CREATE, RateLimiter
+from ._limiter import PRIORITY_CREATE, Limiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
 from ._providers import Provider, get_provider
 from ._registry import RunRegistry
 from ._retry import parse_retry_after
 from ._run import Run
 from ._scheduler import PollScheduler
+from ._shared_limiter import check_redis_option, make_limiter
 from ._stats import SessionStats
 from ._transport import Secret, SendError, Transport
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["OnExit", "ProviderName", "Session"]
 
@@ -93,6 +97,9 @@ class Session:
     ``"cancel"`` them (they end with ``SessionClosedError``; leaving through
     an exception always cancels). ``resend_uncertain_creates=True`` resends a
     create whose fate is unknown, accepting the risk of paying twice.
+    ``redis`` (a ``redis://`` / ``rediss://`` URL or a ``redis.asyncio.Redis``;
+    needs ``gptimage-async[redis]``) shares the key's budget with every
+    session, in any process, naming the same Redis, provider and key.
 
     Open one session per process and share it: its limiter and poller then
     see all the traffic for the key. Its background work is owned by the
@@ -113,6 +120,7 @@ class Session:
         max_create_attempts: int = DEFAULT_MAX_CREATE_ATTEMPTS,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         user_agent: str | None = None,
+        redis: str | Redis | None = None,
     ) -> None:
         self._provider: Provider = get_provider(provider)
         self._api_key = Secret(_resolve_key(self._provider, api_key))
@@ -135,6 +143,8 @@ class Session:
         self._max_attempts = max_create_attempts
         self._max_connections = max_connections
         self._user_agent = user_agent or f"gptimage-async/{__version__}"
+        check_redis_option(redis)
+        self._redis = redis
         self._clock: Callable[[], float] = time.monotonic
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self.runs = RunRegistry()
@@ -143,7 +153,7 @@ class Session:
         self._creates: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
         self._transport: Transport | None = None
-        self._limiter: RateLimiter | None = None
+        self._limiter: Limiter | None = None
         self._scheduler: PollScheduler | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -159,7 +169,7 @@ class Session:
         return self._base_url
 
     @property
-    def limiter(self) -> RateLimiter:
+    def limiter(self) -> Limiter:
         """The session's rate limiter (for introspection)."""
         if self._limiter is None:
             raise SessionClosedError("the session is not open")
@@ -206,7 +216,13 @@ class Session:
             max_connections=self._max_connections,
             user_agent=self._user_agent,
         )
-        self._limiter = RateLimiter(self._belief, clock=self._clock)
+        self._limiter = make_limiter(
+            self._belief,
+            provider=self._provider.name,
+            api_key=self._api_key.reveal(),
+            redis=self._redis,
+            clock=self._clock,
+        )
         await self._limiter.start()
         self._scheduler = PollScheduler(
             provider=self._provider,
