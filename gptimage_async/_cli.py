@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -47,6 +48,8 @@ DEMO_TIME_SCALE = 0.05
 #: Any key with the Runbase prefix is accepted by the simulator.
 SIMULATOR_KEY = "sk-simulator"
 PROVIDERS = ("runbase", "apiinone", "simulator")
+#: Where ``--redis`` is read from when not given (a URL may carry a password: env, not argv).
+REDIS_ENV = "GPTIMAGE_REDIS_URL"
 
 
 class _UsageError(Exception):
@@ -216,6 +219,12 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
         "--run-timeout", type=_positive_float, metavar="SECONDS", help="give up on a run after this"
     )
     group.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share the key's budget with every process naming this Redis "
+        f"(redis:// or rediss://; default ${REDIS_ENV}; needs gptimage-async[redis])",
+    )
+    group.add_argument(
         "--time-scale",
         type=_positive_float,
         metavar="X",
@@ -289,6 +298,9 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Session]:
     options: dict[str, Any] = {"on_exit": "cancel"}
     if args.run_timeout is not None:
         options["run_timeout"] = args.run_timeout
+    redis = args.redis or os.environ.get(REDIS_ENV) or None
+    if redis is not None:
+        options["redis"] = redis
     if args.provider == "simulator":
         if args.base_url:
             raise _UsageError("--base-url makes no sense with --provider simulator")

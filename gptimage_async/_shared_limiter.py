@@ -391,6 +391,7 @@ class SharedLimiter:
         "_client",
         "_fallback",
         "_fallback_since",
+        "_joined",
         "_keys",
         "_lease",
         "_live",
@@ -454,6 +455,7 @@ class SharedLimiter:
         self._waiters: list[tuple[int, int, float, asyncio.Future[float]]] = []
         self._seq = itertools.count()
         self._wake: asyncio.Event | None = None
+        self._joined: asyncio.Event | None = None  # set while sharing (not in fallback)
         self._bg: list[asyncio.Task[None]] = []
         self._script: AsyncScript | None = None
         self._pubsub: Any = None
@@ -548,17 +550,20 @@ class SharedLimiter:
 
     async def acquire(self, priority: int = PRIORITY_CREATE) -> float:
         """Wait for a slot (polls before creates, across processes); return its loop time."""
-        now = self._now()
-        if not self._fallback:
-            if self._valid_lease(now) is not None and not self.waiting:
-                self._lease = None
-                self.granted += 1
-                return now
-            try:
-                return await self._enqueue(priority, now)
-            except _Redirect:
-                pass
-        return await self._acquire_local(priority)
+        while True:
+            if not self._fallback:
+                now = self._now()
+                if self._valid_lease(now) is not None and not self.waiting:
+                    self._lease = None
+                    self.granted += 1
+                    return now
+                try:
+                    return await self._enqueue(priority, now)
+                except _Redirect:
+                    continue
+            granted = await self._acquire_local(priority)
+            if granted is not None:
+                return granted
 
     def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
         """A 429: pause every process on the key (``retry_after`` seconds, else backoff)."""
@@ -599,6 +604,8 @@ class SharedLimiter:
         self._state = "open"
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._joined = asyncio.Event()
+        self._joined.set()
         module = _import_redis()
         if self._owns_client:
             from redis.asyncio.retry import Retry
@@ -842,6 +849,8 @@ class SharedLimiter:
         if self._fallback or self._state != "open":
             return
         self._fallback = True
+        if self._joined is not None:
+            self._joined.clear()
         self._fallback_since = self._now()
         share = max(1, self._live)
         requests = max(1, math.floor(self._rate * self._per / share))
@@ -882,13 +891,36 @@ class SharedLimiter:
         self._bg.append(task)
         task.add_done_callback(self._forget)
 
-    async def _acquire_local(self, priority: int) -> float:
+    async def _acquire_local(self, priority: int) -> float | None:
+        """A slot from the local limiter, or ``None`` if Redis came back first.
+
+        Waiters go back to the shared timeline when Redis returns: left in the
+        local queue they would be paced at a share on top of the full shared rate.
+        """
         local = self._local
+        joined = self._joined
         assert local is not None
+        assert joined is not None
         delay = self._local_start - self._now()
         if delay > 0:
-            await asyncio.sleep(delay)
-        return await local.acquire(priority)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await joined.wait()
+            if joined.is_set():
+                return None
+        if joined.is_set():
+            return None
+        task = asyncio.ensure_future(local.acquire(priority))
+        rejoin = asyncio.ensure_future(joined.wait())
+        try:
+            await asyncio.wait({task, rejoin}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            rejoin.cancel()
+            if not task.done():
+                task.cancel()
+        if task.done() and not task.cancelled():
+            return task.result()
+        return None
 
     async def _probe(self) -> None:
         every = min(PROBE_EVERY, max(0.01, PROBE_WINDOW_SHARE * self._per))
@@ -906,6 +938,8 @@ class SharedLimiter:
     def _rejoin(self) -> None:
         # The shared timeline grants no burst (CATCH_UP); local waiters finish locally.
         self._fallback = False
+        if self._joined is not None:
+            self._joined.set()
         logger.info(
             "Redis is back after %.1fs: sharing the key's budget again",
             self._now() - self._fallback_since,
