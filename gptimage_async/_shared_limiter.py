@@ -743,6 +743,16 @@ class SharedLimiter:
             self._enter_fallback(exc)
 
     async def _pump(self) -> None:
+        """Run ``_serve`` for good: a bug in it must not leave every waiter hanging."""
+        while True:
+            try:
+                await self._serve()
+            except Exception as exc:  # pragma: no cover - a bug; waiters go local
+                logger.exception("the shared limiter failed; pacing locally")
+                self._enter_fallback(exc)
+                await asyncio.sleep(PROBE_EVERY)
+
+    async def _serve(self) -> None:
         """Ask Redis for a slot for the best local waiter, one at a time."""
         assert self._wake is not None
         wake = self._wake
