@@ -15,7 +15,8 @@ efficiency = ideal wall time at the real limit with 2 requests per run
 window show how soon throughput is back. Last, the latency a shared limiter
 adds to each request on loopback (an idle budget, so nobody waits).
 
-Prints a Markdown report; ``RESULTS.md`` is not touched. Needs ``redis-server``
+Prints a Markdown report; ``RESULTS.md`` is not touched. ``--parts`` picks
+what to measure; ``FLEET_DEBUG=1`` shows each worker's log and limiter. Needs ``redis-server``
 on the PATH and the ``redis`` package (``pip install -e '.[dev]'``).
 """
 
@@ -50,6 +51,7 @@ WINDOW = 10.0
 TIME_SCALE = 0.05
 LOADS = ((50, 50, 50, 50), (140, 20, 20, 20))
 MODES = ("shared", "full", "static")
+PARTS = ("fleets", "outage", "latency")
 #: Workers import their libraries before this shared start (seconds).
 STARTUP = 3.0
 #: The Redis outage: starts this many windows in, lasts OUTAGE_WINDOWS.
@@ -71,6 +73,7 @@ class Row:
     resolved: int
     errors: int
     per_process: list[float] = field(default_factory=list)
+    fallback_at_end: int = 0
 
     @property
     def efficiency(self) -> float:
@@ -144,6 +147,8 @@ async def _collect(proc: asyncio.subprocess.Process) -> dict[str, Any]:
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"a worker failed:\n{err.decode()[-2000:]}")
+    if os.environ.get("FLEET_DEBUG"):
+        print(err.decode()[-3000:], file=sys.stderr)
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return result
 
@@ -206,6 +211,7 @@ async def fleet(
             resolved=sum(r["ok"] for r in results),
             errors=sum(r["errors"] for r in results),
             per_process=[r["finished"] - start for r in results],
+            fallback_at_end=sum(r["fallback"] for r in results),
         )
     return row, per_window
 
@@ -253,7 +259,7 @@ async def main_async(args: argparse.Namespace) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     with redis_server() as (url, _proc, _argv):
-        for load in LOADS:
+        for load in LOADS if "fleets" in args.parts else ():
             for mode in args.modes:
                 row, _ = await fleet(mode, load, redis_url=url, time_scale=args.time_scale)
                 lines.append(
@@ -262,8 +268,21 @@ async def main_async(args: argparse.Namespace) -> str:
                     f"{row.resolved}/{sum(load)} |"
                 )
                 print(lines[-1], file=sys.stderr, flush=True)
-        shared_s, local_s = await latency(url)
-    # The outage gets a Redis of its own, killed and restarted on the same port.
+        if "latency" in args.parts:
+            shared_s, local_s = await latency(url)
+            lines += [
+                "",
+                f"Added latency per request (idle budget, loopback, median of "
+                f"{LATENCY_SAMPLES}): {(shared_s - local_s) * 1e3:.3f} ms "
+                f"(shared {shared_s * 1e3:.3f} ms, local {local_s * 1e3:.3f} ms).",
+            ]
+    if "outage" in args.parts:
+        lines += await outage_part(args)
+    return "\n".join(lines)
+
+
+async def outage_part(args: argparse.Namespace) -> list[str]:
+    """Redis killed for OUTAGE_WINDOWS windows mid-batch, then restarted on its port."""
     with redis_server() as (url, proc, argv):
         holder: dict[str, Any] = {"proc": proc}
         back: dict[str, float] = {}
@@ -284,20 +303,17 @@ async def main_async(args: argparse.Namespace) -> str:
     window = WINDOW * args.time_scale
     back_at = round(back.get("at", 0.0) / window)
     recovered = _windows_to_recover(per_window, back_at)
-    lines += [
+    return [
         "",
         f"Redis killed (SIGKILL) {OUTAGE_AT} windows in, back after {OUTAGE_WINDOWS}: "
         f"efficiency {row.efficiency:.2f}, 429 share {row.share_429:.1%}, "
         f"{row.resolved}/{sum(LOADS[0])} resolved, {row.errors} errors, "
         f"{row.duplicates} duplicates; throughput back "
-        f"{'?' if recovered is None else recovered} window(s) after Redis returned.",
+        f"{'?' if recovered is None else recovered} window(s) after Redis returned "
+        f"(window {back_at}).",
         f"Admitted requests per window: {per_window}",
-        "",
-        f"Added latency per request (idle budget, loopback, median of {LATENCY_SAMPLES}): "
-        f"{(shared_s - local_s) * 1e3:.3f} ms (shared {shared_s * 1e3:.3f} ms, "
-        f"local {local_s * 1e3:.3f} ms).",
+        f"Processes still pacing locally at the end: {row.fallback_at_end}",
     ]
-    return "\n".join(lines)
 
 
 async def worker(opts: dict[str, Any]) -> dict[str, Any]:
@@ -312,17 +328,32 @@ async def worker(opts: dict[str, Any]) -> dict[str, Any]:
         redis=opts["redis"],
     ) as session:
         results = await session.generate_many(prompts, return_exceptions=True)
+        fallback = bool(getattr(session.limiter, "fallback", False))
+        if os.environ.get("FLEET_DEBUG"):
+            print(repr(session.limiter), session.stats, file=sys.stderr)
     ok = sum(isinstance(r, gi.Result) for r in results)
-    return {"ok": ok, "errors": len(results) - ok, "finished": time.monotonic()}
+    return {
+        "ok": ok,
+        "errors": len(results) - ok,
+        "finished": time.monotonic(),
+        "fallback": fallback,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fleet", description=__doc__)
     parser.add_argument("--time-scale", type=float, default=TIME_SCALE)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
+        if os.environ.get("FLEET_DEBUG"):
+            import logging
+
+            logging.basicConfig(level=logging.INFO, format="%(relativeCreated)d %(message)s")
         print(json.dumps(asyncio.run(worker(json.loads(args.worker)))), flush=True)
         return
     print(asyncio.run(main_async(args)))

@@ -112,6 +112,9 @@ MARK_SLACK = 0.1
 #: While Redis is away, probe it this often (seconds, and at most this share of a window).
 PROBE_EVERY = 0.25
 PROBE_WINDOW_SHARE = 0.05
+#: A 429 cuts the shared belief only if the grant log covers this share of the
+#: window before it (after a Redis restart it covers less: a pause, no cut).
+MIN_COVERED = 0.5
 #: Internal priority of a speculative poll: after every real waiter.
 _PRIORITY_SPECULATIVE = 2
 #: Key of the HMAC naming a budget. Not a secret: it keeps raw key hashes out of Redis.
@@ -128,7 +131,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) * 1e-6
 local function fmt(x) return string.format('%.6f', x) end
 local h = redis.call('HMGET', st, 'rate', 'per', 'tat', 'pause', 'start', 'bad', 'cut',
-  'l429', 'ws', 'wsat', 'w429', 'ceil')
+  'l429', 'ws', 'wsat', 'w429', 'ceil', 'since')
 local start_rate = tonumber(h[5]) or tonumber(ARGV[7])
 local per = tonumber(h[2]) or tonumber(ARGV[5])
 local rate = tonumber(h[1]) or tonumber(ARGV[4])
@@ -141,6 +144,8 @@ local l429 = tonumber(h[8]) or -1e18
 local ws = tonumber(h[9]) or now
 local wsat = tonumber(h[10]) or 0
 local w429 = tonumber(h[11]) or 0
+-- When the grant log began (a new budget, or Redis restarted empty).
+local since = tonumber(h[13]) or now
 local rate0 = rate
 local function interval() return 1 / (rate * (1 - @MARGIN@)) end
 
@@ -168,11 +173,15 @@ local function limited(age)
   l429 = now; w429 = 1
   local sent = now - age
   if sent < cut + per then return end
+  -- The log covers only what went through Redis since it began: estimate the
+  -- rate over that span, and not at all from a sliver of a window.
+  local covered = math.min(per, sent - since)
+  if covered < @COVER@ * per then return end
   local n = redis.call('ZCOUNT', glog, '(' .. fmt(sent - per), '(' .. fmt(sent))
   local r = rate
   local new, failing
   if n > 0 then
-    local est = n / per
+    local est = n / covered
     if est >= r * @JBAND@ and now - previous > @JMEM@ * per then
       if bad then bad = math.min(bad, r) else bad = r end
       return
@@ -256,7 +265,7 @@ end
 if rate ~= rate0 then redis.call('PUBLISH', chan, 'r ' .. fmt(rate)) end
 redis.call('HSET', st, 'rate', fmt(rate), 'per', fmt(per), 'tat', fmt(tat), 'pause', fmt(pause),
   'start', fmt(start_rate), 'cut', fmt(cut), 'l429', fmt(l429), 'ws', fmt(ws),
-  'wsat', wsat, 'w429', w429, 'ceil', ceil)
+  'wsat', wsat, 'w429', w429, 'ceil', ceil, 'since', fmt(since))
 if bad then redis.call('HSET', st, 'bad', fmt(bad)) end
 local keep = math.max(math.ceil(per * 4000), 60000)
 redis.call('PEXPIRE', st, @BELIEFMS@)
@@ -289,6 +298,7 @@ for _name, _value in {
     "MARKN": MARK_INTERVALS,
     "MARKS": MARK_SLACK,
     "BELIEFMS": int(BELIEF_TTL * 1000),
+    "COVER": MIN_COVERED,
 }.items():
     _SCRIPT = _SCRIPT.replace(f"@{_name}@", repr(float(_value)))
 
