@@ -173,3 +173,17 @@ async def test_redis_back_is_rejoined(redis_server: RedisServer) -> None:
         assert lim.granted == 1  # from the shared timeline again
     finally:
         await lim.aclose()
+
+
+async def test_app_integrations_take_the_redis_option(redis_server: RedisServer) -> None:
+    from gptimage_async.integrations._common import app_session
+    from gptimage_async.simulator import Simulator, SimulatorConfig
+
+    async with (
+        Simulator(SimulatorConfig(time_scale=0.01)) as sim,
+        app_session(
+            "runbase", api_key="sk-app", base_url=sim.base_url("runbase"), redis=redis_server.url
+        ) as session,
+    ):
+        assert isinstance(session.limiter, SharedLimiter)
+        await session.generate("a lamp")
