@@ -261,13 +261,13 @@ async def main_async(args: argparse.Namespace) -> str:
     with redis_server() as (url, _proc, _argv):
         for load in LOADS if "fleets" in args.parts else ():
             for mode in args.modes:
-                row, _ = await fleet(mode, load, redis_url=url, time_scale=args.time_scale)
+                row, per_window = await fleet(mode, load, redis_url=url, time_scale=args.time_scale)
                 lines.append(
                     f"| {' / '.join(map(str, load))} | {mode} | {row.efficiency:.2f} | "
                     f"{row.share_429:.1%} | {row.requests} | {row.duplicates} | "
                     f"{row.resolved}/{sum(load)} |"
                 )
-                print(lines[-1], file=sys.stderr, flush=True)
+                print(lines[-1], per_window, file=sys.stderr, flush=True)
         if "latency" in args.parts:
             shared_s, local_s = await latency(url)
             lines += [
@@ -319,6 +319,8 @@ async def outage_part(args: argparse.Namespace) -> list[str]:
 async def worker(opts: dict[str, Any]) -> dict[str, Any]:
     requests, per = opts["rate_limit"]
     prompts = [f"{opts['name']}-{i}" for i in range(opts["runs"])]
+    if opts["redis"]:
+        import redis.asyncio  # noqa: F401  (imported before the start, like aiohttp)
     await asyncio.sleep(max(0.0, opts["start_at"] - time.monotonic()))
     async with gi.Session(
         "runbase",
