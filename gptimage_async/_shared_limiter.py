@@ -873,10 +873,10 @@ class SharedLimiter:
             self._joined.clear()
         self._fallback_since = self._now()
         share = max(1, self._live)
+        # Exactly this process's share: whole requests over a window stretched to fit.
         requests = max(1, math.floor(self._rate * self._per / share))
-        local = RateLimiter(
-            RateLimit(requests=requests, per=self._per, ceiling=True), clock=self._now
-        )
+        per = requests * share / self._rate
+        local = RateLimiter(RateLimit(requests=requests, per=per, ceiling=True), clock=self._now)
         if self._local is not None:
             self._local.close()
         self._local = local
