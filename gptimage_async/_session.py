@@ -47,6 +47,8 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+else:  # get_type_hints() must work without the optional redis package
+    Redis = Any
 
 __all__ = ["OnExit", "ProviderName", "Session"]
 

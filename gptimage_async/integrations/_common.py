@@ -25,6 +25,8 @@ from .._session import ProviderName, Session
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+else:  # get_type_hints() must work without the optional redis package
+    Redis = Any
 
 __all__ = [
     "DEFAULT_RECENT_RUNS",
