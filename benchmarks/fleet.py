@@ -221,7 +221,7 @@ async def latency(redis_url: str) -> tuple[float, float]:
     belief = gi.RateLimit(requests=1_000_000, per=1.0)
     shared = SharedLimiter(belief, provider="runbase", api_key="sk-latency", redis=redis_url)
     await shared.start()
-    local = RateLimiter(belief, clock=asyncio.get_running_loop().time)
+    local = RateLimiter(belief)
     out = []
     try:
         for lim in (shared, local):

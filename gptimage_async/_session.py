@@ -42,7 +42,7 @@ from ._run import Run
 from ._scheduler import PollScheduler
 from ._shared_limiter import check_redis_option, make_limiter
 from ._stats import SessionStats
-from ._transport import Secret, SendError, Transport
+from ._transport import Secret, SendError, Transport, check_proxy
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -99,6 +99,9 @@ class Session:
     ``"cancel"`` them (they end with ``SessionClosedError``; leaving through
     an exception always cancels). ``resend_uncertain_creates=True`` resends a
     create whose fate is unknown, accepting the risk of paying twice.
+    ``proxy`` sends every request through that http(s) proxy URL; without
+    it, ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY`` are
+    honoured as requests and httpx do, read when the session opens.
     ``redis`` (a ``redis://`` / ``rediss://`` URL or a ``redis.asyncio.Redis``;
     needs ``gptimage-async[redis]``) shares the key's budget with every
     session, in any process, naming the same Redis, provider and key.
@@ -122,6 +125,7 @@ class Session:
         max_create_attempts: int = DEFAULT_MAX_CREATE_ATTEMPTS,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         user_agent: str | None = None,
+        proxy: str | None = None,
         redis: str | Redis | None = None,
     ) -> None:
         self._provider: Provider = get_provider(provider)
@@ -147,6 +151,9 @@ class Session:
         self._user_agent = user_agent or f"gptimage-async/{__version__}"
         check_redis_option(redis)
         self._redis = redis
+        self._proxy = None if proxy is None else check_proxy(proxy)
+        # Replaced by the running loop's clock in open(): the limiter and the
+        # scheduler read and wake on it, and run times must compare with theirs.
         self._clock: Callable[[], float] = time.monotonic
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self.runs = RunRegistry()
@@ -209,6 +216,7 @@ class Session:
                 "create a new Session"
             )
         self._state = "open"
+        self._clock = asyncio.get_running_loop().time
         self._idle = asyncio.Event()
         self._idle.set()
         self._transport = Transport(
@@ -217,13 +225,13 @@ class Session:
             timeout=self._request_timeout,
             max_connections=self._max_connections,
             user_agent=self._user_agent,
+            proxy=self._proxy,
         )
         self._limiter = make_limiter(
             self._belief,
             provider=self._provider.name,
             api_key=self._api_key.reveal(),
             redis=self._redis,
-            clock=self._clock,
         )
         await self._limiter.start()
         self._scheduler = PollScheduler(
@@ -231,7 +239,6 @@ class Session:
             transport=self._transport,
             limiter=self._limiter,
             stats=self.stats,
-            clock=self._clock,
             spawn=self._spawn,
             on_resolved=self._resolved,
             max_polls_in_flight=self._max_connections,
@@ -563,7 +570,7 @@ class Session:
         last_error: GPTImageError | None = None
         while True:
             self._check_open()
-            with anyio.move_on_after(max(0.0, deadline - self._clock())) as waiting:
+            with anyio.move_on_at(deadline) as waiting:
                 sent_at = await self._limiter.acquire(PRIORITY_CREATE)
             if waiting.cancelled_caught:
                 if last_error is not None:
@@ -613,8 +620,10 @@ class Session:
             self.stats.connection_errors += 1
             self._limiter.on_server_trouble()
             if not exc.maybe_received or self._resend:
-                return _Retry(exc)
+                return _Retry(exc.public())  # SendError is private: users see its public class
             raise self._uncertain(request, str(exc)) from None
+        except APIStatusError as exc:  # a redirect the transport would not follow
+            return self._create_refused(request, exc, sent_at)
         except ProtocolError as exc:
             raise self._uncertain(request, str(exc)) from None
         status = answer.status

@@ -52,7 +52,6 @@ import math
 import os
 import random
 import secrets
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -335,7 +334,6 @@ def make_limiter(
     provider: str,
     api_key: str,
     redis: str | Redis | None,
-    clock: Callable[[], float] | None = None,
     timeout: float = DEFAULT_REDIS_TIMEOUT,
 ) -> Limiter:
     """The session's limiter: a local ``RateLimiter``, or a ``SharedLimiter`` when ``redis`` is set.
@@ -343,10 +341,10 @@ def make_limiter(
     Without ``redis`` the redis package is never imported. With it, raises
     ``ConfigurationError`` if redis-py is not installed (the extra
     ``gptimage-async[redis]``) or the URL is not a ``redis://``, ``rediss://``
-    or ``unix://`` URL. ``clock`` is the local limiter's (default: the loop's).
+    or ``unix://`` URL. Call it inside the running loop (its clock is the limiter's).
     """
     if redis is None:
-        return RateLimiter(belief, clock=clock or asyncio.get_running_loop().time)
+        return RateLimiter(belief)
     return SharedLimiter(belief, provider=provider, api_key=api_key, redis=redis, timeout=timeout)
 
 
@@ -876,7 +874,7 @@ class SharedLimiter:
         # Exactly this process's share: whole requests over a window stretched to fit.
         requests = max(1, math.floor(self._rate * self._per / share))
         per = requests * share / self._rate
-        local = RateLimiter(RateLimit(requests=requests, per=per, ceiling=True), clock=self._now)
+        local = RateLimiter(RateLimit(requests=requests, per=per, ceiling=True))
         if self._local is not None:
             self._local.close()
         self._local = local
