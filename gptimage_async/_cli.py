@@ -53,6 +53,8 @@ DEMO_TIME_SCALE = 0.05
 SIMULATOR_KEY = "sk-simulator"
 #: ``--provider`` choices: every registered provider, and the local simulator.
 PROVIDER_CHOICES = (*provider_names(), "simulator")
+#: Where ``--redis`` is read from when not given (a URL may carry a password: env, not argv).
+REDIS_ENV = "GPTIMAGE_REDIS_URL"
 
 
 class _UsageError(Exception):
@@ -261,6 +263,12 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
         help="give up on a run after this (default 900)",
     )
     group.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share the key's budget with every process naming this Redis "
+        f"(redis:// or rediss://; default ${REDIS_ENV}; needs gptimage-async[redis])",
+    )
+    group.add_argument(
         "--time-scale",
         type=_positive_float,
         metavar="X",
@@ -339,6 +347,9 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Session]:
         options["run_timeout"] = args.run_timeout
     if args.request_timeout is not None:
         options["request_timeout"] = args.request_timeout
+    redis = args.redis or os.environ.get(REDIS_ENV) or None
+    if redis is not None:
+        options["redis"] = redis
     if args.provider == "simulator":
         if args.base_url:
             raise _UsageError("--base-url makes no sense with --provider simulator")

@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, Literal, Self, overload
+from typing import TYPE_CHECKING, Any, Literal, Self, overload
 from urllib.parse import urlsplit
 
 from ._create import Creator
@@ -37,15 +37,21 @@ from ._exceptions import (
     GPTImageError,
     SessionClosedError,
 )
-from ._limiter import Limiter, RateLimiter
+from ._limiter import Limiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
 from ._providers import Provider, ProviderName, get_provider
 from ._registry import RunRegistry
 from ._run import Run
 from ._scheduler import PollScheduler
+from ._shared_limiter import check_redis_option, make_limiter
 from ._stats import SessionStats
 from ._transport import Secret, Transport, check_proxy
 from ._version import USER_AGENT
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+else:  # get_type_hints() must work without the optional redis package
+    Redis = Any
 
 __all__ = ["LimiterView", "OnExit", "ProviderName", "SchedulerView", "Session"]
 
@@ -181,6 +187,13 @@ class Session:
       (by the base URL's scheme), ``ALL_PROXY`` and ``NO_PROXY`` are honoured
       as requests and httpx do, read when the session opens. Credentials in
       it are never shown.
+    * ``redis``: ``str | redis.asyncio.Redis | None``, default ``None``: a
+      ``redis://`` / ``rediss://`` URL or a client; every session, in any
+      process, naming the same Redis, provider and key then shares the key's
+      budget (one GCRA schedule kept in Redis; see the README's "Several
+      processes, one key"). Needs the extra ``gptimage-async[redis]``;
+      without it, ``ConfigurationError`` names the extra. ``None``: the
+      budget is this process's alone and Redis is never imported.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for any bad argument,
     before anything is opened.
@@ -207,6 +220,7 @@ class Session:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         user_agent: str | None = None,
         proxy: str | None = None,
+        redis: str | Redis | None = None,
     ) -> None:
         self._provider: Provider = get_provider(provider)
         self._api_key = Secret(_resolve_key(self._provider, api_key))
@@ -229,6 +243,8 @@ class Session:
         self._max_attempts = max_create_attempts
         self._max_connections = max_connections
         self._user_agent = user_agent or USER_AGENT
+        check_redis_option(redis)
+        self._redis = redis
         self._proxy = None if proxy is None else check_proxy(proxy)
         # Replaced by the running loop's clock in open(): the limiter and the
         # scheduler read and wake on it, and run times must compare with theirs.
@@ -239,7 +255,7 @@ class Session:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
         self._transport: Transport | None = None
-        self._limiter: RateLimiter | None = None
+        self._limiter: Limiter | None = None
         self._scheduler: PollScheduler | None = None
         self._creator: Creator | None = None
 
@@ -311,7 +327,12 @@ class Session:
             user_agent=self._user_agent,
             proxy=self._proxy,
         )
-        self._limiter = RateLimiter(self._belief)
+        self._limiter = make_limiter(
+            self._belief,
+            provider=self._provider.name,
+            api_key=self._api_key.reveal(),
+            redis=self._redis,
+        )
         await self._limiter.start()
         self._scheduler = PollScheduler(
             provider=self._provider,
