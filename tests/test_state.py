@@ -1,0 +1,104 @@
+"""A learned state saves, loads, and is ignored (never an error) when it cannot be trusted."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from gptimage_async._state import (
+    MAX_AGE,
+    VERSION,
+    FileStateStore,
+    LearnedRate,
+    LearnedState,
+    decode_state,
+    encode_state,
+)
+
+URL = "https://runbase.net/api/v1"
+
+
+def state(**changes: object) -> LearnedState:
+    base = LearnedState(
+        provider="runbase",
+        base_url=URL,
+        saved_at=time.time(),
+        rate=LearnedRate(requests=20, per=10.0, rate=2.1, bad=2.2, confirmed=True),
+        durations=[(0.0, 9.6), (9.6, 10.4), (3.0, 3.2)],
+    )
+    return msgspec.structs.replace(base, **changes)
+
+
+async def test_a_saved_state_loads(tmp_path: Path) -> None:
+    store = FileStateStore(tmp_path / "cache" / "runbase.json")  # the directory is created
+    saved = state()
+    await store.save(saved)
+    assert await store.load("runbase", URL) == saved
+    assert list(tmp_path.joinpath("cache").iterdir()) == [store.path]  # no temporary left
+
+
+async def test_a_missing_file_is_no_state(tmp_path: Path) -> None:
+    assert await FileStateStore(tmp_path / "nothing.json").load("runbase", URL) is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"{not json",
+        b'{"version": 1}',
+        b"[1, 2, 3]",
+        b'{"version": 1, "provider": "runbase", "base_url": "x", "saved_at": "yesterday"}',
+        b"\xff\xfe garbage",
+    ],
+)
+async def test_a_corrupt_file_is_ignored_with_a_debug_line(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    with caplog.at_level(logging.DEBUG, logger="gptimage_async"):
+        assert await FileStateStore(path).load("runbase", URL) is None
+    assert any("ignoring the learned state" in r.getMessage() for r in caplog.records)
+    assert all(r.levelno == logging.DEBUG for r in caplog.records)
+
+
+async def test_a_directory_in_the_way_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "state.json").mkdir()
+    assert await FileStateStore(tmp_path / "state.json").load("runbase", URL) is None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"version": VERSION + 1},
+        {"provider": "apiinone"},
+        {"base_url": "http://127.0.0.1:8080/runbase/api/v1"},
+        {"saved_at": time.time() - MAX_AGE - 60},
+        {"saved_at": time.time() + 3600},  # from the future: a clock that jumped
+        {"rate": LearnedRate(requests=20, per=10.0, rate=float("nan"))},
+        {"rate": LearnedRate(requests=20, per=10.0, rate=-1.0)},
+    ],
+)
+def test_a_stale_or_foreign_state_is_ignored(changes: dict[str, object]) -> None:
+    data = encode_state(state(**changes))
+    assert decode_state(data, provider="runbase", base_url=URL) is None
+
+
+def test_a_state_without_a_rate_or_durations_is_fine() -> None:
+    data = encode_state(state(rate=None, durations=[]))
+    loaded = decode_state(data, provider="runbase", base_url=URL)
+    assert loaded is not None and loaded.rate is None and loaded.durations == []
+
+
+async def test_saving_replaces_the_previous_state(tmp_path: Path) -> None:
+    store = FileStateStore(tmp_path / "state.json")
+    await store.save(state(durations=[(0.0, 1.0)]))
+    await store.save(state(durations=[(0.0, 2.0)]))
+    loaded = await store.load("runbase", URL)
+    assert loaded is not None and loaded.durations == [(0.0, 2.0)]
+    assert "state.json" in repr(store)
