@@ -15,20 +15,37 @@ import gptimage_async
 
 from .scenarios import PROBE_SLEEP, Bulk, Cpu, Idle, InFlight, mean, percentile
 
-__all__ = ["Results", "Settings", "Target", "machine", "render", "targets"]
+__all__ = [
+    "ADAPT_RUNS",
+    "COLD_RUNS",
+    "FIRST_RUNS",
+    "Results",
+    "Settings",
+    "Target",
+    "machine",
+    "render",
+    "targets",
+]
 
-#: The issue's targets.
-EFFICIENCY_STATED = 0.90
-EFFICIENCY_UNKNOWN = 0.80
-SHARE_429_STATED = 0.02
+#: The issues' targets (issue 13 raised them: bulk at 0.95 of the physical limit).
+EFFICIENCY_STATED = 0.95
+EFFICIENCY_UNKNOWN = 0.90
+SHARE_429_STATED = 0.01
 SHARE_429_UNKNOWN = 0.05
-IDLE_DELAY_SHARE = 0.05
+IDLE_DELAY_SHARE = 0.03
 CPU_THROUGHPUT_SHARE = 0.90
 BYTES_PER_RUN = 2048
-LATENESS_P99 = 0.050
+LATENESS_P99 = 0.020
+COLD_POLLS = 1.25
+DRIFT_POLLS = 1.15
+WARM_POLLS = 1.10
 
 #: Single runs after which our duration model is warm (it needs 4 finished runs).
 COLD_RUNS = 10
+#: The first runs of a session, whose polls per run measure a cold (or warm) start.
+FIRST_RUNS = 25
+#: Runs after a change of speed within which the poller must have adapted.
+ADAPT_RUNS = 30
 
 #: What the investigation behind each missed target found, by target key. The
 #: computed figures next to each miss come from the run itself; these notes
@@ -82,6 +99,23 @@ DIAGNOSIS: dict[str, str] = {
         "of 100,000 requests/s, ~40% of requests wait ~13 ms for a later loop iteration, "
         "since the limiter cannot grant more slots per second than the loop runs iterations."
     ),
+    "cold": (
+        "Until the duration model has seen 4 runs finish, first polls go after a few create "
+        "round trips and then geometrically; in bulk every early run pays that probing."
+    ),
+    "drift": (
+        "Runs in flight when durations change are polled on the old model, then past the "
+        "longest duration seen with growing gaps, until the change detector has seen a few "
+        "runs finish slower than the 95% quantile and the model restarts from them."
+    ),
+    "speedup": (
+        "With the budget idle, speculative polls find runs done before the old 5% quantile; "
+        "the change detector needs a few such runs before the model restarts."
+    ),
+    "warm": (
+        "The second session loads the first one's learned state (rate belief and recent run "
+        "durations) from its state file; if none loads, it starts cold."
+    ),
     "memory": (
         "The live heap per run holds the Run and its Future, the ImageRequest and prompt, "
         "the id string, the registry entry and its poll heap entries (a re-planned poll "
@@ -118,6 +152,12 @@ class Results:
 
     settings: Settings
     bulk: list[Bulk] = field(default_factory=list)
+    drift: list[Bulk] = field(default_factory=list)
+    """Bulk jobs whose run durations change mid-job, ours and the hand-written client's."""
+    drift_idle: list[Idle] = field(default_factory=list)
+    """Single runs whose durations change (speed up) mid-way."""
+    warm: list[Bulk] = field(default_factory=list)
+    """Two sessions of one job in a row: (first, second) ours, then the hand-written client's."""
     idle: list[Idle] = field(default_factory=list)
     cpu: list[Cpu] = field(default_factory=list)
     in_flight: InFlight | None = None
@@ -264,6 +304,7 @@ def targets(results: Results) -> list[Target]:
                 f"worst row: {worst.rate_limited} of {worst.requests} requests",
             )
         )
+    out += _learning_targets(results)
     idle = {r.client: r for r in results.idle}
     if "gptimage-async" in idle:
         ours_idle = idle["gptimage-async"]
@@ -331,6 +372,93 @@ def targets(results: Results) -> list[Target]:
     return out
 
 
+def _first(rows: Iterable[Bulk]) -> str:
+    return ", ".join(f"{r.polls_per_run(0, FIRST_RUNS):.2f}" for r in rows) or "-"
+
+
+def _learning_targets(results: Results) -> list[Target]:
+    """Cold start, drift and warm start: polls per run where the model is learning."""
+    out: list[Target] = []
+    cold = [r for r in results.bulk if _is_ours(r) and r.belief == "stated"]
+    if cold:
+        worst = max(cold, key=lambda r: r.polls_per_run(0, FIRST_RUNS))
+        peers = [r for r in results.bulk if not _is_ours(r) and r.succeeded]
+        out.append(
+            Target(
+                "cold",
+                f"7. polls per run, first {FIRST_RUNS} runs of a cold session",
+                f"<= {COLD_POLLS:.2f}",
+                _first(cold),
+                _first(peers[:1]),
+                worst.polls_per_run(0, FIRST_RUNS) <= COLD_POLLS,
+                f"worst row: runs {FIRST_RUNS}-{worst.runs} took "
+                f"{worst.polls_per_run(FIRST_RUNS):.2f} polls each",
+            )
+        )
+    slow = [r for r in results.drift if r.drift > 1.0 and r.change_at is not None]
+    ours_slow = [r for r in slow if _is_ours(r)]
+    if ours_slow:
+
+        def adapted(r: Bulk) -> float:
+            assert r.change_at is not None
+            return r.polls_per_run(r.change_at + ADAPT_RUNS)
+
+        def changing(r: Bulk) -> float:
+            assert r.change_at is not None
+            return r.polls_per_run(r.change_at, r.change_at + ADAPT_RUNS)
+
+        out.append(
+            Target(
+                "drift",
+                f"8. polls per run after a {ours_slow[0].drift:g}x slowdown, from "
+                f"{ADAPT_RUNS} runs after it",
+                f"<= {DRIFT_POLLS:.2f}",
+                ", ".join(f"{adapted(r):.2f}" for r in ours_slow),
+                ", ".join(f"{adapted(r):.2f}" for r in slow if not _is_ours(r)) or "-",
+                max(adapted(r) for r in ours_slow) <= DRIFT_POLLS,
+                "the "
+                + ", ".join(f"{changing(r):.2f}" for r in ours_slow)
+                + f" polls per run of the {ADAPT_RUNS} runs right after the change",
+            )
+        )
+    speed = {r.client: r for r in results.drift_idle}
+    mine = speed.get("gptimage-async")
+    if mine is not None and mine.change_at is not None:
+        after = mine.change_at + COLD_RUNS
+        other_idle = speed.get("hand-written")
+        out.append(
+            Target(
+                "speedup",
+                f"9. detection delay after a {1 / mine.drift:g}x speed-up, single runs, "
+                f"from {COLD_RUNS} runs after it",
+                f"mean <= {_pct(IDLE_DELAY_SHARE, 0)} of run",
+                _pct(mine.delay_share(after)),
+                "-" if other_idle is None else _pct(other_idle.delay_share(after)),
+                mine.delay_share(after) <= IDLE_DELAY_SHARE,
+                f"before the change {_pct(mine.delay_share(COLD_RUNS, mine.change_at))}, "
+                f"the first {COLD_RUNS} after it "
+                f"{_pct(mine.delay_share(mine.change_at, after))}",
+            )
+        )
+    second = [r for r in results.warm if r.session == "second"]
+    ours_second = [r for r in second if _is_ours(r)]
+    if ours_second:
+        worst = max(ours_second, key=lambda r: r.polls_per_run(0, FIRST_RUNS))
+        first = [r for r in results.warm if r.session == "first" and _is_ours(r)]
+        out.append(
+            Target(
+                "warm",
+                f"10. polls per run, first {FIRST_RUNS} runs of a second session (warm start)",
+                f"<= {WARM_POLLS:.2f}",
+                _first(ours_second),
+                _first(r for r in second if not _is_ours(r)),
+                worst.polls_per_run(0, FIRST_RUNS) <= WARM_POLLS,
+                f"the first session's first {FIRST_RUNS}: {_first(first)}",
+            )
+        )
+    return out
+
+
 # -- the document ----------------------------------------------------------------
 
 
@@ -378,6 +506,8 @@ def render(results: Results, *, default_limit: int, window: float) -> str:
         lines.append("")
     if results.bulk:
         lines += _bulk_section(results, default_limit, window)
+    if results.bulk or results.drift or results.warm:
+        lines += _learning_section(results)
     if results.bulk or results.idle:
         lines += _delay_section(results, default_limit)
     if results.cpu:
@@ -458,6 +588,97 @@ def _bulk_section(results: Results, default_limit: int, window: float) -> list[s
                 f"max {max(rates) / r.rate:.2f}, end {rates[-1] / r.rate:.2f} x the real "
                 f"limit; {r.diagnostics}"
             )
+    lines.append("")
+    return lines
+
+
+def _learning_section(results: Results) -> list[str]:
+    lines = [
+        "## 7-10. Learning: cold start, drift, warm start",
+        "",
+        "Polls per run are counted by the simulator, per run, in creation order (polls "
+        "answered 429 are not counted). *Cold* rows are the bulk jobs above, each a fresh "
+        f"session. *Drift* jobs run {results.settings.runs}-run-style bulk jobs whose run "
+        "durations are multiplied mid-job (3-10 s becomes 9-30 s, or 1-3.3 s); *after* "
+        f"counts from {ADAPT_RUNS} runs after the change. *Warm* jobs are the same job run "
+        "twice against one simulator, by two sessions one after the other sharing a "
+        "state file (ours; the hand-written client has nothing to remember). Delay share: "
+        "mean detection delay over mean run duration.",
+        "",
+    ]
+    rows: list[list[str]] = []
+
+    def add(r: Bulk, workload: str) -> None:
+        change = r.change_at
+        rows.append(
+            [
+                r.client,
+                workload,
+                f"{r.succeeded}/{r.runs}",
+                f"**{_efficiency(r)}**",
+                f"{r.polls_per_run(0, FIRST_RUNS):.2f}",
+                f"{r.polls_per_run(FIRST_RUNS):.2f}",
+                "-" if change is None else f"{r.polls_per_run(change, change + ADAPT_RUNS):.2f}",
+                "-" if change is None else f"{r.polls_per_run(change + ADAPT_RUNS):.2f}",
+                _pct(r.delay_share(0, change)),
+                "-" if change is None else _pct(r.delay_share(change + ADAPT_RUNS)),
+                _pct(r.share_429),
+            ]
+        )
+
+    for r in results.bulk:
+        counted = "counted" if r.counted else "not counted"
+        add(r, f"cold, limit {r.real_limit}, {r.belief}, rejected {counted}")
+    for r in results.drift:
+        add(r, f"drift x{r.drift:.3g} after {r.change_at} runs")
+    for r in results.warm:
+        add(r, f"{r.session} session of two")
+    lines += _table(
+        [
+            "client",
+            "workload",
+            "results",
+            "efficiency",
+            f"polls/run first {FIRST_RUNS}",
+            f"polls/run after {FIRST_RUNS}",
+            f"polls/run {ADAPT_RUNS} after change",
+            "polls/run after",
+            "delay share before",
+            "delay share after",
+            "429 share",
+        ],
+        rows,
+    )
+    if results.drift_idle:
+        lines += ["", "Single runs with the budget idle, sped up mid-way:", ""]
+        idle_rows = []
+        for i in results.drift_idle:
+            at = i.change_at if i.change_at is not None else len(i.delays)
+            idle_rows.append(
+                [
+                    i.client,
+                    f"{i.runs} runs, x{i.drift:.3g} after {at}",
+                    f"{i.requests / i.runs:.2f}",
+                    _pct(i.delay_share(COLD_RUNS, at)),
+                    _pct(i.delay_share(at, at + COLD_RUNS)),
+                    f"**{_pct(i.delay_share(at + COLD_RUNS))}**",
+                ]
+            )
+        lines += _table(
+            [
+                "client",
+                "workload",
+                "requests per run",
+                "delay share before",
+                f"first {COLD_RUNS} after",
+                "after that",
+            ],
+            idle_rows,
+        )
+    for r in [*results.drift, *results.warm]:
+        if _is_ours(r):
+            lines.append("")
+            lines.append(f"- {r.session or 'drift x' + format(r.drift, '.3g')}: {r.diagnostics}")
     lines.append("")
     return lines
 
