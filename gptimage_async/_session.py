@@ -40,6 +40,7 @@ from ._registry import RunRegistry
 from ._retry import parse_retry_after
 from ._run import Run
 from ._scheduler import PollScheduler
+from ._state import FileStateStore, StateStore, apply_state, capture_state
 from ._stats import SessionStats
 from ._transport import Secret, SendError, Transport
 from ._version import __version__
@@ -93,6 +94,10 @@ class Session:
     ``"cancel"`` them (they end with ``SessionClosedError``; leaving through
     an exception always cancels). ``resend_uncertain_creates=True`` resends a
     create whose fate is unknown, accepting the risk of paying twice.
+    ``state_file`` is a path where the session keeps what it learned (the
+    rate belief and recent run durations): loaded when it opens, saved when it
+    closes, so the next batch starts warm. A missing, stale (over 7 days) or
+    corrupt file is ignored; ``None`` (the default) keeps nothing.
 
     Open one session per process and share it: its limiter and poller then
     see all the traffic for the key. Its background work is owned by the
@@ -113,6 +118,7 @@ class Session:
         max_create_attempts: int = DEFAULT_MAX_CREATE_ATTEMPTS,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         user_agent: str | None = None,
+        state_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._provider: Provider = get_provider(provider)
         self._api_key = Secret(_resolve_key(self._provider, api_key))
@@ -135,6 +141,8 @@ class Session:
         self._max_attempts = max_create_attempts
         self._max_connections = max_connections
         self._user_agent = user_agent or f"gptimage-async/{__version__}"
+        # Where learned state lives between sessions: a file, or (later) a shared store.
+        self._memory: StateStore | None = None if state_file is None else FileStateStore(state_file)
         self._clock: Callable[[], float] = time.monotonic
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self.runs = RunRegistry()
@@ -218,6 +226,17 @@ class Session:
             on_resolved=self._resolved,
             max_polls_in_flight=self._max_connections,
         )
+        if self._memory is not None:
+            learned = await self._memory.load(self._provider.name, self._base_url)
+            if learned is not None:
+                apply_state(
+                    learned,
+                    belief=self._belief,
+                    adaptive=self._limiter.adaptive,
+                    model=self._scheduler.model,
+                    clock_now=self._clock(),
+                )
+                logger.debug("session starts from what was learned: %r", self._scheduler.model)
         self._spawn(self._scheduler.run_forever)
         logger.debug("session opened: %s at %s", self._provider.name, self._base_url)
 
@@ -260,12 +279,31 @@ class Session:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._remember()
         if self._limiter is not None:
             await self._limiter.aclose()
         if self._transport is not None:
             await self._transport.aclose()
         self._state = "closed"
         logger.debug("session closed: %s", self.stats)
+
+    async def _remember(self) -> None:
+        """Save what this session learned, if it has somewhere to and sent anything."""
+        if self._memory is None or self._scheduler is None or self._limiter is None:
+            return
+        if not self.stats.requests:
+            return  # nothing learned: keep the state as it was
+        state = capture_state(
+            provider=self._provider.name,
+            base_url=self._base_url,
+            belief=self._belief,
+            adaptive=self._limiter.adaptive,
+            model=self._scheduler.model,
+        )
+        try:
+            await self._memory.save(state)
+        except OSError as exc:  # a full disk or a read-only cache must not fail a close
+            logger.warning("could not save the learned state to %r: %s", self._memory, exc)
 
     def _spawn(
         self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None

@@ -24,6 +24,10 @@ from typing import Protocol
 import anyio
 import msgspec
 
+from ._durations import DurationModel
+from ._limiter import AdaptiveRate
+from ._models import RateLimit
+
 __all__ = [
     "MAX_AGE",
     "MAX_OBSERVATIONS",
@@ -32,6 +36,8 @@ __all__ = [
     "LearnedRate",
     "LearnedState",
     "StateStore",
+    "apply_state",
+    "capture_state",
     "decode_state",
     "encode_state",
 ]
@@ -125,6 +131,60 @@ def _ignored(source: str, why: str) -> LearnedState | None:
     """Log why a state is not used; the caller returns this (always ``None``)."""
     logger.debug("ignoring the learned state in %s: %s", source, why)
     return None
+
+
+def capture_state(
+    *,
+    provider: str,
+    base_url: str,
+    belief: RateLimit,
+    adaptive: AdaptiveRate | None,
+    model: DurationModel,
+    now: float | None = None,
+) -> LearnedState:
+    """What a closing session learned (``now``: Unix time in seconds, default ``time.time()``)."""
+    rate = None
+    if adaptive is not None:
+        current, bad, confirmed = adaptive.snapshot()
+        rate = LearnedRate(
+            requests=belief.requests, per=belief.per, rate=current, bad=bad, confirmed=confirmed
+        )
+    return LearnedState(
+        provider=provider,
+        base_url=base_url,
+        saved_at=time.time() if now is None else now,
+        rate=rate,
+        durations=model.observations(MAX_OBSERVATIONS),
+    )
+
+
+def apply_state(
+    state: LearnedState,
+    *,
+    belief: RateLimit,
+    adaptive: AdaptiveRate | None,
+    model: DurationModel,
+    clock_now: float,
+) -> None:
+    """Start a session from ``state``: its durations always, its rate if the belief is the same.
+
+    ``clock_now`` is the limiter's clock (seconds). A rate learned from
+    another stated belief is ignored: the user has said something new.
+    """
+    model.restore(state.durations)
+    rate = state.rate
+    if adaptive is None or rate is None:
+        return
+    if (rate.requests, rate.per) != (belief.requests, belief.per):
+        logger.debug(
+            "not using the learned rate: it was learned from RateLimit(%d, %g), not (%d, %g)",
+            rate.requests,
+            rate.per,
+            belief.requests,
+            belief.per,
+        )
+        return
+    adaptive.restore(rate.rate, rate.bad, confirmed=rate.confirmed, now=clock_now)
 
 
 class StateStore(Protocol):

@@ -9,15 +9,25 @@ from pathlib import Path
 import msgspec
 import pytest
 
+import gptimage_async as gi
+from gptimage_async._durations import DurationModel
+from gptimage_async._limiter import AdaptiveRate
 from gptimage_async._state import (
     MAX_AGE,
+    MAX_OBSERVATIONS,
     VERSION,
     FileStateStore,
     LearnedRate,
     LearnedState,
+    apply_state,
+    capture_state,
     decode_state,
     encode_state,
 )
+from gptimage_async.simulator import Simulator
+from gptimage_async.testing import scaled_rate_limit, simulated_session
+
+from .helpers import config
 
 URL = "https://runbase.net/api/v1"
 
@@ -102,3 +112,68 @@ async def test_saving_replaces_the_previous_state(tmp_path: Path) -> None:
     loaded = await store.load("runbase", URL)
     assert loaded is not None and loaded.durations == [(0.0, 2.0)]
     assert "state.json" in repr(store)
+
+
+async def test_a_session_saves_on_close_and_the_next_one_starts_warm(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    cfg = config()
+    async with Simulator(cfg) as sim:
+        options = {
+            "api_key": "sk-sim-test",
+            "base_url": sim.base_url("runbase"),
+            "rate_limit": scaled_rate_limit(cfg),
+            "state_file": path,
+        }
+        async with gi.Session("runbase", **options) as first:
+            assert not first.scheduler.model.ready
+            await first.generate_many([f"a cat {i}" for i in range(8)])
+            learned = first.scheduler.model.observed
+        saved = decode_state(
+            path.read_bytes(), provider="runbase", base_url=sim.base_url("runbase")
+        )
+        assert saved is not None and len(saved.durations) == learned >= 4
+        assert saved.rate is not None and saved.rate.requests == 20
+        async with gi.Session("runbase", **options) as second:
+            assert second.scheduler.model.ready  # no cold start
+            assert second.scheduler.model.observed == learned
+            assert second.limiter.adaptive.rate == pytest.approx(saved.rate.rate)
+
+
+async def test_a_corrupt_state_file_does_not_stop_a_session(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(b"\x00 not a state")
+    with caplog.at_level(logging.DEBUG, logger="gptimage_async"):
+        async with simulated_session(config=config(), state_file=path) as (_, session):
+            assert not session.scheduler.model.ready
+            await session.generate("a cat")
+    assert any("ignoring the learned state" in r.getMessage() for r in caplog.records)
+    assert decode_state(path.read_bytes(), provider="runbase", base_url=session.base_url)
+
+
+async def test_a_rate_learned_from_another_belief_is_not_used() -> None:
+    model = DurationModel()
+    adaptive = AdaptiveRate(gi.RateLimit(40, 10.0))
+    apply_state(
+        state(), belief=gi.RateLimit(40, 10.0), adaptive=adaptive, model=model, clock_now=0.0
+    )
+    assert adaptive.rate == pytest.approx(4.0)  # the user now says 40 per 10 s
+    assert model.observed == 3  # durations are the provider's, whatever the belief
+    same = AdaptiveRate(gi.RateLimit(20, 10.0))
+    apply_state(
+        state(), belief=gi.RateLimit(20, 10.0), adaptive=same, model=DurationModel(), clock_now=0.0
+    )
+    assert same.rate == pytest.approx(2.1) and same.confirmed
+
+
+def test_capture_keeps_the_latest_observations() -> None:
+    model = DurationModel()
+    for i in range(MAX_OBSERVATIONS + 50):
+        model.observe(0.0, 1.0 + i / 1000)
+    captured = capture_state(
+        provider="runbase", base_url=URL, belief=gi.RateLimit(20, 10.0), adaptive=None, model=model
+    )
+    assert captured.rate is None
+    assert len(captured.durations) == MAX_OBSERVATIONS
+    assert captured.durations[-1] == (0.0, 1.0 + (MAX_OBSERVATIONS + 49) / 1000)
