@@ -3,6 +3,8 @@
     RUNBASE_API_KEY=sk-... python examples/bulk_script.py prompts.txt > results.jsonl
     python examples/bulk_script.py --simulate prompts.txt   # the built-in simulator, no key
 
+Blank lines and lines starting with ``#`` are skipped, as in ``examples/prompts.txt``.
+
 Each finished run is written as one JSON line, in finishing order, as soon as
 it finishes: ``{"index": 3, "prompt": ..., "run_id": ..., "urls": [...]}`` or
 ``{"index": 4, ..., "error": "RunFailedError", "detail": ...}``. A summary goes
@@ -35,10 +37,14 @@ class Summary(msgspec.Struct):
 
 
 def read_prompts(lines: Iterable[str]) -> Iterator[str]:
-    """Non-blank lines, stripped; lazily, so a file of millions is fine."""
+    """Lines stripped, skipping blank ones and ``#`` comments (as ``gptimage-async batch`` does).
+
+    Lazy, so a file of millions is fine.
+    """
     for line in lines:
-        if line.strip():
-            yield line.strip()
+        prompt = line.strip()
+        if prompt and not prompt.startswith("#"):
+            yield prompt
 
 
 async def generate_all(

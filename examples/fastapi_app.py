@@ -1,6 +1,6 @@
 """A FastAPI service that generates images through one shared gptimage-async session.
 
-Run it (``pip install 'gptimage-async[fastapi]' uvicorn``)::
+Run it (``pip install -e '.[fastapi]' uvicorn`` from a clone)::
 
     RUNBASE_API_KEY=sk-... uvicorn examples.fastapi_app:app
 

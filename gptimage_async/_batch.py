@@ -54,7 +54,7 @@ from ._exceptions import (
     SessionClosedError,
     UncertainCreateError,
 )
-from ._journal import Journal, JournalEntry, RerunAction
+from ._journal import Endpoint, Journal, JournalEntry, RerunAction
 from ._manifest import EntryStatus, ManifestEntry, write_manifest
 from ._models import ImageRequest, Result
 from ._prompts import BatchPrompt
@@ -89,6 +89,10 @@ MAX_CREATE_FAILURES_IN_A_ROW = 10
 RATE_WINDOW = 30.0
 
 #: Errors that no other prompt can escape either: the batch stops at the first.
+_UNKNOWN_FATE = (
+    "an earlier run sent this prompt's create and stopped before hearing back: "
+    "a run may or may not exist (and be paid for), so it was not sent again"
+)
 _FATAL = (AuthenticationError, InsufficientCreditsError, PermissionDeniedError, QuotaExceededError)
 
 EventKind = Literal["skipped", "unknown", "created", "attached", "finished", "stopping"]
@@ -202,6 +206,10 @@ def prompt_key(request: ImageRequest, occurrence: int = 1) -> str:
     return f"{digest}-{occurrence}"
 
 
+class _Stopped(Exception):
+    """Raised by the batch's ``on_send`` once it stops: that create is not sent."""
+
+
 class _Item:
     __slots__ = ("entry", "phase", "prompt", "stem")
 
@@ -211,7 +219,10 @@ class _Item:
         self.entry = ManifestEntry(
             line=prompt.line, key=key, input=prompt.request, status="pending"
         )
-        self.stem = f"{prompt.line:05d}-{slugify(prompt.request.prompt)}"
+        # The key's hash in the name: another request on the same line (an edited
+        # prompt, another --quality) never writes over this one's paid images.
+        tag = hashlib.sha256(key.encode()).hexdigest()[:8]
+        self.stem = f"{prompt.line:05d}-{slugify(prompt.request.prompt)}-{tag}"
 
 
 class Batch:
@@ -232,6 +243,16 @@ class Batch:
     ``on_event`` is called with every :class:`BatchEvent`; ``progress`` can
     be read at any time. :meth:`stop` ends the batch early, cleanly.
 
+    Images are named ``{line}-{slug}-{tag}-{n}.png``, ``tag`` a hash of the
+    request: a rerun with other options, or an edited prompt file, never
+    writes over an earlier request's images, and the manifest keeps listing
+    them (``earlier``). Runs the journal holds from another provider or base
+    URL are not attached here but reported failed (``ConfigurationError``,
+    resumable from where they were created); :meth:`endpoint_notice` says so
+    before anything is sent. ``attach_elsewhere=True`` attaches those of the
+    same provider anyway (a proxy swapped for the provider, a simulator on a
+    new port).
+
     Prompts given as strings or ``ImageRequest``s are numbered from 1 and
     validated here (``InvalidRequestError``). After a stop, runs in flight are
     still tracked by the session: close it with ``on_exit="cancel"`` so as
@@ -239,9 +260,11 @@ class Batch:
     """
 
     __slots__ = (
+        "_attach_elsewhere",
         "_create_failures",
         "_download",
         "_download_slots",
+        "_earlier",
         "_feed_scope",
         "_finish_times",
         "_fsync",
@@ -262,6 +285,7 @@ class Batch:
         "_statuses",
         "_stop_reason",
         "_stopping",
+        "_unsent",
         "attached",
         "skipped",
         "submitted",
@@ -276,6 +300,7 @@ class Batch:
         concurrency: int | None = None,
         download: bool = True,
         resubmit_unknown: bool = False,
+        attach_elsewhere: bool = False,
         create_window: int = DEFAULT_CREATE_WINDOW,
         download_concurrency: int = DEFAULT_DOWNLOAD_CONCURRENCY,
         max_download_bytes: int = DEFAULT_MAX_BYTES,
@@ -310,6 +335,7 @@ class Batch:
         self._download_slots = asyncio.Semaphore(download_concurrency)
         self._max_bytes = max_download_bytes
         self._resubmit_unknown = resubmit_unknown
+        self._attach_elsewhere = attach_elsewhere
         self._on_event = on_event
         self._fsync = fsync
         self._phases: collections.Counter[_Phase] = collections.Counter(
@@ -318,8 +344,11 @@ class Batch:
         self._statuses: collections.Counter[EntryStatus] = collections.Counter()
         self._finish_times: collections.deque[float] = collections.deque()
         self._scopes: set[anyio.CancelScope] = set()
+        #: Creates waiting for the rate limiter, not on the wire yet: stop() cancels them.
+        self._unsent: dict[_Item, anyio.CancelScope] = {}
         self._feed_scope: anyio.CancelScope | None = None
         self._journal: Journal | None = None
+        self._earlier: tuple[ManifestEntry, ...] = ()
         self._http: aiohttp.ClientSession | None = None
         self._state: Literal["new", "running", "done"] = "new"
         self._started: float | None = None
@@ -400,9 +429,65 @@ class Batch:
         self._stop_reason = reason
         if self._feed_scope is not None:
             self._feed_scope.cancel()
-        for scope in list(self._scopes):
+        for scope in [*self._unsent.values(), *self._scopes]:
             scope.cancel()
         self._emit("stopping", None, message=reason)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """Where this batch sends its requests: the session's provider and API root."""
+        return Endpoint(self._session.provider, self._session.base_url)
+
+    def endpoint_notice(self) -> str | None:
+        """A sentence to show before running if the output directory was used elsewhere.
+
+        ``None`` when the directory is new or its last batch used this same
+        provider and base URL. Reads the journal without locking it; nothing is
+        sent. :meth:`run` logs the same sentence as a warning.
+
+        >>> notice = batch.endpoint_notice()        # doctest: +SKIP
+        >>> if notice: print(notice)                # doctest: +SKIP
+        """
+        if not self.journal_path.exists():
+            return None
+        try:
+            return self._notice(Journal.read(self.journal_path))
+        except (OSError, GPTImageError):
+            return None  # run() reports a damaged or unreadable journal properly
+
+    def _notice(self, journal: Journal) -> str | None:
+        last, here = journal.last_endpoint, self.endpoint
+        if last is None or last == here:
+            return None
+        elsewhere = [
+            entry
+            for entry in journal
+            if self._resumable(entry) and not self._attachable_here(entry)
+        ]
+        said = (
+            f"{self._out} was last used with {last.provider} at {last.base_url}; "
+            f"this run uses {here.provider} at {here.base_url}"
+        )
+        if not elsewhere:
+            return said + "."
+        return (
+            f"{said}: {len(elsewhere)} run(s) created there and not finished are left "
+            f"alone, not looked up here (run again with {last.provider} at "
+            f"{last.base_url} to resume them)."
+        )
+
+    @staticmethod
+    def _resumable(entry: JournalEntry) -> bool:
+        # A run exists that a rerun would attach: created, or finished asking for it.
+        return entry.run_id is not None and (entry.state == "created" or entry.on_rerun == "attach")
+
+    def _attachable_here(self, entry: JournalEntry) -> bool:
+        here = self.endpoint
+        if entry.provider is not None and entry.provider != here.provider:
+            return False
+        if self._attach_elsewhere or entry.base_url is None:
+            return True
+        return entry.base_url.rstrip("/") == here.base_url.rstrip("/")
 
     async def run(self) -> BatchReport:
         """Run the batch to its end (or to :meth:`stop`); return the report.
@@ -422,8 +507,12 @@ class Batch:
             with Journal(self.journal_path, fsync=self._fsync) as journal:
                 self._journal = journal
                 remove_partials(self._out)
+                notice = self._notice(journal)
+                if notice is not None:
+                    logger.warning("%s", notice)
                 journal.start(provider=self._session.provider, base_url=self._session.base_url)
                 attach, submit = self._plan(journal)
+                self._earlier = self._earlier_entries(journal)
                 async with _http_client(self._download) as http:
                     self._http = http
                     await self._feed(attach, submit)
@@ -432,7 +521,7 @@ class Batch:
             self._http = None
             self._state = "done"
         entries = tuple(item.entry for item in sorted(self._items, key=lambda i: i.prompt.line))
-        write_manifest(self.manifest_path, entries)
+        write_manifest(self.manifest_path, entries + self._earlier)
         return BatchReport(
             entries=entries,
             progress=self.progress,
@@ -460,31 +549,41 @@ class Batch:
                 attach.append((item, run_id))
         return attach, submit
 
+    def _earlier_entries(self, journal: Journal) -> tuple[ManifestEntry, ...]:
+        """What the journal knows of requests not in this run: the manifest keeps them."""
+        mine = {item.entry.key for item in self._items}
+        earlier: list[ManifestEntry] = []
+        for known in journal:
+            if known.key in mine:
+                continue
+            if known.entry is not None:
+                earlier.append(msgspec.structs.replace(known.entry, earlier=True))
+            elif known.input is not None:  # created or sent, never finished
+                unknown = known.state == "intent"
+                earlier.append(
+                    ManifestEntry(
+                        line=known.line,
+                        key=known.key,
+                        input=known.input,
+                        status="unknown" if unknown else "pending",
+                        run_id=known.run_id,
+                        error=_UNKNOWN_FATE if unknown else None,
+                        error_type="UncertainCreateError" if unknown else None,
+                        earlier=True,
+                    )
+                )
+        return tuple(sorted(earlier, key=lambda e: (e.line, e.key)))
+
     def _decide(
         self, item: _Item, known: JournalEntry | None
     ) -> tuple[Literal["submit", "attach", "done"], str | None]:
         if known is None:
             return "submit", None
         if known.state == "intent":
-            return self._unknown(
-                item,
-                "an earlier run sent this prompt's create and stopped before hearing back: "
-                "a run may or may not exist (and be paid for), so it was not sent again",
-                "UncertainCreateError",
-            )
+            return self._unknown(item, _UNKNOWN_FATE, "UncertainCreateError")
         if known.state == "created":
             assert known.run_id is not None
-            if known.provider is not None and known.provider != self._session.provider:
-                self._settle_early(
-                    item,
-                    "failed",
-                    run_id=known.run_id,
-                    error=f"run {known.run_id} was created on {known.provider}; "
-                    f"this session is {self._session.provider}: resume with {known.provider}",
-                    error_type="ConfigurationError",
-                )
-                return "done", None
-            return "attach", known.run_id
+            return self._attach_or_leave(item, known, known.run_id)
         previous = known.entry
         assert previous is not None
         action: RerunAction | None = known.on_rerun
@@ -495,12 +594,30 @@ class Batch:
                 return "done", None
             action = "attach"  # images deleted or never saved: fetch them again
         if action == "attach" and previous.run_id is not None:
-            return "attach", previous.run_id
+            return self._attach_or_leave(item, known, previous.run_id)
         if action == "ask":
             return self._unknown(
                 item, previous.error or "the create's fate is unknown", previous.error_type
             )
         return "submit", None
+
+    def _attach_or_leave(
+        self, item: _Item, known: JournalEntry, run_id: str
+    ) -> tuple[Literal["attach", "done"], str | None]:
+        if self._attachable_here(known):
+            return "attach", run_id
+        # Polling a run where it was not created would "not find" it, and a rerun
+        # would pay for it again: leave it for a session at its own endpoint.
+        self._settle_early(
+            item,
+            "failed",
+            run_id=run_id,
+            error=f"run {run_id} was created on {known.provider} at {known.base_url}; "
+            f"this session is {self._session.provider} at {self._session.base_url}: "
+            "resume it from there",
+            error_type="ConfigurationError",
+        )
+        return "done", None
 
     def _unknown(
         self, item: _Item, error: str, error_type: str | None
@@ -576,10 +693,16 @@ class Batch:
         assert journal is not None
         key, line = item.entry.key, item.prompt.line
         try:
+            run: Run | None = None
             try:
-                run = await self._session.submit(
-                    item.prompt.request, on_send=lambda: self._sending(item)
-                )
+                # Cancelled by stop() only until the create goes on the wire (see _sending):
+                # a create sent is always let be answered, so its run is journaled.
+                with anyio.CancelScope() as self._unsent[item]:
+                    run = await self._session.submit(
+                        item.prompt.request, on_send=lambda: self._sending(item)
+                    )
+            except _Stopped:
+                pass
             except UncertainCreateError as exc:
                 self._finish(item, "unknown", error=exc, on_rerun="ask")
                 return
@@ -587,10 +710,16 @@ class Batch:
                 self._create_failed(item, exc)
                 return
             finally:
+                self._unsent.pop(item, None)
                 self._gate.release()
+            if run is None:
+                self._withdraw(item)
+                return
             self._create_failures = 0
             assert run.id is not None
-            journal.created(key, run.id, line=line, provider=run.provider)
+            journal.created(
+                key, run.id, line=line, provider=run.provider, base_url=self._session.base_url
+            )
             item.entry = msgspec.structs.replace(item.entry, run_id=run.id)
             self._set_phase(item, "in_flight")
             self._emit("created", item.entry)
@@ -604,10 +733,23 @@ class Batch:
         # on disk before the create can be, and a create still queued in the rate
         # limiter when the process dies was never sent, so it is not "unknown".
         assert self._journal is not None
-        self._journal.intent(item.entry.key, line=item.prompt.line)
+        if self._stopping:
+            raise _Stopped  # a retry, or a stop that came as the limiter let it through
+        self._unsent.pop(item, None)  # on the wire from here: stop() must not cancel it
+        self._journal.intent(item.entry.key, line=item.prompt.line, request=item.prompt.request)
         if item.phase != "submitting":
             self._set_phase(item, "submitting")
             self.submitted += 1
+
+    def _withdraw(self, item: _Item) -> None:
+        # stop() came before this prompt's create was made: it stays pending.
+        # If attempts went out, the session chose to send again, which it does only for
+        # creates certainly refused, unless it resends uncertain ones: then the intent
+        # stays, and a rerun reports the prompt unknown.
+        if item.phase == "submitting" and not getattr(self._session, "_resend", False):
+            assert self._journal is not None
+            self._journal.withdrawn(item.entry.key, line=item.prompt.line)
+        self._set_phase(item, "waiting")
 
     async def _attach(self, item: _Item, run_id: str) -> None:
         try:
@@ -662,7 +804,12 @@ class Batch:
             return ()
         async with self._download_slots:
             paths = await download(
-                result, self._out, stem=item.stem, client=self._http, max_bytes=self._max_bytes
+                result,
+                self._out,
+                stem=item.stem,
+                client=self._http,
+                max_bytes=self._max_bytes,
+                base_url=self._session.base_url,
             )
         return tuple(path.name for path in paths)
 

@@ -17,13 +17,16 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import platformdirs
 
@@ -31,10 +34,11 @@ from ._batch import Batch, BatchReport
 from ._download import download, slugify
 from ._exceptions import ConfigurationError, GPTImageError, InvalidRequestError
 from ._journal import JournalError
-from ._models import ASPECT_RATIOS, QUALITIES, RateLimit, Result
+from ._models import ASPECT_RATIOS, QUALITIES, ImageRequest, RateLimit, Result
 from ._progress import Display, format_duration, make_display
 from ._prompts import PromptFileError, read_prompts
 from ._providers import get_provider
+from ._run import Run
 from ._session import Session
 from ._version import __version__
 
@@ -154,6 +158,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-download", action="store_true", help="record the URLs without saving the images"
     )
     batch.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the file and show what would be sent and its cost; send nothing (needs no key)",
+    )
+    batch.add_argument(
         "--progress",
         choices=("auto", "live", "log"),
         default="auto",
@@ -166,28 +175,53 @@ def _parser() -> argparse.ArgumentParser:
         parents=[verbose],
         help="run the local simulator of both providers",
         description="Serve a simulated Runbase and API in One until Ctrl-C; "
-        "prints their base URLs first.",
+        "prints their base URLs first. Any key with the right prefix works "
+        "(sk-... for Runbase, aio_... for API in One).",
+        epilog=f"Fault names: {', '.join(_fault_names())}.",
     )
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    sim.add_argument("--time-scale", type=_positive_float, default=1.0, metavar="X")
+    sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sim.add_argument(
+        "--port", type=int, default=8080, help="port to bind; 0 picks a free one (default 8080)"
+    )
+    sim.add_argument(
+        "--time-scale",
+        type=_positive_float,
+        default=1.0,
+        metavar="X",
+        help="multiplies every duration and rate window, e.g. 0.1 runs 10x faster "
+        "(default 1: real time, runs take 3-10 s)",
+    )
     sim.add_argument(
         "--rate-limit",
         type=_server_rate,
         default=False,
         metavar="N/SECONDS",
-        help="per-key limit, e.g. 20/10 (the default), or 'none'",
+        help="per-key limit, e.g. 60/10, or 'none' (default 20/10, Runbase's)",
     )
-    sim.add_argument("--failure-rate", type=_probability, default=0.0, metavar="P")
-    sim.add_argument("--seed", type=int)
+    sim.add_argument(
+        "--failure-rate",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="share of runs the provider fails (default 0)",
+    )
+    sim.add_argument("--seed", type=int, help="random seed, for a repeatable run (default: random)")
     sim.add_argument(
         "--fault",
         action="append",
         default=[],
         metavar="NAME=P",
-        help="inject a fault, e.g. poll_5xx=0.1 (repeat for several)",
+        help="inject a fault with probability P, e.g. poll_5xx=0.1; repeat for several "
+        "(default: none; names below)",
     )
     return parser
+
+
+def _fault_names() -> list[str]:
+    from .simulator import Faults
+
+    # The probabilities only; the others tune how a fault behaves.
+    return sorted(set(Faults.__struct_fields__) - {"slow_seconds", "outage", "applies_to"})
 
 
 def _request_options(parser: argparse.ArgumentParser, *, rows: bool = False) -> None:
@@ -216,7 +250,16 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
         help="starting belief about the key's limit, e.g. 20/10 (default: the provider's)",
     )
     group.add_argument(
-        "--run-timeout", type=_positive_float, metavar="SECONDS", help="give up on a run after this"
+        "--request-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="give up on one HTTP exchange after this (default 60)",
+    )
+    group.add_argument(
+        "--run-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="give up on a run after this (default 900)",
     )
     group.add_argument(
         "--time-scale",
@@ -263,12 +306,15 @@ def _probability(text: str) -> float:
 
 
 def _rate_parts(text: str) -> tuple[int, float]:
-    requests, _, per = text.partition("/")
+    # A bare number is refused: "20" could mean per second, per 10 s or per minute.
+    requests, slash, per = text.partition("/")
     try:
-        return int(requests), float(per or "1")
+        if not slash:
+            raise ValueError
+        return int(requests), float(per)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected REQUESTS/SECONDS such as 20/10, not {text!r}"
+            f"expected N/SECONDS such as 20/10 (20 requests per 10 seconds), not {text!r}"
         ) from None
 
 
@@ -285,7 +331,7 @@ def _server_rate(text: str) -> tuple[int, float] | None:
         return None
     requests, per = _rate_parts(text)
     if requests < 1 or not per > 0:
-        raise argparse.ArgumentTypeError(f"expected REQUESTS/SECONDS such as 20/10, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected N/SECONDS such as 20/10, not {text!r}")
     return requests, per
 
 
@@ -298,6 +344,8 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Session]:
     options: dict[str, Any] = {"on_exit": "cancel"}
     if args.run_timeout is not None:
         options["run_timeout"] = args.run_timeout
+    if args.request_timeout is not None:
+        options["request_timeout"] = args.request_timeout
     if args.provider == "simulator":
         if args.base_url:
             raise _UsageError("--base-url makes no sense with --provider simulator")
@@ -317,6 +365,10 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Session]:
         return
     if args.time_scale is not None:
         raise _UsageError("--time-scale applies to --provider simulator only")
+    provider = get_provider(args.provider)
+    if not os.environ.get(provider.env_var, "").strip():
+        # Not the library's "pass api_key=...": the command line never takes a key.
+        raise _UsageError(f"no API key for {provider.name}: set {provider.env_var}")
     if not args.no_state:
         options["state_file"] = state_file(args.provider, args.base_url)
     yield _make_session(
@@ -361,23 +413,116 @@ async def _generate(args: argparse.Namespace) -> int:
         except InvalidRequestError as exc:
             raise _UsageError(exc.message) from None
         async with session:
-            outcomes = await session.generate_many([request] * args.n, return_exceptions=True)
-            failures = 0
-            for outcome in outcomes:
-                if not isinstance(outcome, Result):
-                    failures += 1
-                    print(f"failed: {type(outcome).__name__}: {outcome}", file=sys.stderr)
-                    continue
-                for url in outcome.urls:
-                    print(url, flush=True)
-                if args.out is not None:
-                    failures += await _save(outcome, args.out, request.prompt)
+            generation = _Generation(session, request, args.out)
+            try:
+                with _stop_on_signals(generation.stop) as interrupted:
+                    failures = await generation.run(args.n)
+            except asyncio.CancelledError:
+                generation.print_created()  # a second Ctrl-C: quit at once, but say what exists
+                raise
+    if interrupted:
+        generation.print_created()
+        return EXIT_INTERRUPTED
     return EXIT_OK if failures == 0 else EXIT_FAILED
 
 
-async def _save(result: Result, out: Path, prompt: str) -> int:
+class _Stopped(Exception):
+    """Raised by ``on_send`` once ``generate`` stops: that create is not sent."""
+
+
+class _Generation:
+    """``generate --n N``: N runs, each printed as it ends; stop() sends no more creates.
+
+    Runs already created are paid for: a stop leaves them to the provider and
+    prints their ids, and creates on the wire are let be answered to get theirs.
+    """
+
+    def __init__(self, session: Session, request: ImageRequest, out: Path | None) -> None:
+        self._session = session
+        self._request = request
+        self._out = out
+        self._stopping = False
+        self._unsent: set[anyio.CancelScope] = set()
+        self._following: set[anyio.CancelScope] = set()
+        self._on_wire = 0
+        self.created: list[Run] = []
+        self.failures = 0
+
+    def stop(self) -> None:
+        self._stopping = True
+        for scope in [*self._unsent, *self._following]:
+            scope.cancel()
+
+    async def run(self, n: int) -> int:
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(self._one)
+        return self.failures
+
+    async def _one(self) -> None:
+        unsent = anyio.CancelScope()
+        self._unsent.add(unsent)
+
+        def sending() -> None:
+            if self._stopping:
+                raise _Stopped
+            if unsent in self._unsent:
+                self._unsent.discard(unsent)  # on the wire: let it be answered
+                self._on_wire += 1
+
+        run: Run | None = None
+        try:
+            with unsent:
+                run = await self._session.submit(self._request, on_send=sending)
+        except _Stopped:
+            return
+        except GPTImageError as exc:
+            self._failed(exc)
+            return
+        finally:
+            if unsent not in self._unsent:
+                self._on_wire -= 1
+            self._unsent.discard(unsent)
+        if run is None:
+            return  # stopped while waiting for the rate limiter: nothing was sent
+        self.created.append(run)
+        with anyio.CancelScope() as following:
+            self._following.add(following)
+            if self._stopping:
+                following.cancel()
+            try:
+                result = await run
+            except GPTImageError as exc:
+                self._failed(exc)
+                return
+            for url in result.urls:
+                print(url, flush=True)
+            if self._out is not None:
+                self.failures += await _save(
+                    result, self._out, self._request.prompt, self._session.base_url
+                )
+
+    def _failed(self, exc: GPTImageError) -> None:
+        self.failures += 1
+        print(f"failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    def print_created(self) -> None:
+        lines = [f"  {run.id}  {run.status.value}" for run in self.created]
+        paid = (
+            f"; runs already created (paid for; they may still finish at {self._session.provider}):"
+            if lines
+            else "; no run was created"
+        )
+        if self._on_wire:
+            paid += f" ({self._on_wire} create(s) were on the wire: their runs may exist too)"
+        print("\n".join([f"interrupted{paid}", *lines]), file=sys.stderr, flush=True)
+
+
+async def _save(result: Result, out: Path, prompt: str, base_url: str) -> int:
     try:
-        paths = await download(result, out, stem=f"{slugify(prompt)}-{result.run_id}")
+        paths = await download(
+            result, out, stem=f"{slugify(prompt)}-{result.run_id}", base_url=base_url
+        )
     except GPTImageError as exc:
         print(f"failed to save {result.run_id}: {exc}", file=sys.stderr)
         return 1
@@ -390,6 +535,8 @@ async def _save(result: Result, out: Path, prompt: str) -> int:
 
 
 async def _batch(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return _dry_run(args)
     async with _session(args) as session:
         try:
             prompts = read_prompts(
@@ -408,8 +555,13 @@ async def _batch(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 download=not args.no_download,
                 resubmit_unknown=args.resubmit_unknown,
+                # The in-process simulator gets a new port each time: its old runs are gone.
+                attach_elsewhere=args.provider == "simulator",
                 on_event=display.event,
             )
+            notice = batch.endpoint_notice()
+            if notice is not None:
+                print(f"note: {notice}", file=sys.stderr, flush=True)
             with _signals(batch, display) as interrupted:
                 report = await _run_with_display(batch, display, args.out)
     _summary(report, requests=session.stats.requests)
@@ -442,8 +594,49 @@ async def _run_with_display(batch: Batch, display: Display, out: Path) -> BatchR
         ticking.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticking
-    display.close(report.progress)
+        # Always: a live display left open would keep the cursor hidden.
+        display.close(batch.progress)
     return report
+
+
+#: What a request leaves unset means this at the provider.
+_DEFAULT_QUALITY = "medium"
+_DEFAULT_ASPECT_RATIO = "1:1"
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """Validate the prompt file and say what a batch would send; send nothing."""
+    name = "runbase" if args.provider == "simulator" else args.provider
+    if args.provider == "simulator" and args.base_url:
+        raise _UsageError("--base-url makes no sense with --provider simulator")
+    # The session is never opened: it only validates, so it needs no key.
+    session = _make_session(name, api_key="dry-run", base_url=args.base_url)
+    try:
+        prompts = read_prompts(
+            args.prompts, aspect_ratio=args.aspect_ratio, quality=args.quality, session=session
+        )
+    except PromptFileError as exc:
+        raise _UsageError(str(exc)) from None
+    qualities = Counter(p.request.quality or _DEFAULT_QUALITY for p in prompts)
+    ratios = Counter(p.request.aspect_ratio or _DEFAULT_ASPECT_RATIO for p in prompts)
+    provider = get_provider(name)
+    where = "the simulator" if args.provider == "simulator" else name
+    print(f"dry run: {len(prompts)} prompts would be sent to {where}; nothing was sent")
+    print(f"by quality: {_counts(qualities, sorted(QUALITIES))}")
+    print(f"by aspect ratio: {_counts(ratios, sorted(ASPECT_RATIOS))}")
+    prices = provider.credits_per_image
+    if prices is None or args.provider == "simulator":
+        print(f"expected cost: {where} publishes no price per image")
+    else:
+        total = sum(prices[q] * n for q, n in qualities.items())
+        each = ", ".join(f"{prices[q]} per {q} image" for q in sorted(prices))
+        print(f"expected cost: {total} credits ({each})")
+    print(f"prompts already done in {args.out} are skipped when the batch runs for real")
+    return EXIT_OK
+
+
+def _counts(counter: Counter[str], order: list[str]) -> str:
+    return ", ".join(f"{key} {counter[key]}" for key in order if counter[key])
 
 
 def _check_writable(out: Path) -> None:
@@ -468,8 +661,8 @@ class _Interrupted:
 
 
 @contextlib.contextmanager
-def _signals(batch: Batch, display: Display) -> Iterator[_Interrupted]:
-    """First Ctrl-C (or SIGTERM): stop cleanly. Second: cancel everything at once."""
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[_Interrupted]:
+    """First Ctrl-C (or SIGTERM): ``stop()``. Second: cancel everything at once."""
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     interrupted = _Interrupted()
@@ -480,11 +673,7 @@ def _signals(batch: Batch, display: Display) -> Iterator[_Interrupted]:
                 main_task.cancel()
             return
         interrupted.hit = True
-        display.note(
-            "interrupt: stopping; waiting for the creates in flight to be answered "
-            "(Ctrl-C again to quit at once)"
-        )
-        batch.stop()
+        stop()
 
     installed: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -498,6 +687,19 @@ def _signals(batch: Batch, display: Display) -> Iterator[_Interrupted]:
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+def _signals(batch: Batch, display: Display) -> contextlib.AbstractContextManager[_Interrupted]:
+    """First Ctrl-C (or SIGTERM): stop cleanly. Second: cancel everything at once."""
+
+    def stop() -> None:
+        display.note(
+            "interrupt: stopping; waiting for the creates in flight to be answered "
+            "(Ctrl-C again to quit at once)"
+        )
+        batch.stop()
+
+    return _stop_on_signals(stop)
 
 
 def _summary(report: BatchReport, *, requests: int) -> None:

@@ -9,16 +9,17 @@ land elsewhere.
 
 from __future__ import annotations
 
-import asyncio
+import base64
+import binascii
 import contextlib
 import mimetypes
 import os
 import re
-import tempfile
+import secrets
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
 import aiohttp
 import anyio
@@ -43,6 +44,8 @@ DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_ATTEMPTS = 4
 #: Seconds one attempt may take, connect to last byte.
 DEFAULT_TIMEOUT = 120.0
+#: Seconds one image may take in all: every attempt and every wait between them.
+DEFAULT_IMAGE_TIMEOUT = 300.0
 #: Jittered exponential backoff between attempts when the server gave no Retry-After.
 RETRY_BASE = 0.5
 RETRY_CAP = 10.0
@@ -61,6 +64,31 @@ _EXTENSIONS = {
     "image/gif": ".gif",
     "image/avif": ".avif",
 }
+#: Content types that say nothing (S3 serves ``binary/octet-stream`` by default): the
+#: bytes decide whether such a body is an image.
+GENERIC_TYPES = frozenset(
+    {
+        "application/octet-stream",
+        "binary/octet-stream",
+        "application/binary",
+        "application/x-binary",
+        "application/unknown",
+        "application/download",
+        "application/force-download",
+        "",
+    }
+)
+#: Bytes read before deciding whether a body is an image (WebP needs 12).
+HEAD_BYTES = 64
+#: Magic numbers: (bytes, offset, type).
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
+    (b"\xff\xd8\xff", 0, "image/jpeg"),
+    (b"GIF87a", 0, "image/gif"),
+    (b"GIF89a", 0, "image/gif"),
+    (b"WEBP", 8, "image/webp"),
+    (b"ftypavif", 4, "image/avif"),
+)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -118,27 +146,38 @@ async def download(
     max_bytes: int = DEFAULT_MAX_BYTES,
     attempts: int = DEFAULT_ATTEMPTS,
     attempt_timeout: float = DEFAULT_TIMEOUT,
+    image_timeout: float = DEFAULT_IMAGE_TIMEOUT,
+    base_url: str | None = None,
 ) -> list[Path]:
     """Save the images of a result (or image URLs) into ``dest_dir``; return their paths.
 
     The files are named ``{stem}-{n}{ext}`` (``n`` from 1, ``ext`` from the
-    answer's content type); ``stem`` defaults to the run id, or to the URL's
-    file name. Existing files of the same name are replaced. Each image is
-    streamed to disk, retried on 5xx, 429 and connection failures, refused if
-    its content type is not ``image/*`` or it is larger than ``max_bytes``.
-    Raises ``DownloadError``. Pass ``client`` to reuse an ``aiohttp``
-    session across many calls.
+    image's bytes, else its content type); ``stem`` defaults to the run id, or
+    to the URL's file name. Existing files of the same name are replaced. Each
+    image is streamed to disk and retried on 5xx, 429 and connection failures.
+
+    An image is judged by its bytes: a PNG, JPEG, WebP or GIF served as
+    ``application/octet-stream`` (or with no type) is saved; an HTML, XML or
+    JSON page is refused whatever its label, and so is anything larger than
+    ``max_bytes``. ``data:image/...;base64,`` URLs are saved directly, and
+    relative URLs are resolved against ``base_url`` (the API root).
+
+    ``attempt_timeout`` bounds one attempt; ``image_timeout`` bounds one image in
+    all: attempts, the waits between them (a ``Retry-After`` included) and the
+    disk. A server asking to wait past it fails the image at once. Raises
+    ``DownloadError``. Pass ``client`` to reuse an ``aiohttp`` session across
+    many calls.
 
     >>> result = await session.generate("a ceramic lamp")      # doctest: +SKIP
     >>> await download(result, "out/")                          # doctest: +SKIP
     [PosixPath('out/run_abc-1.png')]
     """
     urls, default_stem = _urls_of(source)
-    if max_bytes < 1 or attempts < 1 or not attempt_timeout > 0:
-        raise ValueError("max_bytes, attempts and attempt_timeout must be positive")
+    if max_bytes < 1 or attempts < 1 or not attempt_timeout > 0 or not image_timeout > 0:
+        raise ValueError("max_bytes, attempts, attempt_timeout and image_timeout must be positive")
     base = safe_filename(stem if stem is not None else default_stem)
     dest = _prepare_dir(Path(dest_dir))
-    per_attempt = aiohttp.ClientTimeout(total=attempt_timeout)
+    limits = _Limits(max_bytes, attempts, attempt_timeout, image_timeout)
     own_client = client is None
     http = client or aiohttp.ClientSession(headers={"User-Agent": f"gptimage-async/{__version__}"})
     paths: list[Path | None] = [None] * len(urls)
@@ -147,8 +186,8 @@ async def download(
             for i, url in enumerate(urls):
 
                 async def one(i: int = i, url: str = url) -> None:
-                    paths[i] = await _fetch(
-                        http, url, dest, f"{base}-{i + 1}", max_bytes, attempts, per_attempt
+                    paths[i] = await _save_one(
+                        http, _absolute(url, base_url), dest, f"{base}-{i + 1}", limits
                     )
 
                 tg.start_soon(one)
@@ -169,6 +208,18 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return first
 
 
+class _Limits:
+    __slots__ = ("attempt_timeout", "attempts", "max_bytes", "timeout")
+
+    def __init__(
+        self, max_bytes: int, attempts: int, attempt_timeout: float, timeout: float
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.attempts = attempts
+        self.attempt_timeout = attempt_timeout
+        self.timeout = timeout
+
+
 def _prepare_dir(dest: Path) -> Path:
     try:
         dest.mkdir(parents=True, exist_ok=True)
@@ -186,12 +237,44 @@ def _urls_of(source: Result | str | Iterable[str]) -> tuple[list[str], str]:
     if isinstance(source, Result):
         return list(source.urls), source.run_id
     if isinstance(source, str):
-        return [source], PurePosixPath(urlsplit(source).path).stem or "image"
+        return [source], _url_stem(source)
     urls = list(source)
     if not all(isinstance(u, str) for u in urls):
         raise TypeError("download() takes a Result, a URL, or URLs")
-    stem = PurePosixPath(urlsplit(urls[0]).path).stem if urls else "image"
-    return urls, stem or "image"
+    return urls, _url_stem(urls[0]) if urls else "image"
+
+
+def _url_stem(url: str) -> str:
+    if url[:5].lower() == "data:":
+        return "image"
+    return PurePosixPath(urlsplit(url).path).stem or "image"
+
+
+def _absolute(url: str, base_url: str | None) -> str:
+    """``url`` itself if absolute (or a ``data:`` URL), else resolved against the API root."""
+    if not isinstance(url, str) or urlsplit(url).scheme or base_url is None:
+        return url
+    # "files/a.png" is under the API root, "/files/a.png" under its host.
+    return urljoin(base_url.rstrip("/") + "/", url)
+
+
+async def _save_one(
+    http: aiohttp.ClientSession, url: str, dest: Path, stem: str, limits: _Limits
+) -> Path:
+    if url[:5].lower() == "data:":
+        return _save_data_url(url, dest, stem, limits.max_bytes)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DownloadError(f"not an http(s) image URL: {url[:100]!r}", url=url)
+    # One deadline for everything this image waits on: connects, reads, Retry-After.
+    deadline = anyio.current_time() + limits.timeout
+    try:
+        with anyio.fail_after(limits.timeout):
+            return await _fetch(http, url, dest, stem, limits, deadline)
+    except TimeoutError:
+        raise DownloadError(
+            f"could not download {url[:100]} within {limits.timeout:g}s", url=url
+        ) from None
 
 
 async def _fetch(
@@ -199,24 +282,31 @@ async def _fetch(
     url: str,
     dest: Path,
     stem: str,
-    max_bytes: int,
-    attempts: int,
-    per_attempt: aiohttp.ClientTimeout,
+    limits: _Limits,
+    deadline: float,
 ) -> Path:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DownloadError(f"not an http(s) image URL: {url[:100]!r}", url=url)
     delays = backoff_delays(RETRY_BASE, cap=RETRY_CAP)
-    for attempt in range(1, attempts + 1):
+    for attempt in range(1, limits.attempts + 1):
+        left = deadline - anyio.current_time()
+        per_attempt = aiohttp.ClientTimeout(total=max(0.001, min(limits.attempt_timeout, left)))
         try:
-            return await _fetch_once(http, url, dest, stem, max_bytes, per_attempt)
+            return await _fetch_once(http, url, dest, stem, limits.max_bytes, per_attempt)
         except _Transient as exc:
-            if attempt == attempts:
+            if attempt == limits.attempts:
                 raise DownloadError(
-                    f"could not download {url[:100]} after {attempts} attempts: {exc}", url=url
+                    f"could not download {url[:100]} after {limits.attempts} attempts: {exc}",
+                    url=url,
                 ) from None
             delay = exc.retry_after if exc.retry_after is not None else next(delays)
-            await asyncio.sleep(delay)
+            left = deadline - anyio.current_time()
+            if delay >= left:
+                # Sleeping into the deadline only to fail there helps no one.
+                raise DownloadError(
+                    f"could not download {url[:100]}: {exc}, and waiting {delay:g}s more "
+                    f"would pass the image's {limits.timeout:g}s deadline",
+                    url=url,
+                ) from None
+            await anyio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -238,20 +328,99 @@ async def _fetch_once(
                 )
             if status != 200:
                 raise DownloadError(f"HTTP {status} for {url[:100]}", url=url, status_code=status)
-            content_type = response.content_type.lower()
-            if not content_type.startswith("image/"):
+            # aiohttp reports a missing Content-Type as application/octet-stream: same verdict.
+            label = response.content_type.lower()
+            if not (label.startswith("image/") or label in GENERIC_TYPES):
                 raise DownloadError(
-                    f"{url[:100]} is {content_type!r}, not an image", url=url, status_code=status
+                    f"{url[:100]} is {label!r}, not an image", url=url, status_code=status
                 )
             length = response.content_length
             if length is not None and length > max_bytes:
                 raise DownloadError(
                     f"{url[:100]} is {length} bytes, over the {max_bytes}-byte cap", url=url
                 )
-            target = _target(dest, stem + _extension(content_type, url))
-            return await _stream_to(response, target, url, max_bytes)
+            head = await _read_head(response)
+            ext = _judge(head, label, url)
+            target = _target(dest, stem + ext)
+            return await _stream_to(response, head, target, url, max_bytes)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Transient(f"{type(exc).__name__}: {exc}") from None
+
+
+async def _read_head(response: aiohttp.ClientResponse) -> bytes:
+    # Enough bytes to tell an image from a page, without waiting for the whole body.
+    head = b""
+    while len(head) < HEAD_BYTES:
+        chunk = await response.content.read(HEAD_BYTES - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def sniff(data: bytes) -> str | None:
+    """The image type ``data`` starts with (``"image/png"``, ...), or ``None``.
+
+    >>> sniff(b"\\x89PNG\\r\\n\\x1a\\n...")
+    'image/png'
+    """
+    for magic, offset, kind in _MAGIC:
+        if data[offset : offset + len(magic)] == magic:
+            if kind == "image/webp" and data[:4] != b"RIFF":
+                continue
+            return kind
+    return None
+
+
+def _looks_like_a_page(data: bytes, label: str) -> str | None:
+    text = data.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text[:1] in (b"{", b"["):
+        return "a JSON document"
+    if text[:1] == b"<" and label != "image/svg+xml":
+        return "an HTML page" if b"html" in text or text.startswith(b"<!doc") else "an XML page"
+    return None
+
+
+def _judge(head: bytes, label: str, url: str) -> str:
+    """The file extension for an image whose body starts with ``head``; raises if it is not one."""
+    kind = sniff(head)
+    if kind is not None:
+        return _EXTENSIONS[kind]  # the bytes know better than the label
+    page = _looks_like_a_page(head, label)
+    if page is not None:
+        # An error page a CDN labelled image/png is still an error page.
+        raise DownloadError(f"{url[:100]} is {page} labelled {label!r}, not an image", url=url)
+    if label in GENERIC_TYPES:
+        raise DownloadError(
+            f"{url[:100]} is {label!r} and its bytes are not a PNG, JPEG, WebP or GIF image",
+            url=url,
+        )
+    return _extension(label, url)
+
+
+def _save_data_url(url: str, dest: Path, stem: str, max_bytes: int) -> Path:
+    header, comma, payload = url.partition(",")
+    if not comma:
+        raise DownloadError("a data: URL with no data", url=url[:100])
+    params = header[5:].split(";")
+    label = params[0].strip().lower() or "text/plain"
+    if not (label.startswith("image/") or label in GENERIC_TYPES):
+        raise DownloadError(f"a data: URL of {label!r}, not an image", url=url[:100])
+    # The base64 text is 4/3 of the bytes: refuse an oversized one before decoding it.
+    if len(payload) * 3 // 4 > max_bytes + 3:
+        raise DownloadError(f"a data: URL over the {max_bytes}-byte cap", url=url[:100])
+    try:
+        if "base64" in (p.strip().lower() for p in params[1:]):
+            data = base64.b64decode(unquote_to_bytes(payload), validate=True)
+        else:
+            data = unquote_to_bytes(payload)
+    except (binascii.Error, ValueError) as exc:
+        raise DownloadError(f"a data: URL that cannot be decoded: {exc}", url=url[:100]) from None
+    if len(data) > max_bytes:
+        raise DownloadError(f"a data: URL over the {max_bytes}-byte cap", url=url[:100])
+    ext = _judge(data[:HEAD_BYTES], label, "a data: URL")
+    target = _target(dest, stem + ext)
+    return _write_file(target, data)
 
 
 def _extension(content_type: str, url: str) -> str:
@@ -274,18 +443,38 @@ def _target(dest: Path, name: str) -> Path:
     return target
 
 
-async def _stream_to(
-    response: aiohttp.ClientResponse, target: Path, url: str, max_bytes: int
-) -> Path:
+def _open_partial(target: Path) -> tuple[int, str]:
     try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f"{PARTIAL_PREFIX}{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent
-        )
+        return create_temp(target.parent, f"{PARTIAL_PREFIX}{target.name}.", PARTIAL_SUFFIX)
     except OSError as exc:
         raise DownloadError(f"cannot write to {target.parent}: {exc.strerror or exc}") from None
+
+
+def _write_file(target: Path, data: bytes) -> Path:
+    fd, tmp = _open_partial(target)
     try:
-        size = 0
         with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        _discard(tmp)
+        raise DownloadError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        _discard(tmp)
+        raise
+    return target
+
+
+async def _stream_to(
+    response: aiohttp.ClientResponse, head: bytes, target: Path, url: str, max_bytes: int
+) -> Path:
+    fd, tmp = _open_partial(target)
+    try:
+        size = len(head)
+        with os.fdopen(fd, "wb") as out:
+            out.write(head)
             async for chunk in response.content.iter_chunked(CHUNK_SIZE):
                 size += len(chunk)
                 if size > max_bytes:
@@ -306,6 +495,23 @@ async def _stream_to(
         _discard(tmp)
         raise
     return target
+
+
+def create_temp(directory: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """Create a new, empty file in ``directory``, open for writing; return its fd and path.
+
+    The file gets the mode any new file of the user gets (0o666 less the umask):
+    ``tempfile.mkstemp``'s 0o600 would leave images and manifests unreadable to
+    the group a umask of 0o002 or 0o022 means to share them with.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        path = os.path.join(directory, f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {directory}")  # pragma: no cover
 
 
 def remove_partials(dest_dir: str | os.PathLike[str]) -> int:

@@ -5,6 +5,7 @@ An append-only JSON-lines file, each record written in one ``write`` and
 
     {"record": "intent",   "key": "5f0c...-1", "line": 3, "at": ...}     before the create
     {"record": "created",  "key": "5f0c...-1", "run_id": "run_abc", ...} once it was accepted
+    {"record": "withdrawn", "key": "5f0c...-1", ...}  or: no create was made (a clean stop)
     {"record": "finished", "entry": {...manifest entry...}, "on_rerun": "skip", ...}
 
 Replaying it tells a restarted batch, for every prompt key, what to do: an
@@ -31,13 +32,14 @@ import msgspec
 
 from ._exceptions import GPTImageError
 from ._manifest import ManifestEntry
+from ._models import ImageRequest
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: no advisory lock
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Journal", "JournalEntry", "JournalError", "RerunAction"]
+__all__ = ["Endpoint", "Journal", "JournalEntry", "JournalError", "RerunAction"]
 
 RerunAction = Literal["skip", "attach", "submit", "ask"]
 """What running the batch again does with a finished prompt.
@@ -61,7 +63,9 @@ class JournalEntry(msgspec.Struct, frozen=True, kw_only=True):
     ``state`` is the last step recorded: ``intent`` (a create was about to be
     sent, and nothing after), ``created`` (``run_id`` is known, no outcome
     yet) or ``finished`` (``entry`` holds the outcome, ``on_rerun`` what a
-    rerun does with it).
+    rerun does with it). ``provider`` and ``base_url`` say where the run was
+    created; ``input`` is the request (``None`` in journals of version 0.x that
+    did not record it).
     """
 
     key: str
@@ -69,8 +73,17 @@ class JournalEntry(msgspec.Struct, frozen=True, kw_only=True):
     state: JournalState
     run_id: str | None = None
     provider: str | None = None
+    base_url: str | None = None
+    input: ImageRequest | None = None
     entry: ManifestEntry | None = None
     on_rerun: RerunAction | None = None
+
+
+class Endpoint(msgspec.Struct, frozen=True):
+    """Where a batch process sent its requests: a provider and its API root."""
+
+    provider: str
+    base_url: str
 
 
 class _Start(msgspec.Struct, tag="start", tag_field="record", kw_only=True):
@@ -83,6 +96,7 @@ class _Intent(msgspec.Struct, tag="intent", tag_field="record", kw_only=True):
     key: str
     line: int
     at: float
+    input: ImageRequest | None = None
 
 
 class _Created(msgspec.Struct, tag="created", tag_field="record", kw_only=True):
@@ -90,6 +104,13 @@ class _Created(msgspec.Struct, tag="created", tag_field="record", kw_only=True):
     line: int
     run_id: str
     provider: str
+    at: float
+    base_url: str | None = None
+
+
+class _Withdrawn(msgspec.Struct, tag="withdrawn", tag_field="record", kw_only=True):
+    key: str
+    line: int
     at: float
 
 
@@ -99,7 +120,7 @@ class _Finished(msgspec.Struct, tag="finished", tag_field="record", kw_only=True
     at: float
 
 
-_Record = _Start | _Intent | _Created | _Finished
+_Record = _Start | _Intent | _Created | _Withdrawn | _Finished
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(_Record)
 
@@ -123,14 +144,12 @@ class Journal:
     from a power cut.
     """
 
-    __slots__ = ("_entries", "_fd", "_fsync", "_path")
+    __slots__ = ("_before_intent", "_entries", "_fd", "_fsync", "_last_start", "_path")
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
-        self._path = Path(path)
-        self._fsync = fsync
-        self._entries: dict[str, JournalEntry] = {}
+        self._init(path, fsync)
         existed = self._path.exists()
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
         try:
             _lock(fd, self._path)
             if not existed and fsync:
@@ -140,6 +159,28 @@ class Journal:
             os.close(fd)
             raise
         self._fd: int | None = fd
+
+    def _init(self, path: str | os.PathLike[str], fsync: bool) -> None:
+        self._path = Path(path)
+        self._fsync = fsync
+        self._fd = None
+        self._entries: dict[str, JournalEntry] = {}
+        # What each key was before its pending intent, for a withdrawn one to restore.
+        self._before_intent: dict[str, JournalEntry | None] = {}
+        self._last_start: Endpoint | None = None
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Journal:
+        """Replay the journal at ``path`` without locking or changing it: a closed, read-only copy.
+
+        For a look at a directory before running a batch into it (another process
+        may hold the journal). Raises ``OSError`` or ``JournalError``.
+        """
+        journal = cls.__new__(cls)
+        journal._init(path, False)
+        data = Path(path).read_bytes()
+        journal._replay_bytes(data[: data.rfind(b"\n") + 1])  # a torn last line is not read
+        return journal
 
     # -- reading -----------------------------------------------------------------
 
@@ -152,6 +193,11 @@ class Journal:
     def entries(self) -> Mapping[str, JournalEntry]:
         """The current state of every key the journal has seen."""
         return self._entries
+
+    @property
+    def last_endpoint(self) -> Endpoint | None:
+        """Where the last batch process into this directory sent its requests, if any did."""
+        return self._last_start
 
     def get(self, key: str) -> JournalEntry | None:
         """The state of ``key``, or ``None`` if the journal never saw it."""
@@ -171,6 +217,9 @@ class Journal:
             # append would be glued onto it.
             os.ftruncate(fd, end)
             data = data[:end]
+        self._replay_bytes(data)
+
+    def _replay_bytes(self, data: bytes) -> None:
         for number, raw in enumerate(data.splitlines(), 1):
             if not raw.strip():
                 continue
@@ -185,18 +234,42 @@ class Journal:
 
     def _apply(self, record: _Record) -> None:
         entries = self._entries
-        if isinstance(record, _Intent):
-            entries[record.key] = JournalEntry(key=record.key, line=record.line, state="intent")
+        if isinstance(record, _Start):
+            self._last_start = Endpoint(record.provider, record.base_url)
+        elif isinstance(record, _Intent):
+            previous = entries.get(record.key)
+            if previous is None or previous.state != "intent":
+                self._before_intent[record.key] = previous
+            entries[record.key] = JournalEntry(
+                key=record.key,
+                line=record.line,
+                state="intent",
+                input=record.input or (previous.input if previous is not None else None),
+            )
+        elif isinstance(record, _Withdrawn):
+            if record.key in entries and entries[record.key].state == "intent":
+                before = self._before_intent.pop(record.key, None)
+                if before is None:
+                    del entries[record.key]
+                else:
+                    entries[record.key] = before
         elif isinstance(record, _Created):
+            self._before_intent.pop(record.key, None)
+            previous = entries.get(record.key)
+            last = self._last_start
             entries[record.key] = JournalEntry(
                 key=record.key,
                 line=record.line,
                 state="created",
                 run_id=record.run_id,
                 provider=record.provider,
+                # Journals before base_url was recorded: the process's own, from its start.
+                base_url=record.base_url or (last.base_url if last is not None else None),
+                input=previous.input if previous is not None else None,
             )
         elif isinstance(record, _Finished):
             entry = record.entry
+            self._before_intent.pop(entry.key, None)
             previous = entries.get(entry.key)
             entries[entry.key] = JournalEntry(
                 key=entry.key,
@@ -204,6 +277,8 @@ class Journal:
                 state="finished",
                 run_id=entry.run_id,
                 provider=previous.provider if previous is not None else None,
+                base_url=previous.base_url if previous is not None else None,
+                input=entry.input,
                 entry=entry,
                 on_rerun=record.on_rerun,
             )
@@ -211,18 +286,39 @@ class Journal:
     # -- writing -----------------------------------------------------------------
 
     def start(self, *, provider: str, base_url: str) -> None:
-        """Note that a batch process started (informational, for people reading the file)."""
-        self._write(_Start(at=time.time(), provider=provider, base_url=base_url))
-
-    def intent(self, key: str, *, line: int) -> None:
-        """Record that a create for ``key`` is about to be sent. Call it BEFORE sending."""
-        record = _Intent(key=key, line=line, at=time.time())
+        """Note that a batch process started, and where it sends its requests."""
+        record = _Start(at=time.time(), provider=provider, base_url=base_url)
         self._write(record)
         self._apply(record)
 
-    def created(self, key: str, run_id: str, *, line: int, provider: str) -> None:
-        """Record that the create for ``key`` was accepted as run ``run_id``."""
-        record = _Created(key=key, line=line, run_id=run_id, provider=provider, at=time.time())
+    def intent(self, key: str, *, line: int, request: ImageRequest | None = None) -> None:
+        """Record that a create for ``key`` is about to be sent. Call it BEFORE sending.
+
+        ``request`` lets the manifest describe the prompt even when a later run
+        of the batch no longer has it in its prompt file.
+        """
+        record = _Intent(key=key, line=line, at=time.time(), input=request)
+        self._write(record)
+        self._apply(record)
+
+    def withdrawn(self, key: str, *, line: int) -> None:
+        """Record that no create announced by ``key``'s intents was made.
+
+        For a batch stopping before a retry: every attempt it sent was certainly
+        refused (a 429, a 503, a connection never made), so the prompt is
+        back to what it was before, not ``unknown``.
+        """
+        record = _Withdrawn(key=key, line=line, at=time.time())
+        self._write(record)
+        self._apply(record)
+
+    def created(
+        self, key: str, run_id: str, *, line: int, provider: str, base_url: str | None = None
+    ) -> None:
+        """Record that the create for ``key`` was accepted as run ``run_id`` (at ``base_url``)."""
+        record = _Created(
+            key=key, line=line, run_id=run_id, provider=provider, base_url=base_url, at=time.time()
+        )
         self._write(record)
         self._apply(record)
 

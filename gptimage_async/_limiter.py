@@ -21,8 +21,7 @@ import collections
 import heapq
 import itertools
 import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Protocol
 
 from ._models import RateLimit
@@ -357,12 +356,15 @@ class RateLimiter:
     number first, then first come. ``try_acquire()`` takes a slot only if one
     is free right now and nobody is waiting: it is how speculative polls use
     spare budget without ever delaying anything else.
+
+    Create it inside the running event loop: every time it takes or returns is
+    that loop's ``loop.time()`` (seconds), and it wakes waiters with ``call_at``.
     """
 
     __slots__ = (
         "_backoff",
         "_blocked_until",
-        "_clock",
+        "_loop",
         "_seq",
         "_tat",
         "_timer",
@@ -372,9 +374,13 @@ class RateLimiter:
         "rate_limited",
     )
 
-    def __init__(self, belief: RateLimit, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self.adaptive = AdaptiveRate(belief, now=clock())
+    def __init__(self, belief: RateLimit) -> None:
+        # The loop's clock for reading and for waking (call_at): one clock, so
+        # a slot is never granted before the time it was computed for, and a
+        # test that moves the loop's clock moves the limiter with it. Created
+        # inside the running loop (the session's open()).
+        self._loop = asyncio.get_running_loop()
+        self.adaptive = AdaptiveRate(belief, now=self._loop.time())
         self._tat = -float("inf")  # theoretical time of the next free slot
         self._blocked_until = -float("inf")
         self._waiters: list[tuple[int, int, float, asyncio.Future[float]]] = []
@@ -405,24 +411,24 @@ class RateLimiter:
         return len(self._waiters)
 
     def next_free(self) -> float:
-        """The clock time of the next free slot, ignoring waiters."""
+        """Loop time (``loop.time()``, seconds) of the next free slot, ignoring waiters."""
         return max(self._tat, self._blocked_until, self.adaptive.window_free())
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free now and nobody waits; never blocks."""
-        now = self._clock()
+        now = self._loop.time()
         if self._waiters or self.next_free() > now + GRANT_AHEAD:
             return False
         self._grant(now, queued_at=None)
         return True
 
     async def acquire(self, priority: int = PRIORITY_CREATE) -> float:
-        """Wait for a slot; return the clock time it was granted at."""
-        now = self._clock()
+        """Wait for a slot; return the loop-clock time (seconds) it was granted at."""
+        now = self._loop.time()
         if not self._waiters and self.next_free() <= now + GRANT_AHEAD:
             self._grant(now, queued_at=None)
             return now
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[float] = self._loop.create_future()
         heapq.heappush(self._waiters, (priority, next(self._seq), now, future))
         if self._timer is None:
             # An armed timer already points at the next free slot: who waits
@@ -434,7 +440,7 @@ class RateLimiter:
 
     def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
         """A request sent at ``sent_at`` got a 429: slow down and hold everything back."""
-        now = self._clock()
+        now = self._loop.time()
         self.rate_limited += 1
         self.adaptive.record_429(sent_at, now)
         if retry_after is not None:
@@ -456,7 +462,7 @@ class RateLimiter:
         an outage does not multiply the request rate with retries; the first
         good answer ends it.
         """
-        now = self._clock()
+        now = self._loop.time()
         if self._backoff is None:
             self._backoff = backoff_delays(self.adaptive.interval, cap=self.adaptive.per)
         self._pause(now, next(self._backoff))
@@ -490,12 +496,12 @@ class RateLimiter:
             self._timer = None
         if not self._waiters:
             return
-        delay = max(0.0, self.next_free() - self._clock())
-        self._timer = asyncio.get_running_loop().call_later(delay, self._dispatch)
+        now = self._loop.time()
+        self._timer = self._loop.call_at(max(self.next_free(), now), self._dispatch)
 
     def _dispatch(self) -> None:
         self._timer = None
-        now = self._clock()
+        now = self._loop.time()
         waiters = self._waiters
         while waiters:
             if waiters[0][3].done():

@@ -4,22 +4,25 @@
 
     {"line": 3, "key": "5f0c...-1", "input": {"prompt": "a lamp", ...},
      "status": "succeeded", "run_id": "run_abc", "urls": [...],
-     "files": ["00003-a-lamp-1.png"], "error": null, "error_type": null}
+     "files": ["00003-a-lamp-5f0c1a2b-1.png"], "error": null, "error_type": null,
+     "earlier": false}
 
 It is rewritten whole (to a temporary file, then renamed) at the end of every
-batch, in input order, so it always describes every prompt of the last run.
+batch: every prompt of the last run in input order, then every other request
+the directory's journal has seen (``"earlier": true``), so no paid image is
+forgotten.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 
+from ._download import create_temp
 from ._models import ImageRequest
 
 __all__ = ["EntryStatus", "ManifestEntry", "read_manifest", "write_manifest"]
@@ -39,7 +42,9 @@ class ManifestEntry(msgspec.Struct, frozen=True, kw_only=True):
 
     ``files`` are relative to the output directory. ``key`` identifies the
     prompt across runs of the batch (a hash of the request, plus which
-    occurrence of that request it is).
+    occurrence of that request it is). ``earlier`` marks a request an earlier
+    run into the directory made that this run's input does not have (another
+    ``--quality``, an edited line ...): its files are kept, and listed.
     """
 
     line: int
@@ -51,6 +56,7 @@ class ManifestEntry(msgspec.Struct, frozen=True, kw_only=True):
     files: tuple[str, ...] = ()
     error: str | None = None
     error_type: str | None = None
+    earlier: bool = False
 
 
 _encoder = msgspec.json.Encoder()
@@ -60,7 +66,7 @@ _decoder = msgspec.json.Decoder(ManifestEntry)
 def write_manifest(path: str | os.PathLike[str], entries: Iterable[ManifestEntry]) -> Path:
     """Write ``entries`` as JSON lines to ``path``, atomically (temporary file, then rename)."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    fd, tmp = create_temp(target.parent, f".{target.name}.", ".part")
     try:
         with os.fdopen(fd, "wb") as out:
             for entry in entries:

@@ -11,6 +11,10 @@
 
 ``image_urls`` is a JSON list, or (as text) URLs separated by spaces. Options
 a row leaves unset take the defaults given to :func:`read_prompts`.
+
+Lines end at ``\\n``, ``\\r\\n`` or ``\\r`` only, as editors count them: a form
+feed, U+2028 or U+0085 is a character of its line, and line numbers (in file
+names, the manifest, errors) match the editor's.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -65,6 +70,10 @@ class _Row(msgspec.Struct, forbid_unknown_fields=True):
     image_urls: list[str] | str | None = None
 
 
+#: Where a line ends, as editors count lines. Not ``str.splitlines``: it also splits on
+#: U+2028, U+2029, U+0085, form feeds and \x1c-\x1e, which are text inside a line (and
+#: inside a JSON string written with ``ensure_ascii=False``).
+_LINE_END = re.compile(r"\r\n|\r|\n")
 _row_decoder = msgspec.json.Decoder(_Row | str)
 _urls_decoder = msgspec.json.Decoder(list[str])
 
@@ -103,7 +112,7 @@ def read_prompts(
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        line = len(_lines(data[: exc.start].decode("utf-8", "replace")))
         raise PromptFileError("not valid UTF-8 text", path=where, line=line) from None
     rows = {"txt": _txt_rows, "jsonl": _jsonl_rows, "csv": _csv_rows}[fmt]
     defaults = (aspect_ratio, quality, tuple(image_urls))
@@ -129,15 +138,20 @@ class _RowError(Exception):
         self.line = line
 
 
+def _lines(text: str) -> list[str]:
+    """``text`` cut at ``\\n``, ``\\r\\n`` and ``\\r`` only, as editors count lines."""
+    return _LINE_END.split(text)
+
+
 def _txt_rows(text: str) -> Iterator[tuple[int, _Row]]:
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(_lines(text), 1):
         prompt = raw.strip()
         if prompt and not prompt.startswith("#"):
             yield number, _Row(prompt)
 
 
 def _jsonl_rows(text: str) -> Iterator[tuple[int, _Row]]:
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(_lines(text), 1):
         if not raw.strip():
             continue
         try:

@@ -7,6 +7,7 @@ only where the server gave none does jittered exponential backoff from
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import math
 import time
@@ -34,35 +35,43 @@ def parse_retry_after(
     """Seconds to wait according to the answer's headers, or ``None`` if it gave none.
 
     Reads ``retry-after-ms``, then ``Retry-After`` as delta-seconds (decimals
-    accepted) or an HTTP-date (RFC 9110). The result is capped at
-    ``MAX_RETRY_AFTER`` and never negative: a date in the past means "now is
-    too soon", which the caller turns into its smallest real wait.
+    accepted) or an HTTP-date in any of RFC 9110's three forms (IMF-fixdate,
+    RFC 850, asctime), all of which are UTC: a date without a zone, or with
+    ``-0000``, is never read as local time. An unreadable ``retry-after-ms``
+    is ignored, not allowed to hide a valid ``Retry-After``. The result is
+    capped at ``MAX_RETRY_AFTER`` and never negative: a date in the past means
+    "now is too soon", which the caller turns into its smallest real wait.
     """
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms) / 1000.0
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value):
-            return _clamp(value)
+    ms = _seconds(headers.get("retry-after-ms"))
+    if ms is not None and ms >= 0.0:
+        return _clamp(ms / 1000.0)
     raw = headers.get("retry-after")
     if raw is None:
         return None
-    raw = raw.strip()
+    value = _seconds(raw)
+    if value is not None:
+        return _clamp(value)
     try:
-        value = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError, OverflowError):
+        parsed = email.utils.parsedate_tz(raw.strip())
+        if parsed is None:
             return None
-        if when is None:
-            return None
-        return _clamp(when.timestamp() - now())
-    if not math.isfinite(value):
+        # The fields are read as UTC; a missing zone (asctime, -0000) is UTC too.
+        # datetime() also refuses fields out of range (a 99th day, a 25th hour).
+        wall = datetime.datetime(*parsed[:6], tzinfo=datetime.UTC)
+        when = wall.timestamp() - (parsed[9] or 0)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return _clamp(value)
+    return _clamp(when - now())
+
+
+def _seconds(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _clamp(seconds: float) -> float:

@@ -111,8 +111,13 @@ class Run:
         """
         if self._future.done():
             return self._future.result()
-        with anyio.fail_after(timeout):
+        with anyio.move_on_after(timeout):
             return await asyncio.shield(self._future)
+        # The bare TimeoutError of fail_after says nothing; name the wait and the run.
+        raise TimeoutError(
+            f"run {self.id or '(not created yet)'} did not resolve within {timeout} s "
+            "(this wait only: the run carries on; await it again to keep waiting)"
+        )
 
     def __await__(self) -> Generator[Any, None, Result]:
         return self.result().__await__()

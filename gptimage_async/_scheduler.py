@@ -91,7 +91,11 @@ _Spawn = Callable[..., Any]
 
 
 class PollScheduler:
-    """Polls every run of one provider until it is resolved."""
+    """Polls every run of one provider until it is resolved.
+
+    Create it inside the running event loop: due times are on that loop's
+    clock (``loop.time()``, seconds), the clock the limiter grants slots on.
+    """
 
     def __init__(
         self,
@@ -100,7 +104,6 @@ class PollScheduler:
         transport: Transport,
         limiter: Limiter,
         stats: SessionStats,
-        clock: Callable[[], float],
         spawn: _Spawn,
         on_resolved: Callable[[Run], None],
         max_polls_in_flight: int = 100,
@@ -110,7 +113,10 @@ class PollScheduler:
         self._transport = transport
         self._limiter = limiter
         self._stats = stats
-        self._clock = clock
+        # The loop's clock, read with loop.time() and woken on with call_at, is
+        # the limiter's too: due times and granted slots compare directly, and
+        # a test moving the loop's clock moves both. Created inside the loop.
+        self._loop = asyncio.get_running_loop()
         self._spawn = spawn
         self._on_resolved = on_resolved
         self._heap: list[tuple[float, int, Run]] = []
@@ -126,6 +132,8 @@ class PollScheduler:
         # No more polls on the wire than connections: beyond that they would only
         # queue inside aiohttp, holding memory and going stale.
         self._poll_slots = asyncio.Semaphore(max_polls_in_flight)
+        # The status word each run's last poll saw, for its timeout message.
+        self._last_word: dict[Run, str] = {}
 
     # -- public surface --------------------------------------------------------
 
@@ -134,7 +142,7 @@ class PollScheduler:
         if rtt is not None:
             self._rtt = rtt if self._rtt == 0.0 else 0.8 * self._rtt + 0.2 * rtt
         self._in_flight += 1
-        now = self._clock()
+        now = self._loop.time()
         if poll_now:
             self._push(run, now)
         else:
@@ -146,22 +154,22 @@ class PollScheduler:
     def release(self, run: Run) -> None:
         """``run`` was resolved elsewhere; its heap entries go stale."""
         self._in_flight -= 1
+        self._last_word.pop(run, None)
         self._unscout(run)
 
     async def run_forever(self) -> None:
         """Take due polls off the heap until cancelled."""
-        loop = asyncio.get_running_loop()
         heap = self._heap
         limiter = self._limiter
         while True:
             if not heap:
-                await self._sleep(loop, None)
+                await self._sleep(None)
                 continue
             when, _, run = heap[0]
             if run.done() or when != run.next_poll:
                 heapq.heappop(heap)  # stale: resolved, or re-planned since
                 continue
-            now = self._clock()
+            now = self._loop.time()
             if when > now:
                 early = self._early_at(run, now)
                 if (
@@ -175,11 +183,11 @@ class PollScheduler:
                     await self._poll_slots.acquire()  # free: checked above
                     self._spawn(self._poll, run, now)
                     continue
-                await self._sleep(loop, min(when, max(early, now)) - now)
+                await self._sleep(min(when, max(early, now)))
                 continue
             heapq.heappop(heap)
             if now >= run.deadline:
-                self._fail(run, RunTimeoutError(_timeout_message(run), run_id=run.run_id))
+                self._fail(run, RunTimeoutError(self._timeout_message(run), run_id=run.run_id))
                 continue
             self._stats.lateness.append(now - when)
             await self._poll_slots.acquire()
@@ -187,7 +195,7 @@ class PollScheduler:
                 self._poll_slots.release()
                 continue
             if limiter.try_acquire():
-                self._spawn(self._poll, run, self._clock())
+                self._spawn(self._poll, run, self._loop.time())
             else:
                 # Waits in the limiter ahead of creates; the loop goes on, so a
                 # batch of due polls is granted together, not one per wake-up.
@@ -263,7 +271,7 @@ class PollScheduler:
             nxt = self._parked.pop(0)
             if not nxt.done():
                 self._scouts.append(nxt)
-                self._plan(nxt, self._clock())
+                self._plan(nxt, self._loop.time())
                 return
 
     def plan_age(self, run: Run, *, interval: float) -> float:
@@ -300,9 +308,11 @@ class PollScheduler:
         if heap[0][2] is run and self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
-    async def _sleep(self, loop: asyncio.AbstractEventLoop, delay: float | None) -> None:
+    async def _sleep(self, until: float | None) -> None:
+        """Wait until loop time ``until`` (seconds; ``None``: no limit) or an earlier push."""
+        loop = self._loop
         self._wake = wake = loop.create_future()
-        handle = None if delay is None else loop.call_later(delay, _set_once, wake)
+        handle = None if until is None else loop.call_at(until, _set_once, wake)
         try:
             await wake
         finally:
@@ -315,14 +325,14 @@ class PollScheduler:
     async def _poll_after_slot(self, run: Run) -> None:
         try:
             # A long Retry-After can hold the limiter: the run's deadline still holds.
-            with anyio.move_on_after(max(0.0, run.deadline - self._clock())) as waiting:
+            with anyio.move_on_at(run.deadline) as waiting:
                 sent_at = await self._limiter.acquire(PRIORITY_POLL)
         except BaseException:
             self._poll_slots.release()
             raise
         if waiting.cancelled_caught:
             self._poll_slots.release()
-            self._fail(run, RunTimeoutError(_timeout_message(run), run_id=run.run_id))
+            self._fail(run, RunTimeoutError(self._timeout_message(run), run_id=run.run_id))
         elif run.done():
             self._poll_slots.release()
         else:
@@ -354,6 +364,9 @@ class PollScheduler:
         except ProtocolError as exc:
             self._protocol_error(run, exc)
             return
+        except APIStatusError as exc:  # a redirect the transport would not follow
+            self._status_error(run, exc, sent_at)
+            return
         if run.done():
             return
         status = answer.status
@@ -379,16 +392,18 @@ class PollScheduler:
 
     def _observe(self, run: Run, snapshot: RunSnapshot, age: float) -> None:
         run.errors = 0
+        if snapshot.status_word is not None:
+            self._last_word[run] = snapshot.status_word
         status = snapshot.status
         if not status.is_terminal:
             run.status = status
             run.last_pending_age = max(run.last_pending_age, age)
             if not self.model.ready:
                 self._cold_floor = max(self._cold_floor, age)
-            self._plan(run, self._clock())
+            self._plan(run, self._loop.time())
             return
         self.model.observe(run.last_pending_age, age)
-        now = self._clock()
+        now = self._loop.time()
         if not self._cold_scale:
             # The scale of durations, from a run probed finely: not from the
             # runs polled at a multiple of it, or the multiples would compound.
@@ -420,7 +435,7 @@ class PollScheduler:
         elif error.status_code == 429:
             self._stats.rate_limited += 1
             self._limiter.on_rate_limited(sent_at, error.retry_after)
-            self._push(run, self._clock())  # the limiter holds it back
+            self._push(run, self._loop.time())  # the limiter holds it back
         elif isinstance(error, ServerError) or error.status_code == 408:
             self._stats.server_errors += 1
             self._limiter.on_server_trouble()
@@ -445,13 +460,16 @@ class PollScheduler:
         base = max(self._limiter.interval, scale)
         delay = min(base * 2.0 ** min(run.errors, 16), self._limiter.per)
         # Jitter keeps a crowd of runs that failed together from retrying together.
-        self._push(run, self._clock() + random.uniform(0.5, 1.0) * delay)
+        self._push(run, self._loop.time() + random.uniform(0.5, 1.0) * delay)
 
     def _fail(self, run: Run, error: GPTImageError) -> None:
         status = RunStatus.FAILED if isinstance(error, RunFailedError) else RunStatus.ERRORED
-        if run._fail(error, status, self._clock()):
+        if run._fail(error, status, self._loop.time()):
             self._on_resolved(run)
         self._unscout(run)
+
+    def _timeout_message(self, run: Run) -> str:
+        return _timeout_message(run, self._last_word.get(run))
 
     def __repr__(self) -> str:
         return f"<PollScheduler {self._provider.name} in_flight={self._in_flight} {self.model!r}>"
@@ -462,8 +480,9 @@ def _set_once(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _timeout_message(run: Run) -> str:
+def _timeout_message(run: Run, word: str | None = None) -> str:
+    seen = "" if word is None else f", last seen with status {word!r}"
     return (
         f"run {run.run_id} was not done by the session's run_timeout "
-        f"(polled {run.polls} times); it may still finish: attach() it to keep waiting"
+        f"(polled {run.polls} times{seen}); it may still finish: attach() it to keep waiting"
     )

@@ -42,7 +42,7 @@ from ._run import Run
 from ._scheduler import PollScheduler
 from ._state import FileStateStore, StateStore, apply_state, capture_state
 from ._stats import SessionStats
-from ._transport import Secret, SendError, Transport
+from ._transport import Secret, SendError, Transport, check_proxy
 from ._version import __version__
 
 __all__ = ["OnExit", "ProviderName", "Session"]
@@ -98,6 +98,9 @@ class Session:
     rate belief and recent run durations): loaded when it opens, saved when it
     closes, so the next batch starts warm. A missing, stale (over 7 days) or
     corrupt file is ignored; ``None`` (the default) keeps nothing.
+    ``proxy`` sends every request through that http(s) proxy URL; without
+    it, ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY`` are
+    honoured as requests and httpx do, read when the session opens.
 
     Open one session per process and share it: its limiter and poller then
     see all the traffic for the key. Its background work is owned by the
@@ -118,6 +121,7 @@ class Session:
         max_create_attempts: int = DEFAULT_MAX_CREATE_ATTEMPTS,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         user_agent: str | None = None,
+        proxy: str | None = None,
         state_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._provider: Provider = get_provider(provider)
@@ -143,6 +147,9 @@ class Session:
         self._user_agent = user_agent or f"gptimage-async/{__version__}"
         # Where learned state lives between sessions: a file, or (later) a shared store.
         self._memory: StateStore | None = None if state_file is None else FileStateStore(state_file)
+        self._proxy = None if proxy is None else check_proxy(proxy)
+        # Replaced by the running loop's clock in open(): the limiter and the
+        # scheduler read and wake on it, and run times must compare with theirs.
         self._clock: Callable[[], float] = time.monotonic
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self.runs = RunRegistry()
@@ -205,6 +212,7 @@ class Session:
                 "create a new Session"
             )
         self._state = "open"
+        self._clock = asyncio.get_running_loop().time
         self._idle = asyncio.Event()
         self._idle.set()
         self._transport = Transport(
@@ -213,15 +221,15 @@ class Session:
             timeout=self._request_timeout,
             max_connections=self._max_connections,
             user_agent=self._user_agent,
+            proxy=self._proxy,
         )
-        self._limiter = RateLimiter(self._belief, clock=self._clock)
+        self._limiter = RateLimiter(self._belief)
         await self._limiter.start()
         self._scheduler = PollScheduler(
             provider=self._provider,
             transport=self._transport,
             limiter=self._limiter,
             stats=self.stats,
-            clock=self._clock,
             spawn=self._spawn,
             on_resolved=self._resolved,
             max_polls_in_flight=self._max_connections,
@@ -583,7 +591,7 @@ class Session:
         last_error: GPTImageError | None = None
         while True:
             self._check_open()
-            with anyio.move_on_after(max(0.0, deadline - self._clock())) as waiting:
+            with anyio.move_on_at(deadline) as waiting:
                 sent_at = await self._limiter.acquire(PRIORITY_CREATE)
             if waiting.cancelled_caught:
                 if last_error is not None:
@@ -633,8 +641,10 @@ class Session:
             self.stats.connection_errors += 1
             self._limiter.on_server_trouble()
             if not exc.maybe_received or self._resend:
-                return _Retry(exc)
+                return _Retry(exc.public())  # SendError is private: users see its public class
             raise self._uncertain(request, str(exc)) from None
+        except APIStatusError as exc:  # a redirect the transport would not follow
+            return self._create_refused(request, exc, sent_at)
         except ProtocolError as exc:
             raise self._uncertain(request, str(exc)) from None
         status = answer.status

@@ -2,26 +2,75 @@
 
 The transport knows nothing of providers or retries. Its one judgement is
 whether a request that failed without an answer may have reached the server,
-because a create that did may have been paid for.
+because a create that did may have been paid for. The rule:
+
+* A request is *possibly received* once aiohttp has started writing it (its
+  ``on_request_headers_sent`` signal fires just before the first byte goes
+  out). Waiting for a pooled connection, resolving the host, connecting,
+  and a TLS or proxy handshake send nothing of it: a failure or a timeout
+  there is a certain "not received", so the create may be sent again.
+* ``timeout`` bounds the connect phase and, separately, the exchange (write
+  the request, read the whole answer). The wait for a free connection is
+  not timed here: every connection ahead in the queue is itself bounded, and
+  a create that times out while queued would be reported as uncertain.
+* Creates (POST) are always written on a fresh connection that is closed
+  after its answer. A pooled keep-alive connection can be closed by the
+  server at any moment; a create written onto one that just died fails
+  after being written, and so is uncertain although the server never read
+  it. A fresh connection does not have that race, so a failure after the
+  request was written on it is a genuine "may have been received".
+* Polls (GET) reuse pooled connections: resending them is harmless. A poll
+  that fails on a reused connection before any answer is sent once more on a
+  fresh one, as the stale connection, not the server, is the likely cause.
+* Redirects: a GET redirected within the base URL's origin (scheme, host and
+  port) is followed, at most ``MAX_REDIRECTS`` hops, and the key stays on its
+  host. Any other redirect is not followed: it becomes an ``APIStatusError``
+  naming where it pointed (without credentials or query string).
+* Proxies: an explicit ``proxy`` URL, else ``HTTPS_PROXY`` / ``HTTP_PROXY``
+  (by the base URL's scheme) or ``ALL_PROXY``, unless ``NO_PROXY`` names the
+  host, read once when the transport is made (as httpx does). aiohttp's
+  ``trust_env`` is not used: it would also read ``~/.netrc`` on every request
+  and send those credentials beside the key.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import types
+import urllib.request
 from collections.abc import Mapping
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import msgspec
+from yarl import URL
 
-from ._exceptions import APIConnectionError, ProtocolError
+from ._exceptions import APIConnectionError, APIStatusError, ConfigurationError, ProtocolError
 
-__all__ = ["MAX_BODY_BYTES", "Answer", "Secret", "SendError", "Transport"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_REDIRECTS",
+    "Answer",
+    "Secret",
+    "SendError",
+    "Transport",
+    "check_proxy",
+    "display_url",
+]
 
 logger = logging.getLogger("gptimage_async")
 
 #: The largest answer body read; a run object is a few hundred bytes.
 MAX_BODY_BYTES = 1 << 20
+#: Same-origin redirects a poll follows before giving up.
+MAX_REDIRECTS = 5
+#: How long an idle pooled connection (used by polls only) is kept open.
+KEEPALIVE_SECONDS = 15.0
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Answer(msgspec.Struct, frozen=True):
@@ -34,11 +83,19 @@ class Answer(msgspec.Struct, frozen=True):
 
 
 class SendError(APIConnectionError):
-    """No answer came. ``maybe_received`` is False only when the request certainly never left."""
+    """No answer came. ``maybe_received`` is False only when the request certainly never left.
+
+    Strictly private: the session turns it into ``public()`` (an
+    ``APIConnectionError``) or an ``UncertainCreateError`` before a user sees it.
+    """
 
     def __init__(self, message: str, *, maybe_received: bool) -> None:
         super().__init__(message)
         self.maybe_received = maybe_received
+
+    def public(self) -> APIConnectionError:
+        """The same failure as the public ``APIConnectionError``."""
+        return APIConnectionError(self.message)
 
 
 class Secret:
@@ -58,14 +115,86 @@ class Secret:
     __str__ = __repr__
 
 
+class _Exchange:
+    """How far one request got, fed by aiohttp's tracing signals."""
+
+    __slots__ = ("deadline", "reused", "timeout", "written")
+
+    def __init__(self, timeout: float) -> None:
+        self.deadline: asyncio.Timeout | None = None
+        self.timeout = timeout
+        self.reused = False
+        self.written = False
+
+    def arm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.reschedule(asyncio.get_running_loop().time() + self.timeout)
+
+    def pause(self) -> None:
+        if self.deadline is not None:
+            self.deadline.reschedule(None)
+
+
+def _exchange_of(ctx: types.SimpleNamespace) -> _Exchange | None:
+    # Requests sent without one (the session's own aiohttp use elsewhere) are not tracked.
+    exchange = ctx.trace_request_ctx
+    return exchange if isinstance(exchange, _Exchange) else None
+
+
+async def _on_queued(_s: aiohttp.ClientSession, ctx: types.SimpleNamespace, _p: object) -> None:
+    # Waiting for a free connection is not the request's time: stop the clock.
+    if exchange := _exchange_of(ctx):
+        exchange.pause()
+
+
+async def _on_connecting(_s: aiohttp.ClientSession, ctx: types.SimpleNamespace, _p: object) -> None:
+    if exchange := _exchange_of(ctx):
+        exchange.arm()  # out of the queue: connecting has `timeout`
+
+
+async def _on_connected(_s: aiohttp.ClientSession, ctx: types.SimpleNamespace, _p: object) -> None:
+    if exchange := _exchange_of(ctx):
+        exchange.arm()  # the exchange itself has `timeout`
+
+
+async def _on_reused(_s: aiohttp.ClientSession, ctx: types.SimpleNamespace, _p: object) -> None:
+    if exchange := _exchange_of(ctx):
+        exchange.reused = True
+        exchange.arm()
+
+
+async def _on_written(_s: aiohttp.ClientSession, ctx: types.SimpleNamespace, _p: object) -> None:
+    # Fired before the first byte of the request is handed to the socket.
+    if exchange := _exchange_of(ctx):
+        exchange.written = True
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    config = aiohttp.TraceConfig()
+    config.on_connection_queued_start.append(_on_queued)
+    config.on_connection_queued_end.append(_on_connecting)
+    config.on_connection_create_end.append(_on_connected)
+    config.on_connection_reuseconn.append(_on_reused)
+    config.on_request_headers_sent.append(_on_written)
+    config.on_request_chunk_sent.append(_on_written)
+    return config
+
+
 class Transport:
-    """One aiohttp session towards one provider base URL with one key."""
+    """Two aiohttp sessions towards one provider base URL with one key.
+
+    Creates go through a connector that never reuses a connection, polls
+    through a pooled one; ``max_connections`` caps each.
+    """
 
     __slots__ = (
         "_base_url",
+        "_fresh",
         "_headers",
         "_http",
         "_key",
+        "_origin",
+        "_proxy",
         "_timeout",
         "_user_agent",
     )
@@ -78,10 +207,13 @@ class Transport:
         timeout: float,
         max_connections: int,
         user_agent: str,
+        proxy: str | None = None,
+        trust_env: bool = True,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._origin = _origin(self._base_url)
         self._key = Secret(api_key)
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
         self._user_agent = user_agent
         self._headers = {
             "Authorization": f"Bearer {self._key.reveal()}",
@@ -89,49 +221,127 @@ class Transport:
             "Accept": "application/json",
             "User-Agent": user_agent,
         }
-        connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=15.0)
-        # Headers live on the ClientSession: merged once, not on every request.
-        self._http = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            raise_for_status=False,
-            headers=self._headers,
+        self._proxy = _choose_proxy(self._base_url, proxy, trust_env)
+        # Our own deadline (see _Exchange) replaces aiohttp's, whose total
+        # would also count the wait for a pooled connection.
+        no_timeout = aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None)
+        traces = [_trace_config()]
+
+        def session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+            # Headers live on the ClientSession: merged once, not on every request.
+            return aiohttp.ClientSession(
+                connector=connector,
+                timeout=no_timeout,
+                raise_for_status=False,
+                headers=self._headers,
+                trace_configs=traces,
+            )
+
+        self._http = session(
+            aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS)
         )
+        self._fresh = session(aiohttp.TCPConnector(limit=max_connections, force_close=True))
 
     @property
     def base_url(self) -> str:
         return self._base_url
 
+    @property
+    def proxy(self) -> str | None:
+        """The proxy requests go through, without its credentials (``None``: direct)."""
+        return None if self._proxy is None else display_url(str(self._proxy))
+
     async def send(self, method: str, path: str, body: bytes | None = None) -> Answer:
         """Send one request; raise ``SendError`` if no complete answer came back.
 
-        A body that echoes the API key comes back with the key masked, so no
-        error message built from it can carry the key.
+        A GET follows same-origin redirects; any other redirect raises
+        ``APIStatusError``. A body that echoes the API key comes back with the
+        key masked, so no error message built from it can carry the key.
         """
         url = self._base_url + path
         started = time.monotonic()
-        failure: SendError | None = None
+        hops = 0
+        while True:
+            answer = await self._send_retrying_stale(method, url, path, body)
+            if answer.status not in _REDIRECTS:
+                break
+            location = answer.headers.get("location")
+            if location is None:
+                break  # no target: the caller reads it as an error status
+            try:
+                target = urljoin(url, location.strip())
+            except ValueError:
+                target = location  # unreadable: shown as such, never followed
+            shown = self._redact(display_url(target))
+            if method != "GET" or _origin(target) != self._origin:
+                why = "only polls are redirected" if method != "GET" else "it leaves the API host"
+                raise APIStatusError(
+                    f"{method} {path} was redirected ({answer.status}) to {shown}; "
+                    f"not followed: {why}",
+                    status_code=answer.status,
+                )
+            hops += 1
+            if hops > MAX_REDIRECTS:
+                raise APIStatusError(
+                    f"{method} {path} was redirected more than {MAX_REDIRECTS} times "
+                    f"(last to {shown})",
+                    status_code=answer.status,
+                )
+            logger.debug("%s %s redirected (%d) to %s", method, path, answer.status, shown)
+            url = target
+        elapsed = time.monotonic() - started
+        logger.debug("%s %s -> %d (%.3fs)", method, path, answer.status, elapsed)
+        return Answer(answer.status, answer.headers, answer.body, elapsed)
+
+    async def _send_retrying_stale(
+        self, method: str, url: str, path: str, body: bytes | None
+    ) -> Answer:
+        if method != "GET":
+            return await self._send_once(self._fresh, method, url, path, body)
         try:
-            async with self._http.request(
-                method, url, data=body, allow_redirects=False
-            ) as response:
-                payload = await _read_capped(response)
-                headers = {k.lower(): v for k, v in response.headers.items()}
-                status = response.status
-        except aiohttp.ClientConnectorError as exc:
-            # The connection was never made: the request certainly did not arrive.
-            failure = SendError(
-                f"could not connect to {self._base_url}: {exc.os_error}", maybe_received=False
-            )
+            return await self._send_once(self._http, method, url, path, body)
+        except _StaleConnection:
+            # The pooled connection had died; a GET is safe to send again, once.
+            return await self._send_once(self._fresh, method, url, path, body)
+
+    async def _send_once(
+        self,
+        http: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        path: str,
+        body: bytes | None,
+    ) -> Answer:
+        failure: SendError | None = None
+        exchange = _Exchange(self._timeout)
+        try:
+            async with asyncio.timeout(None) as deadline:
+                exchange.deadline = deadline
+                exchange.arm()  # the connect phase; re-armed as the request moves on
+                try:
+                    async with http.request(
+                        method,
+                        url,
+                        data=body,
+                        allow_redirects=False,
+                        proxy=self._proxy,
+                        trace_request_ctx=exchange,
+                    ) as response:
+                        payload = await _read_capped(response)
+                        headers = {k.lower(): v for k, v in response.headers.items()}
+                        status = response.status
+                except aiohttp.ClientError as exc:
+                    if (
+                        exchange.reused
+                        and http is self._http
+                        and isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
+                    ):
+                        raise _StaleConnection from None
+                    failure = self._failure(method, path, exc, exchange)
         except TimeoutError:
             failure = SendError(
-                f"{method} {path} timed out after {self._timeout.total:g}s",
-                maybe_received=True,
-            )
-        except aiohttp.ClientError as exc:
-            # Reset, disconnect, bad payload: the server may have acted on it.
-            failure = SendError(
-                f"{method} {path} failed: {type(exc).__name__}: {exc}", maybe_received=True
+                f"{method} {path} timed out: no answer within {self._timeout:g}s",
+                maybe_received=exchange.written,
             )
         if failure is not None:
             # Raised here, outside the except block, so aiohttp's exception (whose
@@ -140,15 +350,105 @@ class Transport:
         secret = self._key.reveal().encode()
         if secret in payload:
             payload = payload.replace(secret, b"[redacted]")
-        elapsed = time.monotonic() - started
-        logger.debug("%s %s -> %d (%.3fs)", method, path, status, elapsed)
-        return Answer(status, headers, payload, elapsed)
+        return Answer(status, headers, payload, 0.0)
+
+    def _failure(
+        self, method: str, path: str, exc: aiohttp.ClientError, exchange: _Exchange
+    ) -> SendError:
+        if isinstance(exc, aiohttp.ClientConnectorError) and not exchange.written:
+            where = "the proxy" if isinstance(exc, aiohttp.ClientProxyConnectionError) else ""
+            target = where or self._base_url
+            return SendError(f"could not connect to {target}: {exc.os_error}", maybe_received=False)
+        text = self._redact(f"{type(exc).__name__}: {exc}")
+        # Written or not, say which: a reset before writing is a certain "not received".
+        return SendError(f"{method} {path} failed: {text}", maybe_received=exchange.written)
+
+    def _redact(self, text: str) -> str:
+        text = text.replace(self._key.reveal(), "[redacted]")
+        if self._proxy is not None:
+            # An error about the proxy may quote its URL, credentials and all.
+            for secret in (
+                self._proxy.raw_user,
+                self._proxy.user,
+                self._proxy.raw_password,
+                self._proxy.password,
+            ):
+                if secret:
+                    text = text.replace(secret, "[redacted]")
+        return text
+
+    @property
+    def closed(self) -> bool:
+        return self._http.closed and self._fresh.closed
 
     async def aclose(self) -> None:
         await self._http.close()
+        await self._fresh.close()
 
     def __repr__(self) -> str:
-        return f"<Transport {self._base_url}>"
+        via = "" if self._proxy is None else f" via {self.proxy}"
+        return f"<Transport {self._base_url}{via}>"
+
+
+class _StaleConnection(Exception):
+    """A GET failed on a reused pooled connection before any answer."""
+
+
+def display_url(url: str) -> str:
+    """``url`` without user info or query string: safe for a message or a log line."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<an unreadable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    query = "?..." if parts.query else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}{query}"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        return "", "", None
+
+
+def check_proxy(proxy: str) -> str:
+    """``proxy`` if it is an http(s) URL with a host; else ``ConfigurationError``."""
+    try:
+        parts = urlsplit(proxy)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except (TypeError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        shown = display_url(proxy) if isinstance(proxy, str) else type(proxy).__name__
+        raise ConfigurationError(f"proxy must be an http(s) URL with a host, not {shown!r}")
+    return proxy
+
+
+def _choose_proxy(base_url: str, proxy: str | None, trust_env: bool) -> URL | None:
+    if proxy is not None:
+        return URL(check_proxy(proxy))  # credentials in the URL are used by aiohttp
+    if not trust_env:
+        return None
+    # As requests and httpx: the scheme's own variable, else ALL_PROXY; NO_PROXY wins.
+    parts = urlsplit(base_url)
+    found = urllib.request.getproxies()
+    chosen = found.get(parts.scheme) or found.get("all")
+    if not chosen or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    if "://" not in chosen:
+        chosen = "http://" + chosen  # "HTTPS_PROXY=proxy:3128" means an http proxy
+    try:
+        return URL(check_proxy(chosen))
+    except ConfigurationError:
+        logger.warning("ignoring the proxy set in the environment: %s", display_url(chosen))
+        return None
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:

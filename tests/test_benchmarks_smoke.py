@@ -10,12 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.baseline import BaselineClient
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # every benchmark scenario end to end: ~15 s
 def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
     proc = subprocess.run(

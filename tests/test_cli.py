@@ -12,13 +12,11 @@ import asyncio
 import collections
 import json
 import os
-import pty
 import re
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -117,6 +115,7 @@ async def test_a_batch_of_300_prompts(sim: Simulator, tmp_path: Path) -> None:
     print(f"300 prompts through the CLI in {wall:.2f}s wall (process start included)")
 
 
+@pytest.mark.slow  # two CLI processes, one killed: ~2.5 s
 async def test_sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> None:
     sim.config = sim.config.replace(time_scale=0.02)  # runs of 60-200 ms: many in flight
     n = 300
@@ -298,51 +297,7 @@ async def test_a_second_batch_into_the_same_directory_is_refused(
     assert sim.stats.requests == 0
 
 
-def test_the_live_display_on_a_terminal(tmp_path: Path) -> None:
-    prompts = prompt_file(tmp_path / "prompts.txt", 20)
-    out = tmp_path / "out"
-    master, slave = pty.openpty()
-    chunks: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO once the child closed the terminal
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    try:
-        proc = subprocess.run(
-            command(
-                "batch",
-                str(prompts),
-                "--out",
-                str(out),
-                "--provider",
-                "simulator",
-                "--time-scale",
-                "0.01",
-            ),
-            stdout=subprocess.PIPE,
-            stderr=slave,
-            env=environment(),
-            timeout=60,
-            check=False,
-        )
-    finally:
-        os.close(slave)
-        reader.join(10)
-        os.close(master)
-    screen = b"".join(chunks).decode()
-    assert proc.returncode == 0
-    assert "\r\x1b[K[" in screen
-    assert re.search(r"\[#{24}\] 20/20  ok 20  failed 0", screen)
-    assert "20 prompts: 20 succeeded" in proc.stdout.decode()
+# The live display on a pseudo-terminal: tests/test_cli_terminal.py.
 
 
 # -- generate, simulate, usage ------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""The limiter's belief moves on a fake clock; its pacing is checked on the loop's clock."""
+"""The limiter's belief moves on a fake clock, and so does the loop its pacing runs on."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
+import backoff
 import pytest
 
 import gptimage_async as gi
@@ -19,6 +19,8 @@ from gptimage_async._limiter import (
 )
 from gptimage_async.simulator import SimulatorConfig
 from gptimage_async.testing import scaled_rate_limit, simulated_session
+
+from ._clock import FakeClock
 
 
 def drive(rate: AdaptiveRate, start: float, seconds: float, *, saturated: bool = True) -> float:
@@ -140,73 +142,169 @@ def test_one_429_at_the_limit_is_jitter_but_a_recurring_one_nudges() -> None:
     assert rate.cuts == 1 and 1.8 < rate.rate < 1.95  # a few percent under what went through
 
 
-async def test_pacing_is_even_and_priority_ordered() -> None:
-    limiter = RateLimiter(gi.RateLimit(200, 1.0))  # 5 ms apart
-    order: list[str] = []
+# -- the limiter on a fake loop clock: tables of expected grant times ---------------
+#
+# RateLimit(10, 1.0) paces at SLOT = 1 / (10 * (1 - SAFETY_MARGIN)) s. The first
+# slot after idle time is granted at once and the schedule restarts from
+# CATCH_UP * SLOT before it, so the next slot is (1 - CATCH_UP) * SLOT later; from
+# there on slots are exactly SLOT apart.
 
-    async def take(name: str, priority: int) -> float:
-        granted = await limiter.acquire(priority)
-        order.append(name)
-        return granted
-
-    first = await limiter.acquire(PRIORITY_CREATE)  # free now: no wait
-    assert first <= time.monotonic()
-    tasks = [asyncio.create_task(take(f"c{i}", PRIORITY_CREATE)) for i in range(5)]
-    await asyncio.sleep(0)
-    tasks.append(asyncio.create_task(take("poll", PRIORITY_POLL)))
-    times = sorted(await asyncio.gather(*tasks))
-    assert order[0] == "poll"  # polls overtake waiting creates
-    # The GCRA bound: any k+1 grants span k intervals, less the catch-up a
-    # late event loop is allowed (the schedule, not the wake-up, sets the pace).
-    grants = [first, *times]
-    interval = limiter.adaptive.interval
-    slack = CATCH_UP * interval + GRANT_AHEAD
-    for i in range(len(grants)):
-        for j in range(i + 1, len(grants)):
-            assert grants[j] - grants[i] >= (j - i) * interval - slack - 1e-6
-    assert grants[-1] - grants[0] >= 6 * interval - slack
-    assert limiter.granted == 7
+SLOT = 1.0 / (10 * (1.0 - SAFETY_MARGIN))
+FIRST_GAP = (1.0 - CATCH_UP) * SLOT
 
 
-async def test_try_acquire_never_jumps_the_queue() -> None:
-    limiter = RateLimiter(gi.RateLimit(100, 1.0))
-    assert limiter.try_acquire()
-    assert not limiter.try_acquire()  # the next slot is 10 ms away
-    waiter = asyncio.create_task(limiter.acquire())
-    await asyncio.sleep(0.02)
-    await waiter
-    await asyncio.sleep(0)
+def _slots(n: int, *, start: float = 0.0) -> list[float]:
+    """Grant times of ``n`` back-to-back requests when the first goes at ``start``."""
+    return [start, *(start + FIRST_GAP + k * SLOT for k in range(n - 1))]
+
+
+async def _grants(
+    clock: FakeClock, limiter: RateLimiter, requests: list[tuple[str, int]]
+) -> list[tuple[str, float]]:
+    """Queue ``requests`` (name, priority) in order; return (name, grant time) by grant."""
+    out: list[tuple[str, float]] = []
+
+    async def take(name: str, priority: int) -> None:
+        out.append((name, await limiter.acquire(priority)))
+
+    tasks = []
+    for name, priority in requests:
+        tasks.append(asyncio.create_task(take(name, priority)))
+        await clock.settle()  # queued in this order
+    await clock.run(asyncio.gather(*tasks))
+    return out
+
+
+async def test_pacing_is_even_at_the_rate_with_the_safety_margin(fake_clock: FakeClock) -> None:
+    # 10/s over a 10 s window: the run below stays inside one window, so the
+    # belief does not probe upward between the two tables.
+    limiter = RateLimiter(gi.RateLimit(100, 10.0))
+    assert limiter.interval == pytest.approx(0.1 / 0.98)
+    granted = await _grants(fake_clock, limiter, [(f"c{i}", PRIORITY_CREATE) for i in range(8)])
+    assert [t for _, t in granted] == pytest.approx(_slots(8))
+    assert [name for name, _ in granted] == [f"c{i}" for i in range(8)]
+    assert limiter.granted == 8
+    # Idle for a while: the schedule restarts from now, no burst of saved-up slots.
+    await fake_clock.advance(5.0)
+    start = fake_clock.now
+    granted = await _grants(fake_clock, limiter, [(f"d{i}", PRIORITY_CREATE) for i in range(4)])
+    assert [t for _, t in granted] == pytest.approx(_slots(4, start=start))
+    assert limiter.rate == pytest.approx(10.0)
+
+
+async def test_polls_go_before_creates_and_each_priority_is_first_come(
+    fake_clock: FakeClock,
+) -> None:
+    limiter = RateLimiter(gi.RateLimit(10, 1.0))
+    await limiter.acquire()  # t=0: the free slot; everyone below waits
+    requests = [
+        ("c0", PRIORITY_CREATE),
+        ("c1", PRIORITY_CREATE),
+        ("p0", PRIORITY_POLL),
+        ("c2", PRIORITY_CREATE),
+        ("p1", PRIORITY_POLL),
+    ]
+    granted = await _grants(fake_clock, limiter, requests)
+    expected = ["p0", "p1", "c0", "c1", "c2"]
+    assert granted == [
+        (name, pytest.approx(t)) for name, t in zip(expected, _slots(6)[1:], strict=True)
+    ]
+
+
+async def test_try_acquire_takes_only_a_free_slot_nobody_waits_for(fake_clock: FakeClock) -> None:
+    limiter = RateLimiter(gi.RateLimit(10, 1.0))
+    # (loop time, try_acquire's answer): free at once, then not until the next slot
+    # (GRANT_AHEAD early at most).
+    table = [
+        (0.0, True),
+        (0.0, False),
+        (FIRST_GAP - 2 * GRANT_AHEAD, False),
+        (FIRST_GAP - GRANT_AHEAD / 2, True),
+        (FIRST_GAP + SLOT / 2, False),
+    ]
+    for when, expected in table:
+        await fake_clock.advance_to(when)
+        assert limiter.try_acquire() is expected, when
+    # A slot somebody waits for is theirs, even at the moment it comes free.
+    waiter = asyncio.create_task(limiter.acquire(PRIORITY_CREATE))
+    await fake_clock.settle()
+    fake_clock.now = limiter.next_free()  # free now, but the waiter's timer has not run
+    assert limiter.waiting == 1
+    assert not limiter.try_acquire()
+    await fake_clock.settle()
+    assert waiter.result() == pytest.approx(FIRST_GAP + SLOT)
     assert limiter.waiting == 0
 
 
-async def test_429_holds_everyone_back_for_retry_after() -> None:
-    limiter = RateLimiter(gi.RateLimit(1000, 1.0))
+async def test_a_429_with_retry_after_holds_everything_back(fake_clock: FakeClock) -> None:
+    limiter = RateLimiter(gi.RateLimit(10, 1.0))
     sent = await limiter.acquire()
-    limiter.on_rate_limited(sent, retry_after=0.05)
-    start = time.monotonic()
-    await limiter.acquire()
-    assert time.monotonic() - start >= 0.045
+    waiters = [
+        asyncio.create_task(limiter.acquire(PRIORITY_CREATE)),
+        asyncio.create_task(limiter.acquire(PRIORITY_POLL)),
+    ]
+    await fake_clock.advance(0.01)
+    limiter.on_rate_limited(sent, retry_after=2.0)
     assert limiter.rate_limited == 1
+    interval = limiter.interval  # the 429 may have cut the rate: slots re-spaced at the new one
+    assert limiter.next_free() == pytest.approx(2.01)
+    # Nothing goes out during the pause, not even a free-looking try_acquire.
+    for when in (0.5, 1.0, 2.0):
+        await fake_clock.advance_to(when)
+        assert not any(w.done() for w in waiters)
+        assert not limiter.try_acquire()
+    await fake_clock.run(asyncio.gather(*waiters))
+    poll, create = waiters[1].result(), waiters[0].result()
+    assert (poll, create) == (pytest.approx(2.01), pytest.approx(2.01 + interval))
 
 
-async def test_retry_after_zero_still_waits_a_slot() -> None:
-    limiter = RateLimiter(gi.RateLimit(50, 1.0))  # 20 ms slots
+@pytest.mark.parametrize("retry_after", [0.0, 0.001])
+async def test_retry_after_zero_still_waits_a_slot(
+    fake_clock: FakeClock, retry_after: float
+) -> None:
+    limiter = RateLimiter(gi.RateLimit(10, 1.0))
     sent = await limiter.acquire()
-    limiter.on_rate_limited(sent, retry_after=0.0)
-    assert limiter.next_free() - time.monotonic() >= limiter.adaptive.interval * 0.9
+    limiter.on_rate_limited(sent, retry_after=retry_after)
+    # "Retry-After: 0" is "now is too soon": one slot at the (possibly cut) rate.
+    granted = await fake_clock.run(limiter.acquire())
+    assert granted == pytest.approx(limiter.interval)
+    assert granted >= SLOT
 
 
-async def test_cancelled_waiters_are_skipped_and_close_cancels_the_rest() -> None:
-    limiter = RateLimiter(gi.RateLimit(10, 1.0))  # 100 ms slots
+async def test_server_trouble_backs_off_exponentially_then_an_answer_resets(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Full jitter draws uniform(0, d); taking d itself makes the table exact.
+    monkeypatch.setattr(backoff, "full_jitter", lambda value: value)
+    limiter = RateLimiter(gi.RateLimit(10, 1.0))
+    rate = limiter.rate
+    # (troubles in a row, pause in seconds): base one interval, doubling, capped at the window.
+    table = [(1, SLOT), (2, 2 * SLOT), (3, 4 * SLOT), (4, 8 * SLOT), (5, 1.0), (6, 1.0)]
+    for troubles, pause in table:
+        start = fake_clock.now
+        limiter.on_server_trouble()
+        granted = await fake_clock.run(limiter.acquire())
+        assert granted - start == pytest.approx(pause), troubles
+    assert limiter.rate == rate  # trouble is not a rate limit
+    limiter.on_answer()
+    start = fake_clock.now
+    limiter.on_server_trouble()
+    granted = await fake_clock.run(limiter.acquire())
+    assert granted - start == pytest.approx(SLOT)
+
+
+async def test_a_cancelled_waiter_gives_its_slot_to_the_next(fake_clock: FakeClock) -> None:
+    limiter = RateLimiter(gi.RateLimit(10, 1.0))
     await limiter.acquire()
     a = asyncio.create_task(limiter.acquire())
     b = asyncio.create_task(limiter.acquire())
-    await asyncio.sleep(0)
+    await fake_clock.settle()
     a.cancel()
-    await b  # got the slot a gave up
+    assert await fake_clock.run(b) == pytest.approx(FIRST_GAP)  # a's slot, not the one after
     assert a.cancelled()
-    c = asyncio.create_task(limiter.acquire())  # the next slot is ~100 ms away
-    await asyncio.sleep(0)
+    assert limiter.waiting == 0
+    c = asyncio.create_task(limiter.acquire())
+    await fake_clock.settle()
     assert limiter.waiting == 1
     limiter.close()
     with pytest.raises(asyncio.CancelledError):

@@ -630,6 +630,7 @@ async def _hammer(
     return statuses
 
 
+@pytest.mark.slow  # ~2.3 s each
 @pytest.mark.parametrize("count_rejected", [False, True])
 async def test_hammering_client_with_count_rejected(
     session: aiohttp.ClientSession, count_rejected: bool
@@ -1175,6 +1176,7 @@ async def test_stats_counters_and_duplicates(session: aiohttp.ClientSession) -> 
         assert len(sim.runs) == 5  # runs are kept
 
 
+@pytest.mark.slow  # ~2.6 s
 async def test_ten_thousand_runs_in_flight_cheaply() -> None:
     tasks_before = len(asyncio.all_tasks())
     connector = aiohttp.TCPConnector(limit=32)
@@ -1272,3 +1274,40 @@ async def test_serve_forever_prints_base_urls_and_serves() -> None:
         proc.send_signal(signal.SIGINT)
         _, stderr = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 0, stderr.decode()
+
+
+async def test_bom_fault_prefixes_json_answers(session: aiohttp.ClientSession) -> None:
+    async with make(faults=Faults(bom=1.0)) as sim:
+        answer = await rb_create(session, sim)
+        assert answer.status == 200
+        assert answer.body.startswith(b"\xef\xbb\xbf{")
+        assert msgspec.json.decode(answer.body[3:])["status"] == "pending"
+        assert sim.stats.faults["bom"] == 1
+
+
+async def test_poll_redirect_fault_redirects_once_to_the_same_origin(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with make(faults=Faults(poll_redirect=1.0)) as sim:
+        run_id = (await rb_create(session, sim)).json()["id"]
+        url = f"{sim.base_url('runbase')}/runs/{run_id}"
+        async with session.get(url, headers=auth(RB_KEY), allow_redirects=False) as resp:
+            assert resp.status == 307
+            assert resp.headers["Location"] == f"/runbase/api/v1/runs/{run_id}?redirected=1"
+        assert (await rb_get(session, sim, run_id)).status == 200  # followed: answered
+        assert sim.stats.faults["poll_redirect"] == 2
+
+
+async def test_keepalive_close_fault_closes_after_answering() -> None:
+    async with make(faults=Faults(keepalive_close=1.0)) as sim:  # 10 ms
+        reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+        writer.write(
+            f"GET {sim.base_url('runbase')}/runs/x HTTP/1.1\r\nHost: h\r\n"
+            f"Authorization: Bearer {RB_KEY}\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"Connection: keep-alive" in head
+        await asyncio.wait_for(reader.read(), 5.0)  # EOF comes: the server closed it
+        assert reader.at_eof()
+        writer.close()
+        assert sim.stats.faults["keepalive_close"] == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections.abc import Mapping
 from typing import ClassVar, TypeVar
 
 import msgspec
@@ -16,11 +17,19 @@ import msgspec
 from .._exceptions import APIStatusError, ProtocolError, status_error
 from .._models import ImageRequest, RateLimit, RunStatus
 
-__all__ = ["Provider", "RunSnapshot", "decode_json", "decode_or_none", "normalize_status"]
+__all__ = [
+    "Provider",
+    "RunSnapshot",
+    "decode_json",
+    "decode_or_none",
+    "normalize_status",
+    "unknown_failure",
+]
 
 logger = logging.getLogger("gptimage_async")
 
 _T = TypeVar("_T")
+_BOM = b"\xef\xbb\xbf"
 
 
 class RunSnapshot(msgspec.Struct, frozen=True):
@@ -31,6 +40,8 @@ class RunSnapshot(msgspec.Struct, frozen=True):
     urls: list[str] = []
     error_message: str | None = None
     error_code: str | None = None
+    #: The provider's own status word, as sent (for messages: "last seen 'queued'").
+    status_word: str | None = None
 
 
 # Status words seen across providers, lower-cased. Runbase uses the first word
@@ -61,26 +72,44 @@ _STATUS_WORDS: dict[str, RunStatus] = {
 }
 
 
-def normalize_status(word: str | None, *, run_id: str | None) -> RunStatus:
+def normalize_status(word: str | None, *, run_id: str | None, has_error: bool = False) -> RunStatus:
     """Map a provider's status word to ``RunStatus``, case-insensitively.
 
-    An unknown word is logged and read as "still running": a provider adding
-    a new intermediate state must not fail runs, and the run's deadline still
-    bounds the wait if the word was in fact terminal.
+    An unknown word that comes with an ``error`` (``aborted``, ``expired``,
+    ``content_filtered`` ...) is a failure: the provider says what went
+    wrong, polling on cannot help. An unknown word without one is logged and
+    read as "still running": a provider adding a new intermediate state must
+    not fail runs, and the run's deadline still bounds the wait (its timeout
+    error names the last status seen).
     """
     if word is None:
         raise ProtocolError("run object has no status", run_id=run_id)
     status = _STATUS_WORDS.get(word.strip().lower())
-    if status is None:
-        logger.warning("unknown run status %r for run %s; treating it as running", word, run_id)
-        return RunStatus.RUNNING
-    return status
+    if status is not None:
+        return status
+    if has_error:
+        logger.warning("unknown run status %r with an error for run %s: it failed", word, run_id)
+        return RunStatus.FAILED
+    logger.warning("unknown run status %r for run %s; treating it as running", word, run_id)
+    return RunStatus.RUNNING
+
+
+def unknown_failure(word: str | None, message: str | None) -> str | None:
+    """The message of a run that failed: its own, else one naming an unknown status word."""
+    if message or word is None or word.strip().lower() in _STATUS_WORDS:
+        return message
+    return f"the run ended with status {word!r}"
+
+
+def _strip_bom(body: bytes) -> bytes:
+    # RFC 8259 section 8.1: a parser may ignore a leading UTF-8 byte order mark.
+    return body[3:] if body.startswith(_BOM) else body
 
 
 def decode_json(body: bytes, type_: type[_T], *, what: str, run_id: str | None) -> _T:
     """Decode ``body`` as ``type_`` or raise ``ProtocolError`` saying what was wrong."""
     try:
-        return msgspec.json.decode(body, type=type_)
+        return msgspec.json.decode(_strip_bom(body), type=type_)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         # RecursionError: JSON nested deeper than the decoder goes is no answer either.
         preview = body[:120].decode("utf-8", "replace")
@@ -92,7 +121,7 @@ def decode_json(body: bytes, type_: type[_T], *, what: str, run_id: str | None) 
 def decode_or_none(body: bytes, type_: type[_T]) -> _T | None:
     """Decode ``body`` as ``type_``, or ``None`` if it is not that (error bodies vary)."""
     try:
-        return msgspec.json.decode(body, type=type_)
+        return msgspec.json.decode(_strip_bom(body), type=type_)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
 
@@ -106,6 +135,8 @@ class Provider(abc.ABC):
     default_rate_limit: ClassVar[RateLimit]
     #: Path of the create call, relative to the base URL.
     create_path: ClassVar[str]
+    #: Credits one image costs by quality, where the provider documents prices.
+    credits_per_image: ClassVar[Mapping[str, int] | None] = None
 
     def validate(self, request: ImageRequest) -> None:  # noqa: B027 - optional hook
         """Raise ``InvalidRequestError`` for input this provider refuses."""

@@ -9,6 +9,7 @@ error even when the HTTP status is 200.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 from urllib.parse import quote
 
@@ -16,7 +17,14 @@ import msgspec
 
 from .._exceptions import APIStatusError, InvalidRequestError, ProtocolError
 from .._models import ImageRequest, RateLimit, RunStatus
-from ._base import Provider, RunSnapshot, decode_json, decode_or_none, normalize_status
+from ._base import (
+    Provider,
+    RunSnapshot,
+    decode_json,
+    decode_or_none,
+    normalize_status,
+    unknown_failure,
+)
 
 __all__ = ["ApiInOne"]
 
@@ -108,6 +116,8 @@ class ApiInOne(Provider):
     # Undocumented: start at half of Runbase's figure and let the limiter learn upward.
     default_rate_limit: ClassVar[RateLimit] = RateLimit(requests=10, per=10.0)
     create_path: ClassVar[str] = "/images/generations"
+    # API in One's price list: 10 credits a medium image, 28 a high one.
+    credits_per_image: ClassVar[Mapping[str, int] | None] = {"medium": 10, "high": 28}
 
     def validate(self, request: ImageRequest) -> None:
         n = len(request.prompt)
@@ -155,7 +165,8 @@ class ApiInOne(Provider):
         if raw_id is None or raw_id == "":
             raise ProtocolError("task object has no task_id or id", run_id=run_id)
         rid = str(raw_id)
-        status = normalize_status(task.status, run_id=rid)
+        has_error = task.error is not None and task.error != ""
+        status = normalize_status(task.status, run_id=rid, has_error=has_error)
         urls = [u for u in _urls_of(task) if u]  # an empty string is no URL
         if status is RunStatus.SUCCEEDED and not urls:
             raise ProtocolError("task completed but no image URL was found in it", run_id=rid)
@@ -165,7 +176,9 @@ class ApiInOne(Provider):
         elif task.error is not None:
             message = task.error.message
             err = task.error.type or (None if task.error.code is None else str(task.error.code))
-        return RunSnapshot(rid, status, urls, message, err)
+        if status is RunStatus.FAILED:
+            message = unknown_failure(task.status, message)
+        return RunSnapshot(rid, status, urls, message, err, task.status)
 
     def decode_error(
         self, status_code: int, body: bytes, *, run_id: str | None, retry_after: float | None

@@ -9,7 +9,14 @@ import msgspec
 
 from .._exceptions import APIStatusError, ProtocolError
 from .._models import ImageRequest, RateLimit, RunStatus
-from ._base import Provider, RunSnapshot, decode_json, decode_or_none, normalize_status
+from ._base import (
+    Provider,
+    RunSnapshot,
+    decode_json,
+    decode_or_none,
+    normalize_status,
+    unknown_failure,
+)
 
 __all__ = ["Runbase"]
 
@@ -80,7 +87,8 @@ class Runbase(Provider):
     def decode_run(self, body: bytes, *, run_id: str | None) -> RunSnapshot:
         run = decode_json(body, _Run, what="Runbase run object", run_id=run_id)
         rid = str(run.id)
-        status = normalize_status(run.status, run_id=rid)
+        has_error = run.error is not None and run.error != ""
+        status = normalize_status(run.status, run_id=rid, has_error=has_error)
         urls: list[str] = []
         if isinstance(run.output, list):
             urls = run.output
@@ -95,7 +103,9 @@ class Runbase(Provider):
         elif run.error is not None:
             message = run.error.message
             code = None if run.error.code is None else str(run.error.code)
-        return RunSnapshot(rid, status, urls, message, code)
+        if status is RunStatus.FAILED:
+            message = unknown_failure(run.status, message)
+        return RunSnapshot(rid, status, urls, message, code, run.status)
 
     def decode_error(
         self, status_code: int, body: bytes, *, run_id: str | None, retry_after: float | None

@@ -59,6 +59,7 @@ class SessionOptions(TypedDict, total=False):
     max_create_attempts: int
     max_connections: int
     user_agent: str | None
+    proxy: str | None
 
 
 @contextlib.asynccontextmanager

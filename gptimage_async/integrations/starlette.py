@@ -1,6 +1,7 @@
 """One ``Session`` per Starlette or FastAPI app, opened and closed by its lifespan.
 
-Needs ``starlette`` (FastAPI brings it): ``pip install 'gptimage-async[fastapi]'``.
+Needs ``starlette`` (FastAPI brings it): ``pip install -e '.[fastapi]'`` from a
+clone (``'gptimage-async[fastapi]'`` once released).
 
 >>> from fastapi import Depends, FastAPI                       # doctest: +SKIP
 >>> from gptimage_async.integrations.starlette import get_session, lifespan
@@ -22,8 +23,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Unpack
 
-from starlette.applications import Starlette
-from starlette.requests import HTTPConnection
+try:
+    from starlette.applications import Starlette
+    from starlette.requests import HTTPConnection
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess
+    raise ModuleNotFoundError(
+        "gptimage_async.integrations.starlette needs Starlette (FastAPI brings it): "
+        "pip install -e '.[fastapi]' from a clone, or 'gptimage-async[fastapi]' once released",
+        name=exc.name,
+    ) from exc
 
 from .._exceptions import ConfigurationError
 from .._session import ProviderName, Session

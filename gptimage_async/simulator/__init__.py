@@ -1,11 +1,12 @@
 """A local stand-in for Runbase and API in One, for tests and benchmarks.
 
-One aiohttp server speaks both providers' wire protocols (see
-``PROVIDERS.md``) with compressed time, per-key rate limits, credits and
-quotas, and injectable faults: 5xx answers, connection resets, truncated JSON,
-slow answers, outages, and the dangerous ones where a create succeeds but its
-answer is lost. Its counters tell a benchmark how many requests a client
-spent and whether it ever paid for the same prompt twice.
+One aiohttp server speaks both providers' wire protocols (each dialect in
+its own module, ``_runbase.py`` and ``_apiinone.py``) with compressed time,
+per-key rate limits, credits and quotas, and injectable faults: 5xx answers,
+connection resets, truncated JSON, slow answers, outages, and the dangerous
+ones where a create succeeds but its answer is lost. Its counters tell a
+benchmark how many requests a client spent and whether it ever paid for the
+same prompt twice.
 
 ::
 

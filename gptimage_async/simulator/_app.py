@@ -23,7 +23,13 @@ from aiohttp import web
 
 from gptimage_async.simulator._apiinone import ApiInOne
 from gptimage_async.simulator._config import SimulatorConfig
-from gptimage_async.simulator._faults import reset_connection, roll, server_error, truncate
+from gptimage_async.simulator._faults import (
+    reset_connection,
+    roll,
+    server_error,
+    truncate,
+    with_bom,
+)
 from gptimage_async.simulator._png import IMAGE_SIZES, render_png
 from gptimage_async.simulator._protocol import ApiError, Dialect, Reply
 from gptimage_async.simulator._ratelimit import SlidingWindowLimiter, format_retry_after
@@ -122,7 +128,29 @@ class SimulatorService:
         if faulty and roll(self.rng, faults.slow):
             self._fault("slow")
             await asyncio.sleep(config.scaled(faults.slow_seconds))
-        return self._send(reply, request)
+        if faulty and reply.content_type == "application/json" and roll(self.rng, faults.bom):
+            self._fault("bom")
+            reply = with_bom(reply)
+        response = self._send(reply, request)
+        if faulty and faults.keepalive_close is not None:
+            return await self._close_soon(request, response, config.scaled(faults.keepalive_close))
+        return response
+
+    async def _close_soon(
+        self, request: web.Request, response: web.Response, delay: float
+    ) -> web.StreamResponse:
+        # The answer goes out first, saying keep-alive; the connection dies `delay` later.
+        transport = request.transport
+        response.headers["Connection"] = "keep-alive"
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except ConnectionResetError:
+            return response  # the client came back on a connection already closing
+        if transport is not None:
+            self._fault("keepalive_close")
+            asyncio.get_running_loop().call_later(delay, transport.close)
+        return response
 
     def _strike_first(self, request: web.Request, action: _Action) -> Reply | None:
         faults = self.config.faults
@@ -132,6 +160,13 @@ class SimulatorService:
         if action == "create" and roll(self.rng, faults.create_5xx):
             self._fault("create_5xx")
             return server_error(503, self.rng)
+        if (
+            action == "poll"
+            and "redirected" not in request.query
+            and roll(self.rng, faults.poll_redirect)
+        ):
+            self._fault("poll_redirect")
+            return Reply(307, headers={"Location": f"{request.path}?redirected=1"})
         if action == "poll" and roll(self.rng, faults.poll_5xx):
             self._fault("poll_5xx")
             return server_error(self.rng.choice((500, 502, 503)), self.rng)

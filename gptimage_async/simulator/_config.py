@@ -88,6 +88,13 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     """Provider seconds (scaled by ``time_scale``) a slow answer is held."""
     outage: tuple[float, float] | None = None
     """``(start, end)`` provider seconds since start: every request gets 503."""
+    bom: float = 0.0
+    """A JSON answer starts with a UTF-8 byte order mark (RFC 8259 lets clients ignore it)."""
+    poll_redirect: float = 0.0
+    """GET answers ``307`` to the same URL plus ``?redirected=1`` (same origin), once."""
+    keepalive_close: float | None = None
+    """Provider seconds after each answer at which the server closes the connection,
+    although it answered ``Connection: keep-alive``; ``None``: never."""
     applies_to: Set[ProtocolName] = frozenset({"runbase", "apiinone"})
     """Protocols the faults may hit; the other one is always healthy."""
 
@@ -100,10 +107,14 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
             "truncated_json",
             "create_500_after_effect",
             "slow",
+            "bom",
+            "poll_redirect",
         ):
             _check_rate(name, getattr(self, name))
         if self.slow_seconds < 0:
             raise ValueError("slow_seconds must be >= 0")
+        if self.keepalive_close is not None and not self.keepalive_close >= 0:
+            raise ValueError("keepalive_close must be >= 0 or None")
         if self.outage is not None and not 0 <= self.outage[0] <= self.outage[1]:
             raise ValueError("outage must be (start, end) with 0 <= start <= end")
         for protocol in self.applies_to:

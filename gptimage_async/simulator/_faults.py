@@ -20,7 +20,7 @@ from aiohttp import web
 
 from gptimage_async.simulator._protocol import Reply
 
-__all__ = ["reset_connection", "roll", "server_error", "truncate"]
+__all__ = ["reset_connection", "roll", "server_error", "truncate", "with_bom"]
 
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 
@@ -49,6 +49,18 @@ def server_error(status: int, rng: random.Random) -> Reply:
 def truncate(reply: Reply) -> Reply:
     """The same answer with its body cut in half."""
     return Reply(reply.status, reply.body[: len(reply.body) // 2], reply.content_type)
+
+
+def with_bom(reply: Reply) -> Reply:
+    """The same answer with a UTF-8 byte order mark before its JSON."""
+    return Reply(
+        reply.status,
+        b"\xef\xbb\xbf" + reply.body,
+        reply.content_type,
+        reply.headers,
+        ok=reply.ok,
+        terminal=reply.terminal,
+    )
 
 
 def reset_connection(request: web.Request) -> None:

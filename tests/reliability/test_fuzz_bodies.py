@@ -257,6 +257,7 @@ async def hostile() -> AsyncIterator[Hostile]:
         logger.removeHandler(errors)
 
 
+@pytest.mark.slow  # 100 examples against a real server: ~9 s
 @settings(FUZZ, max_examples=100)
 @given(provider=st.sampled_from(PROVIDERS), polls=_with_one_slow(transient_answers))
 async def test_transient_poll_answers_are_retried(
@@ -266,6 +267,7 @@ async def test_transient_poll_answers_are_retried(
     assert isinstance(outcome, gi.Result), f"{type(outcome).__name__}: {outcome}"
 
 
+@pytest.mark.slow  # ~9 s
 @FUZZ
 @given(
     provider=st.sampled_from(PROVIDERS),

@@ -51,7 +51,7 @@ def _assert_released(session: gi.Session) -> None:
     assert session.closed
     assert len(session.runs) == 0
     transport = session._transport
-    assert transport is not None and transport._http.closed
+    assert transport is not None and transport.closed
 
 
 def _assert_closed_error(run: gi.Run) -> None:

@@ -61,6 +61,7 @@ def _live_runs() -> int:
     return sum(1 for obj in gc.get_objects() if type(obj) is gi.Run)
 
 
+@pytest.mark.slow  # 10,000 runs: ~10-18 s
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads RSS from /proc")
 async def test_ten_thousand_concurrent_runs() -> None:
     prompts = [f"load #{i:05d}" for i in range(RUNS)]

@@ -149,6 +149,7 @@ def _recovery(finished: list[float], ended: float, baseline_done: float) -> floa
     raise AssertionError("unreachable")
 
 
+@pytest.mark.slow  # a baseline, an outage and a recovery measured: ~3.5 s each
 @pytest.mark.parametrize("provider", ["runbase", "apiinone"])
 @pytest.mark.parametrize("regime", ["saturated", "unsaturated"])
 async def test_outage_does_not_multiply_the_request_rate(regime: str, provider: str) -> None:
@@ -168,6 +169,7 @@ async def test_outage_does_not_multiply_the_request_rate(regime: str, provider: 
     assert out.known_failures_created == 0
 
 
+@pytest.mark.slow
 async def test_outage_does_not_inflate_the_learned_rate() -> None:
     out = await measured("saturated", "runbase")
     # Nothing was learned about the limit during the outage: no request got through.
