@@ -54,6 +54,9 @@ MAX_MARGIN = 0.04
 #: under this share of an interval. Past it (after idle time) the schedule
 #: restarts from now, so no burst builds up.
 CATCH_UP = 0.25
+#: A request that waited this many slots shows demand beyond the budget (one
+#: slot is what waiting behind an opportunistic speculative poll costs).
+SATURATED_WAIT = 1.5
 #: Slots due this soon are granted in the same pass: at high rates the event
 #: loop cannot wake once per slot.
 GRANT_AHEAD = 0.001
@@ -480,12 +483,13 @@ class RateLimiter:
         interval = self.adaptive.interval
         self._tat = max(self._tat, self._blocked_until, now - CATCH_UP * interval) + interval
         self.granted += 1
-        # Demand beat the budget only if a request queued for a whole slot or
-        # more, and not because a pause (429, outage backoff) held everyone
-        # back. One that waited behind a single speculative poll did not either.
+        # Demand beat the budget only if a request queued for more than a
+        # slot, and not because a pause (429, outage backoff) held everyone
+        # back. One that waited behind a single speculative poll (a slot, plus
+        # a late wake-up) did not either.
         saturated = (
             queued_at is not None
-            and now - queued_at >= interval
+            and now - queued_at >= SATURATED_WAIT * interval
             and self._blocked_until <= queued_at
         )
         self.adaptive.record_send(now, saturated=saturated)
