@@ -73,6 +73,8 @@ NUDGE = 0.03
 #: start: a limit 2x above the belief is found in one window), while below the
 #: rate that drew one, and once past it.
 INCREASE_START = 2.0
+#: Share of a window over which slow start judges saturation.
+SLOW_START_SPAN = 0.5
 INCREASE_FAST = 1.25
 INCREASE_SLOW = 1.03
 #: Windows without a 429 after which the rate that drew one is doubted. The
@@ -293,7 +295,11 @@ class AdaptiveRate:
         self.cuts += 1
 
     def _maybe_increase(self, now: float) -> None:
-        if now - self._window_start < self._per:
+        # Slow start looks every half window: a limit above the belief is
+        # found a half window sooner, and overshooting it costs a 429 or two,
+        # not budget (the server's window was full at the limit anyway).
+        span = self._per if self._bad is not None else self._per * SLOW_START_SPAN
+        if now - self._window_start < span:
             return
         if self._window_saturated and not self._window_429:
             self._increase(now)

@@ -178,9 +178,9 @@ async def _grants(
 
 
 async def test_pacing_is_even_at_the_rate_with_the_safety_margin(fake_clock: FakeClock) -> None:
-    # 10/s over a 10 s window: the run below stays inside one window, so the
-    # belief does not probe upward between the two tables.
-    limiter = RateLimiter(gi.RateLimit(100, 10.0))
+    # 10/s over a 20 s window: the run below stays inside half a window (slow
+    # start's span), so the belief does not probe upward between the two tables.
+    limiter = RateLimiter(gi.RateLimit(200, 20.0))
     assert limiter.interval == pytest.approx(0.1 / 0.98)
     granted = await _grants(fake_clock, limiter, [(f"c{i}", PRIORITY_CREATE) for i in range(8)])
     assert [t for _, t in granted] == pytest.approx(_slots(8))
