@@ -329,6 +329,22 @@ class AdaptiveRate:
             # A saturated, 429-free window at this very rate: it holds.
             self._margin = max(MIN_MARGIN, self._margin / 2.0)
 
+    def recent_sends(self, now: float, *, limit: int = 1000) -> list[float]:
+        """Ages (seconds before ``now``) of the last ``limit`` sends still in a window.
+
+        A session opened right after this one sees a server window that
+        still holds them: they are how it knows.
+        """
+        horizon = now - self._per * (1.0 + MAX_MARGIN)
+        sent = itertools.islice(self._sent, max(0, len(self._sent) - limit), None)
+        return [now - t for t in sent if horizon < t <= now]
+
+    def note_sends(self, ages: list[float], now: float) -> None:
+        """Requests sent ``ages`` seconds before ``now`` (by an earlier session) still count."""
+        horizon = self._per * (1.0 + MAX_MARGIN)
+        earlier = sorted(now - age for age in ages if 0.0 <= age < horizon)
+        self._sent.extendleft(reversed(earlier))
+
     def snapshot(self) -> tuple[float, float | None, bool]:
         """``(rate, bad, confirmed)``: what a later session may start from (requests/s)."""
         return self._rate, self._bad, self.confirmed

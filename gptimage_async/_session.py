@@ -307,6 +307,7 @@ class Session:
             belief=self._belief,
             adaptive=self._limiter.adaptive,
             model=self._scheduler.model,
+            clock_now=self._clock(),
         )
         try:
             await self._memory.save(state)

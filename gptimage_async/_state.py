@@ -72,6 +72,12 @@ class LearnedRate(msgspec.Struct, frozen=True, kw_only=True):
     """The rate (requests per second) that last drew a 429, if any did."""
     confirmed: bool = False
     """Whether a saturated window at ``rate`` passed without a 429."""
+    recent: list[float] = []
+    """Ages (seconds before ``saved_at``) of the requests sent in the last window.
+
+    A server counting a sliding window still holds them when the next session
+    opens right away: that session paces as if it had sent them itself.
+    """
 
 
 class LearnedState(msgspec.Struct, frozen=True, kw_only=True):
@@ -140,14 +146,24 @@ def capture_state(
     belief: RateLimit,
     adaptive: AdaptiveRate | None,
     model: DurationModel,
+    clock_now: float = 0.0,
     now: float | None = None,
 ) -> LearnedState:
-    """What a closing session learned (``now``: Unix time in seconds, default ``time.time()``)."""
+    """What a closing session learned.
+
+    ``clock_now`` is the limiter's clock (seconds); ``now`` is Unix time in
+    seconds (default ``time.time()``).
+    """
     rate = None
     if adaptive is not None:
         current, bad, confirmed = adaptive.snapshot()
         rate = LearnedRate(
-            requests=belief.requests, per=belief.per, rate=current, bad=bad, confirmed=confirmed
+            requests=belief.requests,
+            per=belief.per,
+            rate=current,
+            bad=bad,
+            confirmed=confirmed,
+            recent=adaptive.recent_sends(clock_now),
         )
     return LearnedState(
         provider=provider,
@@ -165,16 +181,21 @@ def apply_state(
     adaptive: AdaptiveRate | None,
     model: DurationModel,
     clock_now: float,
+    now: float | None = None,
 ) -> None:
     """Start a session from ``state``: its durations always, its rate if the belief is the same.
 
-    ``clock_now`` is the limiter's clock (seconds). A rate learned from
-    another stated belief is ignored: the user has said something new.
+    ``clock_now`` is the limiter's clock (seconds); ``now`` is Unix time in
+    seconds (default ``time.time()``). A rate learned from another stated
+    belief is ignored: the user has said something new. The requests sent in
+    the last window are always noted: the server still counts them.
     """
     model.restore(state.durations)
     rate = state.rate
     if adaptive is None or rate is None:
         return
+    elapsed = (time.time() if now is None else now) - state.saved_at
+    adaptive.note_sends([age + elapsed for age in rate.recent], clock_now)
     if (rate.requests, rate.per) != (belief.requests, belief.per):
         logger.debug(
             "not using the learned rate: it was learned from RateLimit(%d, %g), not (%d, %g)",

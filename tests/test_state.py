@@ -177,3 +177,31 @@ def test_capture_keeps_the_latest_observations() -> None:
     assert captured.rate is None
     assert len(captured.durations) == MAX_OBSERVATIONS
     assert captured.durations[-1] == (0.0, 1.0 + (MAX_OBSERVATIONS + 49) / 1000)
+
+
+def test_requests_of_the_last_window_are_noted_by_the_next_session() -> None:
+    first = AdaptiveRate(gi.RateLimit(20, 10.0), now=0.0)
+    for i in range(20):
+        first.record_send(100.0 + i * 0.25, saturated=False)  # 20 in the last 5 s
+    saved = capture_state(
+        provider="runbase",
+        base_url=URL,
+        belief=gi.RateLimit(20, 10.0),
+        adaptive=first,
+        model=DurationModel(),
+        clock_now=105.0,
+        now=1000.0,
+    )
+    assert saved.rate is not None and len(saved.rate.recent) == 20
+    second = AdaptiveRate(gi.RateLimit(20, 10.0), now=0.0)
+    # Opened 2 s later (wall clock), on a loop clock that starts anywhere.
+    apply_state(
+        saved,
+        belief=gi.RateLimit(20, 10.0),
+        adaptive=second,
+        model=DurationModel(),
+        clock_now=7.0,
+        now=1002.0,
+    )
+    # The earliest of those 20 was sent 7 s ago: the next slot is when it leaves the window.
+    assert second.window_free() == pytest.approx(0.0 + 10.0 * (1 + second.margin))
