@@ -282,7 +282,7 @@ async def _ours_on(
         row.polls = sim.stats.polls - before[2]
         row.by_run = _by_run(sim, started, done)
         row.diagnostics = (
-            f"{session.limiter.adaptive!r}; {session.scheduler.model!r}; "
+            f"{session._limiter.adaptive!r}; {session._scheduler.model!r}; "
             f"speculative polls {session.stats.speculative_polls}"
         )
     return row
@@ -313,7 +313,7 @@ async def _drift(sim: Simulator, row: Bulk, known: int, at: int, factor: float) 
 
 async def _sample_rate(session: gi.Session, started: float, every: float, row: Bulk) -> None:
     while True:
-        row.trajectory.append((time.monotonic() - started, session.limiter.adaptive.rate))
+        row.trajectory.append((time.monotonic() - started, session._limiter.adaptive.rate))
         await asyncio.sleep(every)
 
 
@@ -674,7 +674,7 @@ async def in_flight(runs: int, *, window: float) -> InFlight:
             row.loop_lag = await _loop_lag(window)
             row.lateness = list(session.stats.lateness)
             row.polls = session.stats.polls - polls
-            row.diagnostics = f"{session.limiter!r}; {session.scheduler!r}"
+            row.diagnostics = f"{session._limiter!r}; {session._scheduler!r}"
     return row
 
 

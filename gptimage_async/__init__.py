@@ -36,9 +36,10 @@ from ._journal import Journal, JournalEntry, JournalError
 from ._manifest import ManifestEntry, read_manifest
 from ._models import ImageRequest, RateLimit, Result, RunStatus
 from ._prompts import BatchPrompt, PromptFileError, read_prompts
+from ._providers import ProviderName
 from ._registry import RunRegistry
 from ._run import Run
-from ._session import Session
+from ._session import LimiterView, OnExit, SchedulerView, Session
 from ._stats import SessionStats
 from ._version import __version__
 
@@ -61,10 +62,13 @@ __all__ = [
     "Journal",
     "JournalEntry",
     "JournalError",
+    "LimiterView",
     "ManifestEntry",
+    "OnExit",
     "PermissionDeniedError",
     "PromptFileError",
     "ProtocolError",
+    "ProviderName",
     "QuotaExceededError",
     "RateLimit",
     "RateLimitError",
@@ -75,6 +79,7 @@ __all__ = [
     "RunRegistry",
     "RunStatus",
     "RunTimeoutError",
+    "SchedulerView",
     "ServerError",
     "Session",
     "SessionClosedError",

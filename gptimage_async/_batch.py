@@ -45,6 +45,7 @@ from ._download import (
 )
 from ._exceptions import (
     AuthenticationError,
+    ConfigurationError,
     GPTImageError,
     InsufficientCreditsError,
     PermissionDeniedError,
@@ -60,7 +61,7 @@ from ._models import ImageRequest, Result
 from ._prompts import BatchPrompt
 from ._run import Run
 from ._session import Session
-from ._version import __version__
+from ._version import USER_AGENT
 
 __all__ = [
     "DEFAULT_CREATE_WINDOW",
@@ -313,9 +314,9 @@ class Batch:
             ("max_download_bytes", max_download_bytes),
         ):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int")
+                raise ConfigurationError(f"{name} must be a positive int")
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ValueError("concurrency must be a positive int or None")
+            raise ConfigurationError("concurrency must be a positive int or None")
         self._session = session
         self._out = Path(out_dir)
         self._items: list[_Item] = []
@@ -499,7 +500,7 @@ class Batch:
         disk still let a rerun resume.
         """
         if self._state != "new":
-            raise RuntimeError("a Batch runs once; create a new one to run it again")
+            raise SessionClosedError("a Batch runs once; create a new one to run it again")
         self._state = "running"
         self._started = time.monotonic()
         self._out.mkdir(parents=True, exist_ok=True)
@@ -886,4 +887,4 @@ class _NoClient:
 def _http_client(needed: bool) -> aiohttp.ClientSession | _NoClient:
     if not needed:
         return _NoClient()
-    return aiohttp.ClientSession(headers={"User-Agent": f"gptimage-async/{__version__}"})
+    return aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})

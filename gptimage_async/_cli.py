@@ -37,7 +37,7 @@ from ._journal import JournalError
 from ._models import ASPECT_RATIOS, QUALITIES, ImageRequest, RateLimit, Result
 from ._progress import Display, format_duration, make_display
 from ._prompts import PromptFileError, read_prompts
-from ._providers import get_provider
+from ._providers import get_provider, provider_names
 from ._run import Run
 from ._session import Session
 from ._version import __version__
@@ -53,7 +53,10 @@ EXIT_INTERRUPTED = 130
 DEMO_TIME_SCALE = 0.05
 #: Any key with the Runbase prefix is accepted by the simulator.
 SIMULATOR_KEY = "sk-simulator"
-PROVIDERS = ("runbase", "apiinone", "simulator")
+#: ``--provider`` choices: every registered provider, and the local simulator.
+PROVIDER_CHOICES = (*provider_names(), "simulator")
+#: Where ``--redis`` is read from when not given (a URL may carry a password: env, not argv).
+REDIS_ENV = "GPTIMAGE_REDIS_URL"
 
 
 class _UsageError(Exception):
@@ -236,7 +239,7 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("provider")
     group.add_argument(
         "--provider",
-        choices=PROVIDERS,
+        choices=PROVIDER_CHOICES,
         default="runbase",
         help="default runbase; 'simulator' starts a local stand-in (no key, no network)",
     )
@@ -260,6 +263,12 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
         type=_positive_float,
         metavar="SECONDS",
         help="give up on a run after this (default 900)",
+    )
+    group.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share the key's budget with every process naming this Redis "
+        f"(redis:// or rediss://; default ${REDIS_ENV}; needs gptimage-async[redis])",
     )
     group.add_argument(
         "--time-scale",
@@ -346,6 +355,9 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Session]:
         options["run_timeout"] = args.run_timeout
     if args.request_timeout is not None:
         options["request_timeout"] = args.request_timeout
+    redis = args.redis or os.environ.get(REDIS_ENV) or None
+    if redis is not None:
+        options["redis"] = redis
     if args.provider == "simulator":
         if args.base_url:
             raise _UsageError("--base-url makes no sense with --provider simulator")

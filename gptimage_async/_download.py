@@ -24,10 +24,11 @@ from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 import aiohttp
 import anyio
 
-from ._exceptions import GPTImageError
+from ._classify import is_transient_status
+from ._exceptions import ConfigurationError, GPTImageError
 from ._models import Result
 from ._retry import backoff_delays, parse_retry_after
-from ._version import __version__
+from ._version import USER_AGENT
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -46,9 +47,6 @@ DEFAULT_ATTEMPTS = 4
 DEFAULT_TIMEOUT = 120.0
 #: Seconds one image may take in all: every attempt and every wait between them.
 DEFAULT_IMAGE_TIMEOUT = 300.0
-#: Jittered exponential backoff between attempts when the server gave no Retry-After.
-RETRY_BASE = 0.5
-RETRY_CAP = 10.0
 CHUNK_SIZE = 64 * 1024
 #: Longest file name produced (well under the 255 bytes of common file systems).
 MAX_NAME_CHARS = 120
@@ -172,14 +170,16 @@ async def download(
     >>> await download(result, "out/")                          # doctest: +SKIP
     [PosixPath('out/run_abc-1.png')]
     """
-    urls, default_stem = _urls_of(source)
+    urls, default_stem = _source_urls(source)
     if max_bytes < 1 or attempts < 1 or not attempt_timeout > 0 or not image_timeout > 0:
-        raise ValueError("max_bytes, attempts, attempt_timeout and image_timeout must be positive")
+        raise ConfigurationError(
+            "max_bytes, attempts, attempt_timeout and image_timeout must be positive"
+        )
     base = safe_filename(stem if stem is not None else default_stem)
     dest = _prepare_dir(Path(dest_dir))
     limits = _Limits(max_bytes, attempts, attempt_timeout, image_timeout)
     own_client = client is None
-    http = client or aiohttp.ClientSession(headers={"User-Agent": f"gptimage-async/{__version__}"})
+    http = client or aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
     paths: list[Path | None] = [None] * len(urls)
     try:
         async with anyio.create_task_group() as tg:
@@ -233,14 +233,14 @@ def _discard(path: str) -> None:
         os.unlink(path)
 
 
-def _urls_of(source: Result | str | Iterable[str]) -> tuple[list[str], str]:
+def _source_urls(source: Result | str | Iterable[str]) -> tuple[list[str], str]:
     if isinstance(source, Result):
         return list(source.urls), source.run_id
     if isinstance(source, str):
         return [source], _url_stem(source)
     urls = list(source)
     if not all(isinstance(u, str) for u in urls):
-        raise TypeError("download() takes a Result, a URL, or URLs")
+        raise ConfigurationError("download() takes a Result, a URL, or URLs")
     return urls, _url_stem(urls[0]) if urls else "image"
 
 
@@ -285,7 +285,7 @@ async def _fetch(
     limits: _Limits,
     deadline: float,
 ) -> Path:
-    delays = backoff_delays(RETRY_BASE, cap=RETRY_CAP)
+    delays = backoff_delays()  # when the server gave no Retry-After
     for attempt in range(1, limits.attempts + 1):
         left = deadline - anyio.current_time()
         per_attempt = aiohttp.ClientTimeout(total=max(0.001, min(limits.attempt_timeout, left)))
@@ -321,7 +321,7 @@ async def _fetch_once(
     try:
         async with http.get(url, timeout=per_attempt) as response:
             status = response.status
-            if status in (408, 429) or status >= 500:
+            if is_transient_status(status):  # the same sorting as creates and polls
                 raise _Transient(
                     f"HTTP {status}",
                     parse_retry_after({k.lower(): v for k, v in response.headers.items()}),

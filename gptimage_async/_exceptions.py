@@ -4,8 +4,9 @@ Every error this library raises or resolves a run with is a ``GPTImageError``::
 
     GPTImageError
     ├── InvalidRequestError (ValueError)      bad input, raised before any request is sent
-    ├── ConfigurationError (ValueError)       bad Session arguments: no key, bad base_url
-    ├── SessionClosedError (RuntimeError)     the session is closed, or closed under the run
+    ├── ConfigurationError (ValueError)       bad arguments to Session, RateLimit, Batch, download
+    ├── SessionClosedError (RuntimeError)     the session is closed (or closed under the run);
+    │                                         a Session or Batch used a second time
     ├── APIConnectionError                    the request never got an HTTP answer
     ├── ProtocolError                         an answer that cannot be understood
     ├── UncertainCreateError                  a create may have reached the server: not resent
@@ -73,11 +74,19 @@ class InvalidRequestError(GPTImageError, ValueError):
 
 
 class ConfigurationError(GPTImageError, ValueError):
-    """The session was configured wrongly (no API key, unknown provider, unsafe URL)."""
+    """A bad argument to the library's own objects, found before anything was sent.
+
+    ``Session`` (no API key, unknown provider, unsafe URL, a timeout that is
+    not a positive number of seconds), ``RateLimit``, ``Batch``, ``download``.
+    Bad *request* input (a prompt, an aspect ratio) is ``InvalidRequestError``.
+    """
 
 
 class SessionClosedError(GPTImageError, RuntimeError):
     """The session is closed, or was closed before this run was resolved.
+
+    Also raised when a ``Session`` is opened, or a ``Batch`` run, a second
+    time: both run once (create a new one).
 
     A run that ends with this error may still finish on the provider's side;
     its ``run_id`` lets a later session ``attach`` to it.

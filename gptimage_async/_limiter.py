@@ -82,6 +82,9 @@ INCREASE_SLOW = 1.03
 #: the rate stays there (no gap under it), and is doubted only after a long
 #: quiet spell, so a job at the limit draws its 429s once, not every few windows.
 FORGET_BAD_AFTER = 30
+#: Share of the rate that last drew a 429 that probing climbs back to: all of
+#: it, since that count went through (the shared limiter reads this too).
+BELOW_BAD = 1.0
 #: The learned rate never drifts past these multiples of the starting belief.
 MIN_RATE_FACTOR = 1 / 64
 MAX_RATE_FACTOR = 64.0
@@ -163,10 +166,10 @@ class AdaptiveRate:
     """
 
     __slots__ = (
-        "_bad",
         "_ceiling",
         "_last_429",
         "_last_cut",
+        "_lowest_429_rate",
         "_margin",
         "_per",
         "_rate",
@@ -184,7 +187,8 @@ class AdaptiveRate:
         self._start = belief.rate
         self._rate = belief.rate
         self._ceiling = belief.rate if belief.ceiling else None
-        self._bad: float | None = None
+        # The lowest rate (requests/s) a 429 came back at: probing stays below it.
+        self._lowest_429_rate: float | None = None
         self._margin = SAFETY_MARGIN
         self._last_cut = -float("inf")
         self._last_429 = -float("inf")
@@ -273,7 +277,9 @@ class AdaptiveRate:
             at_limit = estimate >= rate * JITTER_BAND
             if at_limit and now - previous_429 > JITTER_MEMORY * self._per:
                 # One 429 at the limit: jitter, no cut; but no probing past it either.
-                self._bad = rate if self._bad is None else min(self._bad, rate)
+                self._lowest_429_rate = (
+                    rate if self._lowest_429_rate is None else min(self._lowest_429_rate, rate)
+                )
                 self._margin = min(MAX_MARGIN, max(SAFETY_MARGIN, self._margin * 2.0))
                 return
             new = min(rate, estimate) * (1.0 - NUDGE if at_limit else 1.0)
@@ -282,7 +288,9 @@ class AdaptiveRate:
             # Refused with nothing sent lately: another client shares the key.
             new = rate * DECREASE_MIN
             failing = rate
-        self._bad = failing if self._bad is None else min(self._bad, failing)
+        self._lowest_429_rate = (
+            failing if self._lowest_429_rate is None else min(self._lowest_429_rate, failing)
+        )
         # A count of a few requests is no measure of the server's limit (the key
         # may be shared): then cut by half at most. A real count is trusted.
         floor = rate * DECREASE_MIN if in_window < TRUSTED_COUNT else 0.0
@@ -298,7 +306,7 @@ class AdaptiveRate:
         # Slow start looks every half window: a limit above the belief is
         # found a half window sooner, and overshooting it costs a 429 or two,
         # not budget (the server's window was full at the limit anyway).
-        span = self._per if self._bad is not None else self._per * SLOW_START_SPAN
+        span = self._per if self._lowest_429_rate is not None else self._per * SLOW_START_SPAN
         if now - self._window_start < span:
             return
         if self._window_saturated and not self._window_429:
@@ -309,15 +317,18 @@ class AdaptiveRate:
 
     def _increase(self, now: float) -> None:
         rate = self._rate
-        if self._bad is not None and now - self._last_429 > FORGET_BAD_AFTER * self._per:
+        if (
+            self._lowest_429_rate is not None
+            and now - self._last_429 > FORGET_BAD_AFTER * self._per
+        ):
             # Limits get raised; a long quiet spell makes the old failure doubtful.
-            self._bad *= INCREASE_SLOW
-        if self._bad is None:
+            self._lowest_429_rate *= INCREASE_SLOW
+        if self._lowest_429_rate is None:
             rate *= INCREASE_START
-        elif rate * INCREASE_FAST <= self._bad:
+        elif rate * INCREASE_FAST <= self._lowest_429_rate * BELOW_BAD:
             rate *= INCREASE_FAST
-        elif rate < self._bad:
-            rate = self._bad
+        elif rate < self._lowest_429_rate * BELOW_BAD:
+            rate = self._lowest_429_rate * BELOW_BAD
         if self._ceiling is not None:
             rate = min(rate, self._ceiling)
         rate = min(rate, self._start * MAX_RATE_FACTOR)
@@ -347,7 +358,7 @@ class AdaptiveRate:
 
     def snapshot(self) -> tuple[float, float | None, bool]:
         """``(rate, bad, confirmed)``: what a later session may start from (requests/s)."""
-        return self._rate, self._bad, self.confirmed
+        return self._rate, self._lowest_429_rate, self.confirmed
 
     def restore(self, rate: float, bad: float | None, *, confirmed: bool, now: float) -> None:
         """Start from a belief learned earlier (``snapshot()``), within this belief's bounds.
@@ -359,13 +370,13 @@ class AdaptiveRate:
         if self._ceiling is not None:
             high = min(high, self._ceiling)
         self._rate = min(max(rate, low), high)
-        self._bad = None if bad is None else max(bad, low)
-        if self._bad is not None:
+        self._lowest_429_rate = None if bad is None else max(bad, low)
+        if self._lowest_429_rate is not None:
             self._last_429 = now
         self._margin = MIN_MARGIN if confirmed else SAFETY_MARGIN
 
     def __repr__(self) -> str:
-        bad = "unknown" if self._bad is None else f"{self._bad:.3g}/s"
+        bad = "unknown" if self._lowest_429_rate is None else f"{self._lowest_429_rate:.3g}/s"
         return (
             f"<AdaptiveRate {self._rate:.3g}/s (window {self._per:g}s, margin "
             f"{self._margin:.1%}, last 429 at {bad}, cuts={self.cuts}, "

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from ._exceptions import InvalidRequestError
+from ._exceptions import ConfigurationError, InvalidRequestError
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -216,7 +216,8 @@ class RateLimit(msgspec.Struct, frozen=True):
     The limiter starts from this belief and keeps learning: it probes gently
     upward while no 429 comes back and backs off when one does. With
     ``ceiling=True`` the figure is a hard cap the limiter never exceeds (for a
-    key shared with other systems).
+    key shared with other systems). Raises ``ConfigurationError`` unless
+    ``requests`` is an int >= 1 and ``per`` a positive number of seconds.
 
     >>> RateLimit(requests=20, per=10.0)
     RateLimit(requests=20, per=10.0, ceiling=False)
@@ -228,13 +229,11 @@ class RateLimit(msgspec.Struct, frozen=True):
 
     def __post_init__(self) -> None:
         if isinstance(self.requests, bool) or not isinstance(self.requests, int):
-            raise InvalidRequestError("RateLimit.requests must be an int", field="requests")
+            raise ConfigurationError("RateLimit.requests must be an int")
         if self.requests < 1:
-            raise InvalidRequestError("RateLimit.requests must be at least 1", field="requests")
+            raise ConfigurationError("RateLimit.requests must be at least 1")
         if not isinstance(self.per, int | float) or not math.isfinite(self.per) or self.per <= 0:
-            raise InvalidRequestError(
-                "RateLimit.per must be a positive number of seconds", field="per"
-            )
+            raise ConfigurationError("RateLimit.per must be a positive number of seconds")
 
     @property
     def rate(self) -> float:

@@ -1,8 +1,10 @@
 """Every delay and cap of the retry logic, and reading ``Retry-After``.
 
 Retry-After is read first (milliseconds, seconds or an HTTP-date, capped);
-only where the server gave none does jittered exponential backoff from
-``backoff`` take over.
+only where the server gave none does jittered exponential backoff take over.
+There is one backoff formula, ``backoff_ceiling``: the limiter's outage
+pauses, the scheduler's poll retries and the downloads' retries all grow by
+it, each from its own base and up to its own cap, then jittered.
 """
 
 from __future__ import annotations
@@ -10,23 +12,41 @@ from __future__ import annotations
 import datetime
 import email.utils
 import math
+import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 
 import backoff
 
 __all__ = [
+    "BACKOFF_BASE",
+    "BACKOFF_FACTOR",
+    "BACKOFF_MAX",
+    "MAX_BACKOFF_EXPONENT",
     "MAX_RETRY_AFTER",
+    "POLL_JITTER_FLOOR",
+    "backoff_ceiling",
     "backoff_delays",
+    "full_jitter",
     "parse_retry_after",
+    "poll_jitter",
 ]
 
 #: The longest Retry-After we obey; a server asking for more is waited on this long.
 MAX_RETRY_AFTER = 120.0
-#: Jittered exponential backoff for transient failures: base, factor and cap, in seconds.
-BACKOFF_BASE = 0.25
+#: Default backoff for transient failures (image downloads): the first retry
+#: waits up to ``BACKOFF_BASE`` seconds, each next one ``BACKOFF_FACTOR`` times
+#: longer, none longer than ``BACKOFF_MAX`` seconds. The limiter (outage
+#: pauses) and the scheduler (poll retries) use the same formula from their own
+#: base (the request interval) and cap (the rate-limit window).
+BACKOFF_BASE = 0.5
 BACKOFF_FACTOR = 2.0
-BACKOFF_MAX = 30.0
+BACKOFF_MAX = 10.0
+#: The exponent stops growing here, so a long outage never overflows a float.
+MAX_BACKOFF_EXPONENT = 16
+#: Poll retries wait between this share of their delay and all of it: spread
+#: enough that runs which failed together do not retry together, never early.
+POLL_JITTER_FLOOR = 0.5
 
 
 def parse_retry_after(
@@ -78,15 +98,37 @@ def _clamp(seconds: float) -> float:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-def backoff_delays(
-    base: float = BACKOFF_BASE, *, factor: float = BACKOFF_FACTOR, cap: float = BACKOFF_MAX
-) -> Iterator[float]:
-    """Full-jitter exponential delays: ``uniform(0, min(cap, base * factor**n))``.
+def backoff_ceiling(retries: int, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_MAX) -> float:
+    """The longest wait before retry number ``retries + 1``, in seconds.
+
+    ``min(cap, base * BACKOFF_FACTOR ** min(retries, MAX_BACKOFF_EXPONENT))``:
+    ``retries`` is how many retries came before (0 for the first).
+
+    >>> backoff_ceiling(0, base=0.5, cap=10.0), backoff_ceiling(3, base=0.5, cap=10.0)
+    (0.5, 4.0)
+    >>> backoff_ceiling(99, base=0.5, cap=10.0)
+    10.0
+    """
+    return min(cap, base * BACKOFF_FACTOR ** min(retries, MAX_BACKOFF_EXPONENT))
+
+
+def full_jitter(ceiling: float) -> float:
+    """A wait drawn uniformly from ``[0, ceiling]`` seconds (AWS's "full jitter")."""
+    return backoff.full_jitter(ceiling)
+
+
+def poll_jitter(ceiling: float) -> float:
+    """A wait drawn uniformly from ``[POLL_JITTER_FLOOR * ceiling, ceiling]`` seconds."""
+    return random.uniform(POLL_JITTER_FLOOR, 1.0) * ceiling
+
+
+def backoff_delays(base: float = BACKOFF_BASE, *, cap: float = BACKOFF_MAX) -> Iterator[float]:
+    """Full-jitter waits before each retry: ``full_jitter(backoff_ceiling(n, base, cap))``.
 
     >>> d = backoff_delays(0.1); 0 <= next(d) <= 0.1
     True
     """
-    expo = backoff.expo(base=factor, factor=base, max_value=cap)
-    next(expo)  # backoff's generators are primed with a send(None)
-    for value in expo:
-        yield backoff.full_jitter(value)
+    retries = 0
+    while True:
+        yield full_jitter(backoff_ceiling(retries, base=base, cap=cap))
+        retries += 1

@@ -14,6 +14,32 @@ from ._models import ImageRequest, Result, RunStatus
 __all__ = ["Run"]
 
 
+class _PollState:
+    """The scheduler's bookkeeping for one run. Strictly private: only ``_scheduler`` writes it."""
+
+    __slots__ = ("errors", "last_pending_age", "next_poll", "not_before", "polls", "status_word")
+
+    def __init__(self) -> None:
+        #: Polls sent for the run.
+        self.polls = 0
+        #: Age (seconds since the create was sent) of the last poll that found it not done.
+        self.last_pending_age = 0.0
+        #: Consecutive failed polls (transient errors).
+        self.errors = 0
+        #: Clock time the scheduler means to poll next; stale heap entries are skipped.
+        self.next_poll = 0.0
+        #: Clock time before which no poll may go, not even a speculative one (a Retry-After).
+        self.not_before = 0.0
+        #: The provider's own word for the status last seen (a timeout names it).
+        self.status_word: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<_PollState polls={self.polls} errors={self.errors} "
+            f"last_pending_age={self.last_pending_age:.3f} next_poll={self.next_poll:.3f}>"
+        )
+
+
 class Run:
     """One run on a provider, tracked by its session until it is resolved.
 
@@ -27,16 +53,12 @@ class Run:
 
     __slots__ = (
         "_future",
+        "_poll",
         "created_at",
         "deadline",
-        "errors",
         "index",
-        "last_pending_age",
-        "next_poll",
-        "polls",
         "provider",
         "request",
-        "resolved_at",
         "run_id",
         "status",
     )
@@ -58,18 +80,18 @@ class Run:
         self.status = status
         #: Position in the input of ``generate_many`` / ``as_completed``.
         self.index = index
-        #: Clock time the create was sent (the run's age is measured from it).
+        #: Session clock time (seconds) the create was sent; the run's age is measured from it.
         self.created_at = created_at
+        #: Session clock time (seconds) by which the run must be resolved: ``created_at``
+        #: plus the session's ``run_timeout``.
         self.deadline = deadline
-        self.resolved_at: float | None = None
-        self.polls = 0
-        #: Age of the last poll that found the run not done yet.
-        self.last_pending_age = 0.0
-        #: Consecutive failed polls (transient errors).
-        self.errors = 0
-        #: When the scheduler means to poll next; stale heap entries are skipped.
-        self.next_poll = 0.0
+        self._poll = _PollState()
         self._future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+
+    @property
+    def polls(self) -> int:
+        """Status requests sent for this run so far (read-only)."""
+        return self._poll.polls
 
     @property
     def id(self) -> str | None:
@@ -124,19 +146,17 @@ class Run:
 
     # -- resolution (called by the session and scheduler only) ---------------
 
-    def _resolve(self, result: Result, now: float) -> bool:
+    def _resolve(self, result: Result) -> bool:
         if self._future.done():
             return False
         self.status = RunStatus.SUCCEEDED
-        self.resolved_at = now
         self._future.set_result(result)
         return True
 
-    def _fail(self, error: GPTImageError, status: RunStatus, now: float) -> bool:
+    def _fail(self, error: GPTImageError, status: RunStatus) -> bool:
         if self._future.done():
             return False
         self.status = status
-        self.resolved_at = now
         if error.run_id is None:
             error.run_id = self.run_id
         self._future.set_exception(error)

@@ -4,10 +4,10 @@ Where a poll goes is the whole performance of the library: under Runbase's
 default limit every poll spends budget a new run could have used. So:
 
 * Each run has a *planned* poll at the age by which most runs like it are
-  done (``THETA`` of the learned duration distribution, conditional on the run
-  still going at its last poll). Planned polls go before creates in the
-  limiter. When the budget is the bottleneck these are the only polls, and
-  they cost close to one per run.
+  done (the ``PLANNED_DONE_SHARE`` quantile of the learned duration
+  distribution, conditional on the run still going at its last poll).
+  Planned polls go before creates in the limiter. When the budget is the
+  bottleneck these are the only polls, and they cost close to one per run.
 * Whenever the limiter has a free slot and nobody waits for it, the run at
   the top of the heap (the one nearest its planned poll, so the likeliest to
   be done) is polled early: a *speculative* poll. These buy latency with
@@ -29,27 +29,33 @@ import heapq
 import itertools
 import logging
 import math
-import random
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 
+from ._classify import (
+    Verdict,
+    classify_no_answer,
+    classify_status,
+    read_answer,
+    report_answer,
+    report_no_answer,
+    wait_as_told,
+)
 from ._durations import DurationModel
 from ._exceptions import (
     APIStatusError,
     GPTImageError,
     ProtocolError,
-    QuotaExceededError,
     RunFailedError,
     RunNotFoundError,
     RunTimeoutError,
-    ServerError,
 )
 from ._limiter import PRIORITY_POLL, Limiter
 from ._models import Result, RunStatus
 from ._providers import Provider, RunSnapshot
-from ._retry import parse_retry_after
+from ._retry import backoff_ceiling, poll_jitter
 from ._run import Run
 from ._stats import SessionStats
 from ._transport import SendError, Transport
@@ -59,7 +65,7 @@ __all__ = ["PollScheduler"]
 logger = logging.getLogger("gptimage_async")
 
 #: Share of runs a planned poll should find done.
-THETA = 0.95
+PLANNED_DONE_SHARE = 0.95
 #: Speculative polls start where this share of runs is done ...
 SPECULATIVE_FROM = 0.02
 #: ... and poll one run at most once per this share of the median duration.
@@ -133,7 +139,6 @@ class PollScheduler:
         # queue inside aiohttp, holding memory and going stale.
         self._poll_slots = asyncio.Semaphore(max_polls_in_flight)
         # The status word each run's last poll saw, for its timeout message.
-        self._last_word: dict[Run, str] = {}
 
     # -- public surface --------------------------------------------------------
 
@@ -154,7 +159,6 @@ class PollScheduler:
     def release(self, run: Run) -> None:
         """``run`` was resolved elsewhere; its heap entries go stale."""
         self._in_flight -= 1
-        self._last_word.pop(run, None)
         self._unscout(run)
 
     async def run_forever(self) -> None:
@@ -166,7 +170,7 @@ class PollScheduler:
                 await self._sleep(None)
                 continue
             when, _, run = heap[0]
-            if run.done() or when != run.next_poll:
+            if run.done() or when != run._poll.next_poll:
                 heapq.heappop(heap)  # stale: resolved, or re-planned since
                 continue
             now = self._loop.time()
@@ -207,7 +211,7 @@ class PollScheduler:
         if limiter.waiting:
             # Busy now; look again once the waiters have had the next slot, so
             # budget freed later (a batch's tail) is not missed.
-            return max(limiter.next_free(), now) + limiter.interval
+            return max(limiter.next_free(), now, run._poll.not_before) + limiter.interval
         model = self.model
         if not model.ready:
             # Nothing learned yet. A few runs in flight (a session making its
@@ -216,7 +220,7 @@ class PollScheduler:
             # the model rather than storm a large budget.
             if self._in_flight > COLD_SCOUTS:
                 return math.inf
-            last = run.last_pending_age
+            last = run._poll.last_pending_age
             first = max(COLD_FIRST_RTTS * self._rtt, limiter.interval) / 2
             earliest_age = max(last * COLD_SPECULATIVE_GROWTH, last + limiter.interval, first)
         else:
@@ -224,15 +228,16 @@ class PollScheduler:
             # speculating earlier until it has seen enough.
             maturity = min(1.0, model.observed / MATURE_OBSERVATIONS)
             earliest_age = model.quantile(SPECULATIVE_FROM) * maturity
-            if run.polls:
+            if run._poll.polls:
                 spacing = SPECULATIVE_SPACING * model.quantile(0.5)
-                earliest_age = max(earliest_age, run.last_pending_age + spacing)
-        return max(run.created_at + earliest_age, limiter.next_free())
+                earliest_age = max(earliest_age, run._poll.last_pending_age + spacing)
+        # Never ahead of a wait the server asked for (Retry-After on a 503, say).
+        return max(run.created_at + earliest_age, limiter.next_free(), run._poll.not_before)
 
     # -- planning --------------------------------------------------------------
 
     def _plan(self, run: Run, now: float) -> None:
-        if run.polls == 0 and self._park(run):
+        if run._poll.polls == 0 and self._park(run):
             return
         age = self.plan_age(run, interval=self._limiter.interval)
         self._push(run, max(run.created_at + age, now))
@@ -279,7 +284,7 @@ class PollScheduler:
 
         Pure: depends on the run, the learned model and ``interval`` only.
         """
-        last = run.last_pending_age
+        last = run._poll.last_pending_age
         model = self.model
         if not model.ready:
             # Probe geometrically from a few round trips, but never below what
@@ -288,21 +293,22 @@ class PollScheduler:
                 COLD_FIRST_RTTS * self._rtt,
                 interval,
                 self._cold_floor,
-                COLD_RELEASE * self._cold_scale,
+                # A run done by then (or, restored, the longest one seen) sets the scale.
+                COLD_RELEASE * (self._cold_scale or model.longest),
             )
-            if run.polls == 0:
+            if run._poll.polls == 0:
                 return first
             return max(last * COLD_GROWTH, last + interval, first)
-        target = model.conditional_quantile(last, THETA)
+        target = model.conditional_quantile(last, PLANNED_DONE_SHARE)
         if target is None:
             target = last * TAIL_GROWTH
-        if run.polls:
+        if run._poll.polls:
             target = max(target, last + MIN_STEP * model.quantile(0.5))
         return target
 
     def _push(self, run: Run, when: float) -> None:
         when = min(when, run.deadline)
-        run.next_poll = when
+        run._poll.next_poll = when
         heap = self._heap
         heapq.heappush(heap, (when, next(self._seq), run))
         if heap[0][2] is run and self._wake is not None and not self._wake.done():
@@ -351,58 +357,51 @@ class PollScheduler:
     async def _poll_once(self, run: Run, sent_at: float) -> None:
         assert run.run_id is not None
         age = sent_at - run.created_at
-        run.polls += 1
+        run._poll.polls += 1
         self._stats.polls += 1
         self._stats.requests += 1
         try:
             answer = await self._transport.send("GET", self._provider.poll_path(run.run_id))
         except SendError as exc:
-            self._stats.connection_errors += 1
-            self._limiter.on_server_trouble()
+            report_no_answer(limiter=self._limiter, stats=self._stats)
+            classify_no_answer(exc, create=False)  # always a retry: a poll changes nothing
             self._retry_later(run, exc)
             return
         except ProtocolError as exc:
             self._protocol_error(run, exc)
             return
         except APIStatusError as exc:  # a redirect the transport would not follow
-            self._status_error(run, exc, sent_at)
+            report_answer(exc, limiter=self._limiter, stats=self._stats, sent_at=sent_at)
+            self._status_error(run, exc)
             return
         if run.done():
             return
-        status = answer.status
-        if 200 <= status < 300:
-            self._limiter.on_answer()
-            try:
-                snapshot = self._provider.decode_run(answer.body, run_id=run.run_id)
-            except APIStatusError as exc:
-                self._status_error(run, exc, sent_at)
-                return
-            except ProtocolError as exc:
-                self._protocol_error(run, exc)
-                return
-            self._observe(run, snapshot, age)
+        try:
+            snapshot = read_answer(self._provider, answer, run_id=run.run_id)
+        except APIStatusError as exc:
+            report_answer(exc, limiter=self._limiter, stats=self._stats, sent_at=sent_at)
+            self._status_error(run, exc)
             return
-        error = self._provider.decode_error(
-            status,
-            answer.body,
-            run_id=run.run_id,
-            retry_after=parse_retry_after(answer.headers),
-        )
-        self._status_error(run, error, sent_at)
+        except ProtocolError as exc:
+            report_answer(None, limiter=self._limiter, stats=self._stats, sent_at=sent_at)
+            self._protocol_error(run, exc)
+            return
+        report_answer(None, limiter=self._limiter, stats=self._stats, sent_at=sent_at)
+        self._observe(run, snapshot, age)
 
     def _observe(self, run: Run, snapshot: RunSnapshot, age: float) -> None:
-        run.errors = 0
+        run._poll.errors = 0
         if snapshot.status_word is not None:
-            self._last_word[run] = snapshot.status_word
+            run._poll.status_word = snapshot.status_word
         status = snapshot.status
         if not status.is_terminal:
             run.status = status
-            run.last_pending_age = max(run.last_pending_age, age)
+            run._poll.last_pending_age = max(run._poll.last_pending_age, age)
             if not self.model.ready:
                 self._cold_floor = max(self._cold_floor, age)
             self._plan(run, self._loop.time())
             return
-        self.model.observe(run.last_pending_age, age)
+        self.model.observe(run._poll.last_pending_age, age)
         now = self._loop.time()
         if not self._cold_scale:
             # The scale of durations, from a run probed finely: not from the
@@ -418,7 +417,7 @@ class PollScheduler:
                 request=run.request,
                 elapsed=now - run.created_at,
             )
-            if run._resolve(result, now):
+            if run._resolve(result):
                 self._on_resolved(run)
             return
         if status is RunStatus.CANCELED:
@@ -426,50 +425,47 @@ class PollScheduler:
         else:
             message = snapshot.error_message or "the provider reports that the run failed"
         error = RunFailedError(message, run_id=run.run_id or snapshot.id, code=snapshot.error_code)
-        if run._fail(error, status, now):
+        if run._fail(error, status):
             self._on_resolved(run)
 
-    def _status_error(self, run: Run, error: APIStatusError, sent_at: float) -> None:
-        if isinstance(error, QuotaExceededError):
-            self._fail(run, error)
-        elif error.status_code == 429:
-            self._stats.rate_limited += 1
-            self._limiter.on_rate_limited(sent_at, error.retry_after)
-            self._push(run, self._loop.time())  # the limiter holds it back
-        elif isinstance(error, ServerError) or error.status_code == 408:
-            self._stats.server_errors += 1
-            self._limiter.on_server_trouble()
-            self._retry_later(run, error)
-        elif isinstance(error, RunNotFoundError) and run.errors + 1 < MAX_NOT_FOUND:
-            # A run can be briefly invisible right after its create.
+    def _status_error(self, run: Run, error: APIStatusError) -> None:
+        verdict = classify_status(error, create=False)
+        if verdict is Verdict.WAIT:
+            # After a 429 the limiter holds it back; after a Retry-After on any
+            # other status, it waits that long itself (within its deadline).
+            run._poll.not_before = self._loop.time() + wait_as_told(error)
+            self._push(run, run._poll.not_before)
+        elif verdict is Verdict.RETRY and not (
+            isinstance(error, RunNotFoundError) and run._poll.errors + 1 >= MAX_NOT_FOUND
+        ):
             self._retry_later(run, error)
         else:
             self._fail(run, error)
 
     def _protocol_error(self, run: Run, error: ProtocolError) -> None:
         self._stats.poll_errors += 1
-        if run.errors + 1 >= MAX_PROTOCOL_ERRORS:
+        if run._poll.errors + 1 >= MAX_PROTOCOL_ERRORS:
             self._fail(run, error)
         else:
             self._retry_later(run, error)
 
     def _retry_later(self, run: Run, error: GPTImageError) -> None:
-        run.errors += 1
+        run._poll.errors += 1
         logger.debug("poll of run %s failed (%s); retrying", run.run_id, error)
         scale = self.model.quantile(0.5) * MIN_STEP if self.model.ready else self._rtt
         base = max(self._limiter.interval, scale)
-        delay = min(base * 2.0 ** min(run.errors, 16), self._limiter.per)
+        delay = backoff_ceiling(run._poll.errors, base=base, cap=self._limiter.per)
         # Jitter keeps a crowd of runs that failed together from retrying together.
-        self._push(run, self._loop.time() + random.uniform(0.5, 1.0) * delay)
+        self._push(run, self._loop.time() + poll_jitter(delay))
 
     def _fail(self, run: Run, error: GPTImageError) -> None:
         status = RunStatus.FAILED if isinstance(error, RunFailedError) else RunStatus.ERRORED
-        if run._fail(error, status, self._loop.time()):
+        if run._fail(error, status):
             self._on_resolved(run)
         self._unscout(run)
 
     def _timeout_message(self, run: Run) -> str:
-        return _timeout_message(run, self._last_word.get(run))
+        return _timeout_message(run, run._poll.status_word)
 
     def __repr__(self) -> str:
         return f"<PollScheduler {self._provider.name} in_flight={self._in_flight} {self.model!r}>"
@@ -484,5 +480,5 @@ def _timeout_message(run: Run, word: str | None = None) -> str:
     seen = "" if word is None else f", last seen with status {word!r}"
     return (
         f"run {run.run_id} was not done by the session's run_timeout "
-        f"(polled {run.polls} times{seen}); it may still finish: attach() it to keep waiting"
+        f"(polled {run._poll.polls} times{seen}); it may still finish: attach() it to keep waiting"
     )

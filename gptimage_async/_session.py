@@ -1,10 +1,20 @@
 """The session: one provider, one key, one limiter, one poll scheduler.
 
-How a run travels: the request is validated (``_models``, then the
-provider's own limits), encoded by its provider adapter (``_providers``), sent
-through the rate limiter (``_limiter``, ``_transport``), recorded in the
-registry (``_registry``), polled by the scheduler (``_scheduler``), decoded by
-the adapter again, and resolved (``_run``).
+``Session`` holds the configuration, the lifecycle (open, close, cancel) and
+the public verbs (``submit``, ``generate``, ``attach``, ``generate_many``,
+``as_completed``). How a run travels, one module per step:
+
+1. validated: ``_models`` (``as_request``), then the provider's own limits
+   (``_providers``);
+2. encoded by its provider adapter: ``_providers`` (one module per provider);
+3. sent through the rate limiter: ``_create`` (the create pipeline) waits in
+   ``_limiter`` and sends with ``_transport``;
+4. its answer read and its errors sorted: ``_classify`` (retry / wait as told
+   / fail / uncertain), with every delay and cap in ``_retry``;
+5. recorded in the registry: ``_registry``;
+6. polled by the scheduler: ``_scheduler``, which reads answers through
+   ``_classify`` too;
+7. resolved: ``_run`` (the user's handle).
 """
 
 from __future__ import annotations
@@ -13,43 +23,41 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, Literal, Self, overload
+from typing import TYPE_CHECKING, Any, Literal, Self, overload
 from urllib.parse import urlsplit
 
-import anyio
-
+from ._create import Creator
 from ._exceptions import (
-    APIStatusError,
     ConfigurationError,
     GPTImageError,
-    ProtocolError,
-    QuotaExceededError,
-    RateLimitError,
-    RunTimeoutError,
     SessionClosedError,
-    UncertainCreateError,
 )
-from ._limiter import PRIORITY_CREATE, RateLimiter
+from ._limiter import AdaptiveRate, Limiter, RateLimiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
-from ._providers import Provider, get_provider
+from ._providers import Provider, ProviderName, get_provider
 from ._registry import RunRegistry
-from ._retry import parse_retry_after
 from ._run import Run
 from ._scheduler import PollScheduler
+from ._shared_limiter import check_redis_option, make_limiter
 from ._state import FileStateStore, StateStore, apply_state, capture_state
 from ._stats import SessionStats
-from ._transport import Secret, SendError, Transport, check_proxy
-from ._version import __version__
+from ._transport import Secret, Transport, check_proxy
+from ._version import USER_AGENT
 
-__all__ = ["OnExit", "ProviderName", "Session"]
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+else:  # get_type_hints() must work without the optional redis package
+    Redis = Any
+
+__all__ = ["LimiterView", "OnExit", "ProviderName", "SchedulerView", "Session"]
 
 logger = logging.getLogger("gptimage_async")
 
-ProviderName = Literal["runbase", "apiinone"]
 OnExit = Literal["wait", "cancel"]
 
 #: Defaults, in seconds unless named otherwise.
@@ -60,6 +68,9 @@ DEFAULT_MAX_CONNECTIONS = 100
 #: Workers that feed creates for ``as_completed`` / ``generate_many``: enough to
 #: keep the limiter busy when each create takes a round trip.
 FEEDERS = 32
+#: ``as_completed`` / ``generate_many`` without ``concurrency`` start at most this
+#: many times the runs the key's budget keeps in flight ahead of their consumer.
+WINDOW_FACTOR = 2.0
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
@@ -67,14 +78,67 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 _MISSING: Any = object()
 
 
-class _Retry:
-    """A create that certainly did not happen and may be sent again."""
+class LimiterView:
+    """A read-only view of a session's rate limiter (``session.limiter``).
 
-    __slots__ = ("error", "rate_limited")
+    ``rate`` is the limiter's current belief about the key's limit, in
+    requests per second (it learns from 429s and from saturated windows);
+    ``interval`` the seconds between two requests at the current pace;
+    ``per`` the window of the belief, in seconds; ``waiting`` the requests
+    queued for a slot. Values are read live, each time.
+    """
 
-    def __init__(self, error: GPTImageError, *, rate_limited: bool = False) -> None:
-        self.error = error
-        self.rate_limited = rate_limited
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._limiter = limiter
+
+    @property
+    def rate(self) -> float:
+        """The believed limit, in requests per second."""
+        return self._limiter.rate
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two requests at the current pace."""
+        return self._limiter.interval
+
+    @property
+    def per(self) -> float:
+        """The window of the belief, in seconds."""
+        return self._limiter.per
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot."""
+        return self._limiter.waiting
+
+    def __repr__(self) -> str:
+        return repr(self._limiter)
+
+
+class SchedulerView:
+    """A read-only view of a session's poll scheduler (``session.scheduler``).
+
+    ``len(view)`` and ``in_flight`` are the runs being polled; the repr shows
+    what the scheduler has learned of run durations.
+    """
+
+    __slots__ = ("_scheduler",)
+
+    def __init__(self, scheduler: PollScheduler) -> None:
+        self._scheduler = scheduler
+
+    @property
+    def in_flight(self) -> int:
+        """Runs being polled."""
+        return len(self._scheduler)
+
+    def __len__(self) -> int:
+        return len(self._scheduler)
+
+    def __repr__(self) -> str:
+        return repr(self._scheduler)
 
 
 class Session:
@@ -84,27 +148,69 @@ class Session:
     ...     result = await session.generate("a ceramic lamp", quality="high")
     ...     print(result.urls)
 
-    ``api_key=None`` reads ``RUNBASE_API_KEY`` / ``APIINONE_API_KEY``.
-    ``base_url`` is the API root including ``/api/v1``; plain ``http://`` is
-    accepted only for loopback hosts (the simulator). ``rate_limit`` is the
-    starting belief about the provider's limit (``None``: the documented one);
-    the limiter learns from there. ``run_timeout`` bounds each run from its
-    create to its resolution. ``on_exit`` says what leaving the ``async with``
-    block normally does with runs in flight: ``"wait"`` for them, or
-    ``"cancel"`` them (they end with ``SessionClosedError``; leaving through
-    an exception always cancels). ``resend_uncertain_creates=True`` resends a
-    create whose fate is unknown, accepting the risk of paying twice.
-    ``state_file`` is a path where the session keeps what it learned (the
-    rate belief and recent run durations): loaded when it opens, saved when it
-    closes, so the next batch starts warm. A missing, stale (over 7 days) or
-    corrupt file is ignored; ``None`` (the default) keeps nothing.
-    ``proxy`` sends every request through that http(s) proxy URL; without
-    it, ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY`` are
-    honoured as requests and httpx do, read when the session opens.
+    Parameters (all keyword-only but ``provider``):
+
+    * ``provider``: ``ProviderName``, ``"runbase"`` (default) or ``"apiinone"``.
+    * ``api_key``: ``str | None``, default ``None``: read from
+      ``RUNBASE_API_KEY`` / ``APIINONE_API_KEY``. Never logged or shown in a
+      repr or an error.
+    * ``base_url``: ``str | None``, the API root including ``/api/v1``;
+      default ``None``: the provider's (``https://runbase.net/api/v1``,
+      ``https://apiin.one/api/v1``). Plain ``http://`` is accepted only for
+      loopback hosts (the simulator).
+    * ``rate_limit``: ``RateLimit | None``, the starting belief about the key's
+      limit; default ``None``: the provider's (Runbase 20 requests per 10 s,
+      API in One 10 per 10 s; creates and polls together). The limiter
+      learns from there.
+    * ``request_timeout``: seconds one HTTP request may take, connect to last
+      byte; default ``DEFAULT_REQUEST_TIMEOUT`` (60 s).
+    * ``run_timeout``: seconds from a run's create to its resolution; past it
+      the run ends with ``RunTimeoutError`` (it may still finish: ``attach``
+      it). Default ``DEFAULT_RUN_TIMEOUT`` (900 s).
+    * ``on_exit``: ``OnExit``, what leaving the ``async with`` block normally
+      does with runs in flight: ``"wait"`` (default) for them, or ``"cancel"``
+      them (they end with ``SessionClosedError``). Leaving through an
+      exception always cancels.
+    * ``resend_uncertain_creates``: ``bool``, default ``False``. ``True``
+      resends a create whose fate is unknown (a lost connection, a 5xx after
+      the request was written), accepting the risk of paying twice; ``False``
+      raises ``UncertainCreateError`` instead.
+    * ``max_create_attempts``: ``int`` >= 1, attempts per create for errors
+      that certainly created nothing (connection refused, 503, 408), the first
+      included; waits as told by a 429 do not count. Default
+      ``DEFAULT_MAX_CREATE_ATTEMPTS`` (6).
+    * ``max_connections``: ``int`` >= 1, open connections to the provider, and
+      so polls on the wire at once; default ``DEFAULT_MAX_CONNECTIONS`` (100).
+    * ``user_agent``: ``str | None``, the ``User-Agent`` header; default
+      ``None``: ``gptimage-async/<version>``.
+    * ``proxy``: ``str | None``, an ``http://`` or ``https://`` proxy URL every
+      request goes through; default ``None``: ``HTTPS_PROXY`` / ``HTTP_PROXY``
+      (by the base URL's scheme), ``ALL_PROXY`` and ``NO_PROXY`` are honoured
+      as requests and httpx do, read when the session opens. Credentials in
+      it are never shown.
+    * ``redis``: ``str | redis.asyncio.Redis | None``, default ``None``: a
+      ``redis://`` / ``rediss://`` URL or a client; every session, in any
+      process, naming the same Redis, provider and key then shares the key's
+      budget (one GCRA schedule kept in Redis; see the README's "Several
+      processes, one key"). Needs the extra ``gptimage-async[redis]``;
+      without it, ``ConfigurationError`` names the extra. ``None``: the
+      budget is this process's alone and Redis is never imported.
+    * ``state_file``: ``str | os.PathLike[str] | None``, default ``None``: a
+      path where the session keeps what it learned (the rate belief, the last
+      window's requests and recent run durations), loaded when it opens and
+      saved when it closes, so the next batch starts warm. A missing, stale
+      (over 7 days) or corrupt file is ignored with a DEBUG line. ``None``
+      keeps nothing. With ``redis``, the shared budget is Redis's: only run
+      durations are taken from the file.
+
+    Raises ``ConfigurationError`` (a ``ValueError``) for any bad argument,
+    before anything is opened.
 
     Open one session per process and share it: its limiter and poller then
     see all the traffic for the key. Its background work is owned by the
     session itself, so a framework may open and close it from different tasks.
+    A session opens once: ``open()`` after ``aclose()`` raises
+    ``SessionClosedError``.
     """
 
     def __init__(
@@ -122,6 +228,7 @@ class Session:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         user_agent: str | None = None,
         proxy: str | None = None,
+        redis: str | Redis | None = None,
         state_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._provider: Provider = get_provider(provider)
@@ -144,7 +251,9 @@ class Session:
         self._resend = bool(resend_uncertain_creates)
         self._max_attempts = max_create_attempts
         self._max_connections = max_connections
-        self._user_agent = user_agent or f"gptimage-async/{__version__}"
+        self._user_agent = user_agent or USER_AGENT
+        check_redis_option(redis)
+        self._redis = redis
         # Where learned state lives between sessions: a file, or (later) a shared store.
         self._memory: StateStore | None = None if state_file is None else FileStateStore(state_file)
         self._proxy = None if proxy is None else check_proxy(proxy)
@@ -155,11 +264,11 @@ class Session:
         self.runs = RunRegistry()
         self.stats = SessionStats()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._creates: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
         self._transport: Transport | None = None
-        self._limiter: RateLimiter | None = None
+        self._limiter: Limiter | None = None
         self._scheduler: PollScheduler | None = None
+        self._creator: Creator | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -174,18 +283,24 @@ class Session:
         return self._base_url
 
     @property
-    def limiter(self) -> RateLimiter:
-        """The session's rate limiter (for introspection)."""
+    def limiter(self) -> LimiterView:
+        """A read-only view of the session's rate limiter, for monitoring.
+
+        Raises ``SessionClosedError`` before ``open()``.
+        """
         if self._limiter is None:
             raise SessionClosedError("the session is not open")
-        return self._limiter
+        return LimiterView(self._limiter)
 
     @property
-    def scheduler(self) -> PollScheduler:
-        """The session's poll scheduler (for introspection)."""
+    def scheduler(self) -> SchedulerView:
+        """A read-only view of the session's poll scheduler, for monitoring.
+
+        Raises ``SessionClosedError`` before ``open()``.
+        """
         if self._scheduler is None:
             raise SessionClosedError("the session is not open")
-        return self._scheduler
+        return SchedulerView(self._scheduler)
 
     @property
     def closed(self) -> bool:
@@ -223,7 +338,12 @@ class Session:
             user_agent=self._user_agent,
             proxy=self._proxy,
         )
-        self._limiter = RateLimiter(self._belief)
+        self._limiter = make_limiter(
+            self._belief,
+            provider=self._provider.name,
+            api_key=self._api_key.reveal(),
+            redis=self._redis,
+        )
         await self._limiter.start()
         self._scheduler = PollScheduler(
             provider=self._provider,
@@ -240,11 +360,26 @@ class Session:
                 apply_state(
                     learned,
                     belief=self._belief,
-                    adaptive=self._limiter.adaptive,
+                    adaptive=_adaptive(self._limiter),
                     model=self._scheduler.model,
                     clock_now=self._clock(),
                 )
                 logger.debug("session starts from what was learned: %r", self._scheduler.model)
+        self._creator = Creator(
+            provider=self._provider,
+            transport=self._transport,
+            limiter=self._limiter,
+            scheduler=self._scheduler,
+            registry=self.runs,
+            stats=self.stats,
+            clock=self._clock,
+            run_timeout=self._run_timeout,
+            max_attempts=self._max_attempts,
+            resend_uncertain=self._resend,
+            check_open=self._check_open,
+            on_busy=self._busy,
+            on_settled=self._maybe_idle,
+        )
         self._spawn(self._scheduler.run_forever)
         logger.debug("session opened: %s at %s", self._provider.name, self._base_url)
 
@@ -269,9 +404,8 @@ class Session:
 
     async def _shutdown(self) -> None:
         # Creates already sent are let finish, so their runs get an id to report.
-        if self._creates:
-            await asyncio.gather(*self._creates, return_exceptions=True)
-        now = self._clock()
+        if self._creator is not None and self._creator.in_flight:
+            await asyncio.gather(*self._creator.in_flight, return_exceptions=True)
         for run in self.runs:
             run._fail(
                 SessionClosedError(
@@ -280,7 +414,6 @@ class Session:
                     run_id=run.run_id,
                 ),
                 RunStatus.ERRORED,
-                now,
             )
             self.runs.discard(run)
         for task in list(self._tasks):
@@ -305,7 +438,7 @@ class Session:
             provider=self._provider.name,
             base_url=self._base_url,
             belief=self._belief,
-            adaptive=self._limiter.adaptive,
+            adaptive=_adaptive(self._limiter),
             model=self._scheduler.model,
             clock_now=self._clock(),
         )
@@ -333,8 +466,17 @@ class Session:
         self._maybe_idle()
 
     def _maybe_idle(self) -> None:
-        if not self.runs and not self._creates and self._idle is not None:
+        creating = self._creator is not None and self._creator.in_flight
+        if not self.runs and not creating and self._idle is not None:
             self._idle.set()
+
+    def _busy(self) -> None:
+        if self._idle is not None:
+            self._idle.clear()
+
+    def _creator_now(self) -> Creator:
+        assert self._creator is not None  # set by open(); callers checked the session is open
+        return self._creator
 
     # -- submitting --------------------------------------------------------------
 
@@ -380,7 +522,7 @@ class Session:
             request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
         )
         self._check_open()
-        return await self._create(req, index=None, on_send=on_send)
+        return await self._creator_now().create(req, index=None, on_send=on_send)
 
     async def generate(
         self,
@@ -448,8 +590,8 @@ class Session:
         ``return_exceptions=False`` the first failure is raised and creates
         not yet sent are dropped (runs already created stay tracked); with
         ``True`` each item is its ``Result`` or its error. ``concurrency``
-        caps how many runs are in flight at once (default: no cap, the rate
-        limiter paces creates).
+        caps how many runs are in flight at once (default ``None``: the rate
+        limiter paces creates, within the window ``as_completed`` describes).
         """
         prepared: list[ImageRequest | GPTImageError] = []
         for item in requests:
@@ -480,7 +622,7 @@ class Session:
         assert _MISSING not in out
         return out
 
-    async def as_completed(
+    def as_completed(
         self,
         requests: Iterable[ImageRequest | str],
         *,
@@ -494,46 +636,60 @@ class Session:
         error; ``run.index`` is the request's position in ``requests``.
         Requests are read lazily, so a generator of millions is fine.
 
-        >>> async for run in session.as_completed(prompts):  # doctest: +SKIP
-        ...     print(run.index, run.error or run.outcome.urls)
+        Creates keep at most a window of runs ahead of the consumer:
+        ``concurrency`` if given, else twice what the key's budget keeps in
+        flight (at least ``FEEDERS``, 32). A consumer that stops pulling (a
+        ``break``) therefore stops the creates too, even if the generator is
+        not closed; runs already created stay tracked by the session. Close
+        the generator to cancel the creates at once, with ``aclosing``:
+
+        >>> from contextlib import aclosing                  # doctest: +SKIP
+        >>> async with aclosing(session.as_completed(prompts)) as runs:
+        ...     async for run in runs:
+        ...         print(run.index, run.error or run.outcome.urls)
+        ...         if run.error:
+        ...             break
         """
-        self._check_open()
-        runs = self._stream(enumerate(requests), concurrency=concurrency)
-        try:
-            async for run in runs:
-                yield run
-        finally:
-            await runs.aclose()
+        # The stream itself, not a generator wrapping it: a generator dropped
+        # unclosed is then finalized once, not twice concurrently.
+        return self._stream(enumerate(requests), concurrency=concurrency)
 
     async def _stream(
         self, items: Iterable[tuple[int, ImageRequest | str]], *, concurrency: int | None
     ) -> AsyncGenerator[Run, None]:
+        self._check_open()
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
             raise ConfigurationError("concurrency must be a positive int or None")
         # Feeders put resolved runs here; None when a feeder ends, or the error
         # the requests iterable raised (the caller must see it, not a short stream).
         done: asyncio.Queue[Run | BaseException | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(concurrency) if concurrency else None
         source = iter(items)
         feeders_left = min(FEEDERS, concurrency or FEEDERS)
         outstanding = 0
+        # Runs started and not yet handed to the consumer. Bounded by the window,
+        # so a consumer that stops pulling (a ``break`` with the generator still
+        # referenced) stops the creates too: nothing is bought that nobody takes.
+        ahead = 0
+        room = asyncio.Event()
 
-        def finished(run: Run) -> None:
-            if slots is not None:
-                slots.release()
-            done.put_nowait(run)
+        def full() -> bool:
+            if concurrency is not None:
+                return ahead >= concurrency
+            return ahead >= FEEDERS and ahead >= self._default_window()
 
         async def feed() -> None:
-            nonlocal outstanding
+            nonlocal outstanding, ahead
             try:
                 while True:
-                    if slots is not None:
-                        await slots.acquire()
+                    while full():
+                        room.clear()
+                        await room.wait()
+                    ahead += 1
                     try:
                         index, item = next(source)
                     except Exception as exc:
-                        if slots is not None:
-                            slots.release()  # the next feeder must not wait forever
+                        ahead -= 1
+                        room.set()  # the next feeder must not wait forever
                         if not isinstance(exc, StopIteration):
                             done.put_nowait(exc)  # the caller's iterable failed
                         return
@@ -543,7 +699,9 @@ class Session:
                         done.put_nowait(exc)
                         return
                     outstanding += 1
-                    run._future.add_done_callback(functools.partial(_call_with, finished, run))
+                    run._future.add_done_callback(
+                        functools.partial(_call_with_run, done.put_nowait, run)
+                    )
             finally:
                 done.put_nowait(None)
 
@@ -561,157 +719,45 @@ class Session:
                     raise item
                 else:
                     outstanding -= 1
+                    ahead -= 1  # handed over: its place goes to the next create
+                    room.set()
                     yield item
         finally:
             for task in feeders:
                 task.cancel()
             await asyncio.gather(*feeders, return_exceptions=True)
 
+    def _default_window(self) -> int:
+        """Runs ``as_completed`` / ``generate_many`` may start ahead of their consumer.
+
+        Without ``concurrency``: twice the runs the key's budget can keep in
+        flight (its believed rate times the longer of its window and the
+        learned 95th-percentile run duration), at least ``FEEDERS``. So a
+        consumer that keeps pulling is never held back by it, and one that
+        stops leaves at most this many runs nobody takes.
+        """
+        if self._limiter is None or self._scheduler is None:
+            return FEEDERS
+        duration = self._limiter.per
+        model = self._scheduler.model
+        if model.ready:
+            duration = max(duration, model.quantile(0.95))
+        return max(FEEDERS, math.ceil(WINDOW_FACTOR * self._limiter.rate * duration))
+
     async def _create_or_failed(self, item: ImageRequest | str, index: int) -> Run:
         try:
             req = self.prepare(item)
-            return await self._create(req, index=index)
+            return await self._creator_now().create(req, index=index)
         except GPTImageError as exc:
             now = self._clock()
             request = item if isinstance(item, ImageRequest) else None
             run = Run(None, self._provider.name, request, created_at=now, deadline=now, index=index)
-            run._fail(exc, RunStatus.ERRORED, now)
+            run._fail(exc, RunStatus.ERRORED)
             return run
-
-    async def _create(
-        self,
-        request: ImageRequest,
-        *,
-        index: int | None,
-        on_send: Callable[[], None] | None = None,
-    ) -> Run:
-        assert self._limiter is not None
-        body = self._provider.encode_create(request)
-        deadline = self._clock() + self._run_timeout
-        attempts = 0
-        last_error: GPTImageError | None = None
-        while True:
-            self._check_open()
-            with anyio.move_on_at(deadline) as waiting:
-                sent_at = await self._limiter.acquire(PRIORITY_CREATE)
-            if waiting.cancelled_caught:
-                if last_error is not None:
-                    raise last_error  # the 429 (or 503) that kept it waiting says why
-                raise RunTimeoutError(
-                    f"the create could not be sent within run_timeout ({self._run_timeout:g}s)"
-                )
-            if on_send is not None:
-                on_send()
-            task = asyncio.get_running_loop().create_task(
-                self._send_create(request, body, sent_at, index), name="gptimage-create"
-            )
-            self._creates.add(task)
-            if self._idle is not None:
-                self._idle.clear()
-            task.add_done_callback(self._create_done)
-            # Shielded: a caller cancelled now must not orphan a run being paid for.
-            outcome = await asyncio.shield(task)
-            if isinstance(outcome, Run):
-                return outcome
-            last_error = outcome.error
-            if not outcome.rate_limited:
-                attempts += 1
-                self.stats.create_retries += 1
-                if attempts >= self._max_attempts:
-                    raise outcome.error
-            elif self._clock() > deadline:
-                raise outcome.error
-            logger.debug("create not accepted (%s); sending it again", outcome.error)
-
-    def _create_done(self, task: asyncio.Task[Any]) -> None:
-        self._creates.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved here: the caller may be gone
-        self._maybe_idle()
-
-    async def _send_create(
-        self, request: ImageRequest, body: bytes, sent_at: float, index: int | None
-    ) -> Run | _Retry:
-        assert self._transport is not None
-        assert self._limiter is not None
-        provider = self._provider
-        self.stats.requests += 1
-        try:
-            answer = await self._transport.send("POST", provider.create_path, body)
-        except SendError as exc:
-            self.stats.connection_errors += 1
-            self._limiter.on_server_trouble()
-            if not exc.maybe_received or self._resend:
-                return _Retry(exc.public())  # SendError is private: users see its public class
-            raise self._uncertain(request, str(exc)) from None
-        except APIStatusError as exc:  # a redirect the transport would not follow
-            return self._create_refused(request, exc, sent_at)
-        except ProtocolError as exc:
-            raise self._uncertain(request, str(exc)) from None
-        status = answer.status
-        if 200 <= status < 300:
-            self._limiter.on_answer()
-            try:
-                snapshot = provider.decode_run(answer.body, run_id=None)
-            except APIStatusError as exc:
-                return self._create_refused(request, exc, sent_at)
-            except ProtocolError as exc:
-                # A 2xx means the run exists; without its id it cannot be tracked.
-                raise self._uncertain(request, f"the answer could not be read: {exc}") from None
-            self.stats.creates += 1
-            run = Run(
-                snapshot.id,
-                provider.name,
-                request,
-                created_at=sent_at,
-                deadline=sent_at + self._run_timeout,
-                index=index,
-            )
-            self._track(run)
-            assert self._scheduler is not None
-            self._scheduler.add(run, rtt=answer.elapsed)
-            return run
-        error = provider.decode_error(
-            status, answer.body, run_id=None, retry_after=parse_retry_after(answer.headers)
-        )
-        return self._create_refused(request, error, sent_at)
-
-    def _create_refused(
-        self, request: ImageRequest, error: APIStatusError, sent_at: float
-    ) -> _Retry:
-        assert self._limiter is not None
-        if isinstance(error, RateLimitError) and not isinstance(error, QuotaExceededError):
-            self.stats.rate_limited += 1
-            self._limiter.on_rate_limited(sent_at, error.retry_after)
-            return _Retry(error, rate_limited=True)
-        if error.status_code == 503:
-            # Unavailable: refused before any processing, so sending again is safe.
-            self.stats.server_errors += 1
-            self._limiter.on_server_trouble()
-            return _Retry(error)
-        if error.status_code >= 500:
-            self.stats.server_errors += 1
-            self._limiter.on_server_trouble()
-            if self._resend:
-                return _Retry(error)
-            raise self._uncertain(request, f"the provider answered {error}")
-        self._limiter.on_answer()
-        raise error
-
-    def _uncertain(self, request: ImageRequest, why: str) -> UncertainCreateError:
-        self.stats.uncertain_creates += 1
-        prompt = request.prompt if len(request.prompt) <= 60 else request.prompt[:57] + "..."
-        return UncertainCreateError(
-            f"the create for {prompt!r} may have reached {self._provider.name} ({why}); "
-            "it was not sent again, to avoid paying twice. Check the provider's dashboard, "
-            "or use resend_uncertain_creates=True to resend such creates.",
-            prompt=request.prompt,
-        )
 
     def _track(self, run: Run) -> None:
         self.runs.add(run)
-        if self._idle is not None:
-            self._idle.clear()
+        self._busy()
 
     def __repr__(self) -> str:
         # Safe on a half-built session too (its __init__ raised): tracebacks render locals.
@@ -721,6 +767,11 @@ class Session:
             f"<Session {provider} {getattr(self, '_base_url', '?')} "
             f"{getattr(self, '_state', 'new')} in_flight={len(runs) if runs is not None else 0}>"
         )
+
+
+def _adaptive(limiter: Limiter | None) -> AdaptiveRate | None:
+    """The local limiter's belief; ``None`` for a shared one (its belief lives in Redis)."""
+    return limiter.adaptive if isinstance(limiter, RateLimiter) else None
 
 
 def _resolve_key(provider: Provider, api_key: str | None) -> str:
@@ -760,7 +811,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _call_with(fn: Callable[[Run], None], run: Run, _future: object) -> None:
+def _call_with_run(fn: Callable[[Run], None], run: Run, _future: object) -> None:
+    """A future's done-callback that hands ``fn`` the resolved ``run`` (not the future)."""
     fn(run)
 
 

@@ -196,7 +196,6 @@ class Transport:
         "_origin",
         "_proxy",
         "_timeout",
-        "_user_agent",
     )
 
     def __init__(
@@ -214,7 +213,6 @@ class Transport:
         self._origin = _origin(self._base_url)
         self._key = Secret(api_key)
         self._timeout = timeout
-        self._user_agent = user_agent
         self._headers = {
             "Authorization": f"Bearer {self._key.reveal()}",
             "Content-Type": "application/json",

@@ -29,7 +29,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ._models import RateLimit
-from ._session import ProviderName, Session
+from ._providers import ProviderName
+from ._session import Session
 from .simulator import Simulator, SimulatorConfig
 
 __all__ = [
@@ -62,7 +63,9 @@ async def simulated_session(
     """Start a simulator on a free loopback port and open a ``Session`` against it.
 
     The session's rate limit belief is the simulator's (time-scaled) unless
-    ``rate_limit`` is given; other keywords go to ``Session``.
+    ``rate_limit`` is given; other keywords go to ``Session``. With
+    ``redis="redis://..."`` the session shares the key's budget through that
+    Redis, so several processes can be tested against one simulator.
     """
     config = config or SimulatorConfig(time_scale=DEFAULT_TIME_SCALE)
     session_options.setdefault("rate_limit", scaled_rate_limit(config))

@@ -367,13 +367,15 @@ async def test_a_failing_event_callback_does_not_sink_the_batch(
 
 async def test_a_batch_runs_once_and_validates_its_arguments(tmp_path: Path) -> None:
     async with Simulator(FAST) as sim, session_for(sim) as session:
-        with pytest.raises(ValueError, match="concurrency"):
+        with pytest.raises(gi.ConfigurationError, match="concurrency"):
             gi.Batch(session, prompts(1), tmp_path, concurrency=0)
+        with pytest.raises(gi.ConfigurationError, match="create_window"):
+            gi.Batch(session, prompts(1), tmp_path, create_window=0)
         with pytest.raises(gi.InvalidRequestError):
             gi.Batch(session, [""], tmp_path)
         batch = gi.Batch(session, ["a lamp"], tmp_path)
         await batch.run()
-        with pytest.raises(RuntimeError, match="runs once"):
+        with pytest.raises(gi.SessionClosedError, match="runs once"):
             await batch.run()
 
 

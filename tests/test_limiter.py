@@ -325,7 +325,7 @@ async def test_single_runs_on_an_idle_budget_keep_the_belief_near_the_limit() ->
     async with simulated_session("runbase", config=config) as (sim, session):
         for i in range(12):
             await session.generate(f"one at a time {i}")
-            beliefs.append(session.limiter.adaptive.rate)
+            beliefs.append(session.limiter.rate)
         # Speculative polls use the whole idle budget: jitter 429s are possible
         # in a 200 ms window, but rare.
         assert sim.stats.rate_limited <= 0.03 * sim.stats.requests

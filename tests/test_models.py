@@ -73,7 +73,7 @@ def test_rate_limit_validation() -> None:
         {"requests": 1, "per": 0},
         {"requests": True, "per": 1.0},
     ):
-        with pytest.raises(gi.InvalidRequestError):
+        with pytest.raises(gi.ConfigurationError):
             gi.RateLimit(**bad)  # type: ignore[arg-type]
 
 

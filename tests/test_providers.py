@@ -6,11 +6,13 @@ directly here; the simulator-driven tests in test_errors.py send them over HTTP.
 
 from __future__ import annotations
 
+import typing
+
 import msgspec
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._providers import PROVIDERS, get_provider
+from gptimage_async._providers import ADAPTERS, ProviderName, get_provider, provider_names
 from gptimage_async._providers.apiinone import ApiInOne
 from gptimage_async._providers.runbase import Runbase
 
@@ -231,7 +233,10 @@ def test_apiinone_error_statuses(status: int) -> None:
 
 
 def test_registry_of_providers() -> None:
-    assert set(PROVIDERS) == {"runbase", "apiinone"}
+    assert set(ADAPTERS) == {"runbase", "apiinone"}
+    # The Literal type checkers see and the registry the code reads stay one list.
+    assert typing.get_args(ProviderName) == provider_names()
+    assert typing.get_args(gi.ProviderName) == provider_names()
     assert get_provider("runbase").name == "runbase"
     with pytest.raises(gi.ConfigurationError):
         get_provider("nope")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import typing
+
+import pytest
 
 import gptimage_async as gi
 
@@ -31,3 +34,42 @@ def test_every_error_is_a_gptimage_error() -> None:
     assert issubclass(gi.InvalidRequestError, ValueError)
     assert issubclass(gi.RunTimeoutError, TimeoutError)
     assert issubclass(gi.QuotaExceededError, gi.RateLimitError)
+
+
+def test_literal_types_in_public_signatures_are_exported() -> None:
+    hints = typing.get_type_hints(gi.Session.__init__)
+    assert hints["on_exit"] == gi.OnExit
+    assert hints["provider"] == gi.ProviderName | str
+    assert typing.get_args(gi.OnExit) == ("wait", "cancel")
+
+
+def test_no_private_name_is_exported() -> None:
+    for name in gi.__all__:
+        obj = getattr(gi, name)
+        assert not getattr(obj, "__name__", name).startswith("_") or name == "__version__"
+        if inspect.isclass(obj) and issubclass(obj, BaseException):
+            # Errors users catch are the documented ones, not transport internals.
+            assert obj.__module__.startswith("gptimage_async"), name
+            assert obj.__name__ == name, name
+
+
+def test_run_is_a_handle_not_the_schedulers_record() -> None:
+    public = {name for name in dir(gi.Run) if not name.startswith("_")}
+    assert not public & {"errors", "next_poll", "last_pending_age", "resolved_at"}
+    assert isinstance(inspect.getattr_static(gi.Run, "polls"), property)
+    assert inspect.getattr_static(gi.Run, "polls").fset is None  # read-only
+
+
+async def test_limiter_and_scheduler_are_read_only_views() -> None:
+    from gptimage_async.testing import simulated_session
+
+    async with simulated_session() as (_sim, session):
+        view = session.limiter
+        assert isinstance(view, gi.LimiterView) and view.rate > 0 and view.per > 0
+        assert view.interval > 0 and view.waiting == 0
+        with pytest.raises(AttributeError):
+            view.rate = 1.0  # type: ignore[misc]
+        assert isinstance(session.scheduler, gi.SchedulerView)
+        assert len(session.scheduler) == session.scheduler.in_flight == 0
+    with pytest.raises(gi.SessionClosedError):
+        _ = gi.Session("runbase", api_key="sk-x").limiter

@@ -11,7 +11,7 @@ import pytest
 
 import gptimage_async as gi
 from gptimage_async._durations import DurationModel
-from gptimage_async._limiter import AdaptiveRate
+from gptimage_async._limiter import AdaptiveRate, RateLimiter
 from gptimage_async._state import (
     MAX_AGE,
     MAX_OBSERVATIONS,
@@ -125,18 +125,19 @@ async def test_a_session_saves_on_close_and_the_next_one_starts_warm(tmp_path: P
             "state_file": path,
         }
         async with gi.Session("runbase", **options) as first:
-            assert not first.scheduler.model.ready
+            assert not first._scheduler.model.ready
             await first.generate_many([f"a cat {i}" for i in range(8)])
-            learned = first.scheduler.model.observed
+            learned = first._scheduler.model.observed
         saved = decode_state(
             path.read_bytes(), provider="runbase", base_url=sim.base_url("runbase")
         )
         assert saved is not None and len(saved.durations) == learned >= 4
         assert saved.rate is not None and saved.rate.requests == 20
         async with gi.Session("runbase", **options) as second:
-            assert second.scheduler.model.ready  # no cold start
-            assert second.scheduler.model.observed == learned
-            assert second.limiter.adaptive.rate == pytest.approx(saved.rate.rate)
+            assert second._scheduler.model.ready  # no cold start
+            assert second._scheduler.model.observed == learned
+            assert isinstance(second._limiter, RateLimiter)
+            assert second._limiter.adaptive.rate == pytest.approx(saved.rate.rate)
 
 
 async def test_a_corrupt_state_file_does_not_stop_a_session(
@@ -146,7 +147,7 @@ async def test_a_corrupt_state_file_does_not_stop_a_session(
     path.write_bytes(b"\x00 not a state")
     with caplog.at_level(logging.DEBUG, logger="gptimage_async"):
         async with simulated_session(config=config(), state_file=path) as (_, session):
-            assert not session.scheduler.model.ready
+            assert not session._scheduler.model.ready
             await session.generate("a cat")
     assert any("ignoring the learned state" in r.getMessage() for r in caplog.records)
     assert decode_state(path.read_bytes(), provider="runbase", base_url=session.base_url)

@@ -7,7 +7,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Literal, TypedDict, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack, overload
 
 from .._exceptions import (
     BadRequestError,
@@ -22,6 +22,11 @@ from .._exceptions import (
 from .._models import RateLimit
 from .._run import Run
 from .._session import ProviderName, Session
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+else:  # get_type_hints() must work without the optional redis package
+    Redis = Any
 
 __all__ = [
     "DEFAULT_RECENT_RUNS",
@@ -48,6 +53,8 @@ class SessionOptions(TypedDict, total=False):
 
     ``on_exit`` is not among them: an app's shutdown waits ``shutdown_timeout``
     seconds for runs in flight instead, then closes the session under the rest.
+    ``redis`` shares the key's budget between the app's worker processes
+    (``uvicorn --workers 4``, several pods): every worker names the same Redis.
     """
 
     api_key: str | None
@@ -60,6 +67,7 @@ class SessionOptions(TypedDict, total=False):
     max_connections: int
     user_agent: str | None
     proxy: str | None
+    redis: str | Redis | None
 
 
 @contextlib.asynccontextmanager
@@ -155,7 +163,7 @@ class RecentRuns:
     def add(self, run: Run) -> None:
         """Remember ``run`` (it must have an id); the oldest one is forgotten past ``maxlen``."""
         if run.run_id is None:
-            raise ValueError("only a created run (with an id) can be looked up later")
+            raise ConfigurationError("only a created run (with an id) can be looked up later")
         self._runs[run.run_id] = run
         self._runs.move_to_end(run.run_id)
         while len(self._runs) > self.maxlen:

@@ -33,7 +33,7 @@ from gptimage_async.simulator._config import (
     SimulatorConfig,
     UrlLocation,
 )
-from gptimage_async.simulator._runs import Run, RunState
+from gptimage_async.simulator._runs import RunState, SimulatedRun
 from gptimage_async.simulator._simulator import Simulator, serve_forever
 from gptimage_async.simulator._stats import SimulatorStats
 
@@ -43,8 +43,8 @@ __all__ = [
     "Faults",
     "ProtocolName",
     "RetryAfterMode",
-    "Run",
     "RunState",
+    "SimulatedRun",
     "Simulator",
     "SimulatorConfig",
     "SimulatorStats",

@@ -19,12 +19,12 @@ from gptimage_async.simulator._protocol import (
     Dialect,
     ErrorKind,
     Reply,
-    check_options,
     decode_object,
     iso_time,
     json_reply,
+    read_create_options,
 )
-from gptimage_async.simulator._runs import Run, RunState
+from gptimage_async.simulator._runs import RunState, SimulatedRun
 
 __all__ = ["ApiInOne"]
 
@@ -109,7 +109,7 @@ class ApiInOne(Dialect):
             raise ApiError("missing_input", "prompt is required")
         if not isinstance(prompt, str) or not PROMPT_MIN <= len(prompt) <= PROMPT_MAX:
             raise ApiError("invalid_input", f"prompt must be {PROMPT_MIN}-{PROMPT_MAX} characters")
-        return check_options(prompt, body, "input_urls")
+        return read_create_options(prompt, body, "input_urls")
 
     def error(self, err: ApiError, config: SimulatorConfig, rng: random.Random) -> Reply:
         status, kind = _ERRORS[err.kind]
@@ -123,7 +123,7 @@ class ApiInOne(Dialect):
         return json_reply(status, {"error": {"code": status, "message": err.message, "type": kind}})
 
     def _task(
-        self, run: Run, now: float, config: SimulatorConfig, rng: random.Random
+        self, run: SimulatedRun, now: float, config: SimulatorConfig, rng: random.Random
     ) -> tuple[dict[str, Any], bool]:
         state = run.state(now)
         word = _status_word(state, config, rng)
@@ -147,10 +147,14 @@ class ApiInOne(Dialect):
             )
         return body, state in ("succeeded", "failed")
 
-    def created(self, run: Run, now: float, config: SimulatorConfig, rng: random.Random) -> Reply:
+    def created(
+        self, run: SimulatedRun, now: float, config: SimulatorConfig, rng: random.Random
+    ) -> Reply:
         body, _ = self._task(run, now, config, rng)
         return json_reply(200, body, ok=True)
 
-    def status(self, run: Run, now: float, config: SimulatorConfig, rng: random.Random) -> Reply:
+    def status(
+        self, run: SimulatedRun, now: float, config: SimulatorConfig, rng: random.Random
+    ) -> Reply:
         body, terminal = self._task(run, now, config, rng)
         return json_reply(200, body, ok=True, terminal=terminal)

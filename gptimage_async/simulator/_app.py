@@ -34,7 +34,7 @@ from gptimage_async.simulator._png import IMAGE_SIZES, render_png
 from gptimage_async.simulator._protocol import ApiError, Dialect, Reply
 from gptimage_async.simulator._ratelimit import SlidingWindowLimiter, format_retry_after
 from gptimage_async.simulator._runbase import Runbase
-from gptimage_async.simulator._runs import COSTS, RunRegistry
+from gptimage_async.simulator._runs import COSTS, SimulatedRuns
 from gptimage_async.simulator._stats import SimulatorStats
 
 __all__ = ["BASE_PATHS", "SimulatorService"]
@@ -62,7 +62,7 @@ class SimulatorService:
         self.clock = clock
         self.rng = random.Random(config.seed)
         self.stats = SimulatorStats()
-        self.registry = RunRegistry(self.rng, clock)
+        self.registry = SimulatedRuns(self.rng, clock)
         self.limiter = SlidingWindowLimiter(clock)
         self.started_at = clock()
         self.manual_outage = False

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import msgspec
 
 from gptimage_async.simulator._config import ProtocolName, SimulatorConfig
-from gptimage_async.simulator._runs import Run
+from gptimage_async.simulator._runs import SimulatedRun
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -26,7 +26,7 @@ __all__ = [
     "Dialect",
     "ErrorKind",
     "Reply",
-    "check_options",
+    "read_create_options",
     "decode_object",
     "iso_time",
     "json_reply",
@@ -79,7 +79,7 @@ class Reply:
 
     ``ok`` marks a genuine success, the only kind the after-effect faults may
     spoil; ``terminal`` marks a poll answer that tells the client its run is
-    done, which is what ``Run.first_seen_done_at`` records.
+    done, which is what ``SimulatedRun.first_seen_done_at`` records.
     """
 
     status: int
@@ -118,7 +118,7 @@ def decode_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def check_options(prompt: str, fields: dict[str, Any], urls_field: str) -> CreateRequest:
+def read_create_options(prompt: str, fields: dict[str, Any], urls_field: str) -> CreateRequest:
     """Check the optional inputs both providers take; ``null`` counts as absent."""
     aspect_ratio = fields.get("aspect_ratio")
     if aspect_ratio is None:
@@ -158,9 +158,13 @@ class Dialect(ABC):
         """Render a client error."""
 
     @abstractmethod
-    def created(self, run: Run, now: float, config: SimulatorConfig, rng: random.Random) -> Reply:
+    def created(
+        self, run: SimulatedRun, now: float, config: SimulatorConfig, rng: random.Random
+    ) -> Reply:
         """Answer a successful create."""
 
     @abstractmethod
-    def status(self, run: Run, now: float, config: SimulatorConfig, rng: random.Random) -> Reply:
+    def status(
+        self, run: SimulatedRun, now: float, config: SimulatorConfig, rng: random.Random
+    ) -> Reply:
         """Answer a poll."""

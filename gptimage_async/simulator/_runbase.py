@@ -12,12 +12,12 @@ from gptimage_async.simulator._protocol import (
     Dialect,
     ErrorKind,
     Reply,
-    check_options,
     decode_object,
     iso_time,
     json_reply,
+    read_create_options,
 )
-from gptimage_async.simulator._runs import Run
+from gptimage_async.simulator._runs import SimulatedRun
 
 __all__ = ["Runbase"]
 
@@ -61,13 +61,13 @@ class Runbase(Dialect):
         prompt = fields.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ApiError("invalid_input", "input.prompt must be a non-empty string.")
-        return check_options(prompt, fields, "image_urls")
+        return read_create_options(prompt, fields, "image_urls")
 
     def error(self, err: ApiError, config: SimulatorConfig, rng: random.Random) -> Reply:
         status, code = _ERRORS[err.kind]
         return json_reply(status, {"error": {"message": err.message, "code": code}})
 
-    def _run_object(self, run: Run, now: float) -> tuple[dict[str, Any], bool]:
+    def _run_object(self, run: SimulatedRun, now: float) -> tuple[dict[str, Any], bool]:
         state = run.state(now)
         fields: dict[str, Any] = {"input": {"prompt": run.prompt}}
         if run.aspect_ratio != "1:1":
@@ -93,10 +93,14 @@ class Runbase(Dialect):
             )
         return obj, state in ("succeeded", "failed")
 
-    def created(self, run: Run, now: float, config: SimulatorConfig, rng: random.Random) -> Reply:
+    def created(
+        self, run: SimulatedRun, now: float, config: SimulatorConfig, rng: random.Random
+    ) -> Reply:
         obj, _ = self._run_object(run, now)
         return json_reply(200, obj, ok=True)
 
-    def status(self, run: Run, now: float, config: SimulatorConfig, rng: random.Random) -> Reply:
+    def status(
+        self, run: SimulatedRun, now: float, config: SimulatorConfig, rng: random.Random
+    ) -> Reply:
         obj, terminal = self._run_object(run, now)
         return json_reply(200, obj, ok=True, terminal=terminal)

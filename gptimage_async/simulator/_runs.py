@@ -17,7 +17,7 @@ from typing import Literal
 
 from gptimage_async.simulator._config import ProtocolName, SimulatorConfig, UrlLocation
 
-__all__ = ["COSTS", "PROCESSING_AFTER", "Run", "RunRegistry", "RunState"]
+__all__ = ["COSTS", "PROCESSING_AFTER", "SimulatedRun", "SimulatedRuns", "RunState"]
 
 RunState = Literal["pending", "processing", "succeeded", "failed"]
 
@@ -45,7 +45,7 @@ _FAILURES = (
 
 
 @dataclass(slots=True, eq=False)
-class Run:
+class SimulatedRun:
     """One run (Runbase) or task (API in One) as the server sees it.
 
     Times are ``time.monotonic()`` values; ``created_wall`` is the
@@ -100,7 +100,7 @@ class _Account:
     refunds: list[tuple[float, int]] = field(default_factory=list)
 
 
-class RunRegistry:
+class SimulatedRuns:
     """Runs by id, plus what each key has created and spent."""
 
     __slots__ = ("_accounts", "_clock", "_rng", "runs")
@@ -109,10 +109,10 @@ class RunRegistry:
         self._rng = rng
         self._clock = clock
         self._accounts: dict[str, _Account] = {}
-        self.runs: dict[str, Run] = {}
+        self.runs: dict[str, SimulatedRun] = {}
 
     def __repr__(self) -> str:
-        return f"<RunRegistry runs={len(self.runs)} keys={len(self._accounts)}>"
+        return f"<SimulatedRuns runs={len(self.runs)} keys={len(self._accounts)}>"
 
     def _account(self, key: str) -> _Account:
         account = self._accounts.get(key)
@@ -161,7 +161,7 @@ class RunRegistry:
         input_urls: tuple[str, ...],
         file_base: str,
         config: SimulatorConfig,
-    ) -> Run:
+    ) -> SimulatedRun:
         """Create, charge and register a run; its fate is decided here."""
         rng = self._rng
         now = self._clock()
@@ -177,7 +177,7 @@ class RunRegistry:
             else tuple(f"{file_base}/files/{run_id}/{i}.png" for i in range(config.images_per_run))
         )
         cost = COSTS[quality]
-        run = Run(
+        run = SimulatedRun(
             id=run_id,
             protocol=protocol,
             key=key,
@@ -205,7 +205,7 @@ class RunRegistry:
             heapq.heappush(account.refunds, (run.finishes_at, cost))
         return run
 
-    def lookup(self, run_id: str, protocol: ProtocolName, key: str) -> Run | None:
+    def lookup(self, run_id: str, protocol: ProtocolName, key: str) -> SimulatedRun | None:
         """The run, if it exists for this protocol and belongs to ``key``."""
         run = self.runs.get(run_id)
         if run is None or run.protocol != protocol or run.key != key:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from gptimage_async.simulator._app import BASE_PATHS, SimulatorService
 from gptimage_async.simulator._config import Faults, ProtocolName, SimulatorConfig
-from gptimage_async.simulator._runs import Run
+from gptimage_async.simulator._runs import SimulatedRun
 from gptimage_async.simulator._stats import SimulatorStats
 
 __all__ = ["Simulator", "serve_forever"]
@@ -139,7 +139,7 @@ class Simulator:
         return self._service.stats
 
     @property
-    def runs(self) -> Mapping[str, Run]:
+    def runs(self) -> Mapping[str, SimulatedRun]:
         """Every run created so far, by id."""
         return self._service.registry.runs
 

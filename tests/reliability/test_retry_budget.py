@@ -101,7 +101,7 @@ async def _measure(regime: str, provider: str) -> Outage:
         elapsed = time.monotonic() - t0
         out.baseline_rate = (sim.stats.requests - requests) / elapsed
         out.baseline_done = (len(finished) - done) / elapsed * WINDOW
-        out.belief_before = session.limiter.adaptive.rate
+        out.belief_before = session.limiter.rate
 
         sim.start_outage()
         requests, t0 = sim.stats.requests, time.monotonic()
@@ -109,7 +109,7 @@ async def _measure(regime: str, provider: str) -> Outage:
         sim.end_outage()
         ended = time.monotonic()
         out.outage_rate = (sim.stats.requests - requests) / (ended - t0)
-        out.belief_after = session.limiter.adaptive.rate
+        out.belief_after = session.limiter.rate
 
         await asyncio.sleep((RECOVERY_WINDOWS + 2) * WINDOW)
         consumer.cancel()

@@ -77,9 +77,9 @@ class Exposure:
         if not session.closed:
             self.objects(
                 session.limiter,
-                session.limiter.adaptive,
+                session._limiter.adaptive,
                 session.scheduler,
-                session.scheduler.model,
+                session._scheduler.model,
             )
 
     def outcome(self, item: object) -> None:

@@ -265,7 +265,7 @@ async def test_recent_runs_keep_the_newest_and_find_runs_in_flight_or_finished(
 async def test_recent_runs_refuse_a_run_without_an_id() -> None:
     loop = asyncio.get_running_loop()
     run = gi.Run(None, "runbase", None, created_at=loop.time(), deadline=loop.time())
-    with pytest.raises(ValueError, match="with an id"):
+    with pytest.raises(gi.ConfigurationError, match="with an id"):
         RecentRuns().add(run)
     with pytest.raises(gi.ConfigurationError):
         RecentRuns(maxlen=0)

@@ -1,0 +1,365 @@
+"""``python -m benchmarks.fleet``: four processes on one key, with and without a shared budget.
+
+Each process is a real OS process running a ``Session`` against one simulator
+(in this process) with Runbase's limit of 20 requests per 10 s, rejected
+requests counted, runs of 3-10 s, time compressed 20x. Three ways to run the
+fleet are compared on the same loads:
+
+* ``shared``: ``Session(redis=...)``, the key's budget kept in Redis;
+* ``full``: each process believes it has the whole limit (the default);
+* ``static``: each believes a quarter of it (the README's old advice, 5/10 s).
+
+efficiency = ideal wall time at the real limit with 2 requests per run
+(one create, one poll) over the measured wall time. Then Redis is killed
+(SIGKILL) for 3 windows mid-batch and restarted, and the admitted requests per
+window show how soon throughput is back. Last, the latency a shared limiter
+adds to each request on loopback (an idle budget, so nobody waits).
+
+Prints a Markdown report; ``RESULTS.md`` is not touched. ``--parts`` picks
+what to measure; ``FLEET_DEBUG=1`` shows each worker's log and limiter. Needs ``redis-server``
+on the PATH and the ``redis`` package (``pip install -e '.[dev]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gptimage_async as gi
+from gptimage_async._limiter import RateLimiter
+from gptimage_async._shared_limiter import SharedLimiter
+from gptimage_async.simulator import Simulator, SimulatorConfig
+
+KEY = "sk-fleet-benchmark"
+LIMIT = 20
+WINDOW = 10.0
+TIME_SCALE = 0.05
+LOADS = ((50, 50, 50, 50), (140, 20, 20, 20))
+MODES = ("shared", "full", "static")
+PARTS = ("fleets", "outage", "latency")
+#: Workers import their libraries before this shared start (seconds).
+STARTUP = 3.0
+#: The Redis outage: starts this many windows in, lasts OUTAGE_WINDOWS.
+OUTAGE_AT = 6
+OUTAGE_WINDOWS = 3
+LATENCY_SAMPLES = 2000
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Row:
+    mode: str
+    load: tuple[int, ...]
+    wall: float
+    ideal: float
+    requests: int
+    rate_limited: int
+    duplicates: int
+    resolved: int
+    errors: int
+    per_process: list[float] = field(default_factory=list)
+    fallback_at_end: int = 0
+
+    @property
+    def efficiency(self) -> float:
+        return self.ideal / self.wall
+
+    @property
+    def share_429(self) -> float:
+        return self.rate_limited / self.requests if self.requests else 0.0
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes], list[str]]]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workdir = tempfile.mkdtemp(prefix="fleet-redis-")
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir,
+    ]
+    holder = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    _wait_for_port(port)
+    try:
+        yield f"redis://127.0.0.1:{port}/0", holder[0], argv
+    finally:
+        for proc in holder:
+            proc.kill()
+            proc.wait()
+
+
+def _start(argv: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for_port(port: int) -> None:
+    for _ in range(500):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.01)
+    raise RuntimeError("redis-server did not start")
+
+
+def _worker_argv(opts: dict[str, Any]) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.fleet", "--worker", json.dumps(opts)]
+
+
+async def _spawn(opts: dict[str, Any]) -> asyncio.subprocess.Process:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return await asyncio.create_subprocess_exec(
+        *_worker_argv(opts),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _collect(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"a worker failed:\n{err.decode()[-2000:]}")
+    if os.environ.get("FLEET_DEBUG"):
+        print(err.decode()[-3000:], file=sys.stderr)
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+async def fleet(
+    mode: str,
+    load: Sequence[int],
+    *,
+    redis_url: str | None,
+    time_scale: float,
+    outage: Any = None,
+) -> tuple[Row, list[int]]:
+    """Run one fleet; return its row and the admitted requests per window."""
+    config = SimulatorConfig(
+        time_scale=time_scale, seed=20_260_101, rate_limit=LIMIT, count_rejected=True
+    )
+    window = WINDOW * time_scale
+    requests = {"static": LIMIT // len(load)}.get(mode, LIMIT)
+    async with Simulator(config) as sim:
+        start = time.monotonic() + STARTUP
+        procs = [
+            await _spawn(
+                {
+                    "name": f"{mode}{i}",
+                    "runs": runs,
+                    "base_url": sim.base_url("runbase"),
+                    "redis": redis_url if mode == "shared" else None,
+                    "rate_limit": [requests, window],
+                    "start_at": start,
+                }
+            )
+            for i, runs in enumerate(load)
+        ]
+        per_window: list[int] = []
+
+        async def count() -> None:
+            await asyncio.sleep(max(0.0, start - time.monotonic()))
+            last = 0
+            while True:
+                await asyncio.sleep(window)
+                admitted = sim.stats.requests - sim.stats.rate_limited
+                per_window.append(admitted - last)
+                last = admitted
+
+        counter = asyncio.ensure_future(count())
+        if outage is not None:
+            await outage(start, window)
+        results = [await _collect(p) for p in procs]
+        counter.cancel()
+        stats = sim.stats
+        total = sum(load)
+        row = Row(
+            mode=mode,
+            load=tuple(load),
+            wall=max(r["finished"] for r in results) - start,
+            ideal=total * 2 / (LIMIT / window),
+            requests=stats.requests,
+            rate_limited=stats.rate_limited,
+            duplicates=stats.duplicates,
+            resolved=sum(r["ok"] for r in results),
+            errors=sum(r["errors"] for r in results),
+            per_process=[r["finished"] - start for r in results],
+            fallback_at_end=sum(r["fallback"] for r in results),
+        )
+    return row, per_window
+
+
+async def latency(redis_url: str) -> tuple[float, float]:
+    """Median seconds per acquire on an idle budget: (shared, local)."""
+    belief = gi.RateLimit(requests=1_000_000, per=1.0)
+    shared = SharedLimiter(belief, provider="runbase", api_key="sk-latency", redis=redis_url)
+    await shared.start()
+    local = RateLimiter(belief)
+    out = []
+    try:
+        for lim in (shared, local):
+            samples = []
+            for _ in range(LATENCY_SAMPLES):
+                t = time.perf_counter()
+                await lim.acquire()
+                samples.append(time.perf_counter() - t)
+            out.append(statistics.median(samples))
+    finally:
+        await shared.aclose()
+    return out[0], out[1]
+
+
+def _windows_to_recover(per_window: list[int], back_at: int) -> int | None:
+    """Windows after Redis returned until admitted requests reach 90% of the steady level."""
+    steady = per_window[2:OUTAGE_AT]
+    if not steady:
+        return None
+    target = 0.9 * statistics.median(steady)
+    for i, n in enumerate(per_window[back_at:]):
+        if n >= target:
+            return i
+    return None
+
+
+async def main_async(args: argparse.Namespace) -> str:
+    lines = [
+        "## Several processes, one key (`python -m benchmarks.fleet`)",
+        "",
+        f"4 OS processes, limit {LIMIT} per {WINDOW:g} s counting rejected requests, "
+        f"runs of 3-10 s, time x{1 / args.time_scale:g}; load {os.getloadavg()[0]:.1f} at start.",
+        "",
+        "| load per process | fleet | efficiency | 429 share | requests | duplicates | resolved |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    with redis_server() as (url, _proc, _argv):
+        for load in LOADS if "fleets" in args.parts else ():
+            for mode in args.modes:
+                row, per_window = await fleet(mode, load, redis_url=url, time_scale=args.time_scale)
+                lines.append(
+                    f"| {' / '.join(map(str, load))} | {mode} | {row.efficiency:.2f} | "
+                    f"{row.share_429:.1%} | {row.requests} | {row.duplicates} | "
+                    f"{row.resolved}/{sum(load)} |"
+                )
+                print(lines[-1], per_window, file=sys.stderr, flush=True)
+        if "latency" in args.parts:
+            shared_s, local_s = await latency(url)
+            lines += [
+                "",
+                f"Added latency per request (idle budget, loopback, median of "
+                f"{LATENCY_SAMPLES}): {(shared_s - local_s) * 1e3:.3f} ms "
+                f"(shared {shared_s * 1e3:.3f} ms, local {local_s * 1e3:.3f} ms).",
+            ]
+    if "outage" in args.parts:
+        lines += await outage_part(args)
+    return "\n".join(lines)
+
+
+async def outage_part(args: argparse.Namespace) -> list[str]:
+    """Redis killed for OUTAGE_WINDOWS windows mid-batch, then restarted on its port."""
+    with redis_server() as (url, proc, argv):
+        holder: dict[str, Any] = {"proc": proc}
+        back: dict[str, float] = {}
+
+        async def outage(start: float, window: float) -> None:
+            await asyncio.sleep(max(0.0, start + OUTAGE_AT * window - time.monotonic()))
+            holder["proc"].send_signal(signal.SIGKILL)
+            holder["proc"].wait()
+            await asyncio.sleep(OUTAGE_WINDOWS * window)
+            holder["proc"] = _start(argv)
+            back["at"] = time.monotonic() - start
+
+        row, per_window = await fleet(
+            "shared", LOADS[0], redis_url=url, time_scale=args.time_scale, outage=outage
+        )
+        holder["proc"].kill()
+        holder["proc"].wait()
+    window = WINDOW * args.time_scale
+    back_at = round(back.get("at", 0.0) / window)
+    recovered = _windows_to_recover(per_window, back_at)
+    return [
+        "",
+        f"Redis killed (SIGKILL) {OUTAGE_AT} windows in, back after {OUTAGE_WINDOWS}: "
+        f"efficiency {row.efficiency:.2f}, 429 share {row.share_429:.1%}, "
+        f"{row.resolved}/{sum(LOADS[0])} resolved, {row.errors} errors, "
+        f"{row.duplicates} duplicates; throughput back "
+        f"{'?' if recovered is None else recovered} window(s) after Redis returned "
+        f"(window {back_at}).",
+        f"Admitted requests per window: {per_window}",
+        f"Processes still pacing locally at the end: {row.fallback_at_end}",
+    ]
+
+
+async def worker(opts: dict[str, Any]) -> dict[str, Any]:
+    requests, per = opts["rate_limit"]
+    prompts = [f"{opts['name']}-{i}" for i in range(opts["runs"])]
+    if opts["redis"]:
+        import redis.asyncio  # noqa: F401  (imported before the start, like aiohttp)
+    await asyncio.sleep(max(0.0, opts["start_at"] - time.monotonic()))
+    async with gi.Session(
+        "runbase",
+        api_key=KEY,
+        base_url=opts["base_url"],
+        rate_limit=gi.RateLimit(requests=requests, per=per),
+        redis=opts["redis"],
+    ) as session:
+        results = await session.generate_many(prompts, return_exceptions=True)
+        fallback = bool(getattr(session.limiter, "fallback", False))
+        if os.environ.get("FLEET_DEBUG"):
+            print(repr(session.limiter), session.stats, file=sys.stderr)
+    ok = sum(isinstance(r, gi.Result) for r in results)
+    return {
+        "ok": ok,
+        "errors": len(results) - ok,
+        "finished": time.monotonic(),
+        "fallback": fallback,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fleet", description=__doc__)
+    parser.add_argument("--time-scale", type=float, default=TIME_SCALE)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure"
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        if os.environ.get("FLEET_DEBUG"):
+            import logging
+
+            logging.basicConfig(level=logging.INFO, format="%(relativeCreated)d %(message)s")
+        print(json.dumps(asyncio.run(worker(json.loads(args.worker)))), flush=True)
+        return
+    print(asyncio.run(main_async(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""Creating a run: from a validated request to a tracked, scheduled ``Run``.
+
+The pipeline reads from the method names::
+
+    Creator.create                    encode once; retry as classified, within the run's deadline
+      → _send_when_allowed            wait for the rate limiter, journal the intent (on_send)
+        → _send_shielded              one attempt as a task the caller cannot orphan
+          → _send_once                POST; read the answer (``_classify``)
+            → _accept                 build the Run, register it, hand it to the scheduler
+            → _refused / _uncertain   send again, or raise the typed error
+
+Sorting errors is ``_classify``'s job; this module only acts on the verdict.
+A create costs money, so one that may have reached the provider is never
+sent again silently: it raises ``UncertainCreateError`` (unless the session
+was opened with ``resend_uncertain_creates=True``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from ._classify import (
+    Verdict,
+    classify_no_answer,
+    classify_status,
+    classify_unreadable,
+    read_answer,
+    report_answer,
+    report_no_answer,
+    wait_as_told,
+)
+from ._exceptions import (
+    APIStatusError,
+    GPTImageError,
+    ProtocolError,
+    RunTimeoutError,
+    UncertainCreateError,
+)
+from ._limiter import PRIORITY_CREATE, Limiter
+from ._models import ImageRequest
+from ._providers import Provider
+from ._registry import RunRegistry
+from ._run import Run
+from ._scheduler import PollScheduler
+from ._stats import SessionStats
+from ._transport import SendError, Transport
+
+__all__ = ["Creator"]
+
+logger = logging.getLogger("gptimage_async")
+
+
+class _NotCreated:
+    """The outcome of an attempt that certainly created nothing: it may be sent again.
+
+    ``verdict`` is ``Verdict.RETRY`` (costs an attempt) or ``Verdict.WAIT``
+    (rate limited: costs none, the limiter holds the next attempt back).
+    """
+
+    __slots__ = ("error", "verdict")
+
+    def __init__(self, error: GPTImageError, verdict: Verdict) -> None:
+        self.error = error
+        self.verdict = verdict
+
+
+class Creator:
+    """Sends one session's creates. Strictly private: built by ``Session.open``.
+
+    ``check_open`` raises ``SessionClosedError`` once the session closes (no
+    new attempt starts then); ``on_busy`` / ``on_settled`` tell the session a
+    create went on the wire / ended, so that closing can wait for it.
+    """
+
+    __slots__ = (
+        "_check_open",
+        "_clock",
+        "_limiter",
+        "_max_attempts",
+        "_on_busy",
+        "_on_settled",
+        "_provider",
+        "_registry",
+        "_resend",
+        "_run_timeout",
+        "_scheduler",
+        "_stats",
+        "_transport",
+        "in_flight",
+    )
+
+    def __init__(
+        self,
+        *,
+        provider: Provider,
+        transport: Transport,
+        limiter: Limiter,
+        scheduler: PollScheduler,
+        registry: RunRegistry,
+        stats: SessionStats,
+        clock: Callable[[], float],
+        run_timeout: float,
+        max_attempts: int,
+        resend_uncertain: bool,
+        check_open: Callable[[], None],
+        on_busy: Callable[[], None],
+        on_settled: Callable[[], None],
+    ) -> None:
+        self._provider = provider
+        self._transport = transport
+        self._limiter = limiter
+        self._scheduler = scheduler
+        self._registry = registry
+        self._stats = stats
+        self._clock = clock
+        self._run_timeout = run_timeout
+        self._max_attempts = max_attempts
+        self._resend = resend_uncertain
+        self._check_open = check_open
+        self._on_busy = on_busy
+        self._on_settled = on_settled
+        #: Attempts on the wire; the session waits for them when it closes.
+        self.in_flight: set[asyncio.Task[Any]] = set()
+
+    async def create(
+        self,
+        request: ImageRequest,
+        *,
+        index: int | None,
+        on_send: Callable[[], None] | None = None,
+    ) -> Run:
+        """Create a run for ``request`` (already validated) and return it, tracked.
+
+        Retries an attempt that certainly created nothing: up to
+        ``max_attempts`` for errors, without counting waits as told by a 429.
+        Everything happens within ``run_timeout`` of the call. Raises the
+        typed error of the last attempt, ``RunTimeoutError`` if the limiter
+        never let one through, or ``UncertainCreateError``.
+        """
+        body = self._provider.encode_create(request)
+        deadline = self._clock() + self._run_timeout
+        attempts = 0
+        last_error: GPTImageError | None = None
+        while True:
+            outcome = await self._send_when_allowed(
+                request, body, index, deadline, last_error, on_send
+            )
+            if isinstance(outcome, Run):
+                return outcome
+            last_error = outcome.error
+            if outcome.verdict is Verdict.RETRY:
+                attempts += 1
+                self._stats.create_retries += 1
+                if attempts >= self._max_attempts:
+                    raise outcome.error
+            elif self._clock() > deadline:
+                raise outcome.error
+            elif isinstance(outcome.error, APIStatusError):
+                await self._wait_as_told(outcome.error, deadline)
+            logger.debug("create not accepted (%s); sending it again", outcome.error)
+
+    async def _wait_as_told(self, error: APIStatusError, deadline: float) -> None:
+        # A 429's wait is the limiter's; a 503's Retry-After (say) is this create's.
+        # The deadline still holds: a wait that would end past it fails now.
+        seconds = wait_as_told(error)
+        if self._clock() + seconds >= deadline:
+            raise error
+        if seconds > 0:
+            logger.debug("waiting %.3gs as told before sending the create again", seconds)
+            await anyio.sleep(seconds)
+
+    async def _send_when_allowed(
+        self,
+        request: ImageRequest,
+        body: bytes,
+        index: int | None,
+        deadline: float,
+        last_error: GPTImageError | None,
+        on_send: Callable[[], None] | None,
+    ) -> Run | _NotCreated:
+        self._check_open()
+        with anyio.move_on_at(deadline) as waiting:
+            sent_at = await self._limiter.acquire(PRIORITY_CREATE)
+        if waiting.cancelled_caught:
+            if last_error is not None:
+                raise last_error  # the 429 (or 503) that kept it waiting says why
+            raise RunTimeoutError(
+                f"the create could not be sent within run_timeout ({self._run_timeout:g}s)"
+            )
+        if on_send is not None:
+            on_send()
+        return await self._send_shielded(request, body, sent_at, index)
+
+    async def _send_shielded(
+        self, request: ImageRequest, body: bytes, sent_at: float, index: int | None
+    ) -> Run | _NotCreated:
+        task = asyncio.get_running_loop().create_task(
+            self._send_once(request, body, sent_at, index), name="gptimage-create"
+        )
+        self.in_flight.add(task)
+        self._on_busy()
+        task.add_done_callback(self._settled)
+        # Shielded: a caller cancelled now must not orphan a run being paid for.
+        return await asyncio.shield(task)
+
+    def _settled(self, task: asyncio.Task[Any]) -> None:
+        self.in_flight.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here: the caller may be gone
+        self._on_settled()
+
+    async def _send_once(
+        self, request: ImageRequest, body: bytes, sent_at: float, index: int | None
+    ) -> Run | _NotCreated:
+        limiter, stats = self._limiter, self._stats
+        stats.requests += 1
+        try:
+            answer = await self._transport.send("POST", self._provider.create_path, body)
+        except SendError as exc:
+            report_no_answer(limiter=limiter, stats=stats)
+            if self._resend or classify_no_answer(exc, create=True) is Verdict.RETRY:
+                # SendError is private: users see its public class.
+                return _NotCreated(exc.public(), Verdict.RETRY)
+            raise self._uncertain(request, str(exc)) from None
+        except APIStatusError as exc:  # a redirect the transport would not follow
+            report_answer(exc, limiter=limiter, stats=stats, sent_at=sent_at)
+            return self._refused(request, exc)
+        except ProtocolError as exc:
+            classify_unreadable(create=True)
+            raise self._uncertain(request, str(exc)) from None
+        try:
+            snapshot = read_answer(self._provider, answer, run_id=None)
+        except APIStatusError as exc:
+            report_answer(exc, limiter=limiter, stats=stats, sent_at=sent_at)
+            return self._refused(request, exc)
+        except ProtocolError as exc:
+            # A 2xx means the run exists; without its id it cannot be tracked.
+            report_answer(None, limiter=limiter, stats=stats, sent_at=sent_at)
+            classify_unreadable(create=True)
+            raise self._uncertain(request, f"the answer could not be read: {exc}") from None
+        report_answer(None, limiter=limiter, stats=stats, sent_at=sent_at)
+        return self._accept(request, snapshot.id, sent_at, index, rtt=answer.elapsed)
+
+    def _accept(
+        self, request: ImageRequest, run_id: str, sent_at: float, index: int | None, *, rtt: float
+    ) -> Run:
+        self._stats.creates += 1
+        run = Run(
+            run_id,
+            self._provider.name,
+            request,
+            created_at=sent_at,
+            deadline=sent_at + self._run_timeout,
+            index=index,
+        )
+        self._registry.add(run)
+        self._on_busy()
+        self._scheduler.add(run, rtt=rtt)
+        return run
+
+    def _refused(self, request: ImageRequest, error: APIStatusError) -> _NotCreated:
+        verdict = classify_status(error, create=True)
+        if verdict is Verdict.UNCERTAIN:
+            if not self._resend:
+                raise self._uncertain(request, f"the provider answered {error}")
+            verdict = Verdict.RETRY
+        if verdict is Verdict.FAIL:
+            raise error
+        return _NotCreated(error, verdict)
+
+    def _uncertain(self, request: ImageRequest, why: str) -> UncertainCreateError:
+        self._stats.uncertain_creates += 1
+        prompt = request.prompt if len(request.prompt) <= 60 else request.prompt[:57] + "..."
+        return UncertainCreateError(
+            f"the create for {prompt!r} may have reached {self._provider.name} ({why}); "
+            "it was not sent again, to avoid paying twice. Check the provider's dashboard, "
+            "or use resend_uncertain_creates=True to resend such creates.",
+            prompt=request.prompt,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Creator {self._provider.name} in_flight={len(self.in_flight)}>"

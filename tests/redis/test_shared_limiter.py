@@ -1,0 +1,189 @@
+"""The shared limiter against a real Redis, in one process: names, secrets, options, order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+
+import pytest
+import redis.asyncio as redis_asyncio
+
+import gptimage_async as gi
+from gptimage_async._limiter import PRIORITY_CREATE, PRIORITY_POLL
+from gptimage_async._shared_limiter import SharedLimiter, budget_id, redact_url
+from gptimage_async.testing import simulated_session
+
+from .conftest import RedisServer
+
+KEY = "sk-very-secret-key-123"
+BELIEF = gi.RateLimit(requests=20, per=1.0, ceiling=True)
+
+
+def limiter(url: str, **kwargs: object) -> SharedLimiter:
+    return SharedLimiter(BELIEF, provider="runbase", api_key=KEY, redis=url, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_keys_name_a_keyed_hash_in_one_cluster_slot(redis_server: RedisServer) -> None:
+    lim = limiter(redis_server.url)
+    await lim.start()
+    try:
+        await lim.acquire()
+    finally:
+        await lim.aclose()
+    client = redis_asyncio.Redis.from_url(redis_server.url)
+    try:
+        names = [k.decode() for k in await client.keys("*")]
+        values = [await client.dump(k) for k in names]
+    finally:
+        await client.aclose()
+    tag = budget_id("runbase", KEY)
+    assert names
+    assert all(name.startswith(f"gptimage:{{{tag}}}:") for name in names)
+    assert not any(
+        KEY in name or KEY.encode() in (v or b"") for name, v in zip(names, values, strict=True)
+    )
+    # Another provider or key is another budget.
+    assert budget_id("apiinone", KEY) != tag != budget_id("runbase", KEY + "x")
+
+
+def test_the_url_password_never_shows() -> None:
+    url = "rediss://default:hunter2@cache.example:6380/0"
+    assert redact_url(url) == "rediss://default:***@cache.example:6380/0"
+    lim = limiter(url)
+    assert "hunter2" not in repr(lim)
+    assert KEY not in repr(lim)
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_bad_options_are_refused_early() -> None:
+    with pytest.raises(gi.ConfigurationError, match="redis://"):
+        gi.Session("runbase", api_key=KEY, redis="http://127.0.0.1:6379")
+    with pytest.raises(gi.ConfigurationError, match="Redis instance"):
+        gi.Session("runbase", api_key=KEY, redis=42)  # type: ignore[arg-type]
+
+
+def test_a_missing_redis_package_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['redis'] = None; sys.modules['redis.asyncio'] = None\n"
+        "import gptimage_async as gi\n"
+        "try:\n"
+        "    gi.Session('runbase', api_key='sk-x', redis='redis://127.0.0.1:1/0')\n"
+        "except gi.ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "gptimage-async[redis]" in out.stdout
+
+
+def test_without_redis_the_package_is_never_imported() -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from gptimage_async.testing import simulated_session\n"
+        "async def main():\n"
+        "    async with simulated_session('runbase') as (sim, s):\n"
+        "        await s.generate('a lamp')\n"
+        "asyncio.run(main())\n"
+        "print('redis' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+async def test_simulated_session_shares_through_redis(redis_server: RedisServer) -> None:
+    async with simulated_session("runbase", redis=redis_server.url) as (sim, session):
+        assert isinstance(session.limiter, SharedLimiter)
+        results = await session.generate_many([f"p{i}" for i in range(10)])
+        assert len(results) == 10
+        assert sim.stats.duplicates == 0
+
+
+async def test_a_client_instance_is_used_and_left_open(redis_server: RedisServer) -> None:
+    client = redis_asyncio.Redis.from_url(redis_server.url)
+    try:
+        async with simulated_session("runbase", redis=client) as (_, session):
+            await session.generate("a lamp")
+        assert await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def test_polls_of_one_process_go_before_creates_of_another(
+    redis_server: RedisServer,
+) -> None:
+    # Two limiters are two members of the fleet, as two processes would be.
+    busy, light = limiter(redis_server.url), limiter(redis_server.url)
+    await busy.start()
+    await light.start()
+    order: list[str] = []
+
+    async def take(lim: SharedLimiter, priority: int, tag: str) -> None:
+        await lim.acquire(priority)
+        order.append(tag)
+
+    try:
+        creates = [asyncio.ensure_future(take(busy, PRIORITY_CREATE, "c")) for _ in range(12)]
+        await asyncio.sleep(0.12)  # a couple of creates out, the rest queued
+        polls = [asyncio.ensure_future(take(light, PRIORITY_POLL, "p")) for _ in range(4)]
+        await asyncio.gather(*creates, *polls)
+    finally:
+        await busy.aclose()
+        await light.aclose()
+    first_poll = order.index("p")
+    # Once the polls are queued, at most the create already booked goes before them.
+    assert order[first_poll : first_poll + 5].count("p") >= 4, order
+    assert order[-1] == "c"
+
+
+async def test_redis_away_at_start_falls_back_and_warns_once(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis_server.stop()
+    lim = limiter(redis_server.url.replace("redis://", "redis://user:hunter2@"), timeout=0.1)
+    caplog.set_level(logging.INFO, logger="gptimage_async")
+    await lim.start()
+    try:
+        assert lim.fallback
+        for _ in range(3):
+            await lim.acquire()
+        await asyncio.sleep(0.3)  # a few probes fail meanwhile
+        assert lim.granted == 0  # all local
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        assert "hunter2" not in caplog.text
+        assert KEY not in caplog.text
+    finally:
+        await lim.aclose()
+
+
+async def test_redis_back_is_rejoined(redis_server: RedisServer) -> None:
+    redis_server.stop()
+    lim = limiter(redis_server.url, timeout=0.1)
+    await lim.start()
+    try:
+        assert lim.fallback
+        await lim.acquire()
+        redis_server.start()
+        for _ in range(250):
+            if not lim.fallback:
+                break
+            await asyncio.sleep(0.02)
+        await lim.acquire()
+        assert lim.granted == 1  # from the shared timeline again
+    finally:
+        await lim.aclose()
+
+
+async def test_app_integrations_take_the_redis_option(redis_server: RedisServer) -> None:
+    from gptimage_async.integrations._common import app_session
+    from gptimage_async.simulator import Simulator, SimulatorConfig
+
+    async with (
+        Simulator(SimulatorConfig(time_scale=0.01)) as sim,
+        app_session(
+            "runbase", api_key="sk-app", base_url=sim.base_url("runbase"), redis=redis_server.url
+        ) as session,
+    ):
+        assert isinstance(session.limiter, SharedLimiter)
+        await session.generate("a lamp")

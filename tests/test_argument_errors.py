@@ -1,0 +1,98 @@
+"""Bad arguments raise one family: ``ConfigurationError`` (a ``ValueError``), sending nothing.
+
+Reuse of something that runs once (a ``Session``, a ``Batch``) raises
+``SessionClosedError`` (a ``RuntimeError``). Bad *request* input (a prompt)
+stays ``InvalidRequestError``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import gptimage_async as gi
+from gptimage_async.testing import simulated_session
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"request_timeout": 0},
+        {"run_timeout": -1.0},
+        {"max_connections": 0},
+        {"max_create_attempts": 0},
+        {"on_exit": "later"},
+        {"rate_limit": 20},
+        {"base_url": "http://example.com/api/v1"},
+    ],
+)
+def test_bad_session_arguments(options: dict[str, Any]) -> None:
+    with pytest.raises(gi.ConfigurationError):
+        gi.Session("runbase", api_key="sk-test", **options)
+
+
+def test_unknown_provider() -> None:
+    with pytest.raises(gi.ConfigurationError, match="unknown provider"):
+        gi.Session("nope", api_key="sk-test")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"requests": 0, "per": 1.0}, {"requests": 1, "per": -2.0}, {"requests": 1.5, "per": 1}],
+)
+def test_bad_rate_limit(options: dict[str, Any]) -> None:
+    with pytest.raises(gi.ConfigurationError) as info:
+        gi.RateLimit(**options)
+    assert isinstance(info.value, ValueError)  # what callers caught before still works
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"concurrency": 0},
+        {"create_window": 0},
+        {"download_concurrency": -1},
+        {"max_download_bytes": 0},
+    ],
+)
+async def test_bad_batch_arguments(tmp_path: Path, options: dict[str, Any]) -> None:
+    async with simulated_session() as (_sim, session):
+        with pytest.raises(gi.ConfigurationError):
+            gi.Batch(session, ["a lamp"], tmp_path, **options)
+
+
+@pytest.mark.parametrize("options", [{"max_bytes": 0}, {"attempts": 0}, {"attempt_timeout": 0.0}])
+async def test_bad_download_arguments(tmp_path: Path, options: dict[str, Any]) -> None:
+    with pytest.raises(gi.ConfigurationError):
+        await gi.download("http://127.0.0.1:9/a.png", tmp_path, **options)
+
+
+async def test_download_of_something_that_is_no_url(tmp_path: Path) -> None:
+    with pytest.raises(gi.ConfigurationError, match="a Result, a URL, or URLs"):
+        await gi.download([b"http://127.0.0.1:9/a.png"], tmp_path)  # type: ignore[list-item]
+
+
+async def test_bad_stream_concurrency() -> None:
+    async with simulated_session() as (_sim, session):
+        with pytest.raises(gi.ConfigurationError):
+            await session.generate_many(["a lamp"], concurrency=0)
+
+
+async def test_a_bad_prompt_is_a_request_error_not_a_configuration_error() -> None:
+    async with simulated_session() as (_sim, session):
+        with pytest.raises(gi.InvalidRequestError) as info:
+            await session.submit("")
+        assert not isinstance(info.value, gi.ConfigurationError)
+
+
+async def test_reuse_raises_session_closed_for_sessions_and_batches(tmp_path: Path) -> None:
+    async with simulated_session() as (_sim, session):
+        batch = gi.Batch(session, ["a lamp"], tmp_path)
+        await batch.run()
+        with pytest.raises(gi.SessionClosedError, match="runs once") as info:
+            await batch.run()
+        assert isinstance(info.value, RuntimeError)
+    with pytest.raises(gi.SessionClosedError):
+        await session.open()
