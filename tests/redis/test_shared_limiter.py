@@ -93,7 +93,7 @@ def test_without_redis_the_package_is_never_imported() -> None:
 
 async def test_simulated_session_shares_through_redis(redis_server: RedisServer) -> None:
     async with simulated_session("runbase", redis=redis_server.url) as (sim, session):
-        assert isinstance(session.limiter, SharedLimiter)
+        assert isinstance(session._limiter, SharedLimiter)
         results = await session.generate_many([f"p{i}" for i in range(10)])
         assert len(results) == 10
         assert sim.stats.duplicates == 0
@@ -185,5 +185,5 @@ async def test_app_integrations_take_the_redis_option(redis_server: RedisServer)
             "runbase", api_key="sk-app", base_url=sim.base_url("runbase"), redis=redis_server.url
         ) as session,
     ):
-        assert isinstance(session.limiter, SharedLimiter)
+        assert isinstance(session._limiter, SharedLimiter)
         await session.generate("a lamp")

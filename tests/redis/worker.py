@@ -39,7 +39,7 @@ async def batch(opts: dict[str, Any]) -> dict[str, Any]:
         redis=opts["redis"],
         run_timeout=opts.get("run_timeout", 120.0),
     ) as session:
-        limiter = session.limiter
+        limiter = session._limiter  # the SharedLimiter itself: its redis_errors count
         rate_start = limiter.rate
         results = await session.generate_many(prompts, return_exceptions=True)
         fallback = getattr(limiter, "redis_errors", 0)
