@@ -4,7 +4,8 @@
 
     python -m benchmarks                  # everything, a few minutes
     python -m benchmarks --quick          # a smoke run of every scenario, seconds
-    python -m benchmarks --only bulk idle --runs 300 --time-scale 0.05
+    python -m benchmarks --only bulk idle --runs 200 --time-scale 0.05
+    python -m benchmarks --only drift warm  # the learning figures
 """
 
 from __future__ import annotations
@@ -13,19 +14,27 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import scenarios
-from .report import Results, Settings, render
-from .scenarios import DEFAULT_LIMIT, WINDOW
+from .report import ADAPT_RUNS, COLD_RUNS, FIRST_RUNS, Results, Settings, render
+from .scenarios import DEFAULT_LIMIT, WINDOW, Bulk
 
-SCENARIOS = ("bulk", "idle", "cpu", "memory")
+SCENARIOS = ("bulk", "drift", "warm", "idle", "cpu", "memory")
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 #: (full, quick) sizes.
-RUNS = (300, 10)
+RUNS = (200, 10)
+#: Drift jobs: runs in all, and runs created before durations change (x3 or x1/3).
+DRIFT_RUNS = (300, 20)
+DRIFT_AT = (100, 6)
+DRIFT = 3.0
+#: Single runs in the idle speed-up job, and runs before the speed-up.
+IDLE_DRIFT_RUNS = (60, 6)
+IDLE_DRIFT_AT = (20, 3)
 TIME_SCALE = (0.05, 0.01)
 IDLE_RUNS = (40, 3)
 CPU_RUNS = (2000, 100)
@@ -52,7 +61,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME",
         help=f"run only these scenarios ({', '.join(SCENARIOS)}; memory includes lateness)",
     )
-    parser.add_argument("--runs", type=int, help="runs per bulk job (default 300; quick 10)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        help="runs per bulk job (default 200; quick 10); each warm-start session does half",
+    )
     parser.add_argument(
         "--time-scale", type=float, help="simulator time scale (default 0.05; quick 0.01)"
     )
@@ -74,6 +87,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.time_scale = TIME_SCALE[pick] if args.time_scale is None else args.time_scale
     args.in_flight = IN_FLIGHT[pick] if args.in_flight is None else args.in_flight
     args.idle_runs = IDLE_RUNS[pick]
+    args.drift_runs = DRIFT_RUNS[pick]
+    args.drift_at = DRIFT_AT[pick]
+    args.idle_drift_runs = IDLE_DRIFT_RUNS[pick]
+    args.idle_drift_at = IDLE_DRIFT_AT[pick]
     args.cpu_runs = CPU_RUNS[pick]
     args.cpu_rounds = CPU_ROUNDS[pick]
     args.window = LATENESS_WINDOW[pick]
@@ -127,6 +144,74 @@ async def bulk(args: argparse.Namespace, results: Results) -> None:
             )
 
 
+def _say_learning(row: Bulk) -> None:
+    first = row.polls_per_run(0, FIRST_RUNS)
+    after = (
+        ""
+        if row.change_at is None
+        else f", after change+30 {row.polls_per_run(row.change_at + ADAPT_RUNS):.2f}"
+    )
+    say(
+        f"  {row.client} {row.session}: efficiency {row.efficiency:.2f}, "
+        f"polls/run first {FIRST_RUNS} {first:.2f}{after}, 429s {row.share_429:.1%}"
+    )
+
+
+async def drift(args: argparse.Namespace, results: Results) -> None:
+    ts, n, at = args.time_scale, args.drift_runs, args.drift_at
+    for factor in (DRIFT, 1 / DRIFT):
+        row = await scenarios.bulk_ours(
+            n,
+            time_scale=ts,
+            real_limit=DEFAULT_LIMIT,
+            belief_limit=DEFAULT_LIMIT,
+            counted=False,
+            drift=factor,
+            drift_at=at,
+        )
+        results.drift.append(row)
+        _say_learning(row)
+        row = await scenarios.bulk_baseline(
+            n,
+            time_scale=ts,
+            real_limit=DEFAULT_LIMIT,
+            counted=False,
+            concurrency=args.baseline_concurrency,
+            cap_factor=BASELINE_CAP,
+            drift=factor,
+            drift_at=at,
+        )
+        results.drift.append(row)
+        _say_learning(row)
+    for run in (scenarios.idle_ours, scenarios.idle_baseline):
+        idle_row = await run(
+            args.idle_drift_runs, time_scale=ts, drift=1 / DRIFT, drift_at=args.idle_drift_at
+        )
+        results.drift_idle.append(idle_row)
+        share = idle_row.delay_share(args.idle_drift_at + COLD_RUNS)
+        say(f"  {idle_row.client}, idle speed-up: delay share once adapted {share:.1%}")
+
+
+async def warm(args: argparse.Namespace, results: Results) -> None:
+    n = max(1, args.runs // 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [
+            *await scenarios.bulk_warm(
+                n, time_scale=args.time_scale, counted=True, state_file=Path(tmp) / "state.json"
+            )
+        ]
+    rows += await scenarios.bulk_warm_baseline(
+        n,
+        time_scale=args.time_scale,
+        counted=True,
+        concurrency=args.baseline_concurrency,
+        cap_factor=BASELINE_CAP,
+    )
+    for row in rows:
+        results.warm.append(row)
+        _say_learning(row)
+
+
 async def idle(args: argparse.Namespace, results: Results) -> None:
     for run in (scenarios.idle_ours, scenarios.idle_baseline):
         row = await run(args.idle_runs, time_scale=args.time_scale)
@@ -161,7 +246,14 @@ async def run(args: argparse.Namespace) -> Results:
         load=(os.getloadavg()[0], 0.0),
     )
     started = time.perf_counter()
-    steps = {"bulk": bulk, "idle": idle, "cpu": cpu, "memory": memory}
+    steps = {
+        "bulk": bulk,
+        "drift": drift,
+        "warm": warm,
+        "idle": idle,
+        "cpu": cpu,
+        "memory": memory,
+    }
     for name in SCENARIOS:
         if name in args.only:
             say(f"{name} ...")

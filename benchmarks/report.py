@@ -15,20 +15,43 @@ import gptimage_async
 
 from .scenarios import PROBE_SLEEP, Bulk, Cpu, Idle, InFlight, mean, percentile
 
-__all__ = ["Results", "Settings", "Target", "machine", "render", "targets"]
+__all__ = [
+    "ADAPT_RUNS",
+    "COLD_RUNS",
+    "FIRST_RUNS",
+    "Results",
+    "Settings",
+    "Target",
+    "machine",
+    "render",
+    "targets",
+]
 
-#: The issue's targets.
-EFFICIENCY_STATED = 0.90
-EFFICIENCY_UNKNOWN = 0.80
-SHARE_429_STATED = 0.02
+#: The issues' targets (issue 13 raised them: bulk at 0.95 of the physical limit).
+EFFICIENCY_STATED = 0.95
+EFFICIENCY_UNKNOWN = 0.90
+SHARE_429_STATED = 0.01
 SHARE_429_UNKNOWN = 0.05
-IDLE_DELAY_SHARE = 0.05
+IDLE_DELAY_SHARE = 0.03
 CPU_THROUGHPUT_SHARE = 0.90
 BYTES_PER_RUN = 2048
-LATENESS_P99 = 0.050
+LATENESS_P99 = 0.020
+COLD_POLLS = 1.25
+DRIFT_POLLS = 1.15
+WARM_POLLS = 1.10
+#: After runs get 3x shorter, the detection delay in seconds should not grow (by
+#: more than this factor). Its share of the run must grow: on an idle budget the
+#: delay's floor is about half a slot of the limiter (25 ms here, 0.5 s in real
+#: time), whatever the run's length. A model that did not follow would start
+#: polling at the old 2% quantile, after every new run had ended.
+SPEEDUP_DELAY = 1.5
 
 #: Single runs after which our duration model is warm (it needs 4 finished runs).
 COLD_RUNS = 10
+#: The first runs of a session, whose polls per run measure a cold (or warm) start.
+FIRST_RUNS = 25
+#: Runs after a change of speed within which the poller must have adapted.
+ADAPT_RUNS = 30
 
 #: What the investigation behind each missed target found, by target key. The
 #: computed figures next to each miss come from the run itself; these notes
@@ -36,19 +59,14 @@ COLD_RUNS = 10
 DIAGNOSIS: dict[str, str] = {
     "efficiency": (
         "Efficiency is *budget used* x *2 / requests per result*, both printed per row. "
-        "(a) Requests: the first ~12 runs of a job are polled 2-4 times each while the "
-        "duration model has fewer than 4 finished runs (cold-start geometric probing: ~20 "
-        "extra polls per job, ~3% at 300 runs); later runs take 1.01-1.03 polls each. "
-        "(b) Budget: the limiter paces at 98% of its belief (`SAFETY_MARGIN`), and its GCRA "
-        "restarts from `now` whenever its timer fires late (`_tat = max(_tat, now) + "
-        "interval`), so event-loop wake-up lateness is lost on every slot: ~1 ms is 4% of a "
-        "25 ms compressed interval (0.2% in real time); windows held 18-19 of 20 requests. "
-        "(c) 429s: the belief probes above a stated limit (x1.5 per saturated window before "
-        "the first 429, then +3% per window once `FORGET_BAD_AFTER` quiet windows pass), so "
-        "every job draws a few 429s, each costing a pause and a cut. (d) The tail: after the "
-        "last create the last runs still have to finish (2-3% of a 15 s job). (e) Unknown "
-        "and really 2x higher: the slow start takes 2-3 windows to reach the real limit and "
-        "overshoots once, in a job that only lasts ~18 windows."
+        "(a) The tail: after the last create, the last runs still have to finish and be "
+        "polled, with the budget mostly idle (about 3% of a 200-run, 10.5-window job: a "
+        "physical floor no pacing removes). (b) Limit unknown and really 2x higher: slow "
+        "start doubles the belief every half window from the stated 20, so the first half "
+        "window runs at half the real budget (~2.5% of the job). (c) Requests: polls per "
+        "run of 1.03-1.10 after the first 25 (the model's 95% quantile misses 5% of runs, "
+        "plus speculative polls in the idle tail). (d) Pacing itself uses 98.5-99.5% of the "
+        "budget: the margin shrinks to 0.5% once a saturated window passes without a 429."
     ),
     "share_429": (
         "The 429s come from the limiter probing above its belief (see efficiency, (c)) and, "
@@ -81,6 +99,27 @@ DIAGNOSIS: dict[str, str] = {
         "`RateLimiter._dispatch` grants one waiter per timer callback: even with a belief "
         "of 100,000 requests/s, ~40% of requests wait ~13 ms for a later loop iteration, "
         "since the limiter cannot grant more slots per second than the loop runs iterations."
+    ),
+    "cold": (
+        "Until the duration model has seen 4 runs finish, first polls go after a few create "
+        "round trips and then geometrically; in bulk every early run pays that probing."
+    ),
+    "drift": (
+        "The change detector restarts the model a few runs after the change (the row's "
+        "diagnostics count the changes), but right after it the model learns only from "
+        "the new runs that have *finished*: the short ones. The long ones still in flight "
+        "are not in it (they would be right-censored observations), so its 95% quantile "
+        "is too low for a while and runs near the tail are polled again, each time 1.25x "
+        "later. Speculative polls in the job's idle tail (longer after a slowdown) add to "
+        "the figure without costing throughput."
+    ),
+    "speedup": (
+        "With the budget idle, speculative polls find runs done before the old 5% quantile; "
+        "the change detector needs a few such runs before the model restarts."
+    ),
+    "warm": (
+        "The second session loads the first one's learned state (rate belief and recent run "
+        "durations) from its state file; if none loads, it starts cold."
     ),
     "memory": (
         "The live heap per run holds the Run and its Future, the ImageRequest and prompt, "
@@ -118,6 +157,12 @@ class Results:
 
     settings: Settings
     bulk: list[Bulk] = field(default_factory=list)
+    drift: list[Bulk] = field(default_factory=list)
+    """Bulk jobs whose run durations change mid-job, ours and the hand-written client's."""
+    drift_idle: list[Idle] = field(default_factory=list)
+    """Single runs whose durations change (speed up) mid-way."""
+    warm: list[Bulk] = field(default_factory=list)
+    """Two sessions of one job in a row: (first, second) ours, then the hand-written client's."""
     idle: list[Idle] = field(default_factory=list)
     cpu: list[Cpu] = field(default_factory=list)
     in_flight: InFlight | None = None
@@ -264,6 +309,7 @@ def targets(results: Results) -> list[Target]:
                 f"worst row: {worst.rate_limited} of {worst.requests} requests",
             )
         )
+    out += _learning_targets(results)
     idle = {r.client: r for r in results.idle}
     if "gptimage-async" in idle:
         ours_idle = idle["gptimage-async"]
@@ -331,6 +377,97 @@ def targets(results: Results) -> list[Target]:
     return out
 
 
+def _first(rows: Iterable[Bulk]) -> str:
+    return ", ".join(f"{r.polls_per_run(0, FIRST_RUNS):.2f}" for r in rows) or "-"
+
+
+def _learning_targets(results: Results) -> list[Target]:
+    """Cold start, drift and warm start: polls per run where the model is learning."""
+    out: list[Target] = []
+    cold = [r for r in results.bulk if _is_ours(r) and r.belief == "stated"]
+    if cold:
+        worst = max(cold, key=lambda r: r.polls_per_run(0, FIRST_RUNS))
+        peers = [r for r in results.bulk if not _is_ours(r) and r.succeeded]
+        out.append(
+            Target(
+                "cold",
+                f"7. polls per run, first {FIRST_RUNS} runs of a cold session",
+                f"<= {COLD_POLLS:.2f}",
+                _first(cold),
+                _first(peers[:1]),
+                worst.polls_per_run(0, FIRST_RUNS) <= COLD_POLLS,
+                f"worst row: runs {FIRST_RUNS}-{worst.runs} took "
+                f"{worst.polls_per_run(FIRST_RUNS):.2f} polls each",
+            )
+        )
+    slow = [r for r in results.drift if r.drift > 1.0 and r.change_at is not None]
+    ours_slow = [r for r in slow if _is_ours(r)]
+    if ours_slow:
+
+        def adapted(r: Bulk) -> float:
+            assert r.change_at is not None
+            return r.polls_per_run(r.change_at + ADAPT_RUNS)
+
+        def changing(r: Bulk) -> float:
+            assert r.change_at is not None
+            return r.polls_per_run(r.change_at, r.change_at + ADAPT_RUNS)
+
+        out.append(
+            Target(
+                "drift",
+                f"8. polls per run after a {ours_slow[0].drift:g}x slowdown, from "
+                f"{ADAPT_RUNS} runs after it",
+                f"<= {DRIFT_POLLS:.2f}",
+                ", ".join(f"{adapted(r):.2f}" for r in ours_slow),
+                ", ".join(f"{adapted(r):.2f}" for r in slow if not _is_ours(r)) or "-",
+                max(adapted(r) for r in ours_slow) <= DRIFT_POLLS,
+                "the "
+                + ", ".join(f"{changing(r):.2f}" for r in ours_slow)
+                + f" polls per run of the {ADAPT_RUNS} runs right after the change",
+            )
+        )
+    speed = {r.client: r for r in results.drift_idle}
+    mine = speed.get("gptimage-async")
+    if mine is not None and mine.change_at is not None:
+        after = mine.change_at + COLD_RUNS
+        other_idle = speed.get("hand-written")
+        before_ms = mean(mine.delays[COLD_RUNS : mine.change_at])
+        before_share = mine.delay_share(COLD_RUNS, mine.change_at)
+        after_ms = mean(mine.delays[after:])
+        other_ms = None if other_idle is None else mean(other_idle.delays[after:])
+        out.append(
+            Target(
+                "speedup",
+                f"9. detection delay after a {1 / mine.drift:g}x speed-up, single runs, "
+                f"from {COLD_RUNS} runs after it (latency stays honest)",
+                f"mean <= {SPEEDUP_DELAY:g}x the delay before",
+                f"{_ms(after_ms)} ({_pct(mine.delay_share(after))} of run) vs "
+                f"{_ms(before_ms)} before",
+                "-" if other_ms is None else f"{_ms(other_ms)}",
+                after_ms <= SPEEDUP_DELAY * before_ms,
+                f"share of run before the change {_pct(before_share)}, "
+                f"the first {COLD_RUNS} after it {_pct(mine.delay_share(mine.change_at, after))}",
+            )
+        )
+    second = [r for r in results.warm if r.session == "second"]
+    ours_second = [r for r in second if _is_ours(r)]
+    if ours_second:
+        worst = max(ours_second, key=lambda r: r.polls_per_run(0, FIRST_RUNS))
+        first = [r for r in results.warm if r.session == "first" and _is_ours(r)]
+        out.append(
+            Target(
+                "warm",
+                f"10. polls per run, first {FIRST_RUNS} runs of a second session (warm start)",
+                f"<= {WARM_POLLS:.2f}",
+                _first(ours_second),
+                _first(r for r in second if not _is_ours(r)),
+                worst.polls_per_run(0, FIRST_RUNS) <= WARM_POLLS,
+                f"the first session's first {FIRST_RUNS}: {_first(first)}",
+            )
+        )
+    return out
+
+
 # -- the document ----------------------------------------------------------------
 
 
@@ -378,6 +515,8 @@ def render(results: Results, *, default_limit: int, window: float) -> str:
         lines.append("")
     if results.bulk:
         lines += _bulk_section(results, default_limit, window)
+    if results.bulk or results.drift or results.warm:
+        lines += _learning_section(results)
     if results.bulk or results.idle:
         lines += _delay_section(results, default_limit)
     if results.cpu:
@@ -458,6 +597,97 @@ def _bulk_section(results: Results, default_limit: int, window: float) -> list[s
                 f"max {max(rates) / r.rate:.2f}, end {rates[-1] / r.rate:.2f} x the real "
                 f"limit; {r.diagnostics}"
             )
+    lines.append("")
+    return lines
+
+
+def _learning_section(results: Results) -> list[str]:
+    lines = [
+        "## 7-10. Learning: cold start, drift, warm start",
+        "",
+        "Polls per run are counted by the simulator, per run, in creation order (polls "
+        "answered 429 are not counted). *Cold* rows are the bulk jobs above, each a fresh "
+        f"session. *Drift* jobs run {results.settings.runs}-run-style bulk jobs whose run "
+        "durations are multiplied mid-job (3-10 s becomes 9-30 s, or 1-3.3 s); *after* "
+        f"counts from {ADAPT_RUNS} runs after the change. *Warm* jobs are the same job run "
+        "twice against one simulator, by two sessions one after the other sharing a "
+        "state file (ours; the hand-written client has nothing to remember). Delay share: "
+        "mean detection delay over mean run duration.",
+        "",
+    ]
+    rows: list[list[str]] = []
+
+    def add(r: Bulk, workload: str) -> None:
+        change = r.change_at
+        rows.append(
+            [
+                r.client,
+                workload,
+                f"{r.succeeded}/{r.runs}",
+                f"**{_efficiency(r)}**",
+                f"{r.polls_per_run(0, FIRST_RUNS):.2f}",
+                f"{r.polls_per_run(FIRST_RUNS):.2f}",
+                "-" if change is None else f"{r.polls_per_run(change, change + ADAPT_RUNS):.2f}",
+                "-" if change is None else f"{r.polls_per_run(change + ADAPT_RUNS):.2f}",
+                _pct(r.delay_share(0, change)),
+                "-" if change is None else _pct(r.delay_share(change + ADAPT_RUNS)),
+                _pct(r.share_429),
+            ]
+        )
+
+    for r in results.bulk:
+        counted = "counted" if r.counted else "not counted"
+        add(r, f"cold, limit {r.real_limit}, {r.belief}, rejected {counted}")
+    for r in results.drift:
+        add(r, f"drift x{r.drift:.3g} after {r.change_at} runs")
+    for r in results.warm:
+        add(r, f"{r.session} session of two")
+    lines += _table(
+        [
+            "client",
+            "workload",
+            "results",
+            "efficiency",
+            f"polls/run first {FIRST_RUNS}",
+            f"polls/run after {FIRST_RUNS}",
+            f"polls/run {ADAPT_RUNS} after change",
+            "polls/run after",
+            "delay share before",
+            "delay share after",
+            "429 share",
+        ],
+        rows,
+    )
+    if results.drift_idle:
+        lines += ["", "Single runs with the budget idle, sped up mid-way:", ""]
+        idle_rows = []
+        for i in results.drift_idle:
+            at = i.change_at if i.change_at is not None else len(i.delays)
+            idle_rows.append(
+                [
+                    i.client,
+                    f"{i.runs} runs, x{i.drift:.3g} after {at}",
+                    f"{i.requests / i.runs:.2f}",
+                    _pct(i.delay_share(COLD_RUNS, at)),
+                    _pct(i.delay_share(at, at + COLD_RUNS)),
+                    f"**{_pct(i.delay_share(at + COLD_RUNS))}**",
+                ]
+            )
+        lines += _table(
+            [
+                "client",
+                "workload",
+                "requests per run",
+                "delay share before",
+                f"first {COLD_RUNS} after",
+                "after that",
+            ],
+            idle_rows,
+        )
+    for r in [*results.drift, *results.warm]:
+        if _is_ours(r):
+            lines.append("")
+            lines.append(f"- {r.session or 'drift x' + format(r.drift, '.3g')}: {r.diagnostics}")
     lines.append("")
     return lines
 

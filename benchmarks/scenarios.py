@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import gc
 import json
+import math
 import os
 import time
 import tracemalloc
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
@@ -38,6 +40,8 @@ __all__ = [
     "InFlight",
     "bulk_baseline",
     "bulk_ours",
+    "bulk_warm",
+    "bulk_warm_baseline",
     "cpu_bare",
     "cpu_ours",
     "cpu_pair",
@@ -58,6 +62,8 @@ SEED = 20_260_101
 BASELINE_CONCURRENCY = 5
 #: Our runs get this many times the ideal wall time before the scenario gives up on them.
 OURS_CAP = 5.0
+#: How often the drift watcher looks at the simulator's run count, in seconds.
+DRIFT_CHECK = 0.002
 #: Runs in flight, and warm-up runs, in the CPU scenario.
 CPU_CONCURRENCY = 32
 CPU_WARMUP = 64
@@ -109,6 +115,24 @@ class Bulk:
     trajectory: list[tuple[float, float]] = field(default_factory=list)
     """Ours only: (seconds since start, believed limit in requests per second)."""
     diagnostics: str = ""
+    by_run: list[tuple[int, float, float]] = field(default_factory=list)
+    """Per run of the job in creation order: (polls answered, detection delay or NaN, duration)."""
+    drift: float = 1.0
+    """Run durations were multiplied by this mid-job (1.0: no change)."""
+    change_at: int | None = None
+    """Runs created before durations changed (``None``: they never did)."""
+    session: str = ""
+    """Which session of a job this is ("first", "second"), when a job has two."""
+
+    def polls_per_run(self, start: int = 0, stop: int | None = None) -> float:
+        """Mean polls per run over runs ``start:stop`` in creation order (resolved ones only)."""
+        picked = [p for p, delay, _ in self.by_run[start:stop] if not math.isnan(delay)]
+        return sum(picked) / len(picked) if picked else float("nan")
+
+    def delay_share(self, start: int = 0, stop: int | None = None) -> float:
+        """Mean detection delay over mean run duration, runs ``start:stop`` in creation order."""
+        rows = [(d, t) for _, d, t in self.by_run[start:stop] if not math.isnan(d)]
+        return mean([d for d, _ in rows]) / mean([t for _, t in rows]) if rows else float("nan")
 
     @property
     def ideal(self) -> float:
@@ -150,33 +174,87 @@ def _prompts(n: int, tag: str) -> list[str]:
 
 
 async def bulk_ours(
-    runs: int, *, time_scale: float, real_limit: int, belief_limit: int, counted: bool
+    runs: int,
+    *,
+    time_scale: float,
+    real_limit: int,
+    belief_limit: int,
+    counted: bool,
+    drift: float = 1.0,
+    drift_at: int = 0,
 ) -> Bulk:
-    """``session.as_completed`` over ``runs`` prompts; the belief may differ from the real limit."""
-    config = _bulk_config(time_scale, real_limit, counted)
+    """``session.as_completed`` over ``runs`` prompts; the belief may differ from the real limit.
+
+    With ``drift`` other than 1, run durations are multiplied by it once
+    ``drift_at`` runs were created (the provider slowed down or sped up).
+    """
+    async with Simulator(_bulk_config(time_scale, real_limit, counted)) as sim:
+        return await _ours_on(
+            sim,
+            runs,
+            time_scale=time_scale,
+            belief_limit=belief_limit,
+            drift=drift,
+            drift_at=drift_at,
+        )
+
+
+async def bulk_warm(
+    runs: int, *, time_scale: float, counted: bool, state_file: Path
+) -> tuple[Bulk, Bulk]:
+    """The same job twice, two sessions one after the other sharing ``state_file``."""
+    async with Simulator(_bulk_config(time_scale, DEFAULT_LIMIT, counted)) as sim:
+        first = await _ours_on(
+            sim, runs, time_scale=time_scale, belief_limit=DEFAULT_LIMIT, state_file=state_file
+        )
+        second = await _ours_on(
+            sim, runs, time_scale=time_scale, belief_limit=DEFAULT_LIMIT, state_file=state_file
+        )
+    first.session, second.session = "first", "second"
+    return first, second
+
+
+async def _ours_on(
+    sim: Simulator,
+    runs: int,
+    *,
+    time_scale: float,
+    belief_limit: int,
+    drift: float = 1.0,
+    drift_at: int = 0,
+    state_file: Path | None = None,
+) -> Bulk:
+    config = sim.config
+    real_limit = config.rate_limit or DEFAULT_LIMIT
     belief = gi.RateLimit(belief_limit, WINDOW * time_scale)
     label = "stated" if belief_limit == real_limit else "unknown (default start)"
     row = Bulk(
         "gptimage-async",
         label,
         real_limit,
-        counted,
+        config.count_rejected,
         runs,
         rate=real_limit / (WINDOW * time_scale),
+        drift=drift,
     )
-    cap = OURS_CAP * 2 * runs / row.rate
-    async with (
-        Simulator(config) as sim,
-        gi.Session(
-            "runbase",
-            api_key=KEY,
-            base_url=sim.base_url("runbase"),
-            rate_limit=belief,
-            on_exit="cancel",
-        ) as session,
-    ):
+    cap = OURS_CAP * 2 * runs / row.rate * max(1.0, drift)
+    before = sim.stats.requests, sim.stats.rate_limited, sim.stats.polls
+    # Only a session that remembers gets a state file: the others start cold by design.
+    remember = {} if state_file is None else {"state_file": state_file}
+    done: dict[str, float] = {}
+    async with gi.Session(
+        "runbase",
+        api_key=KEY,
+        base_url=sim.base_url("runbase"),
+        rate_limit=belief,
+        on_exit="cancel",
+        **remember,  # type: ignore[arg-type]
+    ) as session:
         started = time.monotonic()
-        sampler = asyncio.create_task(_sample_rate(session, started, WINDOW * time_scale, row))
+        known = len(sim.runs)
+        helpers = [asyncio.create_task(_sample_rate(session, started, WINDOW * time_scale, row))]
+        if drift != 1.0:
+            helpers.append(asyncio.create_task(_drift(sim, row, known, drift_at, drift)))
         last = started
         try:
             async with asyncio.timeout(cap):
@@ -188,23 +266,49 @@ async def bulk_ours(
                     row.succeeded += 1
                     last = now
                     served = sim.runs[run.id]
+                    done[run.id] = now
                     row.delays.append(now - served.finishes_at)
                     row.durations.append(served.duration)
         except TimeoutError:
             row.capped = True
         finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            for helper in helpers:
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
         row.wall = (time.monotonic() if row.capped else last) - started
-        row.requests = sim.stats.requests
-        row.rate_limited = sim.stats.rate_limited
-        row.polls = sim.stats.polls
+        row.requests = sim.stats.requests - before[0]
+        row.rate_limited = sim.stats.rate_limited - before[1]
+        row.polls = sim.stats.polls - before[2]
+        row.by_run = _by_run(sim, started, done)
         row.diagnostics = (
             f"{session._limiter.adaptive!r}; {session._scheduler.model!r}; "
             f"speculative polls {session.stats.speculative_polls}"
         )
     return row
+
+
+def _by_run(sim: Simulator, since: float, done: dict[str, float]) -> list[tuple[int, float, float]]:
+    """(polls, delay or NaN, duration) of each run created since ``since``, in creation order."""
+    served = sorted(
+        ((run_id, run) for run_id, run in sim.runs.items() if run.created_at >= since),
+        key=lambda item: item[1].created_at,
+    )
+    return [
+        (run.polls, done[run_id] - run.finishes_at if run_id in done else math.nan, run.duration)
+        for run_id, run in served
+    ]
+
+
+async def _drift(sim: Simulator, row: Bulk, known: int, at: int, factor: float) -> None:
+    """Once ``at`` runs of this job exist, multiply the simulator's run durations by ``factor``."""
+    # Polled, not awaited on an event: the simulator has no hook for "a run was created".
+    while True:
+        if len(sim.runs) - known >= at:
+            break
+        await asyncio.sleep(DRIFT_CHECK)
+    _speed(sim, factor)
+    row.change_at = len(sim.runs) - known
 
 
 async def _sample_rate(session: gi.Session, started: float, every: float, row: Bulk) -> None:
@@ -221,25 +325,80 @@ async def bulk_baseline(
     counted: bool,
     concurrency: int | None,
     cap_factor: float,
+    drift: float = 1.0,
+    drift_at: int = 0,
 ) -> Bulk:
     """The hand-written client over the same prompts: ``gather`` or a semaphore.
 
     It gets ``cap_factor`` times the ideal wall time of the whole job; runs
     still going then are left out of its efficiency (which flatters it: they
-    spent budget that is not credited to anyone).
+    spent budget that is not credited to anyone). ``drift`` as in ``bulk_ours``.
     """
-    config = _bulk_config(time_scale, real_limit, counted)
+    async with Simulator(_bulk_config(time_scale, real_limit, counted)) as sim:
+        return await _baseline_on(
+            sim,
+            runs,
+            time_scale=time_scale,
+            concurrency=concurrency,
+            cap_factor=cap_factor,
+            drift=drift,
+            drift_at=drift_at,
+        )
+
+
+async def bulk_warm_baseline(
+    runs: int, *, time_scale: float, counted: bool, concurrency: int, cap_factor: float
+) -> tuple[Bulk, Bulk]:
+    """The hand-written client on the same job twice: it has nothing to remember."""
+    async with Simulator(_bulk_config(time_scale, DEFAULT_LIMIT, counted)) as sim:
+        rows = []
+        for _ in range(2):
+            rows.append(
+                await _baseline_on(
+                    sim,
+                    runs,
+                    time_scale=time_scale,
+                    concurrency=concurrency,
+                    cap_factor=cap_factor,
+                )
+            )
+    rows[0].session, rows[1].session = "first", "second"
+    return rows[0], rows[1]
+
+
+async def _baseline_on(
+    sim: Simulator,
+    runs: int,
+    *,
+    time_scale: float,
+    concurrency: int | None,
+    cap_factor: float,
+    drift: float = 1.0,
+    drift_at: int = 0,
+) -> Bulk:
+    config = sim.config
+    real_limit = config.rate_limit or DEFAULT_LIMIT
     name = (
         "hand-written, gather" if concurrency is None else f"hand-written, semaphore({concurrency})"
     )
-    row = Bulk(name, "-", real_limit, counted, runs, rate=real_limit / (WINDOW * time_scale))
-    cap = cap_factor * 2 * runs / row.rate
+    row = Bulk(
+        name,
+        "-",
+        real_limit,
+        config.count_rejected,
+        runs,
+        rate=real_limit / (WINDOW * time_scale),
+        drift=drift,
+    )
+    cap = cap_factor * 2 * runs / row.rate * max(1.0, drift)
     prompts = _prompts(runs, "bulk")
-    async with (
-        Simulator(config) as sim,
-        BaselineClient(sim.base_url("runbase"), KEY, time_scale=time_scale) as client,
-    ):
+    before = sim.stats.requests, sim.stats.rate_limited, sim.stats.polls
+    async with BaselineClient(sim.base_url("runbase"), KEY, time_scale=time_scale) as client:
         started = time.monotonic()
+        known = len(sim.runs)
+        watcher = (
+            asyncio.create_task(_drift(sim, row, known, drift_at, drift)) if drift != 1.0 else None
+        )
         try:
             async with asyncio.timeout(cap):
                 if concurrency is None:
@@ -248,18 +407,26 @@ async def bulk_baseline(
                     await client.bounded(prompts, concurrency)
         except TimeoutError:
             row.capped = True
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
         row.wall = time.monotonic() - started
-        _count_baseline(row, client.outcome, sim)
+        outcome = client.outcome
+        row.delays, row.durations = _delays(outcome, sim)
+        row.succeeded = len(row.delays)
+        row.failed = sum(1 for run in outcome.runs if run.error is not None)
+        row.requests = sim.stats.requests - before[0]
+        row.rate_limited = sim.stats.rate_limited - before[1]
+        row.polls = sim.stats.polls - before[2]
+        done = {
+            run.run_id: run.done_at
+            for run in outcome.runs
+            if run.run_id is not None and run.done_at is not None
+        }
+        row.by_run = _by_run(sim, started, done)
     return row
-
-
-def _count_baseline(row: Bulk, outcome: BaselineOutcome, sim: Simulator) -> None:
-    row.delays, row.durations = _delays(outcome, sim)
-    row.succeeded = len(row.delays)
-    row.failed = sum(1 for run in outcome.runs if run.error is not None)
-    row.requests = sim.stats.requests
-    row.rate_limited = sim.stats.rate_limited
-    row.polls = sim.stats.polls
 
 
 def _delays(outcome: BaselineOutcome, sim: Simulator) -> tuple[list[float], list[float]]:
@@ -291,16 +458,33 @@ class Idle:
     rate_limited: int = 0
     delays: list[float] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
+    drift: float = 1.0
+    """Run durations were multiplied by this after ``change_at`` runs (1.0: no change)."""
+    change_at: int | None = None
+
+    def delay_share(self, start: int = 0, stop: int | None = None) -> float:
+        """Mean delay over mean run duration, runs ``start:stop`` in submission order."""
+        return mean(self.delays[start:stop]) / mean(self.durations[start:stop])
+
+
+def _speed(sim: Simulator, factor: float) -> None:
+    config = sim.config
+    sim.config = config.replace(
+        duration_min=config.duration_min * factor, duration_max=config.duration_max * factor
+    )
 
 
 def _idle_config(time_scale: float) -> SimulatorConfig:
     return SimulatorConfig(time_scale=time_scale, seed=SEED)
 
 
-async def idle_ours(runs: int, *, time_scale: float) -> Idle:
-    """``await session.submit(prompt)`` then ``await run``, ``runs`` times in a row."""
+async def idle_ours(runs: int, *, time_scale: float, drift: float = 1.0, drift_at: int = 0) -> Idle:
+    """``await session.submit(prompt)`` then ``await run``, ``runs`` times in a row.
+
+    With ``drift`` other than 1, durations are multiplied by it after ``drift_at`` runs.
+    """
     config = _idle_config(time_scale)
-    row = Idle("gptimage-async", runs)
+    row = Idle("gptimage-async", runs, drift=drift)
     async with (
         Simulator(config) as sim,
         gi.Session(
@@ -310,7 +494,10 @@ async def idle_ours(runs: int, *, time_scale: float) -> Idle:
             rate_limit=gi.RateLimit(DEFAULT_LIMIT, WINDOW * time_scale),
         ) as session,
     ):
-        for prompt in _prompts(runs, "idle"):
+        for i, prompt in enumerate(_prompts(runs, "idle")):
+            if drift != 1.0 and i == drift_at:
+                _speed(sim, drift)
+                row.change_at = i
             run = await session.submit(prompt)
             await run
             now = time.monotonic()
@@ -324,15 +511,20 @@ async def idle_ours(runs: int, *, time_scale: float) -> Idle:
     return row
 
 
-async def idle_baseline(runs: int, *, time_scale: float) -> Idle:
-    """The hand-written ``generate(prompt)``, ``runs`` times in a row."""
+async def idle_baseline(
+    runs: int, *, time_scale: float, drift: float = 1.0, drift_at: int = 0
+) -> Idle:
+    """The hand-written ``generate(prompt)``, ``runs`` times in a row (``drift`` as above)."""
     config = _idle_config(time_scale)
-    row = Idle("hand-written", runs)
+    row = Idle("hand-written", runs, drift=drift)
     async with (
         Simulator(config) as sim,
         BaselineClient(sim.base_url("runbase"), KEY, time_scale=time_scale) as client,
     ):
-        for prompt in _prompts(runs, "idle"):
+        for i, prompt in enumerate(_prompts(runs, "idle")):
+            if drift != 1.0 and i == drift_at:
+                _speed(sim, drift)
+                row.change_at = i
             await client.generate(prompt)
         row.delays, row.durations = _delays(client.outcome, sim)
         row.requests = sim.stats.requests

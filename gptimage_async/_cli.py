@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import platformdirs
 
 from ._batch import Batch, BatchReport
 from ._download import download, slugify
@@ -274,6 +276,12 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
         metavar="X",
         help=f"--provider simulator only: time compression (default {DEMO_TIME_SCALE})",
     )
+    group.add_argument(
+        "--no-state",
+        action="store_true",
+        help="neither load nor save the learned rate and run durations "
+        "(kept per provider and base URL in the user's cache directory)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -373,9 +381,26 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Session]:
     if not os.environ.get(provider.env_var, "").strip():
         # Not the library's "pass api_key=...": the command line never takes a key.
         raise _UsageError(f"no API key for {provider.name}: set {provider.env_var}")
+    if not args.no_state:
+        options["state_file"] = state_file(args.provider, args.base_url)
     yield _make_session(
         args.provider, base_url=args.base_url, rate_limit=args.rate_limit, **options
     )
+
+
+def state_file(provider: str, base_url: str | None) -> Path:
+    """Where the command line keeps what sessions learned: one file per provider and base URL.
+
+    In the user's cache directory (``~/.cache/gptimage-async/state/`` on Linux):
+    losing it costs one cold start, nothing else.
+    """
+    try:
+        url = base_url or get_provider(provider).default_base_url
+    except ConfigurationError:  # reported when the session is made
+        url = base_url or ""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    cache = Path(platformdirs.user_cache_dir("gptimage-async", appauthor=False))
+    return cache / "state" / f"{provider}-{digest}.json"
 
 
 def _make_session(provider: str, **options: Any) -> Session:

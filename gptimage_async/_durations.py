@@ -8,6 +8,14 @@ placed from the estimate, drift later and later. ``DurationModel`` instead
 keeps the nonparametric maximum-likelihood estimate for interval-censored
 data (Turnbull's EM) on a grid, which stays consistent when poll times depend
 on earlier answers.
+
+It forgets, so a provider that changes speed mid-batch is followed: only the
+last ``WINDOW`` runs count, and a change detector (two one-sided CUSUMs, one
+per tail) drops everything before an abrupt change. Planned polls sit at the
+95% quantile, so a run seen still going past it (or done before the 5%
+quantile) is a 1-in-20 event; a few of them in a row mean the runs are not
+drawn from the model any more, and the model restarts from the runs since the
+excursion began.
 """
 
 from __future__ import annotations
@@ -16,12 +24,13 @@ import bisect
 import collections
 import itertools
 import math
+from collections.abc import Iterable
 
 __all__ = ["DurationModel"]
 
 #: Grid resolution of the estimated distribution.
 BINS = 64
-#: Observations kept: recent ones only, so the model follows a provider that slows down.
+#: Observations kept: recent ones only, so the model follows a provider that drifts slowly.
 WINDOW = 384
 #: Finished runs needed before the model is trusted over cold-start probing.
 MIN_OBSERVATIONS = 4
@@ -34,6 +43,18 @@ WARM_MIX = 0.1
 #: SPAN_STEP: the grid (and so the warm start) survives most new observations.
 SPAN_HEADROOM = 1.1
 SPAN_STEP = 1.25
+#: Change detection. Each tail holds ``TAIL`` of the runs under the model; after
+#: a change, a share ``CHANGED`` of them would land there. Each observation adds
+#: its log-likelihood ratio to a CUSUM; past ``THRESHOLD`` (four hits in a row,
+#: or four in five) the model restarts. A false alarm needs about four 1-in-20
+#: events among five runs: once in tens of thousands of runs.
+TAIL = 0.05
+CHANGED = 0.8
+THRESHOLD = 10.5
+_HIT = math.log(CHANGED / TAIL)
+_MISS = math.log((1.0 - CHANGED) / (1.0 - TAIL))
+#: The detector watches only a model fitted on at least this many runs.
+DETECT_AFTER = 16
 
 
 class DurationModel:
@@ -46,7 +67,20 @@ class DurationModel:
     True
     """
 
-    __slots__ = ("_cdf", "_dirty", "_obs", "_p", "_span", "longest", "observed")
+    __slots__ = (
+        "_cdf",
+        "_dirty",
+        "_down",
+        "_down_since",
+        "_obs",
+        "_p",
+        "_span",
+        "_up",
+        "_up_since",
+        "changes",
+        "longest",
+        "observed",
+    )
 
     def __init__(self) -> None:
         self._obs: collections.deque[tuple[float, float]] = collections.deque(maxlen=WINDOW)
@@ -54,7 +88,14 @@ class DurationModel:
         self._p: list[float] = []
         self._cdf: list[float] = []  # cumulative mass at each bin's upper edge
         self._dirty = 0
+        # The two CUSUMs (runs slower than the model, faster than it), and how
+        # many observations ago each one's current excursion began.
+        self._up = self._down = 0.0
+        self._up_since = self._down_since = 0
+        #: Finished runs the current model is fitted on (since the last change).
         self.observed = 0
+        #: Abrupt changes of speed detected (each one restarted the model).
+        self.changes = 0
         #: The longest age at which a run was seen done: during cold start, a
         #: first poll there will most likely find a new run done.
         self.longest = 0.0
@@ -69,10 +110,64 @@ class DurationModel:
         lo = max(0.0, lo)
         if not math.isfinite(hi) or hi <= lo:
             return
+        changed = self._detect(lo, hi) if self.observed >= DETECT_AFTER else 0
         self._obs.append((lo, hi))
         self.observed += 1
         self.longest = max(self.longest, hi)
         self._dirty += 1
+        if changed:
+            self._restart(changed)
+
+    def _detect(self, lo: float, hi: float) -> int:
+        """Feed the CUSUMs; the number of runs since a change, or 0 if none is seen."""
+        slow = lo >= self.quantile(1.0 - TAIL)
+        fast = hi <= self.quantile(TAIL)
+        if self._up == 0.0:
+            self._up_since = 0
+        if self._down == 0.0:
+            self._down_since = 0
+        self._up = max(0.0, self._up + (_HIT if slow else _MISS))
+        self._down = max(0.0, self._down + (_HIT if fast else _MISS))
+        self._up_since += 1
+        self._down_since += 1
+        if self._up >= THRESHOLD:
+            return self._up_since
+        if self._down >= THRESHOLD:
+            return self._down_since
+        return 0
+
+    def _restart(self, keep: int) -> None:
+        """Forget every run before the last ``keep`` ones: the provider changed speed."""
+        recent = list(self._obs)[-keep:]
+        self._obs.clear()
+        self._obs.extend(recent)
+        self.observed = len(recent)
+        self.longest = max(hi for _, hi in recent)
+        self._up = self._down = 0.0
+        self._p = []
+        self._cdf = []
+        self._dirty = len(recent)
+        self.changes += 1
+
+    def observations(self, limit: int = WINDOW) -> list[tuple[float, float]]:
+        """The last ``limit`` observations as ``(lo, hi)`` seconds, oldest first (to save)."""
+        obs = self._obs
+        return list(itertools.islice(obs, max(0, len(obs) - limit), None))
+
+    def restore(self, observations: Iterable[tuple[float, float]]) -> None:
+        """Start from saved ``(lo, hi)`` observations, as if those runs had just finished.
+
+        Invalid pairs are skipped; the change detector still watches what
+        follows, so a provider that changed speed since is caught as usual.
+        """
+        for lo, hi in observations:
+            lo = max(0.0, float(lo))
+            hi = float(hi)
+            if math.isfinite(hi) and hi > lo:
+                self._obs.append((lo, hi))
+                self.observed += 1
+                self.longest = max(self.longest, hi)
+                self._dirty += 1
 
     def cdf(self, age: float) -> float:
         """Estimated probability that a run is done by ``age``."""
@@ -139,24 +234,27 @@ class DurationModel:
         # rounded to the nearest bin edge. Taking every bin the interval touches
         # would let "done by a" and "not done at a" share the bin holding a, and
         # the EM would pile all mass into that one bin.
-        ranges = []
+        # Runs polled alike cover the same bins: fit each distinct range once,
+        # weighted by its count (in bulk, a few dozen ranges stand for hundreds).
+        counts: collections.Counter[tuple[int, int]] = collections.Counter()
         for lo, hi in obs:
             first = min(round(lo / width), BINS - 1)
             last = min(round(hi / width) - 1, BINS - 1)
             if last < first:
                 first = last = min(int((lo + hi) / 2 / width), BINS - 1)
-            ranges.append((first, last))
-        n = len(ranges)
+            counts[first, last] += 1
+        ranges = [(first, last + 1, count) for (first, last), count in counts.items()]
+        n = len(obs)
         for _ in range(iterations):
             prefix = [0.0, *itertools.accumulate(p)]
             weight = [0.0] * (BINS + 1)
-            for first, last in ranges:
-                mass = prefix[last + 1] - prefix[first]
+            for first, end, count in ranges:
+                mass = prefix[end] - prefix[first]
                 if mass <= 0.0:
                     continue
-                inv = 1.0 / mass
-                weight[first] += inv
-                weight[last + 1] -= inv
+                share = count / mass
+                weight[first] += share
+                weight[end] -= share
             running = 0.0
             new = [0.0] * BINS
             for j in range(BINS):
@@ -176,5 +274,6 @@ class DurationModel:
             return f"<DurationModel learning ({self.observed} observed)>"
         return (
             f"<DurationModel p5={self.quantile(0.05):.3g}s p50={self.quantile(0.5):.3g}s "
-            f"p95={self.quantile(0.95):.3g}s ({self.observed} observed)>"
+            f"p95={self.quantile(0.95):.3g}s ({self.observed} observed, "
+            f"{self.changes} changes)>"
         )

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import heapq
 import itertools
+import math
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -39,14 +40,23 @@ __all__ = [
 PRIORITY_POLL = 0
 PRIORITY_CREATE = 1
 
-#: Pace this far under the believed limit, so arrival jitter at the server
-#: does not push one window over (2% of a 10 s window is 200 ms of slack).
+#: Pace this far under the believed limit until it is confirmed, so arrival
+#: jitter at the server does not push one window over (2% of a 10 s window is
+#: 200 ms of slack).
 SAFETY_MARGIN = 0.02
+#: Once a saturated window at the believed limit passes without a 429, the
+#: margin halves per such window down to MIN_MARGIN (50 ms of a 10 s window);
+#: a 429 at the limit (jitter) doubles it again, up to MAX_MARGIN.
+MIN_MARGIN = 0.005
+MAX_MARGIN = 0.04
 #: A slot granted late (the event loop woke late) keeps the schedule: the next
 #: slot is one interval after the *planned* one, as long as the lateness is
 #: under this share of an interval. Past it (after idle time) the schedule
 #: restarts from now, so no burst builds up.
 CATCH_UP = 0.25
+#: A request that waited this many slots shows demand beyond the budget (one
+#: slot is what waiting behind an opportunistic speculative poll costs).
+SATURATED_WAIT = 1.5
 #: Slots due this soon are granted in the same pass: at high rates the event
 #: loop cannot wake once per slot.
 GRANT_AHEAD = 0.001
@@ -60,14 +70,21 @@ JITTER_BAND = 0.95
 JITTER_MEMORY = 4
 NUDGE = 0.03
 #: Multiplicative probe per saturated, 429-free window: before any 429 (slow
-#: start), while below the rate that drew one, and once past it.
-INCREASE_START = 1.5
+#: start: a limit 2x above the belief is found in one window), while below the
+#: rate that drew one, and once past it.
+INCREASE_START = 2.0
+#: Share of a window over which slow start judges saturation.
+SLOW_START_SPAN = 0.5
 INCREASE_FAST = 1.25
 INCREASE_SLOW = 1.03
-#: Stay this far under the rate that last drew a 429.
-BELOW_BAD = 0.97
-#: Windows without a 429 after which the rate that drew one is doubted.
-FORGET_BAD_AFTER = 8
+#: Windows without a 429 after which the rate that drew one is doubted. The
+#: requests a server let through in the window before its 429 *are* its limit:
+#: the rate stays there (no gap under it), and is doubted only after a long
+#: quiet spell, so a job at the limit draws its 429s once, not every few windows.
+FORGET_BAD_AFTER = 30
+#: Share of the rate that last drew a 429 that probing climbs back to: all of
+#: it, since that count went through (the shared limiter reads this too).
+BELOW_BAD = 1.0
 #: The learned rate never drifts past these multiples of the starting belief.
 MIN_RATE_FACTOR = 1 / 64
 MAX_RATE_FACTOR = 64.0
@@ -153,6 +170,7 @@ class AdaptiveRate:
         "_last_429",
         "_last_cut",
         "_lowest_429_rate",
+        "_margin",
         "_per",
         "_rate",
         "_sent",
@@ -171,12 +189,14 @@ class AdaptiveRate:
         self._ceiling = belief.rate if belief.ceiling else None
         # The lowest rate (requests/s) a 429 came back at: probing stays below it.
         self._lowest_429_rate: float | None = None
+        self._margin = SAFETY_MARGIN
         self._last_cut = -float("inf")
         self._last_429 = -float("inf")
         self._window_start = now
         self._window_saturated = False
         self._window_429 = False
-        # Send times within the last window: their count at a 429 estimates the limit.
+        # Send times within the last window (and a margin): their count at a
+        # 429 estimates the limit, and they keep any window at the belief.
         self._sent: collections.deque[float] = collections.deque()
         self.cuts = 0
         self.increases = 0
@@ -189,18 +209,43 @@ class AdaptiveRate:
     @property
     def interval(self) -> float:
         """Seconds between two requests at the current rate, safety margin included."""
-        return 1.0 / (self._rate * (1.0 - SAFETY_MARGIN))
+        return 1.0 / (self._rate * (1.0 - self._margin))
 
     @property
     def per(self) -> float:
         """The window length of the belief, in seconds."""
         return self._per
 
+    @property
+    def margin(self) -> float:
+        """Share of the belief left unused against jitter (``SAFETY_MARGIN`` until confirmed)."""
+        return self._margin
+
+    @property
+    def confirmed(self) -> bool:
+        """True once a saturated window at the current rate passed without a 429."""
+        return self._margin < SAFETY_MARGIN
+
+    def window_free(self) -> float:
+        """The earliest time a request keeps every window within the belief.
+
+        Even pacing alone lets a slot granted late (an event loop that woke
+        late) sit closer than a window to the one ``limit`` slots after it; a
+        server counting a sliding window then sees ``limit + 1``. So the
+        request ``limit`` sends back bounds the next one too, on the same
+        grant times the server's window will see (plus the margin).
+        """
+        sent = self._sent
+        limit = max(1, int(self._rate * self._per + 1e-9))
+        if len(sent) < limit:
+            return -math.inf
+        return sent[-limit] + self._per * (1.0 + self._margin)
+
     def record_send(self, now: float, *, saturated: bool) -> None:
         """Note a request going out; ``saturated`` if it had to wait for its slot."""
         sent = self._sent
         sent.append(now)
-        horizon = now - self._per
+        horizon = now - self._per * (1.0 + MAX_MARGIN)
         while sent and sent[0] <= horizon:
             sent.popleft()
         if len(sent) > 100_000:  # a belief far above reality must not grow this forever
@@ -212,10 +257,11 @@ class AdaptiveRate:
     def record_429(self, sent_at: float, now: float) -> None:
         """React to a 429 for a request sent at ``sent_at`` (once per congestion event).
 
-        The requests sent in the window before it estimate the server's limit:
-        it refused the next one. Well above that estimate, the rate drops to
-        it at once. At the estimate, the 429 is arrival jitter at a correct
-        rate; only if that recurs within a few windows is the rate nudged down.
+        The requests sent in the window before it measure the server's limit:
+        it refused the next one. Well above that count, the rate drops to it
+        at once (the count itself, not a share under it). At the count, the
+        429 is arrival jitter at a correct rate: the margin widens, and only
+        if that recurs within a few windows is the rate nudged down.
         """
         self._window_429 = True
         previous_429, self._last_429 = self._last_429, now
@@ -228,14 +274,15 @@ class AdaptiveRate:
         rate = self._rate
         if in_window:
             estimate = in_window / self._per
-            if estimate >= rate * JITTER_BAND and now - previous_429 > JITTER_MEMORY * self._per:
+            at_limit = estimate >= rate * JITTER_BAND
+            if at_limit and now - previous_429 > JITTER_MEMORY * self._per:
                 # One 429 at the limit: jitter, no cut; but no probing past it either.
                 self._lowest_429_rate = (
                     rate if self._lowest_429_rate is None else min(self._lowest_429_rate, rate)
                 )
+                self._margin = min(MAX_MARGIN, max(SAFETY_MARGIN, self._margin * 2.0))
                 return
-            new = min(rate, estimate) * (1.0 - NUDGE if estimate >= rate * JITTER_BAND else 1.0)
-            new *= 1.0 - SAFETY_MARGIN if estimate < rate * JITTER_BAND else 1.0
+            new = min(rate, estimate) * (1.0 - NUDGE if at_limit else 1.0)
             failing = min(rate, estimate)
         else:
             # Refused with nothing sent lately: another client shares the key.
@@ -248,6 +295,7 @@ class AdaptiveRate:
         # may be shared): then cut by half at most. A real count is trusted.
         floor = rate * DECREASE_MIN if in_window < TRUSTED_COUNT else 0.0
         self._rate = max(new, floor, self._start * MIN_RATE_FACTOR)
+        self._margin = SAFETY_MARGIN
         self._last_cut = now
         self._window_start = now
         self._window_saturated = False
@@ -255,7 +303,11 @@ class AdaptiveRate:
         self.cuts += 1
 
     def _maybe_increase(self, now: float) -> None:
-        if now - self._window_start < self._per:
+        # Slow start looks every half window: a limit above the belief is
+        # found a half window sooner, and overshooting it costs a 429 or two,
+        # not budget (the server's window was full at the limit anyway).
+        span = self._per if self._lowest_429_rate is not None else self._per * SLOW_START_SPAN
+        if now - self._window_start < span:
             return
         if self._window_saturated and not self._window_429:
             self._increase(now)
@@ -277,20 +329,58 @@ class AdaptiveRate:
             rate *= INCREASE_FAST
         elif rate < self._lowest_429_rate * BELOW_BAD:
             rate = self._lowest_429_rate * BELOW_BAD
-        else:
-            return
         if self._ceiling is not None:
             rate = min(rate, self._ceiling)
         rate = min(rate, self._start * MAX_RATE_FACTOR)
         if rate > self._rate:
             self._rate = rate
+            self._margin = SAFETY_MARGIN  # a new rate is unconfirmed
             self.increases += 1
+        else:
+            # A saturated, 429-free window at this very rate: it holds.
+            self._margin = max(MIN_MARGIN, self._margin / 2.0)
+
+    def recent_sends(self, now: float, *, limit: int = 1000) -> list[float]:
+        """Ages (seconds before ``now``) of the last ``limit`` sends still in a window.
+
+        A session opened right after this one sees a server window that
+        still holds them: they are how it knows.
+        """
+        horizon = now - self._per * (1.0 + MAX_MARGIN)
+        sent = itertools.islice(self._sent, max(0, len(self._sent) - limit), None)
+        return [now - t for t in sent if horizon < t <= now]
+
+    def note_sends(self, ages: list[float], now: float) -> None:
+        """Requests sent ``ages`` seconds before ``now`` (by an earlier session) still count."""
+        horizon = self._per * (1.0 + MAX_MARGIN)
+        earlier = sorted(now - age for age in ages if 0.0 <= age < horizon)
+        self._sent.extendleft(reversed(earlier))
+
+    def snapshot(self) -> tuple[float, float | None, bool]:
+        """``(rate, bad, confirmed)``: what a later session may start from (requests/s)."""
+        return self._rate, self._lowest_429_rate, self.confirmed
+
+    def restore(self, rate: float, bad: float | None, *, confirmed: bool, now: float) -> None:
+        """Start from a belief learned earlier (``snapshot()``), within this belief's bounds.
+
+        The rate that drew a 429 is as fresh as ``now``: no probing past it
+        for ``FORGET_BAD_AFTER`` windows.
+        """
+        low, high = self._start * MIN_RATE_FACTOR, self._start * MAX_RATE_FACTOR
+        if self._ceiling is not None:
+            high = min(high, self._ceiling)
+        self._rate = min(max(rate, low), high)
+        self._lowest_429_rate = None if bad is None else max(bad, low)
+        if self._lowest_429_rate is not None:
+            self._last_429 = now
+        self._margin = MIN_MARGIN if confirmed else SAFETY_MARGIN
 
     def __repr__(self) -> str:
         bad = "unknown" if self._lowest_429_rate is None else f"{self._lowest_429_rate:.3g}/s"
         return (
-            f"<AdaptiveRate {self._rate:.3g}/s (window {self._per:g}s, last 429 at {bad}, "
-            f"cuts={self.cuts}, increases={self.increases})>"
+            f"<AdaptiveRate {self._rate:.3g}/s (window {self._per:g}s, margin "
+            f"{self._margin:.1%}, last 429 at {bad}, cuts={self.cuts}, "
+            f"increases={self.increases})>"
         )
 
 
@@ -358,7 +448,7 @@ class RateLimiter:
 
     def next_free(self) -> float:
         """Loop time (``loop.time()``, seconds) of the next free slot, ignoring waiters."""
-        return max(self._tat, self._blocked_until)
+        return max(self._tat, self._blocked_until, self.adaptive.window_free())
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free now and nobody waits; never blocks."""
@@ -426,12 +516,13 @@ class RateLimiter:
         interval = self.adaptive.interval
         self._tat = max(self._tat, self._blocked_until, now - CATCH_UP * interval) + interval
         self.granted += 1
-        # Demand beat the budget only if a request queued for a whole slot or
-        # more, and not because a pause (429, outage backoff) held everyone
-        # back. One that waited behind a single speculative poll did not either.
+        # Demand beat the budget only if a request queued for more than a
+        # slot, and not because a pause (429, outage backoff) held everyone
+        # back. One that waited behind a single speculative poll (a slot, plus
+        # a late wake-up) did not either.
         saturated = (
             queued_at is not None
-            and now - queued_at >= interval
+            and now - queued_at >= SATURATED_WAIT * interval
             and self._blocked_until <= queued_at
         )
         self.adaptive.record_send(now, saturated=saturated)

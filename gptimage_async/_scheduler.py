@@ -16,6 +16,10 @@ default limit every poll spends budget a new run could have used. So:
 * Before enough runs have finished to learn from, polls probe geometrically,
   scaled by the create's round trip: no interval in seconds is written down,
   so the same code fits 3-10 s runs and a simulator compressing them 20-fold.
+  In a bulk job only ``SCOUTS`` runs probe; the others are parked, so the
+  budget goes to creates, until a scout has finished and its duration gives
+  the scale: parked runs are then first polled at ``COLD_RELEASE`` times it,
+  where nearly all of them are done.
 """
 
 from __future__ import annotations
@@ -77,6 +81,12 @@ COLD_GROWTH = 2.0
 #: speculative polls grow by this factor per poll.
 COLD_SPECULATIVE_GROWTH = 1.2
 COLD_SCOUTS = 8
+#: Cold start in bulk: runs polled before any has finished; the others are parked.
+SCOUTS = 1
+#: Until the model is ready, first polls go at this multiple of the first
+#: finished run's duration: nearly every run is done there, so learning costs
+#: few polls (and, in bulk, no throughput: creates use the budget meanwhile).
+COLD_RELEASE = 2.0
 #: Past the longest duration seen, the gap grows by this factor per poll.
 TAIL_GROWTH = 1.25
 #: Consecutive unreadable answers, and 404s, before a run is given up on.
@@ -120,7 +130,11 @@ class PollScheduler:
         self._wake: asyncio.Future[None] | None = None
         self._rtt = 0.0  # smoothed create round trip
         self._cold_floor = 0.0  # the longest age any run was seen still going during cold start
+        self._cold_scale = 0.0  # the first finished run's upper bound, seconds (0: none yet)
         self._in_flight = 0
+        # Cold start: the runs probing for the first duration, and the runs waiting for one.
+        self._scouts: list[Run] = []
+        self._parked: list[Run] = []
         # No more polls on the wire than connections: beyond that they would only
         # queue inside aiohttp, holding memory and going stale.
         self._poll_slots = asyncio.Semaphore(max_polls_in_flight)
@@ -145,6 +159,7 @@ class PollScheduler:
     def release(self, run: Run) -> None:
         """``run`` was resolved elsewhere; its heap entries go stale."""
         self._in_flight -= 1
+        self._unscout(run)
 
     async def run_forever(self) -> None:
         """Take due polls off the heap until cancelled."""
@@ -222,8 +237,47 @@ class PollScheduler:
     # -- planning --------------------------------------------------------------
 
     def _plan(self, run: Run, now: float) -> None:
+        if run._poll.polls == 0 and self._park(run):
+            return
         age = self.plan_age(run, interval=self._limiter.interval)
         self._push(run, max(run.created_at + age, now))
+
+    def _park(self, run: Run) -> bool:
+        """Cold start: hold ``run`` unpolled if enough scouts already probe (True if parked).
+
+        Only while requests wait for the budget (a bulk job): a session making
+        a few images polls each of them, on idle budget.
+        """
+        if self.model.ready or self._cold_scale or run in self._scouts:
+            return False
+        scouts = self._scouts
+        scouts[:] = [r for r in scouts if not r.done()]
+        if len(scouts) < SCOUTS or not self._limiter.waiting:
+            scouts.append(run)
+            return False
+        self._parked.append(run)
+        self._push(run, math.inf)  # held at its deadline, which still applies
+        return True
+
+    def _unpark(self, now: float) -> None:
+        """A duration is known: plan every parked run from it."""
+        parked, self._parked = self._parked, []
+        self._scouts.clear()
+        for run in parked:
+            if not run.done():
+                self._plan(run, now)
+
+    def _unscout(self, run: Run) -> None:
+        """A scout ended with no duration (failed, cancelled): the oldest parked run takes over."""
+        if run not in self._scouts:
+            return
+        self._scouts.remove(run)
+        while self._parked and not self._cold_scale:
+            nxt = self._parked.pop(0)
+            if not nxt.done():
+                self._scouts.append(nxt)
+                self._plan(nxt, self._loop.time())
+                return
 
     def plan_age(self, run: Run, *, interval: float) -> float:
         """The age at which to poll ``run`` next, if the budget is the bottleneck.
@@ -235,7 +289,13 @@ class PollScheduler:
         if not model.ready:
             # Probe geometrically from a few round trips, but never below what
             # earlier runs showed: still going at cold_floor, done by longest.
-            first = max(COLD_FIRST_RTTS * self._rtt, interval, self._cold_floor, model.longest)
+            first = max(
+                COLD_FIRST_RTTS * self._rtt,
+                interval,
+                self._cold_floor,
+                # A run done by then (or, restored, the longest one seen) sets the scale.
+                COLD_RELEASE * (self._cold_scale or model.longest),
+            )
             if run._poll.polls == 0:
                 return first
             return max(last * COLD_GROWTH, last + interval, first)
@@ -343,6 +403,12 @@ class PollScheduler:
             return
         self.model.observe(run._poll.last_pending_age, age)
         now = self._loop.time()
+        if not self._cold_scale:
+            # The scale of durations, from a run probed finely: not from the
+            # runs polled at a multiple of it, or the multiples would compound.
+            self._cold_scale = self.model.longest
+        if self._parked and self._cold_scale:
+            self._unpark(now)
         if status is RunStatus.SUCCEEDED:
             result = Result(
                 run_id=run.run_id or snapshot.id,
@@ -396,6 +462,7 @@ class PollScheduler:
         status = RunStatus.FAILED if isinstance(error, RunFailedError) else RunStatus.ERRORED
         if run._fail(error, status):
             self._on_resolved(run)
+        self._unscout(run)
 
     def _timeout_message(self, run: Run) -> str:
         return _timeout_message(run, run._poll.status_word)

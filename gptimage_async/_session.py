@@ -37,13 +37,14 @@ from ._exceptions import (
     GPTImageError,
     SessionClosedError,
 )
-from ._limiter import Limiter
+from ._limiter import AdaptiveRate, Limiter, RateLimiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
 from ._providers import Provider, ProviderName, get_provider
 from ._registry import RunRegistry
 from ._run import Run
 from ._scheduler import PollScheduler
 from ._shared_limiter import check_redis_option, make_limiter
+from ._state import FileStateStore, StateStore, apply_state, capture_state
 from ._stats import SessionStats
 from ._transport import Secret, Transport, check_proxy
 from ._version import USER_AGENT
@@ -194,6 +195,13 @@ class Session:
       processes, one key"). Needs the extra ``gptimage-async[redis]``;
       without it, ``ConfigurationError`` names the extra. ``None``: the
       budget is this process's alone and Redis is never imported.
+    * ``state_file``: ``str | os.PathLike[str] | None``, default ``None``: a
+      path where the session keeps what it learned (the rate belief, the last
+      window's requests and recent run durations), loaded when it opens and
+      saved when it closes, so the next batch starts warm. A missing, stale
+      (over 7 days) or corrupt file is ignored with a DEBUG line. ``None``
+      keeps nothing. With ``redis``, the shared budget is Redis's: only run
+      durations are taken from the file.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for any bad argument,
     before anything is opened.
@@ -221,6 +229,7 @@ class Session:
         user_agent: str | None = None,
         proxy: str | None = None,
         redis: str | Redis | None = None,
+        state_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._provider: Provider = get_provider(provider)
         self._api_key = Secret(_resolve_key(self._provider, api_key))
@@ -245,6 +254,8 @@ class Session:
         self._user_agent = user_agent or USER_AGENT
         check_redis_option(redis)
         self._redis = redis
+        # Where learned state lives between sessions: a file, or (later) a shared store.
+        self._memory: StateStore | None = None if state_file is None else FileStateStore(state_file)
         self._proxy = None if proxy is None else check_proxy(proxy)
         # Replaced by the running loop's clock in open(): the limiter and the
         # scheduler read and wake on it, and run times must compare with theirs.
@@ -343,6 +354,17 @@ class Session:
             on_resolved=self._resolved,
             max_polls_in_flight=self._max_connections,
         )
+        if self._memory is not None:
+            learned = await self._memory.load(self._provider.name, self._base_url)
+            if learned is not None:
+                apply_state(
+                    learned,
+                    belief=self._belief,
+                    adaptive=_adaptive(self._limiter),
+                    model=self._scheduler.model,
+                    clock_now=self._clock(),
+                )
+                logger.debug("session starts from what was learned: %r", self._scheduler.model)
         self._creator = Creator(
             provider=self._provider,
             transport=self._transport,
@@ -398,12 +420,32 @@ class Session:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._remember()
         if self._limiter is not None:
             await self._limiter.aclose()
         if self._transport is not None:
             await self._transport.aclose()
         self._state = "closed"
         logger.debug("session closed: %s", self.stats)
+
+    async def _remember(self) -> None:
+        """Save what this session learned, if it has somewhere to and sent anything."""
+        if self._memory is None or self._scheduler is None or self._limiter is None:
+            return
+        if not self.stats.requests:
+            return  # nothing learned: keep the state as it was
+        state = capture_state(
+            provider=self._provider.name,
+            base_url=self._base_url,
+            belief=self._belief,
+            adaptive=_adaptive(self._limiter),
+            model=self._scheduler.model,
+            clock_now=self._clock(),
+        )
+        try:
+            await self._memory.save(state)
+        except OSError as exc:  # a full disk or a read-only cache must not fail a close
+            logger.warning("could not save the learned state to %r: %s", self._memory, exc)
 
     def _spawn(
         self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
@@ -725,6 +767,11 @@ class Session:
             f"<Session {provider} {getattr(self, '_base_url', '?')} "
             f"{getattr(self, '_state', 'new')} in_flight={len(runs) if runs is not None else 0}>"
         )
+
+
+def _adaptive(limiter: Limiter | None) -> AdaptiveRate | None:
+    """The local limiter's belief; ``None`` for a shared one (its belief lives in Redis)."""
+    return limiter.adaptive if isinstance(limiter, RateLimiter) else None
 
 
 def _resolve_key(provider: Provider, api_key: str | None) -> str:

@@ -44,6 +44,7 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
         "## Targets",
         "## 1-2. Bulk efficiency and 429 share",
         "## 3. Requests per run and detection delay",
+        "## 7-10. Learning: cold start, drift, warm start",
         "## 4. Client CPU per HTTP exchange",
         "runs in flight",
     ):

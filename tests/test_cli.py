@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,8 +40,13 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "gptimage_async", *args]
 
 
+#: The command line keeps learned state in the user's cache: not the real one in tests.
+CACHE_HOME = tempfile.mkdtemp(prefix="gptimage-cli-test-cache-")
+
+
 def environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env["XDG_CACHE_HOME"] = CACHE_HOME
     env.update(extra)
     return env
 
@@ -378,3 +384,16 @@ def test_python_dash_m_and_version() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.strip() == f"gptimage-async {gi.__version__}"
+
+
+def test_the_state_file_is_one_per_provider_and_base_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from gptimage_async._cli import state_file
+
+    default = state_file("runbase", None)
+    assert default == state_file("runbase", "https://runbase.net/api/v1")
+    assert default.is_relative_to(tmp_path) and default.name.startswith("runbase-")
+    assert default != state_file("runbase", "http://127.0.0.1:8080/runbase/api/v1")
+    assert default != state_file("apiinone", None)

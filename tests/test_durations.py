@@ -67,3 +67,68 @@ def test_bad_observations_are_ignored() -> None:
     assert model.observed == 0 and not model.ready
     assert model.quantile(0.5) == 0.0
     assert "learning" in repr(model)
+
+
+def bulk_polls(
+    model: DurationModel, draw: random.Random, n: int, low: float, high: float
+) -> list[int]:
+    """Polls per run under the bulk policy, for ``n`` runs uniform in ``[low, high]``."""
+    polls = []
+    for _ in range(n):
+        d = draw.uniform(low, high)
+        count, lo, age = 0, 0.0, model.conditional_quantile(0.0, 0.95) or high
+        while True:
+            count += 1
+            if age >= d:
+                break
+            lo = age
+            age = max(model.conditional_quantile(age, 0.95) or age * 1.25, age + 0.25)
+        model.observe(lo, age)
+        polls.append(count)
+    return polls
+
+
+def test_a_slowdown_moves_the_quantiles_within_a_few_runs() -> None:
+    draw = random.Random(3)
+    model = DurationModel()
+    model.restore((0.0, draw.uniform(3.0, 10.0)) for _ in range(4))
+    bulk_polls(model, draw, 200, 3.0, 10.0)
+    assert model.quantile(0.95) < 11.0 and model.changes == 0
+    after = bulk_polls(model, draw, 100, 9.0, 30.0)
+    assert model.changes == 1
+    assert model.quantile(0.95) == pytest.approx(29.0, abs=2.0)
+    assert model.observed <= 100  # the 200 runs before the change are forgotten
+    assert sum(after[30:]) / len(after[30:]) < 1.15
+
+
+def test_a_speedup_is_seen_by_fine_polls() -> None:
+    draw = random.Random(5)
+    model = DurationModel()
+    for _ in range(200):
+        d = draw.uniform(3.0, 10.0)
+        model.observe(d - 0.1, d + 0.1)
+    for _ in range(10):
+        d = draw.uniform(1.0, 10.0 / 3.0)
+        model.observe(max(0.0, d - 0.1), d + 0.1)
+    assert model.changes == 1
+    assert model.quantile(0.95) < 4.0
+
+
+def test_a_steady_provider_raises_no_false_alarm() -> None:
+    draw = random.Random(11)
+    model = DurationModel()
+    model.restore((0.0, draw.uniform(3.0, 10.0)) for _ in range(4))
+    bulk_polls(model, draw, 3000, 3.0, 10.0)
+    assert model.changes == 0
+
+
+def test_observations_round_trip_through_restore() -> None:
+    model = DurationModel()
+    for i in range(50):
+        model.observe(i / 10, i / 10 + 1.0)
+    saved = model.observations(limit=20)
+    assert len(saved) == 20 and saved[-1] == (4.9, 5.9)
+    again = DurationModel()
+    again.restore([*saved, (3.0, 1.0), (0.0, float("nan"))])
+    assert again.observed == 20 and again.ready
+    assert again.quantile(0.5) == pytest.approx(model.observations()[-10][1], abs=1.0)

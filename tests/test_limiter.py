@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import backoff
 import pytest
@@ -11,6 +12,7 @@ import gptimage_async as gi
 from gptimage_async._limiter import (
     CATCH_UP,
     GRANT_AHEAD,
+    MIN_MARGIN,
     PRIORITY_CREATE,
     PRIORITY_POLL,
     SAFETY_MARGIN,
@@ -176,9 +178,9 @@ async def _grants(
 
 
 async def test_pacing_is_even_at_the_rate_with_the_safety_margin(fake_clock: FakeClock) -> None:
-    # 10/s over a 10 s window: the run below stays inside one window, so the
-    # belief does not probe upward between the two tables.
-    limiter = RateLimiter(gi.RateLimit(100, 10.0))
+    # 10/s over a 20 s window: the run below stays inside half a window (slow
+    # start's span), so the belief does not probe upward between the two tables.
+    limiter = RateLimiter(gi.RateLimit(200, 20.0))
     assert limiter.interval == pytest.approx(0.1 / 0.98)
     granted = await _grants(fake_clock, limiter, [(f"c{i}", PRIORITY_CREATE) for i in range(8)])
     assert [t for _, t in granted] == pytest.approx(_slots(8))
@@ -328,3 +330,40 @@ async def test_single_runs_on_an_idle_budget_keep_the_belief_near_the_limit() ->
         # in a 200 ms window, but rare.
         assert sim.stats.rate_limited <= 0.03 * sim.stats.requests
     assert max(beliefs) <= 1.5 * real.rate, beliefs
+
+
+def test_a_confirmed_belief_is_paced_at_itself() -> None:
+    rate = AdaptiveRate(gi.RateLimit(20, 10.0, ceiling=True), now=0.0)
+    assert not rate.confirmed and rate.margin == SAFETY_MARGIN
+    drive(rate, 0.0, 60.0)  # saturated, 429-free windows at the belief
+    assert rate.confirmed and rate.margin == MIN_MARGIN
+    assert rate.interval == pytest.approx(0.5 / (1 - MIN_MARGIN))
+    now = drive(rate, 60.0, 12.0, saturated=False)
+    rate.record_429(now, now)  # at the limit: jitter, the margin widens again
+    assert rate.cuts == 0 and rate.margin >= SAFETY_MARGIN
+
+
+def test_no_window_of_grants_holds_more_than_the_belief() -> None:
+    rate = AdaptiveRate(gi.RateLimit(20, 10.0), now=0.0)
+    assert rate.window_free() == -math.inf
+    for i in range(20):
+        rate.record_send(i * 0.1, saturated=False)  # a burst: 20 in 2 s
+    # The 21st waits for the first to leave the window (plus the margin).
+    assert rate.window_free() == pytest.approx(10.0 * (1 + rate.margin))
+
+
+def test_a_429_above_the_limit_cuts_to_the_count_without_a_gap() -> None:
+    rate = AdaptiveRate(gi.RateLimit(40, 10.0), now=0.0)  # believes 4/s, real 2/s
+    run_against(rate, WindowServer(20, 10.0), 6.0)
+    assert rate.cuts == 1
+    assert rate.rate == pytest.approx(2.0)  # 20 went through: that is the limit
+
+
+def test_a_restored_belief_is_bounded_and_fresh() -> None:
+    rate = AdaptiveRate(gi.RateLimit(20, 10.0, ceiling=True), now=0.0)
+    rate.restore(5.0, 2.5, confirmed=True, now=100.0)
+    assert rate.rate == pytest.approx(2.0)  # the ceiling still holds
+    assert rate.confirmed and rate.snapshot() == (pytest.approx(2.0), 2.5, True)
+    free = AdaptiveRate(gi.RateLimit(20, 10.0), now=0.0)
+    free.restore(1e9, None, confirmed=False, now=0.0)
+    assert free.rate == pytest.approx(2.0 * 64) and not free.confirmed

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack, overload
 
@@ -68,6 +69,7 @@ class SessionOptions(TypedDict, total=False):
     user_agent: str | None
     proxy: str | None
     redis: str | Redis | None
+    state_file: str | os.PathLike[str] | None
 
 
 @contextlib.asynccontextmanager

@@ -217,6 +217,7 @@ class SimulatorService:
             run = self.registry.lookup(request.match_info["run_id"], dialect.name, key)
             if run is None:
                 raise ApiError("not_found", "Run not found.")
+            run.polls += 1
             return dialect.status(run, self.clock(), config, self.rng)
         except ApiError as err:
             reply = dialect.error(err, config, self.rng)

@@ -75,6 +75,8 @@ class SimulatedRun:
     """Image URLs; empty for a run that will fail."""
     first_seen_done_at: float | None = None
     """When a poll answer first told the client the run was terminal."""
+    polls: int = 0
+    """Polls answered with this run's status (rate-limited ones are not)."""
     images: dict[int, bytes] = field(default_factory=dict, repr=False)
     """Rendered PNGs by index, filled on first download."""
 
