@@ -3,9 +3,10 @@
 ::
 
     python -m benchmarks                  # everything, a few minutes
-    python -m benchmarks --quick          # a smoke run of every scenario, seconds
+    python -m benchmarks --quick          # a smoke run of every scenario but fleet, seconds
     python -m benchmarks --only bulk idle --runs 200 --time-scale 0.05
     python -m benchmarks --only drift warm  # the learning figures
+    python -m benchmarks --only fleet     # several processes on one key (needs redis-server)
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from . import scenarios
 from .report import ADAPT_RUNS, COLD_RUNS, FIRST_RUNS, Results, Settings, render
 from .scenarios import DEFAULT_LIMIT, WINDOW, Bulk
 
-SCENARIOS = ("bulk", "drift", "warm", "idle", "cpu", "memory")
+SCENARIOS = ("bulk", "drift", "warm", "idle", "cpu", "memory", "fleet")
+#: Needs redis-server and OS processes, minutes of them: only when named in --quick.
+NOT_QUICK = ("fleet",)
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 #: (full, quick) sizes.
@@ -59,7 +62,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="+",
         choices=SCENARIOS,
         metavar="NAME",
-        help=f"run only these scenarios ({', '.join(SCENARIOS)}; memory includes lateness)",
+        help=f"run only these scenarios ({', '.join(SCENARIOS)}; memory includes lateness; fleet needs redis-server and is left out of --quick)",
     )
     parser.add_argument(
         "--runs",
@@ -94,7 +97,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.cpu_runs = CPU_RUNS[pick]
     args.cpu_rounds = CPU_ROUNDS[pick]
     args.window = LATENESS_WINDOW[pick]
-    args.only = args.only or list(SCENARIOS)
+    args.only = args.only or [s for s in SCENARIOS if not (args.quick and s in NOT_QUICK)]
     if args.runs < 1 or args.in_flight < 1 or not args.time_scale > 0:
         parser.error("--runs and --in-flight must be positive, --time-scale above 0")
     return args
@@ -228,6 +231,19 @@ async def cpu(args: argparse.Namespace, results: Results) -> None:
         )
 
 
+async def fleet(args: argparse.Namespace, results: Results) -> None:
+    # Imported here: it needs the redis extra, which the other scenarios do not.
+    from . import fleet as fleet_benchmark
+
+    results.fleet = await fleet_benchmark.main_async(
+        argparse.Namespace(
+            time_scale=args.time_scale,
+            modes=list(fleet_benchmark.MODES),
+            parts=list(fleet_benchmark.PARTS),
+        )
+    )
+
+
 async def memory(args: argparse.Namespace, results: Results) -> None:
     row = await scenarios.in_flight(args.in_flight, window=args.window)
     results.in_flight = row
@@ -253,6 +269,7 @@ async def run(args: argparse.Namespace) -> Results:
         "idle": idle,
         "cpu": cpu,
         "memory": memory,
+        "fleet": fleet,
     }
     for name in SCENARIOS:
         if name in args.only:

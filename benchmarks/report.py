@@ -170,6 +170,8 @@ class Results:
     seconds: float = 0.0
     load: tuple[float, float] = (0.0, 0.0)
     """One-minute load average at the start and at the end."""
+    fleet: str = ""
+    """The Markdown section of ``benchmarks.fleet`` (several processes on one key), if run."""
 
 
 @dataclass(slots=True)
@@ -523,6 +525,8 @@ def render(results: Results, *, default_limit: int, window: float) -> str:
         lines += _cpu_section(results)
     if results.in_flight is not None:
         lines += _in_flight_section(results.in_flight)
+    if results.fleet:
+        lines += ["", results.fleet, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
