@@ -62,7 +62,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="+",
         choices=SCENARIOS,
         metavar="NAME",
-        help=f"run only these scenarios ({', '.join(SCENARIOS)}; memory includes lateness; fleet needs redis-server and is left out of --quick)",
+        help=f"run only these scenarios ({', '.join(SCENARIOS)}; memory includes lateness; "
+        "fleet needs redis-server and is left out of --quick)",
     )
     parser.add_argument(
         "--runs",
