@@ -331,7 +331,7 @@ def _client_rate(text: str) -> RateLimit:
     requests, per = _rate_parts(text)
     try:
         return RateLimit(requests, per)
-    except InvalidRequestError as exc:
+    except ConfigurationError as exc:
         raise argparse.ArgumentTypeError(exc.message) from None
 
 

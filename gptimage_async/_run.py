@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Generator
 from typing import Any
 
 import anyio
 
-from ._exceptions import GPTImageError
+from ._exceptions import ConfigurationError, GPTImageError
 from ._models import ImageRequest, Result, RunStatus
 
 __all__ = ["Run"]
@@ -129,8 +130,18 @@ class Run:
 
         ``timeout`` bounds this wait only (the built-in ``TimeoutError`` is
         raised and the run carries on); the session's ``run_timeout`` bounds
-        the run itself.
+        the run itself. ``timeout`` is ``None`` (wait as long as it takes) or
+        seconds, a finite number >= 0; anything else raises
+        ``ConfigurationError``.
         """
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 <= timeout < math.inf
+        ):
+            raise ConfigurationError(
+                f"timeout must be None or seconds (a finite number >= 0), not {timeout!r}"
+            )
         if self._future.done():
             return self._future.result()
         with anyio.move_on_after(timeout):

@@ -35,6 +35,7 @@ from ._create import Creator
 from ._exceptions import (
     ConfigurationError,
     GPTImageError,
+    InvalidRequestError,
     SessionClosedError,
 )
 from ._limiter import AdaptiveRate, Limiter, RateLimiter
@@ -241,10 +242,23 @@ class Session:
         _check_positive("run_timeout", run_timeout)
         if on_exit not in ("wait", "cancel"):
             raise ConfigurationError(f"on_exit must be 'wait' or 'cancel', not {on_exit!r}")
-        if not isinstance(max_create_attempts, int) or max_create_attempts < 1:
-            raise ConfigurationError("max_create_attempts must be a positive int")
-        if not isinstance(max_connections, int) or max_connections < 1:
-            raise ConfigurationError("max_connections must be a positive int")
+        for name, count in (
+            ("max_create_attempts", max_create_attempts),
+            ("max_connections", max_connections),
+        ):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ConfigurationError(f"{name} must be a positive int")
+        if not isinstance(resend_uncertain_creates, bool):
+            raise ConfigurationError("resend_uncertain_creates must be True or False")
+        if user_agent is not None and (
+            not isinstance(user_agent, str)
+            or not user_agent.strip()
+            or any(ord(c) < 32 or ord(c) == 127 for c in user_agent)
+        ):
+            # aiohttp would refuse it on the first request, with a plain ValueError.
+            raise ConfigurationError(
+                "user_agent must be a non-empty str without control characters"
+            )
         self._request_timeout = float(request_timeout)
         self._run_timeout = float(run_timeout)
         self._on_exit: OnExit = on_exit
@@ -593,6 +607,7 @@ class Session:
         caps how many runs are in flight at once (default ``None``: the rate
         limiter paces creates, within the window ``as_completed`` describes).
         """
+        _check_many(requests)
         prepared: list[ImageRequest | GPTImageError] = []
         for item in requests:
             try:
@@ -650,6 +665,7 @@ class Session:
         ...         if run.error:
         ...             break
         """
+        _check_many(requests)
         # The stream itself, not a generator wrapping it: a generator dropped
         # unclosed is then finalized once, not twice concurrently.
         return self._stream(enumerate(requests), concurrency=concurrency)
@@ -774,7 +790,18 @@ def _adaptive(limiter: Limiter | None) -> AdaptiveRate | None:
     return limiter.adaptive if isinstance(limiter, RateLimiter) else None
 
 
+def _check_many(requests: object) -> None:
+    # A str is an iterable of characters: one paid run per letter is never what was meant.
+    if isinstance(requests, str | bytes | bytearray | ImageRequest):
+        raise InvalidRequestError(
+            "requests must be an iterable of prompts or ImageRequests, not a single "
+            f"{type(requests).__name__}; wrap it in a list, or use generate()/submit()"
+        )
+
+
 def _resolve_key(provider: Provider, api_key: str | None) -> str:
+    if api_key is not None and not isinstance(api_key, str):
+        raise ConfigurationError(f"api_key must be a str or None, not {type(api_key).__name__}")
     key = api_key if api_key is not None else os.environ.get(provider.env_var)
     if key is None or not key.strip():
         raise ConfigurationError(
@@ -786,6 +813,8 @@ def _resolve_key(provider: Provider, api_key: str | None) -> str:
 
 
 def _check_base_url(url: str) -> str:
+    if not isinstance(url, str):
+        raise ConfigurationError(f"base_url must be a str or None, not {type(url).__name__}")
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -26,11 +26,21 @@ from gptimage_async.testing import simulated_session
         {"on_exit": "later"},
         {"rate_limit": 20},
         {"base_url": "http://example.com/api/v1"},
+        # Wrongly typed, not only out of range: never an AttributeError or TypeError.
+        {"api_key": 123},
+        {"base_url": 5},
+        {"base_url": b"https://runbase.net/api/v1"},
+        {"max_connections": True},
+        {"max_create_attempts": 2.5},
+        {"resend_uncertain_creates": "yes"},
+        {"user_agent": "a\r\nX-Injected: y"},
+        {"user_agent": ""},
+        {"user_agent": 7},
     ],
 )
 def test_bad_session_arguments(options: dict[str, Any]) -> None:
     with pytest.raises(gi.ConfigurationError):
-        gi.Session("runbase", api_key="sk-test", **options)
+        gi.Session("runbase", **{"api_key": "sk-test", **options})
 
 
 def test_unknown_provider() -> None:
@@ -78,6 +88,26 @@ async def test_bad_stream_concurrency() -> None:
     async with simulated_session() as (_sim, session):
         with pytest.raises(gi.ConfigurationError):
             await session.generate_many(["a lamp"], concurrency=0)
+
+
+@pytest.mark.parametrize("requests", ["a lamp", b"a lamp", gi.ImageRequest("a lamp")])
+async def test_a_single_prompt_is_not_an_iterable_of_prompts(requests: Any) -> None:
+    # "a lamp" iterated is six one-letter prompts: five paid runs nobody meant.
+    async with simulated_session() as (sim, session):
+        with pytest.raises(gi.InvalidRequestError, match="iterable of prompts"):
+            await session.generate_many(requests)
+        with pytest.raises(gi.InvalidRequestError, match="iterable of prompts"):
+            session.as_completed(requests)
+        assert sim.stats.creates == 0
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "1", True])
+async def test_bad_result_timeout(bad: Any) -> None:
+    async with simulated_session() as (_sim, session):
+        run = await session.submit("a lamp")
+        with pytest.raises(gi.ConfigurationError):
+            await run.result(timeout=bad)
+        assert (await run.result(timeout=None)).urls
 
 
 async def test_a_bad_prompt_is_a_request_error_not_a_configuration_error() -> None:

@@ -92,6 +92,17 @@ async def test_a_rate_limit_without_its_window_is_refused(rate: str, tmp_path: P
     assert done.code == 2 and "N/SECONDS" in done.stderr
 
 
+@pytest.mark.parametrize("rate", ["0/10", "20/0", "-5/10"])
+async def test_an_impossible_rate_limit_says_why(rate: str, tmp_path: Path) -> None:
+    prompts = prompt_file(tmp_path / "prompts.txt", 1)
+    done = await run_cli(
+        "batch", str(prompts), "--out", str(tmp_path / "o"), f"--rate-limit={rate}"
+    )
+    assert done.code == 2
+    assert "_client_rate" not in done.stderr  # argparse's fallback names the parser function
+    assert "--rate-limit" in done.stderr and "must" in done.stderr
+
+
 async def test_the_missing_key_message_names_the_variable_only(tmp_path: Path) -> None:
     done = await run_cli("generate", "a lamp", "--provider", "apiinone", key=None)
     assert done.code == 2
