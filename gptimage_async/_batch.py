@@ -274,6 +274,7 @@ class Batch:
         "_items",
         "_journal",
         "_max_bytes",
+        "_notice_taken",
         "_on_event",
         "_out",
         "_phases",
@@ -337,6 +338,8 @@ class Batch:
         self._max_bytes = max_download_bytes
         self._resubmit_unknown = resubmit_unknown
         self._attach_elsewhere = attach_elsewhere
+        # The caller asked for the endpoint notice and shows it: run() does not repeat it.
+        self._notice_taken = False
         self._on_event = on_event
         self._fsync = fsync
         self._phases: collections.Counter[_Phase] = collections.Counter(
@@ -444,11 +447,13 @@ class Batch:
 
         ``None`` when the directory is new or its last batch used this same
         provider and base URL. Reads the journal without locking it; nothing is
-        sent. :meth:`run` logs the same sentence as a warning.
+        sent. :meth:`run` logs the same sentence as a warning unless this was
+        called first (the caller then shows it, once).
 
         >>> notice = batch.endpoint_notice()        # doctest: +SKIP
         >>> if notice: print(notice)                # doctest: +SKIP
         """
+        self._notice_taken = True
         if not self.journal_path.exists():
             return None
         try:
@@ -509,7 +514,7 @@ class Batch:
                 self._journal = journal
                 remove_partials(self._out)
                 notice = self._notice(journal)
-                if notice is not None:
+                if notice is not None and not self._notice_taken:
                     logger.warning("%s", notice)
                 journal.start(provider=self._session.provider, base_url=self._session.base_url)
                 attach, submit = self._plan(journal)

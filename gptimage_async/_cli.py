@@ -572,7 +572,8 @@ async def _batch(args: argparse.Namespace) -> int:
                 on_event=display.event,
             )
             notice = batch.endpoint_notice()
-            if notice is not None:
+            # The in-process simulator's port is new each run: that change is no news.
+            if notice is not None and args.provider != "simulator":
                 print(f"note: {notice}", file=sys.stderr, flush=True)
             with _signals(batch, display) as interrupted:
                 report = await _run_with_display(batch, display, args.out)

@@ -56,3 +56,15 @@ async def test_another_base_url_is_announced_before_anything_is_sent(tmp_path: P
     assert first_line == (
         f"note: {out} was last used with runbase at {old_url}; this run uses runbase at {new_url}."
     )
+    assert moved.stderr.count("was last used with") == 1  # said once, not logged again
+
+
+async def test_the_simulators_new_port_is_no_news(tmp_path: Path) -> None:
+    # --provider simulator starts a simulator on a new port each run.
+    prompts = prompt_file(tmp_path / "p.txt", 2)
+    args = ["batch", str(prompts), "--out", str(tmp_path / "out"), "--provider", "simulator"]
+    done = await run_cli(*args)
+    assert done.code == 0, done.stderr
+    again = await run_cli(*args, "--quality", "high")
+    assert again.code == 0, again.stderr
+    assert "was last used with" not in again.stderr
