@@ -170,10 +170,14 @@ class LogDisplay:
 
 
 class _Status(ProgressColumn):
-    """The counts, most important first: a narrow terminal cuts the tail."""
+    """The counts, most important first: a narrow terminal cuts the tail.
+
+    Sized to its text (no ratio): the bar beside it gives up its width first,
+    and only a terminal narrower than the counts cuts them.
+    """
 
     def __init__(self) -> None:
-        super().__init__(table_column=Column(no_wrap=True, overflow="ellipsis", ratio=4))
+        super().__init__(table_column=Column(no_wrap=True, overflow="ellipsis"))
 
     def render(self, task: Task) -> Text:
         p: BatchProgress | None = task.fields.get("progress")
@@ -228,7 +232,7 @@ class LiveDisplay:
                 bar_width=None,
                 complete_style="cyan",
                 finished_style="green",
-                table_column=Column(ratio=1, min_width=10),
+                table_column=Column(ratio=1, min_width=0),
             ),
             _Status(),
             console=self._console,
