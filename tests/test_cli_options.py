@@ -6,10 +6,14 @@ real simulator listens on 127.0.0.1 and its counters are read directly.
 
 from __future__ import annotations
 
+import asyncio
+import re
+import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
@@ -169,3 +173,31 @@ def test_the_readmes_dry_run_example_is_what_the_command_prints() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == block
+
+
+async def test_simulate_verbose_logs_each_request_without_the_key() -> None:
+    server = await asyncio.create_subprocess_exec(
+        *command("simulate", "-v", "--port", "0", "--time-scale", "0.01", "--rate-limit", "none"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(),
+    )
+    try:
+        assert server.stdout is not None
+        line = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
+        match = re.search(r"http://127\.0\.0\.1:\d+/runbase/api/v1", line)
+        assert match, line
+        async with (
+            aiohttp.ClientSession() as client,
+            client.get(
+                match.group(0) + "/runs/run_nope",
+                headers={"Authorization": "Bearer sk-never-logged"},
+            ) as resp,
+        ):
+            assert resp.status == 404
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(server.communicate(), 30)
+    log = stderr.decode()
+    assert "GET /runbase/api/v1/runs/run_nope" in log and " 404 " in log
+    assert "sk-never-logged" not in log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping
 from types import TracebackType
 
@@ -57,9 +58,12 @@ class Simulator:
         if self._state != "new":
             raise RuntimeError(f"Simulator cannot be started: it is {self._state}")
         self._state = "starting"
+        # One line per request when someone listens (`gptimage-async simulate -v`);
+        # otherwise none, and no cost to format it either.
+        access = logging.getLogger("gptimage_async.simulator.access")
         runner = web.AppRunner(
             self._service.build_app(),
-            access_log=None,
+            access_log=access if access.isEnabledFor(logging.INFO) else None,
             shutdown_timeout=_SHUTDOWN_GRACE,
         )
         await runner.setup()
