@@ -32,7 +32,12 @@ import platformdirs
 
 from ._batch import Batch, BatchReport
 from ._download import download, slugify
-from ._exceptions import ConfigurationError, GPTImageError, InvalidRequestError
+from ._exceptions import (
+    ConfigurationError,
+    GPTImageError,
+    InvalidRequestError,
+    SessionClosedError,
+)
 from ._journal import JournalError
 from ._models import ASPECT_RATIOS, QUALITIES, ImageRequest, RateLimit, Result
 from ._progress import Display, format_duration, make_display
@@ -519,7 +524,7 @@ class _Generation:
         print(f"failed: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     def print_created(self) -> None:
-        lines = [f"  {run.id}  {run.status.value}" for run in self.created]
+        lines = [f"  {run.id}  {_state_at_stop(run)}" for run in self.created]
         paid = (
             f"; runs already created (paid for; they may still finish at {self._session.provider}):"
             if lines
@@ -528,6 +533,17 @@ class _Generation:
         if self._on_wire:
             paid += f" ({self._on_wire} create(s) were on the wire: their runs may exist too)"
         print("\n".join([f"interrupted{paid}", *lines]), file=sys.stderr, flush=True)
+
+
+def _state_at_stop(run: Run) -> str:
+    """What is known of a run at the stop: its provider's verdict, or that it was still going.
+
+    A run the closing session let go ends locally with ``SessionClosedError``
+    ("errored"), which says nothing of its fate at the provider.
+    """
+    if not run.done() or isinstance(run.error, SessionClosedError):
+        return "in flight at the stop"
+    return run.status.value
 
 
 async def _save(result: Result, out: Path, prompt: str, base_url: str) -> int:

@@ -133,7 +133,9 @@ async def test_generate_interrupted_prints_the_runs_already_created(
     assert "runs already created (paid for" in stderr
     assert len(sim.runs) == 3
     for run_id in sim.runs:
-        assert f"  {run_id}  " in stderr
+        # Still going at the provider: not labelled with the local close's "errored".
+        assert f"  {run_id}  in flight at the stop" in stderr
+    assert "errored" not in stderr
 
 
 @pytest.mark.parametrize("sig", SIGNALS)
