@@ -17,8 +17,9 @@ import os
 import re
 import secrets
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
 import aiohttp
@@ -451,41 +452,42 @@ def _open_partial(target: Path) -> tuple[int, str]:
 
 
 def _write_file(target: Path, data: bytes) -> Path:
-    fd, tmp = _open_partial(target)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        _discard(tmp)
-        raise DownloadError(f"cannot write {target}: {exc.strerror or exc}") from None
-    except BaseException:
-        _discard(tmp)
-        raise
+    with _complete_file(target) as out:
+        out.write(data)
     return target
 
 
 async def _stream_to(
     response: aiohttp.ClientResponse, head: bytes, target: Path, url: str, max_bytes: int
 ) -> Path:
+    with _complete_file(target) as out:
+        size = len(head)
+        out.write(head)
+        async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+            size += len(chunk)
+            if size > max_bytes:
+                raise DownloadError(f"{url[:100]} is over the {max_bytes}-byte cap", url=url)
+            out.write(chunk)
+    return target
+
+
+@contextlib.contextmanager
+def _complete_file(target: Path) -> Iterator[BinaryIO]:
+    """A hidden partial file, renamed to ``target`` only once written whole and synced.
+
+    Whatever stops the writing removes the partial file. A local write error
+    is a ``DownloadError``; the network's errors (some aiohttp errors are
+    ``OSError``s too) pass through unchanged, for the caller to retry.
+    """
     fd, tmp = _open_partial(target)
     try:
-        size = len(head)
         with os.fdopen(fd, "wb") as out:
-            out.write(head)
-            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise DownloadError(f"{url[:100]} is over the {max_bytes}-byte cap", url=url)
-                out.write(chunk)
+            yield out
             out.flush()
             # The journal will say this file exists: make that true after a power cut too.
             os.fsync(out.fileno())
         os.replace(tmp, target)
     except (aiohttp.ClientError, TimeoutError):
-        # Some aiohttp errors are OSErrors too: they are the network's, retried by the caller.
         _discard(tmp)
         raise
     except OSError as exc:
@@ -494,7 +496,6 @@ async def _stream_to(
     except BaseException:
         _discard(tmp)
         raise
-    return target
 
 
 def create_temp(directory: Path, prefix: str, suffix: str) -> tuple[int, str]:
