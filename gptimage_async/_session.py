@@ -178,7 +178,8 @@ class Session:
       raises ``UncertainCreateError`` instead.
     * ``max_create_attempts``: ``int`` >= 1, attempts per create for errors
       that certainly created nothing (connection refused, 503, 408), the first
-      included; waits as told by a 429 do not count. Default
+      included. Waits as told do not count (a 429, or a ``Retry-After`` on a
+      503, 502, 504 or 408, per RFC 9110): ``run_timeout`` bounds those. Default
       ``DEFAULT_MAX_CREATE_ATTEMPTS`` (6).
     * ``max_connections``: ``int`` >= 1, open connections to the provider, and
       so polls on the wire at once; default ``DEFAULT_MAX_CONNECTIONS`` (100).
@@ -352,49 +353,54 @@ class Session:
             user_agent=self._user_agent,
             proxy=self._proxy,
         )
-        self._limiter = make_limiter(
-            self._belief,
-            provider=self._provider.name,
-            api_key=self._api_key.reveal(),
-            redis=self._redis,
-        )
-        await self._limiter.start()
-        self._scheduler = PollScheduler(
-            provider=self._provider,
-            transport=self._transport,
-            limiter=self._limiter,
-            stats=self.stats,
-            spawn=self._spawn,
-            on_resolved=self._resolved,
-            max_polls_in_flight=self._max_connections,
-        )
-        if self._memory is not None:
-            learned = await self._memory.load(self._provider.name, self._base_url)
-            if learned is not None:
-                apply_state(
-                    learned,
-                    belief=self._belief,
-                    adaptive=_adaptive(self._limiter),
-                    model=self._scheduler.model,
-                    clock_now=self._clock(),
-                )
-                logger.debug("session starts from what was learned: %r", self._scheduler.model)
-        self._creator = Creator(
-            provider=self._provider,
-            transport=self._transport,
-            limiter=self._limiter,
-            scheduler=self._scheduler,
-            registry=self.runs,
-            stats=self.stats,
-            clock=self._clock,
-            run_timeout=self._run_timeout,
-            max_attempts=self._max_attempts,
-            resend_uncertain=self._resend,
-            check_open=self._check_open,
-            on_busy=self._busy,
-            on_settled=self._maybe_idle,
-        )
-        self._spawn(self._scheduler.run_forever)
+        try:
+            self._limiter = make_limiter(
+                self._belief,
+                provider=self._provider.name,
+                api_key=self._api_key.reveal(),
+                redis=self._redis,
+            )
+            await self._limiter.start()
+            self._scheduler = PollScheduler(
+                provider=self._provider,
+                transport=self._transport,
+                limiter=self._limiter,
+                stats=self.stats,
+                spawn=self._spawn,
+                on_resolved=self._resolved,
+                max_polls_in_flight=self._max_connections,
+            )
+            if self._memory is not None:
+                learned = await self._memory.load(self._provider.name, self._base_url)
+                if learned is not None:
+                    apply_state(
+                        learned,
+                        belief=self._belief,
+                        adaptive=_adaptive(self._limiter),
+                        model=self._scheduler.model,
+                        clock_now=self._clock(),
+                    )
+                    logger.debug("session starts from what was learned: %r", self._scheduler.model)
+            self._creator = Creator(
+                provider=self._provider,
+                transport=self._transport,
+                limiter=self._limiter,
+                scheduler=self._scheduler,
+                registry=self.runs,
+                stats=self.stats,
+                clock=self._clock,
+                run_timeout=self._run_timeout,
+                max_attempts=self._max_attempts,
+                resend_uncertain=self._resend,
+                check_open=self._check_open,
+                on_busy=self._busy,
+                on_settled=self._maybe_idle,
+            )
+            self._spawn(self._scheduler.run_forever)
+        except BaseException:
+            # Half open (say Redis refused its URL): release what was opened, then say why.
+            await self._shutdown()
+            raise
         logger.debug("session opened: %s at %s", self._provider.name, self._base_url)
 
     async def aclose(self, *, cancel: bool = False) -> None:

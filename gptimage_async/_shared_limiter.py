@@ -51,9 +51,10 @@ import logging
 import math
 import os
 import random
+import re
 import secrets
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._exceptions import ConfigurationError
 from ._limiter import (
@@ -313,19 +314,33 @@ def budget_id(provider: str, api_key: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for reprs and logs)."""
+    """``url`` with any password replaced by ``***`` (for reprs and logs).
+
+    Both places redis-py reads one from are masked: the user info
+    (``redis://:pw@host``) and the query (``?password=pw``, any parameter
+    whose name holds "pass", "secret" or "token").
+    """
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
+        if parts.password is not None:
+            user = parts.username or ""
+            host = parts.hostname or ""
+            if ":" in host:
+                host = f"[{host}]"
+            netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+            parts = parts._replace(netloc=netloc)
+        if parts.query:
+            query = [
+                (name, "***" if _SECRET_PARAM.search(name) else value)
+                for name, value in parse_qsl(parts.query, keep_blank_values=True)
+            ]
+            parts = parts._replace(query=urlencode(query, safe="*"))
+        return urlunsplit(parts)
     except ValueError:
         return "<redis url>"
+
+
+_SECRET_PARAM = re.compile(r"pass|secret|token", re.IGNORECASE)
 
 
 def make_limiter(
@@ -364,13 +379,23 @@ def check_redis_option(redis: object) -> None:
     if redis is None:
         return
     if isinstance(redis, str):
-        _import_redis()
-        scheme = urlsplit(redis).scheme
+        module = _import_redis()
+        try:
+            scheme = urlsplit(redis).scheme
+        except ValueError as exc:
+            raise ConfigurationError(f"the redis URL cannot be read: {exc}") from None
         if scheme not in ("redis", "rediss", "unix"):
             raise ConfigurationError(
                 "redis must be a redis://, rediss:// or unix:// URL, "
                 f"not a {scheme or 'bare'!r} one"
             )
+        try:
+            # redis-py's own reading, now, so a bad port is no surprise when the session opens.
+            module.connection.parse_url(redis)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"redis URL {redact_url(redis)} cannot be used: {exc}"
+            ) from None
         return
     module = _import_redis()
     if not isinstance(redis, module.Redis):

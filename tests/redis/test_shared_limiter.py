@@ -48,13 +48,55 @@ async def test_keys_name_a_keyed_hash_in_one_cluster_slot(redis_server: RedisSer
     assert budget_id("apiinone", KEY) != tag != budget_id("runbase", KEY + "x")
 
 
-def test_the_url_password_never_shows() -> None:
-    url = "rediss://default:hunter2@cache.example:6380/0"
-    assert redact_url(url) == "rediss://default:***@cache.example:6380/0"
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "rediss://default:hunter2@cache.example:6380/0",
+            "rediss://default:***@cache.example:6380/0",
+        ),
+        # redis-py also reads a password from the query string.
+        (
+            "redis://cache.example:6379/0?password=hunter2",
+            "redis://cache.example:6379/0?password=***",
+        ),
+        ("redis://:hunter2@h/0?password=hunter2&db=1", "redis://:***@h/0?password=***&db=1"),
+        ("redis://h/0?auth_token=hunter2", "redis://h/0?auth_token=***"),
+    ],
+)
+def test_the_url_password_never_shows(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
     lim = limiter(url)
     assert "hunter2" not in repr(lim)
     assert KEY not in repr(lim)
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:6379", "redis://:hunter2@127.0.0.1:99999/0", "redis://[::1", "6379"],
+)
+def test_a_bad_url_is_refused_before_anything_opens(url: str) -> None:
+    with pytest.raises(gi.ConfigurationError) as info:
+        gi.Session("runbase", api_key=KEY, redis=url)
+    assert "hunter2" not in str(info.value)
+
+
+async def test_a_session_that_cannot_open_releases_what_it_opened(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever fails while opening (here the shared limiter's start), the HTTP
+    # client opened before it is closed again, and the session is not left open.
+    async def refuse(self: SharedLimiter) -> None:
+        raise RuntimeError("cannot start")
+
+    monkeypatch.setattr(SharedLimiter, "start", refuse)
+    session = gi.Session("runbase", api_key=KEY, redis=redis_server.url)
+    with pytest.raises(RuntimeError, match="cannot start"):
+        async with session:
+            pass
+    assert session.closed
+    assert session._transport is not None and session._transport.closed
 
 
 def test_bad_options_are_refused_early() -> None:
