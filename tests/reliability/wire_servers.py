@@ -32,14 +32,10 @@ Reply = tuple[int, dict[str, str], bytes]
 Handler = Callable[[Request], Awaitable[Reply]]
 
 
-@dataclass
-class RawServer:
-    """Answers with ``handler``; then closes each connection ``close_after`` s later."""
+@dataclass(kw_only=True)
+class _LoopbackServer:
+    """A TCP server on a free 127.0.0.1 port, serving each connection with ``_serve``."""
 
-    handler: Handler
-    close_after: float | None = None
-    requests: list[Request] = field(default_factory=list)
-    connections: int = 0
     port: int = 0
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -54,6 +50,19 @@ class RawServer:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class RawServer(_LoopbackServer):
+    """Answers with ``handler``; then closes each connection ``close_after`` s later."""
+
+    handler: Handler
+    close_after: float | None = None
+    requests: list[Request] = field(default_factory=list)
+    connections: int = 0
 
     def url(self, path: str = "") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -135,25 +144,11 @@ def runbase_handler(
 
 
 @dataclass
-class ForwardProxy:
+class ForwardProxy(_LoopbackServer):
     """An HTTP forward proxy for ``http://`` targets (absolute-form request lines)."""
 
     request_lines: list[str] = field(default_factory=list)
     proxy_authorizations: list[str] = field(default_factory=list)
-    port: int = 0
-    _server: asyncio.Server | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @property
     def url(self) -> str:
