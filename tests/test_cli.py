@@ -318,22 +318,36 @@ async def test_generate_prints_urls_and_saves_images(tmp_path: Path) -> None:
     assert done.stderr.count("saved ") == 2
 
 
-async def test_simulate_prints_its_urls_and_serves_a_batch(tmp_path: Path) -> None:
+async def start_simulate(*options: str) -> tuple[asyncio.subprocess.Process, str]:
+    """``gptimage-async simulate`` on a free port, fast and unlimited: the process and its URL.
+
+    The caller stops it with SIGINT (Ctrl-C) and reads what it printed.
+    """
     server = await asyncio.create_subprocess_exec(
-        *command("simulate", "--port", "0", "--time-scale", "0.01", "--rate-limit", "none"),
+        *command(
+            "simulate", *options, "--port", "0", "--time-scale", "0.01", "--rate-limit", "none"
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=environment(),
     )
+    assert server.stdout is not None
+    line = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
+    match = re.search(r"http://127\.0\.0\.1:\d+/runbase/api/v1", line)
+    if match is None:
+        server.kill()
+        await server.communicate()
+        raise AssertionError(f"simulate printed no Runbase URL: {line!r}")
+    return server, match.group(0)
+
+
+async def test_simulate_prints_its_urls_and_serves_a_batch(tmp_path: Path) -> None:
+    server, url = await start_simulate()
     try:
-        assert server.stdout is not None
-        line = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
-        match = re.search(r"http://127\.0\.0\.1:\d+/runbase/api/v1", line)
-        assert match, line
         prompts = prompt_file(tmp_path / "prompts.txt", 5)
         out = tmp_path / "out"
         done = await run_cli(
-            "batch", str(prompts), "--out", str(out), "--base-url", match.group(0),
+            "batch", str(prompts), "--out", str(out), "--base-url", url,
             "--rate-limit", RATE,
         )  # fmt: skip
         assert done.code == 0, done.stderr

@@ -7,7 +7,6 @@ real simulator listens on 127.0.0.1 and its counters are read directly.
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -17,7 +16,7 @@ import aiohttp
 import pytest
 
 from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
-from tests.test_cli import RATE, command, environment, prompt_file, run_cli
+from tests.test_cli import RATE, command, environment, prompt_file, run_cli, start_simulate
 
 
 @pytest.fixture
@@ -176,21 +175,12 @@ def test_the_readmes_dry_run_example_is_what_the_command_prints() -> None:
 
 
 async def test_simulate_verbose_logs_each_request_without_the_key() -> None:
-    server = await asyncio.create_subprocess_exec(
-        *command("simulate", "-v", "--port", "0", "--time-scale", "0.01", "--rate-limit", "none"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=environment(),
-    )
+    server, url = await start_simulate("-v")
     try:
-        assert server.stdout is not None
-        line = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
-        match = re.search(r"http://127\.0\.0\.1:\d+/runbase/api/v1", line)
-        assert match, line
         async with (
             aiohttp.ClientSession() as client,
             client.get(
-                match.group(0) + "/runs/run_nope",
+                url + "/runs/run_nope",
                 headers={"Authorization": "Bearer sk-never-logged"},
             ) as resp,
         ):
