@@ -13,7 +13,7 @@ import aiohttp
 
 import gptimage_async
 
-from .scenarios import PROBE_SLEEP, Bulk, Cpu, Idle, InFlight, mean, percentile
+from .scenarios import IN_FLIGHT_SETTLE, PROBE_SLEEP, Bulk, Cpu, Idle, InFlight, mean, percentile
 
 __all__ = [
     "ADAPT_RUNS",
@@ -126,21 +126,27 @@ DIAGNOSIS: dict[str, str] = {
     "memory": (
         "The live heap per run holds the Run and its Future, the ImageRequest and prompt, "
         "the id string, the registry entry and its poll heap entries (a re-planned poll "
-        "leaves a stale tuple until its time comes), plus a share of the aiohttp state of "
-        "polls in flight. RSS growth adds the allocator's high-water mark from the "
-        "cold-start poll burst during submission."
+        "leaves a stale entry, which no longer holds the run, until its time comes), plus "
+        "a share of the aiohttp state of polls in flight. RSS growth adds the allocator's "
+        "high-water mark from the cold-start poll burst during submission."
     ),
     "lateness": (
-        "(Profiled in the previous round, before the limiter granted every due waiter per "
-        "dispatch; this round measured 6.5 ms on a quiet run and 43.8 ms in the full run "
-        "below, so the figure is noisy and not re-profiled since.) "
-        "`PollScheduler.run_forever` awaits `limiter.acquire` for each due poll in turn, "
-        "and `RateLimiter._dispatch` grants one waiter per event-loop iteration whatever "
-        "the rate. Runs created in the same instant share their cold-start schedule, so "
-        "polls fall due in batches, and the k-th poll of a batch waits k loop iterations: "
-        "lateness grows with the batch, not with the heap. A diagnostic patch granting "
-        "every waiter whose slot falls within the next 2 ms in one dispatch brought p99 "
-        "from 72 ms to 15 ms in the same scenario."
+        "(Measured this round with `gc.callbacks` and a timer on each event-loop iteration.) "
+        "The limiter is not in it: lateness is taken as a poll leaves the heap, and "
+        "`run_forever` never waits for the limiter there (a poll without a free slot waits in "
+        "its own task). Two causes were. (1) The benchmark: the memory measurement just "
+        "before the window (a full collection with tracemalloc on, then stopping it) held "
+        "the loop 100-140 ms, and the polls due meanwhile were counted as the window opened "
+        "(p99 61-80 ms in two of three runs, every sample over 10 ms within 2 ms of the "
+        "start); the window now opens 1 s later. (2) Full (generation 2) collections pause "
+        "the loop while they walk every object the collector tracks, and one comes every "
+        "4-5 s (each generation 1 collection promotes the ~2,500 objects of the polls then "
+        "in flight); a burst of due polls landing in one sets the p99 (39.8 ms with a "
+        "41.8 ms pause). With 4 tracked objects per run in flight (the Run, its Future, its "
+        "poll state, its heap entry: 85,000 in all) a pause took 42-80 ms; the poll state and "
+        "the heap entries are no longer tracked (65,000, pauses of 26-37 ms). Most of the "
+        "rest is the interpreter's own objects (about 48,000 here), which only the "
+        "application can take out of the collector's walk (`gc.freeze()` after startup)."
     ),
 }
 
@@ -378,7 +384,8 @@ def targets(results: Results) -> list[Target]:
                 "-",
                 bool(flight.lateness) and p99 <= LATENESS_P99,
                 f"{len(flight.lateness)} planned polls in {flight.window:g} s; event-loop lag "
-                f"p99 {_ms(percentile(flight.loop_lag, 99))}",
+                f"p99 {_ms(percentile(flight.loop_lag, 99))}; full collections in the window: "
+                f"{', '.join(_ms(p) for p in flight.full_collections) or 'none'}",
             )
         )
     return out
@@ -814,9 +821,12 @@ def _in_flight_section(flight: InFlight) -> list[str]:
         "`session.submit` and dropping the handle (the session keeps each run). Memory is "
         "what tracemalloc sees allocated during submission and still held after a full "
         "collection, and the growth of the resident set net of tracemalloc's own "
-        f"bookkeeping. Then, for {flight.window:g} s, `session.stats.lateness` collects how "
-        "late each planned poll was taken off the heap, and an independent probe measures "
-        f"how late the event loop wakes a {PROBE_SLEEP * 1000:g} ms sleep.",
+        f"bookkeeping. Then, after {IN_FLIGHT_SETTLE:g} s for the polls that fell due while "
+        f"that measurement blocked the loop, for {flight.window:g} s, "
+        "`session.stats.lateness` collects how late each planned poll was taken off the "
+        "heap, an independent probe measures how late the event loop wakes a "
+        f"{PROBE_SLEEP * 1000:g} ms sleep, and `gc.callbacks` times every full (generation "
+        "2) garbage collection: it pauses the whole event loop.",
         "",
     ]
     lines += _table(
@@ -826,6 +836,14 @@ def _in_flight_section(flight: InFlight) -> list[str]:
             ["RSS growth per run", f"{flight.rss / flight.runs:,.0f} B"],
             ["time to submit all runs (tracemalloc on)", f"{flight.submit_seconds:.1f} s"],
             ["planned polls in the window", str(len(flight.lateness))],
+            [
+                "objects tracked by the garbage collector",
+                f"{flight.tracked:,}",
+            ],
+            [
+                "full collections in the window (pause each)",
+                ", ".join(_ms(p) for p in flight.full_collections) or "none",
+            ],
             [
                 "scheduler lateness p50 / p99 / max",
                 " / ".join(

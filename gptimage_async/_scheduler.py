@@ -112,6 +112,7 @@ class PollScheduler:
         stats: SessionStats,
         spawn: _Spawn,
         on_resolved: Callable[[Run], None],
+        lookup: Callable[[str], Run | None],
         max_polls_in_flight: int = 100,
     ) -> None:
         self.model = DurationModel()
@@ -125,7 +126,14 @@ class PollScheduler:
         self._loop = asyncio.get_running_loop()
         self._spawn = spawn
         self._on_resolved = on_resolved
-        self._heap: list[tuple[float, int, Run]] = []
+        self._lookup = lookup
+        # Heap entries are (due time, key, run id) and hold no object the garbage
+        # collector tracks: with 10,000 runs in flight, its full collections
+        # (pauses of the whole event loop) walk one object fewer per run, and a
+        # re-planned run's new entry is never promoted to its oldest generation.
+        # The id finds the run (``lookup``: the session's registry of runs in
+        # flight); an entry whose key is not the run's latest is stale.
+        self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._wake: asyncio.Future[None] | None = None
         self._rtt = 0.0  # smoothed create round trip
@@ -143,7 +151,11 @@ class PollScheduler:
     # -- public surface --------------------------------------------------------
 
     def add(self, run: Run, *, rtt: float | None = None, poll_now: bool = False) -> None:
-        """Start polling ``run``; ``rtt`` is its create's round trip, if known."""
+        """Start polling ``run``; ``rtt`` is its create's round trip, if known.
+
+        ``run`` has an id, and ``lookup`` finds it by that id until it is resolved.
+        """
+        assert run.run_id is not None
         if rtt is not None:
             self._rtt = rtt if self._rtt == 0.0 else 0.8 * self._rtt + 0.2 * rtt
         self._in_flight += 1
@@ -164,13 +176,15 @@ class PollScheduler:
     async def run_forever(self) -> None:
         """Take due polls off the heap until cancelled."""
         heap = self._heap
+        lookup = self._lookup
         limiter = self._limiter
         while True:
             if not heap:
                 await self._sleep(None)
                 continue
-            when, _, run = heap[0]
-            if run.done() or when != run._poll.next_poll:
+            when, key, run_id = heap[0]
+            run = lookup(run_id)
+            if run is None or run._poll.entry != key or run.done():
                 heapq.heappop(heap)  # stale: resolved, or re-planned since
                 continue
             now = self._loop.time()
@@ -308,10 +322,13 @@ class PollScheduler:
 
     def _push(self, run: Run, when: float) -> None:
         when = min(when, run.deadline)
-        run._poll.next_poll = when
+        poll = run._poll
+        poll.next_poll = when
+        poll.entry = key = next(self._seq)  # its older entry, if any, is stale from now on
+        assert run.run_id is not None
         heap = self._heap
-        heapq.heappush(heap, (when, next(self._seq), run))
-        if heap[0][2] is run and self._wake is not None and not self._wake.done():
+        heapq.heappush(heap, (when, key, run.run_id))
+        if heap[0][1] == key and self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
     async def _sleep(self, until: float | None) -> None:

@@ -368,6 +368,7 @@ class Session:
                 stats=self.stats,
                 spawn=self._spawn,
                 on_resolved=self._resolved,
+                lookup=self.runs.get,
                 max_polls_in_flight=self._max_connections,
             )
             if self._memory is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 import gptimage_async as gi
 from gptimage_async._limiter import CATCH_UP, PRIORITY_CREATE, RateLimiter
 from gptimage_async._providers import get_provider
+from gptimage_async._registry import RunRegistry
 from gptimage_async._run import Run
 from gptimage_async._scheduler import (
     COLD_FIRST_RTTS,
@@ -56,6 +58,7 @@ class Rig:
     scheduler: PollScheduler
     limiter: RateLimiter
     transport: RecordingTransport
+    registry: RunRegistry
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def polls(self) -> list[float]:
@@ -71,6 +74,7 @@ class Rig:
         snapshot = provider.decode_run(answer.body, run_id=None)
         now = self.clock.now
         run = Run(snapshot.id, "runbase", request, created_at=now, deadline=now + run_timeout)
+        self.registry.add(run)
         self.scheduler.add(run, rtt=RTT)
         return run
 
@@ -96,17 +100,19 @@ async def rig(clock: FakeClock, rate_limit: gi.RateLimit) -> AsyncIterator[Rig]:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
+        registry = RunRegistry()
         scheduler = PollScheduler(
             provider=get_provider("runbase"),
             transport=transport,
             limiter=limiter,
             stats=SessionStats(),
             spawn=spawn,
-            on_resolved=lambda run: None,
+            on_resolved=registry.discard,
+            lookup=registry.get,
         )
         spawn(scheduler.run_forever)
         try:
-            yield Rig(clock, scheduler, limiter, transport, tasks)
+            yield Rig(clock, scheduler, limiter, transport, registry, tasks)
         finally:
             limiter.close()
             for task in list(tasks):
@@ -150,6 +156,7 @@ async def bare_scheduler(fake_clock: FakeClock) -> AsyncIterator[PollScheduler]:
         stats=SessionStats(),
         spawn=lambda *_: None,
         on_resolved=lambda run: None,
+        lookup=lambda run_id: None,  # nothing is polled
     )
     scheduler.add(_run(0.0, 0), rtt=RTT)
     try:
@@ -232,6 +239,46 @@ async def test_planned_polls_go_out_at_their_planned_time(fake_clock: FakeClock)
         assert r.polls() == pytest.approx(expected)
         assert r.scheduler._stats.speculative_polls == 0
         assert list(r.scheduler._stats.lateness) == [0.0] * 10  # taken off the heap on time
+
+
+async def test_runs_in_flight_leave_the_garbage_collector_little_to_walk(
+    fake_clock: FakeClock,
+) -> None:
+    # A full collection pauses the event loop for every object it tracks: the
+    # scheduler's bookkeeping per run (poll state, heap entries) adds none.
+    async with rig(fake_clock, gi.RateLimit(1000, 10.0)) as r:
+        runs = [await r.new_run() for _ in range(10)]
+        await fake_clock.advance_to(runs[0]._poll.next_poll + 10 * r.limiter.interval)
+        await fake_clock.wait_for(lambda: len(r.polls()) >= 10)  # polled, then re-planned
+        gc.collect()
+        heap = r.scheduler._heap
+        assert len(heap) >= 10
+        assert not [entry for entry in heap if gc.is_tracked(entry)]
+        assert not [run for run in runs if gc.is_tracked(run._poll)]
+
+
+async def test_a_re_planned_or_resolved_run_leaves_only_stale_entries(
+    fake_clock: FakeClock,
+) -> None:
+    async with rig(fake_clock, gi.RateLimit(1000, 10.0)) as r:
+        runs = [await r.new_run() for _ in range(10)]
+        first = runs[0]._poll.next_poll
+        # Re-planned earlier: polled once, at the new time, not again at the old one.
+        r.scheduler._push(runs[0], first / 2)
+        # Resolved elsewhere (cancelled by the session, say): never polled.
+        runs[1]._fail(gi.GPTImageError("gone"), gi.RunStatus.ERRORED)
+        r.registry.discard(runs[1])
+        await fake_clock.advance_to(first / 2)
+        await fake_clock.wait_for(lambda: len(r.polls()) == 1)
+        assert r.polls() == [pytest.approx(first / 2)]
+        # Run 0's next plan (twice the age it was seen pending at) is its old
+        # entry's time: the stale entry must not add a poll.
+        assert runs[0]._poll.next_poll == pytest.approx(first)
+        await fake_clock.advance_to(first + 10 * r.limiter.interval)
+        await fake_clock.wait_for(lambda: len(r.polls()) == 10)
+        await fake_clock.advance_to(first * 1.5)  # before anyone's next plan
+        assert len(r.polls()) == 10
+        assert [run.polls for run in runs] == [2, 0, *[1] * 8]
 
 
 async def test_a_speculative_poll_goes_out_only_on_a_free_limiter(fake_clock: FakeClock) -> None:
