@@ -54,8 +54,9 @@ MAX_MARGIN = 0.04
 #: under this share of an interval. Past it (after idle time) the schedule
 #: restarts from now, so no burst builds up.
 CATCH_UP = 0.25
-#: A request that waited this many slots shows demand beyond the budget (one
-#: slot is what waiting behind an opportunistic speculative poll costs).
+#: A request that waited this many slots shows demand beyond the budget. The
+#: wait behind a speculative poll's slot is not counted at all (that poll took
+#: budget nobody wanted); the half slot more absorbs a late wake-up.
 SATURATED_WAIT = 1.5
 #: Slots due this soon are granted in the same pass: at high rates the event
 #: loop cannot wake once per slot.
@@ -124,8 +125,13 @@ class Limiter(Protocol):
         """The loop-clock time of this process's next free slot, ignoring waiters."""
         ...
 
-    def try_acquire(self) -> bool:
-        """Take a slot only if one is free now and nobody waits; never blocks."""
+    def try_acquire(self, *, speculative: bool = False) -> bool:
+        """Take a slot only if one is free now and nobody waits; never blocks.
+
+        ``speculative``: the request is opportunistic (a poll ahead of plan);
+        a request that then waits behind its slot is not demand beyond the
+        budget, and must not raise the belief.
+        """
         ...
 
     async def acquire(self, priority: int = ...) -> float:
@@ -391,7 +397,9 @@ class RateLimiter:
     spaced evenly at the current rate; waiters are served lowest priority
     number first, then first come. ``try_acquire()`` takes a slot only if one
     is free right now and nobody is waiting: it is how speculative polls use
-    spare budget without ever delaying anything else.
+    spare budget without ever delaying anything else (``speculative=True``
+    says so, and the limiter then does not mistake the wait of a request
+    queued behind that slot for demand beyond the budget).
 
     Create it inside the running event loop: every time it takes or returns is
     that loop's ``loop.time()`` (seconds), and it wakes waiters with ``call_at``.
@@ -402,6 +410,7 @@ class RateLimiter:
         "_blocked_until",
         "_loop",
         "_seq",
+        "_speculative_until",
         "_tat",
         "_timer",
         "_waiters",
@@ -419,6 +428,9 @@ class RateLimiter:
         self.adaptive = AdaptiveRate(belief, now=self._loop.time())
         self._tat = -float("inf")  # theoretical time of the next free slot
         self._blocked_until = -float("inf")
+        # The end of the last slot a speculative poll took: a request queued
+        # behind it counts its wait as demand only from then on.
+        self._speculative_until = -float("inf")
         self._waiters: list[tuple[int, int, float, asyncio.Future[float]]] = []
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -450,12 +462,19 @@ class RateLimiter:
         """Loop time (``loop.time()``, seconds) of the next free slot, ignoring waiters."""
         return max(self._tat, self._blocked_until, self.adaptive.window_free())
 
-    def try_acquire(self) -> bool:
-        """Take a slot if one is free now and nobody waits; never blocks."""
+    def try_acquire(self, *, speculative: bool = False) -> bool:
+        """Take a slot if one is free now and nobody waits; never blocks.
+
+        ``speculative``: an opportunistic request (a poll ahead of plan). A
+        request that queues behind its slot does not count that wait as
+        demand beyond the budget: the belief is raised only by real demand.
+        """
         now = self._loop.time()
         if self._waiters or self.next_free() > now + GRANT_AHEAD:
             return False
         self._grant(now, queued_at=None)
+        if speculative:
+            self._speculative_until = self._tat
         return True
 
     async def acquire(self, priority: int = PRIORITY_CREATE) -> float:
@@ -518,11 +537,12 @@ class RateLimiter:
         self.granted += 1
         # Demand beat the budget only if a request queued for more than a
         # slot, and not because a pause (429, outage backoff) held everyone
-        # back. One that waited behind a single speculative poll (a slot, plus
-        # a late wake-up) did not either.
+        # back. Nor is the wait behind a speculative poll's slot demand: that
+        # poll took budget nobody wanted, and only while nobody waited, so
+        # every waiter queued after it and counts from the end of its slot.
         saturated = (
             queued_at is not None
-            and now - queued_at >= SATURATED_WAIT * interval
+            and now - max(queued_at, self._speculative_until) >= SATURATED_WAIT * interval
             and self._blocked_until <= queued_at
         )
         self.adaptive.record_send(now, saturated=saturated)

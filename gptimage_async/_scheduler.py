@@ -180,7 +180,7 @@ class PollScheduler:
                     early <= now
                     and not limiter.waiting
                     and not self._poll_slots.locked()
-                    and limiter.try_acquire()
+                    and limiter.try_acquire(speculative=True)
                 ):
                     heapq.heappop(heap)
                     self._stats.speculative_polls += 1

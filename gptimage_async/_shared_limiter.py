@@ -557,16 +557,17 @@ class SharedLimiter:
             free = max(free, now + GRANT_AHEAD)
         return free
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, *, speculative: bool = False) -> bool:
         """Take a slot only if one is free now and nobody in the fleet waits; never blocks.
 
         Redis cannot be asked synchronously: the first call asks it in the
         background for a slot free now (a *lease*, usable for half an
         interval) and returns False; a later call takes the lease.
+        ``speculative`` is passed on to the local fallback limiter.
         """
         now = self._now()
         if self._fallback and self._local is not None:
-            return now >= self._local_start and self._local.try_acquire()
+            return now >= self._local_start and self._local.try_acquire(speculative=speculative)
         if self._valid_lease(now) is not None and not self.waiting:
             self._lease = None
             self.granted += 1

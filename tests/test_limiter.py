@@ -16,6 +16,7 @@ from gptimage_async._limiter import (
     PRIORITY_CREATE,
     PRIORITY_POLL,
     SAFETY_MARGIN,
+    SATURATED_WAIT,
     AdaptiveRate,
     RateLimiter,
 )
@@ -312,6 +313,37 @@ async def test_a_cancelled_waiter_gives_its_slot_to_the_next(fake_clock: FakeClo
     with pytest.raises(asyncio.CancelledError):
         await c
     assert "RateLimiter" in repr(limiter)
+
+
+async def test_waiting_behind_a_speculative_poll_is_not_demand(fake_clock: FakeClock) -> None:
+    # One run at a time on an idle budget: a speculative poll takes each free
+    # slot, and when the run is found done the caller's next create (with a
+    # planned poll of another run, say) queues behind that slot. The second
+    # of the two waits two slots: demand beyond the budget in the old
+    # reckoning, which raised the belief window after window until 429s came.
+    limiter = RateLimiter(gi.RateLimit(20, 10.0))
+    start = limiter.rate
+    waits = []
+    for _ in range(40):  # four windows
+        await fake_clock.advance_to(limiter.next_free())
+        assert limiter.try_acquire(speculative=True)
+        queued = fake_clock.now
+        poll = asyncio.create_task(limiter.acquire(PRIORITY_POLL))
+        create = asyncio.create_task(limiter.acquire(PRIORITY_CREATE))
+        await fake_clock.run(asyncio.gather(poll, create))
+        waits.append(create.result() - queued)
+    assert min(waits) >= SATURATED_WAIT * limiter.interval  # each create waited ~two slots
+    assert limiter.adaptive.increases == 0
+    assert limiter.rate == start
+    # The same two requests behind a slot that real demand took do show it.
+    for _ in range(20):
+        await fake_clock.advance_to(limiter.next_free())
+        assert limiter.try_acquire()
+        poll = asyncio.create_task(limiter.acquire(PRIORITY_POLL))
+        create = asyncio.create_task(limiter.acquire(PRIORITY_CREATE))
+        await fake_clock.run(asyncio.gather(poll, create))
+    assert limiter.adaptive.increases >= 1
+    assert limiter.rate > start
 
 
 async def test_single_runs_on_an_idle_budget_keep_the_belief_near_the_limit() -> None:
