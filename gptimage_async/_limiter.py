@@ -11,7 +11,9 @@ the bottleneck and no 429 came back.
 ``RateLimiter`` paces requests evenly at that rate (a GCRA with no burst:
 servers count with sliding windows, so a burst of a window's worth followed by
 steady pacing would overrun them), hands slots out by priority, and holds every
-request back while a 429's ``Retry-After`` or backoff runs.
+request back while a 429's ``Retry-After`` or backoff runs. Speculative polls
+alone may take *spare* slots ahead of that pace on an idle budget, within a
+credit of a few slots and never into the last slots of a window (``SPARE_*``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,10 @@ default limit every poll spends budget a new run could have used. So:
   the top of the heap (the one nearest its planned poll, so the likeliest to
   be done) is polled early: a *speculative* poll. These buy latency with
   budget nobody else wanted, never delay a waiting request, and fill the idle
-  tail of a batch as well as the gaps of a light load.
+  tail of a batch as well as the gaps of a light load. Each run's speculative
+  polls spread a window's worth of slots over its likely finish (the model's
+  2%-98% quantiles), so on an idle budget runs shorter than a rate window are
+  polled more densely where they end (the limiter's spare slots allow it).
 * Before enough runs have finished to learn from, polls probe geometrically,
   scaled by the create's round trip: no interval in seconds is written down,
   so the same code fits 3-10 s runs and a simulator compressing them 20-fold.
