@@ -15,7 +15,8 @@ default limit every poll spends budget a new run could have used. So:
   tail of a batch as well as the gaps of a light load. Each run's speculative
   polls spread a window's worth of slots over its likely finish (the model's
   2%-98% quantiles), so on an idle budget runs shorter than a rate window are
-  polled more densely where they end (the limiter's spare slots allow it).
+  polled more densely where they end (the limiter's spare slots allow it,
+  with a few runs in flight).
 * Before enough runs have finished to learn from, polls probe geometrically,
   scaled by the create's round trip: no interval in seconds is written down,
   so the same code fits 3-10 s runs and a simulator compressing them 20-fold.
@@ -76,6 +77,10 @@ SPECULATIVE_TO = 0.98
 SPREAD_KEEP = 3.0
 #: ... and poll one run at most once per this share of the median duration.
 SPECULATIVE_SPACING = 0.03
+#: With at most this many runs in flight (a session making a few images, not a
+#: batch's tail, where the extra polls would add up), speculative polls may take
+#: the limiter's spare slots ahead of its even pace.
+SPARE_RUNS = 8
 #: A model fitted on n runs speculates from n / (n + this) of its early quantile
 #: (and to its late one over that): few runs say little about the extremes.
 MATURITY_PRIOR = 2.0
@@ -187,7 +192,7 @@ class PollScheduler:
                     early <= now
                     and not limiter.waiting
                     and not self._poll_slots.locked()
-                    and limiter.try_acquire(speculative=True)
+                    and limiter.try_acquire(speculative=self._in_flight <= SPARE_RUNS)
                 ):
                     heapq.heappop(heap)
                     self._stats.speculative_polls += 1
@@ -249,7 +254,8 @@ class PollScheduler:
                 spacing = max(spacing, SPECULATIVE_SPACING * model.quantile(0.5))
                 earliest_age = max(earliest_age, run._poll.last_pending_age + spacing)
         # Never ahead of a wait the server asked for (Retry-After on a 503, say).
-        return max(run.created_at + earliest_age, limiter.next_spare(), run._poll.not_before)
+        free = limiter.next_spare() if self._in_flight <= SPARE_RUNS else limiter.next_free()
+        return max(run.created_at + earliest_age, free, run._poll.not_before)
 
     # -- planning --------------------------------------------------------------
 
