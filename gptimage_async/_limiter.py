@@ -11,7 +11,9 @@ the bottleneck and no 429 came back.
 ``RateLimiter`` paces requests evenly at that rate (a GCRA with no burst:
 servers count with sliding windows, so a burst of a window's worth followed by
 steady pacing would overrun them), hands slots out by priority, and holds every
-request back while a 429's ``Retry-After`` or backoff runs.
+request back while a 429's ``Retry-After`` or backoff runs. Speculative polls
+alone may take *spare* slots ahead of that pace on an idle budget, within a
+credit of a few slots and never into the last slots of a window (``SPARE_*``).
 """
 
 from __future__ import annotations
@@ -54,9 +56,23 @@ MAX_MARGIN = 0.04
 #: under this share of an interval. Past it (after idle time) the schedule
 #: restarts from now, so no burst builds up.
 CATCH_UP = 0.25
-#: A request that waited this many slots shows demand beyond the budget (one
-#: slot is what waiting behind an opportunistic speculative poll costs).
+#: A request that waited this many slots shows demand beyond the budget. The
+#: wait behind a speculative poll's slot is not counted at all (that poll took
+#: budget nobody wanted); the half slot more absorbs a late wake-up.
 SATURATED_WAIT = 1.5
+#: Spare slots, for speculative polls only: with nobody waiting, one may come
+#: SPARE_SPACING of an interval after the last request, ahead of the even
+#: pace, on a credit of at most SPARE_BURST slots saved while little was sent
+#: (so over time all requests still average the belief), and only while every
+#: window keeps SPARE_RESERVE slots of the belief free (a create arriving then
+#: finds room at once). An idle session can then poll densely where its runs
+#: are likely to finish, not evenly over their whole life.
+SPARE_SPACING = 0.5
+SPARE_BURST = 8.0
+SPARE_RESERVE = 2
+#: No spare slots for this many windows after a 429: the server may count
+#: spacing after all, and the even pace is what is known to hold.
+SPARE_QUIET = 4
 #: Slots due this soon are granted in the same pass: at high rates the event
 #: loop cannot wake once per slot.
 GRANT_AHEAD = 0.001
@@ -124,8 +140,17 @@ class Limiter(Protocol):
         """The loop-clock time of this process's next free slot, ignoring waiters."""
         ...
 
-    def try_acquire(self) -> bool:
-        """Take a slot only if one is free now and nobody waits; never blocks."""
+    def next_spare(self) -> float:
+        """The loop-clock time a ``try_acquire(speculative=True)`` may next succeed."""
+        ...
+
+    def try_acquire(self, *, speculative: bool = False) -> bool:
+        """Take a slot only if one is free now and nobody waits; never blocks.
+
+        ``speculative``: the request is opportunistic (a poll ahead of plan);
+        a request that then waits behind its slot is not demand beyond the
+        budget, and must not raise the belief.
+        """
         ...
 
     async def acquire(self, priority: int = ...) -> float:
@@ -237,6 +262,24 @@ class AdaptiveRate:
         """
         sent = self._sent
         limit = max(1, int(self._rate * self._per + 1e-9))
+        if len(sent) < limit:
+            return -math.inf
+        return sent[-limit] + self._per * (1.0 + self._margin)
+
+    @property
+    def last_429(self) -> float:
+        """When (caller's clock, seconds) the last 429 came back (``-inf``: never)."""
+        return self._last_429
+
+    def spare_free(self) -> float:
+        """The earliest time a spare (speculative) request leaves room for demand in every window.
+
+        Like ``window_free``, with ``SPARE_RESERVE`` slots of the belief kept
+        free (fewer for a belief of under ten requests per window).
+        """
+        limit = max(1, int(self._rate * self._per + 1e-9))
+        limit -= min(SPARE_RESERVE, limit // 10)
+        sent = self._sent
         if len(sent) < limit:
             return -math.inf
         return sent[-limit] + self._per * (1.0 + self._margin)
@@ -391,7 +434,9 @@ class RateLimiter:
     spaced evenly at the current rate; waiters are served lowest priority
     number first, then first come. ``try_acquire()`` takes a slot only if one
     is free right now and nobody is waiting: it is how speculative polls use
-    spare budget without ever delaying anything else.
+    spare budget without ever delaying anything else (``speculative=True``
+    says so, and the limiter then does not mistake the wait of a request
+    queued behind that slot for demand beyond the budget).
 
     Create it inside the running event loop: every time it takes or returns is
     that loop's ``loop.time()`` (seconds), and it wakes waiters with ``call_at``.
@@ -400,8 +445,11 @@ class RateLimiter:
     __slots__ = (
         "_backoff",
         "_blocked_until",
+        "_credit",
+        "_last_send",
         "_loop",
         "_seq",
+        "_speculative_until",
         "_tat",
         "_timer",
         "_waiters",
@@ -419,6 +467,13 @@ class RateLimiter:
         self.adaptive = AdaptiveRate(belief, now=self._loop.time())
         self._tat = -float("inf")  # theoretical time of the next free slot
         self._blocked_until = -float("inf")
+        # The end of the last slot a speculative poll took: a request queued
+        # behind it counts its wait as demand only from then on.
+        self._speculative_until = -float("inf")
+        # Spare slots: every grant advances _credit by one interval (a GCRA
+        # whose burst is SPARE_BURST); their spacing counts from _last_send.
+        self._credit = -float("inf")
+        self._last_send = -float("inf")
         self._waiters: list[tuple[int, int, float, asyncio.Future[float]]] = []
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -450,13 +505,55 @@ class RateLimiter:
         """Loop time (``loop.time()``, seconds) of the next free slot, ignoring waiters."""
         return max(self._tat, self._blocked_until, self.adaptive.window_free())
 
-    def try_acquire(self) -> bool:
-        """Take a slot if one is free now and nobody waits; never blocks."""
+    def try_acquire(self, *, speculative: bool = False) -> bool:
+        """Take a slot if one is free now and nobody waits; never blocks.
+
+        ``speculative``: an opportunistic request (a poll ahead of plan). A
+        request that queues behind its slot does not count that wait as
+        demand beyond the budget: the belief is raised only by real demand.
+        """
         now = self._loop.time()
-        if self._waiters or self.next_free() > now + GRANT_AHEAD:
+        if self._waiters:
             return False
-        self._grant(now, queued_at=None)
+        if not speculative:
+            if self.next_free() > now + GRANT_AHEAD:
+                return False
+            self._grant(now, queued_at=None)
+            return True
+        if self.next_spare() > now + GRANT_AHEAD:
+            return False
+        if self.next_free() <= now + GRANT_AHEAD:
+            self._grant(now, queued_at=None)
+            self._speculative_until = self._tat
+            return True
+        # A spare slot, off the even pace: the schedule of waiters does not move.
+        self.granted += 1
+        self._charge(now)
+        self.adaptive.record_send(now, saturated=False)
         return True
+
+    def next_spare(self) -> float:
+        """Loop time (seconds) a ``try_acquire(speculative=True)`` may next succeed.
+
+        Ignores waiters. The next slot of the even pace, or a spare slot ahead
+        of it (``SPARE_SPACING``), as long as the window keeps room for demand.
+        """
+        adaptive = self.adaptive
+        interval = adaptive.interval
+        ahead = max(
+            self._credit - SPARE_BURST * interval,
+            adaptive.last_429 + SPARE_QUIET * adaptive.per,
+        )
+        return max(
+            min(self._tat, ahead),
+            self._last_send + SPARE_SPACING * interval,
+            self._blocked_until,
+            adaptive.spare_free(),
+        )
+
+    def _charge(self, now: float) -> None:
+        self._last_send = now
+        self._credit = max(self._credit, now) + self.adaptive.interval
 
     async def acquire(self, priority: int = PRIORITY_CREATE) -> float:
         """Wait for a slot; return the loop-clock time (seconds) it was granted at."""
@@ -516,13 +613,15 @@ class RateLimiter:
         interval = self.adaptive.interval
         self._tat = max(self._tat, self._blocked_until, now - CATCH_UP * interval) + interval
         self.granted += 1
+        self._charge(now)
         # Demand beat the budget only if a request queued for more than a
         # slot, and not because a pause (429, outage backoff) held everyone
-        # back. One that waited behind a single speculative poll (a slot, plus
-        # a late wake-up) did not either.
+        # back. Nor is the wait behind a speculative poll's slot demand: that
+        # poll took budget nobody wanted, and only while nobody waited, so
+        # every waiter queued after it and counts from the end of its slot.
         saturated = (
             queued_at is not None
-            and now - queued_at >= SATURATED_WAIT * interval
+            and now - max(queued_at, self._speculative_until) >= SATURATED_WAIT * interval
             and self._blocked_until <= queued_at
         )
         self.adaptive.record_send(now, saturated=saturated)

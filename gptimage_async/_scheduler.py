@@ -12,7 +12,11 @@ default limit every poll spends budget a new run could have used. So:
   the top of the heap (the one nearest its planned poll, so the likeliest to
   be done) is polled early: a *speculative* poll. These buy latency with
   budget nobody else wanted, never delay a waiting request, and fill the idle
-  tail of a batch as well as the gaps of a light load.
+  tail of a batch as well as the gaps of a light load. Each run's speculative
+  polls spread a window's worth of slots over its likely finish (the model's
+  2%-98% quantiles), so on an idle budget runs shorter than a rate window are
+  polled more densely where they end (the limiter's spare slots allow it,
+  with a few runs in flight).
 * Before enough runs have finished to learn from, polls probe geometrically,
   scaled by the create's round trip: no interval in seconds is written down,
   so the same code fits 3-10 s runs and a simulator compressing them 20-fold.
@@ -66,12 +70,20 @@ logger = logging.getLogger("gptimage_async")
 
 #: Share of runs a planned poll should find done.
 PLANNED_DONE_SHARE = 0.95
-#: Speculative polls start where this share of runs is done ...
+#: Speculative polls are spread between the ages where these shares of runs are done ...
 SPECULATIVE_FROM = 0.02
+SPECULATIVE_TO = 0.98
+#: ... a window's worth of the limiter's slots less this many (the create, and room for demand) ...
+SPREAD_KEEP = 3.0
 #: ... and poll one run at most once per this share of the median duration.
 SPECULATIVE_SPACING = 0.03
-#: Until this many runs have finished, speculation starts proportionally earlier.
-MATURE_OBSERVATIONS = 32
+#: With at most this many runs in flight (a session making a few images, not a
+#: batch's tail, where the extra polls would add up), speculative polls may take
+#: the limiter's spare slots ahead of its even pace.
+SPARE_RUNS = 8
+#: A model fitted on n runs speculates from n / (n + this) of its early quantile
+#: (and to its late one over that): few runs say little about the extremes.
+MATURITY_PRIOR = 2.0
 #: Two planned polls of one run are at least this share of the median apart.
 MIN_STEP = 0.05
 #: Cold start: first poll after this many create round trips, then this growth per poll.
@@ -79,7 +91,7 @@ COLD_FIRST_RTTS = 4.0
 COLD_GROWTH = 2.0
 #: Cold start on an idle budget, with at most COLD_SCOUTS runs in flight:
 #: speculative polls grow by this factor per poll.
-COLD_SPECULATIVE_GROWTH = 1.2
+COLD_SPECULATIVE_GROWTH = 1.1
 COLD_SCOUTS = 8
 #: Cold start in bulk: runs polled before any has finished; the others are parked.
 SCOUTS = 1
@@ -194,7 +206,7 @@ class PollScheduler:
                     early <= now
                     and not limiter.waiting
                     and not self._poll_slots.locked()
-                    and limiter.try_acquire()
+                    and limiter.try_acquire(speculative=self._in_flight <= SPARE_RUNS)
                 ):
                     heapq.heappop(heap)
                     self._stats.speculative_polls += 1
@@ -227,7 +239,8 @@ class PollScheduler:
             # budget freed later (a batch's tail) is not missed.
             return max(limiter.next_free(), now, run._poll.not_before) + limiter.interval
         model = self.model
-        if not model.ready:
+        n = model.observed
+        if n == 0 or (not model.ready and self._in_flight > COLD_SCOUTS):
             # Nothing learned yet. A few runs in flight (a session making its
             # first images) probe idle budget finely, geometrically, so polls
             # per run grow with the log of its duration; many runs wait for
@@ -238,15 +251,25 @@ class PollScheduler:
             first = max(COLD_FIRST_RTTS * self._rtt, limiter.interval) / 2
             earliest_age = max(last * COLD_SPECULATIVE_GROWTH, last + limiter.interval, first)
         else:
-            # A model fitted on few runs knows little of the shortest ones: start
-            # speculating earlier until it has seen enough.
-            maturity = min(1.0, model.observed / MATURE_OBSERVATIONS)
+            # Even one finished run gives the scale (the planned polls wait for
+            # a few more). A model fitted on few runs knows little of the
+            # shortest and longest ones: the window it speculates over starts
+            # earlier and ends later until it has seen more.
+            maturity = n / (n + MATURITY_PRIOR)
             earliest_age = model.quantile(SPECULATIVE_FROM) * maturity
             if run._poll.polls:
-                spacing = SPECULATIVE_SPACING * model.quantile(0.5)
+                # Spread a window's worth of slots (less a few, for the create
+                # and for demand) over the likely finish: closer than the even
+                # pace when runs are shorter than a window, and the limiter's
+                # spare slots allow it.
+                latest_age = model.quantile(SPECULATIVE_TO) / maturity
+                slots = max(1.0, limiter.rate * limiter.per - SPREAD_KEEP)
+                spacing = min((latest_age - earliest_age) / slots, limiter.interval)
+                spacing = max(spacing, SPECULATIVE_SPACING * model.quantile(0.5))
                 earliest_age = max(earliest_age, run._poll.last_pending_age + spacing)
         # Never ahead of a wait the server asked for (Retry-After on a 503, say).
-        return max(run.created_at + earliest_age, limiter.next_free(), run._poll.not_before)
+        free = limiter.next_spare() if self._in_flight <= SPARE_RUNS else limiter.next_free()
+        return max(run.created_at + earliest_age, free, run._poll.not_before)
 
     # -- planning --------------------------------------------------------------
 

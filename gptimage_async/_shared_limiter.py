@@ -557,16 +557,24 @@ class SharedLimiter:
             free = max(free, now + GRANT_AHEAD)
         return free
 
-    def try_acquire(self) -> bool:
+    def next_spare(self) -> float:
+        """``next_free()``, but the local fallback limiter's own spare slots while it paces."""
+        if self._fallback and self._local is not None:
+            return max(self._local.next_spare(), self._local_start)
+        return self.next_free()
+
+    def try_acquire(self, *, speculative: bool = False) -> bool:
         """Take a slot only if one is free now and nobody in the fleet waits; never blocks.
 
         Redis cannot be asked synchronously: the first call asks it in the
         background for a slot free now (a *lease*, usable for half an
         interval) and returns False; a later call takes the lease.
+        ``speculative`` matters only to the local fallback limiter (whose
+        share of the belief bounds its spare slots too).
         """
         now = self._now()
         if self._fallback and self._local is not None:
-            return now >= self._local_start and self._local.try_acquire()
+            return now >= self._local_start and self._local.try_acquire(speculative=speculative)
         if self._valid_lease(now) is not None and not self.waiting:
             self._lease = None
             self.granted += 1

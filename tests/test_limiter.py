@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 
 import backoff
@@ -16,6 +17,10 @@ from gptimage_async._limiter import (
     PRIORITY_CREATE,
     PRIORITY_POLL,
     SAFETY_MARGIN,
+    SATURATED_WAIT,
+    SPARE_QUIET,
+    SPARE_RESERVE,
+    SPARE_SPACING,
     AdaptiveRate,
     RateLimiter,
 )
@@ -312,6 +317,81 @@ async def test_a_cancelled_waiter_gives_its_slot_to_the_next(fake_clock: FakeClo
     with pytest.raises(asyncio.CancelledError):
         await c
     assert "RateLimiter" in repr(limiter)
+
+
+async def test_waiting_behind_a_speculative_poll_is_not_demand(fake_clock: FakeClock) -> None:
+    # One run at a time on an idle budget: a speculative poll takes each free
+    # slot, and when the run is found done the caller's next create (with a
+    # planned poll of another run, say) queues behind that slot. The second
+    # of the two waits two slots: demand beyond the budget in the old
+    # reckoning, which raised the belief window after window until 429s came.
+    limiter = RateLimiter(gi.RateLimit(20, 10.0))
+    start = limiter.rate
+    waits = []
+    for _ in range(40):  # four windows
+        await fake_clock.advance_to(max(limiter.next_free(), limiter.next_spare()))
+        assert limiter.try_acquire(speculative=True)
+        queued = fake_clock.now
+        poll = asyncio.create_task(limiter.acquire(PRIORITY_POLL))
+        create = asyncio.create_task(limiter.acquire(PRIORITY_CREATE))
+        await fake_clock.run(asyncio.gather(poll, create))
+        waits.append(create.result() - queued)
+    assert min(waits) >= SATURATED_WAIT * limiter.interval  # each create waited ~two slots
+    assert limiter.adaptive.increases == 0
+    assert limiter.rate == start
+    # The same two requests behind a slot that real demand took do show it.
+    for _ in range(20):
+        await fake_clock.advance_to(limiter.next_free())
+        assert limiter.try_acquire()
+        poll = asyncio.create_task(limiter.acquire(PRIORITY_POLL))
+        create = asyncio.create_task(limiter.acquire(PRIORITY_CREATE))
+        await fake_clock.run(asyncio.gather(poll, create))
+    assert limiter.adaptive.increases >= 1
+    assert limiter.rate > start
+
+
+async def test_spare_slots_go_ahead_of_the_pace_and_keep_room_for_demand(
+    fake_clock: FakeClock,
+) -> None:
+    limiter = RateLimiter(gi.RateLimit(20, 10.0))
+    window = 10.0 * (1 + limiter.adaptive.margin)
+    await fake_clock.advance_to(100.0)  # idle for a while: credit saved up
+    sent = []
+    for _ in range(60):
+        await fake_clock.advance_to(max(limiter.next_spare(), fake_clock.now))
+        # Demand never takes spare slots: a plain try_acquire waits for the pace.
+        if limiter.next_free() > fake_clock.now + GRANT_AHEAD:
+            assert not limiter.try_acquire()
+        assert limiter.try_acquire(speculative=True)
+        sent.append(fake_clock.now)
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert min(gaps) == pytest.approx(SPARE_SPACING * limiter.interval)
+    # Closer than the even pace at first, yet no window holds more than the
+    # belief less the reserve, and over time they average the belief.
+    assert sum(g < limiter.interval for g in gaps[:8]) >= 6
+    for i, t in enumerate(sent):
+        assert sum(1 for u in sent[i:] if u < t + window) <= 20 - SPARE_RESERVE
+    assert (sent[-1] - sent[0]) / (len(sent) - 1) >= 0.9 * limiter.interval
+    # A create arriving now goes within a slot: spare slots never moved the pace.
+    queued = fake_clock.now
+    granted = await fake_clock.run(limiter.acquire(PRIORITY_CREATE))
+    assert granted - queued <= limiter.interval + GRANT_AHEAD
+
+
+async def test_no_spare_slots_soon_after_a_429(fake_clock: FakeClock) -> None:
+    limiter = RateLimiter(gi.RateLimit(20, 10.0))
+    await fake_clock.advance_to(100.0)
+    assert limiter.try_acquire(speculative=True)
+    limiter.on_rate_limited(fake_clock.now, 1.0)
+    quiet_until = fake_clock.now + SPARE_QUIET * limiter.per
+    while fake_clock.now < quiet_until - limiter.interval:
+        # Only the even pace: never ahead of the next regular slot.
+        assert limiter.next_spare() >= limiter.next_free() - GRANT_AHEAD
+        await fake_clock.advance_to(max(limiter.next_spare(), fake_clock.now))
+        assert limiter.try_acquire(speculative=True)
+    await fake_clock.advance(limiter.interval * 4)
+    assert limiter.try_acquire(speculative=True)
+    assert limiter.next_spare() < limiter.next_free()  # spare slots are back
 
 
 async def test_single_runs_on_an_idle_budget_keep_the_belief_near_the_limit() -> None:

@@ -29,6 +29,7 @@ from gptimage_async._scheduler import (
     COLD_RELEASE,
     MIN_STEP,
     PLANNED_DONE_SHARE,
+    SPREAD_KEEP,
     TAIL_GROWTH,
     PollScheduler,
 )
@@ -294,6 +295,29 @@ async def test_a_speculative_poll_goes_out_only_on_a_free_limiter(fake_clock: Fa
         await fake_clock.wait_for(lambda: len(r.polls()) == 1)
         assert r.polls() == [pytest.approx(planned / 2)]
         assert r.scheduler._stats.speculative_polls == 1
+
+
+async def test_speculative_polls_spread_over_the_likely_finish(
+    bare_scheduler: PollScheduler,
+) -> None:
+    scheduler = bare_scheduler
+    # 20 per 10 s: a window longer than the runs, as with Runbase's limit.
+    scheduler._limiter = limiter = RateLimiter(gi.RateLimit(20, 10.0))
+    run = _run(0.0, 0)
+    # One finished run gives the scale: speculation starts before its duration.
+    scheduler.model.observe(4.9, 5.0)
+    assert not scheduler.model.ready
+    first = scheduler._early_at(run, 0.0)
+    assert 0.0 < first < 4.9
+    # A mature model of 3-10 s runs: nothing before about 3 s, then the
+    # window's slots spread over 3-10 s, closer together than the even pace.
+    _model_of_uniform_runs(scheduler)
+    first = scheduler._early_at(run, 0.0)
+    assert 2.5 < first < 3.2
+    run._poll.polls, run._poll.last_pending_age = 1, 5.0
+    step = scheduler._early_at(run, 0.0) - 5.0
+    assert step == pytest.approx((10.0 - 3.0) / (20 - SPREAD_KEEP), rel=0.1)
+    assert step < limiter.interval
 
 
 async def test_a_busy_limiter_gets_no_speculative_poll(fake_clock: FakeClock) -> None:
