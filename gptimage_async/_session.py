@@ -671,7 +671,10 @@ class Session:
         raises its error at once. A request that fails validation or whose
         create fails is yielded as a run with ``id`` ``None`` carrying that
         error; ``run.index`` is the request's position in ``requests``.
-        Requests are read lazily, so a generator of millions is fine.
+        Requests are read lazily, so a generator of millions is fine (an
+        iterable without ``len()`` is read up to ``tail_size()`` requests, at
+        most 1,024, ahead of the creates, to see the job's end coming: its
+        last creates go ahead of polls, see ``submit(ahead_of_polls=...)``).
 
         Creates keep at most a window of runs ahead of the consumer:
         ``concurrency`` if given, else twice what the key's budget keeps in
