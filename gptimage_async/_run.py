@@ -18,15 +18,7 @@ __all__ = ["Run"]
 class _PollState:
     """The scheduler's bookkeeping for one run. Strictly private: only ``_scheduler`` writes it."""
 
-    __slots__ = (
-        "errors",
-        "held",
-        "last_pending_age",
-        "next_poll",
-        "not_before",
-        "polls",
-        "status_word",
-    )
+    __slots__ = ("errors", "last_pending_age", "next_poll", "not_before", "polls", "status_word")
 
     def __init__(self) -> None:
         #: Polls sent for the run.
@@ -41,8 +33,6 @@ class _PollState:
         self.not_before = 0.0
         #: The provider's own word for the status last seen (a timeout names it).
         self.status_word: str | None = None
-        #: The last poll waited while a job's last creates went ahead of it.
-        self.held = False
 
     def __repr__(self) -> str:
         return (

@@ -329,7 +329,6 @@ class PollScheduler:
     # -- one poll ----------------------------------------------------------------
 
     async def _poll_after_slot(self, run: Run) -> None:
-        tail_creates = self._stats.tail_creates
         try:
             # A long Retry-After can hold the limiter: the run's deadline still holds.
             with anyio.move_on_at(run.deadline) as waiting:
@@ -337,8 +336,6 @@ class PollScheduler:
         except BaseException:
             self._poll_slots.release()
             raise
-        # Held back while a job's last creates went first: see _observe.
-        run._poll.held = self._stats.tail_creates != tail_creates
         if waiting.cancelled_caught:
             self._poll_slots.release()
             self._fail(run, RunTimeoutError(self._timeout_message(run), run_id=run.run_id))
@@ -355,7 +352,6 @@ class PollScheduler:
             logger.exception("unexpected error while polling run %s", run.run_id)
             self._fail(run, ProtocolError(f"unexpected error while polling: {exc!r}"))
         finally:
-            run._poll.held = False
             self._poll_slots.release()
 
     async def _poll_once(self, run: Run, sent_at: float) -> None:
@@ -405,12 +401,7 @@ class PollScheduler:
                 self._cold_floor = max(self._cold_floor, age)
             self._plan(run, self._loop.time())
             return
-        if not run._poll.held:
-            # A poll held back behind a job's last creates found the run done
-            # long after it was: a coarse interval that only blurs the model
-            # (the EM spreads it over every bin it covers). Being held does not
-            # depend on the run, so leaving these out does not bias the sample.
-            self.model.observe(run._poll.last_pending_age, age)
+        self.model.observe(run._poll.last_pending_age, age)
         now = self._loop.time()
         if not self._cold_scale:
             # The scale of durations, from a run probed finely: not from the

@@ -76,7 +76,7 @@ WINDOW_FACTOR = 2.0
 #: A bulk job's last creates go ahead of polls for the rate times this
 #: quantile of the run duration (``Session.tail_size``).
 TAIL_QUANTILE = 0.99
-TAIL_FACTOR = 2.5
+TAIL_FACTOR = 2.0
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
@@ -699,11 +699,12 @@ class Session:
     def tail_size(self) -> int:
         """How many of a bulk job's last creates go ahead of polls (``int``, >= 1).
 
-        The believed rate (requests per second) times the time a run may
-        take: the learned 99th-percentile duration, or the limiter's window
-        (seconds) before enough runs have finished to know it. That many
-        creates sent first leave that many polls to fill the budget while the
-        job's last runs are in progress. 1 before the session is open.
+        ``TAIL_FACTOR`` (2) times the believed rate (requests per second)
+        times the time a run may take: the learned 99th-percentile duration,
+        or the limiter's window (seconds) before enough runs have finished to
+        know it. While those creates go out, about half of them worth of polls
+        falls due and waits; those polls then fill the budget for as long as
+        the job's last runs take. 1 before the session is open.
         """
         if self._limiter is None or self._scheduler is None:
             return 1
