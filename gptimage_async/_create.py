@@ -90,6 +90,7 @@ class Creator:
         "_run_timeout",
         "_scheduler",
         "_stats",
+        "_tail_waiting",
         "_transport",
         "in_flight",
         "waiting",
@@ -127,8 +128,9 @@ class Creator:
         self._on_settled = on_settled
         #: Attempts on the wire; the session waits for them when it closes.
         self.in_flight: set[asyncio.Task[Any]] = set()
-        #: Creates waiting for a rate-limit slot now.
+        #: Creates waiting for a rate-limit slot now, and those of them marked last.
         self.waiting = 0
+        self._tail_waiting = 0
 
     async def create(
         self,
@@ -157,6 +159,7 @@ class Creator:
             # Creates queued before this one go first too: overtaken, they would
             # wait behind polls and become the job's real last runs.
             self._limiter.promote_creates()
+            self._scheduler.tail_began()
         attempts = 0
         last_error: GPTImageError | None = None
         while True:
@@ -198,12 +201,17 @@ class Creator:
         priority: int,
     ) -> Run | _NotCreated:
         self._check_open()
+        last = priority == PRIORITY_LAST_CREATE
         self.waiting += 1
+        self._tail_waiting += last
         try:
             with anyio.move_on_at(deadline) as waiting:
                 sent_at = await self._limiter.acquire(priority)
         finally:
             self.waiting -= 1
+            self._tail_waiting -= last
+            if last and not self._tail_waiting:
+                self._scheduler.tail_ended()
         if priority == PRIORITY_LAST_CREATE and not waiting.cancelled_caught:
             self._stats.tail_creates += 1
         if waiting.cancelled_caught:
