@@ -677,14 +677,16 @@ class Batch:
                 for item, run_id in attach:
                     await self._take_slot()
                     tg.start_soon(self._attach, item, run_id)
-                for item in submit:
+                for position, item in enumerate(submit, 1):
                     await self._take_slot()
                     await self._gate.acquire()
                     if self._stopping:  # stop() came while this waited
                         self._gate.release()
                         self._release_slot()
                         break
-                    tg.start_soon(self._submit, item)
+                    # The batch's last creates go ahead of polls (Session.tail_size).
+                    last = len(submit) - position < self._session._tail_left()
+                    tg.start_soon(self._submit, item, last)
 
     async def _take_slot(self) -> None:
         if self._slots is not None:
@@ -694,7 +696,7 @@ class Batch:
         if self._slots is not None:
             self._slots.release()
 
-    async def _submit(self, item: _Item) -> None:
+    async def _submit(self, item: _Item, last: bool) -> None:
         journal = self._journal
         assert journal is not None
         key, line = item.entry.key, item.prompt.line
@@ -705,7 +707,9 @@ class Batch:
                 # a create sent is always let be answered, so its run is journaled.
                 with anyio.CancelScope() as self._unsent[item]:
                     run = await self._session.submit(
-                        item.prompt.request, on_send=lambda: self._sending(item)
+                        item.prompt.request,
+                        on_send=lambda: self._sending(item),
+                        ahead_of_polls=last,
                     )
             except _Stopped:
                 pass

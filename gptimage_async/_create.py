@@ -41,7 +41,7 @@ from ._exceptions import (
     RunTimeoutError,
     UncertainCreateError,
 )
-from ._limiter import PRIORITY_CREATE, Limiter
+from ._limiter import PRIORITY_CREATE, PRIORITY_LAST_CREATE, Limiter
 from ._models import ImageRequest
 from ._providers import Provider
 from ._registry import RunRegistry
@@ -90,8 +90,10 @@ class Creator:
         "_run_timeout",
         "_scheduler",
         "_stats",
+        "_tail_waiting",
         "_transport",
         "in_flight",
+        "waiting",
     )
 
     def __init__(
@@ -126,6 +128,9 @@ class Creator:
         self._on_settled = on_settled
         #: Attempts on the wire; the session waits for them when it closes.
         self.in_flight: set[asyncio.Task[Any]] = set()
+        #: Creates waiting for a rate-limit slot now, and those of them marked last.
+        self.waiting = 0
+        self._tail_waiting = 0
 
     async def create(
         self,
@@ -133,8 +138,12 @@ class Creator:
         *,
         index: int | None,
         on_send: Callable[[], None] | None = None,
+        ahead_of_polls: bool = False,
     ) -> Run:
         """Create a run for ``request`` (already validated) and return it, tracked.
+
+        ``ahead_of_polls``: one of a job's last creates, which waits for its
+        slot ahead of polls (``PRIORITY_LAST_CREATE``) rather than behind them.
 
         Retries an attempt that certainly created nothing: up to
         ``max_attempts`` for errors, without counting waits as told by a 429.
@@ -144,11 +153,18 @@ class Creator:
         """
         body = self._provider.encode_create(request)
         deadline = self._clock() + self._run_timeout
+        priority = PRIORITY_CREATE
+        if ahead_of_polls:
+            priority = PRIORITY_LAST_CREATE
+            # Creates queued before this one go first too: overtaken, they would
+            # wait behind polls and become the job's real last runs.
+            self._limiter.promote_creates()
+            self._scheduler.tail_began()
         attempts = 0
         last_error: GPTImageError | None = None
         while True:
             outcome = await self._send_when_allowed(
-                request, body, index, deadline, last_error, on_send
+                request, body, index, deadline, last_error, on_send, priority
             )
             if isinstance(outcome, Run):
                 return outcome
@@ -182,10 +198,22 @@ class Creator:
         deadline: float,
         last_error: GPTImageError | None,
         on_send: Callable[[], None] | None,
+        priority: int,
     ) -> Run | _NotCreated:
         self._check_open()
-        with anyio.move_on_at(deadline) as waiting:
-            sent_at = await self._limiter.acquire(PRIORITY_CREATE)
+        last = priority == PRIORITY_LAST_CREATE
+        self.waiting += 1
+        self._tail_waiting += last
+        try:
+            with anyio.move_on_at(deadline) as waiting:
+                sent_at = await self._limiter.acquire(priority)
+        finally:
+            self.waiting -= 1
+            self._tail_waiting -= last
+            if last and not self._tail_waiting:
+                self._scheduler.tail_ended()
+        if priority == PRIORITY_LAST_CREATE and not waiting.cancelled_caught:
+            self._stats.tail_creates += 1
         if waiting.cancelled_caught:
             if last_error is not None:
                 raise last_error  # the 429 (or 503) that kept it waiting says why

@@ -31,6 +31,7 @@ from ._retry import backoff_delays
 
 __all__ = [
     "PRIORITY_CREATE",
+    "PRIORITY_LAST_CREATE",
     "PRIORITY_POLL",
     "AdaptiveRate",
     "Limiter",
@@ -41,6 +42,12 @@ __all__ = [
 #: flowing during a bulk job, and a finished run polled late holds memory.
 PRIORITY_POLL = 0
 PRIORITY_CREATE = 1
+#: Except the last creates of a bulk job (its *tail*), which go before polls.
+#: The job ends when its last run is done and polled, so its last runs should
+#: start as early as possible; the polls they overtake (runs already finished)
+#: fill the budget while those runs are in progress, instead of leaving it idle
+#: after the last create. See ``Session.submit(ahead_of_polls=...)``.
+PRIORITY_LAST_CREATE = -1
 
 #: Pace this far under the believed limit until it is confirmed, so arrival
 #: jitter at the server does not push one window over (2% of a 10 s window is
@@ -155,6 +162,14 @@ class Limiter(Protocol):
 
     async def acquire(self, priority: int = ...) -> float:
         """Wait for a slot (lowest ``priority`` first); return the loop time it was granted."""
+        ...
+
+    def promote_creates(self) -> int:
+        """Creates waiting now go ahead of polls (``PRIORITY_LAST_CREATE``); return how many.
+
+        Called as a job's tail begins, so its last creates do not overtake the
+        creates queued before them, which would then wait behind polls.
+        """
         ...
 
     def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
@@ -427,12 +442,32 @@ class AdaptiveRate:
         )
 
 
+_Waiter = tuple[int, int, float, "asyncio.Future[float]"]
+
+
+def promote_waiting_creates(waiters: list[_Waiter]) -> int:
+    """Give the creates in the heap ``waiters`` ``PRIORITY_LAST_CREATE``, keeping their order.
+
+    Entries are ``(priority, sequence, queued_at, future)``; the sequence
+    keeps first-come order among the promoted. Returns how many moved.
+    """
+    moved = 0
+    for i, (priority, seq, queued_at, future) in enumerate(waiters):
+        if priority == PRIORITY_CREATE and not future.done():
+            waiters[i] = (PRIORITY_LAST_CREATE, seq, queued_at, future)
+            moved += 1
+    if moved:
+        heapq.heapify(waiters)
+    return moved
+
+
 class RateLimiter:
     """Paces a provider key's requests, creates and polls together.
 
     ``await acquire(priority)`` returns when the request may go out. Slots are
     spaced evenly at the current rate; waiters are served lowest priority
-    number first, then first come. ``try_acquire()`` takes a slot only if one
+    number first (``PRIORITY_LAST_CREATE``, then ``PRIORITY_POLL``, then
+    ``PRIORITY_CREATE``), then first come. ``try_acquire()`` takes a slot only if one
     is free right now and nobody is waiting: it is how speculative polls use
     spare budget without ever delaying anything else (``speculative=True``
     says so, and the limiter then does not mistake the wait of a request
@@ -474,7 +509,7 @@ class RateLimiter:
         # whose burst is SPARE_BURST); their spacing counts from _last_send.
         self._credit = -float("inf")
         self._last_send = -float("inf")
-        self._waiters: list[tuple[int, int, float, asyncio.Future[float]]] = []
+        self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._backoff: Iterator[float] | None = None
@@ -570,6 +605,11 @@ class RateLimiter:
         # A slot granted to a waiter cancelled at the same moment is simply
         # lost: spending less than the budget is always safe.
         return await future
+
+    def promote_creates(self) -> int:
+        """Creates waiting now go ahead of polls (``PRIORITY_LAST_CREATE``); return how many."""
+        # The timer points at the next free slot whoever waits: nothing to re-arm.
+        return promote_waiting_creates(self._waiters)
 
     def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
         """A request sent at ``sent_at`` got a 429: slow down and hold everything back."""

@@ -158,7 +158,9 @@ class PollScheduler:
         # No more polls on the wire than connections: beyond that they would only
         # queue inside aiohttp, holding memory and going stale.
         self._poll_slots = asyncio.Semaphore(max_polls_in_flight)
-        # The status word each run's last poll saw, for its timeout message.
+        # Runs created in [from, until] (loop time) are a bulk job's tail cohort.
+        self._cohort_from = math.inf
+        self._cohort_until = math.inf
 
     # -- public surface --------------------------------------------------------
 
@@ -176,6 +178,21 @@ class PollScheduler:
             self._push(run, now)
         else:
             self._plan(run, now)
+
+    def tail_began(self) -> None:
+        """A bulk job's last creates go ahead of polls from now (see ``_observe``)."""
+        now = self._loop.time()
+        # Runs still going now have their polls held too: from one long run back.
+        longest = self.model.quantile(0.99) if self.model.ready else 0.0
+        # A tail that ended a moment ago (between two of a stream's last
+        # creates) goes on; one long over gives way to a new cohort.
+        if self._cohort_from == math.inf or self._cohort_until < now - longest:
+            self._cohort_from = now - longest
+        self._cohort_until = math.inf
+
+    def tail_ended(self) -> None:
+        """The last create marked so has been sent."""
+        self._cohort_until = self._loop.time()
 
     def __len__(self) -> int:
         return self._in_flight
@@ -441,7 +458,13 @@ class PollScheduler:
                 self._cold_floor = max(self._cold_floor, age)
             self._plan(run, self._loop.time())
             return
-        self.model.observe(run._poll.last_pending_age, age)
+        model = self.model
+        if not (model.ready and self._cohort_from <= run.created_at <= self._cohort_until):
+            # Not the runs of a bulk job's tail: their polls were held back on
+            # purpose, so they saw durations only coarsely, and the EM would
+            # smear those wide intervals over the grid. Chosen by creation time,
+            # never by outcome, so leaving them out does not bias the sample.
+            model.observe(run._poll.last_pending_age, age)
         now = self._loop.time()
         if not self._cold_scale:
             # The scale of durations, from a run probed finely: not from the

@@ -38,6 +38,7 @@ from ._exceptions import (
     InvalidRequestError,
     SessionClosedError,
 )
+from ._feed import Countdown
 from ._limiter import AdaptiveRate, Limiter, RateLimiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
 from ._providers import Provider, ProviderName, get_provider
@@ -72,6 +73,10 @@ FEEDERS = 32
 #: ``as_completed`` / ``generate_many`` without ``concurrency`` start at most this
 #: many times the runs the key's budget keeps in flight ahead of their consumer.
 WINDOW_FACTOR = 2.0
+#: A bulk job's last creates go ahead of polls for the rate times this
+#: quantile of the run duration (``Session.tail_size``).
+TAIL_QUANTILE = 0.99
+TAIL_FACTOR = 2.0
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
@@ -525,6 +530,7 @@ class Session:
         quality: Quality | None = None,
         image_urls: Iterable[str] | None = None,
         on_send: Callable[[], None] | None = None,
+        ahead_of_polls: bool = False,
     ) -> Run:
         """Create a run and return its handle once the provider has accepted it.
 
@@ -538,12 +544,22 @@ class Session:
         the wire (after the rate limiter let it through): the place to journal
         an intent, so that only creates really sent can have an unknown fate.
         If it raises, nothing is sent and the error propagates.
+
+        ``ahead_of_polls`` (default ``False``): this create is one of the last
+        of a bulk job and waits for its rate-limit slot ahead of polls, not
+        behind them. A job ends when its last run does, so starting its last
+        runs early, while polls of runs already finished fill the budget
+        during them, ends it sooner (``as_completed``, ``generate_many`` and
+        the CLI's ``batch`` mark their last ``tail_size()`` creates so).
+        Marking every create would hold results back while creates wait.
         """
         req = self.prepare(
             request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
         )
         self._check_open()
-        return await self._creator_now().create(req, index=None, on_send=on_send)
+        return await self._creator_now().create(
+            req, index=None, on_send=on_send, ahead_of_polls=ahead_of_polls
+        )
 
     async def generate(
         self,
@@ -631,7 +647,7 @@ class Session:
                 out[i] = entry
             else:
                 todo.append((i, entry))
-        runs = self._stream(todo, concurrency=concurrency)
+        runs = self._stream(Countdown(todo, self._tail_left), concurrency=concurrency)
         try:
             async for run in runs:
                 assert run.index is not None
@@ -656,7 +672,10 @@ class Session:
         raises its error at once. A request that fails validation or whose
         create fails is yielded as a run with ``id`` ``None`` carrying that
         error; ``run.index`` is the request's position in ``requests``.
-        Requests are read lazily, so a generator of millions is fine.
+        Requests are read lazily, so a generator of millions is fine (an
+        iterable without ``len()`` is read up to ``tail_size()`` requests, at
+        most 1,024, ahead of the creates, to see the job's end coming: its
+        last creates go ahead of polls, see ``submit(ahead_of_polls=...)``).
 
         Creates keep at most a window of runs ahead of the consumer:
         ``concurrency`` if given, else twice what the key's budget keeps in
@@ -675,10 +694,32 @@ class Session:
         _check_many(requests)
         # The stream itself, not a generator wrapping it: a generator dropped
         # unclosed is then finalized once, not twice concurrently.
-        return self._stream(enumerate(requests), concurrency=concurrency)
+        source = Countdown(enumerate(requests), self._tail_left, sized=requests)
+        return self._stream(source, concurrency=concurrency)
+
+    def tail_size(self) -> int:
+        """How many of a bulk job's last creates go ahead of polls (``int``, >= 1).
+
+        ``TAIL_FACTOR`` (2) times the believed rate (requests per second)
+        times the time a run may take: the learned 99th-percentile duration,
+        or the limiter's window (seconds) before enough runs have finished to
+        know it. While those creates go out, about half of them worth of polls
+        falls due and waits; those polls then fill the budget for as long as
+        the job's last runs take. 1 before the session is open.
+        """
+        if self._limiter is None or self._scheduler is None:
+            return 1
+        model = self._scheduler.model
+        longest = model.quantile(TAIL_QUANTILE) if model.ready else self._limiter.per
+        return max(1, math.ceil(TAIL_FACTOR * self._limiter.rate * longest))
+
+    def _tail_left(self) -> int:
+        # Creates already waiting are promoted with the first one marked: they count.
+        waiting = self._creator.waiting if self._creator is not None else 0
+        return max(0, self.tail_size() - waiting)
 
     async def _stream(
-        self, items: Iterable[tuple[int, ImageRequest | str]], *, concurrency: int | None
+        self, source: Countdown[tuple[int, ImageRequest | str]], *, concurrency: int | None
     ) -> AsyncGenerator[Run, None]:
         self._check_open()
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
@@ -686,7 +727,6 @@ class Session:
         # Feeders put resolved runs here; None when a feeder ends, or the error
         # the requests iterable raised (the caller must see it, not a short stream).
         done: asyncio.Queue[Run | BaseException | None] = asyncio.Queue()
-        source = iter(items)
         feeders_left = min(FEEDERS, concurrency or FEEDERS)
         outstanding = 0
         # Runs started and not yet handed to the consumer. Bounded by the window,
@@ -709,7 +749,7 @@ class Session:
                         await room.wait()
                     ahead += 1
                     try:
-                        index, item = next(source)
+                        (index, item), last = source.take()
                     except Exception as exc:
                         ahead -= 1
                         room.set()  # the next feeder must not wait forever
@@ -717,7 +757,7 @@ class Session:
                             done.put_nowait(exc)  # the caller's iterable failed
                         return
                     try:
-                        run = await self._create_or_failed(item, index)
+                        run = await self._create_or_failed(item, index, last)
                     except Exception as exc:  # a bug, not a run's error: never a hang
                         done.put_nowait(exc)
                         return
@@ -767,10 +807,10 @@ class Session:
             duration = max(duration, model.quantile(0.95))
         return max(FEEDERS, math.ceil(WINDOW_FACTOR * self._limiter.rate * duration))
 
-    async def _create_or_failed(self, item: ImageRequest | str, index: int) -> Run:
+    async def _create_or_failed(self, item: ImageRequest | str, index: int, last: bool) -> Run:
         try:
             req = self.prepare(item)
-            return await self._creator_now().create(req, index=index)
+            return await self._creator_now().create(req, index=index, ahead_of_polls=last)
         except GPTImageError as exc:
             now = self._clock()
             request = item if isinstance(item, ImageRequest) else None

@@ -72,11 +72,13 @@ from ._limiter import (
     MIN_RATE_FACTOR,
     NUDGE,
     PRIORITY_CREATE,
+    PRIORITY_LAST_CREATE,
     PRIORITY_POLL,
     SAFETY_MARGIN,
     TRUSTED_COUNT,
     Limiter,
     RateLimiter,
+    promote_waiting_creates,
 )
 from ._models import RateLimit
 from ._retry import backoff_delays
@@ -117,6 +119,19 @@ PROBE_WINDOW_SHARE = 0.05
 MIN_COVERED = 0.5
 #: Internal priority of a speculative poll: after every real waiter.
 _PRIORITY_SPECULATIVE = 2
+
+
+def _wire_priority(priority: int) -> int:
+    """The priority class Redis sees: 0 poll, 1 create, 2 speculative.
+
+    A job's last creates (``PRIORITY_LAST_CREATE``) overtake this process's
+    own polls only: to the fleet they are creates, behind other processes' polls.
+    """
+    if priority == PRIORITY_LAST_CREATE:
+        return PRIORITY_CREATE
+    return min(priority, _PRIORITY_SPECULATIVE)
+
+
 #: Key of the HMAC naming a budget. Not a secret: it keeps raw key hashes out of Redis.
 _NAME_KEY: Final = b"gptimage-async/shared-budget/v1"
 
@@ -589,6 +604,18 @@ class SharedLimiter:
             self._enqueue(_PRIORITY_SPECULATIVE, now)
         return False
 
+    def promote_creates(self) -> int:
+        """Creates waiting now go ahead of this process's polls; return how many.
+
+        To Redis they stay creates: other processes' polls still go first.
+        """
+        moved = promote_waiting_creates(self._waiters)
+        if moved and self._wake is not None:
+            self._wake.set()  # the head may have changed
+        if self._local is not None:
+            moved += self._local.promote_creates()
+        return moved
+
     async def acquire(self, priority: int = PRIORITY_CREATE) -> float:
         """Wait for a slot (polls before creates, across processes); return its loop time."""
         while True:
@@ -819,7 +846,7 @@ class SharedLimiter:
                 reply = await self._call(
                     "acquire",
                     [
-                        str(min(priority, _PRIORITY_SPECULATIVE)),
+                        str(_wire_priority(priority)),
                         "1" if more_polls > 0 else "0",
                         "1" if more > 0 else "0",
                         repr(max(0.0, now - queued_at)),

@@ -25,6 +25,7 @@ class SessionStats:
         "requests",
         "server_errors",
         "speculative_polls",
+        "tail_creates",
         "uncertain_creates",
     )
 
@@ -33,6 +34,8 @@ class SessionStats:
         self.creates = 0
         self.polls = 0
         self.speculative_polls = 0
+        #: Creates a bulk job's tail sent ahead of polls (``PRIORITY_LAST_CREATE``).
+        self.tail_creates = 0
         self.rate_limited = 0
         self.server_errors = 0
         self.connection_errors = 0

@@ -15,6 +15,7 @@ from gptimage_async._limiter import (
     GRANT_AHEAD,
     MIN_MARGIN,
     PRIORITY_CREATE,
+    PRIORITY_LAST_CREATE,
     PRIORITY_POLL,
     SAFETY_MARGIN,
     SATURATED_WAIT,
@@ -216,6 +217,53 @@ async def test_polls_go_before_creates_and_each_priority_is_first_come(
     assert granted == [
         (name, pytest.approx(t)) for name, t in zip(expected, _slots(6)[1:], strict=True)
     ]
+
+
+async def test_a_jobs_last_creates_go_before_polls_and_overtake_no_earlier_create(
+    fake_clock: FakeClock,
+) -> None:
+    limiter = RateLimiter(gi.RateLimit(10, 1.0))
+    await limiter.acquire()  # t=0: the free slot; everyone below waits
+    order: list[str] = []
+
+    async def take(name: str, priority: int) -> None:
+        await limiter.acquire(priority)
+        order.append(name)
+
+    tasks = []
+    for name, priority in [
+        ("c0", PRIORITY_CREATE),
+        ("p0", PRIORITY_POLL),
+        ("c1", PRIORITY_CREATE),
+        ("p1", PRIORITY_POLL),
+    ]:
+        tasks.append(asyncio.create_task(take(name, priority)))
+        await fake_clock.settle()
+    # The tail begins: the creates already waiting move ahead of the polls, in
+    # their order, and the last create queues behind them, still ahead of polls.
+    assert limiter.promote_creates() == 2
+    assert limiter.promote_creates() == 0  # nothing left to move
+    tasks.append(asyncio.create_task(take("last", PRIORITY_LAST_CREATE)))
+    await fake_clock.settle()
+    tasks.append(asyncio.create_task(take("c2", PRIORITY_CREATE)))  # another job's create
+    await fake_clock.settle()
+    await fake_clock.run(asyncio.gather(*tasks))
+    assert order == ["c0", "c1", "last", "p0", "p1", "c2"]
+
+
+async def test_promotion_skips_a_cancelled_create(fake_clock: FakeClock) -> None:
+    limiter = RateLimiter(gi.RateLimit(10, 1.0))
+    await limiter.acquire()
+    gone = asyncio.create_task(limiter.acquire(PRIORITY_CREATE))
+    kept = asyncio.create_task(limiter.acquire(PRIORITY_CREATE))
+    poll = asyncio.create_task(limiter.acquire(PRIORITY_POLL))
+    await fake_clock.settle()
+    gone.cancel()
+    await fake_clock.settle()
+    assert limiter.promote_creates() == 1
+    first = await fake_clock.run(asyncio.wait({kept, poll}, return_when=asyncio.FIRST_COMPLETED))
+    assert first[0] == {kept}
+    await fake_clock.run(poll)
 
 
 async def test_try_acquire_takes_only_a_free_slot_nobody_waits_for(fake_clock: FakeClock) -> None:

@@ -20,7 +20,8 @@ import pytest
 
 import gptimage_async as gi
 from gptimage_async._limiter import CATCH_UP, PRIORITY_CREATE, RateLimiter
-from gptimage_async._providers import get_provider
+from gptimage_async._models import RunStatus
+from gptimage_async._providers import RunSnapshot, get_provider
 from gptimage_async._registry import RunRegistry
 from gptimage_async._run import Run
 from gptimage_async._scheduler import (
@@ -364,3 +365,67 @@ async def test_a_poll_held_back_by_retry_after_still_keeps_the_deadline(
             await fake_clock.run(run.result())
         assert fake_clock.now == pytest.approx(1.0)
         assert r.polls() == []
+
+
+# -- a bulk job's tail: its cohort is left out of the duration model ---------------
+
+
+def _finished(scheduler: PollScheduler, created_at: float, age: float) -> None:
+    """A run created at ``created_at`` found done at its first poll, ``age`` s old."""
+    run = Run("r", "runbase", None, created_at=created_at, deadline=1e9)
+    run._poll.next_poll = created_at + age
+    scheduler.add(run)
+    snapshot = RunSnapshot("r", RunStatus.SUCCEEDED, urls=["https://x/1.png"])
+    scheduler._observe(run, snapshot, age)
+
+
+async def test_runs_of_a_bulk_tail_are_not_observed_but_runs_before_and_after_are(
+    bare_scheduler: PollScheduler, fake_clock: FakeClock
+) -> None:
+    scheduler = bare_scheduler
+    _model_of_uniform_runs(scheduler)
+    longest = scheduler.model.quantile(0.99)
+    await fake_clock.advance_to(100.0)
+    scheduler.tail_began()
+    await fake_clock.advance_to(110.0)
+    scheduler.tail_began()  # the same tail: a stream's next last create
+    scheduler.tail_ended()
+    # (created at, observed?): chosen by creation time only, never by outcome.
+    table = [
+        (100.0 - longest - 1.0, True),  # done long before the tail
+        (100.0 - longest + 0.5, False),  # still going as it began: its polls were held
+        (105.0, False),
+        (110.0, False),
+        (111.0, True),  # after the tail
+    ]
+    for created_at, observed in table:
+        before = scheduler.model.observed
+        _finished(scheduler, created_at, 30.0)  # seen done late, as a held poll does
+        assert (scheduler.model.observed == before + 1) is observed, created_at
+
+
+async def test_a_later_tail_starts_a_new_cohort(
+    bare_scheduler: PollScheduler, fake_clock: FakeClock
+) -> None:
+    scheduler = bare_scheduler
+    _model_of_uniform_runs(scheduler)
+    longest = scheduler.model.quantile(0.99)
+    await fake_clock.advance_to(100.0)
+    scheduler.tail_began()
+    scheduler.tail_ended()
+    await fake_clock.advance_to(500.0)  # a second job, long after
+    scheduler.tail_began()
+    before = scheduler.model.observed
+    _finished(scheduler, 300.0, 5.0)  # between the two tails
+    _finished(scheduler, 500.0 - longest + 0.5, 5.0)  # the second tail's cohort
+    assert scheduler.model.observed == before + 1
+
+
+async def test_before_the_model_is_ready_every_run_is_observed(
+    bare_scheduler: PollScheduler, fake_clock: FakeClock
+) -> None:
+    # A job no longer than its tail must still learn, or parked runs would wait forever.
+    scheduler = bare_scheduler
+    scheduler.tail_began()
+    _finished(scheduler, fake_clock.now, 5.0)
+    assert scheduler.model.observed == 1

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as redis_asyncio
 
 import gptimage_async as gi
-from gptimage_async._limiter import PRIORITY_CREATE, PRIORITY_POLL
+from gptimage_async._limiter import PRIORITY_CREATE, PRIORITY_LAST_CREATE, PRIORITY_POLL
 from gptimage_async._shared_limiter import SharedLimiter, budget_id, redact_url
 from gptimage_async.testing import simulated_session
 
@@ -176,6 +176,31 @@ async def test_polls_of_one_process_go_before_creates_of_another(
     # Once the polls are queued, at most the create already booked goes before them.
     assert order[first_poll : first_poll + 5].count("p") >= 4, order
     assert order[-1] == "c"
+
+
+async def test_a_jobs_last_creates_go_before_its_own_polls(redis_server: RedisServer) -> None:
+    lim = limiter(redis_server.url)
+    await lim.start()
+    order: list[str] = []
+
+    async def take(priority: int, tag: str) -> None:
+        await lim.acquire(priority)
+        order.append(tag)
+
+    try:
+        first = [asyncio.ensure_future(take(PRIORITY_CREATE, "x")) for _ in range(3)]
+        await asyncio.sleep(0.02)  # the first out, the others queued
+        creates = [asyncio.ensure_future(take(PRIORITY_CREATE, "c")) for _ in range(3)]
+        polls = [asyncio.ensure_future(take(PRIORITY_POLL, "p")) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert lim.promote_creates() == 5  # the two "x" and three "c" still waiting
+        last = asyncio.ensure_future(take(PRIORITY_LAST_CREATE, "last"))
+        await asyncio.gather(*first, *creates, *polls, last)
+    finally:
+        await lim.aclose()
+    # At most the head already booking its slot goes first; then the creates in
+    # order, the last one, and the polls.
+    assert order[-4:] == ["last", "p", "p", "p"], order
 
 
 async def test_redis_away_at_start_falls_back_and_warns_once(
