@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._transport import Transport
+from gptimage_async._transport import SendError, Transport
 
 from .wire_servers import Request, raw_server, runbase_handler
 
@@ -148,6 +148,49 @@ async def test_a_create_never_reuses_a_connection() -> None:
         posts = [r for r in server.requests if r.method == "POST"]
         assert len(posts) == 5
         assert all(r.headers.get("connection") == "close" for r in posts)
+
+
+async def test_a_poll_dropped_on_a_reused_connection_is_sent_again_on_a_fresh_one() -> None:
+    # The second request rides the first one's kept-alive connection and is dropped
+    # unanswered; so is aiohttp's own resend of it. The transport knows the request
+    # went out on a reused connection, so it sends the poll once more, on a fresh one.
+    async def drop_two(request: Request) -> tuple[int, dict[str, str], bytes]:
+        if len(server.requests) in (2, 3):
+            raise ConnectionResetError
+        return 200, {}, b"{}"
+
+    async with raw_server(drop_two) as server:
+        transport = Transport(server.url(), KEY, timeout=5.0, max_connections=1, user_agent="t")
+        try:
+            first = await transport.send("GET", "/x")
+            second = await transport.send("GET", "/x")
+        finally:
+            await transport.aclose()
+    assert first.status == second.status == 200
+    assert len(server.requests) == 4
+    assert server.requests[1].headers.get("connection") != "close"  # the reused one
+    assert server.requests[3].headers.get("connection") == "close"  # the fresh resend
+
+
+async def test_a_post_dropped_after_writing_is_uncertain_not_resent() -> None:
+    # A create is written on a fresh connection only, so a drop after it was
+    # written is a genuine "may have been received": never resent.
+    async def drop_posts(request: Request) -> tuple[int, dict[str, str], bytes]:
+        if request.method == "POST":
+            raise ConnectionResetError
+        return 200, {}, b"{}"
+
+    async with raw_server(drop_posts) as server:
+        transport = Transport(server.url(), KEY, timeout=5.0, max_connections=1, user_agent="t")
+        try:
+            await transport.send("GET", "/x")  # a pooled connection the POST must not use
+            with pytest.raises(SendError) as info:
+                await transport.send("POST", "/x", b"{}")
+        finally:
+            await transport.aclose()
+    assert info.value.maybe_received
+    assert [r.method for r in server.requests] == ["GET", "POST"]
+    assert server.connections == 2
 
 
 async def test_reset_after_a_fresh_create_was_written_is_uncertain() -> None:
