@@ -121,20 +121,45 @@ class Secret:
 
 
 class _Exchange:
-    """How far one request got: told by ``_TrackedRequest`` when it is written.
+    """How far one request got (told by ``_TrackedRequest`` when it is written), and its clock.
 
     ``pooled`` holds the connections (their protocols) of a keep-alive pool
     that carried a request before; ``None`` for a connector that never reuses.
+    The connect phase and then the exchange each get ``timeout`` seconds: one
+    timer, armed for the first due time, which on firing hands the current due
+    time to the request's deadline (so a request that is quick costs one
+    timer, not one per phase).
     """
 
-    __slots__ = ("deadline", "pooled", "reused", "timeout", "written")
+    __slots__ = ("_deadline", "_due", "_loop", "_timer", "pooled", "reused", "timeout", "written")
 
     def __init__(self, timeout: float, pooled: weakref.WeakSet[object] | None) -> None:
-        self.deadline: asyncio.Timeout | None = None
+        self._loop = asyncio.get_running_loop()
+        self._deadline: asyncio.Timeout | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0
         self.timeout = timeout
         self.pooled = pooled
         self.reused = False
         self.written = False
+
+    def start(self, deadline: asyncio.Timeout) -> None:
+        """The connect phase begins: ``deadline`` (entered, unarmed) fires when time is up."""
+        self._deadline = deadline
+        self._due = self._loop.time() + self.timeout
+        self._timer = self._loop.call_at(self._due, self._check)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._deadline is not None:
+            # Past: cancels the request now. Moved on (the exchange began since):
+            # the deadline waits for the exchange's own due time.
+            self._deadline.reschedule(self._due)
 
     def sending(self, conn: Connection) -> None:
         """The request is about to be written on ``conn``."""
@@ -144,8 +169,7 @@ class _Exchange:
                 self.reused = True
             pooled.add(protocol)
         self.written = True  # from here on, bytes of it may reach the server
-        if self.deadline is not None:  # connecting is over: the exchange itself has `timeout`
-            self.deadline.reschedule(asyncio.get_running_loop().time() + self.timeout)
+        self._due = self._loop.time() + self.timeout  # connecting is over: the exchange's own
 
 
 #: The exchange the current task is sending, read by ``_TrackedRequest.send``.
@@ -178,6 +202,7 @@ class Transport:
     """
 
     __slots__ = (
+        "_base",
         "_base_url",
         "_fresh",
         "_headers",
@@ -203,6 +228,10 @@ class Transport:
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._origin = _origin(self._base_url)
+        # Parsed once: a request's URL is then this one with a longer path,
+        # not a new string for yarl to parse and quote again (a poll's is new each time).
+        base = URL(self._base_url)
+        self._base = base if not (base.query_string or base.fragment) else None
         self._key = Secret(api_key)
         self._timeout = timeout
         self._headers = {
@@ -255,21 +284,22 @@ class Transport:
         key masked, so no error message built from it can carry the key.
         """
         url = self._base_url + path
+        target = self._url(path) or url
         started = time.monotonic()
         hops = 0
         while True:
-            answer = await self._send_retrying_stale(method, url, path, body)
+            answer = await self._send_retrying_stale(method, target, path, body)
             if answer.status not in _REDIRECTS:
                 break
             location = answer.headers.get("location")
             if location is None:
                 break  # no target: the caller reads it as an error status
             try:
-                target = urljoin(url, location.strip())
+                redirect = urljoin(url, location.strip())
             except ValueError:
-                target = location  # unreadable: shown as such, never followed
-            shown = self._redact(display_url(target))
-            if method != "GET" or _origin(target) != self._origin:
+                redirect = location  # unreadable: shown as such, never followed
+            shown = self._redact(display_url(redirect))
+            if method != "GET" or _origin(redirect) != self._origin:
                 why = "only polls are redirected" if method != "GET" else "it leaves the API host"
                 raise APIStatusError(
                     f"{method} {path} was redirected ({answer.status}) to {shown}; "
@@ -284,13 +314,20 @@ class Transport:
                     status_code=answer.status,
                 )
             logger.debug("%s %s redirected (%d) to %s", method, path, answer.status, shown)
-            url = target
+            url = target = redirect
         elapsed = time.monotonic() - started
         logger.debug("%s %s -> %d (%.3fs)", method, path, answer.status, elapsed)
         return Answer(answer.status, answer.headers, answer.body, elapsed)
 
+    def _url(self, path: str) -> URL | None:
+        """The base URL with ``path`` (already quoted) appended; ``None`` if it has a query."""
+        base = self._base
+        if base is None:
+            return None
+        return base.with_path(base.raw_path.rstrip("/") + path, encoded=True)
+
     async def _send_retrying_stale(
-        self, method: str, url: str, path: str, body: bytes | None
+        self, method: str, url: URL | str, path: str, body: bytes | None
     ) -> Answer:
         if method != "GET":
             return await self._send_once(self._fresh, method, url, path, body)
@@ -304,7 +341,7 @@ class Transport:
         self,
         http: aiohttp.ClientSession,
         method: str,
-        url: str,
+        url: URL | str,
         path: str,
         body: bytes | None,
     ) -> Answer:
@@ -314,8 +351,8 @@ class Transport:
             token = _CURRENT.set(exchange)
             try:
                 # The connect phase has `timeout`; the exchange gets its own once written.
-                async with asyncio.timeout(self._timeout) as deadline:
-                    exchange.deadline = deadline
+                async with asyncio.timeout(None) as deadline:
+                    exchange.start(deadline)
                     try:
                         async with http.request(
                             method, url, data=body, allow_redirects=False, proxy=self._proxy
@@ -329,6 +366,8 @@ class Transport:
                         ):
                             raise _StaleConnection from None
                         failure = self._failure(method, path, exc, exchange)
+                    finally:
+                        exchange.stop()
             except TimeoutError:
                 failure = SendError(
                     f"{method} {path} timed out: no answer within {self._timeout:g}s",
