@@ -4,15 +4,18 @@ The transport knows nothing of providers or retries. Its one judgement is
 whether a request that failed without an answer may have reached the server,
 because a create that did may have been paid for. The rule:
 
-* A request is *possibly received* once aiohttp has started writing it (its
-  ``on_request_headers_sent`` signal fires just before the first byte goes
-  out). Waiting for a pooled connection, resolving the host, connecting,
-  and a TLS or proxy handshake send nothing of it: a failure or a timeout
-  there is a certain "not received", so the create may be sent again.
+* A request is *possibly received* once aiohttp starts writing it (it calls
+  the request's ``send`` with a ready connection, just before the first
+  byte goes out). Waiting for a free connection, resolving the host,
+  connecting, and a TLS or proxy handshake send nothing of it: a failure or
+  a timeout there is a certain "not received", so the create may be sent
+  again.
 * ``timeout`` bounds the connect phase and, separately, the exchange (write
-  the request, read the whole answer). The wait for a free connection is
-  not timed here: every connection ahead in the queue is itself bounded, and
-  a create that times out while queued would be reported as uncertain.
+  the request, read the whole answer). The wait for a free connection (at
+  most ``max_connections`` requests at once per pool, a semaphore ahead of
+  aiohttp's) is not timed: every request ahead in the queue is itself
+  bounded, and a create that timed out while queued would be reported as
+  uncertain.
 * Creates (POST) are always written on a fresh connection that is closed
   after its answer. A pooled keep-alive connection can be closed by the
   server at any moment; a create written onto one that just died fails
@@ -36,15 +39,17 @@ because a create that did may have been paid for. The rule:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
-import types
 import urllib.request
+import weakref
 from collections.abc import Mapping
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import msgspec
+from aiohttp.connector import Connection
 from yarl import URL
 
 from ._exceptions import APIConnectionError, APIStatusError, ConfigurationError, ProtocolError
@@ -116,68 +121,77 @@ class Secret:
 
 
 class _Exchange:
-    """How far one request got, fed by aiohttp's tracing signals."""
+    """How far one request got (told by ``_TrackedRequest`` when it is written), and its clock.
 
-    __slots__ = ("deadline", "reused", "timeout", "written")
+    ``pooled`` holds the connections (their protocols) of a keep-alive pool
+    that carried a request before; ``None`` for a connector that never reuses.
+    The connect phase and then the exchange each get ``timeout`` seconds: one
+    timer, armed for the first due time, which on firing hands the current due
+    time to the request's deadline (so a request that is quick costs one
+    timer, not one per phase).
+    """
 
-    def __init__(self, timeout: float) -> None:
-        self.deadline: asyncio.Timeout | None = None
+    __slots__ = ("_deadline", "_due", "_loop", "_timer", "pooled", "reused", "timeout", "written")
+
+    def __init__(self, timeout: float, pooled: weakref.WeakSet[object] | None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._deadline: asyncio.Timeout | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0
         self.timeout = timeout
+        self.pooled = pooled
         self.reused = False
         self.written = False
 
-    def arm(self) -> None:
-        if self.deadline is not None:
-            self.deadline.reschedule(asyncio.get_running_loop().time() + self.timeout)
+    def start(self, deadline: asyncio.Timeout) -> None:
+        """The connect phase begins: ``deadline`` (entered, unarmed) fires when time is up."""
+        self._deadline = deadline
+        self._due = self._loop.time() + self.timeout
+        self._timer = self._loop.call_at(self._due, self._check)
 
-    def pause(self) -> None:
-        if self.deadline is not None:
-            self.deadline.reschedule(None)
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
+    def _check(self) -> None:
+        self._timer = None
+        if self._deadline is not None:
+            # Past: cancels the request now. Moved on (the exchange began since):
+            # the deadline waits for the exchange's own due time.
+            self._deadline.reschedule(self._due)
 
-def _exchange_of(ctx: types.SimpleNamespace) -> _Exchange | None:
-    # Requests sent without one (the session's own aiohttp use elsewhere) are not tracked.
-    exchange = ctx.trace_request_ctx
-    return exchange if isinstance(exchange, _Exchange) else None
-
-
-async def _on_queued(_s: aiohttp.ClientSession, ctx: types.SimpleNamespace, _p: object) -> None:
-    # Waiting for a free connection is not the request's time: stop the clock.
-    if exchange := _exchange_of(ctx):
-        exchange.pause()
-
-
-async def _on_connecting(_s: aiohttp.ClientSession, ctx: types.SimpleNamespace, _p: object) -> None:
-    if exchange := _exchange_of(ctx):
-        exchange.arm()  # out of the queue: connecting has `timeout`
-
-
-async def _on_connected(_s: aiohttp.ClientSession, ctx: types.SimpleNamespace, _p: object) -> None:
-    if exchange := _exchange_of(ctx):
-        exchange.arm()  # the exchange itself has `timeout`
+    def sending(self, conn: Connection) -> None:
+        """The request is about to be written on ``conn``."""
+        pooled, protocol = self.pooled, conn.protocol
+        if pooled is not None and protocol is not None:
+            if protocol in pooled:
+                self.reused = True
+            pooled.add(protocol)
+        self.written = True  # from here on, bytes of it may reach the server
+        self._due = self._loop.time() + self.timeout  # connecting is over: the exchange's own
 
 
-async def _on_reused(_s: aiohttp.ClientSession, ctx: types.SimpleNamespace, _p: object) -> None:
-    if exchange := _exchange_of(ctx):
-        exchange.reused = True
-        exchange.arm()
+#: The exchange the current task is sending, read by ``_TrackedRequest.send``.
+_CURRENT: contextvars.ContextVar[_Exchange | None] = contextvars.ContextVar(
+    "gptimage_async_exchange", default=None
+)
 
 
-async def _on_written(_s: aiohttp.ClientSession, ctx: types.SimpleNamespace, _p: object) -> None:
-    # Fired before the first byte of the request is handed to the socket.
-    if exchange := _exchange_of(ctx):
-        exchange.written = True
+class _TrackedRequest(aiohttp.ClientRequest):
+    """aiohttp's request, telling the exchange in progress when it is written.
 
+    aiohttp calls ``send`` once a connection is ready (connected, through any
+    proxy tunnel and TLS handshake, or taken from the pool), and ``send``
+    writes the request: nothing before it puts a byte of it on the wire.
+    aiohttp's tracing signals told the same at several times the CPU.
+    """
 
-def _trace_config() -> aiohttp.TraceConfig:
-    config = aiohttp.TraceConfig()
-    config.on_connection_queued_start.append(_on_queued)
-    config.on_connection_queued_end.append(_on_connecting)
-    config.on_connection_create_end.append(_on_connected)
-    config.on_connection_reuseconn.append(_on_reused)
-    config.on_request_headers_sent.append(_on_written)
-    config.on_request_chunk_sent.append(_on_written)
-    return config
+    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
+        exchange = _CURRENT.get()
+        if exchange is not None and self.method != "CONNECT":
+            exchange.sending(conn)
+        return await super().send(conn)
 
 
 class Transport:
@@ -188,13 +202,16 @@ class Transport:
     """
 
     __slots__ = (
+        "_base",
         "_base_url",
         "_fresh",
         "_headers",
         "_http",
         "_key",
         "_origin",
+        "_pooled",
         "_proxy",
+        "_slots",
         "_timeout",
     )
 
@@ -211,6 +228,10 @@ class Transport:
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._origin = _origin(self._base_url)
+        # Parsed once: a request's URL is then this one with a longer path,
+        # not a new string for yarl to parse and quote again (a poll's is new each time).
+        base = URL(self._base_url)
+        self._base = base if not (base.query_string or base.fragment) else None
         self._key = Secret(api_key)
         self._timeout = timeout
         self._headers = {
@@ -223,7 +244,6 @@ class Transport:
         # Our own deadline (see _Exchange) replaces aiohttp's, whose total
         # would also count the wait for a pooled connection.
         no_timeout = aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None)
-        traces = [_trace_config()]
 
         def session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
             # Headers live on the ClientSession: merged once, not on every request.
@@ -232,13 +252,20 @@ class Transport:
                 timeout=no_timeout,
                 raise_for_status=False,
                 headers=self._headers,
-                trace_configs=traces,
+                request_class=_TrackedRequest,
             )
 
         self._http = session(
             aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS)
         )
         self._fresh = session(aiohttp.TCPConnector(limit=max_connections, force_close=True))
+        # The wait for a free connection is ours, before the clock starts: with
+        # at most `max_connections` requests past it, aiohttp's pool never queues.
+        self._slots = {
+            self._http: asyncio.Semaphore(max_connections),
+            self._fresh: asyncio.Semaphore(max_connections),
+        }
+        self._pooled: weakref.WeakSet[object] = weakref.WeakSet()
 
     @property
     def base_url(self) -> str:
@@ -257,21 +284,22 @@ class Transport:
         key masked, so no error message built from it can carry the key.
         """
         url = self._base_url + path
+        target = self._url(path) or url
         started = time.monotonic()
         hops = 0
         while True:
-            answer = await self._send_retrying_stale(method, url, path, body)
+            answer = await self._send_retrying_stale(method, target, path, body)
             if answer.status not in _REDIRECTS:
                 break
             location = answer.headers.get("location")
             if location is None:
                 break  # no target: the caller reads it as an error status
             try:
-                target = urljoin(url, location.strip())
+                redirect = urljoin(url, location.strip())
             except ValueError:
-                target = location  # unreadable: shown as such, never followed
-            shown = self._redact(display_url(target))
-            if method != "GET" or _origin(target) != self._origin:
+                redirect = location  # unreadable: shown as such, never followed
+            shown = self._redact(display_url(redirect))
+            if method != "GET" or _origin(redirect) != self._origin:
                 why = "only polls are redirected" if method != "GET" else "it leaves the API host"
                 raise APIStatusError(
                     f"{method} {path} was redirected ({answer.status}) to {shown}; "
@@ -286,13 +314,20 @@ class Transport:
                     status_code=answer.status,
                 )
             logger.debug("%s %s redirected (%d) to %s", method, path, answer.status, shown)
-            url = target
+            url = target = redirect
         elapsed = time.monotonic() - started
         logger.debug("%s %s -> %d (%.3fs)", method, path, answer.status, elapsed)
         return Answer(answer.status, answer.headers, answer.body, elapsed)
 
+    def _url(self, path: str) -> URL | None:
+        """The base URL with ``path`` (already quoted) appended; ``None`` if it has a query."""
+        base = self._base
+        if base is None:
+            return None
+        return base.with_path(base.raw_path.rstrip("/") + path, encoded=True)
+
     async def _send_retrying_stale(
-        self, method: str, url: str, path: str, body: bytes | None
+        self, method: str, url: URL | str, path: str, body: bytes | None
     ) -> Answer:
         if method != "GET":
             return await self._send_once(self._fresh, method, url, path, body)
@@ -306,41 +341,40 @@ class Transport:
         self,
         http: aiohttp.ClientSession,
         method: str,
-        url: str,
+        url: URL | str,
         path: str,
         body: bytes | None,
     ) -> Answer:
         failure: SendError | None = None
-        exchange = _Exchange(self._timeout)
-        try:
-            async with asyncio.timeout(None) as deadline:
-                exchange.deadline = deadline
-                exchange.arm()  # the connect phase; re-armed as the request moves on
-                try:
-                    async with http.request(
-                        method,
-                        url,
-                        data=body,
-                        allow_redirects=False,
-                        proxy=self._proxy,
-                        trace_request_ctx=exchange,
-                    ) as response:
-                        payload = await _read_capped(response)
-                        headers = {k.lower(): v for k, v in response.headers.items()}
-                        status = response.status
-                except aiohttp.ClientError as exc:
-                    if (
-                        exchange.reused
-                        and http is self._http
-                        and isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
-                    ):
-                        raise _StaleConnection from None
-                    failure = self._failure(method, path, exc, exchange)
-        except TimeoutError:
-            failure = SendError(
-                f"{method} {path} timed out: no answer within {self._timeout:g}s",
-                maybe_received=exchange.written,
-            )
+        exchange = _Exchange(self._timeout, self._pooled if http is self._http else None)
+        async with self._slots[http]:  # a free connection: not timed
+            token = _CURRENT.set(exchange)
+            try:
+                # The connect phase has `timeout`; the exchange gets its own once written.
+                async with asyncio.timeout(None) as deadline:
+                    exchange.start(deadline)
+                    try:
+                        async with http.request(
+                            method, url, data=body, allow_redirects=False, proxy=self._proxy
+                        ) as response:
+                            payload = await _read_capped(response)
+                            headers = {k.lower(): v for k, v in response.headers.items()}
+                            status = response.status
+                    except aiohttp.ClientError as exc:
+                        if exchange.reused and isinstance(
+                            exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError
+                        ):
+                            raise _StaleConnection from None
+                        failure = self._failure(method, path, exc, exchange)
+                    finally:
+                        exchange.stop()
+            except TimeoutError:
+                failure = SendError(
+                    f"{method} {path} timed out: no answer within {self._timeout:g}s",
+                    maybe_received=exchange.written,
+                )
+            finally:
+                _CURRENT.reset(token)
         if failure is not None:
             # Raised here, outside the except block, so aiohttp's exception (whose
             # request_info holds the Authorization header) is not kept as context.

@@ -141,3 +141,29 @@ async def test_a_poll_told_to_wait_past_the_deadline_times_out(provider: str) ->
             elapsed = time.monotonic() - started
         assert elapsed < 0.8
         assert run.polls == 1  # no speculative poll slipped in before the told time
+
+
+async def test_a_create_held_by_the_limiter_past_the_deadline_times_out(provider: str) -> None:
+    # One request per hour: the second create waits for the limiter, never sent.
+    async with hostile_server() as server:
+        hourly = gi.RateLimit(1, 3600.0, ceiling=True)
+        async with _session(server, provider, rate_limit=hourly, run_timeout=0.3) as session:
+            await session.submit("the one slot")
+            started = time.monotonic()
+            with pytest.raises(gi.RunTimeoutError, match="could not be sent within run_timeout"):
+                await session.submit("waits for the next")
+            elapsed = time.monotonic() - started
+            assert session.stats.uncertain_creates == 0
+        assert 0.2 <= elapsed < 1.0
+        assert server.requests == 1  # the waiting create never went out
+
+
+async def test_a_create_held_after_a_429_past_the_deadline_raises_the_429(provider: str) -> None:
+    # The 429 that kept the create waiting says why, not a bare timeout.
+    async with hostile_server() as server:
+        server.creates.append(_told(429, ("Retry-After", "30")))
+        async with _session(server, provider, run_timeout=0.3) as session:
+            with pytest.raises(gi.RateLimitError) as info:
+                await session.submit("a lamp")
+        assert info.value.status_code == 429
+        assert server.requests == 1

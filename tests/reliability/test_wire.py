@@ -14,10 +14,12 @@ import socket
 from pathlib import Path
 
 import pytest
+from yarl import URL
 
 import gptimage_async as gi
-from gptimage_async._transport import Transport
+from gptimage_async._transport import SendError, Transport, _Exchange
 
+from .._clock import FakeClock
 from .wire_servers import Request, raw_server, runbase_handler
 
 KEY = "sk-wire-test"
@@ -120,6 +122,66 @@ async def test_transport_timeout_counts_the_exchange_not_the_queue() -> None:
     assert [a.status for a in answers] == [200] * 10
 
 
+class _Conn:
+    """Stands in for aiohttp's Connection where only its protocol is read."""
+
+    protocol = None
+
+
+async def _timed(exchange: _Exchange) -> None:
+    async with asyncio.timeout(None) as deadline:
+        exchange.start(deadline)
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            exchange.stop()
+
+
+async def test_the_exchange_gets_its_own_timeout_once_written(fake_clock: FakeClock) -> None:
+    # Connecting took 0.8 of the 1.0 s; the exchange then has a full second of its own.
+    exchange = _Exchange(1.0, None)
+    task = asyncio.ensure_future(_timed(exchange))
+    await fake_clock.advance(0.8)
+    exchange.sending(_Conn())  # type: ignore[arg-type]
+    assert exchange.written
+    await fake_clock.advance(0.9)  # 1.7 s in: past the connect deadline, not the exchange's
+    assert not task.done()
+    await fake_clock.advance(0.11)
+    assert task.done()
+    with pytest.raises(TimeoutError):
+        task.result()
+
+
+async def test_a_connect_phase_over_its_timeout_is_not_written(fake_clock: FakeClock) -> None:
+    exchange = _Exchange(1.0, None)
+    task = asyncio.ensure_future(_timed(exchange))
+    await fake_clock.advance(0.99)
+    assert not task.done()
+    await fake_clock.advance(0.02)
+    assert task.done() and isinstance(task.exception(), TimeoutError)
+    assert not exchange.written
+    assert not [h for h in fake_clock._loop._scheduled if not h.cancelled()]  # no timer left
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "http://127.0.0.1:8080/runbase/api/v1",
+        "http://127.0.0.1:8080/runbase/api/v1/",
+        "https://api.example.com",
+        "https://h/a%20b/v1",
+        "https://h/\u00e4/v1",
+    ],
+)
+async def test_request_urls_are_the_base_url_and_the_path(base: str) -> None:
+    transport = Transport(base, KEY, timeout=1.0, max_connections=1, user_agent="t")
+    try:
+        for path in ["/runs", "/runs/run%2F1", "/tasks/a%20b"]:
+            assert str(transport._url(path)) == str(URL(base.rstrip("/") + path))
+    finally:
+        await transport.aclose()
+
+
 # -- 2. creates never ride a pooled connection that may have died ----------------------------
 
 
@@ -148,6 +210,49 @@ async def test_a_create_never_reuses_a_connection() -> None:
         posts = [r for r in server.requests if r.method == "POST"]
         assert len(posts) == 5
         assert all(r.headers.get("connection") == "close" for r in posts)
+
+
+async def test_a_poll_dropped_on_a_reused_connection_is_sent_again_on_a_fresh_one() -> None:
+    # The second request rides the first one's kept-alive connection and is dropped
+    # unanswered; so is aiohttp's own resend of it. The transport knows the request
+    # went out on a reused connection, so it sends the poll once more, on a fresh one.
+    async def drop_two(request: Request) -> tuple[int, dict[str, str], bytes]:
+        if len(server.requests) in (2, 3):
+            raise ConnectionResetError
+        return 200, {}, b"{}"
+
+    async with raw_server(drop_two) as server:
+        transport = Transport(server.url(), KEY, timeout=5.0, max_connections=1, user_agent="t")
+        try:
+            first = await transport.send("GET", "/x")
+            second = await transport.send("GET", "/x")
+        finally:
+            await transport.aclose()
+    assert first.status == second.status == 200
+    assert len(server.requests) == 4
+    assert server.requests[1].headers.get("connection") != "close"  # the reused one
+    assert server.requests[3].headers.get("connection") == "close"  # the fresh resend
+
+
+async def test_a_post_dropped_after_writing_is_uncertain_not_resent() -> None:
+    # A create is written on a fresh connection only, so a drop after it was
+    # written is a genuine "may have been received": never resent.
+    async def drop_posts(request: Request) -> tuple[int, dict[str, str], bytes]:
+        if request.method == "POST":
+            raise ConnectionResetError
+        return 200, {}, b"{}"
+
+    async with raw_server(drop_posts) as server:
+        transport = Transport(server.url(), KEY, timeout=5.0, max_connections=1, user_agent="t")
+        try:
+            await transport.send("GET", "/x")  # a pooled connection the POST must not use
+            with pytest.raises(SendError) as info:
+                await transport.send("POST", "/x", b"{}")
+        finally:
+            await transport.aclose()
+    assert info.value.maybe_received
+    assert [r.method for r in server.requests] == ["GET", "POST"]
+    assert server.connections == 2
 
 
 async def test_reset_after_a_fresh_create_was_written_is_uncertain() -> None:
