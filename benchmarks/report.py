@@ -78,10 +78,10 @@ DIAGNOSIS: dict[str, str] = {
         "speculative polls now start near the 2% quantile, spread over the likely finish "
         "and, with at most 8 runs in flight, take spare slots saved while little was sent "
         "(never leaving fewer than 2 slots of any window free), which brings warm runs to "
-        "3.4-3.5%. Getting under 3% means polling still more densely where a run is likely "
-        "to end, which the sliding window allows only by borrowing from the slots before "
-        "it: runs of 150-500 ms spread their finish over more than the window's 20 "
-        "requests can cover at 6 ms spacing. The first 10 runs of a session vary most "
+        "3.4-3.5%. Under 3% (10 ms) needs polls every 20 ms wherever a run may end, "
+        "150-500 ms here: ~17 polls per run where its duration's budget is ~13 (plus what "
+        "was saved before it), and the sliding window forbids borrowing more. The first "
+        "10 runs of a session vary most "
         "(3.4-5.1% in two runs): the model is fitted on a handful of runs."
     ),
     "cpu": (
