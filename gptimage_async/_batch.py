@@ -684,8 +684,13 @@ class Batch:
                         self._gate.release()
                         self._release_slot()
                         break
-                    # The batch's last creates go ahead of polls (Session.tail_size).
-                    last = len(submit) - position < self._session._tail_left()
+                    # The batch's last creates go ahead of polls (Session.tail_size),
+                    # if it is longer than its tail.
+                    session = self._session
+                    last = (
+                        position > session.tail_size()
+                        and len(submit) - position < session._tail_left()
+                    )
                     tg.start_soon(self._submit, item, last)
 
     async def _take_slot(self) -> None:

@@ -36,18 +36,26 @@ class Countdown(Generic[T]):
     marked (an ``int`` >= 0, which may change as the session learns).
     ``sized``: what ``len()`` counts the items by, when ``items`` wraps a
     sized input (``enumerate(a_list)``); by default ``items`` itself if sized.
+    ``longer_than`` (default ``tail``): items are marked only after this many
+    came before them, so a short job has no tail.
     """
 
-    __slots__ = ("_ahead", "_error", "_exhausted", "_items", "_sized", "_tail", "_taken")
+    __slots__ = ("_ahead", "_error", "_exhausted", "_items", "_longer", "_sized", "_tail", "_taken")
 
     def __init__(
-        self, items: Iterable[T], tail: Callable[[], int], *, sized: object = None
+        self,
+        items: Iterable[T],
+        tail: Callable[[], int],
+        *,
+        sized: object = None,
+        longer_than: Callable[[], int] | None = None,
     ) -> None:
         if sized is None:
             sized = items
         self._sized: Sized | None = sized if isinstance(sized, Sized) else None
         self._items: Iterator[T] = iter(items)
         self._tail = tail
+        self._longer = tail if longer_than is None else longer_than
         self._taken = 0
         self._ahead: collections.deque[T] = collections.deque()
         self._error: Exception | None = None
@@ -56,15 +64,20 @@ class Countdown(Generic[T]):
     def take(self) -> tuple[T, bool]:
         """The next item and whether it is one of the last ``tail()``.
 
+        Only a job longer than ``longer_than()`` has a tail: in a shorter one
+        nothing is marked (every create ahead of every poll would hold
+        results back for nothing, and a stream of small jobs would starve polls).
+
         Raises ``StopIteration`` when there is none left, or the error the
         iterable raised, in its place in the order.
         """
         tail = self._tail()
+        before = self._taken - self._longer()
         if self._sized is not None:
             item = next(self._items)  # StopIteration, or the iterable's error, as it comes
             self._taken += 1
             # A list that grows while it is read is still counted right.
-            return item, len(self._sized) - self._taken < tail
+            return item, before >= 0 and len(self._sized) - self._taken < tail
         self._fill(min(tail, MAX_LOOKAHEAD) + 1)
         if not self._ahead:
             if self._error is not None:
@@ -74,8 +87,8 @@ class Countdown(Generic[T]):
         item = self._ahead.popleft()
         self._taken += 1
         # Whatever remains is in the buffer once the end was read.
-        last = self._exhausted and self._error is None and len(self._ahead) < tail
-        return item, last
+        last = before >= 0 and self._exhausted and self._error is None
+        return item, last and len(self._ahead) < tail
 
     def _fill(self, want: int) -> None:
         ahead = self._ahead

@@ -550,8 +550,13 @@ class Session:
         behind them. A job ends when its last run does, so starting its last
         runs early, while polls of runs already finished fill the budget
         during them, ends it sooner (``as_completed``, ``generate_many`` and
-        the CLI's ``batch`` mark their last ``tail_size()`` creates so).
-        Marking every create would hold results back while creates wait.
+        the CLI's ``batch`` mark their last ``tail_size()`` creates so, in a
+        job longer than that). A marked create also moves every create
+        already waiting in the session ahead of polls, so none is overtaken;
+        runs created from one long run before it until the last marked create
+        is sent are not fed to the duration model (their polls are held back
+        on purpose). Marking every create would hold results back while
+        creates wait: under overload, runs would time out unpolled.
         """
         req = self.prepare(
             request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
@@ -647,7 +652,8 @@ class Session:
                 out[i] = entry
             else:
                 todo.append((i, entry))
-        runs = self._stream(Countdown(todo, self._tail_left), concurrency=concurrency)
+        source = Countdown(todo, self._tail_left, longer_than=self.tail_size)
+        runs = self._stream(source, concurrency=concurrency)
         try:
             async for run in runs:
                 assert run.index is not None
@@ -694,7 +700,9 @@ class Session:
         _check_many(requests)
         # The stream itself, not a generator wrapping it: a generator dropped
         # unclosed is then finalized once, not twice concurrently.
-        source = Countdown(enumerate(requests), self._tail_left, sized=requests)
+        source = Countdown(
+            enumerate(requests), self._tail_left, sized=requests, longer_than=self.tail_size
+        )
         return self._stream(source, concurrency=concurrency)
 
     def tail_size(self) -> int:
@@ -724,9 +732,12 @@ class Session:
         self._check_open()
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
             raise ConfigurationError("concurrency must be a positive int or None")
-        # Feeders put resolved runs here; None when a feeder ends, or the error
-        # the requests iterable raised (the caller must see it, not a short stream).
+        # Feeders put resolved runs here; None when a feeder ends, or an error
+        # that is a bug (never a hang).
         done: asyncio.Queue[Run | BaseException | None] = asyncio.Queue()
+        # The error the requests iterable raised: the caller must see it, not a
+        # short stream, but after every run created before it (paid for).
+        source_error: list[Exception] = []
         feeders_left = min(FEEDERS, concurrency or FEEDERS)
         outstanding = 0
         # Runs started and not yet handed to the consumer. Bounded by the window,
@@ -754,7 +765,7 @@ class Session:
                         ahead -= 1
                         room.set()  # the next feeder must not wait forever
                         if not isinstance(exc, StopIteration):
-                            done.put_nowait(exc)  # the caller's iterable failed
+                            source_error.append(exc)  # the caller's iterable failed
                         return
                     try:
                         run = await self._create_or_failed(item, index, last)
@@ -785,6 +796,8 @@ class Session:
                     ahead -= 1  # handed over: its place goes to the next create
                     room.set()
                     yield item
+            if source_error:
+                raise source_error[0]
         finally:
             for task in feeders:
                 task.cancel()

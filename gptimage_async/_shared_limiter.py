@@ -72,7 +72,6 @@ from ._limiter import (
     MIN_RATE_FACTOR,
     NUDGE,
     PRIORITY_CREATE,
-    PRIORITY_LAST_CREATE,
     PRIORITY_POLL,
     SAFETY_MARGIN,
     TRUSTED_COUNT,
@@ -124,12 +123,12 @@ _PRIORITY_SPECULATIVE = 2
 def _wire_priority(priority: int) -> int:
     """The priority class Redis sees: 0 poll, 1 create, 2 speculative.
 
-    A job's last creates (``PRIORITY_LAST_CREATE``) overtake this process's
-    own polls only: to the fleet they are creates, behind other processes' polls.
+    A job's last creates (``PRIORITY_LAST_CREATE``) go in the polls' class.
+    As creates they would deadlock a fleet: this process's polls wait behind
+    them, so it reports polls waiting, and another process in the same state
+    would then hold its creates back for ours, and ours for its.
     """
-    if priority == PRIORITY_LAST_CREATE:
-        return PRIORITY_CREATE
-    return min(priority, _PRIORITY_SPECULATIVE)
+    return max(PRIORITY_POLL, min(priority, _PRIORITY_SPECULATIVE))
 
 
 #: Key of the HMAC naming a budget. Not a secret: it keeps raw key hashes out of Redis.
@@ -607,7 +606,7 @@ class SharedLimiter:
     def promote_creates(self) -> int:
         """Creates waiting now go ahead of this process's polls; return how many.
 
-        To Redis they stay creates: other processes' polls still go first.
+        To Redis they are then in the polls' class (see ``_wire_priority``).
         """
         moved = promote_waiting_creates(self._waiters)
         if moved and self._wake is not None:

@@ -18,7 +18,7 @@ import gptimage_async as gi
 from gptimage_async.simulator import Simulator, SimulatorConfig
 from gptimage_async.testing import simulated_session
 
-RUNS = 80
+RUNS = 160
 CONFIG = SimulatorConfig(time_scale=0.01, seed=11)
 
 

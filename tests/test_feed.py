@@ -23,18 +23,19 @@ def test_the_last_tail_items_of_a_list_are_marked(tail: int) -> None:
     items = list(range(10))
     taken = _drain(Countdown(items, lambda: tail))
     assert [item for item, _ in taken] == items
-    assert [last for _, last in taken] == [i >= 10 - tail for i in items]
+    # Only a job longer than its tail has one.
+    assert [last for _, last in taken] == [tail <= i and i >= 10 - tail for i in items]
 
 
 @pytest.mark.parametrize("tail", [0, 1, 3, 10, 50])
 def test_a_generator_is_marked_the_same_by_reading_ahead(tail: int) -> None:
     taken = _drain(Countdown((i for i in range(10)), lambda: tail))
-    assert taken == [(i, i >= 10 - tail) for i in range(10)]
+    assert taken == [(i, tail <= i and i >= 10 - tail) for i in range(10)]
 
 
 def test_a_wrapped_sized_input_is_counted_by_what_it_wraps() -> None:
     requests = ["a", "b", "c", "d"]
-    countdown = Countdown(enumerate(requests), lambda: 2, sized=requests)
+    countdown = Countdown(enumerate(requests), lambda: 2, sized=requests, longer_than=lambda: 0)
     assert [countdown.take() for _ in range(4)] == [
         ((0, "a"), False),
         ((1, "b"), False),
@@ -47,7 +48,7 @@ def test_a_wrapped_sized_input_is_counted_by_what_it_wraps() -> None:
 
 def test_a_list_that_grows_while_it_is_read_is_counted_as_it_is() -> None:
     items = [0, 1, 2]
-    countdown = Countdown(items, lambda: 1)
+    countdown = Countdown(items, lambda: 1, longer_than=lambda: 0)
     assert countdown.take() == (0, False)
     items.extend([3, 4])
     assert _drain(countdown) == [(1, False), (2, False), (3, False), (4, True)]
@@ -55,8 +56,16 @@ def test_a_list_that_grows_while_it_is_read_is_counted_as_it_is() -> None:
 
 def test_the_tail_is_read_at_each_take() -> None:
     tails = iter([0, 0, 5, 5, 5])
-    taken = _drain(Countdown(list(range(5)), lambda: next(tails, 5)))
-    assert [last for _, last in taken] == [False, False, True, True, True]
+    countdown = Countdown(list(range(5)), lambda: next(tails, 5), longer_than=lambda: 1)
+    assert [last for _, last in _drain(countdown)] == [False, False, True, True, True]
+
+
+@pytest.mark.parametrize("n", [1, 5, 40, 41, 60])
+def test_a_job_no_longer_than_its_tail_has_none(n: int) -> None:
+    # Every create of a short job ahead of every poll would only hold results
+    # back, and a stream of small jobs would starve the polls.
+    taken = _drain(Countdown(list(range(n)), lambda: 10, longer_than=lambda: 40))
+    assert [i for i, last in taken if last] == [i for i in range(n) if i >= 40 and i >= n - 10]
 
 
 def test_a_generator_is_read_no_further_ahead_than_the_tail() -> None:

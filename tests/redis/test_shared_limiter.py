@@ -13,6 +13,7 @@ import redis.asyncio as redis_asyncio
 import gptimage_async as gi
 from gptimage_async._limiter import PRIORITY_CREATE, PRIORITY_LAST_CREATE, PRIORITY_POLL
 from gptimage_async._shared_limiter import SharedLimiter, budget_id, redact_url
+from gptimage_async.simulator import Simulator, SimulatorConfig
 from gptimage_async.testing import simulated_session
 
 from .conftest import RedisServer
@@ -201,6 +202,38 @@ async def test_a_jobs_last_creates_go_before_its_own_polls(redis_server: RedisSe
     # At most the head already booking its slot goes first; then the creates in
     # order, the last one, and the polls.
     assert order[-4:] == ["last", "p", "p", "p"], order
+
+
+async def test_two_sessions_in_their_tails_do_not_hold_each_other(
+    redis_server: RedisServer,
+) -> None:
+    # Each has its last creates ahead of its own polls, so each reports polls
+    # waiting. Were the last creates creates to Redis, each session would wait
+    # for the other's polls, and neither's polls would ever be asked for.
+    config = SimulatorConfig(time_scale=0.05, seed=7, rate_limit=20, count_rejected=True)
+    belief = gi.RateLimit(20, 0.5, ceiling=True)
+    async with Simulator(config) as sim:
+        sessions = [
+            gi.Session(
+                "runbase",
+                api_key=KEY,
+                base_url=sim.base_url("runbase"),
+                rate_limit=belief,
+                redis=redis_server.url,
+            )
+            for _ in range(2)
+        ]
+        async with sessions[0], sessions[1]:
+
+            async def job(session: gi.Session) -> None:
+                runs = await asyncio.gather(
+                    *(session.submit(f"lamp {i}", ahead_of_polls=i >= 5) for i in range(25))
+                )
+                await asyncio.gather(*runs)
+
+            async with asyncio.timeout(20.0):  # 100 requests at 40 per second
+                await asyncio.gather(*(job(s) for s in sessions))
+        assert sim.stats.creates == 50
 
 
 async def test_redis_away_at_start_falls_back_and_warns_once(
