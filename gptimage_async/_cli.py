@@ -285,7 +285,8 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
         "--no-state",
         action="store_true",
         help="neither load nor save the learned rate and run durations "
-        "(kept per provider and base URL in the user's cache directory)",
+        "(kept per provider and base URL in the user's cache directory, "
+        "and with --redis in that Redis)",
     )
 
 
@@ -363,6 +364,8 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Session]:
     redis = args.redis or os.environ.get(REDIS_ENV) or None
     if redis is not None:
         options["redis"] = redis
+    if args.no_state:
+        options["remember"] = False
     if args.provider == "simulator":
         if args.base_url:
             raise _UsageError("--base-url makes no sense with --provider simulator")
@@ -370,6 +373,8 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Session]:
         from .testing import scaled_rate_limit
 
         config = SimulatorConfig(time_scale=args.time_scale or DEMO_TIME_SCALE)
+        # A simulator lives on a new port each time: nothing it taught is worth keeping.
+        options["remember"] = False
         async with Simulator(config) as sim:
             session = _make_session(
                 "runbase",

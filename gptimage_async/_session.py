@@ -45,8 +45,8 @@ from ._providers import Provider, ProviderName, get_provider
 from ._registry import RunRegistry
 from ._run import Run
 from ._scheduler import PollScheduler
-from ._shared_limiter import check_redis_option, make_limiter
-from ._state import FileStateStore, StateStore, apply_state, capture_state
+from ._shared_limiter import SharedLimiter, budget_id, check_redis_option, make_limiter
+from ._state import FileStateStore, RedisStateStore, StateStore, apply_state, capture_state
 from ._stats import SessionStats
 from ._transport import Secret, Transport, check_proxy
 from ._version import USER_AGENT
@@ -202,13 +202,24 @@ class Session:
       processes, one key"). Needs the extra ``gptimage-async[redis]``;
       without it, ``ConfigurationError`` names the extra. ``None``: the
       budget is this process's alone and Redis is never imported.
+      With ``redis``, what the session learned (recent run durations) is
+      also kept in that Redis, loaded when it opens and saved when it closes,
+      so every process on the key and the next job start warm: one key per
+      provider, API key and base URL, named by keyed hashes (never the key or
+      URL), kept 7 days after the last save. Processes closing one after the
+      other: the last to save wins. Redis not answering at open or close
+      costs at most the Redis timeout (0.25 s) and a log line, never an error.
     * ``state_file``: ``str | os.PathLike[str] | None``, default ``None``: a
       path where the session keeps what it learned (the rate belief, the last
       window's requests and recent run durations), loaded when it opens and
       saved when it closes, so the next batch starts warm. A missing, stale
       (over 7 days) or corrupt file is ignored with a DEBUG line. ``None``
-      keeps nothing. With ``redis``, the shared budget is Redis's: only run
-      durations are taken from the file.
+      keeps nothing. With ``redis`` too, Redis is the shared truth and the
+      file its fallback: the state is loaded from the file only when Redis
+      does not answer or holds none, and saved to both. The shared budget is
+      Redis's either way: only run durations are taken from the file.
+    * ``remember``: ``bool``, default ``True``. ``False``: nothing learned is
+      loaded or saved, neither in Redis nor in ``state_file``.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for any bad argument,
     before anything is opened.
@@ -237,6 +248,7 @@ class Session:
         proxy: str | None = None,
         redis: str | Redis | None = None,
         state_file: str | os.PathLike[str] | None = None,
+        remember: bool = True,
     ) -> None:
         self._provider: Provider = get_provider(provider)
         self._api_key = Secret(_resolve_key(self._provider, api_key))
@@ -274,8 +286,14 @@ class Session:
         self._user_agent = user_agent or USER_AGENT
         check_redis_option(redis)
         self._redis = redis
-        # Where learned state lives between sessions: a file, or (later) a shared store.
-        self._memory: StateStore | None = None if state_file is None else FileStateStore(state_file)
+        if not isinstance(remember, bool):
+            raise ConfigurationError("remember must be True or False")
+        self._remember_state = remember
+        # Where learned state lives between sessions: a file here; with redis,
+        # open() puts the shared store in front of it (the file is its fallback).
+        self._memory: StateStore | None = (
+            FileStateStore(state_file) if state_file is not None and remember else None
+        )
         self._proxy = None if proxy is None else check_proxy(proxy)
         # Replaced by the running loop's clock in open(): the limiter and the
         # scheduler read and wake on it, and run times must compare with theirs.
@@ -366,6 +384,13 @@ class Session:
                 redis=self._redis,
             )
             await self._limiter.start()
+            if self._remember_state and isinstance(self._limiter, SharedLimiter):
+                self._memory = RedisStateStore(
+                    self._limiter.client,
+                    budget=budget_id(self._provider.name, self._api_key.reveal()),
+                    timeout=self._limiter.timeout,
+                    fallback=self._memory,
+                )
             self._scheduler = PollScheduler(
                 provider=self._provider,
                 transport=self._transport,

@@ -89,6 +89,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_REDIS_TIMEOUT",
     "SharedLimiter",
+    "base_url_id",
     "budget_id",
     "check_redis_option",
     "make_limiter",
@@ -327,6 +328,16 @@ def budget_id(provider: str, api_key: str) -> str:
     return digest.hexdigest()[:32]
 
 
+def base_url_id(provider: str, base_url: str) -> str:
+    """An HMAC-SHA256 of provider and base URL, 32 hex digits: names a URL in Redis without it.
+
+    A base URL carries no credentials (``Session`` refuses user info), but a
+    query string might; Redis never sees it in clear.
+    """
+    digest = hmac.new(_NAME_KEY, f"url\0{provider}\0{base_url}".encode(), hashlib.sha256)
+    return digest.hexdigest()[:32]
+
+
 def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (for reprs and logs).
 
@@ -546,6 +557,19 @@ class SharedLimiter:
         if self._local is not None:
             n += self._local.waiting
         return n
+
+    @property
+    def client(self) -> Any:
+        """The ``redis.asyncio.Redis`` client this limiter talks through (after ``start()``).
+
+        Closed by ``aclose()`` if the limiter made it from a URL.
+        """
+        return self._client
+
+    @property
+    def timeout(self) -> float:
+        """Seconds every Redis call may take."""
+        return self._timeout
 
     @property
     def fallback(self) -> bool:

@@ -3,8 +3,10 @@
 A session loads a ``LearnedState`` when it opens and saves one when it
 closes, through a ``StateStore``. ``FileStateStore`` keeps it in a small JSON
 file (``Session(state_file=...)``; the command line keeps one per provider and
-base URL in the user's cache directory); a store shared through Redis
-implements the same two methods.
+base URL in the user's cache directory). ``RedisStateStore`` keeps it in the
+Redis a session shares its budget through (``Session(redis=...)``), so every
+process on the key, and the next job, starts from what the fleet learned; the
+file, if one is given too, is its fallback while Redis does not answer.
 
 A state that is missing, unreadable, of another format version, for another
 provider or base URL, or older than ``MAX_AGE`` is ignored with a DEBUG line:
@@ -13,13 +15,14 @@ the session then learns from scratch, as it always could. Never an error.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import msgspec
@@ -27,6 +30,7 @@ import msgspec
 from ._durations import DurationModel
 from ._limiter import AdaptiveRate
 from ._models import RateLimit
+from ._shared_limiter import DEFAULT_REDIS_TIMEOUT, base_url_id
 
 __all__ = [
     "MAX_AGE",
@@ -35,6 +39,7 @@ __all__ = [
     "FileStateStore",
     "LearnedRate",
     "LearnedState",
+    "RedisStateStore",
     "StateStore",
     "apply_state",
     "capture_state",
@@ -271,3 +276,123 @@ class FileStateStore:
 
     def __repr__(self) -> str:
         return f"<FileStateStore {str(self.path)!r}>"
+
+
+class RedisStateStore:
+    """A learned state in Redis, next to the key's shared budget; a file as fallback.
+
+    ``client`` is a ``redis.asyncio.Redis`` (the ``SharedLimiter``'s: no second
+    connection), ``budget`` the budget's name (``budget_id``: an HMAC of
+    provider and API key). The state lives at
+    ``gptimage:{<budget>}:learned:<url>``, where ``<url>`` is an HMAC of
+    provider and base URL (``base_url_id``): neither the API key nor the base
+    URL is ever written to Redis in clear (the stored state names its base URL
+    by that HMAC too). It is the file's versioned JSON, kept ``MAX_AGE``
+    seconds after the last save; its age is measured on Redis's clock
+    (``TIME``), so the hosts' clocks never matter.
+
+    Every call takes at most ``timeout`` seconds (default
+    ``DEFAULT_REDIS_TIMEOUT``, the shared limiter's) and never raises because
+    of Redis:
+
+    * ``load``: Redis's state if it holds a usable one; otherwise (Redis away,
+      nothing there, or stale, foreign or corrupt: a DEBUG line) the
+      ``fallback`` store's, if any.
+    * ``save``: to Redis, and to ``fallback`` too, so the file is fresh when
+      Redis is away next time. Redis away: a WARNING if no fallback kept the
+      state, else a DEBUG line. Several processes closing on one key: the last
+      to save wins (each holds the fleet's state it loaded plus what it saw
+      since, so the survivor is a fair sample of recent runs).
+    """
+
+    __slots__ = ("budget", "client", "fallback", "timeout")
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        budget: str,
+        timeout: float = DEFAULT_REDIS_TIMEOUT,
+        fallback: StateStore | None = None,
+    ) -> None:
+        self.client = client
+        self.budget = budget
+        self.timeout = float(timeout)
+        self.fallback = fallback
+
+    def key(self, provider: str, base_url: str) -> str:
+        """The Redis key of the state for ``provider`` at ``base_url``."""
+        return f"gptimage:{{{self.budget}}}:learned:{base_url_id(provider, base_url)[:16]}"
+
+    async def load(self, provider: str, base_url: str) -> LearnedState | None:
+        """The state in Redis; else (away, missing, unusable) the fallback's; else ``None``."""
+        state = await self._load_redis(provider, base_url)
+        if state is None and self.fallback is not None:
+            return await self.fallback.load(provider, base_url)
+        return state
+
+    async def _load_redis(self, provider: str, base_url: str) -> LearnedState | None:
+        key = self.key(provider, base_url)
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.time()
+                    pipe.get(key)
+                    (seconds, micros), data = await pipe.execute()
+        except Exception as exc:
+            logger.debug("no learned state from Redis: it did not answer (%s)", _why(exc))
+            return None
+        if data is None:
+            logger.debug("no learned state in Redis at %s yet", key)
+            return None
+        if isinstance(data, str):  # a client made with decode_responses=True
+            data = data.encode()
+        source = f"Redis at {key}"
+        if len(data) > MAX_BYTES:
+            return _ignored(source, f"larger than {MAX_BYTES} bytes")
+        redis_now = float(seconds) + float(micros) * 1e-6
+        tag = _url_tag(provider, base_url)
+        state = decode_state(data, provider=provider, base_url=tag, now=redis_now, source=source)
+        if state is None:
+            return None
+        # Back to this host's clock and the real URL, as a file's state is.
+        return msgspec.structs.replace(
+            state, base_url=base_url, saved_at=time.time() - (redis_now - state.saved_at)
+        )
+
+    async def save(self, state: LearnedState) -> None:
+        """Save to Redis (never raises because of it), then to the fallback (which may raise)."""
+        kept = await self._save_redis(state)
+        if self.fallback is not None:
+            await self.fallback.save(state)
+        if kept is not None:
+            log = logger.debug if self.fallback is not None else logger.warning
+            log("could not save the learned state to Redis: %s", kept)
+
+    async def _save_redis(self, state: LearnedState) -> str | None:
+        """``None`` once saved, else why not."""
+        key = self.key(state.provider, state.base_url)
+        try:
+            async with asyncio.timeout(self.timeout):
+                seconds, micros = await self.client.time()
+                stored = msgspec.structs.replace(
+                    state,
+                    base_url=_url_tag(state.provider, state.base_url),
+                    saved_at=float(seconds) + float(micros) * 1e-6,
+                )
+                await self.client.set(key, encode_state(stored), px=int(MAX_AGE * 1000))
+        except Exception as exc:
+            return f"it did not answer ({_why(exc)})"
+        return None
+
+    def __repr__(self) -> str:
+        return f"<RedisStateStore budget {self.budget[:8]} fallback={self.fallback!r}>"
+
+
+def _url_tag(provider: str, base_url: str) -> str:
+    """What a state kept in Redis says for its base URL (never the URL itself)."""
+    return f"hmac:{base_url_id(provider, base_url)}"
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -206,3 +206,12 @@ def test_requests_of_the_last_window_are_noted_by_the_next_session() -> None:
     )
     # The earliest of those 20 was sent 7 s ago: the next slot is when it leaves the window.
     assert second.window_free() == pytest.approx(0.0 + 10.0 * (1 + second.margin))
+
+
+async def test_remember_false_keeps_no_state_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    with pytest.raises(gi.ConfigurationError, match="remember"):
+        gi.Session("runbase", api_key="sk-x", state_file=path, remember="no")  # type: ignore[arg-type]
+    async with simulated_session(config=config(), state_file=path, remember=False) as (_, s):
+        await s.generate("a cat")
+    assert not path.exists()

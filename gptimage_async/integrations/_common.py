@@ -70,6 +70,7 @@ class SessionOptions(TypedDict, total=False):
     proxy: str | None
     redis: str | Redis | None
     state_file: str | os.PathLike[str] | None
+    remember: bool
 
 
 @contextlib.asynccontextmanager
