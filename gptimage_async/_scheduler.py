@@ -101,6 +101,8 @@ SCOUTS = 1
 COLD_RELEASE = 2.0
 #: Past the longest duration seen, the gap grows by this factor per poll.
 TAIL_GROWTH = 1.25
+#: A run not polled by then is polled this share of its run_timeout before its deadline.
+FINAL_POLL_LEAD = 0.05
 #: Consecutive unreadable answers, and 404s, before a run is given up on.
 MAX_PROTOCOL_ERRORS = 6
 MAX_NOT_FOUND = 3
@@ -361,7 +363,13 @@ class PollScheduler:
         return target
 
     def _push(self, run: Run, when: float) -> None:
-        when = min(when, run.deadline)
+        deadline = run.deadline
+        if when >= deadline:
+            # Never time a run out unpolled (a model that believes runs take
+            # longer than run_timeout, say): one last poll goes a little before
+            # the deadline, unless a poll already found it still going there.
+            final = deadline - FINAL_POLL_LEAD * (deadline - run.created_at)
+            when = final if run.created_at + run._poll.last_pending_age < final else deadline
         poll = run._poll
         poll.next_poll = when
         poll.entry = key = next(self._seq)  # its older entry, if any, is stale from now on

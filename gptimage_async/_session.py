@@ -207,8 +207,10 @@ class Session:
       so every process on the key and the next job start warm: one key per
       provider, API key and base URL, named by keyed hashes (never the key or
       URL), kept 7 days after the last save. Processes closing one after the
-      other: the last to save wins. Redis not answering at open or close
-      costs at most the Redis timeout (0.25 s) and a log line, never an error.
+      other: the last to save wins (one that could not read Redis at open
+      saves only where it holds nothing). Redis not answering at open or
+      close costs at most two Redis timeouts (0.25 s each) and a warning,
+      never an error.
     * ``state_file``: ``str | os.PathLike[str] | None``, default ``None``: a
       path where the session keeps what it learned (the rate belief, the last
       window's requests and recent run durations), loaded when it opens and
@@ -410,6 +412,7 @@ class Session:
                         adaptive=_adaptive(self._limiter),
                         model=self._scheduler.model,
                         clock_now=self._clock(),
+                        run_timeout=self._run_timeout,
                     )
                     logger.debug("session starts from what was learned: %r", self._scheduler.model)
             self._creator = Creator(

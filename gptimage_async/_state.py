@@ -187,6 +187,7 @@ def apply_state(
     model: DurationModel,
     clock_now: float,
     now: float | None = None,
+    run_timeout: float = math.inf,
 ) -> None:
     """Start a session from ``state``: its durations always, its rate if the belief is the same.
 
@@ -194,8 +195,11 @@ def apply_state(
     seconds (default ``time.time()``). A rate learned from another stated
     belief is ignored: the user has said something new. The requests sent in
     the last window are always noted: the server still counts them.
+    Durations longer than this session's ``run_timeout`` (seconds) are left
+    out: such runs would time out here anyway, and a model that believed in
+    them would plan every poll past the deadline.
     """
-    model.restore(state.durations)
+    model.restore((lo, hi) for lo, hi in state.durations if hi <= run_timeout)
     rate = state.rate
     if adaptive is None or rate is None:
         return
@@ -302,10 +306,12 @@ class RedisStateStore:
       Redis is away next time. Redis away: a WARNING if no fallback kept the
       state, else a DEBUG line. Several processes closing on one key: the last
       to save wins (each holds the fleet's state it loaded plus what it saw
-      since, so the survivor is a fair sample of recent runs).
+      since, so the survivor is a fair sample of recent runs). A session whose
+      load found Redis away saves only where Redis holds nothing (``SET NX``):
+      its few runs must not replace the fleet's state it never saw.
     """
 
-    __slots__ = ("budget", "client", "fallback", "timeout")
+    __slots__ = ("_blind", "budget", "client", "fallback", "timeout")
 
     def __init__(
         self,
@@ -319,6 +325,7 @@ class RedisStateStore:
         self.budget = budget
         self.timeout = float(timeout)
         self.fallback = fallback
+        self._blind = False  # the load could not read Redis
 
     def key(self, provider: str, base_url: str) -> str:
         """The Redis key of the state for ``provider`` at ``base_url``."""
@@ -341,6 +348,7 @@ class RedisStateStore:
                     (seconds, micros), data = await pipe.execute()
         except Exception as exc:
             logger.debug("no learned state from Redis: it did not answer (%s)", _why(exc))
+            self._blind = True
             return None
         if data is None:
             logger.debug("no learned state in Redis at %s yet", key)
@@ -380,7 +388,9 @@ class RedisStateStore:
                     base_url=_url_tag(state.provider, state.base_url),
                     saved_at=float(seconds) + float(micros) * 1e-6,
                 )
-                await self.client.set(key, encode_state(stored), px=int(MAX_AGE * 1000))
+                await self.client.set(
+                    key, encode_state(stored), px=int(MAX_AGE * 1000), nx=self._blind
+                )
         except Exception as exc:
             return f"it did not answer ({_why(exc)})"
         return None

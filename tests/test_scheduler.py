@@ -28,6 +28,7 @@ from gptimage_async._scheduler import (
     COLD_FIRST_RTTS,
     COLD_GROWTH,
     COLD_RELEASE,
+    FINAL_POLL_LEAD,
     MIN_STEP,
     PLANNED_DONE_SHARE,
     SPREAD_KEEP,
@@ -351,6 +352,22 @@ async def test_a_run_past_its_deadline_fails_with_run_timeout(fake_clock: FakeCl
             await fake_clock.run(run.result())
         assert fake_clock.now == pytest.approx(0.15)
         assert run.error is not None
+
+
+async def test_a_run_is_polled_before_it_times_out_whatever_the_model_believes(
+    fake_clock: FakeClock,
+) -> None:
+    # A model (restored, say) that believes runs take hours plans every poll
+    # past a 60 s deadline: one last poll still goes a little before it.
+    async with rig(fake_clock, gi.RateLimit(10, 1.0)) as r:
+        for i in range(400):
+            r.scheduler.model.observe(3600.0 + i, 3601.0 + i)
+        run = await r.new_run(run_timeout=60.0)
+        with pytest.raises(gi.RunTimeoutError):
+            await fake_clock.run(run.result(), limit=120.0)
+        polls = r.polls()
+        assert len(polls) == 1
+        assert polls[0] == pytest.approx(60.0 * (1 - FINAL_POLL_LEAD), abs=0.2)
 
 
 async def test_a_poll_held_back_by_retry_after_still_keeps_the_deadline(

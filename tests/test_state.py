@@ -215,3 +215,20 @@ async def test_remember_false_keeps_no_state_file(tmp_path: Path) -> None:
     async with simulated_session(config=config(), state_file=path, remember=False) as (_, s):
         await s.generate("a cat")
     assert not path.exists()
+
+
+@pytest.mark.parametrize(("run_timeout", "kept"), [(5.0, 1), (10.0, 2), (11.0, 3), (900.0, 3)])
+def test_durations_longer_than_this_sessions_run_timeout_are_not_restored(
+    run_timeout: float, kept: int
+) -> None:
+    # A model believing runs outlast the deadline would plan every poll past it.
+    model = DurationModel()
+    apply_state(
+        state(),
+        belief=gi.RateLimit(20, 10.0),
+        adaptive=None,
+        model=model,
+        clock_now=0.0,
+        run_timeout=run_timeout,
+    )
+    assert model.observed == kept

@@ -244,3 +244,28 @@ async def test_sessions_survive_redis_down_at_open_and_close(
         path.unlink()
         async with gi.Session("runbase", **opts) as third:  # from Redis alone
             assert third._scheduler.model.observations() == learned
+
+
+async def test_a_session_that_could_not_read_redis_does_not_replace_the_fleets_state(
+    redis_server: RedisServer,
+) -> None:
+    client = redis_asyncio.Redis.from_url(redis_server.url, socket_connect_timeout=0.25)
+    budget = budget_id("runbase", KEY)
+    try:
+        await RedisStateStore(client, budget=budget).save(state(durations=[(0.0, 1.0)] * 20))
+        late = RedisStateStore(client, budget=budget, timeout=0.2)
+        redis_server.freeze()  # the late process opens while Redis does not answer
+        try:
+            assert await late.load("runbase", URL) is None
+        finally:
+            redis_server.thaw()
+        await late.save(state(durations=[(0.0, 5.0)]))  # its one run, at close
+        fleet = await RedisStateStore(client, budget=budget).load("runbase", URL)
+        assert fleet is not None and len(fleet.durations) == 20
+        # Where Redis holds nothing, what it saw is still worth keeping.
+        await client.flushall()
+        await late.save(state(durations=[(0.0, 5.0)]))
+        seeded = await RedisStateStore(client, budget=budget).load("runbase", URL)
+        assert seeded is not None and seeded.durations == [(0.0, 5.0)]
+    finally:
+        await client.aclose()
