@@ -364,13 +364,15 @@ class PollScheduler:
 
     def _push(self, run: Run, when: float) -> None:
         deadline = run.deadline
+        poll = run._poll
         if when >= deadline:
             # Never time a run out unpolled (a model that believes runs take
             # longer than run_timeout, say): one last poll goes a little before
-            # the deadline, unless a poll already found it still going there.
+            # the deadline, unless a poll already found it still going there,
+            # or the server asked for a wait past it (Retry-After).
             final = deadline - FINAL_POLL_LEAD * (deadline - run.created_at)
-            when = final if run.created_at + run._poll.last_pending_age < final else deadline
-        poll = run._poll
+            polled = run.created_at + poll.last_pending_age >= final
+            when = deadline if polled or poll.not_before > final else final
         poll.next_poll = when
         poll.entry = key = next(self._seq)  # its older entry, if any, is stale from now on
         assert run.run_id is not None
