@@ -55,6 +55,7 @@ from ._exceptions import (
     SessionClosedError,
     UncertainCreateError,
 )
+from ._feed import is_last
 from ._journal import Endpoint, Journal, JournalEntry, RerunAction
 from ._manifest import EntryStatus, ManifestEntry, write_manifest
 from ._models import ImageRequest, Result
@@ -685,11 +686,13 @@ class Batch:
                         self._release_slot()
                         break
                     # The batch's last creates go ahead of polls (Session.tail_size),
-                    # if it is longer than its tail.
+                    # by the rule as_completed follows.
                     session = self._session
-                    last = (
-                        position > session.tail_size()
-                        and len(submit) - position < session._tail_left()
+                    last = is_last(
+                        before=position - 1,
+                        after=len(submit) - position,
+                        tail=session._tail_left(),
+                        longer_than=session.tail_size(),
                     )
                     tg.start_soon(self._submit, item, last)
 

@@ -21,12 +21,22 @@ import collections
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Generic, TypeVar
 
-__all__ = ["MAX_LOOKAHEAD", "Countdown"]
+__all__ = ["MAX_LOOKAHEAD", "Countdown", "is_last"]
 
 T = TypeVar("T")
 
 #: An unsized iterable is never read further ahead than this many requests.
 MAX_LOOKAHEAD = 1024
+
+
+def is_last(*, before: int, after: int, tail: int, longer_than: int) -> bool:
+    """Whether a request with ``before`` requests ahead of it and ``after`` behind is marked.
+
+    One of the last ``tail``, in a job longer than ``longer_than``: a shorter
+    job has no tail (all its creates ahead of every poll would hold results
+    back for nothing, and a stream of small jobs would starve the polls).
+    """
+    return before >= longer_than and after < tail
 
 
 class Countdown(Generic[T]):
@@ -62,22 +72,19 @@ class Countdown(Generic[T]):
         self._exhausted = False
 
     def take(self) -> tuple[T, bool]:
-        """The next item and whether it is one of the last ``tail()``.
-
-        Only a job longer than ``longer_than()`` has a tail: in a shorter one
-        nothing is marked (every create ahead of every poll would hold
-        results back for nothing, and a stream of small jobs would starve polls).
+        """The next item and whether it is one of the last ``tail()`` (see ``is_last``).
 
         Raises ``StopIteration`` when there is none left, or the error the
         iterable raised, in its place in the order.
         """
         tail = self._tail()
-        before = self._taken - self._longer()
+        before, longer = self._taken, self._longer()
         if self._sized is not None:
             item = next(self._items)  # StopIteration, or the iterable's error, as it comes
             self._taken += 1
             # A list that grows while it is read is still counted right.
-            return item, before >= 0 and len(self._sized) - self._taken < tail
+            after = len(self._sized) - self._taken
+            return item, is_last(before=before, after=after, tail=tail, longer_than=longer)
         self._fill(min(tail, MAX_LOOKAHEAD) + 1)
         if not self._ahead:
             if self._error is not None:
@@ -87,8 +94,9 @@ class Countdown(Generic[T]):
         item = self._ahead.popleft()
         self._taken += 1
         # Whatever remains is in the buffer once the end was read.
-        last = before >= 0 and self._exhausted and self._error is None
-        return item, last and len(self._ahead) < tail
+        after = len(self._ahead)
+        last = is_last(before=before, after=after, tail=tail, longer_than=longer)
+        return item, last and self._exhausted and self._error is None
 
     def _fill(self, want: int) -> None:
         ahead = self._ahead
