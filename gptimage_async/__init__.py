@@ -41,6 +41,7 @@ from ._registry import RunRegistry
 from ._run import Run
 from ._session import LimiterView, OnExit, SchedulerView, Session
 from ._stats import SessionStats
+from ._sync import SyncRun, SyncSession
 from ._version import __version__
 
 __all__ = [
@@ -84,6 +85,8 @@ __all__ = [
     "Session",
     "SessionClosedError",
     "SessionStats",
+    "SyncRun",
+    "SyncSession",
     "UncertainCreateError",
     "__version__",
     "download",

@@ -39,6 +39,7 @@ from ._exceptions import (
     SessionClosedError,
 )
 from ._feed import Countdown
+from ._images import bind as bind_result
 from ._limiter import AdaptiveRate, Limiter, RateLimiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
 from ._providers import Provider, ProviderName, get_provider
@@ -514,6 +515,7 @@ class Session:
             raise SessionClosedError(f"the session is {state}; use 'async with Session(...)'")
 
     def _resolved(self, run: Run) -> None:
+        bind_result(run.outcome, self)  # Result.save/read fetch through this session
         self.runs.discard(run)
         if self._scheduler is not None:
             self._scheduler.release(run)

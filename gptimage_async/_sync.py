@@ -1,0 +1,648 @@
+"""The synchronous API: a ``Session`` on an event loop of its own, in a background thread.
+
+Plain code (a script, a notebook cell, a Flask or Django view) calls
+``SyncSession`` methods; each call runs the async verb on the session's loop
+and blocks the calling thread until it ends, re-raising the same typed error.
+Many threads may call one ``SyncSession`` at once: the loop serialises
+nothing but the session's own bookkeeping, and the rate limiter and poller
+see every thread's runs, as they would one process's tasks.
+
+A notebook cell runs inside an event loop that is already running, where
+``asyncio.run`` fails; the background loop does not care which loop (if any)
+the caller runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import functools
+import logging
+import math
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Generic, Literal, Self, TypeVar, overload
+
+import anyio
+
+from ._exceptions import GPTImageError, InvalidRequestError, SessionClosedError
+from ._models import AspectRatio, ImageRequest, Quality, Result, RunStatus
+from ._providers import ProviderName
+from ._run import Run
+from ._session import FEEDERS, WINDOW_FACTOR, Session
+from ._stats import SessionStats
+
+__all__ = ["SyncRun", "SyncSession"]
+
+logger = logging.getLogger("gptimage_async")
+
+T = TypeVar("T")
+
+#: Seconds ``close`` gives a loop to finish its cancelled work after a Ctrl-C.
+CLOSE_GRACE = 30.0
+#: Run durations remembered for the window of ``generate_many`` (its 95th percentile).
+DURATIONS_KEPT = 256
+
+
+class _Call(Generic[T]):
+    """One coroutine run on the session's loop for a caller in another thread."""
+
+    __slots__ = ("_coro", "_done", "_error", "_result", "_task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> None:
+        self._coro = coro
+        self._done = threading.Event()
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self._task: asyncio.Task[T] | None = None
+        try:
+            loop.call_soon_threadsafe(self._start)
+        except RuntimeError:  # the loop closed under a racing close()
+            coro.close()
+            raise SessionClosedError("the SyncSession is closed; create a new one") from None
+
+    def _start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._coro)
+        self._task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            self._error = asyncio.CancelledError()
+        elif (error := task.exception()) is not None:
+            self._error = error
+        else:
+            self._result = task.result()
+        self._done.set()
+
+    def wait(self, timeout: float | None = None) -> T:
+        """Block until the coroutine ends; its result, or its error re-raised here.
+
+        A Ctrl-C in the main thread interrupts the wait (``KeyboardInterrupt``);
+        the coroutine goes on until cancelled.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError("the session's loop did not answer in time")
+        if self._error is not None:
+            error, self._error = self._error, None  # no reference cycle through the traceback
+            raise error
+        return self._result  # type: ignore[return-value]  # set with _done
+
+    def cancel(self) -> None:
+        """Cancel the coroutine (from any thread); ``wait`` then raises ``CancelledError``."""
+        loop_task = self._task
+        if loop_task is not None:
+            loop_task.get_loop().call_soon_threadsafe(loop_task.cancel)
+
+
+class _Stopped(Exception):
+    """Raised by ``on_send`` once a job stops: that create is not sent."""
+
+
+class _Job:
+    """The creates of one blocking call. ``stop()`` sends no more of them.
+
+    The command line's rule for Ctrl-C: creates still waiting (for the rate
+    limiter, or to be sent again) are dropped; creates on the wire are let be
+    answered, so that every run paid for has an id to report; waits for
+    results end at once (the runs carry on at the provider).
+    """
+
+    __slots__ = ("_following", "_unsent", "created", "session", "stopping")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.stopping = False
+        self._unsent: set[anyio.CancelScope] = set()
+        self._following: set[anyio.CancelScope] = set()
+        #: Runs this call created, in the order the provider accepted them.
+        self.created: list[Run] = []
+
+    def stop(self) -> None:
+        """Send no more creates and stop waiting for results (call on the loop)."""
+        self.stopping = True
+        for scope in [*self._unsent, *self._following]:
+            scope.cancel()
+
+    async def create(self, request: ImageRequest, *, last: bool = False) -> Run | None:
+        """``Session.submit``; ``None`` if the job stopped before the create was sent."""
+        if self.stopping:
+            return None
+        unsent = anyio.CancelScope()
+        self._unsent.add(unsent)
+
+        def sending() -> None:
+            if self.stopping:
+                raise _Stopped
+            self._unsent.discard(unsent)  # on the wire: let it be answered
+
+        run: Run | None = None
+        try:
+            with unsent:
+                run = await self.session.submit(request, on_send=sending, ahead_of_polls=last)
+        except _Stopped:
+            return None
+        finally:
+            self._unsent.discard(unsent)
+        if run is not None:
+            self.created.append(run)
+        return run
+
+    async def follow(self, run: Run) -> Result | None:
+        """The run's result (its typed error raised); ``None`` if the job stopped first."""
+        with anyio.CancelScope() as following:
+            self._following.add(following)
+            if self.stopping:
+                following.cancel()
+            try:
+                return await run
+            finally:
+                self._following.discard(following)
+        return None
+
+    def report(self, provider: str) -> str:
+        """What a Ctrl-C leaves behind, as the command line prints it."""
+        if not self.created:
+            return "interrupted: no more creates were sent; no run was created"
+        lines = [f"  {run.id}  {_state_at_stop(run)}" for run in self.created]
+        head = (
+            "interrupted: no more creates were sent; runs already created (paid for; "
+            f"they may still finish at {provider}: attach() them by id):"
+        )
+        return "\n".join([head, *lines])
+
+
+def _state_at_stop(run: Run) -> str:
+    if not run.done() or isinstance(run.error, SessionClosedError):
+        return "in flight at the stop"
+    return run.status.value
+
+
+class SyncRun:
+    """A ``Run`` for synchronous code: ``result()`` blocks until the run is resolved.
+
+    Returned by ``SyncSession.submit`` and ``SyncSession.attach``. Safe to
+    read and wait on from any thread.
+    """
+
+    __slots__ = ("_owner", "_run")
+
+    def __init__(self, owner: SyncSession, run: Run) -> None:
+        self._owner = owner
+        self._run = run
+
+    @property
+    def id(self) -> str | None:
+        """The provider's run id."""
+        return self._run.id
+
+    @property
+    def status(self) -> RunStatus:
+        """The run's last known status."""
+        return self._run.status
+
+    @property
+    def polls(self) -> int:
+        """Status requests sent for this run so far."""
+        return self._run.polls
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error the run was resolved with (``None`` while in flight or on success)."""
+        return self._run.error
+
+    def done(self) -> bool:
+        """True once the run is resolved (result or error)."""
+        return self._run.done()
+
+    def result(self, timeout: float | None = None) -> Result:
+        """Block until the run's ``Result``; raise its typed error if it failed.
+
+        ``timeout`` (seconds, default ``None``: as long as it takes) bounds
+        this wait only: ``TimeoutError`` is raised and the run carries on.
+        A Ctrl-C stops the wait, not the run.
+        """
+        return self._owner._call(self._run.result(timeout))
+
+    def __repr__(self) -> str:
+        return f"<SyncRun {self._run.id} {self._run.provider} {self._run.status.value}>"
+
+
+class SyncSession:
+    """A ``Session`` for synchronous code: scripts, notebook cells, Flask or Django views.
+
+    >>> with SyncSession("runbase") as session:                   # doctest: +SKIP
+    ...     result = session.generate("a ceramic lamp", quality="high")
+    ...     paths = session.download(result, "out/")
+
+    Takes the same arguments as ``Session`` and raises the same
+    ``ConfigurationError`` for bad ones. The session opens at once, on an
+    event loop of its own in a daemon thread (one loop and one thread per
+    ``SyncSession``); every method runs the async verb there and blocks the
+    caller until it ends, raising the same typed errors. It works with no
+    event loop (a script), inside a running one (a Jupyter cell, where
+    ``asyncio.run`` fails), and from many threads at once (a sync web
+    framework's workers): open one per process at start-up and share it, so
+    its rate limiter and poller see all the traffic for the key.
+
+    ``close()`` (or leaving the ``with`` block) closes it: it waits for runs
+    in flight unless ``on_exit="cancel"`` (or the block raised), then stops
+    the loop and its thread. A session never closed is closed when the
+    interpreter exits, its runs in flight let go (``atexit``). A closed
+    session cannot be reopened: methods raise ``SessionClosedError``.
+
+    Ctrl-C while a call waits (a script, or a notebook's "interrupt") stops
+    it as the command line does: no more creates are sent, creates on the
+    wire are let be answered, and ``KeyboardInterrupt`` is re-raised with a
+    note listing the ids of the runs already created (paid for; ``attach``
+    them later). The session stays open. A second Ctrl-C quits at once.
+
+    Prefer the async ``Session`` when the calling code is itself async (an
+    asyncio web app, FastAPI, aiohttp: blocking its loop stalls every request
+    it serves), or to follow each of many concurrent runs as it ends
+    (``as_completed``). ``generate_many`` here runs many at once as well.
+    """
+
+    def __init__(self, provider: ProviderName | str = "runbase", **options: Any) -> None:
+        self._session = Session(provider, **options)
+        self._durations: deque[float] = deque(maxlen=DURATIONS_KEPT)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            with asyncio.Runner() as runner:
+                try:
+                    runner.run(self._open())
+                except BaseException as exc:  # reported to the constructor's thread
+                    failure.append(exc)
+                    ready.set()
+                    return
+                ready.set()
+                runner.run(self._serve())
+
+        # A daemon: a session nobody closed must not keep the interpreter from
+        # exiting (threads are joined before atexit handlers run).
+        self._thread = threading.Thread(target=serve, name="gptimage-sync", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._closed = True
+            self._thread.join()
+            raise failure[0]
+        self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._at_exit)
+
+    async def _open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        await self._session.open()
+
+    async def _serve(self) -> None:
+        assert self._stop is not None
+        await self._stop.wait()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @property
+    def provider(self) -> str:
+        """The provider's name: ``"runbase"`` or ``"apiinone"``."""
+        return self._session.provider
+
+    @property
+    def base_url(self) -> str:
+        """The API root requests go to."""
+        return self._session.base_url
+
+    @property
+    def stats(self) -> SessionStats:
+        """The session's counters (requests, creates, polls, ...), read-only."""
+        return self._session.stats
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._closed
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close(self._session.__aexit__(exc_type, exc, tb))
+
+    def close(self, *, cancel: bool = False) -> None:
+        """Close the session: wait for runs in flight (or cancel them), then stop the loop.
+
+        Cancelled runs end with ``SessionClosedError`` carrying their run id.
+        A Ctrl-C while waiting cancels them. Closing twice is harmless.
+        """
+        self._close(self._session.aclose(cancel=cancel))
+
+    def _close(self, closing: Coroutine[Any, Any, None]) -> None:
+        try:
+            self._check_thread()
+        except RuntimeError:
+            closing.close()
+            raise
+        with self._close_lock:
+            if self._closed:
+                closing.close()
+                return
+            self._closed = True
+        atexit.unregister(self._at_exit)
+        assert self._loop is not None
+        assert self._stop is not None
+        call = _Call(self._loop, closing)
+        try:
+            call.wait()
+        except KeyboardInterrupt:
+            # Stop waiting for runs: the close goes on and lets them go.
+            call.cancel()
+            # Its end is its cancellation (or a timeout): the Ctrl-C is what is raised.
+            with contextlib.suppress(BaseException):
+                call.wait(CLOSE_GRACE)
+            raise
+        finally:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join()
+
+    # -- calls -----------------------------------------------------------------
+
+    def _check_thread(self) -> None:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError(
+                "a SyncSession cannot be called from its own event loop (a callback of its "
+                "runs); use the async Session there"
+            )
+
+    def _call(self, coro: Coroutine[Any, Any, T], job: _Job | None = None) -> T:
+        """Run ``coro`` on the session's loop and block until it ends."""
+        if self._closed:
+            coro.close()
+            raise SessionClosedError("the SyncSession is closed; create a new one")
+        self._check_thread()
+        assert self._loop is not None
+        call = _Call(self._loop, coro)
+        try:
+            return call.wait()
+        except KeyboardInterrupt as interrupt:
+            self._interrupted(call, job, interrupt)
+            raise
+        except asyncio.CancelledError:  # only close() cancels a call not interrupted
+            raise SessionClosedError(
+                "the SyncSession was closed while this call waited; its runs were let go"
+            ) from None
+
+    def _interrupted(self, call: _Call[Any], job: _Job | None, interrupt: BaseException) -> None:
+        assert self._loop is not None
+        if job is None:  # only a wait: the run carries on
+            call.cancel()
+            return
+        self._loop.call_soon_threadsafe(job.stop)
+        try:
+            # Creates on the wire are answered within the request timeout.
+            call.wait()
+        except KeyboardInterrupt:  # a second Ctrl-C: quit at once
+            call.cancel()
+            interrupt.add_note(
+                "interrupted again: creates on the wire were not waited for; "
+                "their runs may exist too"
+            )
+        except BaseException:  # the job's own end; the Ctrl-C is what is raised
+            pass
+        interrupt.add_note(job.report(self.provider))
+
+    # -- verbs -----------------------------------------------------------------
+
+    def prepare(
+        self,
+        request: ImageRequest | str,
+        *,
+        aspect_ratio: AspectRatio | None = None,
+        quality: Quality | None = None,
+        image_urls: Iterable[str] | None = None,
+    ) -> ImageRequest:
+        """Validate a request for this session's provider without sending anything.
+
+        Raises ``InvalidRequestError``.
+        """
+        return self._session.prepare(
+            request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
+        )
+
+    def generate(
+        self,
+        request: ImageRequest | str,
+        *,
+        aspect_ratio: AspectRatio | None = None,
+        quality: Quality | None = None,
+        image_urls: Iterable[str] | None = None,
+    ) -> Result:
+        """Create a run and block until its ``Result``; raise its typed error if it fails.
+
+        ``request`` is a prompt or an ``ImageRequest``; the options fill in
+        what it left unset (``None``: the provider's default). Invalid input
+        raises ``InvalidRequestError`` before anything is sent.
+        """
+        req = self.prepare(
+            request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
+        )
+        job = _Job(self._session)
+        return self._call(self._generate(job, req), job)
+
+    async def _generate(self, job: _Job, request: ImageRequest) -> Result:
+        run = await job.create(request)
+        result = await job.follow(run) if run is not None else None
+        if result is None:
+            raise asyncio.CancelledError  # stopped by a Ctrl-C, which the caller raises
+        self._durations.append(result.elapsed or 0.0)
+        return result
+
+    def submit(
+        self,
+        request: ImageRequest | str,
+        *,
+        aspect_ratio: AspectRatio | None = None,
+        quality: Quality | None = None,
+        image_urls: Iterable[str] | None = None,
+    ) -> SyncRun:
+        """Create a run and return its handle once the provider has accepted it.
+
+        ``handle.result()`` then blocks until it is resolved. Raises what
+        ``Session.submit`` raises (``InvalidRequestError`` before sending).
+        """
+        req = self.prepare(
+            request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
+        )
+        job = _Job(self._session)
+        return SyncRun(self, self._call(self._submit(job, req), job))
+
+    async def _submit(self, job: _Job, request: ImageRequest) -> Run:
+        run = await job.create(request)
+        if run is None:
+            raise asyncio.CancelledError  # stopped by a Ctrl-C, which the caller raises
+        return run
+
+    def attach(self, run_id: str, *, request: ImageRequest | None = None) -> SyncRun:
+        """Track a run created earlier (by id); nothing is created. See ``Session.attach``."""
+        return SyncRun(self, self._call(self._attach(run_id, request)))
+
+    async def _attach(self, run_id: str, request: ImageRequest | None) -> Run:
+        return self._session.attach(run_id, request=request)
+
+    @overload
+    def generate_many(
+        self,
+        requests: Iterable[ImageRequest | str],
+        *,
+        return_exceptions: Literal[False] = False,
+        concurrency: int | None = None,
+    ) -> list[Result]: ...
+
+    @overload
+    def generate_many(
+        self,
+        requests: Iterable[ImageRequest | str],
+        *,
+        return_exceptions: Literal[True],
+        concurrency: int | None = None,
+    ) -> list[Result | GPTImageError]: ...
+
+    def generate_many(
+        self,
+        requests: Iterable[ImageRequest | str],
+        *,
+        return_exceptions: bool = False,
+        concurrency: int | None = None,
+    ) -> list[Result] | list[Result | GPTImageError]:
+        """Generate many images at once; block until all are done; results in input order.
+
+        Every request is validated before anything is sent. With
+        ``return_exceptions=False`` the first failure is raised and creates
+        not yet sent are dropped (runs already created stay tracked); with
+        ``True`` each item is its ``Result`` or its error. ``concurrency``
+        (``int`` >= 1) caps the runs in flight at once; default ``None``:
+        twice what the key's budget keeps in flight (its rate times the
+        longer of its window and the 95th-percentile run duration seen), at
+        least 32, as ``Session.generate_many``. The rate limiter paces the
+        creates either way. Ctrl-C stops it as described on ``SyncSession``.
+        """
+        if isinstance(requests, str | bytes | bytearray | ImageRequest):
+            raise InvalidRequestError(
+                "requests must be an iterable of prompts or ImageRequests, not a single "
+                f"{type(requests).__name__}; wrap it in a list, or use generate()/submit()"
+            )
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise InvalidRequestError("concurrency must be a positive int or None")
+        prepared: list[ImageRequest | GPTImageError] = []
+        for item in requests:
+            try:
+                prepared.append(self.prepare(item))
+            except GPTImageError as exc:
+                if not return_exceptions:
+                    raise
+                prepared.append(exc)
+        job = _Job(self._session)
+        return self._call(self._generate_many(job, prepared, return_exceptions, concurrency), job)
+
+    async def _generate_many(
+        self,
+        job: _Job,
+        prepared: list[ImageRequest | GPTImageError],
+        return_exceptions: bool,
+        concurrency: int | None,
+    ) -> list[Result | GPTImageError]:
+        out: list[Result | GPTImageError | None] = [
+            item if isinstance(item, GPTImageError) else None for item in prepared
+        ]
+        todo = [(i, item) for i, item in enumerate(prepared) if isinstance(item, ImageRequest)]
+        room = asyncio.Semaphore(concurrency or self._window())
+        failure: list[GPTImageError] = []
+
+        async def one(index: int, request: ImageRequest, last: bool) -> None:
+            try:
+                run = await job.create(request, last=last)
+                result = await job.follow(run) if run is not None else None
+                if result is not None:
+                    self._durations.append(result.elapsed or 0.0)
+                out[index] = result
+            except GPTImageError as exc:
+                out[index] = exc
+                if not return_exceptions and not failure:
+                    failure.append(exc)
+                    job.stop()
+            finally:
+                room.release()
+
+        async with anyio.create_task_group() as tg:
+            for n, (index, request) in enumerate(todo):
+                await room.acquire()
+                if job.stopping:
+                    break
+                # A bulk job's last creates go ahead of polls, as Session.generate_many's.
+                tail = self._session.tail_size()
+                last = len(todo) > tail and n >= len(todo) - tail
+                tg.start_soon(one, index, request, last)
+        if failure:
+            raise failure[0]
+        if job.stopping:
+            raise asyncio.CancelledError  # stopped by a Ctrl-C, which the caller raises
+        assert all(item is not None for item in out)
+        return out  # type: ignore[return-value]  # every slot filled, checked above
+
+    def _window(self) -> int:
+        """Runs in flight at once for ``generate_many`` without ``concurrency``."""
+        limiter = self._session.limiter
+        longest = limiter.per
+        if self._durations:
+            seen = sorted(self._durations)
+            longest = max(longest, seen[min(len(seen) - 1, int(0.95 * len(seen)))])
+        return max(FEEDERS, math.ceil(WINDOW_FACTOR * limiter.rate * longest))
+
+    def download(
+        self, result: Result, dest_dir: str | os.PathLike[str], *, stem: str | None = None
+    ) -> list[Path]:
+        """Save a result's images into ``dest_dir``; return their paths. See ``Result.save``.
+
+        Raises ``DownloadError``.
+        """
+        if not isinstance(result, Result):
+            raise InvalidRequestError(f"download() takes a Result, not {type(result).__name__}")
+        return self._call(result.save(dest_dir, stem=stem))
+
+    def read(self, result: Result) -> list[bytes]:
+        """Each of a result's images as bytes, in ``urls`` order. See ``Result.read``.
+
+        Raises ``DownloadError``.
+        """
+        if not isinstance(result, Result):
+            raise InvalidRequestError(f"read() takes a Result, not {type(result).__name__}")
+        return self._call(result.read())
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<SyncSession {self.provider} {self.base_url} {state}>"
+
+
+def _close_at_exit(ref: Callable[[], SyncSession | None]) -> None:
+    session = ref()
+    if session is not None and not session.closed:
+        logger.warning(
+            "a SyncSession was not closed; closing it at exit (runs in flight are let go)"
+        )
+        session.close(cancel=True)
