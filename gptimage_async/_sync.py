@@ -19,7 +19,6 @@ import atexit
 import contextlib
 import functools
 import logging
-import math
 import os
 import threading
 import weakref
@@ -27,16 +26,16 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, Literal, Self, TypeVar, overload
-
-import anyio
+from typing import Any, Literal, Self, TypeVar, overload
 
 from ._exceptions import GPTImageError, InvalidRequestError, SessionClosedError
+from ._loop_thread import Call, LoopThread
 from ._models import AspectRatio, ImageRequest, Quality, Result, RunStatus
 from ._providers import ProviderName
 from ._run import Run
-from ._session import FEEDERS, WINDOW_FACTOR, Session
+from ._session import Session
 from ._stats import SessionStats
+from ._sync_job import DURATIONS_KEPT, Job, default_window
 
 __all__ = ["SyncRun", "SyncSession"]
 
@@ -46,141 +45,6 @@ T = TypeVar("T")
 
 #: Seconds ``close`` gives a loop to finish its cancelled work after a Ctrl-C.
 CLOSE_GRACE = 30.0
-#: Run durations remembered for the window of ``generate_many`` (its 95th percentile).
-DURATIONS_KEPT = 256
-
-
-class _Call(Generic[T]):
-    """One coroutine run on the session's loop for a caller in another thread."""
-
-    __slots__ = ("_coro", "_done", "_error", "_result", "_task")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> None:
-        self._coro = coro
-        self._done = threading.Event()
-        self._result: T | None = None
-        self._error: BaseException | None = None
-        self._task: asyncio.Task[T] | None = None
-        try:
-            loop.call_soon_threadsafe(self._start)
-        except RuntimeError:  # the loop closed under a racing close()
-            coro.close()
-            raise SessionClosedError("the SyncSession is closed; create a new one") from None
-
-    def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._coro)
-        self._task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[T]) -> None:
-        if task.cancelled():
-            self._error = asyncio.CancelledError()
-        elif (error := task.exception()) is not None:
-            self._error = error
-        else:
-            self._result = task.result()
-        self._done.set()
-
-    def wait(self, timeout: float | None = None) -> T:
-        """Block until the coroutine ends; its result, or its error re-raised here.
-
-        A Ctrl-C in the main thread interrupts the wait (``KeyboardInterrupt``);
-        the coroutine goes on until cancelled.
-        """
-        if not self._done.wait(timeout):
-            raise TimeoutError("the session's loop did not answer in time")
-        if self._error is not None:
-            error, self._error = self._error, None  # no reference cycle through the traceback
-            raise error
-        return self._result  # type: ignore[return-value]  # set with _done
-
-    def cancel(self) -> None:
-        """Cancel the coroutine (from any thread); ``wait`` then raises ``CancelledError``."""
-        loop_task = self._task
-        if loop_task is not None:
-            loop_task.get_loop().call_soon_threadsafe(loop_task.cancel)
-
-
-class _Stopped(Exception):
-    """Raised by ``on_send`` once a job stops: that create is not sent."""
-
-
-class _Job:
-    """The creates of one blocking call. ``stop()`` sends no more of them.
-
-    The command line's rule for Ctrl-C: creates still waiting (for the rate
-    limiter, or to be sent again) are dropped; creates on the wire are let be
-    answered, so that every run paid for has an id to report; waits for
-    results end at once (the runs carry on at the provider).
-    """
-
-    __slots__ = ("_following", "_unsent", "created", "session", "stopping")
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.stopping = False
-        self._unsent: set[anyio.CancelScope] = set()
-        self._following: set[anyio.CancelScope] = set()
-        #: Runs this call created, in the order the provider accepted them.
-        self.created: list[Run] = []
-
-    def stop(self) -> None:
-        """Send no more creates and stop waiting for results (call on the loop)."""
-        self.stopping = True
-        for scope in [*self._unsent, *self._following]:
-            scope.cancel()
-
-    async def create(self, request: ImageRequest, *, last: bool = False) -> Run | None:
-        """``Session.submit``; ``None`` if the job stopped before the create was sent."""
-        if self.stopping:
-            return None
-        unsent = anyio.CancelScope()
-        self._unsent.add(unsent)
-
-        def sending() -> None:
-            if self.stopping:
-                raise _Stopped
-            self._unsent.discard(unsent)  # on the wire: let it be answered
-
-        run: Run | None = None
-        try:
-            with unsent:
-                run = await self.session.submit(request, on_send=sending, ahead_of_polls=last)
-        except _Stopped:
-            return None
-        finally:
-            self._unsent.discard(unsent)
-        if run is not None:
-            self.created.append(run)
-        return run
-
-    async def follow(self, run: Run) -> Result | None:
-        """The run's result (its typed error raised); ``None`` if the job stopped first."""
-        with anyio.CancelScope() as following:
-            self._following.add(following)
-            if self.stopping:
-                following.cancel()
-            try:
-                return await run
-            finally:
-                self._following.discard(following)
-        return None
-
-    def report(self, provider: str) -> str:
-        """What a Ctrl-C leaves behind, as the command line prints it."""
-        if not self.created:
-            return "interrupted: no more creates were sent; no run was created"
-        lines = [f"  {run.id}  {_state_at_stop(run)}" for run in self.created]
-        head = (
-            "interrupted: no more creates were sent; runs already created (paid for; "
-            f"they may still finish at {provider}: attach() them by id):"
-        )
-        return "\n".join([head, *lines])
-
-
-def _state_at_stop(run: Run) -> str:
-    if not run.done() or isinstance(run.error, SessionClosedError):
-        return "in flight at the stop"
-    return run.status.value
 
 
 class SyncRun:
@@ -273,42 +137,9 @@ class SyncSession:
         self._durations: deque[float] = deque(maxlen=DURATIONS_KEPT)
         self._closed = False
         self._close_lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            with asyncio.Runner() as runner:
-                try:
-                    runner.run(self._open())
-                except BaseException as exc:  # reported to the constructor's thread
-                    failure.append(exc)
-                    ready.set()
-                    return
-                ready.set()
-                runner.run(self._serve())
-
-        # A daemon: a session nobody closed must not keep the interpreter from
-        # exiting (threads are joined before atexit handlers run).
-        self._thread = threading.Thread(target=serve, name="gptimage-sync", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            self._closed = True
-            self._thread.join()
-            raise failure[0]
+        self._thread = LoopThread(self._session.open(), name="gptimage-sync")
         self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._at_exit)
-
-    async def _open(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        await self._session.open()
-
-    async def _serve(self) -> None:
-        assert self._stop is not None
-        await self._stop.wait()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -353,7 +184,7 @@ class SyncSession:
 
     def _close(self, closing: Coroutine[Any, Any, None]) -> None:
         try:
-            self._check_thread()
+            self._thread.check_thread()
         except RuntimeError:
             closing.close()
             raise
@@ -363,9 +194,7 @@ class SyncSession:
                 return
             self._closed = True
         atexit.unregister(self._at_exit)
-        assert self._loop is not None
-        assert self._stop is not None
-        call = _Call(self._loop, closing)
+        call = self._thread.call(closing)
         try:
             call.wait()
         except KeyboardInterrupt:
@@ -376,26 +205,16 @@ class SyncSession:
                 call.wait(CLOSE_GRACE)
             raise
         finally:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join()
+            self._thread.stop()
 
     # -- calls -----------------------------------------------------------------
 
-    def _check_thread(self) -> None:
-        if threading.current_thread() is self._thread:
-            raise RuntimeError(
-                "a SyncSession cannot be called from its own event loop (a callback of its "
-                "runs); use the async Session there"
-            )
-
-    def _call(self, coro: Coroutine[Any, Any, T], job: _Job | None = None) -> T:
+    def _call(self, coro: Coroutine[Any, Any, T], job: Job | None = None) -> T:
         """Run ``coro`` on the session's loop and block until it ends."""
         if self._closed:
             coro.close()
             raise SessionClosedError("the SyncSession is closed; create a new one")
-        self._check_thread()
-        assert self._loop is not None
-        call = _Call(self._loop, coro)
+        call = self._thread.call(coro)
         try:
             return call.wait()
         except KeyboardInterrupt as interrupt:
@@ -406,12 +225,11 @@ class SyncSession:
                 "the SyncSession was closed while this call waited; its runs were let go"
             ) from None
 
-    def _interrupted(self, call: _Call[Any], job: _Job | None, interrupt: BaseException) -> None:
-        assert self._loop is not None
+    def _interrupted(self, call: Call[Any], job: Job | None, interrupt: BaseException) -> None:
         if job is None:  # only a wait: the run carries on
             call.cancel()
             return
-        self._loop.call_soon_threadsafe(job.stop)
+        self._thread.run_soon(job.stop)
         try:
             # Creates on the wire are answered within the request timeout.
             call.wait()
@@ -424,6 +242,9 @@ class SyncSession:
         except BaseException:  # the job's own end; the Ctrl-C is what is raised
             pass
         interrupt.add_note(job.report(self.provider))
+
+    def _job(self) -> Job:
+        return Job(self._session, self._durations)
 
     # -- verbs -----------------------------------------------------------------
 
@@ -460,16 +281,8 @@ class SyncSession:
         req = self.prepare(
             request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
         )
-        job = _Job(self._session)
-        return self._call(self._generate(job, req), job)
-
-    async def _generate(self, job: _Job, request: ImageRequest) -> Result:
-        run = await job.create(request)
-        result = await job.follow(run) if run is not None else None
-        if result is None:
-            raise asyncio.CancelledError  # stopped by a Ctrl-C, which the caller raises
-        self._durations.append(result.elapsed or 0.0)
-        return result
+        job = self._job()
+        return self._call(job.generate(req), job)
 
     def submit(
         self,
@@ -487,14 +300,8 @@ class SyncSession:
         req = self.prepare(
             request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
         )
-        job = _Job(self._session)
-        return SyncRun(self, self._call(self._submit(job, req), job))
-
-    async def _submit(self, job: _Job, request: ImageRequest) -> Run:
-        run = await job.create(request)
-        if run is None:
-            raise asyncio.CancelledError  # stopped by a Ctrl-C, which the caller raises
-        return run
+        job = self._job()
+        return SyncRun(self, self._call(job.submit(req), job))
 
     def attach(self, run_id: str, *, request: ImageRequest | None = None) -> SyncRun:
         """Track a run created earlier (by id); nothing is created. See ``Session.attach``."""
@@ -557,62 +364,19 @@ class SyncSession:
                 if not return_exceptions:
                     raise
                 prepared.append(exc)
-        job = _Job(self._session)
-        return self._call(self._generate_many(job, prepared, return_exceptions, concurrency), job)
+        job = self._job()
+        many = self._many(job, prepared, return_exceptions, concurrency)
+        return self._call(many, job)
 
-    async def _generate_many(
+    async def _many(
         self,
-        job: _Job,
+        job: Job,
         prepared: list[ImageRequest | GPTImageError],
         return_exceptions: bool,
         concurrency: int | None,
     ) -> list[Result | GPTImageError]:
-        out: list[Result | GPTImageError | None] = [
-            item if isinstance(item, GPTImageError) else None for item in prepared
-        ]
-        todo = [(i, item) for i, item in enumerate(prepared) if isinstance(item, ImageRequest)]
-        room = asyncio.Semaphore(concurrency or self._window())
-        failure: list[GPTImageError] = []
-
-        async def one(index: int, request: ImageRequest, last: bool) -> None:
-            try:
-                run = await job.create(request, last=last)
-                result = await job.follow(run) if run is not None else None
-                if result is not None:
-                    self._durations.append(result.elapsed or 0.0)
-                out[index] = result
-            except GPTImageError as exc:
-                out[index] = exc
-                if not return_exceptions and not failure:
-                    failure.append(exc)
-                    job.stop()
-            finally:
-                room.release()
-
-        async with anyio.create_task_group() as tg:
-            for n, (index, request) in enumerate(todo):
-                await room.acquire()
-                if job.stopping:
-                    break
-                # A bulk job's last creates go ahead of polls, as Session.generate_many's.
-                tail = self._session.tail_size()
-                last = len(todo) > tail and n >= len(todo) - tail
-                tg.start_soon(one, index, request, last)
-        if failure:
-            raise failure[0]
-        if job.stopping:
-            raise asyncio.CancelledError  # stopped by a Ctrl-C, which the caller raises
-        assert all(item is not None for item in out)
-        return out  # type: ignore[return-value]  # every slot filled, checked above
-
-    def _window(self) -> int:
-        """Runs in flight at once for ``generate_many`` without ``concurrency``."""
-        limiter = self._session.limiter
-        longest = limiter.per
-        if self._durations:
-            seen = sorted(self._durations)
-            longest = max(longest, seen[min(len(seen) - 1, int(0.95 * len(seen)))])
-        return max(FEEDERS, math.ceil(WINDOW_FACTOR * limiter.rate * longest))
+        window = concurrency or default_window(self._session, self._durations)
+        return await job.generate_many(prepared, return_exceptions=return_exceptions, window=window)
 
     def download(
         self, result: Result, dest_dir: str | os.PathLike[str], *, stem: str | None = None
