@@ -73,3 +73,20 @@ async def test_limiter_and_scheduler_are_read_only_views() -> None:
         assert len(session.scheduler) == session.scheduler.in_flight == 0
     with pytest.raises(gi.SessionClosedError):
         _ = gi.Session("runbase", api_key="sk-x").limiter
+
+
+def test_the_sync_session_has_the_async_verbs_as_plain_calls() -> None:
+    for verb in ("generate", "generate_many", "submit", "attach", "prepare"):
+        assert inspect.iscoroutinefunction(getattr(gi.Session, verb)) or verb in (
+            "attach",
+            "prepare",
+        )
+        assert not inspect.iscoroutinefunction(getattr(gi.SyncSession, verb)), verb
+        assert inspect.getdoc(getattr(gi.SyncSession, verb)), verb
+    for verb in ("download", "read", "close", "__enter__", "__exit__"):
+        assert callable(getattr(gi.SyncSession, verb)), verb
+    assert not inspect.iscoroutinefunction(gi.SyncRun.result)
+    # A Result saves and reads itself in async code, and shows itself in notebooks.
+    assert inspect.iscoroutinefunction(gi.Result.save)
+    assert inspect.iscoroutinefunction(gi.Result.read)
+    assert callable(gi.Result._repr_html_)
