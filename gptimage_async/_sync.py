@@ -91,6 +91,13 @@ class SyncRun:
         this wait only: ``TimeoutError`` is raised and the run carries on.
         A Ctrl-C stops the wait, not the run.
         """
+        if self._owner.closed and self._run.done():  # resolved: no need of the closed loop
+            error = self._run.error
+            if error is not None:
+                raise error
+            outcome = self._run.outcome
+            assert outcome is not None
+            return outcome
         return self._owner._call(self._run.result(timeout))
 
     def __repr__(self) -> str:

@@ -15,9 +15,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
+import pytest
+
+import gptimage_async as gi
 from gptimage_async.simulator import Simulator, SimulatorConfig
+
+from .test_sync import SimulatorThread, sync_session
 
 SCRIPT = textwrap.dedent(
     """
@@ -105,3 +111,33 @@ async def test_ctrl_c_in_generate_reports_the_run_it_created() -> None:
     [run_id] = sim.runs
     assert f"  {run_id}  in flight at the stop" in stderr
     assert sim.stats.create_requests == 1
+
+
+def test_ctrl_c_in_a_notebook_leaves_the_session_open() -> None:
+    # A notebook's "interrupt the kernel" is a SIGINT to the main thread, as here.
+    holder = SimulatorThread(SimulatorConfig(time_scale=1.0, rate_limit=None, seed=3))
+    with holder as sim, sync_session(sim, rate_limit=gi.RateLimit(1, per=0.25)) as session:
+
+        def interrupt_after_two_creates() -> None:
+            deadline = time.monotonic() + 60
+            while sim.stats.creates < 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+        threading.Thread(target=interrupt_after_two_creates, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt) as caught:
+            session.generate_many([f"a ceramic lamp, take {n}" for n in range(40)])
+        created = sim.stats.create_requests
+        notes = "\n".join(getattr(caught.value, "__notes__", []))
+        assert "runs already created (paid for" in notes
+        for run_id in sim.runs:
+            assert f"  {run_id}  in flight at the stop" in notes
+        # The session is still open: the next cell's call works, and nothing more was sent.
+
+        def faster() -> None:
+            sim.config = sim.config.replace(time_scale=0.01)
+
+        holder.on_loop(faster)
+        assert sim.stats.create_requests == created
+        assert session.generate("after the interrupt").run_id in sim.runs
+        assert sim.stats.create_requests == created + 1
