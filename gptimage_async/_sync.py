@@ -17,13 +17,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import functools
 import logging
 import os
 import threading
-import weakref
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, overload
@@ -145,8 +143,9 @@ class SyncSession:
         self._closed = False
         self._close_lock = threading.Lock()
         self._thread = LoopThread(self._session.open(), name="gptimage-sync")
-        self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
-        atexit.register(self._at_exit)
+        # Held strongly, on purpose: a session dropped unclosed still runs in its
+        # thread (its runs, its learned state), and is closed at exit all the same.
+        atexit.register(self._close_at_exit)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -200,7 +199,7 @@ class SyncSession:
                 closing.close()
                 return
             self._closed = True
-        atexit.unregister(self._at_exit)
+        atexit.unregister(self._close_at_exit)
         call = self._thread.call(closing)
         try:
             call.wait()
@@ -405,15 +404,13 @@ class SyncSession:
             raise InvalidRequestError(f"read() takes a Result, not {type(result).__name__}")
         return self._call(result.read())
 
+    def _close_at_exit(self) -> None:
+        if not self._closed:
+            logger.warning(
+                "a SyncSession was not closed; closing it at exit (runs in flight are let go)"
+            )
+            self.close(cancel=True)
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<SyncSession {self.provider} {self.base_url} {state}>"
-
-
-def _close_at_exit(ref: Callable[[], SyncSession | None]) -> None:
-    session = ref()
-    if session is not None and not session.closed:
-        logger.warning(
-            "a SyncSession was not closed; closing it at exit (runs in flight are let go)"
-        )
-        session.close(cancel=True)
