@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 from ._exceptions import SessionClosedError
@@ -19,14 +19,23 @@ __all__ = ["Call", "LoopThread"]
 
 T = TypeVar("T")
 
+#: Seconds between checks, while a call waits, that the loop's thread still runs.
+ALIVE_CHECK = 1.0
+
 
 class Call(Generic[T]):
     """One coroutine run on a ``LoopThread``'s loop for a caller in another thread."""
 
-    __slots__ = ("_coro", "_done", "_error", "_result", "_task")
+    __slots__ = ("_alive", "_coro", "_done", "_error", "_result", "_task")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, T],
+        alive: Callable[[], bool],
+    ) -> None:
         self._coro = coro
+        self._alive = alive
         self._done = threading.Event()
         self._result: T | None = None
         self._error: BaseException | None = None
@@ -57,8 +66,12 @@ class Call(Generic[T]):
         the coroutine goes on until cancelled. Raises ``TimeoutError`` after
         ``timeout`` seconds (``None``: no limit).
         """
-        if not self._done.wait(timeout):
-            raise TimeoutError("the session's loop did not answer in time")
+        while not self._done.wait(ALIVE_CHECK if timeout is None else timeout):
+            if timeout is not None:
+                raise TimeoutError("the session's loop did not answer in time")
+            if not self._alive() and not self._done.is_set():
+                # A call that raced a close() and never started: not a hang.
+                raise SessionClosedError("the SyncSession was closed; create a new one")
         if self._error is not None:
             error, self._error = self._error, None  # no reference cycle through the traceback
             raise error
@@ -134,7 +147,7 @@ class LoopThread:
             coro.close()
             raise
         assert self._loop is not None
-        return Call(self._loop, coro)
+        return Call(self._loop, coro, self._thread.is_alive)
 
     def run_soon(self, fn: Any) -> None:
         """Call ``fn()`` on the loop, soon (from any thread)."""

@@ -139,6 +139,9 @@ class SyncSession:
 
     def __init__(self, provider: ProviderName | str = "runbase", **options: Any) -> None:
         self._session = Session(provider, **options)
+        self._cancel_on_exit = options.get("on_exit", "wait") == "cancel"
+        #: The tasks of the calls that create runs, on the loop (touched there only).
+        self._jobs: set[asyncio.Task[Any]] = set()
         self._durations: deque[float] = deque(maxlen=DURATIONS_KEPT)
         self._closed = False
         self._close_lock = threading.Lock()
@@ -178,7 +181,8 @@ class SyncSession:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._close(self._session.__aexit__(exc_type, exc, tb))
+        # Session.__aexit__'s rule: leaving through an exception always cancels.
+        self._close(cancel=exc_type is not None or self._cancel_on_exit)
 
     def close(self, *, cancel: bool = False) -> None:
         """Close the session: wait for runs in flight (or cancel them), then stop the loop.
@@ -186,21 +190,34 @@ class SyncSession:
         Cancelled runs end with ``SessionClosedError`` carrying their run id.
         A Ctrl-C while waiting cancels them. Closing twice is harmless.
         """
-        self._close(self._session.aclose(cancel=cancel))
+        self._close(cancel=cancel)
 
-    def _close(self, closing: Coroutine[Any, Any, None]) -> None:
+    async def _closing(self, cancel: bool) -> None:
+        # The calls of other threads first: waited for, or cancelled (creates
+        # waiting for the limiter are dropped; those on the wire are answered
+        # and their runs let go by the close). A create left waiting could
+        # otherwise be sent while the session shuts down.
         try:
-            self._thread.check_thread()
-        except RuntimeError:
-            closing.close()
+            if cancel:
+                for task in self._jobs:
+                    task.cancel()
+            if self._jobs:
+                await asyncio.wait(list(self._jobs))
+        except asyncio.CancelledError:  # a Ctrl-C during close(): stop waiting for them
+            for task in self._jobs:
+                task.cancel()
+            await self._session.aclose(cancel=True)
             raise
+        await self._session.aclose(cancel=cancel)
+
+    def _close(self, *, cancel: bool) -> None:
+        self._thread.check_thread()
         with self._close_lock:
             if self._closed:
-                closing.close()
                 return
             self._closed = True
         atexit.unregister(self._close_at_exit)
-        call = self._thread.call(closing)
+        call = self._thread.call(self._closing(cancel))
         try:
             call.wait()
         except KeyboardInterrupt:
@@ -220,7 +237,7 @@ class SyncSession:
         if self._closed:
             coro.close()
             raise SessionClosedError("the SyncSession is closed; create a new one")
-        call = self._thread.call(coro)
+        call = self._thread.call(coro if job is None else self._run_job(job, coro))
         try:
             return call.wait()
         except KeyboardInterrupt as interrupt:
@@ -251,6 +268,18 @@ class SyncSession:
 
     def _job(self) -> Job:
         return Job(self._session, self._durations)
+
+    async def _run_job(self, job: Job, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:  # raced a close(): nothing may start now
+            coro.close()
+            raise SessionClosedError("the SyncSession is closed; create a new one")
+        task = asyncio.current_task()
+        assert task is not None
+        self._jobs.add(task)
+        try:
+            return await coro
+        finally:
+            self._jobs.discard(task)
 
     # -- verbs -----------------------------------------------------------------
 

@@ -288,3 +288,23 @@ def test_close_waits_for_runs_in_flight_or_cancels_them(sim: Simulator) -> None:
     assert isinstance(let_go.error, gi.SessionClosedError)
     assert let_go.error.run_id == let_go.id
     assert loop_threads() == []
+
+
+def test_calls_racing_a_close_end_in_a_result_or_session_closed(sim: Simulator) -> None:
+    session = sync_session(sim)
+
+    def caller(n: int) -> str:
+        try:
+            session.generate(f"a lamp {n}")
+        except gi.SessionClosedError:
+            return "closed"
+        return "ok"
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        calls = [pool.submit(caller, n) for n in range(32)]
+        session.close(cancel=True)
+        outcomes = [call.result(timeout=60) for call in calls]  # none hangs
+    assert len(outcomes) == 32 and set(outcomes) <= {"ok", "closed"}
+    assert "closed" in outcomes  # most were still queued when the close came
+    assert sim.stats.duplicates == 0
+    assert loop_threads() == []
