@@ -187,8 +187,11 @@ class SyncSession:
     def close(self, *, cancel: bool = False) -> None:
         """Close the session: wait for runs in flight (or cancel them), then stop the loop.
 
-        Cancelled runs end with ``SessionClosedError`` carrying their run id.
-        A Ctrl-C while waiting cancels them. Closing twice is harmless.
+        Calls other threads are making are waited for too; with ``cancel=True``
+        they stop at once (no more creates: those already on the wire are
+        answered) and raise ``SessionClosedError``. Cancelled runs end with
+        ``SessionClosedError`` carrying their run id. A Ctrl-C while waiting
+        cancels. Closing twice is harmless; a closed session cannot be reopened.
         """
         self._close(cancel=cancel)
 
