@@ -55,8 +55,13 @@ def bind(result: Result | None, session: Session) -> None:
 
     Kept outside the struct's fields: not compared, encoded, shown or pickled.
     """
-    if result is not None:
-        result.__dict__["_origin"] = _Origin(session, asyncio.get_running_loop())
+    if result is None:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # resolved outside a loop: nothing to bind to, and never a crash here
+        return
+    result.__dict__["_origin"] = _Origin(session, loop)
 
 
 async def save_images(
