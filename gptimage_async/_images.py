@@ -14,6 +14,7 @@ import base64
 import html
 import os
 import tempfile
+import weakref
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,13 +42,23 @@ _SIGNATURES = (
 
 
 class _Origin:
-    """The session that resolved a result, and the loop it runs on."""
+    """The session that resolved a result, the loop it runs on, and its API root.
 
-    __slots__ = ("loop", "session")
+    The session is held weakly: results kept for long must not keep every
+    session that made them alive.
+    """
+
+    __slots__ = ("_session", "base_url", "loop")
 
     def __init__(self, session: Session, loop: asyncio.AbstractEventLoop) -> None:
-        self.session = session
+        self._session = weakref.ref(session)
         self.loop = loop
+        self.base_url = session.base_url
+
+    @property
+    def session(self) -> Session | None:
+        """The session, while it exists."""
+        return self._session()
 
 
 def bind(result: Result | None, session: Session) -> None:
@@ -69,8 +80,7 @@ async def save_images(
 ) -> list[Path]:
     """``Result.save``: the images into ``dest_dir``, through the result's session if open."""
     origin: _Origin | None = result.__dict__.get("_origin")
-    session = origin.session if origin is not None else None
-    return await _on_origin_loop(origin, _download(result, dest_dir, stem, session))
+    return await _on_origin_loop(origin, _download(result, dest_dir, stem, origin))
 
 
 async def read_images(result: Result) -> list[bytes]:
@@ -88,16 +98,16 @@ async def read_images(result: Result) -> list[bytes]:
 
 
 async def _download(
-    result: Result, dest_dir: str | os.PathLike[str], stem: str | None, session: Session | None
+    result: Result, dest_dir: str | os.PathLike[str], stem: str | None, origin: _Origin | None
 ) -> list[Path]:
-    # The one place a result's images are fetched. The session (open or
-    # closed) is passed so that the fetch can go through its transport while
-    # it is open (its proxy, its connection pool); today ``download`` opens a
-    # client of its own and takes only the API root, against which relative
-    # image URLs are resolved.
+    # The one place a result's images are fetched. ``origin.session`` (open,
+    # closed, or gone: None) is there so that the fetch can go through its
+    # transport while it is open (its proxy, its connection pool); today
+    # ``download`` opens a client of its own and takes only the API root,
+    # against which relative image URLs are resolved.
     from ._download import download  # _download imports _models, which imports this module
 
-    base_url = session.base_url if session is not None else None
+    base_url = origin.base_url if origin is not None else None
     return await download(result, dest_dir, stem=stem, base_url=base_url)
 
 
@@ -110,12 +120,14 @@ async def _on_origin_loop(origin: _Origin | None, coro: Coroutine[Any, Any, T]) 
     on this loop.
     """
     here = asyncio.get_running_loop()
+    session = origin.session if origin is not None else None
     # Closed first, loop stopped after: a closed session's loop may stop before
     # it would start the work, which would then never end.
     if (
         origin is None
+        or session is None
+        or session.closed
         or origin.loop is here
-        or origin.session.closed
         or not origin.loop.is_running()
     ):
         return await coro

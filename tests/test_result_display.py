@@ -6,9 +6,11 @@ Every result here is a real one, from a run on the simulator served on
 
 from __future__ import annotations
 
+import gc
 import html
 import re
 import tempfile
+import weakref
 from pathlib import Path
 
 import msgspec
@@ -94,6 +96,13 @@ async def test_the_session_binding_is_invisible(tmp_path: Path) -> None:
         [b] = await result.save(tmp_path / "b")
         assert a.read_bytes() == b.read_bytes() and a.read_bytes().startswith(PNG)
         assert sim.stats.file_requests == 2
+        # The result does not keep its session alive, and saves without it.
+        gone = weakref.ref(session)
+        del session
+        gc.collect()
+        assert gone() is None
+        [c] = await result.save(tmp_path / "c")
+        assert c.read_bytes() == a.read_bytes()
 
 
 async def test_a_download_error_is_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
