@@ -117,7 +117,9 @@ class SyncSession:
     event loop (a script), inside a running one (a Jupyter cell, where
     ``asyncio.run`` fails), and from many threads at once (a sync web
     framework's workers): open one per process at start-up and share it, so
-    its rate limiter and poller see all the traffic for the key.
+    its rate limiter and poller see all the traffic for the key. Its thread
+    does not survive ``os.fork()``: a server that forks workers from a loaded
+    app (gunicorn ``--preload``) opens one in each worker, after the fork.
 
     ``close()`` (or leaving the ``with`` block) closes it: it waits for runs
     in flight unless ``on_exit="cancel"`` (or the block raised), then stops

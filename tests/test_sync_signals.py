@@ -141,3 +141,21 @@ def test_ctrl_c_in_a_notebook_leaves_the_session_open() -> None:
         assert sim.stats.create_requests == created
         assert session.generate("after the interrupt").run_id in sim.runs
         assert sim.stats.create_requests == created + 1
+
+
+def test_ctrl_c_while_waiting_for_a_result_leaves_the_run_alone() -> None:
+    holder = SimulatorThread(SimulatorConfig(time_scale=0.1, rate_limit=None, seed=3))
+    with holder as sim, sync_session(sim) as session:
+        run = session.submit("a ceramic lamp")  # 0.3-1 s
+
+        def interrupt_soon() -> None:
+            time.sleep(0.05)
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+        threading.Thread(target=interrupt_soon, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            run.result()
+        assert not run.done()  # only the wait stopped
+        assert run.result().run_id == run.id
+        assert run.status is gi.RunStatus.SUCCEEDED
+        assert sim.stats.create_requests == 1
