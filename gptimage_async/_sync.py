@@ -78,6 +78,16 @@ class SyncRun:
         """The error the run was resolved with (``None`` while in flight or on success)."""
         return self._run.error
 
+    @property
+    def outcome(self) -> Result | None:
+        """The result if the run succeeded, else ``None``."""
+        return self._run.outcome
+
+    @property
+    def request(self) -> ImageRequest | None:
+        """What was asked for (``None`` for a run attached by id alone)."""
+        return self._run.request
+
     def done(self) -> bool:
         """True once the run is resolved (result or error)."""
         return self._run.done()
@@ -90,9 +100,8 @@ class SyncRun:
         A Ctrl-C stops the wait, not the run.
         """
         if self._owner.closed and self._run.done():  # resolved: no need of the closed loop
-            error = self._run.error
-            if error is not None:
-                raise error
+            if self._run.error is not None:
+                raise self._run.error
             outcome = self._run.outcome
             assert outcome is not None
             return outcome

@@ -200,6 +200,8 @@ async def test_inside_a_running_event_loop(sim: Simulator, tmp_path: Path) -> No
         [many] = session.generate_many(["a desk"])
         run = session.submit("a chair")
         assert run.result().run_id == run.id and run.done()
+        assert run.outcome is not None and run.outcome.run_id == run.id
+        assert run.request is not None and run.request.prompt == "a chair"
         # A result of the sync session, awaited on this loop: fetched on the session's loop.
         [saved] = await result.save(tmp_path / "a")
         assert saved.read_bytes().startswith(PNG)
