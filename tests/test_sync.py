@@ -245,6 +245,7 @@ def test_the_same_typed_errors_in_the_callers_thread(
     with pytest.raises(gi.ConfigurationError):
         gi.SyncSession("runbase", api_key="sk-sim-test", base_url="ftp://example.com")
     with sync_session(sim) as session:
+        assert TEST_KEYS["runbase"] not in repr(session)
         with pytest.raises(gi.InvalidRequestError):
             session.generate("")
         with pytest.raises(gi.InvalidRequestError):
