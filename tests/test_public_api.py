@@ -77,10 +77,7 @@ async def test_limiter_and_scheduler_are_read_only_views() -> None:
 
 def test_the_sync_session_has_the_async_verbs_as_plain_calls() -> None:
     for verb in ("generate", "generate_many", "submit", "attach", "prepare"):
-        assert inspect.iscoroutinefunction(getattr(gi.Session, verb)) or verb in (
-            "attach",
-            "prepare",
-        )
+        assert callable(getattr(gi.Session, verb)), verb  # the async session's names
         assert not inspect.iscoroutinefunction(getattr(gi.SyncSession, verb)), verb
         assert inspect.getdoc(getattr(gi.SyncSession, verb)), verb
     for verb in ("download", "read", "close", "__enter__", "__exit__"):
