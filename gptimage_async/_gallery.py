@@ -123,7 +123,7 @@ main { padding: 16px 20px 40px; }
 .tile { background: var(--card); border: 1px solid var(--line); border-radius: 10px;
   overflow: hidden; display: flex; flex-direction: column;
   content-visibility: auto; contain-intrinsic-size: auto 330px; }
-.pic { display: block; aspect-ratio: 1; background: var(--frame); }
+.pic { display: block; aspect-ratio: 1; overflow: hidden; background: var(--frame); }
 .pic img { display: block; width: 100%; height: 100%; object-fit: contain; }
 .none { display: flex; align-items: center; justify-content: center; font-size: 15px;
   font-weight: 600; letter-spacing: .02em; }
@@ -185,7 +185,8 @@ def _tags(entry: ManifestEntry) -> str:
             continue
         if source == "default":
             parts.append(
-                f'<span class="def" title="{what}: the provider\'s default">{_esc(value)}</span>'
+                f'<span class="def" title="{what}: not asked for, the provider\'s default">'
+                f"{_esc(value)} (default)</span>"
             )
         else:
             parts.append(f'<span title="{what}">{_esc(value)}</span>')

@@ -58,11 +58,12 @@ class Browser:
             f"--user-data-dir={self._profile.name}",
             "about:blank",
         ]
-        # The protocol wants fds 3 and 4 exactly: a shell moves the pipe ends there.
+        # The protocol wants fds 3 and 4 exactly: bash moves the pipe ends there (dash
+        # cannot redirect from a descriptor above 9).
         script = f'exec "$@" 3<&{to_browser_r} 4>&{from_browser_w}'
         try:
             self._proc = subprocess.Popen(
-                ["/bin/sh", "-c", script, "sh", *args],
+                ["bash", "-c", script, "bash", *args],
                 pass_fds=(to_browser_r, from_browser_w),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
