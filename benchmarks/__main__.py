@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import scenarios
+from .figures import draw
 from .report import ADAPT_RUNS, COLD_RUNS, FIRST_RUNS, Results, Settings, render
 from .scenarios import DEFAULT_LIMIT, WINDOW, Bulk
 
@@ -284,7 +285,10 @@ async def run(args: argparse.Namespace) -> Results:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse(argv)
     results = asyncio.run(run(args))
-    text = render(results, default_limit=DEFAULT_LIMIT, window=WINDOW)
+    figures = draw(results, args.output.parent, default_limit=DEFAULT_LIMIT, window=WINDOW)
+    if not figures:
+        say("no pictures drawn: they need matplotlib (pip install -e '.[benchmarks]')")
+    text = render(results, default_limit=DEFAULT_LIMIT, window=WINDOW, figures=figures)
     args.output.write_text(text)
     print(text)
     say(f"wrote {args.output}")

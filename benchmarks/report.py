@@ -13,6 +13,7 @@ import aiohttp
 
 import gptimage_async
 
+from .figures import Figure
 from .scenarios import IN_FLIGHT_SETTLE, PROBE_SLEEP, Bulk, Cpu, Idle, InFlight, mean, percentile
 
 __all__ = [
@@ -484,8 +485,10 @@ def _learning_targets(results: Results) -> list[Target]:
 # -- the document ----------------------------------------------------------------
 
 
-def render(results: Results, *, default_limit: int, window: float) -> str:
-    """The whole RESULTS.md."""
+def render(
+    results: Results, *, default_limit: int, window: float, figures: Iterable[Figure] = ()
+) -> str:
+    """The whole RESULTS.md; ``figures`` (drawn by ``figures.draw``) are shown after the targets."""
     s = results.settings
     scale = s.time_scale
     lines = [
@@ -526,6 +529,11 @@ def render(results: Results, *, default_limit: int, window: float) -> str:
                     seen.add(t.key)
                     lines.append(f"- *Diagnosis ({t.key})*: {DIAGNOSIS[t.key]}")
         lines.append("")
+    pictures = list(figures)
+    if pictures:
+        lines += ["## Figures", ""]
+        for figure in pictures:
+            lines += [f"![{figure.title}]({figure.path})", ""]
     if results.bulk:
         lines += _bulk_section(results, default_limit, window)
     if results.bulk or results.drift or results.warm:
