@@ -110,7 +110,7 @@ def draw(results: Results, out_dir: Path, *, default_limit: int, window: float) 
 
     def save(fig: Any, name: str, title: str) -> None:
         fig.tight_layout()
-        fig.savefig(where / name, format="svg", metadata=metadata)
+        fig.savefig(where / name, format="svg", metadata=metadata, bbox_inches="tight")
         plt.close(fig)
         drawn.append(Figure(title, f"{FIGURES_DIR}/{name}"))
 
