@@ -111,6 +111,7 @@ header { position: sticky; top: 0; z-index: 1; background: var(--bg);
 h1 { font-size: 18px; margin: 0 0 4px; font-weight: 600; word-break: break-all; }
 .sub { color: var(--dim); font-size: 13px; margin: 0 0 10px; }
 .sub b { color: var(--ink); font-weight: 600; }
+.legend { font-size: 12px; margin-top: -6px; }
 nav { display: flex; flex-wrap: wrap; gap: 6px; }
 nav button { font: inherit; font-size: 13px; padding: 4px 12px; border-radius: 999px;
   border: 1px solid var(--line); background: var(--card); color: var(--ink); cursor: pointer; }
@@ -149,6 +150,12 @@ body[data-filter="unknown"] .tile:not([data-status="unknown"]),
 body[data-filter="pending"] .tile:not([data-status="pending"]) { display: none; }
 """
 
+_LEGEND = (
+    "Each tile: line in the prompt file, time to result and cost; the prompt (click it for "
+    "all of it); quality and aspect ratio sent (<i>default</i>: left to the provider); "
+    "the lane (provider · key fingerprint)."
+)
+
 _CSP = (
     "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'; "
     f"script-src 'sha256-{_SCRIPT_HASH}'; base-uri 'none'; form-action 'none'"
@@ -177,24 +184,22 @@ def _number(value: float) -> str:
 
 def _tags(entry: ManifestEntry) -> str:
     parts = []
-    for value, source, what in (
-        (entry.quality, entry.quality_source, "quality"),
-        (entry.aspect_ratio, entry.aspect_ratio_source, "aspect ratio"),
+    # No title attributes: the header's legend says what the tags are, once, not 10,000 times.
+    for value, source in (
+        (entry.quality, entry.quality_source),
+        (entry.aspect_ratio, entry.aspect_ratio_source),
     ):
         if value is None:
             continue
         if source == "default":
-            parts.append(
-                f'<span class="def" title="{what}: not asked for, the provider\'s default">'
-                f"{_esc(value)} (default)</span>"
-            )
+            parts.append(f'<span class="def">{_esc(value)} (default)</span>')
         else:
-            parts.append(f'<span title="{what}">{_esc(value)}</span>')
+            parts.append(f"<span>{_esc(value)}</span>")
     if entry.provider is not None:
         lane = entry.provider
         if entry.key_fingerprint is not None:
             lane += f" · {entry.key_fingerprint}"
-        parts.append(f'<span title="lane: provider · key fingerprint">{_esc(lane)}</span>')
+        parts.append(f"<span>{_esc(lane)}</span>")
     if entry.earlier:
         parts.append('<span title="made by an earlier run into this directory">earlier</span>')
     return f'<div class="tags">{"".join(parts)}</div>'
@@ -287,6 +292,7 @@ def render_gallery(
         '<body data-filter="all"><header>'
         f"<h1>{_esc(title)}</h1>"
         f'<p class="sub">{" · ".join(facts)} · {state} · written {stamp}</p>'
+        f'<p class="sub legend">{_LEGEND}</p>'
         f"<nav>{''.join(buttons)}</nav></header>"
         '<main><ul id="grid">'
     )
