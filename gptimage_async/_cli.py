@@ -183,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
         help="live status line or plain log lines (default: live on a terminal)",
     )
     _session_options(batch)
-    add_gallery_command(commands)
+    add_gallery_command(commands, parents=[verbose])
 
     sim = commands.add_parser(
         "simulate",

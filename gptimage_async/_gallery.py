@@ -424,10 +424,14 @@ async def keep_gallery(
 # -- command line ------------------------------------------------------------------------------
 
 
-def add_gallery_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``gallery DIR`` to the command line's subcommands."""
+def add_gallery_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: Sequence[argparse.ArgumentParser] = (),
+) -> None:
+    """Add ``gallery DIR`` to the command line's subcommands (``parents``: shared options)."""
     parser = commands.add_parser(
         "gallery",
+        parents=list(parents),
         help="rebuild a batch's gallery page (DIR/index.html) from its manifest",
         description="Rebuild DIR/index.html from DIR/manifest.jsonl: every prompt of the "
         "batch with its images, options, lane, time and cost, and why the failed ones failed. "

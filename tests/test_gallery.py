@@ -349,6 +349,10 @@ def test_the_gallery_command_rebuilds_the_page_from_the_manifest(tmp_path: Path)
     missing = cli("gallery", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "no manifest.jsonl" in missing.stderr
 
+    (tmp_path / "a" / "manifest.jsonl").write_text('{"line": 1, "status": "succ')
+    damaged = cli("gallery", str(tmp_path / "a"))
+    assert damaged.returncode == 2 and "manifest.jsonl is damaged" in damaged.stderr
+
 
 def test_an_old_manifest_still_makes_a_page(tmp_path: Path) -> None:
     # A manifest written before the manifest recorded options, lane, times and cost.
