@@ -61,6 +61,10 @@ __all__ = [
 GALLERY_NAME = "index.html"
 #: Seconds between two rewrites of the page while a batch runs (only when something changed).
 DEFAULT_INTERVAL = 3.0
+#: Entries from which the page is rendered in a worker thread. Below, rendering takes
+#: under ~7 ms and is done on the loop: a thread costs more than it saves, and a test's
+#: fake clock, which jumps ahead whenever the loop is idle, would jump while it waits.
+THREAD_FROM = 500
 #: Seconds between two reloads of a page whose batch is still running (none once it ended).
 RELOAD_SECONDS = 10
 logger = logging.getLogger("gptimage_async")
@@ -395,8 +399,9 @@ async def keep_gallery(
 
     ``entries`` returns the manifest lines as they stand (called on the event
     loop; ``None`` turns the page off). The page is written at once, then
-    every ``interval`` seconds when something changed (rendered in a worker
-    thread, so the loop is not held up), and on the way out whatever ends the
+    every ``interval`` seconds when something changed (from
+    :data:`THREAD_FROM` entries on, rendered in a worker thread, so the loop
+    is not held up), and on the way out whatever ends the
     body: its end, an error, a cancellation (Ctrl-C). A page that cannot be
     written is logged as a warning and never stops the batch.
     """
@@ -409,7 +414,10 @@ async def keep_gallery(
         while True:
             snapshot = writer.changed()
             if snapshot is not None:
-                await asyncio.to_thread(writer.write, *snapshot, True)
+                if len(snapshot[1]) < THREAD_FROM:
+                    writer.write(*snapshot, True)
+                else:
+                    await asyncio.to_thread(writer.write, *snapshot, True)
             await asyncio.sleep(interval)
 
     task = asyncio.create_task(keep())

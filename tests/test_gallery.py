@@ -26,6 +26,7 @@ import gptimage_async as gi
 from gptimage_async._batch import prompt_key
 from gptimage_async._gallery import (
     GALLERY_NAME,
+    THREAD_FROM,
     build_gallery,
     keep_gallery,
     render_gallery,
@@ -271,6 +272,29 @@ async def test_the_page_is_kept_current_and_written_at_the_end(
     text = page.read_text()
     # The batch ended with a prompt pending: the page says so and stops reloading.
     assert "stopped: run the batch again" in text and 'http-equiv="refresh"' not in text
+
+
+async def test_a_large_page_is_rendered_off_the_loop_and_a_late_one_never_wins(
+    tmp_path: Path,
+) -> None:
+    page = tmp_path / GALLERY_NAME
+    entries = [entry(n, "pending") for n in range(1, THREAD_FROM + 1)]
+    async with keep_gallery(tmp_path, lambda: entries, interval=0.01):
+        for _ in range(500):
+            if page.exists():
+                break
+            await asyncio.sleep(0.01)
+        entries = [entry(1, "failed", error="late news"), *entries[1:]]
+        for _ in range(500):
+            if "late news" in page.read_text():
+                break
+            await asyncio.sleep(0.01)
+        assert "late news" in page.read_text()
+        entries = [entry(n, "succeeded", files=(f"{n}.png",)) for n in range(1, THREAD_FROM + 1)]
+    # The last page is the end's, whatever a worker thread was still rendering.
+    text = page.read_text()
+    assert text.count('<li class="tile" data-status="succeeded"') == THREAD_FROM
+    assert 'http-equiv="refresh"' not in text
 
 
 async def test_the_page_is_written_when_the_batch_is_cancelled(tmp_path: Path) -> None:
