@@ -14,6 +14,7 @@ import aiohttp
 import gptimage_async
 
 from .figures import Figure
+from .gallery import GalleryRow, section
 from .scenarios import IN_FLIGHT_SETTLE, PROBE_SLEEP, Bulk, Cpu, Idle, InFlight, mean, percentile
 
 __all__ = [
@@ -183,6 +184,8 @@ class Results:
     """One-minute load average at the start and at the end."""
     fleet: str = ""
     """The Markdown section of ``benchmarks.fleet`` (several processes on one key), if run."""
+    gallery: GalleryRow | None = None
+    """The gallery page's cost at 10,000 images, if measured."""
 
 
 @dataclass(slots=True)
@@ -544,6 +547,8 @@ def render(
         lines += _cpu_section(results)
     if results.in_flight is not None:
         lines += _in_flight_section(results.in_flight)
+    if results.gallery is not None:
+        lines += section(results.gallery)
     if results.fleet:
         lines += ["", results.fleet, ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -61,3 +61,14 @@ def test_the_figures_are_drawn_and_shown_in_results(tmp_path: Path) -> None:
     text = render(results(), default_limit=20, window=10.0, figures=figures)
     assert "## Figures" in text
     assert "![Requests per rate window over a bulk job](figures/requests-per-window.svg)" in text
+
+
+def test_the_gallery_benchmark_measures_a_page_of_real_entries() -> None:
+    from benchmarks.gallery import ROUNDS, measure, section
+
+    row = measure(300)
+    assert len(row.render) == len(row.write) == ROUNDS
+    # One tile per entry, each about half a kilobyte: the size is counted from the page.
+    assert 300 * 300 < row.bytes < 300 * 1500
+    text = "\n".join(section(row))
+    assert "## Gallery page at 300 images" in text and "B per image" in text
