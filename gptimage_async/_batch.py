@@ -56,8 +56,15 @@ from ._exceptions import (
     UncertainCreateError,
 )
 from ._feed import is_last
+from ._gallery import keep_gallery
 from ._journal import Endpoint, Journal, JournalEntry, RerunAction
-from ._manifest import EntryStatus, ManifestEntry, write_manifest
+from ._manifest import (
+    EntryStatus,
+    ManifestEntry,
+    stamp_created,
+    stamp_finished,
+    write_manifest,
+)
 from ._models import ImageRequest, Result
 from ._prompts import BatchPrompt
 from ._run import Run
@@ -239,7 +246,9 @@ class Batch:
         print(report.counts)          # {'succeeded': 1998, 'failed': 2, ...}
 
     Writes ``out/journal.jsonl`` as it goes and ``out/manifest.jsonl`` at
-    the end (see the module docstring for what a rerun does). ``concurrency``
+    the end (see the module docstring for what a rerun does), and keeps the
+    gallery page ``out/index.html`` current (every few seconds, and at the
+    end; ``gallery=False`` skips it). ``concurrency``
     caps the runs in flight (default: no cap, the session's rate limiter
     paces everything). ``download=False`` records URLs without saving images.
     ``on_event`` is called with every :class:`BatchEvent`; ``progress`` can
@@ -270,6 +279,7 @@ class Batch:
         "_feed_scope",
         "_finish_times",
         "_fsync",
+        "_gallery",
         "_gate",
         "_http",
         "_items",
@@ -309,6 +319,7 @@ class Batch:
         max_download_bytes: int = DEFAULT_MAX_BYTES,
         on_event: Callable[[BatchEvent], object] | None = None,
         fsync: bool = True,
+        gallery: bool = True,
     ) -> None:
         for name, value in (
             ("create_window", create_window),
@@ -343,6 +354,7 @@ class Batch:
         self._notice_taken = False
         self._on_event = on_event
         self._fsync = fsync
+        self._gallery = gallery  # out_dir/index.html, kept current (_gallery.keep_gallery)
         self._phases: collections.Counter[_Phase] = collections.Counter(
             {"waiting": len(self._items)}
         )
@@ -522,7 +534,9 @@ class Batch:
                 self._earlier = self._earlier_entries(journal)
                 async with _http_client(self._download) as http:
                     self._http = http
-                    await self._feed(attach, submit)
+                    page = self._gallery_entries if self._gallery else None
+                    async with keep_gallery(self._out, page):
+                        await self._feed(attach, submit)
         finally:
             self._journal = None
             self._http = None
@@ -738,7 +752,7 @@ class Batch:
             journal.created(
                 key, run.id, line=line, provider=run.provider, base_url=self._session.base_url
             )
-            item.entry = msgspec.structs.replace(item.entry, run_id=run.id)
+            item.entry = stamp_created(item.entry, run.id)
             self._set_phase(item, "in_flight")
             self._emit("created", item.entry)
             if not self._stopping:
@@ -859,6 +873,7 @@ class Batch:
             error=None if error is None else str(error),
             error_type=None if error is None else type(error).__name__,
         )
+        entry = stamp_finished(entry, self._session)  # options, lane, times, cost
         assert self._journal is not None
         self._journal.finished(entry, on_rerun=on_rerun)
         item.entry = entry
@@ -866,6 +881,9 @@ class Batch:
         self._statuses[status] += 1
         self._finish_times.append(time.monotonic())
         self._emit("finished", entry)
+
+    def _gallery_entries(self) -> list[ManifestEntry]:
+        return [item.entry for item in self._items] + list(self._earlier)
 
     def _set_phase(self, item: _Item, phase: _Phase) -> None:
         self._phases[item.phase] -= 1

@@ -38,6 +38,7 @@ from ._exceptions import (
     InvalidRequestError,
     SessionClosedError,
 )
+from ._gallery import GALLERY_NAME, add_gallery_command, gallery_command
 from ._journal import JournalError
 from ._models import ASPECT_RATIOS, QUALITIES, ImageRequest, RateLimit, Result
 from ._progress import Display, format_duration, make_display
@@ -83,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "gallery":
+            return gallery_command(args.dir)
         runner = _batch if args.command == "batch" else _generate
         return asyncio.run(runner(args))
     except _UsageError as exc:
@@ -171,12 +174,16 @@ def _parser() -> argparse.ArgumentParser:
         help="check the file and show what would be sent and its cost; send nothing (needs no key)",
     )
     batch.add_argument(
+        "--no-gallery", action="store_true", help="do not write the gallery page DIR/index.html"
+    )
+    batch.add_argument(
         "--progress",
         choices=("auto", "live", "log"),
         default="auto",
         help="live status line or plain log lines (default: live on a terminal)",
     )
     _session_options(batch)
+    add_gallery_command(commands, parents=[verbose])
 
     sim = commands.add_parser(
         "simulate",
@@ -591,6 +598,7 @@ async def _batch(args: argparse.Namespace) -> int:
                 # The in-process simulator gets a new port each time: its old runs are gone.
                 attach_elsewhere=args.provider == "simulator",
                 on_event=display.event,
+                gallery=not args.no_gallery,
             )
             notice = batch.endpoint_notice()
             # The in-process simulator's port is new each run: that change is no news.
@@ -599,6 +607,8 @@ async def _batch(args: argparse.Namespace) -> int:
             with _signals(batch, display) as interrupted:
                 report = await _run_with_display(batch, display, args.out)
     _summary(report, requests=session.stats.requests)
+    if not args.no_gallery:
+        print(f"gallery: {args.out / GALLERY_NAME}")
     if interrupted:
         p = report.progress
         print(
