@@ -11,17 +11,20 @@ and the poll scheduler that resolves every run with as few requests as it can.
 """
 
 from ._batch import Batch, BatchEvent, BatchProgress, BatchReport
-from ._download import DownloadError, download
+from ._download import download
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    DownloadError,
     GPTImageError,
     InsufficientCreditsError,
     InvalidRequestError,
+    JournalError,
     PermissionDeniedError,
+    PromptFileError,
     ProtocolError,
     QuotaExceededError,
     RateLimitError,
@@ -31,11 +34,12 @@ from ._exceptions import (
     ServerError,
     SessionClosedError,
     UncertainCreateError,
+    WrongEventLoopError,
 )
-from ._journal import Journal, JournalEntry, JournalError
+from ._journal import Journal, JournalEntry
 from ._manifest import ManifestEntry, read_manifest
 from ._models import ImageRequest, RateLimit, Result, RunStatus
-from ._prompts import BatchPrompt, PromptFileError, read_prompts
+from ._prompts import BatchPrompt, read_prompts
 from ._providers import ProviderName
 from ._registry import RunRegistry
 from ._run import Run
@@ -85,6 +89,7 @@ __all__ = [
     "SessionClosedError",
     "SessionStats",
     "UncertainCreateError",
+    "WrongEventLoopError",
     "__version__",
     "download",
     "read_manifest",
