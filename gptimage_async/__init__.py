@@ -11,6 +11,7 @@ and the poll scheduler that resolves every run with as few requests as it can.
 """
 
 from ._batch import Batch, BatchEvent, BatchProgress, BatchReport
+from ._config import SessionConfig
 from ._download import download
 from ._exceptions import (
     APIConnectionError,
@@ -37,13 +38,14 @@ from ._exceptions import (
     WrongEventLoopError,
 )
 from ._journal import Journal, JournalEntry
+from ._lane import LimiterView, SchedulerView
 from ._manifest import ManifestEntry, read_manifest
 from ._models import ImageRequest, RateLimit, Result, RunStatus
 from ._prompts import BatchPrompt, read_prompts
 from ._providers import ProviderName
 from ._registry import RunRegistry
 from ._run import Run
-from ._session import LimiterView, OnExit, SchedulerView, Session
+from ._session import OnExit, Session
 from ._stats import SessionStats
 from ._version import __version__
 
@@ -87,6 +89,7 @@ __all__ = [
     "ServerError",
     "Session",
     "SessionClosedError",
+    "SessionConfig",
     "SessionStats",
     "UncertainCreateError",
     "WrongEventLoopError",
