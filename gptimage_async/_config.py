@@ -68,7 +68,7 @@ class SessionConfig:
     * ``provider``: ``ProviderName``, ``"runbase"`` (default) or ``"apiinone"``.
     * ``api_key``: ``str | None``, default ``None``: read from
       ``RUNBASE_API_KEY`` / ``APIINONE_API_KEY`` when a session is built.
-      Held so that no repr, log or error shows it.
+      Held so that no repr, log or error shows it (and left out of ``==``).
     * ``base_url``: ``str | None``, the API root including ``/api/v1``;
       default ``None``: the provider's (``https://runbase.net/api/v1``,
       ``https://apiin.one/api/v1``). Plain ``http://`` is accepted only for
@@ -134,7 +134,8 @@ class SessionConfig:
     """
 
     provider: ProviderName | str = dataclasses.field(default="runbase", kw_only=False)
-    api_key: str | Secret | None = dataclasses.field(default=None, repr=False)
+    # Left out of == and hash: a Secret has no value equality (it never shows its value).
+    api_key: str | Secret | None = dataclasses.field(default=None, repr=False, compare=False)
     base_url: str | None = None
     rate_limit: RateLimit | None = None
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
