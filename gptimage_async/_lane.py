@@ -23,7 +23,7 @@ from ._config import SessionConfig
 from ._create import Creator
 from ._exceptions import SessionClosedError, WrongEventLoopError
 from ._limiter import AdaptiveRate, Limiter, RateLimiter
-from ._models import ImageRequest
+from ._models import ImageRequest, RunStatus
 from ._registry import RunRegistry
 from ._run import Run
 from ._scheduler import PollScheduler
@@ -96,6 +96,32 @@ class Lifecycle:
     def busy(self) -> None:
         if self.idle is not None:
             self.idle.clear()
+
+    def abandon(self) -> None:
+        """End every run still in flight with ``SessionClosedError``; keep and name them.
+
+        They stay in ``runs.abandoned``, each with its run id, and one WARNING
+        names them all: after a Ctrl-C it may be the only record of runs paid for.
+        """
+        left = list(self._runs)
+        for run in left:
+            run._fail(
+                SessionClosedError(
+                    f"the session was closed before run {run.run_id} was resolved "
+                    f"(last seen {run.status.value}); it may still finish: attach() it "
+                    "from another session",
+                    run_id=run.run_id,
+                ),
+                RunStatus.ERRORED,
+            )
+            self._runs.abandon(run)
+        if left:
+            logger.warning(
+                "closing with %d run(s) still in flight; they may still finish, attach() "
+                "them from the next process (session.runs.abandoned holds them): %s",
+                len(left),
+                ", ".join(str(run.run_id) for run in left),
+            )
 
     def settled(self) -> None:
         if self.idle is not None and not self._runs and not any(self._creating):

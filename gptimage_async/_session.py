@@ -128,25 +128,10 @@ class Session:
         state_file: str | os.PathLike[str] | None = None,
         remember: bool = True,
     ) -> None:
-        self._setup(
-            SessionConfig(
-                provider,
-                api_key=api_key,
-                base_url=base_url,
-                rate_limit=rate_limit,
-                request_timeout=request_timeout,
-                run_timeout=run_timeout,
-                on_exit=on_exit,
-                resend_uncertain_creates=resend_uncertain_creates,
-                max_create_attempts=max_create_attempts,
-                max_connections=max_connections,
-                user_agent=user_agent,
-                proxy=proxy,
-                redis=redis,
-                state_file=state_file,
-                remember=remember,
-            )
-        )
+        # Every parameter is a SessionConfig field, in the same order with the
+        # same default (tests/test_argument_errors.py holds the two together).
+        options = {name: value for name, value in locals().items() if name != "self"}
+        self._setup(SessionConfig(**options))
 
     @classmethod
     def from_config(cls, config: SessionConfig) -> Self:
@@ -296,7 +281,7 @@ class Session:
             for lane in self._lanes:
                 await lane.finish_creates()
         finally:
-            self._abandon()
+            self._life.abandon()
             for task in list(self._tasks):
                 task.cancel()
             if self._tasks:
@@ -307,28 +292,6 @@ class Session:
             finally:
                 self._life.state = "closed"
         logger.debug("session closed: %s", self.stats)
-
-    def _abandon(self) -> None:
-        """End every run still in flight with ``SessionClosedError``; keep and name them."""
-        left = list(self.runs)
-        for run in left:
-            run._fail(
-                SessionClosedError(
-                    f"the session was closed before run {run.run_id} was resolved "
-                    f"(last seen {run.status.value}); it may still finish: attach() it "
-                    "from another session",
-                    run_id=run.run_id,
-                ),
-                RunStatus.ERRORED,
-            )
-            self.runs.abandon(run)
-        if left:  # every id: after a Ctrl-C this line may be the only record of paid runs
-            logger.warning(
-                "closing with %d run(s) still in flight; they may still finish, attach() "
-                "them from the next process (session.runs.abandoned holds them): %s",
-                len(left),
-                ", ".join(str(run.run_id) for run in left),
-            )
 
     def _check_open(self) -> None:
         self._life.check_open()
