@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Unpack
 
 from .._config import SessionConfig, SessionOptions
 from .._exceptions import (
@@ -79,9 +79,15 @@ def app_config(
 
 @contextlib.asynccontextmanager
 async def app_session(
-    config: SessionConfig, *, shutdown_timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT
+    provider: ProviderName | str | SessionConfig = "runbase",
+    *,
+    shutdown_timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
+    **options: Unpack[SessionOptions],
 ) -> AsyncIterator[Session]:
     """Open the one ``Session`` of an application; framework hooks wrap this.
+
+    ``provider`` and ``options`` as for ``app_config`` (a ``SessionConfig``
+    already checked is used as it is).
 
     Leaving normally waits up to ``shutdown_timeout`` seconds (``None``: as long
     as the runs take) for runs in flight, then closes the session: runs still
@@ -89,7 +95,7 @@ async def app_session(
     names them in a WARNING), so a later process can ``attach`` to them.
     Leaving through an exception closes at once.
     """
-    session = Session.from_config(config)
+    session = Session.from_config(app_config(provider, shutdown_timeout, options))
     await session.open()
     try:
         yield session
