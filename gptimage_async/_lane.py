@@ -180,6 +180,7 @@ class Lane:
             else None
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
         self.transport: Transport | None = None
         self.limiter: Limiter | None = None
         self.scheduler: PollScheduler | None = None
@@ -298,7 +299,13 @@ class Lane:
             await asyncio.gather(*self.creator.in_flight, return_exceptions=True)
 
     async def aclose(self) -> None:
-        """Stop the lane's tasks, save what it learned, close its limiter and transport."""
+        """Stop the lane's tasks, save what it learned, close its limiter and transport.
+
+        Closing twice is harmless (a lane that failed to open closed itself).
+        """
+        if self._closed:
+            return
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
