@@ -7,6 +7,10 @@ Every error this library raises or resolves a run with is a ``GPTImageError``::
     ├── ConfigurationError (ValueError)       bad arguments to Session, RateLimit, Batch, download
     ├── SessionClosedError (RuntimeError)     the session is closed (or closed under the run);
     │                                         a Session or Batch used a second time
+    ├── WrongEventLoopError (RuntimeError)    a Session used from an event loop it was not opened in
+    ├── PromptFileError (ValueError)          a prompt file cannot be read, or has a bad row
+    ├── JournalError                          a journal is held by another process, or damaged
+    ├── DownloadError                         an image could not be saved
     ├── APIConnectionError                    the request never got an HTTP answer
     ├── ProtocolError                         an answer that cannot be understood
     ├── UncertainCreateError                  a create may have reached the server: not resent
@@ -34,10 +38,13 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "DownloadError",
     "GPTImageError",
     "InsufficientCreditsError",
     "InvalidRequestError",
+    "JournalError",
     "PermissionDeniedError",
+    "PromptFileError",
     "ProtocolError",
     "QuotaExceededError",
     "RateLimitError",
@@ -47,6 +54,7 @@ __all__ = [
     "ServerError",
     "SessionClosedError",
     "UncertainCreateError",
+    "WrongEventLoopError",
     "status_error",
 ]
 
@@ -91,6 +99,49 @@ class SessionClosedError(GPTImageError, RuntimeError):
     A run that ends with this error may still finish on the provider's side;
     its ``run_id`` lets a later session ``attach`` to it.
     """
+
+
+class WrongEventLoopError(GPTImageError, RuntimeError):
+    """A ``Session`` was used from an event loop other than the one it was opened in.
+
+    A session's connections, limiter and poller belong to the loop that ran
+    ``open()`` (asyncio objects cannot move between loops). Raised at the
+    first call from another loop, before any request is sent; open one
+    session per loop (per thread, per ``asyncio.run``) instead.
+    """
+
+
+class PromptFileError(GPTImageError, ValueError):
+    """A prompt file cannot be read or has a bad row; ``path`` and ``line`` say where.
+
+    ``str(error)`` reads ``prompts.csv:12: quality must be 'medium' or 'high', not 'hi'``.
+    """
+
+    def __init__(self, message: str, *, path: str, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.line = line
+        self.reason = message
+
+
+class JournalError(GPTImageError):
+    """The journal cannot be used: another process holds it, or a line is damaged."""
+
+
+class DownloadError(GPTImageError):
+    """An image could not be saved: HTTP error, not an image, too large, or the disk refused it.
+
+    ``url`` is the image's URL (``None`` for a problem with the destination);
+    ``status_code`` the HTTP status when there was one.
+    """
+
+    def __init__(
+        self, message: str, *, url: str | None = None, status_code: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status_code = status_code
 
 
 class APIConnectionError(GPTImageError):

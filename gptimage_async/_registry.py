@@ -21,11 +21,12 @@ class RunRegistry:
     {'pending': 3, 'running': 5, 'succeeded': 120, 'failed': 1, ...}
     """
 
-    __slots__ = ("_active", "_ended")
+    __slots__ = ("_abandoned", "_active", "_ended")
 
     def __init__(self) -> None:
         self._active: dict[str, Run] = {}
         self._ended: collections.Counter[RunStatus] = collections.Counter()
+        self._abandoned: dict[str, Run] = {}
 
     def add(self, run: Run) -> None:
         """Start tracking ``run`` (it must have a provider id)."""
@@ -38,9 +39,25 @@ class RunRegistry:
             del self._active[run.run_id]
             self._ended[run.status] += 1
 
+    def abandon(self, run: Run) -> None:
+        """Stop tracking ``run`` unresolved (its session closed): kept in ``abandoned``."""
+        if run.run_id is not None and self._active.get(run.run_id) is run:
+            self.discard(run)
+            self._abandoned[run.run_id] = run
+
+    @property
+    def abandoned(self) -> list[Run]:
+        """Runs left unresolved when the session closed, in the order they were created.
+
+        Each keeps its ``run_id`` (a later session can ``attach`` it) and ends
+        with ``SessionClosedError``; they may still finish on the provider's side.
+        """
+        return list(self._abandoned.values())
+
     def get(self, run_id: str) -> Run | None:
-        """The run in flight with this provider id, if any."""
-        return self._active.get(run_id)
+        """The run in flight with this provider id, or abandoned with it at close, if any."""
+        run = self._active.get(run_id)
+        return run if run is not None else self._abandoned.get(run_id)
 
     def __contains__(self, run: object) -> bool:
         if isinstance(run, str):

@@ -87,3 +87,23 @@ def test_the_sync_session_has_the_async_verbs_as_plain_calls() -> None:
     assert inspect.iscoroutinefunction(gi.Result.save)
     assert inspect.iscoroutinefunction(gi.Result.read)
     assert callable(gi.Result._repr_html_)
+
+
+def test_every_error_class_lives_in_the_exceptions_module() -> None:
+    import gptimage_async._exceptions as exceptions
+
+    errors = [getattr(gi, n) for n in gi.__all__ if n.endswith("Error")]
+    for cls in errors:
+        assert cls.__module__ == "gptimage_async._exceptions", cls
+        # The tree drawn in the module's docstring names every class.
+        assert f" {cls.__name__}" in (exceptions.__doc__ or ""), cls
+    # Their old homes still export them, so old imports keep working.
+    from gptimage_async._download import DownloadError
+    from gptimage_async._journal import JournalError
+    from gptimage_async._prompts import PromptFileError
+
+    assert (DownloadError, JournalError, PromptFileError) == (
+        gi.DownloadError,
+        gi.JournalError,
+        gi.PromptFileError,
+    )
