@@ -688,7 +688,7 @@ class Session:
                 error = run.error
                 if error is not None and not return_exceptions:
                     raise error
-                out[run.index] = run._outcome()
+                out[run.index] = run._result_or_error()
         finally:
             await runs.aclose()
         assert _MISSING not in out
