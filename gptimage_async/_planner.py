@@ -40,6 +40,7 @@ __all__ = [
     "PollState",
     "TailCohort",
     "deadline_poll_at",
+    "not_found_ceiling",
     "not_found_is_final",
     "plan_age",
     "retry_ceiling",
@@ -95,6 +96,10 @@ MAX_NOT_FOUND = 3
 #: really is gone still fails within a small share of ``run_timeout``. A
 #: time, not a count of polls: at a high rate limit three polls take 0.1 s.
 NOT_FOUND_GRACE = 30.0
+#: Within the grace, 404 retries back off up to the grace over this many
+#: (or the rate window, if longer): a run that takes a while to appear costs
+#: a handful of polls, whatever the rate limit, and is seen within seconds.
+NOT_FOUND_POLLS = 8
 
 
 class PollState(msgspec.Struct, gc=False):
@@ -240,6 +245,19 @@ def retry_ceiling(
     """
     scale = model.quantile(0.5) * MIN_STEP if model.ready else rtt
     return backoff_ceiling(errors, base=max(interval, scale), cap=window)
+
+
+def not_found_ceiling(
+    errors: int, *, model: DurationModel, rtt: float, interval: float, window: float
+) -> float:
+    """The longest wait (seconds) before polling again a run of ours not visible yet.
+
+    As ``retry_ceiling``, but capped at ``NOT_FOUND_GRACE / NOT_FOUND_POLLS``
+    where that is longer than the window: under a high rate limit (a window
+    of a second, say) the cap of a window would spend a poll a second on it.
+    """
+    cap = max(window, NOT_FOUND_GRACE / NOT_FOUND_POLLS)
+    return retry_ceiling(errors, model=model, rtt=rtt, interval=interval, window=cap)
 
 
 def not_found_is_final(*, age: float, grace: float, errors: int) -> bool:

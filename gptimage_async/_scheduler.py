@@ -38,6 +38,7 @@ from ._planner import (
     PollState,
     TailCohort,
     deadline_poll_at,
+    not_found_ceiling,
     not_found_is_final,
     plan_age,
     retry_ceiling,
@@ -439,7 +440,8 @@ class PollScheduler:
     ) -> None:
         state.errors += 1
         logger.debug("poll of run %s failed (%s); retrying", run.run_id, error)
-        delay = retry_ceiling(
+        ceiling = not_found_ceiling if hold else retry_ceiling
+        delay = ceiling(
             state.errors,
             model=self.model,
             rtt=self._rtt,

@@ -24,8 +24,10 @@ from gptimage_async._planner import (
     PLANNED_DONE_SHARE,
     SPREAD_KEEP,
     TAIL_GROWTH,
+    NOT_FOUND_POLLS,
     TailCohort,
     deadline_poll_at,
+    not_found_ceiling,
     not_found_is_final,
     plan_age,
     retry_ceiling,
@@ -237,6 +239,22 @@ def test_retries_back_off_from_the_budget_or_the_runs(
     model = uniform_model() if ready else DurationModel()
     ceiling = retry_ceiling(errors, model=model, rtt=RTT, interval=interval, window=10.0)
     assert ceiling == pytest.approx(expected, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("errors", "window", "expected"),
+    [
+        (1, 10.0, 2 * RTT),  # as any retry at first ...
+        (20, 10.0, 10.0),  # ... capped at the window where that is long (Runbase's default)
+        (20, 1.0, NOT_FOUND_GRACE / NOT_FOUND_POLLS),  # a short window: a few polls per grace
+    ],
+)
+def test_a_run_not_visible_yet_is_polled_a_few_times_per_grace(
+    errors: int, window: float, expected: float
+) -> None:
+    model = DurationModel()
+    ceiling = not_found_ceiling(errors, model=model, rtt=RTT, interval=0.001, window=window)
+    assert ceiling == pytest.approx(expected)
 
 
 # -- cold start in bulk: scouts and parked runs ---------------------------------------------
