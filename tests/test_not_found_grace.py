@@ -86,7 +86,7 @@ class Rig:
     def _track(self, run_id: str, *, attached: bool) -> Run:
         now = self.clock.now
         run = Run(run_id, self.provider, None, created_at=now, deadline=now + 3600.0)
-        self.registry.add(run)
+        self.registry._track(run)
         self.scheduler.add(run, rtt=None if attached else 0.05, poll_now=attached)
         return run
 
@@ -154,7 +154,7 @@ async def rig(
             limiter=limiter,
             stats=SessionStats(),
             spawn=spawn,
-            on_resolved=registry.discard,
+            on_resolved=registry._untrack,
             lookup=registry.get,
         )
         spawn(scheduler.run_forever)
@@ -218,7 +218,7 @@ async def test_an_attached_run_has_no_grace(fake_clock: FakeClock, provider: str
     # is counted as before, so a made-up id costs a few polls, not a minute of them.
     async with rig(fake_clock, provider, RUNBASE_DEFAULT, lag=10 * NOT_FOUND_GRACE) as r:
         created = await r.create()  # a real id, still invisible
-        r.registry.discard(created)
+        r.registry._untrack(created)
         r.scheduler.release(created)
         run = r.attach(created.run_id or "")
         await r.until_done(run)

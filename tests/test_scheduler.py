@@ -74,7 +74,7 @@ class Rig:
         snapshot = provider.decode_run(answer.body, run_id=None)
         now = self.clock.now
         run = Run(snapshot.id, "runbase", request, created_at=now, deadline=now + run_timeout)
-        self.registry.add(run)
+        self.registry._track(run)
         self.scheduler.add(run, rtt=RTT)
         return run
 
@@ -107,7 +107,7 @@ async def rig(clock: FakeClock, rate_limit: gi.RateLimit) -> AsyncIterator[Rig]:
             limiter=limiter,
             stats=SessionStats(),
             spawn=spawn,
-            on_resolved=registry.discard,
+            on_resolved=registry._untrack,
             lookup=registry.get,
         )
         spawn(scheduler.run_forever)
@@ -207,7 +207,7 @@ async def test_a_re_planned_or_resolved_run_leaves_only_stale_entries(
         r.scheduler._push(runs[0], state, first / 2)
         # Resolved elsewhere (cancelled by the session, say): never polled.
         runs[1]._fail(gi.GPTImageError("gone"), gi.RunStatus.ERRORED)
-        r.registry.discard(runs[1])
+        r.registry._untrack(runs[1])
         await fake_clock.advance_to(first / 2)
         await fake_clock.wait_for(lambda: len(r.polls()) == 1)
         assert r.polls() == [pytest.approx(first / 2)]
