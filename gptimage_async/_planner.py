@@ -125,6 +125,8 @@ class PollState(msgspec.Struct, gc=False):
     #: Seconds after the create during which a 404 means "not visible yet"
     #: (``NOT_FOUND_GRACE`` for a run this session created, 0 for an attached one).
     grace: float = 0.0
+    #: Cold start: the run probes for the first duration (counted while it is in flight).
+    scout: bool = False
 
     def __repr__(self) -> str:
         return (

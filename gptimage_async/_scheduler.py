@@ -103,8 +103,9 @@ class PollScheduler:
         self._rtt = 0.0  # smoothed create round trip
         self._cold_floor = 0.0  # the longest age any run was seen still going during cold start
         self._cold_scale = 0.0  # the first finished run's upper bound, seconds (0: none yet)
-        # Cold start: the ids of the runs probing for the first duration, and of those waiting.
-        self._scouts: list[str] = []
+        # Cold start: how many runs in flight probe for the first duration (their
+        # state says which), and the ids of the runs parked until one has finished.
+        self._scouting = 0
         self._parked: list[str] = []
         # No more polls on the wire than connections: beyond that they would only
         # queue inside aiohttp, holding memory and going stale.
@@ -152,8 +153,10 @@ class PollScheduler:
             self._drop(run.run_id)
 
     def _drop(self, run_id: str) -> None:
-        if self._states.pop(run_id, None) is not None:
-            self._unscout(run_id)
+        state = self._states.pop(run_id, None)
+        if state is not None and state.scout:
+            self._scouting -= 1
+            self._take_over()
 
     def state_of(self, run_id: str) -> PollState | None:
         """The poll state of a run in flight (for tests and diagnostics; never write it)."""
@@ -260,30 +263,26 @@ class PollScheduler:
 
     def _park(self, run: Run, state: PollState) -> bool:
         """Cold start: hold the run unpolled if enough scouts already probe (True if parked)."""
-        run_id = run.run_id
-        assert run_id is not None
-        scouts = self._scouts
-        learning = not (self.model.ready or self._cold_scale or run_id in scouts)
-        if learning:
-            scouts[:] = [s for s in scouts if s in self._states]
-        if not should_park(
-            model_ready=self.model.ready,
-            cold_scale=self._cold_scale,
-            is_scout=not learning,
-            scouts=len(scouts),
+        ready, scale = self.model.ready, self._cold_scale
+        if should_park(
+            model_ready=ready,
+            cold_scale=scale,
+            is_scout=state.scout,
+            scouts=self._scouting,
             waiting=self._limiter.waiting > 0,
         ):
-            if learning:
-                scouts.append(run_id)
-            return False
-        self._parked.append(run_id)
-        self._push(run, state, math.inf)  # held at its deadline, which still applies
-        return True
+            assert run.run_id is not None
+            self._parked.append(run.run_id)
+            self._push(run, state, math.inf)  # held at its deadline, which still applies
+            return True
+        if not (ready or scale or state.scout):
+            state.scout = True  # it probes: one scout more, until it is released
+            self._scouting += 1
+        return False
 
     def _unpark(self, now: float) -> None:
         """A duration is known: plan every parked run from it."""
         parked, self._parked = self._parked, []
-        self._scouts.clear()
         for run_id in parked:
             self._replan(run_id, now)
 
@@ -296,18 +295,11 @@ class PollScheduler:
         self._plan(run, state, now)
         return True
 
-    def _unscout(self, run_id: str) -> None:
+    def _take_over(self) -> None:
         """A scout ended with no duration (failed, cancelled): the oldest parked run takes over."""
-        if run_id not in self._scouts:
-            return
-        self._scouts.remove(run_id)
         while self._parked and not self._cold_scale:
-            nxt = self._parked.pop(0)
-            if nxt in self._states:
-                self._scouts.append(nxt)
-                if self._replan(nxt, self._loop.time()):
-                    return
-                self._scouts.remove(nxt)
+            if self._replan(self._parked.pop(0), self._loop.time()):
+                return  # planned as a scout: ``_park`` found one fewer probing
 
     def _push(self, run: Run, state: PollState, when: float) -> None:
         run_id = run.run_id

@@ -362,3 +362,48 @@ async def test_before_the_model_is_ready_every_run_is_observed(
     scheduler.tail_began()
     _finished(scheduler, fake_clock.now, 5.0)
     assert scheduler.model.observed == 1
+
+
+# -- a bulk job's cold start: one scout probes, the others are parked -----------------
+
+
+async def test_in_a_bulk_cold_start_one_scout_probes_and_a_failed_one_hands_over(
+    fake_clock: FakeClock,
+) -> None:
+    transport = Transport(
+        "http://127.0.0.1:9", "unused", timeout=1.0, max_connections=1, user_agent="test"
+    )
+    limiter = RateLimiter(gi.RateLimit(1, 10.0))
+    registry = RunRegistry()
+    scheduler = PollScheduler(
+        provider=get_provider("runbase"),
+        transport=transport,
+        limiter=limiter,
+        stats=SessionStats(),
+        spawn=lambda *_: None,  # nothing is sent
+        on_resolved=registry._untrack,
+        lookup=registry.get,
+    )
+    try:
+        await limiter.acquire()
+        waiter = asyncio.ensure_future(limiter.acquire())  # requests wait: a bulk job
+        await fake_clock.settle()
+        assert limiter.waiting
+        runs = [Run(f"r{i}", "runbase", None, created_at=0.0, deadline=1e9) for i in range(5)]
+        for run in runs:
+            registry._track(run)
+            scheduler.add(run, rtt=RTT)
+        due = [scheduler.next_poll(run.run_id or "") for run in runs]
+        assert due[0] is not None and due[0] < 100.0  # the scout
+        assert due[1:] == [pytest.approx(1e9)] * 4  # parked (at their deadline)
+        # The scout fails: the oldest parked run takes over, the others wait on.
+        scheduler._fail(runs[0], gi.GPTImageError("gone"))
+        assert scheduler.state_of("r0") is None and len(scheduler) == 4
+        due = [scheduler.next_poll(run.run_id or "") for run in runs[1:]]
+        assert due[0] is not None and due[0] < 100.0
+        assert due[1:] == [pytest.approx(1e9)] * 3
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+    finally:
+        limiter.close()
+        await transport.aclose()
