@@ -63,6 +63,7 @@ from ._manifest import (
     ManifestEntry,
     stamp_created,
     stamp_finished,
+    stamp_lane,
     write_manifest,
 )
 from ._models import ImageRequest, Result
@@ -752,7 +753,7 @@ class Batch:
             journal.created(
                 key, run.id, line=line, provider=run.provider, base_url=self._session.base_url
             )
-            item.entry = stamp_created(item.entry, run.id)
+            item.entry = stamp_created(item.entry, run.id, run.lane)
             self._set_phase(item, "in_flight")
             self._emit("created", item.entry)
             if not self._stopping:
@@ -791,7 +792,7 @@ class Batch:
                 self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="attach")
                 return
             self.attached += 1
-            item.entry = msgspec.structs.replace(item.entry, run_id=run_id)
+            item.entry = stamp_lane(msgspec.structs.replace(item.entry, run_id=run_id), run.lane)
             self._set_phase(item, "in_flight")
             self._emit("attached", item.entry)
             await self._follow(item, run)

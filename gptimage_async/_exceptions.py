@@ -13,6 +13,7 @@ Every error this library raises or resolves a run with is a ``GPTImageError``::
     ├── DownloadError                         an image could not be saved
     ├── APIConnectionError                    the request never got an HTTP answer
     ├── ProtocolError                         an answer that cannot be understood
+    │   └── RunIdMismatchError                a poll answered about another run
     ├── UncertainCreateError                  a create may have reached the server: not resent
     ├── RunFailedError                        the provider says the run failed
     ├── RunTimeoutError (TimeoutError)        the run did not finish within run_timeout
@@ -49,6 +50,7 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "RunFailedError",
+    "RunIdMismatchError",
     "RunNotFoundError",
     "RunTimeoutError",
     "ServerError",
@@ -160,6 +162,20 @@ class ProtocolError(GPTImageError):
     ) -> None:
         super().__init__(message, run_id=run_id)
         self.status_code = status_code
+
+
+class RunIdMismatchError(ProtocolError):
+    """A poll of one run was answered with another run's object, again and again.
+
+    Such an answer is never used as this run's result (it would be another
+    user's picture): the poll is retried a few times, then the run fails with
+    this error. ``run_id`` is the run asked about, ``answered_id`` the id the
+    answer carried.
+    """
+
+    def __init__(self, message: str, *, run_id: str, answered_id: str) -> None:
+        super().__init__(message, run_id=run_id)
+        self.answered_id = answered_id
 
 
 class UncertainCreateError(GPTImageError):

@@ -24,6 +24,7 @@ from ._create import Creator
 from ._exceptions import SessionClosedError, WrongEventLoopError
 from ._images import bind as bind_result
 from ._limiter import AdaptiveRate, Limiter, RateLimiter
+from ._manifest import key_fingerprint
 from ._models import ImageRequest, RunStatus
 from ._registry import RunRegistry
 from ._run import Run
@@ -120,7 +121,7 @@ class Lifecycle:
                 ),
                 RunStatus.ERRORED,
             )
-            self._runs.abandon(run)
+            self._runs._abandon(run)
         if left:
             logger.warning(
                 "closing with %d run(s) still in flight; they may still finish, attach() "
@@ -137,19 +138,23 @@ class Lifecycle:
 class LaneRuns(RunRegistry):
     """A lane's runs in flight, by id; each is also in the session's registry."""
 
-    __slots__ = ("_all",)
+    __slots__ = ("_all", "label")
 
-    def __init__(self, everyone: RunRegistry) -> None:
+    def __init__(self, everyone: RunRegistry, label: str) -> None:
         super().__init__()
         self._all = everyone
+        #: ``provider:fingerprint``, stamped on every run the lane tracks.
+        self.label = label
 
-    def add(self, run: Run) -> None:
-        super().add(run)
-        self._all.add(run)
+    def _track(self, run: Run) -> None:
+        if run._lane is None:
+            run._lane = self.label
+        super()._track(run)
+        self._all._track(run)
 
-    def discard(self, run: Run) -> None:
-        super().discard(run)
-        self._all.discard(run)
+    def _untrack(self, run: Run) -> None:
+        super()._untrack(run)
+        self._all._untrack(run)
 
 
 class Lane:
@@ -173,7 +178,8 @@ class Lane:
         self.config = config
         self.adapter = config.adapter
         self.base_url = config.api_root
-        self.runs = LaneRuns(everyone)
+        self.fingerprint = key_fingerprint(self.adapter.name, api_key.reveal())
+        self.runs = LaneRuns(everyone, f"{self.adapter.name}:{self.fingerprint}")
         self._key = api_key
         self._stats = stats
         self._life = life
@@ -294,7 +300,7 @@ class Lane:
             created_at=now,
             deadline=now + self.config.run_timeout,
         )
-        self.runs.add(run)
+        self.runs._track(run)
         self._life.busy()
         self.scheduler.add(run, poll_now=True)
         return run
@@ -353,7 +359,7 @@ class Lane:
     def _resolved(self, run: Run) -> None:
         if self._life.owner is not None:
             bind_result(run.outcome, self._life.owner)  # Result.save/read fetch through the session
-        self.runs.discard(run)
+        self.runs._untrack(run)
         if self.scheduler is not None:
             self.scheduler.release(run)
         self._life.settled()

@@ -147,9 +147,21 @@ def with_options(entry: ManifestEntry) -> ManifestEntry:
     )
 
 
-def stamp_created(entry: ManifestEntry, run_id: str) -> ManifestEntry:
-    """``entry`` once the provider accepted its create: the run id and the time (UTC)."""
-    return msgspec.structs.replace(entry, run_id=run_id, created_at=_now())
+def stamp_created(entry: ManifestEntry, run_id: str, lane: str | None = None) -> ManifestEntry:
+    """``entry`` once the provider accepted its create: the run id, its lane, the time (UTC).
+
+    ``lane`` is the run's ``Run.lane`` (``"provider:fingerprint"``), recorded as
+    ``provider`` and ``key_fingerprint``: the key itself never reaches the manifest.
+    """
+    return stamp_lane(msgspec.structs.replace(entry, run_id=run_id, created_at=_now()), lane)
+
+
+def stamp_lane(entry: ManifestEntry, lane: str | None) -> ManifestEntry:
+    """``entry`` with its run's lane (``Run.lane``, ``"provider:fingerprint"``) recorded."""
+    if lane is None:
+        return entry
+    provider, _, fingerprint = lane.partition(":")
+    return msgspec.structs.replace(entry, provider=provider, key_fingerprint=fingerprint or None)
 
 
 def stamp_finished(entry: ManifestEntry, session: Session) -> ManifestEntry:
@@ -171,13 +183,9 @@ def stamp_finished(entry: ManifestEntry, session: Session) -> ManifestEntry:
     if entry.status == "succeeded" and prices is not None and quality in prices:
         assert quality is not None
         cost = prices[quality] * max(1, len(entry.urls), len(entry.files))
-    # The key is read here and hashed at once: only the fingerprint leaves.
-    secret = getattr(session, "_api_key", None)
-    fingerprint = None if secret is None else key_fingerprint(provider, secret.reveal())
     return msgspec.structs.replace(
         entry,
-        provider=provider,
-        key_fingerprint=fingerprint,
+        provider=entry.provider or provider,
         finished_at=finished,
         seconds=seconds,
         cost=cost,

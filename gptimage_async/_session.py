@@ -458,7 +458,7 @@ class Session:
                 error = run.error
                 if error is not None and not return_exceptions:
                     raise error
-                out[run.index] = run._outcome()
+                out[run.index] = run._result_or_error()
         finally:
             await runs.aclose()
         assert _MISSING not in out
@@ -630,7 +630,7 @@ class Session:
             return run
 
     def _track(self, run: Run) -> None:
-        self.runs.add(run)
+        self.runs._track(run)
         self._busy()
 
     def __repr__(self) -> str:

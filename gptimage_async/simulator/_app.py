@@ -24,6 +24,7 @@ from aiohttp import web
 from gptimage_async.simulator._apiinone import ApiInOne
 from gptimage_async.simulator._config import SimulatorConfig
 from gptimage_async.simulator._faults import (
+    other_run_reply,
     reset_connection,
     roll,
     server_error,
@@ -215,9 +216,12 @@ class SimulatorService:
             if action == "create":
                 return await self._create(request, dialect, key, config)
             run = self.registry.lookup(request.match_info["run_id"], dialect.name, key)
-            if run is None:
+            if run is None or self._lagging(run.created_at, dialect, config):
                 raise ApiError("not_found", "Run not found.")
             run.polls += 1
+            if dialect.name in config.faults.applies_to and roll(self.rng, config.faults.other_run):
+                self._fault("other_run")
+                return other_run_reply(run, self.registry, dialect, self.clock(), config, self.rng)
             return dialect.status(run, self.clock(), config, self.rng)
         except ApiError as err:
             reply = dialect.error(err, config, self.rng)
@@ -226,6 +230,15 @@ class SimulatorService:
                 if value is not None:
                     reply.headers["Retry-After"] = value
             return reply
+
+    def _lagging(self, created_at: float, dialect: Dialect, config: SimulatorConfig) -> bool:
+        lag = config.faults.read_lag
+        if not lag or dialect.name not in config.faults.applies_to:
+            return False
+        if self.clock() - created_at >= config.scaled(lag):
+            return False
+        self._fault("read_lag")
+        return True
 
     def _authenticate(self, request: web.Request, dialect: Dialect, config: SimulatorConfig) -> str:
         header = request.headers.get("Authorization", "").strip()

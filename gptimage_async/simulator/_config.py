@@ -97,6 +97,12 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     although it answered ``Connection: keep-alive``; ``None``: never."""
     applies_to: Set[ProtocolName] = frozenset({"runbase", "apiinone"})
     """Protocols the faults may hit; the other one is always healthy."""
+    read_lag: float = 0.0
+    """Provider seconds after its create during which a poll of a run answers 404:
+    the provider's read side lags its write side (PROVIDERS.md)."""
+    other_run: float = 0.0
+    """A poll is answered with another run's object (its id, status and URLs), as a
+    mixed-up cache would; with no other run, the asked run's object under another id."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -109,8 +115,11 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
             "slow",
             "bom",
             "poll_redirect",
+            "other_run",
         ):
             _check_rate(name, getattr(self, name))
+        if not self.read_lag >= 0:
+            raise ValueError("read_lag must be >= 0 (provider seconds)")
         if self.slow_seconds < 0:
             raise ValueError("slow_seconds must be >= 0")
         if self.keepalive_close is not None and not self.keepalive_close >= 0:

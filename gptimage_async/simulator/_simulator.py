@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 import msgspec
@@ -39,9 +40,17 @@ class Simulator:
     __slots__ = ("_host", "_port", "_runner", "_service", "_state")
 
     def __init__(
-        self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._service = SimulatorService(config if config is not None else SimulatorConfig())
+        # clock: seconds, monotonic; a test on a fake loop clock passes the loop's.
+        self._service = SimulatorService(
+            config if config is not None else SimulatorConfig(), clock=clock
+        )
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
