@@ -33,6 +33,7 @@ _ERRORS: dict[ErrorKind, tuple[int, str]] = {
     "ip_not_allowed": (403, "ip_not_allowed"),
     # Runbase reports a spent quota as a 429 that retrying can never clear.
     "usage_exceeded": (429, "USAGE_EXCEEDED"),
+    "spend_limit_exceeded": (403, "api_key_spend_limit_exceeded"),
     "not_found": (404, "run_not_found"),
     "rate_limited": (429, "RATE_LIMITED"),
 }

@@ -174,9 +174,25 @@ class Simulator:
         self._service.manual_outage = False
 
     def balance(self, key: str) -> int | None:
-        """Credits ``key`` has left, or ``None`` when credits are unlimited."""
-        credits = self.config.credits
+        """Credits ``key`` has left, or ``None`` when its credits are unlimited."""
+        credits = self.config.limits(key).credits
         return None if credits is None else credits - self._service.registry.spent(key)
+
+    def spent(self, key: str) -> int:
+        """Credits ``key`` has spent on runs, net of refunds for runs that failed by now."""
+        return self._service.registry.spent(key)
+
+    def revoke(self, key: str) -> None:
+        """Answer every request with ``key`` 401 ``invalid_api_key`` from now on.
+
+        Runs it created live on but can no longer be polled with it, as when a
+        user deletes a key in the provider's dashboard mid-job.
+        """
+        self._service.revoked.add(key)
+
+    def restore(self, key: str) -> None:
+        """Undo :meth:`revoke`."""
+        self._service.revoked.discard(key)
 
 
 async def _serve(host: str, port: int, config: SimulatorConfig | None) -> None:
