@@ -223,6 +223,8 @@ class SimulatorService:
                 key_stats.create_requests += 1
             else:
                 key_stats.polls += 1
+            if key in self.revoked:
+                raise ApiError("invalid_api_key", "This API key has been revoked.")
             self._rate_limit(key, config)
             if action == "create":
                 reply = await self._create(request, dialect, key, config)
@@ -263,8 +265,6 @@ class SimulatorService:
             valid = key.startswith(dialect.key_prefix) and len(key) > len(dialect.key_prefix)
         if not valid:
             raise ApiError("invalid_api_key", "Invalid API key.")
-        if key in self.revoked:
-            raise ApiError("invalid_api_key", "This API key has been revoked.")
         if key in config.blocked_keys:
             raise ApiError("ip_not_allowed", "Requests from this IP are not allowed.")
         return key
