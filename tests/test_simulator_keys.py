@@ -137,6 +137,19 @@ async def test_credits_run_out_per_key_with_402(session: aiohttp.ClientSession) 
         assert sim.stats.key("sk-cheap").creates == 2
 
 
+async def test_a_key_can_run_out_mid_job(session: aiohttp.ClientSession) -> None:
+    async with make(keys={"sk-a": KeyConfig(rate_limit=50)}) as sim:
+        assert (await rb_create(session, sim, key="sk-a")).status == 200
+        sim.set_key("sk-a", credits=10)  # 10 already spent: nothing left
+        assert (await rb_create(session, sim, key="sk-a")).status == 402
+        assert (await rb_create(session, sim, key="sk-b")).status == 200
+        assert sim.config.keys["sk-a"] == KeyConfig(rate_limit=50, credits=10)
+        sim.set_key("sk-b", spend_limit=10)
+        assert (await rb_create(session, sim, key="sk-b")).status == 403
+        with pytest.raises(ValueError, match="credits"):
+            sim.set_key("sk-a", credits=-1)
+
+
 async def test_quota_per_key_is_usage_exceeded(session: aiohttp.ClientSession) -> None:
     keys = {"sk-q": KeyConfig(quota=1), "aio_q": KeyConfig(quota=1)}
     async with make(keys=keys, rate_limit=100) as sim:

@@ -7,12 +7,14 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from gptimage_async.simulator._app import BASE_PATHS, SimulatorService
 from gptimage_async.simulator._config import Faults, ProtocolName, SimulatorConfig
+from gptimage_async.simulator._keys import KeyConfig
 from gptimage_async.simulator._runs import SimulatedRun
 from gptimage_async.simulator._stats import SimulatorStats
 
@@ -161,6 +163,16 @@ class Simulator:
         if window is not None:
             changes["rate_window"] = window
         self.config = self.config.replace(**changes)
+
+    def set_key(self, key: str, **changes: Any) -> None:
+        """Change ``key``'s own account (``KeyConfig`` fields), effective from the next request.
+
+        Fields not given keep their value; e.g. ``sim.set_key("sk-a", credits=0)``
+        runs one key out of credits mid-job while the others go on.
+        """
+        own = self.config.keys.get(key, KeyConfig())
+        keys = {**self.config.keys, key: msgspec.structs.replace(own, **changes)}
+        self.config = self.config.replace(keys=keys)
 
     def start_outage(self) -> None:
         """Answer every request 503 from now until :meth:`end_outage`.
