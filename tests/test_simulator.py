@@ -281,7 +281,7 @@ def test_config_validation_and_replace() -> None:
 
 
 async def test_runbase_happy_path(session: aiohttp.ClientSession) -> None:
-    async with make() as sim:
+    async with make(runbase_extra_fields=True) as sim:
         created = await rb_create(session, sim, "a lighthouse at dusk", aspect_ratio="3:2")
         assert created.status == 200
         assert created.headers["Content-Type"].startswith("application/json")
@@ -413,7 +413,7 @@ async def test_runbase_validation(
 
 
 async def test_runbase_accepts_every_documented_option(session: aiohttp.ClientSession) -> None:
-    async with make() as sim:
+    async with make(runbase_extra_fields=True) as sim:
         for ratio in ("1:1", "3:2", "2:3"):
             for quality in ("medium", "high"):
                 answer = await rb_create(

@@ -296,8 +296,7 @@ class RbError(msgspec.Struct, forbid_unknown_fields=True):
     code: str
 
 
-class RbRun(msgspec.Struct):
-    # The docs show only some of the run object; other fields may appear.
+class RbRun(msgspec.Struct, forbid_unknown_fields=True):
     id: str
     model: Literal["openai/gpt-image-1.5"]
     status: Literal["pending", "processing", "succeeded", "failed"]

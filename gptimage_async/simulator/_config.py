@@ -75,6 +75,7 @@ VARIANTS: Mapping[str, Any] = {
     "apiinone_url_location": "random",
     "apiinone_envelope_error_rate": 0.5,
     "error_variants": True,
+    "runbase_extra_fields": True,
 }
 """The ``SimulatorConfig`` settings that make it answer in every undocumented
 variant a tolerant client must read (``SimulatorConfig.with_variants()``)."""
@@ -206,6 +207,9 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     error_variants: bool = False
     """A failed run reports its error as a string or as ``{message, code}``, drawn
     per run; off: always the object."""
+    runbase_extra_fields: bool = False
+    """Runbase run objects also carry fields its docs do not show (``created_at``,
+    the ``input`` echoed back); off: ``id``, ``model``, ``status``, ``output`` or ``error``."""
     images_per_run: int = 1
     seed: int | None = None
     faults: Faults = Faults()
@@ -249,7 +253,8 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     def with_variants(self) -> SimulatorConfig:
         """A copy answering in every variant: both API in One shapes, status words
         in any case and spelling, URLs in any documented-or-seen place, errors
-        under HTTP 200, failed-run errors as strings or objects (:data:`VARIANTS`)."""
+        under HTTP 200, failed-run errors as strings or objects, Runbase's
+        undocumented fields (:data:`VARIANTS`)."""
         return self.replace(**VARIANTS)
 
     def limits(self, key: str) -> KeyLimits:
