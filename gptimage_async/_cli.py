@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import msgspec
 import platformdirs
 
 from ._batch import Batch, BatchReport
@@ -47,6 +46,7 @@ from ._providers import get_provider, provider_names
 from ._run import Run
 from ._session import Session
 from ._version import __version__
+from .simulator._options import add_simulate_options, config_from_options
 
 __all__ = ["main"]
 
@@ -186,57 +186,10 @@ def _parser() -> argparse.ArgumentParser:
     add_gallery_command(commands, parents=[verbose])
 
     sim = commands.add_parser(
-        "simulate",
-        parents=[verbose],
-        help="run the local simulator of both providers",
-        description="Serve a simulated Runbase and API in One until Ctrl-C; "
-        "prints their base URLs first. Any key with the right prefix works "
-        "(sk-... for Runbase, aio_... for API in One).",
-        epilog=f"Fault names: {', '.join(_fault_names())}.",
+        "simulate", parents=[verbose], help="run the local simulator of both providers"
     )
-    sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sim.add_argument(
-        "--port", type=int, default=8080, help="port to bind; 0 picks a free one (default 8080)"
-    )
-    sim.add_argument(
-        "--time-scale",
-        type=_positive_float,
-        default=1.0,
-        metavar="X",
-        help="multiplies every duration and rate window, e.g. 0.1 runs 10x faster "
-        "(default 1: real time, runs take 3-10 s)",
-    )
-    sim.add_argument(
-        "--rate-limit",
-        type=_server_rate,
-        default=False,
-        metavar="N/SECONDS",
-        help="per-key limit, e.g. 60/10, or 'none' (default 20/10, Runbase's)",
-    )
-    sim.add_argument(
-        "--failure-rate",
-        type=_probability,
-        default=0.0,
-        metavar="P",
-        help="share of runs the provider fails (default 0)",
-    )
-    sim.add_argument("--seed", type=int, help="random seed, for a repeatable run (default: random)")
-    sim.add_argument(
-        "--fault",
-        action="append",
-        default=[],
-        metavar="NAME=P",
-        help="inject a fault with probability P, e.g. poll_5xx=0.1; repeat for several "
-        "(default: none; names below)",
-    )
+    add_simulate_options(sim)
     return parser
-
-
-def _fault_names() -> list[str]:
-    from .simulator import Faults
-
-    # The probabilities only; the others tune how a fault behaves.
-    return sorted(set(Faults.__struct_fields__) - {"slow_seconds", "outage", "applies_to"})
 
 
 def _request_options(parser: argparse.ArgumentParser, *, rows: bool = False) -> None:
@@ -317,16 +270,6 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
-    return value
-
-
 def _rate_parts(text: str) -> tuple[int, float]:
     # A bare number is refused: "20" could mean per second, per 10 s or per minute.
     requests, slash, per = text.partition("/")
@@ -346,15 +289,6 @@ def _client_rate(text: str) -> RateLimit:
         return RateLimit(requests, per)
     except ConfigurationError as exc:
         raise argparse.ArgumentTypeError(exc.message) from None
-
-
-def _server_rate(text: str) -> tuple[int, float] | None:
-    if text.strip().lower() == "none":
-        return None
-    requests, per = _rate_parts(text)
-    if requests < 1 or not per > 0:
-        raise argparse.ArgumentTypeError(f"expected N/SECONDS such as 20/10, not {text!r}")
-    return requests, per
 
 
 # -- sessions ------------------------------------------------------------------------------
@@ -777,28 +711,11 @@ def _summary(report: BatchReport, *, requests: int) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from .simulator import Faults, SimulatorConfig, serve_forever
+    from .simulator import serve_forever
 
-    settings: dict[str, Any] = {"time_scale": args.time_scale, "failure_rate": args.failure_rate}
-    if args.seed is not None:
-        settings["seed"] = args.seed
-    if args.rate_limit is None:
-        settings["rate_limit"] = None
-    elif args.rate_limit is not False:
-        settings["rate_limit"], settings["rate_window"] = args.rate_limit
-    faults: dict[str, Any] = {}
-    names = set(Faults.__struct_fields__) - {"slow_seconds", "outage", "applies_to"}
-    for item in args.fault:
-        name, _, value = item.partition("=")
-        if name not in names:
-            raise _UsageError(f"unknown fault {name!r}: the faults are {', '.join(sorted(names))}")
-        try:
-            faults[name] = float(value)
-        except ValueError:
-            raise _UsageError(f"--fault {item!r}: expected NAME=PROBABILITY") from None
     try:
-        config = SimulatorConfig(**settings, faults=Faults(**faults))
-    except (ValueError, msgspec.ValidationError) as exc:
+        config = config_from_options(args)
+    except ValueError as exc:
         raise _UsageError(str(exc)) from None
     try:
         serve_forever(args.host, args.port, config)
