@@ -274,7 +274,7 @@ class Pool:
                 )
             if item.label in labels:
                 raise ConfigurationError(
-                    f"two lanes are labelled {item.label!r}: labels must differ"
+                    f"two lanes are labelled {item.label!r}: labels must differ (pass label=...)"
                 )
             seen[item.identity] = item
             labels.add(item.label)
