@@ -122,7 +122,8 @@ def _priced(key: str, label: str | None = None) -> Lane:
         (lambda: Pool([_priced(KEY_A)], spend_cap=float("inf")), "spend_cap"),
         (
             lambda: Pool([_priced(KEY_A), Lane("runbase", KEY_B, label="rb2")], spend_cap=100),
-            "lane 'rb2': a spend cap needs a price for every quality; none is known for high, medium",
+            "lane 'rb2': a spend cap needs a price for every quality; "
+            "none is known for high, medium",
         ),
         (
             lambda: Pool([Lane("runbase", KEY_B, prices={"high": 9}, label="h")], spend_cap=5),
