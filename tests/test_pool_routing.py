@@ -16,11 +16,13 @@ from gptimage_async._pool import (
     Exhausted,
     Go,
     Lane,
+    LaneHealth,
     LaneState,
     LaneView,
     Route,
     SpendLedger,
     Wait,
+    lane_view,
     route,
 )
 
@@ -224,3 +226,19 @@ def test_closed_lanes_come_before_the_spend_cap() -> None:
 def test_route_needs_a_lane() -> None:
     with pytest.raises(ValueError, match="at least one lane"):
         route([], now=NOW)
+
+
+def test_lane_view_reads_the_lane_and_its_health() -> None:
+    spec = Lane("apiinone", "aio_test_view", label="aio")
+    health = LaneHealth()
+    view = lane_view(spec, health, next_free=NOW + 1, interval=1.0, quality="high", now=NOW)
+    assert view == LaneView("aio", NOW + 1, 28, 1.0, LaneState.OPEN)
+    health.cool(NOW, retry_after=4.0)
+    assert lane_view(spec, health, next_free=NOW, interval=1.0, quality=None, now=NOW) == (
+        LaneView("aio", NOW, 10, 1.0, LaneState.COOLING, NOW + 4.0)
+    )
+    cause = status_error(401, "bad key")
+    health.close(cause)
+    closed = lane_view(spec, health, next_free=NOW, interval=1.0, quality=None, now=NOW)
+    assert closed.state is LaneState.CLOSED and closed.cause is cause
+    assert route([closed], now=NOW) == Exhausted(cause)

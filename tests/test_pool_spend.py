@@ -180,7 +180,7 @@ PRICED = [
 ]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(cap=st.one_of(st.integers(0, 120), st.decimals("0", "5", places=2)), ops=OPS)
 def test_committed_plus_reserved_never_passes_the_cap(
     cap: object, ops: list[tuple[str, int, str | None, int]]

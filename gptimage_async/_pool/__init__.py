@@ -46,6 +46,7 @@ from ._routing import (
     LaneView,
     Route,
     Wait,
+    lane_view,
     route,
 )
 from ._spend import LaneSpend, SpendLedger, SpendSnapshot, SpendToken
@@ -81,6 +82,7 @@ __all__ = [
     "Wait",
     "failover",
     "lane_fingerprint",
+    "lane_view",
     "load_pool_file",
     "parse_pool",
     "parse_rate",

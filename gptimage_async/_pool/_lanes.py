@@ -124,6 +124,7 @@ class Lane:
     """
 
     __slots__ = (
+        "_identity",
         "_key",
         "_prices",
         "base_url",
@@ -134,6 +135,7 @@ class Lane:
         "refunds_failed",
     )
 
+    _identity: tuple[str, str, str]
     _key: Secret
     _prices: Mapping[str, float]
     provider: str
@@ -183,6 +185,8 @@ class Lane:
         sets(self, "fingerprint", fingerprint)
         sets(self, "label", label.strip() if label is not None else f"{adapter.name}:{fingerprint}")
         sets(self, "refunds_failed", adapter.name in REFUNDS_FAILED_RUNS)
+        # The full HMAC, not the short fingerprint: two keys never compare equal by chance.
+        sets(self, "_identity", (adapter.name, budget_id(adapter.name, key), url))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Lane is frozen; cannot set {name!r}")
@@ -203,8 +207,8 @@ class Lane:
 
     @property
     def identity(self) -> tuple[str, str, str]:
-        """``(provider, fingerprint, base_url)``: what makes two lanes the same lane."""
-        return (self.provider, budget_id(self.provider, self.api_key.reveal()), self.base_url)
+        """``(provider, budget_id, base_url)``: what makes two lanes the same lane (no key)."""
+        return self._identity
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Lane) and self.identity == other.identity

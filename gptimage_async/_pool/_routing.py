@@ -45,8 +45,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._exceptions import GPTImageError, PoolExhaustedError
-from ._failover import LaneState
-from ._lanes import Routing
+from ._failover import LaneHealth, LaneState
+from ._lanes import Lane, Routing
 from ._spend import SpendLedger
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "LaneView",
     "Route",
     "Wait",
+    "lane_view",
     "route",
 ]
 
@@ -82,6 +83,31 @@ class LaneView:
     state: LaneState = LaneState.OPEN
     cooling_until: float = -math.inf
     cause: GPTImageError | None = None
+
+
+def lane_view(
+    lane: Lane,
+    health: LaneHealth,
+    *,
+    next_free: float,
+    interval: float,
+    quality: str | None,
+    now: float,
+) -> LaneView:
+    """The ``LaneView`` of ``lane`` at ``now`` for a create at ``quality``.
+
+    ``next_free`` and ``interval`` come from the lane's limiter
+    (``next_free()``, ``interval``); ``health`` is the lane's ``LaneHealth``.
+    """
+    return LaneView(
+        label=lane.label,
+        next_free=next_free,
+        price=lane.price(quality),
+        interval=interval,
+        state=health.state(now),
+        cooling_until=health.cooling_until,
+        cause=health.cause,
+    )
 
 
 @dataclass(frozen=True, slots=True)
