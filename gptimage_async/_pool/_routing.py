@@ -173,14 +173,13 @@ def route(
     open_lanes = [i for i, v in enumerate(views) if v.state is not LaneState.CLOSED]
     if not open_lanes:
         return _exhausted(views)
-    headroom = spend.headroom() if spend is not None else None
-    if headroom is not None:
-        # A pool with a cap has every price (Pool checks), so price is known here.
+    if spend is not None and (headroom := spend.headroom()) is not None:
+        # A pool with a cap has every price (Pool checks). This skip is advice;
+        # the ledger's exact reserve() is what enforces the cap.
         affordable = [i for i in open_lanes if _price_key(views[i].price) <= headroom]
         if not affordable:
             cheapest = min(open_lanes, key=lambda i: (_price_key(views[i].price), i))
             view = views[cheapest]
-            assert spend is not None
             return Exhausted(spend.refusal(_price_key(view.price), label=view.label))
         open_lanes = affordable
     ready = {i: _ready(views[i], now) for i in open_lanes}
