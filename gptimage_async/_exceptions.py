@@ -27,6 +27,13 @@ Every error this library raises or resolves a run with is a ``GPTImageError``::
         │   └── QuotaExceededError            429 USAGE_EXCEEDED: the key's quota is gone
         └── ServerError                       5xx
 
+A session over several lanes (keys, sellers) adds::
+
+    GPTImageError
+    ├── PoolExhaustedError                    every lane of the pool is closed; ``causes``
+    │                                         holds each lane's closing error
+    └── SpendCapError                         a create could take the spend past the cap
+
 Errors carry what a caller needs (``status_code``, ``code``, ``run_id``,
 ``retry_after``) and never the API key.
 """
@@ -45,6 +52,7 @@ __all__ = [
     "InvalidRequestError",
     "JournalError",
     "PermissionDeniedError",
+    "PoolExhaustedError",
     "PromptFileError",
     "ProtocolError",
     "QuotaExceededError",
@@ -55,6 +63,7 @@ __all__ = [
     "RunTimeoutError",
     "ServerError",
     "SessionClosedError",
+    "SpendCapError",
     "UncertainCreateError",
     "WrongEventLoopError",
     "status_error",
@@ -298,3 +307,42 @@ def status_error(
     else:
         cls = _BY_STATUS.get(status_code, APIStatusError)
     return cls(message, status_code=status_code, code=code, run_id=run_id, retry_after=retry_after)
+
+
+# -- a pool of lanes (several keys and sellers) ---------------------------------------------
+
+
+class PoolExhaustedError(GPTImageError):
+    """Every lane of a pool is closed for new creates: nothing more can be created.
+
+    A lane closes on 401, 402, 403 or a 429 ``USAGE_EXCEEDED`` (its key is
+    bad, out of credits, denied or out of quota). ``causes`` holds, per lane,
+    its display label and the typed error that closed it, in pool order; the
+    message names each lane and status, never a key. A pool of one lane
+    raises that lane's own error instead (as a single-key session always has).
+    """
+
+    def __init__(self, causes: tuple[tuple[str, GPTImageError], ...]) -> None:
+        parts = "; ".join(f"{label}: {type(err).__name__} {err}" for label, err in causes)
+        super().__init__(f"every lane of the pool is closed ({parts})")
+        self.causes = causes
+
+
+class SpendCapError(GPTImageError):
+    """A create was not sent: at its lane's price it could take the spend past the cap.
+
+    ``cap`` is the session's ``spend_cap``, ``committed`` what created runs
+    cost so far, ``reserved`` what creates in flight (or of uncertain fate)
+    may still cost, and ``price`` what this create would have cost, all in
+    the lanes' price unit (credits, cents: the user's choice). Nothing was
+    sent and nothing was paid for this create.
+    """
+
+    def __init__(
+        self, message: str, *, cap: float, committed: float, reserved: float, price: float
+    ) -> None:
+        super().__init__(message)
+        self.cap = cap
+        self.committed = committed
+        self.reserved = reserved
+        self.price = price
