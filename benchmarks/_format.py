@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .scenarios import Bulk, Cpu, Idle
+from .scenarios import Bulk, Cpu, Idle, Steady
 
 __all__ = ["done", "efficiency_text", "is_ours", "limit_label", "ms", "pct", "table"]
 
@@ -39,7 +39,7 @@ def done(row: Bulk) -> str:
     return text
 
 
-def is_ours(row: Bulk | Idle | Cpu) -> bool:
+def is_ours(row: Bulk | Idle | Cpu | Steady) -> bool:
     return row.client == "gptimage-async"
 
 

@@ -98,4 +98,19 @@ DIAGNOSIS: dict[str, str] = {
         "rest is the interpreter's own objects (about 48,000 here), which only the "
         "application can take out of the collector's walk (`gc.freeze()` after startup)."
     ),
+    "steady": (
+        "Not investigated yet (issue 22). Issue 22's leads: runs in flight are right-censored "
+        "observations the duration model could use before they finish, and each run's polls "
+        "could go where its end is most likely by its conditional distribution, not by rules "
+        "written for bulk and idle. Arithmetic first: at load f each run has 1/f requests of "
+        "budget and needs at least 2 (its create and one poll), so at 1/2 the budget is "
+        "exactly saturated with one poll per run, and at 3/4 no client keeps up: throughput "
+        "kept is then at most (1/f)/2 = 0.67 by construction, and a delay share that counts "
+        "only resolved runs says little."
+    ),
+    "steady_fleet": (
+        "Not investigated yet (issue 22): the lead is to find where the fleet loses budget "
+        "(slot leases, admission of creates while polls wait elsewhere, heartbeat share, "
+        "round trips) from the grant log in Redis before changing anything."
+    ),
 }

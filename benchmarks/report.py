@@ -21,7 +21,14 @@ from .diagnosis import DIAGNOSIS
 from .figures import Figure
 from .gallery import section
 from .results import Results, Settings
-from .sections import bulk_section, cpu_section, delay_section, in_flight_section, learning_section
+from .sections import (
+    bulk_section,
+    cpu_section,
+    delay_section,
+    in_flight_section,
+    learning_section,
+    steady_section,
+)
 from .targets import ADAPT_RUNS, COLD_RUNS, FIRST_RUNS, Target, targets
 
 __all__ = [
@@ -116,6 +123,8 @@ def render(
         lines += in_flight_section(results.in_flight)
     if results.gallery is not None:
         lines += section(results.gallery)
+    if results.steady or results.steady_note:
+        lines += steady_section(results)
     if results.fleet:
         lines += ["", results.fleet, ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -6,7 +6,7 @@ import datetime
 from dataclasses import dataclass, field
 
 from .gallery import GalleryRow
-from .scenarios import Bulk, Cpu, Idle, InFlight
+from .scenarios import Bulk, Cpu, Idle, InFlight, Steady
 
 __all__ = ["Results", "Settings"]
 
@@ -45,3 +45,7 @@ class Results:
     """The Markdown section of ``benchmarks.fleet`` (several processes on one key), if run."""
     gallery: GalleryRow | None = None
     """The gallery page's cost at 10,000 images, if measured."""
+    steady: list[Steady] = field(default_factory=list)
+    """Steady arrivals (web-app load), ours in one process and in a fleet, and the baseline."""
+    steady_note: str = ""
+    """Why part of the steady scenario was not measured (say, no ``redis-server``)."""

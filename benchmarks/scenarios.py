@@ -59,20 +59,37 @@ from .bulk import Bulk, bulk_baseline, bulk_ours, bulk_warm, bulk_warm_baseline
 from .cpu import CPU_CONCURRENCY, Cpu, cpu_bare, cpu_ours, cpu_pair
 from .idle import Idle, idle_baseline, idle_ours
 from .in_flight import IN_FLIGHT_SETTLE, PROBE_SLEEP, InFlight, in_flight
+from .steady import (
+    DURATION,
+    FLEET,
+    FLEET_LOAD,
+    LOADS,
+    WARMUP,
+    Steady,
+    steady_baseline,
+    steady_fleet,
+    steady_ours,
+)
 
 __all__ = [
     "BASELINE_CONCURRENCY",
     "CPU_CONCURRENCY",
     "DEFAULT_LIMIT",
+    "DURATION",
+    "FLEET",
+    "FLEET_LOAD",
     "IN_FLIGHT_SETTLE",
     "KEY",
+    "LOADS",
     "PROBE_SLEEP",
     "SEED",
+    "WARMUP",
     "WINDOW",
     "Bulk",
     "Cpu",
     "Idle",
     "InFlight",
+    "Steady",
     "bulk_baseline",
     "bulk_ours",
     "bulk_warm",
@@ -85,4 +102,7 @@ __all__ = [
     "in_flight",
     "mean",
     "percentile",
+    "steady_baseline",
+    "steady_fleet",
+    "steady_ours",
 ]

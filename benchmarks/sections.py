@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 from ._format import done, efficiency_text, is_ours, limit_label, ms, pct, table
 from .results import Results
-from .scenarios import IN_FLIGHT_SETTLE, PROBE_SLEEP, Bulk, InFlight, mean, percentile
+from .scenarios import (
+    DURATION,
+    IN_FLIGHT_SETTLE,
+    PROBE_SLEEP,
+    WARMUP,
+    Bulk,
+    InFlight,
+    mean,
+    percentile,
+)
 from .targets import ADAPT_RUNS, COLD_RUNS, FIRST_RUNS
 
-__all__ = ["bulk_section", "cpu_section", "delay_section", "in_flight_section", "learning_section"]
+__all__ = [
+    "bulk_section",
+    "cpu_section",
+    "delay_section",
+    "in_flight_section",
+    "learning_section",
+    "steady_section",
+]
 
 
 def bulk_section(results: Results, default_limit: int, window: float) -> list[str]:
@@ -330,6 +349,68 @@ def in_flight_section(flight: InFlight) -> list[str]:
             ["polls sent in the window", f"{flight.polls} ({flight.polls / flight.window:,.0f}/s)"],
             ["state at the end", flight.diagnostics],
         ],
+    )
+    lines.append("")
+    return lines
+
+
+def _known(value: float, show: Callable[[float], str]) -> str:
+    """``show(value)``, or "-" when nothing was measured (NaN: no run resolved)."""
+    return "-" if math.isnan(value) else show(value)
+
+
+def steady_section(results: Results) -> list[str]:
+    """Issue 22: steady arrivals at shares of the budget, one process, a fleet, the baseline."""
+    lo, hi = DURATION
+    lines = [
+        "## 11-12. Steady arrivals (web apps)",
+        "",
+        f"Runbase's limit with rejected requests counted; runs of {lo:g}-{hi:g} s; arrivals "
+        "evenly spaced (the same times for every client) at a share *f* of the budget's "
+        "rate, i.e. f x limit / window runs per second, so each run has 1/f requests of "
+        "budget (issue 22's definition: a quarter is about 4). A run needs at least 2 "
+        "(create and one poll): at 1/2 the budget is saturated, at 3/4 nobody keeps up. "
+        f"Figures are over the runs after the first {WARMUP} in creation order (the cold "
+        "start is measured above). Delay: from the run finishing on the server to the "
+        "client holding the result; *delay / run*: mean delay over mean run time. *Polls "
+        "per run*: polls answered, per judged run. *Kept*: the pace of the server's creates "
+        "over the arrivals' (at most 1), times the share of arrivals resolved. The fleet is "
+        "OS processes each with `Session(redis=...)` on one real `redis-server`, the "
+        "arrivals dealt round-robin.",
+        "",
+    ]
+    if results.steady_note:
+        lines += [results.steady_note, ""]
+    lines += table(
+        [
+            "client",
+            "share of budget",
+            "budget per run",
+            "resolved",
+            "mean delay",
+            "p99 delay",
+            "**delay / run**",
+            "polls per run",
+            "**429 share**",
+            "requests",
+            "**kept**",
+        ],
+        (
+            [
+                r.client,
+                f"{r.load:g}",
+                f"{r.budget_per_run:.2f}",
+                f"{r.resolved}/{r.runs}" + (", cut off" if r.capped else ""),
+                _known(mean(r.delays), ms),
+                _known(percentile(r.delays, 99), ms),
+                _known(r.delay_share, lambda x: f"**{pct(x)}**"),
+                _known(r.polls_per_run, lambda x: f"{x:.2f}"),
+                f"**{pct(r.share_429)}**",
+                str(r.requests),
+                f"**{r.kept:.2f}**",
+            ]
+            for r in results.steady
+        ),
     )
     lines.append("")
     return lines

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ._format import efficiency_text, is_ours, ms, pct
 from .results import Results
-from .scenarios import Bulk, Idle, mean, percentile
+from .scenarios import Bulk, Idle, Steady, mean, percentile
 
 __all__ = ["ADAPT_RUNS", "COLD_RUNS", "FIRST_RUNS", "Target", "targets"]
 
@@ -36,6 +37,13 @@ COLD_RUNS = 10
 FIRST_RUNS = 25
 #: Runs after a change of speed within which the poller must have adapted.
 ADAPT_RUNS = 30
+#: Issue 22, steady arrivals: the most mean detection delay / run time at each load,
+#: the most 429s at 1/4, the least throughput kept at 1/2 and 3/4, and how much later
+#: four processes on one key may detect than one process on the same load.
+STEADY_DELAY = {0.25: 0.05, 0.5: 0.08, 0.75: 0.15}
+STEADY_429 = 0.01
+STEADY_KEPT = 0.95
+STEADY_FLEET_DELAY = 1.25
 
 
 @dataclass(slots=True)
@@ -112,6 +120,7 @@ def targets(results: Results) -> list[Target]:
             )
         )
     out += _learning_targets(results)
+    out += _steady_targets(results)
     idle = {r.client: r for r in results.idle}
     if "gptimage-async" in idle:
         ours_idle = idle["gptimage-async"]
@@ -265,6 +274,72 @@ def _learning_targets(results: Results) -> list[Target]:
                 _first(r for r in second if not is_ours(r)),
                 worst.polls_per_run(0, FIRST_RUNS) <= WARM_POLLS,
                 f"the first session's first {FIRST_RUNS}: {_first(first)}",
+            )
+        )
+    return out
+
+
+def _fraction(load: float) -> str:
+    return {0.25: "1/4", 0.5: "1/2", 0.75: "3/4"}.get(load, f"{load:g}")
+
+
+def _steady_figure(row: Steady | None) -> str:
+    if row is None:
+        return "-"
+    if not row.judged:
+        return f"none resolved (429s {pct(row.share_429)})"
+    return (
+        f"{pct(row.delay_share)} (429s {pct(row.share_429)}, kept {row.kept:.2f}, "
+        f"{row.polls_per_run:.2f} polls/run)"
+    )
+
+
+def _steady_targets(results: Results) -> list[Target]:
+    """Issue 22's rows: steady arrivals at 1/4, 1/2 and 3/4 of the budget, and the fleet."""
+    out: list[Target] = []
+    one = {r.load: r for r in results.steady if r.processes == 1 and is_ours(r)}
+    theirs = {r.load: r for r in results.steady if not r.client.startswith("gptimage-async")}
+    for load, goal in STEADY_DELAY.items():
+        row = one.get(load)
+        if row is None:
+            continue
+        first = load == min(STEADY_DELAY)
+        met = row.delay_share <= goal and (
+            row.share_429 <= STEADY_429 if first else row.kept >= STEADY_KEPT
+        )
+        extra = f", 429s <= {pct(STEADY_429, 0)}" if first else f", kept >= {STEADY_KEPT:.2f}"
+        out.append(
+            Target(
+                "steady",
+                f"11. steady arrivals at {_fraction(load)} of the budget, runs 8-10 s: "
+                "mean detection delay / run time",
+                f"<= {pct(goal, 0)}{extra}",
+                _steady_figure(row),
+                _steady_figure(theirs.get(load)),
+                met,
+                f"at {_fraction(load)}: {row.budget_per_run:.2f} requests of budget per run, "
+                f"{row.resolved}/{row.runs} resolved, mean delay "
+                f"{ms(mean(row.delays)) if row.delays else '-'}, "
+                f"{row.rate_limited} 429s of {row.requests} requests",
+            )
+        )
+    for fleet in (r for r in results.steady if r.processes > 1):
+        alone = one.get(fleet.load)
+        ratio = fleet.delay_share / alone.delay_share if alone is not None else float("nan")
+        out.append(
+            Target(
+                "steady_fleet",
+                f"12. {fleet.processes} processes, one key, Redis, steady arrivals at "
+                f"{_fraction(fleet.load)} of the budget in all: delay vs one process",
+                f"<= {STEADY_FLEET_DELAY:g}x one process's",
+                f"{pct(fleet.delay_share)} ({'-' if math.isnan(ratio) else f'{ratio:.2f}'}x; "
+                f"429s {pct(fleet.share_429)}, "
+                f"kept {fleet.kept:.2f})",
+                "-",
+                ratio <= STEADY_FLEET_DELAY,
+                "one process on the same load: "
+                + ("not measured" if alone is None else pct(alone.delay_share))
+                + f"; {fleet.resolved}/{fleet.runs} resolved",
             )
         )
     return out
