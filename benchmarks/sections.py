@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 
 from ._format import done, efficiency_text, is_ours, limit_label, ms, pct, table
+from .baseline import MAX_CREATE_ATTEMPTS, POLL_EVERY
 from .results import Results
 from .scenarios import (
     DURATION,
@@ -412,5 +413,20 @@ def steady_section(results: Results) -> list[str]:
             for r in results.steady
         ),
     )
+    # A hand-written client that resolves little needs a word: its cost per run is fixed.
+    needs = 1 + sum(DURATION) / 2 / POLL_EVERY
+    notes: list[str] = []
+    for r in results.steady:
+        if r.client.startswith("hand-written") and r.resolved < r.runs:
+            notes.append(
+                f"- {r.client} at {r.load:g}: {r.resolved}/{r.runs} resolved, "
+                f"{pct(r.share_429)} of its requests answered 429. It polls each run every "
+                f"{POLL_EVERY:g} s, about {needs:.0f} requests per run where the budget gives "
+                f"{r.budget_per_run:.2f}, and rejected requests count against the budget, "
+                "so it stays locked out and its creates give up after "
+                f"{MAX_CREATE_ATTEMPTS} attempts."
+            )
+    if notes:
+        lines += ["", *notes]
     lines.append("")
     return lines
