@@ -18,6 +18,7 @@ from ._exceptions import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    EndpointNotFoundError,
     GPTImageError,
     InsufficientCreditsError,
     InvalidRequestError,
@@ -30,6 +31,7 @@ from ._exceptions import (
     RunTimeoutError,
     ServerError,
     SessionClosedError,
+    TLSCertificateError,
     UncertainCreateError,
 )
 from ._journal import Journal, JournalEntry, JournalError
@@ -55,6 +57,7 @@ __all__ = [
     "BatchReport",
     "ConfigurationError",
     "DownloadError",
+    "EndpointNotFoundError",
     "GPTImageError",
     "ImageRequest",
     "InsufficientCreditsError",
@@ -83,6 +86,7 @@ __all__ = [
     "ServerError",
     "Session",
     "SessionClosedError",
+    "TLSCertificateError",
     "SessionStats",
     "UncertainCreateError",
     "__version__",

@@ -34,6 +34,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "EndpointNotFoundError",
     "GPTImageError",
     "InsufficientCreditsError",
     "InvalidRequestError",
@@ -46,6 +47,7 @@ __all__ = [
     "RunTimeoutError",
     "ServerError",
     "SessionClosedError",
+    "TLSCertificateError",
     "UncertainCreateError",
     "status_error",
 ]
@@ -231,3 +233,23 @@ def status_error(
     else:
         cls = _BY_STATUS.get(status_code, APIStatusError)
     return cls(message, status_code=status_code, code=code, run_id=run_id, retry_after=retry_after)
+
+
+class TLSCertificateError(APIConnectionError):
+    """The server's TLS certificate failed verification: never retried.
+
+    ``host`` is the host whose certificate was refused. Sending again cannot
+    help (the certificate will not change in a second); fix the trust store
+    (``SSL_CERT_FILE``), the base URL, or the proxy that intercepts TLS.
+    """
+
+    def __init__(self, message: str, *, host: str) -> None:
+        super().__init__(message)
+        self.host = host
+
+
+class EndpointNotFoundError(APIStatusError):
+    """404 on a create: the endpoint does not exist, so the base URL is likely wrong.
+
+    Never retried. The message names the URL (without credentials or query).
+    """

@@ -48,7 +48,7 @@ from ._scheduler import PollScheduler
 from ._shared_limiter import SharedLimiter, budget_id, check_redis_option, make_limiter
 from ._state import FileStateStore, RedisStateStore, StateStore, apply_state, capture_state
 from ._stats import SessionStats
-from ._transport import Secret, Transport, check_proxy
+from ._transport import HTTPTransport, Secret, Transport, check_proxy
 from ._version import USER_AGENT
 
 if TYPE_CHECKING:
@@ -222,6 +222,12 @@ class Session:
       Redis's either way: only run durations are taken from the file.
     * ``remember``: ``bool``, default ``True``. ``False``: nothing learned is
       loaded or saved, neither in Redis nor in ``state_file``.
+    * ``transport``: for tests and advanced use, a ``Transport`` every request
+      (creates, polls, image downloads) goes through instead of the aiohttp
+      one; the session closes it. ``base_url``, ``proxy``, ``user_agent`` and
+      ``request_timeout`` are then the transport's business. Default ``None``.
+      ``gptimage_async.testing.memory_session`` builds one onto a simulator
+      in memory.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for any bad argument,
     before anything is opened.
@@ -251,6 +257,7 @@ class Session:
         redis: str | Redis | None = None,
         state_file: str | os.PathLike[str] | None = None,
         remember: bool = True,
+        transport: Transport | None = None,
     ) -> None:
         self._provider: Provider = get_provider(provider)
         self._api_key = Secret(_resolve_key(self._provider, api_key))
@@ -305,6 +312,9 @@ class Session:
         self.stats = SessionStats()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
+        # For tests and advanced use: a Transport to send through instead of
+        # HTTPTransport (gptimage_async.testing.memory_session builds one).
+        self._given_transport = transport
         self._transport: Transport | None = None
         self._limiter: Limiter | None = None
         self._scheduler: PollScheduler | None = None
@@ -370,7 +380,7 @@ class Session:
         self._clock = asyncio.get_running_loop().time
         self._idle = asyncio.Event()
         self._idle.set()
-        self._transport = Transport(
+        self._transport = self._given_transport or HTTPTransport(
             self._base_url,
             self._api_key.reveal(),
             timeout=self._request_timeout,

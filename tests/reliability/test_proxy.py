@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._transport import Transport
+from gptimage_async._transport import HTTPTransport as Transport
 from gptimage_async.simulator import Simulator
 
 from .conftest import PROVIDERS, session_for, sim_config

@@ -1,4 +1,4 @@
-"""Sending one HTTP request and reading its answer, with aiohttp.
+"""``HTTPTransport``: one HTTP request and its whole answer, with aiohttp.
 
 The transport knows nothing of providers or retries. Its one judgement is
 whether a request that failed without an answer may have reached the server,
@@ -22,18 +22,30 @@ because a create that did may have been paid for. The rule:
   after being written, and so is uncertain although the server never read
   it. A fresh connection does not have that race, so a failure after the
   request was written on it is a genuine "may have been received".
-* Polls (GET) reuse pooled connections: resending them is harmless. A poll
-  that fails on a reused connection before any answer is sent once more on a
-  fresh one, as the stale connection, not the server, is the likely cause.
-* Redirects: a GET redirected within the base URL's origin (scheme, host and
-  port) is followed, at most ``MAX_REDIRECTS`` hops, and the key stays on its
-  host. Any other redirect is not followed: it becomes an ``APIStatusError``
-  naming where it pointed (without credentials or query string).
+* GETs (polls, images) reuse pooled connections: resending them is harmless.
+  A GET that fails on a reused connection before any answer is sent once
+  more on a fresh one, as the stale connection, not the server, is the
+  likely cause.
+* The key goes only to the base URL's origin. A GET that carries it follows
+  redirects within that origin (at most ``MAX_REDIRECTS`` hops); one that
+  does not (an image on a CDN) follows any http(s) redirect, and gets the
+  key at no hop off the API origin. Any other redirect is not followed: it
+  becomes an ``APIStatusError`` naming where it pointed (without
+  credentials or query string).
+* Reading what curl and browsers read: headers up to ``MAX_HEADER_BYTES``
+  (aiohttp's default is 8 KiB), and every ``Content-Encoding`` this process
+  can decode, which is exactly what ``Accept-Encoding`` advertises (gzip and
+  deflate; br and zstd when their decoder is installed). An answer that
+  still cannot be read is a ``ProtocolError`` naming why: the server did
+  answer, so a create's run may exist.
+* A TLS certificate that fails verification is a ``SendError`` with
+  ``certificate_host`` set: fatal for everyone above, never retried.
 * Proxies: an explicit ``proxy`` URL, else ``HTTPS_PROXY`` / ``HTTP_PROXY``
-  (by the base URL's scheme) or ``ALL_PROXY``, unless ``NO_PROXY`` names the
-  host, read once when the transport is made (as httpx does). aiohttp's
-  ``trust_env`` is not used: it would also read ``~/.netrc`` on every request
-  and send those credentials beside the key.
+  (by the target's scheme) or ``ALL_PROXY``, unless ``NO_PROXY`` names the
+  host; the environment is read once when the transport is made (as httpx
+  does), and applied per target host (an image host may be in ``NO_PROXY``
+  while the API is not). aiohttp's ``trust_env`` is not used: it would also
+  read ``~/.netrc`` on every request and send those credentials beside the key.
 """
 
 from __future__ import annotations
@@ -44,80 +56,45 @@ import logging
 import time
 import urllib.request
 import weakref
-from collections.abc import Mapping
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-import msgspec
+from aiohttp import compression_utils
 from aiohttp.connector import Connection
 from yarl import URL
 
-from ._exceptions import APIConnectionError, APIStatusError, ConfigurationError, ProtocolError
+from .._exceptions import APIStatusError, ConfigurationError, ProtocolError
+from . import (
+    ACCEPT_JSON,
+    MAX_BODY_BYTES,
+    MAX_REDIRECTS,
+    Answer,
+    Secret,
+    SendError,
+    display_url,
+    host_of,
+    origin,
+)
 
-__all__ = [
-    "MAX_BODY_BYTES",
-    "MAX_REDIRECTS",
-    "Answer",
-    "Secret",
-    "SendError",
-    "Transport",
-    "check_proxy",
-    "display_url",
-]
+__all__ = ["ACCEPT_ENCODING", "MAX_HEADER_BYTES", "HTTPTransport", "check_proxy"]
 
 logger = logging.getLogger("gptimage_async")
 
-#: The largest answer body read; a run object is a few hundred bytes.
-MAX_BODY_BYTES = 1 << 20
-#: Same-origin redirects a poll follows before giving up.
-MAX_REDIRECTS = 5
-#: How long an idle pooled connection (used by polls only) is kept open.
+#: How long an idle pooled connection (used by GETs only) is kept open.
 KEEPALIVE_SECONDS = 15.0
+#: The longest status line or header field read, in bytes: curl's limit for
+#: a whole header block (``CURL_MAX_HTTP_HEADER``), where aiohttp's is 8 KiB.
+MAX_HEADER_BYTES = 100 * 1024
+#: Header fields read per answer (aiohttp's default is 128).
+MAX_HEADERS = 512
+#: The encodings this process can decode, and so advertises.
+ACCEPT_ENCODING = ", ".join(
+    ["gzip", "deflate"]
+    + (["br"] if getattr(compression_utils, "HAS_BROTLI", False) else [])
+    + (["zstd"] if getattr(compression_utils, "HAS_ZSTD", False) else [])
+)
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class Answer(msgspec.Struct, frozen=True):
-    """An HTTP answer: status, headers (lower-cased names) and body."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    elapsed: float
-
-
-class SendError(APIConnectionError):
-    """No answer came. ``maybe_received`` is False only when the request certainly never left.
-
-    Strictly private: the session turns it into ``public()`` (an
-    ``APIConnectionError``) or an ``UncertainCreateError`` before a user sees it.
-    """
-
-    def __init__(self, message: str, *, maybe_received: bool) -> None:
-        super().__init__(message)
-        self.maybe_received = maybe_received
-
-    def public(self) -> APIConnectionError:
-        """The same failure as the public ``APIConnectionError``."""
-        return APIConnectionError(self.message)
-
-
-class Secret:
-    """Holds the API key so that no repr, log or traceback can show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-    __str__ = __repr__
 
 
 class _Exchange:
@@ -194,22 +171,25 @@ class _TrackedRequest(aiohttp.ClientRequest):
         return await super().send(conn)
 
 
-class Transport:
-    """Two aiohttp sessions towards one provider base URL with one key.
+class HTTPTransport:
+    """Two aiohttp sessions, towards one provider base URL (with its key) and any image host.
 
-    Creates go through a connector that never reuses a connection, polls
-    through a pooled one; ``max_connections`` caps each.
+    Creates go through a connector that never reuses a connection, GETs
+    through a pooled one; ``max_connections`` caps each. ``timeout`` is the
+    default per request (seconds). Implements ``Transport``.
     """
 
     __slots__ = (
+        "_api_headers",
         "_base",
         "_base_url",
+        "_env_proxies",
         "_fresh",
-        "_headers",
         "_http",
         "_key",
         "_origin",
         "_pooled",
+        "_proxies",
         "_proxy",
         "_slots",
         "_timeout",
@@ -227,32 +207,32 @@ class Transport:
         trust_env: bool = True,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._origin = _origin(self._base_url)
+        self._origin = origin(self._base_url)
         # Parsed once: a request's URL is then this one with a longer path,
         # not a new string for yarl to parse and quote again (a poll's is new each time).
         base = URL(self._base_url)
         self._base = base if not (base.query_string or base.fragment) else None
         self._key = Secret(api_key)
         self._timeout = timeout
-        self._headers = {
-            "Authorization": f"Bearer {self._key.reveal()}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": user_agent,
-        }
-        self._proxy = _choose_proxy(self._base_url, proxy, trust_env)
+        self._api_headers = {"Authorization": f"Bearer {self._key.reveal()}"}
+        self._proxy = None if proxy is None else URL(check_proxy(proxy))
+        self._env_proxies: dict[str, str] = urllib.request.getproxies() if trust_env else {}
+        self._proxies: dict[tuple[str, str, int | None], URL | None] = {}
         # Our own deadline (see _Exchange) replaces aiohttp's, whose total
         # would also count the wait for a pooled connection.
         no_timeout = aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None)
+        common = {"User-Agent": user_agent, "Accept-Encoding": ACCEPT_ENCODING}
 
         def session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
-            # Headers live on the ClientSession: merged once, not on every request.
             return aiohttp.ClientSession(
                 connector=connector,
                 timeout=no_timeout,
                 raise_for_status=False,
-                headers=self._headers,
+                headers=common,
                 request_class=_TrackedRequest,
+                max_line_size=MAX_HEADER_BYTES,
+                max_field_size=MAX_HEADER_BYTES,
+                max_headers=MAX_HEADERS,
             )
 
         self._http = session(
@@ -273,22 +253,32 @@ class Transport:
 
     @property
     def proxy(self) -> str | None:
-        """The proxy requests go through, without its credentials (``None``: direct)."""
-        return None if self._proxy is None else display_url(str(self._proxy))
+        """The proxy API requests go through, without its credentials (``None``: direct)."""
+        chosen = self._proxy_for(self._base_url)
+        return None if chosen is None else display_url(str(chosen))
 
-    async def send(self, method: str, path: str, body: bytes | None = None) -> Answer:
-        """Send one request; raise ``SendError`` if no complete answer came back.
-
-        A GET follows same-origin redirects; any other redirect raises
-        ``APIStatusError``. A body that echoes the API key comes back with the
-        key masked, so no error message built from it can carry the key.
-        """
-        url = self._base_url + path
-        target = self._url(path) or url
+    async def send(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None = None,
+        *,
+        accept: str = ACCEPT_JSON,
+        time_limit: float | None = None,
+        max_bytes: int = MAX_BODY_BYTES,
+    ) -> Answer:
+        """Send one request; see ``Transport.send``."""
+        absolute = "://" in target[:10]
+        url = target if absolute else self._base_url + target
+        shown = display_url(url) if absolute else target
+        keyed = origin(url) == self._origin
+        address: URL | str = url if absolute else (self._url(target) or url)
         started = time.monotonic()
         hops = 0
         while True:
-            answer = await self._send_retrying_stale(method, target, path, body)
+            answer = await self._send_retrying_stale(
+                method, address, shown, body, accept, time_limit or self._timeout, max_bytes
+            )
             if answer.status not in _REDIRECTS:
                 break
             location = answer.headers.get("location")
@@ -298,25 +288,25 @@ class Transport:
                 redirect = urljoin(url, location.strip())
             except ValueError:
                 redirect = location  # unreadable: shown as such, never followed
-            shown = self._redact(display_url(redirect))
-            if method != "GET" or _origin(redirect) != self._origin:
-                why = "only polls are redirected" if method != "GET" else "it leaves the API host"
+            where = self._redact(display_url(redirect))
+            why = _refuse_redirect(method, redirect, keyed=keyed, api=self._origin)
+            if why is not None:
                 raise APIStatusError(
-                    f"{method} {path} was redirected ({answer.status}) to {shown}; "
+                    f"{method} {shown} was redirected ({answer.status}) to {where}; "
                     f"not followed: {why}",
                     status_code=answer.status,
                 )
             hops += 1
             if hops > MAX_REDIRECTS:
                 raise APIStatusError(
-                    f"{method} {path} was redirected more than {MAX_REDIRECTS} times "
-                    f"(last to {shown})",
+                    f"{method} {shown} was redirected more than {MAX_REDIRECTS} times "
+                    f"(last to {where})",
                     status_code=answer.status,
                 )
-            logger.debug("%s %s redirected (%d) to %s", method, path, answer.status, shown)
-            url = target = redirect
+            logger.debug("%s %s redirected (%d) to %s", method, shown, answer.status, where)
+            url = address = redirect
         elapsed = time.monotonic() - started
-        logger.debug("%s %s -> %d (%.3fs)", method, path, answer.status, elapsed)
+        logger.debug("%s %s -> %d (%.3fs)", method, shown, answer.status, elapsed)
         return Answer(answer.status, answer.headers, answer.body, elapsed)
 
     def _url(self, path: str) -> URL | None:
@@ -326,27 +316,48 @@ class Transport:
             return None
         return base.with_path(base.raw_path.rstrip("/") + path, encoded=True)
 
+    def _headers(self, url: URL | str, accept: str, body: bytes | None) -> dict[str, str]:
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if origin(str(url)) == self._origin:
+            headers.update(self._api_headers)  # the key: to the API's origin only
+        return headers
+
     async def _send_retrying_stale(
-        self, method: str, url: URL | str, path: str, body: bytes | None
+        self,
+        method: str,
+        url: URL | str,
+        shown: str,
+        body: bytes | None,
+        accept: str,
+        time_limit: float,
+        max_bytes: int,
     ) -> Answer:
+        args = (method, url, shown, body, accept, time_limit, max_bytes)
         if method != "GET":
-            return await self._send_once(self._fresh, method, url, path, body)
+            return await self._send_once(self._fresh, *args)
         try:
-            return await self._send_once(self._http, method, url, path, body)
+            return await self._send_once(self._http, *args)
         except _StaleConnection:
             # The pooled connection had died; a GET is safe to send again, once.
-            return await self._send_once(self._fresh, method, url, path, body)
+            return await self._send_once(self._fresh, *args)
 
     async def _send_once(
         self,
         http: aiohttp.ClientSession,
         method: str,
         url: URL | str,
-        path: str,
+        shown: str,
         body: bytes | None,
+        accept: str,
+        time_limit: float,
+        max_bytes: int,
     ) -> Answer:
-        failure: SendError | None = None
-        exchange = _Exchange(self._timeout, self._pooled if http is self._http else None)
+        failure: SendError | ProtocolError | None = None
+        exchange = _Exchange(time_limit, self._pooled if http is self._http else None)
+        headers = self._headers(url, accept, body)
+        proxy = self._proxy_for(str(url))
         async with self._slots[http]:  # a free connection: not timed
             token = _CURRENT.set(exchange)
             try:
@@ -355,22 +366,29 @@ class Transport:
                     exchange.start(deadline)
                     try:
                         async with http.request(
-                            method, url, data=body, allow_redirects=False, proxy=self._proxy
+                            method,
+                            url,
+                            data=body,
+                            headers=headers,
+                            allow_redirects=False,
+                            proxy=proxy,
                         ) as response:
-                            payload = await _read_capped(response)
-                            headers = {k.lower(): v for k, v in response.headers.items()}
+                            payload = await _read_capped(response, max_bytes)
+                            answer_headers = {k.lower(): v for k, v in response.headers.items()}
                             status = response.status
                     except aiohttp.ClientError as exc:
                         if exchange.reused and isinstance(
                             exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError
                         ):
                             raise _StaleConnection from None
-                        failure = self._failure(method, path, exc, exchange)
+                        failure = self._failure(method, shown, str(url), exc, exchange, proxy)
+                    except ProtocolError as exc:
+                        failure = exc
                     finally:
                         exchange.stop()
             except TimeoutError:
                 failure = SendError(
-                    f"{method} {path} timed out: no answer within {self._timeout:g}s",
+                    f"{method} {shown} timed out: no answer within {time_limit:g}s",
                     maybe_received=exchange.written,
                 )
             finally:
@@ -382,29 +400,54 @@ class Transport:
         secret = self._key.reveal().encode()
         if secret in payload:
             payload = payload.replace(secret, b"[redacted]")
-        return Answer(status, headers, payload, 0.0)
+        return Answer(status, answer_headers, payload, 0.0)
 
     def _failure(
-        self, method: str, path: str, exc: aiohttp.ClientError, exchange: _Exchange
-    ) -> SendError:
+        self,
+        method: str,
+        shown: str,
+        url: str,
+        exc: aiohttp.ClientError,
+        exchange: _Exchange,
+        proxy: URL | None,
+    ) -> SendError | ProtocolError:
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            host = host_of(url)
+            return SendError(
+                f"the TLS certificate of {host} failed verification "
+                f"({exc.certificate_error}); not retried: check the base URL, "
+                "the system's trusted certificates (SSL_CERT_FILE) or a proxy that intercepts TLS",
+                maybe_received=False,
+                certificate_host=host,
+            )
         if isinstance(exc, aiohttp.ClientConnectorError) and not exchange.written:
             where = "the proxy" if isinstance(exc, aiohttp.ClientProxyConnectionError) else ""
-            target = where or self._base_url
+            target = where or display_url(url if "://" in shown else self._base_url)
             return SendError(f"could not connect to {target}: {exc.os_error}", maybe_received=False)
-        text = self._redact(f"{type(exc).__name__}: {exc}")
+        unreadable = _unreadable(exc)
+        if unreadable is not None:
+            # An answer came: the server acted on the request; we cannot read what it said.
+            return ProtocolError(f"the answer to {method} {shown} could not be read: {unreadable}")
+        text = self._redact(f"{type(exc).__name__}: {exc}", proxy)
         # Written or not, say which: a reset before writing is a certain "not received".
-        return SendError(f"{method} {path} failed: {text}", maybe_received=exchange.written)
+        return SendError(f"{method} {shown} failed: {text}", maybe_received=exchange.written)
 
-    def _redact(self, text: str) -> str:
-        text = text.replace(self._key.reveal(), "[redacted]")
+    def _proxy_for(self, url: str) -> URL | None:
+        """The proxy for ``url``'s origin: the explicit one, else the environment's (cached)."""
         if self._proxy is not None:
+            return self._proxy
+        key = origin(url)
+        if key not in self._proxies:
+            self._proxies[key] = _env_proxy(self._env_proxies, key[0], key[1])
+        return self._proxies[key]
+
+    def _redact(self, text: str, proxy: URL | None = None) -> str:
+        text = text.replace(self._key.reveal(), "[redacted]")
+        for used in (self._proxy, proxy):
+            if used is None:
+                continue
             # An error about the proxy may quote its URL, credentials and all.
-            for secret in (
-                self._proxy.raw_user,
-                self._proxy.user,
-                self._proxy.raw_password,
-                self._proxy.password,
-            ):
+            for secret in (used.raw_user, used.user, used.raw_password, used.password):
                 if secret:
                     text = text.replace(secret, "[redacted]")
         return text
@@ -418,35 +461,39 @@ class Transport:
         await self._fresh.close()
 
     def __repr__(self) -> str:
-        via = "" if self._proxy is None else f" via {self.proxy}"
-        return f"<Transport {self._base_url}{via}>"
+        via = "" if self.proxy is None else f" via {self.proxy}"
+        return f"<HTTPTransport {self._base_url}{via}>"
 
 
 class _StaleConnection(Exception):
     """A GET failed on a reused pooled connection before any answer."""
 
 
-def display_url(url: str) -> str:
-    """``url`` without user info or query string: safe for a message or a log line."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port is not None else ""
-    except ValueError:
-        return "<an unreadable URL>"
-    if ":" in host:
-        host = f"[{host}]"
-    query = "?..." if parts.query else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}{query}"
+def _refuse_redirect(
+    method: str, redirect: str, *, keyed: bool, api: tuple[str, str, int | None]
+) -> str | None:
+    """Why a redirect to ``redirect`` is not followed, or ``None`` to follow it."""
+    if method != "GET":
+        return "only GET requests are redirected"
+    where = origin(redirect)
+    if keyed and where != api:
+        return "it leaves the API host"
+    if where[0] not in ("http", "https") or not where[1]:
+        return "it is not an http(s) URL"
+    return None
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    try:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
-    except ValueError:
-        return "", "", None
+def _unreadable(exc: aiohttp.ClientError) -> str | None:
+    """Why an answer that arrived could not be read, or ``None`` if ``exc`` is not that."""
+    cause = exc.__cause__
+    if isinstance(exc, aiohttp.ClientPayloadError) and type(cause).__name__ == (
+        "ContentEncodingError"
+    ):
+        return f"its Content-Encoding cannot be decoded ({cause})"
+    if isinstance(exc, aiohttp.ClientResponseError) and exc.status == 400:
+        # aiohttp's parser refused the status line or headers (too long, malformed).
+        return exc.message or "a malformed status line or header"
+    return None
 
 
 def check_proxy(proxy: str) -> str:
@@ -463,16 +510,10 @@ def check_proxy(proxy: str) -> str:
     return proxy
 
 
-def _choose_proxy(base_url: str, proxy: str | None, trust_env: bool) -> URL | None:
-    if proxy is not None:
-        return URL(check_proxy(proxy))  # credentials in the URL are used by aiohttp
-    if not trust_env:
-        return None
+def _env_proxy(found: dict[str, str], scheme: str, host: str) -> URL | None:
     # As requests and httpx: the scheme's own variable, else ALL_PROXY; NO_PROXY wins.
-    parts = urlsplit(base_url)
-    found = urllib.request.getproxies()
-    chosen = found.get(parts.scheme) or found.get("all")
-    if not chosen or urllib.request.proxy_bypass(parts.hostname or ""):
+    chosen = found.get(scheme) or found.get("all")
+    if not chosen or urllib.request.proxy_bypass(host):
         return None
     if "://" not in chosen:
         chosen = "http://" + chosen  # "HTTPS_PROXY=proxy:3128" means an http proxy
@@ -483,23 +524,23 @@ def _choose_proxy(base_url: str, proxy: str | None, trust_env: bool) -> URL | No
         return None
 
 
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     length = response.content_length
-    if length is not None:
-        if length > MAX_BODY_BYTES:
-            raise ProtocolError(
-                f"answer of {length} bytes is over the {MAX_BODY_BYTES}-byte cap",
-                status_code=response.status,
-            )
+    if length is not None and length > max_bytes and not response.headers.get("Content-Encoding"):
+        raise ProtocolError(
+            f"answer of {length} bytes is over the {max_bytes}-byte cap",
+            status_code=response.status,
+        )
+    if length is not None and not response.headers.get("Content-Encoding"):
         return await response.read()  # the usual case: one read, size known
-    # No Content-Length (chunked): read in pieces, so a huge body cannot fill memory.
+    # Read in pieces, so a huge (or decompressed) body cannot fill memory.
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > max_bytes:
             raise ProtocolError(
-                f"answer is over the {MAX_BODY_BYTES}-byte cap", status_code=response.status
+                f"answer is over the {max_bytes}-byte cap", status_code=response.status
             )
         chunks.append(chunk)
     return b"".join(chunks)
