@@ -46,6 +46,7 @@ from ._download import (
 from ._exceptions import (
     AuthenticationError,
     ConfigurationError,
+    EndpointNotFoundError,
     GPTImageError,
     InsufficientCreditsError,
     PermissionDeniedError,
@@ -53,6 +54,7 @@ from ._exceptions import (
     RunFailedError,
     RunNotFoundError,
     SessionClosedError,
+    TLSCertificateError,
     UncertainCreateError,
 )
 from ._feed import is_last
@@ -95,7 +97,14 @@ _UNKNOWN_FATE = (
     "an earlier run sent this prompt's create and stopped before hearing back: "
     "a run may or may not exist (and be paid for), so it was not sent again"
 )
-_FATAL = (AuthenticationError, InsufficientCreditsError, PermissionDeniedError, QuotaExceededError)
+_FATAL = (
+    AuthenticationError,
+    InsufficientCreditsError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    EndpointNotFoundError,
+    TLSCertificateError,
+)
 
 EventKind = Literal["skipped", "unknown", "created", "attached", "finished", "stopping"]
 """What a :class:`BatchEvent` reports.
