@@ -333,6 +333,19 @@ class Session:
         return self._base_url
 
     @property
+    def transport(self) -> Transport:
+        """The ``Transport`` every request of this session goes through.
+
+        Pass it to ``download(..., transport=session.transport)`` so image
+        downloads share the session's proxy, user agent and connections (the
+        key is sent to the API's origin only). Raises ``SessionClosedError``
+        before ``open()``.
+        """
+        if self._transport is None:
+            raise SessionClosedError("the session is not open")
+        return self._transport
+
+    @property
     def limiter(self) -> LimiterView:
         """A read-only view of the session's rate limiter, for monitoring.
 

@@ -176,7 +176,9 @@ class HTTPTransport:
 
     Creates go through a connector that never reuses a connection, GETs
     through a pooled one; ``max_connections`` caps each. ``timeout`` is the
-    default per request (seconds). Implements ``Transport``.
+    default per request (seconds). ``api_key`` ``None``: no key is ever sent
+    (``base_url`` may then be ``""``, and every target absolute). Implements
+    ``Transport``.
     """
 
     __slots__ = (
@@ -198,7 +200,7 @@ class HTTPTransport:
     def __init__(
         self,
         base_url: str,
-        api_key: str,
+        api_key: str | None,
         *,
         timeout: float,
         max_connections: int,
@@ -212,9 +214,10 @@ class HTTPTransport:
         # not a new string for yarl to parse and quote again (a poll's is new each time).
         base = URL(self._base_url)
         self._base = base if not (base.query_string or base.fragment) else None
-        self._key = Secret(api_key)
+        # No key (a download() of its own): no Authorization to any host.
+        self._key = Secret(api_key or "\x00no key\x00")
         self._timeout = timeout
-        self._api_headers = {"Authorization": f"Bearer {self._key.reveal()}"}
+        self._api_headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
         self._proxy = None if proxy is None else URL(check_proxy(proxy))
         self._env_proxies: dict[str, str] = urllib.request.getproxies() if trust_env else {}
         self._proxies: dict[tuple[str, str, int | None], URL | None] = {}
