@@ -527,7 +527,21 @@ def _env_proxy(found: dict[str, str], scheme: str, host: str) -> URL | None:
         return None
 
 
+#: ``Content-Encoding`` values aiohttp decodes here (``identity``: none at all).
+_DECODABLE = frozenset(
+    ["identity", "gzip", "x-gzip", "deflate"] + [e.strip() for e in ACCEPT_ENCODING.split(",")]
+)
+
+
 async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    coding = response.headers.get("Content-Encoding", "").strip().lower()
+    if coding and any(c.strip() not in _DECODABLE for c in coding.split(",")):
+        # aiohttp would hand over the encoded bytes as if they were the body.
+        raise ProtocolError(
+            f"the answer could not be read: its Content-Encoding {coding!r} cannot be "
+            f"decoded here (we asked for {ACCEPT_ENCODING!r})",
+            status_code=response.status,
+        )
     length = response.content_length
     if length is not None and length > max_bytes and not response.headers.get("Content-Encoding"):
         raise ProtocolError(
