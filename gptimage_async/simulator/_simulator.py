@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 import msgspec
@@ -13,6 +14,7 @@ from aiohttp import web
 
 from gptimage_async.simulator._app import BASE_PATHS, SimulatorService
 from gptimage_async.simulator._config import Faults, ProtocolName, SimulatorConfig
+from gptimage_async.simulator._protocol import Reply
 from gptimage_async.simulator._runs import SimulatedRun
 from gptimage_async.simulator._stats import SimulatorStats
 
@@ -39,9 +41,15 @@ class Simulator:
     __slots__ = ("_host", "_port", "_runner", "_service", "_state")
 
     def __init__(
-        self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._service = SimulatorService(config if config is not None else SimulatorConfig())
+        # `clock`: the event loop's (`loop.time`) to run in memory on a fake clock.
+        self._service = SimulatorService(config if config is not None else SimulatorConfig(), clock)
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -123,6 +131,22 @@ class Simulator:
         except KeyError:
             raise ValueError(f"unknown protocol {protocol!r}") from None
         return self.url + path
+
+    async def respond(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> Reply:
+        """Answer one request in memory, as the server would; no socket, no need to start.
+
+        ``target`` is an absolute URL or a path; raises ``ConnectionDropped``
+        where the server would reset the connection. See
+        ``SimulatorService.respond``; ``gptimage_async.testing.memory_session``
+        builds a session on it.
+        """
+        return await self._service.respond(method, target, headers, body)
 
     # -- state -------------------------------------------------------------
 
