@@ -413,6 +413,9 @@ def _save_data_url(url: str, dest: Path, stem: str, max_bytes: int) -> Path:
     if len(data) > max_bytes:
         raise DownloadError(f"a data: URL over the {max_bytes}-byte cap", url=url[:100])
     ext = _judge(data[:HEAD_BYTES], label, "a data: URL")
+    why = why_not_whole(sniff(data), data)
+    if why is not None:  # the same rule as a fetched image; asking again cannot help here
+        raise DownloadError(f"a data: URL that is not a whole image: {why}", url=url[:100])
     target = _target(dest, stem + ext)
     return _write_file(target, data)
 

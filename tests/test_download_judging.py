@@ -173,6 +173,8 @@ async def test_a_data_url_in_a_result_is_saved_directly(
         ("data:image/png;base64,%%%not-base64", "cannot be decoded"),
         (data_url(PNG * 100), "byte cap"),
         ("data:image/png;base64", "no data"),
+        (data_url(PNG[: len(PNG) // 2]), "not a whole image"),
+        (data_url(JPEG[:-2]), "not a whole image"),
     ],
 )
 async def test_a_bad_data_url_is_refused(tmp_path: Path, url: str, message: str) -> None:

@@ -354,3 +354,61 @@ async def test_no_proxy_is_read_per_host_for_images(
     assert report.entries[0].status == "succeeded"
     assert len(cdn.requests) == 1  # reached directly
     assert proxy.request_lines and all("localhost" not in line for line in proxy.request_lines)
+
+
+# -- framing: what aiohttp reads, and what it refuses with a reason ----------------------------
+
+_BODY = run_json("run_1", "pending")
+
+
+def _chunked(body: bytes) -> bytes:
+    return f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"HTTP/1.1 200 OK\nContent-Length: %d\n\n" % len(_BODY) + _BODY, id="bare-LF"),
+        pytest.param(
+            b"HTTP/1.1 200\r\nContent-Length: %d\r\n\r\n" % len(_BODY) + _BODY, id="no-reason"
+        ),
+        pytest.param(b"HTTP/1.0 200 OK\r\n\r\n" + _BODY, id="http1.0-close-delimited"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(_BODY), id="chunked"
+        ),
+    ],
+)
+async def test_framings_a_client_must_read(raw: bytes) -> None:
+    assert len(_BODY) == 36
+    async with (
+        byte_server(lambda request: raw) as server,
+        session(server.url("/api/v1"), on_exit="cancel") as s,
+    ):
+        run = await s.submit("a lamp")
+    assert run.run_id == "run_1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+            + _chunked(_BODY),
+            "Content-Length",
+            id="chunked-and-length",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Length: 1\r\n\r\n" % len(_BODY)
+            + _BODY,
+            "Content-Length",
+            id="two-lengths",
+        ),
+    ],
+)
+async def test_framings_refused_are_an_uncertain_create_with_the_reason(
+    raw: bytes, reason: str
+) -> None:
+    async with byte_server(lambda request: raw) as server, session(server.url("/api/v1")) as s:
+        with pytest.raises(gi.UncertainCreateError, match=reason):
+            await s.submit("a lamp")
+    assert len(server.requests) == 1
