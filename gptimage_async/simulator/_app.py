@@ -85,6 +85,14 @@ class Incoming:
 
     @classmethod
     def of(cls, request: web.Request, body: bytes) -> Incoming:
+        # From the URL, not `request.host`: a request through a forward proxy comes
+        # in absolute form, and aiohttp's `host` then drops its port.
+        url = request.url
+        host = url.raw_host or request.host
+        if ":" in host:
+            host = f"[{host}]"
+        if url.explicit_port is not None:
+            host = f"{host}:{url.explicit_port}"
         return cls(
             request.method,
             request.path,
@@ -93,7 +101,7 @@ class Incoming:
             request.query,
             request.match_info,
             request.scheme,
-            request.host,
+            host,
         )
 
 
