@@ -187,6 +187,7 @@ class HTTPTransport:
         "_base_url",
         "_env_proxies",
         "_fresh",
+        "_header_sets",
         "_http",
         "_key",
         "_origin",
@@ -218,6 +219,7 @@ class HTTPTransport:
         self._key = Secret(api_key or "\x00no key\x00")
         self._timeout = timeout
         self._api_headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
+        self._header_sets: dict[tuple[bool, str, bool], dict[str, str]] = {}
         self._proxy = None if proxy is None else URL(check_proxy(proxy))
         self._env_proxies: dict[str, str] = urllib.request.getproxies() if trust_env else {}
         self._proxies: dict[tuple[str, str, int | None], URL | None] = {}
@@ -257,7 +259,7 @@ class HTTPTransport:
     @property
     def proxy(self) -> str | None:
         """The proxy API requests go through, without its credentials (``None``: direct)."""
-        chosen = self._proxy_for(self._base_url)
+        chosen = self._proxy_for(self._origin)
         return None if chosen is None else display_url(str(chosen))
 
     async def send(
@@ -274,13 +276,22 @@ class HTTPTransport:
         absolute = "://" in target[:10]
         url = target if absolute else self._base_url + target
         shown = display_url(url) if absolute else target
-        keyed = origin(url) == self._origin
+        # A path is under the base URL: its origin is known without parsing (polls).
+        where = origin(url) if absolute else self._origin
+        keyed = where == self._origin
         address: URL | str = url if absolute else (self._url(target) or url)
         started = time.monotonic()
         hops = 0
         while True:
             answer = await self._send_retrying_stale(
-                method, address, shown, body, accept, time_limit or self._timeout, max_bytes
+                method,
+                address,
+                shown,
+                body,
+                self._headers(where, accept, body is not None),
+                self._proxy_for(where),
+                time_limit or self._timeout,
+                max_bytes,
             )
             if answer.status not in _REDIRECTS:
                 break
@@ -291,11 +302,11 @@ class HTTPTransport:
                 redirect = urljoin(url, location.strip())
             except ValueError:
                 redirect = location  # unreadable: shown as such, never followed
-            where = self._redact(display_url(redirect))
+            named = self._redact(display_url(redirect))
             why = _refuse_redirect(method, redirect, keyed=keyed, api=self._origin)
             if why is not None:
                 raise APIStatusError(
-                    f"{method} {shown} was redirected ({answer.status}) to {where}; "
+                    f"{method} {shown} was redirected ({answer.status}) to {named}; "
                     f"not followed: {why}",
                     status_code=answer.status,
                 )
@@ -303,11 +314,12 @@ class HTTPTransport:
             if hops > MAX_REDIRECTS:
                 raise APIStatusError(
                     f"{method} {shown} was redirected more than {MAX_REDIRECTS} times "
-                    f"(last to {where})",
+                    f"(last to {named})",
                     status_code=answer.status,
                 )
-            logger.debug("%s %s redirected (%d) to %s", method, shown, answer.status, where)
+            logger.debug("%s %s redirected (%d) to %s", method, shown, answer.status, named)
             url = address = redirect
+            where = origin(redirect)  # each hop gets the key only if it is on the API origin
         elapsed = time.monotonic() - started
         logger.debug("%s %s -> %d (%.3fs)", method, shown, answer.status, elapsed)
         return Answer(answer.status, answer.headers, answer.body, elapsed)
@@ -319,12 +331,20 @@ class HTTPTransport:
             return None
         return base.with_path(base.raw_path.rstrip("/") + path, encoded=True)
 
-    def _headers(self, url: URL | str, accept: str, body: bytes | None) -> dict[str, str]:
-        headers = {"Accept": accept}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        if origin(str(url)) == self._origin:
-            headers.update(self._api_headers)  # the key: to the API's origin only
+    def _headers(
+        self, where: tuple[str, str, int | None], accept: str, has_body: bool
+    ) -> dict[str, str]:
+        """The request's own headers (made once per kind, then reused)."""
+        keyed = where == self._origin
+        kind = (keyed, accept, has_body)
+        headers = self._header_sets.get(kind)
+        if headers is None:
+            headers = {"Accept": accept}
+            if has_body:
+                headers["Content-Type"] = "application/json"
+            if keyed:
+                headers.update(self._api_headers)  # the key: to the API's origin only
+            self._header_sets[kind] = headers
         return headers
 
     async def _send_retrying_stale(
@@ -333,11 +353,12 @@ class HTTPTransport:
         url: URL | str,
         shown: str,
         body: bytes | None,
-        accept: str,
+        headers: dict[str, str],
+        proxy: URL | None,
         time_limit: float,
         max_bytes: int,
     ) -> Answer:
-        args = (method, url, shown, body, accept, time_limit, max_bytes)
+        args = (method, url, shown, body, headers, proxy, time_limit, max_bytes)
         if method != "GET":
             return await self._send_once(self._fresh, *args)
         try:
@@ -353,14 +374,13 @@ class HTTPTransport:
         url: URL | str,
         shown: str,
         body: bytes | None,
-        accept: str,
+        headers: dict[str, str],
+        proxy: URL | None,
         time_limit: float,
         max_bytes: int,
     ) -> Answer:
         failure: SendError | ProtocolError | None = None
         exchange = _Exchange(time_limit, self._pooled if http is self._http else None)
-        headers = self._headers(url, accept, body)
-        proxy = self._proxy_for(str(url))
         async with self._slots[http]:  # a free connection: not timed
             token = _CURRENT.set(exchange)
             try:
@@ -435,11 +455,10 @@ class HTTPTransport:
         # Written or not, say which: a reset before writing is a certain "not received".
         return SendError(f"{method} {shown} failed: {text}", maybe_received=exchange.written)
 
-    def _proxy_for(self, url: str) -> URL | None:
-        """The proxy for ``url``'s origin: the explicit one, else the environment's (cached)."""
+    def _proxy_for(self, key: tuple[str, str, int | None]) -> URL | None:
+        """The proxy for an origin: the explicit one, else the environment's (cached)."""
         if self._proxy is not None:
             return self._proxy
-        key = origin(url)
         if key not in self._proxies:
             self._proxies[key] = _env_proxy(self._env_proxies, key[0], key[1])
         return self._proxies[key]
