@@ -54,6 +54,7 @@ __all__ = [
     "is_transient_status",
     "read",
     "read_answer",
+    "read_poll",
     "report",
     "report_answer",
     "report_no_answer",
@@ -187,6 +188,24 @@ def read(
     if reading.verdict is not Verdict.OK:
         logger.debug("%s: %s (%s)", kind, reading.verdict.value, reading.error)
     return reading
+
+
+def read_poll(outcome: Outcome, provider: Provider, run_id: str) -> Reading[RunSnapshot]:
+    """``read`` for a poll of ``run_id``: the run object decoded by ``provider``'s adapter.
+
+    The poll path's one call::
+
+        outcome = await exchange(transport, "GET", provider.poll_path(run_id))
+        reading = read_poll(outcome, provider, run_id)
+        report(reading, limiter=limiter, stats=stats, sent_at=sent_at)
+        # OK: reading.value; WAIT: after reading.wait s; RETRY: backoff (capped);
+        # FAIL: reading.error (a refused certificate, a 400, a quota gone ...)
+    """
+
+    def decode(answer: Answer) -> RunSnapshot:
+        return read_answer(provider, answer, run_id=run_id)
+
+    return read(outcome, decode, kind="poll")
 
 
 def _read_error(error: GPTImageError, kind: Kind, url: str | None) -> Reading[T]:

@@ -1,16 +1,12 @@
-"""Saving generated images to disk: fetched through the session's transport, retried,
-capped, checked whole, written atomically.
+"""Saving images: fetched through a ``Transport``, retried, capped, checked whole, atomic.
 
-An image is fetched through a ``Transport`` (the session's, so ``proxy=``,
-``HTTPS_PROXY`` / ``NO_PROXY`` and ``user_agent`` apply, and the API key goes
-to the API's origin only, never to an image host), read whole (at most
-``max_bytes``), judged by its bytes (``_image_bytes``: its type, and that it
-is a whole image of that type), then written to a hidden temporary file in
-the destination directory and renamed into place, so a file under its final
-name is always a whole image. ``_classify.read`` decides what a failed
-attempt means, as for creates and polls. Names are sanitised to
-``[A-Za-z0-9._-]`` and checked to resolve inside the destination: nothing a
-provider sends can make a file land elsewhere.
+Through the session's transport, ``proxy=``, ``NO_PROXY`` and ``user_agent``
+apply and the key goes to the API's origin only. An image is read whole (at
+most ``max_bytes``), judged by its bytes (``_image_bytes``), written to a
+hidden temporary file and renamed into place: a file under its final name is
+always a whole image. ``_classify.read`` judges each attempt, as for creates
+and polls. Names are sanitised to ``[A-Za-z0-9._-]`` and must resolve inside
+the destination.
 """
 
 from __future__ import annotations

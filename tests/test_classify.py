@@ -14,6 +14,7 @@ from gptimage_async._classify import (
     classify_status,
     is_transient_status,
     read,
+    read_poll,
 )
 from gptimage_async._exceptions import (
     EndpointNotFoundError,
@@ -171,3 +172,15 @@ def test_a_retry_the_server_gave_a_wait_for_is_a_wait(
     error = status_error(status, "m", retry_after=3.0)
     assert classify_status(error, create=True) is on_create
     assert classify_status(error, create=False) is on_poll
+
+
+def test_read_poll_decodes_with_the_providers_adapter() -> None:
+    from gptimage_async._providers import get_provider
+
+    provider = get_provider("runbase")
+    body = b'{"id": "run_1", "status": "succeeded", "output": {"urls": ["https://i.x/a.png"]}}'
+    reading = read_poll(Answer(200, {}, body, 0.01), provider, "run_1")
+    assert reading.verdict is Verdict.OK and reading.value is not None
+    assert list(reading.value.urls) == ["https://i.x/a.png"]
+    assert read_poll(CERT, provider, "run_1").verdict is F
+    assert read_poll(ProtocolError("bad"), provider, "run_1").verdict is R

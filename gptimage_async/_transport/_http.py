@@ -51,19 +51,17 @@ because a create that did may have been paid for. The rule:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 import urllib.request
 import weakref
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import aiohttp
 from aiohttp import compression_utils
-from aiohttp.connector import Connection
 from yarl import URL
 
-from .._exceptions import APIStatusError, ConfigurationError, ProtocolError
+from .._exceptions import APIStatusError, ProtocolError
 from . import (
     ACCEPT_JSON,
     MAX_BODY_BYTES,
@@ -75,6 +73,8 @@ from . import (
     host_of,
     origin,
 )
+from ._proxy import check_proxy, env_proxy
+from ._written import CURRENT, Exchange, TrackedRequest
 
 __all__ = ["ACCEPT_ENCODING", "MAX_HEADER_BYTES", "HTTPTransport", "check_proxy"]
 
@@ -95,80 +95,6 @@ ACCEPT_ENCODING = ", ".join(
 )
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-class _Exchange:
-    """How far one request got (told by ``_TrackedRequest`` when it is written), and its clock.
-
-    ``pooled`` holds the connections (their protocols) of a keep-alive pool
-    that carried a request before; ``None`` for a connector that never reuses.
-    The connect phase and then the exchange each get ``timeout`` seconds: one
-    timer, armed for the first due time, which on firing hands the current due
-    time to the request's deadline (so a request that is quick costs one
-    timer, not one per phase).
-    """
-
-    __slots__ = ("_deadline", "_due", "_loop", "_timer", "pooled", "reused", "timeout", "written")
-
-    def __init__(self, timeout: float, pooled: weakref.WeakSet[object] | None) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._deadline: asyncio.Timeout | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._due = 0.0
-        self.timeout = timeout
-        self.pooled = pooled
-        self.reused = False
-        self.written = False
-
-    def start(self, deadline: asyncio.Timeout) -> None:
-        """The connect phase begins: ``deadline`` (entered, unarmed) fires when time is up."""
-        self._deadline = deadline
-        self._due = self._loop.time() + self.timeout
-        self._timer = self._loop.call_at(self._due, self._check)
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _check(self) -> None:
-        self._timer = None
-        if self._deadline is not None:
-            # Past: cancels the request now. Moved on (the exchange began since):
-            # the deadline waits for the exchange's own due time.
-            self._deadline.reschedule(self._due)
-
-    def sending(self, conn: Connection) -> None:
-        """The request is about to be written on ``conn``."""
-        pooled, protocol = self.pooled, conn.protocol
-        if pooled is not None and protocol is not None:
-            if protocol in pooled:
-                self.reused = True
-            pooled.add(protocol)
-        self.written = True  # from here on, bytes of it may reach the server
-        self._due = self._loop.time() + self.timeout  # connecting is over: the exchange's own
-
-
-#: The exchange the current task is sending, read by ``_TrackedRequest.send``.
-_CURRENT: contextvars.ContextVar[_Exchange | None] = contextvars.ContextVar(
-    "gptimage_async_exchange", default=None
-)
-
-
-class _TrackedRequest(aiohttp.ClientRequest):
-    """aiohttp's request, telling the exchange in progress when it is written.
-
-    aiohttp calls ``send`` once a connection is ready (connected, through any
-    proxy tunnel and TLS handshake, or taken from the pool), and ``send``
-    writes the request: nothing before it puts a byte of it on the wire.
-    aiohttp's tracing signals told the same at several times the CPU.
-    """
-
-    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
-        exchange = _CURRENT.get()
-        if exchange is not None and self.method != "CONNECT":
-            exchange.sending(conn)
-        return await super().send(conn)
 
 
 class HTTPTransport:
@@ -234,7 +160,7 @@ class HTTPTransport:
                 timeout=no_timeout,
                 raise_for_status=False,
                 headers=common,
-                request_class=_TrackedRequest,
+                request_class=TrackedRequest,
                 max_line_size=MAX_HEADER_BYTES,
                 max_field_size=MAX_HEADER_BYTES,
                 max_headers=MAX_HEADERS,
@@ -380,9 +306,9 @@ class HTTPTransport:
         max_bytes: int,
     ) -> Answer:
         failure: SendError | ProtocolError | None = None
-        exchange = _Exchange(time_limit, self._pooled if http is self._http else None)
+        exchange = Exchange(time_limit, self._pooled if http is self._http else None)
         async with self._slots[http]:  # a free connection: not timed
-            token = _CURRENT.set(exchange)
+            token = CURRENT.set(exchange)
             try:
                 # The connect phase has `timeout`; the exchange gets its own once written.
                 async with asyncio.timeout(None) as deadline:
@@ -415,7 +341,7 @@ class HTTPTransport:
                     maybe_received=exchange.written,
                 )
             finally:
-                _CURRENT.reset(token)
+                CURRENT.reset(token)
         if failure is not None:
             # Raised here, outside the except block, so aiohttp's exception (whose
             # request_info holds the Authorization header) is not kept as context.
@@ -431,7 +357,7 @@ class HTTPTransport:
         shown: str,
         url: str,
         exc: aiohttp.ClientError,
-        exchange: _Exchange,
+        exchange: Exchange,
         proxy: URL | None,
     ) -> SendError | ProtocolError:
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -460,7 +386,7 @@ class HTTPTransport:
         if self._proxy is not None:
             return self._proxy
         if key not in self._proxies:
-            self._proxies[key] = _env_proxy(self._env_proxies, key[0], key[1])
+            self._proxies[key] = env_proxy(self._env_proxies, key[0], key[1])
         return self._proxies[key]
 
     def _redact(self, text: str, proxy: URL | None = None) -> str:
@@ -516,34 +442,6 @@ def _unreadable(exc: aiohttp.ClientError) -> str | None:
         # aiohttp's parser refused the status line or headers (too long, malformed).
         return exc.message or "a malformed status line or header"
     return None
-
-
-def check_proxy(proxy: str) -> str:
-    """``proxy`` if it is an http(s) URL with a host; else ``ConfigurationError``."""
-    try:
-        parts = urlsplit(proxy)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except (TypeError, ValueError, AttributeError):
-        ok = False
-    if not ok:
-        shown = display_url(proxy) if isinstance(proxy, str) else type(proxy).__name__
-        raise ConfigurationError(f"proxy must be an http(s) URL with a host, not {shown!r}")
-    return proxy
-
-
-def _env_proxy(found: dict[str, str], scheme: str, host: str) -> URL | None:
-    # As requests and httpx: the scheme's own variable, else ALL_PROXY; NO_PROXY wins.
-    chosen = found.get(scheme) or found.get("all")
-    if not chosen or urllib.request.proxy_bypass(host):
-        return None
-    if "://" not in chosen:
-        chosen = "http://" + chosen  # "HTTPS_PROXY=proxy:3128" means an http proxy
-    try:
-        return URL(check_proxy(chosen))
-    except ConfigurationError:
-        logger.warning("ignoring the proxy set in the environment: %s", display_url(chosen))
-        return None
 
 
 #: ``Content-Encoding`` values aiohttp decodes here (``identity``: none at all).
