@@ -8,6 +8,12 @@ Anywhere (a script, any test runner)::
         result = await session.generate("a lamp")
         assert sim.stats.creates == 1
 
+Or with no socket at all, on the event loop's clock (a fake clock runs it in
+fake time)::
+
+    async with memory_session("runbase") as (sim, session):
+        result = await session.generate("a lamp")
+
 With pytest and pytest-asyncio installed, this module is a pytest plugin
 (registered on install) that provides two fixtures::
 
