@@ -23,6 +23,7 @@ from .._exceptions import (
 from .._models import RateLimit
 from .._run import Run
 from .._session import ProviderName, Session
+from .._transport import Transport
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -71,6 +72,7 @@ class SessionOptions(TypedDict, total=False):
     redis: str | Redis | None
     state_file: str | os.PathLike[str] | None
     remember: bool
+    transport: Transport | None
 
 
 @contextlib.asynccontextmanager
