@@ -107,3 +107,15 @@ async def test_unknown_paths_and_methods_answer_as_the_http_server_does() -> Non
         "GET", "/runbase/api/v1/runs/run_x", {"Authorization": "Bearer sk-sim-test"}
     )
     assert missing.status == 404 and b"not" in missing.body.lower()
+
+
+async def test_a_closed_sessions_transport_fails_a_download_cleanly(tmp_path: Path) -> None:
+    from gptimage_async.simulator import Simulator
+
+    async with Simulator(SimulatorConfig(time_scale=0.01)) as sim:
+        async with gi.Session(
+            "runbase", api_key="sk-sim-test", base_url=sim.base_url("runbase")
+        ) as session:
+            result = await session.generate("a lamp")
+        with pytest.raises(gi.SessionClosedError, match="closed"):
+            await gi.download(result, tmp_path, transport=session.transport)

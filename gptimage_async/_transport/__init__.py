@@ -100,7 +100,8 @@ class Transport(Protocol):
       over the limit, a ``Content-Encoding`` that cannot be decoded, a body
       over ``max_bytes``): the server did act on the request;
     * ``APIStatusError`` for a redirect it will not follow (a POST, or a
-      request carrying the key sent off the API origin).
+      request carrying the key sent off the API origin);
+    * ``SessionClosedError`` once ``aclose`` was called (nothing is sent).
 
     A body that echoes the API key comes back with the key masked.
     """

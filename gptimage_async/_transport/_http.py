@@ -61,7 +61,7 @@ import aiohttp
 from aiohttp import compression_utils
 from yarl import URL
 
-from .._exceptions import APIStatusError, ProtocolError
+from .._exceptions import APIStatusError, ProtocolError, SessionClosedError
 from . import (
     ACCEPT_JSON,
     MAX_BODY_BYTES,
@@ -199,6 +199,8 @@ class HTTPTransport:
         max_bytes: int = MAX_BODY_BYTES,
     ) -> Answer:
         """Send one request; see ``Transport.send``."""
+        if self.closed:  # aiohttp would raise a bare RuntimeError
+            raise SessionClosedError("the transport is closed (its session was closed)")
         absolute = "://" in target[:10]
         url = target if absolute else self._base_url + target
         shown = display_url(url) if absolute else target

@@ -18,7 +18,7 @@ import asyncio
 import logging
 from urllib.parse import urljoin
 
-from .._exceptions import APIStatusError, ProtocolError
+from .._exceptions import APIStatusError, ProtocolError, SessionClosedError
 from .._version import USER_AGENT
 from ..simulator import Simulator
 from ..simulator._app import ConnectionDropped
@@ -137,7 +137,7 @@ class MemoryTransport:
         time_limit: float | None,
     ) -> tuple[int, dict[str, str], bytes]:
         if self._closed:
-            raise SendError(f"{method} {shown}: the transport is closed", maybe_received=False)
+            raise SessionClosedError("the transport is closed (its session was closed)")
         if origin(url) != self._origin:
             raise SendError(
                 f"could not connect to {display_url(url)}: only the simulator is reachable "
