@@ -412,3 +412,25 @@ async def test_framings_refused_are_an_uncertain_create_with_the_reason(
         with pytest.raises(gi.UncertainCreateError, match=reason):
             await s.submit("a lamp")
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        http_answer(200, b"", {"Content-Type": "image/png"}),
+        http_answer(200, _cut(PNG), {"Content-Type": "image/png"}, length=None),
+    ],
+    ids=["empty", "cut"],
+)
+async def test_a_batch_never_records_a_cut_image_as_succeeded(
+    tmp_path: Path, answer: bytes
+) -> None:
+    async with byte_server(lambda request: answer) as cdn:
+        script = runbase(urls=[cdn.url("/img/a.png")])
+        async with byte_server(script) as api, session(api.url("/api/v1")) as s:
+            report = await gi.Batch(s, ["a lamp"], tmp_path).run()
+    [entry] = report.entries
+    assert entry.status != "succeeded" and entry.files == ()
+    assert "not a whole image" in (entry.error or "")
+    assert not any(p.suffix == ".png" for p in tmp_path.iterdir())  # noqa: ASYNC240
+    assert len(cdn.requests) >= 2  # retried before giving up
