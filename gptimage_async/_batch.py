@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
-import aiohttp
 import anyio
 import msgspec
 
@@ -46,6 +45,7 @@ from ._download import (
 from ._exceptions import (
     AuthenticationError,
     ConfigurationError,
+    EndpointNotFoundError,
     GPTImageError,
     InsufficientCreditsError,
     PermissionDeniedError,
@@ -53,6 +53,7 @@ from ._exceptions import (
     RunFailedError,
     RunNotFoundError,
     SessionClosedError,
+    TLSCertificateError,
     UncertainCreateError,
 )
 from ._feed import is_last
@@ -70,7 +71,7 @@ from ._models import ImageRequest, Result
 from ._prompts import BatchPrompt
 from ._run import Run
 from ._session import Session
-from ._version import USER_AGENT
+from ._transport import Transport
 
 __all__ = [
     "DEFAULT_CREATE_WINDOW",
@@ -103,7 +104,14 @@ _UNKNOWN_FATE = (
     "an earlier run sent this prompt's create and stopped before hearing back: "
     "a run may or may not exist (and be paid for), so it was not sent again"
 )
-_FATAL = (AuthenticationError, InsufficientCreditsError, PermissionDeniedError, QuotaExceededError)
+_FATAL = (
+    AuthenticationError,
+    InsufficientCreditsError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    EndpointNotFoundError,
+    TLSCertificateError,
+)
 
 EventKind = Literal["skipped", "unknown", "created", "attached", "finished", "stopping"]
 """What a :class:`BatchEvent` reports.
@@ -367,7 +375,7 @@ class Batch:
         self._feed_scope: anyio.CancelScope | None = None
         self._journal: Journal | None = None
         self._earlier: tuple[ManifestEntry, ...] = ()
-        self._http: aiohttp.ClientSession | None = None
+        self._http: Transport | None = None
         self._state: Literal["new", "running", "done"] = "new"
         self._started: float | None = None
         self._stopping = False
@@ -533,11 +541,11 @@ class Batch:
                 journal.start(provider=self._session.provider, base_url=self._session.base_url)
                 attach, submit = self._plan(journal)
                 self._earlier = self._earlier_entries(journal)
-                async with _http_client(self._download) as http:
-                    self._http = http
-                    page = self._gallery_entries if self._gallery else None
-                    async with keep_gallery(self._out, page):
-                        await self._feed(attach, submit)
+                # Images go through the session's transport: its proxy, user agent, key rule.
+                self._http = self._session.transport if self._download else None
+                page = self._gallery_entries if self._gallery else None
+                async with keep_gallery(self._out, page):
+                    await self._feed(attach, submit)
         finally:
             self._journal = None
             self._http = None
@@ -840,7 +848,7 @@ class Batch:
                 result,
                 self._out,
                 stem=item.stem,
-                client=self._http,
+                transport=self._http,
                 max_bytes=self._max_bytes,
                 base_url=self._session.base_url,
             )
@@ -910,17 +918,3 @@ class Batch:
             f"<Batch {self._out} {self._state} total={p.total} succeeded={p.succeeded} "
             f"failed={p.failed} unknown={p.unknown} in_flight={p.in_flight}>"
         )
-
-
-class _NoClient:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
-def _http_client(needed: bool) -> aiohttp.ClientSession | _NoClient:
-    if not needed:
-        return _NoClient()
-    return aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})

@@ -45,6 +45,7 @@ from ._prompts import PromptFileError, read_prompts
 from ._providers import get_provider, provider_names
 from ._run import Run
 from ._session import Session
+from ._transport import Transport
 from ._version import __version__
 from .simulator._options import add_simulate_options, config_from_options
 
@@ -462,7 +463,11 @@ class _Generation:
                 print(url, flush=True)
             if self._out is not None:
                 self.failures += await _save(
-                    result, self._out, self._request.prompt, self._session.base_url
+                    result,
+                    self._out,
+                    self._request.prompt,
+                    self._session.base_url,
+                    self._session.transport,
                 )
 
     def _failed(self, exc: GPTImageError) -> None:
@@ -492,10 +497,14 @@ def _state_at_stop(run: Run) -> str:
     return run.status.value
 
 
-async def _save(result: Result, out: Path, prompt: str, base_url: str) -> int:
+async def _save(result: Result, out: Path, prompt: str, base_url: str, transport: Transport) -> int:
     try:
         paths = await download(
-            result, out, stem=f"{slugify(prompt)}-{result.run_id}", base_url=base_url
+            result,
+            out,
+            stem=f"{slugify(prompt)}-{result.run_id}",
+            base_url=base_url,
+            transport=transport,
         )
     except GPTImageError as exc:
         print(f"failed to save {result.run_id}: {exc}", file=sys.stderr)

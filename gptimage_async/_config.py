@@ -19,7 +19,7 @@ from ._exceptions import ConfigurationError
 from ._models import RateLimit
 from ._providers import Provider, ProviderName, get_provider
 from ._shared_limiter import check_redis_option
-from ._transport import Secret, check_proxy, display_url
+from ._transport import Secret, Transport, check_proxy, display_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -131,6 +131,11 @@ class SessionConfig:
       Redis's either way: only run durations are taken from the file.
     * ``remember``: ``bool``, default ``True``. ``False``: nothing learned is
       loaded or saved, neither in Redis nor in ``state_file``.
+    * ``transport``: ``Transport | None``, default ``None``: the aiohttp
+      transport built from the options above. For tests and advanced use: a
+      ``Transport`` (``gptimage_async._transport``) every request is sent
+      through instead, e.g. the in-memory one onto the simulator that
+      ``gptimage_async.testing.memory_session`` builds. The session closes it.
     """
 
     provider: ProviderName | str = dataclasses.field(default="runbase", kw_only=False)
@@ -149,10 +154,17 @@ class SessionConfig:
     redis: str | Redis | None = None
     state_file: str | os.PathLike[str] | None = None
     remember: bool = True
+    # A live object, not a setting: left out of == and repr.
+    transport: Transport | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         adapter = get_provider(self.provider)
         fix = object.__setattr__  # frozen: normalised values are set once, here
+        if self.transport is not None and not (
+            callable(getattr(self.transport, "send", None))
+            and callable(getattr(self.transport, "aclose", None))
+        ):
+            raise ConfigurationError("transport must be a gptimage_async Transport or None")
         fix(self, "provider", adapter.name)
         if self.api_key is not None and not isinstance(self.api_key, Secret):
             fix(self, "api_key", Secret(_check_key(self.api_key, adapter)))
@@ -249,6 +261,7 @@ class SessionOptions(TypedDict, total=False):
     redis: str | Redis | None
     state_file: str | os.PathLike[str] | None
     remember: bool
+    transport: Transport | None
 
 
 def _check_key(key: object, adapter: Provider) -> str:

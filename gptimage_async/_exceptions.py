@@ -12,6 +12,7 @@ Every error this library raises or resolves a run with is a ``GPTImageError``::
     ├── JournalError                          a journal is held by another process, or damaged
     ├── DownloadError                         an image could not be saved
     ├── APIConnectionError                    the request never got an HTTP answer
+    │   └── TLSCertificateError               the server's certificate failed verification
     ├── ProtocolError                         an answer that cannot be understood
     │   └── RunIdMismatchError                a poll answered about another run
     ├── UncertainCreateError                  a create may have reached the server: not resent
@@ -23,6 +24,7 @@ Every error this library raises or resolves a run with is a ``GPTImageError``::
         ├── InsufficientCreditsError          402
         ├── PermissionDeniedError             403
         ├── RunNotFoundError                  404
+        ├── EndpointNotFoundError             404 on a create: check the base URL
         ├── RateLimitError                    429 (transient; retried by the library)
         │   └── QuotaExceededError            429 USAGE_EXCEEDED: the key's quota is gone
         └── ServerError                       5xx
@@ -47,6 +49,7 @@ __all__ = [
     "BadRequestError",
     "ConfigurationError",
     "DownloadError",
+    "EndpointNotFoundError",
     "GPTImageError",
     "InsufficientCreditsError",
     "InvalidRequestError",
@@ -64,6 +67,7 @@ __all__ = [
     "ServerError",
     "SessionClosedError",
     "SpendCapError",
+    "TLSCertificateError",
     "UncertainCreateError",
     "WrongEventLoopError",
     "status_error",
@@ -346,3 +350,23 @@ class SpendCapError(GPTImageError):
         self.committed = committed
         self.reserved = reserved
         self.price = price
+
+
+class TLSCertificateError(APIConnectionError):
+    """The server's TLS certificate failed verification: never retried.
+
+    ``host`` is the host whose certificate was refused. Sending again cannot
+    help (the certificate will not change in a second); fix the trust store
+    (``SSL_CERT_FILE``), the base URL, or the proxy that intercepts TLS.
+    """
+
+    def __init__(self, message: str, *, host: str) -> None:
+        super().__init__(message)
+        self.host = host
+
+
+class EndpointNotFoundError(APIStatusError):
+    """404 on a create: the endpoint does not exist, so the base URL is likely wrong.
+
+    Never retried. The message names the URL (without credentials or query).
+    """

@@ -32,7 +32,7 @@ from ._scheduler import PollScheduler
 from ._shared_limiter import SharedLimiter, budget_id, make_limiter
 from ._state import FileStateStore, RedisStateStore, StateStore, apply_state, capture_state
 from ._stats import SessionStats
-from ._transport import Secret, Transport
+from ._transport import HTTPTransport, Secret, Transport
 from ._version import USER_AGENT
 
 if TYPE_CHECKING:
@@ -202,7 +202,7 @@ class Lane:
         """Open the lane; on any failure, release what was opened and raise."""
         config = self.config
         clock = asyncio.get_running_loop().time
-        self.transport = Transport(
+        self.transport = config.transport or HTTPTransport(
             self.base_url,
             self._key.reveal(),
             timeout=config.request_timeout,

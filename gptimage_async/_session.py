@@ -127,6 +127,7 @@ class Session:
         redis: str | Redis | None = None,
         state_file: str | os.PathLike[str] | None = None,
         remember: bool = True,
+        transport: Transport | None = None,
     ) -> None:
         # Every parameter is a SessionConfig field, in the same order with the
         # same default (tests/test_argument_errors.py holds the two together).
@@ -179,6 +180,20 @@ class Session:
     def base_url(self) -> str:
         """The API root requests go to."""
         return self._config.api_root
+
+    @property
+    def transport(self) -> Transport:
+        """The ``Transport`` every request of this session goes through.
+
+        Pass it to ``download(..., transport=session.transport)`` so image
+        downloads share the session's proxy, user agent and connections (the
+        key is sent to the API's origin only). Raises ``SessionClosedError``
+        before ``open()``.
+        """
+        transport = self._lanes[0].transport
+        if transport is None:
+            raise SessionClosedError("the session is not open")
+        return transport
 
     @property
     def limiter(self) -> LimiterView:

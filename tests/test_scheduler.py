@@ -27,7 +27,8 @@ from gptimage_async._registry import RunRegistry
 from gptimage_async._run import Run
 from gptimage_async._scheduler import PollScheduler
 from gptimage_async._stats import SessionStats
-from gptimage_async._transport import Answer, Transport
+from gptimage_async._transport import Answer
+from gptimage_async._transport import HTTPTransport as Transport
 from gptimage_async.simulator import Simulator, SimulatorConfig
 from gptimage_async.testing import TEST_KEYS
 
