@@ -231,3 +231,18 @@ def status_error(
     else:
         cls = _BY_STATUS.get(status_code, APIStatusError)
     return cls(message, status_code=status_code, code=code, run_id=run_id, retry_after=retry_after)
+
+
+class DiskSpaceError(GPTImageError, OSError):
+    """The output directory has too little free space for a job, or ran out during it.
+
+    Raised by ``Batch.run`` before anything is sent when the free space is below
+    the job's estimate (``needed`` and ``free`` in bytes; ``expected_image_bytes``
+    tunes or disables the check). A disk that fills up during a batch stops it
+    instead (no more creates); a rerun resumes once there is room.
+    """
+
+    def __init__(self, message: str, *, needed: int = 0, free: int = 0) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.free = free

@@ -20,7 +20,6 @@ the public verbs (``submit``, ``generate``, ``attach``, ``generate_many``,
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import logging
 import math
@@ -31,6 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, overload
 from urllib.parse import urlsplit
 
+from ._bulk import Countdown, TailRule, stream
 from ._create import Creator
 from ._exceptions import (
     ConfigurationError,
@@ -38,7 +38,6 @@ from ._exceptions import (
     InvalidRequestError,
     SessionClosedError,
 )
-from ._feed import Countdown
 from ._limiter import AdaptiveRate, Limiter, RateLimiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
 from ._providers import Provider, ProviderName, get_provider
@@ -680,8 +679,7 @@ class Session:
                 out[i] = entry
             else:
                 todo.append((i, entry))
-        source = Countdown(todo, self._tail_left, longer_than=self.tail_size)
-        runs = self._stream(source, concurrency=concurrency)
+        runs = self._stream(self.tail_rule().countdown(todo), concurrency=concurrency)
         try:
             async for run in runs:
                 assert run.index is not None
@@ -728,9 +726,7 @@ class Session:
         _check_many(requests)
         # The stream itself, not a generator wrapping it: a generator dropped
         # unclosed is then finalized once, not twice concurrently.
-        source = Countdown(
-            enumerate(requests), self._tail_left, sized=requests, longer_than=self.tail_size
-        )
+        source = self.tail_rule().countdown(enumerate(requests), sized=requests)
         return self._stream(source, concurrency=concurrency)
 
     def tail_size(self) -> int:
@@ -749,87 +745,43 @@ class Session:
         longest = model.quantile(TAIL_QUANTILE) if model.ready else self._limiter.per
         return max(1, math.ceil(TAIL_FACTOR * self._limiter.rate * longest))
 
-    def _tail_left(self) -> int:
-        # Creates already waiting are promoted with the first one marked: they count.
-        waiting = self._creator.waiting if self._creator is not None else 0
-        return max(0, self.tail_size() - waiting)
+    def tail_rule(self) -> TailRule:
+        """The rule that marks a bulk job's last creates (see ``_bulk.TailRule``).
 
-    async def _stream(
+        Its tail is ``tail_size()`` less the creates already waiting for a
+        rate-limit slot (the first marked create promotes them too). A bulk
+        job run outside the session (``Batch``, the CLI) marks its creates by
+        it and passes the mark as ``submit(ahead_of_polls=...)``.
+        """
+        return TailRule(self.tail_size, self._creates_waiting)
+
+    def _creates_waiting(self) -> int:
+        return self._creator.waiting if self._creator is not None else 0
+
+    @property
+    def resends_uncertain_creates(self) -> bool:
+        """Whether a create of unknown fate is sent again (``resend_uncertain_creates``)."""
+        return self._resend
+
+    def _stream(
         self, source: Countdown[tuple[int, ImageRequest | str]], *, concurrency: int | None
     ) -> AsyncGenerator[Run, None]:
         self._check_open()
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
             raise ConfigurationError("concurrency must be a positive int or None")
-        # Feeders put resolved runs here; None when a feeder ends, or an error
-        # that is a bug (never a hang).
-        done: asyncio.Queue[Run | BaseException | None] = asyncio.Queue()
-        # The error the requests iterable raised: the caller must see it, not a
-        # short stream, but after every run created before it (paid for).
-        source_error: list[Exception] = []
-        feeders_left = min(FEEDERS, concurrency or FEEDERS)
-        outstanding = 0
-        # Runs started and not yet handed to the consumer. Bounded by the window,
-        # so a consumer that stops pulling (a ``break`` with the generator still
-        # referenced) stops the creates too: nothing is bought that nobody takes.
-        ahead = 0
-        room = asyncio.Event()
 
-        def full() -> bool:
+        def full(ahead: int) -> bool:
             if concurrency is not None:
                 return ahead >= concurrency
             return ahead >= FEEDERS and ahead >= self._default_window()
 
-        async def feed() -> None:
-            nonlocal outstanding, ahead
-            try:
-                while True:
-                    while full():
-                        room.clear()
-                        await room.wait()
-                    ahead += 1
-                    try:
-                        (index, item), last = source.take()
-                    except Exception as exc:
-                        ahead -= 1
-                        room.set()  # the next feeder must not wait forever
-                        if not isinstance(exc, StopIteration):
-                            source_error.append(exc)  # the caller's iterable failed
-                        return
-                    try:
-                        run = await self._create_or_failed(item, index, last)
-                    except Exception as exc:  # a bug, not a run's error: never a hang
-                        done.put_nowait(exc)
-                        return
-                    outstanding += 1
-                    run._future.add_done_callback(
-                        functools.partial(_call_with_run, done.put_nowait, run)
-                    )
-            finally:
-                done.put_nowait(None)
-
-        loop = asyncio.get_running_loop()
-        feeders = [loop.create_task(feed()) for _ in range(feeders_left)]
-        for task in feeders:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        try:
-            while feeders_left or outstanding:
-                item = await done.get()
-                if item is None:
-                    feeders_left -= 1
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    outstanding -= 1
-                    ahead -= 1  # handed over: its place goes to the next create
-                    room.set()
-                    yield item
-            if source_error:
-                raise source_error[0]
-        finally:
-            for task in feeders:
-                task.cancel()
-            await asyncio.gather(*feeders, return_exceptions=True)
+        return stream(
+            source,
+            self._create_or_failed,
+            full=full,
+            feeders=min(FEEDERS, concurrency or FEEDERS),
+            tasks=self._tasks,
+        )
 
     def _default_window(self) -> int:
         """Runs ``as_completed`` / ``generate_many`` may start ahead of their consumer.
