@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import errno
 import logging
 import os
 import shutil
@@ -54,13 +53,9 @@ from ._download import (
     remove_partials,
 )
 from ._exceptions import (
-    AuthenticationError,
     ConfigurationError,
     DiskSpaceError,
     GPTImageError,
-    InsufficientCreditsError,
-    PermissionDeniedError,
-    QuotaExceededError,
     SessionClosedError,
 )
 from ._journal import Endpoint, Journal
@@ -88,19 +83,9 @@ logger = logging.getLogger("gptimage_async")
 DEFAULT_CREATE_WINDOW = 4
 #: Images downloaded at once.
 DEFAULT_DOWNLOAD_CONCURRENCY = 8
-#: Creates failing one after another (no success between) before the batch gives up:
-#: the provider is down or refusing, and trying every remaining prompt would not help.
-MAX_CREATE_FAILURES_IN_A_ROW = 10
-#: Seconds of recent finishes the throughput (and so the ETA) is measured over.
-RATE_WINDOW = 30.0
 #: Bytes one saved image is expected to take, for the free-space check before a batch
 #: starts: a 1536x1024 PNG of GPT Image 1.5 is 2-4 MB; 4 MB errs on the side of room.
-EXPECTED_IMAGE_BYTES = 4 * 1024 * 1024
-#: The errno values of a disk that is full (ENOSPC) or a quota reached (EDQUOT).
-_NO_SPACE = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
-
-#: Errors that no other prompt can escape either: the batch stops at the first.
-_FATAL = (AuthenticationError, InsufficientCreditsError, PermissionDeniedError, QuotaExceededError)
+EXPECTED_IMAGE_BYTES = 4_000_000
 
 
 class Batch(BatchRunner):
