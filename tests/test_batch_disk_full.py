@@ -6,6 +6,7 @@ mocked ``OSError``. Skipped, saying why, where it cannot be mounted.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -127,3 +128,19 @@ async def test_a_disk_that_fills_up_stops_the_creates_and_a_rerun_resumes(
         assert rerun.attached + rerun.submitted + rerun.skipped == n
         assert rerun.submitted == n - paid
         assert len([p for p in out.iterdir() if p.suffix == ".png"]) == n
+
+
+async def test_generate_stops_creating_when_the_disk_fills_up(small_disk: Path) -> None:
+    # Room for two images only (2 KB each, in 4 KiB pages).
+    free = shutil.disk_usage(small_disk).free
+    (small_disk / "filler").write_bytes(bytes(free - 8 * 1024))
+    async with Simulator(FAST) as sim:
+        args = ["generate", "a lamp", "--n", "20", "--out", str(small_disk)]
+        args += ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
+        # 4 creates a second: the first images fill the disk while creates still go out.
+        done = await run_cli(*args, "--rate-limit", "4/1")
+        assert done.code == 1, done.stderr
+        assert "No space left on device" in done.stderr
+        assert sim.stats.creates < 20, sim.stats.creates
+        # Each run created was printed (its URL) or reported: none is lost.
+        assert len(done.stdout.split()) == sim.stats.creates

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import anyio
 
+from .._batch import DEFAULT_CREATE_WINDOW
+from .._batch_run import out_of_space
 from .._bulk import Sender
 from .._download import download, slugify
 from .._exceptions import GPTImageError, InvalidRequestError, SessionClosedError
@@ -81,23 +83,34 @@ class Generation:
         quit_at_once(self.created_report())
 
     async def run(self, n: int) -> int:
-        """Create ``n`` runs (the last ones marked by the session's tail rule); failures."""
+        """Create ``n`` runs (the last ones marked by the session's tail rule); failures.
+
+        At most ``DEFAULT_CREATE_WINDOW`` creates wait for the rate limiter at
+        once, as in a batch: a stop (a signal, a full disk) then drops few, and
+        the tail's mark only promotes the creates of its own window.
+        """
         feed = self._session.tail_rule().countdown(range(n))
+        gate = anyio.Semaphore(DEFAULT_CREATE_WINDOW)
         async with anyio.create_task_group() as tg:
-            while not self._sender.stopping:
+            while True:
+                await gate.acquire()
+                if self._sender.stopping:
+                    break
                 try:
                     _, last = feed.take()
                 except StopIteration:
                     break
-                tg.start_soon(self._one, last)
+                tg.start_soon(self._one, last, gate)
         return self.failures
 
-    async def _one(self, last: bool) -> None:
+    async def _one(self, last: bool, gate: anyio.Semaphore) -> None:
         try:
             run = await self._sender.send(self._request, last=last)
         except GPTImageError as exc:
             self._failed(exc)
             return
+        finally:
+            gate.release()
         if run is None:
             return  # stopped before it was sent: nothing was created
         self.created.append(run)
@@ -115,9 +128,11 @@ class Generation:
             for url in result.urls:
                 print(url, flush=True)
             if self._out is not None:
-                self.failures += await _save(
-                    result, self._out, self._request.prompt, self._session.base_url
-                )
+                saved = await _save(result, self._out, self._request.prompt, self._session.base_url)
+                if saved is not None and out_of_space(saved):
+                    # A full disk: buy no more images that could not be saved either.
+                    self._sender.stop()
+                self.failures += saved is not None
 
     def _failed(self, exc: GPTImageError) -> None:
         self.failures += 1
@@ -149,14 +164,15 @@ def _state_at_stop(run: Run) -> str:
     return run.status.value
 
 
-async def _save(result: Result, out: Path, prompt: str, base_url: str) -> int:
+async def _save(result: Result, out: Path, prompt: str, base_url: str) -> GPTImageError | None:
+    """Save ``result``'s images into ``out``; the error, if they could not be."""
     try:
         paths = await download(
             result, out, stem=f"{slugify(prompt)}-{result.run_id}", base_url=base_url
         )
     except GPTImageError as exc:
         print(f"failed to save {result.run_id}: {exc}", file=sys.stderr)
-        return 1
+        return exc
     for path in paths:
         print(f"saved {path}", file=sys.stderr)
-    return 0
+    return None
