@@ -286,11 +286,15 @@ class Batch(BatchRunner):
     async def run(self) -> BatchReport:
         """Run the batch to its end (or to :meth:`stop`); return the report.
 
-        Raises ``OSError`` if the output directory cannot be written to and
-        ``JournalError`` if another process is running a batch into it; both
-        before anything is sent. A journal that cannot be written later on (a
-        full disk) stops the batch with that error: the records already on
-        disk still let a rerun resume.
+        Raises ``OSError`` if the output directory cannot be written to,
+        ``JournalError`` if another process is running a batch into it, and
+        ``DiskSpaceError`` if its free space is below ``expected_image_bytes``
+        times the runs it would save (default 4 MB each; ``0`` skips the
+        check); all before anything is sent. A disk that fills up later on (an
+        image or a journal record refused) stops the batch (``stop_reason``
+        says so): no more creates, the creates on the wire are answered and
+        journaled (the journal keeps space in reserve for that), and a rerun
+        resumes.
         """
         if self._state != "new":
             raise SessionClosedError("a Batch runs once; create a new one to run it again")
