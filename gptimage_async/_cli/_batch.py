@@ -55,14 +55,16 @@ async def batch(args: argparse.Namespace) -> int:
             print(f"note: {notice}", file=sys.stderr, flush=True)
 
         def stop() -> None:
-            display.note(
-                "interrupt: stopping; waiting for the creates in flight to be answered "
-                "(Ctrl-C again to quit at once)"
-            )
-            job.stop()
+            job.stop()  # first: a terminal gone (SIGHUP) cannot be written to
+            with contextlib.suppress(OSError):
+                display.note(
+                    "interrupt: stopping; waiting for the creates in flight to be answered "
+                    "(Ctrl-C again to quit at once)"
+                )
 
         def quit_now() -> None:
-            display.close(job.progress)
+            with contextlib.suppress(OSError):
+                display.close(job.progress)
             on_wire = job.on_wire
             quit_at_once(
                 f"\ninterrupted at once: {on_wire} create(s) were on the wire; their prompts "
@@ -75,14 +77,17 @@ async def batch(args: argparse.Namespace) -> int:
         with stop_on_signals(stop, quit_now) as interrupted:
             async with session:
                 report = await _run_with_display(job, display, args.out)
-    _summary(report, requests=session.stats.requests)
+    # A terminal that hung up (SIGHUP) takes no summary: the manifest has it all.
+    with contextlib.suppress(OSError):
+        _summary(report, requests=session.stats.requests)
+        if interrupted:
+            p = report.progress
+            print(
+                f"interrupted: {p.finished} done, {p.in_flight + p.submitting} in flight; "
+                "rerun the same command to resume",
+                file=sys.stderr,
+            )
     if interrupted:
-        p = report.progress
-        print(
-            f"interrupted: {p.finished} done, {p.in_flight + p.submitting} in flight; "
-            "rerun the same command to resume",
-            file=sys.stderr,
-        )
         return EXIT_INTERRUPTED
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -102,9 +107,11 @@ def _read(args: argparse.Namespace, session: Session) -> list[BatchPrompt]:
 
 async def _run_with_display(job: Batch, display: Display, out: Path) -> BatchReport:
     async def ticker() -> None:
-        while True:
-            display.tick(job.progress)
-            await asyncio.sleep(display.interval)
+        # A terminal that hung up ends the ticking, not the batch.
+        with contextlib.suppress(OSError):
+            while True:
+                display.tick(job.progress)
+                await asyncio.sleep(display.interval)
 
     ticking = asyncio.create_task(ticker())
     try:
@@ -119,7 +126,8 @@ async def _run_with_display(job: Batch, display: Display, out: Path) -> BatchRep
         with contextlib.suppress(asyncio.CancelledError):
             await ticking
         # Always: a live display left open would keep the cursor hidden.
-        display.close(job.progress)
+        with contextlib.suppress(OSError):
+            display.close(job.progress)
     return report
 
 
