@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import signal
+import termios
 import time
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import pytest
 
 from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
 
-from .test_cli import RATE, prompt_file, run_cli
+from .test_cli import KEY, RATE, command, environment, prompt_file, run_cli
 from .test_cli_signals import key_states, start, until
 
 #: Every answer held 30 s: creates stay on the wire until the signals.
@@ -113,5 +116,42 @@ async def test_sighup_stops_a_batch_as_sigterm_does(tmp_path: Path) -> None:
         states = key_states(out)
         # Every create sent was answered and journaled: none left of unknown fate.
         assert states["intent"] == 0, states
+        assert states["created"] + states["finished"] == sim.stats.creates > 0
+        assert (out / "manifest.jsonl").is_file()
+
+
+async def test_a_terminal_that_hangs_up_stops_a_batch_cleanly(tmp_path: Path) -> None:
+    """A real hang-up: the batch's controlling terminal (a pty) goes away mid-batch."""
+    config = SimulatorConfig(
+        time_scale=1.0, rate_limit=None, seed=9, faults=Faults(slow=1.0, slow_seconds=1.0)
+    )
+    master, slave = os.openpty()
+
+    def own_terminal() -> None:  # in the child: a new session whose terminal is the pty
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    async with Simulator(config) as sim:
+        prompts = prompt_file(tmp_path / "p.txt", 12)
+        out = tmp_path / "out"
+        args = ["batch", str(prompts), "--out", str(out), "--progress", "live"]
+        args += ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
+        proc = await asyncio.create_subprocess_exec(
+            *command(*args, "--rate-limit", RATE),
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=environment(RUNBASE_API_KEY=KEY),
+            preexec_fn=own_terminal,
+        )
+        os.close(slave)
+        try:
+            await until(lambda: key_states(out)["intent"] >= 4, proc)
+        finally:
+            os.close(master)  # the terminal hangs up: the kernel sends SIGHUP
+        code = await asyncio.wait_for(proc.wait(), 30)
+        assert code == 130
+        states = key_states(out)
+        assert states["intent"] == 0, states  # every create sent was answered and journaled
         assert states["created"] + states["finished"] == sim.stats.creates > 0
         assert (out / "manifest.jsonl").is_file()
