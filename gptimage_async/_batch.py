@@ -105,6 +105,11 @@ class Batch(BatchRunner):
     paces everything). ``download=False`` records URLs without saving images.
     ``on_event`` is called with every :class:`BatchEvent`; ``progress`` can
     be read at any time. :meth:`stop` ends the batch early, cleanly.
+    ``expected_image_bytes`` (default ``EXPECTED_IMAGE_BYTES``, 4 MB; ``0``
+    skips the check) is the free space :meth:`run` wants per image before it
+    sends anything. :meth:`plan` says what a run would do, sending nothing.
+    Creates go through the session's bulk engine (``_bulk``): its tail rule
+    marks the last ones, its clean stop drops those not yet on the wire.
 
     Images are named ``{line}-{slug}-{tag}-{n}.png``, ``tag`` a hash of the
     request: a rerun with other options, or an edited prompt file, never
