@@ -45,6 +45,12 @@ async def test_unknown_lists_them_and_settle_records_a_run_or_none(tmp_path: Pat
             await found
         assert sim.stats.creates == 1
 
+        where = ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
+        dry = ["batch", str(prompts), "--out", str(out), *where, "--dry-run"]
+        done = await run_cli(*dry)
+        assert "dry run: 1 of 3 prompts" in done.stdout, done.stdout
+        assert "2 of unknown fate" in done.stdout
+
         listed = await run_cli("unknown", str(out))
         assert listed.code == 0, listed.stderr
         assert "2 prompt(s)" in listed.stdout
@@ -64,6 +70,9 @@ async def test_unknown_lists_them_and_settle_records_a_run_or_none(tmp_path: Pat
         assert done.code == 0 and "sends it" in done.stdout, done.stderr
         listed = await run_cli("unknown", str(out))
         assert "no prompt of unknown fate" in listed.stdout
+        done = await run_cli(*dry)
+        assert "dry run: 2 of 3 prompts" in done.stdout, done.stdout
+        assert "1 earlier runs would be followed again" in done.stdout
 
         args = ["batch", str(prompts), "--out", str(out), "--provider", "runbase"]
         done = await run_cli(*args, "--base-url", sim.base_url("runbase"), "--rate-limit", RATE)
