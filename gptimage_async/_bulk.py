@@ -36,11 +36,22 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
 
+from ._exceptions import GPTImageError
+
 if TYPE_CHECKING:
-    from ._models import ImageRequest
+    from ._models import ImageRequest, Result
     from ._run import Run
 
-__all__ = ["MAX_LOOKAHEAD", "Countdown", "Sender", "Stopped", "TailRule", "is_last", "stream"]
+__all__ = [
+    "MAX_LOOKAHEAD",
+    "Countdown",
+    "Sender",
+    "Stopped",
+    "TailRule",
+    "in_input_order",
+    "is_last",
+    "stream",
+]
 
 T = TypeVar("T")
 
@@ -319,6 +330,36 @@ async def stream(
         for task in started:
             task.cancel()
         await asyncio.gather(*started, return_exceptions=True)
+
+
+async def in_input_order(
+    runs: AsyncGenerator[Run, None],
+    prepared: list[ImageRequest | GPTImageError],
+    *,
+    return_exceptions: bool,
+) -> list[Result | GPTImageError]:
+    """``generate_many``'s answer: each request's ``Result`` (or error) in input order.
+
+    ``prepared`` holds each request, or the error its validation raised;
+    ``runs`` (closed here) yields the runs of the valid ones, ``run.index``
+    their place. With ``return_exceptions=False`` the first error is raised
+    (and closing ``runs`` drops the creates not yet sent).
+    """
+    out: list[Result | GPTImageError | None] = [
+        entry if isinstance(entry, GPTImageError) else None for entry in prepared
+    ]
+    try:
+        async for run in runs:
+            assert run.index is not None
+            error = run.error
+            if error is not None and not return_exceptions:
+                raise error
+            out[run.index] = run._outcome()
+    finally:
+        await runs.aclose()
+    results = [entry for entry in out if entry is not None]
+    assert len(results) == len(out), "a request got no outcome"
+    return results
 
 
 def _call_with_run(fn: Callable[[Run], None], run: Run, _future: object) -> None:

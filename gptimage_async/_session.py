@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, overload
 from urllib.parse import urlsplit
 
-from ._bulk import Countdown, TailRule, stream
+from ._bulk import Countdown, TailRule, in_input_order, stream
 from ._create import Creator
 from ._exceptions import (
     ConfigurationError,
@@ -672,25 +672,9 @@ class Session:
                     raise
                 prepared.append(exc)
         self._check_open()
-        out: list[Result | GPTImageError] = [_MISSING] * len(prepared)
-        todo: list[tuple[int, ImageRequest | str]] = []
-        for i, entry in enumerate(prepared):
-            if isinstance(entry, GPTImageError):
-                out[i] = entry
-            else:
-                todo.append((i, entry))
+        todo = [(i, e) for i, e in enumerate(prepared) if not isinstance(e, GPTImageError)]
         runs = self._stream(self.tail_rule().countdown(todo), concurrency=concurrency)
-        try:
-            async for run in runs:
-                assert run.index is not None
-                error = run.error
-                if error is not None and not return_exceptions:
-                    raise error
-                out[run.index] = run._outcome()
-        finally:
-            await runs.aclose()
-        assert _MISSING not in out
-        return out
+        return await in_input_order(runs, prepared, return_exceptions=return_exceptions)
 
     def as_completed(
         self,
