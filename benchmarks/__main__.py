@@ -20,11 +20,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import gallery as gallery_benchmark
 from . import scenarios
+from .figures import draw
 from .report import ADAPT_RUNS, COLD_RUNS, FIRST_RUNS, Results, Settings, render
 from .scenarios import DEFAULT_LIMIT, WINDOW, Bulk
 
-SCENARIOS = ("bulk", "drift", "warm", "idle", "cpu", "memory", "fleet")
+SCENARIOS = ("bulk", "drift", "warm", "idle", "cpu", "memory", "gallery", "fleet")
 #: Needs redis-server and OS processes, minutes of them: only when named in --quick.
 NOT_QUICK = ("fleet",)
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -44,6 +46,8 @@ CPU_RUNS = (2000, 100)
 CPU_ROUNDS = (3, 1)
 IN_FLIGHT = (10_000, 300)
 LATENESS_WINDOW = (5.0, 0.3)
+#: Images on the gallery page measured (quick runs too: it takes a second).
+GALLERY_ENTRIES = 10_000
 #: The hand-written client gets as long as an ideal client needs for the whole job.
 BASELINE_CAP = 1.0
 
@@ -251,6 +255,13 @@ async def memory(args: argparse.Namespace, results: Results) -> None:
     say(f"  {row.traced / row.runs:,.0f} B per run, {len(row.lateness)} lateness samples")
 
 
+async def gallery(args: argparse.Namespace, results: Results) -> None:
+    row = gallery_benchmark.measure(GALLERY_ENTRIES)
+    results.gallery = row
+    best = min(row.write) * 1000
+    say(f"  {row.entries:,} images: {best:.0f} ms a rewrite (best), {row.bytes:,} B")
+
+
 async def run(args: argparse.Namespace) -> Results:
     results = Results(
         settings=Settings(
@@ -270,6 +281,7 @@ async def run(args: argparse.Namespace) -> Results:
         "idle": idle,
         "cpu": cpu,
         "memory": memory,
+        "gallery": gallery,
         "fleet": fleet,
     }
     for name in SCENARIOS:
@@ -284,7 +296,10 @@ async def run(args: argparse.Namespace) -> Results:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse(argv)
     results = asyncio.run(run(args))
-    text = render(results, default_limit=DEFAULT_LIMIT, window=WINDOW)
+    figures = draw(results, args.output.parent, default_limit=DEFAULT_LIMIT, window=WINDOW)
+    if not figures:
+        say("no pictures drawn: they need matplotlib (pip install -e '.[benchmarks]')")
+    text = render(results, default_limit=DEFAULT_LIMIT, window=WINDOW, figures=figures)
     args.output.write_text(text)
     print(text)
     say(f"wrote {args.output}")

@@ -13,6 +13,8 @@ import aiohttp
 
 import gptimage_async
 
+from .figures import Figure
+from .gallery import GalleryRow, section
 from .scenarios import IN_FLIGHT_SETTLE, PROBE_SLEEP, Bulk, Cpu, Idle, InFlight, mean, percentile
 
 __all__ = [
@@ -182,6 +184,8 @@ class Results:
     """One-minute load average at the start and at the end."""
     fleet: str = ""
     """The Markdown section of ``benchmarks.fleet`` (several processes on one key), if run."""
+    gallery: GalleryRow | None = None
+    """The gallery page's cost at 10,000 images, if measured."""
 
 
 @dataclass(slots=True)
@@ -484,8 +488,10 @@ def _learning_targets(results: Results) -> list[Target]:
 # -- the document ----------------------------------------------------------------
 
 
-def render(results: Results, *, default_limit: int, window: float) -> str:
-    """The whole RESULTS.md."""
+def render(
+    results: Results, *, default_limit: int, window: float, figures: Iterable[Figure] = ()
+) -> str:
+    """The whole RESULTS.md; ``figures`` (drawn by ``figures.draw``) are shown after the targets."""
     s = results.settings
     scale = s.time_scale
     lines = [
@@ -526,6 +532,11 @@ def render(results: Results, *, default_limit: int, window: float) -> str:
                     seen.add(t.key)
                     lines.append(f"- *Diagnosis ({t.key})*: {DIAGNOSIS[t.key]}")
         lines.append("")
+    pictures = list(figures)
+    if pictures:
+        lines += ["## Figures", ""]
+        for figure in pictures:
+            lines += [f"![{figure.title}]({figure.path})", ""]
     if results.bulk:
         lines += _bulk_section(results, default_limit, window)
     if results.bulk or results.drift or results.warm:
@@ -536,6 +547,8 @@ def render(results: Results, *, default_limit: int, window: float) -> str:
         lines += _cpu_section(results)
     if results.in_flight is not None:
         lines += _in_flight_section(results.in_flight)
+    if results.gallery is not None:
+        lines += section(results.gallery)
     if results.fleet:
         lines += ["", results.fleet, ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -79,6 +79,8 @@ IN_FLIGHT_WARMUP = 200
 IN_FLIGHT_SETTLE = 1.0
 #: The loop-lag probe's sleep, in seconds.
 PROBE_SLEEP = 0.005
+#: Samples of the server's request count per rate window, in bulk jobs.
+LOAD_SAMPLES = 20
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -129,6 +131,9 @@ class Bulk:
     """Runs created before durations changed (``None``: they never did)."""
     session: str = ""
     """Which session of a job this is ("first", "second"), when a job has two."""
+    load: list[tuple[float, int]] = field(default_factory=list)
+    """(seconds since start, requests the server had received in this job), sampled
+    ``LOAD_SAMPLES`` times a window: requests per window over the job, for the figures."""
 
     def polls_per_run(self, start: int = 0, stop: int | None = None) -> float:
         """Mean polls per run over runs ``start:stop`` in creation order (resolved ones only)."""
@@ -258,7 +263,10 @@ async def _ours_on(
     ) as session:
         started = time.monotonic()
         known = len(sim.runs)
-        helpers = [asyncio.create_task(_sample_rate(session, started, WINDOW * time_scale, row))]
+        helpers = [
+            asyncio.create_task(_sample_rate(session, started, WINDOW * time_scale, row)),
+            asyncio.create_task(_sample_load(sim, started, WINDOW * time_scale, row)),
+        ]
         if drift != 1.0:
             helpers.append(asyncio.create_task(_drift(sim, row, known, drift_at, drift)))
         last = started
@@ -315,6 +323,13 @@ async def _drift(sim: Simulator, row: Bulk, known: int, at: int, factor: float) 
         await asyncio.sleep(DRIFT_CHECK)
     _speed(sim, factor)
     row.change_at = len(sim.runs) - known
+
+
+async def _sample_load(sim: Simulator, started: float, window: float, row: Bulk) -> None:
+    before = sim.stats.requests
+    while True:
+        row.load.append((time.monotonic() - started, sim.stats.requests - before))
+        await asyncio.sleep(window / LOAD_SAMPLES)
 
 
 async def _sample_rate(session: gi.Session, started: float, every: float, row: Bulk) -> None:
@@ -405,6 +420,7 @@ async def _baseline_on(
         watcher = (
             asyncio.create_task(_drift(sim, row, known, drift_at, drift)) if drift != 1.0 else None
         )
+        sampler = asyncio.create_task(_sample_load(sim, started, WINDOW * time_scale, row))
         try:
             async with asyncio.timeout(cap):
                 if concurrency is None:
@@ -414,10 +430,11 @@ async def _baseline_on(
         except TimeoutError:
             row.capped = True
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            for helper in (watcher, sampler):
+                if helper is not None:
+                    helper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await helper
         row.wall = time.monotonic() - started
         outcome = client.outcome
         row.delays, row.durations = _delays(outcome, sim)

@@ -16,6 +16,11 @@ Endpoints:
 - ``POST /runs``: submits and answers ``202 {"run_id": ...}`` at once;
 - ``GET /runs/{run_id}``: the run's status, and its URLs once it succeeded.
 
+Run ids are handed out signed (``RunTokens``): ``GET /runs/{run_id}``
+answers only for runs this app created, and any other id is a 404 that costs
+no request to the provider. Set ``GPTIMAGE_APP_SECRET`` (16 bytes or more) in
+every worker to keep the ids valid across restarts.
+
 ``setup(app, ...)`` opens one ``Session`` when the app starts and closes it
 at cleanup; every handler reads it from ``request.app[SESSION_KEY]``.
 """
@@ -23,6 +28,7 @@ at cleanup; every handler reads it from ``request.app[SESSION_KEY]``.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Unpack
 
@@ -33,6 +39,7 @@ import gptimage_async as gi
 from gptimage_async.integrations import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     RecentRuns,
+    RunTokens,
     SessionOptions,
     http_status,
     run_payload,
@@ -73,41 +80,46 @@ async def generate(request: web.Request) -> web.Response:
     # With handler_cancellation=True a client that goes away cancels this
     # handler; the run is not lost: the session keeps polling it to the end.
     session = request.app[SESSION_KEY]
-    result = await session.generate(await read_request(request))
-    return web.json_response({"run_id": result.run_id, "urls": result.urls})
+    run = await session.submit(await read_request(request))
+    run_id = request.app[RECENT_RUNS].add(run)
+    result = await run
+    return web.json_response({"run_id": run_id, "urls": result.urls})
 
 
 async def submit(request: web.Request) -> web.Response:
     session = request.app[SESSION_KEY]
     run = await session.submit(await read_request(request))
-    request.app[RECENT_RUNS].add(run)
-    return web.json_response({"run_id": run.id}, status=202)
+    return web.json_response({"run_id": request.app[RECENT_RUNS].add(run)}, status=202)
 
 
 async def check(request: web.Request) -> web.Response:
-    # An id from before a restart is attached (polled again); the session is
-    # shared, so those polls share the rate limit with everything else.
+    # Only this app's runs: an id it did not sign is a 404, sent nowhere. One it
+    # signed before a restart is attached (polled again, through the shared limiter).
     run_id = request.match_info["run_id"]
     run = request.app[RECENT_RUNS].find(request.app[SESSION_KEY], run_id, attach=True)
-    if isinstance(run.error, gi.RunNotFoundError):
-        raise web.HTTPNotFound(text=f"no run {run_id}")
-    return web.json_response(run_payload(run))
+    if run is None or isinstance(run.error, gi.RunNotFoundError):
+        return web.json_response({"error": "RunNotFoundError", "detail": "no such run"}, status=404)
+    return web.json_response(run_payload(run, run_id=run_id))
 
 
 def create_app(
     provider: str = "runbase",
     *,
     shutdown_timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
+    secret: str | bytes | None = None,
     **options: Unpack[SessionOptions],
 ) -> web.Application:
     """Build the app; ``options`` go to the session (``base_url``, ``rate_limit`` ...).
 
-    ``shutdown_timeout`` is how long a shutdown waits for runs in flight.
+    ``shutdown_timeout`` is how long a shutdown waits for runs in flight;
+    ``secret`` signs the run ids handed out (``None``: a random one, so ids
+    last as long as the process).
     """
     app = web.Application(middlewares=[library_errors])
     setup(app, provider, shutdown_timeout=shutdown_timeout, **options)
     # Runs this app handed out ids for, kept after they finish so clients can check them.
-    app[RECENT_RUNS] = RecentRuns(maxlen=10_000)
+    # The ids are signed, so no client can make the app poll a run it did not create.
+    app[RECENT_RUNS] = RecentRuns(maxlen=10_000, tokens=RunTokens(secret))
     app.router.add_post("/generate", generate)
     app.router.add_post("/runs", submit)
     app.router.add_get("/runs/{run_id}", check)
@@ -122,7 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     # The API key comes from RUNBASE_API_KEY / APIINONE_API_KEY, read at startup.
-    web.run_app(create_app(args.provider, base_url=args.base_url), host=args.host, port=args.port)
+    app = create_app(
+        args.provider,
+        secret=os.environ.get("GPTIMAGE_APP_SECRET") or None,
+        base_url=args.base_url,
+    )
+    web.run_app(app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ Endpoints:
 - ``POST /runs``: submits and answers ``202 {"run_id": ...}`` at once;
 - ``GET /runs/{run_id}``: the run's status, and its URLs once it succeeded.
 
+Run ids are handed out signed (``RunTokens``): ``GET /runs/{run_id}``
+answers only for runs this app created, and any other id is a 404 that costs
+no request to the provider. Set ``GPTIMAGE_APP_SECRET`` (16 bytes or more) in
+every worker to keep the ids valid across restarts.
+
 The app's lifespan opens one ``Session`` for the whole process and every
 request uses it, so the rate limiter paces all traffic together.
 """
@@ -34,6 +39,7 @@ import gptimage_async as gi
 from gptimage_async.integrations import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     RecentRuns,
+    RunTokens,
     SessionOptions,
     http_status,
     run_payload,
@@ -64,11 +70,14 @@ def create_app(
     provider: str = "runbase",
     *,
     shutdown_timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
+    secret: str | bytes | None = None,
     **options: Unpack[SessionOptions],
 ) -> FastAPI:
     """Build the app; ``options`` go to the session (``base_url``, ``rate_limit`` ...).
 
-    ``shutdown_timeout`` is how long a shutdown waits for runs in flight.
+    ``shutdown_timeout`` is how long a shutdown waits for runs in flight;
+    ``secret`` signs the run ids handed out (``None``: a random one, so ids
+    last as long as the process).
     Keeping construction in a factory lets tests and other deployments
     configure the session without touching the module.
     """
@@ -76,8 +85,9 @@ def create_app(
         title="gptimage-async example",
         lifespan=lifespan(provider, shutdown_timeout=shutdown_timeout, **options),
     )
-    # Runs this app handed out ids for, kept after they finish so clients can check them.
-    recent = RecentRuns(maxlen=10_000)
+    # Runs this app handed out ids for, kept after they finish so clients can check them;
+    # the ids are signed, so no client can make the app poll a run it did not create.
+    recent = RecentRuns(maxlen=10_000, tokens=RunTokens(secret))
 
     @app.exception_handler(gi.GPTImageError)
     async def library_error(request: Request, exc: gi.GPTImageError) -> JSONResponse:
@@ -90,23 +100,25 @@ def create_app(
     async def generate(body: ImageBody, session: SessionDep) -> dict[str, Any]:
         # If the client goes away the run still finishes and is paid for; the
         # session keeps polling it either way, so there is nothing to clean up.
-        result = await session.generate(body.to_request())
-        return {"run_id": result.run_id, "urls": result.urls}
+        run = await session.submit(body.to_request())
+        run_id = recent.add(run)
+        result = await run
+        return {"run_id": run_id, "urls": result.urls}
 
     @app.post("/runs", status_code=fastapi.status.HTTP_202_ACCEPTED)
     async def submit(body: ImageBody, session: SessionDep) -> dict[str, Any]:
         run = await session.submit(body.to_request())
-        recent.add(run)
-        return {"run_id": run.id}
+        return {"run_id": recent.add(run)}
 
     @app.get("/runs/{run_id}")
     async def check(run_id: str, session: SessionDep) -> dict[str, Any]:
-        # An id from before a restart is attached (polled again); the session
-        # is shared, so those polls share the rate limit with everything else.
+        # Only this app's runs: an id it did not sign is a 404, sent nowhere. One
+        # it signed before a restart is attached (polled again, through the
+        # shared limiter).
         run = recent.find(session, run_id, attach=True)
-        if isinstance(run.error, gi.RunNotFoundError):
-            raise HTTPException(404, f"no run {run_id}")
-        return run_payload(run)
+        if run is None or isinstance(run.error, gi.RunNotFoundError):
+            raise HTTPException(404, "no such run")
+        return run_payload(run, run_id=run_id)
 
     return app
 
@@ -115,6 +127,7 @@ def _from_environment() -> FastAPI:
     # The API key comes from RUNBASE_API_KEY / APIINONE_API_KEY, read at startup.
     return create_app(
         os.environ.get("GPTIMAGE_PROVIDER", "runbase"),
+        secret=os.environ.get("GPTIMAGE_APP_SECRET") or None,
         base_url=os.environ.get("GPTIMAGE_BASE_URL") or None,
     )
 

@@ -11,7 +11,8 @@ and the poll scheduler that resolves every run with as few requests as it can.
 """
 
 from ._batch import Batch, BatchEvent, BatchProgress, BatchReport
-from ._download import DownloadError, download
+from ._config import SessionConfig
+from ._download import download
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -19,29 +20,36 @@ from ._exceptions import (
     BadRequestError,
     ConfigurationError,
     DiskSpaceError,
+    DownloadError,
     GPTImageError,
     InsufficientCreditsError,
     InvalidRequestError,
+    JournalError,
     PermissionDeniedError,
+    PromptFileError,
     ProtocolError,
     QuotaExceededError,
     RateLimitError,
     RunFailedError,
+    RunIdMismatchError,
     RunNotFoundError,
     RunTimeoutError,
     ServerError,
     SessionClosedError,
     UncertainCreateError,
+    WrongEventLoopError,
 )
-from ._journal import Journal, JournalEntry, JournalError
+from ._journal import Journal, JournalEntry
+from ._lane import LimiterView, SchedulerView
 from ._manifest import ManifestEntry, read_manifest
 from ._models import ImageRequest, RateLimit, Result, RunStatus
-from ._prompts import BatchPrompt, PromptFileError, read_prompts
+from ._prompts import BatchPrompt, read_prompts
 from ._providers import ProviderName
 from ._registry import RunRegistry
 from ._run import Run
-from ._session import LimiterView, OnExit, SchedulerView, Session
+from ._session import OnExit, Session
 from ._stats import SessionStats
+from ._sync import SyncRun, SyncSession
 from ._version import __version__
 
 __all__ = [
@@ -77,6 +85,7 @@ __all__ = [
     "Result",
     "Run",
     "RunFailedError",
+    "RunIdMismatchError",
     "RunNotFoundError",
     "RunRegistry",
     "RunStatus",
@@ -85,8 +94,12 @@ __all__ = [
     "ServerError",
     "Session",
     "SessionClosedError",
+    "SessionConfig",
     "SessionStats",
+    "SyncRun",
+    "SyncSession",
     "UncertainCreateError",
+    "WrongEventLoopError",
     "__version__",
     "download",
     "read_manifest",

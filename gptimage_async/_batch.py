@@ -58,6 +58,7 @@ from ._exceptions import (
     GPTImageError,
     SessionClosedError,
 )
+from ._gallery import keep_gallery
 from ._journal import Endpoint, Journal
 from ._manifest import EntryStatus, ManifestEntry, write_manifest
 from ._models import ImageRequest
@@ -100,7 +101,9 @@ class Batch(BatchRunner):
         print(report.counts)          # {'succeeded': 1998, 'failed': 2, ...}
 
     Writes ``out/journal.jsonl`` as it goes and ``out/manifest.jsonl`` at
-    the end (see the module docstring for what a rerun does). ``concurrency``
+    the end (see the module docstring for what a rerun does), and keeps the
+    gallery page ``out/index.html`` current (every few seconds, and at the
+    end; ``gallery=False`` skips it). ``concurrency``
     caps the runs in flight (default: no cap, the session's rate limiter
     paces everything). ``download=False`` records URLs without saving images.
     ``on_event`` is called with every :class:`BatchEvent`; ``progress`` can
@@ -145,6 +148,7 @@ class Batch(BatchRunner):
         on_event: Callable[[BatchEvent], object] | None = None,
         fsync: bool = True,
         expected_image_bytes: int = EXPECTED_IMAGE_BYTES,
+        gallery: bool = True,
     ) -> None:
         for name, value in (
             ("create_window", create_window),
@@ -182,6 +186,7 @@ class Batch(BatchRunner):
         self._notice_taken = False
         self._on_event = on_event
         self._fsync = fsync
+        self._gallery = gallery  # out_dir/index.html, kept current (_gallery.keep_gallery)
         self._phases: collections.Counter[Phase] = collections.Counter(
             {"waiting": len(self._items)}
         )
@@ -319,7 +324,9 @@ class Batch(BatchRunner):
                 self._check_space(len(attach) + len(submit))
                 async with http_client(self._download) as http:
                     self._http = http
-                    await self._feed(attach, submit)
+                    page = self._gallery_entries if self._gallery else None
+                    async with keep_gallery(self._out, page):
+                        await self._feed(attach, submit)
         finally:
             self._journal = None
             self._http = None

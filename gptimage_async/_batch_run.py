@@ -34,7 +34,7 @@ from ._exceptions import (
     UncertainCreateError,
 )
 from ._journal import Journal, RerunAction
-from ._manifest import EntryStatus, ManifestEntry
+from ._manifest import EntryStatus, ManifestEntry, stamp_created, stamp_finished, stamp_lane
 from ._models import Result
 from ._run import Run
 from ._version import USER_AGENT
@@ -71,6 +71,7 @@ class BatchRunner:
         "_feed_scope",
         "_finish_times",
         "_fsync",
+        "_gallery",
         "_gate",
         "_http",
         "_items",
@@ -103,6 +104,8 @@ class BatchRunner:
     _gate: asyncio.Semaphore
     _download: bool
     _download_slots: asyncio.Semaphore
+    _earlier: tuple[ManifestEntry, ...]
+    _gallery: bool
     _max_bytes: int
     _on_event: Callable[[BatchEvent], object] | None
     _phases: collections.Counter[Phase]
@@ -247,7 +250,7 @@ class BatchRunner:
                 )
                 self._disk_failed(exc)
                 return
-            item.entry = msgspec.structs.replace(item.entry, run_id=run.id)
+            item.entry = stamp_created(item.entry, run.id, run.lane)
             self._set_phase(item, "in_flight")
             self._emit("created", item.entry)
             if not self._stopping:
@@ -286,7 +289,7 @@ class BatchRunner:
                 self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="attach")
                 return
             self.attached += 1
-            item.entry = msgspec.structs.replace(item.entry, run_id=run_id)
+            item.entry = stamp_lane(msgspec.structs.replace(item.entry, run_id=run_id), run.lane)
             self._set_phase(item, "in_flight")
             self._emit("attached", item.entry)
             await self._follow(item, run)
@@ -378,6 +381,7 @@ class BatchRunner:
             error=None if error is None else str(error),
             error_type=None if error is None else type(error).__name__,
         )
+        entry = stamp_finished(entry, self._session)  # options, lane, times, cost
         assert self._journal is not None
         try:
             self._journal.finished(entry, on_rerun=on_rerun)
@@ -388,6 +392,9 @@ class BatchRunner:
         self._statuses[status] += 1
         self._finish_times.append(time.monotonic())
         self._emit("finished", entry)
+
+    def _gallery_entries(self) -> list[ManifestEntry]:
+        return [item.entry for item in self._items] + list(self._earlier)
 
     def _set_phase(self, item: BatchItem, phase: Phase) -> None:
         self._phases[item.phase] -= 1

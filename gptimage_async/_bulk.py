@@ -354,7 +354,7 @@ async def in_input_order(
             error = run.error
             if error is not None and not return_exceptions:
                 raise error
-            out[run.index] = run._outcome()
+            out[run.index] = run._result_or_error()
     finally:
         await runs.aclose()
     results = [entry for entry in out if entry is not None]

@@ -293,7 +293,7 @@ class Creator:
             deadline=sent_at + self._run_timeout,
             index=index,
         )
-        self._registry.add(run)
+        self._registry._track(run)
         self._on_busy()
         self._scheduler.add(run, rtt=rtt)
         return run

@@ -26,7 +26,7 @@ import aiohttp
 import anyio
 
 from ._classify import is_transient_status
-from ._exceptions import ConfigurationError, GPTImageError
+from ._exceptions import ConfigurationError, DownloadError
 from ._models import Result
 from ._retry import backoff_delays, parse_retry_after
 from ._version import USER_AGENT
@@ -90,21 +90,6 @@ _MAGIC = (
 )
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
-
-
-class DownloadError(GPTImageError):
-    """An image could not be saved: HTTP error, not an image, too large, or the disk refused it.
-
-    ``url`` is the image's URL (``None`` for a problem with the destination);
-    ``status_code`` the HTTP status when there was one.
-    """
-
-    def __init__(
-        self, message: str, *, url: str | None = None, status_code: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.url = url
-        self.status_code = status_code
 
 
 class _Transient(Exception):

@@ -7,8 +7,14 @@ Every error this library raises or resolves a run with is a ``GPTImageError``::
     ├── ConfigurationError (ValueError)       bad arguments to Session, RateLimit, Batch, download
     ├── SessionClosedError (RuntimeError)     the session is closed (or closed under the run);
     │                                         a Session or Batch used a second time
+    ├── WrongEventLoopError (RuntimeError)    a Session used from an event loop it was not opened in
+    ├── PromptFileError (ValueError)          a prompt file cannot be read, or has a bad row
+    ├── JournalError                          a journal is held by another process, or damaged
+    ├── DownloadError                         an image could not be saved
+    ├── DiskSpaceError (OSError)              too little free space for a batch, or none left
     ├── APIConnectionError                    the request never got an HTTP answer
     ├── ProtocolError                         an answer that cannot be understood
+    │   └── RunIdMismatchError                a poll answered about another run
     ├── UncertainCreateError                  a create may have reached the server: not resent
     ├── RunFailedError                        the provider says the run failed
     ├── RunTimeoutError (TimeoutError)        the run did not finish within run_timeout
@@ -22,6 +28,13 @@ Every error this library raises or resolves a run with is a ``GPTImageError``::
         │   └── QuotaExceededError            429 USAGE_EXCEEDED: the key's quota is gone
         └── ServerError                       5xx
 
+A session over several lanes (keys, sellers) adds::
+
+    GPTImageError
+    ├── PoolExhaustedError                    every lane of the pool is closed; ``causes``
+    │                                         holds each lane's closing error
+    └── SpendCapError                         a create could take the spend past the cap
+
 Errors carry what a caller needs (``status_code``, ``code``, ``run_id``,
 ``retry_after``) and never the API key.
 """
@@ -34,19 +47,27 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "DiskSpaceError",
+    "DownloadError",
     "GPTImageError",
     "InsufficientCreditsError",
     "InvalidRequestError",
+    "JournalError",
     "PermissionDeniedError",
+    "PoolExhaustedError",
+    "PromptFileError",
     "ProtocolError",
     "QuotaExceededError",
     "RateLimitError",
     "RunFailedError",
+    "RunIdMismatchError",
     "RunNotFoundError",
     "RunTimeoutError",
     "ServerError",
     "SessionClosedError",
+    "SpendCapError",
     "UncertainCreateError",
+    "WrongEventLoopError",
     "status_error",
 ]
 
@@ -93,6 +114,49 @@ class SessionClosedError(GPTImageError, RuntimeError):
     """
 
 
+class WrongEventLoopError(GPTImageError, RuntimeError):
+    """A ``Session`` was used from an event loop other than the one it was opened in.
+
+    A session's connections, limiter and poller belong to the loop that ran
+    ``open()`` (asyncio objects cannot move between loops). Raised at the
+    first call from another loop, before any request is sent; open one
+    session per loop (per thread, per ``asyncio.run``) instead.
+    """
+
+
+class PromptFileError(GPTImageError, ValueError):
+    """A prompt file cannot be read or has a bad row; ``path`` and ``line`` say where.
+
+    ``str(error)`` reads ``prompts.csv:12: quality must be 'medium' or 'high', not 'hi'``.
+    """
+
+    def __init__(self, message: str, *, path: str, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.line = line
+        self.reason = message
+
+
+class JournalError(GPTImageError):
+    """The journal cannot be used: another process holds it, or a line is damaged."""
+
+
+class DownloadError(GPTImageError):
+    """An image could not be saved: HTTP error, not an image, too large, or the disk refused it.
+
+    ``url`` is the image's URL (``None`` for a problem with the destination);
+    ``status_code`` the HTTP status when there was one.
+    """
+
+    def __init__(
+        self, message: str, *, url: str | None = None, status_code: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status_code = status_code
+
+
 class APIConnectionError(GPTImageError):
     """The request did not get an HTTP answer (refused, reset, timed out)."""
 
@@ -109,6 +173,20 @@ class ProtocolError(GPTImageError):
     ) -> None:
         super().__init__(message, run_id=run_id)
         self.status_code = status_code
+
+
+class RunIdMismatchError(ProtocolError):
+    """A poll of one run was answered with another run's object, again and again.
+
+    Such an answer is never used as this run's result (it would be another
+    user's picture): the poll is retried a few times, then the run fails with
+    this error. ``run_id`` is the run asked about, ``answered_id`` the id the
+    answer carried.
+    """
+
+    def __init__(self, message: str, *, run_id: str, answered_id: str) -> None:
+        super().__init__(message, run_id=run_id)
+        self.answered_id = answered_id
 
 
 class UncertainCreateError(GPTImageError):
@@ -246,3 +324,42 @@ class DiskSpaceError(GPTImageError, OSError):
         super().__init__(message)
         self.needed = needed
         self.free = free
+
+
+# -- a pool of lanes (several keys and sellers) ---------------------------------------------
+
+
+class PoolExhaustedError(GPTImageError):
+    """Every lane of a pool is closed for new creates: nothing more can be created.
+
+    A lane closes on 401, 402, 403 or a 429 ``USAGE_EXCEEDED`` (its key is
+    bad, out of credits, denied or out of quota). ``causes`` holds, per lane,
+    its display label and the typed error that closed it, in pool order; the
+    message names each lane and status, never a key. A pool of one lane
+    raises that lane's own error instead (as a single-key session always has).
+    """
+
+    def __init__(self, causes: tuple[tuple[str, GPTImageError], ...]) -> None:
+        parts = "; ".join(f"{label}: {type(err).__name__} {err}" for label, err in causes)
+        super().__init__(f"every lane of the pool is closed ({parts})")
+        self.causes = causes
+
+
+class SpendCapError(GPTImageError):
+    """A create was not sent: at its lane's price it could take the spend past the cap.
+
+    ``cap`` is the session's ``spend_cap``, ``committed`` what created runs
+    cost so far, ``reserved`` what creates in flight (or of uncertain fate)
+    may still cost, and ``price`` what this create would have cost, all in
+    the lanes' price unit (credits, cents: the user's choice). Nothing was
+    sent and nothing was paid for this create.
+    """
+
+    def __init__(
+        self, message: str, *, cap: float, committed: float, reserved: float, price: float
+    ) -> None:
+        super().__init__(message)
+        self.cap = cap
+        self.committed = committed
+        self.reserved = reserved
+        self.price = price

@@ -37,7 +37,7 @@ from typing import Literal, Self
 
 import msgspec
 
-from ._exceptions import GPTImageError
+from ._exceptions import JournalError
 from ._manifest import ManifestEntry
 from ._models import ImageRequest
 
@@ -63,10 +63,6 @@ an explicit ``resubmit_unknown`` sends it again.
 """
 
 JournalState = Literal["intent", "created", "finished"]
-
-
-class JournalError(GPTImageError):
-    """The journal cannot be used: another process holds it, or a line is damaged."""
 
 
 class JournalEntry(msgspec.Struct, frozen=True, kw_only=True):

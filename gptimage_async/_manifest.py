@@ -5,27 +5,69 @@
     {"line": 3, "key": "5f0c...-1", "input": {"prompt": "a lamp", ...},
      "status": "succeeded", "run_id": "run_abc", "urls": [...],
      "files": ["00003-a-lamp-5f0c1a2b-1.png"], "error": null, "error_type": null,
-     "earlier": false}
+     "earlier": false, "quality": "medium", "quality_source": "default",
+     "aspect_ratio": "3:2", "aspect_ratio_source": "request",
+     "provider": "apiinone", "key_fingerprint": "3f9a1c2b",
+     "created_at": "2026-12-07T12:00:01.250Z", "finished_at": "2026-12-07T12:00:09.8Z",
+     "seconds": 8.6, "cost": 10, "cost_unit": "credits"}
 
 It is rewritten whole (to a temporary file, then renamed) at the end of every
 batch: every prompt of the last run in input order, then every other request
 the directory's journal has seen (``"earlier": true``), so no paid image is
 forgotten.
+
+The fields after ``earlier`` say what happened (older manifests lack them;
+they read back as ``None``): the quality and aspect ratio sent, and whether
+the prompt asked for them (``"request"``) or left them to the provider's
+default (``"default"``); the lane the run went through (``provider`` and
+``key_fingerprint``, a short keyed hash of the API key, never the key);
+``created_at`` (the provider accepted the create) and ``finished_at`` (the
+prompt ended) as wall-clock UTC; ``seconds`` between the two (images saved
+included); ``cost`` in ``cost_unit`` when the provider publishes a price
+(API in One: 10 credits a medium image, 28 a high one; Runbase: ``None``).
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
 from ._download import create_temp
-from ._models import ImageRequest
+from ._models import AspectRatio, ImageRequest, Quality
+from ._providers import get_provider
+from ._shared_limiter import budget_id
 
-__all__ = ["EntryStatus", "ManifestEntry", "read_manifest", "write_manifest"]
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = [
+    "DEFAULT_ASPECT_RATIO",
+    "DEFAULT_QUALITY",
+    "EntryStatus",
+    "ManifestEntry",
+    "OptionSource",
+    "key_fingerprint",
+    "read_manifest",
+    "stamp_created",
+    "stamp_finished",
+    "with_options",
+    "write_manifest",
+]
+
+#: What both providers use when a request leaves ``quality`` unset (docs/PROVIDERS.md).
+DEFAULT_QUALITY: Quality = "medium"
+#: What both providers use when a request leaves ``aspect_ratio`` unset.
+DEFAULT_ASPECT_RATIO: AspectRatio = "1:1"
+#: Hex digits of a key fingerprint: enough to tell a pool's keys apart, too few to matter.
+FINGERPRINT_CHARS = 8
+
+OptionSource = Literal["request", "default"]
+"""Where an option sent came from: the prompt asked for it, or the provider's default."""
 
 EntryStatus = Literal["succeeded", "failed", "unknown", "pending"]
 """What became of a prompt.
@@ -57,20 +99,111 @@ class ManifestEntry(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
     error_type: str | None = None
     earlier: bool = False
+    quality: Quality | None = None
+    quality_source: OptionSource | None = None
+    aspect_ratio: AspectRatio | None = None
+    aspect_ratio_source: OptionSource | None = None
+    provider: str | None = None
+    key_fingerprint: str | None = None
+    created_at: datetime.datetime | None = None
+    finished_at: datetime.datetime | None = None
+    seconds: float | None = None
+    cost: float | None = None
+    cost_unit: str | None = None
 
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ManifestEntry)
 
 
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def key_fingerprint(provider: str, api_key: str) -> str:
+    """A short keyed hash of an API key (8 hex digits): tells keys apart, never shows one.
+
+    The first digits of the key's shared-budget name (``budget_id``, an
+    HMAC-SHA256), so a lane in a manifest matches its budget in Redis.
+    """
+    return budget_id(provider, api_key)[:FINGERPRINT_CHARS]
+
+
+def with_options(entry: ManifestEntry) -> ManifestEntry:
+    """``entry`` with the quality and aspect ratio sent filled in from its request.
+
+    An option the request left unset is the provider's default, named as such
+    (``quality_source="default"``). Entries that have them are returned as is.
+    """
+    if entry.quality is not None and entry.aspect_ratio is not None:
+        return entry
+    request = entry.input
+    return msgspec.structs.replace(
+        entry,
+        quality=request.quality or DEFAULT_QUALITY,
+        quality_source="request" if request.quality else "default",
+        aspect_ratio=request.aspect_ratio or DEFAULT_ASPECT_RATIO,
+        aspect_ratio_source="request" if request.aspect_ratio else "default",
+    )
+
+
+def stamp_created(entry: ManifestEntry, run_id: str, lane: str | None = None) -> ManifestEntry:
+    """``entry`` once the provider accepted its create: the run id, its lane, the time (UTC).
+
+    ``lane`` is the run's ``Run.lane`` (``"provider:fingerprint"``), recorded as
+    ``provider`` and ``key_fingerprint``: the key itself never reaches the manifest.
+    """
+    return stamp_lane(msgspec.structs.replace(entry, run_id=run_id, created_at=_now()), lane)
+
+
+def stamp_lane(entry: ManifestEntry, lane: str | None) -> ManifestEntry:
+    """``entry`` with its run's lane (``Run.lane``, ``"provider:fingerprint"``) recorded."""
+    if lane is None:
+        return entry
+    provider, _, fingerprint = lane.partition(":")
+    return msgspec.structs.replace(entry, provider=provider, key_fingerprint=fingerprint or None)
+
+
+def stamp_finished(entry: ManifestEntry, session: Session) -> ManifestEntry:
+    """``entry`` as it ended through ``session``: options, lane, finish time, seconds, cost.
+
+    The cost is the provider's published price per image times the images
+    (``None`` where no price is published, and for prompts that did not
+    succeed: a failed run is refunded, an unknown one may or may not be paid).
+    """
+    entry = with_options(entry)
+    provider = session.provider
+    finished = _now()
+    seconds = None
+    if entry.created_at is not None:
+        seconds = round((finished - entry.created_at).total_seconds(), 3)
+    prices = get_provider(provider).credits_per_image
+    cost: float | None = None
+    quality = entry.quality
+    if entry.status == "succeeded" and prices is not None and quality in prices:
+        assert quality is not None
+        cost = prices[quality] * max(1, len(entry.urls), len(entry.files))
+    return msgspec.structs.replace(
+        entry,
+        provider=entry.provider or provider,
+        finished_at=finished,
+        seconds=seconds,
+        cost=cost,
+        cost_unit=None if cost is None else "credits",
+    )
+
+
 def write_manifest(path: str | os.PathLike[str], entries: Iterable[ManifestEntry]) -> Path:
-    """Write ``entries`` as JSON lines to ``path``, atomically (temporary file, then rename)."""
+    """Write ``entries`` as JSON lines to ``path``, atomically (temporary file, then rename).
+
+    Options an entry lacks are filled in from its request (:func:`with_options`).
+    """
     target = Path(path)
     fd, tmp = create_temp(target.parent, f".{target.name}.", ".part")
     try:
         with os.fdopen(fd, "wb") as out:
             for entry in entries:
-                out.write(_encoder.encode(entry))
+                out.write(_encoder.encode(with_options(entry)))
                 out.write(b"\n")
             out.flush()
             os.fsync(out.fileno())

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 import msgspec
 
 from ._exceptions import ConfigurationError, InvalidRequestError
+from ._images import read_images, render_html, save_images
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -196,11 +199,19 @@ def _url_tuple(urls: Iterable[str] | None) -> tuple[str, ...]:
         ) from None
 
 
-class Result(msgspec.Struct, frozen=True):
+class Result(msgspec.Struct, frozen=True, dict=True):
     """A finished, successful run.
 
     ``urls`` are the generated images; ``elapsed`` is seconds from the create
-    being sent to the library seeing the run done.
+    being sent to the library seeing the run done. The provider keeps the
+    images at those URLs for a limited time only: ``save`` or ``read`` them.
+
+    In Jupyter or IPython a result shows its images inline, with the prompt
+    and options as a caption (``_repr_html_``).
+
+    >>> result = await session.generate("a ceramic lamp")     # doctest: +SKIP
+    >>> await result.save("out/")                               # doctest: +SKIP
+    [PosixPath('out/run_abc-1.png')]
     """
 
     run_id: str
@@ -208,6 +219,32 @@ class Result(msgspec.Struct, frozen=True):
     urls: list[str]
     request: ImageRequest | None = None
     elapsed: float | None = None
+
+    async def save(
+        self, dest_dir: str | os.PathLike[str], *, stem: str | None = None
+    ) -> list[Path]:
+        """Save the images into ``dest_dir`` (created if missing); return their paths.
+
+        The batch's download path: each image streamed to a temporary file
+        and renamed into place once complete and checked to be an image, with
+        a safe file name ``{stem}-{n}{ext}`` (``stem`` defaults to the run id;
+        ``n`` from 1, in ``urls`` order). Fetched through the session that
+        resolved the result, on its event loop, from any loop or thread.
+        Raises ``DownloadError``; see ``gptimage_async.download`` for the
+        limits (size cap, retries, timeouts).
+        """
+        return await save_images(self, dest_dir, stem=stem)
+
+    async def read(self) -> list[bytes]:
+        """Each image's bytes (``list[bytes]``, in ``urls`` order), fetched and checked as ``save``.
+
+        The bytes are also kept on the result, so that it shows them inline
+        after the URLs expire. Raises ``DownloadError``.
+        """
+        return await read_images(self)
+
+    def _repr_html_(self) -> str:
+        return render_html(self)
 
 
 class RateLimit(msgspec.Struct, frozen=True):

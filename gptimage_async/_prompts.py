@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
 
-from ._exceptions import GPTImageError, InvalidRequestError
+from ._exceptions import InvalidRequestError, PromptFileError
 from ._models import AspectRatio, ImageRequest, Quality
 
 if TYPE_CHECKING:
@@ -46,20 +46,6 @@ FORMATS: dict[str, str] = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl",
 COLUMNS = ("prompt", "aspect_ratio", "quality", "image_urls")
 #: The path that means standard input.
 STDIN = "-"
-
-
-class PromptFileError(GPTImageError, ValueError):
-    """A prompt file cannot be read or has a bad row; ``path`` and ``line`` say where.
-
-    ``str(error)`` reads ``prompts.csv:12: quality must be 'medium' or 'high', not 'hi'``.
-    """
-
-    def __init__(self, message: str, *, path: str, line: int | None = None) -> None:
-        where = f"{path}:{line}" if line is not None else path
-        super().__init__(f"{where}: {message}")
-        self.path = path
-        self.line = line
-        self.reason = message
 
 
 class BatchPrompt(msgspec.Struct, frozen=True):

@@ -12,35 +12,68 @@ __all__ = ["RunRegistry"]
 
 
 class RunRegistry:
-    """The runs a session tracks: lookups by id and counts by status.
+    """The runs a session tracks: lookups by id and counts by status (read-only for users).
 
     Runs in flight are kept by id; a resolved run is dropped (so a long bulk
     job holds memory only for what is in flight) and counted by how it ended.
+    Only the session adds and drops runs; ``add`` and ``discard`` are
+    deprecated names of its private methods, kept so old code still runs.
 
     >>> session.runs.counts()   # doctest: +SKIP
     {'pending': 3, 'running': 5, 'succeeded': 120, 'failed': 1, ...}
     """
 
-    __slots__ = ("_active", "_ended")
+    __slots__ = ("_abandoned", "_active", "_ended")
 
     def __init__(self) -> None:
         self._active: dict[str, Run] = {}
         self._ended: collections.Counter[RunStatus] = collections.Counter()
+        self._abandoned: dict[str, Run] = {}
 
-    def add(self, run: Run) -> None:
-        """Start tracking ``run`` (it must have a provider id)."""
+    # -- writes: the session's only ----------------------------------------------
+    # A run added here by anyone else would never be polled, and one dropped
+    # would be polled for nothing: a user reads the registry, never writes it.
+
+    def _track(self, run: Run) -> None:
+        """Start tracking ``run`` (it must have a provider id). The session's only."""
         assert run.run_id is not None
         self._active[run.run_id] = run
 
-    def discard(self, run: Run) -> None:
-        """Stop tracking ``run``; counted by its final status if it was tracked."""
+    def _untrack(self, run: Run) -> None:
+        """Stop tracking ``run``; counted by how it ended if it was tracked. The session's only."""
         if run.run_id is not None and self._active.get(run.run_id) is run:
             del self._active[run.run_id]
             self._ended[run.status] += 1
 
+    def _abandon(self, run: Run) -> None:
+        """Stop tracking ``run`` unresolved (its session closed): kept in ``abandoned``."""
+        if run.run_id is not None and self._active.get(run.run_id) is run:
+            self._untrack(run)
+            self._abandoned[run.run_id] = run
+
+    @property
+    def abandoned(self) -> list[Run]:
+        """Runs left unresolved when the session closed, in the order they were created.
+
+        Each keeps its ``run_id`` (a later session can ``attach`` it) and ends
+        with ``SessionClosedError``; they may still finish on the provider's side.
+        """
+        return list(self._abandoned.values())
+
+    #: Deprecated public names of ``_track`` / ``_untrack``, kept working: they
+    #: were never meant for users (a run added by hand is never polled).
+    def add(self, run: Run) -> None:
+        self._track(run)
+
+    def discard(self, run: Run) -> None:
+        self._untrack(run)
+
+    # -- reads ---------------------------------------------------------------------
+
     def get(self, run_id: str) -> Run | None:
-        """The run in flight with this provider id, if any."""
-        return self._active.get(run_id)
+        """The run in flight with this provider id, or abandoned with it at close, if any."""
+        run = self._active.get(run_id)
+        return run if run is not None else self._abandoned.get(run_id)
 
     def __contains__(self, run: object) -> bool:
         if isinstance(run, str):

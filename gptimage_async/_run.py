@@ -8,42 +8,11 @@ from collections.abc import Generator
 from typing import Any
 
 import anyio
-import msgspec
 
 from ._exceptions import ConfigurationError, GPTImageError
 from ._models import ImageRequest, Result, RunStatus
 
 __all__ = ["Run"]
-
-
-class _PollState(msgspec.Struct, gc=False):
-    """The scheduler's bookkeeping for one run. Strictly private: only ``_scheduler`` writes it.
-
-    Every field is a number, a string or ``None``, so it can hold no reference
-    cycle: ``gc=False`` keeps it out of the cyclic garbage collector, whose
-    full collections walk every tracked object (one fewer per run in flight).
-    """
-
-    #: Polls sent for the run.
-    polls: int = 0
-    #: Age (seconds since the create was sent) of the last poll that found it not done.
-    last_pending_age: float = 0.0
-    #: Consecutive failed polls (transient errors).
-    errors: int = 0
-    #: Clock time the scheduler means to poll next.
-    next_poll: float = 0.0
-    #: The scheduler's key of the run's live heap entry (-1: none); older entries are stale.
-    entry: int = -1
-    #: Clock time before which no poll may go, not even a speculative one (a Retry-After).
-    not_before: float = 0.0
-    #: The provider's own word for the status last seen (a timeout names it).
-    status_word: str | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"<_PollState polls={self.polls} errors={self.errors} "
-            f"last_pending_age={self.last_pending_age:.3f} next_poll={self.next_poll:.3f}>"
-        )
 
 
 class Run:
@@ -59,7 +28,8 @@ class Run:
 
     __slots__ = (
         "_future",
-        "_poll",
+        "_lane",
+        "_polls",
         "created_at",
         "deadline",
         "index",
@@ -86,22 +56,42 @@ class Run:
         self.status = status
         #: Position in the input of ``generate_many`` / ``as_completed``.
         self.index = index
-        #: Session clock time (seconds) the create was sent; the run's age is measured from it.
+        #: Event-loop time (``loop.time()``, seconds; not wall-clock time) the create
+        #: was sent, or the run attached; its age is measured from it. Compare it with
+        #: ``asyncio.get_running_loop().time()``, never with ``time.time()``.
         self.created_at = created_at
-        #: Session clock time (seconds) by which the run must be resolved: ``created_at``
-        #: plus the session's ``run_timeout``.
+        #: Event-loop time (seconds, as ``created_at``) by which the run must be
+        #: resolved: ``created_at`` plus the session's ``run_timeout``.
         self.deadline = deadline
-        self._poll = _PollState()
+        # Status requests sent so far: written by the poll scheduler only, whose
+        # other bookkeeping for the run it keeps itself, keyed by run id.
+        self._polls = 0
+        # The lane (provider and key fingerprint) that created or attached it: set
+        # when a lane starts tracking it, never changed after (a run keeps its lane).
+        self._lane: str | None = None
         self._future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
 
     @property
     def polls(self) -> int:
         """Status requests sent for this run so far (read-only)."""
-        return self._poll.polls
+        return self._polls
+
+    @property
+    def lane(self) -> str | None:
+        """The lane the run lives on, ``"provider:fingerprint"`` (8 hex digits of a
+        keyed hash of the API key, never the key); ``None`` until a lane tracks it.
+
+        A run is polled, attached and resumed through its lane for life.
+        """
+        return self._lane
 
     @property
     def id(self) -> str | None:
-        """The provider's run id; ``None`` only if the create itself failed."""
+        """The provider's run id; ``None`` only if the create itself failed.
+
+        The same value as ``run_id`` (the name ``Result`` and every error use):
+        two names for one thing, both kept.
+        """
         return self.run_id
 
     def done(self) -> bool:
@@ -117,13 +107,16 @@ class Run:
 
     @property
     def outcome(self) -> Result | None:
-        """The result if the run succeeded, else ``None``."""
+        """The ``Result`` if the run succeeded, else ``None`` (failed, or still in flight).
+
+        Its error, if it failed, is ``error``.
+        """
         if not self._future.done() or self._future.cancelled() or self._future.exception():
             return None
         return self._future.result()
 
-    def _outcome(self) -> Result | GPTImageError:
-        """The result or the error of a resolved run."""
+    def _result_or_error(self) -> Result | GPTImageError:
+        """The result or the error of a resolved run (``outcome`` is the result only)."""
         error = self._future.exception()
         if error is None:
             return self._future.result()

@@ -16,9 +16,12 @@ With pytest and pytest-asyncio installed, this module is a pytest plugin
         assert gptimage_simulator.stats.duplicates == 0
 
 Configure them with a marker; its keywords are ``SimulatorConfig`` fields,
-plus ``provider`` (default ``"runbase"``)::
+plus ``provider`` (default ``"runbase"``) and ``variants`` (default
+``False``: the simulator answers exactly as the providers' documentation
+shows; ``True``: in every undocumented variant too, see
+``SimulatorConfig.with_variants``)::
 
-    @pytest.mark.gptimage(provider="apiinone", failure_rate=0.5)
+    @pytest.mark.gptimage(provider="apiinone", failure_rate=0.5, variants=True)
     async def test_failures(gptimage_session): ...
 """
 
@@ -31,7 +34,7 @@ from typing import Any
 from ._models import RateLimit
 from ._providers import ProviderName
 from ._session import Session
-from .simulator import Simulator, SimulatorConfig
+from .simulator import VARIANTS, Simulator, SimulatorConfig
 
 __all__ = [
     "DEFAULT_TIME_SCALE",
@@ -81,6 +84,8 @@ def _marker_options(request: Any) -> tuple[ProviderName, dict[str, Any]]:
     marker = request.node.get_closest_marker("gptimage")
     options = dict(marker.kwargs) if marker is not None else {}
     provider = options.pop("provider", "runbase")
+    if options.pop("variants", False):
+        options = {**VARIANTS, **options}
     options.setdefault("time_scale", DEFAULT_TIME_SCALE)
     return provider, options
 
@@ -95,7 +100,8 @@ else:
     def pytest_configure(config: Any) -> None:
         config.addinivalue_line(
             "markers",
-            "gptimage(provider='runbase', **simulator_config): configure the gptimage fixtures",
+            "gptimage(provider='runbase', variants=False, **simulator_config): "
+            "configure the gptimage fixtures",
         )
 
     @pytest_asyncio.fixture

@@ -7,6 +7,8 @@ stays ``InvalidRequestError``.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,56 @@ from gptimage_async.testing import simulated_session
 def test_bad_session_arguments(options: dict[str, Any]) -> None:
     with pytest.raises(gi.ConfigurationError):
         gi.Session("runbase", **{"api_key": "sk-test", **options})
+    # The same check, once, in the config every session is built from; the
+    # key is not needed to find a bad option.
+    if "api_key" not in options:
+        with pytest.raises(gi.ConfigurationError):
+            gi.SessionConfig("runbase", **options)
+
+
+def test_session_takes_exactly_the_configs_options_with_its_defaults() -> None:
+    signature = inspect.signature(gi.Session.__init__).parameters
+    fields = {field.name: field.default for field in dataclasses.fields(gi.SessionConfig)}
+    assert [name for name in signature if name != "self"] == list(fields)
+    for name, default in fields.items():
+        assert signature[name].default == default, name
+    built = gi.Session("apiinone", api_key="sk-x", run_timeout=30).config
+    assert built == gi.SessionConfig("apiinone", api_key="sk-x", run_timeout=30)
+
+
+def test_a_config_is_checked_once_and_read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RUNBASE_API_KEY", raising=False)
+    config = gi.SessionConfig(base_url="http://127.0.0.1:9/api/v1/", request_timeout=5)
+    # Normalised once: what every session built from it uses.
+    assert config.base_url == "http://127.0.0.1:9/api/v1"
+    assert config.request_timeout == 5.0 and isinstance(config.request_timeout, float)
+    assert config.api_root == config.base_url
+    assert gi.SessionConfig("apiinone").api_root == "https://apiin.one/api/v1"
+    assert gi.SessionConfig().starting_rate == gi.RateLimit(20, per=10.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.run_timeout = 1.0  # type: ignore[misc]
+    with pytest.raises(gi.ConfigurationError, match="run_timeout"):
+        dataclasses.replace(config, run_timeout=0)  # a changed copy is checked again
+    # The key is read when a session is built from the config, not before.
+    with pytest.raises(gi.ConfigurationError, match="RUNBASE_API_KEY"):
+        gi.Session.from_config(config)
+    monkeypatch.setenv("RUNBASE_API_KEY", "sk-from-env")
+    session = gi.Session.from_config(config)
+    assert session.config is config and session.base_url == "http://127.0.0.1:9/api/v1"
+    with pytest.raises(gi.ConfigurationError, match="SessionConfig"):
+        gi.Session.from_config({"provider": "runbase"})  # type: ignore[arg-type]
+
+
+def test_a_configs_repr_shows_no_secret() -> None:
+    config = gi.SessionConfig(
+        api_key="sk-CANARY-1",
+        proxy="http://user:CANARY-2@proxy.example:3128",
+        base_url="http://127.0.0.1:9/api/v1",
+        run_timeout=30,
+    )
+    for text in (repr(config), str(config), repr(gi.Session.from_config(config))):
+        assert "CANARY" not in text, text
+    assert "run_timeout=30.0" in repr(config) and "proxy.example:3128" in repr(config)
 
 
 def test_unknown_provider() -> None:

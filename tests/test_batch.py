@@ -336,7 +336,7 @@ async def test_without_download_only_urls_are_recorded(tmp_path: Path) -> None:
     assert report.ok
     assert all(e.urls and not e.files for e in report.entries)
     assert sim.stats.file_requests == 0
-    assert names(tmp_path) == ["journal.jsonl", "manifest.jsonl"]
+    assert names(tmp_path) == ["index.html", "journal.jsonl", "manifest.jsonl"]
 
 
 async def test_concurrency_caps_runs_in_flight(tmp_path: Path) -> None:

@@ -282,7 +282,7 @@ async def test_a_batchs_images_manifest_and_journal_get_the_umask(
         report = await gi.Batch(s, ["a lamp", "a chair"], tmp_path / "out").run()
     assert report.ok
     written = sorted((tmp_path / "out").iterdir())
-    assert len(written) == 4  # two images, the journal, the manifest
+    assert len(written) == 5  # two images, the journal, the manifest, the gallery page
     assert {p.name: mode(p) for p in written} == {p.name: 0o666 & ~umask for p in written}
 
 

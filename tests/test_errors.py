@@ -5,15 +5,22 @@ from __future__ import annotations
 import email.utils
 import time
 
+import aiohttp
 import pytest
 
 import gptimage_async as gi
-from gptimage_async.simulator import Faults
-from gptimage_async.testing import simulated_session
+from gptimage_async._providers import get_provider
+from gptimage_async.simulator import Faults, Simulator
+from gptimage_async.testing import TEST_KEYS, simulated_session
 
 from .helpers import config
 
 PROVIDERS = ["runbase", "apiinone"]
+
+
+def raw_client(provider: str) -> aiohttp.ClientSession:
+    """A bare HTTP client with the provider's test key: to send what the library never would."""
+    return aiohttp.ClientSession(headers={"Authorization": f"Bearer {TEST_KEYS[provider]}"})
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -68,12 +75,13 @@ async def test_apiinone_quota_is_permission_denied() -> None:
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_400_from_the_server_is_bad_request(provider: str) -> None:
     # The client validates first, so provoke the server with a tampered body.
-    async with simulated_session(provider, config=config()) as (sim, session):  # type: ignore[arg-type]
-        answer = await session._transport.send("POST", session._provider.create_path, b"{not json")  # type: ignore[union-attr]
-        error = session._provider.decode_error(
-            answer.status, answer.body, run_id=None, retry_after=None
-        )
-        assert isinstance(error, gi.BadRequestError)
+    adapter = get_provider(provider)
+    async with Simulator(config()) as sim, raw_client(provider) as http:
+        url = sim.base_url(provider) + adapter.create_path  # type: ignore[arg-type]
+        async with http.post(url, data=b"{not json") as answer:
+            status, body = answer.status, await answer.read()
+    error = adapter.decode_error(status, body, run_id=None, retry_after=None)
+    assert isinstance(error, gi.BadRequestError)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -112,11 +120,13 @@ async def test_429s_with_every_retry_after_form_still_resolve(
 async def test_http_date_retry_after_is_honoured() -> None:
     # One request per 1 s window (time_scale 1): the second must wait for the date.
     cfg = config(time_scale=1.0, rate_limit=1, rate_window=1.0, retry_after="http-date")
-    async with simulated_session(config=cfg, rate_limit=gi.RateLimit(100, 1.0)) as (sim, session):
-        await session._transport.send("GET", "/runs/x")  # type: ignore[union-attr]
-        answer = await session._transport.send("GET", "/runs/x")  # type: ignore[union-attr]
-        assert answer.status == 429
-        date = email.utils.parsedate_to_datetime(answer.headers["retry-after"])
+    async with Simulator(cfg) as sim, raw_client("runbase") as http:
+        url = sim.base_url("runbase") + "/runs/x"
+        async with http.get(url):
+            pass
+        async with http.get(url) as answer:
+            assert answer.status == 429
+            date = email.utils.parsedate_to_datetime(answer.headers["retry-after"])
         assert date.timestamp() > time.time() - 1
 
 

@@ -73,3 +73,37 @@ async def test_limiter_and_scheduler_are_read_only_views() -> None:
         assert len(session.scheduler) == session.scheduler.in_flight == 0
     with pytest.raises(gi.SessionClosedError):
         _ = gi.Session("runbase", api_key="sk-x").limiter
+
+
+def test_the_sync_session_has_the_async_verbs_as_plain_calls() -> None:
+    for verb in ("generate", "generate_many", "submit", "attach", "prepare"):
+        assert callable(getattr(gi.Session, verb)), verb  # the async session's names
+        assert not inspect.iscoroutinefunction(getattr(gi.SyncSession, verb)), verb
+        assert inspect.getdoc(getattr(gi.SyncSession, verb)), verb
+    for verb in ("download", "read", "close", "__enter__", "__exit__"):
+        assert callable(getattr(gi.SyncSession, verb)), verb
+    assert not inspect.iscoroutinefunction(gi.SyncRun.result)
+    # A Result saves and reads itself in async code, and shows itself in notebooks.
+    assert inspect.iscoroutinefunction(gi.Result.save)
+    assert inspect.iscoroutinefunction(gi.Result.read)
+    assert callable(gi.Result._repr_html_)
+
+
+def test_every_error_class_lives_in_the_exceptions_module() -> None:
+    import gptimage_async._exceptions as exceptions
+
+    errors = [getattr(gi, n) for n in gi.__all__ if n.endswith("Error")]
+    for cls in errors:
+        assert cls.__module__ == "gptimage_async._exceptions", cls
+        # The tree drawn in the module's docstring names every class.
+        assert f" {cls.__name__}" in (exceptions.__doc__ or ""), cls
+    # Their old homes still export them, so old imports keep working.
+    from gptimage_async._download import DownloadError
+    from gptimage_async._journal import JournalError
+    from gptimage_async._prompts import PromptFileError
+
+    assert (DownloadError, JournalError, PromptFileError) == (
+        gi.DownloadError,
+        gi.JournalError,
+        gi.PromptFileError,
+    )

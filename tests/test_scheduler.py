@@ -1,6 +1,6 @@
 """The poll scheduler on a fake loop clock: where polls are planned and when they go out.
 
-``plan_age`` is checked as a table against a real ``DurationModel``; the
+The planner's rules are tables in ``tests/test_planner.py``; here the
 scheduler's loop runs on the fake clock against the simulator (a real HTTP
 server on 127.0.0.1), and what is checked is the loop time each poll is sent
 at. Simulated runs last 3-10 real seconds, so every poll here finds its run
@@ -21,26 +21,18 @@ import pytest
 import gptimage_async as gi
 from gptimage_async._limiter import CATCH_UP, PRIORITY_CREATE, RateLimiter
 from gptimage_async._models import RunStatus
+from gptimage_async._planner import COLD_FIRST_RTTS, FINAL_POLL_LEAD
 from gptimage_async._providers import RunSnapshot, get_provider
 from gptimage_async._registry import RunRegistry
 from gptimage_async._run import Run
-from gptimage_async._scheduler import (
-    COLD_FIRST_RTTS,
-    COLD_GROWTH,
-    COLD_RELEASE,
-    FINAL_POLL_LEAD,
-    MIN_STEP,
-    PLANNED_DONE_SHARE,
-    SPREAD_KEEP,
-    TAIL_GROWTH,
-    PollScheduler,
-)
+from gptimage_async._scheduler import PollScheduler
 from gptimage_async._stats import SessionStats
 from gptimage_async._transport import Answer, Transport
 from gptimage_async.simulator import Simulator, SimulatorConfig
 from gptimage_async.testing import TEST_KEYS
 
 from ._clock import FakeClock
+from .test_planner import uniform_model
 
 RTT = 0.05
 
@@ -67,6 +59,11 @@ class Rig:
     def polls(self) -> list[float]:
         return [t for t, method in self.transport.sent if method == "GET"]
 
+    def next_poll(self, run: Run) -> float:
+        when = self.scheduler.next_poll(run.run_id or "")
+        assert when is not None
+        return when
+
     async def new_run(self, *, run_timeout: float = 3600.0) -> Run:
         """Create a run on the simulator (time stands still) and hand it to the scheduler."""
         provider = get_provider("runbase")
@@ -77,7 +74,7 @@ class Rig:
         snapshot = provider.decode_run(answer.body, run_id=None)
         now = self.clock.now
         run = Run(snapshot.id, "runbase", request, created_at=now, deadline=now + run_timeout)
-        self.registry.add(run)
+        self.registry._track(run)
         self.scheduler.add(run, rtt=RTT)
         return run
 
@@ -110,7 +107,7 @@ async def rig(clock: FakeClock, rate_limit: gi.RateLimit) -> AsyncIterator[Rig]:
             limiter=limiter,
             stats=SessionStats(),
             spawn=spawn,
-            on_resolved=registry.discard,
+            on_resolved=registry._untrack,
             lookup=registry.get,
         )
         spawn(scheduler.run_forever)
@@ -124,26 +121,12 @@ async def rig(clock: FakeClock, rate_limit: gi.RateLimit) -> AsyncIterator[Rig]:
             await transport.aclose()
 
 
-# -- plan_age: a pure function of the run, the model and the interval ----------
-
-
-def _run(last_pending_age: float, polls: int) -> Run:
-    run = Run("r", "runbase", None, created_at=0.0, deadline=1e9)
-    run._poll.last_pending_age = last_pending_age
-    run._poll.polls = polls
-    return run
+# -- helpers ---------------------------------------------------------------------
 
 
 def _model_of_uniform_runs(scheduler: PollScheduler, n: int = 400) -> None:
-    """Runs of 3-10 s, each seen done within 1 ms of finishing, in no particular order.
-
-    (Sorted by duration they would read as a provider slowing down, which the
-    model's change detector is there to catch.)
-    """
-    for i in range(n):
-        k = i * 7919 % n  # a fixed permutation: 7919 is prime to n
-        d = 3.0 + 7.0 * (k + 0.5) / n
-        scheduler.model.observe(d - 0.001, d)
+    """Runs of 3-10 s, each seen done within 1 ms of finishing (see ``tests/test_planner.py``)."""
+    uniform_model(scheduler.model, n)
 
 
 @pytest.fixture
@@ -161,63 +144,11 @@ async def bare_scheduler(fake_clock: FakeClock) -> AsyncIterator[PollScheduler]:
         on_resolved=lambda run: None,
         lookup=lambda run_id: None,  # nothing is polled
     )
-    scheduler.add(_run(0.0, 0), rtt=RTT)
+    scheduler.add(Run("r0", "runbase", None, created_at=0.0, deadline=1e9), rtt=RTT)
     try:
         yield scheduler
     finally:
         await transport.aclose()
-
-
-@pytest.mark.parametrize(
-    ("last", "polls", "interval", "expected"),
-    [
-        # First poll after a few create round trips ...
-        (0.0, 0, 0.01, COLD_FIRST_RTTS * RTT),
-        # ... then geometric growth ...
-        (0.2, 1, 0.01, 0.2 * COLD_GROWTH),
-        (0.4, 2, 0.01, 0.4 * COLD_GROWTH),
-        (1.6, 4, 0.01, 1.6 * COLD_GROWTH),
-        # ... never closer than one slot of the budget.
-        (0.0, 0, 1.0, 1.0),
-        (0.2, 1, 0.5, 0.2 + 0.5),
-    ],
-)
-async def test_plan_age_cold_start_probes_geometrically_from_the_rtt(
-    bare_scheduler: PollScheduler, last: float, polls: int, interval: float, expected: float
-) -> None:
-    assert bare_scheduler.plan_age(_run(last, polls), interval=interval) == pytest.approx(expected)
-
-
-async def test_plan_age_cold_start_never_plans_before_what_earlier_runs_showed(
-    bare_scheduler: PollScheduler,
-) -> None:
-    bare_scheduler.model.observe(2.0, 3.0)  # one run done by 3 s: not enough to be ready
-    assert not bare_scheduler.model.ready
-    # Twice that: nearly every run is done there, so learning costs few polls.
-    assert bare_scheduler.plan_age(_run(0.0, 0), interval=0.01) == pytest.approx(COLD_RELEASE * 3.0)
-
-
-@pytest.mark.parametrize(
-    ("last", "polls", "expected"),
-    [
-        # PLANNED_DONE_SHARE of all runs are done by 9.65 s (3 + 0.95 * 7) ...
-        (0.0, 0, 3.0 + PLANNED_DONE_SHARE * 7.0),
-        # ... of runs still going at 5 s, by 5 + 0.95 * 5 ...
-        (5.0, 1, 5.0 + PLANNED_DONE_SHARE * 5.0),
-        # ... and always at least MIN_STEP of the median (6.5 s) after the last poll.
-        (9.9, 3, 9.9 + MIN_STEP * 6.5),
-        # Past everything seen: the gap grows by TAIL_GROWTH.
-        (20.0, 5, 20.0 * TAIL_GROWTH),
-    ],
-)
-async def test_plan_age_with_a_model_is_its_conditional_quantile(
-    bare_scheduler: PollScheduler, last: float, polls: int, expected: float
-) -> None:
-    _model_of_uniform_runs(bare_scheduler)
-    assert bare_scheduler.model.ready
-    assert bare_scheduler.plan_age(_run(last, polls), interval=0.01) == pytest.approx(
-        expected, abs=0.15
-    )
 
 
 # -- the loop: when polls go out -----------------------------------------------
@@ -228,8 +159,8 @@ async def test_planned_polls_go_out_at_their_planned_time(fake_clock: FakeClock)
     async with rig(fake_clock, limit) as r:
         # More runs than cold-start scouts: no speculative polls, planned ones only.
         runs = [await r.new_run() for _ in range(10)]
-        planned = runs[0]._poll.next_poll
-        assert [run._poll.next_poll for run in runs] == [pytest.approx(COLD_FIRST_RTTS * RTT)] * 10
+        planned = r.next_poll(runs[0])
+        assert [r.next_poll(run) for run in runs] == [pytest.approx(COLD_FIRST_RTTS * RTT)] * 10
         await fake_clock.advance_to(planned - 0.001)
         assert r.polls() == []
         await fake_clock.advance_to(planned)
@@ -251,13 +182,17 @@ async def test_runs_in_flight_leave_the_garbage_collector_little_to_walk(
     # scheduler's bookkeeping per run (poll state, heap entries) adds none.
     async with rig(fake_clock, gi.RateLimit(1000, 10.0)) as r:
         runs = [await r.new_run() for _ in range(10)]
-        await fake_clock.advance_to(runs[0]._poll.next_poll + 10 * r.limiter.interval)
+        await fake_clock.advance_to(r.next_poll(runs[0]) + 10 * r.limiter.interval)
         await fake_clock.wait_for(lambda: len(r.polls()) >= 10)  # polled, then re-planned
         gc.collect()
         heap = r.scheduler._heap
         assert len(heap) >= 10
         assert not [entry for entry in heap if gc.is_tracked(entry)]
-        assert not [run for run in runs if gc.is_tracked(run._poll)]
+        states = [r.scheduler.state_of(run.run_id or "") for run in runs]
+        assert None not in states
+        assert not [state for state in states if gc.is_tracked(state)]
+        # The public Run carries none of it.
+        assert not hasattr(runs[0], "_poll")
 
 
 async def test_a_re_planned_or_resolved_run_leaves_only_stale_entries(
@@ -265,18 +200,20 @@ async def test_a_re_planned_or_resolved_run_leaves_only_stale_entries(
 ) -> None:
     async with rig(fake_clock, gi.RateLimit(1000, 10.0)) as r:
         runs = [await r.new_run() for _ in range(10)]
-        first = runs[0]._poll.next_poll
+        first = r.next_poll(runs[0])
         # Re-planned earlier: polled once, at the new time, not again at the old one.
-        r.scheduler._push(runs[0], first / 2)
+        state = r.scheduler.state_of(runs[0].run_id or "")
+        assert state is not None
+        r.scheduler._push(runs[0], state, first / 2)
         # Resolved elsewhere (cancelled by the session, say): never polled.
         runs[1]._fail(gi.GPTImageError("gone"), gi.RunStatus.ERRORED)
-        r.registry.discard(runs[1])
+        r.registry._untrack(runs[1])
         await fake_clock.advance_to(first / 2)
         await fake_clock.wait_for(lambda: len(r.polls()) == 1)
         assert r.polls() == [pytest.approx(first / 2)]
         # Run 0's next plan (twice the age it was seen pending at) is its old
         # entry's time: the stale entry must not add a poll.
-        assert runs[0]._poll.next_poll == pytest.approx(first)
+        assert r.next_poll(runs[0]) == pytest.approx(first)
         await fake_clock.advance_to(first + 10 * r.limiter.interval)
         await fake_clock.wait_for(lambda: len(r.polls()) == 10)
         await fake_clock.advance_to(first * 1.5)  # before anyone's next plan
@@ -290,7 +227,7 @@ async def test_a_speculative_poll_goes_out_only_on_a_free_limiter(fake_clock: Fa
     async with rig(fake_clock, limit) as r:
         run = await r.new_run()
         planned = COLD_FIRST_RTTS * RTT
-        assert run._poll.next_poll == pytest.approx(planned)
+        assert r.next_poll(run) == pytest.approx(planned)
         await fake_clock.advance(planned / 2 - 0.001)
         assert r.polls() == []
         await fake_clock.advance(0.001)
@@ -299,34 +236,11 @@ async def test_a_speculative_poll_goes_out_only_on_a_free_limiter(fake_clock: Fa
         assert r.scheduler._stats.speculative_polls == 1
 
 
-async def test_speculative_polls_spread_over_the_likely_finish(
-    bare_scheduler: PollScheduler,
-) -> None:
-    scheduler = bare_scheduler
-    # 20 per 10 s: a window longer than the runs, as with Runbase's limit.
-    scheduler._limiter = limiter = RateLimiter(gi.RateLimit(20, 10.0))
-    run = _run(0.0, 0)
-    # One finished run gives the scale: speculation starts before its duration.
-    scheduler.model.observe(4.9, 5.0)
-    assert not scheduler.model.ready
-    first = scheduler._early_at(run, 0.0)
-    assert 0.0 < first < 4.9
-    # A mature model of 3-10 s runs: nothing before about 3 s, then the
-    # window's slots spread over 3-10 s, closer together than the even pace.
-    _model_of_uniform_runs(scheduler)
-    first = scheduler._early_at(run, 0.0)
-    assert 2.5 < first < 3.2
-    run._poll.polls, run._poll.last_pending_age = 1, 5.0
-    step = scheduler._early_at(run, 0.0) - 5.0
-    assert step == pytest.approx((10.0 - 3.0) / (20 - SPREAD_KEEP), rel=0.1)
-    assert step < limiter.interval
-
-
 async def test_a_busy_limiter_gets_no_speculative_poll(fake_clock: FakeClock) -> None:
     limit = gi.RateLimit(10, 1.0)
     async with rig(fake_clock, limit) as r:
         run = await r.new_run()
-        assert run._poll.next_poll < 2 * r.limiter.interval  # due before the slot it gets
+        assert r.next_poll(run) < 2 * r.limiter.interval  # due before the slot it gets
         slot = r.limiter.interval
         first = (1 - CATCH_UP) * slot
         # Creates queue for the next slots: (grant time) 0, first, first + slot, ...
@@ -390,10 +304,12 @@ async def test_a_poll_held_back_by_retry_after_still_keeps_the_deadline(
 def _finished(scheduler: PollScheduler, created_at: float, age: float) -> None:
     """A run created at ``created_at`` found done at its first poll, ``age`` s old."""
     run = Run("r", "runbase", None, created_at=created_at, deadline=1e9)
-    run._poll.next_poll = created_at + age
     scheduler.add(run)
+    state = scheduler.state_of("r")
+    assert state is not None
     snapshot = RunSnapshot("r", RunStatus.SUCCEEDED, urls=["https://x/1.png"])
-    scheduler._observe(run, snapshot, age)
+    scheduler._observe(run, state, snapshot, age)
+    assert run.done() and scheduler.state_of("r") is None  # resolved, its state dropped
 
 
 async def test_runs_of_a_bulk_tail_are_not_observed_but_runs_before_and_after_are(
@@ -446,3 +362,49 @@ async def test_before_the_model_is_ready_every_run_is_observed(
     scheduler.tail_began()
     _finished(scheduler, fake_clock.now, 5.0)
     assert scheduler.model.observed == 1
+
+
+# -- a bulk job's cold start: one scout probes, the others are parked -----------------
+
+
+async def test_in_a_bulk_cold_start_one_scout_probes_and_a_failed_one_hands_over(
+    fake_clock: FakeClock,
+) -> None:
+    transport = Transport(
+        "http://127.0.0.1:9", "unused", timeout=1.0, max_connections=1, user_agent="test"
+    )
+    limiter = RateLimiter(gi.RateLimit(1, 10.0))
+    registry = RunRegistry()
+    scheduler = PollScheduler(
+        provider=get_provider("runbase"),
+        transport=transport,
+        limiter=limiter,
+        stats=SessionStats(),
+        spawn=lambda *_: None,  # nothing is sent
+        on_resolved=registry._untrack,
+        lookup=registry.get,
+    )
+    try:
+        await limiter.acquire()
+        waiter = asyncio.ensure_future(limiter.acquire())  # requests wait: a bulk job
+        await fake_clock.settle()
+        assert limiter.waiting
+        runs = [Run(f"r{i}", "runbase", None, created_at=0.0, deadline=1e9) for i in range(5)]
+        for run in runs:
+            registry._track(run)
+            scheduler.add(run, rtt=RTT)
+        due = [scheduler.next_poll(run.run_id or "") for run in runs]
+        assert due[0] is not None and due[0] < 100.0  # the scout
+        parked = 1e9 * (1 - FINAL_POLL_LEAD)  # parked: only the last poll before the deadline
+        assert due[1:] == [pytest.approx(parked)] * 4
+        # The scout fails: the oldest parked run takes over, the others wait on.
+        scheduler._fail(runs[0], gi.GPTImageError("gone"))
+        assert scheduler.state_of("r0") is None and len(scheduler) == 4
+        due = [scheduler.next_poll(run.run_id or "") for run in runs[1:]]
+        assert due[0] is not None and due[0] < 100.0
+        assert due[1:] == [pytest.approx(parked)] * 3
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+    finally:
+        limiter.close()
+        await transport.aclose()

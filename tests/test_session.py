@@ -7,6 +7,7 @@ import collections
 import itertools
 import logging
 
+import aiohttp
 import anyio
 import pytest
 
@@ -27,7 +28,7 @@ async def test_generate_returns_urls_that_serve_pngs(provider: str) -> None:
         assert result.provider == provider
         assert result.request == gi.ImageRequest("a ceramic lamp", "3:2", "high")
         assert result.elapsed is not None and result.elapsed > 0
-        async with session._transport._http.get(result.urls[0]) as resp:  # type: ignore[union-attr]
+        async with aiohttp.ClientSession() as http, http.get(result.urls[0]) as resp:
             body = await resp.read()
         assert body.startswith(b"\x89PNG\r\n\x1a\n")
         assert sim.stats.creates == 1
@@ -312,7 +313,7 @@ async def test_key_never_in_repr_or_logs(caplog: pytest.LogCaptureFixture) -> No
         run = await session.submit("p")
         result = await run
         texts = [repr(session), repr(run), repr(result), repr(session.stats), repr(session.limiter)]
-        texts += [repr(session._transport), str(session.__dict__)]
+        texts += [repr(session.config), str(session.__dict__)]
     assert canary not in "\n".join(texts)
     assert canary not in caplog.text
     bad = gi.Session("runbase", api_key="sk-WRONG-CANARY", base_url="http://127.0.0.1:9/v1")

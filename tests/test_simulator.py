@@ -30,7 +30,7 @@ import msgspec
 import pytest
 
 import gptimage_async.simulator as simulator_pkg
-from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
+from gptimage_async.simulator import VARIANTS, Faults, Simulator, SimulatorConfig
 
 RB_KEY = "sk-test"
 AIO_KEY = "aio_test"
@@ -281,7 +281,7 @@ def test_config_validation_and_replace() -> None:
 
 
 async def test_runbase_happy_path(session: aiohttp.ClientSession) -> None:
-    async with make() as sim:
+    async with make(runbase_extra_fields=True) as sim:
         created = await rb_create(session, sim, "a lighthouse at dusk", aspect_ratio="3:2")
         assert created.status == 200
         assert created.headers["Content-Type"].startswith("application/json")
@@ -321,19 +321,14 @@ async def test_runbase_happy_path(session: aiohttp.ClientSession) -> None:
 
 
 async def test_apiinone_happy_path(session: aiohttp.ClientSession) -> None:
-    config = {
-        "apiinone_shape": "envelope",
-        "apiinone_status_variants": False,
-        "apiinone_url_location": "output.urls",
-    }
-    async with make(**config) as sim:
+    async with make() as sim:  # the defaults are the documented shape
         created = await aio_create(session, sim, "a tiny robot", aspect_ratio="2:3", quality="high")
         assert created.status == 200
         body = created.json()
         assert body["code"] == 200
         task_id = body["data"]["task_id"]
         assert re.fullmatch(r"task_[0-9a-f]{16}", task_id)
-        assert body["data"]["status"] == "pending"
+        assert body["data"]["status"] == "IN_PROGRESS"
 
         fields = await aio_wait(session, sim, task_id)
         assert fields["status"] == "completed"
@@ -418,7 +413,7 @@ async def test_runbase_validation(
 
 
 async def test_runbase_accepts_every_documented_option(session: aiohttp.ClientSession) -> None:
-    async with make() as sim:
+    async with make(runbase_extra_fields=True) as sim:
         for ratio in ("1:1", "3:2", "2:3"):
             for quality in ("medium", "high"):
                 answer = await rb_create(
@@ -848,7 +843,7 @@ async def test_apiinone_envelope_errors_under_http_200(session: aiohttp.ClientSe
         assert sim.stats.creates == 0
     async with make(apiinone_shape="flat", apiinone_envelope_error_rate=1.0) as sim:
         assert (await aio_get(session, sim, "task_missing")).status == 404
-    async with make(apiinone_shape="mixed") as sim:  # default rate: about half
+    async with make(**VARIANTS) as sim:  # the variants' rate: about half
         statuses = Counter(
             [(await aio_get(session, sim, "task_missing")).status for _ in range(40)]
         )
@@ -859,8 +854,10 @@ async def test_apiinone_envelope_errors_under_http_200(session: aiohttp.ClientSe
 # -- run outcomes and durations ---------------------------------------------------------
 
 
-async def test_failure_rate_runbase(session: aiohttp.ClientSession) -> None:
-    async with make(failure_rate=1.0, duration="fixed", duration_median=1.0) as sim:
+@pytest.mark.parametrize("variants", [False, True])
+async def test_failure_rate_runbase(session: aiohttp.ClientSession, variants: bool) -> None:
+    fixed = {"duration": "fixed", "duration_median": 1.0}
+    async with make(failure_rate=1.0, error_variants=variants, **fixed) as sim:
         ids = [(await rb_create(session, sim, f"p{i}")).json()["id"] for i in range(16)]
         await asyncio.sleep(0.02)
         kinds = set()
@@ -878,7 +875,8 @@ async def test_failure_rate_runbase(session: aiohttp.ClientSession) -> None:
                 kinds.add("string")
             assert sim.runs[run_id].will_fail
             assert sim.runs[run_id].urls == ()
-        assert kinds == {"object", "string"}
+        # The documented error body is an object; the string form is a variant.
+        assert kinds == ({"object", "string"} if variants else {"object"})
         answer = await request(session, "GET", f"{sim.url}/files/{ids[0]}/0.png")
         assert answer.status == 404
 
@@ -1227,6 +1225,7 @@ def test_run_records_are_small() -> None:
                 aspect_ratio="1:1",
                 quality="medium",
                 input_urls=(),
+                cost=10,
                 file_base="http://127.0.0.1:1",
                 config=config,
             )

@@ -1,4 +1,4 @@
-"""The ``gptimage-async`` command: generate, batch, unknown, settle, simulate.
+"""The ``gptimage-async`` command: generate, batch, unknown, settle, gallery, simulate.
 
 ::
 
@@ -6,6 +6,7 @@
     gptimage-async generate "a ceramic lamp" --n 2 --out out/
     gptimage-async unknown out/            # prompts whose create has an unknown fate
     gptimage-async settle out/ 12 run_abc  # ... and what became of one
+    gptimage-async gallery out/            # rebuild out/index.html from the manifest
     gptimage-async simulate --port 8080
 
 Exit codes: 0 every prompt succeeded; 1 some did not; 2 bad usage or input
@@ -22,6 +23,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .._gallery import gallery_command
 from ._args import parser
 from ._batch import batch
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Failure, UsageError
@@ -43,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "simulate":
             return simulate(args)
+        if args.command == "gallery":
+            return gallery_command(args.dir)
         if args.command == "unknown":
             return unknown(args)
         if args.command == "settle":

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from .._batch import EXPECTED_IMAGE_BYTES
 from .._exceptions import ConfigurationError
+from .._gallery import add_gallery_command
 from .._models import ASPECT_RATIOS, QUALITIES, RateLimit
 from .._providers import provider_names
 from .._version import __version__
+from ..simulator._options import add_simulate_options
 
-__all__ = ["DEMO_TIME_SCALE", "PROVIDER_CHOICES", "REDIS_ENV", "fault_names", "parser"]
+__all__ = ["DEMO_TIME_SCALE", "PROVIDER_CHOICES", "REDIS_ENV", "parser"]
 
 #: ``--provider simulator`` runs 20x faster than real time: 3-10 s runs take 0.15-0.5 s.
 DEMO_TIME_SCALE = 0.05
@@ -112,7 +114,11 @@ def parser() -> argparse.ArgumentParser:
         default="auto",
         help="live status line or plain log lines (default: live on a terminal)",
     )
+    batch.add_argument(
+        "--no-gallery", action="store_true", help="do not write the gallery page DIR/index.html"
+    )
     _session_options(batch)
+    add_gallery_command(commands, parents=[verbose])
 
     unknown = commands.add_parser(
         "unknown",
@@ -139,57 +145,10 @@ def parser() -> argparse.ArgumentParser:
     settle.add_argument("--key", help="the prompt's key, when LINE has several unknown prompts")
 
     sim = commands.add_parser(
-        "simulate",
-        parents=[verbose],
-        help="run the local simulator of both providers",
-        description="Serve a simulated Runbase and API in One until Ctrl-C; "
-        "prints their base URLs first. Any key with the right prefix works "
-        "(sk-... for Runbase, aio_... for API in One).",
-        epilog=f"Fault names: {', '.join(fault_names())}.",
+        "simulate", parents=[verbose], help="run the local simulator of both providers"
     )
-    sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sim.add_argument(
-        "--port", type=int, default=8080, help="port to bind; 0 picks a free one (default 8080)"
-    )
-    sim.add_argument(
-        "--time-scale",
-        type=_positive_float,
-        default=1.0,
-        metavar="X",
-        help="multiplies every duration and rate window, e.g. 0.1 runs 10x faster "
-        "(default 1: real time, runs take 3-10 s)",
-    )
-    sim.add_argument(
-        "--rate-limit",
-        type=_server_rate,
-        default=False,
-        metavar="N/SECONDS",
-        help="per-key limit, e.g. 60/10, or 'none' (default 20/10, Runbase's)",
-    )
-    sim.add_argument(
-        "--failure-rate",
-        type=_probability,
-        default=0.0,
-        metavar="P",
-        help="share of runs the provider fails (default 0)",
-    )
-    sim.add_argument("--seed", type=int, help="random seed, for a repeatable run (default: random)")
-    sim.add_argument(
-        "--fault",
-        action="append",
-        default=[],
-        metavar="NAME=P",
-        help="inject a fault with probability P, e.g. poll_5xx=0.1; repeat for several "
-        "(default: none; names below)",
-    )
+    add_simulate_options(sim)
     return parser
-
-
-def fault_names() -> list[str]:
-    from ..simulator import Faults
-
-    # The probabilities only; the others tune how a fault behaves.
-    return sorted(set(Faults.__struct_fields__) - {"slow_seconds", "outage", "applies_to"})
 
 
 def _request_options(parser: argparse.ArgumentParser, *, rows: bool = False) -> None:
@@ -285,16 +244,6 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
-    return value
-
-
 def _rate_parts(text: str) -> tuple[int, float]:
     # A bare number is refused: "20" could mean per second, per 10 s or per minute.
     requests, slash, per = text.partition("/")
@@ -314,12 +263,3 @@ def _client_rate(text: str) -> RateLimit:
         return RateLimit(requests, per)
     except ConfigurationError as exc:
         raise argparse.ArgumentTypeError(exc.message) from None
-
-
-def _server_rate(text: str) -> tuple[int, float] | None:
-    if text.strip().lower() == "none":
-        return None
-    requests, per = _rate_parts(text)
-    if requests < 1 or not per > 0:
-        raise argparse.ArgumentTypeError(f"expected N/SECONDS such as 20/10, not {text!r}")
-    return requests, per

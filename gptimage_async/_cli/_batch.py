@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .._batch import Batch, BatchReport
 from .._exceptions import DiskSpaceError
+from .._gallery import GALLERY_NAME
 from .._journal import JournalError
 from .._models import ASPECT_RATIOS, QUALITIES
 from .._progress import Display, format_duration, make_display
@@ -48,6 +49,7 @@ async def batch(args: argparse.Namespace) -> int:
             attach_elsewhere=args.provider == "simulator",
             on_event=display.event,
             expected_image_bytes=round(args.expected_image_mb * 1e6),
+            gallery=not args.no_gallery,
         )
         notice = job.endpoint_notice()
         # The in-process simulator's port is new each run: that change is no news.
@@ -80,6 +82,8 @@ async def batch(args: argparse.Namespace) -> int:
     # A terminal that hung up (SIGHUP) takes no summary: the manifest has it all.
     with contextlib.suppress(OSError):
         _summary(report, requests=session.stats.requests)
+        if not args.no_gallery:
+            print(f"gallery: {args.out / GALLERY_NAME}")
         if interrupted:
             p = report.progress
             print(

@@ -10,8 +10,10 @@ when imported themselves (``import gptimage_async`` never needs them):
 - ``gptimage_async.integrations.aiohttp``: ``aiohttp.web``
   (``setup``, ``SESSION_KEY``, ``get_session``).
 
+Both take a provider's name and ``Session`` options, or a ``SessionConfig``.
 Shared by both: ``SessionOptions`` (the ``Session`` keywords they accept),
-``RecentRuns``, for endpoints that hand out run ids to be checked later, and
+``RecentRuns`` and ``RunTokens``, for endpoints that hand out run ids to be
+checked later (an app answers only for the runs it created), and
 ``run_payload`` / ``http_status`` to answer clients about runs and errors.
 """
 
@@ -19,6 +21,7 @@ from ._common import (
     DEFAULT_RECENT_RUNS,
     DEFAULT_SHUTDOWN_TIMEOUT,
     RecentRuns,
+    RunTokens,
     SessionOptions,
     http_status,
     run_payload,
@@ -28,6 +31,7 @@ __all__ = [
     "DEFAULT_RECENT_RUNS",
     "DEFAULT_SHUTDOWN_TIMEOUT",
     "RecentRuns",
+    "RunTokens",
     "SessionOptions",
     "http_status",
     "run_payload",

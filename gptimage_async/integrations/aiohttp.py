@@ -21,9 +21,10 @@ from typing import Unpack
 
 from aiohttp import web
 
+from .._config import SessionConfig
 from .._exceptions import ConfigurationError
 from .._session import ProviderName, Session
-from ._common import DEFAULT_SHUTDOWN_TIMEOUT, SessionOptions, app_session, check_options
+from ._common import DEFAULT_SHUTDOWN_TIMEOUT, SessionOptions, app_config, app_session
 
 __all__ = ["SESSION_KEY", "get_session", "setup"]
 
@@ -35,7 +36,7 @@ _SET_UP = web.AppKey("gptimage_set_up", bool)
 
 def setup(
     app: web.Application,
-    provider: ProviderName | str = "runbase",
+    provider: ProviderName | str | SessionConfig = "runbase",
     *,
     shutdown_timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
     **options: Unpack[SessionOptions],
@@ -45,17 +46,19 @@ def setup(
     The session is stored as ``app[SESSION_KEY]``. Cleanup waits up to
     ``shutdown_timeout`` seconds for runs in flight (``None``: as long as they
     take), then closes the session; the runs left end with
-    ``SessionClosedError`` carrying their id. ``options`` go to ``Session``.
-    The session is constructed at startup, so a missing API key stops the app
-    from starting. Call it once per app, before the app starts.
+    ``SessionClosedError`` carrying their id. ``options`` are
+    ``SessionConfig``'s (checked here: ``ConfigurationError``); or pass a
+    ``SessionConfig`` as ``provider``. The session is constructed at startup,
+    so a missing API key stops the app from starting. Call it once per app,
+    before the app starts.
     """
-    check_options(shutdown_timeout, options)
+    config = app_config(provider, shutdown_timeout, options)
     if app.get(_SET_UP):
         raise ConfigurationError("setup() was already called for this app")
     app[_SET_UP] = True
 
     async def gptimage_session(app: web.Application) -> AsyncIterator[None]:
-        async with app_session(provider, shutdown_timeout=shutdown_timeout, **options) as session:
+        async with app_session(config, shutdown_timeout=shutdown_timeout) as session:
             app[SESSION_KEY] = session
             yield
 

@@ -33,9 +33,10 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subproce
         name=exc.name,
     ) from exc
 
+from .._config import SessionConfig
 from .._exceptions import ConfigurationError
 from .._session import ProviderName, Session
-from ._common import DEFAULT_SHUTDOWN_TIMEOUT, SessionOptions, app_session, check_options
+from ._common import DEFAULT_SHUTDOWN_TIMEOUT, SessionOptions, app_config, app_session
 
 __all__ = ["STATE_ATTRIBUTE", "get_session", "lifespan", "session_lifespan"]
 
@@ -46,7 +47,7 @@ STATE_ATTRIBUTE = "gptimage"
 @contextlib.asynccontextmanager
 async def session_lifespan(
     app: Starlette,
-    provider: ProviderName | str = "runbase",
+    provider: ProviderName | str | SessionConfig = "runbase",
     *,
     shutdown_timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
     **options: Unpack[SessionOptions],
@@ -63,17 +64,19 @@ async def session_lifespan(
 
     Shutdown waits up to ``shutdown_timeout`` seconds for runs in flight
     (``None``: as long as they take), then closes the session; the runs left
-    end with ``SessionClosedError`` carrying their id. ``options`` go to
-    ``Session``. The session is constructed at startup, so a missing API key
-    stops the app from starting.
+    end with ``SessionClosedError`` carrying their id. ``options`` are
+    ``SessionConfig``'s; or pass a ``SessionConfig`` as ``provider``. The
+    session is constructed at startup, so a missing API key stops the app
+    from starting.
     """
-    async with app_session(provider, shutdown_timeout=shutdown_timeout, **options) as session:
+    config = app_config(provider, shutdown_timeout, options)
+    async with app_session(config, shutdown_timeout=shutdown_timeout) as session:
         setattr(app.state, STATE_ATTRIBUTE, session)
         yield session
 
 
 def lifespan(
-    provider: ProviderName | str = "runbase",
+    provider: ProviderName | str | SessionConfig = "runbase",
     *,
     shutdown_timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
     **options: Unpack[SessionOptions],
@@ -86,11 +89,11 @@ def lifespan(
     session, so the same app can be served (or tested) more than once.
     """
 
-    check_options(shutdown_timeout, options)
+    config = app_config(provider, shutdown_timeout, options)
 
     @contextlib.asynccontextmanager
     async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with session_lifespan(app, provider, shutdown_timeout=shutdown_timeout, **options):
+        async with session_lifespan(app, config, shutdown_timeout=shutdown_timeout):
             yield
 
     return _lifespan

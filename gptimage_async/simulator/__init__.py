@@ -2,7 +2,8 @@
 
 One aiohttp server speaks both providers' wire protocols (each dialect in
 its own module, ``_runbase.py`` and ``_apiinone.py``) with compressed time,
-per-key rate limits, credits and quotas, and injectable faults: 5xx answers,
+per-key rate limits, credits, quotas and spend limits (each key its own,
+``SimulatorConfig(keys={...})``), and injectable faults: 5xx answers,
 connection resets, truncated JSON, slow answers, outages, and the dangerous
 ones where a create succeeds but its answer is lost. Its counters tell a
 benchmark how many requests a client spent and whether it ever paid for the
@@ -18,13 +19,19 @@ same prompt twice.
         ...
         print(sim.stats.requests, sim.stats.duplicates)
 
-Layout: ``_config`` (knobs), ``_app`` (the request pipeline), ``_runbase`` and
+By default it answers exactly as the providers' documentation shows;
+``config.with_variants()`` adds the undocumented shapes a tolerant client
+must read.
+
+Layout: ``_config`` (knobs), ``_keys`` (per-key accounts), ``_options``
+(the ``simulate`` command's options), ``_app`` (the request pipeline), ``_runbase`` and
 ``_apiinone`` (the two dialects), ``_runs`` (runs and accounts),
 ``_ratelimit``, ``_faults``, ``_png`` (images), ``_stats``, ``_simulator``
 (server lifetime).
 """
 
 from gptimage_async.simulator._config import (
+    VARIANTS,
     ApiInOneShape,
     DurationMode,
     Faults,
@@ -33,14 +40,17 @@ from gptimage_async.simulator._config import (
     SimulatorConfig,
     UrlLocation,
 )
+from gptimage_async.simulator._keys import KeyConfig
 from gptimage_async.simulator._runs import RunState, SimulatedRun
 from gptimage_async.simulator._simulator import Simulator, serve_forever
-from gptimage_async.simulator._stats import SimulatorStats
+from gptimage_async.simulator._stats import KeyStats, SimulatorStats
 
 __all__ = [
     "ApiInOneShape",
     "DurationMode",
     "Faults",
+    "KeyConfig",
+    "KeyStats",
     "ProtocolName",
     "RetryAfterMode",
     "RunState",
@@ -49,5 +59,6 @@ __all__ = [
     "SimulatorConfig",
     "SimulatorStats",
     "UrlLocation",
+    "VARIANTS",
     "serve_forever",
 ]

@@ -1,10 +1,15 @@
 """API in One's wire format, with every ambiguity its docs leave open.
 
-The docs show two body shapes (an envelope and a flat object), do not say
-where a finished task keeps its URLs, spell statuses several ways, and admit
-that an envelope can carry an error under HTTP 200. The simulator exercises
-all of it, per response or per run, so a client that handles only the
-documented example fails here rather than in production.
+By default the simulator answers as the documentation shows: the
+``{"code": 200, "message": "success", "data": {"task_id", "status"}}``
+envelope, ``IN_PROGRESS`` until the task is ``completed`` or ``failed``, the
+URLs in ``data.output.urls`` and errors as ``{"error": {"code", "message",
+"type"}}`` under their HTTP status. Beyond the example, the docs and the wild
+show a flat body shape, status words in other cases and spellings, URLs in
+other places and errors in an envelope under HTTP 200: with
+``SimulatorConfig.with_variants()`` the simulator draws among all of them, per
+response or per run, so a client that handles only the documented example
+fails here rather than in production.
 """
 
 from __future__ import annotations
@@ -41,13 +46,16 @@ _ERRORS: dict[ErrorKind, tuple[int, str]] = {
     "insufficient_balance": (402, "insufficient_credits"),
     "ip_not_allowed": (403, "forbidden"),
     "usage_exceeded": (403, "spend_limit"),
+    "spend_limit_exceeded": (403, "spend_limit"),
     "not_found": (404, "not_found"),
     "rate_limited": (429, "rate_limit"),
 }
 
+# The documented words: the create example says IN_PROGRESS, and the status
+# endpoint is polled "until status is 'completed' or 'failed'".
 _PLAIN_WORDS: dict[RunState, str] = {
-    "pending": "pending",
-    "processing": "processing",
+    "pending": "IN_PROGRESS",
+    "processing": "IN_PROGRESS",
     "succeeded": "completed",
     "failed": "failed",
 }

@@ -2,9 +2,12 @@
 
 1. **Faults that strike first** (outage, 5xx, reset): nothing happens on the
    server, not even rate-limit accounting.
-2. **Auth**, then the key's block list, then the **rate limit** (per key, so
-   it needs a key; an unauthenticated request costs nothing).
-3. **The work**: validate and create (quota, credits), or look the run up.
+2. **Auth** (revoked keys answer 401), then the key's block list, then the
+   **rate limit** (per key, so it needs a key; an unauthenticated request
+   costs nothing).
+3. **The work**: validate and create (the key's quota, credits and spend
+   limit, at the key's price), or look the run up (only the key that created
+   a run may see it, and not before ``read_lag``).
 4. **Faults that strike after**: the run exists, but the answer is lost,
    replaced by a bare 500, or truncated.
 5. **Slowness**, then the answer is sent and, if it told the client its run
@@ -24,6 +27,7 @@ from aiohttp import web
 from gptimage_async.simulator._apiinone import ApiInOne
 from gptimage_async.simulator._config import SimulatorConfig
 from gptimage_async.simulator._faults import (
+    other_run_reply,
     reset_connection,
     roll,
     server_error,
@@ -34,7 +38,7 @@ from gptimage_async.simulator._png import IMAGE_SIZES, render_png
 from gptimage_async.simulator._protocol import ApiError, Dialect, Reply
 from gptimage_async.simulator._ratelimit import SlidingWindowLimiter, format_retry_after
 from gptimage_async.simulator._runbase import Runbase
-from gptimage_async.simulator._runs import COSTS, SimulatedRuns
+from gptimage_async.simulator._runs import SimulatedRuns
 from gptimage_async.simulator._stats import SimulatorStats
 
 __all__ = ["BASE_PATHS", "SimulatorService"]
@@ -66,6 +70,8 @@ class SimulatorService:
         self.limiter = SlidingWindowLimiter(clock)
         self.started_at = clock()
         self.manual_outage = False
+        self.revoked: set[str] = set()
+        """Keys answered 401 from now on (``Simulator.revoke``)."""
 
     def __repr__(self) -> str:
         return f"<SimulatorService {self.registry!r} {self.limiter!r}>"
@@ -132,8 +138,9 @@ class SimulatorService:
             self._fault("bom")
             reply = with_bom(reply)
         response = self._send(reply, request)
-        if faulty and faults.keepalive_close is not None:
-            return await self._close_soon(request, response, config.scaled(faults.keepalive_close))
+        if faulty and roll(self.rng, faults.keepalive_close):
+            delay = config.scaled(faults.keepalive_close_after)
+            return await self._close_soon(request, response, delay)
         return response
 
     async def _close_soon(
@@ -209,23 +216,57 @@ class SimulatorService:
     async def _work(
         self, request: web.Request, dialect: Dialect, action: _Action, config: SimulatorConfig
     ) -> Reply:
+        key_stats = None
         try:
             key = self._authenticate(request, dialect, config)
+            key_stats = self.stats.key(key)
+            if action == "create":
+                key_stats.create_requests += 1
+            else:
+                key_stats.polls += 1
+            if key in self.revoked:
+                raise ApiError("invalid_api_key", "This API key has been revoked.")
             self._rate_limit(key, config)
             if action == "create":
-                return await self._create(request, dialect, key, config)
-            run = self.registry.lookup(request.match_info["run_id"], dialect.name, key)
-            if run is None:
-                raise ApiError("not_found", "Run not found.")
-            run.polls += 1
-            return dialect.status(run, self.clock(), config, self.rng)
+                reply = await self._create(request, dialect, key, config)
+            else:
+                reply = self._poll(request, dialect, key, config)
         except ApiError as err:
             reply = dialect.error(err, config, self.rng)
             if err.retry_after is not None:
                 value = format_retry_after(config.retry_after, err.retry_after, time.time())
                 if value is not None:
                     reply.headers["Retry-After"] = value
-            return reply
+        if key_stats is not None:
+            key_stats.status_counts[reply.status] += 1
+        return reply
+
+    def _poll(
+        self, request: web.Request, dialect: Dialect, key: str, config: SimulatorConfig
+    ) -> Reply:
+        # Another key's run is "not found", as on the real providers; so is a
+        # run younger than the read side's lag.
+        run = self.registry.lookup(request.match_info["run_id"], dialect.name, key)
+        if (
+            run is None
+            or self.clock() - run.created_at < config.scaled(config.read_lag)
+            or self._lagging(run.created_at, dialect, config)
+        ):
+            raise ApiError("not_found", "Run not found.")
+        run.polls += 1
+        if dialect.name in config.faults.applies_to and roll(self.rng, config.faults.other_run):
+            self._fault("other_run")
+            return other_run_reply(run, self.registry, dialect, self.clock(), config, self.rng)
+        return dialect.status(run, self.clock(), config, self.rng)
+
+    def _lagging(self, created_at: float, dialect: Dialect, config: SimulatorConfig) -> bool:
+        lag = config.faults.read_lag
+        if not lag or dialect.name not in config.faults.applies_to:
+            return False
+        if self.clock() - created_at >= config.scaled(lag):
+            return False
+        self._fault("read_lag")
+        return True
 
     def _authenticate(self, request: web.Request, dialect: Dialect, config: SimulatorConfig) -> str:
         header = request.headers.get("Authorization", "").strip()
@@ -246,13 +287,15 @@ class SimulatorService:
         return key
 
     def _rate_limit(self, key: str, config: SimulatorConfig) -> None:
-        if config.rate_limit is None:
+        limits = config.limits(key)
+        if limits.rate_limit is None:
             return
         wait = self.limiter.acquire(
-            key, config.rate_limit, config.scaled(config.rate_window), config.count_rejected
+            key, limits.rate_limit, config.scaled(limits.rate_window), config.count_rejected
         )
         if wait is not None:
             self.stats.rate_limited += 1
+            self.stats.key(key).rate_limited += 1
             raise ApiError("rate_limited", "Rate limit exceeded.", retry_after=wait)
 
     async def _create(
@@ -260,11 +303,15 @@ class SimulatorService:
     ) -> Reply:
         wanted = dialect.parse_create(await request.read())
         registry = self.registry
-        if config.quota is not None and registry.creates(key) >= config.quota:
+        limits = config.limits(key)
+        if limits.quota is not None and registry.creates(key) >= limits.quota:
             raise ApiError("usage_exceeded", "Usage quota for this API key is exhausted.")
-        cost = COSTS[wanted.quality]
-        if config.credits is not None and config.credits - registry.spent(key) < cost:
+        cost = limits.prices[wanted.quality]
+        spent = registry.spent(key)
+        if limits.credits is not None and limits.credits - spent < cost:
             raise ApiError("insufficient_balance", f"Insufficient credits: {cost} needed.")
+        if limits.spend_limit is not None and spent + cost > limits.spend_limit:
+            raise ApiError("spend_limit_exceeded", "This API key's spend limit is reached.")
         run = registry.create(
             run_id=registry.new_id(dialect.id_prefix),
             protocol=dialect.name,
@@ -273,11 +320,15 @@ class SimulatorService:
             aspect_ratio=wanted.aspect_ratio,
             quality=wanted.quality,
             input_urls=wanted.input_urls,
+            cost=cost,
             file_base=f"{request.scheme}://{request.host}",
             config=config,
         )
         self.stats.creates += 1
         self.stats.runs_per_prompt[run.prompt] += 1
+        key_stats = self.stats.key(key)
+        key_stats.creates += 1
+        key_stats.runs_per_prompt[run.prompt] += 1
         return dialect.created(run, self.clock(), config, self.rng)
 
     # -- files ------------------------------------------------------------

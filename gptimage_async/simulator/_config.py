@@ -8,19 +8,24 @@ describes the real providers and a test only turns ``time_scale`` down.
 from __future__ import annotations
 
 import math
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from typing import Any, Literal, get_args
 
 import msgspec
 
+from gptimage_async.simulator._keys import PROVIDER_PRICES, KeyConfig, KeyLimits, check_prices
+
 __all__ = [
     "ApiInOneShape",
     "DurationMode",
+    "FAULT_RATES",
+    "FAULT_SETTINGS",
     "Faults",
     "ProtocolName",
     "RetryAfterMode",
     "SimulatorConfig",
     "UrlLocation",
+    "VARIANTS",
 ]
 
 ProtocolName = Literal["runbase", "apiinone"]
@@ -45,6 +50,36 @@ UrlLocation = Literal[
     "random",
 ]
 """Where a finished API in One task keeps its URLs; ``random`` draws one per run."""
+
+
+FAULT_RATES = (
+    "poll_5xx",
+    "create_5xx",
+    "reset",
+    "reset_after_create",
+    "truncated_json",
+    "create_500_after_effect",
+    "slow",
+    "bom",
+    "poll_redirect",
+    "keepalive_close",
+    "other_run",
+)
+"""The ``Faults`` fields that are probabilities per request."""
+
+FAULT_SETTINGS = ("slow_seconds", "keepalive_close_after", "read_lag")
+"""The ``Faults`` fields that tune how a fault behaves, in provider seconds."""
+
+VARIANTS: Mapping[str, Any] = {
+    "apiinone_shape": "mixed",
+    "apiinone_status_variants": True,
+    "apiinone_url_location": "random",
+    "apiinone_envelope_error_rate": 0.5,
+    "error_variants": True,
+    "runbase_extra_fields": True,
+}
+"""The ``SimulatorConfig`` settings that make it answer in every undocumented
+variant a tolerant client must read (``SimulatorConfig.with_variants()``)."""
 
 
 def _check_rate(name: str, value: float) -> None:
@@ -92,29 +127,31 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     """A JSON answer starts with a UTF-8 byte order mark (RFC 8259 lets clients ignore it)."""
     poll_redirect: float = 0.0
     """GET answers ``307`` to the same URL plus ``?redirected=1`` (same origin), once."""
-    keepalive_close: float | None = None
-    """Provider seconds after each answer at which the server closes the connection,
-    although it answered ``Connection: keep-alive``; ``None``: never."""
+    keepalive_close: float = 0.0
+    """An answer says ``Connection: keep-alive``, then the server closes the
+    connection ``keepalive_close_after`` later (a client reusing it sees a reset)."""
+    keepalive_close_after: float = 1.0
+    """Provider seconds (scaled by ``time_scale``) after the answer that connection closes."""
     applies_to: Set[ProtocolName] = frozenset({"runbase", "apiinone"})
     """Protocols the faults may hit; the other one is always healthy."""
+    read_lag: float = 0.0
+    """Provider seconds after its create during which a poll of a run answers 404:
+    the provider's read side lags its write side (PROVIDERS.md). As
+    ``SimulatorConfig.read_lag``, but as a fault: counted in ``stats.faults`` and
+    limited to ``applies_to``."""
+    other_run: float = 0.0
+    """A poll is answered with another run's object (its id, status and URLs), as a
+    mixed-up cache would; with no other run, the asked run's object under another id."""
 
     def __post_init__(self) -> None:
-        for name in (
-            "poll_5xx",
-            "create_5xx",
-            "reset",
-            "reset_after_create",
-            "truncated_json",
-            "create_500_after_effect",
-            "slow",
-            "bom",
-            "poll_redirect",
-        ):
+        for name in FAULT_RATES:
             _check_rate(name, getattr(self, name))
+        if not self.read_lag >= 0:
+            raise ValueError("read_lag must be >= 0 (provider seconds)")
         if self.slow_seconds < 0:
             raise ValueError("slow_seconds must be >= 0")
-        if self.keepalive_close is not None and not self.keepalive_close >= 0:
-            raise ValueError("keepalive_close must be >= 0 or None")
+        if not self.keepalive_close_after >= 0:
+            raise ValueError("keepalive_close_after must be >= 0")
         if self.outage is not None and not 0 <= self.outage[0] <= self.outage[1]:
             raise ValueError("outage must be (start, end) with 0 <= start <= end")
         for protocol in self.applies_to:
@@ -128,6 +165,15 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
 
         fast = SimulatorConfig(time_scale=0.05, seed=1)
         strict = fast.replace(rate_limit=5, retry_after="http-date")
+
+    By default every answer has the shape the providers' documentation shows
+    (API in One: the ``{"code", "message", "data"}`` envelope, statuses
+    ``IN_PROGRESS`` / ``completed`` / ``failed``, URLs in ``output.urls``);
+    :meth:`with_variants` turns on the undocumented variants seen in the wild.
+
+    The account fields (``rate_limit``, ``rate_window``, ``credits``,
+    ``quota``, ``spend_limit``, ``prices``) apply to every key on its own;
+    ``keys`` overrides them for the keys it names (:class:`KeyConfig`).
     """
 
     time_scale: float = 1.0
@@ -148,16 +194,33 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     api_keys: Set[str] | None = None
     """``None``: any key with the protocol's prefix; else exactly these keys."""
     credits: int | None = None
-    """Per-key starting balance; ``None`` is unlimited. Medium costs 10, high 28."""
+    """Per-key starting balance; ``None`` is unlimited. A create costs ``prices``."""
     quota: int | None = None
     """Most creates one key may make; ``None`` is unlimited."""
+    spend_limit: int | None = None
+    """Most credits one key may spend, net of refunds (403 past it); ``None``: no limit."""
+    prices: dict[str, int] | None = None
+    """Credits per run by quality; ``None``: API in One's published 10 medium, 28 high."""
+    keys: dict[str, KeyConfig] = msgspec.field(default_factory=dict)
+    """Per-key accounts overriding the fields above for the keys named."""
     blocked_keys: Set[str] = frozenset()
     """Keys answered 403 (as if their IP were not allowed)."""
+    read_lag: float = 0.0
+    """Provider seconds after a create during which polls of that run answer 404
+    (the read side lags the write side)."""
     apiinone_shape: ApiInOneShape = "envelope"
-    apiinone_status_variants: bool = True
-    apiinone_url_location: UrlLocation = "random"
-    apiinone_envelope_error_rate: float = 0.5
+    """``envelope`` is the documented one."""
+    apiinone_status_variants: bool = False
+    """Draw status words in other cases and spellings (``SUCCESS``, ``Running``...)."""
+    apiinone_url_location: UrlLocation = "output.urls"
+    apiinone_envelope_error_rate: float = 0.0
     """Chance that an API in One 4xx (not 429) comes as HTTP 200 + error envelope."""
+    error_variants: bool = False
+    """A failed run reports its error as a string or as ``{message, code}``, drawn
+    per run; off: always the object."""
+    runbase_extra_fields: bool = False
+    """Runbase run objects also carry fields its docs do not show (``created_at``,
+    the ``input`` echoed back); off: ``id``, ``model``, ``status``, ``output`` or ``error``."""
     images_per_run: int = 1
     seed: int | None = None
     faults: Faults = Faults()
@@ -183,6 +246,14 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("credits must be >= 0 or None")
         if self.quota is not None and self.quota < 0:
             raise ValueError("quota must be >= 0 or None")
+        if self.spend_limit is not None and self.spend_limit < 0:
+            raise ValueError("spend_limit must be >= 0 or None")
+        check_prices(self.prices)
+        for key in self.keys:
+            if not isinstance(key, str) or not key.strip():
+                raise ValueError("keys must be named by non-empty strings")
+        if not (self.read_lag >= 0 and math.isfinite(self.read_lag)):
+            raise ValueError("read_lag must be a finite number of seconds >= 0")
         if self.images_per_run < 1:
             raise ValueError("images_per_run must be >= 1")
 
@@ -190,6 +261,34 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
         """Return a copy with ``changes`` applied (and validated)."""
         return msgspec.structs.replace(self, **changes)
 
+    def with_variants(self) -> SimulatorConfig:
+        """A copy answering in every variant: both API in One shapes, status words
+        in any case and spelling, URLs in any documented-or-seen place, errors
+        under HTTP 200, failed-run errors as strings or objects, Runbase's
+        undocumented fields (:data:`VARIANTS`)."""
+        return self.replace(**VARIANTS)
+
+    def limits(self, key: str) -> KeyLimits:
+        """``key``'s account: its ``keys`` entry, with unset fields from this config."""
+        own = self.keys.get(key, _NO_OVERRIDES)
+
+        def pick(name: str) -> Any:
+            value = getattr(own, name)
+            return getattr(self, name) if value is msgspec.UNSET else value
+
+        prices = pick("prices")
+        return KeyLimits(
+            rate_limit=pick("rate_limit"),
+            rate_window=pick("rate_window"),
+            credits=pick("credits"),
+            quota=pick("quota"),
+            spend_limit=pick("spend_limit"),
+            prices=PROVIDER_PRICES if prices is None else prices,
+        )
+
     def scaled(self, provider_seconds: float) -> float:
         """Wall-clock seconds that ``provider_seconds`` last in this simulation."""
         return provider_seconds * self.time_scale
+
+
+_NO_OVERRIDES = KeyConfig()

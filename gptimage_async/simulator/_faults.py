@@ -18,9 +18,18 @@ import struct
 
 from aiohttp import web
 
-from gptimage_async.simulator._protocol import Reply
+from gptimage_async.simulator._config import SimulatorConfig
+from gptimage_async.simulator._protocol import Dialect, Reply
+from gptimage_async.simulator._runs import SimulatedRun, SimulatedRuns
 
-__all__ = ["reset_connection", "roll", "server_error", "truncate", "with_bom"]
+__all__ = [
+    "other_run_reply",
+    "reset_connection",
+    "roll",
+    "server_error",
+    "truncate",
+    "with_bom",
+]
 
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 
@@ -72,3 +81,34 @@ def reset_connection(request: web.Request) -> None:
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
     transport.abort()
+
+
+def other_run_reply(
+    run: SimulatedRun,
+    runs: SimulatedRuns,
+    dialect: Dialect,
+    now: float,
+    config: SimulatorConfig,
+    rng: random.Random,
+) -> Reply:
+    """The answer to a poll of ``run`` about another run of the same key (a mixed-up cache).
+
+    The newest other run of the key and protocol; with none, ``run``'s own
+    object under another id. Never marks ``run`` as seen done.
+    """
+    other = next(
+        (
+            r
+            for r in reversed(runs.runs.values())
+            if r is not run and r.protocol == run.protocol and r.key == run.key
+        ),
+        None,
+    )
+    if other is not None:
+        reply = dialect.status(other, now, config, rng)
+    else:
+        reply = dialect.status(run, now, config, rng)
+        wrong = f'"{run.id}-other"'.encode()
+        reply.body = reply.body.replace(f'"{run.id}"'.encode(), wrong)
+    reply.terminal = False
+    return reply

@@ -46,6 +46,7 @@ ErrorKind = Literal[
     "insufficient_balance",
     "ip_not_allowed",
     "usage_exceeded",
+    "spend_limit_exceeded",
     "not_found",
     "rate_limited",
 ]

@@ -33,6 +33,7 @@ _ERRORS: dict[ErrorKind, tuple[int, str]] = {
     "ip_not_allowed": (403, "ip_not_allowed"),
     # Runbase reports a spent quota as a 429 that retrying can never clear.
     "usage_exceeded": (429, "USAGE_EXCEEDED"),
+    "spend_limit_exceeded": (403, "api_key_spend_limit_exceeded"),
     "not_found": (404, "run_not_found"),
     "rate_limited": (429, "RATE_LIMITED"),
 }
@@ -67,22 +68,21 @@ class Runbase(Dialect):
         status, code = _ERRORS[err.kind]
         return json_reply(status, {"error": {"message": err.message, "code": code}})
 
-    def _run_object(self, run: SimulatedRun, now: float) -> tuple[dict[str, Any], bool]:
+    def _run_object(
+        self, run: SimulatedRun, now: float, config: SimulatorConfig
+    ) -> tuple[dict[str, Any], bool]:
         state = run.state(now)
-        fields: dict[str, Any] = {"input": {"prompt": run.prompt}}
-        if run.aspect_ratio != "1:1":
-            fields["input"]["aspect_ratio"] = run.aspect_ratio
-        if run.quality != "medium":
-            fields["input"]["quality"] = run.quality
-        if run.input_urls:
-            fields["input"]["image_urls"] = list(run.input_urls)
-        obj: dict[str, Any] = {
-            "id": run.id,
-            "model": self.model,
-            "status": state,
-            "created_at": iso_time(run.created_wall),
-            **fields,
-        }
+        obj: dict[str, Any] = {"id": run.id, "model": self.model, "status": state}
+        if config.runbase_extra_fields:
+            fields: dict[str, Any] = {"prompt": run.prompt}
+            if run.aspect_ratio != "1:1":
+                fields["aspect_ratio"] = run.aspect_ratio
+            if run.quality != "medium":
+                fields["quality"] = run.quality
+            if run.input_urls:
+                fields["image_urls"] = list(run.input_urls)
+            obj["created_at"] = iso_time(run.created_wall)
+            obj["input"] = fields
         if state == "succeeded":
             obj["output"] = {"urls": list(run.urls)}
         elif state == "failed":
@@ -96,11 +96,11 @@ class Runbase(Dialect):
     def created(
         self, run: SimulatedRun, now: float, config: SimulatorConfig, rng: random.Random
     ) -> Reply:
-        obj, _ = self._run_object(run, now)
+        obj, _ = self._run_object(run, now, config)
         return json_reply(200, obj, ok=True)
 
     def status(
         self, run: SimulatedRun, now: float, config: SimulatorConfig, rng: random.Random
     ) -> Reply:
-        obj, terminal = self._run_object(run, now)
+        obj, terminal = self._run_object(run, now, config)
         return json_reply(200, obj, ok=True, terminal=terminal)

@@ -17,12 +17,9 @@ from typing import Literal
 
 from gptimage_async.simulator._config import ProtocolName, SimulatorConfig, UrlLocation
 
-__all__ = ["COSTS", "PROCESSING_AFTER", "SimulatedRun", "SimulatedRuns", "RunState"]
+__all__ = ["PROCESSING_AFTER", "SimulatedRun", "SimulatedRuns", "RunState"]
 
 RunState = Literal["pending", "processing", "succeeded", "failed"]
-
-COSTS = {"medium": 10, "high": 28}
-"""Credits per run by quality (both providers price alike)."""
 
 PROCESSING_AFTER = 0.2
 """Fraction of a run's duration it spends queued before it shows as processing."""
@@ -68,7 +65,7 @@ class SimulatedRun:
     error_message: str
     error_code: str
     error_as_string: bool
-    """Runbase reports failures both ways; each run picks one."""
+    """Failures are seen reported both ways; with ``error_variants`` each run picks one."""
     url_location: UrlLocation
     """Where API in One puts this task's URLs (never ``"random"`` here)."""
     urls: tuple[str, ...]
@@ -159,10 +156,11 @@ class SimulatedRuns:
         aspect_ratio: str,
         quality: str,
         input_urls: tuple[str, ...],
+        cost: int,
         file_base: str,
         config: SimulatorConfig,
     ) -> SimulatedRun:
-        """Create, charge and register a run; its fate is decided here."""
+        """Create, charge ``cost`` credits to ``key`` and register a run; its fate is set here."""
         rng = self._rng
         now = self._clock()
         duration = config.scaled(self.draw_duration(config))
@@ -176,7 +174,6 @@ class SimulatedRuns:
             if will_fail
             else tuple(f"{file_base}/files/{run_id}/{i}.png" for i in range(config.images_per_run))
         )
-        cost = COSTS[quality]
         run = SimulatedRun(
             id=run_id,
             protocol=protocol,
@@ -193,7 +190,8 @@ class SimulatedRuns:
             will_fail=will_fail,
             error_message=message,
             error_code=code,
-            error_as_string=rng.random() < 0.5,
+            # Drawn even when unused, so switching variants keeps seeded ids and fates.
+            error_as_string=rng.random() < 0.5 and config.error_variants,
             url_location=location,
             urls=urls,
         )

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from types import TracebackType
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from gptimage_async.simulator._app import BASE_PATHS, SimulatorService
 from gptimage_async.simulator._config import Faults, ProtocolName, SimulatorConfig
+from gptimage_async.simulator._keys import KeyConfig
 from gptimage_async.simulator._runs import SimulatedRun
 from gptimage_async.simulator._stats import SimulatorStats
 
@@ -39,9 +42,17 @@ class Simulator:
     __slots__ = ("_host", "_port", "_runner", "_service", "_state")
 
     def __init__(
-        self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._service = SimulatorService(config if config is not None else SimulatorConfig())
+        # clock: seconds, monotonic; a test on a fake loop clock passes the loop's.
+        self._service = SimulatorService(
+            config if config is not None else SimulatorConfig(), clock=clock
+        )
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -162,6 +173,16 @@ class Simulator:
             changes["rate_window"] = window
         self.config = self.config.replace(**changes)
 
+    def set_key(self, key: str, **changes: Any) -> None:
+        """Change ``key``'s own account (``KeyConfig`` fields), effective from the next request.
+
+        Fields not given keep their value; e.g. ``sim.set_key("sk-a", credits=0)``
+        runs one key out of credits mid-job while the others go on.
+        """
+        own = self.config.keys.get(key, KeyConfig())
+        keys = {**self.config.keys, key: msgspec.structs.replace(own, **changes)}
+        self.config = self.config.replace(keys=keys)
+
     def start_outage(self) -> None:
         """Answer every request 503 from now until :meth:`end_outage`.
 
@@ -174,9 +195,25 @@ class Simulator:
         self._service.manual_outage = False
 
     def balance(self, key: str) -> int | None:
-        """Credits ``key`` has left, or ``None`` when credits are unlimited."""
-        credits = self.config.credits
+        """Credits ``key`` has left, or ``None`` when its credits are unlimited."""
+        credits = self.config.limits(key).credits
         return None if credits is None else credits - self._service.registry.spent(key)
+
+    def spent(self, key: str) -> int:
+        """Credits ``key`` has spent on runs, net of refunds for runs that failed by now."""
+        return self._service.registry.spent(key)
+
+    def revoke(self, key: str) -> None:
+        """Answer every request with ``key`` 401 ``invalid_api_key`` from now on.
+
+        Runs it created live on but can no longer be polled with it, as when a
+        user deletes a key in the provider's dashboard mid-job.
+        """
+        self._service.revoked.add(key)
+
+    def restore(self, key: str) -> None:
+        """Undo :meth:`revoke`."""
+        self._service.revoked.discard(key)
 
 
 async def _serve(host: str, port: int, config: SimulatorConfig | None) -> None:

@@ -25,7 +25,7 @@ import msgspec
 from aiohttp import web
 
 import gptimage_async as gi
-from gptimage_async.simulator import Simulator, SimulatorConfig
+from gptimage_async.simulator import VARIANTS, Simulator, SimulatorConfig
 from gptimage_async.testing import TEST_KEYS
 
 #: Runs of 3-10 provider seconds last 15-50 ms; a 10 s window lasts 50 ms.
@@ -51,12 +51,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def sim_config(**overrides: Any) -> SimulatorConfig:
-    """Fast, seeded, no rate limit unless asked; API in One answers in both shapes."""
+    """Fast, seeded, no rate limit unless asked; every answer variant on (both shapes...)."""
     settings: dict[str, Any] = {
         "time_scale": TIME_SCALE,
         "seed": 20240601,
         "rate_limit": None,
-        "apiinone_shape": "mixed",
+        **VARIANTS,
     }
     settings.update(overrides)
     return SimulatorConfig(**settings)

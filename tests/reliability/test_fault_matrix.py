@@ -112,7 +112,7 @@ ROWS = [
         "tolerant-answers",
         # BOM bodies, same-origin poll redirects, and every connection closed
         # 20 ms after its answer though it said keep-alive: nothing may fail.
-        Faults(bom=0.05, poll_redirect=0.05, keepalive_close=4.0),
+        Faults(bom=0.05, poll_redirect=0.05, keepalive_close=1.0, keepalive_close_after=4.0),
         must_fire=("bom", "poll_redirect", "keepalive_close"),
     ),
     Row(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import types
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -37,12 +37,11 @@ class SessionLog:
 def created_sessions(monkeypatch: pytest.MonkeyPatch) -> SessionLog:
     """Record the sessions the integrations open (the class itself is untouched)."""
     log = SessionLog()
-    real = gi.Session
 
-    def make(*args: Any, **kwargs: Any) -> gi.Session:
-        session = real(*args, **kwargs)
+    def from_config(config: gi.SessionConfig) -> gi.Session:
+        session = gi.Session.from_config(config)
         log.sessions.append(session)
         return session
 
-    monkeypatch.setattr(_common, "Session", make)
+    monkeypatch.setattr(_common, "Session", types.SimpleNamespace(from_config=from_config))
     return log

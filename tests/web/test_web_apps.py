@@ -60,6 +60,11 @@ async def post(http: aiohttp.ClientSession, path: str, prompt: str) -> tuple[int
         return resp.status, await resp.json()
 
 
+def provider_id(run_id: str) -> str:
+    """The provider's id inside an id the apps hand out (``<provider id>.<signature>``)."""
+    return run_id.rpartition(".")[0]
+
+
 async def get(http: aiohttp.ClientSession, path: str) -> tuple[int, Any]:
     async with http.get(path) as resp:
         body = await resp.json() if resp.content_type == "application/json" else None
@@ -93,6 +98,7 @@ async def test_parallel_requests_share_one_session_and_its_limiter(
     assert [status for status, _ in answers] == [200] * n
     assert all(body["urls"] and body["run_id"] for _, body in answers)
     assert len({body["run_id"] for _, body in answers}) == n
+    assert {provider_id(body["run_id"]) for _, body in answers} == set(sim.runs)
     assert created_sessions.only is session  # every request used the app's one session
     assert sim.stats.creates == n
     assert sim.stats.duplicates == 0
@@ -119,7 +125,7 @@ async def test_submit_returns_an_id_to_check_later(
         submitted = await asyncio.gather(*(submit(f"vase {i}") for i in range(n)))
         run_ids = [run_id for run_id, _ in submitted]
         # Answered at once: every id reached the client before its run finished.
-        assert all(sim.runs[run_id].finishes_at > at for run_id, at in submitted)
+        assert all(sim.runs[provider_id(run_id)].finishes_at > at for run_id, at in submitted)
         done = await check_until_done(http, run_ids)
         session = created_sessions.only
         # Finished runs are answered from the app's RecentRuns, not attached again.
@@ -130,7 +136,7 @@ async def test_submit_returns_an_id_to_check_later(
     assert [body["status"] for body in done] == ["succeeded"] * n
     for run_id, body in zip(run_ids, done, strict=True):
         assert body["run_id"] == run_id
-        assert list(sim.runs[run_id].urls) == body["urls"]
+        assert list(sim.runs[provider_id(run_id)].urls) == body["urls"]
     assert [body for _, body in again] == done
     assert session.runs.counts()["succeeded"] == n
     assert sim.stats.duplicates == 0
@@ -142,28 +148,65 @@ async def test_run_ids_survive_a_restart(
 ) -> None:
     # Runs of 25-30 s (0.25-0.3 s here) are still in flight when the first process stops.
     sim.config = sim.config.replace(duration_min=25.0, duration_max=30.0)
-    async with serve(shutdown_timeout=0) as url, client(url) as http:
+    secret = "the app's secret, the same in every process"
+    async with serve(shutdown_timeout=0, secret=secret) as url, client(url) as http:
         submitted = await asyncio.gather(*(post(http, "/runs", f"chair {i}") for i in range(5)))
         run_ids = [body["run_id"] for _, body in submitted]
     first = created_sessions.only
     assert first.closed
     assert first.runs.counts()["errored"] == 5  # closed under them: SessionClosedError
+    assert sorted(run.id or "" for run in first.runs.abandoned) == sorted(map(provider_id, run_ids))
     assert "5 run(s) still in flight" in caplog.text
-    assert all(run_id in caplog.text for run_id in run_ids)
+    assert all(provider_id(run_id) in caplog.text for run_id in run_ids)
 
-    async with serve() as url, client(url) as http:
+    async with serve(secret=secret) as url, client(url) as http:
         done = await check_until_done(http, run_ids)
-        unknown = None
-        async with asyncio.timeout(5):
-            while unknown is None or unknown[0] != 404:
-                unknown = await get(http, "/runs/run_neverexisted")
-                await asyncio.sleep(0.02)
+        requests = sim.stats.requests
+        unknown = await get(http, "/runs/run_neverexisted")
 
     second = created_sessions.sessions[1]
     assert second is not first
+    assert unknown[0] == 404 and sim.stats.requests == requests  # asked nobody
     assert [body["status"] for body in done] == ["succeeded"] * 5
-    assert [body["urls"] for body in done] == [list(sim.runs[i].urls) for i in run_ids]
+    assert [body["urls"] for body in done] == [list(sim.runs[provider_id(i)].urls) for i in run_ids]
     assert sim.stats.creates == 5  # checking attached the runs again; nothing was created twice
+
+
+@BOTH_APPS
+async def test_only_the_apps_own_runs_are_served(
+    serve: Serve, sim: Simulator, created_sessions: SessionLog
+) -> None:
+    # A run of the same key that this app did not create (another client's).
+    async with gi.Session(**session_options(sim)) as other:
+        foreign = (await other.generate("not yours")).run_id
+    async with serve() as url, client(url) as http:
+        status, body = await post(http, "/runs", "ours")
+        assert status == 202
+        ours = body["run_id"]
+        signature = ours.rpartition(".")[2]
+        await check_until_done(http, [ours])
+        made_up = (
+            [f"run_{i:04d}" for i in range(50)]
+            + [
+                foreign,  # a real run id, not this app's
+                f"{foreign}.{signature}",  # this app's signature on another id
+                provider_id(ours),  # our run's bare provider id, unsigned
+                ours[:-2] + ("AA" if not ours.endswith("AA") else "BB"),  # a forged signature
+                f"{provider_id(ours)}.",
+            ]
+        )
+        answers = await asyncio.gather(*(get(http, f"/runs/{run_id}") for run_id in made_up))
+        # Meanwhile a real client is served as usual.
+        status, body = await post(http, "/generate", "a real request")
+        assert status == 200 and body["urls"]
+        generated = await get(http, f"/runs/{body['run_id']}")
+    assert [status for status, _ in answers] == [404] * len(made_up)
+    assert all(body["detail"] == "no such run" for _, body in answers)
+    # Unknown ids cost nothing at the provider: none was attached, polled or answered 404.
+    assert created_sessions.only.runs.total == 2  # ours and the real request's
+    assert sim.stats.status_counts[404] == 0
+    assert sim.stats.creates == 3
+    assert generated[0] == 200 and generated[1]["status"] == "succeeded"
 
 
 async def test_client_disconnect_leaves_other_requests_and_the_run_alone(

@@ -24,7 +24,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import gptimage_async as gi
-from gptimage_async.integrations import RecentRuns, SessionOptions, http_status
+from gptimage_async.integrations import (
+    RecentRuns,
+    RunTokens,
+    SessionOptions,
+    http_status,
+    run_payload,
+)
 from gptimage_async.integrations import aiohttp as gi_aiohttp
 from gptimage_async.integrations import starlette as gi_starlette
 from gptimage_async.simulator import Simulator
@@ -48,6 +54,26 @@ def test_importing_the_library_never_imports_a_web_framework() -> None:
 def test_session_options_name_every_session_keyword_but_on_exit() -> None:
     keywords = set(inspect.signature(gi.Session).parameters) - {"provider"}
     assert set(get_type_hints(SessionOptions)) == keywords - {"on_exit"}
+    config_fields = set(get_type_hints(gi.SessionConfig)) - {"provider"}
+    assert set(get_type_hints(SessionOptions)) == config_fields - {"on_exit"}
+
+
+async def test_an_app_is_built_from_a_session_config(
+    sim: Simulator, created_sessions: SessionLog
+) -> None:
+    config = gi.SessionConfig(run_timeout=30, **session_options(sim))
+    app = Starlette(lifespan=gi_starlette.lifespan(config, shutdown_timeout=1))
+    async with app.router.lifespan_context(app):
+        session = created_sessions.only
+        assert session.config is config
+        assert (await session.generate("a jug")).urls
+    aio = web.Application()
+    gi_aiohttp.setup(aio, config)
+    # The options go in the config, not beside it; an app never takes on_exit.
+    with pytest.raises(gi.ConfigurationError, match="run_timeout"):
+        gi_starlette.lifespan(config, run_timeout=3)
+    with pytest.raises(gi.ConfigurationError, match="on_exit"):
+        gi_aiohttp.setup(web.Application(), gi.SessionConfig(api_key="sk-x", on_exit="cancel"))
 
 
 async def test_a_plain_starlette_app_nests_session_lifespan_in_its_own(
@@ -114,6 +140,10 @@ async def test_a_missing_api_key_stops_the_app_at_startup(
         ({"on_exit": "wait"}, "shutdown_timeout"),
         ({"shutdown_timeout": -1}, "shutdown_timeout"),
         ({"shutdown_timeout": True}, "shutdown_timeout"),
+        # Every session option is checked when the app is built, not at its first request.
+        ({"run_timeout": 0}, "run_timeout"),
+        ({"base_url": "http://example.com/api/v1"}, "loopback"),
+        ({"max_connections": 0}, "max_connections"),
     ],
 )
 def test_bad_options_are_refused_when_the_app_is_built(options: dict[str, Any], match: str) -> None:
@@ -252,14 +282,57 @@ async def test_recent_runs_keep_the_newest_and_find_runs_in_flight_or_finished(
         assert recent.find(session, runs[2].id or "") is runs[2]  # finished and remembered
         assert runs[2].outcome is not None
 
-        attached = recent.find(session, runs[0].id or "", attach=True)
-        assert attached is not None
-        assert attached is not runs[0]
-        first = runs[0].outcome
-        assert first is not None
-        assert (await attached).urls == first.urls  # the provider still has it
-        assert recent.get(runs[0].id or "") is attached
+        # Without tokens nothing is attached: an unsigned id could be anyone's.
+        with pytest.raises(gi.ConfigurationError, match="tokens"):
+            recent.find(session, runs[0].id or "", attach=True)
     assert sim.stats.creates == 3
+
+
+async def test_recent_runs_find_only_the_apps_own_runs(sim: Simulator) -> None:
+    # A run the app did not create: made by another client of the same key.
+    async with gi.Session(**session_options(sim)) as other:
+        foreign = await other.generate("someone else's lamp")
+    async with gi.Session(**session_options(sim)) as session:
+        tokens = RunTokens("a secret of sixteen bytes or more")
+        recent = RecentRuns(tokens=tokens)
+        run = await session.submit("our lamp")
+        token = recent.add(run)
+        assert token.startswith(f"{run.id}.") and tokens.verify(token) == run.id
+        assert recent.find(session, token) is run
+        assert run_payload(run, run_id=token)["run_id"] == token
+        await run
+        requests = sim.stats.requests
+        for made_up in [
+            foreign.run_id,  # a real run, of someone else
+            f"{foreign.run_id}.{token.rpartition('.')[2]}",  # our signature on their id
+            token[:-1] + ("A" if token[-1] != "A" else "B"),  # a forged signature
+            "run_neverexisted",
+            "",
+            ".",
+        ]:
+            assert recent.find(session, made_up, attach=True) is None, made_up
+        assert sim.stats.requests == requests  # no made-up id reached the provider
+        assert recent.find(session, token, attach=True) is run
+
+    # Another process with the same secret (a restart, another worker) attaches
+    # the run the first handed out, and only that one.
+    async with gi.Session(**session_options(sim)) as session:
+        recent = RecentRuns(tokens=RunTokens("a secret of sixteen bytes or more"))
+        attached = recent.find(session, token, attach=True)
+        assert attached is not None and attached.id == run.id
+        assert (await attached).urls == (await run).urls
+        stranger = RecentRuns(tokens=RunTokens())  # a random secret: not ours
+        assert stranger.find(session, token, attach=True) is None
+    assert sim.stats.creates == 2
+
+
+def test_run_tokens_refuse_a_short_secret_and_hide_theirs() -> None:
+    with pytest.raises(gi.ConfigurationError, match="16 bytes"):
+        RunTokens("short")
+    tokens = RunTokens("a secret of sixteen bytes or more")
+    assert "secret" not in repr(tokens)
+    with pytest.raises(gi.ConfigurationError, match="RunTokens"):
+        RecentRuns(tokens="a secret of sixteen bytes or more")  # type: ignore[arg-type]
 
 
 async def test_recent_runs_refuse_a_run_without_an_id() -> None:

@@ -1,0 +1,297 @@
+"""A session's options, each checked once: ``SessionConfig``.
+
+``Session(...)``, the web integrations (``lifespan``, ``setup``) and the
+command line all build a ``SessionConfig`` and open sessions from it, so an
+option is documented and validated in one place. ``SessionOptions`` is the
+same set of keywords as a ``TypedDict`` (for ``**options`` in signatures);
+a test keeps the two, and ``Session.__init__``'s signature, in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from urllib.parse import urlsplit
+
+from ._exceptions import ConfigurationError
+from ._models import RateLimit
+from ._providers import Provider, ProviderName, get_provider
+from ._shared_limiter import check_redis_option
+from ._transport import Secret, check_proxy, display_url
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+else:  # get_type_hints() must work without the optional redis package
+    Redis = Any
+
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_CREATE_ATTEMPTS",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "DEFAULT_RUN_TIMEOUT",
+    "OnExit",
+    "SessionConfig",
+    "SessionOptions",
+]
+
+OnExit = Literal["wait", "cancel"]
+
+#: Defaults, in seconds unless named otherwise.
+DEFAULT_REQUEST_TIMEOUT = 60.0
+DEFAULT_RUN_TIMEOUT = 900.0
+DEFAULT_MAX_CREATE_ATTEMPTS = 6
+DEFAULT_MAX_CONNECTIONS = 100
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class SessionConfig:
+    """Every option of a ``Session``, checked when built; immutable after.
+
+    >>> config = SessionConfig("apiinone", run_timeout=300)        # doctest: +SKIP
+    >>> async with Session.from_config(config) as session: ...      # doctest: +SKIP
+
+    ``Session(provider, **options)`` is ``Session.from_config(SessionConfig(
+    provider, **options))``. Build one config and open many sessions from it
+    (one per process, per app start); ``dataclasses.replace(config, ...)``
+    gives a changed copy, checked again. Every bad value raises
+    ``ConfigurationError`` (a ``ValueError``) here, before anything is opened,
+    except a missing API key: that is read from the environment when a
+    session is built from the config (``api_key()``), so an app can be built
+    before its key is set.
+
+    Options (all keyword-only but ``provider``):
+
+    * ``provider``: ``ProviderName``, ``"runbase"`` (default) or ``"apiinone"``.
+    * ``api_key``: ``str | None``, default ``None``: read from
+      ``RUNBASE_API_KEY`` / ``APIINONE_API_KEY`` when a session is built.
+      Held so that no repr, log or error shows it (and left out of ``==``).
+    * ``base_url``: ``str | None``, the API root including ``/api/v1``;
+      default ``None``: the provider's (``https://runbase.net/api/v1``,
+      ``https://apiin.one/api/v1``). Plain ``http://`` is accepted only for
+      loopback hosts (the simulator). A trailing ``/`` is dropped.
+    * ``rate_limit``: ``RateLimit | None``, the starting belief about the key's
+      limit; default ``None``: the provider's (Runbase 20 requests per 10 s,
+      API in One 10 per 10 s; creates and polls together). The limiter
+      learns from there.
+    * ``request_timeout``: seconds one HTTP request may take, connect to last
+      byte; default ``DEFAULT_REQUEST_TIMEOUT`` (60 s).
+    * ``run_timeout``: seconds from a run's create to its resolution; past it
+      the run ends with ``RunTimeoutError`` (it may still finish: ``attach``
+      it). Default ``DEFAULT_RUN_TIMEOUT`` (900 s).
+    * ``on_exit``: ``OnExit``, what leaving the ``async with`` block normally
+      does with runs in flight: ``"wait"`` (default) for them, or ``"cancel"``
+      them (they end with ``SessionClosedError``). Leaving through an
+      exception always cancels, and names the runs left in a WARNING.
+    * ``resend_uncertain_creates``: ``bool``, default ``False``. ``True``
+      resends a create whose fate is unknown (a lost connection, a 5xx after
+      the request was written), accepting the risk of paying twice; ``False``
+      raises ``UncertainCreateError`` instead.
+    * ``max_create_attempts``: ``int`` >= 1, attempts per create for errors
+      that certainly created nothing (connection refused, 503, 408), the first
+      included. Waits as told do not count (a 429, or a ``Retry-After`` on a
+      503, 502, 504 or 408, per RFC 9110): ``run_timeout`` bounds those. Default
+      ``DEFAULT_MAX_CREATE_ATTEMPTS`` (6).
+    * ``max_connections``: ``int`` >= 1, open connections to the provider, and
+      so polls on the wire at once; default ``DEFAULT_MAX_CONNECTIONS`` (100).
+    * ``user_agent``: ``str | None``, the ``User-Agent`` header; default
+      ``None``: ``gptimage-async/<version>``.
+    * ``proxy``: ``str | None``, an ``http://`` or ``https://`` proxy URL every
+      request goes through; default ``None``: ``HTTPS_PROXY`` / ``HTTP_PROXY``
+      (by the base URL's scheme), ``ALL_PROXY`` and ``NO_PROXY`` are honoured
+      as requests and httpx do, read when the session opens. Credentials in
+      it are never shown.
+    * ``redis``: ``str | redis.asyncio.Redis | None``, default ``None``: a
+      ``redis://`` / ``rediss://`` URL or a client; every session, in any
+      process, naming the same Redis, provider and key then shares the key's
+      budget (one GCRA schedule kept in Redis; see the README's "Several
+      processes, one key"). Needs the extra ``gptimage-async[redis]``;
+      without it, ``ConfigurationError`` names the extra. ``None``: the
+      budget is this process's alone and Redis is never imported.
+      With ``redis``, what the session learned (recent run durations) is
+      also kept in that Redis, loaded when it opens and saved when it closes,
+      so every process on the key and the next job start warm: one key per
+      provider, API key and base URL, named by keyed hashes (never the key or
+      URL), kept 7 days after the last save. Processes closing one after the
+      other: the last to save wins (one that could not read Redis at open
+      saves only where it holds nothing). Redis not answering at open or
+      close costs at most two Redis timeouts (0.25 s each) and a warning,
+      never an error.
+    * ``state_file``: ``str | os.PathLike[str] | None``, default ``None``: a
+      path where the session keeps what it learned (the rate belief, the last
+      window's requests and recent run durations), loaded when it opens and
+      saved when it closes, so the next batch starts warm. A missing, stale
+      (over 7 days) or corrupt file is ignored with a DEBUG line. ``None``
+      keeps nothing. With ``redis`` too, Redis is the shared truth and the
+      file its fallback: the state is loaded from the file only when Redis
+      does not answer or holds none, and saved to both. The shared budget is
+      Redis's either way: only run durations are taken from the file.
+    * ``remember``: ``bool``, default ``True``. ``False``: nothing learned is
+      loaded or saved, neither in Redis nor in ``state_file``.
+    """
+
+    provider: ProviderName | str = dataclasses.field(default="runbase", kw_only=False)
+    # Left out of == and hash: a Secret has no value equality (it never shows its value).
+    api_key: str | Secret | None = dataclasses.field(default=None, repr=False, compare=False)
+    base_url: str | None = None
+    rate_limit: RateLimit | None = None
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    run_timeout: float = DEFAULT_RUN_TIMEOUT
+    on_exit: OnExit = "wait"
+    resend_uncertain_creates: bool = False
+    max_create_attempts: int = DEFAULT_MAX_CREATE_ATTEMPTS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    user_agent: str | None = None
+    proxy: str | None = None
+    redis: str | Redis | None = None
+    state_file: str | os.PathLike[str] | None = None
+    remember: bool = True
+
+    def __post_init__(self) -> None:
+        adapter = get_provider(self.provider)
+        fix = object.__setattr__  # frozen: normalised values are set once, here
+        fix(self, "provider", adapter.name)
+        if self.api_key is not None and not isinstance(self.api_key, Secret):
+            fix(self, "api_key", Secret(_check_key(self.api_key, adapter)))
+        if self.base_url is not None:
+            fix(self, "base_url", _check_base_url(self.base_url))
+        if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
+            raise ConfigurationError("rate_limit must be a gptimage_async.RateLimit or None")
+        for name in ("request_timeout", "run_timeout"):
+            fix(self, name, _positive_seconds(name, getattr(self, name)))
+        if self.on_exit not in ("wait", "cancel"):
+            raise ConfigurationError(f"on_exit must be 'wait' or 'cancel', not {self.on_exit!r}")
+        for name in ("max_create_attempts", "max_connections"):
+            count = getattr(self, name)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ConfigurationError(f"{name} must be a positive int")
+        for name in ("resend_uncertain_creates", "remember"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(f"{name} must be True or False")
+        agent = self.user_agent
+        if agent is not None and (
+            not isinstance(agent, str)
+            or not agent.strip()
+            or any(ord(c) < 32 or ord(c) == 127 for c in agent)
+        ):
+            # aiohttp would refuse it on the first request, with a plain ValueError.
+            raise ConfigurationError(
+                "user_agent must be a non-empty str without control characters"
+            )
+        if self.proxy is not None:
+            check_proxy(self.proxy)
+        check_redis_option(self.redis)
+        if self.state_file is not None and not isinstance(self.state_file, str | os.PathLike):
+            raise ConfigurationError("state_file must be a path (str or os.PathLike) or None")
+
+    @property
+    def adapter(self) -> Provider:
+        """The provider's adapter (encodes requests, reads answers, knows its limits)."""
+        return get_provider(self.provider)
+
+    @property
+    def api_root(self) -> str:
+        """``base_url``, or the provider's own API root when it is ``None``."""
+        return self.base_url or self.adapter.default_base_url
+
+    @property
+    def starting_rate(self) -> RateLimit:
+        """``rate_limit``, or the provider's published limit when it is ``None``."""
+        return self.rate_limit or self.adapter.default_rate_limit
+
+    def resolved_key(self) -> Secret:
+        """The API key: ``api_key``, else the provider's environment variable, read now.
+
+        Raises ``ConfigurationError`` naming the variable when there is none.
+        """
+        if isinstance(self.api_key, Secret):
+            return self.api_key
+        adapter = self.adapter
+        return Secret(_check_key(os.environ.get(adapter.env_var), adapter))
+
+    def __repr__(self) -> str:
+        # Never the key; URLs without their user info (a proxy's or Redis's password).
+        shown = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "api_key":
+                value = None if value is None else Secret("")
+            elif field.name in ("proxy", "redis") and isinstance(value, str):
+                value = display_url(value)
+            elif field.name == "redis" and value is not None:
+                value = type(value).__name__
+            if value != field.default:
+                shown.append(f"{field.name}={value!r}")
+        return f"SessionConfig({', '.join(shown)})"
+
+
+class SessionOptions(TypedDict, total=False):
+    """``SessionConfig``'s keywords but ``provider`` and ``on_exit``, for ``**options``.
+
+    What the web integrations (``lifespan``, ``setup``) take: an app's shutdown
+    waits ``shutdown_timeout`` seconds for runs in flight instead of
+    ``on_exit``. Each option is documented on ``SessionConfig``.
+    """
+
+    api_key: str | None
+    base_url: str | None
+    rate_limit: RateLimit | None
+    request_timeout: float
+    run_timeout: float
+    resend_uncertain_creates: bool
+    max_create_attempts: int
+    max_connections: int
+    user_agent: str | None
+    proxy: str | None
+    redis: str | Redis | None
+    state_file: str | os.PathLike[str] | None
+    remember: bool
+
+
+def _check_key(key: object, adapter: Provider) -> str:
+    if key is not None and not isinstance(key, str):
+        raise ConfigurationError(f"api_key must be a str or None, not {type(key).__name__}")
+    if key is None or not key.strip():
+        raise ConfigurationError(
+            f"no API key for {adapter.name}: pass api_key=... or set {adapter.env_var}"
+        )
+    if any(c.isspace() or ord(c) < 32 for c in key.strip()):
+        raise ConfigurationError("the API key contains whitespace or control characters")
+    return key.strip()
+
+
+def _positive_seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigurationError(f"{name} must be a positive number of seconds")
+    return float(value)
+
+
+def _check_base_url(url: object) -> str:
+    if not isinstance(url, str):
+        raise ConfigurationError(f"base_url must be a str or None, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ConfigurationError(f"base_url is not a URL: {url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"base_url must be an http(s) URL with a host, not {url!r}")
+    if parts.username or parts.password:
+        raise ConfigurationError("base_url must not carry credentials; use api_key")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            "plain http is accepted only for loopback hosts (the simulator), "
+            f"not {parts.hostname!r}"
+        )
+    return url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,214 @@
+"""A result's images: shown inline in notebooks, saved to disk, read as bytes.
+
+``Result.save`` / ``Result.read`` / ``Result._repr_html_`` are thin; the work
+is here. A result remembers the session that resolved it (``bind``), so that
+its images are fetched through that session and on that session's event loop,
+even when the caller awaits on another loop (a notebook cell awaiting a result
+of a ``SyncSession``, whose loop runs in a background thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import html
+import os
+import tempfile
+import weakref
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+
+if TYPE_CHECKING:
+    from ._models import Result
+    from ._session import Session
+
+__all__ = ["bind", "read_images", "render_html", "save_images"]
+
+T = TypeVar("T")
+
+#: Widest an inline image is drawn, in CSS pixels (the file keeps its own size).
+DISPLAY_MAX_PX = 384
+#: Prompt characters shown in a caption; the rest is cut with an ellipsis.
+CAPTION_PROMPT_CHARS = 300
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
+    (b"\xff\xd8\xff", 0, "image/jpeg"),
+    (b"GIF8", 0, "image/gif"),
+    (b"WEBP", 8, "image/webp"),
+)
+
+
+class _Origin:
+    """The session that resolved a result, the loop it runs on, and its API root.
+
+    The session is held weakly: results kept for long must not keep every
+    session that made them alive.
+    """
+
+    __slots__ = ("_session", "base_url", "loop")
+
+    def __init__(self, session: Session, loop: asyncio.AbstractEventLoop) -> None:
+        self._session = weakref.ref(session)
+        self.loop = loop
+        self.base_url = session.base_url
+
+    @property
+    def session(self) -> Session | None:
+        """The session, while it exists."""
+        return self._session()
+
+
+def bind(result: Result | None, session: Session) -> None:
+    """Remember that ``session`` (on the running loop) resolved ``result``; ``None`` is ignored.
+
+    Kept outside the struct's fields: not compared, encoded, shown or pickled.
+    """
+    if result is None:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # resolved outside a loop: nothing to bind to, and never a crash here
+        return
+    result.__dict__["_origin"] = _Origin(session, loop)
+
+
+async def save_images(
+    result: Result, dest_dir: str | os.PathLike[str], *, stem: str | None
+) -> list[Path]:
+    """``Result.save``: the images into ``dest_dir``, through the result's session if open."""
+    origin: _Origin | None = result.__dict__.get("_origin")
+    return await _on_origin_loop(origin, _download(result, dest_dir, stem, origin))
+
+
+async def read_images(result: Result) -> list[bytes]:
+    """``Result.read``: each image's bytes, in ``urls`` order, fetched as ``save`` does.
+
+    The bytes pass through a private temporary directory, so they get every
+    check a saved file gets (complete, an image, not over the size cap). They
+    are also kept on the result, so a notebook shows them after the URLs expire.
+    """
+    with tempfile.TemporaryDirectory(prefix="gptimage-read-") as tmp:
+        paths = await save_images(result, tmp, stem="image")
+        images = [await anyio.Path(path).read_bytes() for path in paths]
+    result.__dict__["_images"] = tuple(images)
+    return images
+
+
+async def _download(
+    result: Result, dest_dir: str | os.PathLike[str], stem: str | None, origin: _Origin | None
+) -> list[Path]:
+    # The one place a result's images are fetched. ``origin.session`` (open,
+    # closed, or gone: None) is there so that the fetch can go through its
+    # transport while it is open (its proxy, its connection pool); today
+    # ``download`` opens a client of its own and takes only the API root,
+    # against which relative image URLs are resolved.
+    from ._download import download  # _download imports _models, which imports this module
+
+    base_url = origin.base_url if origin is not None else None
+    return await download(result, dest_dir, stem=stem, base_url=base_url)
+
+
+async def _on_origin_loop(origin: _Origin | None, coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` on the loop of the session that resolved the result.
+
+    A session's connections belong to its loop: awaited from another loop (a
+    ``SyncSession`` runs its own in a thread), the work is handed to that loop
+    and its outcome awaited here. A session closed or a loop stopped since:
+    on this loop.
+    """
+    here = asyncio.get_running_loop()
+    session = origin.session if origin is not None else None
+    # Closed first, loop stopped after: a closed session's loop may stop before
+    # it would start the work, which would then never end.
+    if (
+        origin is None
+        or session is None
+        or session.closed
+        or origin.loop is here
+        or not origin.loop.is_running()
+    ):
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, origin.loop))
+
+
+def render_html(result: Result) -> str:
+    """``Result._repr_html_``: the images inline, with a caption; all text escaped.
+
+    Images read by ``read()`` are embedded (``data:`` URLs) and outlive the
+    provider's links; otherwise the ``<img>`` tags point at the URLs, which
+    expire, as the caption says.
+    """
+    images: tuple[bytes, ...] | None = result.__dict__.get("_images")
+    alt = _escape(_cut(result.request.prompt if result.request else result.run_id))
+    tiles: list[str] = []
+    sources: list[str | None]
+    if images is not None and len(images) == len(result.urls):
+        sources = [_data_url(data) for data in images]
+    else:
+        sources = [url if _showable(url) else None for url in result.urls]
+    for number, (url, src) in enumerate(zip(result.urls, sources, strict=True), 1):
+        if src is None:
+            tiles.append(f"<code>{_escape(url[:200])}</code>")
+            continue
+        link = _escape(url) if _showable(url) and not url.startswith("data:") else None
+        img = (
+            f'<img src="{_escape(src)}" alt="{alt} ({number})" loading="lazy" '
+            f'style="max-width:{DISPLAY_MAX_PX}px;max-height:{DISPLAY_MAX_PX}px;height:auto">'
+        )
+        tiles.append(f'<a href="{link}" target="_blank" rel="noopener">{img}</a>' if link else img)
+    body = "".join(tiles) or "<i>no images</i>"
+    return (
+        '<figure class="gptimage-result" style="margin:0">'
+        f'<div style="display:flex;flex-wrap:wrap;gap:8px">{body}</div>'
+        f'<figcaption style="font-size:90%;margin-top:4px">{_caption(result, images)}'
+        "</figcaption></figure>"
+    )
+
+
+def _caption(result: Result, images: tuple[bytes, ...] | None) -> str:
+    request = result.request
+    parts: list[str] = []
+    if request is not None:
+        parts.append(f"<b>{_escape(_cut(request.prompt))}</b>")
+        parts.append(f"aspect ratio {_escape(request.aspect_ratio or 'provider default')}")
+        parts.append(f"quality {_escape(request.quality or 'provider default')}")
+        if request.image_urls:
+            parts.append(f"{len(request.image_urls)} reference image(s)")
+    run = f"run <code>{_escape(result.run_id)}</code> on {_escape(result.provider)}"
+    if result.elapsed is not None:
+        run += f", {result.elapsed:.1f} s"
+    parts.append(run)
+    if images is None:
+        parts.append(
+            "these image URLs expire (the provider keeps them for a limited time): "
+            "<code>await result.save(dir)</code> keeps the files"
+        )
+    return " · ".join(parts)
+
+
+def _showable(url: str) -> bool:
+    # Only what a browser fetches as an image; a javascript: URL stays text.
+    lowered = url[:11].lower()
+    return lowered.startswith(("http://", "https://", "data:image/"))
+
+
+def _data_url(data: bytes) -> str:
+    kind = "application/octet-stream"
+    for magic, offset, mime in _SIGNATURES:
+        if data[offset : offset + len(magic)] == magic:
+            kind = mime
+            break
+    return f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _cut(text: str) -> str:
+    if len(text) <= CAPTION_PROMPT_CHARS:
+        return text
+    return text[: CAPTION_PROMPT_CHARS - 1] + "…"
+
+
+def _escape(text: str) -> str:
+    return html.escape(text, quote=True)

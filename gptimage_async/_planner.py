@@ -1,0 +1,326 @@
+"""When each run is polled: pure rules on plain numbers (no loop, no I/O).
+
+The scheduler (``_scheduler.py``) owns the heap and the wake-ups; every
+decision about *when* is here, as a function of numbers it is handed (``now``
+and other clock times are loop seconds, ages are seconds since the run's
+create was sent) and of the learned ``DurationModel``:
+
+* **planned polls** (``plan_age``): at the age by which most runs like this
+  one are done (the ``PLANNED_DONE_SHARE`` quantile of the learned duration
+  distribution, conditional on the run still going at its last poll).
+  Planned polls go before creates in the limiter; when the budget is the
+  bottleneck these are the only polls, and they cost close to one per run.
+* **speculative polls** (``speculative_age``): when the limiter has a free
+  slot nobody waits for, the run nearest its planned poll is polled early.
+  Each run's speculative polls spread a window's worth of slots over its
+  likely finish (the model's 2%-98% quantiles).
+* **cold start** (``plan_age``, ``speculative_age``, ``should_park``): before
+  enough runs have finished to learn from, polls probe geometrically, scaled
+  by the create's round trip; in a bulk job only ``SCOUTS`` runs probe and
+  the others are parked until a scout's duration gives the scale, then first
+  polled at ``COLD_RELEASE`` times it.
+* **the deadline** (``deadline_poll_at``): no run times out unpolled.
+* **retries** (``retry_ceiling``, ``not_found_is_final``): how long a failed
+  poll waits, and when a 404 means the run is really gone.
+* **a bulk job's tail** (``TailCohort``): the runs created while its last
+  creates went ahead of polls saw their durations only coarsely and are left
+  out of the model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from ._durations import DurationModel
+from ._retry import backoff_ceiling
+
+__all__ = [
+    "PollState",
+    "TailCohort",
+    "deadline_poll_at",
+    "not_found_ceiling",
+    "not_found_is_final",
+    "plan_age",
+    "retry_ceiling",
+    "should_park",
+    "speculative_age",
+]
+
+#: Share of runs a planned poll should find done.
+PLANNED_DONE_SHARE = 0.95
+#: Speculative polls are spread between the ages where these shares of runs are done ...
+SPECULATIVE_FROM = 0.02
+SPECULATIVE_TO = 0.98
+#: ... a window's worth of the limiter's slots less this many (the create, and room for demand) ...
+SPREAD_KEEP = 3.0
+#: ... and poll one run at most once per this share of the median duration.
+SPECULATIVE_SPACING = 0.03
+#: With at most this many runs in flight (a session making a few images, not a
+#: batch's tail, where the extra polls would add up), speculative polls may take
+#: the limiter's spare slots ahead of its even pace.
+SPARE_RUNS = 8
+#: A model fitted on n runs speculates from n / (n + this) of its early quantile
+#: (and to its late one over that): few runs say little about the extremes.
+MATURITY_PRIOR = 2.0
+#: Two planned polls of one run are at least this share of the median apart.
+MIN_STEP = 0.05
+#: Cold start: first poll after this many create round trips, then this growth per poll.
+COLD_FIRST_RTTS = 4.0
+COLD_GROWTH = 2.0
+#: Cold start on an idle budget, with at most COLD_SCOUTS runs in flight:
+#: speculative polls grow by this factor per poll.
+COLD_SPECULATIVE_GROWTH = 1.1
+COLD_SCOUTS = 8
+#: Cold start in bulk: runs polled before any has finished; the others are parked.
+SCOUTS = 1
+#: Until the model is ready, first polls go at this multiple of the first
+#: finished run's duration: nearly every run is done there, so learning costs
+#: few polls (and, in bulk, no throughput: creates use the budget meanwhile).
+COLD_RELEASE = 2.0
+#: Past the longest duration seen, the gap grows by this factor per poll.
+TAIL_GROWTH = 1.25
+#: A run not polled by then is polled this share of its run_timeout before its deadline.
+FINAL_POLL_LEAD = 0.05
+#: Consecutive unreadable answers (or answers about another run) before a run is given up on.
+MAX_PROTOCOL_ERRORS = 6
+#: Consecutive 404s before a run is "not found" (an attached run, or one of
+#: ours past ``NOT_FOUND_GRACE``).
+MAX_NOT_FOUND = 3
+#: Seconds after its create during which a 404 on a run *we* created means
+#: "not visible yet", never "not found". Both sellers' read side may lag
+#: their write side briefly (PROVIDERS.md, "Several keys, two sellers"; 3 s
+#: was seen): 30 s is ten times that, and three times the longest typical
+#: run (3-10 s), so a lagging read side has long caught up, while a run that
+#: really is gone still fails within a small share of ``run_timeout``. A
+#: time, not a count of polls: at a high rate limit three polls take 0.1 s.
+NOT_FOUND_GRACE = 30.0
+#: Within the grace, 404 retries back off up to the grace over this many
+#: (or the rate window, if longer): a run that takes a while to appear costs
+#: a handful of polls, whatever the rate limit, and is seen within seconds.
+NOT_FOUND_POLLS = 8
+
+
+class PollState(msgspec.Struct, gc=False):
+    """The scheduler's bookkeeping for one run, keyed by run id. Never on the public ``Run``.
+
+    Every field is a number, a string or ``None``, so it can hold no reference
+    cycle: ``gc=False`` keeps it out of the cyclic garbage collector, whose
+    full collections walk every tracked object (one fewer per run in flight).
+    The run's own times (``created_at``, ``deadline``) and its poll count stay
+    on the ``Run``: they are the user's to read, and not worth a copy per run.
+    """
+
+    #: Age (seconds since the create was sent) of the last poll that found it not done.
+    last_pending_age: float = 0.0
+    #: Consecutive failed polls (transient errors).
+    errors: int = 0
+    #: The scheduler's key of the run's live heap entry (-1: none); older entries are stale.
+    entry: int = -1
+    #: Clock time before which no poll may go, not even a speculative one (a Retry-After).
+    not_before: float = 0.0
+    #: The provider's own word for the status last seen (a timeout names it).
+    status_word: str | None = None
+    #: Seconds after the create during which a 404 means "not visible yet"
+    #: (``NOT_FOUND_GRACE`` for a run this session created, 0 for an attached one).
+    grace: float = 0.0
+    #: Cold start: the run probes for the first duration (counted while it is in flight).
+    scout: bool = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<PollState errors={self.errors} last_pending_age={self.last_pending_age:.3f} "
+            f"not_before={self.not_before:.3f}>"
+        )
+
+
+def plan_age(
+    model: DurationModel,
+    *,
+    last_pending_age: float,
+    polls: int,
+    interval: float,
+    rtt: float,
+    cold_floor: float = 0.0,
+    cold_scale: float = 0.0,
+) -> float:
+    """The age (seconds) at which to poll a run next, if the budget is the bottleneck.
+
+    ``interval`` is the limiter's even spacing (seconds per request), ``rtt``
+    the smoothed create round trip; ``cold_floor`` the longest age any run was
+    seen still going during cold start, ``cold_scale`` the first finished
+    run's duration (0: none yet).
+    """
+    last = last_pending_age
+    if not model.ready:
+        # Probe geometrically from a few round trips, but never below what
+        # earlier runs showed: still going at cold_floor, done by longest.
+        first = max(
+            COLD_FIRST_RTTS * rtt,
+            interval,
+            cold_floor,
+            # A run done by then (or, restored, the longest one seen) sets the scale.
+            COLD_RELEASE * (cold_scale or model.longest),
+        )
+        if polls == 0:
+            return first
+        return max(last * COLD_GROWTH, last + interval, first)
+    target = model.conditional_quantile(last, PLANNED_DONE_SHARE)
+    if target is None:
+        target = last * TAIL_GROWTH
+    if polls:
+        target = max(target, last + MIN_STEP * model.quantile(0.5))
+    return target
+
+
+def speculative_age(
+    model: DurationModel,
+    *,
+    last_pending_age: float,
+    polls: int,
+    in_flight: int,
+    rtt: float,
+    interval: float,
+    slots_per_window: float,
+) -> float:
+    """The earliest age (seconds) at which a run may be polled ahead of plan (``inf``: not now).
+
+    Only the run's own side: the caller still waits for a free slot and for
+    any ``not_before``. ``slots_per_window`` is the limiter's rate times its
+    window (requests).
+    """
+    n = model.observed
+    if n == 0 or (not model.ready and in_flight > COLD_SCOUTS):
+        # Nothing learned yet. A few runs in flight (a session making its
+        # first images) probe idle budget finely, geometrically, so polls
+        # per run grow with the log of its duration; many runs wait for
+        # the model rather than storm a large budget.
+        if in_flight > COLD_SCOUTS:
+            return math.inf
+        last = last_pending_age
+        first = max(COLD_FIRST_RTTS * rtt, interval) / 2
+        return max(last * COLD_SPECULATIVE_GROWTH, last + interval, first)
+    # Even one finished run gives the scale (the planned polls wait for a few
+    # more). A model fitted on few runs knows little of the shortest and
+    # longest ones: the window it speculates over starts earlier and ends
+    # later until it has seen more.
+    maturity = n / (n + MATURITY_PRIOR)
+    earliest_age = model.quantile(SPECULATIVE_FROM) * maturity
+    if polls:
+        # Spread a window's worth of slots (less a few, for the create and
+        # for demand) over the likely finish: closer than the even pace when
+        # runs are shorter than a window, and the limiter's spare slots allow it.
+        latest_age = model.quantile(SPECULATIVE_TO) / maturity
+        slots = max(1.0, slots_per_window - SPREAD_KEEP)
+        spacing = min((latest_age - earliest_age) / slots, interval)
+        spacing = max(spacing, SPECULATIVE_SPACING * model.quantile(0.5))
+        earliest_age = max(earliest_age, last_pending_age + spacing)
+    return earliest_age
+
+
+def deadline_poll_at(
+    when: float, *, created_at: float, deadline: float, last_pending_age: float, not_before: float
+) -> float:
+    """Where a poll planned for loop time ``when`` goes, given the run's deadline.
+
+    Never time a run out unpolled (a model that believes runs take longer
+    than run_timeout, say): one last poll goes a little before the deadline,
+    unless a poll already found it still going there, or the server asked for
+    a wait past it (Retry-After). Past the deadline, the entry only times it out.
+    """
+    if when < deadline:
+        return when
+    final = deadline - FINAL_POLL_LEAD * (deadline - created_at)
+    polled = created_at + last_pending_age >= final
+    return deadline if polled or not_before > final else final
+
+
+def retry_ceiling(
+    errors: int, *, model: DurationModel, rtt: float, interval: float, window: float
+) -> float:
+    """The longest wait (seconds) before the ``errors``-th retry of a failed poll.
+
+    Exponential backoff from the larger of the request interval and a small
+    share of the typical run (the round trip, in cold start), capped at the
+    rate window: a retry waits at most what the budget takes to refill.
+    """
+    scale = model.quantile(0.5) * MIN_STEP if model.ready else rtt
+    return backoff_ceiling(errors, base=max(interval, scale), cap=window)
+
+
+def not_found_ceiling(
+    errors: int, *, model: DurationModel, rtt: float, interval: float, window: float
+) -> float:
+    """The longest wait (seconds) before polling again a run of ours not visible yet.
+
+    As ``retry_ceiling``, but capped at ``NOT_FOUND_GRACE / NOT_FOUND_POLLS``
+    where that is longer than the window: under a high rate limit (a window
+    of a second, say) the cap of a window would spend a poll a second on it.
+    """
+    cap = max(window, NOT_FOUND_GRACE / NOT_FOUND_POLLS)
+    return retry_ceiling(errors, model=model, rtt=rtt, interval=interval, window=cap)
+
+
+def not_found_is_final(*, age: float, grace: float, errors: int) -> bool:
+    """Whether a 404 answering a poll sent at ``age`` seconds ends the run.
+
+    ``grace`` is the run's grace in seconds (``NOT_FOUND_GRACE`` for a run we
+    created, 0 for an attached one); ``errors`` counts the failed polls in a
+    row before this one. Within the grace, never; after it, at the
+    ``MAX_NOT_FOUND``-th failed poll in a row.
+    """
+    return age >= grace and errors + 1 >= MAX_NOT_FOUND
+
+
+def should_park(
+    *, model_ready: bool, cold_scale: float, is_scout: bool, scouts: int, waiting: bool
+) -> bool:
+    """Cold start: hold a run's first poll until a scout has finished (True: park it).
+
+    Only while requests wait for the budget (a bulk job): a session making a
+    few images polls each of them, on idle budget. ``scouts`` counts the
+    scouts still in flight.
+    """
+    if model_ready or cold_scale or is_scout:
+        return False
+    return scouts >= SCOUTS and waiting
+
+
+class TailCohort:
+    """The runs a bulk job's last creates overtook: created in [``since``, ``until``].
+
+    Their polls were held back on purpose (the last creates go ahead of
+    polls), so they saw durations only coarsely, and the model's EM would
+    smear those wide intervals over its grid. Chosen by creation time, never
+    by outcome, so leaving them out does not bias the sample. Times are loop
+    seconds.
+    """
+
+    __slots__ = ("since", "until")
+
+    def __init__(self) -> None:
+        self.since = math.inf
+        self.until = math.inf
+
+    def began(self, now: float, *, longest: float) -> None:
+        """The job's last creates go ahead of polls from ``now``.
+
+        Runs still going now had their polls held too: from one ``longest``
+        run (seconds) back.
+        """
+        # A tail that ended a moment ago (between two of a stream's last
+        # creates) goes on; one long over gives way to a new cohort.
+        if self.since == math.inf or self.until < now - longest:
+            self.since = now - longest
+        self.until = math.inf
+
+    def ended(self, now: float) -> None:
+        """The last create marked so was sent at ``now``."""
+        self.until = now
+
+    def __contains__(self, created_at: object) -> bool:
+        return isinstance(created_at, float | int) and self.since <= created_at <= self.until
+
+    def __repr__(self) -> str:
+        return f"<TailCohort [{self.since}, {self.until}]>"

@@ -1,0 +1,90 @@
+"""A pool of lanes: several keys and sellers behind one session (issue 19).
+
+The parts that need no network and no event loop, each a small pure module:
+
+* ``_lanes``: ``Lane`` (provider, key, base URL, rate belief, prices, label)
+  and ``Pool`` (lanes, routing, spend cap), checked before anything is sent;
+* ``_routing``: which lane a ready create goes to (``route``);
+* ``_failover``: what an error does to its lane and to its create
+  (``failover``, ``LaneHealth``);
+* ``_spend``: reserve / commit / release / refund with a cap (``SpendLedger``);
+* ``_pool_file``: the CLI's pool file (``load_pool_file``).
+
+Each module's docstring states its rules; ``docs/pool.md`` shows them together.
+"""
+
+from __future__ import annotations
+
+from ._failover import (
+    CLOSING_ERRORS,
+    COOL_BASE,
+    COOL_JITTER_FLOOR,
+    COOL_MAX,
+    CreateMove,
+    Failover,
+    LaneAction,
+    LaneHealth,
+    LaneState,
+    failover,
+)
+from ._lanes import (
+    DEFAULT_PRICES,
+    DEFAULT_QUALITY,
+    REFUNDS_FAILED_RUNS,
+    ROUTINGS,
+    Lane,
+    Pool,
+    Routing,
+    lane_fingerprint,
+)
+from ._pool_file import POOL_FILE_FIELDS, load_pool_file, parse_pool, parse_rate
+from ._routing import (
+    CHEAP_HORIZON,
+    CHEAP_HORIZON_SHARE,
+    Exhausted,
+    Go,
+    LaneView,
+    Route,
+    Wait,
+    lane_view,
+    route,
+)
+from ._spend import LaneSpend, SpendLedger, SpendSnapshot, SpendToken
+
+__all__ = [
+    "CHEAP_HORIZON",
+    "CHEAP_HORIZON_SHARE",
+    "CLOSING_ERRORS",
+    "COOL_BASE",
+    "COOL_JITTER_FLOOR",
+    "COOL_MAX",
+    "DEFAULT_PRICES",
+    "DEFAULT_QUALITY",
+    "POOL_FILE_FIELDS",
+    "REFUNDS_FAILED_RUNS",
+    "ROUTINGS",
+    "CreateMove",
+    "Exhausted",
+    "Failover",
+    "Go",
+    "Lane",
+    "LaneAction",
+    "LaneHealth",
+    "LaneSpend",
+    "LaneState",
+    "LaneView",
+    "Pool",
+    "Route",
+    "Routing",
+    "SpendLedger",
+    "SpendSnapshot",
+    "SpendToken",
+    "Wait",
+    "failover",
+    "lane_fingerprint",
+    "lane_view",
+    "load_pool_file",
+    "parse_pool",
+    "parse_rate",
+    "route",
+]

@@ -1,0 +1,231 @@
+"""Failover: which errors close a lane, which cool it, and which creates may move.
+
+The rules (issue 19, "Failover without paying twice"):
+
+* **Closed** for new creates, for the rest of the session: 401
+  (``AuthenticationError``), 402 (``InsufficientCreditsError``), 403
+  (``PermissionDeniedError``), 429 ``USAGE_EXCEEDED`` (``QuotaExceededError``).
+  The key is bad, out of credits, denied or out of quota: asking again cannot
+  help. The typed error is kept as the lane's cause. Runs already in flight on
+  a closed lane are still polled there (a poll spends no credit).
+* **Cooling**, until a time: a 5xx answer (``ServerError``), a request that got
+  no answer (``APIConnectionError``, the transport's ``SendError``) or a create
+  of uncertain fate (``UncertainCreateError``, which wraps one of those). The
+  wait is the server's ``Retry-After`` when it gave one, else a jittered
+  exponential backoff, ``backoff_ceiling(n, base=COOL_BASE, cap=COOL_MAX)``
+  (the project's one backoff formula, ``_retry``), drawn from
+  ``[COOL_JITTER_FLOOR, 1]`` of it so lanes that failed together do not come
+  back together, and never zero. Any good answer ends the cooling.
+* Anything else leaves the lane as it is (a plain 429 is the limiter's
+  business: it pauses the lane's own budget).
+
+Where a create goes next:
+
+* ``MOVE``: it was **certainly not created** (a closing status, a 429, a
+  408 or 503 refused before any processing, or no answer and the request
+  certainly never left): it goes back to the router, which may pick another
+  lane (it never picks a closed one, and avoids a cooling one until it is due).
+* ``UNCERTAIN``: it **may have been created** (and paid): a 5xx other than
+  503, no answer after the request was written, an unreadable answer. It
+  never moves: sending it to another lane could pay twice. It ends with
+  ``UncertainCreateError`` (or, with ``resend_uncertain_creates=True``, is
+  resent on the *same* lane, as today).
+* ``FAIL``: the error is the outcome on any lane (400, an invalid request, a
+  status the library does not know): moving cannot help.
+
+This agrees with ``_classify.classify_status`` / ``classify_no_answer``: a
+``MOVE`` is exactly a create those call ``RETRY`` or ``WAIT`` or a closing
+status, and an ``UNCERTAIN`` is exactly their ``UNCERTAIN``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from dataclasses import dataclass
+
+from .._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    GPTImageError,
+    InsufficientCreditsError,
+    PermissionDeniedError,
+    ProtocolError,
+    QuotaExceededError,
+    RateLimitError,
+    ServerError,
+    UncertainCreateError,
+)
+from .._retry import backoff_ceiling
+
+__all__ = [
+    "CLOSING_ERRORS",
+    "COOL_BASE",
+    "COOL_JITTER_FLOOR",
+    "COOL_MAX",
+    "CreateMove",
+    "Failover",
+    "LaneAction",
+    "LaneHealth",
+    "LaneState",
+    "failover",
+]
+
+#: Errors that close a lane for new creates: 401, 402, 403, 429 USAGE_EXCEEDED.
+CLOSING_ERRORS: tuple[type[APIStatusError], ...] = (
+    AuthenticationError,
+    InsufficientCreditsError,
+    PermissionDeniedError,
+    QuotaExceededError,
+)
+#: First cooling of a lane after an outage, in seconds (before jitter); each
+#: next one in a row doubles (``BACKOFF_FACTOR``), up to ``COOL_MAX``. One
+#: second is two slots of a Runbase key: long enough not to hammer a failing
+#: server, short enough that a blip costs little.
+COOL_BASE = 1.0
+#: The longest cooling, in seconds: a lane is tried again at least once a minute.
+COOL_MAX = 60.0
+#: A cooling lasts between this share of its ceiling and all of it (never 0).
+COOL_JITTER_FLOOR = 0.5
+
+
+class LaneAction(enum.Enum):
+    """What an error does to the lane it happened on."""
+
+    #: Nothing: the lane stays as it was.
+    KEEP = "keep"
+    #: Closed for new creates for the rest of the session (the error is its cause).
+    CLOSE = "close"
+    #: Cooling down until a time (``LaneHealth.cool``).
+    COOL = "cool"
+
+
+class CreateMove(enum.Enum):
+    """Where a create that met an error goes next."""
+
+    #: Certainly not created: back to the router, any open lane may take it.
+    MOVE = "move"
+    #: May have been created (and paid): never sent to another lane.
+    UNCERTAIN = "uncertain"
+    #: The error is its outcome, on any lane.
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """The decision about one create's error: what happens to its lane and to it."""
+
+    lane: LaneAction
+    create: CreateMove
+
+
+def _status_decision(error: APIStatusError) -> Failover:
+    if isinstance(error, CLOSING_ERRORS):
+        # The server refused it: no run exists, another key may make it.
+        return Failover(LaneAction.CLOSE, CreateMove.MOVE)
+    if isinstance(error, RateLimitError):
+        return Failover(LaneAction.KEEP, CreateMove.MOVE)
+    status = error.status_code
+    if status == 503:
+        # Refused before any processing (as _classify reads it): nothing was made.
+        return Failover(LaneAction.COOL, CreateMove.MOVE)
+    if status == 408:
+        return Failover(LaneAction.KEEP, CreateMove.MOVE)
+    if isinstance(error, ServerError) or status >= 500:
+        return Failover(LaneAction.COOL, CreateMove.UNCERTAIN)
+    return Failover(LaneAction.KEEP, CreateMove.FAIL)
+
+
+def failover(error: BaseException, *, maybe_received: bool) -> Failover:
+    """The failover decision for a create that ended in ``error`` on its lane.
+
+    ``maybe_received`` is the transport's word for a create that got **no**
+    answer (``SendError.maybe_received``): False only when the request
+    certainly never left. For an error answer (``APIStatusError``) the status
+    decides and ``maybe_received`` is not read: the server did receive it,
+    and its status says whether it made a run. Pure: no I/O, no state. See
+    the module docstring for the table and where each rule comes from.
+    """
+    if isinstance(error, APIStatusError):
+        return _status_decision(error)
+    if isinstance(error, UncertainCreateError):
+        return Failover(LaneAction.COOL, CreateMove.UNCERTAIN)
+    if isinstance(error, APIConnectionError):
+        move = CreateMove.UNCERTAIN if maybe_received else CreateMove.MOVE
+        return Failover(LaneAction.COOL, move)
+    if isinstance(error, ProtocolError):
+        # The answer came but could not be read: the run may exist.
+        return Failover(LaneAction.KEEP, CreateMove.UNCERTAIN)
+    return Failover(LaneAction.KEEP, CreateMove.FAIL)
+
+
+class LaneState(enum.Enum):
+    """A lane's health, as the router sees it at one moment."""
+
+    OPEN = "open"
+    COOLING = "cooling"
+    CLOSED = "closed"
+
+
+class LaneHealth:
+    """One lane's open / cooling / closed state; pure (every time is passed in).
+
+    Times are the caller's clock in seconds (the event loop's ``loop.time()``).
+    ``rng`` draws the jitter (a seeded ``random.Random`` makes it repeatable).
+    Closing wins: a closed lane stays closed whatever comes after.
+    """
+
+    __slots__ = ("_rng", "_troubles", "cause", "cooling_until")
+
+    def __init__(self, *, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+        self._troubles = 0
+        #: The typed error that closed the lane, or ``None`` while it is not closed.
+        self.cause: GPTImageError | None = None
+        #: Until when (caller's clock) the lane is cooling; ``-inf`` when not.
+        self.cooling_until = -math.inf
+
+    def state(self, now: float) -> LaneState:
+        """The lane's state at ``now``."""
+        if self.cause is not None:
+            return LaneState.CLOSED
+        if now < self.cooling_until:
+            return LaneState.COOLING
+        return LaneState.OPEN
+
+    def close(self, cause: GPTImageError) -> None:
+        """Close the lane for new creates; the first cause is kept."""
+        if self.cause is None:
+            self.cause = cause
+
+    def cool(self, now: float, *, retry_after: float | None = None) -> float:
+        """Cool the lane from ``now``; returns the time it is due again.
+
+        The wait is ``retry_after`` seconds when the server gave one, else
+        ``uniform(COOL_JITTER_FLOOR, 1) * backoff_ceiling(n, base=COOL_BASE,
+        cap=COOL_MAX)`` where ``n`` counts coolings since the last good
+        answer. A cooling never ends earlier than one already running.
+        """
+        if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
+            wait = retry_after
+        else:
+            ceiling = backoff_ceiling(self._troubles, base=COOL_BASE, cap=COOL_MAX)
+            wait = self._rng.uniform(COOL_JITTER_FLOOR, 1.0) * ceiling
+        self._troubles += 1
+        self.cooling_until = max(self.cooling_until, now + wait)
+        return self.cooling_until
+
+    def recover(self) -> None:
+        """A good answer came: the cooling and its backoff end (a closed lane stays closed)."""
+        self._troubles = 0
+        self.cooling_until = -math.inf
+
+    def apply(self, error: BaseException, decision: Failover, now: float) -> None:
+        """Do what ``decision`` (from ``failover(error, ...)``) says to this lane."""
+        if decision.lane is LaneAction.CLOSE and isinstance(error, GPTImageError):
+            self.close(error)
+        elif decision.lane is LaneAction.COOL:
+            after = error.retry_after if isinstance(error, APIStatusError) else None
+            self.cool(now, retry_after=after)

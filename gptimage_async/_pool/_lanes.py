@@ -1,0 +1,316 @@
+"""Lanes and pools: what a session over several keys and sellers is made of.
+
+A *lane* is one (provider, API key, base URL): it has its own rate budget,
+its own learned state and its own price per quality. A *pool* is the ordered
+lanes of one session plus its routing policy and optional spend cap. Both are
+frozen descriptions, checked in full before anything is sent; the running
+parts (limiters, schedulers, health, spend) are built from them.
+
+Names a lane may show anywhere (journals, manifests, logs, Redis, errors):
+
+* ``fingerprint``: 12 hex digits, the head of ``budget_id(provider, key)``
+  (an HMAC-SHA256 under the project's naming key), so the key cannot be read
+  back and the same key has the same fingerprint in every process;
+* ``label``: the user's name for the lane, by default ``provider:fingerprint``.
+
+The key itself is held in a ``Secret``: no repr, str or error shows it.
+
+Prices are per image, per quality (``"medium"``, ``"high"``), in any unit the
+user likes (credits, cents) as long as all lanes of a pool use the same one.
+API in One publishes 10 credits a medium image and 28 a high one: those are
+its default. Runbase publishes no price for this model, so a Runbase lane's
+price is unknown unless given (``/work/shared/PROVIDERS.md``, "Several keys,
+two sellers"). Runbase refunds failed runs (its docs: "cost is taken when the
+run is created and refunded if it fails"); API in One does not say, so no
+refund is assumed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Literal, NoReturn, final
+
+from .._exceptions import ConfigurationError
+from .._models import QUALITIES, RateLimit
+from .._providers import get_provider
+from .._shared_limiter import budget_id
+from .._transport import Secret
+
+__all__ = [
+    "DEFAULT_PRICES",
+    "DEFAULT_QUALITY",
+    "FINGERPRINT_DIGITS",
+    "REFUNDS_FAILED_RUNS",
+    "ROUTINGS",
+    "Lane",
+    "Pool",
+    "Routing",
+    "lane_fingerprint",
+]
+
+#: How a pool picks the lane of a create (see ``_routing``).
+Routing = Literal["earliest", "cheapest"]
+ROUTINGS: tuple[str, ...] = ("earliest", "cheapest")
+
+#: The quality a request without one is made at: both providers default to medium.
+DEFAULT_QUALITY = "medium"
+#: Published prices per provider and quality. API in One: 10 credits medium,
+#: 28 high (its docs); Runbase publishes none for this model.
+DEFAULT_PRICES: Mapping[str, Mapping[str, float]] = MappingProxyType(
+    {"apiinone": MappingProxyType({"medium": 10, "high": 28})}
+)
+#: Providers that give back the cost of a run that failed. Runbase says so; API
+#: in One does not say, so a failed run there is counted as spent.
+REFUNDS_FAILED_RUNS: frozenset[str] = frozenset({"runbase"})
+#: Hex digits of a lane fingerprint: 48 bits, enough to tell a user's keys apart.
+FINGERPRINT_DIGITS = 12
+
+
+def lane_fingerprint(provider: str, api_key: str) -> str:
+    """A lane's fingerprint: the first ``FINGERPRINT_DIGITS`` hex digits of ``budget_id``.
+
+    ``budget_id`` is the HMAC-SHA256 of provider and key that already names a
+    key's shared budget in Redis, so a fingerprint in a journal or a log can be
+    matched to the budget without the key. The key cannot be read back from it.
+    """
+    return budget_id(provider, api_key)[:FINGERPRINT_DIGITS]
+
+
+def _fail(lane: str, message: str) -> NoReturn:
+    raise ConfigurationError(f"lane {lane}: {message}")
+
+
+def _check_prices(where: str, prices: object) -> dict[str, float]:
+    if not isinstance(prices, Mapping):
+        _fail(where, f"prices must be a mapping of quality to price, not {type(prices).__name__}")
+    checked: dict[str, float] = {}
+    for quality, price in prices.items():
+        if quality not in QUALITIES:
+            known = ", ".join(sorted(QUALITIES))
+            _fail(where, f"prices: unknown quality {quality!r:.40}; expected one of {known}")
+        if isinstance(price, bool) or not isinstance(price, int | float):
+            _fail(where, f"prices[{quality!r}] must be a number, not {type(price).__name__}")
+        if not math.isfinite(price) or price < 0:
+            _fail(where, f"prices[{quality!r}] must be a finite number >= 0, not {price!r}")
+        checked[quality] = price
+    return checked
+
+
+@final
+class Lane:
+    """One lane of a pool: a provider, an API key, a base URL, and what it costs.
+
+    ``Lane(provider, api_key=None, *, base_url=None, rate_limit=None,
+    prices=None, label=None)``:
+
+    * ``provider``: ``"runbase"`` or ``"apiinone"``;
+    * ``api_key``: the key, or ``None`` to read the provider's environment
+      variable (``RUNBASE_API_KEY``, ``APIINONE_API_KEY``), as ``Session`` does;
+      kept in a ``Secret`` (``api_key``), never shown;
+    * ``base_url``: default the provider's; ``https`` (``http`` only on loopback);
+    * ``rate_limit``: the starting belief (``RateLimit``); default the provider's;
+    * ``prices``: price per image by quality, e.g. ``{"medium": 10, "high": 28}``,
+      numbers >= 0; merged over the provider's published prices (API in One:
+      10/28; Runbase: none). A quality without a price has an unknown price;
+    * ``label``: a display name (non-empty, at most 64 characters); default
+      ``"provider:fingerprint"``.
+
+    Raises ``ConfigurationError`` for an unknown provider, a missing or
+    malformed key, a bad URL, a bad rate limit, an unknown quality or a price
+    that is not a number >= 0. Frozen; equal lanes have the same provider, key
+    and base URL.
+    """
+
+    __slots__ = (
+        "_identity",
+        "_key",
+        "_prices",
+        "base_url",
+        "fingerprint",
+        "label",
+        "provider",
+        "rate_limit",
+        "refunds_failed",
+    )
+
+    _identity: tuple[str, str, str]
+    _key: Secret
+    _prices: Mapping[str, float]
+    provider: str
+    base_url: str
+    rate_limit: RateLimit
+    fingerprint: str
+    label: str
+    refunds_failed: bool
+
+    def __init__(
+        self,
+        provider: str,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        rate_limit: RateLimit | None = None,
+        prices: Mapping[str, float] | None = None,
+        label: str | None = None,
+    ) -> None:
+        # Session's own checks (SessionConfig), so a lane accepts exactly what
+        # Session(...) does.
+        from .._config import SessionConfig
+
+        adapter = get_provider(provider)
+        if label is not None and (
+            not isinstance(label, str) or not label.strip() or len(label) > 64
+        ):
+            raise ConfigurationError("a lane's label must be a non-empty str of at most 64 chars")
+        where = repr(label) if label is not None else repr(adapter.name)
+        try:
+            config = SessionConfig(adapter.name, api_key=api_key, base_url=base_url)
+            key = config.resolved_key().reveal()
+            url = config.api_root
+        except ConfigurationError as exc:
+            _fail(where, exc.message)
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            _fail(where, "rate_limit must be a gptimage_async.RateLimit or None")
+        merged = dict(DEFAULT_PRICES.get(adapter.name, {}))
+        if prices is not None:
+            merged.update(_check_prices(where, prices))
+        fingerprint = lane_fingerprint(adapter.name, key)
+        sets = object.__setattr__
+        sets(self, "provider", adapter.name)
+        sets(self, "_key", Secret(key))
+        sets(self, "base_url", url)
+        sets(self, "rate_limit", rate_limit or adapter.default_rate_limit)
+        sets(self, "_prices", MappingProxyType(merged))
+        sets(self, "fingerprint", fingerprint)
+        sets(self, "label", label.strip() if label is not None else f"{adapter.name}:{fingerprint}")
+        sets(self, "refunds_failed", adapter.name in REFUNDS_FAILED_RUNS)
+        # The full HMAC, not the short fingerprint: two keys never compare equal by chance.
+        sets(self, "_identity", (adapter.name, budget_id(adapter.name, key), url))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Lane is frozen; cannot set {name!r}")
+
+    @property
+    def api_key(self) -> Secret:
+        """The key, in a ``Secret``: ``api_key.reveal()`` is for the Authorization header only."""
+        return self._key
+
+    @property
+    def prices(self) -> Mapping[str, float]:
+        """Known price per quality (read-only); a quality missing here has no known price."""
+        return self._prices
+
+    def price(self, quality: str | None) -> float | None:
+        """The price of one image at ``quality`` (``None``: medium); ``None`` if unknown."""
+        return self.prices.get(quality or DEFAULT_QUALITY)
+
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        """``(provider, budget_id, base_url)``: what makes two lanes the same lane (no key)."""
+        return self._identity
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Lane) and self.identity == other.identity
+
+    def __hash__(self) -> int:
+        return hash(self.identity)
+
+    def __repr__(self) -> str:
+        prices = ", ".join(f"{q}={p}" for q, p in sorted(self.prices.items())) or "unknown"
+        return (
+            f"Lane({self.provider!r}, label={self.label!r}, fingerprint={self.fingerprint!r}, "
+            f"base_url={self.base_url!r}, rate_limit={self.rate_limit.requests}/"
+            f"{self.rate_limit.per:g}, prices=({prices}))"
+        )
+
+
+@final
+class Pool:
+    """The lanes of one session, how creates are routed over them, and the spend cap.
+
+    ``Pool(lanes, *, routing="earliest", spend_cap=None)``:
+
+    * ``lanes``: one or more ``Lane``, in order (order breaks routing ties);
+    * ``routing``: ``"earliest"`` (the lane whose next slot is free first) or
+      ``"cheapest"`` (price first, overflow when the cheap lane is saturated);
+      see ``gptimage_async._pool._routing``;
+    * ``spend_cap``: ``None``, or the most all created runs may cost together,
+      in the lanes' price unit (a number >= 0). Every lane then needs a price
+      for every quality, or a create could go out whose cost is unknown.
+
+    Raises ``ConfigurationError`` (naming the lane, never its key) for an
+    empty pool, a non-``Lane`` item, the same lane twice (same provider, key
+    and base URL), the same label twice, an unknown routing, a bad spend cap,
+    or a spend cap with a lane whose prices are unknown.
+    """
+
+    __slots__ = ("lanes", "routing", "spend_cap")
+
+    lanes: tuple[Lane, ...]
+    routing: Routing
+    spend_cap: float | None
+
+    def __init__(
+        self,
+        lanes: Iterable[Lane],
+        *,
+        routing: Routing = "earliest",
+        spend_cap: float | None = None,
+    ) -> None:
+        if isinstance(lanes, Lane | str | bytes) or not isinstance(lanes, Iterable):
+            raise ConfigurationError("lanes must be an iterable of gptimage_async Lane objects")
+        items = tuple(lanes)
+        if not items:
+            raise ConfigurationError("a pool needs at least one lane")
+        seen: dict[tuple[str, str, str], Lane] = {}
+        labels: set[str] = set()
+        for item in items:
+            if not isinstance(item, Lane):
+                raise ConfigurationError(
+                    f"a pool's lanes must be Lane objects, not {type(item).__name__}"
+                )
+            if item.identity in seen:
+                raise ConfigurationError(
+                    f"lanes {seen[item.identity].label!r} and {item.label!r} are the same key "
+                    f"({item.provider}, fingerprint {item.fingerprint}, {item.base_url}): "
+                    "give each lane its own key"
+                )
+            if item.label in labels:
+                raise ConfigurationError(
+                    f"two lanes are labelled {item.label!r}: labels must differ (pass label=...)"
+                )
+            seen[item.identity] = item
+            labels.add(item.label)
+        if routing not in ROUTINGS:
+            raise ConfigurationError(
+                f"routing must be one of {', '.join(ROUTINGS)}, not {routing!r:.40}"
+            )
+        if spend_cap is not None:
+            if isinstance(spend_cap, bool) or not isinstance(spend_cap, int | float):
+                raise ConfigurationError(
+                    f"spend_cap must be a number or None, not {type(spend_cap).__name__}"
+                )
+            if not math.isfinite(spend_cap) or spend_cap < 0:
+                raise ConfigurationError(
+                    f"spend_cap must be a finite number >= 0, not {spend_cap!r}"
+                )
+            for item in items:
+                missing = sorted(QUALITIES - set(item.prices))
+                if missing:
+                    raise ConfigurationError(
+                        f"lane {item.label!r}: a spend cap needs a price for every quality; "
+                        f"none is known for {', '.join(missing)} (give prices={{...}})"
+                    )
+        sets = object.__setattr__
+        sets(self, "lanes", items)
+        sets(self, "routing", routing)
+        sets(self, "spend_cap", spend_cap)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Pool is frozen; cannot set {name!r}")
+
+    def __repr__(self) -> str:
+        labels = ", ".join(repr(lane.label) for lane in self.lanes)
+        return f"Pool([{labels}], routing={self.routing!r}, spend_cap={self.spend_cap!r})"

@@ -1,0 +1,459 @@
+"""The synchronous API: a ``Session`` on an event loop of its own, in a background thread.
+
+Plain code (a script, a notebook cell, a Flask or Django view) calls
+``SyncSession`` methods; each call runs the async verb on the session's loop
+and blocks the calling thread until it ends, re-raising the same typed error.
+Many threads may call one ``SyncSession`` at once: the loop serialises
+nothing but the session's own bookkeeping, and the rate limiter and poller
+see every thread's runs, as they would one process's tasks.
+
+A notebook cell runs inside an event loop that is already running, where
+``asyncio.run`` fails; the background loop does not care which loop (if any)
+the caller runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Coroutine, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar, overload
+
+from ._exceptions import GPTImageError, InvalidRequestError, SessionClosedError
+from ._loop_thread import Call, LoopThread
+from ._models import AspectRatio, ImageRequest, Quality, Result, RunStatus
+from ._providers import ProviderName
+from ._run import Run
+from ._session import Session
+from ._stats import SessionStats
+from ._sync_job import DURATIONS_KEPT, Job, default_window
+
+__all__ = ["SyncRun", "SyncSession"]
+
+logger = logging.getLogger("gptimage_async")
+
+T = TypeVar("T")
+
+#: Seconds ``close`` gives a loop to finish its cancelled work after a Ctrl-C.
+CLOSE_GRACE = 30.0
+
+
+class SyncRun:
+    """A ``Run`` for synchronous code: ``result()`` blocks until the run is resolved.
+
+    Returned by ``SyncSession.submit`` and ``SyncSession.attach``. Safe to
+    read and wait on from any thread.
+    """
+
+    __slots__ = ("_owner", "_run")
+
+    def __init__(self, owner: SyncSession, run: Run) -> None:
+        self._owner = owner
+        self._run = run
+
+    @property
+    def id(self) -> str | None:
+        """The provider's run id."""
+        return self._run.id
+
+    @property
+    def status(self) -> RunStatus:
+        """The run's last known status."""
+        return self._run.status
+
+    @property
+    def polls(self) -> int:
+        """Status requests sent for this run so far."""
+        return self._run.polls
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error the run was resolved with (``None`` while in flight or on success)."""
+        return self._run.error
+
+    @property
+    def outcome(self) -> Result | None:
+        """The result if the run succeeded, else ``None``."""
+        return self._run.outcome
+
+    @property
+    def request(self) -> ImageRequest | None:
+        """What was asked for (``None`` for a run attached by id alone)."""
+        return self._run.request
+
+    def done(self) -> bool:
+        """True once the run is resolved (result or error)."""
+        return self._run.done()
+
+    def result(self, timeout: float | None = None) -> Result:
+        """Block until the run's ``Result``; raise its typed error if it failed.
+
+        ``timeout`` (seconds, default ``None``: as long as it takes) bounds
+        this wait only: ``TimeoutError`` is raised and the run carries on.
+        A Ctrl-C stops the wait, not the run.
+        """
+        if self._owner.closed and self._run.done():  # resolved: no need of the closed loop
+            if self._run.error is not None:
+                raise self._run.error
+            outcome = self._run.outcome
+            assert outcome is not None
+            return outcome
+        return self._owner._call(self._run.result(timeout))
+
+    def __repr__(self) -> str:
+        return f"<SyncRun {self._run.id} {self._run.provider} {self._run.status.value}>"
+
+
+class SyncSession:
+    """A ``Session`` for synchronous code: scripts, notebook cells, Flask or Django views.
+
+    >>> with SyncSession("runbase") as session:                   # doctest: +SKIP
+    ...     result = session.generate("a ceramic lamp", quality="high")
+    ...     paths = session.download(result, "out/")
+
+    Takes the same arguments as ``Session`` and raises the same
+    ``ConfigurationError`` for bad ones. The session opens at once, on an
+    event loop of its own in a daemon thread (one loop and one thread per
+    ``SyncSession``); every method runs the async verb there and blocks the
+    caller until it ends, raising the same typed errors. It works with no
+    event loop (a script), inside a running one (a Jupyter cell, where
+    ``asyncio.run`` fails), and from many threads at once (a sync web
+    framework's workers): open one per process at start-up and share it, so
+    its rate limiter and poller see all the traffic for the key. Its thread
+    does not survive ``os.fork()``: a server that forks workers from a loaded
+    app (gunicorn ``--preload``) opens one in each worker, after the fork.
+
+    ``close()`` (or leaving the ``with`` block) closes it: it waits for runs
+    in flight unless ``on_exit="cancel"`` (or the block raised), then stops
+    the loop and its thread. A session never closed is closed when the
+    interpreter exits, its runs in flight let go (``atexit``). A closed
+    session cannot be reopened: methods raise ``SessionClosedError``.
+
+    Ctrl-C while a call waits (a script, or a notebook's "interrupt") stops
+    it as the command line does: no more creates are sent, creates on the
+    wire are let be answered, and ``KeyboardInterrupt`` is re-raised with a
+    note listing the ids of the runs already created (paid for; ``attach``
+    them later). The session stays open. A second Ctrl-C quits at once.
+
+    Prefer the async ``Session`` when the calling code is itself async (an
+    asyncio web app, FastAPI, aiohttp: blocking its loop stalls every request
+    it serves), or to follow each of many concurrent runs as it ends
+    (``as_completed``). ``generate_many`` here runs many at once as well.
+    """
+
+    def __init__(self, provider: ProviderName | str = "runbase", **options: Any) -> None:
+        self._session = Session(provider, **options)
+        self._cancel_on_exit = options.get("on_exit", "wait") == "cancel"
+        #: The tasks of the calls that create runs, on the loop (touched there only).
+        self._jobs: set[asyncio.Task[Any]] = set()
+        self._durations: deque[float] = deque(maxlen=DURATIONS_KEPT)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._thread = LoopThread(self._session.open(), name="gptimage-sync")
+        # Held strongly, on purpose: a session dropped unclosed still runs in its
+        # thread (its runs, its learned state), and is closed at exit all the same.
+        atexit.register(self._close_at_exit)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @property
+    def provider(self) -> str:
+        """The provider's name: ``"runbase"`` or ``"apiinone"``."""
+        return self._session.provider
+
+    @property
+    def base_url(self) -> str:
+        """The API root requests go to."""
+        return self._session.base_url
+
+    @property
+    def stats(self) -> SessionStats:
+        """The session's counters (requests, creates, polls, ...), read-only."""
+        return self._session.stats
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._closed
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Session.__aexit__'s rule: leaving through an exception always cancels.
+        self._close(cancel=exc_type is not None or self._cancel_on_exit)
+
+    def close(self, *, cancel: bool = False) -> None:
+        """Close the session: wait for runs in flight (or cancel them), then stop the loop.
+
+        Calls other threads are making are waited for too; with ``cancel=True``
+        they stop at once (no more creates: those already on the wire are
+        answered) and raise ``SessionClosedError``. Cancelled runs end with
+        ``SessionClosedError`` carrying their run id. A Ctrl-C while waiting
+        cancels. Closing twice is harmless; a closed session cannot be reopened.
+        """
+        self._close(cancel=cancel)
+
+    async def _closing(self, cancel: bool) -> None:
+        # The calls of other threads first: waited for, or cancelled (creates
+        # waiting for the limiter are dropped; those on the wire are answered
+        # and their runs let go by the close). A create left waiting could
+        # otherwise be sent while the session shuts down.
+        try:
+            if cancel:
+                for task in self._jobs:
+                    task.cancel()
+            if self._jobs:
+                await asyncio.wait(list(self._jobs))
+        except asyncio.CancelledError:  # a Ctrl-C during close(): stop waiting for them
+            for task in self._jobs:
+                task.cancel()
+            await self._session.aclose(cancel=True)
+            raise
+        await self._session.aclose(cancel=cancel)
+
+    def _close(self, *, cancel: bool) -> None:
+        self._thread.check_thread()
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        atexit.unregister(self._close_at_exit)
+        call = self._thread.call(self._closing(cancel))
+        try:
+            call.wait()
+        except KeyboardInterrupt:
+            # Stop waiting for runs: the close goes on and lets them go.
+            call.cancel()
+            # Its end is its cancellation (or a timeout): the Ctrl-C is what is raised.
+            with contextlib.suppress(BaseException):
+                call.wait(CLOSE_GRACE)
+            raise
+        finally:
+            self._thread.stop()
+
+    # -- calls -----------------------------------------------------------------
+
+    def _call(self, coro: Coroutine[Any, Any, T], job: Job | None = None) -> T:
+        """Run ``coro`` on the session's loop and block until it ends."""
+        if self._closed:
+            coro.close()
+            raise SessionClosedError("the SyncSession is closed; create a new one")
+        call = self._thread.call(coro if job is None else self._run_job(job, coro))
+        try:
+            return call.wait()
+        except KeyboardInterrupt as interrupt:
+            self._interrupted(call, job, interrupt)
+            raise
+        except asyncio.CancelledError:  # only close() cancels a call not interrupted
+            raise SessionClosedError(
+                "the SyncSession was closed while this call waited; its runs were let go"
+            ) from None
+
+    def _interrupted(self, call: Call[Any], job: Job | None, interrupt: BaseException) -> None:
+        if job is None:  # only a wait: the run carries on
+            call.cancel()
+            return
+        self._thread.run_soon(job.stop)
+        try:
+            # Creates on the wire are answered within the request timeout.
+            call.wait()
+        except KeyboardInterrupt:  # a second Ctrl-C: quit at once
+            call.cancel()
+            interrupt.add_note(
+                "interrupted again: creates on the wire were not waited for; "
+                "their runs may exist too"
+            )
+        except BaseException:  # the job's own end; the Ctrl-C is what is raised
+            pass
+        interrupt.add_note(job.report(self.provider))
+
+    def _job(self) -> Job:
+        return Job(self._session, self._durations)
+
+    async def _run_job(self, job: Job, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:  # raced a close(): nothing may start now
+            coro.close()
+            raise SessionClosedError("the SyncSession is closed; create a new one")
+        task = asyncio.current_task()
+        assert task is not None
+        self._jobs.add(task)
+        try:
+            return await coro
+        finally:
+            self._jobs.discard(task)
+
+    # -- verbs -----------------------------------------------------------------
+
+    def prepare(
+        self,
+        request: ImageRequest | str,
+        *,
+        aspect_ratio: AspectRatio | None = None,
+        quality: Quality | None = None,
+        image_urls: Iterable[str] | None = None,
+    ) -> ImageRequest:
+        """Validate a request for this session's provider without sending anything.
+
+        Raises ``InvalidRequestError``.
+        """
+        return self._session.prepare(
+            request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
+        )
+
+    def generate(
+        self,
+        request: ImageRequest | str,
+        *,
+        aspect_ratio: AspectRatio | None = None,
+        quality: Quality | None = None,
+        image_urls: Iterable[str] | None = None,
+    ) -> Result:
+        """Create a run and block until its ``Result``; raise its typed error if it fails.
+
+        ``request`` is a prompt or an ``ImageRequest``; the options fill in
+        what it left unset (``None``: the provider's default). Invalid input
+        raises ``InvalidRequestError`` before anything is sent.
+        """
+        req = self.prepare(
+            request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
+        )
+        job = self._job()
+        return self._call(job.generate(req), job)
+
+    def submit(
+        self,
+        request: ImageRequest | str,
+        *,
+        aspect_ratio: AspectRatio | None = None,
+        quality: Quality | None = None,
+        image_urls: Iterable[str] | None = None,
+    ) -> SyncRun:
+        """Create a run and return its handle once the provider has accepted it.
+
+        ``handle.result()`` then blocks until it is resolved. Raises what
+        ``Session.submit`` raises (``InvalidRequestError`` before sending).
+        """
+        req = self.prepare(
+            request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
+        )
+        job = self._job()
+        return SyncRun(self, self._call(job.submit(req), job))
+
+    def attach(self, run_id: str, *, request: ImageRequest | None = None) -> SyncRun:
+        """Track a run created earlier (by id); nothing is created. See ``Session.attach``."""
+        return SyncRun(self, self._call(self._attach(run_id, request)))
+
+    async def _attach(self, run_id: str, request: ImageRequest | None) -> Run:
+        return self._session.attach(run_id, request=request)
+
+    @overload
+    def generate_many(
+        self,
+        requests: Iterable[ImageRequest | str],
+        *,
+        return_exceptions: Literal[False] = False,
+        concurrency: int | None = None,
+    ) -> list[Result]: ...
+
+    @overload
+    def generate_many(
+        self,
+        requests: Iterable[ImageRequest | str],
+        *,
+        return_exceptions: Literal[True],
+        concurrency: int | None = None,
+    ) -> list[Result | GPTImageError]: ...
+
+    def generate_many(
+        self,
+        requests: Iterable[ImageRequest | str],
+        *,
+        return_exceptions: bool = False,
+        concurrency: int | None = None,
+    ) -> list[Result] | list[Result | GPTImageError]:
+        """Generate many images at once; block until all are done; results in input order.
+
+        Every request is validated before anything is sent. With
+        ``return_exceptions=False`` the first failure is raised and creates
+        not yet sent are dropped (runs already created stay tracked); with
+        ``True`` each item is its ``Result`` or its error. ``concurrency``
+        (``int`` >= 1) caps the runs in flight at once; default ``None``:
+        twice what the key's budget keeps in flight (its rate times the
+        longer of its window and the 95th-percentile run duration seen), at
+        least 32, as ``Session.generate_many``. The rate limiter paces the
+        creates either way. Ctrl-C stops it as described on ``SyncSession``.
+        """
+        if isinstance(requests, str | bytes | bytearray | ImageRequest):
+            raise InvalidRequestError(
+                "requests must be an iterable of prompts or ImageRequests, not a single "
+                f"{type(requests).__name__}; wrap it in a list, or use generate()/submit()"
+            )
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise InvalidRequestError("concurrency must be a positive int or None")
+        prepared: list[ImageRequest | GPTImageError] = []
+        for item in requests:
+            try:
+                prepared.append(self.prepare(item))
+            except GPTImageError as exc:
+                if not return_exceptions:
+                    raise
+                prepared.append(exc)
+        job = self._job()
+        many = self._many(job, prepared, return_exceptions, concurrency)
+        return self._call(many, job)
+
+    async def _many(
+        self,
+        job: Job,
+        prepared: list[ImageRequest | GPTImageError],
+        return_exceptions: bool,
+        concurrency: int | None,
+    ) -> list[Result | GPTImageError]:
+        window = concurrency or default_window(self._session, self._durations)
+        return await job.generate_many(prepared, return_exceptions=return_exceptions, window=window)
+
+    def download(
+        self, result: Result, dest_dir: str | os.PathLike[str], *, stem: str | None = None
+    ) -> list[Path]:
+        """Save a result's images into ``dest_dir``; return their paths. See ``Result.save``.
+
+        Raises ``DownloadError``.
+        """
+        if not isinstance(result, Result):
+            raise InvalidRequestError(f"download() takes a Result, not {type(result).__name__}")
+        return self._call(result.save(dest_dir, stem=stem))
+
+    def read(self, result: Result) -> list[bytes]:
+        """Each of a result's images as bytes, in ``urls`` order. See ``Result.read``.
+
+        Raises ``DownloadError``.
+        """
+        if not isinstance(result, Result):
+            raise InvalidRequestError(f"read() takes a Result, not {type(result).__name__}")
+        return self._call(result.read())
+
+    def _close_at_exit(self) -> None:
+        if not self._closed:
+            logger.warning(
+                "a SyncSession was not closed; closing it at exit (runs in flight are let go)"
+            )
+            self.close(cancel=True)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<SyncSession {self.provider} {self.base_url} {state}>"

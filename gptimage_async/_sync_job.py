@@ -1,0 +1,189 @@
+"""The creates of one blocking ``SyncSession`` call, and how a Ctrl-C stops them.
+
+Runs on the session's loop. It uses the ``Session``'s public verbs only
+(``submit`` with ``on_send``, ``tail_size``, ``limiter``), so that creates on
+the wire, and so the runs paid for, are known when a stop comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+
+import anyio
+
+from ._exceptions import GPTImageError, SessionClosedError
+from ._models import ImageRequest, Result
+from ._run import Run
+from ._session import FEEDERS, WINDOW_FACTOR, Session
+
+__all__ = ["DURATIONS_KEPT", "Job", "default_window"]
+
+#: Run durations remembered for the window of ``generate_many`` (its 95th percentile).
+DURATIONS_KEPT = 256
+
+
+class _Stopped(Exception):
+    """Raised by ``on_send`` once a job stops: that create is not sent."""
+
+
+class Job:
+    """The creates of one blocking call. ``stop()`` sends no more of them.
+
+    The command line's rule for Ctrl-C: creates still waiting (for the rate
+    limiter, or to be sent again) are dropped; creates on the wire are let be
+    answered, so that every run paid for has an id to report; waits for
+    results end at once (the runs carry on at the provider). A job stopped
+    before it finished raises ``CancelledError``: the caller re-raises its
+    ``KeyboardInterrupt`` instead.
+    """
+
+    __slots__ = ("_following", "_unsent", "created", "durations", "session", "stopping")
+
+    def __init__(self, session: Session, durations: deque[float]) -> None:
+        self.session = session
+        #: Durations (seconds) of the runs that succeeded; shared by a sync session's jobs.
+        self.durations = durations
+        self.stopping = False
+        self._unsent: set[anyio.CancelScope] = set()
+        self._following: set[anyio.CancelScope] = set()
+        #: Runs this call created, in the order the provider accepted them.
+        self.created: list[Run] = []
+
+    def stop(self) -> None:
+        """Send no more creates and stop waiting for results (call on the loop)."""
+        self.stopping = True
+        for scope in [*self._unsent, *self._following]:
+            scope.cancel()
+
+    async def create(self, request: ImageRequest, *, last: bool = False) -> Run | None:
+        """``Session.submit``; ``None`` if the job stopped before the create was sent."""
+        if self.stopping:
+            return None
+        unsent = anyio.CancelScope()
+        self._unsent.add(unsent)
+
+        def sending() -> None:
+            if self.stopping:
+                raise _Stopped
+            self._unsent.discard(unsent)  # on the wire: let it be answered
+
+        run: Run | None = None
+        try:
+            with unsent:
+                run = await self.session.submit(request, on_send=sending, ahead_of_polls=last)
+        except _Stopped:
+            return None
+        finally:
+            self._unsent.discard(unsent)
+        if run is not None:
+            self.created.append(run)
+        return run
+
+    async def follow(self, run: Run) -> Result | None:
+        """The run's result (its typed error raised); ``None`` if the job stopped first."""
+        with anyio.CancelScope() as following:
+            self._following.add(following)
+            if self.stopping:
+                following.cancel()
+            try:
+                result = await run
+            finally:
+                self._following.discard(following)
+            self.durations.append(result.elapsed or 0.0)
+            return result
+        return None
+
+    async def submit(self, request: ImageRequest) -> Run:
+        """``SyncSession.submit``: the run, once created."""
+        run = await self.create(request)
+        if run is None:
+            raise asyncio.CancelledError
+        return run
+
+    async def generate(self, request: ImageRequest) -> Result:
+        """``SyncSession.generate``: the run's result."""
+        result = await self.follow(await self.submit(request))
+        if result is None:
+            raise asyncio.CancelledError
+        return result
+
+    async def generate_many(
+        self,
+        prepared: list[ImageRequest | GPTImageError],
+        *,
+        return_exceptions: bool,
+        window: int,
+    ) -> list[Result | GPTImageError]:
+        """``SyncSession.generate_many``: at most ``window`` runs in flight; input order.
+
+        Invalid requests come in as their errors. The first failure, unless
+        ``return_exceptions``, stops the job (as a Ctrl-C does) and is raised.
+        """
+        out: list[Result | GPTImageError | None] = [
+            item if isinstance(item, GPTImageError) else None for item in prepared
+        ]
+        todo = [(i, item) for i, item in enumerate(prepared) if isinstance(item, ImageRequest)]
+        room = asyncio.Semaphore(window)
+        failure: list[GPTImageError] = []
+
+        async def one(index: int, request: ImageRequest, last: bool) -> None:
+            try:
+                run = await self.create(request, last=last)
+                out[index] = await self.follow(run) if run is not None else None
+            except GPTImageError as exc:
+                out[index] = exc
+                if not return_exceptions and not failure:
+                    failure.append(exc)
+                    self.stop()
+            finally:
+                room.release()
+
+        async with anyio.create_task_group() as tg:
+            for n, (index, request) in enumerate(todo):
+                await room.acquire()
+                if self.stopping:
+                    break
+                # A bulk job's last creates go ahead of polls, as Session.generate_many's.
+                tail = self.session.tail_size()
+                last = len(todo) > tail and n >= len(todo) - tail
+                tg.start_soon(one, index, request, last)
+        if failure:
+            raise failure[0]
+        if self.stopping:
+            raise asyncio.CancelledError
+        assert all(item is not None for item in out)
+        return out  # type: ignore[return-value]  # every slot filled, checked above
+
+    def report(self, provider: str) -> str:
+        """What a Ctrl-C leaves behind, as the command line prints it."""
+        if not self.created:
+            return "interrupted: no more creates were sent; no run was created"
+        lines = [f"  {run.id}  {_state_at_stop(run)}" for run in self.created]
+        head = (
+            "interrupted: no more creates were sent; runs already created (paid for; "
+            f"they may still finish at {provider}: attach() them by id):"
+        )
+        return "\n".join([head, *lines])
+
+
+def _state_at_stop(run: Run) -> str:
+    if not run.done() or isinstance(run.error, SessionClosedError):
+        return "in flight at the stop"
+    return run.status.value
+
+
+def default_window(session: Session, durations: deque[float]) -> int:
+    """Runs in flight at once for ``generate_many`` without ``concurrency``.
+
+    ``Session.generate_many``'s rule: twice what the key's budget keeps in
+    flight (its believed rate times the longer of its window and the 95th
+    percentile of the run durations seen), at least ``FEEDERS``.
+    """
+    limiter = session.limiter
+    longest = limiter.per
+    if durations:
+        seen = sorted(durations)
+        longest = max(longest, seen[min(len(seen) - 1, int(0.95 * len(seen)))])
+    return max(FEEDERS, math.ceil(WINDOW_FACTOR * limiter.rate * longest))

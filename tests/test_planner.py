@@ -1,0 +1,295 @@
+"""The poll planner's rules as tables on plain numbers (no loop, no clock, no I/O).
+
+Each rule of ``gptimage_async._planner`` is a pure function of numbers and of
+a real ``DurationModel``; the tables say where polls go in each case.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gptimage_async._durations import DurationModel
+from gptimage_async._planner import (
+    COLD_FIRST_RTTS,
+    COLD_GROWTH,
+    COLD_RELEASE,
+    COLD_SCOUTS,
+    COLD_SPECULATIVE_GROWTH,
+    FINAL_POLL_LEAD,
+    MAX_NOT_FOUND,
+    MIN_STEP,
+    NOT_FOUND_GRACE,
+    NOT_FOUND_POLLS,
+    PLANNED_DONE_SHARE,
+    SPREAD_KEEP,
+    TAIL_GROWTH,
+    TailCohort,
+    deadline_poll_at,
+    not_found_ceiling,
+    not_found_is_final,
+    plan_age,
+    retry_ceiling,
+    should_park,
+    speculative_age,
+)
+
+RTT = 0.05
+
+
+def uniform_model(model: DurationModel | None = None, n: int = 400) -> DurationModel:
+    """Runs of 3-10 s, each seen done within 1 ms of finishing, in no particular order.
+
+    (Sorted by duration they would read as a provider slowing down, which the
+    model's change detector is there to catch.)
+    """
+    model = DurationModel() if model is None else model
+    for i in range(n):
+        k = i * 7919 % n  # a fixed permutation: 7919 is prime to n
+        d = 3.0 + 7.0 * (k + 0.5) / n
+        model.observe(d - 0.001, d)
+    return model
+
+
+# -- planned polls -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("last", "polls", "interval", "expected"),
+    [
+        # First poll after a few create round trips ...
+        (0.0, 0, 0.01, COLD_FIRST_RTTS * RTT),
+        # ... then geometric growth ...
+        (0.2, 1, 0.01, 0.2 * COLD_GROWTH),
+        (0.4, 2, 0.01, 0.4 * COLD_GROWTH),
+        (1.6, 4, 0.01, 1.6 * COLD_GROWTH),
+        # ... never closer than one slot of the budget.
+        (0.0, 0, 1.0, 1.0),
+        (0.2, 1, 0.5, 0.2 + 0.5),
+    ],
+)
+def test_cold_start_probes_geometrically_from_the_rtt(
+    last: float, polls: int, interval: float, expected: float
+) -> None:
+    age = plan_age(DurationModel(), last_pending_age=last, polls=polls, interval=interval, rtt=RTT)
+    assert age == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("cold_floor", "cold_scale", "expected"),
+    [
+        (0.0, 3.0, COLD_RELEASE * 3.0),  # a run done by 3 s: nearly all are done by twice that
+        (0.0, 0.0, COLD_RELEASE * 3.0),  # no scale yet: the longest run observed gives it
+        (8.0, 3.0, 8.0),  # but never before a run was seen still going
+    ],
+)
+def test_cold_start_never_plans_before_what_earlier_runs_showed(
+    cold_floor: float, cold_scale: float, expected: float
+) -> None:
+    model = DurationModel()
+    model.observe(2.0, 3.0)  # one run done by 3 s: not enough to be ready
+    assert not model.ready
+    age = plan_age(
+        model,
+        last_pending_age=0.0,
+        polls=0,
+        interval=0.01,
+        rtt=RTT,
+        cold_floor=cold_floor,
+        cold_scale=cold_scale,
+    )
+    assert age == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("last", "polls", "expected"),
+    [
+        # PLANNED_DONE_SHARE of all runs are done by 9.65 s (3 + 0.95 * 7) ...
+        (0.0, 0, 3.0 + PLANNED_DONE_SHARE * 7.0),
+        # ... of runs still going at 5 s, by 5 + 0.95 * 5 ...
+        (5.0, 1, 5.0 + PLANNED_DONE_SHARE * 5.0),
+        # ... and always at least MIN_STEP of the median (6.5 s) after the last poll.
+        (9.9, 3, 9.9 + MIN_STEP * 6.5),
+        # Past everything seen: the gap grows by TAIL_GROWTH.
+        (20.0, 5, 20.0 * TAIL_GROWTH),
+    ],
+)
+def test_with_a_model_a_planned_poll_is_its_conditional_quantile(
+    last: float, polls: int, expected: float
+) -> None:
+    model = uniform_model()
+    assert model.ready
+    age = plan_age(model, last_pending_age=last, polls=polls, interval=0.01, rtt=RTT)
+    assert age == pytest.approx(expected, abs=0.15)
+
+
+# -- speculative polls ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("last", "polls", "in_flight", "interval", "expected"),
+    [
+        # A few runs in flight, nothing learned: half the planned first poll ...
+        (0.0, 0, 1, 0.01, COLD_FIRST_RTTS * RTT / 2),
+        # ... then fine geometric steps, at least a slot apart ...
+        (1.0, 3, 1, 0.01, 1.0 * COLD_SPECULATIVE_GROWTH),
+        (0.2, 1, 1, 0.1, 0.2 + 0.1),
+        # ... and nothing at all for a crowd that should wait for the model.
+        (0.0, 0, COLD_SCOUTS + 1, 0.01, math.inf),
+    ],
+)
+def test_cold_speculative_polls(
+    last: float, polls: int, in_flight: int, interval: float, expected: float
+) -> None:
+    age = speculative_age(
+        DurationModel(),
+        last_pending_age=last,
+        polls=polls,
+        in_flight=in_flight,
+        rtt=RTT,
+        interval=interval,
+        slots_per_window=20.0,
+    )
+    assert age == pytest.approx(expected)
+
+
+def test_speculative_polls_spread_over_the_likely_finish() -> None:
+    # 20 per 10 s: a window longer than the runs, as with Runbase's limit.
+    interval, slots = 0.5, 20.0
+    args = {"in_flight": 1, "rtt": RTT, "interval": interval, "slots_per_window": slots}
+    # One finished run gives the scale: speculation starts before its duration.
+    one = DurationModel()
+    one.observe(4.9, 5.0)
+    assert not one.ready
+    assert 0.0 < speculative_age(one, last_pending_age=0.0, polls=0, **args) < 4.9
+    # A mature model of 3-10 s runs: nothing before about 3 s, then the
+    # window's slots spread over 3-10 s, closer together than the even pace.
+    model = uniform_model()
+    assert 2.5 < speculative_age(model, last_pending_age=0.0, polls=0, **args) < 3.2
+    step = speculative_age(model, last_pending_age=5.0, polls=1, **args) - 5.0
+    assert step == pytest.approx((10.0 - 3.0) / (slots - SPREAD_KEEP), rel=0.1)
+    assert step < interval
+
+
+# -- the deadline ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("when", "last", "not_before", "expected"),
+    [
+        (50.0, 0.0, 0.0, 50.0),  # before the deadline: as planned
+        (120.0, 0.0, 0.0, 100.0 - FINAL_POLL_LEAD * 100.0),  # past it: one last poll before it
+        (math.inf, 0.0, 0.0, 100.0 - FINAL_POLL_LEAD * 100.0),  # parked runs too
+        (120.0, 99.0, 0.0, 100.0),  # already seen going there: only the timeout is left
+        (120.0, 0.0, 99.0, 100.0),  # the server asked for a wait past it
+    ],
+)
+def test_no_run_times_out_unpolled(
+    when: float, last: float, not_before: float, expected: float
+) -> None:
+    at = deadline_poll_at(
+        when, created_at=0.0, deadline=100.0, last_pending_age=last, not_before=not_before
+    )
+    assert at == pytest.approx(expected)
+
+
+# -- retries and "not found" -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("age", "grace", "errors", "final"),
+    [
+        # A run we created: within the grace a 404 is "not visible yet", however many.
+        (0.1, NOT_FOUND_GRACE, 0, False),
+        (0.11, NOT_FOUND_GRACE, 20, False),  # three polls in 0.1 s at a high rate limit
+        (NOT_FOUND_GRACE - 0.01, NOT_FOUND_GRACE, 50, False),
+        # After it, the count of 404s in a row decides, as for any run.
+        (NOT_FOUND_GRACE, NOT_FOUND_GRACE, MAX_NOT_FOUND - 1, True),
+        (NOT_FOUND_GRACE + 5.0, NOT_FOUND_GRACE, 0, False),  # seen before: a first 404
+        # An attached run: no grace.
+        (0.1, 0.0, MAX_NOT_FOUND - 2, False),
+        (0.1, 0.0, MAX_NOT_FOUND - 1, True),
+    ],
+)
+def test_a_404_ends_a_run_only_after_its_grace(
+    age: float, grace: float, errors: int, final: bool
+) -> None:
+    assert not_found_is_final(age=age, grace=grace, errors=errors) is final
+
+
+def test_the_grace_is_seconds_and_outlasts_a_lagging_read_side() -> None:
+    # PROVIDERS.md: both sellers' read side may lag briefly (3 s seen); runs take 3-10 s.
+    assert 10.0 <= NOT_FOUND_GRACE <= 60.0
+
+
+@pytest.mark.parametrize(
+    ("errors", "ready", "interval", "expected"),
+    [
+        (1, False, 0.01, 2 * RTT),  # cold: from the round trip
+        (3, False, 0.01, 8 * RTT),
+        (1, False, 0.5, 1.0),  # never closer than the request interval
+        (10, False, 0.5, 10.0),  # capped at the window
+        (1, True, 0.01, 2 * MIN_STEP * 6.5),  # with a model: a share of the median
+    ],
+)
+def test_retries_back_off_from_the_budget_or_the_runs(
+    errors: int, ready: bool, interval: float, expected: float
+) -> None:
+    model = uniform_model() if ready else DurationModel()
+    ceiling = retry_ceiling(errors, model=model, rtt=RTT, interval=interval, window=10.0)
+    assert ceiling == pytest.approx(expected, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("errors", "window", "expected"),
+    [
+        (1, 10.0, 2 * RTT),  # as any retry at first ...
+        (20, 10.0, 10.0),  # ... capped at the window where that is long (Runbase's default)
+        (20, 1.0, NOT_FOUND_GRACE / NOT_FOUND_POLLS),  # a short window: a few polls per grace
+    ],
+)
+def test_a_run_not_visible_yet_is_polled_a_few_times_per_grace(
+    errors: int, window: float, expected: float
+) -> None:
+    model = DurationModel()
+    ceiling = not_found_ceiling(errors, model=model, rtt=RTT, interval=0.001, window=window)
+    assert ceiling == pytest.approx(expected)
+
+
+# -- cold start in bulk: scouts and parked runs ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ready", "scale", "scout", "scouts", "waiting", "park"),
+    [
+        (False, 0.0, False, 1, True, True),  # a bulk job: one scout probes, the rest wait
+        (False, 0.0, False, 0, True, False),  # ... the first run is that scout
+        (False, 0.0, False, 1, False, False),  # idle budget: every run probes
+        (False, 0.0, True, 1, True, False),  # a scout is never parked
+        (False, 4.0, False, 1, True, False),  # a duration is known: plan from it
+        (True, 0.0, False, 1, True, False),
+    ],
+)
+def test_only_scouts_probe_a_bulk_cold_start(
+    ready: bool, scale: float, scout: bool, scouts: int, waiting: bool, park: bool
+) -> None:
+    parked = should_park(
+        model_ready=ready, cold_scale=scale, is_scout=scout, scouts=scouts, waiting=waiting
+    )
+    assert parked is park
+
+
+# -- a bulk job's tail -------------------------------------------------------------------
+
+
+def test_the_tail_cohort_is_chosen_by_creation_time() -> None:
+    tail, longest = TailCohort(), 10.0
+    assert 50.0 not in tail  # no tail yet
+    tail.began(100.0, longest=longest)
+    tail.began(110.0, longest=longest)  # the same tail: a stream's next last create
+    tail.ended(110.0)
+    table = [(89.0, False), (90.5, True), (105.0, True), (110.0, True), (111.0, False)]
+    assert [(t, t in tail) for t, _ in table] == table
+    tail.began(500.0, longest=longest)  # long after: a new cohort
+    assert 105.0 not in tail and 495.0 in tail

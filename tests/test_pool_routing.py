@@ -1,0 +1,244 @@
+"""Routing: which lane takes a ready create, or when to ask again (pure, on given times)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gptimage_async._exceptions import (
+    AuthenticationError,
+    InsufficientCreditsError,
+    PoolExhaustedError,
+    SpendCapError,
+    status_error,
+)
+from gptimage_async._pool import (
+    CHEAP_HORIZON,
+    Exhausted,
+    Go,
+    Lane,
+    LaneHealth,
+    LaneState,
+    LaneView,
+    Route,
+    SpendLedger,
+    Wait,
+    lane_view,
+    route,
+)
+
+NOW = 1000.0
+
+
+def lane(
+    next_free: float = NOW,
+    price: float | None = None,
+    *,
+    interval: float = 0.5,
+    state: LaneState = LaneState.OPEN,
+    cooling_until: float = float("-inf"),
+    label: str = "l",
+) -> LaneView:
+    cause = status_error(402, "out of credits") if state is LaneState.CLOSED else None
+    return LaneView(label, next_free, price, interval, state, cooling_until, cause)
+
+
+EARLIEST: list[tuple[str, list[LaneView], Route]] = [
+    ("one free lane", [lane()], Go(0)),
+    ("a slot in the past is free now", [lane(NOW - 5)], Go(0)),
+    ("the earliest free slot wins", [lane(NOW + 0.3), lane(NOW + 0.1)], Wait(NOW + 0.1, 1)),
+    ("free now beats free later", [lane(NOW + 0.3), lane(NOW)], Go(1)),
+    ("a tie goes to the cheaper", [lane(NOW, 28), lane(NOW, 10)], Go(1)),
+    ("unknown price loses a tie", [lane(NOW, None), lane(NOW, 28)], Go(1)),
+    ("equal price: pool order", [lane(NOW, 10), lane(NOW, 10)], Go(0)),
+    ("price never beats time", [lane(NOW + 0.2, 1), lane(NOW, 99)], Go(1)),
+    (
+        "a closed lane is never picked",
+        [lane(NOW, 1, state=LaneState.CLOSED), lane(NOW + 3, 50)],
+        Wait(NOW + 3, 1),
+    ),
+    (
+        "a cooling lane is ready when its cooling ends",
+        [lane(NOW, state=LaneState.COOLING, cooling_until=NOW + 2), lane(NOW + 1)],
+        Wait(NOW + 1, 1),
+    ),
+    (
+        "a cooling lane that is due is ready",
+        [lane(NOW + 9), lane(NOW, state=LaneState.COOLING, cooling_until=NOW)],
+        Go(1),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "views", "expected"), EARLIEST, ids=[r[0] for r in EARLIEST])
+def test_earliest(name: str, views: list[LaneView], expected: Route) -> None:
+    assert route(views, now=NOW) == expected
+    assert route(views, now=NOW, policy="earliest") == expected
+
+
+CHEAPEST: list[tuple[str, list[LaneView], Route]] = [
+    ("the cheap lane when both are free", [lane(NOW, 28), lane(NOW, 10)], Go(1)),
+    (
+        "the cheap lane is waited for within the horizon",
+        [lane(NOW, 28), lane(NOW + 0.2, 10)],
+        Wait(NOW + 0.2, 1),
+    ),
+    (
+        "overflow when the cheap lane is later than the horizon",
+        [lane(NOW, 28), lane(NOW + 0.3, 10)],
+        Go(0),
+    ),
+    (
+        "the horizon is at most half the cheap lane's interval",
+        [lane(NOW, 28), lane(NOW + 0.15, 10, interval=0.2)],
+        Go(0),
+    ),
+    (
+        "saturation is measured against the earliest lane, not now",
+        [lane(NOW + 1.0, 28), lane(NOW + 1.2, 10)],
+        Wait(NOW + 1.2, 1),
+    ),
+    (
+        "equal cheap lanes share by readiness",
+        [lane(NOW + 0.1, 10), lane(NOW, 10), lane(NOW, 28)],
+        Go(1),
+    ),
+    (
+        "overflow goes to the next cheapest, not the dearest",
+        [lane(NOW, 50), lane(NOW + 2, 10), lane(NOW + 0.1, 20)],
+        Wait(NOW + 0.1, 2),
+    ),
+    (
+        "unknown prices come last",
+        [lane(NOW, None), lane(NOW + 0.2, 28)],
+        Wait(NOW + 0.2, 1),
+    ),
+    (
+        "closed cheap lanes are skipped",
+        [lane(NOW, 1, state=LaneState.CLOSED), lane(NOW, 28), lane(NOW, 10)],
+        Go(2),
+    ),
+    (
+        "a cooling cheap lane counts from its cooling end",
+        [lane(NOW, 28), lane(NOW, 10, state=LaneState.COOLING, cooling_until=NOW + 5)],
+        Go(0),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "views", "expected"), CHEAPEST, ids=[r[0] for r in CHEAPEST])
+def test_cheapest(name: str, views: list[LaneView], expected: Route) -> None:
+    assert route(views, now=NOW, policy="cheapest") == expected
+
+
+def test_the_default_horizon_is_a_quarter_second() -> None:
+    assert CHEAP_HORIZON == 0.25
+    views = [lane(NOW, 28), lane(NOW + 0.25, 10)]
+    assert route(views, now=NOW, policy="cheapest") == Wait(NOW + 0.25, 1)
+    assert route(views, now=NOW, policy="cheapest", horizon=0.1) == Go(0)
+
+
+def test_cheap_lane_gets_every_create_while_demand_is_below_its_rate() -> None:
+    # A create every 0.6 s on a 0.5 s lane: the cheap lane is always free first.
+    cheap_next, dear_next, picks = NOW, NOW, []
+    for k in range(50):
+        now = NOW + 0.6 * k
+        decision = route([lane(dear_next, 28), lane(cheap_next, 10)], now=now, policy="cheapest")
+        assert isinstance(decision, Go)
+        picks.append(decision.lane)
+        if decision.lane == 1:
+            cheap_next = max(cheap_next, now) + 0.5
+        else:
+            dear_next = max(dear_next, now) + 0.5
+    assert picks == [1] * 50
+
+
+def test_a_saturated_cheap_lane_overflows_and_both_lanes_fill() -> None:
+    # A queue of ready creates (late binding: one route per slot): both lanes run flat out.
+    nexts, now, picks = [NOW, NOW], NOW, []
+    while len(picks) < 40:
+        decision = route([lane(nexts[0], 28), lane(nexts[1], 10)], now=now, policy="cheapest")
+        if isinstance(decision, Wait):
+            assert decision.until > now
+            now = decision.until
+            continue
+        assert isinstance(decision, Go)
+        picks.append(decision.lane)
+        nexts[decision.lane] = max(nexts[decision.lane], now) + 0.5
+    assert picks.count(1) == picks.count(0) == 20
+    assert now <= NOW + 20 * 0.5  # the pool's combined rate, not the cheap lane's
+
+
+def test_one_closed_lane_ends_with_its_own_error() -> None:
+    result = route([lane(state=LaneState.CLOSED)], now=NOW)
+    assert isinstance(result, Exhausted)
+    assert isinstance(result.error, InsufficientCreditsError)
+
+
+def test_every_lane_closed_ends_with_each_cause() -> None:
+    auth = status_error(401, "bad key")
+    views = [
+        lane(state=LaneState.CLOSED, label="rb1"),
+        LaneView("aio", NOW, 10, 1.0, LaneState.CLOSED, cause=auth),
+    ]
+    for policy in ("earliest", "cheapest"):
+        result = route(views, now=NOW, policy=policy)  # type: ignore[arg-type]
+        assert isinstance(result, Exhausted)
+        error = result.error
+        assert isinstance(error, PoolExhaustedError)
+        assert [label for label, _ in error.causes] == ["rb1", "aio"]
+        assert isinstance(error.causes[0][1], InsufficientCreditsError)
+        assert error.causes[1][1] is auth and isinstance(auth, AuthenticationError)
+        assert "rb1: InsufficientCreditsError 402" in str(error)
+        assert "aio: AuthenticationError 401" in str(error)
+
+
+def _ledger(cap: float) -> SpendLedger:
+    lanes = [
+        Lane("apiinone", "aio_test_one", label="aio"),  # 10 / 28
+        Lane("runbase", "sk-test-two", prices={"medium": 4, "high": 11}, label="rb"),
+    ]
+    return SpendLedger(lanes, cap=cap)
+
+
+def test_lanes_dearer_than_the_headroom_are_skipped() -> None:
+    ledger = _ledger(cap=8)
+    views = [lane(NOW, 10, label="aio"), lane(NOW + 3, 4, label="rb")]
+    assert route(views, now=NOW) == Go(0)  # no ledger: the earliest
+    assert route(views, now=NOW, spend=ledger) == Wait(NOW + 3, 1)  # only rb fits in 8
+
+
+def test_no_lane_within_the_headroom_ends_with_a_spend_cap_error() -> None:
+    ledger = _ledger(cap=3)
+    views = [lane(NOW, 10, label="aio"), lane(NOW, 4, label="rb")]
+    result = route(views, now=NOW, spend=ledger)
+    assert isinstance(result, Exhausted)
+    assert isinstance(result.error, SpendCapError)
+    assert (result.error.cap, result.error.price, result.error.committed) == (3.0, 4.0, 0.0)
+    assert "'rb'" in str(result.error)
+
+
+def test_closed_lanes_come_before_the_spend_cap() -> None:
+    views = [lane(state=LaneState.CLOSED)]
+    result = route(views, now=NOW, spend=_ledger(cap=0))
+    assert isinstance(result, Exhausted) and isinstance(result.error, InsufficientCreditsError)
+
+
+def test_route_needs_a_lane() -> None:
+    with pytest.raises(ValueError, match="at least one lane"):
+        route([], now=NOW)
+
+
+def test_lane_view_reads_the_lane_and_its_health() -> None:
+    spec = Lane("apiinone", "aio_test_view", label="aio")
+    health = LaneHealth()
+    view = lane_view(spec, health, next_free=NOW + 1, interval=1.0, quality="high", now=NOW)
+    assert view == LaneView("aio", NOW + 1, 28, 1.0, LaneState.OPEN)
+    health.cool(NOW, retry_after=4.0)
+    assert lane_view(spec, health, next_free=NOW, interval=1.0, quality=None, now=NOW) == (
+        LaneView("aio", NOW, 10, 1.0, LaneState.COOLING, NOW + 4.0)
+    )
+    cause = status_error(401, "bad key")
+    health.close(cause)
+    closed = lane_view(spec, health, next_free=NOW, interval=1.0, quality=None, now=NOW)
+    assert closed.state is LaneState.CLOSED and closed.cause is cause
+    assert route([closed], now=NOW) == Exhausted(cause)
