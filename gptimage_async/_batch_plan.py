@@ -15,7 +15,7 @@ import msgspec
 
 from ._batch_types import UNKNOWN_FATE, BatchItem, EventKind
 from ._journal import Endpoint, Journal, JournalEntry, RerunAction
-from ._manifest import EntryStatus, ManifestEntry
+from ._manifest import EntryStatus, ManifestEntry, utc
 
 __all__ = ["Plan", "Settled", "attachable_here", "earlier_entries", "endpoint_notice", "plan"]
 
@@ -76,11 +76,24 @@ def plan(
         )
         out.settled.append(Settled(item=item, entry=entry, kind=kind))
 
-    def unknown(item: BatchItem, error: str, error_type: str | None) -> None:
+    def unknown(
+        item: BatchItem, error: str, error_type: str | None, previous: ManifestEntry | None
+    ) -> None:
         if resubmit_unknown:
             out.submit.append(item)
-        else:
-            settle(item, "unknown", error=error, error_type=error_type, kind="unknown")
+            return
+        settle(item, "unknown", error=error, error_type=error_type, kind="unknown")
+        if previous is not None:
+            # What is known of it stays on its row: its run id (if it had one), lane, times.
+            settled = out.settled[-1]
+            entry = msgspec.structs.replace(
+                settled.entry,
+                run_id=previous.run_id,
+                provider=previous.provider,
+                key_fingerprint=previous.key_fingerprint,
+                created_at=previous.created_at,
+            )
+            out.settled[-1] = Settled(item=item, entry=entry, kind=settled.kind)
 
     def attach_or_leave(item: BatchItem, known: JournalEntry, run_id: str) -> None:
         if attachable_here(known, here, attach_elsewhere=attach_elsewhere):
@@ -102,7 +115,7 @@ def plan(
         if known is None:
             out.submit.append(item)
         elif known.state == "intent":
-            unknown(item, UNKNOWN_FATE, "UncertainCreateError")
+            unknown(item, UNKNOWN_FATE, "UncertainCreateError", None)
         elif known.state == "created":
             assert known.run_id is not None
             attach_or_leave(item, known, known.run_id)
@@ -117,7 +130,7 @@ def _finished(
     out: Plan,
     files_present: Callable[[ManifestEntry], bool],
     attach_or_leave: Callable[[BatchItem, JournalEntry, str], None],
-    unknown: Callable[[BatchItem, str, str | None], None],
+    unknown: Callable[[BatchItem, str, str | None, ManifestEntry | None], None],
 ) -> None:
     previous = known.entry
     assert previous is not None
@@ -132,7 +145,9 @@ def _finished(
     if action == "attach" and previous.run_id is not None:
         attach_or_leave(item, known, previous.run_id)
     elif action == "ask":
-        unknown(item, previous.error or "the create's fate is unknown", previous.error_type)
+        unknown(
+            item, previous.error or "the create's fate is unknown", previous.error_type, previous
+        )
     else:
         out.submit.append(item)
 
@@ -157,6 +172,9 @@ def earlier_entries(journal: Journal, mine: set[str]) -> tuple[ManifestEntry, ..
                     error=UNKNOWN_FATE if is_unknown else None,
                     error_type="UncertainCreateError" if is_unknown else None,
                     earlier=True,
+                    provider=known.provider,
+                    key_fingerprint=known.key_fingerprint,
+                    created_at=utc(known.created_at),
                 )
             )
     return tuple(sorted(earlier, key=lambda e: (e.line, e.key)))

@@ -35,7 +35,15 @@ from ._exceptions import (
     UncertainCreateError,
 )
 from ._journal import Journal, RerunAction
-from ._manifest import EntryStatus, ManifestEntry, stamp_created, stamp_finished, stamp_lane
+from ._manifest import (
+    EntryStatus,
+    ManifestEntry,
+    lane_fingerprint,
+    stamp_created,
+    stamp_finished,
+    stamp_lane,
+    utc,
+)
 from ._models import Result
 from ._run import Run
 from ._transport import Transport
@@ -249,7 +257,12 @@ class BatchRunner:
             assert run.id is not None
             try:
                 journal.created(
-                    key, run.id, line=line, provider=run.provider, base_url=self._session.base_url
+                    key,
+                    run.id,
+                    line=line,
+                    provider=run.provider,
+                    base_url=self._session.base_url,
+                    key_fingerprint=lane_fingerprint(run.lane),
                 )
             except OSError as exc:
                 # Its intent is on disk: a rerun reports it unknown, and `settle` attaches it.
@@ -290,14 +303,25 @@ class BatchRunner:
         self._set_phase(item, "waiting")
 
     async def _attach(self, item: BatchItem, run_id: str) -> None:
+        assert self._journal is not None
+        known = self._journal.get(item.entry.key)
+        # The journal's create time: the 404 grace counts from it, and the manifest shows it.
+        created_at = None if known is None else known.created_at
         try:
             try:
-                run = self._session.attach(run_id, request=item.prompt.request)
+                run = self._session.attach(
+                    run_id, request=item.prompt.request, created_at=created_at
+                )
             except GPTImageError as exc:
                 self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="attach")
                 return
             self.attached += 1
-            item.entry = stamp_lane(msgspec.structs.replace(item.entry, run_id=run_id), run.lane)
+            item.entry = stamp_lane(
+                msgspec.structs.replace(
+                    item.entry, run_id=run_id, created_at=utc(created_at) or item.entry.created_at
+                ),
+                run.lane,
+            )
             self._set_phase(item, "in_flight")
             self._emit("attached", item.entry)
             await self._follow(item, run)
@@ -320,9 +344,13 @@ class BatchRunner:
                 if out_of_space(exc):
                     self._disk_failed(exc)
                 self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="attach")
-            except (RunFailedError, RunNotFoundError) as exc:
-                # Failed runs are refunded and unknown ones are gone: only a new create helps.
+            except RunFailedError as exc:
+                # Failed runs are refunded: only a new create helps.
                 self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="submit")
+            except RunNotFoundError as exc:
+                # The provider accepted this run (it has an id), so it may exist and be paid
+                # for: its read side may lag, or have lost it. Never created again unasked.
+                self._finish(item, "unknown", error=exc, run_id=run_id, on_rerun="ask")
             except GPTImageError as exc:
                 if isinstance(exc, _FATAL):
                     self.stop(str(exc))

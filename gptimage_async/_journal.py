@@ -72,8 +72,10 @@ class JournalEntry(msgspec.Struct, frozen=True, kw_only=True):
     sent, and nothing after), ``created`` (``run_id`` is known, no outcome
     yet) or ``finished`` (``entry`` holds the outcome, ``on_rerun`` what a
     rerun does with it). ``provider`` and ``base_url`` say where the run was
-    created; ``input`` is the request (``None`` in journals of version 0.x that
-    did not record it).
+    created, ``key_fingerprint`` through which key (``None`` in journals that
+    did not record it), ``created_at`` when (wall-clock UNIX seconds, the
+    ``created`` record's ``at``; ``None`` before any); ``input`` is the request
+    (``None`` in journals of version 0.x that did not record it).
     """
 
     key: str
@@ -85,6 +87,8 @@ class JournalEntry(msgspec.Struct, frozen=True, kw_only=True):
     input: ImageRequest | None = None
     entry: ManifestEntry | None = None
     on_rerun: RerunAction | None = None
+    key_fingerprint: str | None = None
+    created_at: float | None = None
 
 
 class Endpoint(msgspec.Struct, frozen=True):
@@ -114,6 +118,7 @@ class _Created(msgspec.Struct, tag="created", tag_field="record", kw_only=True):
     provider: str
     at: float
     base_url: str | None = None
+    key_fingerprint: str | None = None
 
 
 class _Withdrawn(msgspec.Struct, tag="withdrawn", tag_field="record", kw_only=True):
@@ -287,6 +292,8 @@ class Journal:
                 # Journals before base_url was recorded: the process's own, from its start.
                 base_url=record.base_url or (last.base_url if last is not None else None),
                 input=previous.input if previous is not None else None,
+                key_fingerprint=record.key_fingerprint,
+                created_at=record.at,
             )
         elif isinstance(record, _Finished):
             entry = record.entry
@@ -302,6 +309,9 @@ class Journal:
                 input=entry.input,
                 entry=entry,
                 on_rerun=record.on_rerun,
+                key_fingerprint=entry.key_fingerprint
+                or (previous.key_fingerprint if previous is not None else None),
+                created_at=_created_at(entry, previous),
             )
 
     # -- writing -----------------------------------------------------------------
@@ -334,11 +344,27 @@ class Journal:
         self._apply(record)
 
     def created(
-        self, key: str, run_id: str, *, line: int, provider: str, base_url: str | None = None
+        self,
+        key: str,
+        run_id: str,
+        *,
+        line: int,
+        provider: str,
+        base_url: str | None = None,
+        key_fingerprint: str | None = None,
     ) -> None:
-        """Record that the create for ``key`` was accepted as run ``run_id`` (at ``base_url``)."""
+        """Record that the create for ``key`` was accepted as run ``run_id`` (at ``base_url``).
+
+        ``key_fingerprint`` names the key it went through (``Run.lane``'s hash, never the key).
+        """
         record = _Created(
-            key=key, line=line, run_id=run_id, provider=provider, base_url=base_url, at=time.time()
+            key=key,
+            line=line,
+            run_id=run_id,
+            provider=provider,
+            base_url=base_url,
+            at=time.time(),
+            key_fingerprint=key_fingerprint,
         )
         self._write(record)
         self._apply(record)
@@ -408,6 +434,13 @@ class Journal:
     def __repr__(self) -> str:
         state = "closed" if self._fd is None else f"entries={len(self._entries)}"
         return f"<Journal {self._path} {state}>"
+
+
+def _created_at(entry: ManifestEntry, previous: JournalEntry | None) -> float | None:
+    # The created record's time if there was one, else the manifest row's own.
+    if previous is not None and previous.created_at is not None:
+        return previous.created_at
+    return None if entry.created_at is None else entry.created_at.timestamp()
 
 
 def _lock(fd: int, path: Path) -> None:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._config import SessionConfig
 from ._create import Creator
-from ._exceptions import SessionClosedError, WrongEventLoopError
+from ._exceptions import ConfigurationError, SessionClosedError, WrongEventLoopError
 from ._images import bind as bind_result
 from ._limiter import AdaptiveRate, Limiter, RateLimiter
 from ._manifest import key_fingerprint
@@ -38,7 +40,7 @@ from ._version import USER_AGENT
 if TYPE_CHECKING:
     from ._session import Session
 
-__all__ = ["Lane", "LaneRuns", "Lifecycle", "LimiterView", "SchedulerView"]
+__all__ = ["Lane", "LaneRuns", "Lifecycle", "LimiterView", "SchedulerView", "seconds_since"]
 
 logger = logging.getLogger("gptimage_async")
 
@@ -290,8 +292,14 @@ class Lane:
             request, index=index, on_send=on_send, ahead_of_polls=ahead_of_polls
         )
 
-    def attach(self, run_id: str, request: ImageRequest | None, now: float) -> Run:
-        """Track ``run_id`` on this lane and poll it at once."""
+    def attach(
+        self,
+        run_id: str,
+        request: ImageRequest | None,
+        now: float,
+        created_ago: float | None = None,
+    ) -> Run:
+        """Track ``run_id`` here and poll it at once (``created_ago``: ``PollScheduler.add``)."""
         assert self.scheduler is not None
         run = Run(
             run_id,
@@ -302,7 +310,7 @@ class Lane:
         )
         self.runs._track(run)
         self._life.busy()
-        self.scheduler.add(run, poll_now=True)
+        self.scheduler.add(run, poll_now=True, created_ago=created_ago)
         return run
 
     async def finish_creates(self) -> None:
@@ -434,3 +442,16 @@ class SchedulerView:
 
     def __repr__(self) -> str:
         return repr(self._scheduler)
+
+
+def seconds_since(created_at: float | None) -> float | None:
+    """Seconds since the wall-clock ``created_at`` (never negative: clocks differ), or ``None``."""
+    if created_at is None:
+        return None
+    if isinstance(created_at, bool) or not isinstance(created_at, (int, float)):
+        raise ConfigurationError(
+            f"attach(created_at=...) is a UNIX time in seconds, not {type(created_at).__name__}"
+        )
+    if not math.isfinite(created_at):
+        raise ConfigurationError("attach(created_at=...) must be a finite UNIX time")
+    return max(0.0, time.time() - created_at)

@@ -52,9 +52,12 @@ __all__ = [
     "ManifestEntry",
     "OptionSource",
     "key_fingerprint",
+    "lane_fingerprint",
     "read_manifest",
     "stamp_created",
     "stamp_finished",
+    "stamp_lane",
+    "utc",
     "with_options",
     "write_manifest",
 ]
@@ -154,6 +157,18 @@ def stamp_created(entry: ManifestEntry, run_id: str, lane: str | None = None) ->
     ``provider`` and ``key_fingerprint``: the key itself never reaches the manifest.
     """
     return stamp_lane(msgspec.structs.replace(entry, run_id=run_id, created_at=_now()), lane)
+
+
+def lane_fingerprint(lane: str | None) -> str | None:
+    """The key fingerprint of a ``Run.lane`` (``"provider:fingerprint"``), or ``None``."""
+    if lane is None:
+        return None
+    return lane.partition(":")[2] or None
+
+
+def utc(at: float | None) -> datetime.datetime | None:
+    """A wall-clock UNIX time (seconds) as a UTC datetime; ``None`` stays ``None``."""
+    return None if at is None else datetime.datetime.fromtimestamp(at, datetime.UTC)
 
 
 def stamp_lane(entry: ManifestEntry, lane: str | None) -> ManifestEntry:

@@ -114,12 +114,22 @@ class PollScheduler:
 
     # -- public surface --------------------------------------------------------
 
-    def add(self, run: Run, *, rtt: float | None = None, poll_now: bool = False) -> None:
+    def add(
+        self,
+        run: Run,
+        *,
+        rtt: float | None = None,
+        poll_now: bool = False,
+        created_ago: float | None = None,
+    ) -> None:
         """Start polling ``run``; ``rtt`` is its create's round trip, if known.
 
         ``run`` has an id, and ``lookup`` finds it by that id until it is
         resolved. ``poll_now`` marks a run this session did not create (an
-        attached one): polled at once, and a 404 on it gets no grace period.
+        attached one): polled at once, and a 404 on it gets no grace period,
+        unless ``created_ago`` says how many seconds ago it was created (an
+        earlier process's run, from its journal): then it gets what is left
+        of ``NOT_FOUND_GRACE``, counted from that create.
         """
         run_id = run.run_id
         assert run_id is not None
@@ -127,7 +137,11 @@ class PollScheduler:
             self._rtt = rtt if self._rtt == 0.0 else 0.8 * self._rtt + 0.2 * rtt
         # A run we created may be invisible to the read side for a while; an
         # attached one was created at an unknown time, or never (a made-up id).
-        state = PollState(grace=0.0 if poll_now else NOT_FOUND_GRACE)
+        if created_ago is not None:
+            grace = max(0.0, NOT_FOUND_GRACE - created_ago)
+        else:
+            grace = 0.0 if poll_now else NOT_FOUND_GRACE
+        state = PollState(grace=grace)
         self._states[run_id] = state
         now = self._loop.time()
         if poll_now:

@@ -47,7 +47,7 @@ from ._exceptions import (
     InvalidRequestError,
     SessionClosedError,
 )
-from ._lane import Lane, Lifecycle, LimiterView, SchedulerView
+from ._lane import Lane, Lifecycle, LimiterView, SchedulerView, seconds_since
 from ._limiter import Limiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
 from ._providers import Provider, ProviderName
@@ -395,21 +395,34 @@ class Session:
         )
         return await run
 
-    def attach(self, run_id: str, *, request: ImageRequest | None = None) -> Run:
+    def attach(
+        self,
+        run_id: str,
+        *,
+        request: ImageRequest | None = None,
+        created_at: float | None = None,
+    ) -> Run:
         """Track a run created earlier (by another session, before a restart ...).
 
         Returns the run already tracked under this id if there is one. The
-        run is polled at once, then as usual; nothing is created. Raises
-        ``ConfigurationError`` for an empty id, ``SessionClosedError`` /
-        ``WrongEventLoopError`` as ``submit`` does.
+        run is polled at once, then as usual; nothing is created.
+        ``created_at`` is when the run was created, as a wall-clock UNIX time
+        in seconds (``time.time()``; default ``None``: unknown). Given, a 404
+        within ``NOT_FOUND_GRACE`` (30 s) of it means "not visible yet", as
+        for a run this session created (the provider's read side may lag its
+        write side: PROVIDERS.md); not given, a 404 is "not found" at once,
+        since the id may be made up. Raises ``ConfigurationError`` for an
+        empty id or a ``created_at`` that is not a finite number,
+        ``SessionClosedError`` / ``WrongEventLoopError`` as ``submit`` does.
         """
         self._check_open()
         if not isinstance(run_id, str) or not run_id.strip():
             raise ConfigurationError("attach() needs a non-empty run id")
+        created_ago = seconds_since(created_at)
         existing = self.runs.get(run_id)
         if existing is not None:
             return existing
-        return self._route().attach(run_id, request, self._clock())
+        return self._route().attach(run_id, request, self._clock(), created_ago)
 
     @overload
     async def generate_many(

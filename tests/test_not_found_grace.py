@@ -29,7 +29,7 @@ from gptimage_async._retry import POLL_JITTER_FLOOR
 from gptimage_async._run import Run
 from gptimage_async._scheduler import PollScheduler
 from gptimage_async._stats import SessionStats
-from gptimage_async._transport import Answer, Transport
+from gptimage_async._transport import Answer, HTTPTransport
 from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
 from gptimage_async.testing import TEST_KEYS
 
@@ -41,7 +41,7 @@ RUNBASE_DEFAULT = gi.RateLimit(20, 10.0)
 HIGH = gi.RateLimit(1000, 1.0)  # a poll every millisecond if it wanted one
 
 
-class CountingTransport(Transport):
+class CountingTransport(HTTPTransport):
     """The real transport, noting when each poll is sent and what it was answered."""
 
     polls: list[tuple[float, int]]
