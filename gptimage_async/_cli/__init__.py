@@ -30,6 +30,7 @@ from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Failure, UsageEr
 from ._generate import generate
 from ._sessions import state_file
 from ._settle import settle, unknown
+from ._signals import catch_early
 from ._simulate import simulate
 
 __all__ = ["main", "state_file"]
@@ -52,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "settle":
             return settle(args)
         runner = batch if args.command == "batch" else generate
+        catch_early()
         return asyncio.run(runner(args))
     except UsageError as exc:
         print(f"gptimage-async: error: {exc}", file=sys.stderr)

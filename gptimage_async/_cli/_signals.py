@@ -8,7 +8,13 @@ and the process exits with 130 without closing anything (no waiting for
 answers, no half-closed HTTP sessions to complain). Any later signal is
 ignored. SIGHUP (the terminal closed, an ssh session dropped) counts as
 SIGTERM, so a batch left running when its terminal goes away ends as cleanly
-as one stopped on purpose.
+as one stopped on purpose; unless it is ignored (``nohup``): then it stays so.
+
+A signal that comes before the command's loop takes them (``catch_early``,
+called first thing) interrupts it as Ctrl-C does, nothing having been sent
+yet. Without it, a command started in the background of a script (where
+the shell ignores SIGINT) lost a Ctrl-C sent while it started: the next one
+was taken as the first, and waited for every create on the wire.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from collections.abc import Callable, Iterator
 
 from ._common import EXIT_INTERRUPTED
 
-__all__ = ["STOP_SIGNALS", "Interrupted", "quit_at_once", "stop_on_signals"]
+__all__ = ["STOP_SIGNALS", "Interrupted", "catch_early", "quit_at_once", "stop_on_signals"]
 
 #: The signals that stop a command: Ctrl-C, a polite kill, a closed terminal.
 STOP_SIGNALS = tuple(
@@ -40,6 +46,28 @@ class Interrupted:
 
     def __bool__(self) -> bool:
         return self.signals > 0
+
+
+def _taken(sig: signal.Signals) -> bool:
+    # nohup's ignored SIGHUP is the user's wish: the command outlives its terminal.
+    return not (sig == getattr(signal, "SIGHUP", None) and signal.getsignal(sig) == signal.SIG_IGN)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def catch_early() -> None:
+    """Until ``stop_on_signals`` takes over, a stop signal interrupts (``KeyboardInterrupt``).
+
+    Also when the shell started the command ignoring SIGINT (a background job
+    of a script): a Ctrl-C sent then is not lost. Nothing is sent before
+    ``stop_on_signals``, so interrupting is safe.
+    """
+    for sig in STOP_SIGNALS:
+        if _taken(sig):
+            with contextlib.suppress(ValueError, OSError):  # not the main thread
+                signal.signal(sig, _interrupt)
 
 
 def quit_at_once(message: str) -> None:
@@ -68,6 +96,8 @@ def stop_on_signals(
 
     installed: list[signal.Signals] = []
     for sig in STOP_SIGNALS:
+        if not _taken(sig):
+            continue
         try:
             loop.add_signal_handler(sig, on_signal)
             installed.append(sig)
