@@ -325,7 +325,7 @@ class Batch(BatchRunner):
                 # Images go through the session's transport: its proxy, user agent, key rule.
                 self._http = self._session.transport if self._download else None
                 page = self._gallery_entries if self._gallery else None
-                async with keep_gallery(self._out, page):
+                async with keep_gallery(self._out, page, stop_reason=lambda: self._stop_reason):
                     await self._feed(attach, submit)
         finally:
             self._journal = None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
-from ._batch_types import BatchEvent, BatchItem, BatchProgress, EventKind, Phase
+from ._batch_types import BatchEvent, BatchItem, BatchProgress, EventKind, Phase, batch_words
 from ._bulk import Sender
 from ._download import DownloadError, download, first_error
 from ._exceptions import (
@@ -414,7 +414,7 @@ class BatchRunner:
             run_id=run_id,
             urls=urls,
             files=files,
-            error=None if error is None else str(error),
+            error=None if error is None else batch_words(str(error)),
             error_type=None if error is None else type(error).__name__,
         )
         entry = stamp_finished(entry, self._session)  # options, lane, times, cost

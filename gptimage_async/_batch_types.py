@@ -8,6 +8,7 @@ from typing import Literal
 
 import msgspec
 
+from ._create import RESEND_HINT
 from ._download import slugify
 from ._manifest import ManifestEntry
 from ._models import ImageRequest
@@ -23,12 +24,25 @@ __all__ = [
     "BatchReport",
     "EventKind",
     "Phase",
+    "batch_words",
     "prompt_key",
 ]
 
 JOURNAL_NAME = "journal.jsonl"
 MANIFEST_NAME = "manifest.jsonl"
 #: Why a prompt whose create has an unknown fate is not sent again.
+#: What a batch's user does about a create of unknown fate (``RESEND_HINT`` is a session's).
+BATCH_RESEND_HINT = (
+    "or send it again at the risk of paying twice: rerun with --resubmit-unknown "
+    "(Batch: resubmit_unknown=True)."
+)
+
+
+def batch_words(message: str) -> str:
+    """``message`` with a session's advice on uncertain creates replaced by a batch's."""
+    return message.replace(RESEND_HINT, BATCH_RESEND_HINT)
+
+
 UNKNOWN_FATE = (
     "an earlier run sent this prompt's create and stopped before hearing back: "
     "a run may or may not exist (and be paid for), so it was not sent again"

@@ -40,7 +40,11 @@ from ._scheduler import PollScheduler
 from ._stats import SessionStats
 from ._transport import Answer, Transport
 
-__all__ = ["Creator"]
+__all__ = ["RESEND_HINT", "Creator"]
+
+#: The end of an ``UncertainCreateError``'s message: what a library user can do.
+#: A batch says what its own users can do instead (``_batch_types.batch_words``).
+RESEND_HINT = "or use resend_uncertain_creates=True to resend such creates."
 
 logger = logging.getLogger("gptimage_async")
 
@@ -291,7 +295,7 @@ class Creator:
         return UncertainCreateError(
             f"the create for {prompt!r} may have reached {self._provider.name} ({why}); "
             "it was not sent again, to avoid paying twice. Check the provider's dashboard, "
-            "or use resend_uncertain_creates=True to resend such creates.",
+            + RESEND_HINT,
             prompt=request.prompt,
         )
 

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import datetime
-import hashlib
 import html
 import logging
 import os
@@ -42,7 +40,12 @@ from urllib.parse import quote
 
 import msgspec
 
+from ._batch_types import batch_words
 from ._download import create_temp
+from ._gallery_assets import LEGEND as _LEGEND
+from ._gallery_assets import SCRIPT as _SCRIPT
+from ._gallery_assets import SCRIPT_HASH as _SCRIPT_HASH
+from ._gallery_assets import STYLE as _STYLE
 from ._manifest import EntryStatus, ManifestEntry, read_manifest, with_options
 from ._version import __version__
 
@@ -73,92 +76,6 @@ _MANIFEST_NAME = "manifest.jsonl"  # _batch.MANIFEST_NAME; not imported: _batch 
 _STATUSES: tuple[EntryStatus, ...] = ("succeeded", "failed", "unknown", "pending")
 #: Pixel sizes of the images per aspect ratio (GPT Image): the tile reserves the shape.
 _SIZES = {"1:1": (1024, 1024), "3:2": (1536, 1024), "2:3": (1024, 1536)}
-
-_SCRIPT = """
-(function () {
-  var body = document.body, buttons = document.querySelectorAll("[data-f]");
-  function show(f) {
-    body.setAttribute("data-filter", f);
-    for (var i = 0; i < buttons.length; i++) {
-      buttons[i].setAttribute("aria-pressed", String(buttons[i].getAttribute("data-f") === f));
-    }
-  }
-  for (var i = 0; i < buttons.length; i++) {
-    buttons[i].addEventListener("click", function (event) {
-      var f = event.currentTarget.getAttribute("data-f");
-      show(f);
-      try { history.replaceState(null, "", "#" + f); } catch (e) {}
-    });
-  }
-  var wanted = location.hash.slice(1);
-  show(/^(succeeded|failed|unknown|pending)$/.test(wanted) ? wanted : "all");
-  document.getElementById("grid").addEventListener("click", function (event) {
-    var p = event.target.closest ? event.target.closest(".prompt") : null;
-    if (p) { p.classList.toggle("open"); }
-  });
-})();
-"""
-_SCRIPT_HASH = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
-
-_STYLE = """
-:root { color-scheme: light dark; --bg: #f6f7f9; --card: #fff; --ink: #1d232b;
-  --dim: #5d6773; --line: #e2e6eb; --frame: #eceff3; --ok: #1f7a4d; --bad: #b3261e;
-  --unk: #8a5a00; --pend: #4a5a70; }
-@media (prefers-color-scheme: dark) { :root { --bg: #15181c; --card: #1e2228; --ink: #e8ebef;
-  --dim: #9aa4af; --line: #30363e; --frame: #262b32; --ok: #5fc48f; --bad: #f08a80;
-  --unk: #e0b050; --pend: #a8b4c4; } }
-* { box-sizing: border-box; }
-body { margin: 0; background: var(--bg); color: var(--ink);
-  font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
-header { position: sticky; top: 0; z-index: 1; background: var(--bg);
-  border-bottom: 1px solid var(--line); padding: 14px 20px 12px; }
-h1 { font-size: 18px; margin: 0 0 4px; font-weight: 600; word-break: break-all; }
-.sub { color: var(--dim); font-size: 13px; margin: 0 0 10px; }
-.sub b { color: var(--ink); font-weight: 600; }
-.legend { font-size: 12px; margin-top: -6px; }
-nav { display: flex; flex-wrap: wrap; gap: 6px; }
-nav button { font: inherit; font-size: 13px; padding: 4px 12px; border-radius: 999px;
-  border: 1px solid var(--line); background: var(--card); color: var(--ink); cursor: pointer; }
-nav button[aria-pressed="true"] { background: var(--ink); color: var(--bg);
-  border-color: var(--ink); }
-nav button span { opacity: .7; margin-left: 4px; }
-main { padding: 16px 20px 40px; }
-#grid { list-style: none; margin: 0; padding: 0; display: grid; gap: 14px;
-  grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); }
-.tile { background: var(--card); border: 1px solid var(--line); border-radius: 10px;
-  overflow: hidden; display: flex; flex-direction: column;
-  content-visibility: auto; contain-intrinsic-size: auto 330px; }
-.pic { display: block; aspect-ratio: 1; overflow: hidden; background: var(--frame); }
-.pic img { display: block; width: 100%; height: 100%; object-fit: contain; }
-.none { display: flex; align-items: center; justify-content: center; font-size: 15px;
-  font-weight: 600; letter-spacing: .02em; }
-.cap { padding: 8px 10px 10px; display: flex; flex-direction: column; gap: 5px; }
-.top { display: flex; justify-content: space-between; gap: 8px; font-size: 12px;
-  color: var(--dim); }
-.top .n { color: var(--ink); font-weight: 600; }
-.prompt { margin: 0; cursor: pointer; overflow-wrap: anywhere; white-space: pre-wrap;
-  display: -webkit-box; -webkit-line-clamp: 3; -webkit-box-orient: vertical; overflow: hidden; }
-.prompt.open { display: block; }
-.tags { display: flex; flex-wrap: wrap; gap: 4px; }
-.tags span { font-size: 11px; padding: 1px 6px; border-radius: 4px; background: var(--frame);
-  color: var(--dim); white-space: nowrap; }
-.tags .def { font-style: italic; }
-.why { margin: 0; font-size: 12px; color: var(--bad); overflow-wrap: anywhere; }
-.s-succeeded { color: var(--ok); } .s-failed { color: var(--bad); }
-.s-unknown { color: var(--unk); } .s-pending { color: var(--pend); }
-.earlier { opacity: .75; }
-footer { color: var(--dim); font-size: 12px; padding: 0 20px 24px; }
-body[data-filter="succeeded"] .tile:not([data-status="succeeded"]),
-body[data-filter="failed"] .tile:not([data-status="failed"]),
-body[data-filter="unknown"] .tile:not([data-status="unknown"]),
-body[data-filter="pending"] .tile:not([data-status="pending"]) { display: none; }
-"""
-
-_LEGEND = (
-    "Each tile: line in the prompt file, time to result and cost; the prompt (click it for "
-    "all of it); quality and aspect ratio sent (<i>default</i>: left to the provider); "
-    "the lane (provider · key fingerprint)."
-)
 
 _CSP = (
     "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'; "
@@ -209,7 +126,7 @@ def _tags(entry: ManifestEntry) -> str:
     return f'<div class="tags">{"".join(parts)}</div>'
 
 
-def _tiles(entry: ManifestEntry) -> Iterable[str]:
+def _tiles(entry: ManifestEntry, missing: frozenset[str]) -> Iterable[str]:
     entry = with_options(entry)
     status = entry.status
     right = []
@@ -219,11 +136,12 @@ def _tiles(entry: ManifestEntry) -> Iterable[str]:
         right.append(f"{_number(entry.cost)} {_esc(entry.cost_unit or '')}".rstrip())
     meta = " · ".join(right)
     run = f' title="run {_esc(entry.run_id)}"' if entry.run_id else ""
-    prompt = f'<p class="prompt">{_esc(entry.input.prompt)}</p>'
+    # dir="auto": a right-to-left prompt reads as such, and never reorders what is around it.
+    prompt = f'<p class="prompt" dir="auto">{_esc(entry.input.prompt)}</p>'
     why = ""
     if entry.error is not None:
         kind = f"{_esc(entry.error_type)}: " if entry.error_type else ""
-        why = f'<p class="why">{kind}{_esc(entry.error)}</p>'
+        why = f'<p class="why" dir="auto">{kind}{_esc(batch_words(entry.error))}</p>'
     tags = _tags(entry)
     css = "tile earlier" if entry.earlier else "tile"
     files = entry.files if status == "succeeded" else ()
@@ -239,6 +157,16 @@ def _tiles(entry: ManifestEntry) -> Iterable[str]:
         return
     for number, name in enumerate(files, 1):
         count = f" ({number}/{len(files)})" if len(files) > 1 else ""
+        if name in missing:  # deleted or moved since the batch saved it
+            yield (
+                f'<li class="{css}" data-status="{status}">'
+                f'<div class="pic none s-failed" title="{_esc(name)}">file missing</div>'
+                f'<div class="cap"><div class="top"><span class="n"{run}>line {entry.line}'
+                f"{count}</span><span>{meta}</span></div>{prompt}{tags}"
+                f'<p class="why">{_esc(name)} is no longer in the directory: rerun the '
+                "batch to fetch it again</p></div></li>"
+            )
+            continue
         src = _src(name)
         yield (
             f'<li class="{css}" data-status="{status}"><a class="pic" href="{src}">'
@@ -255,17 +183,25 @@ def render_gallery(
     title: str,
     running: bool = False,
     now: datetime.datetime | None = None,
+    missing: Iterable[str] = (),
+    stop_reason: str | None = None,
 ) -> str:
     """The page for ``entries`` (manifest lines) as one HTML string.
 
     ``title`` is shown escaped (the output directory's name). ``running``
     says the batch goes on: the page then says so and reloads itself every
     :data:`RELOAD_SECONDS` seconds. Entries are shown by line number.
+    ``missing`` names image files no longer on disk: shown as "file missing",
+    not counted as images. ``stop_reason`` is why the batch stopped early
+    (``BatchReport.stop_reason``), said in the header.
     """
+    gone = frozenset(missing)
     now = now or datetime.datetime.now(datetime.UTC)
     ordered = sorted(entries, key=lambda e: (e.earlier, e.line, e.key))
     counts = Counter(entry.status for entry in ordered)
-    images = sum(len(e.files) for e in ordered if e.status == "succeeded")
+    images = sum(
+        1 for e in ordered if e.status == "succeeded" for name in e.files if name not in gone
+    )
     costs: dict[str, float] = {}
     for entry in ordered:
         if entry.cost is not None:
@@ -275,6 +211,8 @@ def render_gallery(
     facts += [f"<b>{_number(total)}</b> {_esc(unit)}" for unit, total in sorted(costs.items())]
     if running:
         state = "running (the page reloads itself)"
+    elif stop_reason is not None:
+        state = f"stopped: {_esc(stop_reason)}. Fix that, then run the batch again to finish"
     elif counts["pending"]:
         state = "stopped: run the batch again to finish"
     else:
@@ -305,7 +243,7 @@ def render_gallery(
         f"{_esc(__version__)}. Rebuild with <code>gptimage-async gallery DIR</code>.</footer>"
         f"<script>{_SCRIPT}</script></body></html>\n"
     )
-    body = "".join(tile for entry in ordered for tile in _tiles(entry))
+    body = "".join(tile for entry in ordered for tile in _tiles(entry, gone))
     return head + body + tail
 
 
@@ -314,13 +252,29 @@ def write_gallery(
     entries: Sequence[ManifestEntry],
     *,
     running: bool = False,
+    stop_reason: str | None = None,
 ) -> Path:
     """Write ``out_dir/index.html`` for ``entries``, atomically (temporary file, then rename).
 
-    Raises ``OSError`` when the directory cannot be written.
+    Image files of succeeded entries that are not in ``out_dir`` show as
+    missing. ``stop_reason``: see :func:`render_gallery`. Raises ``OSError``
+    when the directory cannot be written.
     """
     out = Path(out_dir)
-    page = render_gallery(entries, title=out.resolve().name or str(out), running=running)
+    missing = [
+        name
+        for entry in entries
+        if entry.status == "succeeded"
+        for name in entry.files
+        if not (out / name).is_file()
+    ]
+    page = render_gallery(
+        entries,
+        title=out.resolve().name or str(out),
+        running=running,
+        missing=missing,
+        stop_reason=stop_reason,
+    )
     target = out / GALLERY_NAME
     fd, tmp = create_temp(out, f".{GALLERY_NAME}.", ".part")
     try:
@@ -346,10 +300,16 @@ def build_gallery(out_dir: str | os.PathLike[str]) -> Path:
 class _Writer:
     """Writes the page, from a worker thread or not; a newer snapshot always wins the rename."""
 
-    __slots__ = ("_issued", "_last", "_lock", "_out", "_snapshot", "_written")
+    __slots__ = ("_issued", "_last", "_lock", "_out", "_snapshot", "_stop_reason", "_written")
 
-    def __init__(self, out: Path, snapshot: Callable[[], Sequence[ManifestEntry]]) -> None:
+    def __init__(
+        self,
+        out: Path,
+        snapshot: Callable[[], Sequence[ManifestEntry]],
+        stop_reason: Callable[[], str | None] | None = None,
+    ) -> None:
         self._out = out
+        self._stop_reason = stop_reason
         self._snapshot = snapshot
         self._lock = threading.Lock()
         self._issued = 0  # tickets handed out, on the event loop
@@ -381,7 +341,8 @@ class _Writer:
             if ticket < self._written:
                 return  # a later snapshot is on disk already
             try:
-                write_gallery(self._out, entries, running=running)
+                reason = None if running or self._stop_reason is None else self._stop_reason()
+                write_gallery(self._out, entries, running=running, stop_reason=reason)
             except OSError as exc:
                 # A view of the journal: losing it costs nothing a rerun cannot rebuild.
                 logger.warning("could not write the gallery page: %s", exc)
@@ -394,6 +355,7 @@ async def keep_gallery(
     entries: Callable[[], Sequence[ManifestEntry]] | None,
     *,
     interval: float = DEFAULT_INTERVAL,
+    stop_reason: Callable[[], str | None] | None = None,
 ) -> AsyncIterator[None]:
     """Keep ``out_dir/index.html`` current while the body runs; write it once more at the end.
 
@@ -403,12 +365,13 @@ async def keep_gallery(
     :data:`THREAD_FROM` entries on, rendered in a worker thread, so the loop
     is not held up), and on the way out whatever ends the
     body: its end, an error, a cancellation (Ctrl-C). A page that cannot be
-    written is logged as a warning and never stops the batch.
+    written is logged as a warning and never stops the batch. ``stop_reason``
+    returns why the batch stopped early (``None``: it did not), for the last page.
     """
     if entries is None:
         yield
         return
-    writer = _Writer(Path(out_dir), entries)
+    writer = _Writer(Path(out_dir), entries, stop_reason)
 
     async def keep() -> None:
         while True:
@@ -440,12 +403,21 @@ def add_gallery_command(
     parser = commands.add_parser(
         "gallery",
         parents=list(parents),
+        conflict_handler="resolve",
         help="rebuild a batch's gallery page (DIR/index.html) from its manifest",
         description="Rebuild DIR/index.html from DIR/manifest.jsonl: every prompt of the "
         "batch with its images, options, lane, time and cost, and why the failed ones failed. "
         "The page opens from disk, with no server and no network.",
     )
     parser.add_argument("dir", type=Path, metavar="DIR", help="a batch's output directory")
+    # The shared -v says "log requests": this command sends none.
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="debug logging (the gallery reads files and sends no request)",
+    )
 
 
 def gallery_command(out_dir: Path) -> int:
@@ -454,8 +426,9 @@ def gallery_command(out_dir: Path) -> int:
         page = build_gallery(out_dir)
     except FileNotFoundError:
         print(
-            f"gptimage-async: error: no {_MANIFEST_NAME} in {out_dir}: run a batch into it first "
-            "(an interrupted batch writes it when run again)",
+            f"gptimage-async: error: no {_MANIFEST_NAME} in {out_dir} yet: a batch writes it "
+            "when it ends (finished, stopped or failed), and keeps DIR/index.html current "
+            "while it runs; a batch killed before its end writes it when run again",
             file=sys.stderr,
         )
         return 2

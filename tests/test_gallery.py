@@ -264,6 +264,7 @@ async def test_the_page_is_kept_current_and_written_at_the_end(
         await fake_clock.advance(3.0)
         assert page.stat().st_ino == first, "nothing changed: the page is not rewritten"
 
+        (tmp_path / "one.png").write_bytes(b"")  # the page shows only files that exist
         entries = [entry(1, "succeeded", files=("one.png",)), entries[1]]
         await fake_clock.advance(3.0)
         await fake_clock.wait_for(lambda: page.stat().st_ino != first)
@@ -393,6 +394,7 @@ def test_an_old_manifest_still_makes_a_page(tmp_path: Path) -> None:
         "earlier": False,
     }
     (tmp_path / "manifest.jsonl").write_bytes(msgspec.json.encode(line) + b"\n")
+    (tmp_path / "00003-a-lamp-5f0c1a2b-1.png").write_bytes(b"")
     text = build_gallery(tmp_path).read_text()
     assert 'src="00003-a-lamp-5f0c1a2b-1.png"' in text
     assert "medium (default)" in text and "1:1 (default)" in text

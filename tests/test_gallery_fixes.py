@@ -1,0 +1,130 @@
+"""The gallery and the batch's words: right-to-left text, missing files, why a batch stopped.
+
+Pages rendered from real batches against the simulator (a real HTTP server on
+127.0.0.1) and looked at in real headless Chromium; the command line run as a
+real process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import gptimage_async as gi
+from gptimage_async._gallery import GALLERY_NAME, build_gallery, write_gallery
+from gptimage_async._manifest import ManifestEntry
+from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
+
+from ._chromium import Browser, BrowserUnavailable
+
+FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=5)
+GENEROUS = gi.RateLimit(1000, 1.0)
+HEBREW = "מנורה קרמית על שולחן"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    try:
+        with Browser() as chromium:
+            yield chromium
+    except BrowserUnavailable as exc:
+        pytest.skip(f"headless Chromium cannot start here: {exc}")
+
+
+def entry(line: int, status: str, prompt: str = "a lamp", **fields: object) -> ManifestEntry:
+    return ManifestEntry(
+        line=line,
+        key=f"k{line}",
+        input=gi.ImageRequest(prompt),
+        status=status,  # type: ignore[arg-type]
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def test_right_to_left_text_is_isolated(browser: Browser, tmp_path: Path) -> None:
+    entries = [
+        entry(1, "failed", HEBREW, error=f"{HEBREW} 42", error_type="RunFailedError"),
+        entry(2, "pending", f"{HEBREW} (3)"),
+    ]
+    page = browser.open(write_gallery(tmp_path, entries).as_uri())
+    seen = page.evaluate(
+        "Array.from(document.querySelectorAll('.prompt, .why'), e => "
+        "[e.getAttribute('dir'), getComputedStyle(e).unicodeBidi, getComputedStyle(e).direction])"
+    )
+    assert len(seen) == 3
+    for dir_attr, bidi, _ in seen:
+        assert dir_attr == "auto" and bidi == "isolate", seen
+    # The prompts read right to left; the reason starts with its (Latin) error type.
+    assert [direction for *_, direction in seen] == ["rtl", "ltr", "rtl"], seen
+
+
+def test_an_image_deleted_after_the_batch_shows_as_missing(
+    browser: Browser, tmp_path: Path
+) -> None:
+    (tmp_path / "kept.png").write_bytes(b"\x89PNG")
+    entries = [
+        entry(1, "succeeded", files=("kept.png",)),
+        entry(2, "succeeded", files=("gone.png",)),
+    ]
+    write_gallery(tmp_path, entries)
+    text = (tmp_path / GALLERY_NAME).read_text()
+    assert "<b>1</b> images" in text  # the deleted one is not counted
+    assert 'src="gone.png"' not in text and 'src="kept.png"' in text
+    page = browser.open((tmp_path / GALLERY_NAME).as_uri())
+    assert page.evaluate("document.images.length") == 1
+    assert "file missing" in page.evaluate("document.body.innerText")
+
+
+async def test_a_batch_stopped_by_an_error_says_why_on_its_page(tmp_path: Path) -> None:
+    async with (
+        Simulator(FAST.replace(api_keys=frozenset({"sk-good"}))) as sim,
+        gi.Session(
+            "runbase", api_key="sk-wrong", base_url=sim.base_url("runbase"), rate_limit=GENEROUS
+        ) as session,
+    ):
+        report = await gi.Batch(session, ["a lamp", "a chair", "an owl"], tmp_path).run()
+    assert report.stop_reason is not None
+    text = (tmp_path / GALLERY_NAME).read_text()
+    assert "stopped: " in text and "Fix that, then run the batch again" in text
+    assert "401" in text.split("<main>")[0], "the reason is in the header"
+
+
+async def test_an_uncertain_create_says_what_a_batch_user_can_do(tmp_path: Path) -> None:
+    config = FAST.replace(faults=Faults(reset_after_create=1.0))
+    async with (
+        Simulator(config) as sim,
+        gi.Session(
+            "runbase", api_key="sk-test", base_url=sim.base_url("runbase"), rate_limit=GENEROUS
+        ) as session,
+    ):
+        report = await gi.Batch(session, ["a lamp"], tmp_path).run()
+    [row] = report.entries
+    assert row.status == "unknown" and row.error is not None
+    assert "--resubmit-unknown" in row.error and "resend_uncertain_creates" not in row.error
+    page = build_gallery(tmp_path).read_text()
+    assert "--resubmit-unknown" in page and "resend_uncertain_creates" not in page
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gptimage_async", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_gallery_command_says_what_it_does(tmp_path: Path) -> None:
+    helped = cli("gallery", "--help")
+    assert helped.returncode == 0 and "log requests" not in helped.stdout
+    assert "sends no request" in helped.stdout
+    (tmp_path / "journal.jsonl").write_text("")  # a batch running into it, or killed
+    missing = cli("gallery", str(tmp_path))
+    assert missing.returncode == 2
+    assert "when it ends" in missing.stderr and "index.html" in missing.stderr
+    assert "an interrupted batch writes it" not in missing.stderr
