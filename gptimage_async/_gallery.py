@@ -403,14 +403,13 @@ def add_gallery_command(
     parser = commands.add_parser(
         "gallery",
         parents=list(parents),
-        conflict_handler="resolve",
         help="rebuild a batch's gallery page (DIR/index.html) from its manifest",
         description="Rebuild DIR/index.html from DIR/manifest.jsonl: every prompt of the "
         "batch with its images, options, lane, time and cost, and why the failed ones failed. "
         "The page opens from disk, with no server and no network.",
     )
     parser.add_argument("dir", type=Path, metavar="DIR", help="a batch's output directory")
-    # The shared -v says "log requests": this command sends none.
+    # Its own -v, not the shared one (pass no parent with -v): that says "log requests".
     parser.add_argument(
         "-v",
         "--verbose",

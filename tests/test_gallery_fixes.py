@@ -128,3 +128,23 @@ def test_the_gallery_command_says_what_it_does(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert "when it ends" in missing.stderr and "index.html" in missing.stderr
     assert "an interrupted batch writes it" not in missing.stderr
+
+
+def test_only_gallery_v_is_verbose_and_a_dry_run_refuses_what_a_run_refuses(
+    tmp_path: Path,
+) -> None:
+    from gptimage_async._cli._args import parser
+
+    # The gallery's own -v must not turn every other command verbose.
+    assert parser().parse_args(["batch", "p.txt", "--out", "o"]).verbose is False
+    assert parser().parse_args(["gallery", "d", "-v"]).verbose is True
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a lamp\n")
+    for dry in ([], ["--dry-run"]):
+        done = cli(
+            "batch", str(prompts), "--out", str(tmp_path / "o"), "--provider", "apiinone",
+            "--time-scale", "0.1", *dry,
+        )  # fmt: skip
+        assert done.returncode == 2, (dry, done.stderr)
+        assert "--time-scale applies to --provider simulator only" in done.stderr

@@ -118,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
         "--no-gallery", action="store_true", help="do not write the gallery page DIR/index.html"
     )
     _session_options(batch)
-    add_gallery_command(commands, parents=[verbose])
+    add_gallery_command(commands)  # its own -v: it sends no request
 
     unknown = commands.add_parser(
         "unknown",

@@ -19,7 +19,7 @@ from .._prompts import BatchPrompt, PromptFileError, read_prompts
 from .._providers import get_provider
 from .._session import Session
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Failure, UsageError, check_writable
-from ._sessions import make_session, open_session
+from ._sessions import check_endpoint_options, make_session, open_session
 from ._signals import quit_at_once, stop_on_signals
 
 __all__ = ["batch"]
@@ -142,8 +142,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     run would attach or leave unknown: the count and cost are what it would pay.
     """
     name = "runbase" if args.provider == "simulator" else args.provider
-    if args.provider == "simulator" and args.base_url:
-        raise UsageError("--base-url makes no sense with --provider simulator")
+    check_endpoint_options(args)  # what a real run refuses, a dry run refuses too
     # The session is never opened: it only validates, so it needs no key.
     session = make_session(name, api_key="dry-run", base_url=args.base_url)
     prompts = _read(args, session)

@@ -22,15 +22,25 @@ from ._common import UsageError
 if TYPE_CHECKING:
     from ..simulator import SimulatorConfig
 
-__all__ = ["SIMULATOR_KEY", "make_session", "open_session", "state_file"]
+__all__ = ["SIMULATOR_KEY", "check_endpoint_options", "make_session", "open_session", "state_file"]
 
 #: Any key with the Runbase prefix is accepted by the simulator.
 SIMULATOR_KEY = "sk-simulator"
 
 
+def check_endpoint_options(args: argparse.Namespace) -> None:
+    """Refuse options that do not fit the provider (a real run and a ``--dry-run`` alike)."""
+    if args.provider == "simulator":
+        if args.base_url:
+            raise UsageError("--base-url makes no sense with --provider simulator")
+    elif args.time_scale is not None:
+        raise UsageError("--time-scale applies to --provider simulator only")
+
+
 @contextlib.asynccontextmanager
 async def open_session(args: argparse.Namespace) -> AsyncIterator[Session]:
     """An unopened session per the options (a simulator runs while it lives)."""
+    check_endpoint_options(args)
     options: dict[str, Any] = {"on_exit": "cancel"}
     if args.run_timeout is not None:
         options["run_timeout"] = args.run_timeout
