@@ -39,7 +39,9 @@ _EPILOG = (
     f"slow_seconds (default 30), keepalive_close_after (default 1). "
     "Key settings (--key KEY:SETTING=VALUE,...): limit=N/SECONDS or none, credits=N, "
     "quota=N, spend=N (each a whole number, or none), price=MEDIUM/HIGH; "
-    "e.g. --key sk-a:limit=20/10,credits=500 --key aio_b:quota=50,spend=1000."
+    "e.g. --key sk-a:limit=20/10,credits=500 --key aio_b:quota=50,spend=1000. Each "
+    "setting once per key. --key KEY alone is allowed: KEY gets the settings above, "
+    "as any key does."
 )
 
 
@@ -294,13 +296,18 @@ def _key(text: str) -> tuple[str, KeyConfig]:
     # The message names the key by its first characters only: it may be a real one.
     shown = f"{key[:4]}..."
     fields: dict[str, Any] = {}
+    seen: set[str] = set()
     for item in filter(None, (part.strip() for part in rest.split(","))):
         name, equals, value = item.partition("=")
+        name = name.strip()
         if not equals or name not in _KEY_SETTINGS:
             raise argparse.ArgumentTypeError(
                 f"--key {shown}: expected SETTING=VALUE with SETTING one of "
                 f"{', '.join(sorted(_KEY_SETTINGS))}, not {item!r}"
             )
+        if name in seen:  # the last would silently win: say so instead
+            raise argparse.ArgumentTypeError(f"--key {shown}: {name} is given twice")
+        seen.add(name)
         if name == "limit":
             rate = _server_rate(value)
             fields["rate_limit"] = None if rate is None else rate[0]

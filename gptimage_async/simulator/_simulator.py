@@ -224,13 +224,23 @@ class Simulator:
         """Answer every request with ``key`` 401 ``invalid_api_key`` from now on.
 
         Runs it created live on but can no longer be polled with it, as when a
-        user deletes a key in the provider's dashboard mid-job.
+        user deletes a key in the provider's dashboard mid-job. Raises
+        ``TypeError`` for a key that is not a ``str``, ``ValueError`` for an
+        empty one (either would otherwise revoke nothing, silently).
         """
-        self._service.revoked.add(key)
+        self._service.revoked.add(_checked_key(key, "revoke"))
 
     def restore(self, key: str) -> None:
-        """Undo :meth:`revoke`."""
-        self._service.revoked.discard(key)
+        """Undo :meth:`revoke` (same errors)."""
+        self._service.revoked.discard(_checked_key(key, "restore"))
+
+
+def _checked_key(key: object, what: str) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"{what}() takes an API key as a str, not {type(key).__name__}")
+    if not key.strip():
+        raise ValueError(f"{what}() needs a non-empty API key")
+    return key
 
 
 async def _serve(host: str, port: int, config: SimulatorConfig | None) -> None:
