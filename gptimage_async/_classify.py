@@ -19,8 +19,8 @@ from __future__ import annotations
 import enum
 import logging
 
+from ._budget import Limiter
 from ._exceptions import APIStatusError, QuotaExceededError, RateLimitError, RunNotFoundError
-from ._limiter import Limiter
 from ._providers import Provider, RunSnapshot
 from ._retry import parse_retry_after
 from ._stats import SessionStats

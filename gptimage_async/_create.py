@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 
+from ._budget import PRIORITY_CREATE, PRIORITY_LAST_CREATE, Limiter
 from ._classify import (
     Verdict,
     classify_no_answer,
@@ -41,7 +42,6 @@ from ._exceptions import (
     RunTimeoutError,
     UncertainCreateError,
 )
-from ._limiter import PRIORITY_CREATE, PRIORITY_LAST_CREATE, Limiter
 from ._models import ImageRequest
 from ._providers import Provider
 from ._registry import RunRegistry

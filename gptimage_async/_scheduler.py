@@ -38,6 +38,7 @@ from typing import Any
 
 import anyio
 
+from ._budget import PRIORITY_POLL, Limiter
 from ._classify import (
     Verdict,
     classify_no_answer,
@@ -56,7 +57,6 @@ from ._exceptions import (
     RunNotFoundError,
     RunTimeoutError,
 )
-from ._limiter import PRIORITY_POLL, Limiter
 from ._models import Result, RunStatus
 from ._providers import Provider, RunSnapshot
 from ._retry import backoff_ceiling, poll_jitter
@@ -282,7 +282,7 @@ class PollScheduler:
                 # pace when runs are shorter than a window, and the limiter's
                 # spare slots allow it.
                 latest_age = model.quantile(SPECULATIVE_TO) / maturity
-                slots = max(1.0, limiter.rate * limiter.per - SPREAD_KEEP)
+                slots = max(1.0, limiter.rate * limiter.window - SPREAD_KEEP)
                 spacing = min((latest_age - earliest_age) / slots, limiter.interval)
                 spacing = max(spacing, SPECULATIVE_SPACING * model.quantile(0.5))
                 earliest_age = max(earliest_age, run._poll.last_pending_age + spacing)
@@ -527,7 +527,7 @@ class PollScheduler:
         logger.debug("poll of run %s failed (%s); retrying", run.run_id, error)
         scale = self.model.quantile(0.5) * MIN_STEP if self.model.ready else self._rtt
         base = max(self._limiter.interval, scale)
-        delay = backoff_ceiling(run._poll.errors, base=base, cap=self._limiter.per)
+        delay = backoff_ceiling(run._poll.errors, base=base, cap=self._limiter.window)
         # Jitter keeps a crowd of runs that failed together from retrying together.
         self._push(run, self._loop.time() + poll_jitter(delay))
 

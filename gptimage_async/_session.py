@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, overload
 from urllib.parse import urlsplit
 
+from ._budget import AdaptiveRate, Limiter, check_redis_option, make_limiter
 from ._create import Creator
 from ._exceptions import (
     ConfigurationError,
@@ -39,13 +40,11 @@ from ._exceptions import (
     SessionClosedError,
 )
 from ._feed import Countdown
-from ._limiter import AdaptiveRate, Limiter, RateLimiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
 from ._providers import Provider, ProviderName, get_provider
 from ._registry import RunRegistry
 from ._run import Run
 from ._scheduler import PollScheduler
-from ._shared_limiter import SharedLimiter, budget_id, check_redis_option, make_limiter
 from ._state import FileStateStore, RedisStateStore, StateStore, apply_state, capture_state
 from ._stats import SessionStats
 from ._transport import Secret, Transport, check_proxy
@@ -112,7 +111,7 @@ class LimiterView:
     @property
     def per(self) -> float:
         """The window of the belief, in seconds."""
-        return self._limiter.per
+        return self._limiter.window
 
     @property
     def waiting(self) -> int:
@@ -386,11 +385,12 @@ class Session:
                 redis=self._redis,
             )
             await self._limiter.start()
-            if self._remember_state and isinstance(self._limiter, SharedLimiter):
+            shared = self._limiter.shared
+            if self._remember_state and shared is not None:
                 self._memory = RedisStateStore(
-                    self._limiter.client,
-                    budget=budget_id(self._provider.name, self._api_key.reveal()),
-                    timeout=self._limiter.timeout,
+                    shared.client,
+                    budget=shared.budget,
+                    timeout=shared.timeout,
                     fallback=self._memory,
                 )
             self._scheduler = PollScheduler(
@@ -746,7 +746,7 @@ class Session:
         if self._limiter is None or self._scheduler is None:
             return 1
         model = self._scheduler.model
-        longest = model.quantile(TAIL_QUANTILE) if model.ready else self._limiter.per
+        longest = model.quantile(TAIL_QUANTILE) if model.ready else self._limiter.window
         return max(1, math.ceil(TAIL_FACTOR * self._limiter.rate * longest))
 
     def _tail_left(self) -> int:
@@ -842,7 +842,7 @@ class Session:
         """
         if self._limiter is None or self._scheduler is None:
             return FEEDERS
-        duration = self._limiter.per
+        duration = self._limiter.window
         model = self._scheduler.model
         if model.ready:
             duration = max(duration, model.quantile(0.95))
@@ -874,8 +874,8 @@ class Session:
 
 
 def _adaptive(limiter: Limiter | None) -> AdaptiveRate | None:
-    """The local limiter's belief; ``None`` for a shared one (its belief lives in Redis)."""
-    return limiter.adaptive if isinstance(limiter, RateLimiter) else None
+    """The belief a learned state saves and restores; ``None`` if the fleet's (in Redis)."""
+    return limiter.belief if limiter is not None else None
 
 
 def _check_many(requests: object) -> None:
