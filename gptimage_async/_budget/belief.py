@@ -256,7 +256,7 @@ class AdaptiveRate:
             return
         rate = self._rate
         if in_window:
-            estimate = in_window / covered
+            estimate = in_window / self._window
             at_limit = estimate >= rate * JITTER_BAND
             if at_limit and now - previous_429 > JITTER_MEMORY * self._window:
                 # One 429 at the limit: jitter, no cut; but no probing past it either.

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 import os
 import secrets
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigurationError
@@ -134,6 +136,11 @@ class SharedLimiter:
         return None
 
     @property
+    def fleet_belief(self) -> AdaptiveRate:
+        """This process's copy of the fleet's belief (after ``start()``; read it, never feed it)."""
+        return self._belief
+
+    @property
     def shared(self) -> SharedBudget:
         """The Redis the budget lives in (its client after ``start()``)."""
         return SharedBudget(self._client, self._timeout, self._keys.budget)
@@ -217,11 +224,14 @@ class SharedLimiter:
         else:
             pause = self.interval + next(self._backoff_seq())
         self._queue.pause_until(now + pause)
-        self._report(self._learn_429(sent_at, now, pause))
+        self._report(lambda: self._learn_429(sent_at, now, pause))
 
     async def _learn_429(self, sent_at: float, now: float, pause: float) -> None:
         back = (STORM_WINDOWS + 1) * self.window
         evidence = await self._timeline.pause(pause, refused_age=now - sent_at, back=back)
+        if evidence.since <= self._started_at + self._timeout:
+            # The log began as this process joined: it holds all it knows of.
+            evidence = dataclasses.replace(evidence, since=-math.inf)
         await self._fleet.publish(lambda b: b.record_429(sent_at, now, evidence=evidence))
 
     def on_server_trouble(self) -> None:
@@ -231,7 +241,7 @@ class SharedLimiter:
             self._last_local.limiter.on_server_trouble()
         pause = next(self._backoff_seq())
         self._queue.pause_until(now + pause)
-        self._report(self._timeline.pause(pause, refused_age=None, back=0.0))
+        self._report(lambda: self._timeline.pause(pause, refused_age=None, back=0.0))
 
     def on_answer(self) -> None:
         """A good answer: this process's backoff sequence restarts."""
@@ -248,6 +258,7 @@ class SharedLimiter:
         if self._state != "new":
             raise RuntimeError("a SharedLimiter starts once")
         loop = self._loop = asyncio.get_running_loop()
+        self._started_at = loop.time()
         if self._owns_client:
             self._client = connect(self._client, self._timeout)
         self._rejoined = asyncio.Event()
@@ -307,7 +318,7 @@ class SharedLimiter:
     def _on_grant(self, now: float, saturated: bool) -> None:
         self._belief.record_send(now, saturated=saturated)
         if self._fleet.dirty:
-            self._report(self._fleet.publish())
+            self._report(self._fleet.publish)
 
     def _backoff_seq(self) -> Iterator[float]:
         if self._backoff is None:
@@ -319,16 +330,15 @@ class SharedLimiter:
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
 
-    def _report(self, job: Coroutine[Any, Any, Any]) -> None:
+    def _report(self, job: Callable[[], Awaitable[Any]]) -> None:
         """Tell the fleet in the background; Redis away: local only."""
         if self._state != "open" or self._fallback is not None:
-            job.close()
             return
         self._spawn(self._guarded(job))
 
-    async def _guarded(self, job: Coroutine[Any, Any, Any]) -> None:
+    async def _guarded(self, job: Callable[[], Awaitable[Any]]) -> None:
         try:
-            await job
+            await job()
         except Exception as exc:
             self._enter_fallback(exc)
 
@@ -350,7 +360,7 @@ class SharedLimiter:
         if kind == "p" and number > 0:
             self._queue.pause_until(self._loop.time() + number)
         elif kind == "v" and number != self._fleet.version:
-            self._report(self._fleet.refresh(seen=int(number)))
+            self._report(lambda: self._fleet.refresh(seen=int(number)))
 
     def _count_error(self) -> None:
         self.redis_errors += 1
