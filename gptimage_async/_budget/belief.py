@@ -135,11 +135,14 @@ class AdaptiveRate:
         "storms",
     )
 
-    def __init__(self, belief: RateLimit, *, now: float = 0.0) -> None:
+    def __init__(
+        self, belief: RateLimit, *, now: float = 0.0, ceiling: float | None = None
+    ) -> None:
         self._window = float(belief.per)
         self._start = belief.rate
         self._rate = belief.rate
-        self._ceiling = belief.rate if belief.ceiling else None
+        # The rate never probed past (requests/s): ``ceiling``, else the belief if it says so.
+        self._ceiling = ceiling if ceiling is not None else belief.rate if belief.ceiling else None
         # The lowest rate (requests/s) a 429 came back at: probing stays at or below it.
         self._refused_rate: float | None = None
         self._margin = SAFETY_MARGIN

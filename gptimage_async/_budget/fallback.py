@@ -2,8 +2,11 @@
 
 The share is one over the processes seen alive at the last Redis answer
 (heartbeats), of the last known belief: whole requests over a window stretched
-to fit. Processes falling back together start at a random point of their
-first interval, so they do not all send at once. Waiters leave the local
+to fit. A process that never heard from Redis cannot see its fleet, and never
+assumes it is alone: it starts at ``1/UNSEEN_FLEET`` and probes upward (slow
+start, the local belief's rules) to the whole belief at most. Processes
+falling back together start at a random point of their first interval, so
+they do not all send at once. Waiters leave the local
 queue as soon as Redis is back (``rejoined``): left there they would be paced
 at a share on top of the full shared rate.
 """
@@ -18,26 +21,34 @@ import random
 from .._models import RateLimit
 from .local import RateLimiter
 
-__all__ = ["LocalFallback"]
+__all__ = ["UNSEEN_FLEET", "LocalFallback"]
+
+#: A process that never heard from Redis starts at this share of the belief.
+UNSEEN_FLEET = 4
 
 
 class LocalFallback:
     """A share of the key's budget, paced in this process. Times are the loop's clock.
 
     ``rate`` is the fleet's last known belief (requests/s), ``window`` its
-    window (seconds), ``share`` the processes alive (at least 1); ``now`` the
+    window (seconds), ``share`` the processes alive (``None``: unknown); ``now`` the
     loop's time; ``rejoined`` is set when Redis answers again.
     """
 
     def __init__(
-        self, *, rate: float, window: float, share: int, now: float, rejoined: asyncio.Event
+        self,
+        *,
+        rate: float,
+        window: float,
+        share: int | None,
+        now: float,
+        rejoined: asyncio.Event,
     ) -> None:
-        share = max(1, share)
-        requests = max(1, math.floor(rate * window / share))
-        self.share = share
-        self.limiter = RateLimiter(
-            RateLimit(requests=requests, per=requests * share / rate, ceiling=True)
-        )
+        self.share = max(1, share or UNSEEN_FLEET)
+        requests = max(1, math.floor(rate * window / self.share))
+        start = RateLimit(requests=requests, per=requests * self.share / rate, ceiling=True)
+        # Known share: that, exactly. Unknown: from a small share up to the whole.
+        self.limiter = RateLimiter(start, ceiling=None if share else rate)
         self._start = now + random.uniform(0.0, self.limiter.interval)
         self._rejoined = rejoined
 

@@ -61,7 +61,9 @@ class RateLimiter:
     says so, and the limiter then does not mistake the wait of a request
     queued behind that slot for demand beyond the budget).
 
-    Create it inside the running event loop: every time it takes or returns is
+    ``ceiling`` (requests/s) caps probing when it is not the belief itself
+    (default: the belief's own ``ceiling`` flag). Create it inside the running
+    event loop: every time it takes or returns is
     that loop's ``loop.time()`` (seconds), and it wakes waiters with ``call_at``.
     """
 
@@ -81,13 +83,13 @@ class RateLimiter:
         "rate_limited",
     )
 
-    def __init__(self, belief: RateLimit) -> None:
+    def __init__(self, belief: RateLimit, *, ceiling: float | None = None) -> None:
         # The loop's clock for reading and for waking (call_at): one clock, so
         # a slot is never granted before the time it was computed for, and a
         # test that moves the loop's clock moves the limiter with it. Created
         # inside the running loop (the session's open()).
         self._loop = asyncio.get_running_loop()
-        self.adaptive = AdaptiveRate(belief, now=self._loop.time())
+        self.adaptive = AdaptiveRate(belief, now=self._loop.time(), ceiling=ceiling)
         self._tat = -float("inf")  # theoretical time of the next free slot
         self._blocked_until = -float("inf")
         # The end of the last slot a speculative poll took: a request queued

@@ -83,6 +83,7 @@ class SharedLimiter:
         self._url = redact_url(redis) if isinstance(redis, str) else None
         self._client: Any = redis
         self._owns_client = isinstance(redis, str)
+        self._closers: list[Any] = []  # a Sentinel's clients, closed with ours
         self._timeout = float(timeout)
         self._keys = BudgetKeys(budget_id(provider, api_key))
         self.channel = self._keys.events
@@ -163,7 +164,7 @@ class SharedLimiter:
     @property
     def live_processes(self) -> int:
         """Processes on this budget seen alive at the last Redis answer (at least 1)."""
-        return self._timeline.live if self._state != "new" else 1
+        return max(1, self._timeline.live) if self._state != "new" else 1
 
     @property
     def granted(self) -> int:
@@ -260,7 +261,7 @@ class SharedLimiter:
         loop = self._loop = asyncio.get_running_loop()
         self._started_at = loop.time()
         if self._owns_client:
-            self._client = connect(self._client, self._timeout)
+            self._client, self._closers = connect(self._client, self._timeout)
         self._rejoined = asyncio.Event()
         self._last_local: LocalFallback | None = None
         self._belief = AdaptiveRate(self._start_belief, now=loop.time())
@@ -310,8 +311,9 @@ class SharedLimiter:
             with contextlib.suppress(Exception):
                 await self._timeline.leave()
         if self._owns_client and not isinstance(self._client, str):
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
+            for client in (self._client, *self._closers):
+                with contextlib.suppress(Exception):
+                    await client.aclose()
 
     # -- internals -----------------------------------------------------------------
 
@@ -377,7 +379,7 @@ class SharedLimiter:
         now = self._loop.time()
         self._rejoined.clear()
         self._fallback_since = now
-        share = self._timeline.live
+        share = self._timeline.live or None  # never heard from Redis: the fleet is unknown
         if self._last_local is not None:
             self._last_local.limiter.close()
         fallback = LocalFallback(
@@ -387,15 +389,17 @@ class SharedLimiter:
         self._fallback = self._last_local = fallback
         self._queue.serving = False
         why = type(exc).__name__
+        if why == "ReadOnlyError":
+            why += ": a read-only replica, after a failover? A redis+sentinel:// URL follows it"
         if not self._warned:
             self._warned = True
             logger.warning(
                 "Redis at %s did not answer (%s): this process paces key budget %s on its own "
-                "at 1/%d of %.3g requests/s until Redis is back",
+                "at %s of %.3g requests/s until Redis is back",
                 self._url or "the given client",
                 why,
                 self._keys.budget[:8],
-                share,
+                f"1/{share}" if share else f"1/{fallback.share} (the fleet unseen; probing up)",
                 self._belief.rate,
             )
         else:

@@ -87,7 +87,7 @@ class Timeline:
             for name in ("admit", "pause", "beat", "leave", "publish")
         }
         self.offset = 0.0  # Redis's clock minus the loop's, at the last reply
-        self.live = 1
+        self.live = 0  # processes alive at the last reply; 0: never heard from Redis
         self.pause_left = 0.0
 
     def to_loop(self, redis_time: float) -> float:
