@@ -56,8 +56,9 @@ def wire_priority(priority: int) -> int:
 class SlotQueue:
     """Waiters of this process for slots of the shared timeline. Times are the loop's clock.
 
-    ``on_grant(now, saturated)`` is told of every request that goes out
-    (``saturated``: it waited for its slot, not for a pause);
+    ``on_grant(now, saturated, version)`` is told of every request that goes
+    out (``saturated``: it waited for its slot, not for a pause; ``version``:
+    the fleet's belief version Redis named with the slot, if it did);
     ``on_failure(exc)`` of every Redis call that failed.
     """
 
@@ -67,7 +68,7 @@ class SlotQueue:
         belief: AdaptiveRate,
         *,
         clock: Callable[[], float],
-        on_grant: Callable[[float, bool], None],
+        on_grant: Callable[[float, bool, int | None], None],
         on_failure: Callable[[BaseException], None],
     ) -> None:
         self._timeline = timeline
@@ -172,10 +173,10 @@ class SlotQueue:
             future.cancel()
         self._waiters.clear()
 
-    def _granted(self, now: float, *, saturated: bool) -> None:
+    def _granted(self, now: float, *, saturated: bool, version: int | None = None) -> None:
         self._lease = None
         self.granted += 1
-        self._on_grant(now, saturated)
+        self._on_grant(now, saturated, version)
 
     def _valid_lease(self, now: float) -> float | None:
         lease = self._lease
@@ -256,9 +257,9 @@ class SlotQueue:
                 await self._sleep_until(got.at)
                 if self.paused_until > got.at:
                     continue  # a pause began after booking: the slot is given up
-            self._hand_out(got.at, got.interval)
+            self._hand_out(got.at, got.interval, got.version)
 
-    def _hand_out(self, at: float, interval: float) -> None:
+    def _hand_out(self, at: float, interval: float, version: int) -> None:
         now = self._clock()
         head = self._head()
         if head is not None and head[0] < SPECULATIVE:
@@ -269,7 +270,7 @@ class SlotQueue:
             saturated = (
                 now - queued_at >= SATURATED_WAIT * interval and self.paused_until <= queued_at
             )
-            self._granted(now, saturated=saturated)
+            self._granted(now, saturated=saturated, version=version)
             head[3].set_result(now)
             return
         if head is not None:  # the speculative ask: its slot becomes a lease

@@ -89,6 +89,7 @@ class SharedLimiter:
         self.channel = self._keys.events
         self.me = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._state = "new"
+        self._syncing = False
         self._warned = False
         self._fallback: LocalFallback | None = None
         self._fallback_since = 0.0
@@ -317,10 +318,19 @@ class SharedLimiter:
 
     # -- internals -----------------------------------------------------------------
 
-    def _on_grant(self, now: float, saturated: bool) -> None:
+    def _on_grant(self, now: float, saturated: bool, version: int | None) -> None:
         self._belief.record_send(now, saturated=saturated)
-        if self._fleet.dirty:
-            self._report(self._fleet.publish)
+        # One sync in flight at a time: what changes meanwhile goes with the next.
+        if not self._syncing and (self._fleet.dirty or version not in (None, self._fleet.version)):
+            self._syncing = self._report(lambda: self._sync(version))
+
+    async def _sync(self, version: int | None) -> None:
+        try:
+            if version is not None:
+                await self._fleet.refresh(seen=version)
+            await self._fleet.publish()
+        finally:
+            self._syncing = False
 
     def _backoff_seq(self) -> Iterator[float]:
         if self._backoff is None:
@@ -332,11 +342,12 @@ class SharedLimiter:
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
 
-    def _report(self, job: Callable[[], Awaitable[Any]]) -> None:
-        """Tell the fleet in the background; Redis away: local only."""
+    def _report(self, job: Callable[[], Awaitable[Any]]) -> bool:
+        """Tell the fleet in the background (True); Redis away: local only (False)."""
         if self._state != "open" or self._fallback is not None:
-            return
+            return False
         self._spawn(self._guarded(job))
+        return True
 
     async def _guarded(self, job: Callable[[], Awaitable[Any]]) -> None:
         try:
