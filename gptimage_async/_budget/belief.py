@@ -11,9 +11,11 @@ learns back with a versioned compare-and-set (``BeliefState``). The rules:
   jitter, and only a second one within ``JITTER_MEMORY`` windows nudges.
 * **A 429 our pace cannot explain is a pause** (issue 20: a short overload
   storm). If the server let more of our requests through in one window
-  lately, with none refused in it, than the window before this 429 held, the
-  server did not refuse us for our count: it is overloaded, or someone else
-  spends the key. The limiter pauses (Retry-After, backoff); the belief stays.
+  lately, with none refused in it, than the window before this 429 held, and
+  has refused every one of ours since it began refusing, it did not refuse us
+  for our count: it is overloaded. The limiter pauses (Retry-After, backoff);
+  the belief stays. (Refusals mixed with answers are a limit, someone else's
+  traffic included: the belief learns from them as ever.)
   Only when such refusals outlast ``STORM_WINDOWS`` windows (no window free of
   them is left to remember) do they measure a new, lower limit.
 * **Probing.** After a window in which the budget was the bottleneck and no
@@ -253,8 +255,11 @@ class AdaptiveRate:
         lo = bisect.bisect_right(sends, sent_at - self._window)
         in_window = bisect.bisect_left(sends, sent_at) - lo
         went = _went_through(sends, evidence.refusals, sent_at, self._window)
-        if in_window + 1 < JITTER_BAND * went:
-            # The server let more of ours through in one window lately: not our pace.
+        if in_window + 1 < JITTER_BAND * went and _all_refused(
+            sends, evidence.refusals, sent_at, self._window, 0.25 * self.interval
+        ):
+            # The server let more of ours through in one window lately, and has
+            # refused every one since it began refusing: not our pace, a storm.
             self.storms += 1
             return
         rate = self._rate
@@ -409,3 +414,20 @@ def _went_through(
             continue
         best = max(best, i + 1 - bisect.bisect_right(sends, end - window))
     return best
+
+
+def _all_refused(
+    sends: Sequence[float], refusals: Sequence[float], sent_at: float, window: float, slack: float
+) -> bool:
+    """True if every send since the first refusal of the window before ``sent_at`` was refused.
+
+    ``slack`` (seconds, under a slot) absorbs the gap between a grant's time
+    and the send time a refusal is logged at.
+    """
+    lo = bisect.bisect_right(refusals, sent_at - window)
+    hi = bisect.bisect_left(refusals, sent_at - slack)
+    if lo >= hi:
+        return True  # the first refusal in a window
+    first = refusals[lo]
+    sent = bisect.bisect_left(sends, sent_at - slack) - bisect.bisect_left(sends, first - slack)
+    return sent <= hi - lo

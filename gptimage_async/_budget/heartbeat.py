@@ -40,7 +40,7 @@ def parse_event(data: object) -> tuple[str, float] | None:
 
 
 async def listen(
-    client: Any,
+    client_of: Callable[[], Any],
     channel: str,
     on_event: Callable[[str, float], None],
     *,
@@ -48,11 +48,14 @@ async def listen(
     retry_every: float,
     on_error: Callable[[], None],
 ) -> None:
-    """Subscribe to ``channel`` for good; resubscribe ``retry_every`` seconds after a drop."""
+    """Subscribe to ``channel`` for good; resubscribe ``retry_every`` seconds after a drop.
+
+    ``client_of()`` is the client to subscribe through now (it changes after a failover).
+    """
     while True:
         pubsub = None
         try:
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = client_of().pubsub(ignore_subscribe_messages=True)
             async with asyncio.timeout(call_timeout):
                 await pubsub.subscribe(channel)
             while True:

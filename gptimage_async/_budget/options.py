@@ -86,6 +86,14 @@ def check_redis_option(redis: object) -> None:
         raise ConfigurationError("redis must be a URL or a redis.asyncio.Redis instance")
 
 
+def with_host(url: str, host: str, port: int) -> str:
+    """``url`` with its host and port replaced (user info, database and query kept)."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    host = f"[{host}]" if ":" in host else host
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}:{port}"))
+
+
 @dataclass(frozen=True, slots=True)
 class SentinelTarget:
     """A ``redis+sentinel://`` URL read: where the Sentinels are, and what to ask them for."""

@@ -40,7 +40,7 @@ from .fallback import LocalFallback
 from .fleet import FleetBelief
 from .heartbeat import heartbeat, listen
 from .keys import BudgetKeys, budget_id
-from .options import DEFAULT_REDIS_TIMEOUT, check_redis_option, connect, redact_url
+from .options import DEFAULT_REDIS_TIMEOUT, check_redis_option, connect, redact_url, with_host
 from .protocol import PRIORITY_CREATE, SharedBudget
 from .queue import Redirect, SlotQueue
 from .timeline import Timeline
@@ -82,6 +82,7 @@ class SharedLimiter:
         self._start_belief = belief
         self._url = redact_url(redis) if isinstance(redis, str) else None
         self._client: Any = redis
+        self._target = redis  # the URL as given (with its password): never shown
         self._owns_client = isinstance(redis, str)
         self._closers: list[Any] = []  # a Sentinel's clients, closed with ours
         self._timeout = float(timeout)
@@ -278,7 +279,7 @@ class SharedLimiter:
         self._state = "open"
         for job, name in (
             (self._queue.run(), "gptimage-shared-limiter"),
-            (listen(self._client, self.channel, self._on_event, call_timeout=self._timeout,
+            (listen(lambda: self._client, self.channel, self._on_event, call_timeout=self._timeout,
                     retry_every=self._probe_every(), on_error=self._count_error),
              "gptimage-shared-events"),
             (heartbeat(self._beat), "gptimage-shared-heartbeat"),
@@ -401,7 +402,7 @@ class SharedLimiter:
         self._queue.serving = False
         why = type(exc).__name__
         if why == "ReadOnlyError":
-            why += ": a read-only replica, after a failover? A redis+sentinel:// URL follows it"
+            why += ": a read-only replica now, after a failover? Following its primary"
         if not self._warned:
             self._warned = True
             logger.warning(
@@ -426,10 +427,38 @@ class SharedLimiter:
                 await self._fleet.refresh()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 self.redis_errors += 1
+                if type(exc).__name__ == "ReadOnlyError":
+                    await self._follow_primary()
                 continue
             self._rejoin()
+
+    async def _follow_primary(self) -> None:
+        """A plain URL names a read-only replica now (a failover): reconnect to its primary.
+
+        The replica says which primary it follows (``ROLE``); that one is the
+        new primary the fleet meets on. Only for a client made here from a URL.
+        """
+        target = self._target
+        if not self._owns_client or not isinstance(target, str) or target.startswith("redis+"):
+            return  # a client given (not ours to replace), or Sentinels (they follow it)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._timeout):
+                role = await self._client.execute_command("ROLE")
+            role = [r.decode() if isinstance(r, bytes) else r for r in role]
+            if role[0] != "slave":
+                return
+            url = with_host(target, str(role[1]), int(role[2]))
+            old, self._client, self._closers = self._client, *connect(url, self._timeout)
+            self._timeline.rebind(self._client)
+            logger.warning(
+                "Redis at %s is a replica now (a failover): following its primary %s:%s",
+                self._url,
+                role[1],
+                role[2],
+            )
+            await old.aclose()
 
     def _rejoin(self) -> None:
         # The shared timeline grants no burst (CATCH_UP); local waiters finish locally.

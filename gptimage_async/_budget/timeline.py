@@ -78,17 +78,21 @@ class Timeline:
     ) -> None:
         self.keys = keys
         self.me = me
-        self._client = client
         self._timeout = timeout
         self._clock = clock
         self._keep = max(60.0, KEEP_WINDOWS * window)
+        self.rebind(client)
+        self.offset = 0.0  # Redis's clock minus the loop's, at the last reply
+        self.live = 0  # processes alive at the last reply; 0: never heard from Redis
+        self.pause_left = 0.0
+
+    def rebind(self, client: Any) -> None:
+        """Talk through ``client`` from now on (a new primary after a failover)."""
+        self._client = client
         self._scripts = {
             name: client.register_script(script_source(name))
             for name in ("admit", "pause", "beat", "leave", "publish")
         }
-        self.offset = 0.0  # Redis's clock minus the loop's, at the last reply
-        self.live = 0  # processes alive at the last reply; 0: never heard from Redis
-        self.pause_left = 0.0
 
     def to_loop(self, redis_time: float) -> float:
         return redis_time - self.offset

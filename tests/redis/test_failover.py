@@ -155,6 +155,46 @@ async def test_the_limiter_follows_a_failover_through_sentinel(
         await old_primary.aclose()
 
 
+async def test_a_plain_url_follows_the_demoted_primary_to_the_new_one(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # A failover without Sentinel in the client's view: the URL still names the
+    # old primary, now a read-only replica of the new one.
+    replica = Replica(tmp_path, redis_server.port)
+    replica.start()
+    old = redis_asyncio.Redis.from_url(redis_server.url)
+    new = redis_asyncio.Redis(port=replica.port)
+    early = SharedLimiter(BELIEF, provider="runbase", api_key=KEY, redis=redis_server.url)
+    await early.start()
+    late: SharedLimiter | None = None
+    try:
+        await early.acquire()
+        await new.execute_command("REPLICAOF", "NO", "ONE")
+        await old.execute_command("REPLICAOF", "127.0.0.1", str(replica.port))
+        granted = early.granted
+        for _ in range(60):
+            await early.acquire()
+            if early.granted >= granted + 3:
+                break
+        assert early.granted >= granted + 3, early
+        late = SharedLimiter(BELIEF, provider="runbase", api_key=KEY, redis=redis_server.url)
+        await late.start()
+
+        async def both_on_the_new_primary() -> bool:
+            await late.acquire()
+            return {early.me, late.me} <= await members(new)
+
+        await until(both_on_the_new_primary, "both limiters on the new primary", 15.0)
+        assert not late.fallback and late.live_processes >= 2, late
+    finally:
+        for lim in (early, late):
+            if lim is not None:
+                await lim.aclose()
+        await old.aclose()
+        await new.aclose()
+        replica.stop()
+
+
 async def test_a_process_that_never_saw_the_fleet_does_not_take_it_all(
     redis_server: RedisServer,
 ) -> None:
