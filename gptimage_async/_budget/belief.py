@@ -12,10 +12,10 @@ learns back with a versioned compare-and-set (``BeliefState``). The rules:
 * **A 429 our pace cannot explain is a pause** (issue 20: a short overload
   storm). If the server let more of our requests through in one window
   lately, with none refused in it, than the window before this 429 held, and
-  has refused every one of ours since it began refusing, it did not refuse us
-  for our count: it is overloaded. The limiter pauses (Retry-After, backoff);
-  the belief stays. (Refusals mixed with answers are a limit, someone else's
-  traffic included: the belief learns from them as ever.)
+  refuses ours one after another (the one before was refused too), it did not
+  refuse us for our count: it is overloaded. The limiter pauses (Retry-After, backoff);
+  the belief stays. (A refusal right after an answer is a limit, someone
+  else's traffic included: the belief learns from it as ever.)
   Only when such refusals outlast ``STORM_WINDOWS`` windows (no window free of
   them is left to remember) do they measure a new, lower limit.
 * **Probing.** After a window in which the budget was the bottleneck and no
@@ -217,8 +217,11 @@ class AdaptiveRate:
             return -math.inf
         return sent[-limit] + self._window * (1.0 + self._margin)
 
-    def record_send(self, now: float, *, saturated: bool) -> None:
-        """Note a request going out; ``saturated`` if it had to wait for its slot."""
+    def record_send(self, now: float, *, saturated: bool) -> bool:
+        """Note a request going out; ``saturated`` if it had to wait for its slot.
+
+        Returns True if a window ended with it (the belief may have moved).
+        """
         sent = self._sent
         sent.append(now)
         horizon = now - self._window * _KEEP_WINDOWS
@@ -230,7 +233,7 @@ class AdaptiveRate:
             sent.popleft()
         if saturated:
             self._window_saturated = True
-        self._maybe_increase(now)
+        return self._maybe_increase(now)
 
     def record_429(self, sent_at: float, now: float, *, evidence: Evidence | None = None) -> None:
         """React to a 429 that came back at ``now`` for a request sent at ``sent_at``.
@@ -255,11 +258,11 @@ class AdaptiveRate:
         lo = bisect.bisect_right(sends, sent_at - self._window)
         in_window = bisect.bisect_left(sends, sent_at) - lo
         went = _went_through(sends, evidence.refusals, sent_at, self._window)
-        if in_window + 1 < JITTER_BAND * went and _all_refused(
-            sends, evidence.refusals, sent_at, self._window, 0.25 * self.interval
+        if in_window + 1 < JITTER_BAND * went and _refused_before(
+            sends, evidence.refusals, sent_at, 0.5 * self.interval
         ):
-            # The server let more of ours through in one window lately, and has
-            # refused every one since it began refusing: not our pace, a storm.
+            # The server let more of ours through in one window lately, and
+            # refuses ours one after another: not our pace, a storm.
             self.storms += 1
             return
         rate = self._rate
@@ -292,16 +295,17 @@ class AdaptiveRate:
         self._window_saturated = False
         self._window_429 = False
 
-    def _maybe_increase(self, now: float) -> None:
+    def _maybe_increase(self, now: float) -> bool:
         # Slow start looks every half window: a limit above the belief is
         # found a half window sooner, and overshooting it costs a 429 or two,
         # not budget (the server's window was full at the limit anyway).
         span = self._window * (1.0 if self._refused_rate is not None else SLOW_START_SPAN)
         if now - self._window_start < span:
-            return
+            return False
         if self._window_saturated and not self._window_429:
             self._increase(now)
         self._new_window(now)
+        return True
 
     def _increase(self, now: float) -> None:
         rate, refused = self._rate, self._refused_rate
@@ -404,30 +408,40 @@ def _went_through(
     sends: Sequence[float], refusals: Sequence[float], before: float, window: float
 ) -> int:
     """Most sends in one window ending at a send in the last ``STORM_WINDOWS`` windows
-    before ``before`` with no refused send in it: what the server let through lately."""
+    before ``before`` with no refused send in it: what the server let through lately.
+
+    One pass (two pointers): a 429 at a high rate costs no more than its log.
+    """
     best = 0
     first = bisect.bisect_left(sends, before - STORM_WINDOWS * window)
-    for i in range(first, bisect.bisect_left(sends, before)):
+    last = bisect.bisect_left(sends, before)
+    if first >= last:
+        return 0
+    j = bisect.bisect_right(sends, sends[first] - window)  # first send inside the window
+    r = bisect.bisect_right(refusals, sends[first] - window)  # first refusal inside it
+    for i in range(first, last):
         end = sends[i]
-        r = bisect.bisect_right(refusals, end)
-        if r and refusals[r - 1] > end - window:
-            continue
-        best = max(best, i + 1 - bisect.bisect_right(sends, end - window))
+        while sends[j] <= end - window:
+            j += 1
+        while r < len(refusals) and refusals[r] <= end - window:
+            r += 1
+        if r < len(refusals) and refusals[r] <= end:
+            continue  # a refusal in this window: it did not go through whole
+        best = max(best, i + 1 - j)
     return best
 
 
-def _all_refused(
-    sends: Sequence[float], refusals: Sequence[float], sent_at: float, window: float, slack: float
+def _refused_before(
+    sends: Sequence[float], refusals: Sequence[float], sent_at: float, slack: float
 ) -> bool:
-    """True if every send since the first refusal of the window before ``sent_at`` was refused.
+    """True if the send just before the one at ``sent_at`` was refused too: a streak.
 
-    ``slack`` (seconds, under a slot) absorbs the gap between a grant's time
-    and the send time a refusal is logged at.
+    ``slack`` (seconds, under a slot) is how much later than its grant a
+    refused send may be logged (a loop waking late).
     """
-    lo = bisect.bisect_right(refusals, sent_at - window)
-    hi = bisect.bisect_left(refusals, sent_at - slack)
-    if lo >= hi:
-        return True  # the first refusal in a window
-    first = refusals[lo]
-    sent = bisect.bisect_left(sends, sent_at - slack) - bisect.bisect_left(sends, first - slack)
-    return sent <= hi - lo
+    current = bisect.bisect_right(sends, sent_at + 1e-9) - 1
+    if current < 1:
+        return False
+    previous = sends[current - 1]
+    k = bisect.bisect_left(refusals, previous - 1e-9)
+    return k < len(refusals) and refusals[k] <= previous + slack

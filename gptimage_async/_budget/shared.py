@@ -320,9 +320,10 @@ class SharedLimiter:
     # -- internals -----------------------------------------------------------------
 
     def _on_grant(self, now: float, saturated: bool, version: int | None) -> None:
-        self._belief.record_send(now, saturated=saturated)
+        rolled = self._belief.record_send(now, saturated=saturated)
         # One sync in flight at a time: what changes meanwhile goes with the next.
-        if not self._syncing and (self._fleet.dirty or version not in (None, self._fleet.version)):
+        stale = version is not None and version != self._fleet.version
+        if not self._syncing and (stale or (rolled and self._fleet.dirty)):
             self._syncing = self._report(lambda: self._sync(version))
 
     async def _sync(self, version: int | None) -> None:
@@ -330,6 +331,8 @@ class SharedLimiter:
             if version is not None:
                 await self._fleet.refresh(seen=version)
             await self._fleet.publish()
+            if self._fleet.dirty:  # learned more while that was on its way
+                await self._fleet.publish()
         finally:
             self._syncing = False
 

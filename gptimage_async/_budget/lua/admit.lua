@@ -18,9 +18,10 @@ local function fmt(x) return string.format('%.6f', x) end
 local b = redis.call('HMGET', belief, 'rate', 'margin', 'ver')
 local iv = tonumber(ARGV[5])
 if tonumber(b[1]) then iv = 1 / (tonumber(b[1]) * (1 - (tonumber(b[2]) or 0))) end
-redis.call('HSETNX', timeline, 'since', fmt(now))
-local h = redis.call('HMGET', timeline, 'tat', 'pause')
+local h = redis.call('HMGET', timeline, 'tat', 'pause', 'since')
 local tat, pause = tonumber(h[1]) or 0, tonumber(h[2]) or 0
+-- When the logs began (a new budget, or Redis restarted empty).
+if not h[3] then redis.call('HSET', timeline, 'since', fmt(now)) end
 
 redis.call('ZREMRANGEBYSCORE', w0, '-inf', fmt(now))
 redis.call('ZREMRANGEBYSCORE', w1, '-inf', fmt(now))
