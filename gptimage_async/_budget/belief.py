@@ -12,7 +12,7 @@ learns back with a versioned compare-and-set (``BeliefState``). The rules:
 * **A 429 our pace cannot explain is a pause** (issue 20: a short overload
   storm). If the server let more of our requests through in one window
   lately, with none refused in it, than the window before this 429 held, and
-  refuses ours one after another (the one before was refused too), it did not
+  refuses ours one after another (one of the two before was refused too), it did not
   refuse us for our count: it is overloaded. The limiter pauses (Retry-After, backoff);
   the belief stays. (A refusal right after an answer is a limit, someone
   else's traffic included: the belief learns from it as ever.)
@@ -74,6 +74,8 @@ STORM_WINDOWS = 4
 #: A 429 cuts only if the evidence covers this share of the window before it
 #: (a shared log that began a moment ago, after a Redis restart, does not).
 MIN_COVERED = 0.5
+#: A refusal within this many sends after another is part of a streak.
+STREAK = 2
 #: The learned rate never drifts past these multiples of the starting belief.
 MIN_RATE_FACTOR = 1 / 64
 MAX_RATE_FACTOR = 64.0
@@ -434,14 +436,15 @@ def _went_through(
 def _refused_before(
     sends: Sequence[float], refusals: Sequence[float], sent_at: float, slack: float
 ) -> bool:
-    """True if the send just before the one at ``sent_at`` was refused too: a streak.
+    """True if one of the ``STREAK`` sends just before the one at ``sent_at`` was refused.
 
-    ``slack`` (seconds, under a slot) is how much later than its grant a
-    refused send may be logged (a loop waking late).
+    A streak, allowing for a fleet whose refusals reach Redis slightly out of
+    order. ``slack`` (seconds, under a slot) is how much later than its grant
+    a refused send may be logged (a loop waking late).
     """
     current = bisect.bisect_right(sends, sent_at + 1e-9) - 1
-    if current < 1:
-        return False
-    previous = sends[current - 1]
-    k = bisect.bisect_left(refusals, previous - 1e-9)
-    return k < len(refusals) and refusals[k] <= previous + slack
+    for previous in sends[max(0, current - STREAK) : max(0, current)]:
+        k = bisect.bisect_left(refusals, previous - 1e-9)
+        if k < len(refusals) and refusals[k] <= previous + slack:
+            return True
+    return False

@@ -59,7 +59,8 @@ class SlotQueue:
     ``on_grant(now, saturated, version)`` is told of every request that goes
     out (``saturated``: it waited for its slot, not for a pause; ``version``:
     the fleet's belief version Redis named with the slot, if it did);
-    ``on_failure(exc)`` of every Redis call that failed.
+    ``on_failure(exc)`` of every Redis call that failed. A slot booked and
+    then given up (a pause began) leaves the fleet's log with the next ask.
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class SlotQueue:
         self._lease: tuple[float, float] | None = None  # (slot, usable until)
         self._spec_pending = False
         self._next_free = -math.inf
+        self._released: list[str] = []  # slots booked, then given up: out of the fleet's log
         self.paused_until = -math.inf
         self.serving = True  # False while the limiter paces locally
         self.granted = 0
@@ -237,7 +239,9 @@ class SlotQueue:
                     interval=self._belief.interval,
                     grant_ahead=GRANT_AHEAD,
                     catch_up=CATCH_UP,
+                    released=self._released,
                 )
+                self._released = []
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -256,7 +260,10 @@ class SlotQueue:
             if got.at > self._clock() + GRANT_AHEAD:
                 await self._sleep_until(got.at)
                 if self.paused_until > got.at:
-                    continue  # a pause began after booking: the slot is given up
+                    # A pause began after booking: the slot is given up, and
+                    # the fleet's log (the belief's evidence) forgets it.
+                    self._released.append(got.slot)
+                    continue
             self._hand_out(got.at, got.interval, got.version)
 
     def _hand_out(self, at: float, interval: float, version: int) -> None:

@@ -55,6 +55,8 @@ logger = logging.getLogger("gptimage_async")
 #: While Redis is away, probe it this often (seconds, and at most this share of a window).
 PROBE_EVERY = 0.25
 PROBE_WINDOW_SHARE = 0.05
+#: A 429 is judged at least this long (seconds) after it came back.
+SETTLE = 0.05
 
 
 class SharedLimiter:
@@ -231,7 +233,11 @@ class SharedLimiter:
 
     async def _learn_429(self, sent_at: float, now: float, pause: float) -> None:
         back = (STORM_WINDOWS + 1) * self.window
-        evidence = await self._timeline.pause(pause, refused_age=now - sent_at, back=back)
+        await self._timeline.pause(pause, refused_age=now - sent_at)
+        # The fleet's other refusals of this moment reach Redis a little after
+        # ours: read the logs once they are in (a storm is a streak of them).
+        await asyncio.sleep(max(SETTLE, min(0.1 * self.window, 4 * self.interval)))
+        evidence = await self._timeline.evidence(sent_at, back)
         if evidence.since <= self._started_at + self._timeout:
             # The log began as this process joined: it holds all it knows of.
             evidence = dataclasses.replace(evidence, since=-math.inf)
@@ -244,7 +250,7 @@ class SharedLimiter:
             self._last_local.limiter.on_server_trouble()
         pause = next(self._backoff_seq())
         self._queue.pause_until(now + pause)
-        self._report(lambda: self._timeline.pause(pause, refused_age=None, back=0.0))
+        self._report(lambda: self._timeline.pause(pause, refused_age=None))
 
     def on_answer(self) -> None:
         """A good answer: this process's backoff sequence restarts."""

@@ -50,6 +50,7 @@ class Admission:
     at: float
     version: int
     interval: float
+    slot: str  # the slot's name in the grant log (``admit(released=...)`` takes it out)
 
 
 def _time(value: float) -> str:
@@ -117,6 +118,7 @@ class Timeline:
         interval: float,
         grant_ahead: float,
         catch_up: float,
+        released: list[str] | None = None,
     ) -> Admission:
         """Ask for a slot (see ``lua/admit.lua``); the slot's time is on the loop's clock."""
         k = self.keys
@@ -125,39 +127,50 @@ class Timeline:
             "admit",
             [k.timeline, k.belief, k.polls, k.waiting, k.grants, k.procs],
             [self.me, priority, int(more_polls), int(more), repr(interval), catch_up,
-             CREATE_AHEAD, grant_ahead, MARK_INTERVALS, MARK_SLACK, ALIVE_FOR, self._keep],
+             CREATE_AHEAD, grant_ahead, MARK_INTERVALS, MARK_SLACK, ALIVE_FOR, self._keep,
+             *(released or ())],
         )  # fmt: skip
         self._clock_from(sent, reply[6])
         self.live = max(1, int(reply[5]))
         self.pause_left = _number(reply[4], 0.0)
         got = self._clock()
+        slot = reply[7].decode() if isinstance(reply[7], bytes) else str(reply[7])
         return Admission(int(reply[0]) == 1, got + _number(reply[1], 0.0), int(reply[2]),
-                         _number(reply[3], interval))  # fmt: skip
+                         _number(reply[3], interval), slot)  # fmt: skip
 
-    async def pause(self, seconds: float, *, refused_age: float | None, back: float) -> Evidence:
-        """Hold the timeline back ``seconds``; for a 429, log it and return the fleet's log.
+    async def pause(self, seconds: float, *, refused_age: float | None) -> None:
+        """Hold the timeline back ``seconds``; for a 429, log the refused send.
 
         ``refused_age``: seconds since the refused request went out (``None``
-        for an outage); ``back``: how far before it the log is wanted (seconds).
+        for an outage). ``evidence`` reads the logs back.
         """
         k = self.keys
         sent = self._clock()
         reply = await self._run(
             "pause",
-            [k.timeline, k.belief, k.grants, k.refusals, k.procs],
+            [k.timeline, k.refusals, k.procs],
             [k.events, self.me, repr(seconds), "" if refused_age is None else repr(refused_age),
-             repr(back), ALIVE_FOR, self._keep],
+             ALIVE_FOR, self._keep],
         )  # fmt: skip
         self._clock_from(sent, reply[2])
         self.pause_left = _number(reply[0], 0.0)
         self.live = max(1, int(reply[1]))
-        logs = [_number(x, 0.0) for x in reply[5:] if x not in (b"|", "|")]
-        split = next((i for i, x in enumerate(reply[5:]) if x in (b"|", "|")), len(logs))
+
+    async def evidence(self, sent_at: float, back: float) -> Evidence:
+        """The fleet's logs from ``back`` seconds before ``sent_at`` (loop clock) on."""
+        k = self.keys
+        low = f"({self.to_redis(sent_at) - back:.6f}"
+        async with asyncio.timeout(self._timeout):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.zrangebyscore(k.grants, low, "+inf", withscores=True)
+                pipe.zrangebyscore(k.refusals, low, "+inf", withscores=True)
+                pipe.hget(k.timeline, "since")
+                grants, refusals, since = await pipe.execute()
         off = self.offset
         return Evidence(
-            sends=sorted(t - off for t in logs[:split]),
-            refusals=sorted(t - off for t in logs[split:]),
-            since=_number(reply[4], math.inf) - off,
+            sends=sorted(score - off for _, score in grants),
+            refusals=sorted(score - off for _, score in refusals),
+            since=_number(since, math.inf) - off,
         )
 
     async def beat(self) -> int:

@@ -3,14 +3,16 @@
 -- ARGV: me, priority (0 poll, 1 create, 2 speculative), more polls ('1'/'0'),
 --       more waiting ('1'/'0'), interval when the fleet holds no belief (s),
 --       catch-up share, create-ahead share, grant-ahead (s), mark intervals,
---       mark slack (s), alive for (s), logs kept for (s)
--- Returns {admitted, delay, belief version, interval, pause left, processes alive, now}.
+--       mark slack (s), alive for (s), logs kept for (s), then the slots this
+--       process booked earlier and gave up (a pause began): out of the log
+-- Returns {admitted, delay, belief version, interval, pause left, processes alive, now, slot}.
 -- Every time is Redis's (TIME) in seconds, sent as '%.6f' strings: Redis
 -- truncates Lua numbers to integers.
 local timeline, belief, w0, w1, grants, procs = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local me, prio, more_polls, more = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local catch_up, create_ahead, grant_ahead = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local mark_n, mark_s, alive, keep = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+for i = 13, #ARGV do redis.call('ZREM', grants, me .. ':' .. ARGV[i]) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) * 1e-6
 local function fmt(x) return string.format('%.6f', x) end
@@ -64,4 +66,5 @@ end
 local keep_ms = math.ceil(keep * 1000)
 for _, key in ipairs({timeline, w0, w1, grants, procs}) do redis.call('PEXPIRE', key, keep_ms) end
 local live = redis.call('ZCOUNT', procs, fmt(now), '+inf')
-return {admit, fmt(at - now), b[3] or '0', fmt(iv), fmt(math.max(pause - now, 0)), live, fmt(now)}
+return {admit, fmt(at - now), b[3] or '0', fmt(iv), fmt(math.max(pause - now, 0)), live, fmt(now),
+  fmt(at)}
