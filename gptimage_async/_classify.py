@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable
 from typing import Generic, Literal, TypeVar
 
+from ._budget import Limiter
 from ._exceptions import (
     APIStatusError,
     EndpointNotFoundError,
@@ -35,7 +36,6 @@ from ._exceptions import (
     RateLimitError,
     RunNotFoundError,
 )
-from ._limiter import Limiter
 from ._providers import Provider, RunSnapshot
 from ._retry import parse_retry_after
 from ._stats import SessionStats

@@ -15,10 +15,10 @@ import os
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
+from ._budget import check_redis_option
 from ._exceptions import ConfigurationError
 from ._models import RateLimit
 from ._providers import Provider, ProviderName, get_provider
-from ._shared_limiter import check_redis_option
 from ._transport import Secret, Transport, check_proxy, display_url
 
 if TYPE_CHECKING:

@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 
+from ._budget import PRIORITY_CREATE, PRIORITY_LAST_CREATE, Limiter
 from ._classify import Reading, Verdict, exchange, read, read_answer, report
 from ._exceptions import (
     APIStatusError,
@@ -31,7 +32,6 @@ from ._exceptions import (
     RunTimeoutError,
     UncertainCreateError,
 )
-from ._limiter import PRIORITY_CREATE, PRIORITY_LAST_CREATE, Limiter
 from ._models import ImageRequest
 from ._providers import Provider, RunSnapshot
 from ._registry import RunRegistry

@@ -19,6 +19,7 @@ import enum
 from collections.abc import Callable
 from typing import NamedTuple
 
+from ._budget import Limiter
 from ._classify import (
     Verdict,
     classify_no_answer,
@@ -36,7 +37,6 @@ from ._exceptions import (
     RunIdMismatchError,
     RunNotFoundError,
 )
-from ._limiter import Limiter
 from ._models import Result, RunStatus
 from ._providers import Provider, RunSnapshot
 from ._run import Run

@@ -27,9 +27,9 @@ from typing import Any
 
 import anyio
 
+from ._budget import PRIORITY_POLL, Limiter
 from ._durations import DurationModel
 from ._exceptions import GPTImageError, ProtocolError, RunTimeoutError
-from ._limiter import PRIORITY_POLL, Limiter
 from ._models import Result, RunStatus
 from ._planner import (
     MAX_PROTOCOL_ERRORS,
@@ -239,7 +239,7 @@ class PollScheduler:
             in_flight=in_flight,
             rtt=self._rtt,
             interval=limiter.interval,
-            slots_per_window=limiter.rate * limiter.per,
+            slots_per_window=limiter.rate * limiter.window,
         )
         # Never ahead of a wait the server asked for (Retry-After on a 503, say).
         free = limiter.next_spare() if in_flight <= SPARE_RUNS else limiter.next_free()
@@ -438,7 +438,7 @@ class PollScheduler:
             model=self.model,
             rtt=self._rtt,
             interval=self._limiter.interval,
-            window=self._limiter.per,
+            window=self._limiter.window,
         )
         # Jitter keeps a crowd of runs that failed together from retrying together.
         when = self._loop.time() + poll_jitter(delay)

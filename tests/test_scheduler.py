@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._limiter import CATCH_UP, PRIORITY_CREATE, RateLimiter
+from gptimage_async._budget import PRIORITY_CREATE, RateLimiter
+from gptimage_async._budget.local import CATCH_UP
 from gptimage_async._models import RunStatus
 from gptimage_async._planner import COLD_FIRST_RTTS, FINAL_POLL_LEAD
 from gptimage_async._providers import RunSnapshot, get_provider
