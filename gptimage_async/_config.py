@@ -105,8 +105,10 @@ class SessionConfig:
       as requests and httpx do, read when the session opens. Credentials in
       it are never shown.
     * ``redis``: ``str | redis.asyncio.Redis | None``, default ``None``: a
-      ``redis://`` / ``rediss://`` URL or a client; every session, in any
-      process, naming the same Redis, provider and key then shares the key's
+      ``redis://`` / ``rediss://`` URL, a
+      ``redis+sentinel://host:26379[,host2]/service[/db]`` URL (the primary
+      Redis Sentinel names, followed through a failover), or a client; every
+      session, in any process, naming the same Redis, provider and key then shares the key's
       budget (one GCRA schedule kept in Redis; see the README's "Several
       processes, one key"). Needs the extra ``gptimage-async[redis]``;
       without it, ``ConfigurationError`` names the extra. ``None``: the
