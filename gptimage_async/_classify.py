@@ -33,6 +33,7 @@ from ._exceptions import (
     ProtocolError,
     QuotaExceededError,
     RateLimitError,
+    RunIdMismatchError,
     RunNotFoundError,
 )
 from ._limiter import Limiter
@@ -193,17 +194,34 @@ def read(
 def read_poll(outcome: Outcome, provider: Provider, run_id: str) -> Reading[RunSnapshot]:
     """``read`` for a poll of ``run_id``: the run object decoded by ``provider``'s adapter.
 
-    The poll path's one call::
+    An answer about a run other than the one asked for is never taken as
+    this run's state (one user's picture must never be shown to another: a
+    mixed-up cache, a proxy, a provider bug): it is a ``RunIdMismatchError``,
+    an answer that cannot be used, retried like any other ``ProtocolError``.
+    An answer with no id at all is read as the run asked for: the request's
+    URL names the run, and PROVIDERS.md asks adapters to be tolerant of what
+    the documentation leaves out.
+
+    The poll path's one call (``PollScheduler._poll_once``)::
 
         outcome = await exchange(transport, "GET", provider.poll_path(run_id))
         reading = read_poll(outcome, provider, run_id)
         report(reading, limiter=limiter, stats=stats, sent_at=sent_at)
-        # OK: reading.value; WAIT: after reading.wait s; RETRY: backoff (capped);
-        # FAIL: reading.error (a refused certificate, a 400, a quota gone ...)
+        # OK: reading.value; WAIT: after reading.wait s; RETRY: backoff, capped
+        # (a 404 within its grace, a ProtocolError a few times); FAIL: reading.error
+        # (a refused certificate, a 400, a quota gone ...)
     """
 
     def decode(answer: Answer) -> RunSnapshot:
-        return read_answer(provider, answer, run_id=run_id)
+        snapshot = read_answer(provider, answer, run_id=run_id)
+        if snapshot.id != run_id:
+            raise RunIdMismatchError(
+                f"a poll of run {run_id} was answered about run {snapshot.id}; "
+                "that answer was not used",
+                run_id=run_id,
+                answered_id=snapshot.id,
+            )
+        return snapshot
 
     return read(outcome, decode, kind="poll")
 

@@ -29,7 +29,8 @@ from gptimage_async._retry import POLL_JITTER_FLOOR
 from gptimage_async._run import Run
 from gptimage_async._scheduler import PollScheduler
 from gptimage_async._stats import SessionStats
-from gptimage_async._transport import Answer, Transport
+from gptimage_async._transport import Answer
+from gptimage_async._transport import HTTPTransport as Transport
 from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
 from gptimage_async.testing import TEST_KEYS
 
@@ -47,11 +48,13 @@ class CountingTransport(Transport):
     polls: list[tuple[float, int]]
     in_flight: int
 
-    async def send(self, method: str, path: str, body: bytes | None = None) -> Answer:
+    async def send(
+        self, method: str, path: str, body: bytes | None = None, **options: Any
+    ) -> Answer:
         self.in_flight += 1
         sent = asyncio.get_running_loop().time()
         try:
-            answer = await super().send(method, path, body)
+            answer = await super().send(method, path, body, **options)
         except gi.GPTImageError:
             if method == "GET":
                 self.polls.append((sent, -1))
