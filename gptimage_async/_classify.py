@@ -178,16 +178,17 @@ def read(
       download waits its ``Retry-After`` if it has one (it has no limiter);
     * any other ``GPTImageError`` ``decode`` raises: fail.
     """
-    reading: Reading[T]
     if isinstance(outcome, Answer):
         try:
-            reading = Reading(Verdict.OK, value=decode(outcome))
+            return Reading(Verdict.OK, value=decode(outcome))
         except GPTImageError as exc:
-            reading = _read_error(exc, kind, url)
-    else:
-        reading = _read_error(outcome, kind, url)
-    if reading.verdict is not Verdict.OK:
-        logger.debug("%s: %s (%s)", kind, reading.verdict.value, reading.error)
+            return _logged(_read_error(exc, kind, url), kind)
+    return _logged(_read_error(outcome, kind, url), kind)
+
+
+def _logged(reading: Reading[T], kind: Kind) -> Reading[T]:
+    """``reading`` (not OK), once logged at DEBUG: why a request is sent again or given up."""
+    logger.debug("%s: %s (%s)", kind, reading.verdict.value, reading.error)
     return reading
 
 
@@ -212,18 +213,21 @@ def read_poll(outcome: Outcome, provider: Provider, run_id: str) -> Reading[RunS
         # (a refused certificate, a 400, a quota gone ...)
     """
 
-    def decode(answer: Answer) -> RunSnapshot:
-        snapshot = read_answer(provider, answer, run_id=run_id)
-        if snapshot.id != run_id:
-            raise RunIdMismatchError(
-                f"a poll of run {run_id} was answered about run {snapshot.id}; "
-                "that answer was not used",
-                run_id=run_id,
-                answered_id=snapshot.id,
-            )
-        return snapshot
-
-    return read(outcome, decode, kind="poll")
+    # ``read`` with its decode inlined: this runs for every poll, the hot path.
+    if isinstance(outcome, Answer):
+        try:
+            snapshot = read_answer(provider, outcome, run_id=run_id)
+            if snapshot.id != run_id:
+                raise RunIdMismatchError(
+                    f"a poll of run {run_id} was answered about run {snapshot.id}; "
+                    "that answer was not used",
+                    run_id=run_id,
+                    answered_id=snapshot.id,
+                )
+        except GPTImageError as exc:
+            return _logged(_read_error(exc, "poll", None), "poll")
+        return Reading(Verdict.OK, value=snapshot)
+    return _logged(_read_error(outcome, "poll", None), "poll")
 
 
 def _read_error(error: GPTImageError, kind: Kind, url: str | None) -> Reading[T]:
