@@ -11,6 +11,7 @@ Every error this library raises or resolves a run with is a ``GPTImageError``::
     ├── PromptFileError (ValueError)          a prompt file cannot be read, or has a bad row
     ├── JournalError                          a journal is held by another process, or damaged
     ├── DownloadError                         an image could not be saved
+    ├── DiskSpaceError (OSError)              too little free space for a batch, or none left
     ├── APIConnectionError                    the request never got an HTTP answer
     │   └── TLSCertificateError               the server's certificate failed verification
     ├── ProtocolError                         an answer that cannot be understood
@@ -48,6 +49,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "DiskSpaceError",
     "DownloadError",
     "EndpointNotFoundError",
     "GPTImageError",
@@ -311,6 +313,21 @@ def status_error(
     else:
         cls = _BY_STATUS.get(status_code, APIStatusError)
     return cls(message, status_code=status_code, code=code, run_id=run_id, retry_after=retry_after)
+
+
+class DiskSpaceError(GPTImageError, OSError):
+    """The output directory has too little free space for a job, or ran out during it.
+
+    Raised by ``Batch.run`` before anything is sent when the free space is below
+    the job's estimate (``needed`` and ``free`` in bytes; ``expected_image_bytes``
+    tunes or disables the check). A disk that fills up during a batch stops it
+    instead (no more creates); a rerun resumes once there is room.
+    """
+
+    def __init__(self, message: str, *, needed: int = 0, free: int = 0) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.free = free
 
 
 # -- a pool of lanes (several keys and sellers) ---------------------------------------------
