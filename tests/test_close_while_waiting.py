@@ -91,3 +91,29 @@ async def test_a_create_granted_while_closing_is_not_sent(fake_clock: FakeClock)
     result = run.outcome
     assert result is not None and result.run_id == run.run_id
     assert set(sim.runs) == {run.run_id}
+
+
+@pytest.mark.parametrize("slow", [0.0, 1.0], ids=["creates-answered", "creates-on-the-wire"])
+@pytest.mark.parametrize("return_exceptions", [True, False])
+async def test_generate_many_closed_while_waiting_answers_every_request(
+    fake_clock: FakeClock, return_exceptions: bool, slow: float
+) -> None:
+    async with memory_session(config=_config(slow), rate_limit=TIGHT) as (sim, session):
+        many = asyncio.create_task(
+            session.generate_many(
+                [f"p{i}" for i in range(CALLERS)], return_exceptions=return_exceptions
+            )
+        )
+        await fake_clock.advance(0.6)
+        sent_before_close = sim.stats.create_requests
+        await fake_clock.run(session.aclose(cancel=True))
+        if not return_exceptions:
+            with pytest.raises(gi.SessionClosedError):
+                await fake_clock.run(many)
+            return
+        outcomes = await fake_clock.run(many)
+    assert sim.stats.create_requests == sent_before_close
+    assert len(outcomes) == CALLERS
+    assert all(isinstance(outcome, gi.SessionClosedError) for outcome in outcomes)
+    learned = {outcome.run_id for outcome in outcomes if outcome.run_id is not None}
+    assert learned == set(sim.runs) and learned  # the runs paid for are named
