@@ -44,9 +44,11 @@ class RecordingTransport(Transport):
 
     sent: list[tuple[float, str]]
 
-    async def send(self, method: str, path: str, body: bytes | None = None) -> Answer:
+    async def send(
+        self, method: str, path: str, body: bytes | None = None, **options: Any
+    ) -> Answer:
         self.sent.append((asyncio.get_running_loop().time(), method))
-        return await super().send(method, path, body)
+        return await super().send(method, path, body, **options)
 
 
 @dataclass
