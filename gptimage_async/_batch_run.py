@@ -307,10 +307,13 @@ class BatchRunner:
         known = self._journal.get(item.entry.key)
         # The journal's create time: the 404 grace counts from it, and the manifest shows it.
         created_at = None if known is None else known.created_at
+        # Created at another API root (attach_elsewhere; the in-process simulator's old
+        # port): a 404 there says nothing of a lagging read side here.
+        here = known is None or known.base_url is None or _same_root(known.base_url, self)
         try:
             try:
                 run = self._session.attach(
-                    run_id, request=item.prompt.request, created_at=created_at
+                    run_id, request=item.prompt.request, created_at=created_at if here else None
                 )
             except GPTImageError as exc:
                 self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="attach")
@@ -324,11 +327,11 @@ class BatchRunner:
             )
             self._set_phase(item, "in_flight")
             self._emit("attached", item.entry)
-            await self._follow(item, run)
+            await self._follow(item, run, lost_is_unknown=here)
         finally:
             self._release_slot()
 
-    async def _follow(self, item: BatchItem, run: Run) -> None:
+    async def _follow(self, item: BatchItem, run: Run, *, lost_is_unknown: bool = True) -> None:
         run_id = run.id
         with anyio.CancelScope() as scope:
             self._scopes.add(scope)
@@ -348,9 +351,13 @@ class BatchRunner:
                 # Failed runs are refunded: only a new create helps.
                 self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="submit")
             except RunNotFoundError as exc:
-                # The provider accepted this run (it has an id), so it may exist and be paid
-                # for: its read side may lag, or have lost it. Never created again unasked.
-                self._finish(item, "unknown", error=exc, run_id=run_id, on_rerun="ask")
+                if lost_is_unknown:
+                    # The provider accepted this run (it has an id), so it may exist and be
+                    # paid for: its read side may lag, or have lost it. Never created again
+                    # unasked (issue 20, item 2).
+                    self._finish(item, "unknown", error=exc, run_id=run_id, on_rerun="ask")
+                else:  # looked up where it was not created, as asked: create it anew
+                    self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="submit")
             except GPTImageError as exc:
                 if isinstance(exc, _FATAL):
                     self.stop(str(exc))
@@ -449,6 +456,10 @@ class BatchRunner:
         except Exception:
             # A display must not be able to sink a batch of paid runs.
             logger.exception("the batch's on_event callback failed")
+
+
+def _same_root(base_url: str, runner: BatchRunner) -> bool:
+    return base_url.rstrip("/") == runner._session.base_url.rstrip("/")
 
 
 def out_of_space(exc: BaseException) -> bool:

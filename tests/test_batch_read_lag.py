@@ -175,3 +175,21 @@ async def test_the_command_line_rerun_after_a_ctrl_c_pays_nothing_twice(tmp_path
         third = await run_cli(*args)
         assert third.code == 0 and "8 succeeded (8 already done)" in third.stdout, third.stdout
         assert sim.stats.creates == 8  # nothing paid twice
+
+
+async def test_a_run_attached_elsewhere_and_not_found_is_created_anew(tmp_path: Path) -> None:
+    # Created at another API root (the in-process simulator's old port), attached here as
+    # asked (attach_elsewhere): a 404 here says nothing of a lag, and the run is not ours here.
+    config = SimulatorConfig(time_scale=0.05, rate_limit=None, seed=3)
+    async with Simulator(config) as sim:
+        elsewhere = "http://127.0.0.1:9/runbase/api/v1"
+        forge_created(tmp_path, "a lamp", "run_old_port", elsewhere, time.time())
+        began = time.monotonic()
+        async with session_for(sim) as session:
+            report = await gi.Batch(session, ["a lamp"], tmp_path, attach_elsewhere=True).run()
+        assert time.monotonic() - began < 10  # no 30 s grace
+        [entry] = report.entries
+        assert entry.status == "failed" and entry.error_type == "RunNotFoundError"
+        async with session_for(sim) as session:
+            again = await gi.Batch(session, ["a lamp"], tmp_path, attach_elsewhere=True).run()
+        assert again.ok and sim.stats.creates == 1
