@@ -148,3 +148,15 @@ def test_only_gallery_v_is_verbose_and_a_dry_run_refuses_what_a_run_refuses(
         )  # fmt: skip
         assert done.returncode == 2, (dry, done.stderr)
         assert "--time-scale applies to --provider simulator only" in done.stderr
+
+
+async def test_generate_does_not_advise_a_library_option(tmp_path: Path) -> None:
+    from .test_cli import against, run_cli
+
+    config = FAST.replace(faults=Faults(reset_after_create=1.0))
+    async with Simulator(config) as sim:
+        done = await run_cli("generate", "a lamp", "--out", str(tmp_path / "o"), *against(sim))
+    assert done.code == 1, done.stderr
+    assert "UncertainCreateError" in done.stderr
+    assert "resend_uncertain_creates" not in done.stderr
+    assert "dashboard before running the command again" in done.stderr

@@ -11,6 +11,7 @@ import anyio
 from .._batch import DEFAULT_CREATE_WINDOW
 from .._batch_run import out_of_space
 from .._bulk import Sender
+from .._create import RESEND_HINT
 from .._download import download, slugify
 from .._exceptions import GPTImageError, InvalidRequestError, SessionClosedError
 from .._models import ImageRequest, Result
@@ -143,7 +144,9 @@ class Generation:
 
     def _failed(self, exc: GPTImageError) -> None:
         self.failures += 1
-        print(f"failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # The session's advice on uncertain creates is a library option: not the command's.
+        text = str(exc).replace(", " + RESEND_HINT, " before running the command again.")
+        print(f"failed: {type(exc).__name__}: {text}", file=sys.stderr)
 
     def created_report(self) -> str:
         """``interrupted``, and the runs created (paid for) with what is known of each."""
