@@ -55,7 +55,7 @@ class Lifecycle:
     run is tracked and no create is on the wire.
     """
 
-    __slots__ = ("_creating", "_runs", "idle", "loop", "owner", "state")
+    __slots__ = ("_creating", "_held", "_runs", "idle", "loop", "owner", "state")
 
     def __init__(self, runs: RunRegistry, owner: Session | None = None) -> None:
         self.state: State = "new"
@@ -65,6 +65,8 @@ class Lifecycle:
         self.idle: asyncio.Event | None = None
         self._runs = runs
         self._creating: list[Collection[object]] = []
+        # Per bulk call running: its runs resolved and not yet handed to its caller.
+        self._held: list[set[Run]] = []
 
     def open(self) -> None:
         """Mark the session open on the running loop."""
@@ -104,12 +106,69 @@ class Lifecycle:
         if self.idle is not None:
             self.idle.clear()
 
+    def holding(self) -> set[Run]:
+        """A new set where a bulk call keeps its resolved runs until its caller has them.
+
+        Add a run once resolved; discard it once handed over; ``release`` the
+        set when the call ends. What is still in it then, or at the session's
+        close, was never delivered: it goes to ``runs.undelivered``.
+        """
+        held: set[Run] = set()
+        self._held.append(held)
+        return held
+
+    def release(self, held: set[Run], delivered: Collection[Run] = ()) -> None:
+        """A bulk call ended: ``delivered`` reached its caller, the rest of ``held`` never will."""
+        self._held = [other for other in self._held if other is not held]
+        for run in delivered:
+            held.discard(run)
+            self._runs._delivered(run)  # after a close had counted it undelivered
+        for run in sorted(held, key=_created_at):
+            self._runs._undeliver(run)
+        held.clear()
+
+    def drop_creates(self) -> int:
+        """Cancel the creates on the wire (quit at once); return how many there were.
+
+        Their fate is unknown: each may have made a run, paid for, whose id
+        is never learned. A WARNING says how many.
+        """
+        cut = [
+            task
+            for creates in self._creating
+            for task in list(creates)
+            if isinstance(task, asyncio.Task) and not task.done()
+        ]
+        for task in cut:
+            task.cancel()
+        if cut:
+            logger.warning(
+                "closing at once: %d create(s) on the wire were not waited for; their fate is "
+                "unknown (each may have made a run, paid for, whose id was never learned: "
+                "check the provider's dashboard)",
+                len(cut),
+            )
+        return len(cut)
+
     def abandon(self) -> None:
         """End every run still in flight with ``SessionClosedError``; keep and name them.
 
         They stay in ``runs.abandoned``, each with its run id, and one WARNING
-        names them all: after a Ctrl-C it may be the only record of runs paid for.
+        names them all: after a Ctrl-C it may be the only record of runs paid
+        for. A WARNING also names the runs resolved whose bulk call never
+        handed them over (a cut ``generate_many``), kept in ``runs.undelivered``.
         """
+        for held in self._held:
+            for run in sorted(held, key=_created_at):
+                self._runs._undeliver(run)
+        undelivered = self._runs.undelivered
+        if undelivered:
+            logger.warning(
+                "closing with %d run(s) resolved that never reached their caller (a bulk call "
+                "was cut short; session.runs.undelivered holds them, results included): %s",
+                len(undelivered),
+                ", ".join(f"{run.run_id} ({run.status.value})" for run in undelivered),
+            )
         left = list(self._runs)
         for run in left:
             run._fail(
@@ -366,6 +425,10 @@ class Lane:
 
     def __repr__(self) -> str:
         return f"<Lane {self.adapter.name} {self.base_url}>"
+
+
+def _created_at(run: Run) -> float:
+    return run.created_at
 
 
 def _adaptive(limiter: Limiter | None) -> AdaptiveRate | None:

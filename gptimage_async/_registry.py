@@ -23,12 +23,13 @@ class RunRegistry:
     {'pending': 3, 'running': 5, 'succeeded': 120, 'failed': 1, ...}
     """
 
-    __slots__ = ("_abandoned", "_active", "_ended")
+    __slots__ = ("_abandoned", "_active", "_ended", "_undelivered")
 
     def __init__(self) -> None:
         self._active: dict[str, Run] = {}
         self._ended: collections.Counter[RunStatus] = collections.Counter()
         self._abandoned: dict[str, Run] = {}
+        self._undelivered: dict[str, Run] = {}
 
     # -- writes: the session's only ----------------------------------------------
     # A run added here by anyone else would never be polled, and one dropped
@@ -50,6 +51,28 @@ class RunRegistry:
         if run.run_id is not None and self._active.get(run.run_id) is run:
             self._untrack(run)
             self._abandoned[run.run_id] = run
+
+    def _undeliver(self, run: Run) -> None:
+        """Keep ``run`` in ``undelivered``: resolved, its bulk call cut before handing it over."""
+        if run.run_id is not None:
+            self._undelivered[run.run_id] = run
+
+    def _delivered(self, run: Run) -> None:
+        """``run`` reached its caller after all (a bulk call that ended after the close)."""
+        if run.run_id is not None and self._undelivered.get(run.run_id) is run:
+            del self._undelivered[run.run_id]
+
+    @property
+    def undelivered(self) -> list[Run]:
+        """Runs resolved whose bulk call never handed them to its caller, oldest first.
+
+        A ``generate_many`` (or an ``as_completed`` stream) cut short, by an
+        exception around it, a cancellation or the session's close, drops the
+        runs it had and had not returned yet: they are kept here, each with
+        its ``run_id`` and outcome (``await run`` gives its ``Result`` or
+        raises its error at once). A run that succeeded was paid for.
+        """
+        return list(self._undelivered.values())
 
     @property
     def abandoned(self) -> list[Run]:
