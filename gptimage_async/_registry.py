@@ -54,7 +54,8 @@ class RunRegistry:
 
     def _undeliver(self, run: Run) -> None:
         """Keep ``run`` in ``undelivered``: resolved, its bulk call cut before handing it over."""
-        if run.run_id is not None:
+        # An abandoned run is named as such: its bulk call never had its result.
+        if run.run_id is not None and run.run_id not in self._abandoned and run.done():
             self._undelivered[run.run_id] = run
 
     def _delivered(self, run: Run) -> None:
