@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -30,13 +31,14 @@ def ctrl_c_interrupts() -> Iterator[None]:
     """While inside, a Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` in the main thread.
 
     Python's own handler does that already; but code run by ``asyncio.run``
-    (or an ``asyncio.Runner``) has asyncio's handler instead, which only
-    cancels the main task, and that task cannot run while a blocking call
-    holds its thread: the Ctrl-C would wait for the call to end. So, on the
-    main thread, a handler other than Python's is replaced for the duration
-    and put back after (``signal.signal`` can only be called there; other
-    threads never receive a Ctrl-C). A SIGINT that is ignored (``SIG_IGN``)
-    or left to the OS (``SIG_DFL``) is left alone.
+    (an ``asyncio.Runner``) has asyncio's handler instead, which only cancels
+    the main task, and that task cannot run while a blocking call holds its
+    thread: the Ctrl-C would wait for the call to end. So, on the main
+    thread, asyncio's handler is replaced by Python's for the duration and
+    put back after (``signal.signal`` can only be called there; other threads
+    never receive a Ctrl-C). Any other handler is the program's own choice
+    and is left alone (it runs while the call waits), as are ``SIG_IGN`` and
+    ``SIG_DFL``.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -46,7 +48,7 @@ def ctrl_c_interrupts() -> Iterator[None]:
     except ValueError:  # a sub-interpreter without signals
         yield
         return
-    if not callable(previous) or previous is signal.default_int_handler:
+    if not _is_asyncio_handler(previous):
         yield
         return
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -54,6 +56,12 @@ def ctrl_c_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _is_asyncio_handler(handler: object) -> bool:
+    # asyncio.Runner.run installs functools.partial(runner._on_sigint, main_task=...).
+    func = handler.func if isinstance(handler, functools.partial) else handler
+    return isinstance(getattr(func, "__self__", None), asyncio.Runner)
 
 
 class Call(Generic[T]):

@@ -12,10 +12,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
 
+from .test_sync import SimulatorThread, sync_session
 from .test_sync_signals import until
 
 #: Two Ctrl-Cs while four creates are held on the wire by a slow provider.
@@ -144,3 +146,30 @@ async def test_ctrl_c_stops_a_blocking_call_made_inside_a_running_loop() -> None
     # Every run of the interrupted call is named; the first generate's was returned.
     named = [run_id for run_id in sim.runs if run_id in stderr]
     assert len(named) == len(sim.runs) - 1 >= 3
+
+
+def test_a_programs_own_sigint_handler_is_left_alone() -> None:
+    # Not asyncio's: the program chose what a Ctrl-C does (say, a graceful stop).
+    seen: list[int] = []
+
+    def own(signum: int, frame: object) -> None:
+        seen.append(signum)
+
+    holder = SimulatorThread(SimulatorConfig(time_scale=0.05, rate_limit=None, seed=3))
+    previous = signal.signal(signal.SIGINT, own)
+    try:
+        with holder as sim, sync_session(sim) as session:
+
+            def interrupt_once_created() -> None:
+                deadline = time.monotonic() + 60
+                while sim.stats.creates < 1 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+            threading.Thread(target=interrupt_once_created, daemon=True).start()
+            result = session.generate("a ceramic lamp")  # not interrupted
+            assert result.run_id in sim.runs
+            assert signal.getsignal(signal.SIGINT) is own
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen == [signal.SIGINT]
