@@ -137,7 +137,8 @@ class Lifecycle:
             task
             for creates in self._creating
             for task in list(creates)
-            if isinstance(task, asyncio.Task) and not task.done()
+            # Not one cut already: a second quit must not count it again.
+            if isinstance(task, asyncio.Task) and not task.done() and not task.cancelling()
         ]
         for task in cut:
             task.cancel()

@@ -63,7 +63,10 @@ class Closer:
             with ctrl_c_interrupts():
                 call.wait()
         except KeyboardInterrupt:
-            # Stop waiting: the close goes on at once and lets the runs go.
+            # Stop waiting: the close goes on at once and lets the runs go. The
+            # creates on the wire are cut first: the session's own close would
+            # otherwise wait for them, cancelled or not.
+            self.thread.run_soon(self._quit_now)
             call.cancel()
             # Its end is its cancellation (or a timeout): the Ctrl-C is what is raised.
             with contextlib.suppress(BaseException):
@@ -72,12 +75,16 @@ class Closer:
         finally:
             self.thread.stop()
 
+    def _quit_now(self) -> None:
+        for task in self.jobs:
+            task.cancel()
+        self.session._life.drop_creates()
+
     async def _closing(self, cancel: bool, at_once: bool) -> None:
         # The calls of other threads first: waited for, or cancelled (creates
         # waiting for the limiter are dropped; those on the wire are answered
         # and their runs let go by the close). A create left waiting could
         # otherwise be sent while the session shuts down.
-        life = self.session._life
         try:
             if cancel or at_once:
                 for task in self.jobs:
@@ -85,11 +92,9 @@ class Closer:
             if self.jobs:
                 await asyncio.wait(list(self.jobs))
             if at_once:
-                life.drop_creates()
+                self._quit_now()
         except asyncio.CancelledError:  # a Ctrl-C during close(): quit at once
-            for task in self.jobs:
-                task.cancel()
-            life.drop_creates()
+            self._quit_now()
             await self.session.aclose(cancel=True)
             raise
         await self.session.aclose(cancel=cancel or at_once)

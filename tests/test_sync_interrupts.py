@@ -173,3 +173,83 @@ def test_a_programs_own_sigint_handler_is_left_alone() -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
     assert seen == [signal.SIGINT]
+
+
+#: A close waiting for another thread's call, whose create is held on the wire.
+CLOSE_SCRIPT = textwrap.dedent(
+    """
+    import sys, threading
+    import gptimage_async as gi
+
+    with gi.SyncSession(
+        "runbase", api_key="sk-sim-test", base_url=sys.argv[1],
+        rate_limit=gi.RateLimit(1000, per=1.0), request_timeout=120,
+    ) as session:
+        def other():
+            try:
+                session.generate("a lamp from another thread")
+            except gi.SessionClosedError:
+                pass
+        threading.Thread(target=other, daemon=True).start()
+        print("ready", flush=True)
+    """
+)
+
+
+async def test_ctrl_c_while_leaving_the_with_block_quits_at_once() -> None:
+    faults = Faults(slow=1.0, slow_seconds=20.0)
+    async with Simulator(SimulatorConfig(time_scale=1.0, rate_limit=None, faults=faults)) as sim:
+        proc = await start(CLOSE_SCRIPT, sim, first_line=b"ready\n")
+        await until(lambda: sim.stats.create_requests == 1, proc)
+        await asyncio.sleep(0.3)  # the close is waiting for the other thread's call
+        assert proc.returncode is None
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        took = time.monotonic() - signalled
+    stderr = err.decode()
+    assert proc.returncode == -signal.SIGINT, stderr
+    assert took < 5, f"quitting took {took:.1f}s\n{stderr}"
+    assert stderr.count("closing at once: 1 create(s) on the wire were not waited for") == 1
+
+
+#: A notebook's way: the session outlives an interrupted call, then close() waits for the wire.
+CLOSE_AFTER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import gptimage_async as gi
+
+    session = gi.SyncSession(
+        "runbase", api_key="sk-sim-test", base_url=sys.argv[1],
+        rate_limit=gi.RateLimit(1000, per=1.0), request_timeout=120,
+    )
+    print("ready", flush=True)
+    try:
+        session.generate_many([f"a ceramic lamp, take {n}" for n in range(4)])
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    session.close()
+    """
+)
+
+
+async def test_ctrl_c_in_a_close_waiting_for_creates_on_the_wire_quits_at_once() -> None:
+    faults = Faults(slow=1.0, slow_seconds=20.0)
+    async with Simulator(SimulatorConfig(time_scale=1.0, rate_limit=None, faults=faults)) as sim:
+        proc = await start(CLOSE_AFTER_SCRIPT, sim, first_line=b"ready\n")
+        assert proc.stdout is not None
+        await until(lambda: sim.stats.create_requests == 4, proc)
+        proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.3)
+        proc.send_signal(signal.SIGINT)  # the call stops waiting for the wire
+        assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"interrupted\n"
+        await asyncio.sleep(0.3)  # close() now waits for the four creates
+        assert proc.returncode is None
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        took = time.monotonic() - signalled
+    stderr = err.decode()
+    assert proc.returncode == -signal.SIGINT, stderr
+    assert took < 5, f"quitting took {took:.1f}s\n{stderr}"
+    assert stderr.count("closing at once: 4 create(s) on the wire were not waited for") == 1
