@@ -283,10 +283,11 @@ async def stream(
     # referenced) stops the creates too: nothing is bought that nobody takes.
     ahead = 0
     room = asyncio.Event()
-    held: set[Run] = keep.holding() if keep is not None else set()
+    # Created, so paid for: a run resolved and never yielded is never dropped unnamed.
+    held = keep.holding() if keep is not None else None
 
     def arrived(run: Run) -> None:
-        if run.run_id is not None:  # created, so paid for: never dropped unnamed
+        if held is not None:
             held.add(run)
         done.put_nowait(run)
 
@@ -332,12 +333,13 @@ async def stream(
                 outstanding -= 1
                 ahead -= 1  # handed over: its place goes to the next create
                 room.set()
-                held.discard(got)
+                if held is not None:
+                    held.discard(got)
                 yield got
         if source_error:
             raise source_error[0]
     finally:
-        if keep is not None:
+        if keep is not None and held is not None:
             keep.release(held)
         for task in started:
             task.cancel()
@@ -364,11 +366,11 @@ async def in_input_order(
     out: list[Result | GPTImageError | None] = [
         entry if isinstance(entry, GPTImageError) else None for entry in prepared
     ]
-    held: set[Run] = keep.holding() if keep is not None else set()
+    held = keep.holding() if keep is not None else None
     try:
         async for run in runs:
             assert run.index is not None
-            if run.run_id is not None:
+            if held is not None:
                 held.add(run)
             error = run.error
             if error is not None and not return_exceptions:
@@ -377,13 +379,13 @@ async def in_input_order(
         results = [entry for entry in out if entry is not None]
         assert len(results) == len(out), "a request got no outcome"
     except BaseException:
-        if keep is not None:
+        if keep is not None and held is not None:
             keep.release(held)
         raise
     finally:
         await runs.aclose()
-    if keep is not None:
-        keep.release(held, delivered=list(held))
+    if keep is not None and held is not None:
+        keep.release(held, delivered=True)
     return results
 
 

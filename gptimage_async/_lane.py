@@ -26,7 +26,7 @@ from ._images import bind as bind_result
 from ._limiter import AdaptiveRate, Limiter, RateLimiter
 from ._manifest import key_fingerprint
 from ._models import ImageRequest, RunStatus
-from ._registry import RunRegistry
+from ._registry import Held, RunRegistry
 from ._run import Run
 from ._scheduler import PollScheduler
 from ._shared_limiter import SharedLimiter, budget_id, make_limiter
@@ -66,7 +66,7 @@ class Lifecycle:
         self._runs = runs
         self._creating: list[Collection[object]] = []
         # Per bulk call running: its runs resolved and not yet handed to its caller.
-        self._held: list[set[Run]] = []
+        self._held: list[Held] = []
 
     def open(self) -> None:
         """Mark the session open on the running loop."""
@@ -106,26 +106,20 @@ class Lifecycle:
         if self.idle is not None:
             self.idle.clear()
 
-    def holding(self) -> set[Run]:
-        """A new set where a bulk call keeps its resolved runs until its caller has them.
+    def holding(self) -> Held:
+        """A new ``Held``: where a bulk call keeps its resolved runs until its caller has them.
 
-        Add a run once resolved; discard it once handed over; ``release`` the
-        set when the call ends. What is still in it then, or at the session's
-        close, was never delivered: it goes to ``runs.undelivered``.
+        ``release`` it when the call ends; what it still holds then, or at
+        the session's close, was never delivered: it goes to ``runs.undelivered``.
         """
-        held: set[Run] = set()
+        held = Held(self._runs)
         self._held.append(held)
         return held
 
-    def release(self, held: set[Run], delivered: Collection[Run] = ()) -> None:
-        """A bulk call ended: ``delivered`` reached its caller, the rest of ``held`` never will."""
+    def release(self, held: Held, *, delivered: bool = False) -> None:
+        """A bulk call ended: its runs were all ``delivered``, or the rest never will be."""
         self._held = [other for other in self._held if other is not held]
-        for run in delivered:
-            held.discard(run)
-            self._runs._delivered(run)  # after a close had counted it undelivered
-        for run in sorted(held, key=_created_at):
-            self._runs._undeliver(run)
-        held.clear()
+        held.release(delivered)
 
     def drop_creates(self) -> int:
         """Cancel the creates on the wire (quit at once); return how many there were.
@@ -160,8 +154,8 @@ class Lifecycle:
         handed them over (a cut ``generate_many``), kept in ``runs.undelivered``.
         """
         for held in self._held:
-            for run in sorted(held, key=_created_at):
-                self._runs._undeliver(run)
+            held.release()
+        self._held.clear()
         undelivered = self._runs.undelivered
         if undelivered:
             logger.warning(
@@ -426,10 +420,6 @@ class Lane:
 
     def __repr__(self) -> str:
         return f"<Lane {self.adapter.name} {self.base_url}>"
-
-
-def _created_at(run: Run) -> float:
-    return run.created_at
 
 
 def _adaptive(limiter: Limiter | None) -> AdaptiveRate | None:

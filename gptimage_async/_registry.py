@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from ._models import RunStatus
 from ._run import Run
 
-__all__ = ["RunRegistry"]
+__all__ = ["Held", "RunRegistry"]
 
 
 class RunRegistry:
@@ -136,3 +136,45 @@ class RunRegistry:
     def __repr__(self) -> str:
         active = ", ".join(f"{k}={v}" for k, v in self.counts().items() if v)
         return f"<RunRegistry {active or 'empty'}>"
+
+
+class Held:
+    """A bulk call's runs resolved and not yet handed to its caller (``Lifecycle.holding``).
+
+    ``add`` a run once resolved, ``discard`` it once handed over, ``release``
+    when the call ends. What is left then was never delivered: it goes to the
+    registry's ``undelivered``, and so does a run added after the release
+    (one in flight when the call was cut, resolved later).
+    """
+
+    __slots__ = ("_registry", "_runs", "released")
+
+    def __init__(self, registry: RunRegistry) -> None:
+        self._registry = registry
+        self._runs: dict[int, Run] = {}
+        self.released = False
+
+    def add(self, run: Run) -> None:
+        if run.run_id is None:  # never created: nothing paid, nothing to name
+            return
+        if self.released:
+            self._registry._undeliver(run)
+        else:
+            self._runs[id(run)] = run
+
+    def discard(self, run: Run) -> None:
+        self._runs.pop(id(run), None)
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def release(self, delivered: bool = False) -> None:
+        """The call ended: its runs were all ``delivered``, or the rest never will be."""
+        self.released = True
+        runs = sorted(self._runs.values(), key=lambda run: run.created_at)
+        self._runs.clear()
+        for run in runs:
+            if delivered:
+                self._registry._delivered(run)  # after a close had counted it undelivered
+            else:
+                self._registry._undeliver(run)

@@ -8,6 +8,7 @@ the wire, and so the runs paid for, are known when a stop comes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections import deque
 
@@ -15,6 +16,7 @@ import anyio
 
 from ._exceptions import GPTImageError, SessionClosedError
 from ._models import ImageRequest, Result
+from ._registry import Held
 from ._run import Run
 from ._session import FEEDERS, WINDOW_FACTOR, Session
 
@@ -180,9 +182,13 @@ class Job:
             if self.stopping:
                 raise asyncio.CancelledError
         except BaseException:
+            # Runs still in flight at the cut: named too if they end while the session lives.
+            for run in self.created:
+                if not run.done():
+                    run._future.add_done_callback(functools.partial(_add_to, held, run))
             life.release(held)
             raise
-        life.release(held, delivered=list(held))
+        life.release(held, delivered=True)
         assert all(item is not None for item in out)
         return out  # type: ignore[return-value]  # every slot filled, checked above
 
@@ -208,6 +214,10 @@ class Job:
             f"they may still finish at {provider}: attach() them by id){unknown}:"
         )
         return "\n".join([head, *lines])
+
+
+def _add_to(held: Held, run: Run, _future: object) -> None:
+    held.add(run)
 
 
 def _state_at_stop(run: Run) -> str:

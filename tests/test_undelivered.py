@@ -97,8 +97,11 @@ async def test_a_cancelled_generate_many_keeps_its_finished_runs_while_the_sessi
         assert len(held) >= 5
         assert all(run.status is gi.RunStatus.SUCCEEDED for run in held)
         assert [run.created_at for run in held] == sorted(run.created_at for run in held)
-    # The close names them too (the session waited for the runs still in flight).
-    assert warned(caplog, "never reached their caller") == {run.id for run in held}
+    # The close waited for the runs in flight at the cut: they ended, and were never
+    # handed over either. Every run the call paid for is held, and named.
+    assert {run.id for run in session.runs.undelivered} == set(sim.runs)
+    assert warned(caplog, "never reached their caller") == set(sim.runs)
+    assert session.runs.abandoned == []
 
 
 async def test_as_completed_closed_early_keeps_the_runs_it_had_not_yielded() -> None:
