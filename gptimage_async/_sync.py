@@ -275,10 +275,11 @@ class SyncSession:
             with ctrl_c_interrupts():
                 call.wait()
         except KeyboardInterrupt:  # a second Ctrl-C: quit at once
+            # Read before the cancel: the job's cancelled creates forget they were sent.
+            interrupt.add_note(job.report(self.provider, cut=True))
             call.cancel()
             # Leaving a with block by it closes at once too.
             self._quit = interrupt
-            interrupt.add_note(job.report(self.provider, cut=True))
             return
         except BaseException:  # the job's own end; the Ctrl-C is what is raised
             pass

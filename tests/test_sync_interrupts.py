@@ -85,7 +85,7 @@ async def test_a_second_ctrl_c_quits_at_once_and_every_message_is_true() -> None
         proc = await start(SLOW_SCRIPT, sim, first_line=b"ready\n")
         await until(lambda: sim.stats.create_requests == 4, proc)
         proc.send_signal(signal.SIGINT)
-        await asyncio.sleep(0.3)  # the first stops creating and waits for the wire
+        await asyncio.sleep(1.0)  # the first stops creating and waits for the wire
         assert proc.returncode is None
         signalled = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -95,7 +95,8 @@ async def test_a_second_ctrl_c_quits_at_once_and_every_message_is_true() -> None
     assert proc.returncode == -signal.SIGINT, stderr
     # Neither the call nor the with block's close waited for the creates on the wire.
     assert took < 5, f"quitting took {took:.1f}s\n{stderr}"
-    assert "4 create(s) still on the wire were not waited for, their fate is unknown" in stderr
+    wire = "4 create(s) still on the wire were not waited for, their fate is unknown"
+    assert wire in stderr, stderr
     assert "no run is known to have been created" in stderr
     assert "no run was created" not in stderr  # four were, at the provider
     assert "closing at once: 4 create(s) on the wire were not waited for" in stderr
@@ -178,7 +179,7 @@ def test_a_programs_own_sigint_handler_is_left_alone() -> None:
 #: A close waiting for another thread's call, whose create is held on the wire.
 CLOSE_SCRIPT = textwrap.dedent(
     """
-    import sys, threading
+    import sys, threading, time
     import gptimage_async as gi
 
     with gi.SyncSession(
@@ -191,6 +192,8 @@ CLOSE_SCRIPT = textwrap.dedent(
             except gi.SessionClosedError:
                 pass
         threading.Thread(target=other, daemon=True).start()
+        while session.stats.requests < 1:  # its create is on the wire
+            time.sleep(0.01)
         print("ready", flush=True)
     """
 )
