@@ -39,6 +39,7 @@ import anyio
 from ._exceptions import GPTImageError, SessionClosedError
 
 if TYPE_CHECKING:
+    from ._lane import Lifecycle
     from ._models import ImageRequest, Result
     from ._run import Run
 
@@ -257,6 +258,7 @@ async def stream(
     full: Callable[[int], bool],
     feeders: int,
     tasks: set[asyncio.Task[None]],
+    keep: Lifecycle | None = None,
 ) -> AsyncGenerator[Run, None]:
     """Runs created from ``source``, yielded as each resolves (``as_completed``'s engine).
 
@@ -265,7 +267,10 @@ async def stream(
     and not yet yielded fill the window; ``feeders`` tasks create at once,
     each kept in ``tasks`` while it lives (the session cancels them when it
     closes). An error the ``source`` iterable raised is raised after every
-    run created before it (paid for) was yielded.
+    run created before it (paid for) was yielded. ``keep`` (the session's
+    ``Lifecycle``) is told of the runs resolved and not yet yielded: if the
+    stream is cut (closed early, or the session closes), they are kept in
+    ``session.runs.undelivered``.
     """
     # Feeders put resolved runs here; None when a feeder ends, or an error that
     # is a bug (never a hang).
@@ -278,6 +283,13 @@ async def stream(
     # referenced) stops the creates too: nothing is bought that nobody takes.
     ahead = 0
     room = asyncio.Event()
+    # Created, so paid for: a run resolved and never yielded is never dropped unnamed.
+    held = keep.holding() if keep is not None else None
+
+    def arrived(run: Run) -> None:
+        if held is not None:
+            held.add(run)
+        done.put_nowait(run)
 
     async def feed() -> None:
         nonlocal outstanding, ahead
@@ -301,9 +313,7 @@ async def stream(
                     done.put_nowait(exc)
                     return
                 outstanding += 1
-                run._future.add_done_callback(
-                    functools.partial(_call_with_run, done.put_nowait, run)
-                )
+                run._future.add_done_callback(functools.partial(_call_with_run, arrived, run))
         finally:
             done.put_nowait(None)
 
@@ -323,10 +333,14 @@ async def stream(
                 outstanding -= 1
                 ahead -= 1  # handed over: its place goes to the next create
                 room.set()
+                if held is not None:
+                    held.discard(got)
                 yield got
         if source_error:
             raise source_error[0]
     finally:
+        if keep is not None and held is not None:
+            keep.release(held)
         for task in started:
             task.cancel()
         await asyncio.gather(*started, return_exceptions=True)
@@ -337,32 +351,47 @@ async def in_input_order(
     prepared: list[ImageRequest | GPTImageError],
     *,
     return_exceptions: bool,
+    keep: Lifecycle | None = None,
 ) -> list[Result | GPTImageError]:
     """``generate_many``'s answer: each request's ``Result`` (or error) in input order.
 
     ``prepared`` holds each request, or the error its validation raised;
     ``runs`` (closed here) yields the runs of the valid ones, ``run.index``
     their place. With ``return_exceptions=False`` the first error is raised
-    (and closing ``runs`` drops the creates not yet sent).
+    (and closing ``runs`` drops the creates not yet sent). ``keep`` (the
+    session's ``Lifecycle``) holds the runs got until the list is returned:
+    if the call is cut first (an error raised, a cancellation, the session's
+    close) they go to ``session.runs.undelivered``.
     """
     out: list[Result | GPTImageError | None] = [
         entry if isinstance(entry, GPTImageError) else None for entry in prepared
     ]
+    held = keep.holding() if keep is not None else None
     try:
         async for run in runs:
             assert run.index is not None
+            if held is not None:
+                held.add(run)
             error = run.error
             if error is not None and not return_exceptions:
                 raise error
             out[run.index] = run._result_or_error()
+    except BaseException:
+        if keep is not None and held is not None:
+            keep.release(held)
+        raise
     finally:
         await runs.aclose()
     if None in out:
         # Only the session closing ends the feed early (it cancels the feeders):
         # creates already on the wire were answered and yielded, so these were never sent.
         if not return_exceptions:
+            if keep is not None and held is not None:
+                keep.release(held)
             raise _never_sent()
         out = [_never_sent() if entry is None else entry for entry in out]
+    if keep is not None and held is not None:
+        keep.release(held, delivered=True)
     return [entry for entry in out if entry is not None]
 
 

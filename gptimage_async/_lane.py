@@ -28,7 +28,7 @@ from ._exceptions import ConfigurationError, SessionClosedError, WrongEventLoopE
 from ._images import bind as bind_result
 from ._manifest import key_fingerprint
 from ._models import ImageRequest, RunStatus
-from ._registry import RunRegistry
+from ._registry import Held, RunRegistry
 from ._run import Run
 from ._scheduler import PollScheduler
 from ._state import FileStateStore, RedisStateStore, StateStore, apply_state, capture_state
@@ -56,7 +56,7 @@ class Lifecycle:
     run is tracked and no create is on the wire.
     """
 
-    __slots__ = ("_creating", "_runs", "idle", "loop", "owner", "state")
+    __slots__ = ("_creating", "_held", "_runs", "idle", "loop", "owner", "state")
 
     def __init__(self, runs: RunRegistry, owner: Session | None = None) -> None:
         self.state: State = "new"
@@ -66,6 +66,8 @@ class Lifecycle:
         self.idle: asyncio.Event | None = None
         self._runs = runs
         self._creating: list[Collection[object]] = []
+        # Per bulk call running: its runs resolved and not yet handed to its caller.
+        self._held: list[Held] = []
 
     def open(self) -> None:
         """Mark the session open on the running loop."""
@@ -105,12 +107,64 @@ class Lifecycle:
         if self.idle is not None:
             self.idle.clear()
 
+    def holding(self) -> Held:
+        """A new ``Held``: where a bulk call keeps its resolved runs until its caller has them.
+
+        ``release`` it when the call ends; what it still holds then, or at
+        the session's close, was never delivered: it goes to ``runs.undelivered``.
+        """
+        held = Held(self._runs)
+        self._held.append(held)
+        return held
+
+    def release(self, held: Held, *, delivered: bool = False) -> None:
+        """A bulk call ended: its runs were all ``delivered``, or the rest never will be."""
+        self._held = [other for other in self._held if other is not held]
+        held.release(delivered)
+
+    def drop_creates(self) -> int:
+        """Cancel the creates on the wire (quit at once); return how many there were.
+
+        Their fate is unknown: each may have made a run, paid for, whose id
+        is never learned. A WARNING says how many.
+        """
+        cut = [
+            task
+            for creates in self._creating
+            for task in list(creates)
+            # Not one cut already: a second quit must not count it again.
+            if isinstance(task, asyncio.Task) and not task.done() and not task.cancelling()
+        ]
+        for task in cut:
+            task.cancel()
+        if cut:
+            logger.warning(
+                "closing at once: %d create(s) on the wire were not waited for; their fate is "
+                "unknown (each may have made a run, paid for, whose id was never learned: "
+                "check the provider's dashboard)",
+                len(cut),
+            )
+        return len(cut)
+
     def abandon(self) -> None:
         """End every run still in flight with ``SessionClosedError``; keep and name them.
 
         They stay in ``runs.abandoned``, each with its run id, and one WARNING
-        names them all: after a Ctrl-C it may be the only record of runs paid for.
+        names them all: after a Ctrl-C it may be the only record of runs paid
+        for. A WARNING also names the runs resolved whose bulk call never
+        handed them over (a cut ``generate_many``), kept in ``runs.undelivered``.
         """
+        for held in self._held:
+            held.release()
+        self._held.clear()
+        undelivered = self._runs.undelivered
+        if undelivered:
+            logger.warning(
+                "closing with %d run(s) resolved that never reached their caller (a bulk call "
+                "was cut short; session.runs.undelivered holds them, results included): %s",
+                len(undelivered),
+                ", ".join(f"{run.run_id} ({run.status.value})" for run in undelivered),
+            )
         left = list(self._runs)
         for run in left:
             run._fail(

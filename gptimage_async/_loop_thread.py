@@ -9,18 +9,59 @@ cancel it from its side (a Ctrl-C).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import signal
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Generic, TypeVar
 
 from ._exceptions import SessionClosedError
 
-__all__ = ["Call", "LoopThread"]
+__all__ = ["Call", "LoopThread", "ctrl_c_interrupts"]
 
 T = TypeVar("T")
 
 #: Seconds between checks, while a call waits, that the loop's thread still runs.
 ALIVE_CHECK = 1.0
+
+
+@contextlib.contextmanager
+def ctrl_c_interrupts() -> Iterator[None]:
+    """While inside, a Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` in the main thread.
+
+    Python's own handler does that already; but code run by ``asyncio.run``
+    (an ``asyncio.Runner``) has asyncio's handler instead, which only cancels
+    the main task, and that task cannot run while a blocking call holds its
+    thread: the Ctrl-C would wait for the call to end. So, on the main
+    thread, asyncio's handler is replaced by Python's for the duration and
+    put back after (``signal.signal`` can only be called there; other threads
+    never receive a Ctrl-C). Any other handler is the program's own choice
+    and is left alone (it runs while the call waits), as are ``SIG_IGN`` and
+    ``SIG_DFL``.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+    except ValueError:  # a sub-interpreter without signals
+        yield
+        return
+    if not _is_asyncio_handler(previous):
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _is_asyncio_handler(handler: object) -> bool:
+    # asyncio.Runner.run installs functools.partial(runner._on_sigint, main_task=...).
+    func = handler.func if isinstance(handler, functools.partial) else handler
+    return isinstance(getattr(func, "__self__", None), asyncio.Runner)
 
 
 class Call(Generic[T]):
@@ -154,12 +195,22 @@ class LoopThread:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(fn)
 
-    def stop(self) -> None:
-        """Stop serving, cancel what is left on the loop, and wait for the thread to end."""
+    def stop(self, *, join: bool = True) -> None:
+        """Stop serving, cancel what is left on the loop, and wait for the thread to end.
+
+        ``join=False``: do not wait (the only choice on the loop's own thread).
+        """
         assert self._loop is not None
         assert self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join()
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if join:
+            self._thread.join()
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The thread serving the loop."""
+        return self._thread
 
     @property
     def alive(self) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from ._models import RunStatus
 from ._run import Run
 
-__all__ = ["RunRegistry"]
+__all__ = ["Held", "RunRegistry"]
 
 
 class RunRegistry:
@@ -23,12 +23,13 @@ class RunRegistry:
     {'pending': 3, 'running': 5, 'succeeded': 120, 'failed': 1, ...}
     """
 
-    __slots__ = ("_abandoned", "_active", "_ended")
+    __slots__ = ("_abandoned", "_active", "_ended", "_undelivered")
 
     def __init__(self) -> None:
         self._active: dict[str, Run] = {}
         self._ended: collections.Counter[RunStatus] = collections.Counter()
         self._abandoned: dict[str, Run] = {}
+        self._undelivered: dict[str, Run] = {}
 
     # -- writes: the session's only ----------------------------------------------
     # A run added here by anyone else would never be polled, and one dropped
@@ -50,6 +51,29 @@ class RunRegistry:
         if run.run_id is not None and self._active.get(run.run_id) is run:
             self._untrack(run)
             self._abandoned[run.run_id] = run
+
+    def _undeliver(self, run: Run) -> None:
+        """Keep ``run`` in ``undelivered``: resolved, its bulk call cut before handing it over."""
+        # An abandoned run is named as such: its bulk call never had its result.
+        if run.run_id is not None and run.run_id not in self._abandoned and run.done():
+            self._undelivered[run.run_id] = run
+
+    def _delivered(self, run: Run) -> None:
+        """``run`` reached its caller after all (a bulk call that ended after the close)."""
+        if run.run_id is not None and self._undelivered.get(run.run_id) is run:
+            del self._undelivered[run.run_id]
+
+    @property
+    def undelivered(self) -> list[Run]:
+        """Runs resolved whose bulk call never handed them to its caller, oldest first.
+
+        A ``generate_many`` (or an ``as_completed`` stream) cut short, by an
+        exception around it, a cancellation or the session's close, drops the
+        runs it had and had not returned yet: they are kept here, each with
+        its ``run_id`` and outcome (``await run`` gives its ``Result`` or
+        raises its error at once). A run that succeeded was paid for.
+        """
+        return list(self._undelivered.values())
 
     @property
     def abandoned(self) -> list[Run]:
@@ -112,3 +136,45 @@ class RunRegistry:
     def __repr__(self) -> str:
         active = ", ".join(f"{k}={v}" for k, v in self.counts().items() if v)
         return f"<RunRegistry {active or 'empty'}>"
+
+
+class Held:
+    """A bulk call's runs resolved and not yet handed to its caller (``Lifecycle.holding``).
+
+    ``add`` a run once resolved, ``discard`` it once handed over, ``release``
+    when the call ends. What is left then was never delivered: it goes to the
+    registry's ``undelivered``, and so does a run added after the release
+    (one in flight when the call was cut, resolved later).
+    """
+
+    __slots__ = ("_registry", "_runs", "released")
+
+    def __init__(self, registry: RunRegistry) -> None:
+        self._registry = registry
+        self._runs: dict[int, Run] = {}
+        self.released = False
+
+    def add(self, run: Run) -> None:
+        if run.run_id is None:  # never created: nothing paid, nothing to name
+            return
+        if self.released:
+            self._registry._undeliver(run)
+        else:
+            self._runs[id(run)] = run
+
+    def discard(self, run: Run) -> None:
+        self._runs.pop(id(run), None)
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def release(self, delivered: bool = False) -> None:
+        """The call ended: its runs were all ``delivered``, or the rest never will be."""
+        self.released = True
+        runs = sorted(self._runs.values(), key=lambda run: run.created_at)
+        self._runs.clear()
+        for run in runs:
+            if delivered:
+                self._registry._delivered(run)  # after a close had counted it undelivered
+            else:
+                self._registry._undeliver(run)

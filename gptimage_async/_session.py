@@ -470,7 +470,9 @@ class Session:
         self._check_open()
         todo = [(i, e) for i, e in enumerate(prepared) if not isinstance(e, GPTImageError)]
         runs = self._stream(self.tail_rule().countdown(todo), concurrency=concurrency)
-        return await in_input_order(runs, prepared, return_exceptions=return_exceptions)
+        return await in_input_order(
+            runs, prepared, return_exceptions=return_exceptions, keep=self._life
+        )
 
     def as_completed(
         self,
@@ -561,6 +563,7 @@ class Session:
             full=full,
             feeders=min(FEEDERS, concurrency or FEEDERS),
             tasks=self._tasks,
+            keep=self._life,
         )
 
     def _default_window(self) -> int:

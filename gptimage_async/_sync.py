@@ -15,11 +15,9 @@ the caller runs.
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import logging
 import os
-import threading
+import weakref
 from collections import deque
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
@@ -27,12 +25,14 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, overload
 
 from ._exceptions import GPTImageError, InvalidRequestError, SessionClosedError
-from ._loop_thread import Call, LoopThread
+from ._loop_thread import Call, LoopThread, ctrl_c_interrupts
 from ._models import AspectRatio, ImageRequest, Quality, Result, RunStatus
 from ._providers import ProviderName
+from ._registry import RunRegistry
 from ._run import Run
 from ._session import Session
 from ._stats import SessionStats
+from ._sync_close import Closer
 from ._sync_job import DURATIONS_KEPT, Job, default_window
 
 __all__ = ["SyncRun", "SyncSession"]
@@ -40,9 +40,6 @@ __all__ = ["SyncRun", "SyncSession"]
 logger = logging.getLogger("gptimage_async")
 
 T = TypeVar("T")
-
-#: Seconds ``close`` gives a loop to finish its cancelled work after a Ctrl-C.
-CLOSE_GRACE = 30.0
 
 
 class SyncRun:
@@ -105,7 +102,14 @@ class SyncRun:
             outcome = self._run.outcome
             assert outcome is not None
             return outcome
-        return self._owner._call(self._run.result(timeout))
+        try:
+            return self._owner._call(self._run.result(timeout))
+        except TimeoutError:
+            # Run.result's own message speaks of awaiting: say it the sync way.
+            raise TimeoutError(
+                f"run {self._run.id or '(not created yet)'} did not resolve within {timeout} s "
+                "(this wait only: the run carries on; call result() again to keep waiting)"
+            ) from None
 
     def __repr__(self) -> str:
         return f"<SyncRun {self._run.id} {self._run.provider} {self._run.status.value}>"
@@ -133,14 +137,26 @@ class SyncSession:
     ``close()`` (or leaving the ``with`` block) closes it: it waits for runs
     in flight unless ``on_exit="cancel"`` (or the block raised), then stops
     the loop and its thread. A session never closed is closed when the
-    interpreter exits, its runs in flight let go (``atexit``). A closed
-    session cannot be reopened: methods raise ``SessionClosedError``.
+    interpreter exits, its runs in flight let go (``atexit``); one dropped
+    unclosed (a notebook cell run again rebinds its name) is closed when it
+    is garbage-collected, with a ``ResourceWarning``, so its thread, its
+    connections and its rate limiter do not linger. A closed session cannot
+    be reopened: methods raise ``SessionClosedError``, and so does ``with``.
 
     Ctrl-C while a call waits (a script, or a notebook's "interrupt") stops
     it as the command line does: no more creates are sent, creates on the
     wire are let be answered, and ``KeyboardInterrupt`` is re-raised with a
     note listing the ids of the runs already created (paid for; ``attach``
-    them later). The session stays open. A second Ctrl-C quits at once.
+    them later). The session stays open. A second Ctrl-C quits at once: the
+    creates still on the wire are not waited for (the note says how many;
+    their fate is unknown), nor by the close of a ``with`` block it leaves.
+    This holds inside a running event loop too (a script whose
+    ``asyncio.run(main())`` makes the blocking call): while a call blocks the
+    main thread, a Ctrl-C raises ``KeyboardInterrupt`` there, in place of
+    asyncio's handler (which could only cancel a task that cannot run until
+    the call ends); asyncio's handler is put back when the call returns.
+    Calls from other threads are not interrupted: Python delivers a Ctrl-C
+    to the main thread only.
 
     Prefer the async ``Session`` when the calling code is itself async (an
     asyncio web app, FastAPI, aiohttp: blocking its loop stalls every request
@@ -151,15 +167,15 @@ class SyncSession:
     def __init__(self, provider: ProviderName | str = "runbase", **options: Any) -> None:
         self._session = Session(provider, **options)
         self._cancel_on_exit = options.get("on_exit", "wait") == "cancel"
-        #: The tasks of the calls that create runs, on the loop (touched there only).
-        self._jobs: set[asyncio.Task[Any]] = set()
         self._durations: deque[float] = deque(maxlen=DURATIONS_KEPT)
-        self._closed = False
-        self._close_lock = threading.Lock()
         self._thread = LoopThread(self._session.open(), name="gptimage-sync")
-        # Held strongly, on purpose: a session dropped unclosed still runs in its
-        # thread (its runs, its learned state), and is closed at exit all the same.
-        atexit.register(self._close_at_exit)
+        #: All a close needs; it holds no reference back to this object.
+        self._closer = Closer(self._session, self._thread)
+        self._jobs = self._closer.jobs
+        #: The KeyboardInterrupt of a second Ctrl-C: leaving ``with`` by it quits at once.
+        self._quit: BaseException | None = None
+        # The exit is the closer's own atexit hook (it says so in a WARNING).
+        weakref.finalize(self, self._closer.collected).atexit = False
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -179,11 +195,29 @@ class SyncSession:
         return self._session.stats
 
     @property
+    def runs(self) -> RunRegistry:
+        """The session's runs, read-only: in flight by id, counts, ``abandoned``, ``undelivered``.
+
+        See ``Session.runs``; each read is a snapshot, safe from any thread.
+        """
+        return self._session.runs
+
+    @property
     def closed(self) -> bool:
         """True once ``close()`` was called."""
-        return self._closed
+        return self._closer.closed
+
+    @property
+    def _closed(self) -> bool:
+        return self._closer.closed
 
     def __enter__(self) -> Self:
+        """Raises ``SessionClosedError`` on a closed session, as ``Session`` does."""
+        if self._closed:
+            raise SessionClosedError(
+                "this SyncSession is closed; a closed session cannot be reused, "
+                "create a new SyncSession"
+            )
         return self
 
     def __exit__(
@@ -193,7 +227,9 @@ class SyncSession:
         tb: TracebackType | None,
     ) -> None:
         # Session.__aexit__'s rule: leaving through an exception always cancels.
-        self._close(cancel=exc_type is not None or self._cancel_on_exit)
+        at_once = exc is not None and exc is self._quit
+        self._quit = None
+        self._close(cancel=exc_type is not None or self._cancel_on_exit, at_once=at_once)
 
     def close(self, *, cancel: bool = False) -> None:
         """Close the session: wait for runs in flight (or cancel them), then stop the loop.
@@ -202,47 +238,13 @@ class SyncSession:
         they stop at once (no more creates: those already on the wire are
         answered) and raise ``SessionClosedError``. Cancelled runs end with
         ``SessionClosedError`` carrying their run id. A Ctrl-C while waiting
-        cancels. Closing twice is harmless; a closed session cannot be reopened.
+        closes at once (creates on the wire are not waited for either).
+        Closing twice is harmless; a closed session cannot be reopened.
         """
         self._close(cancel=cancel)
 
-    async def _closing(self, cancel: bool) -> None:
-        # The calls of other threads first: waited for, or cancelled (creates
-        # waiting for the limiter are dropped; those on the wire are answered
-        # and their runs let go by the close). A create left waiting could
-        # otherwise be sent while the session shuts down.
-        try:
-            if cancel:
-                for task in self._jobs:
-                    task.cancel()
-            if self._jobs:
-                await asyncio.wait(list(self._jobs))
-        except asyncio.CancelledError:  # a Ctrl-C during close(): stop waiting for them
-            for task in self._jobs:
-                task.cancel()
-            await self._session.aclose(cancel=True)
-            raise
-        await self._session.aclose(cancel=cancel)
-
-    def _close(self, *, cancel: bool) -> None:
-        self._thread.check_thread()
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        atexit.unregister(self._close_at_exit)
-        call = self._thread.call(self._closing(cancel))
-        try:
-            call.wait()
-        except KeyboardInterrupt:
-            # Stop waiting for runs: the close goes on and lets them go.
-            call.cancel()
-            # Its end is its cancellation (or a timeout): the Ctrl-C is what is raised.
-            with contextlib.suppress(BaseException):
-                call.wait(CLOSE_GRACE)
-            raise
-        finally:
-            self._thread.stop()
+    def _close(self, *, cancel: bool, at_once: bool = False) -> None:
+        self._closer.close(cancel=cancel, at_once=at_once)
 
     # -- calls -----------------------------------------------------------------
 
@@ -253,7 +255,8 @@ class SyncSession:
             raise SessionClosedError("the SyncSession is closed; create a new one")
         call = self._thread.call(coro if job is None else self._run_job(job, coro))
         try:
-            return call.wait()
+            with ctrl_c_interrupts():
+                return call.wait()
         except KeyboardInterrupt as interrupt:
             self._interrupted(call, job, interrupt)
             raise
@@ -269,13 +272,15 @@ class SyncSession:
         self._thread.run_soon(job.stop)
         try:
             # Creates on the wire are answered within the request timeout.
-            call.wait()
+            with ctrl_c_interrupts():
+                call.wait()
         except KeyboardInterrupt:  # a second Ctrl-C: quit at once
+            # Read before the cancel: the job's cancelled creates forget they were sent.
+            interrupt.add_note(job.report(self.provider, cut=True))
             call.cancel()
-            interrupt.add_note(
-                "interrupted again: creates on the wire were not waited for; "
-                "their runs may exist too"
-            )
+            # Leaving a with block by it closes at once too.
+            self._quit = interrupt
+            return
         except BaseException:  # the job's own end; the Ctrl-C is what is raised
             pass
         interrupt.add_note(job.report(self.provider))
@@ -446,13 +451,6 @@ class SyncSession:
         if not isinstance(result, Result):
             raise InvalidRequestError(f"read() takes a Result, not {type(result).__name__}")
         return self._call(result.read())
-
-    def _close_at_exit(self) -> None:
-        if not self._closed:
-            logger.warning(
-                "a SyncSession was not closed; closing it at exit (runs in flight are let go)"
-            )
-            self.close(cancel=True)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

@@ -8,6 +8,7 @@ the wire, and so the runs paid for, are known when a stop comes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections import deque
 
@@ -15,6 +16,7 @@ import anyio
 
 from ._exceptions import GPTImageError, SessionClosedError
 from ._models import ImageRequest, Result
+from ._registry import Held
 from ._run import Run
 from ._session import FEEDERS, WINDOW_FACTOR, Session
 
@@ -39,7 +41,15 @@ class Job:
     ``KeyboardInterrupt`` instead.
     """
 
-    __slots__ = ("_following", "_unsent", "created", "durations", "session", "stopping")
+    __slots__ = (
+        "_following",
+        "_unsent",
+        "created",
+        "durations",
+        "on_wire",
+        "session",
+        "stopping",
+    )
 
     def __init__(self, session: Session, durations: deque[float]) -> None:
         self.session = session
@@ -50,6 +60,8 @@ class Job:
         self._following: set[anyio.CancelScope] = set()
         #: Runs this call created, in the order the provider accepted them.
         self.created: list[Run] = []
+        #: Creates sent and not answered yet: their runs' ids are not known.
+        self.on_wire = 0
 
     def stop(self) -> None:
         """Send no more creates and stop waiting for results (call on the loop)."""
@@ -64,10 +76,16 @@ class Job:
         unsent = anyio.CancelScope()
         self._unsent.add(unsent)
 
+        sent = False
+
         def sending() -> None:
+            nonlocal sent
             if self.stopping:
                 raise _Stopped
             self._unsent.discard(unsent)  # on the wire: let it be answered
+            if not sent:
+                sent = True
+                self.on_wire += 1
 
         run: Run | None = None
         try:
@@ -77,6 +95,8 @@ class Job:
             return None
         finally:
             self._unsent.discard(unsent)
+            if sent:
+                self.on_wire -= 1
         if run is not None:
             self.created.append(run)
         return run
@@ -127,8 +147,13 @@ class Job:
         todo = [(i, item) for i, item in enumerate(prepared) if isinstance(item, ImageRequest)]
         room = asyncio.Semaphore(window)
         failure: list[GPTImageError] = []
+        # Runs ended and not yet returned: a job cut short leaves them in
+        # session.runs.undelivered, as Session.generate_many does.
+        life = self.session._life
+        held = life.holding()
 
         async def one(index: int, request: ImageRequest, last: bool) -> None:
+            run: Run | None = None
             try:
                 run = await self.create(request, last=last)
                 out[index] = await self.follow(run) if run is not None else None
@@ -138,34 +163,61 @@ class Job:
                     failure.append(exc)
                     self.stop()
             finally:
+                if run is not None and run.done() and run.id is not None:
+                    held.add(run)
                 room.release()
 
-        async with anyio.create_task_group() as tg:
-            for n, (index, request) in enumerate(todo):
-                await room.acquire()
-                if self.stopping:
-                    break
-                # A bulk job's last creates go ahead of polls, as Session.generate_many's.
-                tail = self.session.tail_size()
-                last = len(todo) > tail and n >= len(todo) - tail
-                tg.start_soon(one, index, request, last)
-        if failure:
-            raise failure[0]
-        if self.stopping:
-            raise asyncio.CancelledError
+        try:
+            async with anyio.create_task_group() as tg:
+                for n, (index, request) in enumerate(todo):
+                    await room.acquire()
+                    if self.stopping:
+                        break
+                    # A bulk job's last creates go ahead of polls, as Session.generate_many's.
+                    tail = self.session.tail_size()
+                    last = len(todo) > tail and n >= len(todo) - tail
+                    tg.start_soon(one, index, request, last)
+            if failure:
+                raise failure[0]
+            if self.stopping:
+                raise asyncio.CancelledError
+        except BaseException:
+            # Runs still in flight at the cut: named too if they end while the session lives.
+            for run in self.created:
+                if not run.done():
+                    run._future.add_done_callback(functools.partial(_add_to, held, run))
+            life.release(held)
+            raise
+        life.release(held, delivered=True)
         assert all(item is not None for item in out)
         return out  # type: ignore[return-value]  # every slot filled, checked above
 
-    def report(self, provider: str) -> str:
-        """What a Ctrl-C leaves behind, as the command line prints it."""
+    def report(self, provider: str, *, cut: bool = False) -> str:
+        """What a Ctrl-C leaves behind, as the command line prints it.
+
+        ``cut``: a second Ctrl-C stopped the wait for the creates on the
+        wire; how many there were is said, and that their fate is unknown.
+        """
+        unknown = ""
+        if cut and self.on_wire:
+            unknown = (
+                f"; interrupted again: {self.on_wire} create(s) still on the wire were not "
+                f"waited for, their fate is unknown (each may have made a run at {provider}, "
+                "paid for, whose id this call never learned: check the provider's dashboard)"
+            )
         if not self.created:
-            return "interrupted: no more creates were sent; no run was created"
+            known = "no run is known to have been created" if unknown else "no run was created"
+            return f"interrupted: no more creates were sent; {known}{unknown}"
         lines = [f"  {run.id}  {_state_at_stop(run)}" for run in self.created]
         head = (
             "interrupted: no more creates were sent; runs already created (paid for; "
-            f"they may still finish at {provider}: attach() them by id):"
+            f"they may still finish at {provider}: attach() them by id){unknown}:"
         )
         return "\n".join([head, *lines])
+
+
+def _add_to(held: Held, run: Run, _future: object) -> None:
+    held.add(run)
 
 
 def _state_at_stop(run: Run) -> str:

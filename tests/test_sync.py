@@ -177,7 +177,7 @@ def test_a_session_never_closed_is_closed_at_exit(sim: Simulator) -> None:
         session = gi.SyncSession("runbase", api_key="sk-sim-test", base_url=sys.argv[1],
                                  rate_limit=gi.RateLimit(1000, per=1.0))
         print(session.generate("a lamp").run_id)
-        del session  # dropped unclosed: its loop and its runs live on until exit
+        # Still referenced, never closed: the interpreter's exit closes it.
         """
     )
     proc = run_script(source, sim.base_url("runbase"), timeout=30)
