@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
@@ -23,6 +24,8 @@ from ._transport import Secret, check_proxy, display_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from ._pool import Lane, Pool
 else:  # get_type_hints() must work without the optional redis package
     Redis = Any
 
@@ -32,11 +35,14 @@ __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_RUN_TIMEOUT",
     "OnExit",
+    "Routing",
     "SessionConfig",
     "SessionOptions",
 ]
 
 OnExit = Literal["wait", "cancel"]
+#: How a pool picks the lane of each create (``gptimage_async._pool._routing``).
+Routing = Literal["earliest", "cheapest"]
 
 #: Defaults, in seconds unless named otherwise.
 DEFAULT_REQUEST_TIMEOUT = 60.0
@@ -131,6 +137,19 @@ class SessionConfig:
       Redis's either way: only run durations are taken from the file.
     * ``remember``: ``bool``, default ``True``. ``False``: nothing learned is
       loaded or saved, neither in Redis nor in ``state_file``.
+    * ``lanes``: ``Iterable[Lane] | None``, default ``None``: a pool of several
+      keys and sellers (README, "Several keys and sellers"); each
+      ``gptimage_async.Lane`` names its provider, key, base URL, starting
+      rate and prices, so ``provider``, ``api_key``, ``base_url`` and
+      ``rate_limit`` must then be left unset (``provider`` becomes the first
+      lane's). ``None``: one lane from those four options, as always.
+    * ``routing``: ``Routing``, ``"earliest"`` (default: the lane whose next
+      rate-limit slot is free first) or ``"cheapest"`` (price first; a dearer
+      lane takes a create only while the cheaper ones are saturated).
+    * ``spend_cap``: ``float | None``, default ``None``: the most all runs
+      created by the session may cost, in the lanes' price unit; no create
+      goes out that could pass it (``SpendCapError``). Every lane then needs
+      a price for every quality (a Runbase lane has none unless given).
     """
 
     provider: ProviderName | str = dataclasses.field(default="runbase", kw_only=False)
@@ -149,10 +168,16 @@ class SessionConfig:
     redis: str | Redis | None = None
     state_file: str | os.PathLike[str] | None = None
     remember: bool = True
+    lanes: Sequence[Lane] | None = None
+    routing: Routing = "earliest"
+    spend_cap: float | None = None
 
     def __post_init__(self) -> None:
-        adapter = get_provider(self.provider)
         fix = object.__setattr__  # frozen: normalised values are set once, here
+        if self.lanes is not None:
+            fix(self, "lanes", _check_lanes(self))
+            fix(self, "provider", self.lanes[0].provider)
+        adapter = get_provider(self.provider)
         fix(self, "provider", adapter.name)
         if self.api_key is not None and not isinstance(self.api_key, Secret):
             fix(self, "api_key", Secret(_check_key(self.api_key, adapter)))
@@ -186,6 +211,30 @@ class SessionConfig:
         check_redis_option(self.redis)
         if self.state_file is not None and not isinstance(self.state_file, str | os.PathLike):
             raise ConfigurationError("state_file must be a path (str or os.PathLike) or None")
+        if self.lanes is None:
+            from ._pool._lanes import check_routing  # the pool's own checks
+
+            check_routing(self.routing, self.spend_cap)
+
+    def pool(self) -> Pool:
+        """The session's lanes as a ``Pool``: ``lanes``, or one lane from the options.
+
+        The one lane's key is read now (``resolved_key``). Raises
+        ``ConfigurationError`` when there is no key, or a ``spend_cap`` with a
+        lane whose price is unknown (a Runbase lane given no ``prices``).
+        """
+        from ._pool import Lane, Pool
+
+        lanes = self.lanes
+        if lanes is None:
+            lane = Lane(
+                self.provider,
+                self.resolved_key().reveal(),
+                base_url=self.base_url,
+                rate_limit=self.rate_limit,
+            )
+            lanes = (lane,)
+        return Pool(lanes, routing=self.routing, spend_cap=self.spend_cap)
 
     @property
     def adapter(self) -> Provider:
@@ -249,6 +298,28 @@ class SessionOptions(TypedDict, total=False):
     redis: str | Redis | None
     state_file: str | os.PathLike[str] | None
     remember: bool
+    lanes: Sequence[Lane] | None
+    routing: Routing
+    spend_cap: float | None
+
+
+def _check_lanes(config: SessionConfig) -> tuple[Lane, ...]:
+    from ._pool import Pool
+
+    given = [
+        name for name in ("api_key", "base_url", "rate_limit") if getattr(config, name) is not None
+    ]
+    if given:
+        raise ConfigurationError(
+            f"with lanes=..., give {', '.join(given)} per gptimage_async.Lane, not to the session"
+        )
+    lanes = config.lanes
+    if isinstance(lanes, Pool):
+        raise ConfigurationError(
+            "pass a Pool's parts: lanes=pool.lanes, routing=pool.routing, spend_cap=pool.spend_cap"
+        )
+    # Pool checks the lanes (empty, same key twice, labels, routing, cap and prices).
+    return Pool(lanes, routing=config.routing, spend_cap=config.spend_cap).lanes  # type: ignore[arg-type]
 
 
 def _check_key(key: object, adapter: Provider) -> str:

@@ -8,7 +8,8 @@ one module per step:
 
 1. validated: ``_models`` (``as_request``), then the provider's own limits
    (``_providers``);
-2. routed to a lane (``_lane``; one today), which keeps it for life;
+2. routed to a lane (``_router``: late binding, failover and spend over the
+   pool's lanes, ``_pool`` for the rules), which keeps it for life (``_lane``);
 3. encoded by its provider adapter: ``_providers`` (one module per provider);
 4. sent through the rate limiter: ``_create`` (the create pipeline) waits in
    ``_limiter`` and sends with ``_transport``;
@@ -28,7 +29,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
@@ -38,6 +39,7 @@ from ._config import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RUN_TIMEOUT,
     OnExit,
+    Routing,
     SessionConfig,
 )
 from ._create import Creator
@@ -48,14 +50,15 @@ from ._exceptions import (
     SessionClosedError,
 )
 from ._feed import Countdown
-from ._lane import Lane, Lifecycle, LimiterView, SchedulerView
+from ._lane import LaneRuntime, Lifecycle, LimiterView, SchedulerView
 from ._limiter import Limiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
+from ._pool import Lane, Pool
 from ._providers import Provider, ProviderName
 from ._registry import RunRegistry
+from ._router import PoolStats, Router
 from ._run import Run
 from ._scheduler import PollScheduler
-from ._stats import SessionStats
 from ._transport import Transport
 
 if TYPE_CHECKING:
@@ -93,8 +96,14 @@ class Session:
     ``rate_limit``, ``request_timeout``, ``run_timeout``, ``on_exit``,
     ``resend_uncertain_creates``, ``max_create_attempts``,
     ``max_connections``, ``user_agent``, ``proxy``, ``redis``,
-    ``state_file``, ``remember``. ``Session.from_config(config)`` opens one
-    from a ``SessionConfig`` built beforehand.
+    ``state_file``, ``remember``, ``lanes``, ``routing``, ``spend_cap``.
+    ``Session.from_config(config)`` opens one from a ``SessionConfig`` built
+    beforehand.
+
+    Several keys and sellers in one session (README, "Several keys and
+    sellers"): ``Session(lanes=[Lane("runbase", key_a), Lane("apiinone")],
+    routing="cheapest", spend_cap=5000)``; each create goes to the lane the
+    routing picks when a slot is free there, and its run stays on that lane.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for any bad argument or a
     missing API key, before anything is opened.
@@ -127,6 +136,9 @@ class Session:
         redis: str | Redis | None = None,
         state_file: str | os.PathLike[str] | None = None,
         remember: bool = True,
+        lanes: Sequence[Lane] | None = None,
+        routing: Routing = "earliest",
+        spend_cap: float | None = None,
     ) -> None:
         # Every parameter is a SessionConfig field, in the same order with the
         # same default (tests/test_argument_errors.py holds the two together).
@@ -146,7 +158,7 @@ class Session:
         return session
 
     def _setup(self, config: SessionConfig) -> None:
-        key = config.resolved_key()
+        pool = config.pool()  # reads the key, checks the pool: before anything opens
         self._config = config
         self._provider: Provider = config.adapter
         self._resend = config.resend_uncertain_creates  # read by Batch
@@ -154,12 +166,23 @@ class Session:
         # scheduler read and wake on it, and run times must compare with theirs.
         self._clock: Callable[[], float] = time.monotonic
         self.runs = RunRegistry()
-        self.stats = SessionStats()
+        self.stats = PoolStats()
         self._life = Lifecycle(self.runs, owner=self)
-        # Today one lane; a pool of keys gives the session several (``_route``).
+        several = len(pool.lanes) > 1
         self._lanes = [
-            Lane(config, api_key=key, everyone=self.runs, stats=self.stats, life=self._life)
+            LaneRuntime(
+                config, spec, everyone=self.runs, stats=self.stats, life=self._life, several=several
+            )
+            for spec in pool.lanes
         ]
+        self._router = Router(
+            pool,
+            self._lanes,
+            stats=self.stats,
+            clock=lambda: self._clock(),
+            run_timeout=config.run_timeout,
+            resend_uncertain=config.resend_uncertain_creates,
+        )
         # The bulk verbs' feeder tasks; each lane owns its own tasks.
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -177,8 +200,13 @@ class Session:
 
     @property
     def base_url(self) -> str:
-        """The API root requests go to."""
-        return self._config.api_root
+        """The API root requests go to (the first lane's, in a pool)."""
+        return self._lanes[0].base_url
+
+    @property
+    def pool(self) -> Pool:
+        """The session's lanes, routing and spend cap (one lane unless ``lanes=`` was given)."""
+        return self._router.pool
 
     @property
     def limiter(self) -> LimiterView:
@@ -299,14 +327,6 @@ class Session:
     def _busy(self) -> None:
         self._life.busy()
 
-    def _creator_now(self) -> Creator:
-        assert self._creator is not None  # set by open(); callers checked the session is open
-        return self._creator
-
-    def _route(self) -> Lane:
-        """The lane a new run goes to (the only one, today)."""
-        return self._lanes[0]
-
     # -- submitting --------------------------------------------------------------
 
     def prepare(
@@ -322,7 +342,9 @@ class Session:
         Raises ``InvalidRequestError``. ``submit`` calls this itself.
         """
         req = as_request(request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls)
-        self._provider.validate(req)
+        # Valid on every lane it may be routed to.
+        for adapter in {lane.adapter.name: lane.adapter for lane in self._lanes}.values():
+            adapter.validate(req)
         return req
 
     async def submit(
@@ -365,7 +387,7 @@ class Session:
             request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
         )
         self._check_open()
-        return await self._route().create(
+        return await self._router.create(
             req, index=None, on_send=on_send, ahead_of_polls=ahead_of_polls
         )
 
@@ -383,13 +405,19 @@ class Session:
         )
         return await run
 
-    def attach(self, run_id: str, *, request: ImageRequest | None = None) -> Run:
+    def attach(
+        self, run_id: str, *, request: ImageRequest | None = None, lane: str | Lane | None = None
+    ) -> Run:
         """Track a run created earlier (by another session, before a restart ...).
 
         Returns the run already tracked under this id if there is one. The
-        run is polled at once, then as usual; nothing is created. Raises
-        ``ConfigurationError`` for an empty id, ``SessionClosedError`` /
-        ``WrongEventLoopError`` as ``submit`` does.
+        run is polled at once, then as usual, through ``lane``; nothing is
+        created. ``lane`` names the lane that created the run (a run id is
+        known only to its own key): its ``run.lane`` (``"provider:fingerprint"``),
+        a ``Lane`` of the pool, its label or its fingerprint; optional in a
+        session of one lane. Raises ``ConfigurationError`` for an empty id, a
+        lane not in the pool, or no lane in a pool of several;
+        ``SessionClosedError`` / ``WrongEventLoopError`` as ``submit`` does.
         """
         self._check_open()
         if not isinstance(run_id, str) or not run_id.strip():
@@ -397,7 +425,7 @@ class Session:
         existing = self.runs.get(run_id)
         if existing is not None:
             return existing
-        return self._route().attach(run_id, request, self._clock())
+        return self._router.lane_for(lane).attach(run_id, request, self._clock())
 
     @overload
     async def generate_many(
@@ -621,7 +649,7 @@ class Session:
     async def _create_or_failed(self, item: ImageRequest | str, index: int, last: bool) -> Run:
         try:
             req = self.prepare(item)
-            return await self._creator_now().create(req, index=index, ahead_of_polls=last)
+            return await self._router.create(req, index=index, ahead_of_polls=last)
         except GPTImageError as exc:
             now = self._clock()
             request = item if isinstance(item, ImageRequest) else None
