@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,12 @@ if TYPE_CHECKING:
 __all__ = ["PoolStats", "Router", "session_from_pool_file"]
 
 logger = logging.getLogger("gptimage_async")
+
+#: Under ``"cheapest"``, how many slot intervals of a cheaper lane a create may
+#: wait for it before it overflows to a dearer one. More than one: a lane whose
+#: last slot just went (to a poll, say) is busy for one interval, not saturated;
+#: under 2, so the second create queued on it already overflows.
+CHEAP_SLOTS = 1.5
 
 
 class _Rebind(Exception):
@@ -269,7 +276,17 @@ class Router:
                     now=now,
                 )
             )
-        return route(views, now=now, policy=self.pool.routing, spend=self.ledger)
+        # Each lane's next_free counts the creates bound to it, so a queue shows
+        # saturation: a create may wait up to CHEAP_SLOTS slots of a cheaper lane
+        # (a poll just sent there is no saturation), the next queued one overflows.
+        return route(
+            views,
+            now=now,
+            policy=self.pool.routing,
+            spend=self.ledger,
+            horizon=math.inf,
+            share=CHEAP_SLOTS,
+        )
 
     async def _wait(self, until: float) -> None:
         if self._changed is None:
