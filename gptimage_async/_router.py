@@ -171,6 +171,24 @@ class Router:
         self._bound = [0] * len(self.lanes)
         self._changed: asyncio.Event | None = None
 
+    def rate(self) -> float:
+        """The believed rates of the lanes open for creates, summed (requests per second).
+
+        What a bulk job can keep busy: its window and its tail scale with it.
+        A pool whose every lane is closed counts its first lane's, so the
+        window never drops to nothing while creates end with the cause.
+        """
+        now = self.clock()
+        rates = [
+            lane.limiter.rate
+            for lane, health in zip(self.lanes, self.health, strict=True)
+            if lane.limiter is not None and health.state(now) is not LaneState.CLOSED
+        ]
+        if rates:
+            return sum(rates)
+        first = self.lanes[0].limiter
+        return first.rate if first is not None else 0.0
+
     # -- attach ----------------------------------------------------------------------------
 
     def lane_for(self, lane: str | PoolLane | None) -> LaneRuntime:

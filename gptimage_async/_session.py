@@ -545,7 +545,7 @@ class Session:
             return 1
         model = self._scheduler.model
         longest = model.quantile(TAIL_QUANTILE) if model.ready else self._limiter.per
-        return max(1, math.ceil(TAIL_FACTOR * self._limiter.rate * longest))
+        return max(1, math.ceil(TAIL_FACTOR * self._router.rate() * longest))
 
     def _tail_left(self) -> int:
         # Creates already waiting are promoted with the first one marked: they count.
@@ -644,7 +644,7 @@ class Session:
         model = self._scheduler.model
         if model.ready:
             duration = max(duration, model.quantile(0.95))
-        return max(FEEDERS, math.ceil(WINDOW_FACTOR * self._limiter.rate * duration))
+        return max(FEEDERS, math.ceil(WINDOW_FACTOR * self._router.rate() * duration))
 
     async def _create_or_failed(self, item: ImageRequest | str, index: int, last: bool) -> Run:
         try:
