@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._config import SessionConfig
 from ._create import Creator
-from ._exceptions import SessionClosedError, WrongEventLoopError
+from ._exceptions import APIStatusError, GPTImageError, SessionClosedError, WrongEventLoopError
+from ._fleet_closure import FleetClosure
 from ._images import bind as bind_result
 from ._limiter import AdaptiveRate, Limiter, RateLimiter
 from ._manifest import key_fingerprint
@@ -220,6 +221,8 @@ class LaneRuntime:
         self.limiter: Limiter | None = None
         self.scheduler: PollScheduler | None = None
         self.creator: Creator | None = None
+        #: The key's closed state shared through Redis (``redis=`` only).
+        self.fleet: FleetClosure | None = None
 
     async def open(self) -> None:
         """Open the lane; on any failure, release what was opened and raise."""
@@ -242,6 +245,7 @@ class LaneRuntime:
             )
             await self.limiter.start()
             self._share_store(self.limiter)
+            await self._join_fleet(self.limiter)
             self.scheduler = PollScheduler(
                 provider=self.adapter,
                 transport=self.transport,
@@ -283,6 +287,19 @@ class LaneRuntime:
                 timeout=limiter.timeout,
                 fallback=self._store,
             )
+
+    async def _join_fleet(self, limiter: Limiter) -> None:
+        # With Redis, a key closed by another process is closed here too (_fleet_closure).
+        if isinstance(limiter, SharedLimiter):
+            budget = budget_id(self.adapter.name, self._key.reveal())
+            self.fleet = FleetClosure(limiter.client, budget, timeout=limiter.timeout)
+            self.fleet.cause = await self.fleet.read()
+            self._spawn(self.fleet.watch, name="gptimage-fleet-closure")
+
+    def publish_closed(self, cause: GPTImageError) -> None:
+        """Tell the fleet (with ``redis=``) that this lane's key is closed by ``cause``."""
+        if self.fleet is not None and isinstance(cause, APIStatusError):
+            self._spawn(self.fleet.publish, cause, name="gptimage-fleet-closure")
 
     async def _load(self, now: float) -> None:
         if self._store is None or self.scheduler is None:

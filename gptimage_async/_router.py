@@ -266,6 +266,13 @@ class Router:
         views: list[LaneView] = []
         for i, lane in enumerate(self.lanes):
             health = self.health[i]
+            if lane.fleet is not None and lane.fleet.cause is not None and health.cause is None:
+                health.close(lane.fleet.cause)  # another process on the key was refused
+                logger.warning(
+                    "lane %s is closed for new creates: another process on its key was told %s",
+                    lane.spec.label,
+                    lane.fleet.cause,
+                )
             if i in failed or (len(self.lanes) == 1 and health.cause is None):
                 # A lane this create failed on is closed to it; one open lane is always ready.
                 cause = failed.get(i)
@@ -383,6 +390,7 @@ class Router:
         was_closed = health.cause is not None
         health.apply(exc, decision, self.clock())
         if decision.lane is LaneAction.CLOSE and not was_closed:
+            self.lanes[i].publish_closed(exc)
             logger.warning(
                 "lane %s is closed for new creates (%s); its runs in flight are still polled",
                 self.lanes[i].spec.label,

@@ -102,7 +102,9 @@ async def test_cheapest_overflows_to_the_dear_lane_only_when_saturated() -> None
     cheap, dear = sim.stats.key("sk-cheap").creates, sim.stats.key("sk-dear").creates
     assert cheap + dear == 60
     assert dear > 0  # a burst saturates the cheap lane
-    assert cheap >= dear  # ... which still takes its full share
+    # ... which keeps its share: were it skipped as soon as one slot was taken
+    # (by a poll, say), the dear lane would take nearly every create.
+    assert cheap >= 15, (cheap, dear)
     no_cross_key_polls(sim, *keys)
 
 
