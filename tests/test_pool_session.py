@@ -108,6 +108,21 @@ async def test_cheapest_overflows_to_the_dear_lane_only_when_saturated() -> None
     no_cross_key_polls(sim, *keys)
 
 
+async def test_late_binding_gives_a_faster_lane_more_creates() -> None:
+    # Bound at send time, creates follow each lane's free slots: a lane with a
+    # quarter of the budget gets far fewer (round-robin would give it half).
+    keys = {"sk-fast": KeyConfig(rate_limit=20), "sk-slow": KeyConfig(rate_limit=4)}
+    async with simulator(keys) as sim:
+        lanes = [lane(sim, "sk-slow"), lane(sim, "sk-fast")]
+        async with pool_session(lanes) as session:
+            results = await session.generate_many([f"f{i}" for i in range(40)])
+    assert len(results) == 40
+    fast, slow = sim.stats.key("sk-fast").creates, sim.stats.key("sk-slow").creates
+    assert fast + slow == 40 and slow >= 1
+    assert fast >= 2 * slow, (fast, slow)
+    no_cross_key_polls(sim, *keys)
+
+
 # -- failover -------------------------------------------------------------------------------
 
 CLOSING = {
@@ -201,6 +216,25 @@ async def test_an_uncertain_create_never_moves_to_another_lane() -> None:
     assert spend is not None and spend.lanes[0].uncertain == 1
 
 
+async def test_an_outage_cools_its_lane_and_creates_move_to_the_other() -> None:
+    keys = {"sk-a": KeyConfig(), "aio_b": KeyConfig()}
+    # Runbase answers every create 503 before doing anything: nothing is made there.
+    faults = Faults(create_5xx=1.0, applies_to=frozenset({"runbase"}))
+    async with simulator(keys, faults=faults) as sim:
+        lanes = [lane(sim, "sk-a", prices={"medium": 1, "high": 1}), lane(sim, "aio_b", "apiinone")]
+        async with pool_session(lanes, routing="cheapest", max_create_attempts=1) as session:
+            results = await asyncio.wait_for(
+                session.generate_many([f"outage {i}" for i in range(5)]), LIMIT
+            )
+            spend = session.stats.spend
+    assert all(result.urls for result in results)
+    assert sim.stats.key("aio_b").creates == 5 and sim.stats.creates == 5
+    # Cooling: after the first refusals the cheap lane is left alone for a while.
+    assert sim.stats.faults["create_5xx"] <= 3
+    assert spend is not None and [item.created for item in spend.lanes] == [0, 5]
+    assert spend.spent == 50
+
+
 # -- spend ----------------------------------------------------------------------------------
 
 
@@ -220,6 +254,17 @@ async def test_the_spend_cap_is_never_exceeded() -> None:
     assert sum(isinstance(item, gi.SpendCapError) for item in out) == 5
     assert spend is not None and spend.spent == 20 and spend.cap == 22
     assert sum(item.created for item in spend.lanes) == 5
+
+
+async def test_runbase_refunds_failed_runs_in_the_spend() -> None:
+    async with simulator({"sk-a": KeyConfig()}, failure_rate=1.0) as sim:
+        lanes = [lane(sim, "sk-a", prices={"medium": 3, "high": 8})]
+        async with pool_session(lanes) as session:
+            out = await session.generate_many(["x", "y"], return_exceptions=True)
+            spend = session.stats.spend
+    assert all(isinstance(item, gi.RunFailedError) for item in out)
+    assert spend is not None and spend.lanes[0].created == 2 and spend.lanes[0].refunded == 2
+    assert spend.spent == 0 and sim.spent("sk-a") == 0
 
 
 async def test_bad_pools_are_refused_before_anything_is_sent(
