@@ -18,14 +18,14 @@ from urllib.parse import urlsplit
 
 from ._exceptions import ConfigurationError
 from ._models import RateLimit
+from ._pool import Lane, Pool
+from ._pool._lanes import check_routing
 from ._providers import Provider, ProviderName, get_provider
 from ._shared_limiter import check_redis_option
 from ._transport import Secret, check_proxy, display_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-
-    from ._pool import Lane, Pool
 else:  # get_type_hints() must work without the optional redis package
     Redis = Any
 
@@ -212,9 +212,7 @@ class SessionConfig:
         if self.state_file is not None and not isinstance(self.state_file, str | os.PathLike):
             raise ConfigurationError("state_file must be a path (str or os.PathLike) or None")
         if self.lanes is None:
-            from ._pool._lanes import check_routing  # the pool's own checks
-
-            check_routing(self.routing, self.spend_cap)
+            check_routing(self.routing, self.spend_cap)  # the pool's own checks
 
     def pool(self) -> Pool:
         """The session's lanes as a ``Pool``: ``lanes``, or one lane from the options.
@@ -223,8 +221,6 @@ class SessionConfig:
         ``ConfigurationError`` when there is no key, or a ``spend_cap`` with a
         lane whose price is unknown (a Runbase lane given no ``prices``).
         """
-        from ._pool import Lane, Pool
-
         lanes = self.lanes
         if lanes is None:
             lane = Lane(
@@ -304,8 +300,6 @@ class SessionOptions(TypedDict, total=False):
 
 
 def _check_lanes(config: SessionConfig) -> tuple[Lane, ...]:
-    from ._pool import Pool
-
     given = [
         name for name in ("api_key", "base_url", "rate_limit") if getattr(config, name) is not None
     ]
