@@ -7,6 +7,7 @@
     python -m benchmarks --only bulk idle --runs 200 --time-scale 0.05
     python -m benchmarks --only drift warm  # the learning figures
     python -m benchmarks --only fleet     # several processes on one key (needs redis-server)
+    python -m benchmarks --only steady    # web-app load: steady arrivals (fleet part needs Redis)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -26,7 +28,7 @@ from .figures import draw
 from .report import ADAPT_RUNS, COLD_RUNS, FIRST_RUNS, Results, Settings, render
 from .scenarios import DEFAULT_LIMIT, WINDOW, Bulk
 
-SCENARIOS = ("bulk", "drift", "warm", "idle", "cpu", "memory", "gallery", "fleet")
+SCENARIOS = ("bulk", "drift", "warm", "idle", "cpu", "memory", "gallery", "steady", "fleet")
 #: Needs redis-server and OS processes, minutes of them: only when named in --quick.
 NOT_QUICK = ("fleet",)
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -48,6 +50,10 @@ IN_FLIGHT = (10_000, 300)
 LATENESS_WINDOW = (5.0, 0.3)
 #: Images on the gallery page measured (quick runs too: it takes a second).
 GALLERY_ENTRIES = 10_000
+#: Arrivals per steady job (each load, each client), and in the steady fleet's job.
+STEADY_RUNS = (200, 8)
+#: The steady fleet's processes: quick runs use two, with two runs each.
+STEADY_FLEET = (scenarios.FLEET, 2)
 #: The hand-written client gets as long as an ideal client needs for the whole job.
 BASELINE_CAP = 1.0
 
@@ -87,6 +93,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="semaphore size of the bounded hand-written client (default %(default)s)",
     )
     parser.add_argument(
+        "--steady-loads",
+        type=float,
+        nargs="+",
+        default=list(scenarios.LOADS),
+        metavar="F",
+        help="shares of the budget the steady arrivals take (default %(default)s; "
+        "f x limit / window runs per second, 1/f requests of budget per run)",
+    )
+    parser.add_argument(
         "--output", type=Path, default=RESULTS, help="where to write the results (%(default)s)"
     )
     args = parser.parse_args(argv)
@@ -102,9 +117,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.cpu_runs = CPU_RUNS[pick]
     args.cpu_rounds = CPU_ROUNDS[pick]
     args.window = LATENESS_WINDOW[pick]
+    args.steady_runs = STEADY_RUNS[pick]
+    args.steady_fleet = STEADY_FLEET[pick]
     args.only = args.only or [s for s in SCENARIOS if not (args.quick and s in NOT_QUICK)]
     if args.runs < 1 or args.in_flight < 1 or not args.time_scale > 0:
         parser.error("--runs and --in-flight must be positive, --time-scale above 0")
+    if not all(0 < f <= 1 for f in args.steady_loads):
+        parser.error("--steady-loads must be shares of the budget, above 0 and at most 1")
     return args
 
 
@@ -255,6 +274,34 @@ async def memory(args: argparse.Namespace, results: Results) -> None:
     say(f"  {row.traced / row.runs:,.0f} B per run, {len(row.lateness)} lateness samples")
 
 
+async def steady(args: argparse.Namespace, results: Results) -> None:
+    ts, n = args.time_scale, args.steady_runs
+    for load in args.steady_loads:
+        for measure in (scenarios.steady_ours, scenarios.steady_baseline):
+            row = await measure(load, n, time_scale=ts)
+            results.steady.append(row)
+            _say_steady(row)
+    if shutil.which("redis-server") is None:
+        results.steady_note = "The fleet row was not measured: `redis-server` is not installed."
+        say(f"  {results.steady_note}")
+        return
+    processes = args.steady_fleet
+    runs = n if processes == scenarios.FLEET else 2 * processes
+    row = await scenarios.steady_fleet(
+        scenarios.FLEET_LOAD, runs, time_scale=ts, processes=processes
+    )
+    results.steady.append(row)
+    _say_steady(row)
+
+
+def _say_steady(row: scenarios.Steady) -> None:
+    say(
+        f"  {row.client}, load {row.load:g}: delay/run {row.delay_share:.1%}, "
+        f"polls/run {row.polls_per_run:.2f}, 429s {row.share_429:.1%}, kept {row.kept:.2f}, "
+        f"{row.resolved}/{row.runs} resolved"
+    )
+
+
 async def gallery(args: argparse.Namespace, results: Results) -> None:
     row = gallery_benchmark.measure(GALLERY_ENTRIES)
     results.gallery = row
@@ -282,6 +329,7 @@ async def run(args: argparse.Namespace) -> Results:
         "cpu": cpu,
         "memory": memory,
         "gallery": gallery,
+        "steady": steady,
         "fleet": fleet,
     }
     for name in SCENARIOS:

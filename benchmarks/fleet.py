@@ -24,26 +24,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import gptimage_async as gi
-from gptimage_async._limiter import RateLimiter
-from gptimage_async._shared_limiter import SharedLimiter
+from gptimage_async._budget import RateLimiter
+from gptimage_async._budget.shared import SharedLimiter
 from gptimage_async.simulator import Simulator, SimulatorConfig
+
+from ._processes import collect as _collect
+from ._processes import redis_server, spawn
+from ._processes import start as _start
 
 KEY = "sk-fleet-benchmark"
 LIMIT = 20
@@ -58,7 +56,6 @@ STARTUP = 3.0
 OUTAGE_AT = 6
 OUTAGE_WINDOWS = 3
 LATENCY_SAMPLES = 2000
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -84,73 +81,8 @@ class Row:
         return self.rate_limited / self.requests if self.requests else 0.0
 
 
-@contextlib.contextmanager
-def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes], list[str]]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    workdir = tempfile.mkdtemp(prefix="fleet-redis-")
-    argv = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        workdir,
-    ]
-    holder = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    _wait_for_port(port)
-    try:
-        yield f"redis://127.0.0.1:{port}/0", holder[0], argv
-    finally:
-        for proc in holder:
-            proc.kill()
-            proc.wait()
-
-
-def _start(argv: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _wait_for_port(port: int) -> None:
-    for _ in range(500):
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.01)
-    raise RuntimeError("redis-server did not start")
-
-
-def _worker_argv(opts: dict[str, Any]) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.fleet", "--worker", json.dumps(opts)]
-
-
 async def _spawn(opts: dict[str, Any]) -> asyncio.subprocess.Process:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return await asyncio.create_subprocess_exec(
-        *_worker_argv(opts),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
-async def _collect(proc: asyncio.subprocess.Process) -> dict[str, Any]:
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"a worker failed:\n{err.decode()[-2000:]}")
-    if os.environ.get("FLEET_DEBUG"):
-        print(err.decode()[-3000:], file=sys.stderr)
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return result
+    return await spawn("benchmarks.fleet", opts)
 
 
 async def fleet(

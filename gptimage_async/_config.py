@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
+from ._budget import check_redis_option
 from ._exceptions import ConfigurationError
 from ._models import RateLimit
 from ._pool import Lane, Pool
 from ._pool._lanes import check_routing
 from ._providers import Provider, ProviderName, get_provider
-from ._shared_limiter import check_redis_option
-from ._transport import Secret, check_proxy, display_url
+from ._transport import Secret, Transport, check_proxy, display_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -111,8 +111,10 @@ class SessionConfig:
       as requests and httpx do, read when the session opens. Credentials in
       it are never shown.
     * ``redis``: ``str | redis.asyncio.Redis | None``, default ``None``: a
-      ``redis://`` / ``rediss://`` URL or a client; every session, in any
-      process, naming the same Redis, provider and key then shares the key's
+      ``redis://`` / ``rediss://`` URL, a
+      ``redis+sentinel://host:26379[,host2]/service[/db]`` URL (the primary
+      Redis Sentinel names, followed through a failover), or a client; every
+      session, in any process, naming the same Redis, provider and key then shares the key's
       budget (one GCRA schedule kept in Redis; see the README's "Several
       processes, one key"). Needs the extra ``gptimage-async[redis]``;
       without it, ``ConfigurationError`` names the extra. ``None``: the
@@ -137,6 +139,11 @@ class SessionConfig:
       Redis's either way: only run durations are taken from the file.
     * ``remember``: ``bool``, default ``True``. ``False``: nothing learned is
       loaded or saved, neither in Redis nor in ``state_file``.
+    * ``transport``: ``Transport | None``, default ``None``: the aiohttp
+      transport built from the options above. For tests and advanced use: a
+      ``Transport`` (``gptimage_async._transport``) every request is sent
+      through instead, e.g. the in-memory one onto the simulator that
+      ``gptimage_async.testing.memory_session`` builds. The session closes it.
     * ``lanes``: ``Iterable[Lane] | None``, default ``None``: a pool of several
       keys and sellers (README, "Several keys and sellers"); each
       ``gptimage_async.Lane`` names its provider, key, base URL, starting
@@ -168,12 +175,19 @@ class SessionConfig:
     redis: str | Redis | None = None
     state_file: str | os.PathLike[str] | None = None
     remember: bool = True
+    # A live object, not a setting: left out of == and repr.
+    transport: Transport | None = dataclasses.field(default=None, repr=False, compare=False)
     lanes: Sequence[Lane] | None = None
     routing: Routing = "earliest"
     spend_cap: float | None = None
 
     def __post_init__(self) -> None:
         fix = object.__setattr__  # frozen: normalised values are set once, here
+        if self.transport is not None and not (
+            callable(getattr(self.transport, "send", None))
+            and callable(getattr(self.transport, "aclose", None))
+        ):
+            raise ConfigurationError("transport must be a gptimage_async Transport or None")
         if self.lanes is not None:
             fix(self, "lanes", _check_lanes(self))
             fix(self, "provider", self.lanes[0].provider)
@@ -294,6 +308,7 @@ class SessionOptions(TypedDict, total=False):
     redis: str | Redis | None
     state_file: str | os.PathLike[str] | None
     remember: bool
+    transport: Transport | None
     lanes: Sequence[Lane] | None
     routing: Routing
     spend_cap: float | None
@@ -313,7 +328,11 @@ def _check_lanes(config: SessionConfig) -> tuple[Lane, ...]:
             "pass a Pool's parts: lanes=pool.lanes, routing=pool.routing, spend_cap=pool.spend_cap"
         )
     # Pool checks the lanes (empty, same key twice, labels, routing, cap and prices).
-    return Pool(lanes, routing=config.routing, spend_cap=config.spend_cap).lanes  # type: ignore[arg-type]
+    pool = Pool(lanes, routing=config.routing, spend_cap=config.spend_cap)  # type: ignore[arg-type]
+    if config.transport is not None and len(pool.lanes) > 1:
+        # One transport sends with one key; each lane needs its own.
+        raise ConfigurationError("transport= works with one lane, not a pool of several")
+    return pool.lanes
 
 
 def _check_key(key: object, adapter: Provider) -> str:

@@ -7,9 +7,9 @@ The pipeline reads from the method names::
         → _send_shielded              one attempt as a task the caller cannot orphan
           → _send_once                POST; read the answer (``_classify``)
             → _accept                 build the Run, register it, hand it to the scheduler
-            → _refused / _uncertain   send again, or raise the typed error
+            → _not_created / _uncertain   send again, or raise the typed error
 
-Sorting errors is ``_classify``'s job; this module only acts on the verdict.
+Reading the answer is ``_classify.read``'s job; this module only acts on its verdict.
 A create costs money, so one that may have reached the provider is never
 sent again silently: it raises ``UncertainCreateError`` (unless the session
 was opened with ``resend_uncertain_creates=True``).
@@ -24,31 +24,22 @@ from typing import Any
 
 import anyio
 
-from ._classify import (
-    Verdict,
-    classify_no_answer,
-    classify_status,
-    classify_unreadable,
-    read_answer,
-    report_answer,
-    report_no_answer,
-    wait_as_told,
-)
+from ._budget import PRIORITY_CREATE, PRIORITY_LAST_CREATE, Limiter
+from ._classify import Reading, Verdict, exchange, read, read_answer, report
 from ._exceptions import (
     APIStatusError,
     GPTImageError,
-    ProtocolError,
     RunTimeoutError,
+    SessionClosedError,
     UncertainCreateError,
 )
-from ._limiter import PRIORITY_CREATE, PRIORITY_LAST_CREATE, Limiter
 from ._models import ImageRequest
-from ._providers import Provider
+from ._providers import Provider, RunSnapshot
 from ._registry import RunRegistry
 from ._run import Run
 from ._scheduler import PollScheduler
 from ._stats import SessionStats
-from ._transport import SendError, Transport
+from ._transport import Answer, Transport
 
 __all__ = ["Creator"]
 
@@ -59,14 +50,16 @@ class _NotCreated:
     """The outcome of an attempt that certainly created nothing: it may be sent again.
 
     ``verdict`` is ``Verdict.RETRY`` (costs an attempt) or ``Verdict.WAIT``
-    (rate limited: costs none, the limiter holds the next attempt back).
+    (costs none: the limiter holds the next attempt back after a 429, and
+    ``wait`` seconds are this create's own, a ``Retry-After`` on a 503).
     """
 
-    __slots__ = ("error", "verdict")
+    __slots__ = ("error", "verdict", "wait")
 
-    def __init__(self, error: GPTImageError, verdict: Verdict) -> None:
+    def __init__(self, error: GPTImageError, verdict: Verdict, wait: float = 0.0) -> None:
         self.error = error
         self.verdict = verdict
+        self.wait = wait
 
 
 class Creator:
@@ -176,16 +169,16 @@ class Creator:
                     raise outcome.error
             elif self._clock() > deadline:
                 raise outcome.error
-            elif isinstance(outcome.error, APIStatusError):
-                await self._wait_as_told(outcome.error, deadline)
+            else:
+                await self._wait_as_told(outcome, deadline)
             logger.debug("create not accepted (%s); sending it again", outcome.error)
 
-    async def _wait_as_told(self, error: APIStatusError, deadline: float) -> None:
+    async def _wait_as_told(self, outcome: _NotCreated, deadline: float) -> None:
         # A 429's wait is the limiter's; a 503's Retry-After (say) is this create's.
         # The deadline still holds: a wait that would end past it fails now.
-        seconds = wait_as_told(error)
+        seconds = outcome.wait
         if self._clock() + seconds >= deadline:
-            raise error
+            raise outcome.error
         if seconds > 0:
             logger.debug("waiting %.3gs as told before sending the create again", seconds)
             await anyio.sleep(seconds)
@@ -214,11 +207,22 @@ class Creator:
         except TimeoutError:
             if not waiting.expired():
                 raise  # the limiter's own, not the deadline's
+        except asyncio.CancelledError:
+            # The limiter cancels its waiters when the session closes; a caller
+            # who cancelled nothing gets the typed error, not a bare cancel.
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            self._still_open()
+            raise
         finally:
             self.waiting -= 1
             self._tail_waiting -= last
             if last and not self._tail_waiting:
                 self._scheduler.tail_ended()
+        # Granted while the session began closing: not sent. Closing lets creates
+        # on the wire finish, but one sent now could be paid for and then lost.
+        self._still_open()
         if last and sent_at is not None:
             self._stats.tail_creates += 1
         if sent_at is None:  # raised here, not in the except block: no TimeoutError context
@@ -230,6 +234,16 @@ class Creator:
         if on_send is not None:
             on_send()
         return await self._send_shielded(request, body, sent_at, index)
+
+    def _still_open(self) -> None:
+        """Raise ``SessionClosedError`` (nothing was sent) if the session began closing."""
+        try:
+            self._check_open()
+        except SessionClosedError:
+            raise SessionClosedError(
+                "the session began closing before this create was sent: it was not sent, "
+                "no run was created and nothing was paid for"
+            ) from None
 
     async def _send_shielded(
         self, request: ImageRequest, body: bytes, sent_at: float, index: int | None
@@ -252,34 +266,17 @@ class Creator:
     async def _send_once(
         self, request: ImageRequest, body: bytes, sent_at: float, index: int | None
     ) -> Run | _NotCreated:
-        limiter, stats = self._limiter, self._stats
-        stats.requests += 1
-        try:
-            answer = await self._transport.send("POST", self._provider.create_path, body)
-        except SendError as exc:
-            report_no_answer(limiter=limiter, stats=stats)
-            if self._resend or classify_no_answer(exc, create=True) is Verdict.RETRY:
-                # SendError is private: users see its public class.
-                return _NotCreated(exc.public(), Verdict.RETRY)
-            raise self._uncertain(request, str(exc)) from None
-        except APIStatusError as exc:  # a redirect the transport would not follow
-            report_answer(exc, limiter=limiter, stats=stats, sent_at=sent_at)
-            return self._refused(request, exc)
-        except ProtocolError as exc:
-            classify_unreadable(create=True)
-            raise self._uncertain(request, str(exc)) from None
-        try:
-            snapshot = read_answer(self._provider, answer, run_id=None)
-        except APIStatusError as exc:
-            report_answer(exc, limiter=limiter, stats=stats, sent_at=sent_at)
-            return self._refused(request, exc)
-        except ProtocolError as exc:
-            # A 2xx means the run exists; without its id it cannot be tracked.
-            report_answer(None, limiter=limiter, stats=stats, sent_at=sent_at)
-            classify_unreadable(create=True)
-            raise self._uncertain(request, f"the answer could not be read: {exc}") from None
-        report_answer(None, limiter=limiter, stats=stats, sent_at=sent_at)
-        return self._accept(request, snapshot.id, sent_at, index, rtt=answer.elapsed)
+        self._stats.requests += 1
+        path = self._provider.create_path
+        outcome = await exchange(self._transport, "POST", path, body)
+        reading = read(outcome, self._decode, kind="create", url=self._transport.base_url + path)
+        report(reading, limiter=self._limiter, stats=self._stats, sent_at=sent_at)
+        if reading.value is not None and isinstance(outcome, Answer):
+            return self._accept(request, reading.value.id, sent_at, index, rtt=outcome.elapsed)
+        return self._not_created(request, reading)
+
+    def _decode(self, answer: Answer) -> RunSnapshot:
+        return read_answer(self._provider, answer, run_id=None)
 
     def _accept(
         self, request: ImageRequest, run_id: str, sent_at: float, index: int | None, *, rtt: float
@@ -298,15 +295,17 @@ class Creator:
         self._scheduler.add(run, rtt=rtt)
         return run
 
-    def _refused(self, request: ImageRequest, error: APIStatusError) -> _NotCreated:
-        verdict = classify_status(error, create=True)
+    def _not_created(self, request: ImageRequest, reading: Reading[RunSnapshot]) -> _NotCreated:
+        error, verdict = reading.error, reading.verdict
+        assert error is not None
         if verdict is Verdict.UNCERTAIN:
             if not self._resend:
-                raise self._uncertain(request, f"the provider answered {error}")
+                why = f"the provider answered {error}" if isinstance(error, APIStatusError) else ""
+                raise self._uncertain(request, why or str(error))
             verdict = Verdict.RETRY
         if verdict is Verdict.FAIL:
             raise error
-        return _NotCreated(error, verdict)
+        return _NotCreated(error, verdict, reading.wait)
 
     def _uncertain(self, request: ImageRequest, why: str) -> UncertainCreateError:
         self._stats.uncertain_creates += 1

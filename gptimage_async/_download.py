@@ -1,10 +1,12 @@
-"""Saving generated images to disk: streamed, retried, capped, checked, atomic.
+"""Saving images: fetched through a ``Transport``, retried, capped, checked whole, atomic.
 
-An image is streamed to a hidden temporary file in the destination directory
-and renamed into place only once complete, so a file under its final name is
-always a whole image. Names are sanitised to ``[A-Za-z0-9._-]`` and checked
-to resolve inside the destination: nothing a provider sends can make a file
-land elsewhere.
+Through the session's transport, ``proxy=``, ``NO_PROXY`` and ``user_agent``
+apply and the key goes to the API's origin only. An image is read whole (at
+most ``max_bytes``), judged by its bytes (``_image_bytes``), written to a
+hidden temporary file and renamed into place: a file under its final name is
+always a whole image. ``_classify.read`` judges each attempt, as for creates
+and polls. Names are sanitised to ``[A-Za-z0-9._-]`` and must resolve inside
+the destination.
 """
 
 from __future__ import annotations
@@ -22,13 +24,20 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
-import aiohttp
 import anyio
 
-from ._classify import is_transient_status
-from ._exceptions import ConfigurationError, DownloadError
+from ._classify import IncompleteBody, Verdict, exchange, read
+from ._exceptions import (
+    APIStatusError,
+    ConfigurationError,
+    DownloadError,
+    GPTImageError,
+    status_error,
+)
+from ._image_bytes import HEAD_BYTES, sniff, why_not_whole
 from ._models import Result
 from ._retry import backoff_delays, parse_retry_after
+from ._transport import Answer, HTTPTransport, Transport
 from ._version import USER_AGENT
 
 __all__ = [
@@ -48,7 +57,10 @@ DEFAULT_ATTEMPTS = 4
 DEFAULT_TIMEOUT = 120.0
 #: Seconds one image may take in all: every attempt and every wait between them.
 DEFAULT_IMAGE_TIMEOUT = 300.0
-CHUNK_SIZE = 64 * 1024
+#: Connections a ``download()`` call without a transport opens at once.
+DEFAULT_CONNECTIONS = 8
+#: What an image request accepts (as browsers ask for an ``<img>``).
+IMAGE_ACCEPT = "image/avif,image/webp,image/png,image/*;q=0.8,*/*;q=0.5"
 #: Longest file name produced (well under the 255 bytes of common file systems).
 MAX_NAME_CHARS = 120
 #: Prefix of temporary files, so that a later run can sweep the ones a crash left.
@@ -77,25 +89,8 @@ GENERIC_TYPES = frozenset(
         "",
     }
 )
-#: Bytes read before deciding whether a body is an image (WebP needs 12).
-HEAD_BYTES = 64
-#: Magic numbers: (bytes, offset, type).
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
-    (b"\xff\xd8\xff", 0, "image/jpeg"),
-    (b"GIF87a", 0, "image/gif"),
-    (b"GIF89a", 0, "image/gif"),
-    (b"WEBP", 8, "image/webp"),
-    (b"ftypavif", 4, "image/avif"),
-)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
-
-
-class _Transient(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def slugify(text: str, *, max_chars: int = 40) -> str:
@@ -126,31 +121,43 @@ async def download(
     dest_dir: str | os.PathLike[str],
     *,
     stem: str | None = None,
-    client: aiohttp.ClientSession | None = None,
+    transport: Transport | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     attempts: int = DEFAULT_ATTEMPTS,
     attempt_timeout: float = DEFAULT_TIMEOUT,
     image_timeout: float = DEFAULT_IMAGE_TIMEOUT,
     base_url: str | None = None,
+    proxy: str | None = None,
+    user_agent: str | None = None,
 ) -> list[Path]:
     """Save the images of a result (or image URLs) into ``dest_dir``; return their paths.
 
     The files are named ``{stem}-{n}{ext}`` (``n`` from 1, ``ext`` from the
     image's bytes, else its content type); ``stem`` defaults to the run id, or
     to the URL's file name. Existing files of the same name are replaced. Each
-    image is streamed to disk and retried on 5xx, 429 and connection failures.
+    image is retried on 5xx, 429, connection failures, and bodies that are
+    not a whole image (empty, or cut short: a PNG without its IEND chunk, a
+    JPEG without EOI, a WebP shorter than its RIFF size, a body shorter than
+    its ``Content-Length``); a TLS certificate that fails verification is
+    not retried.
 
     An image is judged by its bytes: a PNG, JPEG, WebP or GIF served as
     ``application/octet-stream`` (or with no type) is saved; an HTML, XML or
     JSON page is refused whatever its label, and so is anything larger than
-    ``max_bytes``. ``data:image/...;base64,`` URLs are saved directly, and
-    relative URLs are resolved against ``base_url`` (the API root).
+    ``max_bytes`` (an image is held in memory whole before it is written).
+    ``data:image/...;base64,`` URLs are saved directly, and relative URLs are
+    resolved against ``base_url`` (the API root).
+
+    ``transport``: the ``Transport`` to fetch through, ``session.transport``
+    to share a session's connections, proxy and user agent (it is left
+    open). Default ``None``: a transport of this call's own, with ``proxy``
+    (else ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY``) and
+    ``user_agent``, and no API key.
 
     ``attempt_timeout`` bounds one attempt; ``image_timeout`` bounds one image in
     all: attempts, the waits between them (a ``Retry-After`` included) and the
     disk. A server asking to wait past it fails the image at once. Raises
-    ``DownloadError``. Pass ``client`` to reuse an ``aiohttp`` session across
-    many calls.
+    ``DownloadError``.
 
     >>> result = await session.generate("a ceramic lamp")      # doctest: +SKIP
     >>> await download(result, "out/")                          # doctest: +SKIP
@@ -164,8 +171,15 @@ async def download(
     base = safe_filename(stem if stem is not None else default_stem)
     dest = _prepare_dir(Path(dest_dir))
     limits = _Limits(max_bytes, attempts, attempt_timeout, image_timeout)
-    own_client = client is None
-    http = client or aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
+    own = transport is None
+    http = transport or HTTPTransport(
+        base_url or "",
+        None,
+        timeout=attempt_timeout,
+        max_connections=DEFAULT_CONNECTIONS,
+        user_agent=user_agent or USER_AGENT,
+        proxy=proxy,
+    )
     paths: list[Path | None] = [None] * len(urls)
     try:
         async with anyio.create_task_group() as tg:
@@ -181,8 +195,8 @@ async def download(
         # One image failing fails the call: report the first error as it was raised.
         raise first_error(group) from None
     finally:
-        if own_client:
-            await http.close()
+        if own:
+            await http.aclose()
     return [p for p in paths if p is not None]
 
 
@@ -244,9 +258,7 @@ def _absolute(url: str, base_url: str | None) -> str:
     return urljoin(base_url.rstrip("/") + "/", url)
 
 
-async def _save_one(
-    http: aiohttp.ClientSession, url: str, dest: Path, stem: str, limits: _Limits
-) -> Path:
+async def _save_one(http: Transport, url: str, dest: Path, stem: str, limits: _Limits) -> Path:
     if url[:5].lower() == "data:":
         return _save_data_url(url, dest, stem, limits.max_bytes)
     parts = urlsplit(url)
@@ -264,98 +276,81 @@ async def _save_one(
 
 
 async def _fetch(
-    http: aiohttp.ClientSession,
-    url: str,
-    dest: Path,
-    stem: str,
-    limits: _Limits,
-    deadline: float,
+    http: Transport, url: str, dest: Path, stem: str, limits: _Limits, deadline: float
 ) -> Path:
     delays = backoff_delays()  # when the server gave no Retry-After
+
+    def decode(answer: Answer) -> tuple[str, bytes]:
+        return _image(answer, url)
+
     for attempt in range(1, limits.attempts + 1):
         left = deadline - anyio.current_time()
-        per_attempt = aiohttp.ClientTimeout(total=max(0.001, min(limits.attempt_timeout, left)))
-        try:
-            return await _fetch_once(http, url, dest, stem, limits.max_bytes, per_attempt)
-        except _Transient as exc:
-            if attempt == limits.attempts:
-                raise DownloadError(
-                    f"could not download {url[:100]} after {limits.attempts} attempts: {exc}",
-                    url=url,
-                ) from None
-            delay = exc.retry_after if exc.retry_after is not None else next(delays)
-            left = deadline - anyio.current_time()
-            if delay >= left:
-                # Sleeping into the deadline only to fail there helps no one.
-                raise DownloadError(
-                    f"could not download {url[:100]}: {exc}, and waiting {delay:g}s more "
-                    f"would pass the image's {limits.timeout:g}s deadline",
-                    url=url,
-                ) from None
-            await anyio.sleep(delay)
+        outcome = await exchange(
+            http,
+            "GET",
+            url,
+            accept=IMAGE_ACCEPT,
+            time_limit=max(0.001, min(limits.attempt_timeout, left)),
+            max_bytes=limits.max_bytes,
+        )
+        reading = read(outcome, decode, kind="download")
+        if reading.value is not None:
+            ext, data = reading.value
+            return _write_file(_target(dest, stem + ext), data)
+        error = reading.error
+        assert error is not None
+        if reading.verdict is Verdict.FAIL:
+            raise _download_error(error, url)
+        if attempt == limits.attempts:
+            raise DownloadError(
+                f"could not download {url[:100]} after {limits.attempts} attempts: "
+                f"{_reason(error)}",
+                url=url,
+            )
+        delay = reading.wait if reading.verdict is Verdict.WAIT else next(delays)
+        left = deadline - anyio.current_time()
+        if delay >= left:
+            # Sleeping into the deadline only to fail there helps no one.
+            raise DownloadError(
+                f"could not download {url[:100]}: {_reason(error)}, and waiting {delay:g}s more "
+                f"would pass the image's {limits.timeout:g}s deadline",
+                url=url,
+            )
+        await anyio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def _fetch_once(
-    http: aiohttp.ClientSession,
-    url: str,
-    dest: Path,
-    stem: str,
-    max_bytes: int,
-    per_attempt: aiohttp.ClientTimeout,
-) -> Path:
-    try:
-        async with http.get(url, timeout=per_attempt) as response:
-            status = response.status
-            if is_transient_status(status):  # the same sorting as creates and polls
-                raise _Transient(
-                    f"HTTP {status}",
-                    parse_retry_after({k.lower(): v for k, v in response.headers.items()}),
-                )
-            if status != 200:
-                raise DownloadError(f"HTTP {status} for {url[:100]}", url=url, status_code=status)
-            # aiohttp reports a missing Content-Type as application/octet-stream: same verdict.
-            label = response.content_type.lower()
-            if not (label.startswith("image/") or label in GENERIC_TYPES):
-                raise DownloadError(
-                    f"{url[:100]} is {label!r}, not an image", url=url, status_code=status
-                )
-            length = response.content_length
-            if length is not None and length > max_bytes:
-                raise DownloadError(
-                    f"{url[:100]} is {length} bytes, over the {max_bytes}-byte cap", url=url
-                )
-            head = await _read_head(response)
-            ext = _judge(head, label, url)
-            target = _target(dest, stem + ext)
-            return await _stream_to(response, head, target, url, max_bytes)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise _Transient(f"{type(exc).__name__}: {exc}") from None
+def _image(answer: Answer, url: str) -> tuple[str, bytes]:
+    """The extension and bytes of the whole image in ``answer``; raises what ``read`` judges."""
+    status = answer.status
+    if status != 200:
+        raise status_error(status, f"HTTP {status}", retry_after=parse_retry_after(answer.headers))
+    label = answer.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not (label.startswith("image/") or label in GENERIC_TYPES):
+        raise DownloadError(f"{url[:100]} is {label!r}, not an image", url=url, status_code=status)
+    data = answer.body
+    if not data:
+        raise IncompleteBody("not a whole image: the body is empty", status_code=status)
+    ext = _judge(data[:HEAD_BYTES], label, url)
+    why = why_not_whole(sniff(data), data)
+    if why is not None:
+        raise IncompleteBody(f"not a whole image: {why}", status_code=status)
+    return ext, data
 
 
-async def _read_head(response: aiohttp.ClientResponse) -> bytes:
-    # Enough bytes to tell an image from a page, without waiting for the whole body.
-    head = b""
-    while len(head) < HEAD_BYTES:
-        chunk = await response.content.read(HEAD_BYTES - len(head))
-        if not chunk:
-            break
-        head += chunk
-    return head
+def _reason(error: GPTImageError) -> str:
+    if isinstance(error, APIStatusError):
+        return f"HTTP {error.status_code}"
+    return error.message
 
 
-def sniff(data: bytes) -> str | None:
-    """The image type ``data`` starts with (``"image/png"``, ...), or ``None``.
-
-    >>> sniff(b"\\x89PNG\\r\\n\\x1a\\n...")
-    'image/png'
-    """
-    for magic, offset, kind in _MAGIC:
-        if data[offset : offset + len(magic)] == magic:
-            if kind == "image/webp" and data[:4] != b"RIFF":
-                continue
-            return kind
-    return None
+def _download_error(error: GPTImageError, url: str) -> DownloadError:
+    if isinstance(error, DownloadError):
+        return error
+    if isinstance(error, APIStatusError):
+        status = error.status_code
+        return DownloadError(f"HTTP {status} for {url[:100]}", url=url, status_code=status)
+    return DownloadError(f"could not download {url[:100]}: {error.message}", url=url)
 
 
 def _looks_like_a_page(data: bytes, label: str) -> str | None:
@@ -405,6 +400,9 @@ def _save_data_url(url: str, dest: Path, stem: str, max_bytes: int) -> Path:
     if len(data) > max_bytes:
         raise DownloadError(f"a data: URL over the {max_bytes}-byte cap", url=url[:100])
     ext = _judge(data[:HEAD_BYTES], label, "a data: URL")
+    why = why_not_whole(sniff(data), data)
+    if why is not None:  # the same rule as a fetched image; asking again cannot help here
+        raise DownloadError(f"a data: URL that is not a whole image: {why}", url=url[:100])
     target = _target(dest, stem + ext)
     return _write_file(target, data)
 
@@ -442,27 +440,12 @@ def _write_file(target: Path, data: bytes) -> Path:
     return target
 
 
-async def _stream_to(
-    response: aiohttp.ClientResponse, head: bytes, target: Path, url: str, max_bytes: int
-) -> Path:
-    with _complete_file(target) as out:
-        size = len(head)
-        out.write(head)
-        async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-            size += len(chunk)
-            if size > max_bytes:
-                raise DownloadError(f"{url[:100]} is over the {max_bytes}-byte cap", url=url)
-            out.write(chunk)
-    return target
-
-
 @contextlib.contextmanager
 def _complete_file(target: Path) -> Iterator[BinaryIO]:
     """A hidden partial file, renamed to ``target`` only once written whole and synced.
 
     Whatever stops the writing removes the partial file. A local write error
-    is a ``DownloadError``; the network's errors (some aiohttp errors are
-    ``OSError``s too) pass through unchanged, for the caller to retry.
+    is a ``DownloadError``.
     """
     fd, tmp = _open_partial(target)
     try:
@@ -472,9 +455,6 @@ def _complete_file(target: Path) -> Iterator[BinaryIO]:
             # The journal will say this file exists: make that true after a power cut too.
             os.fsync(out.fileno())
         os.replace(tmp, target)
-    except (aiohttp.ClientError, TimeoutError):
-        _discard(tmp)
-        raise
     except OSError as exc:
         _discard(tmp)
         raise DownloadError(f"cannot write {target}: {exc.strerror or exc}") from None

@@ -11,7 +11,9 @@ Every error this library raises or resolves a run with is a ``GPTImageError``::
     ├── PromptFileError (ValueError)          a prompt file cannot be read, or has a bad row
     ├── JournalError                          a journal is held by another process, or damaged
     ├── DownloadError                         an image could not be saved
+    ├── DiskSpaceError (OSError)              too little free space for a batch, or none left
     ├── APIConnectionError                    the request never got an HTTP answer
+    │   └── TLSCertificateError               the server's certificate failed verification
     ├── ProtocolError                         an answer that cannot be understood
     │   └── RunIdMismatchError                a poll answered about another run
     ├── UncertainCreateError                  a create may have reached the server: not resent
@@ -23,6 +25,7 @@ Every error this library raises or resolves a run with is a ``GPTImageError``::
         ├── InsufficientCreditsError          402
         ├── PermissionDeniedError             403
         ├── RunNotFoundError                  404
+        ├── EndpointNotFoundError             404 on a create: check the base URL
         ├── RateLimitError                    429 (transient; retried by the library)
         │   └── QuotaExceededError            429 USAGE_EXCEEDED: the key's quota is gone
         └── ServerError                       5xx
@@ -46,7 +49,9 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "DiskSpaceError",
     "DownloadError",
+    "EndpointNotFoundError",
     "GPTImageError",
     "InsufficientCreditsError",
     "InvalidRequestError",
@@ -64,6 +69,7 @@ __all__ = [
     "ServerError",
     "SessionClosedError",
     "SpendCapError",
+    "TLSCertificateError",
     "UncertainCreateError",
     "WrongEventLoopError",
     "status_error",
@@ -309,6 +315,21 @@ def status_error(
     return cls(message, status_code=status_code, code=code, run_id=run_id, retry_after=retry_after)
 
 
+class DiskSpaceError(GPTImageError, OSError):
+    """The output directory has too little free space for a job, or ran out during it.
+
+    Raised by ``Batch.run`` before anything is sent when the free space is below
+    the job's estimate (``needed`` and ``free`` in bytes; ``expected_image_bytes``
+    tunes or disables the check). A disk that fills up during a batch stops it
+    instead (no more creates); a rerun resumes once there is room.
+    """
+
+    def __init__(self, message: str, *, needed: int = 0, free: int = 0) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.free = free
+
+
 # -- a pool of lanes (several keys and sellers) ---------------------------------------------
 
 
@@ -346,3 +367,23 @@ class SpendCapError(GPTImageError):
         self.committed = committed
         self.reserved = reserved
         self.price = price
+
+
+class TLSCertificateError(APIConnectionError):
+    """The server's TLS certificate failed verification: never retried.
+
+    ``host`` is the host whose certificate was refused. Sending again cannot
+    help (the certificate will not change in a second); fix the trust store
+    (``SSL_CERT_FILE``), the base URL, or the proxy that intercepts TLS.
+    """
+
+    def __init__(self, message: str, *, host: str) -> None:
+        super().__init__(message)
+        self.host = host
+
+
+class EndpointNotFoundError(APIStatusError):
+    """404 on a create: the endpoint does not exist, so the base URL is likely wrong.
+
+    Never retried. The message names the URL (without credentials or query).
+    """

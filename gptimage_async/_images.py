@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
+from ._exceptions import SessionClosedError
+
 if TYPE_CHECKING:
     from ._models import Result
     from ._session import Session
@@ -100,13 +102,18 @@ async def read_images(result: Result) -> list[bytes]:
 async def _download(
     result: Result, dest_dir: str | os.PathLike[str], stem: str | None, origin: _Origin | None
 ) -> list[Path]:
-    # The one place a result's images are fetched. ``origin.session`` (open,
-    # closed, or gone: None) is there so that the fetch can go through its
-    # transport while it is open (its proxy, its connection pool); today
-    # ``download`` opens a client of its own and takes only the API root,
-    # against which relative image URLs are resolved.
+    # The one place a result's images are fetched: through the resolving
+    # session's transport while it is open (its proxy, user agent and
+    # connections); once it is closed or gone, through a transport of
+    # download's own, against the API root relative image URLs resolve on.
     from ._download import download  # _download imports _models, which imports this module
 
+    session = origin.session if origin is not None else None
+    if session is not None and not session.closed:
+        try:
+            return await download(result, dest_dir, stem=stem, transport=session.transport)
+        except SessionClosedError:
+            pass  # closed since: fetch on our own below
     base_url = origin.base_url if origin is not None else None
     return await download(result, dest_dir, stem=stem, base_url=base_url)
 

@@ -14,6 +14,12 @@ process died between sending and hearing back), a ``created`` run is attached
 by its id and never created again, and a ``finished`` one says itself whether
 a rerun skips it, attaches it again, or submits it again.
 
+A full disk must not cost the record of a run already paid for: while the
+journal is open it keeps ``RESERVE_BYTES`` of space in a hidden file beside
+it, given back (deleted) the first time a record does not fit, so the records
+of the creates then on the wire still reach the disk. A record that does not
+fit is never left half-written.
+
 A process killed in the middle of a write leaves at most a torn last line; it
 is cut off when the journal is opened again. Dropping it is safe: the record
 it held was never followed by the step it announced.
@@ -21,6 +27,7 @@ it held was never followed by the step it announced.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -39,7 +46,12 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no advisory lock
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Endpoint", "Journal", "JournalEntry", "JournalError", "RerunAction"]
+__all__ = ["RESERVE_BYTES", "Endpoint", "Journal", "JournalEntry", "JournalError", "RerunAction"]
+
+#: Space kept beside an open journal for its records once the disk is full
+#: (a record is about 300-500 bytes: this holds a few hundred).
+RESERVE_BYTES = 128 * 1024
+_NO_SPACE = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 RerunAction = Literal["skip", "attach", "submit", "ask"]
 """What running the batch again does with a finished prompt.
@@ -140,7 +152,18 @@ class Journal:
     from a power cut.
     """
 
-    __slots__ = ("_before_intent", "_entries", "_fd", "_fsync", "_last_start", "_path")
+    __slots__ = (
+        "_before_intent",
+        "_entries",
+        "_fd",
+        "_fsync",
+        "_last_start",
+        "_path",
+        "_reserve",
+    )
+
+    _fd: int | None
+    _reserve: Path | None
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
         self._init(path, fsync)
@@ -154,12 +177,14 @@ class Journal:
         except BaseException:
             os.close(fd)
             raise
-        self._fd: int | None = fd
+        self._fd = fd
+        self._reserve = _make_reserve(self._path.with_name(f".{self._path.name}.reserve"))
 
     def _init(self, path: str | os.PathLike[str], fsync: bool) -> None:
         self._path = Path(path)
         self._fsync = fsync
         self._fd = None
+        self._reserve = None
         self._entries: dict[str, JournalEntry] = {}
         # What each key was before its pending intent, for a withdrawn one to restore.
         self._before_intent: dict[str, JournalEntry | None] = {}
@@ -328,12 +353,30 @@ class Journal:
         if self._fd is None:
             raise JournalError(f"the journal {self._path} is closed")
         data = _encoder.encode(record) + b"\n"
-        # One write of a whole line, so a crash can only ever tear the last one.
-        written = os.write(self._fd, data)
-        if written != len(data):  # pragma: no cover - short write on a full disk
-            raise OSError(f"short write to {self._path}: {written} of {len(data)} bytes")
+        try:
+            self._append(self._fd, data)
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE or self._reserve is None:
+                raise
+            # The disk is full: give back the space kept for this, and write again.
+            reserve, self._reserve = self._reserve, None
+            reserve.unlink(missing_ok=True)
+            self._append(self._fd, data)
         if self._fsync:
             os.fsync(self._fd)
+
+    def _append(self, fd: int, data: bytes) -> None:
+        # One write of a whole line, so a crash can only ever tear the last one; a
+        # write the disk cut short is taken back, never left as a torn line.
+        end = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            written = os.write(fd, data)
+        except OSError:
+            os.ftruncate(fd, end)
+            raise
+        if written != len(data):
+            os.ftruncate(fd, end)
+            raise OSError(errno.ENOSPC, f"short write to {self._path}")
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -347,6 +390,9 @@ class Journal:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+        reserve, self._reserve = self._reserve, None
+        if reserve is not None:
+            reserve.unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
         return self
@@ -374,6 +420,25 @@ def _lock(fd: int, path: Path) -> None:
             f"{path} is in use by another process: two batches writing to the same "
             "directory could create the same images twice"
         ) from None
+
+
+def _make_reserve(path: Path) -> Path | None:
+    """A file of ``RESERVE_BYTES`` at ``path``; ``None`` if the disk has not that much."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError:
+        return None
+    try:
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except (AttributeError, OSError):  # not every filesystem allocates: write it
+            os.write(fd, bytes(RESERVE_BYTES))
+    except OSError:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        return None
+    os.close(fd)
+    return path
 
 
 def _sync_directory(path: Path) -> None:

@@ -24,21 +24,20 @@ from collections.abc import Callable, Collection, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._budget import AdaptiveRate, Limiter, make_limiter
 from ._config import SessionConfig
 from ._create import Creator
 from ._exceptions import APIStatusError, GPTImageError, SessionClosedError, WrongEventLoopError
 from ._fleet_closure import FleetClosure
 from ._images import bind as bind_result
-from ._limiter import AdaptiveRate, Limiter, RateLimiter
 from ._manifest import key_fingerprint
 from ._models import ImageRequest, RunStatus
 from ._registry import RunRegistry
 from ._run import Run
 from ._scheduler import PollScheduler
-from ._shared_limiter import SharedLimiter, budget_id, make_limiter
 from ._state import FileStateStore, RedisStateStore, StateStore, apply_state, capture_state
 from ._stats import SessionStats
-from ._transport import Transport
+from ._transport import HTTPTransport, Transport
 from ._version import USER_AGENT
 
 if TYPE_CHECKING:
@@ -228,7 +227,7 @@ class LaneRuntime:
         """Open the lane; on any failure, release what was opened and raise."""
         config = self.config
         clock = asyncio.get_running_loop().time
-        self.transport = Transport(
+        self.transport = config.transport or HTTPTransport(
             self.base_url,
             self._key.reveal(),
             timeout=config.request_timeout,
@@ -279,20 +278,21 @@ class LaneRuntime:
             raise
 
     def _share_store(self, limiter: Limiter) -> None:
-        # The one place that knows a shared limiter's Redis also keeps learned state.
-        if self.config.remember and isinstance(limiter, SharedLimiter):
+        # A budget shared through Redis keeps the learned state next to it.
+        shared = limiter.shared
+        if self.config.remember and shared is not None:
             self._store = RedisStateStore(
-                limiter.client,
-                budget=budget_id(self.adapter.name, self._key.reveal()),
-                timeout=limiter.timeout,
+                shared.client,
+                budget=shared.budget,
+                timeout=shared.timeout,
                 fallback=self._store,
             )
 
     async def _join_fleet(self, limiter: Limiter) -> None:
         # With Redis, a key closed by another process is closed here too (_fleet_closure).
-        if isinstance(limiter, SharedLimiter):
-            budget = budget_id(self.adapter.name, self._key.reveal())
-            self.fleet = FleetClosure(limiter.client, budget, timeout=limiter.timeout)
+        shared = limiter.shared
+        if shared is not None:
+            self.fleet = FleetClosure(shared.client, shared.budget, timeout=shared.timeout)
             self.fleet.cause = await self.fleet.read()
             self._spawn(self.fleet.watch, name="gptimage-fleet-closure")
 
@@ -430,7 +430,7 @@ def _lane_state_file(
 
 def _adaptive(limiter: Limiter | None) -> AdaptiveRate | None:
     """The local limiter's belief; ``None`` for a shared one (its belief lives in Redis)."""
-    return limiter.adaptive if isinstance(limiter, RateLimiter) else None
+    return None if limiter is None else limiter.belief
 
 
 class LimiterView:
@@ -461,7 +461,7 @@ class LimiterView:
     @property
     def per(self) -> float:
         """The window of the belief, in seconds."""
-        return self._limiter.per
+        return self._limiter.window
 
     @property
     def waiting(self) -> int:

@@ -7,7 +7,10 @@
   ``image_urls``. Any other key is an error (a typo must not pass silently).
 - ``.csv``: a header row naming the columns (``prompt`` required;
   ``aspect_ratio``, ``quality``, ``image_urls`` optional); an empty cell
-  leaves the option to the default.
+  leaves the option to the default. Header names are case-blind, and so is
+  ``quality`` (``HIGH`` is ``high``); a column with an empty name (a trailing
+  comma, as spreadsheets write) is allowed while its cells are empty.
+- ``-``: standard input, read as ``.txt`` unless ``format`` says otherwise.
 
 ``image_urls`` is a JSON list, or (as text) URLs separated by spaces. Options
 a row leaves unset take the defaults given to :func:`read_prompts`.
@@ -23,9 +26,10 @@ import csv
 import io
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
 
@@ -40,6 +44,8 @@ __all__ = ["FORMATS", "BatchPrompt", "PromptFileError", "read_prompts"]
 #: Prompt file suffixes and the format each one is read as.
 FORMATS: dict[str, str] = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 COLUMNS = ("prompt", "aspect_ratio", "quality", "image_urls")
+#: The path that means standard input.
+STDIN = "-"
 
 
 class BatchPrompt(msgspec.Struct, frozen=True):
@@ -71,20 +77,27 @@ def read_prompts(
     quality: Quality | None = None,
     image_urls: Iterable[str] = (),
     session: Session | None = None,
+    format: Literal["txt", "jsonl", "csv"] | None = None,
 ) -> list[BatchPrompt]:
     """Read every prompt of a ``.txt``, ``.jsonl`` or ``.csv`` file, validated.
 
     ``aspect_ratio``, ``quality`` and ``image_urls`` are the defaults for rows
     that do not set their own. With ``session``, each request is also checked
     against that provider's own limits (``Session.prepare``); nothing is sent.
-    Raises ``PromptFileError`` naming the file and line of the first problem.
+    ``path`` ``"-"`` reads standard input; ``format`` (``"txt"``, ``"jsonl"``,
+    ``"csv"``) overrides the one the suffix names (default: by suffix, and
+    ``"txt"`` for standard input). Raises ``PromptFileError`` naming the file
+    and line of the first problem.
 
     >>> prompts = read_prompts("prompts.csv", quality="high")   # doctest: +SKIP
     >>> prompts[0]                                               # doctest: +SKIP
     BatchPrompt(line=2, request=ImageRequest(prompt='a lamp', ...))
     """
     where = os.fspath(path)
-    fmt = FORMATS.get(Path(where).suffix.lower())
+    stdin = where == STDIN
+    if format is not None and format not in ("txt", "jsonl", "csv"):
+        raise PromptFileError(f"unknown format {format!r}: use txt, jsonl or csv", path=where)
+    fmt = format or ("txt" if stdin else FORMATS.get(Path(where).suffix.lower()))
     if fmt is None:
         raise PromptFileError(
             f"unsupported prompt file type {Path(where).suffix or '(none)'!r}: "
@@ -92,9 +105,11 @@ def read_prompts(
             path=where,
         )
     try:
-        data = Path(where).read_bytes()
+        data = sys.stdin.buffer.read() if stdin else Path(where).read_bytes()
     except OSError as exc:
         raise PromptFileError(f"cannot read it: {exc.strerror or exc}", path=where) from None
+    if stdin:
+        where = "<stdin>"
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -165,6 +180,8 @@ def _csv_rows(text: str) -> Iterator[tuple[int, _Row]]:
             if len(cells) > len(header):
                 raise _RowError(f"{len(cells)} fields where the header has {len(header)}", line)
             values = dict(zip(header, (c.strip() or None for c in cells), strict=False))
+            if values.pop("", None) is not None:
+                raise _RowError("a value in a column whose header is empty", line)
             prompt = values.get("prompt")
             if prompt is None:
                 raise _RowError("the prompt cell is empty", line)
@@ -182,14 +199,16 @@ def _csv_rows(text: str) -> Iterator[tuple[int, _Row]]:
 
 
 def _check_header(header: list[str], line: int) -> None:
-    unknown = [name for name in header if name not in COLUMNS]
+    # An empty name (a trailing comma) is no column: its cells must stay empty.
+    unknown = [name for name in header if name and name not in COLUMNS]
     if unknown:
         raise _RowError(
             f"unknown column {unknown[0]!r}: the columns are {', '.join(COLUMNS)}", line
         )
     if "prompt" not in header:
         raise _RowError("the header row has no 'prompt' column", line)
-    if len(set(header)) != len(header):
+    named = [name for name in header if name]
+    if len(set(named)) != len(named):
         raise _RowError("a column is named twice in the header row", line)
 
 
@@ -203,7 +222,8 @@ def _request(
     request = ImageRequest(
         row.prompt.strip(),
         aspect_ratio=cast(Any, row.aspect_ratio) if row.aspect_ratio else aspect_ratio,
-        quality=cast(Any, row.quality) if row.quality else quality,
+        # Case-blind, as the headers are: a spreadsheet's HIGH is high.
+        quality=cast(Any, row.quality.strip().lower()) if row.quality else quality,
         image_urls=tuple(urls),
     )
     if check is not None:

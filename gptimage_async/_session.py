@@ -24,7 +24,6 @@ one module per step:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import os
@@ -33,6 +32,8 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
+from ._budget import Limiter
+from ._bulk import Countdown, TailRule, in_input_order, stream
 from ._config import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CREATE_ATTEMPTS,
@@ -49,9 +50,7 @@ from ._exceptions import (
     InvalidRequestError,
     SessionClosedError,
 )
-from ._feed import Countdown
 from ._lane import LaneRuntime, Lifecycle, LimiterView, SchedulerView
-from ._limiter import Limiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
 from ._pool import Lane, Pool
 from ._providers import Provider, ProviderName
@@ -80,8 +79,6 @@ WINDOW_FACTOR = 2.0
 #: quantile of the run duration (``Session.tail_size``).
 TAIL_QUANTILE = 0.99
 TAIL_FACTOR = 2.0
-
-_MISSING: Any = object()
 
 
 class Session:
@@ -136,6 +133,7 @@ class Session:
         redis: str | Redis | None = None,
         state_file: str | os.PathLike[str] | None = None,
         remember: bool = True,
+        transport: Transport | None = None,
         lanes: Sequence[Lane] | None = None,
         routing: Routing = "earliest",
         spend_cap: float | None = None,
@@ -207,6 +205,20 @@ class Session:
     def pool(self) -> Pool:
         """The session's lanes, routing and spend cap (one lane unless ``lanes=`` was given)."""
         return self._router.pool
+
+    @property
+    def transport(self) -> Transport:
+        """The ``Transport`` every request of this session goes through.
+
+        Pass it to ``download(..., transport=session.transport)`` so image
+        downloads share the session's proxy, user agent and connections (the
+        key is sent to the API's origin only). Raises ``SessionClosedError``
+        before ``open()``.
+        """
+        transport = self._lanes[0].transport
+        if transport is None:
+            raise SessionClosedError("the session is not open")
+        return transport
 
     @property
     def limiter(self) -> LimiterView:
@@ -471,26 +483,9 @@ class Session:
                     raise
                 prepared.append(exc)
         self._check_open()
-        out: list[Result | GPTImageError] = [_MISSING] * len(prepared)
-        todo: list[tuple[int, ImageRequest | str]] = []
-        for i, entry in enumerate(prepared):
-            if isinstance(entry, GPTImageError):
-                out[i] = entry
-            else:
-                todo.append((i, entry))
-        source = Countdown(todo, self._tail_left, longer_than=self.tail_size)
-        runs = self._stream(source, concurrency=concurrency)
-        try:
-            async for run in runs:
-                assert run.index is not None
-                error = run.error
-                if error is not None and not return_exceptions:
-                    raise error
-                out[run.index] = run._result_or_error()
-        finally:
-            await runs.aclose()
-        assert _MISSING not in out
-        return out
+        todo = [(i, e) for i, e in enumerate(prepared) if not isinstance(e, GPTImageError)]
+        runs = self._stream(self.tail_rule().countdown(todo), concurrency=concurrency)
+        return await in_input_order(runs, prepared, return_exceptions=return_exceptions)
 
     def as_completed(
         self,
@@ -526,9 +521,7 @@ class Session:
         _check_many(requests)
         # The stream itself, not a generator wrapping it: a generator dropped
         # unclosed is then finalized once, not twice concurrently.
-        source = Countdown(
-            enumerate(requests), self._tail_left, sized=requests, longer_than=self.tail_size
-        )
+        source = self.tail_rule().countdown(enumerate(requests), sized=requests)
         return self._stream(source, concurrency=concurrency)
 
     def tail_size(self) -> int:
@@ -544,90 +537,46 @@ class Session:
         if self._limiter is None or self._scheduler is None:
             return 1
         model = self._scheduler.model
-        longest = model.quantile(TAIL_QUANTILE) if model.ready else self._limiter.per
+        longest = model.quantile(TAIL_QUANTILE) if model.ready else self._limiter.window
         return max(1, math.ceil(TAIL_FACTOR * self._router.rate() * longest))
 
-    def _tail_left(self) -> int:
-        # Creates already waiting are promoted with the first one marked: they count.
-        waiting = self._creator.waiting if self._creator is not None else 0
-        return max(0, self.tail_size() - waiting)
+    def tail_rule(self) -> TailRule:
+        """The rule that marks a bulk job's last creates (see ``_bulk.TailRule``).
 
-    async def _stream(
+        Its tail is ``tail_size()`` less the creates already waiting for a
+        rate-limit slot (the first marked create promotes them too). A bulk
+        job run outside the session (``Batch``, the CLI) marks its creates by
+        it and passes the mark as ``submit(ahead_of_polls=...)``.
+        """
+        return TailRule(self.tail_size, self._creates_waiting)
+
+    def _creates_waiting(self) -> int:
+        return self._creator.waiting if self._creator is not None else 0
+
+    @property
+    def resends_uncertain_creates(self) -> bool:
+        """Whether a create of unknown fate is sent again (``resend_uncertain_creates``)."""
+        return self._resend
+
+    def _stream(
         self, source: Countdown[tuple[int, ImageRequest | str]], *, concurrency: int | None
     ) -> AsyncGenerator[Run, None]:
         self._check_open()
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
             raise ConfigurationError("concurrency must be a positive int or None")
-        # Feeders put resolved runs here; None when a feeder ends, or an error
-        # that is a bug (never a hang).
-        done: asyncio.Queue[Run | BaseException | None] = asyncio.Queue()
-        # The error the requests iterable raised: the caller must see it, not a
-        # short stream, but after every run created before it (paid for).
-        source_error: list[Exception] = []
-        feeders_left = min(FEEDERS, concurrency or FEEDERS)
-        outstanding = 0
-        # Runs started and not yet handed to the consumer. Bounded by the window,
-        # so a consumer that stops pulling (a ``break`` with the generator still
-        # referenced) stops the creates too: nothing is bought that nobody takes.
-        ahead = 0
-        room = asyncio.Event()
 
-        def full() -> bool:
+        def full(ahead: int) -> bool:
             if concurrency is not None:
                 return ahead >= concurrency
             return ahead >= FEEDERS and ahead >= self._default_window()
 
-        async def feed() -> None:
-            nonlocal outstanding, ahead
-            try:
-                while True:
-                    while full():
-                        room.clear()
-                        await room.wait()
-                    ahead += 1
-                    try:
-                        (index, item), last = source.take()
-                    except Exception as exc:
-                        ahead -= 1
-                        room.set()  # the next feeder must not wait forever
-                        if not isinstance(exc, StopIteration):
-                            source_error.append(exc)  # the caller's iterable failed
-                        return
-                    try:
-                        run = await self._create_or_failed(item, index, last)
-                    except Exception as exc:  # a bug, not a run's error: never a hang
-                        done.put_nowait(exc)
-                        return
-                    outstanding += 1
-                    run._future.add_done_callback(
-                        functools.partial(_call_with_run, done.put_nowait, run)
-                    )
-            finally:
-                done.put_nowait(None)
-
-        loop = asyncio.get_running_loop()
-        feeders = [loop.create_task(feed()) for _ in range(feeders_left)]
-        for task in feeders:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        try:
-            while feeders_left or outstanding:
-                item = await done.get()
-                if item is None:
-                    feeders_left -= 1
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    outstanding -= 1
-                    ahead -= 1  # handed over: its place goes to the next create
-                    room.set()
-                    yield item
-            if source_error:
-                raise source_error[0]
-        finally:
-            for task in feeders:
-                task.cancel()
-            await asyncio.gather(*feeders, return_exceptions=True)
+        return stream(
+            source,
+            self._create_or_failed,
+            full=full,
+            feeders=min(FEEDERS, concurrency or FEEDERS),
+            tasks=self._tasks,
+        )
 
     def _default_window(self) -> int:
         """Runs ``as_completed`` / ``generate_many`` may start ahead of their consumer.
@@ -640,7 +589,7 @@ class Session:
         """
         if self._limiter is None or self._scheduler is None:
             return FEEDERS
-        duration = self._limiter.per
+        duration = self._limiter.window
         model = self._scheduler.model
         if model.ready:
             duration = max(duration, model.quantile(0.95))
@@ -681,8 +630,3 @@ def _check_many(requests: object) -> None:
             "requests must be an iterable of prompts or ImageRequests, not a single "
             f"{type(requests).__name__}; wrap it in a list, or use generate()/submit()"
         )
-
-
-def _call_with_run(fn: Callable[[Run], None], run: Run, _future: object) -> None:
-    """A future's done-callback that hands ``fn`` the resolved ``run`` (not the future)."""
-    fn(run)

@@ -8,6 +8,12 @@ Anywhere (a script, any test runner)::
         result = await session.generate("a lamp")
         assert sim.stats.creates == 1
 
+Or with no socket at all, on the event loop's clock (a fake clock runs it in
+fake time)::
+
+    async with memory_session("runbase") as (sim, session):
+        result = await session.generate("a lamp")
+
 With pytest and pytest-asyncio installed, this module is a pytest plugin
 (registered on install) that provides two fixtures::
 
@@ -27,10 +33,12 @@ shows; ``True``: in every undocumented variant too, see
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ._config import DEFAULT_REQUEST_TIMEOUT
 from ._models import RateLimit
 from ._providers import ProviderName
 from ._session import Session
@@ -39,6 +47,7 @@ from .simulator import VARIANTS, Simulator, SimulatorConfig
 __all__ = [
     "DEFAULT_TIME_SCALE",
     "TEST_KEYS",
+    "memory_session",
     "scaled_rate_limit",
     "simulated_session",
 ]
@@ -77,6 +86,44 @@ async def simulated_session(
         Simulator(config) as sim,
         Session(provider, base_url=sim.base_url(provider), **session_options) as session,
     ):
+        yield sim, session
+
+
+@contextlib.asynccontextmanager
+async def memory_session(
+    provider: ProviderName = "runbase",
+    *,
+    config: SimulatorConfig | None = None,
+    **session_options: Any,
+) -> AsyncIterator[tuple[Simulator, Session]]:
+    """A simulator in memory and a ``Session`` on it: no socket, the event loop's clock.
+
+    Every request (creates, polls, image downloads) is handed to the
+    simulator's request pipeline through a ``MemoryTransport``, so a test
+    that patches the loop's clock (a fake clock) runs it in fake time, with
+    no sleep. The simulator is never started (it binds no port); its API
+    lives at ``http://localhost`` (nothing is sent there). Socket faults map as the aiohttp
+    transport reports them: a reset is a ``SendError`` that may have been
+    received. Keywords as ``simulated_session``.
+    """
+    from ._transport._memory import MEMORY_ORIGIN, MemoryTransport
+    from .simulator._app import BASE_PATHS
+
+    config = config or SimulatorConfig(time_scale=DEFAULT_TIME_SCALE)
+    session_options.setdefault("rate_limit", scaled_rate_limit(config))
+    session_options.setdefault("api_key", TEST_KEYS[provider])
+    loop = asyncio.get_running_loop()
+    sim = Simulator(config, clock=lambda: loop.time())  # a patched (fake) loop clock too
+    base_url = MEMORY_ORIGIN + BASE_PATHS[provider]
+    transport = MemoryTransport(
+        sim,
+        base_url,
+        session_options["api_key"],
+        timeout=session_options.get("request_timeout", DEFAULT_REQUEST_TIMEOUT),
+    )
+    async with Session(
+        provider, base_url=base_url, transport=transport, **session_options
+    ) as session:
         yield sim, session
 
 

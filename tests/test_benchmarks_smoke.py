@@ -47,8 +47,12 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
         "## 7-10. Learning: cold start, drift, warm start",
         "## 4. Client CPU per HTTP exchange",
         "runs in flight",
+        "## 11-12. Steady arrivals (web apps)",
     ):
         assert heading in text
+    for load in ("0.25", "0.5", "0.75"):
+        assert f"| gptimage-async | {load} |" in text
+        assert f"| hand-written | {load} |" in text
     for client in ("gptimage-async", "hand-written, gather", "hand-written, semaphore(5)"):
         assert f"| {client} |" in text
     assert "| bare aiohttp loop |" in text

@@ -149,7 +149,6 @@ async def test_sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> N
     assert counts["created"] > 0, "no run was in flight at the kill"
     assert counts["intent"] <= 4, "the create window bounds what a kill leaves unknown"
     assert sim.stats.duplicates == 0
-    creates_before = sim.stats.creates
 
     done = await run_cli(*args)
     manifest = gi.read_manifest(out / "manifest.jsonl")
@@ -172,11 +171,12 @@ async def test_sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> N
             assert "--resubmit-unknown" in done.stdout
     run_ids = [e.run_id for e in manifest if e.run_id]
     assert len(run_ids) == len(set(run_ids)) == by_status["succeeded"]
-    # The rerun created exactly the prompts the killed process had not sent.
-    assert (
-        sim.stats.creates - creates_before
-        == n - len([k for k, s in state.items() if s in ("created", "finished")]) - counts["intent"]
-    )
+    # The rerun created exactly the prompts the killed process had not sent. Counted by
+    # the rerun itself, not as a difference of the server's totals: creates the killed
+    # process had written to its sockets are still being read by the server after the
+    # kill, so a total read then misses them (the flake of issue 18).
+    resent = n - len([k for k, s in state.items() if s in ("created", "finished")])
+    assert f"this run: {resent - counts['intent']} creates sent" in done.stdout
     assert not list(out.glob(".gptimage-*.part"))
     print(f"killed with {dict(counts)}; after the rerun {dict(by_status)}")
 

@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM, sent to a real ``gptimage-async`` process running against the simulator.
+"""Ctrl-C, SIGTERM and SIGHUP, sent to a real ``gptimage-async`` process against the simulator.
 
 After the signal, no create goes on the wire: creates already sent are let
 be answered (and journaled), creates still waiting for the rate limiter or
@@ -22,7 +22,8 @@ from gptimage_async.simulator import Simulator, SimulatorConfig
 
 from .test_cli import KEY, command, environment, journal_records, prompt_file, run_cli
 
-SIGNALS = [signal.SIGINT, signal.SIGTERM]
+#: SIGHUP (a closed terminal) behaves as SIGTERM (issue 20, item 4).
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
 
 
 def key_states(out: Path) -> collections.Counter[str]:

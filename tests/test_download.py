@@ -10,16 +10,16 @@ import collections
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 import gptimage_async as gi
 from gptimage_async._download import PARTIAL_PREFIX, remove_partials, safe_filename, slugify
+from gptimage_async._transport import HTTPTransport
 from gptimage_async.simulator import SimulatorConfig
 from gptimage_async.testing import simulated_session
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
+from ._images import JPEG, PNG
 
 
 class Cdn:
@@ -40,7 +40,7 @@ class Cdn:
         if name == "img.png":
             return web.Response(body=PNG, content_type="image/png")
         if name == "photo":
-            return web.Response(body=b"\xff\xd8\xff" + b"\x00" * 50, content_type="image/jpeg")
+            return web.Response(body=JPEG, content_type="image/jpeg")
         if name == "page.png":
             return web.Response(text="<html>login</html>", content_type="text/html")
         if name == "flaky.png":
@@ -158,11 +158,14 @@ async def test_hostile_names_stay_inside_the_directory(cdn: Cdn, tmp_path: Path)
     assert names(tmp_path) == ["out"]
 
 
-async def test_a_shared_client_is_reused_and_left_open(cdn: Cdn, tmp_path: Path) -> None:
-    async with aiohttp.ClientSession() as client:
-        await gi.download(f"{cdn.url}/img.png", tmp_path, stem="a", client=client)
-        await gi.download(f"{cdn.url}/img.png", tmp_path, stem="b", client=client)
-        assert not client.closed
+async def test_a_shared_transport_is_reused_and_left_open(cdn: Cdn, tmp_path: Path) -> None:
+    transport = HTTPTransport("", None, timeout=5.0, max_connections=2, user_agent="t")
+    try:
+        await gi.download(f"{cdn.url}/img.png", tmp_path, stem="a", transport=transport)
+        await gi.download(f"{cdn.url}/img.png", tmp_path, stem="b", transport=transport)
+        assert not transport.closed
+    finally:
+        await transport.aclose()
     assert names(tmp_path) == ["a-1.png", "b-1.png"]
 
 

@@ -25,12 +25,9 @@ from gptimage_async._retry import MAX_RETRY_AFTER
 from gptimage_async.simulator import SimulatorConfig
 from gptimage_async.testing import simulated_session
 
+from ._images import GIF, JPEG, PNG, WEBP
 from .web.servers import EXAMPLES, load_example
 
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 200
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 200
-WEBP = b"RIFF\x00\x01\x00\x00WEBPVP8 " + b"\x00" * 200
-GIF = b"GIF89a" + b"\x00" * 200
 HTML = b"<!DOCTYPE html><html><body>Access denied</body></html>"
 JSON = b'{"error": {"message": "token expired"}}'
 S3_XML = b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code></Error>'
@@ -139,7 +136,7 @@ async def test_an_error_page_is_refused_whatever_its_label(
     assert cdn.hits["/a.png"] == 1  # the same page would come back: not retried
 
 
-@pytest.mark.parametrize("body", [b"\x00" * 300, b"%PDF-1.7\n" + b"\x00" * 50, b"", b"\x89PN"])
+@pytest.mark.parametrize("body", [b"\x00" * 300, b"%PDF-1.7\n" + b"\x00" * 50, b"\x89PN"])
 async def test_generic_bytes_that_are_no_image_are_refused(
     cdn: Cdn, tmp_path: Path, body: bytes
 ) -> None:
@@ -176,6 +173,8 @@ async def test_a_data_url_in_a_result_is_saved_directly(
         ("data:image/png;base64,%%%not-base64", "cannot be decoded"),
         (data_url(PNG * 100), "byte cap"),
         ("data:image/png;base64", "no data"),
+        (data_url(PNG[: len(PNG) // 2]), "not a whole image"),
+        (data_url(JPEG[:-2]), "not a whole image"),
     ],
 )
 async def test_a_bad_data_url_is_refused(tmp_path: Path, url: str, message: str) -> None:

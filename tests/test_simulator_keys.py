@@ -17,7 +17,8 @@ import msgspec
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._cli import _parser, main
+from gptimage_async._cli import main
+from gptimage_async._cli._args import parser as _parser
 from gptimage_async.simulator import (
     VARIANTS,
     Faults,

@@ -12,17 +12,28 @@
    replaced by a bare 500, or truncated.
 5. **Slowness**, then the answer is sent and, if it told the client its run
    was done, ``first_seen_done_at`` is stamped.
+
+``SimulatorService.respond`` is the pipeline without a socket: method, path,
+headers and body in, a ``Reply`` out (or ``ConnectionDropped`` for the
+faults that are about sockets). The aiohttp handlers wrap it, and so does
+``gptimage_async._transport.MemoryTransport``, which lets a client run on it
+in the same process, on a fake clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gptimage_async.simulator._apiinone import ApiInOne
 from gptimage_async.simulator._config import SimulatorConfig
@@ -41,7 +52,7 @@ from gptimage_async.simulator._runbase import Runbase
 from gptimage_async.simulator._runs import SimulatedRuns
 from gptimage_async.simulator._stats import SimulatorStats
 
-__all__ = ["BASE_PATHS", "SimulatorService"]
+__all__ = ["BASE_PATHS", "ConnectionDropped", "Incoming", "SimulatorService"]
 
 BASE_PATHS = {"runbase": "/runbase/api/v1", "apiinone": "/apiinone/api/v1"}
 
@@ -49,8 +60,53 @@ _Action = Literal["create", "poll"]
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class _Reset(Exception):
-    """The connection was reset on purpose: send nothing."""
+class ConnectionDropped(Exception):
+    """The connection was reset on purpose, after the request was read: nothing is answered.
+
+    Over a socket the handler resets it (a real TCP RST); in memory it stands
+    for the same: the client cannot tell whether the request had effect.
+    """
+
+
+_Reset = ConnectionDropped
+
+
+@dataclass
+class Incoming:
+    """A request as the pipeline reads it: the few ``web.Request`` attributes it uses."""
+
+    method: str
+    path: str
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    match_info: Mapping[str, str] = field(default_factory=dict)
+    scheme: str = "http"
+    host: str = "simulator.invalid"
+
+    async def read(self) -> bytes:
+        return self.body
+
+    @classmethod
+    def of(cls, request: web.Request, body: bytes) -> Incoming:
+        # From the URL, not `request.host`: a request through a forward proxy comes
+        # in absolute form, and aiohttp's `host` then drops its port.
+        url = request.url
+        host = url.raw_host or request.host
+        if ":" in host:
+            host = f"[{host}]"
+        if url.explicit_port is not None:
+            host = f"{host}:{url.explicit_port}"
+        return cls(
+            request.method,
+            request.path,
+            body,
+            request.headers,
+            request.query,
+            request.match_info,
+            request.scheme,
+            host,
+        )
 
 
 class SimulatorService:
@@ -92,9 +148,70 @@ class SimulatorService:
 
     def _endpoint(self, dialect: Dialect, action: _Action) -> _Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
-            return await self._handle(request, dialect, action)
+            incoming = Incoming.of(request, await request.read())
+            try:
+                reply = await self._handle(incoming, dialect, action)
+            except ConnectionDropped:
+                reset_connection(request)
+                return web.Response()  # never written: the transport is gone
+            response = _response(reply)
+            faults = self.config.faults
+            if dialect.name in faults.applies_to and roll(self.rng, faults.keepalive_close):
+                delay = self.config.scaled(faults.keepalive_close_after)
+                return await self._close_soon(request, response, delay)
+            return response
 
         return handler
+
+    async def respond(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> Reply:
+        """Answer one request without a socket: the pipeline the HTTP server runs.
+
+        ``target``: an absolute URL (its scheme and host become the image
+        URLs' base) or a path with its query. Raises ``ConnectionDropped``
+        where the server would reset the connection. Unknown paths answer
+        404 and known paths with another method 405, as the HTTP server does.
+        """
+        parts = urlsplit(target)
+        incoming = Incoming(
+            method.upper(),
+            parts.path,
+            body,
+            CIMultiDictProxy(CIMultiDict(headers or {})),
+            dict(parse_qsl(parts.query)),
+            scheme=parts.scheme or "http",
+            host=parts.netloc or "simulator.invalid",
+        )
+        for pattern, route_method, route in self._routes:
+            found = pattern.fullmatch(incoming.path)
+            if found is None:
+                continue
+            if route_method != incoming.method:
+                return Reply(405, b"405: Method Not Allowed", "text/plain")
+            incoming.match_info = found.groupdict()
+            if route is None:
+                return self._file_reply(incoming)
+            return await self._handle(incoming, *route)
+        return Reply(404, b"404: Not Found", "text/plain")
+
+    @functools.cached_property
+    def _routes(
+        self,
+    ) -> list[tuple[re.Pattern[str], str, tuple[Dialect, _Action] | None]]:
+        rb, aio = BASE_PATHS["runbase"], BASE_PATHS["apiinone"]
+        runbase, apiinone = Runbase(), ApiInOne()
+        return [
+            (re.compile(f"{rb}/runs"), "POST", (runbase, "create")),
+            (re.compile(f"{rb}/runs/(?P<run_id>[^/]+)"), "GET", (runbase, "poll")),
+            (re.compile(f"{aio}/images/generations"), "POST", (apiinone, "create")),
+            (re.compile(f"{aio}/tasks/(?P<run_id>[^/]+)"), "GET", (apiinone, "poll")),
+            (re.compile(r"/files/(?P<run_id>[^/]+)/(?P<index>\d+)\.png"), "GET", None),
+        ]
 
     # -- the pipeline -----------------------------------------------------
 
@@ -111,9 +228,7 @@ class SimulatorService:
     def _fault(self, name: str) -> None:
         self.stats.faults[name] += 1
 
-    async def _handle(
-        self, request: web.Request, dialect: Dialect, action: _Action
-    ) -> web.StreamResponse:
+    async def _handle(self, request: Incoming, dialect: Dialect, action: _Action) -> Reply:
         stats = self.stats
         stats.requests += 1
         if action == "create":
@@ -123,25 +238,19 @@ class SimulatorService:
         config = self.config
         faults = config.faults
         faulty = dialect.name in faults.applies_to
-        try:
-            reply = self._strike_first(request, action) if faulty else None
-            if reply is None:
-                reply = await self._work(request, dialect, action, config)
-                if faulty:
-                    reply = self._strike_after(request, action, reply)
-        except _Reset:
-            return web.Response()  # never written: the transport is gone
+        reply = self._strike_first(request, action) if faulty else None
+        if reply is None:
+            reply = await self._work(request, dialect, action, config)
+            if faulty:
+                reply = self._strike_after(request, action, reply)
         if faulty and roll(self.rng, faults.slow):
             self._fault("slow")
             await asyncio.sleep(config.scaled(faults.slow_seconds))
         if faulty and reply.content_type == "application/json" and roll(self.rng, faults.bom):
             self._fault("bom")
             reply = with_bom(reply)
-        response = self._send(reply, request)
-        if faulty and roll(self.rng, faults.keepalive_close):
-            delay = config.scaled(faults.keepalive_close_after)
-            return await self._close_soon(request, response, delay)
-        return response
+        self._sent(reply, request)
+        return reply
 
     async def _close_soon(
         self, request: web.Request, response: web.Response, delay: float
@@ -159,7 +268,7 @@ class SimulatorService:
             asyncio.get_running_loop().call_later(delay, transport.close)
         return response
 
-    def _strike_first(self, request: web.Request, action: _Action) -> Reply | None:
+    def _strike_first(self, request: Incoming, action: _Action) -> Reply | None:
         faults = self.config.faults
         if self.in_outage():
             self._fault("outage")
@@ -179,18 +288,16 @@ class SimulatorService:
             return server_error(self.rng.choice((500, 502, 503)), self.rng)
         if roll(self.rng, faults.reset):
             self._fault("reset")
-            reset_connection(request)
             raise _Reset
         return None
 
-    def _strike_after(self, request: web.Request, action: _Action, reply: Reply) -> Reply:
+    def _strike_after(self, request: Incoming, action: _Action, reply: Reply) -> Reply:
         if not reply.ok:
             return reply
         faults = self.config.faults
         if action == "create":
             if roll(self.rng, faults.reset_after_create):
                 self._fault("reset_after_create")
-                reset_connection(request)
                 raise _Reset
             if roll(self.rng, faults.create_500_after_effect):
                 self._fault("create_500_after_effect")
@@ -200,21 +307,15 @@ class SimulatorService:
             return truncate(reply)
         return reply
 
-    def _send(self, reply: Reply, request: web.Request) -> web.Response:
+    def _sent(self, reply: Reply, request: Incoming) -> None:
         self.stats.status_counts[reply.status] += 1
         if reply.terminal:
             run = self.registry.runs[request.match_info["run_id"]]
             if run.first_seen_done_at is None:
                 run.first_seen_done_at = self.clock()
-        return web.Response(
-            status=reply.status,
-            body=reply.body,
-            content_type=reply.content_type,
-            headers=reply.headers,
-        )
 
     async def _work(
-        self, request: web.Request, dialect: Dialect, action: _Action, config: SimulatorConfig
+        self, request: Incoming, dialect: Dialect, action: _Action, config: SimulatorConfig
     ) -> Reply:
         key_stats = None
         try:
@@ -242,7 +343,7 @@ class SimulatorService:
         return reply
 
     def _poll(
-        self, request: web.Request, dialect: Dialect, key: str, config: SimulatorConfig
+        self, request: Incoming, dialect: Dialect, key: str, config: SimulatorConfig
     ) -> Reply:
         # Another key's run is "not found", as on the real providers; so is a
         # run younger than the read side's lag.
@@ -268,7 +369,7 @@ class SimulatorService:
         self._fault("read_lag")
         return True
 
-    def _authenticate(self, request: web.Request, dialect: Dialect, config: SimulatorConfig) -> str:
+    def _authenticate(self, request: Incoming, dialect: Dialect, config: SimulatorConfig) -> str:
         header = request.headers.get("Authorization", "").strip()
         scheme, _, key = header.partition(" ")
         key = key.strip()
@@ -299,7 +400,7 @@ class SimulatorService:
             raise ApiError("rate_limited", "Rate limit exceeded.", retry_after=wait)
 
     async def _create(
-        self, request: web.Request, dialect: Dialect, key: str, config: SimulatorConfig
+        self, request: Incoming, dialect: Dialect, key: str, config: SimulatorConfig
     ) -> Reply:
         wanted = dialect.parse_create(await request.read())
         registry = self.registry
@@ -334,13 +435,28 @@ class SimulatorService:
     # -- files ------------------------------------------------------------
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
+        reply = self._file_reply(Incoming.of(request, b""))
+        if reply.status == 404:
+            raise web.HTTPNotFound(text="image not found")
+        return _response(reply)
+
+    def _file_reply(self, request: Incoming) -> Reply:
         self.stats.file_requests += 1
         run = self.registry.runs.get(request.match_info["run_id"])
         index = int(request.match_info["index"])
         if run is None or index >= len(run.urls) or run.state(self.clock()) != "succeeded":
-            raise web.HTTPNotFound(text="image not found")
+            return Reply(404, b"image not found", "text/plain")
         png = run.images.get(index)
         if png is None:
             width, height = IMAGE_SIZES[run.aspect_ratio]
             png = run.images[index] = render_png(run.prompt, width, height, index)
-        return web.Response(body=png, content_type="image/png")
+        return Reply(200, png, "image/png")
+
+
+def _response(reply: Reply) -> web.Response:
+    return web.Response(
+        status=reply.status,
+        body=reply.body,
+        content_type=reply.content_type,
+        headers=reply.headers,
+    )

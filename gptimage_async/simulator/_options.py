@@ -3,7 +3,7 @@
 Every knob a user needs to rehearse a job is reachable here: per-key
 accounts (``--key``), credits, quotas, spend limits and prices, rejected
 requests counted, ``Retry-After`` style, outages, read lag, the answer
-variants, and every fault. ``_cli.py`` only builds the subcommand and calls
+variants, and every fault. ``_cli/_args.py`` only builds the subcommand and calls
 :func:`add_simulate_options`, then :func:`config_from_options`.
 """
 

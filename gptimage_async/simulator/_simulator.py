@@ -16,6 +16,7 @@ from aiohttp import web
 from gptimage_async.simulator._app import BASE_PATHS, SimulatorService
 from gptimage_async.simulator._config import Faults, ProtocolName, SimulatorConfig
 from gptimage_async.simulator._keys import KeyConfig
+from gptimage_async.simulator._protocol import Reply
 from gptimage_async.simulator._runs import SimulatedRun
 from gptimage_async.simulator._stats import SimulatorStats
 
@@ -134,6 +135,22 @@ class Simulator:
         except KeyError:
             raise ValueError(f"unknown protocol {protocol!r}") from None
         return self.url + path
+
+    async def respond(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> Reply:
+        """Answer one request in memory, as the server would; no socket, no need to start.
+
+        ``target`` is an absolute URL or a path; raises ``ConnectionDropped``
+        where the server would reset the connection. See
+        ``SimulatorService.respond``; ``gptimage_async.testing.memory_session``
+        builds a session on it.
+        """
+        return await self._service.respond(method, target, headers, body)
 
     # -- state -------------------------------------------------------------
 

@@ -7,10 +7,12 @@ httpx honour them (an explicit ``proxy=`` wins), read when the session opens.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._transport import Transport
+from gptimage_async._transport import HTTPTransport as Transport
 from gptimage_async.simulator import Simulator
 
 from .conftest import PROVIDERS, session_for, sim_config
@@ -39,6 +41,36 @@ async def test_explicit_proxy_carries_creates_and_polls(provider: str) -> None:
         root = sim.base_url(provider)
     assert sum(line.startswith(f"POST {root}") for line in proxy.request_lines) == 3
     assert sim.stats.creates == 3
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_batch_images_go_through_the_proxy(provider: str, tmp_path: Path) -> None:
+    """Issue 18 item 3: downloads share the session's transport, so its proxy."""
+    async with (
+        forward_proxy() as proxy,
+        Simulator(sim_config()) as sim,
+        session_for(sim, provider, proxy=proxy.url) as session,
+    ):
+        report = await gi.Batch(session, ["a lamp", "a chair"], tmp_path).run()
+        result = await session.generate("a desk")
+        await gi.download(result, tmp_path / "one", transport=session.transport)
+        files = f"GET {sim.url}/files/"
+    assert [e.status for e in report.entries] == ["succeeded", "succeeded"]
+    images = [line for line in proxy.request_lines if line.startswith(files)]
+    assert len(images) == 3, proxy.request_lines
+    assert sim.stats.file_requests == 3  # every image the simulator served came via the proxy
+
+
+async def test_download_on_its_own_honours_the_environment_proxy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async with forward_proxy() as proxy, Simulator(sim_config()) as sim:
+        async with session_for(sim, "runbase") as session:
+            result = await session.generate("a lamp")
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        [path] = await gi.download(result, tmp_path)
+    assert path.stat().st_size > 0
+    assert proxy.request_lines == [f"GET {result.urls[0]} HTTP/1.1"]
 
 
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
@@ -108,8 +140,7 @@ async def test_proxy_credentials_are_used_and_never_shown() -> None:
         url = proxy.url.replace("http://", "http://alice:s3cr3t-pw@")
         async with session_for(sim, "runbase", proxy=url) as session:
             await session.generate("a lamp")
-            assert session._transport is not None
-            shown = repr(session._transport) + repr(session)
+            shown = repr(session.transport) + repr(session)
             assert "s3cr3t" not in shown and "alice" not in shown
         assert proxy.proxy_authorizations  # Basic credentials went to the proxy
     async with Simulator(sim_config()) as sim:

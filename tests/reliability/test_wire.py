@@ -17,7 +17,9 @@ import pytest
 from yarl import URL
 
 import gptimage_async as gi
-from gptimage_async._transport import SendError, Transport, _Exchange
+from gptimage_async._transport import HTTPTransport as Transport
+from gptimage_async._transport import SendError
+from gptimage_async._transport._written import _Exchange
 
 from .._clock import FakeClock
 from .wire_servers import Request, raw_server, runbase_handler

@@ -171,7 +171,8 @@ class ForwardProxy(_LoopbackServer):
             upstream.write(head)
             # Relay both ways until either side closes; the upstream keeps the
             # absolute-form request line, which HTTP/1.1 servers must accept.
-            await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
+            # Each later request on a kept-alive connection is recorded too.
+            await asyncio.gather(self._requests(reader, upstream, head), _pipe(up_reader, writer))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -179,6 +180,26 @@ class ForwardProxy(_LoopbackServer):
             if upstream is not None:
                 upstream.close()
             self._tasks.discard(task)
+
+    async def _requests(
+        self, reader: asyncio.StreamReader, upstream: asyncio.StreamWriter, head: bytes
+    ) -> None:
+        """Relay requests (heads and Content-Length bodies), recording each request line."""
+        try:
+            while True:
+                length = 0
+                for line in head.decode("latin-1").split("\r\n"):
+                    if line.lower().startswith("content-length:"):
+                        length = int(line.partition(":")[2])
+                upstream.write(await reader.readexactly(length))
+                await upstream.drain()
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.request_lines.append(head.decode("latin-1").partition("\r\n")[0])
+                upstream.write(head)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            upstream.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -1,4 +1,4 @@
-"""A bulk job's requests, handed out in order, its last ones marked (``_feed.Countdown``)."""
+"""A bulk job's requests, handed out in order, its last ones marked (``_bulk.Countdown``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gptimage_async._feed import MAX_LOOKAHEAD, Countdown
+from gptimage_async._bulk import MAX_LOOKAHEAD, Countdown
 
 
 def _drain(countdown: Countdown[int]) -> list[tuple[int, bool]]:

@@ -1,0 +1,432 @@
+"""A batch at work: its creates fed through the bulk engine, its runs followed and saved.
+
+The part of :class:`~gptimage_async.Batch` that runs; ``_batch.py`` holds
+its options, planning and report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import msgspec
+
+from ._batch_types import BatchEvent, BatchItem, BatchProgress, EventKind, Phase
+from ._bulk import Sender
+from ._download import DownloadError, download, first_error
+from ._exceptions import (
+    AuthenticationError,
+    EndpointNotFoundError,
+    GPTImageError,
+    InsufficientCreditsError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RunFailedError,
+    RunNotFoundError,
+    SessionClosedError,
+    TLSCertificateError,
+    UncertainCreateError,
+)
+from ._journal import Journal, RerunAction
+from ._manifest import EntryStatus, ManifestEntry, stamp_created, stamp_finished, stamp_lane
+from ._models import Result
+from ._run import Run
+from ._transport import Transport
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._session import Session
+
+__all__ = ["BatchRunner", "out_of_space"]
+
+logger = logging.getLogger("gptimage_async")
+
+#: Creates failing one after another (no success between) before the batch gives up:
+#: the provider is down or refusing, and trying every remaining prompt would not help.
+MAX_CREATE_FAILURES_IN_A_ROW = 10
+#: Seconds of recent finishes the throughput (and so the ETA) is measured over.
+RATE_WINDOW = 30.0
+#: The errno values of a disk that is full (ENOSPC) or a quota reached (EDQUOT).
+_NO_SPACE = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+#: Errors that no other prompt can escape either: the batch stops at the first.
+_FATAL = (
+    AuthenticationError,
+    InsufficientCreditsError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    EndpointNotFoundError,
+    TLSCertificateError,
+)
+
+
+class BatchRunner:
+    """The running half of ``Batch`` (a base class: ``Batch`` sets every attribute)."""
+
+    __slots__ = (
+        "_attach_elsewhere",
+        "_create_failures",
+        "_download",
+        "_download_slots",
+        "_earlier",
+        "_feed_scope",
+        "_finish_times",
+        "_fsync",
+        "_gallery",
+        "_gate",
+        "_http",
+        "_items",
+        "_journal",
+        "_max_bytes",
+        "_notice_taken",
+        "_on_event",
+        "_out",
+        "_phases",
+        "_resubmit_unknown",
+        "_scopes",
+        "_sender",
+        "_session",
+        "_slots",
+        "_space_per_image",
+        "_started",
+        "_state",
+        "_statuses",
+        "_stop_reason",
+        "_stopping",
+        "attached",
+        "skipped",
+        "submitted",
+    )
+
+    _session: Session
+    _out: Path
+    _items: list[BatchItem]
+    _slots: asyncio.Semaphore | None
+    _gate: asyncio.Semaphore
+    _download: bool
+    _download_slots: asyncio.Semaphore
+    _earlier: tuple[ManifestEntry, ...]
+    _gallery: bool
+    _max_bytes: int
+    _on_event: Callable[[BatchEvent], object] | None
+    _phases: collections.Counter[Phase]
+    _statuses: collections.Counter[EntryStatus]
+    _finish_times: collections.deque[float]
+    _scopes: set[anyio.CancelScope]
+    _sender: Sender
+    _feed_scope: anyio.CancelScope | None
+    _journal: Journal | None
+    _http: Transport | None
+    _started: float | None
+    _stopping: bool
+    _stop_reason: str | None
+    _create_failures: int
+    submitted: int
+    attached: int
+    skipped: int
+
+    @property
+    def progress(self) -> BatchProgress:
+        """Where the batch stands now."""
+        now = time.monotonic()
+        elapsed = 0.0 if self._started is None else now - self._started
+        times = self._finish_times
+        while times and times[0] < now - RATE_WINDOW:
+            times.popleft()
+        span = min(RATE_WINDOW, elapsed)
+        rate = len(times) / span if times and span > 0 else None
+        statuses, phases = self._statuses, self._phases
+        finished = statuses["succeeded"] + statuses["failed"] + statuses["unknown"]
+        left = len(self._items) - finished
+        return BatchProgress(
+            total=len(self._items),
+            succeeded=statuses["succeeded"],
+            failed=statuses["failed"],
+            unknown=statuses["unknown"],
+            skipped=self.skipped,
+            submitting=phases["submitting"],
+            in_flight=phases["in_flight"],
+            waiting=phases["waiting"],
+            rate_limited=self._session.stats.rate_limited,
+            elapsed=elapsed,
+            rate=rate,
+            eta=left / rate if rate else (0.0 if left == 0 else None),
+        )
+
+    def stop(self, reason: str | None = None) -> None:
+        """Stop cleanly: send no more creates, let those in flight be answered and journaled.
+
+        Runs not finished stay ``pending`` in the manifest; running the batch
+        again attaches them. Safe to call from a signal handler in the event
+        loop, and more than once.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        self._stop_reason = reason
+        if self._feed_scope is not None:
+            self._feed_scope.cancel()
+        self._sender.stop()
+        for scope in self._scopes:
+            scope.cancel()
+        self._emit("stopping", None, message=reason)
+
+    # -- running -----------------------------------------------------------------------
+
+    async def _feed(self, attach: list[tuple[BatchItem, str]], submit: list[BatchItem]) -> None:
+        try:
+            await self._feed_all(attach, submit)
+        except BaseExceptionGroup as group:
+            # Only a broken journal (a full disk) or a bug gets here: raise it plainly.
+            raise first_error(group) from None
+
+    async def _feed_all(self, attach: list[tuple[BatchItem, str]], submit: list[BatchItem]) -> None:
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as self._feed_scope:
+                if self._stopping:
+                    return
+                for item, run_id in attach:
+                    await self._take_slot()
+                    tg.start_soon(self._attach, item, run_id)
+                # The batch's last creates go ahead of polls, by the session's one rule.
+                feed = self._session.tail_rule().countdown(submit)
+                while True:
+                    await self._take_slot()
+                    await self._gate.acquire()
+                    try:
+                        if self._stopping:  # stop() came while this waited
+                            raise StopIteration
+                        item, last = feed.take()
+                    except StopIteration:
+                        self._gate.release()
+                        self._release_slot()
+                        break
+                    tg.start_soon(self._submit, item, last)
+
+    async def _take_slot(self) -> None:
+        if self._slots is not None:
+            await self._slots.acquire()
+
+    def _release_slot(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
+    async def _submit(self, item: BatchItem, last: bool) -> None:
+        journal = self._journal
+        assert journal is not None
+        key, line = item.entry.key, item.prompt.line
+        try:
+            run: Run | None = None
+            try:
+                # Dropped by stop() only until the create goes on the wire (the Sender):
+                # a create sent is always let be answered, so its run is journaled.
+                run = await self._sender.send(
+                    item.prompt.request, last=last, on_send=lambda: self._sending(item)
+                )
+            except OSError as exc:  # the journal could not write the intent: nothing sent
+                self._withdraw(item)
+                self._disk_failed(exc)
+                return
+            except UncertainCreateError as exc:
+                self._finish(item, "unknown", error=exc, on_rerun="ask")
+                return
+            except GPTImageError as exc:
+                self._create_failed(item, exc)
+                return
+            finally:
+                self._gate.release()
+            if run is None:
+                self._withdraw(item)
+                return
+            self._create_failures = 0
+            assert run.id is not None
+            try:
+                journal.created(
+                    key, run.id, line=line, provider=run.provider, base_url=self._session.base_url
+                )
+            except OSError as exc:
+                # Its intent is on disk: a rerun reports it unknown, and `settle` attaches it.
+                logger.error(
+                    "run %s (line %d) was created but not journaled: %s", run.id, line, exc
+                )
+                self._disk_failed(exc)
+                return
+            item.entry = stamp_created(item.entry, run.id, run.lane)
+            self._set_phase(item, "in_flight")
+            self._emit("created", item.entry)
+            if not self._stopping:
+                await self._follow(item, run)
+        finally:
+            self._release_slot()
+
+    def _sending(self, item: BatchItem) -> None:
+        # Called as the create goes on the wire (once per attempt): the intent is
+        # on disk before the create can be, and a create still queued in the rate
+        # limiter when the process dies was never sent, so it is not "unknown".
+        assert self._journal is not None
+        self._journal.intent(item.entry.key, line=item.prompt.line, request=item.prompt.request)
+        if item.phase != "submitting":
+            self._set_phase(item, "submitting")
+            self.submitted += 1
+
+    def _withdraw(self, item: BatchItem) -> None:
+        # stop() came before this prompt's create was made: it stays pending.
+        # If attempts went out, the session chose to send again, which it does only for
+        # creates certainly refused, unless it resends uncertain ones: then the intent
+        # stays, and a rerun reports the prompt unknown.
+        if item.phase == "submitting" and not self._session.resends_uncertain_creates:
+            assert self._journal is not None
+            try:
+                self._journal.withdrawn(item.entry.key, line=item.prompt.line)
+            except OSError as exc:  # the intent stays: a rerun reports the prompt unknown
+                self._disk_failed(exc)
+        self._set_phase(item, "waiting")
+
+    async def _attach(self, item: BatchItem, run_id: str) -> None:
+        try:
+            try:
+                run = self._session.attach(run_id, request=item.prompt.request)
+            except GPTImageError as exc:
+                self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="attach")
+                return
+            self.attached += 1
+            item.entry = stamp_lane(msgspec.structs.replace(item.entry, run_id=run_id), run.lane)
+            self._set_phase(item, "in_flight")
+            self._emit("attached", item.entry)
+            await self._follow(item, run)
+        finally:
+            self._release_slot()
+
+    async def _follow(self, item: BatchItem, run: Run) -> None:
+        run_id = run.id
+        with anyio.CancelScope() as scope:
+            self._scopes.add(scope)
+            if self._stopping:
+                scope.cancel()
+            try:
+                result = await run
+                files = await self._save(item, result)
+            except SessionClosedError:
+                return  # closed under us: the run may still finish; a rerun attaches it
+            except DownloadError as exc:
+                # The run exists and succeeded: a rerun attaches it for fresh URLs.
+                if out_of_space(exc):
+                    self._disk_failed(exc)
+                self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="attach")
+            except (RunFailedError, RunNotFoundError) as exc:
+                # Failed runs are refunded and unknown ones are gone: only a new create helps.
+                self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="submit")
+            except GPTImageError as exc:
+                if isinstance(exc, _FATAL):
+                    self.stop(str(exc))
+                self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="attach")
+            else:
+                self._finish(
+                    item,
+                    "succeeded",
+                    run_id=run_id,
+                    urls=tuple(result.urls),
+                    files=files,
+                    on_rerun="skip",
+                )
+            finally:
+                self._scopes.discard(scope)
+
+    async def _save(self, item: BatchItem, result: Result) -> tuple[str, ...]:
+        if not self._download:
+            return ()
+        async with self._download_slots:
+            paths = await download(
+                result,
+                self._out,
+                stem=item.stem,
+                transport=self._http,
+                max_bytes=self._max_bytes,
+                base_url=self._session.base_url,
+            )
+        return tuple(path.name for path in paths)
+
+    def _disk_failed(self, exc: BaseException) -> None:
+        # The first write refused for lack of space stops every create: what was
+        # paid for is kept (its runs are attached again by a rerun), nothing more is bought.
+        if out_of_space(exc):
+            self.stop(f"the disk is full ({self._out}): {exc}; free some space and rerun")
+        else:
+            self.stop(f"cannot write to {self._out}: {exc}")
+
+    def _create_failed(self, item: BatchItem, exc: GPTImageError) -> None:
+        self._finish(item, "failed", error=exc, on_rerun="submit")
+        self._create_failures += 1
+        if isinstance(exc, _FATAL):
+            self.stop(str(exc))
+        elif self._create_failures >= MAX_CREATE_FAILURES_IN_A_ROW:
+            self.stop(f"{self._create_failures} creates failed in a row; the last: {exc}")
+
+    def _finish(
+        self,
+        item: BatchItem,
+        status: EntryStatus,
+        *,
+        on_rerun: RerunAction,
+        error: BaseException | None = None,
+        run_id: str | None = None,
+        urls: tuple[str, ...] = (),
+        files: tuple[str, ...] = (),
+    ) -> None:
+        entry = msgspec.structs.replace(
+            item.entry,
+            status=status,
+            run_id=run_id,
+            urls=urls,
+            files=files,
+            error=None if error is None else str(error),
+            error_type=None if error is None else type(error).__name__,
+        )
+        entry = stamp_finished(entry, self._session)  # options, lane, times, cost
+        assert self._journal is not None
+        try:
+            self._journal.finished(entry, on_rerun=on_rerun)
+        except OSError as exc:  # the run's created record stands: a rerun attaches it
+            self._disk_failed(exc)
+        item.entry = entry
+        self._set_phase(item, "finished")
+        self._statuses[status] += 1
+        self._finish_times.append(time.monotonic())
+        self._emit("finished", entry)
+
+    def _gallery_entries(self) -> list[ManifestEntry]:
+        return [item.entry for item in self._items] + list(self._earlier)
+
+    def _set_phase(self, item: BatchItem, phase: Phase) -> None:
+        self._phases[item.phase] -= 1
+        self._phases[phase] += 1
+        item.phase = phase
+
+    def _emit(
+        self, kind: EventKind, entry: ManifestEntry | None, message: str | None = None
+    ) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(
+                BatchEvent(kind=kind, entry=entry, progress=self.progress, message=message)
+            )
+        except Exception:
+            # A display must not be able to sink a batch of paid runs.
+            logger.exception("the batch's on_event callback failed")
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is a write refused for lack of space."""
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        return True
+    # DownloadError carries the OS's words, not its errno.
+    text = str(exc)
+    return any(os.strerror(code) in text for code in _NO_SPACE)

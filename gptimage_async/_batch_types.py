@@ -1,0 +1,162 @@
+"""What a batch reports (progress, events, its report) and how it keys its prompts."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from ._download import slugify
+from ._manifest import ManifestEntry
+from ._models import ImageRequest
+from ._prompts import BatchPrompt
+
+__all__ = [
+    "JOURNAL_NAME",
+    "MANIFEST_NAME",
+    "UNKNOWN_FATE",
+    "BatchEvent",
+    "BatchItem",
+    "BatchProgress",
+    "BatchReport",
+    "EventKind",
+    "Phase",
+    "prompt_key",
+]
+
+JOURNAL_NAME = "journal.jsonl"
+MANIFEST_NAME = "manifest.jsonl"
+#: Why a prompt whose create has an unknown fate is not sent again.
+UNKNOWN_FATE = (
+    "an earlier run sent this prompt's create and stopped before hearing back: "
+    "a run may or may not exist (and be paid for), so it was not sent again"
+)
+
+EventKind = Literal["skipped", "unknown", "created", "attached", "finished", "stopping"]
+"""What a :class:`BatchEvent` reports.
+
+``skipped``: done by an earlier run. ``unknown``: an earlier run's create
+has an unknown fate, so the prompt is not sent. ``created``: a run was
+created (``entry.run_id``). ``attached``: an earlier run's run is followed
+again. ``finished``: the prompt ended (``entry.status``). ``stopping``: the
+batch stops sending (``message`` says why).
+"""
+
+Phase = Literal["waiting", "submitting", "in_flight", "finished"]
+
+
+class BatchProgress(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of a batch, for progress displays.
+
+    ``succeeded`` includes ``skipped`` (done by an earlier run).
+    ``submitting``: creates sent, answer awaited; ``in_flight``: runs
+    created (or attached) and not finished, downloads included; ``waiting``:
+    not started. ``rate`` is prompts finished per second lately (``None``
+    until one finishes) and ``eta`` the seconds left at that rate.
+    ``rate_limited`` counts the 429s the session has seen.
+    """
+
+    total: int
+    succeeded: int
+    failed: int
+    unknown: int
+    skipped: int
+    submitting: int
+    in_flight: int
+    waiting: int
+    rate_limited: int
+    elapsed: float
+    rate: float | None
+    eta: float | None
+
+    @property
+    def finished(self) -> int:
+        """Prompts that reached an end: succeeded, failed or unknown."""
+        return self.succeeded + self.failed + self.unknown
+
+
+class BatchEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """Something happened to a prompt (or to the batch, for ``stopping``).
+
+    ``entry`` is the prompt's manifest entry as it now stands (``None`` for
+    ``stopping``); ``progress`` the batch right after. ``message`` is why a
+    batch stops, when an error stopped it (``None`` for a plain ``stop()``).
+    """
+
+    kind: EventKind
+    entry: ManifestEntry | None
+    progress: BatchProgress
+    message: str | None = None
+
+
+class BatchReport(msgspec.Struct, frozen=True, kw_only=True):
+    """How a batch run ended.
+
+    ``entries`` are the manifest's lines, in input order. ``stopped`` is true
+    when :meth:`Batch.stop` was called or a fatal error stopped the batch;
+    ``stop_reason`` is that error (``None`` for a plain ``stop()``).
+    ``submitted``, ``attached`` and ``skipped`` count what this process did.
+    """
+
+    entries: tuple[ManifestEntry, ...]
+    progress: BatchProgress
+    manifest: Path
+    journal: Path
+    stopped: bool
+    stop_reason: str | None
+    submitted: int
+    attached: int
+    skipped: int
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Prompts by status: succeeded, failed, unknown, pending."""
+        counts = {"succeeded": 0, "failed": 0, "unknown": 0, "pending": 0}
+        for entry in self.entries:
+            counts[entry.status] += 1
+        return counts
+
+    @property
+    def ok(self) -> bool:
+        """True when every prompt succeeded."""
+        return all(entry.status == "succeeded" for entry in self.entries)
+
+
+def prompt_key(request: ImageRequest, occurrence: int = 1) -> str:
+    """The key a batch's journal knows a prompt by.
+
+    A hash of the request with the providers' defaults filled in (so leaving
+    ``quality`` unset and asking ``"medium"`` are the same request), plus
+    which occurrence of that same request it is in the input. Lines moving
+    around between two runs of a batch do not change keys.
+
+    >>> prompt_key(ImageRequest("a lamp")) == prompt_key(ImageRequest("a lamp", quality="medium"))
+    True
+    """
+    normalized = ImageRequest(
+        request.prompt,
+        aspect_ratio=request.aspect_ratio or "1:1",
+        quality=request.quality or "medium",
+        image_urls=request.image_urls,
+    )
+    digest = hashlib.sha256(msgspec.json.encode(normalized)).hexdigest()[:20]
+    return f"{digest}-{occurrence}"
+
+
+class BatchItem:
+    """One prompt of a batch: its request, its file stem, where it stands."""
+
+    __slots__ = ("entry", "phase", "prompt", "stem")
+
+    def __init__(self, prompt: BatchPrompt, key: str) -> None:
+        self.prompt = prompt
+        self.phase: Phase = "waiting"
+        self.entry = ManifestEntry(
+            line=prompt.line, key=key, input=prompt.request, status="pending"
+        )
+        # The key's hash in the name: another request on the same line (an edited
+        # prompt, another --quality) never writes over this one's paid images.
+        tag = hashlib.sha256(key.encode()).hexdigest()[:8]
+        self.stem = f"{prompt.line:05d}-{slugify(prompt.request.prompt)}-{tag}"

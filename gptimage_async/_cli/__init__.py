@@ -1,0 +1,70 @@
+"""The ``gptimage-async`` command: generate, batch, unknown, settle, gallery, simulate.
+
+::
+
+    gptimage-async batch examples/prompts.txt --out out/ --provider simulator
+    gptimage-async generate "a ceramic lamp" --n 2 --out out/
+    gptimage-async unknown out/            # prompts whose create has an unknown fate
+    gptimage-async settle out/ 12 run_abc  # ... and what became of one
+    gptimage-async gallery out/            # rebuild out/index.html from the manifest
+    gptimage-async simulate --port 8080
+
+Exit codes: 0 every prompt succeeded; 1 some did not; 2 bad usage or input
+(nothing was sent); 130 interrupted. Modules: ``_args`` (the options),
+``_sessions`` (the session a command runs on), ``_generate``, ``_batch``,
+``_settle``, ``_simulate`` (one per command), ``_signals`` (Ctrl-C, SIGTERM,
+SIGHUP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from .._gallery import gallery_command
+from ._args import parser
+from ._batch import batch
+from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Failure, UsageError
+from ._generate import generate
+from ._sessions import state_file
+from ._settle import settle, unknown
+from ._simulate import simulate
+
+__all__ = ["main", "state_file"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "simulate":
+            return simulate(args)
+        if args.command == "gallery":
+            return gallery_command(args.dir)
+        if args.command == "unknown":
+            return unknown(args)
+        if args.command == "settle":
+            return settle(args)
+        runner = batch if args.command == "batch" else generate
+        return asyncio.run(runner(args))
+    except UsageError as exc:
+        print(f"gptimage-async: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Failure as exc:
+        print(f"gptimage-async: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        hint = (
+            "; rerun the same command to resume (creates that were in flight "
+            "will be reported as unknown)"
+            if args.command == "batch"
+            else ""
+        )
+        print(f"\ninterrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,222 @@
+"""``gptimage-async batch``: a prompt file to images, resumably; and its ``--dry-run``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections import Counter
+from pathlib import Path
+
+from .._batch import Batch, BatchReport
+from .._exceptions import DiskSpaceError
+from .._gallery import GALLERY_NAME
+from .._journal import JournalError
+from .._models import ASPECT_RATIOS, QUALITIES
+from .._progress import Display, format_duration, make_display
+from .._prompts import BatchPrompt, PromptFileError, read_prompts
+from .._providers import get_provider
+from .._session import Session
+from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Failure, UsageError, check_writable
+from ._sessions import make_session, open_session
+from ._signals import quit_at_once, stop_on_signals
+
+__all__ = ["batch"]
+
+#: What a request leaves unset means this at the provider.
+_DEFAULT_QUALITY = "medium"
+_DEFAULT_ASPECT_RATIO = "1:1"
+
+
+async def batch(args: argparse.Namespace) -> int:
+    """Run ``batch``; return the exit code."""
+    if args.dry_run:
+        return _dry_run(args)
+    async with open_session(args) as session:
+        prompts = _read(args, session)
+        check_writable(args.out)
+        live = {"auto": None, "live": True, "log": False}[args.progress]
+        display = make_display(sys.stderr, live=live)
+        job = Batch(
+            session,
+            prompts,
+            args.out,
+            concurrency=args.concurrency,
+            download=not args.no_download,
+            resubmit_unknown=args.resubmit_unknown,
+            # The in-process simulator gets a new port each time: its old runs are gone.
+            attach_elsewhere=args.provider == "simulator",
+            on_event=display.event,
+            expected_image_bytes=round(args.expected_image_mb * 1e6),
+            gallery=not args.no_gallery,
+        )
+        notice = job.endpoint_notice()
+        # The in-process simulator's port is new each run: that change is no news.
+        if notice is not None and args.provider != "simulator":
+            print(f"note: {notice}", file=sys.stderr, flush=True)
+
+        def stop() -> None:
+            job.stop()  # first: a terminal gone (SIGHUP) cannot be written to
+            with contextlib.suppress(OSError):
+                display.note(
+                    "interrupt: stopping; waiting for the creates in flight to be answered "
+                    "(Ctrl-C again to quit at once)"
+                )
+
+        def quit_now() -> None:
+            with contextlib.suppress(OSError):
+                display.close(job.progress)
+            on_wire = job.on_wire
+            quit_at_once(
+                f"\ninterrupted at once: {on_wire} create(s) were on the wire; their prompts "
+                f"are recorded with an unknown fate (see: gptimage-async unknown {args.out}). "
+                "Rerun the same command to resume the rest."
+                if on_wire
+                else "\ninterrupted at once; rerun the same command to resume"
+            )
+
+        with stop_on_signals(stop, quit_now) as interrupted:
+            async with session:
+                report = await _run_with_display(job, display, args.out)
+    # A terminal that hung up (SIGHUP) takes no summary: the manifest has it all.
+    with contextlib.suppress(OSError):
+        _summary(report, requests=session.stats.requests)
+        if not args.no_gallery:
+            print(f"gallery: {args.out / GALLERY_NAME}")
+        if interrupted:
+            p = report.progress
+            print(
+                f"interrupted: {p.finished} done, {p.in_flight + p.submitting} in flight; "
+                "rerun the same command to resume",
+                file=sys.stderr,
+            )
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _read(args: argparse.Namespace, session: Session) -> list[BatchPrompt]:
+    try:
+        return read_prompts(
+            args.prompts,
+            aspect_ratio=args.aspect_ratio,
+            quality=args.quality,
+            session=session,
+            format=args.format,
+        )
+    except PromptFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
+async def _run_with_display(job: Batch, display: Display, out: Path) -> BatchReport:
+    async def ticker() -> None:
+        # A terminal that hung up ends the ticking, not the batch.
+        with contextlib.suppress(OSError):
+            while True:
+                display.tick(job.progress)
+                await asyncio.sleep(display.interval)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        report = await job.run()
+    except (JournalError, DiskSpaceError) as exc:
+        # Raised before anything is sent.
+        raise UsageError(exc.message) from None
+    except OSError as exc:
+        raise Failure(f"cannot write to {out}: {exc.strerror or exc}") from None
+    finally:
+        ticking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticking
+        # Always: a live display left open would keep the cursor hidden.
+        with contextlib.suppress(OSError):
+            display.close(job.progress)
+    return report
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """Validate the prompt file and say what a batch would send now; send nothing.
+
+    Prompts done in ``--out`` (its journal) are not counted, nor those a real
+    run would attach or leave unknown: the count and cost are what it would pay.
+    """
+    name = "runbase" if args.provider == "simulator" else args.provider
+    if args.provider == "simulator" and args.base_url:
+        raise UsageError("--base-url makes no sense with --provider simulator")
+    # The session is never opened: it only validates, so it needs no key.
+    session = make_session(name, api_key="dry-run", base_url=args.base_url)
+    prompts = _read(args, session)
+    job = Batch(
+        session,
+        prompts,
+        args.out,
+        resubmit_unknown=args.resubmit_unknown,
+        attach_elsewhere=args.provider == "simulator",
+    )
+    try:
+        plan = job.plan()
+    except (OSError, JournalError) as exc:
+        raise UsageError(f"cannot read the journal in {args.out}: {exc}") from None
+    todo = [item.prompt for item in plan.submit]
+    qualities = Counter(p.request.quality or _DEFAULT_QUALITY for p in todo)
+    ratios = Counter(p.request.aspect_ratio or _DEFAULT_ASPECT_RATIO for p in todo)
+    provider = get_provider(name)
+    where = "the simulator" if args.provider == "simulator" else name
+    print(
+        f"dry run: {len(todo)} of {len(prompts)} prompts would be sent to {where}; nothing was sent"
+    )
+    settled = Counter(s.kind for s in plan.settled)
+    others = [
+        f"{plan.skipped} already done in {args.out}" if plan.skipped else "",
+        f"{len(plan.attach)} earlier runs would be followed again" if plan.attach else "",
+        f"{settled['unknown']} of unknown fate (not sent; see 'unknown')"
+        if settled["unknown"]
+        else "",
+    ]
+    if any(others):
+        print("not sent: " + ", ".join(o for o in others if o))
+    if todo:
+        print(f"by quality: {_counts(qualities, sorted(QUALITIES))}")
+        print(f"by aspect ratio: {_counts(ratios, sorted(ASPECT_RATIOS))}")
+    prices = provider.credits_per_image
+    if prices is None or args.provider == "simulator":
+        print(f"expected cost: {where} publishes no price per image")
+    else:
+        total = sum(prices[q] * n for q, n in qualities.items())
+        each = ", ".join(f"{prices[q]} per {q} image" for q in sorted(prices))
+        print(f"expected cost: {total} credits ({each})")
+    return EXIT_OK
+
+
+def _counts(counter: Counter[str], order: list[str]) -> str:
+    return ", ".join(f"{key} {counter[key]}" for key in order if counter[key])
+
+
+def _summary(report: BatchReport, *, requests: int) -> None:
+    counts = report.counts
+    p = report.progress
+    total = len(report.entries)
+    parts = [f"{counts['succeeded']} succeeded"]
+    if report.skipped:
+        parts[0] += f" ({report.skipped} already done)"
+    parts += [f"{counts[s]} {s}" for s in ("failed", "unknown", "pending") if counts[s]]
+    print(f"{total} prompts: {', '.join(parts)} in {format_duration(p.elapsed)}")
+    if report.submitted or report.attached:
+        print(
+            f"this run: {report.submitted} creates sent, {report.attached} earlier runs "
+            f"re-attached, {requests} requests in all, {p.rate_limited} rate-limited"
+        )
+    print(f"manifest: {report.manifest}")
+    if report.stop_reason:
+        print(f"stopped early: {report.stop_reason}")
+    if counts["failed"]:
+        print("failed prompts are tried again when you rerun the same command")
+    if counts["unknown"]:
+        print(
+            f"{counts['unknown']} prompt(s) have a create of unknown fate: a run may exist and "
+            "be paid for. List them with 'gptimage-async unknown DIR', find their runs on "
+            "the provider's dashboard and settle each ('gptimage-async settle DIR LINE "
+            "RUN_ID', or --not-created); or rerun with --resubmit-unknown to send them "
+            "again (at the risk of paying twice)."
+        )

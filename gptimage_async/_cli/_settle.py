@@ -1,0 +1,129 @@
+"""``gptimage-async unknown`` and ``settle``: prompts whose create has an unknown fate.
+
+A batch interrupted while a create was on the wire (``kill -9``, a second
+Ctrl-C, a timeout after sending) cannot know whether a run was made and paid
+for, so it never sends that prompt again on its own. ``unknown DIR`` lists
+those prompts; once the user has looked at the provider's dashboard,
+``settle DIR LINE RUN_ID`` records the run found (the next ``batch`` attaches
+it, never creating it again) and ``settle DIR LINE --not-created`` records
+that none exists (the next ``batch`` sends it). Both only write to the
+journal, which a running batch holds locked.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .._batch_types import JOURNAL_NAME
+from .._journal import Journal, JournalEntry, JournalError
+from .._manifest import ManifestEntry
+from ._common import EXIT_OK, UsageError
+
+__all__ = ["settle", "unknown"]
+
+#: Why a prompt settled ``--not-created`` is sent again by the next batch.
+NOT_CREATED = "settled by hand: no run was created for this prompt"
+
+
+def _unknown_entries(journal: Journal) -> list[JournalEntry]:
+    return sorted(
+        (
+            entry
+            for entry in journal
+            if entry.state == "intent" or (entry.state == "finished" and entry.on_rerun == "ask")
+        ),
+        key=lambda e: (e.line, e.key),
+    )
+
+
+def _path(args: argparse.Namespace) -> str:
+    path = args.out / JOURNAL_NAME
+    if not path.is_file():
+        raise UsageError(f"no batch journal in {args.out} ({JOURNAL_NAME} is missing)")
+    return str(path)
+
+
+def unknown(args: argparse.Namespace) -> int:
+    """List the prompts of ``args.out``'s journal whose create has an unknown fate."""
+    try:
+        journal = Journal.read(_path(args))
+    except (OSError, JournalError) as exc:
+        raise UsageError(f"cannot read the journal in {args.out}: {exc}") from None
+    entries = _unknown_entries(journal)
+    if not entries:
+        print(f"no prompt of unknown fate in {args.out}")
+        return EXIT_OK
+    print(f"{len(entries)} prompt(s) in {args.out} have a create of unknown fate:")
+    for entry in entries:
+        prompt = entry.input.prompt if entry.input is not None else "(prompt not recorded)"
+        short = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+        print(f"  line {entry.line:>5}  key {entry.key}  {short!r}")
+    print(
+        f"settle each: gptimage-async settle {args.out} LINE RUN_ID (a run you found), "
+        "or LINE --not-created (none exists: the next batch sends it)"
+    )
+    return EXIT_OK
+
+
+def settle(args: argparse.Namespace) -> int:
+    """Record what became of an unknown prompt's create (a run id, or none)."""
+    if (args.run_id is None) == (not args.not_created):
+        raise UsageError("give either RUN_ID (the run you found) or --not-created, not both")
+    if args.run_id is not None and not args.run_id.strip():
+        raise UsageError("RUN_ID is empty")
+    try:
+        with Journal(_path(args)) as journal:
+            entry = _pick(journal, args)
+            _record(journal, entry, args.run_id)
+    except (OSError, JournalError) as exc:
+        raise UsageError(f"cannot settle in {args.out}: {exc}") from None
+    if args.run_id is not None:
+        print(f"line {entry.line}: run {args.run_id} recorded; the next batch run attaches it")
+    else:
+        print(f"line {entry.line}: recorded as not created; the next batch run sends it")
+    return EXIT_OK
+
+
+def _pick(journal: Journal, args: argparse.Namespace) -> JournalEntry:
+    found = [e for e in _unknown_entries(journal) if e.line == args.line]
+    if args.key is not None:
+        found = [e for e in found if e.key == args.key]
+    if not found:
+        raise UsageError(
+            f"line {args.line} of {args.out} has no prompt of unknown fate"
+            + (f" with key {args.key}" if args.key else "")
+            + " (see: gptimage-async unknown DIR)"
+        )
+    if len(found) > 1:
+        keys = ", ".join(e.key for e in found)
+        raise UsageError(
+            f"line {args.line} has {len(found)} unknown prompts; add --key (one of {keys})"
+        )
+    return found[0]
+
+
+def _record(journal: Journal, entry: JournalEntry, run_id: str | None) -> None:
+    if run_id is not None:
+        # The endpoint of the batch that sent it: a rerun at another one leaves it alone.
+        where = journal.last_endpoint
+        journal.created(
+            entry.key,
+            run_id.strip(),
+            line=entry.line,
+            provider=where.provider if where is not None else "unknown",
+            base_url=where.base_url if where is not None else None,
+        )
+    elif entry.input is not None:
+        journal.finished(
+            ManifestEntry(
+                line=entry.line,
+                key=entry.key,
+                input=entry.input,
+                status="failed",
+                error=NOT_CREATED,
+                error_type="NotCreated",
+            ),
+            on_rerun="submit",
+        )
+    else:  # a journal of 0.x that did not record the request: undo the intent
+        journal.withdrawn(entry.key, line=entry.line)

@@ -1,0 +1,137 @@
+"""Servers that write exactly the bytes a test gives them, on 127.0.0.1 (plain or TLS).
+
+For the answers an HTTP library would refuse to produce: a header of 60 KB,
+a ``Content-Encoding`` nobody asked for, a body cut short with no
+``Content-Length``, a ``Content-Length`` the body does not reach. Each
+connection reads one request, writes the bytes the script returns, and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import ssl
+import subprocess
+import zlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .wire_servers import Request
+
+__all__ = ["ByteServer", "byte_server", "http_answer", "self_signed_context"]
+
+#: Given a request, the raw bytes to answer with (status line onwards).
+Script = Callable[[Request], bytes]
+
+
+def http_answer(
+    status: int,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    length: int | None = -1,
+) -> bytes:
+    """An HTTP/1.1 answer; ``length`` -1: the body's, ``None``: none (the close ends it)."""
+    lines = [f"HTTP/1.1 {status} X", "Connection: close"]
+    if length == -1:
+        length = len(body)
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def encoded(body: bytes, encoding: str) -> bytes:
+    if encoding == "gzip":
+        return gzip.compress(body)
+    if encoding == "deflate":
+        return zlib.compress(body)
+    if encoding == "gzip, xz":
+        return gzip.compress(body)  # the xz layer is a lie: it is never decoded
+    return b"\x1b\x2f\x00\x00garbage-that-no-brotli-decoder-accepts"
+
+
+@dataclass
+class ByteServer:
+    script: Script
+    ssl_context: ssl.SSLContext | None = None
+    requests: list[Request] = field(default_factory=list)
+    connections: int = 0
+    port: int = 0
+    _server: asyncio.Server | None = None
+
+    def url(self, path: str = "") -> str:
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    async def start(self) -> None:
+        # TLS is started by hand in _serve, so a failed handshake is still counted.
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            if self.ssl_context is not None:
+                await writer.start_tls(self.ssl_context)
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                if ":" in line:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            request = Request(method, target, headers, body)
+            self.requests.append(request)
+            writer.write(self.script(request))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
+            pass
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def byte_server(
+    script: Script, *, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[ByteServer]:
+    server = ByteServer(script, ssl_context)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def self_signed_context(directory: Path) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1 (``openssl`` CLI)."""
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def run_json(run_id: str, status: str, urls: list[str] | None = None) -> bytes:
+    """A Runbase run object."""
+    body: dict[str, object] = {"id": run_id, "status": status}
+    if urls is not None:
+        body["output"] = {"urls": urls}
+    return json.dumps(body).encode()

@@ -1,0 +1,146 @@
+"""A disk that fills up: checked before a batch starts, and a batch stops creating when it does.
+
+On a real small tmpfs (``mount -t tmpfs -o size=...``, which needs root): no
+mocked ``OSError``. Skipped, saying why, where it cannot be mounted.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import gptimage_async as gi
+from gptimage_async.simulator import Simulator, SimulatorConfig
+
+from .test_cli import KEY, run_cli
+
+FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=7)
+
+
+def session_for(sim: Simulator, **options: Any) -> gi.Session:
+    options.setdefault("rate_limit", gi.RateLimit(1000, 1.0))
+    return gi.Session("runbase", api_key=KEY, base_url=sim.base_url("runbase"), **options)
+
+
+def _mount(path: Path, size: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    options = ",".join([f"size={size}", *extra])
+    return subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A 256 KiB tmpfs: about 25 of the simulator's 9 KB images."""
+    where = Path(tempfile.mkdtemp(prefix="gptimage-full-"))
+    try:
+        done = _mount(where, "256k")
+    except OSError as exc:
+        pytest.skip(f"cannot run mount: {exc}")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+        where.rmdir()
+
+
+def grow(disk: Path, size: str) -> None:
+    done = _mount(disk, size, "remount")
+    assert done.returncode == 0, done.stderr
+
+
+async def test_a_job_that_does_not_fit_is_refused_before_anything_is_sent(
+    small_disk: Path,
+) -> None:
+    async with Simulator(FAST) as sim, session_for(sim) as session:
+        batch = gi.Batch(session, [f"prompt {i}" for i in range(10)], small_disk / "out")
+        with pytest.raises(gi.DiskSpaceError) as caught:
+            await batch.run()
+        assert caught.value.needed == 10 * 4_000_000
+        assert 0 < caught.value.free <= 256 * 1024
+        assert "free" in str(caught.value) and "expected_image_bytes" in str(caught.value)
+        assert sim.stats.create_requests == 0
+
+
+async def test_the_cli_refuses_a_job_that_does_not_fit(small_disk: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(10)))
+    async with Simulator(FAST) as sim:
+        args = ["batch", str(prompts), "--out", str(small_disk / "out")]
+        args += ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
+        done = await run_cli(*args, "--rate-limit", "1000/1")
+        assert done.code == 2, done.stderr
+        assert "MB free" in done.stderr and "--expected-image-mb" in done.stderr
+        assert sim.stats.create_requests == 0
+        # The estimate can be lowered: then it runs.
+        done = await run_cli(*args, "--rate-limit", "1000/1", "--expected-image-mb", "0.01")
+        assert done.code == 0, done.stderr
+        assert sim.stats.creates == 10
+
+
+@pytest.mark.parametrize("download_window", [1, 8])
+async def test_a_disk_that_fills_up_stops_the_creates_and_a_rerun_resumes(
+    small_disk: Path, download_window: int
+) -> None:
+    n = 60  # about 540 KB of images for 256 KiB
+    prompts = [f"prompt number {i}" for i in range(n)]
+    out = small_disk / "out"
+    async with Simulator(FAST) as sim:
+        # Creates paced at 20 a second, runs of 30-100 ms: images fill the disk while
+        # creates are still going out, as in a real job.
+        async with session_for(sim, on_exit="cancel", rate_limit=gi.RateLimit(20, 1.0)) as session:
+            batch = gi.Batch(
+                session,
+                prompts,
+                out,
+                expected_image_bytes=0,  # no check before: the disk fills up on the way
+                download_concurrency=download_window,
+            )
+            report = await batch.run()
+        assert report.stopped
+        assert report.stop_reason is not None and "disk is full" in report.stop_reason
+        # Stopped at the first write refused: the creates after it were never sent.
+        assert sim.stats.creates < 45, sim.stats.creates
+        assert sim.stats.duplicates == 0
+        paid = sim.stats.creates
+        # Every run paid for is in the journal (its reserve took the last records).
+        journal = gi.Journal.read(out / "journal.jsonl")
+        known = {entry.run_id for entry in journal if entry.run_id is not None}
+        assert known == set(sim.runs), "a paid run is missing from the journal"
+        assert not any(entry.state == "intent" for entry in journal)
+
+        grow(small_disk, "4m")
+        async with session_for(sim) as session:
+            rerun = await gi.Batch(session, prompts, out, expected_image_bytes=0).run()
+        assert rerun.ok, rerun.counts
+        assert sim.stats.creates == n and sim.stats.duplicates == 0
+        assert rerun.attached + rerun.submitted + rerun.skipped == n
+        assert rerun.submitted == n - paid
+        assert len([p for p in out.iterdir() if p.suffix == ".png"]) == n
+
+
+async def test_generate_stops_creating_when_the_disk_fills_up(small_disk: Path) -> None:
+    # Room for two images only (2 KB each, in 4 KiB pages).
+    free = shutil.disk_usage(small_disk).free
+    (small_disk / "filler").write_bytes(bytes(free - 8 * 1024))
+    async with Simulator(FAST) as sim:
+        args = ["generate", "a lamp", "--n", "20", "--out", str(small_disk)]
+        args += ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
+        # 4 creates a second: the first images fill the disk while creates still go out.
+        done = await run_cli(*args, "--rate-limit", "4/1")
+        assert done.code == 1, done.stderr
+        assert "No space left on device" in done.stderr
+        assert sim.stats.creates < 20, sim.stats.creates
+        # Each run created was printed (its URL) or reported: none is lost.
+        assert len(done.stdout.split()) == sim.stats.creates

@@ -1,0 +1,76 @@
+"""The steady (web-app) benchmark: its arithmetic, and one tiny job on the real simulator.
+
+No wall-clock figure is asserted: only what the scenario counts (runs created
+once each, every arrival resolved, the budget share each run gets).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks.report import Results, Settings, render
+from benchmarks.steady import WARMUP, Steady, steady_ours
+from benchmarks.targets import targets
+
+RATE = 2.0  # requests per second: 20 per 10 s
+
+
+def steady_row(load: float, *, runs: int, created_span: float, delays: list[float]) -> Steady:
+    row = Steady("gptimage-async", 1, load, runs, rate=RATE)
+    row.by_run = [(2, d, 9.0) for d in delays]
+    row.resolved = row.created = runs
+    row.created_span = created_span
+    row.requests = 3 * runs
+    return row
+
+
+def test_a_quarter_of_the_budget_leaves_four_requests_per_run() -> None:
+    row = steady_row(0.25, runs=5, created_span=8.0, delays=[0.45] * 5)
+    assert row.arrivals == pytest.approx(0.5)
+    assert row.budget_per_run == pytest.approx(4.0)
+    assert row.delay_share == pytest.approx(0.05)
+
+
+def test_throughput_kept_falls_when_creates_lag_behind_arrivals() -> None:
+    # 5 arrivals 2 s apart span 8 s: creates spread over 8 s kept pace, over 16 s did not.
+    assert steady_row(0.25, runs=5, created_span=8.0, delays=[0.1] * 5).kept == 1.0
+    assert steady_row(0.25, runs=5, created_span=16.0, delays=[0.1] * 5).kept == 0.5
+    lost = steady_row(0.25, runs=5, created_span=8.0, delays=[0.1] * 5)
+    lost.resolved = 4
+    assert lost.kept == pytest.approx(0.8)
+
+
+def test_the_cold_start_is_left_out_of_long_jobs_only() -> None:
+    cold = [5.0] * WARMUP
+    long = steady_row(0.25, runs=3 * WARMUP, created_span=1.0, delays=cold + [1.0] * 2 * WARMUP)
+    assert long.delays == [1.0] * 2 * WARMUP
+    short = steady_row(0.25, runs=WARMUP, created_span=1.0, delays=cold)
+    assert short.delays == cold
+
+
+def test_unresolved_runs_are_not_judged_and_the_report_says_none_resolved() -> None:
+    row = steady_row(0.25, runs=3, created_span=1.0, delays=[math.nan] * 3)
+    row.resolved = 0
+    row.rate_limited = row.requests
+    assert math.isnan(row.delay_share)
+    results = Results(
+        settings=Settings(time_scale=0.05, runs=3, baseline_cap=1.0, cpu_concurrency=1)
+    )
+    results.steady.append(row)
+    judged = [t for t in targets(results) if t.key == "steady"]
+    assert len(judged) == 1 and not judged[0].met
+    text = render(results, default_limit=20, window=10.0)
+    assert "## 11-12. Steady arrivals (web apps)" in text
+    assert "none resolved (429s 100.0%)" in text
+    assert "nan" not in text
+
+
+async def test_one_process_resolves_every_arrival_once_on_the_simulator() -> None:
+    row = await steady_ours(0.25, 6, time_scale=0.005)
+    assert (row.runs, row.created, row.resolved, row.failed, row.capped) == (6, 6, 6, 0, False)
+    assert len(row.by_run) == 6
+    assert all(delay >= 0 for _, delay, _ in row.by_run)
+    assert all(polls >= 1 for polls, _, _ in row.by_run)
+    assert row.requests >= 12  # a create and at least one poll per run

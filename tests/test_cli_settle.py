@@ -1,0 +1,98 @@
+"""``gptimage-async unknown`` and ``settle``: prompts of unknown fate are seen and settled by hand.
+
+The journal is the one a batch killed mid-create leaves (intents with no
+answer); the run "recovered from the dashboard" is a real run of the
+simulator the batch then attaches, never creating that prompt again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gptimage_async as gi
+from gptimage_async._batch import prompt_key
+from gptimage_async.simulator import Simulator, SimulatorConfig
+
+from .test_cli import KEY, RATE, prompt_file, run_cli
+
+FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=3)
+
+
+def leave_unknown(out: Path, sim: Simulator, prompts: list[str]) -> None:
+    """What a batch killed while these prompts' creates were on the wire leaves behind."""
+    out.mkdir(parents=True, exist_ok=True)
+    with gi.Journal(out / "journal.jsonl") as journal:
+        journal.start(provider="runbase", base_url=sim.base_url("runbase"))
+        for line, prompt in enumerate(prompts, 1):
+            request = gi.ImageRequest(prompt)
+            journal.intent(prompt_key(request), line=line, request=request)
+
+
+async def test_unknown_lists_them_and_settle_records_a_run_or_none(tmp_path: Path) -> None:
+    prompts = prompt_file(tmp_path / "p.txt", 3)
+    texts = [f"prompt number {i}" for i in (1, 2, 3)]
+    out = tmp_path / "out"
+    async with Simulator(FAST) as sim:
+        leave_unknown(out, sim, texts[:2])  # lines 1 and 2 were on the wire
+        # The user finds line 1's run at the provider.
+        async with gi.Session(
+            "runbase",
+            api_key=KEY,
+            base_url=sim.base_url("runbase"),
+            rate_limit=gi.RateLimit(1000, 1),
+        ) as session:
+            found = await session.submit(texts[0])
+            await found
+        assert sim.stats.creates == 1
+
+        where = ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
+        dry = ["batch", str(prompts), "--out", str(out), *where, "--dry-run"]
+        done = await run_cli(*dry)
+        assert "dry run: 1 of 3 prompts" in done.stdout, done.stdout
+        assert "2 of unknown fate" in done.stdout
+
+        listed = await run_cli("unknown", str(out))
+        assert listed.code == 0, listed.stderr
+        assert "2 prompt(s)" in listed.stdout
+        assert "line     1" in listed.stdout and "line     2" in listed.stdout
+        assert "prompt number 1" in listed.stdout
+
+        # Neither, or both, is bad usage; a line with nothing unknown too.
+        for bad in (["1"], ["1", "run_x", "--not-created"], ["3", "--not-created"]):
+            done = await run_cli("settle", str(out), *bad)
+            assert done.code == 2, (bad, done.stdout, done.stderr)
+        assert "line 3" in done.stderr and "no prompt of unknown fate" in done.stderr
+
+        assert found.id is not None
+        done = await run_cli("settle", str(out), "1", found.id)
+        assert done.code == 0 and "attaches it" in done.stdout, done.stderr
+        done = await run_cli("settle", str(out), "2", "--not-created")
+        assert done.code == 0 and "sends it" in done.stdout, done.stderr
+        listed = await run_cli("unknown", str(out))
+        assert "no prompt of unknown fate" in listed.stdout
+        done = await run_cli(*dry)
+        assert "dry run: 2 of 3 prompts" in done.stdout, done.stdout
+        assert "1 earlier runs would be followed again" in done.stdout
+
+        args = ["batch", str(prompts), "--out", str(out), "--provider", "runbase"]
+        done = await run_cli(*args, "--base-url", sim.base_url("runbase"), "--rate-limit", RATE)
+        assert done.code == 0, done.stderr
+        # Line 1 was attached (not created again); lines 2 and 3 were sent.
+        assert sim.stats.creates == 3 and sim.stats.duplicates == 0
+        manifest = gi.read_manifest(out / "manifest.jsonl")
+        assert [e.status for e in manifest] == ["succeeded"] * 3
+        assert manifest[0].run_id == found.id
+        assert "1 earlier runs re-attached" in done.stdout
+
+
+async def test_settle_needs_a_journal_and_refuses_while_a_batch_holds_it(tmp_path: Path) -> None:
+    done = await run_cli("unknown", str(tmp_path))
+    assert done.code == 2 and "no batch journal" in done.stderr
+    async with Simulator(FAST) as sim:
+        leave_unknown(tmp_path, sim, ["a lamp"])
+        with gi.Journal(tmp_path / "journal.jsonl"):  # a batch running into the directory
+            done = await run_cli("settle", str(tmp_path), "1", "--not-created")
+        assert done.code == 2 and "in use by another process" in done.stderr
+        # Nothing was written by the refused settle.
+        journal = gi.Journal.read(tmp_path / "journal.jsonl")
+        assert [entry.state for entry in journal] == ["intent"]
