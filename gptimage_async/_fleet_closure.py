@@ -17,7 +17,9 @@ as without Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
@@ -50,13 +52,37 @@ class FleetClosure:
     process closed the key with, once read; ``None`` until then.
     """
 
-    __slots__ = ("cause", "client", "key", "timeout")
+    __slots__ = ("_stopping", "_tasks", "cause", "client", "key", "timeout")
 
     def __init__(self, client: Any, budget: str, *, timeout: float) -> None:
         self.client = client
         self.key = f"gptimage:{{{budget}}}:closed"
         self.timeout = timeout
         self.cause: APIStatusError | None = None
+        self._stopping = asyncio.Event()
+        # Never cancelled mid-call: a Redis command cancelled in flight can leave
+        # the client's connection pool stuck when it is closed. ``aclose`` stops
+        # them and waits (each call is bounded by ``timeout``).
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Watch the fleet's word in the background until ``aclose``."""
+        self._run(self.watch())
+
+    def share(self, cause: APIStatusError) -> None:
+        """``publish(cause)`` in the background."""
+        self._run(self.publish(cause))
+
+    def _run(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name="gptimage-fleet-closure")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        """Stop watching; wait for the calls in flight (at most ``timeout`` each)."""
+        self._stopping.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def publish(self, cause: APIStatusError) -> None:
         """Tell the fleet the key is closed by ``cause`` (never raises)."""
@@ -89,11 +115,16 @@ class FleetClosure:
         return status_error(word.status, message, code=word.code)
 
     async def watch(self) -> None:
-        """Read the fleet's word now and every ``CHECK_EVERY`` seconds until the key closes."""
-        while self.cause is None:
-            self.cause = await self.read()
-            if self.cause is None:
-                await asyncio.sleep(CHECK_EVERY)
+        """Read the fleet's word every ``CHECK_EVERY`` seconds, until the key closes or ``aclose``.
+
+        The read at open is the lane's own; this one keeps it current.
+        """
+        while self.cause is None and not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CHECK_EVERY):
+                    await self._stopping.wait()
+            if not self._stopping.is_set():
+                self.cause = await self.read()
 
     def __repr__(self) -> str:
         return f"<FleetClosure closed={self.cause is not None}>"

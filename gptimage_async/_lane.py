@@ -294,12 +294,12 @@ class LaneRuntime:
         if shared is not None:
             self.fleet = FleetClosure(shared.client, shared.budget, timeout=shared.timeout)
             self.fleet.cause = await self.fleet.read()
-            self._spawn(self.fleet.watch, name="gptimage-fleet-closure")
+            self.fleet.start()
 
     def publish_closed(self, cause: GPTImageError) -> None:
         """Tell the fleet (with ``redis=``) that this lane's key is closed by ``cause``."""
         if self.fleet is not None and isinstance(cause, APIStatusError):
-            self._spawn(self.fleet.publish, cause, name="gptimage-fleet-closure")
+            self.fleet.share(cause)
 
     async def _load(self, now: float) -> None:
         if self._store is None or self.scheduler is None:
@@ -363,6 +363,8 @@ class LaneRuntime:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
+            if self.fleet is not None:
+                await self.fleet.aclose()
             await self._save()
         finally:
             if self.limiter is not None:
