@@ -11,7 +11,7 @@ and the poll scheduler that resolves every run with as few requests as it can.
 """
 
 from ._batch import Batch, BatchEvent, BatchProgress, BatchReport
-from ._config import SessionConfig
+from ._config import Routing, SessionConfig
 from ._download import download
 from ._exceptions import (
     APIConnectionError,
@@ -27,6 +27,7 @@ from ._exceptions import (
     InvalidRequestError,
     JournalError,
     PermissionDeniedError,
+    PoolExhaustedError,
     PromptFileError,
     ProtocolError,
     QuotaExceededError,
@@ -37,6 +38,7 @@ from ._exceptions import (
     RunTimeoutError,
     ServerError,
     SessionClosedError,
+    SpendCapError,
     TLSCertificateError,
     UncertainCreateError,
     WrongEventLoopError,
@@ -45,9 +47,11 @@ from ._journal import Journal, JournalEntry
 from ._lane import LimiterView, SchedulerView
 from ._manifest import ManifestEntry, read_manifest
 from ._models import ImageRequest, RateLimit, Result, RunStatus
+from ._pool import Lane, LaneSpend, Pool, SpendSnapshot
 from ._prompts import BatchPrompt, read_prompts
 from ._providers import ProviderName
 from ._registry import RunRegistry
+from ._router import PoolStats, session_from_pool_file
 from ._run import Run
 from ._session import OnExit, Session
 from ._stats import SessionStats
@@ -75,10 +79,15 @@ __all__ = [
     "Journal",
     "JournalEntry",
     "JournalError",
+    "Lane",
+    "LaneSpend",
     "LimiterView",
     "ManifestEntry",
     "OnExit",
     "PermissionDeniedError",
+    "Pool",
+    "PoolExhaustedError",
+    "PoolStats",
     "PromptFileError",
     "ProtocolError",
     "ProviderName",
@@ -86,6 +95,7 @@ __all__ = [
     "RateLimit",
     "RateLimitError",
     "Result",
+    "Routing",
     "Run",
     "RunFailedError",
     "RunIdMismatchError",
@@ -99,6 +109,8 @@ __all__ = [
     "SessionClosedError",
     "SessionConfig",
     "SessionStats",
+    "SpendCapError",
+    "SpendSnapshot",
     "SyncRun",
     "SyncSession",
     "TLSCertificateError",
@@ -108,4 +120,5 @@ __all__ = [
     "download",
     "read_manifest",
     "read_prompts",
+    "session_from_pool_file",
 ]

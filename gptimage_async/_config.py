@@ -12,12 +12,15 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
 from ._budget import check_redis_option
 from ._exceptions import ConfigurationError
 from ._models import RateLimit
+from ._pool import Lane, Pool
+from ._pool._lanes import check_routing
 from ._providers import Provider, ProviderName, get_provider
 from ._transport import Secret, Transport, check_proxy, display_url
 
@@ -32,11 +35,14 @@ __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_RUN_TIMEOUT",
     "OnExit",
+    "Routing",
     "SessionConfig",
     "SessionOptions",
 ]
 
 OnExit = Literal["wait", "cancel"]
+#: How a pool picks the lane of each create (``gptimage_async._pool._routing``).
+Routing = Literal["earliest", "cheapest"]
 
 #: Defaults, in seconds unless named otherwise.
 DEFAULT_REQUEST_TIMEOUT = 60.0
@@ -138,6 +144,19 @@ class SessionConfig:
       ``Transport`` (``gptimage_async._transport``) every request is sent
       through instead, e.g. the in-memory one onto the simulator that
       ``gptimage_async.testing.memory_session`` builds. The session closes it.
+    * ``lanes``: ``Iterable[Lane] | None``, default ``None``: a pool of several
+      keys and sellers (README, "Several keys and sellers"); each
+      ``gptimage_async.Lane`` names its provider, key, base URL, starting
+      rate and prices, so ``provider``, ``api_key``, ``base_url`` and
+      ``rate_limit`` must then be left unset (``provider`` becomes the first
+      lane's). ``None``: one lane from those four options, as always.
+    * ``routing``: ``Routing``, ``"earliest"`` (default: the lane whose next
+      rate-limit slot is free first) or ``"cheapest"`` (price first; a dearer
+      lane takes a create only while the cheaper ones are saturated).
+    * ``spend_cap``: ``float | None``, default ``None``: the most all runs
+      created by the session may cost, in the lanes' price unit; no create
+      goes out that could pass it (``SpendCapError``). Every lane then needs
+      a price for every quality (a Runbase lane has none unless given).
     """
 
     provider: ProviderName | str = dataclasses.field(default="runbase", kw_only=False)
@@ -158,15 +177,21 @@ class SessionConfig:
     remember: bool = True
     # A live object, not a setting: left out of == and repr.
     transport: Transport | None = dataclasses.field(default=None, repr=False, compare=False)
+    lanes: Sequence[Lane] | None = None
+    routing: Routing = "earliest"
+    spend_cap: float | None = None
 
     def __post_init__(self) -> None:
-        adapter = get_provider(self.provider)
         fix = object.__setattr__  # frozen: normalised values are set once, here
         if self.transport is not None and not (
             callable(getattr(self.transport, "send", None))
             and callable(getattr(self.transport, "aclose", None))
         ):
             raise ConfigurationError("transport must be a gptimage_async Transport or None")
+        if self.lanes is not None:
+            fix(self, "lanes", _check_lanes(self))
+            fix(self, "provider", self.lanes[0].provider)
+        adapter = get_provider(self.provider)
         fix(self, "provider", adapter.name)
         if self.api_key is not None and not isinstance(self.api_key, Secret):
             fix(self, "api_key", Secret(_check_key(self.api_key, adapter)))
@@ -200,6 +225,26 @@ class SessionConfig:
         check_redis_option(self.redis)
         if self.state_file is not None and not isinstance(self.state_file, str | os.PathLike):
             raise ConfigurationError("state_file must be a path (str or os.PathLike) or None")
+        if self.lanes is None:
+            check_routing(self.routing, self.spend_cap)  # the pool's own checks
+
+    def pool(self) -> Pool:
+        """The session's lanes as a ``Pool``: ``lanes``, or one lane from the options.
+
+        The one lane's key is read now (``resolved_key``). Raises
+        ``ConfigurationError`` when there is no key, or a ``spend_cap`` with a
+        lane whose price is unknown (a Runbase lane given no ``prices``).
+        """
+        lanes = self.lanes
+        if lanes is None:
+            lane = Lane(
+                self.provider,
+                self.resolved_key().reveal(),
+                base_url=self.base_url,
+                rate_limit=self.rate_limit,
+            )
+            lanes = (lane,)
+        return Pool(lanes, routing=self.routing, spend_cap=self.spend_cap)
 
     @property
     def adapter(self) -> Provider:
@@ -264,6 +309,30 @@ class SessionOptions(TypedDict, total=False):
     state_file: str | os.PathLike[str] | None
     remember: bool
     transport: Transport | None
+    lanes: Sequence[Lane] | None
+    routing: Routing
+    spend_cap: float | None
+
+
+def _check_lanes(config: SessionConfig) -> tuple[Lane, ...]:
+    given = [
+        name for name in ("api_key", "base_url", "rate_limit") if getattr(config, name) is not None
+    ]
+    if given:
+        raise ConfigurationError(
+            f"with lanes=..., give {', '.join(given)} per gptimage_async.Lane, not to the session"
+        )
+    lanes = config.lanes
+    if isinstance(lanes, Pool):
+        raise ConfigurationError(
+            "pass a Pool's parts: lanes=pool.lanes, routing=pool.routing, spend_cap=pool.spend_cap"
+        )
+    # Pool checks the lanes (empty, same key twice, labels, routing, cap and prices).
+    pool = Pool(lanes, routing=config.routing, spend_cap=config.spend_cap)  # type: ignore[arg-type]
+    if config.transport is not None and len(pool.lanes) > 1:
+        # One transport sends with one key; each lane needs its own.
+        raise ConfigurationError("transport= works with one lane, not a pool of several")
+    return pool.lanes
 
 
 def _check_key(key: object, adapter: Provider) -> str:

@@ -1,5 +1,7 @@
 """A lane: one provider adapter, API key and base URL, with everything that sends on it.
 
+``LaneRuntime`` is the running lane; ``gptimage_async.Lane`` (``_pool``) is
+the user's description of one (provider, key, base URL, prices, label).
 A lane owns its transport, rate limiter, poll scheduler, create pipeline and
 learned state (loaded when it opens, saved when it closes), and the tasks
 they run; it opens and closes them as a unit. ``Session`` holds its lanes
@@ -15,16 +17,26 @@ path of a run goes down the layers only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Collection, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._budget import AdaptiveRate, Limiter, make_limiter
 from ._config import SessionConfig
 from ._create import Creator
-from ._exceptions import ConfigurationError, SessionClosedError, WrongEventLoopError
+from ._exceptions import (
+    APIStatusError,
+    ConfigurationError,
+    GPTImageError,
+    SessionClosedError,
+    WrongEventLoopError,
+)
+from ._fleet_closure import FleetClosure
 from ._images import bind as bind_result
 from ._manifest import key_fingerprint
 from ._models import ImageRequest, RunStatus
@@ -33,13 +45,14 @@ from ._run import Run
 from ._scheduler import PollScheduler
 from ._state import FileStateStore, RedisStateStore, StateStore, apply_state, capture_state
 from ._stats import SessionStats
-from ._transport import HTTPTransport, Secret, Transport
+from ._transport import HTTPTransport, Transport
 from ._version import USER_AGENT
 
 if TYPE_CHECKING:
+    from ._pool import Lane as PoolLane
     from ._session import Session
 
-__all__ = ["Lane", "LaneRuns", "Lifecycle", "LimiterView", "SchedulerView", "seconds_since"]
+__all__ = ["LaneRuns", "LaneRuntime", "Lifecycle", "LimiterView", "SchedulerView", "seconds_since"]
 
 logger = logging.getLogger("gptimage_async")
 
@@ -212,10 +225,12 @@ class LaneRuns(RunRegistry):
         self._all._untrack(run)
 
 
-class Lane:
+class LaneRuntime:
     """One (provider adapter, API key, base URL) and what sends on it. Private.
 
-    Built by ``Session`` from its ``SessionConfig``; ``open()`` makes the
+    Built by ``Session`` from its ``SessionConfig`` and one lane of its pool
+    (``spec``, a ``gptimage_async.Lane``: provider, key, base URL, starting
+    rate); ``open()`` makes the
     transport, limiter, scheduler and creator and loads what was learned,
     ``finish_creates()`` waits for creates on the wire, ``aclose()`` stops the
     lane's tasks, saves what it learned and releases everything.
@@ -224,12 +239,27 @@ class Lane:
     def __init__(
         self,
         config: SessionConfig,
+        spec: PoolLane,
         *,
-        api_key: Secret,
         everyone: RunRegistry,
         stats: SessionStats,
         life: Lifecycle,
+        several: bool = False,
     ) -> None:
+        # The session's options with this lane's provider, key, URL and rate.
+        config = dataclasses.replace(
+            config,
+            provider=spec.provider,
+            api_key=spec.api_key,
+            base_url=spec.base_url,
+            rate_limit=spec.rate_limit,
+            lanes=None,
+            routing="earliest",
+            spend_cap=None,
+            state_file=_lane_state_file(config.state_file, spec, several),
+        )
+        api_key = spec.api_key
+        self.spec = spec
         self.config = config
         self.adapter = config.adapter
         self.base_url = config.api_root
@@ -252,6 +282,8 @@ class Lane:
         self.limiter: Limiter | None = None
         self.scheduler: PollScheduler | None = None
         self.creator: Creator | None = None
+        #: The key's closed state shared through Redis (``redis=`` only).
+        self.fleet: FleetClosure | None = None
 
     async def open(self) -> None:
         """Open the lane; on any failure, release what was opened and raise."""
@@ -274,6 +306,7 @@ class Lane:
             )
             await self.limiter.start()
             self._share_store(self.limiter)
+            await self._join_fleet(self.limiter)
             self.scheduler = PollScheduler(
                 provider=self.adapter,
                 transport=self.transport,
@@ -317,10 +350,23 @@ class Lane:
                 fallback=self._store,
             )
 
+    async def _join_fleet(self, limiter: Limiter) -> None:
+        # With Redis, a key closed by another process is closed here too (_fleet_closure).
+        shared = limiter.shared
+        if shared is not None:
+            self.fleet = FleetClosure(shared.client, shared.budget, timeout=shared.timeout)
+            self.fleet.cause = await self.fleet.read()
+            self.fleet.start()
+
+    def publish_closed(self, cause: GPTImageError) -> None:
+        """Tell the fleet (with ``redis=``) that this lane's key is closed by ``cause``."""
+        if self.fleet is not None and isinstance(cause, APIStatusError):
+            self.fleet.share(cause)
+
     async def _load(self, now: float) -> None:
         if self._store is None or self.scheduler is None:
             return
-        learned = await self._store.load(self.adapter.name, self.base_url)
+        learned = await self._store.load(self.adapter.name, self.base_url, key=self._key_id)
         if learned is not None:
             apply_state(
                 learned,
@@ -385,6 +431,8 @@ class Lane:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
+            if self.fleet is not None:
+                await self.fleet.aclose()
             await self._save()
         finally:
             if self.limiter is not None:
@@ -401,6 +449,7 @@ class Lane:
         state = capture_state(
             provider=self.adapter.name,
             base_url=self.base_url,
+            key=self._key_id,
             belief=self._belief,
             adaptive=_adaptive(self.limiter),
             model=self.scheduler.model,
@@ -426,8 +475,27 @@ class Lane:
             self.scheduler.release(run)
         self._life.settled()
 
+    @property
+    def _key_id(self) -> str:
+        # Learned state is the key's own: a slow rate learned on one key must not slow another.
+        return self.spec.fingerprint
+
     def __repr__(self) -> str:
-        return f"<Lane {self.adapter.name} {self.base_url}>"
+        return f"<LaneRuntime {self.spec.label} {self.base_url}>"
+
+
+def _lane_state_file(
+    path: str | os.PathLike[str] | None, spec: PoolLane, several: bool
+) -> str | os.PathLike[str] | None:
+    """The state file of one lane: ``path`` alone, one file per key in a pool of several.
+
+    ``states.json`` becomes ``states.<fingerprint>.json`` for each lane, so
+    lanes never overwrite each other's file (each state also names its key).
+    """
+    if path is None or not several:
+        return path
+    file = Path(path).expanduser()
+    return file.with_name(f"{file.stem}.{spec.fingerprint}{file.suffix}")
 
 
 def _adaptive(limiter: Limiter | None) -> AdaptiveRate | None:

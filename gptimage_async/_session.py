@@ -8,7 +8,8 @@ one module per step:
 
 1. validated: ``_models`` (``as_request``), then the provider's own limits
    (``_providers``);
-2. routed to a lane (``_lane``; one today), which keeps it for life;
+2. routed to a lane (``_router``: late binding, failover and spend over the
+   pool's lanes, ``_pool`` for the rules), which keeps it for life (``_lane``);
 3. encoded by its provider adapter: ``_providers`` (one module per provider);
 4. sent through the rate limiter: ``_create`` (the create pipeline) waits in
    ``_limiter`` and sends with ``_transport``;
@@ -27,7 +28,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
@@ -39,6 +40,7 @@ from ._config import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RUN_TIMEOUT,
     OnExit,
+    Routing,
     SessionConfig,
 )
 from ._create import Creator
@@ -48,13 +50,14 @@ from ._exceptions import (
     InvalidRequestError,
     SessionClosedError,
 )
-from ._lane import Lane, Lifecycle, LimiterView, SchedulerView, seconds_since
+from ._lane import LaneRuntime, Lifecycle, LimiterView, SchedulerView, seconds_since
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
+from ._pool import Lane, Pool
 from ._providers import Provider, ProviderName
 from ._registry import RunRegistry
+from ._router import PoolStats, Router
 from ._run import Run
 from ._scheduler import PollScheduler
-from ._stats import SessionStats
 from ._transport import Transport
 
 if TYPE_CHECKING:
@@ -90,8 +93,14 @@ class Session:
     ``rate_limit``, ``request_timeout``, ``run_timeout``, ``on_exit``,
     ``resend_uncertain_creates``, ``max_create_attempts``,
     ``max_connections``, ``user_agent``, ``proxy``, ``redis``,
-    ``state_file``, ``remember``. ``Session.from_config(config)`` opens one
-    from a ``SessionConfig`` built beforehand.
+    ``state_file``, ``remember``, ``lanes``, ``routing``, ``spend_cap``.
+    ``Session.from_config(config)`` opens one from a ``SessionConfig`` built
+    beforehand.
+
+    Several keys and sellers in one session (README, "Several keys and
+    sellers"): ``Session(lanes=[Lane("runbase", key_a), Lane("apiinone")],
+    routing="cheapest", spend_cap=5000)``; each create goes to the lane the
+    routing picks when a slot is free there, and its run stays on that lane.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for any bad argument or a
     missing API key, before anything is opened.
@@ -125,6 +134,9 @@ class Session:
         state_file: str | os.PathLike[str] | None = None,
         remember: bool = True,
         transport: Transport | None = None,
+        lanes: Sequence[Lane] | None = None,
+        routing: Routing = "earliest",
+        spend_cap: float | None = None,
     ) -> None:
         # Every parameter is a SessionConfig field, in the same order with the
         # same default (tests/test_argument_errors.py holds the two together).
@@ -144,7 +156,7 @@ class Session:
         return session
 
     def _setup(self, config: SessionConfig) -> None:
-        key = config.resolved_key()
+        pool = config.pool()  # reads the key, checks the pool: before anything opens
         self._config = config
         self._provider: Provider = config.adapter
         self._resend = config.resend_uncertain_creates  # read by Batch
@@ -152,12 +164,23 @@ class Session:
         # scheduler read and wake on it, and run times must compare with theirs.
         self._clock: Callable[[], float] = time.monotonic
         self.runs = RunRegistry()
-        self.stats = SessionStats()
+        self.stats = PoolStats()
         self._life = Lifecycle(self.runs, owner=self)
-        # Today one lane; a pool of keys gives the session several (``_route``).
+        several = len(pool.lanes) > 1
         self._lanes = [
-            Lane(config, api_key=key, everyone=self.runs, stats=self.stats, life=self._life)
+            LaneRuntime(
+                config, spec, everyone=self.runs, stats=self.stats, life=self._life, several=several
+            )
+            for spec in pool.lanes
         ]
+        self._router = Router(
+            pool,
+            self._lanes,
+            stats=self.stats,
+            clock=lambda: self._clock(),
+            run_timeout=config.run_timeout,
+            resend_uncertain=config.resend_uncertain_creates,
+        )
         # The bulk verbs' feeder tasks; each lane owns its own tasks.
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -175,8 +198,13 @@ class Session:
 
     @property
     def base_url(self) -> str:
-        """The API root requests go to."""
-        return self._config.api_root
+        """The API root requests go to (the first lane's, in a pool)."""
+        return self._lanes[0].base_url
+
+    @property
+    def pool(self) -> Pool:
+        """The session's lanes, routing and spend cap (one lane unless ``lanes=`` was given)."""
+        return self._router.pool
 
     @property
     def transport(self) -> Transport:
@@ -311,14 +339,6 @@ class Session:
     def _busy(self) -> None:
         self._life.busy()
 
-    def _creator_now(self) -> Creator:
-        assert self._creator is not None  # set by open(); callers checked the session is open
-        return self._creator
-
-    def _route(self) -> Lane:
-        """The lane a new run goes to (the only one, today)."""
-        return self._lanes[0]
-
     # -- submitting --------------------------------------------------------------
 
     def prepare(
@@ -334,7 +354,9 @@ class Session:
         Raises ``InvalidRequestError``. ``submit`` calls this itself.
         """
         req = as_request(request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls)
-        self._provider.validate(req)
+        # Valid on every lane it may be routed to.
+        for adapter in {lane.adapter.name: lane.adapter for lane in self._lanes}.values():
+            adapter.validate(req)
         return req
 
     async def submit(
@@ -377,7 +399,7 @@ class Session:
             request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
         )
         self._check_open()
-        return await self._route().create(
+        return await self._router.create(
             req, index=None, on_send=on_send, ahead_of_polls=ahead_of_polls
         )
 
@@ -401,18 +423,23 @@ class Session:
         *,
         request: ImageRequest | None = None,
         created_at: float | None = None,
+        lane: str | Lane | None = None,
     ) -> Run:
         """Track a run created earlier (by another session, before a restart ...).
 
         Returns the run already tracked under this id if there is one. The
-        run is polled at once, then as usual; nothing is created.
-        ``created_at`` is when the run was created, as a wall-clock UNIX time
-        in seconds (``time.time()``; default ``None``: unknown). Given, a 404
-        within ``NOT_FOUND_GRACE`` (30 s) of it means "not visible yet", as
-        for a run this session created (the provider's read side may lag its
-        write side: PROVIDERS.md); not given, a 404 is "not found" at once,
-        since the id may be made up. Raises ``ConfigurationError`` for an
-        empty id or a ``created_at`` that is not a finite number,
+        run is polled at once, then as usual, through ``lane``; nothing is
+        created. ``lane`` names the lane that created the run (a run id is
+        known only to its own key): its ``run.lane`` (``"provider:fingerprint"``),
+        a ``Lane`` of the pool, its label or its fingerprint; optional in a
+        session of one lane. ``created_at`` is when the run was created, as a
+        wall-clock UNIX time in seconds (``time.time()``; default ``None``:
+        unknown). Given, a 404 within ``NOT_FOUND_GRACE`` (30 s) of it means
+        "not visible yet", as for a run this session created (the provider's
+        read side may lag its write side: PROVIDERS.md); not given, a 404 is
+        "not found" at once, since the id may be made up. Raises
+        ``ConfigurationError`` for an empty id, a ``created_at`` that is not a
+        finite number, a lane not in the pool, or no lane in a pool of several;
         ``SessionClosedError`` / ``WrongEventLoopError`` as ``submit`` does.
         """
         self._check_open()
@@ -422,7 +449,7 @@ class Session:
         existing = self.runs.get(run_id)
         if existing is not None:
             return existing
-        return self._route().attach(run_id, request, self._clock(), created_ago)
+        return self._router.lane_for(lane).attach(run_id, request, self._clock(), created_ago)
 
     @overload
     async def generate_many(
@@ -525,7 +552,7 @@ class Session:
             return 1
         model = self._scheduler.model
         longest = model.quantile(TAIL_QUANTILE) if model.ready else self._limiter.window
-        return max(1, math.ceil(TAIL_FACTOR * self._limiter.rate * longest))
+        return max(1, math.ceil(TAIL_FACTOR * self._router.rate() * longest))
 
     def tail_rule(self) -> TailRule:
         """The rule that marks a bulk job's last creates (see ``_bulk.TailRule``).
@@ -581,12 +608,12 @@ class Session:
         model = self._scheduler.model
         if model.ready:
             duration = max(duration, model.quantile(0.95))
-        return max(FEEDERS, math.ceil(WINDOW_FACTOR * self._limiter.rate * duration))
+        return max(FEEDERS, math.ceil(WINDOW_FACTOR * self._router.rate() * duration))
 
     async def _create_or_failed(self, item: ImageRequest | str, index: int, last: bool) -> Run:
         try:
             req = self.prepare(item)
-            return await self._creator_now().create(req, index=index, ahead_of_polls=last)
+            return await self._router.create(req, index=index, ahead_of_polls=last)
         except GPTImageError as exc:
             now = self._clock()
             request = item if isinstance(item, ImageRequest) else None

@@ -90,6 +90,8 @@ class LearnedState(msgspec.Struct, frozen=True, kw_only=True):
     version: int = VERSION
     provider: str
     base_url: str
+    key: str | None = None
+    """The fingerprint of the API key it was learned on (a keyed hash, never the key)."""
     saved_at: float
     """Unix time, seconds."""
     rate: LearnedRate | None = None
@@ -112,10 +114,13 @@ def decode_state(
     base_url: str,
     now: float | None = None,
     source: str = "state",
+    key: str | None = None,
 ) -> LearnedState | None:
     """``data`` decoded, or ``None`` (with a DEBUG line) if it is not a usable state.
 
-    ``now`` is Unix time in seconds (default: ``time.time()``).
+    ``now`` is Unix time in seconds (default: ``time.time()``). ``key``: the
+    fingerprint of the session's API key; a state learned on another key (or
+    saved without naming one) is not used: each key has its own limit.
     """
     now = time.time() if now is None else now
     try:
@@ -126,6 +131,8 @@ def decode_state(
         return _ignored(source, f"format version {state.version}, not {VERSION}")
     if state.provider != provider or state.base_url != base_url:
         return _ignored(source, f"saved for {state.provider} at {state.base_url}")
+    if key is not None and state.key != key:
+        return _ignored(source, f"learned on another API key ({state.key or 'not named'})")
     age = now - state.saved_at
     if not math.isfinite(age) or not 0.0 <= age <= MAX_AGE:
         return _ignored(source, f"saved {age:.0f} s ago, not within {MAX_AGE:.0f} s")
@@ -152,8 +159,9 @@ def capture_state(
     model: DurationModel,
     clock_now: float = 0.0,
     now: float | None = None,
+    key: str | None = None,
 ) -> LearnedState:
-    """What a closing session learned.
+    """What a closing session learned (on the API key whose fingerprint is ``key``).
 
     ``clock_now`` is the limiter's clock (seconds); ``now`` is Unix time in
     seconds (default ``time.time()``).
@@ -172,6 +180,7 @@ def capture_state(
     return LearnedState(
         provider=provider,
         base_url=base_url,
+        key=key,
         saved_at=time.time() if now is None else now,
         rate=rate,
         durations=model.observations(MAX_OBSERVATIONS),
@@ -219,8 +228,12 @@ def apply_state(
 class StateStore(Protocol):
     """Where a session's learned state lives between sessions. Strictly private."""
 
-    async def load(self, provider: str, base_url: str) -> LearnedState | None:
-        """The state saved for ``provider`` at ``base_url``; ``None`` if there is none to trust.
+    async def load(
+        self, provider: str, base_url: str, *, key: str | None = None
+    ) -> LearnedState | None:
+        """The state saved for ``provider`` at ``base_url`` on ``key``; ``None`` if none to trust.
+
+        ``key`` is the fingerprint of the API key (``Lane.fingerprint``).
 
         Never raises for a missing, stale or corrupt state.
         """
@@ -242,7 +255,9 @@ class FileStateStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser()
 
-    async def load(self, provider: str, base_url: str) -> LearnedState | None:
+    async def load(
+        self, provider: str, base_url: str, *, key: str | None = None
+    ) -> LearnedState | None:
         """Read and check the file (missing, stale or corrupt: ``None``, DEBUG logged)."""
         try:
             data = await anyio.to_thread.run_sync(self._read)
@@ -251,7 +266,9 @@ class FileStateStore:
             return None
         except (OSError, ValueError) as exc:
             return _ignored(str(self.path), f"unreadable ({exc})")
-        return decode_state(data, provider=provider, base_url=base_url, source=str(self.path))
+        return decode_state(
+            data, provider=provider, base_url=base_url, source=str(self.path), key=key
+        )
 
     def _read(self) -> bytes:
         with self.path.open("rb") as file:
@@ -330,14 +347,18 @@ class RedisStateStore:
         """The Redis key of the state for ``provider`` at ``base_url``."""
         return f"gptimage:{{{self.budget}}}:learned:{base_url_id(provider, base_url)[:16]}"
 
-    async def load(self, provider: str, base_url: str) -> LearnedState | None:
+    async def load(
+        self, provider: str, base_url: str, *, key: str | None = None
+    ) -> LearnedState | None:
         """The state in Redis; else (away, missing, unusable) the fallback's; else ``None``."""
-        state = await self._load_redis(provider, base_url)
+        state = await self._load_redis(provider, base_url, key)
         if state is None and self.fallback is not None:
-            return await self.fallback.load(provider, base_url)
+            return await self.fallback.load(provider, base_url, key=key)
         return state
 
-    async def _load_redis(self, provider: str, base_url: str) -> LearnedState | None:
+    async def _load_redis(
+        self, provider: str, base_url: str, key_id: str | None = None
+    ) -> LearnedState | None:
         key = self.key(provider, base_url)
         try:
             async with asyncio.timeout(self.timeout):
@@ -359,7 +380,9 @@ class RedisStateStore:
             return _ignored(source, f"larger than {MAX_BYTES} bytes")
         redis_now = float(seconds) + float(micros) * 1e-6
         tag = _url_tag(provider, base_url)
-        state = decode_state(data, provider=provider, base_url=tag, now=redis_now, source=source)
+        state = decode_state(
+            data, provider=provider, base_url=tag, now=redis_now, source=source, key=key_id
+        )
         if state is None:
             return None
         # Back to this host's clock and the real URL, as a file's state is.

@@ -47,6 +47,7 @@ __all__ = [
     "Lane",
     "Pool",
     "Routing",
+    "check_routing",
     "lane_fingerprint",
 ]
 
@@ -76,6 +77,21 @@ def lane_fingerprint(provider: str, api_key: str) -> str:
     matched to the budget without the key. The key cannot be read back from it.
     """
     return budget_id(provider, api_key)[:FINGERPRINT_DIGITS]
+
+
+def check_routing(routing: object, spend_cap: object) -> None:
+    """Raise ``ConfigurationError`` unless ``routing`` is known and ``spend_cap`` a number >= 0."""
+    if routing not in ROUTINGS:
+        raise ConfigurationError(
+            f"routing must be one of {', '.join(ROUTINGS)}, not {routing!r:.40}"
+        )
+    if spend_cap is not None:
+        if isinstance(spend_cap, bool) or not isinstance(spend_cap, int | float):
+            raise ConfigurationError(
+                f"spend_cap must be a number or None, not {type(spend_cap).__name__}"
+            )
+        if not math.isfinite(spend_cap) or spend_cap < 0:
+            raise ConfigurationError(f"spend_cap must be a finite number >= 0, not {spend_cap!r}")
 
 
 def _fail(lane: str, message: str) -> NoReturn:
@@ -283,19 +299,8 @@ class Pool:
                 )
             seen[item.identity] = item
             labels.add(item.label)
-        if routing not in ROUTINGS:
-            raise ConfigurationError(
-                f"routing must be one of {', '.join(ROUTINGS)}, not {routing!r:.40}"
-            )
+        check_routing(routing, spend_cap)
         if spend_cap is not None:
-            if isinstance(spend_cap, bool) or not isinstance(spend_cap, int | float):
-                raise ConfigurationError(
-                    f"spend_cap must be a number or None, not {type(spend_cap).__name__}"
-                )
-            if not math.isfinite(spend_cap) or spend_cap < 0:
-                raise ConfigurationError(
-                    f"spend_cap must be a finite number >= 0, not {spend_cap!r}"
-                )
             for item in items:
                 missing = sorted(QUALITIES - set(item.prices))
                 if missing:

@@ -157,13 +157,17 @@ def route(
     policy: Routing = "earliest",
     spend: SpendLedger | None = None,
     horizon: float = CHEAP_HORIZON,
+    share: float = CHEAP_HORIZON_SHARE,
 ) -> Route:
     """Which lane a ready create goes to at ``now``, or when to ask again.
 
     ``views`` are the pool's lanes in pool order (at least one); ``policy``
     is ``"earliest"`` or ``"cheapest"``; ``spend``, when it has a cap, skips
     lanes whose price is above its headroom (only read); ``horizon`` (seconds) is the
-    ``"cheapest"`` policy's longest wait for a cheaper lane. Returns ``Go``,
+    ``"cheapest"`` policy's longest wait for a cheaper lane, and ``share``
+    its cap in slot intervals of that lane (a caller whose ``next_free``
+    already counts the creates queued on each lane may allow a whole slot,
+    or more: the queue then shows saturation). Returns ``Go``,
     ``Wait`` or ``Exhausted`` (module docstring). A pool of one closed lane
     is exhausted with that lane's own error; several closed lanes with a
     ``PoolExhaustedError`` that carries each cause. Never picks a closed lane.
@@ -188,7 +192,7 @@ def route(
         order = sorted(open_lanes, key=lambda i: (_price_key(views[i].price), ready[i], i))
         chosen = order[-1]
         for i in order:
-            reach = min(horizon, CHEAP_HORIZON_SHARE * views[i].interval)
+            reach = min(horizon, share * views[i].interval)
             if ready[i] <= earliest + reach:
                 chosen = i
                 break

@@ -1,0 +1,411 @@
+"""The pool at run time: which lane each create goes to, failover, and spend.
+
+``Router`` sits between ``Session`` and its lanes (``LaneRuntime``). The
+rules are the pure ``_pool`` modules'; this module applies them to live
+lanes:
+
+* **Late binding.** A create is bound to a lane only when it is ready to go
+  and ``route()`` (``_pool._routing``) says a lane has a free slot: each
+  lane is seen at ``max(now, limiter.next_free()) + bound * interval``,
+  where ``bound`` counts creates already bound to it and not yet sent, so
+  a burst of creates spreads over the lanes instead of queueing on the
+  first. Otherwise the create waits (``Wait``) and asks again; it is woken
+  early when a lane closes. A pool of one lane skips the routing: its
+  creates queue in the lane's limiter as they always have.
+* **Failover** (``_pool._failover``): a create that ends in an error is
+  judged by ``failover()``. The lane is closed (401, 402, 403, 429
+  ``USAGE_EXCEEDED``) or cooled (5xx, no answer) for new creates; runs in
+  flight on it are still polled there. A create **certainly not created**
+  goes back to the router, which never sends it to a lane it already failed
+  on; a create of **uncertain** fate is never moved (``UncertainCreateError``
+  to the caller). A create bound to a lane that closes before it is sent is
+  taken back before anything is sent (the ``on_send`` hook raises). When no
+  lane is left, the create ends at once with the cause (one lane: that
+  lane's own error; several: ``PoolExhaustedError``).
+* **Spend** (``_pool._spend``): reserved before sending, committed when the
+  run is created, released when it certainly was not, kept (as maybe paid)
+  when uncertain, refunded when a created run fails on a provider that
+  refunds failures (Runbase).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import (
+    ConfigurationError,
+    GPTImageError,
+    RunFailedError,
+    RunTimeoutError,
+    SpendCapError,
+    UncertainCreateError,
+)
+from ._models import ImageRequest
+from ._pool import (
+    CreateMove,
+    Exhausted,
+    Go,
+    LaneAction,
+    LaneHealth,
+    LaneState,
+    LaneView,
+    Pool,
+    SpendLedger,
+    SpendSnapshot,
+    SpendToken,
+    Wait,
+    failover,
+    lane_view,
+    load_pool_file,
+    route,
+)
+from ._pool import Lane as PoolLane
+from ._stats import SessionStats
+
+if TYPE_CHECKING:
+    from ._lane import LaneRuntime
+    from ._run import Run
+    from ._session import Session
+
+__all__ = ["PoolStats", "Router", "session_from_pool_file"]
+
+logger = logging.getLogger("gptimage_async")
+
+#: Under ``"cheapest"``, how many slot intervals of a cheaper lane a create may
+#: wait for it before it overflows to a dearer one. More than one: a lane whose
+#: last slot just went (to a poll, say) is busy for one interval, not saturated;
+#: under 2, so the second create queued on it already overflows.
+CHEAP_SLOTS = 1.5
+
+
+class _Rebind(Exception):
+    """A bound create's lane closed before it was sent: nothing was sent, route it again."""
+
+
+class PoolStats(SessionStats):
+    """``SessionStats`` plus the pool's spend: ``stats.spend`` (a ``SpendSnapshot``).
+
+    ``spend.lanes`` holds each lane's runs created, refunded, in flight and
+    uncertain, and what they cost (``spent``, ``reserved``) in the lanes'
+    price unit (``None`` where a price is unknown); ``spend.spent`` /
+    ``spend.reserved`` are the totals, ``spend.cap`` / ``spend.headroom``
+    the spend cap and what is left under it.
+    """
+
+    __slots__ = ("_ledger",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ledger: SpendLedger | None = None
+
+    @property
+    def spend(self) -> SpendSnapshot | None:
+        """The spend now, per lane and in all; ``None`` before the session is built."""
+        return None if self._ledger is None else self._ledger.snapshot()
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters (not the lateness samples nor the spend) as a plain dict."""
+        return {name: getattr(self, name) for name in SessionStats.__slots__ if name != "lateness"}
+
+
+def session_from_pool_file(
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    **options: Any,
+) -> Session:
+    """A ``Session`` over the lanes of the pool file at ``path`` (TOML; README's pool file).
+
+    The file names, per lane, the provider, the environment variable that
+    holds its key (read from ``environ``, default ``os.environ``), base URL,
+    prices and rate limit, and the pool's ``routing`` and ``spend_cap``;
+    ``options`` are any other ``Session`` keywords (``run_timeout``,
+    ``state_file`` ...), but not ``lanes``, ``routing`` nor ``spend_cap``,
+    which the file gives. Raises ``ConfigurationError`` naming the file, the
+    lane and the field, before anything is sent; never shows a key.
+    """
+    from ._session import Session
+
+    given = sorted({"lanes", "routing", "spend_cap", "provider"} & set(options))
+    if given:
+        raise ConfigurationError(f"{', '.join(given)}: the pool file gives these, not options")
+    pool = load_pool_file(path, environ=environ)
+    return Session(lanes=pool.lanes, routing=pool.routing, spend_cap=pool.spend_cap, **options)
+
+
+class Router:
+    """Routes each create of a session over its lanes. Strictly private.
+
+    ``pool`` is the session's ``Pool`` (lane descriptions, routing policy,
+    spend cap); ``lanes`` the running lanes in the same order; ``clock`` the
+    event loop's clock (seconds); ``uncertain_moves`` is
+    ``resend_uncertain_creates``: a connection error raised then may have
+    reached the server, so it is treated as uncertain, never moved.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        lanes: Sequence[LaneRuntime],
+        *,
+        stats: PoolStats,
+        clock: Callable[[], float],
+        run_timeout: float,
+        resend_uncertain: bool,
+    ) -> None:
+        self.pool = pool
+        self.lanes = tuple(lanes)
+        self.health = [LaneHealth() for _ in self.lanes]
+        self.ledger = SpendLedger(pool.lanes, cap=pool.spend_cap)
+        stats._ledger = self.ledger
+        self.clock = clock
+        self._run_timeout = run_timeout
+        self._resend = resend_uncertain
+        # Creates bound to each lane and not yet sent (late binding's queue).
+        self._bound = [0] * len(self.lanes)
+        self._changed: asyncio.Event | None = None
+
+    def rate(self) -> float:
+        """The believed rates of the lanes open for creates, summed (requests per second).
+
+        What a bulk job can keep busy: its window and its tail scale with it.
+        A pool whose every lane is closed counts its first lane's, so the
+        window never drops to nothing while creates end with the cause.
+        """
+        now = self.clock()
+        rates = [
+            lane.limiter.rate
+            for lane, health in zip(self.lanes, self.health, strict=True)
+            if lane.limiter is not None and health.state(now) is not LaneState.CLOSED
+        ]
+        if rates:
+            return sum(rates)
+        first = self.lanes[0].limiter
+        return first.rate if first is not None else 0.0
+
+    # -- attach ----------------------------------------------------------------------------
+
+    def lane_for(self, lane: str | PoolLane | None) -> LaneRuntime:
+        """The running lane named by ``lane``: a ``Lane``, its label, its fingerprint,
+        or a run's ``lane`` (``"provider:fingerprint"``); ``None`` in a pool of one.
+
+        Raises ``ConfigurationError`` when it names no lane of the pool, or is
+        ``None`` in a pool of several (a run id is known only to its own key).
+        """
+        if lane is None:
+            if len(self.lanes) == 1:
+                return self.lanes[0]
+            labels = ", ".join(repr(item.spec.label) for item in self.lanes)
+            raise ConfigurationError(
+                "attach() in a pool needs lane=...: a run is known only to the key that "
+                f"created it (its run.lane, a Lane, or one of the labels {labels})"
+            )
+        for item in self.lanes:
+            spec = item.spec
+            if isinstance(lane, PoolLane):
+                if lane == spec:
+                    return item
+            elif lane in (spec.label, spec.fingerprint, item.runs.label):
+                return item
+        shown = lane.label if isinstance(lane, PoolLane) else f"{lane!r:.80}"
+        raise ConfigurationError(f"lane {shown} is not one of this session's lanes")
+
+    # -- create ----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        request: ImageRequest,
+        *,
+        index: int | None,
+        on_send: Callable[[], None] | None = None,
+        ahead_of_polls: bool = False,
+    ) -> Run:
+        """Create a run for ``request`` on the lane the routing picks (module docstring).
+
+        Raises the typed error of the create (``UncertainCreateError`` never
+        moves), ``SpendCapError`` when it does not fit under the cap (nothing
+        sent), ``PoolExhaustedError`` (or the one lane's error) when no lane
+        can take it, ``RunTimeoutError`` when no lane was free within
+        ``run_timeout``.
+        """
+        deadline = self.clock() + self._run_timeout
+        failed: dict[int, GPTImageError] = {}
+        while True:
+            now = self.clock()
+            decision = self._route(request, now, failed)
+            if isinstance(decision, Exhausted):
+                raise decision.error
+            if isinstance(decision, Wait):
+                if decision.until > deadline:
+                    raise RunTimeoutError(
+                        f"no lane had a free slot within run_timeout ({self._run_timeout:g}s)"
+                    )
+                await self._wait(decision.until)
+                continue
+            index_ = decision.lane
+            token = self.ledger.reserve(index_, request.quality)
+            if isinstance(token, SpendCapError):
+                raise token
+            try:
+                outcome = await self._send(index_, token, request, index, on_send, ahead_of_polls)
+            except _Rebind:
+                continue
+            if not isinstance(outcome, GPTImageError):
+                return outcome
+            failed[index_] = outcome  # certainly not created there: try another lane
+
+    def _route(
+        self, request: ImageRequest, now: float, failed: dict[int, GPTImageError]
+    ) -> Go | Wait | Exhausted:
+        views: list[LaneView] = []
+        for i, lane in enumerate(self.lanes):
+            health = self.health[i]
+            if lane.fleet is not None and lane.fleet.cause is not None and health.cause is None:
+                health.close(lane.fleet.cause)  # another process on the key was refused
+                logger.warning(
+                    "lane %s is closed for new creates: another process on its key was told %s",
+                    lane.spec.label,
+                    lane.fleet.cause,
+                )
+            if i in failed or (len(self.lanes) == 1 and health.cause is None):
+                # A lane this create failed on is closed to it; one open lane is always ready.
+                cause = failed.get(i)
+                views.append(
+                    LaneView(
+                        label=lane.spec.label,
+                        next_free=now,
+                        price=lane.spec.price(request.quality),
+                        interval=0.0,
+                        state=LaneState.CLOSED if cause is not None else LaneState.OPEN,
+                        cause=cause,
+                    )
+                )
+                continue
+            limiter = lane.limiter
+            assert limiter is not None  # the session is open
+            interval = limiter.interval
+            next_free = max(now, limiter.next_free()) + self._bound[i] * interval
+            views.append(
+                lane_view(
+                    lane.spec,
+                    health,
+                    next_free=next_free,
+                    interval=interval,
+                    quality=request.quality,
+                    now=now,
+                )
+            )
+        # Each lane's next_free counts the creates bound to it, so a queue shows
+        # saturation: a create may wait up to CHEAP_SLOTS slots of a cheaper lane
+        # (a poll just sent there is no saturation), the next queued one overflows.
+        return route(
+            views,
+            now=now,
+            policy=self.pool.routing,
+            spend=self.ledger,
+            horizon=math.inf,
+            share=CHEAP_SLOTS,
+        )
+
+    async def _wait(self, until: float) -> None:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        changed = self._changed
+        try:
+            async with asyncio.timeout_at(until):
+                await changed.wait()
+        except TimeoutError:
+            pass
+
+    def _wake(self) -> None:
+        # Creates waiting for a lane look again at once (a lane closed: maybe every lane).
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def _send(
+        self,
+        i: int,
+        token: SpendToken,
+        request: ImageRequest,
+        index: int | None,
+        on_send: Callable[[], None] | None,
+        ahead_of_polls: bool,
+    ) -> Run | GPTImageError:
+        """One binding of a create to lane ``i``: the run, or the error of a create that may move.
+
+        Raises the error of a create that must not move (uncertain, or failed
+        on any lane), and ``_Rebind`` when the lane closed before it was sent.
+        """
+        lane, health = self.lanes[i], self.health[i]
+        self._bound[i] += 1
+        bound = True
+        sent = False
+
+        def sending() -> None:
+            nonlocal bound, sent
+            if health.cause is not None:
+                raise _Rebind  # closed while this create waited: nothing is sent
+            if bound:
+                bound = False
+                self._bound[i] -= 1
+            sent = True
+            if on_send is not None:
+                on_send()
+
+        try:
+            run = await lane.create(
+                request, index=index, on_send=sending, ahead_of_polls=ahead_of_polls
+            )
+        except _Rebind:
+            self.ledger.release(token)
+            raise
+        except GPTImageError as exc:
+            return self._failed(i, token, exc)
+        except BaseException:
+            # Cancelled: a create already sent may still make a run (it is shielded).
+            if sent:
+                self.ledger.uncertain(token)
+            else:
+                self.ledger.release(token)
+            raise
+        finally:
+            if bound:
+                self._bound[i] -= 1
+        self.ledger.commit(token)
+        health.recover()
+        if lane.spec.refunds_failed:
+            run._future.add_done_callback(functools.partial(self._settled, run, token))
+        return run
+
+    def _failed(self, i: int, token: SpendToken, exc: GPTImageError) -> GPTImageError:
+        decision = failover(exc, maybe_received=self._resend)
+        health = self.health[i]
+        was_closed = health.cause is not None
+        health.apply(exc, decision, self.clock())
+        if decision.lane is LaneAction.CLOSE and not was_closed:
+            self.lanes[i].publish_closed(exc)
+            logger.warning(
+                "lane %s is closed for new creates (%s); its runs in flight are still polled",
+                self.lanes[i].spec.label,
+                type(exc).__name__,
+            )
+            self._wake()
+        if decision.create is CreateMove.UNCERTAIN or isinstance(exc, UncertainCreateError):
+            self.ledger.uncertain(token)
+            raise exc
+        self.ledger.release(token)
+        if decision.create is CreateMove.FAIL:
+            raise exc
+        return exc
+
+    def _settled(self, run: Run, token: SpendToken, _future: object) -> None:
+        # Runbase refunds a run it reports failed; a timeout of ours is no such report.
+        if isinstance(run.error, RunFailedError):
+            self.ledger.refund(token)
