@@ -22,6 +22,11 @@ learns back with a versioned compare-and-set (``BeliefState``). The rules:
   429 came back, the rate rises: doubling before any 429 (slow start), by
   ``INCREASE_FAST`` below the rate that last drew one, and by ``INCREASE_SLOW``
   past it once that failure is ``FORGET_REFUSED_AFTER`` windows old.
+* **Confirmation.** Such a window at the rate itself halves the margin, down
+  to ``MIN_MARGIN`` alone and ``FLEET_MIN_MARGIN`` in a fleet. A fleet's
+  process judges a window only of the belief it holds (one adopted from the
+  fleet starts a new one) and with the fleet's 429s in it: the fleet confirms
+  once per window, not once per process.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from dataclasses import dataclass
 
 from .._models import RateLimit
 
-__all__ = ["AdaptiveRate", "BeliefState", "Evidence"]
+__all__ = ["FLEET_MIN_MARGIN", "AdaptiveRate", "BeliefState", "Evidence"]
 
 #: Pace this far under the believed limit until it is confirmed, so arrival
 #: jitter at the server does not push one window over (2% of a 10 s window is
@@ -46,6 +51,13 @@ SAFETY_MARGIN = 0.02
 #: a 429 at the limit (jitter) doubles it again, up to MAX_MARGIN.
 MIN_MARGIN = 0.005
 MAX_MARGIN = 0.04
+#: A fleet never narrows its margin below SAFETY_MARGIN: MIN_MARGIN is safe only
+#: for a pacer that also bounds every window on its actual send times
+#: (``window_free``). The shared timeline grants slots on Redis's clock that
+#: each process sends at its own loop's lateness: two processes late by
+#: different amounts put the server's window a few ms over (0.5% of a 0.5 s
+#: window is 2.5 ms), the 429s a fleet showed at MIN_MARGIN.
+FLEET_MIN_MARGIN = SAFETY_MARGIN
 #: On a 429, never cut below this share of the current rate in one step,
 #: unless at least TRUSTED_COUNT requests went out in the window before it.
 DECREASE_MIN = 0.5
@@ -125,6 +137,7 @@ class AdaptiveRate:
         "_last_429",
         "_last_cut",
         "_margin",
+        "_min_margin",
         "_rate",
         "_refused",
         "_refused_rate",
@@ -140,7 +153,12 @@ class AdaptiveRate:
     )
 
     def __init__(
-        self, belief: RateLimit, *, now: float = 0.0, ceiling: float | None = None
+        self,
+        belief: RateLimit,
+        *,
+        now: float = 0.0,
+        ceiling: float | None = None,
+        min_margin: float = MIN_MARGIN,
     ) -> None:
         self._window = float(belief.per)
         self._start = belief.rate
@@ -150,6 +168,8 @@ class AdaptiveRate:
         # The lowest rate (requests/s) a 429 came back at: probing stays at or below it.
         self._refused_rate: float | None = None
         self._margin = SAFETY_MARGIN
+        # The narrowest margin confirmation reaches (``FLEET_MIN_MARGIN`` in a fleet).
+        self._min_margin = min(min_margin, SAFETY_MARGIN)
         self._last_cut = -math.inf
         self._last_429 = -math.inf
         self._window_start = now
@@ -329,7 +349,7 @@ class AdaptiveRate:
             self.increases += 1
         else:
             # A saturated, 429-free window at this very rate: it holds.
-            self._margin = max(MIN_MARGIN, self._margin / 2.0)
+            self._margin = max(self._min_margin, self._margin / 2.0)
 
     # -- sharing: a fleet's belief, and a later session's ----------------------------
 
@@ -342,14 +362,21 @@ class AdaptiveRate:
     def adopt(self, state: BeliefState, now: float) -> None:
         """Take the fleet's belief ``state`` (times on the caller's clock), within our bounds.
 
-        A changed rate starts a new window: what this process saw of the old
-        rate's windows says nothing about the new one.
+        A changed rate or margin starts a new window: what this process saw
+        under the old pace says nothing about the new one, and each process
+        judging its own window would confirm (halve the margin) once per
+        process instead of once per window. A 429 anywhere in the fleet since
+        this window began spoils it (no confirmation, no probe), as one of
+        our own would.
         """
         rate = self._bounded(state.rate)
-        if rate != self._rate:
+        margin = min(MAX_MARGIN, max(self._min_margin, state.margin))
+        if rate != self._rate or margin != self._margin:
             self._new_window(now)
+        elif state.last_429 >= self._window_start:
+            self._window_429 = True
         self._rate = rate
-        self._margin = min(MAX_MARGIN, max(MIN_MARGIN, state.margin))
+        self._margin = margin
         self._refused_rate = state.refused
         self._last_cut = state.last_cut
         self._last_429 = state.last_429
@@ -391,7 +418,7 @@ class AdaptiveRate:
         self._refused_rate = None if refused is None else max(refused, low)
         if self._refused_rate is not None:
             self._last_429 = now
-        self._margin = MIN_MARGIN if confirmed else SAFETY_MARGIN
+        self._margin = self._min_margin if confirmed else SAFETY_MARGIN
 
     def __repr__(self) -> str:
         refused = "unknown" if self._refused_rate is None else f"{self._refused_rate:.3g}/s"

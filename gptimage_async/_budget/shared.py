@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import ConfigurationError
 from .._models import RateLimit
 from .._retry import backoff_delays
-from .belief import STORM_WINDOWS, AdaptiveRate
+from .belief import FLEET_MIN_MARGIN, STORM_WINDOWS, AdaptiveRate
 from .fallback import LocalFallback
 from .fleet import FleetBelief
 from .heartbeat import heartbeat, listen
@@ -272,7 +272,9 @@ class SharedLimiter:
             self._client, self._closers = connect(self._client, self._timeout)
         self._rejoined = asyncio.Event()
         self._last_local: LocalFallback | None = None
-        self._belief = AdaptiveRate(self._start_belief, now=loop.time())
+        self._belief = AdaptiveRate(
+            self._start_belief, now=loop.time(), min_margin=FLEET_MIN_MARGIN
+        )
         self._timeline = Timeline(
             self._client, self._keys, me=self.me, window=self.window,
             timeout=self._timeout, clock=loop.time,
