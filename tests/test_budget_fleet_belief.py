@@ -9,10 +9,12 @@ from __future__ import annotations
 import gptimage_async as gi
 from gptimage_async._budget.belief import (
     FLEET_MIN_MARGIN,
+    FLEET_SLOW_START_SPAN,
     MIN_MARGIN,
     SAFETY_MARGIN,
     AdaptiveRate,
     BeliefState,
+    Evidence,
 )
 
 WINDOW = 1.0
@@ -73,3 +75,40 @@ def test_a_fleet_never_narrows_its_margin_past_its_floor() -> None:
     fleet.adopt(narrow, now=6.0)
     assert fleet.margin == FLEET_MIN_MARGIN
     assert fleet.interval >= 1.0 / (20.0 * (1.0 - FLEET_MIN_MARGIN)) - 1e-12
+
+
+def test_a_refusal_not_judged_yet_stops_probing_at_once() -> None:
+    # A 429 came back (here, or pushed from another process) and is being
+    # settled: the window it fell in must not double the rate meanwhile.
+    belief = AdaptiveRate(gi.RateLimit(requests=20, per=WINDOW), slow_start_span=1.0)
+    saturate(belief, 0.0, 0.3)
+    belief.note_refusal()
+    saturate(belief, 0.3, 1.05)
+    assert belief.rate == 20.0
+    assert belief.increases == 0
+
+
+def test_a_fleet_slow_starts_on_whole_windows() -> None:
+    start = gi.RateLimit(requests=20, per=WINDOW)
+    fleet = AdaptiveRate(start, slow_start_span=FLEET_SLOW_START_SPAN)
+    alone = AdaptiveRate(start)
+    saturate(fleet, 0.0, 0.99)
+    saturate(alone, 0.0, 0.99)
+    assert alone.rate >= 40.0  # doubled on half a window
+    assert fleet.rate == 20.0
+    saturate(fleet, 0.99, 1.2)
+    assert fleet.rate == 40.0
+
+
+def test_a_cut_counts_the_window_before_the_refused_slot() -> None:
+    # The fleet's log holds slots; the refused request went out 3 ms after its
+    # slot. The server let 20 through in the window before it: the limit is 20/s
+    # a window, not the 21 grants found before the send time.
+    belief = AdaptiveRate(gi.RateLimit(requests=40, per=WINDOW), min_margin=FLEET_MIN_MARGIN)
+    slots = [0.5 + i / 40.0 for i in range(40)]  # 40/s from 0.5 s on
+    refused_slot = slots[20]
+    evidence = Evidence(sends=slots, refusals=[refused_slot + 0.003], since=-1e9)
+    sent_at = refused_slot + 0.003
+    belief.record_429(sent_at, sent_at + 0.05, evidence=evidence)
+    assert belief.cuts == 1
+    assert belief.rate == 20.0 / WINDOW, belief

@@ -40,7 +40,13 @@ from dataclasses import dataclass
 
 from .._models import RateLimit
 
-__all__ = ["FLEET_MIN_MARGIN", "AdaptiveRate", "BeliefState", "Evidence"]
+__all__ = [
+    "FLEET_MIN_MARGIN",
+    "FLEET_SLOW_START_SPAN",
+    "AdaptiveRate",
+    "BeliefState",
+    "Evidence",
+]
 
 #: Pace this far under the believed limit until it is confirmed, so arrival
 #: jitter at the server does not push one window over (2% of a 10 s window is
@@ -73,6 +79,11 @@ NUDGE = 0.03
 INCREASE_START = 2.0
 #: Share of a window over which slow start judges saturation.
 SLOW_START_SPAN = 0.5
+#: A fleet judges a whole window: its 429 reaches the belief a settle and a few
+#: Redis round trips after it came back (10-20% of a window), and a doubled rate
+#: reaches the other processes as late; judged on half windows, it doubled
+#: twice before the first 429 was learned.
+FLEET_SLOW_START_SPAN = 1.0
 INCREASE_FAST = 1.25
 INCREASE_SLOW = 1.03
 #: Windows without a 429 after which the rate that drew one is doubted. The
@@ -86,6 +97,10 @@ STORM_WINDOWS = 4
 #: A 429 cuts only if the evidence covers this share of the window before it
 #: (a shared log that began a moment ago, after a Redis restart, does not).
 MIN_COVERED = 0.5
+#: A send logged up to this share of an interval after a refused request's
+#: send time is that request's own (the clocks of Redis and the loop differ by
+#: up to half a round trip).
+OWN_SLOT_SHARE = 0.25
 #: A refusal within this many sends after another is part of a streak.
 STREAK = 2
 #: The learned rate never drifts past these multiples of the starting belief.
@@ -142,6 +157,7 @@ class AdaptiveRate:
         "_refused",
         "_refused_rate",
         "_sent",
+        "_slow_start_span",
         "_start",
         "_window",
         "_window_429",
@@ -159,6 +175,7 @@ class AdaptiveRate:
         now: float = 0.0,
         ceiling: float | None = None,
         min_margin: float = MIN_MARGIN,
+        slow_start_span: float = SLOW_START_SPAN,
     ) -> None:
         self._window = float(belief.per)
         self._start = belief.rate
@@ -170,6 +187,8 @@ class AdaptiveRate:
         self._margin = SAFETY_MARGIN
         # The narrowest margin confirmation reaches (``FLEET_MIN_MARGIN`` in a fleet).
         self._min_margin = min(min_margin, SAFETY_MARGIN)
+        # Share of a window slow start judges (``FLEET_SLOW_START_SPAN`` in a fleet).
+        self._slow_start_span = slow_start_span
         self._last_cut = -math.inf
         self._last_429 = -math.inf
         self._window_start = now
@@ -257,6 +276,14 @@ class AdaptiveRate:
             self._window_saturated = True
         return self._maybe_increase(now)
 
+    def note_refusal(self) -> None:
+        """A 429 came back (here or elsewhere in the fleet) and is not judged yet.
+
+        The current window confirms nothing and probes nothing, as if
+        ``record_429`` had run; the judgement itself comes later.
+        """
+        self._window_429 = True
+
     def record_429(self, sent_at: float, now: float, *, evidence: Evidence | None = None) -> None:
         """React to a 429 that came back at ``now`` for a request sent at ``sent_at``.
 
@@ -277,8 +304,14 @@ class AdaptiveRate:
         if covered < MIN_COVERED * self._window:
             return  # too little known of the window before it: a pause, no cut
         sends = evidence.sends
-        lo = bisect.bisect_right(sends, sent_at - self._window)
-        in_window = bisect.bisect_left(sends, sent_at) - lo
+        # The refused request is the last send at (about) ``sent_at``: a fleet's
+        # log holds its slot, a loop's lateness before ``sent_at``. Count the
+        # window before that slot, not the slot: counted, it made a count the
+        # server let through one higher (a cut to 21/20 of the limit).
+        own = bisect.bisect_right(sends, sent_at + OWN_SLOT_SHARE * self.interval) - 1
+        end = sends[own] if own >= 0 else sent_at
+        lo = bisect.bisect_right(sends, end - self._window)
+        in_window = max(0, own - lo)
         went = _went_through(sends, evidence.refusals, sent_at, self._window)
         if in_window + 1 < JITTER_BAND * went and _refused_before(
             sends, evidence.refusals, sent_at, 0.5 * self.interval
@@ -321,7 +354,7 @@ class AdaptiveRate:
         # Slow start looks every half window: a limit above the belief is
         # found a half window sooner, and overshooting it costs a 429 or two,
         # not budget (the server's window was full at the limit anyway).
-        span = self._window * (1.0 if self._refused_rate is not None else SLOW_START_SPAN)
+        span = self._window * (1.0 if self._refused_rate is not None else self._slow_start_span)
         if now - self._window_start < span:
             return False
         if self._window_saturated and not self._window_429:
