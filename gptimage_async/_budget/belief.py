@@ -23,10 +23,13 @@ learns back with a versioned compare-and-set (``BeliefState``). The rules:
   ``INCREASE_FAST`` below the rate that last drew one, and by ``INCREASE_SLOW``
   past it once that failure is ``FORGET_REFUSED_AFTER`` windows old.
 * **Confirmation.** Such a window at the rate itself halves the margin, down
-  to ``MIN_MARGIN`` alone and ``FLEET_MIN_MARGIN`` in a fleet. A fleet's
-  process judges a window only of the belief it holds (one adopted from the
-  fleet starts a new one) and with the fleet's 429s in it: the fleet confirms
-  once per window, not once per process.
+  to ``MIN_MARGIN`` alone and ``FLEET_MIN_MARGIN`` in a fleet.
+* **A fleet** judges a window only of the belief it holds (one adopted from
+  the fleet starts a new one), with every process's 429s in it, the moment
+  they come back (``note_refusal``), and slow-starts on whole windows
+  (``FLEET_SLOW_START_SPAN``): it probes and confirms once per window, not
+  once per process. Its log holds slots, so a 429 counts the window before
+  the refused request's slot.
 """
 
 from __future__ import annotations
@@ -57,12 +60,8 @@ SAFETY_MARGIN = 0.02
 #: a 429 at the limit (jitter) doubles it again, up to MAX_MARGIN.
 MIN_MARGIN = 0.005
 MAX_MARGIN = 0.04
-#: A fleet never narrows its margin below SAFETY_MARGIN: MIN_MARGIN is safe only
-#: for a pacer that also bounds every window on its actual send times
-#: (``window_free``). The shared timeline grants slots on Redis's clock that
-#: each process sends at its own loop's lateness: two processes late by
-#: different amounts put the server's window a few ms over (0.5% of a 0.5 s
-#: window is 2.5 ms), the 429s a fleet showed at MIN_MARGIN.
+#: A fleet's floor: MIN_MARGIN is safe only with ``window_free`` on real send
+#: times; a fleet's slots go out from several loops, each late by its own amount.
 FLEET_MIN_MARGIN = SAFETY_MARGIN
 #: On a 429, never cut below this share of the current rate in one step,
 #: unless at least TRUSTED_COUNT requests went out in the window before it.
@@ -79,10 +78,8 @@ NUDGE = 0.03
 INCREASE_START = 2.0
 #: Share of a window over which slow start judges saturation.
 SLOW_START_SPAN = 0.5
-#: A fleet judges a whole window: its 429 reaches the belief a settle and a few
-#: Redis round trips after it came back (10-20% of a window), and a doubled rate
-#: reaches the other processes as late; judged on half windows, it doubled
-#: twice before the first 429 was learned.
+#: A fleet learns a 429 a settle and round trips late (10-20% of a window):
+#: on half windows it doubled twice before its first 429 was judged.
 FLEET_SLOW_START_SPAN = 1.0
 INCREASE_FAST = 1.25
 INCREASE_SLOW = 1.03
@@ -98,8 +95,7 @@ STORM_WINDOWS = 4
 #: (a shared log that began a moment ago, after a Redis restart, does not).
 MIN_COVERED = 0.5
 #: A send logged up to this share of an interval after a refused request's
-#: send time is that request's own (the clocks of Redis and the loop differ by
-#: up to half a round trip).
+#: send time is its own (Redis's clock and the loop's differ by a round trip).
 OWN_SLOT_SHARE = 0.25
 #: A refusal within this many sends after another is part of a streak.
 STREAK = 2
@@ -277,11 +273,7 @@ class AdaptiveRate:
         return self._maybe_increase(now)
 
     def note_refusal(self) -> None:
-        """A 429 came back (here or elsewhere in the fleet) and is not judged yet.
-
-        The current window confirms nothing and probes nothing, as if
-        ``record_429`` had run; the judgement itself comes later.
-        """
+        """A 429 came back (here or in the fleet), judged later: this window probes nothing."""
         self._window_429 = True
 
     def record_429(self, sent_at: float, now: float, *, evidence: Evidence | None = None) -> None:
@@ -304,10 +296,8 @@ class AdaptiveRate:
         if covered < MIN_COVERED * self._window:
             return  # too little known of the window before it: a pause, no cut
         sends = evidence.sends
-        # The refused request is the last send at (about) ``sent_at``: a fleet's
-        # log holds its slot, a loop's lateness before ``sent_at``. Count the
-        # window before that slot, not the slot: counted, it made a count the
-        # server let through one higher (a cut to 21/20 of the limit).
+        # The refused request is the last send at about ``sent_at`` (a fleet logs
+        # its slot, a little earlier): counted, it cut to 21/20 of the limit.
         own = bisect.bisect_right(sends, sent_at + OWN_SLOT_SHARE * self.interval) - 1
         end = sends[own] if own >= 0 else sent_at
         lo = bisect.bisect_right(sends, end - self._window)
@@ -395,12 +385,9 @@ class AdaptiveRate:
     def adopt(self, state: BeliefState, now: float) -> None:
         """Take the fleet's belief ``state`` (times on the caller's clock), within our bounds.
 
-        A changed rate or margin starts a new window: what this process saw
-        under the old pace says nothing about the new one, and each process
-        judging its own window would confirm (halve the margin) once per
-        process instead of once per window. A 429 anywhere in the fleet since
-        this window began spoils it (no confirmation, no probe), as one of
-        our own would.
+        A changed rate or margin starts a new window (the fleet then confirms
+        once per window, not once per process); a fleet's 429 since this
+        window began spoils it, as one of ours would.
         """
         rate = self._bounded(state.rate)
         margin = min(MAX_MARGIN, max(self._min_margin, state.margin))
