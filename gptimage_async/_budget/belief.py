@@ -22,6 +22,14 @@ learns back with a versioned compare-and-set (``BeliefState``). The rules:
   429 came back, the rate rises: doubling before any 429 (slow start), by
   ``INCREASE_FAST`` below the rate that last drew one, and by ``INCREASE_SLOW``
   past it once that failure is ``FORGET_REFUSED_AFTER`` windows old.
+* **Confirmation.** Such a window at the rate itself halves the margin, down
+  to ``MIN_MARGIN`` alone and ``FLEET_MIN_MARGIN`` in a fleet.
+* **A fleet** judges a window only of the belief it holds (one adopted from
+  the fleet starts a new one), with every process's 429s in it, the moment
+  they come back (``note_refusal``), and slow-starts on whole windows
+  (``FLEET_SLOW_START_SPAN``): it probes and confirms once per window, not
+  once per process. Its log holds slots, so a 429 counts the window before
+  the refused request's slot.
 """
 
 from __future__ import annotations
@@ -35,7 +43,13 @@ from dataclasses import dataclass
 
 from .._models import RateLimit
 
-__all__ = ["AdaptiveRate", "BeliefState", "Evidence"]
+__all__ = [
+    "FLEET_MIN_MARGIN",
+    "FLEET_SLOW_START_SPAN",
+    "AdaptiveRate",
+    "BeliefState",
+    "Evidence",
+]
 
 #: Pace this far under the believed limit until it is confirmed, so arrival
 #: jitter at the server does not push one window over (2% of a 10 s window is
@@ -46,6 +60,9 @@ SAFETY_MARGIN = 0.02
 #: a 429 at the limit (jitter) doubles it again, up to MAX_MARGIN.
 MIN_MARGIN = 0.005
 MAX_MARGIN = 0.04
+#: A fleet's floor: MIN_MARGIN is safe only with ``window_free`` on real send
+#: times; a fleet's slots go out from several loops, each late by its own amount.
+FLEET_MIN_MARGIN = SAFETY_MARGIN
 #: On a 429, never cut below this share of the current rate in one step,
 #: unless at least TRUSTED_COUNT requests went out in the window before it.
 DECREASE_MIN = 0.5
@@ -61,6 +78,9 @@ NUDGE = 0.03
 INCREASE_START = 2.0
 #: Share of a window over which slow start judges saturation.
 SLOW_START_SPAN = 0.5
+#: A fleet learns a 429 a settle and round trips late (10-20% of a window):
+#: on half windows it doubled twice before its first 429 was judged.
+FLEET_SLOW_START_SPAN = 1.0
 INCREASE_FAST = 1.25
 INCREASE_SLOW = 1.03
 #: Windows without a 429 after which the rate that drew one is doubted. The
@@ -74,6 +94,9 @@ STORM_WINDOWS = 4
 #: A 429 cuts only if the evidence covers this share of the window before it
 #: (a shared log that began a moment ago, after a Redis restart, does not).
 MIN_COVERED = 0.5
+#: A send logged up to this share of an interval after a refused request's
+#: send time is its own (Redis's clock and the loop's differ by a round trip).
+OWN_SLOT_SHARE = 0.25
 #: A refusal within this many sends after another is part of a streak.
 STREAK = 2
 #: The learned rate never drifts past these multiples of the starting belief.
@@ -125,10 +148,12 @@ class AdaptiveRate:
         "_last_429",
         "_last_cut",
         "_margin",
+        "_min_margin",
         "_rate",
         "_refused",
         "_refused_rate",
         "_sent",
+        "_slow_start_span",
         "_start",
         "_window",
         "_window_429",
@@ -140,7 +165,13 @@ class AdaptiveRate:
     )
 
     def __init__(
-        self, belief: RateLimit, *, now: float = 0.0, ceiling: float | None = None
+        self,
+        belief: RateLimit,
+        *,
+        now: float = 0.0,
+        ceiling: float | None = None,
+        min_margin: float = MIN_MARGIN,
+        slow_start_span: float = SLOW_START_SPAN,
     ) -> None:
         self._window = float(belief.per)
         self._start = belief.rate
@@ -150,6 +181,10 @@ class AdaptiveRate:
         # The lowest rate (requests/s) a 429 came back at: probing stays at or below it.
         self._refused_rate: float | None = None
         self._margin = SAFETY_MARGIN
+        # The narrowest margin confirmation reaches (``FLEET_MIN_MARGIN`` in a fleet).
+        self._min_margin = min(min_margin, SAFETY_MARGIN)
+        # Share of a window slow start judges (``FLEET_SLOW_START_SPAN`` in a fleet).
+        self._slow_start_span = slow_start_span
         self._last_cut = -math.inf
         self._last_429 = -math.inf
         self._window_start = now
@@ -237,6 +272,10 @@ class AdaptiveRate:
             self._window_saturated = True
         return self._maybe_increase(now)
 
+    def note_refusal(self) -> None:
+        """A 429 came back (here or in the fleet), judged later: this window probes nothing."""
+        self._window_429 = True
+
     def record_429(self, sent_at: float, now: float, *, evidence: Evidence | None = None) -> None:
         """React to a 429 that came back at ``now`` for a request sent at ``sent_at``.
 
@@ -257,8 +296,12 @@ class AdaptiveRate:
         if covered < MIN_COVERED * self._window:
             return  # too little known of the window before it: a pause, no cut
         sends = evidence.sends
-        lo = bisect.bisect_right(sends, sent_at - self._window)
-        in_window = bisect.bisect_left(sends, sent_at) - lo
+        # The refused request is the last send at about ``sent_at`` (a fleet logs
+        # its slot, a little earlier): counted, it cut to 21/20 of the limit.
+        own = bisect.bisect_right(sends, sent_at + OWN_SLOT_SHARE * self.interval) - 1
+        end = sends[own] if own >= 0 else sent_at
+        lo = bisect.bisect_right(sends, end - self._window)
+        in_window = max(0, own - lo)
         went = _went_through(sends, evidence.refusals, sent_at, self._window)
         if in_window + 1 < JITTER_BAND * went and _refused_before(
             sends, evidence.refusals, sent_at, 0.5 * self.interval
@@ -301,7 +344,7 @@ class AdaptiveRate:
         # Slow start looks every half window: a limit above the belief is
         # found a half window sooner, and overshooting it costs a 429 or two,
         # not budget (the server's window was full at the limit anyway).
-        span = self._window * (1.0 if self._refused_rate is not None else SLOW_START_SPAN)
+        span = self._window * (1.0 if self._refused_rate is not None else self._slow_start_span)
         if now - self._window_start < span:
             return False
         if self._window_saturated and not self._window_429:
@@ -329,7 +372,7 @@ class AdaptiveRate:
             self.increases += 1
         else:
             # A saturated, 429-free window at this very rate: it holds.
-            self._margin = max(MIN_MARGIN, self._margin / 2.0)
+            self._margin = max(self._min_margin, self._margin / 2.0)
 
     # -- sharing: a fleet's belief, and a later session's ----------------------------
 
@@ -342,14 +385,18 @@ class AdaptiveRate:
     def adopt(self, state: BeliefState, now: float) -> None:
         """Take the fleet's belief ``state`` (times on the caller's clock), within our bounds.
 
-        A changed rate starts a new window: what this process saw of the old
-        rate's windows says nothing about the new one.
+        A changed rate or margin starts a new window (the fleet then confirms
+        once per window, not once per process); a fleet's 429 since this
+        window began spoils it, as one of ours would.
         """
         rate = self._bounded(state.rate)
-        if rate != self._rate:
+        margin = min(MAX_MARGIN, max(self._min_margin, state.margin))
+        if rate != self._rate or margin != self._margin:
             self._new_window(now)
+        elif state.last_429 >= self._window_start:
+            self._window_429 = True
         self._rate = rate
-        self._margin = min(MAX_MARGIN, max(MIN_MARGIN, state.margin))
+        self._margin = margin
         self._refused_rate = state.refused
         self._last_cut = state.last_cut
         self._last_429 = state.last_429
@@ -391,7 +438,7 @@ class AdaptiveRate:
         self._refused_rate = None if refused is None else max(refused, low)
         if self._refused_rate is not None:
             self._last_429 = now
-        self._margin = MIN_MARGIN if confirmed else SAFETY_MARGIN
+        self._margin = self._min_margin if confirmed else SAFETY_MARGIN
 
     def __repr__(self) -> str:
         refused = "unknown" if self._refused_rate is None else f"{self._refused_rate:.3g}/s"

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import ConfigurationError
 from .._models import RateLimit
 from .._retry import backoff_delays
-from .belief import STORM_WINDOWS, AdaptiveRate
+from .belief import FLEET_MIN_MARGIN, FLEET_SLOW_START_SPAN, STORM_WINDOWS, AdaptiveRate
 from .fallback import LocalFallback
 from .fleet import FleetBelief
 from .heartbeat import heartbeat, listen
@@ -222,6 +222,8 @@ class SharedLimiter:
         """
         self.rate_limited += 1
         now = self._loop.time()
+        if self._state == "open":
+            self._belief.note_refusal()  # no probing on this window while it is judged
         if self._last_local is not None:
             self._last_local.limiter.on_rate_limited(sent_at, retry_after)
         if retry_after is not None:
@@ -272,7 +274,10 @@ class SharedLimiter:
             self._client, self._closers = connect(self._client, self._timeout)
         self._rejoined = asyncio.Event()
         self._last_local: LocalFallback | None = None
-        self._belief = AdaptiveRate(self._start_belief, now=loop.time())
+        self._belief = AdaptiveRate(
+            self._start_belief, now=loop.time(), min_margin=FLEET_MIN_MARGIN,
+            slow_start_span=FLEET_SLOW_START_SPAN,
+        )  # fmt: skip
         self._timeline = Timeline(
             self._client, self._keys, me=self.me, window=self.window,
             timeout=self._timeout, clock=loop.time,
@@ -382,6 +387,8 @@ class SharedLimiter:
     def _on_event(self, kind: str, number: float) -> None:
         if kind == "p" and number > 0:
             self._queue.pause_until(self._loop.time() + number)
+        elif kind == "r":  # another process's 429, judged a settle later
+            self._belief.note_refusal()
         elif kind == "v" and number != self._fleet.version:
             self._report(lambda: self._fleet.refresh(seen=int(number)))
 

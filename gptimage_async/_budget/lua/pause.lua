@@ -19,6 +19,8 @@ redis.call('PUBLISH', chan, 'p ' .. fmt(pause - now))
 redis.call('ZREMRANGEBYSCORE', procs, '-inf', fmt(now))
 redis.call('ZADD', procs, fmt(now + alive), me)
 if age then
+  -- A refusal: every process stops probing on it at once (the pause goes as 'p').
+  redis.call('PUBLISH', chan, 'r ' .. fmt(pause - now))
   local sent = now - age
   redis.call('ZADD', refusals, fmt(sent), me .. ':' .. fmt(sent))
   redis.call('ZREMRANGEBYSCORE', refusals, '-inf', fmt(now - keep))
