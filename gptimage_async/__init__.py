@@ -44,7 +44,6 @@ from ._exceptions import (
     WrongEventLoopError,
 )
 from ._journal import Journal, JournalEntry
-from ._lane import LimiterView, SchedulerView
 from ._manifest import ManifestEntry, read_manifest
 from ._models import ImageRequest, RateLimit, Result, RunStatus
 from ._pool import Lane, LaneSpend, Pool, SpendSnapshot
@@ -57,6 +56,7 @@ from ._session import OnExit, Session
 from ._stats import SessionStats
 from ._sync import SyncRun, SyncSession
 from ._version import __version__
+from ._views import LimiterView, SchedulerView
 
 __all__ = [
     "APIConnectionError",

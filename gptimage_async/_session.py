@@ -1,39 +1,24 @@
 """The session: the public verbs over its lanes (one provider, key and base URL each).
 
-``Session`` holds the configuration (a ``SessionConfig``), the lifecycle
-(open, close, cancel) and the public verbs (``submit``, ``generate``,
-``attach``, ``generate_many``, ``as_completed``); its lanes (``_lane``) hold
-the limiter, the poll scheduler and the create pipeline. How a run travels,
-one module per step:
-
-1. validated: ``_models`` (``as_request``), then the provider's own limits
-   (``_providers``);
-2. routed to a lane (``_router``: late binding, failover and spend over the
-   pool's lanes, ``_pool`` for the rules), which keeps it for life (``_lane``);
-3. encoded by its provider adapter: ``_providers`` (one module per provider);
-4. sent through the rate limiter: ``_create`` (the create pipeline) waits in
-   ``_limiter`` and sends with ``_transport``;
-5. its answer read and its errors sorted: ``_classify`` (retry / wait as told
-   / fail / uncertain), with every delay and cap in ``_retry``;
-6. recorded in the lane's registry: ``_registry``;
-7. polled by the lane's scheduler: ``_scheduler``, which reads answers
-   through ``_classify`` too;
-8. resolved: ``_run`` (the user's handle).
+``Session`` holds the configuration (a ``SessionConfig``, whose docstrings
+document every option), the lifecycle (open, close, cancel) and the public
+verbs; its bulk verbs are in ``_bulk_verbs``, its lanes (``_lane``) hold the
+limiter, the poll scheduler and the create pipeline. The README's "Where each
+step of a run lives" names the module of each step a run goes through.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, overload
+from typing import TYPE_CHECKING, Any, Self
 
 from ._budget import Limiter
-from ._bulk import Countdown, TailRule, in_input_order, stream
+from ._bulk_verbs import BulkVerbs
 from ._config import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CREATE_ATTEMPTS,
@@ -46,12 +31,11 @@ from ._config import (
 from ._create import Creator
 from ._exceptions import (
     ConfigurationError,
-    GPTImageError,
-    InvalidRequestError,
     SessionClosedError,
 )
-from ._lane import LaneRuntime, Lifecycle, LimiterView, SchedulerView, seconds_since
-from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
+from ._lane import LaneRuntime, seconds_since
+from ._lifecycle import Lifecycle
+from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, as_request
 from ._pool import Lane, Pool
 from ._providers import Provider, ProviderName
 from ._registry import RunRegistry
@@ -59,6 +43,7 @@ from ._router import PoolStats, Router
 from ._run import Run
 from ._scheduler import PollScheduler
 from ._transport import Transport
+from ._views import LimiterView, SchedulerView
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -69,19 +54,8 @@ __all__ = ["LimiterView", "OnExit", "ProviderName", "SchedulerView", "Session", 
 
 logger = logging.getLogger("gptimage_async")
 
-#: Workers that feed creates for ``as_completed`` / ``generate_many``: enough to
-#: keep the limiter busy when each create takes a round trip.
-FEEDERS = 32
-#: ``as_completed`` / ``generate_many`` without ``concurrency`` start at most this
-#: many times the runs the key's budget keeps in flight ahead of their consumer.
-WINDOW_FACTOR = 2.0
-#: A bulk job's last creates go ahead of polls for the rate times this
-#: quantile of the run duration (``Session.tail_size``).
-TAIL_QUANTILE = 0.99
-TAIL_FACTOR = 2.0
 
-
-class Session:
+class Session(BulkVerbs):
     """An open line to one provider: submits runs and resolves them.
 
     >>> async with Session("runbase") as session:            # doctest: +SKIP
@@ -451,175 +425,10 @@ class Session:
             return existing
         return self._router.lane_for(lane).attach(run_id, request, self._clock(), created_ago)
 
-    @overload
-    async def generate_many(
-        self,
-        requests: Iterable[ImageRequest | str],
-        *,
-        return_exceptions: Literal[False] = False,
-        concurrency: int | None = None,
-    ) -> list[Result]: ...
-
-    @overload
-    async def generate_many(
-        self,
-        requests: Iterable[ImageRequest | str],
-        *,
-        return_exceptions: Literal[True],
-        concurrency: int | None = None,
-    ) -> list[Result | GPTImageError]: ...
-
-    async def generate_many(
-        self,
-        requests: Iterable[ImageRequest | str],
-        *,
-        return_exceptions: bool = False,
-        concurrency: int | None = None,
-    ) -> list[Result] | list[Result | GPTImageError]:
-        """Generate many images; results come back in input order.
-
-        Every request is validated before anything is sent. With
-        ``return_exceptions=False`` the first failure is raised and creates
-        not yet sent are dropped (runs already created stay tracked); with
-        ``True`` each item is its ``Result`` or its error. ``concurrency``
-        caps how many runs are in flight at once (default ``None``: the rate
-        limiter paces creates, within the window ``as_completed`` describes).
-        """
-        _check_many(requests)
-        prepared: list[ImageRequest | GPTImageError] = []
-        for item in requests:
-            try:
-                prepared.append(self.prepare(item))
-            except GPTImageError as exc:
-                if not return_exceptions:
-                    raise
-                prepared.append(exc)
-        self._check_open()
-        todo = [(i, e) for i, e in enumerate(prepared) if not isinstance(e, GPTImageError)]
-        runs = self._stream(self.tail_rule().countdown(todo), concurrency=concurrency)
-        return await in_input_order(
-            runs, prepared, return_exceptions=return_exceptions, keep=self._life
-        )
-
-    def as_completed(
-        self,
-        requests: Iterable[ImageRequest | str],
-        *,
-        concurrency: int | None = None,
-    ) -> AsyncGenerator[Run, None]:
-        """Submit ``requests`` and yield each run as it finishes, in finishing order.
-
-        Each yielded run is resolved: ``await run`` returns its result or
-        raises its error at once. A request that fails validation or whose
-        create fails is yielded as a run with ``id`` ``None`` carrying that
-        error; ``run.index`` is the request's position in ``requests``.
-        Requests are read lazily, so a generator of millions is fine (an
-        iterable without ``len()`` is read up to ``tail_size()`` requests, at
-        most 1,024, ahead of the creates, to see the job's end coming: its
-        last creates go ahead of polls, see ``submit(ahead_of_polls=...)``).
-
-        Creates keep at most a window of runs ahead of the consumer:
-        ``concurrency`` if given, else twice what the key's budget keeps in
-        flight (at least ``FEEDERS``, 32). A consumer that stops pulling (a
-        ``break``) therefore stops the creates too, even if the generator is
-        not closed; runs already created stay tracked by the session. Close
-        the generator to cancel the creates at once, with ``aclosing``:
-
-        >>> from contextlib import aclosing                  # doctest: +SKIP
-        >>> async with aclosing(session.as_completed(prompts)) as runs:
-        ...     async for run in runs:
-        ...         print(run.index, run.error or run.outcome.urls)
-        ...         if run.error:
-        ...             break
-        """
-        _check_many(requests)
-        # The stream itself, not a generator wrapping it: a generator dropped
-        # unclosed is then finalized once, not twice concurrently.
-        source = self.tail_rule().countdown(enumerate(requests), sized=requests)
-        return self._stream(source, concurrency=concurrency)
-
-    def tail_size(self) -> int:
-        """How many of a bulk job's last creates go ahead of polls (``int``, >= 1).
-
-        ``TAIL_FACTOR`` (2) times the believed rate (requests per second)
-        times the time a run may take: the learned 99th-percentile duration,
-        or the limiter's window (seconds) before enough runs have finished to
-        know it. While those creates go out, about half of them worth of polls
-        falls due and waits; those polls then fill the budget for as long as
-        the job's last runs take. 1 before the session is open.
-        """
-        if self._limiter is None or self._scheduler is None:
-            return 1
-        model = self._scheduler.model
-        longest = model.quantile(TAIL_QUANTILE) if model.ready else self._limiter.window
-        return max(1, math.ceil(TAIL_FACTOR * self._router.rate() * longest))
-
-    def tail_rule(self) -> TailRule:
-        """The rule that marks a bulk job's last creates (see ``_bulk.TailRule``).
-
-        Its tail is ``tail_size()`` less the creates already waiting for a
-        rate-limit slot (the first marked create promotes them too). A bulk
-        job run outside the session (``Batch``, the CLI) marks its creates by
-        it and passes the mark as ``submit(ahead_of_polls=...)``.
-        """
-        return TailRule(self.tail_size, self._creates_waiting)
-
-    def _creates_waiting(self) -> int:
-        return self._creator.waiting if self._creator is not None else 0
-
     @property
     def resends_uncertain_creates(self) -> bool:
         """Whether a create of unknown fate is sent again (``resend_uncertain_creates``)."""
         return self._resend
-
-    def _stream(
-        self, source: Countdown[tuple[int, ImageRequest | str]], *, concurrency: int | None
-    ) -> AsyncGenerator[Run, None]:
-        self._check_open()
-        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ConfigurationError("concurrency must be a positive int or None")
-
-        def full(ahead: int) -> bool:
-            if concurrency is not None:
-                return ahead >= concurrency
-            return ahead >= FEEDERS and ahead >= self._default_window()
-
-        return stream(
-            source,
-            self._create_or_failed,
-            full=full,
-            feeders=min(FEEDERS, concurrency or FEEDERS),
-            tasks=self._tasks,
-            keep=self._life,
-        )
-
-    def _default_window(self) -> int:
-        """Runs ``as_completed`` / ``generate_many`` may start ahead of their consumer.
-
-        Without ``concurrency``: twice the runs the key's budget can keep in
-        flight (its believed rate times the longer of its window and the
-        learned 95th-percentile run duration), at least ``FEEDERS``. So a
-        consumer that keeps pulling is never held back by it, and one that
-        stops leaves at most this many runs nobody takes.
-        """
-        if self._limiter is None or self._scheduler is None:
-            return FEEDERS
-        duration = self._limiter.window
-        model = self._scheduler.model
-        if model.ready:
-            duration = max(duration, model.quantile(0.95))
-        return max(FEEDERS, math.ceil(WINDOW_FACTOR * self._router.rate() * duration))
-
-    async def _create_or_failed(self, item: ImageRequest | str, index: int, last: bool) -> Run:
-        try:
-            req = self.prepare(item)
-            return await self._router.create(req, index=index, ahead_of_polls=last)
-        except GPTImageError as exc:
-            now = self._clock()
-            request = item if isinstance(item, ImageRequest) else None
-            run = Run(None, self._provider.name, request, created_at=now, deadline=now, index=index)
-            run._fail(exc, RunStatus.ERRORED)
-            return run
 
     def _track(self, run: Run) -> None:
         self.runs._track(run)
@@ -635,13 +444,4 @@ class Session:
             f"{config.api_root if config is not None else '?'} "
             f"{life.state if life is not None else 'new'} "
             f"in_flight={len(runs) if runs is not None else 0}>"
-        )
-
-
-def _check_many(requests: object) -> None:
-    # A str is an iterable of characters: one paid run per letter is never what was meant.
-    if isinstance(requests, str | bytes | bytearray | ImageRequest):
-        raise InvalidRequestError(
-            "requests must be an iterable of prompts or ImageRequests, not a single "
-            f"{type(requests).__name__}; wrap it in a list, or use generate()/submit()"
         )
