@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._exceptions import SessionClosedError, WrongEventLoopError
 from ._models import RunStatus
@@ -20,11 +20,19 @@ from ._registry import Held, RunRegistry
 if TYPE_CHECKING:
     from ._session import Session
 
-__all__ = ["Lifecycle", "State"]
+__all__ = ["Closing", "Lifecycle", "State"]
 
 logger = logging.getLogger("gptimage_async")
 
 State = Literal["new", "open", "closing", "closed"]
+
+
+class Closing(Protocol):
+    """What ``Lifecycle.shut_down`` needs of a lane (``_lane.LaneRuntime``)."""
+
+    async def finish_creates(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class Lifecycle:
@@ -51,11 +59,34 @@ class Lifecycle:
         self._held: list[Held] = []
 
     def open(self) -> None:
-        """Mark the session open on the running loop."""
+        """Mark the session open on the running loop.
+
+        Raises ``SessionClosedError`` unless it is new: a session opens once.
+        """
+        if self.state != "new":
+            raise SessionClosedError(
+                "this session was already opened; a closed session cannot be reused, "
+                "create a new Session"
+            )
         self.loop = asyncio.get_running_loop()
         self.state = "open"
         self.idle = asyncio.Event()
         self.idle.set()
+
+    def begin_close(self) -> bool:
+        """Mark the session closing; ``False`` when there is nothing to close.
+
+        A session never opened is closed at once, one closing or closed is
+        left as it is. Raises ``WrongEventLoopError`` from another loop.
+        """
+        if self.state in ("closing", "closed"):
+            return False
+        if self.state == "new":
+            self.state = "closed"
+            return False
+        self.check_loop()
+        self.state = "closing"
+        return True
 
     def watch(self, creates: Collection[object]) -> None:
         """Count ``creates`` (a lane's attempts on the wire) as work in flight."""
@@ -165,6 +196,29 @@ class Lifecycle:
                 len(left),
                 ", ".join(str(run.run_id) for run in left),
             )
+
+    async def shut_down(self, lanes: Sequence[Closing], tasks: set[asyncio.Task[Any]]) -> None:
+        """End the session: let creates on the wire be answered, abandon what is left, close.
+
+        Creates already sent are let finish, so their runs get an id to report;
+        then every run still in flight is abandoned (``abandon``), the bulk
+        verbs' ``tasks`` are cancelled and each lane is closed. The state is
+        ``"closed"`` afterwards, whatever was raised.
+        """
+        try:
+            for lane in lanes:
+                await lane.finish_creates()
+        finally:
+            self.abandon()
+            for task in list(tasks):
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                for lane in lanes:
+                    await lane.aclose()
+            finally:
+                self.state = "closed"
 
     def settled(self) -> None:
         if self.idle is not None and not self._runs and not any(self._creating):

@@ -28,11 +28,7 @@ from ._config import (
     Routing,
     SessionConfig,
 )
-from ._create import Creator
-from ._exceptions import (
-    ConfigurationError,
-    SessionClosedError,
-)
+from ._exceptions import ConfigurationError, SessionClosedError
 from ._lane import LaneRuntime, seconds_since
 from ._lifecycle import Lifecycle
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, as_request
@@ -62,14 +58,9 @@ class Session(BulkVerbs):
     ...     result = await session.generate("a ceramic lamp", quality="high")
     ...     print(result.urls)
 
-    The options (all keyword-only but ``provider``) are ``SessionConfig``'s,
-    documented there: ``provider``, ``api_key``, ``base_url``,
-    ``rate_limit``, ``request_timeout``, ``run_timeout``, ``on_exit``,
-    ``resend_uncertain_creates``, ``max_create_attempts``,
-    ``max_connections``, ``user_agent``, ``proxy``, ``redis``,
-    ``state_file``, ``remember``, ``lanes``, ``routing``, ``spend_cap``.
-    ``Session.from_config(config)`` opens one from a ``SessionConfig`` built
-    beforehand.
+    The options (all keyword-only but ``provider``) are the fields of
+    ``SessionConfig``, documented there once; ``Session.from_config(config)``
+    opens one from a ``SessionConfig`` built beforehand.
 
     Several keys and sellers in one session (README, "Several keys and
     sellers"): ``Session(lanes=[Lane("runbase", key_a), Lane("apiinone")],
@@ -229,10 +220,6 @@ class Session(BulkVerbs):
         return self._lanes[0].scheduler
 
     @property
-    def _creator(self) -> Creator | None:
-        return self._lanes[0].creator
-
-    @property
     def _transport(self) -> Transport | None:
         return self._lanes[0].transport
 
@@ -250,11 +237,6 @@ class Session(BulkVerbs):
 
     async def open(self) -> None:
         """Open the session (``async with`` does this)."""
-        if self._life.state != "new":
-            raise SessionClosedError(
-                "this session was already opened; a closed session cannot be reused, "
-                "create a new Session"
-            )
         self._life.open()
         self._clock = asyncio.get_running_loop().time
         try:
@@ -275,13 +257,8 @@ class Session(BulkVerbs):
         is harmless. Raises ``WrongEventLoopError`` from another event loop.
         """
         life = self._life
-        if life.state in ("closing", "closed"):
+        if not life.begin_close():
             return
-        if life.state == "new":
-            life.state = "closed"
-            return
-        life.check_loop()
-        life.state = "closing"
         try:
             if not cancel:
                 assert life.idle is not None
@@ -290,28 +267,8 @@ class Session(BulkVerbs):
             await self._shutdown()
 
     async def _shutdown(self) -> None:
-        # Creates already sent are let finish, so their runs get an id to report.
-        try:
-            for lane in self._lanes:
-                await lane.finish_creates()
-        finally:
-            self._life.abandon()
-            for task in list(self._tasks):
-                task.cancel()
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
-            try:
-                for lane in self._lanes:
-                    await lane.aclose()
-            finally:
-                self._life.state = "closed"
+        await self._life.shut_down(self._lanes, self._tasks)
         logger.debug("session closed: %s", self.stats)
-
-    def _check_open(self) -> None:
-        self._life.check_open()
-
-    def _busy(self) -> None:
-        self._life.busy()
 
     # -- submitting --------------------------------------------------------------
 
@@ -357,22 +314,19 @@ class Session(BulkVerbs):
         If it raises, nothing is sent and the error propagates.
 
         ``ahead_of_polls`` (default ``False``): this create is one of the last
-        of a bulk job and waits for its rate-limit slot ahead of polls, not
-        behind them. A job ends when its last run does, so starting its last
-        runs early, while polls of runs already finished fill the budget
-        during them, ends it sooner (``as_completed``, ``generate_many`` and
-        the CLI's ``batch`` mark their last ``tail_size()`` creates so, in a
-        job longer than that). A marked create also moves every create
-        already waiting in the session ahead of polls, so none is overtaken;
-        runs created from one long run before it until the last marked create
-        is sent are not fed to the duration model (their polls are held back
-        on purpose). Marking every create would hold results back while
-        creates wait: under overload, runs would time out unpolled.
+        of a bulk job and waits for its rate-limit slot ahead of polls, so
+        the job ends sooner (the tail rule, ``_bulk``: ``as_completed``,
+        ``generate_many`` and the CLI's ``batch`` mark their last
+        ``tail_size()`` creates so). A marked create also moves every create
+        already waiting ahead of polls, so none is overtaken; runs created
+        from one long run before it until the last marked create is sent are
+        not fed to the duration model. Marking every create would hold
+        results back: under overload, runs would time out unpolled.
         """
         req = self.prepare(
             request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
         )
-        self._check_open()
+        self._life.check_open()
         return await self._router.create(
             req, index=None, on_send=on_send, ahead_of_polls=ahead_of_polls
         )
@@ -416,7 +370,7 @@ class Session(BulkVerbs):
         finite number, a lane not in the pool, or no lane in a pool of several;
         ``SessionClosedError`` / ``WrongEventLoopError`` as ``submit`` does.
         """
-        self._check_open()
+        self._life.check_open()
         if not isinstance(run_id, str) or not run_id.strip():
             raise ConfigurationError("attach() needs a non-empty run id")
         created_ago = seconds_since(created_at)
@@ -429,10 +383,6 @@ class Session(BulkVerbs):
     def resends_uncertain_creates(self) -> bool:
         """Whether a create of unknown fate is sent again (``resend_uncertain_creates``)."""
         return self._resend
-
-    def _track(self, run: Run) -> None:
-        self.runs._track(run)
-        self._busy()
 
     def __repr__(self) -> str:
         # Safe on a half-built session too (its __init__ raised): tracebacks render locals.
