@@ -44,19 +44,20 @@ from ._exceptions import (
     WrongEventLoopError,
 )
 from ._journal import Journal, JournalEntry
-from ._lane import LimiterView, SchedulerView
 from ._manifest import ManifestEntry, read_manifest
 from ._models import ImageRequest, RateLimit, Result, RunStatus
 from ._pool import Lane, LaneSpend, Pool, SpendSnapshot
+from ._pool_session import session_from_pool_file
 from ._prompts import BatchPrompt, read_prompts
 from ._providers import ProviderName
 from ._registry import RunRegistry
-from ._router import PoolStats, session_from_pool_file
+from ._router import PoolStats
 from ._run import Run
 from ._session import OnExit, Session
 from ._stats import SessionStats
 from ._sync import SyncRun, SyncSession
 from ._version import __version__
+from ._views import LimiterView, SchedulerView
 
 __all__ = [
     "APIConnectionError",

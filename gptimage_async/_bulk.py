@@ -31,33 +31,97 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import math
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sized
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
 
-from ._exceptions import GPTImageError, SessionClosedError
+from ._exceptions import GPTImageError, InvalidRequestError, SessionClosedError
+from ._models import ImageRequest
 
 if TYPE_CHECKING:
-    from ._lane import Lifecycle
-    from ._models import ImageRequest, Result
+    from ._budget import Limiter
+    from ._durations import DurationModel
+    from ._lifecycle import Lifecycle
+    from ._models import Result
     from ._run import Run
 
 __all__ = [
+    "FEEDERS",
     "MAX_LOOKAHEAD",
+    "TAIL_FACTOR",
+    "TAIL_QUANTILE",
+    "WINDOW_FACTOR",
     "Countdown",
     "Sender",
     "Stopped",
     "TailRule",
+    "check_many",
+    "default_window",
     "in_input_order",
     "is_last",
     "stream",
+    "tail_size",
 ]
 
 T = TypeVar("T")
 
 #: An unsized iterable is never read further ahead than this many requests.
 MAX_LOOKAHEAD = 1024
+#: Workers that feed creates for ``as_completed`` / ``generate_many``: enough to
+#: keep the limiter busy when each create takes a round trip.
+FEEDERS = 32
+#: ``as_completed`` / ``generate_many`` without ``concurrency`` start at most this
+#: many times the runs the key's budget keeps in flight ahead of their consumer.
+WINDOW_FACTOR = 2.0
+#: A bulk job's last creates go ahead of polls for the rate times this
+#: quantile of the run duration (:func:`tail_size`).
+TAIL_QUANTILE = 0.99
+TAIL_FACTOR = 2.0
+
+
+def tail_size(limiter: Limiter | None, model: DurationModel | None, rate: float) -> int:
+    """How many of a bulk job's last creates go ahead of polls (``int``, >= 1).
+
+    ``TAIL_FACTOR`` (2) times the believed ``rate`` (requests per second)
+    times the time a run may take: ``model``'s ``TAIL_QUANTILE`` (99th
+    percentile) duration, or the limiter's window (seconds) before enough
+    runs have finished to know it. While those creates go out, about half of
+    them worth of polls falls due and waits; those polls then fill the budget
+    for as long as the job's last runs take. 1 with no limiter (not open).
+    """
+    if limiter is None or model is None:
+        return 1
+    longest = model.quantile(TAIL_QUANTILE) if model.ready else limiter.window
+    return max(1, math.ceil(TAIL_FACTOR * rate * longest))
+
+
+def default_window(limiter: Limiter | None, model: DurationModel | None, rate: float) -> int:
+    """Runs ``as_completed`` / ``generate_many`` may start ahead of their consumer.
+
+    Without ``concurrency``: ``WINDOW_FACTOR`` (2) times the runs the key's
+    budget can keep in flight (its believed ``rate`` times the longer of the
+    limiter's window and ``model``'s 95th-percentile run duration), at least
+    ``FEEDERS``. So a consumer that keeps pulling is never held back by it,
+    and one that stops leaves at most this many runs nobody takes.
+    """
+    if limiter is None or model is None:
+        return FEEDERS
+    duration = limiter.window
+    if model.ready:
+        duration = max(duration, model.quantile(0.95))
+    return max(FEEDERS, math.ceil(WINDOW_FACTOR * rate * duration))
+
+
+def check_many(requests: object) -> None:
+    """Raise ``InvalidRequestError`` for a single prompt or request passed as a job."""
+    # A str is an iterable of characters: one paid run per letter is never what was meant.
+    if isinstance(requests, str | bytes | bytearray | ImageRequest):
+        raise InvalidRequestError(
+            "requests must be an iterable of prompts or ImageRequests, not a single "
+            f"{type(requests).__name__}; wrap it in a list, or use generate()/submit()"
+        )
 
 
 def is_last(*, before: int, after: int, tail: int, longer_than: int) -> bool:

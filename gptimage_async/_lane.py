@@ -10,8 +10,8 @@ its lane for life: the lane's own ``runs`` map holds it by id until it is
 resolved, and only that lane's scheduler polls it.
 
 What the layers below need of the session above is one small object passed
-down, ``Lifecycle`` (open or not, on which event loop, idle or busy), so the
-path of a run goes down the layers only.
+down, ``Lifecycle`` (``_lifecycle``: open or not, on which event loop, idle
+or busy), so the path of a run goes down the layers only.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ._budget import AdaptiveRate, Limiter, make_limiter
 from ._config import SessionConfig
@@ -33,14 +33,13 @@ from ._exceptions import (
     APIStatusError,
     ConfigurationError,
     GPTImageError,
-    SessionClosedError,
-    WrongEventLoopError,
 )
 from ._fleet_closure import FleetClosure
 from ._images import bind as bind_result
+from ._lifecycle import Lifecycle
 from ._manifest import key_fingerprint
-from ._models import ImageRequest, RunStatus
-from ._registry import Held, RunRegistry
+from ._models import ImageRequest
+from ._registry import RunRegistry
 from ._run import Run
 from ._scheduler import PollScheduler
 from ._state import FileStateStore, RedisStateStore, StateStore, apply_state, capture_state
@@ -50,157 +49,10 @@ from ._version import USER_AGENT
 
 if TYPE_CHECKING:
     from ._pool import Lane as PoolLane
-    from ._session import Session
 
-__all__ = ["LaneRuns", "LaneRuntime", "Lifecycle", "LimiterView", "SchedulerView", "seconds_since"]
+__all__ = ["LaneRuns", "LaneRuntime", "seconds_since"]
 
 logger = logging.getLogger("gptimage_async")
-
-State = Literal["new", "open", "closing", "closed"]
-
-
-class Lifecycle:
-    """A session's state as its lanes see it: open or not, its loop, idle or busy.
-
-    ``check_open`` raises ``SessionClosedError`` unless the session is open,
-    and ``WrongEventLoopError`` when called from a loop other than the one
-    that opened it (asyncio objects cannot cross loops). ``busy`` / ``settled``
-    are told when work starts and may have ended; ``idle`` is set while no
-    run is tracked and no create is on the wire.
-    """
-
-    __slots__ = ("_creating", "_held", "_runs", "idle", "loop", "owner", "state")
-
-    def __init__(self, runs: RunRegistry, owner: Session | None = None) -> None:
-        self.state: State = "new"
-        # The session results are fetched through (``Result.save`` / ``read``).
-        self.owner = owner
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.idle: asyncio.Event | None = None
-        self._runs = runs
-        self._creating: list[Collection[object]] = []
-        # Per bulk call running: its runs resolved and not yet handed to its caller.
-        self._held: list[Held] = []
-
-    def open(self) -> None:
-        """Mark the session open on the running loop."""
-        self.loop = asyncio.get_running_loop()
-        self.state = "open"
-        self.idle = asyncio.Event()
-        self.idle.set()
-
-    def watch(self, creates: Collection[object]) -> None:
-        """Count ``creates`` (a lane's attempts on the wire) as work in flight."""
-        self._creating.append(creates)
-
-    def check_loop(self) -> None:
-        """Raise ``WrongEventLoopError`` unless called from the loop that opened the session."""
-        if self.loop is None:
-            return
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not self.loop:
-            where = "another event loop" if running is not None else "outside any event loop"
-            raise WrongEventLoopError(
-                f"this Session was opened in one event loop and used from {where}; "
-                "its connections and timers belong to the first loop. Open one Session "
-                "per event loop (per thread, per asyncio.run)"
-            )
-
-    def check_open(self) -> None:
-        """Raise unless the session is open and this is its loop."""
-        if self.state != "open":
-            state = "not open yet" if self.state == "new" else "closed"
-            raise SessionClosedError(f"the session is {state}; use 'async with Session(...)'")
-        self.check_loop()
-
-    def busy(self) -> None:
-        if self.idle is not None:
-            self.idle.clear()
-
-    def holding(self) -> Held:
-        """A new ``Held``: where a bulk call keeps its resolved runs until its caller has them.
-
-        ``release`` it when the call ends; what it still holds then, or at
-        the session's close, was never delivered: it goes to ``runs.undelivered``.
-        """
-        held = Held(self._runs)
-        self._held.append(held)
-        return held
-
-    def release(self, held: Held, *, delivered: bool = False) -> None:
-        """A bulk call ended: its runs were all ``delivered``, or the rest never will be."""
-        self._held = [other for other in self._held if other is not held]
-        held.release(delivered)
-
-    def drop_creates(self) -> int:
-        """Cancel the creates on the wire (quit at once); return how many there were.
-
-        Their fate is unknown: each may have made a run, paid for, whose id
-        is never learned. A WARNING says how many.
-        """
-        cut = [
-            task
-            for creates in self._creating
-            for task in list(creates)
-            # Not one cut already: a second quit must not count it again.
-            if isinstance(task, asyncio.Task) and not task.done() and not task.cancelling()
-        ]
-        for task in cut:
-            task.cancel()
-        if cut:
-            logger.warning(
-                "closing at once: %d create(s) on the wire were not waited for; their fate is "
-                "unknown (each may have made a run, paid for, whose id was never learned: "
-                "check the provider's dashboard)",
-                len(cut),
-            )
-        return len(cut)
-
-    def abandon(self) -> None:
-        """End every run still in flight with ``SessionClosedError``; keep and name them.
-
-        They stay in ``runs.abandoned``, each with its run id, and one WARNING
-        names them all: after a Ctrl-C it may be the only record of runs paid
-        for. A WARNING also names the runs resolved whose bulk call never
-        handed them over (a cut ``generate_many``), kept in ``runs.undelivered``.
-        """
-        for held in self._held:
-            held.release()
-        self._held.clear()
-        undelivered = self._runs.undelivered
-        if undelivered:
-            logger.warning(
-                "closing with %d run(s) resolved that never reached their caller (a bulk call "
-                "was cut short; session.runs.undelivered holds them, results included): %s",
-                len(undelivered),
-                ", ".join(f"{run.run_id} ({run.status.value})" for run in undelivered),
-            )
-        left = list(self._runs)
-        for run in left:
-            run._fail(
-                SessionClosedError(
-                    f"the session was closed before run {run.run_id} was resolved "
-                    f"(last seen {run.status.value}); it may still finish: attach() it "
-                    "from another session",
-                    run_id=run.run_id,
-                ),
-                RunStatus.ERRORED,
-            )
-            self._runs._abandon(run)
-        if left:
-            logger.warning(
-                "closing with %d run(s) still in flight; they may still finish, attach() "
-                "them from the next process (session.runs.abandoned holds them): %s",
-                len(left),
-                ", ".join(str(run.run_id) for run in left),
-            )
-
-    def settled(self) -> None:
-        if self.idle is not None and not self._runs and not any(self._creating):
-            self.idle.set()
 
 
 class LaneRuns(RunRegistry):
@@ -501,69 +353,6 @@ def _lane_state_file(
 def _adaptive(limiter: Limiter | None) -> AdaptiveRate | None:
     """The local limiter's belief; ``None`` for a shared one (its belief lives in Redis)."""
     return None if limiter is None else limiter.belief
-
-
-class LimiterView:
-    """A read-only view of a session's rate limiter (``session.limiter``).
-
-    ``rate`` is the limiter's current belief about the key's limit, in
-    requests per second (it learns from 429s and from saturated windows);
-    ``interval`` the seconds between two requests at the current pace;
-    ``per`` the window of the belief, in seconds; ``waiting`` the requests
-    queued for a slot. Values are read live, each time.
-    """
-
-    __slots__ = ("_limiter",)
-
-    def __init__(self, limiter: Limiter) -> None:
-        self._limiter = limiter
-
-    @property
-    def rate(self) -> float:
-        """The believed limit, in requests per second."""
-        return self._limiter.rate
-
-    @property
-    def interval(self) -> float:
-        """Seconds between two requests at the current pace."""
-        return self._limiter.interval
-
-    @property
-    def per(self) -> float:
-        """The window of the belief, in seconds."""
-        return self._limiter.window
-
-    @property
-    def waiting(self) -> int:
-        """Requests waiting for a slot."""
-        return self._limiter.waiting
-
-    def __repr__(self) -> str:
-        return repr(self._limiter)
-
-
-class SchedulerView:
-    """A read-only view of a session's poll scheduler (``session.scheduler``).
-
-    ``len(view)`` and ``in_flight`` are the runs being polled; the repr shows
-    what the scheduler has learned of run durations.
-    """
-
-    __slots__ = ("_scheduler",)
-
-    def __init__(self, scheduler: PollScheduler) -> None:
-        self._scheduler = scheduler
-
-    @property
-    def in_flight(self) -> int:
-        """Runs being polled."""
-        return len(self._scheduler)
-
-    def __len__(self) -> int:
-        return len(self._scheduler)
-
-    def __repr__(self) -> str:
-        return repr(self._scheduler)
 
 
 def seconds_since(created_at: float | None) -> float | None:

@@ -34,9 +34,8 @@ import asyncio
 import functools
 import logging
 import math
-import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ._exceptions import (
     ConfigurationError,
@@ -62,7 +61,6 @@ from ._pool import (
     Wait,
     failover,
     lane_view,
-    load_pool_file,
     route,
 )
 from ._pool import Lane as PoolLane
@@ -71,9 +69,8 @@ from ._stats import SessionStats
 if TYPE_CHECKING:
     from ._lane import LaneRuntime
     from ._run import Run
-    from ._session import Session
 
-__all__ = ["PoolStats", "Router", "session_from_pool_file"]
+__all__ = ["PoolStats", "Router"]
 
 logger = logging.getLogger("gptimage_async")
 
@@ -112,31 +109,6 @@ class PoolStats(SessionStats):
     def as_dict(self) -> dict[str, int]:
         """The counters (not the lateness samples nor the spend) as a plain dict."""
         return {name: getattr(self, name) for name in SessionStats.__slots__ if name != "lateness"}
-
-
-def session_from_pool_file(
-    path: str | os.PathLike[str],
-    *,
-    environ: Mapping[str, str] | None = None,
-    **options: Any,
-) -> Session:
-    """A ``Session`` over the lanes of the pool file at ``path`` (TOML; README's pool file).
-
-    The file names, per lane, the provider, the environment variable that
-    holds its key (read from ``environ``, default ``os.environ``), base URL,
-    prices and rate limit, and the pool's ``routing`` and ``spend_cap``;
-    ``options`` are any other ``Session`` keywords (``run_timeout``,
-    ``state_file`` ...), but not ``lanes``, ``routing`` nor ``spend_cap``,
-    which the file gives. Raises ``ConfigurationError`` naming the file, the
-    lane and the field, before anything is sent; never shows a key.
-    """
-    from ._session import Session
-
-    given = sorted({"lanes", "routing", "spend_cap", "provider"} & set(options))
-    if given:
-        raise ConfigurationError(f"{', '.join(given)}: the pool file gives these, not options")
-    pool = load_pool_file(path, environ=environ)
-    return Session(lanes=pool.lanes, routing=pool.routing, spend_cap=pool.spend_cap, **options)
 
 
 class Router:

@@ -1,39 +1,24 @@
 """The session: the public verbs over its lanes (one provider, key and base URL each).
 
-``Session`` holds the configuration (a ``SessionConfig``), the lifecycle
-(open, close, cancel) and the public verbs (``submit``, ``generate``,
-``attach``, ``generate_many``, ``as_completed``); its lanes (``_lane``) hold
-the limiter, the poll scheduler and the create pipeline. How a run travels,
-one module per step:
-
-1. validated: ``_models`` (``as_request``), then the provider's own limits
-   (``_providers``);
-2. routed to a lane (``_router``: late binding, failover and spend over the
-   pool's lanes, ``_pool`` for the rules), which keeps it for life (``_lane``);
-3. encoded by its provider adapter: ``_providers`` (one module per provider);
-4. sent through the rate limiter: ``_create`` (the create pipeline) waits in
-   ``_limiter`` and sends with ``_transport``;
-5. its answer read and its errors sorted: ``_classify`` (retry / wait as told
-   / fail / uncertain), with every delay and cap in ``_retry``;
-6. recorded in the lane's registry: ``_registry``;
-7. polled by the lane's scheduler: ``_scheduler``, which reads answers
-   through ``_classify`` too;
-8. resolved: ``_run`` (the user's handle).
+``Session`` holds the configuration (a ``SessionConfig``, whose docstrings
+document every option), the lifecycle (open, close, cancel) and the public
+verbs; its bulk verbs are in ``_bulk_verbs``, its lanes (``_lane``) hold the
+limiter, the poll scheduler and the create pipeline. The README's "Where each
+step of a run lives" names the module of each step a run goes through.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, overload
+from typing import TYPE_CHECKING, Any, Self
 
 from ._budget import Limiter
-from ._bulk import Countdown, TailRule, in_input_order, stream
+from ._bulk_verbs import BulkVerbs
 from ._config import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CREATE_ATTEMPTS,
@@ -43,15 +28,10 @@ from ._config import (
     Routing,
     SessionConfig,
 )
-from ._create import Creator
-from ._exceptions import (
-    ConfigurationError,
-    GPTImageError,
-    InvalidRequestError,
-    SessionClosedError,
-)
-from ._lane import LaneRuntime, Lifecycle, LimiterView, SchedulerView, seconds_since
-from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
+from ._exceptions import ConfigurationError, SessionClosedError
+from ._lane import LaneRuntime, seconds_since
+from ._lifecycle import Lifecycle
+from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, as_request
 from ._pool import Lane, Pool
 from ._providers import Provider, ProviderName
 from ._registry import RunRegistry
@@ -59,6 +39,7 @@ from ._router import PoolStats, Router
 from ._run import Run
 from ._scheduler import PollScheduler
 from ._transport import Transport
+from ._views import LimiterView, SchedulerView
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -69,33 +50,17 @@ __all__ = ["LimiterView", "OnExit", "ProviderName", "SchedulerView", "Session", 
 
 logger = logging.getLogger("gptimage_async")
 
-#: Workers that feed creates for ``as_completed`` / ``generate_many``: enough to
-#: keep the limiter busy when each create takes a round trip.
-FEEDERS = 32
-#: ``as_completed`` / ``generate_many`` without ``concurrency`` start at most this
-#: many times the runs the key's budget keeps in flight ahead of their consumer.
-WINDOW_FACTOR = 2.0
-#: A bulk job's last creates go ahead of polls for the rate times this
-#: quantile of the run duration (``Session.tail_size``).
-TAIL_QUANTILE = 0.99
-TAIL_FACTOR = 2.0
 
-
-class Session:
+class Session(BulkVerbs):
     """An open line to one provider: submits runs and resolves them.
 
     >>> async with Session("runbase") as session:            # doctest: +SKIP
     ...     result = await session.generate("a ceramic lamp", quality="high")
     ...     print(result.urls)
 
-    The options (all keyword-only but ``provider``) are ``SessionConfig``'s,
-    documented there: ``provider``, ``api_key``, ``base_url``,
-    ``rate_limit``, ``request_timeout``, ``run_timeout``, ``on_exit``,
-    ``resend_uncertain_creates``, ``max_create_attempts``,
-    ``max_connections``, ``user_agent``, ``proxy``, ``redis``,
-    ``state_file``, ``remember``, ``lanes``, ``routing``, ``spend_cap``.
-    ``Session.from_config(config)`` opens one from a ``SessionConfig`` built
-    beforehand.
+    The options (all keyword-only but ``provider``) are the fields of
+    ``SessionConfig``, documented there once; ``Session.from_config(config)``
+    opens one from a ``SessionConfig`` built beforehand.
 
     Several keys and sellers in one session (README, "Several keys and
     sellers"): ``Session(lanes=[Lane("runbase", key_a), Lane("apiinone")],
@@ -255,10 +220,6 @@ class Session:
         return self._lanes[0].scheduler
 
     @property
-    def _creator(self) -> Creator | None:
-        return self._lanes[0].creator
-
-    @property
     def _transport(self) -> Transport | None:
         return self._lanes[0].transport
 
@@ -276,11 +237,6 @@ class Session:
 
     async def open(self) -> None:
         """Open the session (``async with`` does this)."""
-        if self._life.state != "new":
-            raise SessionClosedError(
-                "this session was already opened; a closed session cannot be reused, "
-                "create a new Session"
-            )
         self._life.open()
         self._clock = asyncio.get_running_loop().time
         try:
@@ -301,13 +257,8 @@ class Session:
         is harmless. Raises ``WrongEventLoopError`` from another event loop.
         """
         life = self._life
-        if life.state in ("closing", "closed"):
+        if not life.begin_close():
             return
-        if life.state == "new":
-            life.state = "closed"
-            return
-        life.check_loop()
-        life.state = "closing"
         try:
             if not cancel:
                 assert life.idle is not None
@@ -316,28 +267,8 @@ class Session:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
-        # Creates already sent are let finish, so their runs get an id to report.
-        try:
-            for lane in self._lanes:
-                await lane.finish_creates()
-        finally:
-            self._life.abandon()
-            for task in list(self._tasks):
-                task.cancel()
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
-            try:
-                for lane in self._lanes:
-                    await lane.aclose()
-            finally:
-                self._life.state = "closed"
+        await self._life.shut_down(self._lanes, self._tasks)
         logger.debug("session closed: %s", self.stats)
-
-    def _check_open(self) -> None:
-        self._life.check_open()
-
-    def _busy(self) -> None:
-        self._life.busy()
 
     # -- submitting --------------------------------------------------------------
 
@@ -383,22 +314,19 @@ class Session:
         If it raises, nothing is sent and the error propagates.
 
         ``ahead_of_polls`` (default ``False``): this create is one of the last
-        of a bulk job and waits for its rate-limit slot ahead of polls, not
-        behind them. A job ends when its last run does, so starting its last
-        runs early, while polls of runs already finished fill the budget
-        during them, ends it sooner (``as_completed``, ``generate_many`` and
-        the CLI's ``batch`` mark their last ``tail_size()`` creates so, in a
-        job longer than that). A marked create also moves every create
-        already waiting in the session ahead of polls, so none is overtaken;
-        runs created from one long run before it until the last marked create
-        is sent are not fed to the duration model (their polls are held back
-        on purpose). Marking every create would hold results back while
-        creates wait: under overload, runs would time out unpolled.
+        of a bulk job and waits for its rate-limit slot ahead of polls, so
+        the job ends sooner (the tail rule, ``_bulk``: ``as_completed``,
+        ``generate_many`` and the CLI's ``batch`` mark their last
+        ``tail_size()`` creates so). A marked create also moves every create
+        already waiting ahead of polls, so none is overtaken; runs created
+        from one long run before it until the last marked create is sent are
+        not fed to the duration model. Marking every create would hold
+        results back: under overload, runs would time out unpolled.
         """
         req = self.prepare(
             request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls
         )
-        self._check_open()
+        self._life.check_open()
         return await self._router.create(
             req, index=None, on_send=on_send, ahead_of_polls=ahead_of_polls
         )
@@ -442,7 +370,7 @@ class Session:
         finite number, a lane not in the pool, or no lane in a pool of several;
         ``SessionClosedError`` / ``WrongEventLoopError`` as ``submit`` does.
         """
-        self._check_open()
+        self._life.check_open()
         if not isinstance(run_id, str) or not run_id.strip():
             raise ConfigurationError("attach() needs a non-empty run id")
         created_ago = seconds_since(created_at)
@@ -451,179 +379,10 @@ class Session:
             return existing
         return self._router.lane_for(lane).attach(run_id, request, self._clock(), created_ago)
 
-    @overload
-    async def generate_many(
-        self,
-        requests: Iterable[ImageRequest | str],
-        *,
-        return_exceptions: Literal[False] = False,
-        concurrency: int | None = None,
-    ) -> list[Result]: ...
-
-    @overload
-    async def generate_many(
-        self,
-        requests: Iterable[ImageRequest | str],
-        *,
-        return_exceptions: Literal[True],
-        concurrency: int | None = None,
-    ) -> list[Result | GPTImageError]: ...
-
-    async def generate_many(
-        self,
-        requests: Iterable[ImageRequest | str],
-        *,
-        return_exceptions: bool = False,
-        concurrency: int | None = None,
-    ) -> list[Result] | list[Result | GPTImageError]:
-        """Generate many images; results come back in input order.
-
-        Every request is validated before anything is sent. With
-        ``return_exceptions=False`` the first failure is raised and creates
-        not yet sent are dropped (runs already created stay tracked); with
-        ``True`` each item is its ``Result`` or its error. ``concurrency``
-        caps how many runs are in flight at once (default ``None``: the rate
-        limiter paces creates, within the window ``as_completed`` describes).
-        """
-        _check_many(requests)
-        prepared: list[ImageRequest | GPTImageError] = []
-        for item in requests:
-            try:
-                prepared.append(self.prepare(item))
-            except GPTImageError as exc:
-                if not return_exceptions:
-                    raise
-                prepared.append(exc)
-        self._check_open()
-        todo = [(i, e) for i, e in enumerate(prepared) if not isinstance(e, GPTImageError)]
-        runs = self._stream(self.tail_rule().countdown(todo), concurrency=concurrency)
-        return await in_input_order(
-            runs, prepared, return_exceptions=return_exceptions, keep=self._life
-        )
-
-    def as_completed(
-        self,
-        requests: Iterable[ImageRequest | str],
-        *,
-        concurrency: int | None = None,
-    ) -> AsyncGenerator[Run, None]:
-        """Submit ``requests`` and yield each run as it finishes, in finishing order.
-
-        Each yielded run is resolved: ``await run`` returns its result or
-        raises its error at once. A request that fails validation or whose
-        create fails is yielded as a run with ``id`` ``None`` carrying that
-        error; ``run.index`` is the request's position in ``requests``.
-        Requests are read lazily, so a generator of millions is fine (an
-        iterable without ``len()`` is read up to ``tail_size()`` requests, at
-        most 1,024, ahead of the creates, to see the job's end coming: its
-        last creates go ahead of polls, see ``submit(ahead_of_polls=...)``).
-
-        Creates keep at most a window of runs ahead of the consumer:
-        ``concurrency`` if given, else twice what the key's budget keeps in
-        flight (at least ``FEEDERS``, 32). A consumer that stops pulling (a
-        ``break``) therefore stops the creates too, even if the generator is
-        not closed; runs already created stay tracked by the session. Close
-        the generator to cancel the creates at once, with ``aclosing``:
-
-        >>> from contextlib import aclosing                  # doctest: +SKIP
-        >>> async with aclosing(session.as_completed(prompts)) as runs:
-        ...     async for run in runs:
-        ...         print(run.index, run.error or run.outcome.urls)
-        ...         if run.error:
-        ...             break
-        """
-        _check_many(requests)
-        # The stream itself, not a generator wrapping it: a generator dropped
-        # unclosed is then finalized once, not twice concurrently.
-        source = self.tail_rule().countdown(enumerate(requests), sized=requests)
-        return self._stream(source, concurrency=concurrency)
-
-    def tail_size(self) -> int:
-        """How many of a bulk job's last creates go ahead of polls (``int``, >= 1).
-
-        ``TAIL_FACTOR`` (2) times the believed rate (requests per second)
-        times the time a run may take: the learned 99th-percentile duration,
-        or the limiter's window (seconds) before enough runs have finished to
-        know it. While those creates go out, about half of them worth of polls
-        falls due and waits; those polls then fill the budget for as long as
-        the job's last runs take. 1 before the session is open.
-        """
-        if self._limiter is None or self._scheduler is None:
-            return 1
-        model = self._scheduler.model
-        longest = model.quantile(TAIL_QUANTILE) if model.ready else self._limiter.window
-        return max(1, math.ceil(TAIL_FACTOR * self._router.rate() * longest))
-
-    def tail_rule(self) -> TailRule:
-        """The rule that marks a bulk job's last creates (see ``_bulk.TailRule``).
-
-        Its tail is ``tail_size()`` less the creates already waiting for a
-        rate-limit slot (the first marked create promotes them too). A bulk
-        job run outside the session (``Batch``, the CLI) marks its creates by
-        it and passes the mark as ``submit(ahead_of_polls=...)``.
-        """
-        return TailRule(self.tail_size, self._creates_waiting)
-
-    def _creates_waiting(self) -> int:
-        return self._creator.waiting if self._creator is not None else 0
-
     @property
     def resends_uncertain_creates(self) -> bool:
         """Whether a create of unknown fate is sent again (``resend_uncertain_creates``)."""
         return self._resend
-
-    def _stream(
-        self, source: Countdown[tuple[int, ImageRequest | str]], *, concurrency: int | None
-    ) -> AsyncGenerator[Run, None]:
-        self._check_open()
-        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ConfigurationError("concurrency must be a positive int or None")
-
-        def full(ahead: int) -> bool:
-            if concurrency is not None:
-                return ahead >= concurrency
-            return ahead >= FEEDERS and ahead >= self._default_window()
-
-        return stream(
-            source,
-            self._create_or_failed,
-            full=full,
-            feeders=min(FEEDERS, concurrency or FEEDERS),
-            tasks=self._tasks,
-            keep=self._life,
-        )
-
-    def _default_window(self) -> int:
-        """Runs ``as_completed`` / ``generate_many`` may start ahead of their consumer.
-
-        Without ``concurrency``: twice the runs the key's budget can keep in
-        flight (its believed rate times the longer of its window and the
-        learned 95th-percentile run duration), at least ``FEEDERS``. So a
-        consumer that keeps pulling is never held back by it, and one that
-        stops leaves at most this many runs nobody takes.
-        """
-        if self._limiter is None or self._scheduler is None:
-            return FEEDERS
-        duration = self._limiter.window
-        model = self._scheduler.model
-        if model.ready:
-            duration = max(duration, model.quantile(0.95))
-        return max(FEEDERS, math.ceil(WINDOW_FACTOR * self._router.rate() * duration))
-
-    async def _create_or_failed(self, item: ImageRequest | str, index: int, last: bool) -> Run:
-        try:
-            req = self.prepare(item)
-            return await self._router.create(req, index=index, ahead_of_polls=last)
-        except GPTImageError as exc:
-            now = self._clock()
-            request = item if isinstance(item, ImageRequest) else None
-            run = Run(None, self._provider.name, request, created_at=now, deadline=now, index=index)
-            run._fail(exc, RunStatus.ERRORED)
-            return run
-
-    def _track(self, run: Run) -> None:
-        self.runs._track(run)
-        self._busy()
 
     def __repr__(self) -> str:
         # Safe on a half-built session too (its __init__ raised): tracebacks render locals.
@@ -635,13 +394,4 @@ class Session:
             f"{config.api_root if config is not None else '?'} "
             f"{life.state if life is not None else 'new'} "
             f"in_flight={len(runs) if runs is not None else 0}>"
-        )
-
-
-def _check_many(requests: object) -> None:
-    # A str is an iterable of characters: one paid run per letter is never what was meant.
-    if isinstance(requests, str | bytes | bytearray | ImageRequest):
-        raise InvalidRequestError(
-            "requests must be an iterable of prompts or ImageRequests, not a single "
-            f"{type(requests).__name__}; wrap it in a list, or use generate()/submit()"
         )

@@ -14,11 +14,12 @@ from collections import deque
 
 import anyio
 
+from ._bulk import FEEDERS, WINDOW_FACTOR
 from ._exceptions import GPTImageError, SessionClosedError
 from ._models import ImageRequest, Result
 from ._registry import Held
 from ._run import Run
-from ._session import FEEDERS, WINDOW_FACTOR, Session
+from ._session import Session
 
 __all__ = ["DURATIONS_KEPT", "Job", "default_window"]
 

@@ -15,7 +15,7 @@ import logging
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._session import FEEDERS, WINDOW_FACTOR
+from gptimage_async._bulk import FEEDERS, WINDOW_FACTOR
 from gptimage_async.simulator import SimulatorConfig
 from gptimage_async.testing import DEFAULT_TIME_SCALE, simulated_session
 
