@@ -17,16 +17,20 @@ import itertools
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from aiohttp import web
 
 import gptimage_async as gi
 from gptimage_async.simulator import VARIANTS, Simulator, SimulatorConfig
-from gptimage_async.testing import TEST_KEYS
+from gptimage_async.testing import TEST_KEYS, memory_session
+
+from .._clock import fake_loop_clock
+
+T = TypeVar("T")
 
 #: Runs of 3-10 provider seconds last 15-50 ms; a 10 s window lasts 50 ms.
 TIME_SCALE = 0.005
@@ -68,6 +72,40 @@ def session_for(sim: Simulator, provider: str, **options: Any) -> gi.Session:
     options.setdefault("rate_limit", gi.RateLimit(10_000, WINDOW))
     options.setdefault("run_timeout", 60.0)
     return gi.Session(provider, base_url=sim.base_url(provider), **options)  # type: ignore[arg-type]
+
+
+Wire = Literal["memory", "socket"]
+
+
+@contextlib.asynccontextmanager
+async def simulated(
+    provider: str, config: SimulatorConfig, wire: Wire, **options: Any
+) -> AsyncIterator[tuple[Simulator, gi.Session]]:
+    """A simulator and an open session on it, over ``wire``.
+
+    ``"socket"``: the simulator's HTTP server on 127.0.0.1 and the aiohttp
+    transport (real time). ``"memory"``: the same simulator pipeline through
+    ``MemoryTransport`` on the loop's clock, so a test on the fake clock runs
+    it with no socket and no sleep. Session options as ``session_for``.
+    """
+    options.setdefault("api_key", TEST_KEYS[provider])
+    options.setdefault("rate_limit", gi.RateLimit(10_000, WINDOW))
+    options.setdefault("run_timeout", 60.0)
+    if wire == "memory":
+        async with memory_session(provider, config=config, **options) as pair:  # type: ignore[arg-type]
+            yield pair
+        return
+    async with Simulator(config) as sim, session_for(sim, provider, **options) as session:
+        yield sim, session
+
+
+async def on_wire(wire: Wire, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` (not yet started): on the fake clock, auto-advanced, in
+    memory; in real time on a socket. Open the session inside it."""
+    if wire == "memory":
+        with fake_loop_clock() as clock:
+            return await clock.run(awaitable)
+    return await awaitable
 
 
 # -- the hostile server ---------------------------------------------------------------

@@ -50,8 +50,7 @@ async def watched() -> AsyncIterator[LeakWatch]:
 def _assert_released(session: gi.Session) -> None:
     assert session.closed
     assert len(session.runs) == 0
-    transport = session._transport
-    assert transport is not None and transport.closed
+    assert session.transport.closed
 
 
 def _assert_closed_error(run: gi.Run) -> None:
