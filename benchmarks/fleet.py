@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gptimage_async as gi
-from gptimage_async._limiter import RateLimiter
-from gptimage_async._shared_limiter import SharedLimiter
+from gptimage_async._budget import RateLimiter
+from gptimage_async._budget.shared import SharedLimiter
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
 from ._processes import collect as _collect

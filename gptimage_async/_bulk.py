@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
 
-from ._exceptions import GPTImageError
+from ._exceptions import GPTImageError, SessionClosedError
 
 if TYPE_CHECKING:
     from ._models import ImageRequest, Result
@@ -357,9 +357,20 @@ async def in_input_order(
             out[run.index] = run._result_or_error()
     finally:
         await runs.aclose()
-    results = [entry for entry in out if entry is not None]
-    assert len(results) == len(out), "a request got no outcome"
-    return results
+    if None in out:
+        # Only the session closing ends the feed early (it cancels the feeders):
+        # creates already on the wire were answered and yielded, so these were never sent.
+        if not return_exceptions:
+            raise _never_sent()
+        out = [_never_sent() if entry is None else entry for entry in out]
+    return [entry for entry in out if entry is not None]
+
+
+def _never_sent() -> SessionClosedError:
+    return SessionClosedError(
+        "the session was closed before this request was sent: "
+        "no run was created and nothing was paid for"
+    )
 
 
 def _call_with_run(fn: Callable[[Run], None], run: Run, _future: object) -> None:

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable
 from typing import Generic, Literal, TypeVar
 
+from ._budget import Limiter
 from ._exceptions import (
     APIStatusError,
     EndpointNotFoundError,
@@ -33,9 +34,9 @@ from ._exceptions import (
     ProtocolError,
     QuotaExceededError,
     RateLimitError,
+    RunIdMismatchError,
     RunNotFoundError,
 )
-from ._limiter import Limiter
 from ._providers import Provider, RunSnapshot
 from ._retry import parse_retry_after
 from ._stats import SessionStats
@@ -177,35 +178,56 @@ def read(
       download waits its ``Retry-After`` if it has one (it has no limiter);
     * any other ``GPTImageError`` ``decode`` raises: fail.
     """
-    reading: Reading[T]
     if isinstance(outcome, Answer):
         try:
-            reading = Reading(Verdict.OK, value=decode(outcome))
+            return Reading(Verdict.OK, value=decode(outcome))
         except GPTImageError as exc:
-            reading = _read_error(exc, kind, url)
-    else:
-        reading = _read_error(outcome, kind, url)
-    if reading.verdict is not Verdict.OK:
-        logger.debug("%s: %s (%s)", kind, reading.verdict.value, reading.error)
+            return _logged(_read_error(exc, kind, url), kind)
+    return _logged(_read_error(outcome, kind, url), kind)
+
+
+def _logged(reading: Reading[T], kind: Kind) -> Reading[T]:
+    """``reading`` (not OK), once logged at DEBUG: why a request is sent again or given up."""
+    logger.debug("%s: %s (%s)", kind, reading.verdict.value, reading.error)
     return reading
 
 
 def read_poll(outcome: Outcome, provider: Provider, run_id: str) -> Reading[RunSnapshot]:
     """``read`` for a poll of ``run_id``: the run object decoded by ``provider``'s adapter.
 
-    The poll path's one call::
+    An answer about a run other than the one asked for is never taken as
+    this run's state (one user's picture must never be shown to another: a
+    mixed-up cache, a proxy, a provider bug): it is a ``RunIdMismatchError``,
+    an answer that cannot be used, retried like any other ``ProtocolError``.
+    An answer with no id at all is read as the run asked for: the request's
+    URL names the run, and PROVIDERS.md asks adapters to be tolerant of what
+    the documentation leaves out.
+
+    The poll path's one call (``PollScheduler._poll_once``)::
 
         outcome = await exchange(transport, "GET", provider.poll_path(run_id))
         reading = read_poll(outcome, provider, run_id)
         report(reading, limiter=limiter, stats=stats, sent_at=sent_at)
-        # OK: reading.value; WAIT: after reading.wait s; RETRY: backoff (capped);
-        # FAIL: reading.error (a refused certificate, a 400, a quota gone ...)
+        # OK: reading.value; WAIT: after reading.wait s; RETRY: backoff, capped
+        # (a 404 within its grace, a ProtocolError a few times); FAIL: reading.error
+        # (a refused certificate, a 400, a quota gone ...)
     """
 
-    def decode(answer: Answer) -> RunSnapshot:
-        return read_answer(provider, answer, run_id=run_id)
-
-    return read(outcome, decode, kind="poll")
+    # ``read`` with its decode inlined: this runs for every poll, the hot path.
+    if isinstance(outcome, Answer):
+        try:
+            snapshot = read_answer(provider, outcome, run_id=run_id)
+            if snapshot.id != run_id:
+                raise RunIdMismatchError(
+                    f"a poll of run {run_id} was answered about run {snapshot.id}; "
+                    "that answer was not used",
+                    run_id=run_id,
+                    answered_id=snapshot.id,
+                )
+        except GPTImageError as exc:
+            return _logged(_read_error(exc, "poll", None), "poll")
+        return Reading(Verdict.OK, value=snapshot)
+    return _logged(_read_error(outcome, "poll", None), "poll")
 
 
 def _read_error(error: GPTImageError, kind: Kind, url: str | None) -> Reading[T]:

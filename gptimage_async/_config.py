@@ -15,10 +15,10 @@ import os
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
+from ._budget import check_redis_option
 from ._exceptions import ConfigurationError
 from ._models import RateLimit
 from ._providers import Provider, ProviderName, get_provider
-from ._shared_limiter import check_redis_option
 from ._transport import Secret, Transport, check_proxy, display_url
 
 if TYPE_CHECKING:
@@ -105,8 +105,10 @@ class SessionConfig:
       as requests and httpx do, read when the session opens. Credentials in
       it are never shown.
     * ``redis``: ``str | redis.asyncio.Redis | None``, default ``None``: a
-      ``redis://`` / ``rediss://`` URL or a client; every session, in any
-      process, naming the same Redis, provider and key then shares the key's
+      ``redis://`` / ``rediss://`` URL, a
+      ``redis+sentinel://host:26379[,host2]/service[/db]`` URL (the primary
+      Redis Sentinel names, followed through a failover), or a client; every
+      session, in any process, naming the same Redis, provider and key then shares the key's
       budget (one GCRA schedule kept in Redis; see the README's "Several
       processes, one key"). Needs the extra ``gptimage-async[redis]``;
       without it, ``ConfigurationError`` names the extra. ``None``: the

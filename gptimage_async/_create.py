@@ -24,14 +24,15 @@ from typing import Any
 
 import anyio
 
+from ._budget import PRIORITY_CREATE, PRIORITY_LAST_CREATE, Limiter
 from ._classify import Reading, Verdict, exchange, read, read_answer, report
 from ._exceptions import (
     APIStatusError,
     GPTImageError,
     RunTimeoutError,
+    SessionClosedError,
     UncertainCreateError,
 )
-from ._limiter import PRIORITY_CREATE, PRIORITY_LAST_CREATE, Limiter
 from ._models import ImageRequest
 from ._providers import Provider, RunSnapshot
 from ._registry import RunRegistry
@@ -206,11 +207,22 @@ class Creator:
         except TimeoutError:
             if not waiting.expired():
                 raise  # the limiter's own, not the deadline's
+        except asyncio.CancelledError:
+            # The limiter cancels its waiters when the session closes; a caller
+            # who cancelled nothing gets the typed error, not a bare cancel.
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            self._still_open()
+            raise
         finally:
             self.waiting -= 1
             self._tail_waiting -= last
             if last and not self._tail_waiting:
                 self._scheduler.tail_ended()
+        # Granted while the session began closing: not sent. Closing lets creates
+        # on the wire finish, but one sent now could be paid for and then lost.
+        self._still_open()
         if last and sent_at is not None:
             self._stats.tail_creates += 1
         if sent_at is None:  # raised here, not in the except block: no TimeoutError context
@@ -222,6 +234,16 @@ class Creator:
         if on_send is not None:
             on_send()
         return await self._send_shielded(request, body, sent_at, index)
+
+    def _still_open(self) -> None:
+        """Raise ``SessionClosedError`` (nothing was sent) if the session began closing."""
+        try:
+            self._check_open()
+        except SessionClosedError:
+            raise SessionClosedError(
+                "the session began closing before this create was sent: it was not sent, "
+                "no run was created and nothing was paid for"
+            ) from None
 
     async def _send_shielded(
         self, request: ImageRequest, body: bytes, sent_at: float, index: int | None

@@ -19,17 +19,16 @@ import logging
 from collections.abc import Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._budget import AdaptiveRate, Limiter, make_limiter
 from ._config import SessionConfig
 from ._create import Creator
 from ._exceptions import SessionClosedError, WrongEventLoopError
 from ._images import bind as bind_result
-from ._limiter import AdaptiveRate, Limiter, RateLimiter
 from ._manifest import key_fingerprint
 from ._models import ImageRequest, RunStatus
 from ._registry import RunRegistry
 from ._run import Run
 from ._scheduler import PollScheduler
-from ._shared_limiter import SharedLimiter, budget_id, make_limiter
 from ._state import FileStateStore, RedisStateStore, StateStore, apply_state, capture_state
 from ._stats import SessionStats
 from ._transport import HTTPTransport, Secret, Transport
@@ -252,12 +251,13 @@ class Lane:
             raise
 
     def _share_store(self, limiter: Limiter) -> None:
-        # The one place that knows a shared limiter's Redis also keeps learned state.
-        if self.config.remember and isinstance(limiter, SharedLimiter):
+        # A budget shared through Redis keeps the learned state next to it.
+        shared = limiter.shared
+        if self.config.remember and shared is not None:
             self._store = RedisStateStore(
-                limiter.client,
-                budget=budget_id(self.adapter.name, self._key.reveal()),
-                timeout=limiter.timeout,
+                shared.client,
+                budget=shared.budget,
+                timeout=shared.timeout,
                 fallback=self._store,
             )
 
@@ -370,7 +370,7 @@ class Lane:
 
 def _adaptive(limiter: Limiter | None) -> AdaptiveRate | None:
     """The local limiter's belief; ``None`` for a shared one (its belief lives in Redis)."""
-    return limiter.adaptive if isinstance(limiter, RateLimiter) else None
+    return None if limiter is None else limiter.belief
 
 
 class LimiterView:
@@ -401,7 +401,7 @@ class LimiterView:
     @property
     def per(self) -> float:
         """The window of the belief, in seconds."""
-        return self._limiter.per
+        return self._limiter.window
 
     @property
     def waiting(self) -> int:

@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
+from ._budget import budget_id
 from ._download import create_temp
 from ._models import AspectRatio, ImageRequest, Quality
 from ._providers import get_provider
-from ._shared_limiter import budget_id
 
 if TYPE_CHECKING:
     from ._session import Session

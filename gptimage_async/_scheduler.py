@@ -1,12 +1,12 @@
 """One poll scheduler per provider: a heap of due times, not a task per run.
 
 This module only schedules: it keeps the heap, wakes up when the top entry
-is due (or a speculative poll may go), sends the poll, and acts on what
-``_resolve.read_poll`` made of the answer. *When* each run is polled
-(planned, speculative and cold-start polls, the deadline's last poll, retry
-pacing, the 404 grace, a bulk job's tail) is decided by the pure rules of
-``_planner.py``; *what an answer means* and how a run ends are in
-``_resolve.py``.
+is due (or a speculative poll may go), sends the poll, and acts on the
+verdict ``_classify.read_poll`` gives its answer (the reader creates and
+downloads go through too). *When* each run is polled (planned, speculative
+and cold-start polls, the deadline's last poll, retry pacing, the 404 grace,
+a bulk job's tail) is decided by the pure rules of ``_planner.py``; how a
+run ends is in ``_resolve.py``.
 
 Each run's bookkeeping (``PollState``) is kept here, keyed by run id, and
 never on the public ``Run``. Where a poll goes is the whole performance of
@@ -27,9 +27,10 @@ from typing import Any
 
 import anyio
 
+from ._budget import PRIORITY_POLL, Limiter
+from ._classify import Reading, Verdict, exchange, read_poll, report
 from ._durations import DurationModel
-from ._exceptions import GPTImageError, ProtocolError, RunTimeoutError
-from ._limiter import PRIORITY_POLL, Limiter
+from ._exceptions import GPTImageError, ProtocolError, RunNotFoundError, RunTimeoutError
 from ._models import Result, RunStatus
 from ._planner import (
     MAX_PROTOCOL_ERRORS,
@@ -46,7 +47,7 @@ from ._planner import (
     speculative_age,
 )
 from ._providers import Provider, RunSnapshot
-from ._resolve import Kind, Reading, outcome_of, read_poll, settle
+from ._resolve import outcome_of, settle
 from ._retry import poll_jitter
 from ._run import Run
 from ._stats import SessionStats
@@ -241,7 +242,7 @@ class PollScheduler:
             in_flight=in_flight,
             rtt=self._rtt,
             interval=limiter.interval,
-            slots_per_window=limiter.rate * limiter.per,
+            slots_per_window=limiter.rate * limiter.window,
         )
         # Never ahead of a wait the server asked for (Retry-After on a 503, say).
         free = limiter.next_spare() if in_flight <= SPARE_RUNS else limiter.next_free()
@@ -363,45 +364,53 @@ class PollScheduler:
         run_id = run.run_id
         assert run_id is not None
         run._polls += 1
-        reading = await read_poll(
-            transport=self._transport,
-            provider=self._provider,
-            limiter=self._limiter,
-            stats=self._stats,
-            run_id=run_id,
-            sent_at=sent_at,
-        )
+        stats = self._stats
+        stats.polls += 1
+        stats.requests += 1
+        provider = self._provider
+        outcome = await exchange(self._transport, "GET", provider.poll_path(run_id))
+        reading = read_poll(outcome, provider, run_id)
+        # The limiter hears every answer, even one about a run resolved meanwhile.
+        report(reading, limiter=self._limiter, stats=stats, sent_at=sent_at)
         if run.done():
             return
         self._act(run, state, reading, age=sent_at - run.created_at)
 
-    def _act(self, run: Run, state: PollState, reading: Reading, *, age: float) -> None:
-        """Do what a poll's reading says; ``age`` is the poll's, seconds since the create."""
-        kind, error = reading.kind, reading.error
-        if kind is Kind.SNAPSHOT:
-            assert reading.snapshot is not None
-            self._observe(run, state, reading.snapshot, age)
+    def _act(
+        self, run: Run, state: PollState, reading: Reading[RunSnapshot], *, age: float
+    ) -> None:
+        """Do what a poll's verdict says; ``age`` is the poll's, seconds since the create."""
+        verdict = reading.verdict
+        if verdict is Verdict.OK:
+            assert reading.value is not None
+            self._observe(run, state, reading.value, age)
             return
+        error = reading.error
         assert error is not None
-        if kind is Kind.WAIT:
+        if verdict is Verdict.WAIT:
+            # After a 429 the limiter holds it back (wait 0); after a Retry-After
+            # on any other status, the poll itself waits that long.
             state.not_before = self._loop.time() + reading.wait
             self._push(run, state, state.not_before)
-        elif kind is Kind.NOT_FOUND:
+        elif verdict is not Verdict.RETRY:
+            self._fail(run, error)  # FAIL: a refused certificate, a 400, a quota gone ...
+        elif isinstance(error, RunNotFoundError):
             if not_found_is_final(age=age, grace=state.grace, errors=state.errors):
                 self._fail(run, error)
             else:
                 # Not visible yet: poll again, paced like any retry, and never
                 # sooner (not even speculatively): each 404 spends budget too.
                 self._retry_later(run, state, error, hold=True)
-        elif kind is Kind.UNREADABLE:
+        elif isinstance(error, ProtocolError):
+            # An answer that cannot be used (unreadable, about another run):
+            # asked again a few times, then the reason is the run's outcome.
+            self._stats.poll_errors += 1
             if state.errors + 1 >= MAX_PROTOCOL_ERRORS:
                 self._fail(run, error)
             else:
                 self._retry_later(run, state, error)
-        elif kind is Kind.RETRY:
-            self._retry_later(run, state, error)
         else:
-            self._fail(run, error)
+            self._retry_later(run, state, error)  # no answer, a 5xx, a 408
 
     def _observe(self, run: Run, state: PollState, snapshot: RunSnapshot, age: float) -> None:
         state.errors = 0
@@ -440,7 +449,7 @@ class PollScheduler:
             model=self.model,
             rtt=self._rtt,
             interval=self._limiter.interval,
-            window=self._limiter.per,
+            window=self._limiter.window,
         )
         # Jitter keeps a crowd of runs that failed together from retrying together.
         when = self._loop.time() + poll_jitter(delay)

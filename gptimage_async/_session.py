@@ -31,6 +31,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
+from ._budget import Limiter
 from ._bulk import Countdown, TailRule, in_input_order, stream
 from ._config import (
     DEFAULT_MAX_CONNECTIONS,
@@ -48,7 +49,6 @@ from ._exceptions import (
     SessionClosedError,
 )
 from ._lane import Lane, Lifecycle, LimiterView, SchedulerView
-from ._limiter import Limiter
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, RunStatus, as_request
 from ._providers import Provider, ProviderName
 from ._registry import RunRegistry
@@ -509,7 +509,7 @@ class Session:
         if self._limiter is None or self._scheduler is None:
             return 1
         model = self._scheduler.model
-        longest = model.quantile(TAIL_QUANTILE) if model.ready else self._limiter.per
+        longest = model.quantile(TAIL_QUANTILE) if model.ready else self._limiter.window
         return max(1, math.ceil(TAIL_FACTOR * self._limiter.rate * longest))
 
     def tail_rule(self) -> TailRule:
@@ -561,7 +561,7 @@ class Session:
         """
         if self._limiter is None or self._scheduler is None:
             return FEEDERS
-        duration = self._limiter.per
+        duration = self._limiter.window
         model = self._scheduler.model
         if model.ready:
             duration = max(duration, model.quantile(0.95))

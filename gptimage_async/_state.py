@@ -27,10 +27,9 @@ from typing import Any, Protocol
 import anyio
 import msgspec
 
+from ._budget import DEFAULT_REDIS_TIMEOUT, AdaptiveRate, base_url_id
 from ._durations import DurationModel
-from ._limiter import AdaptiveRate
 from ._models import RateLimit
-from ._shared_limiter import DEFAULT_REDIS_TIMEOUT, base_url_id
 
 __all__ = [
     "MAX_AGE",

@@ -10,20 +10,21 @@ import backoff
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._limiter import (
-    CATCH_UP,
-    GRANT_AHEAD,
-    MIN_MARGIN,
+from gptimage_async._budget import (
     PRIORITY_CREATE,
     PRIORITY_LAST_CREATE,
     PRIORITY_POLL,
-    SAFETY_MARGIN,
+    AdaptiveRate,
+    RateLimiter,
+)
+from gptimage_async._budget.belief import MIN_MARGIN, SAFETY_MARGIN
+from gptimage_async._budget.local import (
+    CATCH_UP,
+    GRANT_AHEAD,
     SATURATED_WAIT,
     SPARE_QUIET,
     SPARE_RESERVE,
     SPARE_SPACING,
-    AdaptiveRate,
-    RateLimiter,
 )
 from gptimage_async.simulator import SimulatorConfig
 from gptimage_async.testing import scaled_rate_limit, simulated_session
@@ -431,7 +432,7 @@ async def test_no_spare_slots_soon_after_a_429(fake_clock: FakeClock) -> None:
     await fake_clock.advance_to(100.0)
     assert limiter.try_acquire(speculative=True)
     limiter.on_rate_limited(fake_clock.now, 1.0)
-    quiet_until = fake_clock.now + SPARE_QUIET * limiter.per
+    quiet_until = fake_clock.now + SPARE_QUIET * limiter.window
     while fake_clock.now < quiet_until - limiter.interval:
         # Only the even pace: never ahead of the next regular slot.
         assert limiter.next_spare() >= limiter.next_free() - GRANT_AHEAD

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._limiter import RateLimiter
+from gptimage_async._budget import RateLimiter
 from gptimage_async._planner import MAX_NOT_FOUND, NOT_FOUND_GRACE, NOT_FOUND_POLLS
 from gptimage_async._providers import get_provider
 from gptimage_async._registry import RunRegistry
@@ -29,7 +29,8 @@ from gptimage_async._retry import POLL_JITTER_FLOOR
 from gptimage_async._run import Run
 from gptimage_async._scheduler import PollScheduler
 from gptimage_async._stats import SessionStats
-from gptimage_async._transport import Answer, Transport
+from gptimage_async._transport import Answer
+from gptimage_async._transport._memory import MemoryTransport
 from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
 from gptimage_async.testing import TEST_KEYS
 
@@ -41,17 +42,20 @@ RUNBASE_DEFAULT = gi.RateLimit(20, 10.0)
 HIGH = gi.RateLimit(1000, 1.0)  # a poll every millisecond if it wanted one
 
 
-class CountingTransport(Transport):
-    """The real transport, noting when each poll is sent and what it was answered."""
+class CountingTransport(MemoryTransport):
+    """The in-memory transport onto the simulator, noting when each poll is sent and
+    what it was answered."""
 
     polls: list[tuple[float, int]]
     in_flight: int
 
-    async def send(self, method: str, path: str, body: bytes | None = None) -> Answer:
+    async def send(
+        self, method: str, target: str, body: bytes | None = None, **options: Any
+    ) -> Answer:
         self.in_flight += 1
         sent = asyncio.get_running_loop().time()
         try:
-            answer = await super().send(method, path, body)
+            answer = await super().send(method, target, body, **options)
         except gi.GPTImageError:
             if method == "GET":
                 self.polls.append((sent, -1))
@@ -132,10 +136,10 @@ async def rig(
     # The simulator reads the loop's (fake) clock: its lag and its run durations are fake time.
     async with Simulator(config, clock=lambda: loop.time()) as sim:
         transport = CountingTransport(
+            sim,
             sim.base_url(provider),
             TEST_KEYS[provider],
-            timeout=1e6,  # aiohttp's timeouts run on the fake clock too
-            max_connections=100,
+            timeout=1e6,  # timeouts run on the fake clock too
             user_agent="test",
         )
         transport.polls, transport.in_flight = [], 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import gptimage_async as gi
+from gptimage_async._budget import budget_id
 from gptimage_async._pool import DEFAULT_PRICES, Lane, Pool, lane_fingerprint
-from gptimage_async._shared_limiter import budget_id
 
 KEY_A = "sk-test-aaaaaaaaaaaaaaaa"
 KEY_B = "sk-test-bbbbbbbbbbbbbbbb"

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._limiter import CATCH_UP, PRIORITY_CREATE, RateLimiter
+from gptimage_async._budget import PRIORITY_CREATE, RateLimiter
+from gptimage_async._budget.local import CATCH_UP
 from gptimage_async._models import RunStatus
 from gptimage_async._planner import COLD_FIRST_RTTS, FINAL_POLL_LEAD
 from gptimage_async._providers import RunSnapshot, get_provider
@@ -43,9 +44,11 @@ class RecordingTransport(Transport):
 
     sent: list[tuple[float, str]]
 
-    async def send(self, method: str, path: str, body: bytes | None = None) -> Answer:
+    async def send(
+        self, method: str, path: str, body: bytes | None = None, **options: Any
+    ) -> Answer:
         self.sent.append((asyncio.get_running_loop().time(), method))
-        return await super().send(method, path, body)
+        return await super().send(method, path, body, **options)
 
 
 @dataclass

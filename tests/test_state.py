@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 import gptimage_async as gi
+from gptimage_async._budget import AdaptiveRate, RateLimiter
 from gptimage_async._durations import DurationModel
-from gptimage_async._limiter import AdaptiveRate, RateLimiter
 from gptimage_async._state import (
     MAX_AGE,
     MAX_OBSERVATIONS,

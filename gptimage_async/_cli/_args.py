@@ -197,7 +197,8 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
         "--redis",
         metavar="URL",
         help="share the key's budget with every process naming this Redis "
-        f"(redis:// or rediss://; default ${REDIS_ENV}; needs gptimage-async[redis])",
+        "(redis://, rediss:// or redis+sentinel://host:26379/service; "
+        f"default ${REDIS_ENV}; needs gptimage-async[redis])",
     )
     group.add_argument(
         "--time-scale",

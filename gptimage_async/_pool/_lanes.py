@@ -32,10 +32,10 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Literal, NoReturn, final
 
+from .._budget import budget_id
 from .._exceptions import ConfigurationError
 from .._models import QUALITIES, RateLimit
 from .._providers import get_provider
-from .._shared_limiter import budget_id
 from .._transport import Secret
 
 __all__ = [

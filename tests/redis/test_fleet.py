@@ -22,8 +22,8 @@ import pytest
 import redis.asyncio as redis_asyncio
 
 import gptimage_async as gi
-from gptimage_async._limiter import PRIORITY_POLL
-from gptimage_async._shared_limiter import SharedLimiter
+from gptimage_async._budget import PRIORITY_POLL
+from gptimage_async._budget.shared import SharedLimiter
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
 from .conftest import RedisServer

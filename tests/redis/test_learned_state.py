@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as redis_asyncio
 
 import gptimage_async as gi
-from gptimage_async._shared_limiter import base_url_id, budget_id
+from gptimage_async._budget import base_url_id, budget_id
 from gptimage_async._state import (
     MAX_AGE,
     FileStateStore,

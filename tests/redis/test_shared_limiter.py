@@ -11,8 +11,14 @@ import pytest
 import redis.asyncio as redis_asyncio
 
 import gptimage_async as gi
-from gptimage_async._limiter import PRIORITY_CREATE, PRIORITY_LAST_CREATE, PRIORITY_POLL
-from gptimage_async._shared_limiter import SharedLimiter, budget_id, redact_url
+from gptimage_async._budget import (
+    PRIORITY_CREATE,
+    PRIORITY_LAST_CREATE,
+    PRIORITY_POLL,
+    budget_id,
+    redact_url,
+)
+from gptimage_async._budget.shared import SharedLimiter
 from gptimage_async.simulator import Simulator, SimulatorConfig
 from gptimage_async.testing import simulated_session
 

@@ -21,8 +21,8 @@ import time
 from typing import Any
 
 import gptimage_async as gi
-from gptimage_async._limiter import PRIORITY_CREATE, PRIORITY_POLL
-from gptimage_async._shared_limiter import SharedLimiter
+from gptimage_async._budget import PRIORITY_CREATE, PRIORITY_POLL
+from gptimage_async._budget.shared import SharedLimiter
 
 
 async def batch(opts: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import gptimage_async as gi
+from gptimage_async._planner import MAX_PROTOCOL_ERRORS
 from gptimage_async._transport._http import ACCEPT_ENCODING
 
 from .._images import GIF, JPEG, PNG, WEBP
@@ -229,6 +230,42 @@ async def test_a_refused_certificate_stops_a_batch(tmp_path: Path) -> None:
         report = await gi.Batch(s, [f"p{i}" for i in range(20)], tmp_path / "out").run()
     assert report.stopped
     assert server.connections < 20
+
+
+async def test_a_refused_certificate_fails_a_poll_at_once_naming_the_host(tmp_path: Path) -> None:
+    context = self_signed_context(tmp_path)
+    async with (
+        byte_server(runbase(), ssl_context=context) as server,
+        session(server.url("/api/v1"), run_timeout=60) as s,
+    ):
+        runs = [s.attach(f"run_{i}") for i in range(3)]
+        started = time.monotonic()
+        for run in runs:
+            with pytest.raises(gi.TLSCertificateError) as info:
+                await run
+            assert_public(info.value)
+            assert info.value.host == "127.0.0.1"
+            assert "127.0.0.1" in str(info.value) and KEY not in str(info.value)
+        assert s.stats.polls == 3  # one poll each: nothing was retried
+    assert time.monotonic() - started < 10
+    assert server.connections == 3
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("coding", ["br", "xz"])
+async def test_an_unreadable_poll_is_asked_again_a_few_times_then_fails_the_run(
+    coding: str,
+) -> None:
+    script = runbase(poll_headers={"Content-Encoding": coding})
+    async with byte_server(script) as server, session(server.url("/api/v1"), run_timeout=60) as s:
+        run = s.attach("run_1")
+        with pytest.raises(gi.ProtocolError) as info:
+            await run
+        assert s.stats.poll_errors == MAX_PROTOCOL_ERRORS
+    assert_public(info.value)
+    assert not isinstance(info.value, gi.RunTimeoutError)
+    assert "content-encoding" in str(info.value).lower() and coding in str(info.value)
+    assert [r.method for r in server.requests] == ["GET"] * MAX_PROTOCOL_ERRORS
 
 
 # -- issue 20 item 12: a wrong base URL --------------------------------------------------------
