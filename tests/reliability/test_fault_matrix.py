@@ -15,7 +15,7 @@ Each row runs in memory (``MemoryTransport`` onto the same simulator, on
 the fake loop clock: no socket, no sleep) on both providers, and once more
 on the simulator's real HTTP server on 127.0.0.1 (one provider per row,
 alternating). ``GPTIMAGE_RELIABILITY_RUNS`` overrides the runs per in-memory
-row (default 2,000), ``GPTIMAGE_RELIABILITY_SOCKET_RUNS`` per socket row
+row (default 500), ``GPTIMAGE_RELIABILITY_SOCKET_RUNS`` per socket row
 (default 300).
 """
 
@@ -40,10 +40,11 @@ from .._clock import FakeClock
 from .conftest import PROVIDERS, WINDOW, Wire, on_wire, report, sim_config, simulated
 
 #: Runs per in-memory row. It was 2,000 on sockets; the client's own work is
-#: ~1.5 ms of CPU per request on either wire, so 2,000 runs x 27 rows cost a
-#: minute and a half of a 2-core machine. 500 runs still fire every fault
-#: several times (the rarest, 2% of creates, about 10 times; the rows assert
-#: each fault fired), and in fake time the same seed gives the same rolls.
+#: ~1.5 ms of CPU per request on either wire (memory saves only aiohttp's
+#: share), so 2,000 runs x 20 rows cost minutes of a 2-core machine. 500
+#: runs still fire every fault several times (the rarest, 2% of creates,
+#: about 10 times; the rows assert each fault fired), and in fake time the
+#: same seed gives the same rolls.
 RUNS = int(os.environ.get("GPTIMAGE_RELIABILITY_RUNS", "500"))
 #: Runs of a row's real-socket copy (unless the row says more): it shows the
 #: same faults reach the client the same way over TCP; the promises are the same.
