@@ -177,7 +177,12 @@ async def _drive(
 
 
 def _check_row(
-    row: Row, prompts: list[str], runs: dict[int, gi.Run], sim: Simulator, session: gi.Session
+    row: Row,
+    prompts: list[str],
+    runs: dict[int, gi.Run],
+    sim: Simulator,
+    session: gi.Session,
+    wire: Wire = "memory",
 ) -> dict[str, int]:
     created = sim.stats.runs_per_prompt
     results = uncertain = really_created = known_failures = 0
@@ -222,7 +227,14 @@ def _check_row(
     if row.storms:
         assert sim.stats.rate_limited > 0, "no 429 was ever sent"
     # Every create the client sent reached the server once: no hidden resend of a POST.
-    assert session.stats.requests - session.stats.polls == sim.stats.create_requests
+    sent_creates = session.stats.requests - session.stats.polls
+    if wire == "memory":
+        assert sent_creates == sim.stats.create_requests
+    else:
+        # Over a socket a create can time out before a loaded server reads it:
+        # sent, never seen. Never the other way round (a hidden resend).
+        unseen = sent_creates - sim.stats.create_requests
+        assert 0 <= unseen <= session.stats.connection_errors
     # The transport resends a GET once when a kept-alive connection drops, and
     # follows a same-origin poll redirect with a second GET; nothing else.
     hidden_polls = sim.stats.polls - session.stats.polls
@@ -280,7 +292,7 @@ async def test_fault_row(row: Row, provider: str, wire: Wire) -> None:
         async with simulated(provider, config, wire, **row.session) as (sim, session):
             runs = await _drive(session, sim, prompts, row.storms)
             elapsed = time.perf_counter() - started
-            tally = _check_row(row, prompts, runs, sim, session)
+            tally = _check_row(row, prompts, runs, sim, session, wire)
             faults = dict(sim.stats.faults)
             if row.storms:
                 faults["429"] = sim.stats.rate_limited
