@@ -221,7 +221,9 @@ class PollScheduler:
                     await self._poll_slots.acquire()  # free: checked above
                     self._spawn(self._poll, run, state, now)
                     continue
-                await self._sleep(min(when, max(early, now)))
+                # Early but refused (no poll slot, no spare budget): wait for the plan,
+                # or a push; sleeping "until now" would spin the loop until a slot frees.
+                await self._sleep(when if early <= now else min(when, early))
                 continue
             heapq.heappop(heap)
             if now >= run.deadline:

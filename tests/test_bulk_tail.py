@@ -1,7 +1,7 @@
 """A bulk job's last creates go ahead of polls, so its end is not an idle budget.
 
-Against the simulator (a real HTTP server on 127.0.0.1) with time compressed
-100-fold: runs of 30-100 ms under Runbase's default limit (20 per 100 ms).
+Against the simulator in memory (``memory_session``), on the fake loop clock,
+with time compressed 100-fold: runs of 30-100 ms under Runbase's default limit (20 per 100 ms).
 What is checked is the order the server saw, not how long anything took: runs
 that had finished before the job's last create are polled after it (their
 polls were held back to fill the budget while the last runs were going).
@@ -16,7 +16,9 @@ import pytest
 
 import gptimage_async as gi
 from gptimage_async.simulator import Simulator, SimulatorConfig
-from gptimage_async.testing import simulated_session
+from gptimage_async.testing import memory_session
+
+from ._clock import FakeClock
 
 RUNS = 160
 CONFIG = SimulatorConfig(time_scale=0.01, seed=11)
@@ -67,11 +69,14 @@ def _held_polls(sim: Simulator) -> int:
     ids=["as_completed(list)", "as_completed(generator)", "generate_many"],
 )
 async def test_the_last_creates_go_first_and_held_polls_fill_the_end(
+    fake_clock: FakeClock,
     job: Callable[[gi.Session], AsyncIterator[int]],
 ) -> None:
-    async with simulated_session(config=CONFIG) as (sim, session):
-        done = await job(session)  # type: ignore[misc]
-        stats = session.stats
+    async def body() -> tuple[Simulator, int, gi.SessionStats]:
+        async with memory_session(config=CONFIG) as (sim, session):
+            return sim, await job(session), session.stats  # type: ignore[misc]
+
+    sim, done, stats = await fake_clock.run(body())
     assert done == RUNS
     # The tail is sized as the job goes (rate x duration, both learned).
     assert 0 < stats.tail_creates < RUNS
@@ -81,21 +86,26 @@ async def test_the_last_creates_go_first_and_held_polls_fill_the_end(
     assert _held_polls(sim) >= 10
 
 
-async def test_a_batch_ends_the_same_way(tmp_path: Path) -> None:
-    async with simulated_session(config=CONFIG) as (sim, session):
-        done = await _batch(session, tmp_path)
-        stats = session.stats
+async def test_a_batch_ends_the_same_way(fake_clock: FakeClock, tmp_path: Path) -> None:
+    async def body() -> tuple[Simulator, int, gi.SessionStats]:
+        async with memory_session(config=CONFIG) as (sim, session):
+            return sim, await _batch(session, tmp_path), session.stats
+
+    sim, done, stats = await fake_clock.run(body())
     assert done == RUNS
     assert stats.tail_creates > 0
     assert _held_polls(sim) >= 10
 
 
-async def test_a_create_marked_last_goes_ahead_of_due_polls() -> None:
+async def test_a_create_marked_last_goes_ahead_of_due_polls(fake_clock: FakeClock) -> None:
     # Public surface: submit(ahead_of_polls=True) is what the bulk verbs use.
-    async with simulated_session(config=CONFIG) as (sim, session):
-        runs = [await session.submit(p) for p in _prompts(3)]
-        last = await session.submit("the last lamp", ahead_of_polls=True)
-        for run in [*runs, last]:
-            await run
-        assert session.stats.tail_creates == 1
-    assert sim.stats.creates == 4
+    async def body() -> Simulator:
+        async with memory_session(config=CONFIG) as (sim, session):
+            runs = [await session.submit(p) for p in _prompts(3)]
+            last = await session.submit("the last lamp", ahead_of_polls=True)
+            for run in [*runs, last]:
+                await run
+            assert session.stats.tail_creates == 1
+        return sim
+
+    assert (await fake_clock.run(body())).stats.creates == 4

@@ -13,8 +13,9 @@ import pytest
 
 import gptimage_async as gi
 from gptimage_async.simulator import Faults, Simulator
-from gptimage_async.testing import TEST_KEYS, scaled_rate_limit, simulated_session
+from gptimage_async.testing import TEST_KEYS, memory_session, scaled_rate_limit, simulated_session
 
+from ._clock import FakeClock
 from .helpers import config
 
 PROVIDERS = ["runbase", "apiinone"]
@@ -95,24 +96,28 @@ async def test_as_completed_yields_in_finishing_order_with_indexes() -> None:
         assert inversions <= 3
 
 
-async def test_as_completed_respects_concurrency() -> None:
-    async with simulated_session(config=config()) as (sim, session):
-        peak = 0
+async def test_as_completed_respects_concurrency(fake_clock: FakeClock) -> None:
+    async def body() -> tuple[int, int]:
+        async with memory_session(config=config()) as (_sim, session):
+            peak = 0
 
-        async def watch() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, len(session.runs))
-                await asyncio.sleep(0.002)
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, len(session.runs))
+                    await asyncio.sleep(0.002)  # fake time: a look every 2 ms, no wall time
 
-        watcher = asyncio.create_task(watch())
-        count = 0
-        async for run in session.as_completed([f"p{i}" for i in range(25)], concurrency=3):
-            assert run.error is None
-            count += 1
-        watcher.cancel()
-        assert count == 25
-        assert peak <= 3
+            watcher = asyncio.create_task(watch())
+            count = 0
+            async for run in session.as_completed([f"p{i}" for i in range(25)], concurrency=3):
+                assert run.error is None
+                count += 1
+            watcher.cancel()
+        return count, peak
+
+    count, peak = await fake_clock.run(body())
+    assert count == 25
+    assert 0 < peak <= 3
 
 
 async def test_thousand_concurrent_runs_resolve_exactly_once() -> None:

@@ -32,6 +32,8 @@ import pytest
 import gptimage_async.simulator as simulator_pkg
 from gptimage_async.simulator import VARIANTS, Faults, Simulator, SimulatorConfig
 
+from ._clock import FakeClock
+
 RB_KEY = "sk-test"
 AIO_KEY = "aio_test"
 RB_MODEL = "openai/gpt-image-1.5"
@@ -614,39 +616,37 @@ async def test_quota_apiinone_spend_limit(session: aiohttp.ClientSession) -> Non
 # -- rate limiting -----------------------------------------------------------------
 
 
-async def _hammer(
-    session: aiohttp.ClientSession, sim: Simulator, seconds: float, gap: float
-) -> list[int]:
-    statuses = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        statuses.append((await rb_get(session, sim, "run_hammer")).status)
-        await asyncio.sleep(gap)
-    return statuses
-
-
-@pytest.mark.slow  # ~2.3 s each
 @pytest.mark.parametrize("count_rejected", [False, True])
 async def test_hammering_client_with_count_rejected(
-    session: aiohttp.ClientSession, count_rejected: bool
+    fake_clock: FakeClock, count_rejected: bool
 ) -> None:
-    # 5 requests per 1 s window; the client knocks every 20 ms for 1.2 windows
-    # (a window far longer than the gap, so a loaded machine cannot drain it).
-    config = {"rate_limit": 5, "rate_window": 10.0, "time_scale": 0.1}
-    async with make(count_rejected=count_rejected, **config) as sim:
-        statuses = await _hammer(session, sim, seconds=1.2, gap=0.02)
-        admitted = sum(1 for s in statuses if s != 429)
-        assert len(statuses) >= 20
-        if count_rejected:
-            # The rejected knocks keep the window full: locked out after the first 5.
-            assert admitted == 5
-            assert all(s == 429 for s in statuses[5:])
-        else:
-            assert admitted >= 10
-        assert sim.stats.rate_limited == len(statuses) - admitted
-        # Once the client stops for a whole window it gets back in either way.
-        await asyncio.sleep(1.05)
-        assert (await rb_get(session, sim, "run_hammer")).status == 404
+    # 5 requests per 1 s window; the client knocks every 20 ms for 1.2 windows.
+    # The simulator's own pipeline on the fake loop clock: the knocks land exactly
+    # where they are meant to, and the windows cost no wall time.
+    loop = asyncio.get_running_loop()
+    config = SimulatorConfig(
+        rate_limit=5, rate_window=10.0, time_scale=0.1, seed=1234, count_rejected=count_rejected
+    )
+    sim = Simulator(config, clock=lambda: loop.time())
+
+    async def knock() -> int:
+        return (await sim.respond("GET", "/runbase/api/v1/runs/run_hammer", auth(RB_KEY))).status
+
+    statuses = []
+    for _ in range(60):  # 1.2 s
+        statuses.append(await knock())
+        await fake_clock.advance(0.02)
+    admitted = sum(1 for s in statuses if s != 429)
+    if count_rejected:
+        # The rejected knocks keep the window full: locked out after the first 5.
+        assert admitted == 5
+        assert all(s == 429 for s in statuses[5:])
+    else:
+        assert admitted == 10  # 5 in the first window, 5 as it slides on
+    assert sim.stats.rate_limited == len(statuses) - admitted
+    # Once the client stops for a whole window it gets back in either way.
+    await fake_clock.advance(1.05)
+    assert await knock() == 404
 
 
 async def test_rate_limit_counts_posts_and_gets_per_key(session: aiohttp.ClientSession) -> None:
@@ -1174,38 +1174,34 @@ async def test_stats_counters_and_duplicates(session: aiohttp.ClientSession) -> 
         assert len(sim.runs) == 5  # runs are kept
 
 
-@pytest.mark.slow  # ~2.6 s
 async def test_ten_thousand_runs_in_flight_cheaply() -> None:
+    # The pipeline the HTTP server runs (``respond``), with no socket: what is
+    # measured is the simulator's own cost per run, not aiohttp's per request.
     tasks_before = len(asyncio.all_tasks())
-    connector = aiohttp.TCPConnector(limit=32)
-    async with (
-        make(time_scale=10.0) as sim,  # runs last 30-100 s: all still in flight at the end
-        aiohttp.ClientSession(connector=connector) as client,
-    ):
-        url = sim.base_url("runbase") + "/runs"
-        gate = asyncio.Semaphore(32)
+    sim = make(time_scale=10.0)  # runs last 30-100 s: all still in flight at the end
+    path = "/runbase/api/v1/runs"
+    headers = {**auth(RB_KEY), "Content-Type": "application/json"}
 
-        async def create(i: int) -> None:
-            async with gate:
-                body = {"model": RB_MODEL, "input": {"prompt": f"prompt {i}"}}
-                async with client.post(url, json=body, headers=auth(RB_KEY)) as resp:
-                    assert resp.status == 200
-                    await resp.read()
+    async def create(i: int) -> None:
+        body = msgspec.json.encode({"model": RB_MODEL, "input": {"prompt": f"prompt {i}"}})
+        reply = await sim.respond("POST", path, headers, body)
+        assert reply.status == 200
 
-        started = time.monotonic()
-        await asyncio.gather(*(create(i) for i in range(10_000)))
-        elapsed = time.monotonic() - started
-        assert sim.stats.creates == 10_000
-        assert len(sim.runs) == 10_000
-        now = time.monotonic()
-        assert all(run.finishes_at > now for run in sim.runs.values())  # all in flight
-        # No task or timer per run: only the server's own few remain.
-        assert len(asyncio.all_tasks()) - tasks_before < 50
-        assert elapsed < 20.0
-        assert sim.stats.duplicates == 0
-        for run_id in list(sim.runs)[::500]:  # statuses are still read off the clock
-            async with client.get(f"{url}/{run_id}", headers=auth(RB_KEY)) as resp:
-                assert (await resp.json())["status"] in ("pending", "processing")
+    started = time.monotonic()
+    await asyncio.gather(*(create(i) for i in range(10_000)))
+    elapsed = time.monotonic() - started
+    assert sim.stats.creates == 10_000
+    assert len(sim.runs) == 10_000
+    now = time.monotonic()
+    assert all(run.finishes_at > now for run in sim.runs.values())  # all in flight
+    # No task or timer per run: nothing of the simulator's outlives its answers.
+    assert len(asyncio.all_tasks()) - tasks_before < 50
+    assert not [h for h in asyncio.get_running_loop()._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+    assert elapsed < 20.0
+    assert sim.stats.duplicates == 0
+    for run_id in list(sim.runs)[::500]:  # statuses are still read off the clock
+        reply = await sim.respond("GET", f"{path}/{run_id}", auth(RB_KEY))
+        assert msgspec.json.decode(reply.body)["status"] in ("pending", "processing")
 
 
 def test_run_records_are_small() -> None:

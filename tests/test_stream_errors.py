@@ -1,6 +1,6 @@
 """The requests iterable of ``as_completed`` fails midway: the caller gets every run first.
 
-Against the simulator (a real HTTP server on 127.0.0.1): a generator yields
+Against the simulator in memory (``memory_session``) on the fake loop clock: a generator yields
 ``n`` prompts and then raises. Every run created from those prompts was paid
 for, so each must reach the caller before the error does, and nothing past
 the error may be created.
@@ -13,7 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from gptimage_async.simulator import SimulatorConfig
-from gptimage_async.testing import simulated_session
+from gptimage_async.testing import memory_session
+
+from ._clock import FakeClock
 
 CONFIG = SimulatorConfig(time_scale=0.01, seed=5)
 
@@ -31,9 +33,13 @@ def _prompts_then_error(n: int) -> Iterator[str]:
 @pytest.mark.parametrize("n", [0, 1, 5, 45])
 @pytest.mark.parametrize("concurrency", [None, 1, 4])
 async def test_every_run_before_the_error_reaches_the_caller_first(
-    n: int, concurrency: int | None
+    fake_clock: FakeClock, n: int, concurrency: int | None
 ) -> None:
-    async with simulated_session(config=CONFIG) as (sim, session):
+    await fake_clock.run(_consume_until_broken(n, concurrency))
+
+
+async def _consume_until_broken(n: int, concurrency: int | None) -> None:
+    async with memory_session(config=CONFIG) as (sim, session):
         seen: list[int] = []
 
         async def consume() -> None:

@@ -12,21 +12,31 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import gc
 import itertools
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
 
 import gptimage_async as gi
+from gptimage_async._transport._memory import MEMORY_ORIGIN, MemoryTransport
 from gptimage_async.simulator import VARIANTS, Simulator, SimulatorConfig
-from gptimage_async.testing import TEST_KEYS
+from gptimage_async.simulator._app import ConnectionDropped
+from gptimage_async.simulator._protocol import Reply
+from gptimage_async.testing import TEST_KEYS, memory_session
+
+from .._clock import fake_loop_clock
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 #: Runs of 3-10 provider seconds last 15-50 ms; a 10 s window lasts 50 ms.
 TIME_SCALE = 0.005
@@ -68,6 +78,40 @@ def session_for(sim: Simulator, provider: str, **options: Any) -> gi.Session:
     options.setdefault("rate_limit", gi.RateLimit(10_000, WINDOW))
     options.setdefault("run_timeout", 60.0)
     return gi.Session(provider, base_url=sim.base_url(provider), **options)  # type: ignore[arg-type]
+
+
+Wire = Literal["memory", "socket"]
+
+
+@contextlib.asynccontextmanager
+async def simulated(
+    provider: str, config: SimulatorConfig, wire: Wire, **options: Any
+) -> AsyncIterator[tuple[Simulator, gi.Session]]:
+    """A simulator and an open session on it, over ``wire``.
+
+    ``"socket"``: the simulator's HTTP server on 127.0.0.1 and the aiohttp
+    transport (real time). ``"memory"``: the same simulator pipeline through
+    ``MemoryTransport`` on the loop's clock, so a test on the fake clock runs
+    it with no socket and no sleep. Session options as ``session_for``.
+    """
+    options.setdefault("api_key", TEST_KEYS[provider])
+    options.setdefault("rate_limit", gi.RateLimit(10_000, WINDOW))
+    options.setdefault("run_timeout", 60.0)
+    if wire == "memory":
+        async with memory_session(provider, config=config, **options) as pair:  # type: ignore[arg-type]
+            yield pair
+        return
+    async with Simulator(config) as sim, session_for(sim, provider, **options) as session:
+        yield sim, session
+
+
+async def on_wire(wire: Wire, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` (not yet started): on the fake clock, auto-advanced, in
+    memory; in real time on a socket. Open the session inside it."""
+    if wire == "memory":
+        with fake_loop_clock() as clock:
+            return await clock.run(awaitable)
+    return await awaitable
 
 
 # -- the hostile server ---------------------------------------------------------------
@@ -173,6 +217,46 @@ class HostileServer:
         self.creates.clear()
         self.polls.clear()
 
+    async def respond(
+        self, method: str, target: str, headers: Any = None, body: bytes = b""
+    ) -> Reply:
+        """Answer one request in memory, as the HTTP handlers do (``MemoryTransport`` calls it).
+
+        A ``reset`` raises ``ConnectionDropped``, as the simulator's pipeline
+        does; ``short`` and ``garbage`` are about bytes on a socket and have
+        no in-memory form (``ValueError``).
+        """
+        path = urlsplit(target).path
+        for provider, (root, create, poll) in _PATHS.items():
+            poll_root = root + poll.split("{")[0]
+            if method == "POST" and path == root + create:
+                action, run_id = "create", ""
+            elif method == "GET" and path.startswith(poll_root):
+                action, run_id = "poll", path[len(poll_root) :]
+            else:
+                continue
+            self.requests += 1
+            self.auth_headers.append(dict(headers or {}).get("Authorization", ""))
+            answer = self._next(provider, action, run_id)
+            if answer.delay:
+                await asyncio.sleep(answer.delay)
+            if answer.action == "reset":
+                raise ConnectionDropped
+            if answer.action != "send":
+                raise ValueError(f"{answer.action!r} answers exist only on a socket")
+            reply_body = b"" if answer.status in (204, 304) else answer.body
+            return Reply(answer.status, reply_body, answer.content_type, dict(answer.headers))
+        return Reply(404, b"404: Not Found", "text/plain")
+
+    def _next(self, provider: str, action: str, run_id: str) -> Answer:
+        if action == "create":
+            queue, run_id = self.creates, f"run_{next(self._ids)}"
+            default = Answer(body=created_body(provider, run_id))
+        else:
+            queue = self.polls
+            default = Answer(body=succeeded_body(provider, run_id))
+        return queue.popleft() if queue else default
+
     def _handler(self, provider: str, action: str) -> Any:
         async def handle(request: web.Request) -> web.StreamResponse:
             self.requests += 1
@@ -230,6 +314,29 @@ async def hostile_server() -> AsyncIterator[HostileServer]:
         yield server
     finally:
         await server.close()
+
+
+def memory_hostile_session(server: HostileServer, provider: str, **options: Any) -> gi.Session:
+    """An unopened session whose requests ``server`` answers in memory (``MemoryTransport``)."""
+    base_url = MEMORY_ORIGIN + _PATHS[provider][0]
+    transport = MemoryTransport(
+        server,  # type: ignore[arg-type]  # answers as the simulator does: ``respond``
+        base_url,
+        options["api_key"],
+        timeout=options.get("request_timeout", 30.0),
+    )
+    return gi.Session(provider, base_url=base_url, transport=transport, **options)  # type: ignore[arg-type]
+
+
+def in_fake_time(test: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Run an async test on the fake loop clock, auto-advanced (``FakeClock.run``)."""
+
+    @functools.wraps(test)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        with fake_loop_clock() as clock:
+            return await clock.run(test(*args, **kwargs))
+
+    return run
 
 
 # -- leak checks ---------------------------------------------------------------------

@@ -12,6 +12,12 @@ that are not HTTP. Once its queue is empty it answers "succeeded".
   ``Result`` or a ``GPTImageError``; nothing else may escape, and the
   scheduler's "unexpected error" catch-all must never fire.
 * The session stays usable after every example.
+
+Each property runs twice: in memory (``HostileServer.respond`` through a
+``MemoryTransport``, on the fake loop clock: a stall past the request timeout
+or a ``Retry-After`` costs no wall time), where a dropped connection is a
+reset; and with fewer examples against the real server on 127.0.0.1, with
+every kind of broken bytes (resets, bodies cut short, garbage that is not HTTP).
 """
 
 from __future__ import annotations
@@ -30,7 +36,16 @@ from hypothesis import strategies as st
 import gptimage_async as gi
 from gptimage_async._transport import MAX_BODY_BYTES
 
-from .conftest import PROVIDERS, Action, Answer, HostileServer, hostile_server
+from .conftest import (
+    PROVIDERS,
+    Action,
+    Answer,
+    HostileServer,
+    Wire,
+    hostile_server,
+    memory_hostile_session,
+    on_wire,
+)
 
 REQUEST_TIMEOUT = 0.2
 #: An example that takes longer than this is hung.
@@ -150,24 +165,35 @@ _unreadable_successes = st.builds(
     content_type=content_types,
 )
 transient_answers = st.one_of(_error_statuses, _unreadable_successes, no_answer)
+#: The same, with only what has an in-memory form: a reset, not bytes cut short.
+memory_transient_answers = st.one_of(
+    _error_statuses, _unreadable_successes, st.just(Answer(action="reset"))
+)
 #: An answer held past the request timeout: transient too, but it costs real time,
 #: so an example gets at most one (see ``_with_one_slow``).
 SLOW = Answer(delay=REQUEST_TIMEOUT * 1.5)
-#: Anything at all.
-any_answers = st.one_of(
-    transient_answers,
-    st.builds(
-        Answer,
-        status=st.one_of(
-            st.sampled_from([200, 201, 301, 400, 401, 402, 403, 404, 409, 418, 429, 500]),
-            st.integers(200, 599),
+
+
+def _any(transient: st.SearchStrategy[Answer]) -> st.SearchStrategy[Answer]:
+    return st.one_of(
+        transient,
+        st.builds(
+            Answer,
+            status=st.one_of(
+                st.sampled_from([200, 201, 301, 400, 401, 402, 403, 404, 409, 418, 429, 500]),
+                st.integers(200, 599),
+            ),
+            body=st.one_of(json_bodies, unreadable_bodies),
+            content_type=content_types,
+            headers=headers,
+            delay=delays,
         ),
-        body=st.one_of(json_bodies, unreadable_bodies),
-        content_type=content_types,
-        headers=headers,
-        delay=delays,
-    ),
-)
+    )
+
+
+#: Anything at all.
+any_answers = _any(transient_answers)
+memory_any_answers = _any(memory_transient_answers)
 
 
 @st.composite
@@ -202,19 +228,22 @@ class Hostile:
 
     server: HostileServer
     errors: _ErrorLog
+    #: ``"memory"``: the server answers in memory, on the fake loop clock.
+    wire: Wire = "socket"
 
     def new_session(self, provider: str) -> gi.Session:
-        return gi.Session(
-            provider,
-            api_key="sk-fuzz" if provider == "runbase" else "aio_fuzz",
-            base_url=self.server.base_url(provider),
+        options: dict[str, Any] = {
+            "api_key": "sk-fuzz" if provider == "runbase" else "aio_fuzz",
             # A belief nobody reaches, with a short window: retries back off at
             # most one window, so examples stay fast.
-            rate_limit=gi.RateLimit(100_000, 0.02),
-            request_timeout=REQUEST_TIMEOUT,
-            run_timeout=5.0,
-            on_exit="cancel",
-        )
+            "rate_limit": gi.RateLimit(100_000, 0.02),
+            "request_timeout": REQUEST_TIMEOUT,
+            "run_timeout": 5.0,
+            "on_exit": "cancel",
+        }
+        if self.wire == "memory":
+            return memory_hostile_session(self.server, provider, **options)
+        return gi.Session(provider, base_url=self.server.base_url(provider), **options)  # type: ignore[arg-type]
 
     async def run_once(
         self, provider: str, creates: list[Answer], polls: list[Answer]
@@ -223,6 +252,11 @@ class Hostile:
 
         Anything but a ``Result`` or a typed error escapes and fails the example.
         """
+        return await on_wire(self.wire, self._run_once(provider, creates, polls))
+
+    async def _run_once(
+        self, provider: str, creates: list[Answer], polls: list[Answer]
+    ) -> gi.Result | gi.GPTImageError:
         self.server.clear()
         self.server.creates.extend(creates)
         self.server.polls.extend(polls)
@@ -257,31 +291,57 @@ async def hostile() -> AsyncIterator[Hostile]:
         logger.removeHandler(errors)
 
 
-@pytest.mark.slow  # 100 examples against a real server: ~9 s
 @settings(FUZZ, max_examples=100)
-@given(provider=st.sampled_from(PROVIDERS), polls=_with_one_slow(transient_answers))
+@given(provider=st.sampled_from(PROVIDERS), polls=_with_one_slow(memory_transient_answers))
 async def test_transient_poll_answers_are_retried(
+    hostile: Hostile, provider: str, polls: list[Answer]
+) -> None:
+    hostile.wire = "memory"
+    outcome = await hostile.run_once(provider, [], polls)
+    assert isinstance(outcome, gi.Result), f"{type(outcome).__name__}: {outcome}"
+
+
+@pytest.mark.slow  # against the real server: ~3 s
+@settings(FUZZ, max_examples=30)
+@given(provider=st.sampled_from(PROVIDERS), polls=_with_one_slow(transient_answers))
+async def test_transient_poll_answers_are_retried_over_a_socket(
     hostile: Hostile, provider: str, polls: list[Answer]
 ) -> None:
     outcome = await hostile.run_once(provider, [], polls)
     assert isinstance(outcome, gi.Result), f"{type(outcome).__name__}: {outcome}"
 
 
-@pytest.mark.slow  # ~9 s
+def _ended_well(outcome: gi.Result | gi.GPTImageError) -> None:
+    assert isinstance(outcome, gi.Result | gi.GPTImageError)
+    if isinstance(outcome, gi.GPTImageError):
+        # Never the library's own catch-all for an exception it did not expect.
+        assert "unexpected error" not in str(outcome)
+
+
 @FUZZ
+@given(
+    provider=st.sampled_from(PROVIDERS),
+    creates=st.lists(memory_any_answers, max_size=1),
+    polls=_with_one_slow(memory_any_answers),
+)
+async def test_any_answer_ends_in_a_result_or_a_typed_error(
+    hostile: Hostile, provider: str, creates: list[Answer], polls: list[Answer]
+) -> None:
+    hostile.wire = "memory"
+    _ended_well(await hostile.run_once(provider, creates, polls))
+
+
+@pytest.mark.slow  # against the real server: ~3 s
+@settings(FUZZ, max_examples=40)
 @given(
     provider=st.sampled_from(PROVIDERS),
     creates=st.lists(any_answers, max_size=1),
     polls=_with_one_slow(any_answers),
 )
-async def test_any_answer_ends_in_a_result_or_a_typed_error(
+async def test_any_answer_over_a_socket_ends_in_a_result_or_a_typed_error(
     hostile: Hostile, provider: str, creates: list[Answer], polls: list[Answer]
 ) -> None:
-    outcome = await hostile.run_once(provider, creates, polls)
-    assert isinstance(outcome, gi.Result | gi.GPTImageError)
-    if isinstance(outcome, gi.GPTImageError):
-        # Never the library's own catch-all for an exception it did not expect.
-        assert "unexpected error" not in str(outcome)
+    _ended_well(await hostile.run_once(provider, creates, polls))
 
 
 # -- known holes (core bugs) ------------------------------------------------------------

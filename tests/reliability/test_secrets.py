@@ -75,12 +75,9 @@ class Exposure:
     def session(self, session: gi.Session) -> None:
         self.objects(session, session.runs, session.stats, session.stats.as_dict(), vars(session))
         if not session.closed:
-            self.objects(
-                session.limiter,
-                session._limiter.adaptive,
-                session.scheduler,
-                session._scheduler.model,
-            )
+            # The views' reprs are the limiter's (its belief) and the scheduler's
+            # (its learned durations).
+            self.objects(session.limiter, session.scheduler, session.config)
 
     def outcome(self, item: object) -> None:
         if isinstance(item, BaseException):
