@@ -33,7 +33,7 @@ from typing import Literal
 
 import anyio
 
-from ._batch_plan import Plan, earlier_entries, endpoint_notice, plan
+from ._batch_plan import Plan, earlier_entries, endpoint_notice, plan, session_lanes
 from ._batch_run import BatchRunner
 from ._batch_types import (
     JOURNAL_NAME,
@@ -263,7 +263,11 @@ class Batch(BatchRunner):
 
     def _notice(self, journal: Journal) -> str | None:
         return endpoint_notice(
-            journal, self.endpoint, self._out, attach_elsewhere=self._attach_elsewhere
+            journal,
+            self.endpoint,
+            self._out,
+            attach_elsewhere=self._attach_elsewhere,
+            lanes=session_lanes(self._session),
         )
 
     @property
@@ -271,19 +275,21 @@ class Batch(BatchRunner):
         """Creates sent and not yet answered (their runs may exist and be paid for)."""
         return self._sender.on_wire
 
-    def plan(self) -> Plan:
+    def plan(self, *, by_lane: bool = True) -> Plan:
         """What running the batch now would do, from ``out_dir``'s journal; sends nothing.
 
         ``Plan.submit`` are the prompts it would send (what a dry run counts),
         ``Plan.attach`` the earlier runs it would follow again, ``Plan.settled``
-        those done, of unknown fate, or left to another endpoint. Reads the
+        those done, of unknown fate, or left to another endpoint or lane
+        (``Plan.missing_lanes``). ``by_lane=False`` matches earlier runs by
+        provider and API root only (a dry run without the keys). Reads the
         journal without locking it.
         """
         if not self.journal_path.exists():
             return Plan(attach=[], submit=list(self._items), settled=[])
-        return self._plan_with(Journal.read(self.journal_path))
+        return self._plan_with(Journal.read(self.journal_path), by_lane=by_lane)
 
-    def _plan_with(self, journal: Journal) -> Plan:
+    def _plan_with(self, journal: Journal, *, by_lane: bool = True) -> Plan:
         return plan(
             self._items,
             journal,
@@ -291,6 +297,7 @@ class Batch(BatchRunner):
             attach_elsewhere=self._attach_elsewhere,
             resubmit_unknown=self._resubmit_unknown,
             files_present=self._files_present,
+            lanes=session_lanes(self._session) if by_lane else None,
         )
 
     async def run(self) -> BatchReport:

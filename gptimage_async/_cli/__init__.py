@@ -28,7 +28,7 @@ from ._args import parser
 from ._batch import batch
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Failure, UsageError
 from ._generate import generate
-from ._sessions import state_file
+from ._sessions import check_endpoint_options, state_file
 from ._settle import settle, unknown
 from ._signals import catch_early
 from ._simulate import simulate
@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "settle":
             return settle(args)
         runner = batch if args.command == "batch" else generate
+        check_endpoint_options(args)  # before any use of args.provider
         catch_early()
         return asyncio.run(runner(args))
     except UsageError as exc:
