@@ -218,7 +218,7 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
         "--no-state",
         action="store_true",
         help="neither load nor save the learned rate and run durations "
-        "(kept per provider and base URL in the user's cache directory, "
+        "(kept per provider, base URL and key in the user's cache directory, "
         "and with --redis in that Redis)",
     )
 
