@@ -215,3 +215,31 @@ def test_the_state_file_is_one_per_key(tmp_path: Path) -> None:
     assert pool_state_file(Pool([a])) == state_file("runbase", a.base_url, a.fingerprint)
     # In a pool of several, the session makes pool.json into one file per key.
     assert pool_state_file(Pool([a, b])).name == "pool.json"
+
+
+async def test_each_key_learns_into_a_state_file_of_its_own(tmp_path: Path) -> None:
+    # Issue 19: a slow rate learned on one key slowed the next job on another.
+    cache = tmp_path / "cache"
+    async with Simulator(two_keys()) as sim:
+        url = sim.base_url("runbase")
+        prompts = prompt_file(tmp_path / "p.txt", 3)
+        args = ["batch", str(prompts), "--provider", "runbase"]
+        args += ["--base-url", sim.base_url("runbase"), "--rate-limit", RATE]
+        for key, out in ((KEY_A, "a"), (KEY_B, "b")):
+            done = await run(
+                *args, "--out", str(tmp_path / out), RUNBASE_API_KEY=key,
+                XDG_CACHE_HOME=str(cache),
+            )  # fmt: skip
+            assert done.code == 0, done.stderr
+        pool = pool_file(tmp_path / "pool.toml", sim)
+        both = await run(
+            "batch", str(prompts), "--out", str(tmp_path / "ab"), "--pool", str(pool),
+            XDG_CACHE_HOME=str(cache), **KEYS,
+        )  # fmt: skip
+        assert both.code == 0, both.stderr
+    names = sorted(p.name for p in (cache / "gptimage-async" / "state").iterdir())
+    a, b = gi.Lane("runbase", KEY_A).fingerprint, gi.Lane("runbase", KEY_B).fingerprint
+    assert state_file("runbase", url, a).name in names
+    assert state_file("runbase", url, b).name in names
+    assert f"pool.{a}.json" in names and f"pool.{b}.json" in names  # one file per lane
+    assert not any(KEY_A in name or KEY_B in name for name in names)
