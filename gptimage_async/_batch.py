@@ -130,7 +130,7 @@ class Batch(BatchRunner):
     not to wait for them (a rerun attaches them). A batch runs once.
     """
 
-    __slots__ = ()
+    __slots__ = ("missing_lanes",)
 
     def __init__(
         self,
@@ -184,6 +184,8 @@ class Batch(BatchRunner):
         self._attach_elsewhere = attach_elsewhere
         # The caller asked for the endpoint notice and shows it: run() does not repeat it.
         self._notice_taken = False
+        #: Runs left alone by :meth:`run`, per lane (``Run.lane``) this session lacks.
+        self.missing_lanes: dict[str, int] = {}
         self._on_event = on_event
         self._fsync = fsync
         self._gallery = gallery  # out_dir/index.html, kept current (_gallery.keep_gallery)
@@ -326,7 +328,9 @@ class Batch(BatchRunner):
                 if notice is not None and not self._notice_taken:
                     logger.warning("%s", notice)
                 journal.start(provider=self._session.provider, base_url=self._session.base_url)
-                attach, submit = self._apply_plan(self._plan_with(journal))
+                planned = self._plan_with(journal)
+                self.missing_lanes = dict(planned.missing_lanes)
+                attach, submit = self._apply_plan(planned)
                 self._earlier = earlier_entries(journal, {i.entry.key for i in self._items})
                 self._check_space(len(attach) + len(submit))
                 # Images go through the session's transport: its proxy, user agent, key rule.

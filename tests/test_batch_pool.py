@@ -57,6 +57,7 @@ async def test_a_rerun_without_the_first_key_leaves_its_runs_alone(tmp_path: Pat
             notice = job.endpoint_notice() or ""
             assert f"runbase:{fp_a} is not in this job's lanes: its {len(in_flight)}" in notice
             report = await job.run()
+            assert job.missing_lanes == {f"runbase:{fp_a}": len(in_flight)}
         assert sim.stats.duplicates == 0
         assert report.attached == 0
         left = {e.key: e for e in report.entries if e.status == "pending"}

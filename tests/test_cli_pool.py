@@ -179,6 +179,7 @@ async def test_a_rerun_with_another_key_never_creates_the_first_keys_runs_again(
         notice = f"{LANE_A} is not in this job's lanes: its {on_a} run(s) are left alone"
         assert notice in with_b.stderr, with_b.stderr
         assert "add that key back to resume them" in with_b.stderr
+        assert notice in with_b.stdout  # and again in the summary at the end
         assert with_b.code == 1  # those prompts are not done
         assert "RunNotFoundError" not in with_b.stdout + with_b.stderr
         manifest = {e.key: e for e in gi.read_manifest(out / "manifest.jsonl")}

@@ -12,8 +12,9 @@
 Exit codes: 0 every prompt succeeded; 1 some did not; 2 bad usage or input
 (nothing was sent); 130 interrupted. Modules: ``_args`` (the options),
 ``_sessions`` (the session a command runs on), ``_generate``, ``_batch``,
-``_settle``, ``_simulate`` (one per command), ``_signals`` (Ctrl-C, SIGTERM,
-SIGHUP).
+``_settle``, ``_simulate`` (one per command), ``_spend`` (spend per lane),
+``_signals`` (Ctrl-C, SIGTERM, SIGHUP). ``--pool POOL.toml`` runs ``batch`` and
+``generate`` over several keys (``_pool/_pool_file``).
 """
 
 from __future__ import annotations

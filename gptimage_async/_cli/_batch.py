@@ -89,6 +89,8 @@ async def batch(args: argparse.Namespace) -> int:
         providers = {lane.fingerprint: lane.provider for lane in session.pool.lanes}
         for line in spend_lines(session.stats.spend, providers):
             print(line)
+        for lane, runs in sorted(job.missing_lanes.items()):
+            print(missing_lane_notice(lane, runs))
         if not args.no_gallery:
             print(f"gallery: {args.out / GALLERY_NAME}")
         if interrupted:
