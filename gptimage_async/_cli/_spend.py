@@ -24,8 +24,8 @@ def _amount(value: float | None) -> str:
 
 def _lane_name(label: str, provider: str, fingerprint: str) -> str:
     # The label alone when it is the default (provider:fingerprint); else both.
-    lane = f"{provider}:{fingerprint[:8]}"
-    return label if label.startswith(lane) else f"{label} ({lane})"
+    lane = f"{provider}:{fingerprint[:8]}"  # as Run.lane and the manifest name it
+    return lane if label.startswith(lane) else f"{label} ({lane})"
 
 
 def spend_lines(spend: SpendSnapshot | None, providers: dict[str, str]) -> list[str]:
