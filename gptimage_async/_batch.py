@@ -33,7 +33,7 @@ from typing import Literal
 
 import anyio
 
-from ._batch_plan import Plan, earlier_entries, endpoint_notice, plan
+from ._batch_plan import Plan, earlier_entries, endpoint_notice, plan, session_lanes
 from ._batch_run import BatchRunner
 from ._batch_types import (
     JOURNAL_NAME,
@@ -130,7 +130,7 @@ class Batch(BatchRunner):
     not to wait for them (a rerun attaches them). A batch runs once.
     """
 
-    __slots__ = ()
+    __slots__ = ("missing_lanes",)
 
     def __init__(
         self,
@@ -184,6 +184,8 @@ class Batch(BatchRunner):
         self._attach_elsewhere = attach_elsewhere
         # The caller asked for the endpoint notice and shows it: run() does not repeat it.
         self._notice_taken = False
+        #: Runs left alone by :meth:`run`, per lane (``Run.lane``) this session lacks.
+        self.missing_lanes: dict[str, int] = {}
         self._on_event = on_event
         self._fsync = fsync
         self._gallery = gallery  # out_dir/index.html, kept current (_gallery.keep_gallery)
@@ -263,7 +265,11 @@ class Batch(BatchRunner):
 
     def _notice(self, journal: Journal) -> str | None:
         return endpoint_notice(
-            journal, self.endpoint, self._out, attach_elsewhere=self._attach_elsewhere
+            journal,
+            self.endpoint,
+            self._out,
+            attach_elsewhere=self._attach_elsewhere,
+            lanes=session_lanes(self._session),
         )
 
     @property
@@ -271,19 +277,21 @@ class Batch(BatchRunner):
         """Creates sent and not yet answered (their runs may exist and be paid for)."""
         return self._sender.on_wire
 
-    def plan(self) -> Plan:
+    def plan(self, *, by_lane: bool = True) -> Plan:
         """What running the batch now would do, from ``out_dir``'s journal; sends nothing.
 
         ``Plan.submit`` are the prompts it would send (what a dry run counts),
         ``Plan.attach`` the earlier runs it would follow again, ``Plan.settled``
-        those done, of unknown fate, or left to another endpoint. Reads the
+        those done, of unknown fate, or left to another endpoint or lane
+        (``Plan.missing_lanes``). ``by_lane=False`` matches earlier runs by
+        provider and API root only (a dry run without the keys). Reads the
         journal without locking it.
         """
         if not self.journal_path.exists():
             return Plan(attach=[], submit=list(self._items), settled=[])
-        return self._plan_with(Journal.read(self.journal_path))
+        return self._plan_with(Journal.read(self.journal_path), by_lane=by_lane)
 
-    def _plan_with(self, journal: Journal) -> Plan:
+    def _plan_with(self, journal: Journal, *, by_lane: bool = True) -> Plan:
         return plan(
             self._items,
             journal,
@@ -291,6 +299,7 @@ class Batch(BatchRunner):
             attach_elsewhere=self._attach_elsewhere,
             resubmit_unknown=self._resubmit_unknown,
             files_present=self._files_present,
+            lanes=session_lanes(self._session) if by_lane else None,
         )
 
     async def run(self) -> BatchReport:
@@ -319,7 +328,9 @@ class Batch(BatchRunner):
                 if notice is not None and not self._notice_taken:
                     logger.warning("%s", notice)
                 journal.start(provider=self._session.provider, base_url=self._session.base_url)
-                attach, submit = self._apply_plan(self._plan_with(journal))
+                planned = self._plan_with(journal)
+                self.missing_lanes = dict(planned.missing_lanes)
+                attach, submit = self._apply_plan(planned)
                 self._earlier = earlier_entries(journal, {i.entry.key for i in self._items})
                 self._check_space(len(attach) + len(submit))
                 # Images go through the session's transport: its proxy, user agent, key rule.

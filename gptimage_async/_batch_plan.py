@@ -8,8 +8,10 @@ the output directory, and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -17,7 +19,42 @@ from ._batch_types import UNKNOWN_FATE, BatchItem, EventKind
 from ._journal import Endpoint, Journal, JournalEntry, RerunAction
 from ._manifest import EntryStatus, ManifestEntry, utc
 
-__all__ = ["Plan", "Settled", "attachable_here", "earlier_entries", "endpoint_notice", "plan"]
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = [
+    "Plan",
+    "Settled",
+    "attach_lane",
+    "attachable_here",
+    "earlier_entries",
+    "endpoint_notice",
+    "entry_lane",
+    "missing_lane_notice",
+    "plan",
+    "same_root",
+    "session_lanes",
+]
+
+
+def session_lanes(session: Session) -> dict[str, str]:
+    """``session``'s lanes as ``{run.lane: API root}`` (``"provider:fingerprint"``, no key)."""
+    return {lane.runs.label: lane.base_url for lane in session._lanes}
+
+
+def entry_lane(entry: JournalEntry) -> str | None:
+    """The lane a journaled run was created on (``Run.lane``), ``None`` if not recorded."""
+    if entry.provider is None or entry.key_fingerprint is None:
+        return None
+    return f"{entry.provider}:{entry.key_fingerprint}"
+
+
+def missing_lane_notice(lane: str, runs: int) -> str:
+    """The sentence for ``runs`` journaled runs whose ``lane`` this job does not have."""
+    return (
+        f"{lane} is not in this job's lanes: its {runs} run(s) are left alone; "
+        "add that key back to resume them"
+    )
 
 
 class Settled(msgspec.Struct, frozen=True, kw_only=True):
@@ -32,17 +69,38 @@ class Plan(msgspec.Struct, kw_only=True):
     """What a run of the batch does: ``attach`` these runs, ``submit`` these prompts.
 
     ``settled`` are done (``skipped``), of unknown fate, or left to another
-    endpoint; ``skipped`` counts the done ones.
+    endpoint or lane; ``skipped`` counts the done ones; ``missing_lanes`` the
+    runs left alone per lane (``Run.lane``) that this job's session lacks.
     """
 
     attach: list[tuple[BatchItem, str]]
     submit: list[BatchItem]
     settled: list[Settled]
     skipped: int = 0
+    missing_lanes: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-def attachable_here(entry: JournalEntry, here: Endpoint, *, attach_elsewhere: bool) -> bool:
-    """Whether a run the journal holds may be polled at ``here`` (same provider and API root)."""
+def attachable_here(
+    entry: JournalEntry,
+    here: Endpoint,
+    *,
+    attach_elsewhere: bool,
+    lanes: Mapping[str, str] | None = None,
+) -> bool:
+    """Whether a run the journal holds may be polled here.
+
+    With ``lanes`` (``session_lanes``) and a run journaled with its lane: that
+    lane is the session's, at the same API root. Otherwise: at ``here``, the
+    same provider and API root.
+    """
+    lane = entry_lane(entry)
+    if lanes is not None and lane is not None:
+        root = lanes.get(lane)
+        if root is None:
+            return False
+        if attach_elsewhere or entry.base_url is None:
+            return True
+        return entry.base_url.rstrip("/") == root.rstrip("/")
     if entry.provider is not None and entry.provider != here.provider:
         return False
     if attach_elsewhere or entry.base_url is None:
@@ -58,8 +116,17 @@ def plan(
     attach_elsewhere: bool,
     resubmit_unknown: bool,
     files_present: Callable[[ManifestEntry], bool],
+    lanes: Mapping[str, str] | None = None,
 ) -> Plan:
-    """Sort ``items`` by what the journal knows of them (see ``Batch``'s docstring)."""
+    """Sort ``items`` by what the journal knows of them (see ``Batch``'s docstring).
+
+    ``lanes`` is the session's ``{run.lane: API root}`` (``session_lanes``):
+    a run journaled with its lane is attached only through that lane, and left
+    alone (``pending``, counted in ``Plan.missing_lanes``) when the session
+    has no such lane: another key would not find it, and a rerun would pay
+    for it again. ``None`` (or a run journaled without its lane): by provider
+    and API root only (``here``).
+    """
     out = Plan(attach=[], submit=[], settled=[])
 
     def settle(
@@ -96,7 +163,19 @@ def plan(
             out.settled[-1] = Settled(item=item, entry=entry, kind=settled.kind)
 
     def attach_or_leave(item: BatchItem, known: JournalEntry, run_id: str) -> None:
-        if attachable_here(known, here, attach_elsewhere=attach_elsewhere):
+        lane = entry_lane(known)
+        if lanes is not None and lane is not None and lane not in lanes:
+            out.missing_lanes[lane] = out.missing_lanes.get(lane, 0) + 1
+            settle(
+                item,
+                "pending",
+                run_id=run_id,
+                error=f"run {run_id} was created through {lane}, which is not in this "
+                "job's lanes: add that key back to resume it",
+                error_type="ConfigurationError",
+            )
+            return
+        if attachable_here(known, here, attach_elsewhere=attach_elsewhere, lanes=lanes):
             out.attach.append((item, run_id))
             return
         # Polling a run where it was not created would "not find" it, and a rerun
@@ -181,16 +260,47 @@ def earlier_entries(journal: Journal, mine: set[str]) -> tuple[ManifestEntry, ..
 
 
 def endpoint_notice(
-    journal: Journal, here: Endpoint, out: Path, *, attach_elsewhere: bool
+    journal: Journal,
+    here: Endpoint,
+    out: Path,
+    *,
+    attach_elsewhere: bool,
+    lanes: Mapping[str, str] | None = None,
 ) -> str | None:
-    """A sentence if ``out``'s last batch used another provider or API root, else ``None``."""
+    """A sentence if ``out``'s last batch used another provider or API root, else ``None``.
+
+    With ``lanes``: also one sentence per journaled lane this session lacks
+    that still has runs to resume (``missing_lane_notice``).
+    """
+    missing: Counter[str] = Counter()
+    if lanes is not None:
+        for entry in journal:
+            lane = entry_lane(entry)
+            if _resumable(entry) and lane is not None and lane not in lanes:
+                missing[lane] += 1
+    said_lanes = [missing_lane_notice(lane, n) + "." for lane, n in sorted(missing.items())]
+    said_here = _endpoint_notice(journal, here, out, attach_elsewhere=attach_elsewhere, lanes=lanes)
+    said = [s for s in (said_here, *said_lanes) if s]
+    return " ".join(said) if said else None
+
+
+def _endpoint_notice(
+    journal: Journal,
+    here: Endpoint,
+    out: Path,
+    *,
+    attach_elsewhere: bool,
+    lanes: Mapping[str, str] | None,
+) -> str | None:
     last = journal.last_endpoint
     if last is None or last == here:
         return None
     elsewhere = [
         entry
         for entry in journal
-        if _resumable(entry) and not attachable_here(entry, here, attach_elsewhere=attach_elsewhere)
+        if _resumable(entry)
+        and (lanes is None or entry_lane(entry) in (None, *lanes))  # missing lanes: said apart
+        and not attachable_here(entry, here, attach_elsewhere=attach_elsewhere, lanes=lanes)
     ]
     said = (
         f"{out} was last used with {last.provider} at {last.base_url}; "
@@ -208,3 +318,27 @@ def endpoint_notice(
 def _resumable(entry: JournalEntry) -> bool:
     # A run exists that a rerun would attach: created, or finished asking for it.
     return entry.run_id is not None and (entry.state == "created" or entry.on_rerun == "attach")
+
+
+def same_root(base_url: str, root: str) -> bool:
+    return base_url.rstrip("/") == root.rstrip("/")
+
+
+def attach_lane(known: JournalEntry | None, lanes: Mapping[str, str]) -> str | None:
+    """The lane to attach a journaled run through: its own, or ``None`` in a pool of one.
+
+    A run journaled without its lane (an older journal) goes to the first lane
+    of its provider (and API root, when recorded); the planner has already
+    left alone any run whose own lane the session lacks.
+    """
+    lane = None if known is None else entry_lane(known)
+    if lane in lanes or len(lanes) == 1:
+        return lane if lane in lanes else None
+    if known is None or known.provider is None:
+        return None
+    for label, root in lanes.items():
+        if label.startswith(f"{known.provider}:") and (
+            known.base_url is None or same_root(known.base_url, root)
+        ):
+            return label
+    return None

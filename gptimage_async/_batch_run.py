@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
+from ._batch_plan import attach_lane, same_root, session_lanes
 from ._batch_types import BatchEvent, BatchItem, BatchProgress, EventKind, Phase, batch_words
 from ._bulk import Sender
 from ._download import DownloadError, download, first_error
@@ -261,7 +262,10 @@ class BatchRunner:
                     run.id,
                     line=line,
                     provider=run.provider,
-                    base_url=self._session.base_url,
+                    # The run's own lane's root: in a pool, lanes may differ.
+                    base_url=session_lanes(self._session).get(
+                        run.lane or "", self._session.base_url
+                    ),
                     key_fingerprint=lane_fingerprint(run.lane),
                 )
             except OSError as exc:
@@ -309,11 +313,18 @@ class BatchRunner:
         created_at = None if known is None else known.created_at
         # Created at another API root (attach_elsewhere; the in-process simulator's old
         # port): a 404 there says nothing of a lagging read side here.
-        here = known is None or known.base_url is None or _same_root(known.base_url, self)
+        lanes = session_lanes(self._session)
+        lane = attach_lane(known, lanes)
+        root = lanes.get(lane, self._session.base_url) if lane else self._session.base_url
+        here = known is None or known.base_url is None or same_root(known.base_url, root)
         try:
             try:
+                # Through the lane that created it: a run id is known only to its own key.
                 run = self._session.attach(
-                    run_id, request=item.prompt.request, created_at=created_at if here else None
+                    run_id,
+                    request=item.prompt.request,
+                    created_at=created_at if here else None,
+                    lane=lane,
                 )
             except GPTImageError as exc:
                 self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="attach")
@@ -456,10 +467,6 @@ class BatchRunner:
         except Exception:
             # A display must not be able to sink a batch of paid runs.
             logger.exception("the batch's on_event callback failed")
-
-
-def _same_root(base_url: str, runner: BatchRunner) -> bool:
-    return base_url.rstrip("/") == runner._session.base_url.rstrip("/")
 
 
 def out_of_space(exc: BaseException) -> bool:

@@ -87,7 +87,8 @@ def forge_created(out: Path, prompt: str, run_id: str, base_url: str, at: float)
         "provider": "runbase",
         "at": at,
         "base_url": base_url,
-        "key_fingerprint": "0badf00d",
+        # The session's key (session_for): a run journaled on another key is left alone.
+        "key_fingerprint": gi.Lane("runbase", "sk-test").fingerprint[:8],
     }
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")

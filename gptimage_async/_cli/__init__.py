@@ -12,8 +12,9 @@
 Exit codes: 0 every prompt succeeded; 1 some did not; 2 bad usage or input
 (nothing was sent); 130 interrupted. Modules: ``_args`` (the options),
 ``_sessions`` (the session a command runs on), ``_generate``, ``_batch``,
-``_settle``, ``_simulate`` (one per command), ``_signals`` (Ctrl-C, SIGTERM,
-SIGHUP).
+``_settle``, ``_simulate`` (one per command), ``_spend`` (spend per lane),
+``_signals`` (Ctrl-C, SIGTERM, SIGHUP). ``--pool POOL.toml`` runs ``batch`` and
+``generate`` over several keys (``_pool/_pool_file``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ._args import parser
 from ._batch import batch
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Failure, UsageError
 from ._generate import generate
-from ._sessions import state_file
+from ._sessions import check_endpoint_options, state_file
 from ._settle import settle, unknown
 from ._signals import catch_early
 from ._simulate import simulate
@@ -53,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "settle":
             return settle(args)
         runner = batch if args.command == "batch" else generate
+        check_endpoint_options(args)  # before any use of args.provider
         catch_early()
         return asyncio.run(runner(args))
     except UsageError as exc:

@@ -169,8 +169,16 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--provider",
         choices=PROVIDER_CHOICES,
-        default="runbase",
         help="default runbase; 'simulator' starts a local stand-in (no key, no network)",
+    )
+    group.add_argument(
+        "--pool",
+        type=Path,
+        metavar="POOL.toml",
+        help="several keys and sellers from a TOML pool file (README, 'Several keys and "
+        "sellers'): per lane its provider, the environment variable holding its key, base "
+        "URL, prices, rate limit; routing and spend cap. Not with --provider, --base-url "
+        "or --rate-limit",
     )
     group.add_argument(
         "--base-url", metavar="URL", help="API root, e.g. http://127.0.0.1:8080/runbase/api/v1"
@@ -210,7 +218,7 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
         "--no-state",
         action="store_true",
         help="neither load nor save the learned rate and run durations "
-        "(kept per provider and base URL in the user's cache directory, "
+        "(kept per provider, base URL and key in the user's cache directory, "
         "and with --redis in that Redis)",
     )
 

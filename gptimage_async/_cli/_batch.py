@@ -5,22 +5,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 
 from .._batch import Batch, BatchReport
+from .._batch_plan import missing_lane_notice
 from .._exceptions import DiskSpaceError
 from .._gallery import GALLERY_NAME
 from .._journal import JournalError
 from .._models import ASPECT_RATIOS, QUALITIES
+from .._pool import Pool
 from .._progress import Display, format_duration, make_display
 from .._prompts import BatchPrompt, PromptFileError, read_prompts
 from .._providers import get_provider
 from .._session import Session
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Failure, UsageError, check_writable
-from ._sessions import check_endpoint_options, make_session, open_session
+from ._sessions import check_endpoint_options, load_pool, make_session, open_session
 from ._signals import quit_at_once, stop_on_signals
+from ._spend import at_most_lines, spend_lines
 
 __all__ = ["batch"]
 
@@ -82,6 +86,11 @@ async def batch(args: argparse.Namespace) -> int:
     # A terminal that hung up (SIGHUP) takes no summary: the manifest has it all.
     with contextlib.suppress(OSError):
         _summary(report, requests=session.stats.requests)
+        providers = {lane.fingerprint: lane.provider for lane in session.pool.lanes}
+        for line in spend_lines(session.stats.spend, providers):
+            print(line)
+        for lane, runs in sorted(job.missing_lanes.items()):
+            print(missing_lane_notice(lane, runs))
         if not args.no_gallery:
             print(f"gallery: {args.out / GALLERY_NAME}")
         if interrupted:
@@ -141,10 +150,23 @@ def _dry_run(args: argparse.Namespace) -> int:
     Prompts done in ``--out`` (its journal) are not counted, nor those a real
     run would attach or leave unknown: the count and cost are what it would pay.
     """
-    name = "runbase" if args.provider == "simulator" else args.provider
     check_endpoint_options(args)  # what a real run refuses, a dry run refuses too
-    # The session is never opened: it only validates, so it needs no key.
-    session = make_session(name, api_key="dry-run", base_url=args.base_url)
+    pool: Pool | None = None
+    if args.pool is not None:
+        # A pool's lanes are named by their keys' fingerprints: its keys must be set.
+        pool = load_pool(args.pool)
+        name = pool.lanes[0].provider
+        session = make_session(
+            None, lanes=pool.lanes, routing=pool.routing, spend_cap=pool.spend_cap
+        )
+        by_lane = True
+    else:
+        name = "runbase" if args.provider == "simulator" else args.provider
+        key = "" if args.provider == "simulator" else os.environ.get(_env_var(name), "").strip()
+        # The session is never opened: it only validates, so it needs no key; with
+        # the key, earlier runs are matched to it as a real run would.
+        session = make_session(name, api_key=key or "dry-run", base_url=args.base_url)
+        by_lane = bool(key)
     prompts = _read(args, session)
     job = Batch(
         session,
@@ -154,7 +176,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         attach_elsewhere=args.provider == "simulator",
     )
     try:
-        plan = job.plan()
+        plan = job.plan(by_lane=by_lane)
     except (OSError, JournalError) as exc:
         raise UsageError(f"cannot read the journal in {args.out}: {exc}") from None
     todo = [item.prompt for item in plan.submit]
@@ -162,6 +184,8 @@ def _dry_run(args: argparse.Namespace) -> int:
     ratios = Counter(p.request.aspect_ratio or _DEFAULT_ASPECT_RATIO for p in todo)
     provider = get_provider(name)
     where = "the simulator" if args.provider == "simulator" else name
+    if pool is not None:
+        where = f"a pool of {len(pool.lanes)} lane(s), routing {pool.routing}"
     print(
         f"dry run: {len(todo)} of {len(prompts)} prompts would be sent to {where}; nothing was sent"
     )
@@ -173,19 +197,27 @@ def _dry_run(args: argparse.Namespace) -> int:
         if settled["unknown"]
         else "",
     ]
+    others += [missing_lane_notice(lane, n) for lane, n in sorted(plan.missing_lanes.items())]
     if any(others):
         print("not sent: " + ", ".join(o for o in others if o))
     if todo:
         print(f"by quality: {_counts(qualities, sorted(QUALITIES))}")
         print(f"by aspect ratio: {_counts(ratios, sorted(ASPECT_RATIOS))}")
     prices = provider.credits_per_image
-    if prices is None or args.provider == "simulator":
+    if pool is not None:
+        for line in at_most_lines(pool, qualities):
+            print(line)
+    elif prices is None or args.provider == "simulator":
         print(f"expected cost: {where} publishes no price per image")
     else:
         total = sum(prices[q] * n for q, n in qualities.items())
         each = ", ".join(f"{prices[q]} per {q} image" for q in sorted(prices))
         print(f"expected cost: {total} credits ({each})")
     return EXIT_OK
+
+
+def _env_var(provider: str) -> str:
+    return get_provider(provider).env_var
 
 
 def _counts(counter: Counter[str], order: list[str]) -> str:

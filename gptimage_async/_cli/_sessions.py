@@ -14,6 +14,7 @@ import platformdirs
 
 from .._exceptions import ConfigurationError
 from .._models import RateLimit
+from .._pool import Pool, lane_fingerprint, load_pool_file
 from .._providers import get_provider
 from .._session import Session
 from ._args import DEMO_TIME_SCALE, REDIS_ENV
@@ -22,14 +23,46 @@ from ._common import UsageError
 if TYPE_CHECKING:
     from ..simulator import SimulatorConfig
 
-__all__ = ["SIMULATOR_KEY", "check_endpoint_options", "make_session", "open_session", "state_file"]
+__all__ = [
+    "SIMULATOR_KEY",
+    "check_endpoint_options",
+    "load_pool",
+    "make_session",
+    "open_session",
+    "pool_state_file",
+    "state_file",
+]
 
 #: Any key with the Runbase prefix is accepted by the simulator.
 SIMULATOR_KEY = "sk-simulator"
 
 
 def check_endpoint_options(args: argparse.Namespace) -> None:
-    """Refuse options that do not fit the provider (a real run and a ``--dry-run`` alike)."""
+    """Refuse options that do not fit the provider (a real run and a ``--dry-run`` alike).
+
+    ``--pool`` names each lane's provider, key, base URL and rate limit, so it
+    takes none of the single-key options; without it ``--provider`` defaults
+    to runbase (set on ``args`` here).
+    """
+    if getattr(args, "pool", None) is not None:
+        given = [
+            option
+            for option, value in (
+                ("--provider", args.provider),
+                ("--base-url", args.base_url),
+                ("--rate-limit", args.rate_limit),
+                ("--time-scale", args.time_scale),
+            )
+            if value is not None
+        ]
+        if given:
+            raise UsageError(
+                f"--pool cannot be used with {', '.join(given)}: the pool file names each "
+                "lane's provider, key variable, base URL and rate limit"
+            )
+        return
+    if args.provider is None:
+        args.provider = "runbase"
     if args.provider == "simulator":
         if args.base_url:
             raise UsageError("--base-url makes no sense with --provider simulator")
@@ -51,6 +84,14 @@ async def open_session(args: argparse.Namespace) -> AsyncIterator[Session]:
         options["redis"] = redis
     if args.no_state:
         options["remember"] = False
+    if args.pool is not None:
+        pool = load_pool(args.pool)
+        if not args.no_state:
+            options["state_file"] = pool_state_file(pool)
+        yield make_session(
+            None, lanes=pool.lanes, routing=pool.routing, spend_cap=pool.spend_cap, **options
+        )
+        return
     if args.provider == "simulator":
         if args.base_url:
             raise UsageError("--base-url makes no sense with --provider simulator")
@@ -76,28 +117,59 @@ async def open_session(args: argparse.Namespace) -> AsyncIterator[Session]:
         # Not the library's "pass api_key=...": the command line never takes a key.
         raise UsageError(f"no API key for {provider.name}: set {provider.env_var}")
     if not args.no_state:
-        options["state_file"] = state_file(args.provider, args.base_url)
+        key = os.environ[provider.env_var].strip()
+        fingerprint = lane_fingerprint(provider.name, key)
+        options["state_file"] = state_file(args.provider, args.base_url, fingerprint)
     yield make_session(args.provider, base_url=args.base_url, rate_limit=args.rate_limit, **options)
 
 
-def state_file(provider: str, base_url: str | None) -> Path:
-    """Where the command line keeps what sessions learned: one file per provider and base URL.
+def load_pool(path: Path) -> Pool:
+    """The pool file at ``path`` (keys from the environment); ``UsageError`` if it is bad."""
+    try:
+        return load_pool_file(path)
+    except ConfigurationError as exc:
+        raise UsageError(exc.message) from None
 
-    In the user's cache directory (``~/.cache/gptimage-async/state/`` on Linux):
-    losing it costs one cold start, nothing else.
+
+def pool_state_file(pool: Pool) -> Path:
+    """The state file of a ``--pool`` session: one file per lane, named by its key's fingerprint.
+
+    A pool of one lane uses that key's own file (``state_file``); in a pool of
+    several, the session makes ``pool.json`` into ``pool.<fingerprint>.json``
+    per lane, so two keys never share a file.
+    """
+    if len(pool.lanes) == 1:
+        lane = pool.lanes[0]
+        return state_file(lane.provider, lane.base_url, lane.fingerprint)
+    return _cache() / "state" / "pool.json"
+
+
+def state_file(provider: str, base_url: str | None, key_fingerprint: str | None = None) -> Path:
+    """Where the command line keeps what sessions learned: one file per provider, base URL and key.
+
+    ``key_fingerprint`` is the key's ``gi.Lane.fingerprint`` (a keyed hash,
+    never the key): two keys never share a file, so a slow rate learned on one
+    does not slow a job on another. In the user's cache directory
+    (``~/.cache/gptimage-async/state/`` on Linux): losing it costs one cold
+    start, nothing else.
     """
     try:
         url = base_url or get_provider(provider).default_base_url
     except ConfigurationError:  # reported when the session is made
         url = base_url or ""
     digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    cache = Path(platformdirs.user_cache_dir("gptimage-async", appauthor=False))
-    return cache / "state" / f"{provider}-{digest}.json"
+    key = f"-{key_fingerprint}" if key_fingerprint else ""
+    return _cache() / "state" / f"{provider}-{digest}{key}.json"
 
 
-def make_session(provider: str, **options: Any) -> Session:
+def _cache() -> Path:
+    return Path(platformdirs.user_cache_dir("gptimage-async", appauthor=False))
+
+
+def make_session(provider: str | None, **options: Any) -> Session:
+    """A ``Session`` (``provider`` ``None``: a pool's, given ``lanes=``); ``UsageError`` if bad."""
     try:
-        return Session(provider, **options)
+        return Session(**options) if provider is None else Session(provider, **options)
     except ConfigurationError as exc:
         raise UsageError(exc.message) from None
 

@@ -1,0 +1,77 @@
+"""What a batch spent, per lane and in all; and what a dry run would spend at most, per lane.
+
+Amounts are in the lanes' price unit (credits, cents: the user's, the same for
+every lane of a pool; API in One's published prices are credits). A lane with
+no price (Runbase publishes none) shows ``unknown``; the rules are the pool's
+(``_pool/_spend``): created runs at their lane's price, refunded failures
+(Runbase) not counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from .._pool import DEFAULT_QUALITY, Pool, SpendSnapshot
+
+__all__ = ["at_most_lines", "spend_lines"]
+
+
+def _amount(value: float | None) -> str:
+    if value is None:
+        return "unknown"
+    return f"{value:g}"
+
+
+def _lane_name(label: str, provider: str, fingerprint: str) -> str:
+    # The label alone when it is the default (provider:fingerprint); else both.
+    lane = f"{provider}:{fingerprint[:8]}"  # as Run.lane and the manifest name it
+    return lane if label.startswith(lane) else f"{label} ({lane})"
+
+
+def spend_lines(spend: SpendSnapshot | None, providers: dict[str, str]) -> list[str]:
+    """Lines for the end of a batch: the spend in all, then one per lane.
+
+    ``providers`` maps a lane's fingerprint to its provider (for its name).
+    Nothing when no lane created a run.
+    """
+    if spend is None or not any(lane.created or lane.uncertain for lane in spend.lanes):
+        return []
+    total = f"spend: {_amount(spend.spent)} in all"
+    if spend.cap is not None:
+        total += f" (cap {spend.cap:g})"
+    lines = [total]
+    for lane in spend.lanes:
+        name = _lane_name(lane.label, providers.get(lane.fingerprint, "?"), lane.fingerprint)
+        created = lane.created - lane.refunded
+        part = f"  {name}: {_amount(lane.spent)} for {created} run(s)"
+        if lane.refunded:
+            part += f", {lane.refunded} failed and refunded"
+        if lane.uncertain:
+            part += f", {lane.uncertain} create(s) of unknown fate (maybe paid)"
+        if lane.spent is None and lane.created:
+            part += "; no price given for this lane"
+        lines.append(part)
+    return lines
+
+
+def at_most_lines(pool: Pool, qualities: Counter[str]) -> list[str]:
+    """Lines for ``--dry-run`` over a pool: what the job would cost at most, per lane.
+
+    Each lane's figure is the job sent wholly through it, at its price per
+    quality (``qualities`` counts the prompts to send by quality);
+    ``unknown`` where the lane has no price for a quality it would need.
+    """
+    lines = ["expected cost at most, per lane (the whole job at that lane's price):"]
+    for lane in pool.lanes:
+        prices = [lane.price(quality or DEFAULT_QUALITY) for quality in qualities]
+        if any(price is None for price in prices):
+            cost = "unknown (no price given)"
+        else:
+            cost = _amount(
+                sum((lane.price(q or DEFAULT_QUALITY) or 0) * n for q, n in qualities.items())
+            )
+        name = _lane_name(lane.label, lane.provider, lane.fingerprint)
+        lines.append(f"  {name}: {cost}")
+    if pool.spend_cap is not None:
+        lines.append(f"spend cap: {pool.spend_cap:g} (no create goes out that could pass it)")
+    return lines
