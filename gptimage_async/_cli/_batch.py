@@ -157,6 +157,9 @@ def _dry_run(args: argparse.Namespace) -> int:
         plan = job.plan()
     except (OSError, JournalError) as exc:
         raise UsageError(f"cannot read the journal in {args.out}: {exc}") from None
+    notice = job.endpoint_notice()  # the same note the real run prints
+    if notice is not None and args.provider != "simulator":
+        print(f"note: {notice}", file=sys.stderr, flush=True)
     todo = [item.prompt for item in plan.submit]
     qualities = Counter(p.request.quality or _DEFAULT_QUALITY for p in todo)
     ratios = Counter(p.request.aspect_ratio or _DEFAULT_ASPECT_RATIO for p in todo)
