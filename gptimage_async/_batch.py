@@ -208,6 +208,7 @@ class Batch(BatchRunner):
         self.submitted = 0
         self.attached = 0
         self.skipped = 0
+        self.refused = 0
 
     # -- where and how far ---------------------------------------------------------
 
@@ -343,6 +344,7 @@ class Batch(BatchRunner):
             submitted=self.submitted,
             attached=self.attached,
             skipped=self.skipped,
+            refused=self.refused,
         )
 
     # -- planning ----------------------------------------------------------------------

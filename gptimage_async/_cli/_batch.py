@@ -206,7 +206,9 @@ def _summary(report: BatchReport, *, requests: int) -> None:
     print(f"{total} prompts: {', '.join(parts)} in {format_duration(p.elapsed)}")
     if report.submitted or report.attached:
         print(
-            f"this run: {report.submitted} creates sent, {report.attached} earlier runs "
+            f"this run: {report.submitted} creates sent"
+            + (f" ({report.refused} refused: no run made)" if report.refused else "")
+            + f", {report.attached} earlier runs "
             f"re-attached, {requests} requests in all, {p.rate_limited} rate-limited"
         )
     print(f"manifest: {report.manifest}")
