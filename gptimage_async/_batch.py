@@ -89,6 +89,27 @@ DEFAULT_DOWNLOAD_CONCURRENCY = 8
 EXPECTED_IMAGE_BYTES = 4_000_000
 
 
+def check_free_space(out: Path, runs: int, per_image: int) -> None:
+    """``DiskSpaceError`` unless ``out`` has ``per_image`` bytes free for each of ``runs``.
+
+    ``per_image`` 0 (or ``runs`` 0) skips the check. Used before anything is sent by
+    ``Batch.run`` and ``gptimage-async generate --out``.
+    """
+    if not per_image or not runs:
+        return
+    needed = runs * per_image
+    free = shutil.disk_usage(out).free
+    if free < needed:
+        raise DiskSpaceError(
+            f"{out} has {free / 1e6:.1f} MB free; {runs} image(s) need about "
+            f"{needed / 1e6:.0f} MB ({per_image / 1e6:.0f} MB each): "
+            "free some space, or lower the estimate (expected_image_bytes, "
+            "--expected-image-mb)",
+            needed=needed,
+            free=free,
+        )
+
+
 class Batch(BatchRunner):
     """Generate and save the images of many prompts; safe to kill and run again.
 
@@ -210,6 +231,7 @@ class Batch(BatchRunner):
         self.submitted = 0
         self.attached = 0
         self.skipped = 0
+        self.refused = 0
 
     # -- where and how far ---------------------------------------------------------
 
@@ -354,6 +376,7 @@ class Batch(BatchRunner):
             submitted=self.submitted,
             attached=self.attached,
             skipped=self.skipped,
+            refused=self.refused,
         )
 
     # -- planning ----------------------------------------------------------------------
@@ -371,19 +394,8 @@ class Batch(BatchRunner):
 
     def _check_space(self, runs: int) -> None:
         """Refuse to start a job whose images would not fit (``DiskSpaceError``)."""
-        if not self._download or not self._space_per_image or not runs:
-            return
-        needed = runs * self._space_per_image
-        free = shutil.disk_usage(self._out).free
-        if free < needed:
-            raise DiskSpaceError(
-                f"{self._out} has {free / 1e6:.1f} MB free; {runs} image(s) need about "
-                f"{needed / 1e6:.0f} MB ({self._space_per_image / 1e6:.0f} MB each): "
-                "free some space, or lower the estimate (expected_image_bytes, "
-                "--expected-image-mb)",
-                needed=needed,
-                free=free,
-            )
+        if self._download:
+            check_free_space(self._out, runs, self._space_per_image)
 
     def _files_present(self, entry: ManifestEntry) -> bool:
         if not self._download:

@@ -23,6 +23,8 @@ from ._batch_types import BatchEvent, BatchItem, BatchProgress, EventKind, Phase
 from ._bulk import Sender
 from ._download import DownloadError, download, first_error
 from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
     AuthenticationError,
     EndpointNotFoundError,
     GPTImageError,
@@ -110,6 +112,7 @@ class BatchRunner:
         "_stop_reason",
         "_stopping",
         "attached",
+        "refused",
         "skipped",
         "submitted",
     )
@@ -140,6 +143,7 @@ class BatchRunner:
     submitted: int
     attached: int
     skipped: int
+    refused: int
 
     @property
     def progress(self) -> BatchProgress:
@@ -247,6 +251,8 @@ class BatchRunner:
                 self._finish(item, "unknown", error=exc, on_rerun="ask")
                 return
             except GPTImageError as exc:
+                if item.phase == "submitting":
+                    self._count_failed_create(exc)
                 self._create_failed(item, exc)
                 return
             finally:
@@ -406,6 +412,14 @@ class BatchRunner:
             self.stop(f"the disk is full ({self._out}): {exc}; free some space and rerun")
         else:
             self.stop(f"cannot write to {self._out}: {exc}")
+
+    def _count_failed_create(self, exc: GPTImageError) -> None:
+        # A connection error that is not uncertain never had its request written
+        # (a TLS failure, a refused connect): counted as sent at on_send, it was not.
+        if isinstance(exc, APIConnectionError):
+            self.submitted -= 1
+        elif isinstance(exc, APIStatusError):
+            self.refused += 1  # sent and answered, but no run was made
 
     def _create_failed(self, item: BatchItem, exc: GPTImageError) -> None:
         self._finish(item, "failed", error=exc, on_rerun="submit")

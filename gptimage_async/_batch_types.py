@@ -111,7 +111,9 @@ class BatchReport(msgspec.Struct, frozen=True, kw_only=True):
     ``entries`` are the manifest's lines, in input order. ``stopped`` is true
     when :meth:`Batch.stop` was called or a fatal error stopped the batch;
     ``stop_reason`` is that error (``None`` for a plain ``stop()``).
-    ``submitted``, ``attached`` and ``skipped`` count what this process did.
+    ``submitted``, ``attached`` and ``skipped`` count what this process did;
+    ``refused`` the creates sent that the provider answered with an error status
+    (a 404, a 400 ...): sent, but no run was made.
     """
 
     entries: tuple[ManifestEntry, ...]
@@ -123,6 +125,7 @@ class BatchReport(msgspec.Struct, frozen=True, kw_only=True):
     submitted: int
     attached: int
     skipped: int
+    refused: int = 0
 
     @property
     def counts(self) -> dict[str, int]:

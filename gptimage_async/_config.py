@@ -364,6 +364,12 @@ def _check_base_url(url: object) -> str:
         raise ConfigurationError(f"base_url must be an http(s) URL with a host, not {url!r}")
     if parts.username or parts.password:
         raise ConfigurationError("base_url must not carry credentials; use api_key")
+    if parts.query or parts.fragment or url.rstrip("/").endswith(("?", "#")):
+        # Paths are appended to base_url, so a query or fragment would swallow them.
+        raise ConfigurationError(
+            "base_url must not carry a query string or fragment ('?' or '#'): "
+            "give the endpoint's base, e.g. https://host/v1"
+        )
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ConfigurationError(
             "plain http is accepted only for loopback hosts (the simulator), "

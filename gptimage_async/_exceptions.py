@@ -387,3 +387,12 @@ class EndpointNotFoundError(APIStatusError):
 
     Never retried. The message names the URL (without credentials or query).
     """
+
+
+# Tracebacks and reprs name the public path (gptimage_async.ConfigurationError), not
+# this private module; pickle finds the classes there too, since the package exports them.
+for _name in __all__:
+    _cls = globals()[_name]
+    if isinstance(_cls, type):
+        _cls.__module__ = "gptimage_async"
+del _name, _cls

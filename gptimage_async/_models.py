@@ -276,3 +276,27 @@ class RateLimit(msgspec.Struct, frozen=True):
     def rate(self) -> float:
         """Requests per second."""
         return self.requests / self.per
+
+
+#: The longest run id accepted from a user (``settle``, ``Session.attach``); the
+#: providers' ids are tens of characters.
+MAX_RUN_ID_LENGTH = 200
+
+
+def check_run_id(run_id: object, where: str = "run id") -> str:
+    """``run_id`` if it can be a provider's run id, else ``ConfigurationError``.
+
+    A run id is put into the status URL's path (``GET /tasks/{id}``: PROVIDERS.md),
+    so it must be 1-200 printable characters without whitespace, ``/``, ``?``
+    or ``#``, which would change the path or end it.
+    """
+    if not isinstance(run_id, str) or not run_id:
+        raise ConfigurationError(f"{where} must be a non-empty str")
+    if len(run_id) > MAX_RUN_ID_LENGTH:
+        raise ConfigurationError(f"{where} is longer than {MAX_RUN_ID_LENGTH} characters")
+    if not run_id.isprintable() or any(c.isspace() or c in "/?#" for c in run_id):
+        raise ConfigurationError(
+            f"{where} {run_id!r} cannot be a run id: no whitespace, control characters, "
+            "'/', '?' or '#'"
+        )
+    return run_id

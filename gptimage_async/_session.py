@@ -31,7 +31,7 @@ from ._config import (
 from ._exceptions import ConfigurationError, SessionClosedError
 from ._lane import LaneRuntime, seconds_since
 from ._lifecycle import Lifecycle
-from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, as_request
+from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, as_request, check_run_id
 from ._pool import Lane, Pool
 from ._providers import Provider, ProviderName
 from ._registry import RunRegistry
@@ -371,8 +371,7 @@ class Session(BulkVerbs):
         ``SessionClosedError`` / ``WrongEventLoopError`` as ``submit`` does.
         """
         self._life.check_open()
-        if not isinstance(run_id, str) or not run_id.strip():
-            raise ConfigurationError("attach() needs a non-empty run id")
+        check_run_id(run_id, "attach() run id")
         created_ago = seconds_since(created_at)
         existing = self.runs.get(run_id)
         if existing is not None:

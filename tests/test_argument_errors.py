@@ -28,6 +28,10 @@ from gptimage_async.testing import simulated_session
         {"on_exit": "later"},
         {"rate_limit": 20},
         {"base_url": "http://example.com/api/v1"},
+        # A query or fragment would swallow the paths appended to it.
+        {"base_url": "https://runbase.net/api/v1?x=1"},
+        {"base_url": "https://runbase.net/api/v1#top"},
+        {"base_url": "https://runbase.net/api/v1?"},
         # Wrongly typed, not only out of range: never an AttributeError or TypeError.
         {"api_key": 123},
         {"base_url": 5},

@@ -138,9 +138,15 @@ async def test_generate_stops_creating_when_the_disk_fills_up(small_disk: Path) 
         args = ["generate", "a lamp", "--n", "20", "--out", str(small_disk)]
         args += ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
         # 4 creates a second: the first images fill the disk while creates still go out.
-        done = await run_cli(*args, "--rate-limit", "4/1")
+        # 4 MB an image does not fit: refused before anything is sent, as batch does.
+        refused = await run_cli(*args, "--rate-limit", "4/1")
+        assert refused.code == 2 and "MB free" in refused.stderr, refused.stderr
+        assert sim.stats.create_requests == 0
+        done = await run_cli(*args, "--rate-limit", "4/1", "--expected-image-mb", "0")
         assert done.code == 1, done.stderr
         assert "No space left on device" in done.stderr
         assert sim.stats.creates < 20, sim.stats.creates
+        # Why the rest were never sent, and how many.
+        assert f"stopped: the disk is full; {20 - sim.stats.creates} not sent" in done.stderr
         # Each run created was printed (its URL) or reported: none is lost.
         assert len(done.stdout.split()) == sim.stats.creates

@@ -374,6 +374,12 @@ async def test_usage_errors_exit_2() -> None:
     assert done.code == 2 and "invalid choice" in done.stderr
     done = await run_cli("simulate", "--fault", "gremlins=0.5")
     assert done.code == 2 and "unknown fault 'gremlins'" in done.stderr
+    assert "read_lag" not in done.stderr  # not a fault name: it has its own option
+    # One knob for the read lag: --fault read_lag=... points to --read-lag.
+    done = await run_cli("simulate", "--fault", "read_lag=0.5", "--read-lag", "2")
+    assert done.code == 2 and "--read-lag SECONDS" in done.stderr
+    done = await run_cli("simulate", "--help")
+    assert "slow_seconds" in done.stdout and "keepalive_close_after" in done.stdout
 
 
 async def test_the_key_never_shows(sim: Simulator, tmp_path: Path) -> None:

@@ -191,3 +191,12 @@ async def test_simulate_verbose_logs_each_request_without_the_key() -> None:
     log = stderr.decode()
     assert "GET /runbase/api/v1/runs/run_nope" in log and " 404 " in log
     assert "sk-never-logged" not in log
+
+
+@pytest.mark.parametrize("url", ["https://runbase.net/api/v1?x=1", "https://runbase.net/api/v1#a"])
+async def test_a_base_url_with_a_query_or_fragment_is_refused(url: str, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    done = await run_cli("generate", "a lamp", "--out", str(out), "--base-url", url)
+    assert done.code == 2, done.stderr
+    assert "query string or fragment" in done.stderr
+    assert not out.exists() or not any(out.iterdir())

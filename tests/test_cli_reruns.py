@@ -48,8 +48,12 @@ async def test_another_base_url_is_announced_before_anything_is_sent(tmp_path: P
         old_url, new_url = first.base_url("runbase"), new.base_url("runbase")
         done = await run_cli(*args, "--base-url", old_url)
         assert done.code == 0, done.stderr
+        dry = await run_cli(*args, "--base-url", new_url, "--dry-run")
         moved = await run_cli(*args, "--base-url", new_url)
         assert new.stats.requests == 0  # everything was done at the first one
+    # The dry run says it too, as the real run does.
+    assert dry.code == 0, dry.stderr
+    assert f"was last used with runbase at {old_url}" in dry.stderr
     assert moved.code == 0, moved.stderr
     assert "(3 already done)" in moved.stdout
     first_line = moved.stderr.splitlines()[0]

@@ -62,6 +62,12 @@ async def test_unknown_lists_them_and_settle_records_a_run_or_none(tmp_path: Pat
             done = await run_cli("settle", str(out), *bad)
             assert done.code == 2, (bad, done.stdout, done.stderr)
         assert "line 3" in done.stderr and "no prompt of unknown fate" in done.stderr
+        done = await run_cli("settle", str(out), "1")
+        assert "RUN_ID you found" in done.stderr and "not both" not in done.stderr
+        # A run id goes into the status URL's path: spaces or slashes cannot be one.
+        for bad_id in ("run x", "../x", "a" * 201):
+            done = await run_cli("settle", str(out), "1", bad_id)
+            assert done.code == 2 and "RUN_ID" in done.stderr, (bad_id, done.stderr)
 
         assert found.id is not None
         done = await run_cli("settle", str(out), "1", found.id)
@@ -92,7 +98,13 @@ async def test_settle_needs_a_journal_and_refuses_while_a_batch_holds_it(tmp_pat
         leave_unknown(tmp_path, sim, ["a lamp"])
         with gi.Journal(tmp_path / "journal.jsonl"):  # a batch running into the directory
             done = await run_cli("settle", str(tmp_path), "1", "--not-created")
+            listed = await run_cli("unknown", str(tmp_path))
         assert done.code == 2 and "in use by another process" in done.stderr
+        # Its creates on the wire are not of unknown fate: unknown refuses too.
+        assert listed.code == 2 and "a batch is running" in listed.stderr
+        assert "line " not in listed.stdout
+        listed = await run_cli("unknown", str(tmp_path))  # once it has stopped
+        assert listed.code == 0 and "1 prompt(s)" in listed.stdout
         # Nothing was written by the refused settle.
         journal = gi.Journal.read(tmp_path / "journal.jsonl")
         assert [entry.state for entry in journal] == ["intent"]

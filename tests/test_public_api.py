@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import pickle
 import typing
 
 import pytest
@@ -93,8 +94,14 @@ def test_every_error_class_lives_in_the_exceptions_module() -> None:
     import gptimage_async._exceptions as exceptions
 
     errors = [getattr(gi, n) for n in gi.__all__ if n.endswith("Error")]
+    source = inspect.getsource(exceptions)
     for cls in errors:
-        assert cls.__module__ == "gptimage_async._exceptions", cls
+        # Defined in _exceptions.py, but shown under the public path.
+        # (inspect.getsourcefile follows __module__, so read the module's own text.)
+        assert getattr(exceptions, cls.__name__) is cls, cls
+        assert f"\nclass {cls.__name__}(" in source, cls
+        assert cls.__module__ == "gptimage_async", cls
+        assert pickle.loads(pickle.dumps(cls)) is cls  # found again by its public path
         # The tree drawn in the module's docstring names every class.
         assert f" {cls.__name__}" in (exceptions.__doc__ or ""), cls
     # Their old homes still export them, so old imports keep working.

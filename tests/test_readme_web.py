@@ -65,6 +65,13 @@ async def test_the_aiohttp_app_answers_bad_input_with_422_not_500(sim: Simulator
     async with serve_aiohttp(namespace["app"]) as url, client(url) as http:
         async with http.post("/generate", json={"prompt": ""}) as answer:
             assert answer.status == 422
+        # A body that is not JSON, or has no prompt: 400 with a reason, never a bare 500.
+        for body in (b"not json", b"{}", b"[1]", b'"a lamp"', b"\xff"):
+            async with http.post("/generate", data=body) as answer:
+                assert answer.status == 400, body
+                assert "prompt" in (await answer.json())["detail"]
+        async with http.post("/generate", json={"prompt": 5}) as answer:
+            assert answer.status in (400, 422)
         async with http.post("/generate", json={"prompt": "a lamp"}) as answer:
             assert answer.status == 200
             assert len((await answer.json())["urls"]) == 1

@@ -61,6 +61,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="save the images into DIR (checked writable before anything is sent)",
     )
+    gen.add_argument(
+        "--expected-image-mb",
+        type=_non_negative_float,
+        default=EXPECTED_IMAGE_BYTES / 1e6,
+        metavar="MB",
+        help="with --out: refuse to start unless DIR has this much free space per image "
+        f"(default {EXPECTED_IMAGE_BYTES / 1e6:.1f}; 0 skips the check)",
+    )
     _session_options(gen)
 
     batch = commands.add_parser(

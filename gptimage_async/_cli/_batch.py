@@ -179,6 +179,9 @@ def _dry_run(args: argparse.Namespace) -> int:
         plan = job.plan(by_lane=by_lane)
     except (OSError, JournalError) as exc:
         raise UsageError(f"cannot read the journal in {args.out}: {exc}") from None
+    notice = job.endpoint_notice()  # the same note the real run prints
+    if notice is not None and args.provider != "simulator":
+        print(f"note: {notice}", file=sys.stderr, flush=True)
     todo = [item.prompt for item in plan.submit]
     qualities = Counter(p.request.quality or _DEFAULT_QUALITY for p in todo)
     ratios = Counter(p.request.aspect_ratio or _DEFAULT_ASPECT_RATIO for p in todo)
@@ -235,7 +238,9 @@ def _summary(report: BatchReport, *, requests: int) -> None:
     print(f"{total} prompts: {', '.join(parts)} in {format_duration(p.elapsed)}")
     if report.submitted or report.attached:
         print(
-            f"this run: {report.submitted} creates sent, {report.attached} earlier runs "
+            f"this run: {report.submitted} creates sent"
+            + (f" ({report.refused} refused: no run made)" if report.refused else "")
+            + f", {report.attached} earlier runs "
             f"re-attached, {requests} requests in all, {p.rate_limited} rate-limited"
         )
     print(f"manifest: {report.manifest}")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import anyio
 
-from .._batch import DEFAULT_CREATE_WINDOW
+from .._batch import DEFAULT_CREATE_WINDOW, check_free_space
 from .._batch_run import out_of_space
 from .._bulk import Sender
 from .._create import RESEND_HINT
 from .._download import download, slugify
-from .._exceptions import GPTImageError, InvalidRequestError, SessionClosedError
+from .._exceptions import DiskSpaceError, GPTImageError, InvalidRequestError, SessionClosedError
 from .._models import ImageRequest, Result
 from .._run import Run
 from .._session import Session
@@ -45,12 +45,22 @@ async def generate(args: argparse.Namespace) -> int:
             raise UsageError(exc.message) from None
         if args.out is not None:
             check_writable(args.out)  # before paying for a run that could not be saved
+            try:  # as batch does: runs that could not be saved are not worth buying
+                check_free_space(args.out, args.n, round(args.expected_image_mb * 1e6))
+            except DiskSpaceError as exc:
+                raise UsageError(exc.message) from None
         elif args.provider == "simulator":
             print(SIMULATOR_URLS_NOTE, file=sys.stderr, flush=True)
         generation = Generation(session, request, args.out)
         with stop_on_signals(generation.stop, generation.quit_now) as interrupted:
             async with session:
                 failures = await generation.run(args.n)
+    if generation.disk_full:
+        print(
+            f"stopped: the disk is full; {generation.not_sent} not sent",
+            file=sys.stderr,
+            flush=True,
+        )
     if interrupted:
         print(generation.created_report(), file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
@@ -73,6 +83,9 @@ class Generation:
         self._following: set[anyio.CancelScope] = set()
         self.created: list[Run] = []
         self.failures = 0
+        #: Set when a full disk stopped the creates; ``not_sent`` counts those dropped.
+        self.disk_full = False
+        self.not_sent = 0
 
     def stop(self) -> None:
         """No more creates; stop following the runs (they stay the provider's)."""
@@ -93,6 +106,7 @@ class Generation:
         """
         feed = self._session.tail_rule().countdown(range(n))
         gate = anyio.Semaphore(DEFAULT_CREATE_WINDOW)
+        taken = 0
         async with anyio.create_task_group() as tg:
             while True:
                 await gate.acquire()
@@ -102,7 +116,9 @@ class Generation:
                     _, last = feed.take()
                 except StopIteration:
                     break
+                taken += 1
                 tg.start_soon(self._one, last, gate)
+        self.not_sent += n - taken
         return self.failures
 
     async def _one(self, last: bool, gate: anyio.Semaphore) -> None:
@@ -114,6 +130,7 @@ class Generation:
         finally:
             gate.release()
         if run is None:
+            self.not_sent += 1
             return  # stopped before it was sent: nothing was created
         self.created.append(run)
         with anyio.CancelScope() as following:
@@ -139,6 +156,7 @@ class Generation:
                 )
                 if saved is not None and out_of_space(saved):
                     # A full disk: buy no more images that could not be saved either.
+                    self.disk_full = True
                     self._sender.stop()
                 self.failures += saved is not None
 

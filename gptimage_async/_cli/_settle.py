@@ -13,10 +13,18 @@ journal, which a running batch holds locked.
 from __future__ import annotations
 
 import argparse
+import os
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 from .._batch_types import JOURNAL_NAME
+from .._exceptions import ConfigurationError
 from .._journal import Journal, JournalEntry, JournalError
 from .._manifest import ManifestEntry
+from .._models import check_run_id
 from ._common import EXIT_OK, UsageError
 
 __all__ = ["settle", "unknown"]
@@ -43,9 +51,30 @@ def _path(args: argparse.Namespace) -> str:
     return str(path)
 
 
-def unknown(args: argparse.Namespace) -> int:
-    """List the prompts of ``args.out``'s journal whose create has an unknown fate."""
+def _refuse_while_a_batch_runs(path: str, out: object) -> None:
+    # A running batch holds the journal's flock: its intents are creates on the
+    # wire right now, not of unknown fate, so listing them would mislead.
+    if fcntl is None:  # pragma: no cover - not POSIX: no advisory lock
+        return
+    fd = os.open(path, os.O_RDONLY)
     try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(
+            f"a batch is running into {out} (its journal is in use): the creates it has "
+            "on the wire are not of unknown fate; run this once it has stopped"
+        ) from None
+    finally:
+        os.close(fd)
+
+
+def unknown(args: argparse.Namespace) -> int:
+    """List the prompts of ``args.out``'s journal whose create has an unknown fate.
+
+    Refused (``UsageError``, exit 2) while a batch runs into ``args.out``, as ``settle`` is.
+    """
+    try:
+        _refuse_while_a_batch_runs(_path(args), args.out)
         journal = Journal.read(_path(args))
     except (OSError, JournalError) as exc:
         raise UsageError(f"cannot read the journal in {args.out}: {exc}") from None
@@ -67,10 +96,18 @@ def unknown(args: argparse.Namespace) -> int:
 
 def settle(args: argparse.Namespace) -> int:
     """Record what became of an unknown prompt's create (a run id, or none)."""
-    if (args.run_id is None) == (not args.not_created):
+    if args.run_id is not None and args.not_created:
         raise UsageError("give either RUN_ID (the run you found) or --not-created, not both")
-    if args.run_id is not None and not args.run_id.strip():
-        raise UsageError("RUN_ID is empty")
+    if args.run_id is None and not args.not_created:
+        raise UsageError(
+            f"say what became of line {args.line}: add the RUN_ID you found on the "
+            "provider's dashboard, or --not-created if there is none"
+        )
+    if args.run_id is not None:
+        try:
+            check_run_id(args.run_id.strip(), "RUN_ID")
+        except ConfigurationError as exc:
+            raise UsageError(str(exc)) from None
     try:
         with Journal(_path(args)) as journal:
             entry = _pick(journal, args)

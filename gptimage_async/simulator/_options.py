@@ -36,7 +36,8 @@ _DESCRIPTION = (
 _EPILOG = (
     f"Fault probabilities (--fault NAME=P): {', '.join(sorted(FAULT_RATES))}. "
     f"Fault timings (--fault NAME=SECONDS, provider seconds): "
-    f"slow_seconds (default 30), keepalive_close_after (default 1). "
+    f"slow_seconds (default 30), keepalive_close_after (default 1); the read lag is "
+    "--read-lag SECONDS, not a --fault. "
     "Key settings (--key KEY:SETTING=VALUE,...): limit=N/SECONDS or none, credits=N, "
     "quota=N, spend=N (each a whole number, or none), price=MEDIUM/HIGH; "
     "e.g. --key sk-a:limit=20/10,credits=500 --key aio_b:quota=50,spend=1000. Each "
@@ -127,8 +128,9 @@ def add_simulate_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=P",
-        help="inject a fault with probability P per request, e.g. poll_5xx=0.1; "
-        "repeat for several (default: none; names below)",
+        help="inject a fault with probability P per request, e.g. poll_5xx=0.1, or set "
+        "a fault timing, e.g. slow_seconds=5; repeat for several (default: none; names "
+        "and timings below; the read lag is --read-lag)",
     )
     faults.add_argument(
         "--outage",
@@ -275,13 +277,19 @@ def _outage(text: str) -> tuple[float, float]:
     return first, last
 
 
+#: Fault timings ``--fault NAME=SECONDS`` takes; the read lag has its own option.
+_FAULT_TIMINGS = tuple(name for name in FAULT_SETTINGS if name != "read_lag")
+
+
 def _fault(text: str) -> tuple[str, float]:
     name, _, value = text.partition("=")
+    if name == "read_lag":  # one knob on the command line, not two that both apply
+        raise argparse.ArgumentTypeError("the read lag is set with --read-lag SECONDS")
     if name in FAULT_RATES:
         return name, _probability(value)
-    if name in FAULT_SETTINGS:
+    if name in _FAULT_TIMINGS:
         return name, _non_negative_float(value)
-    known = ", ".join(sorted((*FAULT_RATES, *FAULT_SETTINGS)))
+    known = ", ".join(sorted((*FAULT_RATES, *_FAULT_TIMINGS)))
     raise argparse.ArgumentTypeError(f"unknown fault {name!r}: the faults are {known}")
 
 
