@@ -14,7 +14,7 @@ from collections import deque
 
 import anyio
 
-from ._bulk import FEEDERS, WINDOW_FACTOR
+from ._bulk import FEEDERS, WINDOW_FACTOR, Sender
 from ._exceptions import GPTImageError, SessionClosedError
 from ._models import ImageRequest, Result
 from ._registry import Held
@@ -25,10 +25,6 @@ __all__ = ["DURATIONS_KEPT", "Job", "default_window"]
 
 #: Run durations remembered for the window of ``generate_many`` (its 95th percentile).
 DURATIONS_KEPT = 256
-
-
-class _Stopped(Exception):
-    """Raised by ``on_send`` once a job stops: that create is not sent."""
 
 
 class Job:
@@ -42,62 +38,37 @@ class Job:
     ``KeyboardInterrupt`` instead.
     """
 
-    __slots__ = (
-        "_following",
-        "_unsent",
-        "created",
-        "durations",
-        "on_wire",
-        "session",
-        "stopping",
-    )
+    __slots__ = ("_following", "_sender", "created", "durations", "session")
 
     def __init__(self, session: Session, durations: deque[float]) -> None:
         self.session = session
         #: Durations (seconds) of the runs that succeeded; shared by a sync session's jobs.
         self.durations = durations
-        self.stopping = False
-        self._unsent: set[anyio.CancelScope] = set()
+        # The bulk engine's clean stop (_bulk.Sender), as batches and the CLI use it.
+        self._sender = Sender(session.submit)
         self._following: set[anyio.CancelScope] = set()
         #: Runs this call created, in the order the provider accepted them.
         self.created: list[Run] = []
-        #: Creates sent and not answered yet: their runs' ids are not known.
-        self.on_wire = 0
+
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop()`` was called."""
+        return self._sender.stopping
+
+    @property
+    def on_wire(self) -> int:
+        """Creates sent and not answered yet: their runs' ids are not known."""
+        return self._sender.on_wire
 
     def stop(self) -> None:
         """Send no more creates and stop waiting for results (call on the loop)."""
-        self.stopping = True
-        for scope in [*self._unsent, *self._following]:
+        self._sender.stop()
+        for scope in list(self._following):
             scope.cancel()
 
     async def create(self, request: ImageRequest, *, last: bool = False) -> Run | None:
         """``Session.submit``; ``None`` if the job stopped before the create was sent."""
-        if self.stopping:
-            return None
-        unsent = anyio.CancelScope()
-        self._unsent.add(unsent)
-
-        sent = False
-
-        def sending() -> None:
-            nonlocal sent
-            if self.stopping:
-                raise _Stopped
-            self._unsent.discard(unsent)  # on the wire: let it be answered
-            if not sent:
-                sent = True
-                self.on_wire += 1
-
-        run: Run | None = None
-        try:
-            with unsent:
-                run = await self.session.submit(request, on_send=sending, ahead_of_polls=last)
-        except _Stopped:
-            return None
-        finally:
-            self._unsent.discard(unsent)
-            if sent:
-                self.on_wire -= 1
+        run = await self._sender.send(request, last=last)
         if run is not None:
             self.created.append(run)
         return run
