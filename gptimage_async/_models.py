@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ._exceptions import ConfigurationError, InvalidRequestError
-from ._images import read_images, render_html, save_images
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -233,6 +232,8 @@ class Result(msgspec.Struct, frozen=True, dict=True):
         Raises ``DownloadError``; see ``gptimage_async.download`` for the
         limits (size cap, retries, timeouts).
         """
+        from ._images import save_images  # a layer above: it fetches through a session
+
         return await save_images(self, dest_dir, stem=stem)
 
     async def read(self) -> list[bytes]:
@@ -241,9 +242,13 @@ class Result(msgspec.Struct, frozen=True, dict=True):
         The bytes are also kept on the result, so that it shows them inline
         after the URLs expire. Raises ``DownloadError``.
         """
+        from ._images import read_images
+
         return await read_images(self)
 
     def _repr_html_(self) -> str:
+        from ._images import render_html
+
         return render_html(self)
 
 
