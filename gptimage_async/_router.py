@@ -31,6 +31,7 @@ lanes:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import math
@@ -238,7 +239,12 @@ class Router:
         views: list[LaneView] = []
         for i, lane in enumerate(self.lanes):
             health = self.health[i]
-            if lane.fleet is not None and lane.fleet.cause is not None and health.cause is None:
+            if (
+                len(self.lanes) > 1
+                and lane.fleet is not None
+                and lane.fleet.cause is not None
+                and health.cause is None
+            ):
                 health.close(lane.fleet.cause)  # another process on the key was refused
                 logger.warning(
                     "lane %s is closed for new creates: another process on its key was told %s",
@@ -358,6 +364,11 @@ class Router:
 
     def _failed(self, i: int, token: SpendToken, exc: GPTImageError) -> GPTImageError:
         decision = failover(exc, maybe_received=self._resend)
+        if decision.lane is LaneAction.CLOSE and len(self.lanes) == 1:
+            # A session of one key behaves as it always has: every create asks the
+            # provider (a key topped up or re-enabled works again at once); there is
+            # no other lane to fail over to, so closing it would only hide the change.
+            decision = dataclasses.replace(decision, lane=LaneAction.KEEP)
         health = self.health[i]
         was_closed = health.cause is not None
         health.apply(exc, decision, self.clock())

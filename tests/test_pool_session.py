@@ -191,15 +191,19 @@ async def test_every_lane_closed_ends_waiting_creates_at_once() -> None:
     assert sim.stats.create_requests == asked  # the last create sent nothing
 
 
-async def test_one_lane_closed_raises_its_own_error_without_sending_again() -> None:
+async def test_a_session_of_one_key_is_never_closed_and_asks_again() -> None:
+    # One key: nothing to fail over to, so every create asks the provider, as a
+    # single-key session always has (a key topped up works again at once).
     keys = {"sk-a": KeyConfig(credits=10)}
     async with simulator(keys) as sim, pool_session([lane(sim, "sk-a")]) as session:
         await session.generate("paid")
         with pytest.raises(gi.InsufficientCreditsError):
             await session.submit("refused")
         with pytest.raises(gi.InsufficientCreditsError):
-            await session.submit("not sent")
-    assert sim.stats.key("sk-a").status_counts[402] == 1
+            await session.submit("refused again")
+        sim.set_key("sk-a", credits=100)  # topped up
+        assert (await session.generate("paid again")).urls
+    assert sim.stats.key("sk-a").status_counts[402] == 2
 
 
 async def test_an_uncertain_create_never_moves_to_another_lane() -> None:
