@@ -18,7 +18,6 @@ import asyncio
 import logging
 import os
 import weakref
-from collections import deque
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +32,7 @@ from ._run import Run
 from ._session import Session
 from ._stats import SessionStats
 from ._sync_close import Closer
-from ._sync_job import DURATIONS_KEPT, Job, default_window
+from ._sync_job import Job
 
 __all__ = ["SyncRun", "SyncSession"]
 
@@ -167,7 +166,6 @@ class SyncSession:
     def __init__(self, provider: ProviderName | str = "runbase", **options: Any) -> None:
         self._session = Session(provider, **options)
         self._cancel_on_exit = options.get("on_exit", "wait") == "cancel"
-        self._durations: deque[float] = deque(maxlen=DURATIONS_KEPT)
         self._thread = LoopThread(self._session.open(), name="gptimage-sync")
         #: All a close needs; it holds no reference back to this object.
         self._closer = Closer(self._session, self._thread)
@@ -286,7 +284,7 @@ class SyncSession:
         interrupt.add_note(job.report(self.provider))
 
     def _job(self) -> Job:
-        return Job(self._session, self._durations)
+        return Job(self._session)
 
     async def _run_job(self, job: Job, coro: Coroutine[Any, Any, T]) -> T:
         if self._closed:  # raced a close(): nothing may start now
@@ -429,7 +427,8 @@ class SyncSession:
         return_exceptions: bool,
         concurrency: int | None,
     ) -> list[Result | GPTImageError]:
-        window = concurrency or default_window(self._session, self._durations)
+        # Session.generate_many's own window rule, from the session's duration model.
+        window = concurrency or self._session._default_window()
         return await job.generate_many(prepared, return_exceptions=return_exceptions, window=window)
 
     def download(

@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
-from collections import deque
 
 import anyio
 
-from ._bulk import FEEDERS, WINDOW_FACTOR, Sender
+from ._bulk import Sender
 from ._exceptions import GPTImageError, SessionClosedError
 from ._models import ImageRequest, Result
 from ._registry import Held
 from ._run import Run
 from ._session import Session
 
-__all__ = ["DURATIONS_KEPT", "Job", "default_window"]
-
-#: Run durations remembered for the window of ``generate_many`` (its 95th percentile).
-DURATIONS_KEPT = 256
+__all__ = ["Job"]
 
 
 class Job:
@@ -38,12 +33,10 @@ class Job:
     ``KeyboardInterrupt`` instead.
     """
 
-    __slots__ = ("_following", "_sender", "created", "durations", "session")
+    __slots__ = ("_following", "_sender", "created", "session")
 
-    def __init__(self, session: Session, durations: deque[float]) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
-        #: Durations (seconds) of the runs that succeeded; shared by a sync session's jobs.
-        self.durations = durations
         # The bulk engine's clean stop (_bulk.Sender), as batches and the CLI use it.
         self._sender = Sender(session.submit)
         self._following: set[anyio.CancelScope] = set()
@@ -83,7 +76,6 @@ class Job:
                 result = await run
             finally:
                 self._following.discard(following)
-            self.durations.append(result.elapsed or 0.0)
             return result
         return None
 
@@ -196,18 +188,3 @@ def _state_at_stop(run: Run) -> str:
     if not run.done() or isinstance(run.error, SessionClosedError):
         return "in flight at the stop"
     return run.status.value
-
-
-def default_window(session: Session, durations: deque[float]) -> int:
-    """Runs in flight at once for ``generate_many`` without ``concurrency``.
-
-    ``Session.generate_many``'s rule: twice what the key's budget keeps in
-    flight (its believed rate times the longer of its window and the 95th
-    percentile of the run durations seen), at least ``FEEDERS``.
-    """
-    limiter = session.limiter
-    longest = limiter.per
-    if durations:
-        seen = sorted(durations)
-        longest = max(longest, seen[min(len(seen) - 1, int(0.95 * len(seen)))])
-    return max(FEEDERS, math.ceil(WINDOW_FACTOR * limiter.rate * longest))
