@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .wire_servers import Request
+from .wire_servers import Request, read_request
 
 __all__ = ["ByteServer", "byte_server", "http_answer", "self_signed_context"]
 
@@ -81,16 +81,7 @@ class ByteServer:
         try:
             if self.ssl_context is not None:
                 await writer.start_tls(self.ssl_context)
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, _ = lines[0].split(" ", 2)
-            headers = {}
-            for line in lines[1:]:
-                if ":" in line:
-                    name, _, value = line.partition(":")
-                    headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            request = Request(method, target, headers, body)
+            request = await read_request(reader)
             self.requests.append(request)
             writer.write(self.script(request))
             await writer.drain()

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-__all__ = ["ForwardProxy", "RawServer", "Request", "forward_proxy", "raw_server"]
+__all__ = ["ForwardProxy", "RawServer", "Request", "forward_proxy", "raw_server", "read_request"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,20 @@ class Request:
     target: str
     headers: dict[str, str]
     body: bytes
+
+
+async def read_request(reader: asyncio.StreamReader) -> Request:
+    """One HTTP/1.1 request read off ``reader``: its head, then a Content-Length body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return Request(method, target, headers, body)
 
 
 #: What a handler returns: status, extra headers, body.
@@ -75,18 +89,9 @@ class RawServer(_LoopbackServer):
         closer: asyncio.TimerHandle | None = None
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
+                request = await read_request(reader)
                 if closer is not None:
                     closer.cancel()
-                lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = lines[0].split(" ", 2)
-                headers = {}
-                for line in lines[1:]:
-                    if ":" in line:
-                        name, _, value = line.partition(":")
-                        headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                request = Request(method, target, headers, body)
                 self.requests.append(request)
                 status, extra, payload = await self.handler(request)
                 out = [f"HTTP/1.1 {status} X", f"Content-Length: {len(payload)}"]
