@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+from gptimage_async._budget import Limiter
+from gptimage_async._providers import get_provider
+from gptimage_async._registry import RunRegistry
+from gptimage_async._scheduler import PollScheduler
+from gptimage_async._stats import SessionStats
+from gptimage_async._transport import Transport
 from gptimage_async.simulator import VARIANTS, Faults, SimulatorConfig
 
 #: Runs of 3-10 s take 30-100 ms; the 20-per-10-s window is 100 ms.
@@ -20,4 +29,39 @@ def config(**overrides: Any) -> SimulatorConfig:
     return SimulatorConfig(**{**VARIANTS, **overrides})
 
 
-__all__ = ["FAST", "Faults", "config"]
+@contextlib.asynccontextmanager
+async def running_scheduler(
+    provider: str, transport: Transport, limiter: Limiter
+) -> AsyncIterator[tuple[PollScheduler, RunRegistry, set[asyncio.Task[Any]]]]:
+    """A ``PollScheduler`` running on ``transport`` and ``limiter``, with its registry and
+    tasks; on leaving, the limiter is closed, the tasks cancelled, the transport closed."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        task = loop.create_task(fn(*args))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    registry = RunRegistry()
+    scheduler = PollScheduler(
+        provider=get_provider(provider),
+        transport=transport,
+        limiter=limiter,
+        stats=SessionStats(),
+        spawn=spawn,
+        on_resolved=registry._untrack,
+        lookup=registry.get,
+    )
+    spawn(scheduler.run_forever)
+    try:
+        yield scheduler, registry, tasks
+    finally:
+        limiter.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await transport.aclose()
+
+
+__all__ = ["FAST", "Faults", "config", "running_scheduler"]

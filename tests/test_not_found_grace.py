@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import math
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,13 +28,13 @@ from gptimage_async._registry import RunRegistry
 from gptimage_async._retry import POLL_JITTER_FLOOR
 from gptimage_async._run import Run
 from gptimage_async._scheduler import PollScheduler
-from gptimage_async._stats import SessionStats
 from gptimage_async._transport import Answer
 from gptimage_async._transport._memory import MemoryTransport
 from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
 from gptimage_async.testing import TEST_KEYS
 
 from ._clock import FakeClock
+from .helpers import running_scheduler
 
 pytestmark = pytest.mark.parametrize("provider", ["runbase", "apiinone"])
 
@@ -144,32 +144,8 @@ async def rig(
         )
         transport.polls, transport.in_flight = [], 0
         limiter = RateLimiter(rate_limit)
-        tasks: set[asyncio.Task[Any]] = set()
-
-        def spawn(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-            task = loop.create_task(fn(*args))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        registry = RunRegistry()
-        scheduler = PollScheduler(
-            provider=get_provider(provider),
-            transport=transport,
-            limiter=limiter,
-            stats=SessionStats(),
-            spawn=spawn,
-            on_resolved=registry._untrack,
-            lookup=registry.get,
-        )
-        spawn(scheduler.run_forever)
-        try:
+        async with running_scheduler(provider, transport, limiter) as (scheduler, registry, _):
             yield Rig(clock, provider, sim, scheduler, transport, registry)
-        finally:
-            limiter.close()
-            for task in list(tasks):
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await transport.aclose()
 
 
 @pytest.mark.parametrize("lag", [1.5, 3.0, 12.0])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from gptimage_async.simulator import Simulator, SimulatorConfig
 from gptimage_async.testing import TEST_KEYS
 
 from ._clock import FakeClock
+from .helpers import running_scheduler
 from .test_planner import uniform_model
 
 RTT = 0.05
@@ -97,32 +98,8 @@ async def rig(clock: FakeClock, rate_limit: gi.RateLimit) -> AsyncIterator[Rig]:
         )
         transport.sent = []
         limiter = RateLimiter(rate_limit)
-        tasks: set[asyncio.Task[Any]] = set()
-
-        def spawn(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-            task = asyncio.get_running_loop().create_task(fn(*args))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        registry = RunRegistry()
-        scheduler = PollScheduler(
-            provider=get_provider("runbase"),
-            transport=transport,
-            limiter=limiter,
-            stats=SessionStats(),
-            spawn=spawn,
-            on_resolved=registry._untrack,
-            lookup=registry.get,
-        )
-        spawn(scheduler.run_forever)
-        try:
+        async with running_scheduler("runbase", transport, limiter) as (scheduler, registry, tasks):
             yield Rig(clock, scheduler, limiter, transport, registry, tasks)
-        finally:
-            limiter.close()
-            for task in list(tasks):
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await transport.aclose()
 
 
 # -- helpers ---------------------------------------------------------------------
