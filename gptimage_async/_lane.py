@@ -37,7 +37,7 @@ from ._exceptions import (
 from ._fleet_closure import FleetClosure
 from ._images import bind as bind_result
 from ._lifecycle import Lifecycle
-from ._manifest import key_fingerprint
+from ._manifest import FINGERPRINT_CHARS
 from ._models import ImageRequest
 from ._registry import RunRegistry
 from ._run import Run
@@ -115,7 +115,9 @@ class LaneRuntime:
         self.config = config
         self.adapter = config.adapter
         self.base_url = config.api_root
-        self.fingerprint = key_fingerprint(self.adapter.name, api_key.reveal())
+        # Run.lane's short form of the spec's fingerprint: both are prefixes of the
+        # key's budget_id, so the key is not hashed a second time.
+        self.fingerprint = spec.fingerprint[:FINGERPRINT_CHARS]
         self.runs = LaneRuns(everyone, f"{self.adapter.name}:{self.fingerprint}")
         self._key = api_key
         self._stats = stats
