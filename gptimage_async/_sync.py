@@ -395,7 +395,7 @@ class SyncSession:
         ``True`` each item is its ``Result`` or its error. ``concurrency``
         (``int`` >= 1) caps the runs in flight at once; default ``None``:
         twice what the key's budget keeps in flight (its rate times the
-        longer of its window and the 95th-percentile run duration seen), at
+        longer of its window and the session's 95th-percentile run duration), at
         least 32, as ``Session.generate_many``. The rate limiter paces the
         creates either way. Ctrl-C stops it as described on ``SyncSession``.
         """
