@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, overload
 
+from ._bulk import check_many
 from ._exceptions import GPTImageError, InvalidRequestError, SessionClosedError
 from ._loop_thread import Call, LoopThread, ctrl_c_interrupts
 from ._models import AspectRatio, ImageRequest, Quality, Result, RunStatus
@@ -399,11 +400,7 @@ class SyncSession:
         least 32, as ``Session.generate_many``. The rate limiter paces the
         creates either way. Ctrl-C stops it as described on ``SyncSession``.
         """
-        if isinstance(requests, str | bytes | bytearray | ImageRequest):
-            raise InvalidRequestError(
-                "requests must be an iterable of prompts or ImageRequests, not a single "
-                f"{type(requests).__name__}; wrap it in a list, or use generate()/submit()"
-            )
+        check_many(requests)  # the async verbs' own check
         if concurrency is not None and (
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
         ):
