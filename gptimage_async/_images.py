@@ -17,17 +17,16 @@ import tempfile
 import weakref
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
+from ._download import download
 from ._exceptions import SessionClosedError
+from ._models import Result, install_image_access
+from ._transport import Transport
 
-if TYPE_CHECKING:
-    from ._models import Result
-    from ._session import Session
-
-__all__ = ["bind", "read_images", "render_html", "save_images"]
+__all__ = ["ImageSource", "bind", "read_images", "render_html", "save_images"]
 
 T = TypeVar("T")
 
@@ -43,6 +42,25 @@ _SIGNATURES = (
 )
 
 
+class ImageSource(Protocol):
+    """What a result needs of the session that resolved it (``Session`` is one)."""
+
+    @property
+    def base_url(self) -> str:
+        """The API root that relative image URLs resolve against."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """Whether the session is closed (its transport then no longer sends)."""
+        ...
+
+    @property
+    def transport(self) -> Transport:
+        """The session's transport: its proxy, user agent and connections."""
+        ...
+
+
 class _Origin:
     """The session that resolved a result, the loop it runs on, and its API root.
 
@@ -52,18 +70,18 @@ class _Origin:
 
     __slots__ = ("_session", "base_url", "loop")
 
-    def __init__(self, session: Session, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, session: ImageSource, loop: asyncio.AbstractEventLoop) -> None:
         self._session = weakref.ref(session)
         self.loop = loop
         self.base_url = session.base_url
 
     @property
-    def session(self) -> Session | None:
+    def session(self) -> ImageSource | None:
         """The session, while it exists."""
         return self._session()
 
 
-def bind(result: Result | None, session: Session) -> None:
+def bind(result: Result | None, session: ImageSource) -> None:
     """Remember that ``session`` (on the running loop) resolved ``result``; ``None`` is ignored.
 
     Kept outside the struct's fields: not compared, encoded, shown or pickled.
@@ -106,8 +124,6 @@ async def _download(
     # session's transport while it is open (its proxy, user agent and
     # connections); once it is closed or gone, through a transport of
     # download's own, against the API root relative image URLs resolve on.
-    from ._download import download  # _download imports _models, which imports this module
-
     session = origin.session if origin is not None else None
     if session is not None and not session.closed:
         try:
@@ -219,3 +235,21 @@ def _cut(text: str) -> str:
 
 def _escape(text: str) -> str:
     return html.escape(text, quote=True)
+
+
+class _Access:
+    """``Result``'s image methods, plugged into ``_models`` (see ``ImageAccess``)."""
+
+    async def save(
+        self, result: Result, dest_dir: str | os.PathLike[str], *, stem: str | None
+    ) -> list[Path]:
+        return await save_images(result, dest_dir, stem=stem)
+
+    async def read(self, result: Result) -> list[bytes]:
+        return await read_images(result)
+
+    def html(self, result: Result) -> str:
+        return render_html(result)
+
+
+install_image_access(_Access())

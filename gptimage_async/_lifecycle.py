@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from ._exceptions import SessionClosedError, WrongEventLoopError
+from ._images import ImageSource
 from ._models import RunStatus
 from ._registry import Held, RunRegistry
-
-if TYPE_CHECKING:
-    from ._session import Session
 
 __all__ = ["Closing", "Lifecycle", "State"]
 
@@ -47,7 +45,7 @@ class Lifecycle:
 
     __slots__ = ("_creating", "_held", "_runs", "idle", "loop", "owner", "state")
 
-    def __init__(self, runs: RunRegistry, owner: Session | None = None) -> None:
+    def __init__(self, runs: RunRegistry, owner: ImageSource | None = None) -> None:
         self.state: State = "new"
         # The session results are fetched through (``Result.save`` / ``read``).
         self.owner = owner

@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 import msgspec
@@ -232,9 +232,7 @@ class Result(msgspec.Struct, frozen=True, dict=True):
         Raises ``DownloadError``; see ``gptimage_async.download`` for the
         limits (size cap, retries, timeouts).
         """
-        from ._images import save_images  # a layer above: it fetches through a session
-
-        return await save_images(self, dest_dir, stem=stem)
+        return await _image_access().save(self, dest_dir, stem=stem)
 
     async def read(self) -> list[bytes]:
         """Each image's bytes (``list[bytes]``, in ``urls`` order), fetched and checked as ``save``.
@@ -242,14 +240,48 @@ class Result(msgspec.Struct, frozen=True, dict=True):
         The bytes are also kept on the result, so that it shows them inline
         after the URLs expire. Raises ``DownloadError``.
         """
-        from ._images import read_images
-
-        return await read_images(self)
+        return await _image_access().read(self)
 
     def _repr_html_(self) -> str:
-        from ._images import render_html
+        return _image_access().html(self)
 
-        return render_html(self)
+
+class ImageAccess(Protocol):
+    """What ``Result.save`` / ``read`` / ``_repr_html_`` do, supplied from above.
+
+    Fetching images needs the transport and the download checks, which sit
+    above this module (they use ``Result``), so the work is plugged in rather
+    than imported: ``_images`` installs it with ``install_image_access`` when
+    the package is imported, and a result never reaches up the layers itself.
+    """
+
+    async def save(
+        self, result: Result, dest_dir: str | os.PathLike[str], *, stem: str | None
+    ) -> list[Path]:
+        """The images saved into ``dest_dir``; their paths."""
+        ...
+
+    async def read(self, result: Result) -> list[bytes]:
+        """Each image's bytes, in ``urls`` order."""
+        ...
+
+    def html(self, result: Result) -> str:
+        """The result as an HTML fragment for rich display."""
+        ...
+
+
+_IMAGE_ACCESS: list[ImageAccess] = []
+
+
+def install_image_access(access: ImageAccess) -> None:
+    """Plug in what a ``Result`` uses to save, read and show its images (``_images``)."""
+    _IMAGE_ACCESS[:] = [access]
+
+
+def _image_access() -> ImageAccess:
+    # Importing the package imports ``_images``, which installs it: never empty
+    # once ``gptimage_async`` is imported (every submodule import does that first).
+    return _IMAGE_ACCESS[0]
 
 
 class RateLimit(msgspec.Struct, frozen=True):

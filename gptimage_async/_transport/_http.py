@@ -62,7 +62,7 @@ from aiohttp import compression_utils
 from yarl import URL
 
 from .._exceptions import APIStatusError, ProtocolError, SessionClosedError
-from . import (
+from ._protocol import (
     ACCEPT_JSON,
     MAX_BODY_BYTES,
     MAX_REDIRECTS,

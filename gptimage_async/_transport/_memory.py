@@ -22,7 +22,7 @@ from .._exceptions import APIStatusError, ProtocolError, SessionClosedError
 from .._version import USER_AGENT
 from ..simulator import Simulator
 from ..simulator._app import ConnectionDropped
-from . import (
+from ._protocol import (
     ACCEPT_JSON,
     MAX_BODY_BYTES,
     MAX_REDIRECTS,

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from yarl import URL
 
 from .._exceptions import ConfigurationError
-from . import display_url
+from ._protocol import display_url
 
 __all__ = ["check_proxy", "env_proxy"]
 
