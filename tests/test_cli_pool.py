@@ -22,8 +22,8 @@ from gptimage_async.simulator import Simulator, SimulatorConfig
 from .test_cli import RATE, Done, command, environment, journal_records, prompt_file
 
 KEY_A, KEY_B = "sk-pool-a", "sk-pool-b"
-LANE_A = f"runbase:{gi.Lane('runbase', KEY_A).fingerprint[:8]}"
-LANE_B = f"runbase:{gi.Lane('runbase', KEY_B).fingerprint[:8]}"
+LANE_A = f"runbase:{gi.Lane('runbase', KEY_A).fingerprint}"
+LANE_B = f"runbase:{gi.Lane('runbase', KEY_B).fingerprint}"
 
 
 def pool_file(path: Path, sim: Simulator, *, lanes: str = "ab", extra: str = "") -> Path:

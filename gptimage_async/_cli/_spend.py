@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .._manifest import FINGERPRINT_CHARS
 from .._pool import DEFAULT_QUALITY, Pool, SpendSnapshot
 
 __all__ = ["at_most_lines", "spend_lines"]
@@ -25,7 +24,7 @@ def _amount(value: float | None) -> str:
 
 def _lane_name(label: str, provider: str, fingerprint: str) -> str:
     # The label alone when it is the default (provider:fingerprint); else both.
-    lane = f"{provider}:{fingerprint[:FINGERPRINT_CHARS]}"  # as Run.lane and the manifest name it
+    lane = f"{provider}:{fingerprint}"  # as Run.lane and the manifest name it
     return lane if label.startswith(lane) else f"{label} ({lane})"
 
 
