@@ -116,6 +116,7 @@ def test_nothing_outside_the_session_reads_its_lanes() -> None:
         str(path)
         for root in (PACKAGE, TESTS)
         for path in root.rglob("*.py")
-        if path.name not in allowed and re.search(r"\b(?!self\b|_pool\b)\w+\._lanes\b", path.read_text())
+        if path.name not in allowed
+        and re.search(r"\b(?!self\b|_pool\b)\w+\._lanes\b", path.read_text())
     ]
     assert readers == []
