@@ -83,6 +83,11 @@ class SyncRun:
         return self._run.outcome
 
     @property
+    def lane(self) -> str | None:
+        """The lane the run lives on, ``"provider:fingerprint"`` (``Run.lane``)."""
+        return self._run.lane
+
+    @property
     def request(self) -> ImageRequest | None:
         """What was asked for (``None`` for a run attached by id alone)."""
         return self._run.request
