@@ -87,12 +87,6 @@ class FleetClosure:
             self._cause = None
         return self._cause
 
-    @cause.setter
-    def cause(self, value: APIStatusError | None) -> None:
-        # Set from outside without a known expiry: it lasts the fleet's CLOSED_TTL.
-        self._cause = value
-        self.until = self._clock() + CLOSED_TTL if value is not None else -math.inf
-
     async def refresh(self) -> None:
         """Read the fleet's word now: ``cause`` and ``until`` follow it (Redis away: kept)."""
         answered, word = await self._read_word()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import gptimage_async as gi
 from gptimage_async._batch import prompt_key
+from gptimage_async._cli._settle import _names
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
 from .test_cli import KEY, RATE, Done, command, environment, prompt_file, run_cli
@@ -212,3 +213,12 @@ async def test_settle_in_a_pool_job_attaches_through_the_named_lane(tmp_path: Pa
     assert [e.run_id for e in manifest] == runs
     assert [e.status for e in manifest] == ["succeeded"] * 3
     assert manifest[2].key_fingerprint == lane_b.partition(":")[2]
+
+
+def test_a_lane_is_named_by_either_fingerprint_length_or_alone() -> None:
+    full = gi.Lane("runbase", "sk-settle-a").fingerprint
+    lane = f"runbase:{full}"
+    assert _names(lane, lane) and _names(f"runbase:{full[:8]}", lane)  # an older manifest's
+    assert _names(full, lane) and _names(full[:8], lane)  # the fingerprint alone
+    assert not _names(full[:6], lane)  # too short to name one key
+    assert not _names(f"apiinone:{full}", lane) and not _names("runbase:0123456789ab", lane)

@@ -8,6 +8,7 @@ while sockets deliver (``wait_for``), and jumps five minutes in no wall time.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 from collections.abc import Awaitable
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import Any, TypeVar
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._pool import CLOSED_TTL
+from gptimage_async._pool import CLOSED_TTL, LaneHealth
+from gptimage_async._views import lane_status
 from gptimage_async.simulator import KeyConfig, Simulator
 from tests._clock import FakeClock
 from tests.helpers import config as sim_config
@@ -120,3 +122,17 @@ def test_nothing_outside_the_session_reads_its_lanes() -> None:
         and re.search(r"\b(?!self\b|_pool\b)\w+\._lanes\b", path.read_text())
     ]
     assert readers == []
+
+
+def test_a_cooling_lane_shows_until_when() -> None:
+    spec = gi.Lane("runbase", "sk-cool", prices={"medium": 4})
+    health = LaneHealth(rng=random.Random(0))
+    until = health.cool(10.0, retry_after=30.0)
+    cooling = lane_status(spec, health, 20.0)
+    assert (cooling.state, cooling.cooling_until, cooling.closed_until) == (
+        gi.LaneState.COOLING,
+        until,
+        None,
+    )
+    assert cooling.price() == 4 and cooling.price("high") is None
+    assert lane_status(spec, health, until).state is gi.LaneState.OPEN

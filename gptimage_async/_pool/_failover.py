@@ -110,7 +110,7 @@ class LaneAction(enum.Enum):
 
     #: Nothing: the lane stays as it was.
     KEEP = "keep"
-    #: Closed for new creates for the rest of the session (the error is its cause).
+    #: Closed for new creates for ``CLOSED_TTL`` seconds (the error is its cause).
     CLOSE = "close"
     #: Cooling down until a time (``LaneHealth.cool``).
     COOL = "cool"
