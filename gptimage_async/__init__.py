@@ -46,7 +46,7 @@ from ._exceptions import (
 from ._journal import Journal, JournalEntry
 from ._manifest import ManifestEntry, read_manifest
 from ._models import ImageRequest, RateLimit, Result, RunStatus
-from ._pool import Lane, LaneSpend, Pool, SpendSnapshot
+from ._pool import Lane, LaneSpend, LaneState, Pool, SpendSnapshot
 from ._pool_session import session_from_pool_file
 from ._prompts import BatchPrompt, read_prompts
 from ._providers import ProviderName
@@ -57,7 +57,7 @@ from ._session import OnExit, Session
 from ._stats import SessionStats
 from ._sync import SyncRun, SyncSession
 from ._version import __version__
-from ._views import LimiterView, SchedulerView
+from ._views import LaneStatus, LimiterView, SchedulerView
 
 __all__ = [
     "APIConnectionError",
@@ -82,6 +82,8 @@ __all__ = [
     "JournalError",
     "Lane",
     "LaneSpend",
+    "LaneState",
+    "LaneStatus",
     "LimiterView",
     "ManifestEntry",
     "OnExit",

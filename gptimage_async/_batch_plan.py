@@ -18,6 +18,7 @@ import msgspec
 from ._batch_types import UNKNOWN_FATE, BatchItem, EventKind
 from ._journal import Endpoint, Journal, JournalEntry, RerunAction
 from ._manifest import EntryStatus, ManifestEntry, utc
+from ._pool import same_lane
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -31,6 +32,7 @@ __all__ = [
     "endpoint_notice",
     "entry_lane",
     "missing_lane_notice",
+    "own_lane",
     "plan",
     "same_root",
     "session_lanes",
@@ -39,7 +41,21 @@ __all__ = [
 
 def session_lanes(session: Session) -> dict[str, str]:
     """``session``'s lanes as ``{run.lane: API root}`` (``"provider:fingerprint"``, no key)."""
-    return {lane.runs.label: lane.base_url for lane in session._lanes}
+    return {lane.lane: lane.base_url for lane in session.lanes}
+
+
+def own_lane(recorded: str | None, lanes: Mapping[str, str]) -> str | None:
+    """The lane of ``lanes`` (``session_lanes``) a journaled ``recorded`` lane is, or ``None``.
+
+    A journal or manifest written before fingerprints had one length names a
+    lane by 8 hex digits: it is the lane whose fingerprint starts with them
+    (``_pool.same_lane``).
+    """
+    if recorded is None:
+        return None
+    if recorded in lanes:
+        return recorded
+    return next((lane for lane in lanes if same_lane(recorded, lane)), None)
 
 
 def entry_lane(entry: JournalEntry) -> str | None:
@@ -95,9 +111,10 @@ def attachable_here(
     """
     lane = entry_lane(entry)
     if lanes is not None and lane is not None:
-        root = lanes.get(lane)
-        if root is None:
+        mine = own_lane(lane, lanes)
+        if mine is None:
             return False
+        root = lanes[mine]
         if attach_elsewhere or entry.base_url is None:
             return True
         return entry.base_url.rstrip("/") == root.rstrip("/")
@@ -164,7 +181,7 @@ def plan(
 
     def attach_or_leave(item: BatchItem, known: JournalEntry, run_id: str) -> None:
         lane = entry_lane(known)
-        if lanes is not None and lane is not None and lane not in lanes:
+        if lanes is not None and lane is not None and own_lane(lane, lanes) is None:
             out.missing_lanes[lane] = out.missing_lanes.get(lane, 0) + 1
             settle(
                 item,
@@ -276,7 +293,7 @@ def endpoint_notice(
     if lanes is not None:
         for entry in journal:
             lane = entry_lane(entry)
-            if _resumable(entry) and lane is not None and lane not in lanes:
+            if _resumable(entry) and lane is not None and own_lane(lane, lanes) is None:
                 missing[lane] += 1
     said_lanes = [missing_lane_notice(lane, n) + "." for lane, n in sorted(missing.items())]
     said_here = _endpoint_notice(journal, here, out, attach_elsewhere=attach_elsewhere, lanes=lanes)
@@ -299,7 +316,8 @@ def _endpoint_notice(
         entry
         for entry in journal
         if _resumable(entry)
-        and (lanes is None or entry_lane(entry) in (None, *lanes))  # missing lanes: said apart
+        # Missing lanes are said apart.
+        and (lanes is None or entry_lane(entry) is None or own_lane(entry_lane(entry), lanes))
         and not attachable_here(entry, here, attach_elsewhere=attach_elsewhere, lanes=lanes)
     ]
     said = (
@@ -331,9 +349,9 @@ def attach_lane(known: JournalEntry | None, lanes: Mapping[str, str]) -> str | N
     of its provider (and API root, when recorded); the planner has already
     left alone any run whose own lane the session lacks.
     """
-    lane = None if known is None else entry_lane(known)
-    if lane in lanes or len(lanes) == 1:
-        return lane if lane in lanes else None
+    lane = own_lane(None if known is None else entry_lane(known), lanes)
+    if lane is not None or len(lanes) == 1:
+        return lane
     if known is None or known.provider is None:
         return None
     for label, root in lanes.items():

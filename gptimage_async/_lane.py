@@ -37,7 +37,6 @@ from ._exceptions import (
 from ._fleet_closure import FleetClosure
 from ._images import bind as bind_result
 from ._lifecycle import Lifecycle
-from ._manifest import FINGERPRINT_CHARS
 from ._models import ImageRequest
 from ._registry import RunRegistry
 from ._run import Run
@@ -115,9 +114,8 @@ class LaneRuntime:
         self.config = config
         self.adapter = config.adapter
         self.base_url = config.api_root
-        # Run.lane's short form of the spec's fingerprint: both are prefixes of the
-        # key's budget_id, so the key is not hashed a second time.
-        self.fingerprint = spec.fingerprint[:FINGERPRINT_CHARS]
+        # Run.lane names the key by the spec's fingerprint (one length: FINGERPRINT_DIGITS).
+        self.fingerprint = spec.fingerprint
         self.runs = LaneRuns(everyone, f"{self.adapter.name}:{self.fingerprint}")
         self._key = api_key
         self._stats = stats
@@ -209,7 +207,7 @@ class LaneRuntime:
         shared = limiter.shared
         if shared is not None:
             self.fleet = FleetClosure(shared.client, shared.budget, timeout=shared.timeout)
-            self.fleet.cause = await self.fleet.read()
+            await self.fleet.refresh()
             self.fleet.start()
 
     def publish_closed(self, cause: GPTImageError) -> None:

@@ -7,7 +7,7 @@
      "files": ["00003-a-lamp-5f0c1a2b-1.png"], "error": null, "error_type": null,
      "earlier": false, "quality": "medium", "quality_source": "default",
      "aspect_ratio": "3:2", "aspect_ratio_source": "request",
-     "provider": "apiinone", "key_fingerprint": "3f9a1c2b",
+     "provider": "apiinone", "key_fingerprint": "3f9a1c2b7d40",
      "created_at": "2026-12-07T12:00:01.250Z", "finished_at": "2026-12-07T12:00:09.8Z",
      "seconds": 8.6, "cost": 10, "cost_unit": "credits"}
 
@@ -20,7 +20,9 @@ The fields after ``earlier`` say what happened (older manifests lack them;
 they read back as ``None``): the quality and aspect ratio sent, and whether
 the prompt asked for them (``"request"``) or left them to the provider's
 default (``"default"``); the lane the run went through (``provider`` and
-``key_fingerprint``, a short keyed hash of the API key, never the key);
+``key_fingerprint``, ``FINGERPRINT_DIGITS`` hex digits of a keyed hash of the
+API key, never the key; manifests written before have 8, still read as
+the same lane: ``_pool.same_lane``);
 ``created_at`` (the provider accepted the create) and ``finished_at`` (the
 prompt ended) as wall-clock UTC; ``seconds`` between the two (images saved
 included); ``cost`` in ``cost_unit`` when the provider publishes a price
@@ -37,7 +39,6 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from ._budget import budget_id
 from ._download import create_temp
 from ._models import AspectRatio, ImageRequest, Quality
 from ._providers import get_provider
@@ -51,7 +52,6 @@ __all__ = [
     "EntryStatus",
     "ManifestEntry",
     "OptionSource",
-    "key_fingerprint",
     "lane_fingerprint",
     "read_manifest",
     "stamp_created",
@@ -66,9 +66,6 @@ __all__ = [
 DEFAULT_QUALITY: Quality = "medium"
 #: What both providers use when a request leaves ``aspect_ratio`` unset.
 DEFAULT_ASPECT_RATIO: AspectRatio = "1:1"
-#: Hex digits of a key fingerprint: enough to tell a pool's keys apart, too few to matter.
-FINGERPRINT_CHARS = 8
-
 OptionSource = Literal["request", "default"]
 """Where an option sent came from: the prompt asked for it, or the provider's default."""
 
@@ -121,15 +118,6 @@ _decoder = msgspec.json.Decoder(ManifestEntry)
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def key_fingerprint(provider: str, api_key: str) -> str:
-    """A short keyed hash of an API key (8 hex digits): tells keys apart, never shows one.
-
-    The first digits of the key's shared-budget name (``budget_id``, an
-    HMAC-SHA256), so a lane in a manifest matches its budget in Redis.
-    """
-    return budget_id(provider, api_key)[:FINGERPRINT_CHARS]
 
 
 def with_options(entry: ManifestEntry) -> ManifestEntry:

@@ -31,7 +31,6 @@ lanes:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import math
@@ -51,6 +50,7 @@ from ._pool import (
     CreateMove,
     Exhausted,
     Go,
+    HealthPolicy,
     LaneAction,
     LaneHealth,
     LaneState,
@@ -60,7 +60,6 @@ from ._pool import (
     SpendSnapshot,
     SpendToken,
     Wait,
-    failover,
     lane_view,
     route,
 )
@@ -134,7 +133,9 @@ class Router:
     ) -> None:
         self.pool = pool
         self.lanes = tuple(lanes)
-        self.health = [LaneHealth() for _ in self.lanes]
+        # The lane health policy: a session of one lane never closes it (_pool._failover).
+        self.policy = HealthPolicy.for_lanes(len(self.lanes))
+        self.health = [LaneHealth(closed_for=self.policy.closed_for) for _ in self.lanes]
         self.ledger = SpendLedger(pool.lanes, cap=pool.spend_cap)
         stats._ledger = self.ledger
         self.clock = clock
@@ -240,12 +241,13 @@ class Router:
         for i, lane in enumerate(self.lanes):
             health = self.health[i]
             if (
-                len(self.lanes) > 1
+                self.policy.closes
                 and lane.fleet is not None
                 and lane.fleet.cause is not None
                 and health.cause is None
             ):
-                health.close(lane.fleet.cause)  # another process on the key was refused
+                # Another process on the key was refused: closed until the fleet's word expires.
+                health.close(lane.fleet.cause, now, until=lane.fleet.until)
                 logger.warning(
                     "lane %s is closed for new creates: another process on its key was told %s",
                     lane.spec.label,
@@ -363,12 +365,7 @@ class Router:
         return run
 
     def _failed(self, i: int, token: SpendToken, exc: GPTImageError) -> GPTImageError:
-        decision = failover(exc, maybe_received=self._resend)
-        if decision.lane is LaneAction.CLOSE and len(self.lanes) == 1:
-            # A session of one key behaves as it always has: every create asks the
-            # provider (a key topped up or re-enabled works again at once); there is
-            # no other lane to fail over to, so closing it would only hide the change.
-            decision = dataclasses.replace(decision, lane=LaneAction.KEEP)
+        decision = self.policy.decide(exc, maybe_received=self._resend)
         health = self.health[i]
         was_closed = health.cause is not None
         health.apply(exc, decision, self.clock())

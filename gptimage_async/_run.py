@@ -78,8 +78,9 @@ class Run:
 
     @property
     def lane(self) -> str | None:
-        """The lane the run lives on, ``"provider:fingerprint"`` (8 hex digits of a
-        keyed hash of the API key, never the key); ``None`` until a lane tracks it.
+        """The lane the run lives on, ``"provider:fingerprint"`` (``Lane.fingerprint``:
+        12 hex digits of a keyed hash of the API key, never the key); ``None``
+        until a lane tracks it.
 
         A run is polled, attached and resumed through its lane for life.
         """

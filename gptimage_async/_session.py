@@ -39,7 +39,7 @@ from ._router import PoolStats, Router
 from ._run import Run
 from ._scheduler import PollScheduler
 from ._transport import Transport
-from ._views import LimiterView, SchedulerView
+from ._views import LaneStatus, LimiterView, SchedulerView, lane_status
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -170,6 +170,19 @@ class Session(BulkVerbs):
     def pool(self) -> Pool:
         """The session's lanes, routing and spend cap (one lane unless ``lanes=`` was given)."""
         return self._router.pool
+
+    @property
+    def lanes(self) -> tuple[LaneStatus, ...]:
+        """The session's lanes as they are now, in pool order (read-only ``LaneStatus``).
+
+        Each has its label, ``lane`` (``"provider:fingerprint"``, as ``Run.lane``
+        says), provider, API root, prices, and state: open, cooling or closed
+        for new creates (with its cause). A fresh tuple each time: read it again
+        to see a change. Works before ``open()`` (every lane then open).
+        """
+        now = self._clock()
+        health = self._router.health
+        return tuple(lane_status(lane.spec, health[i], now) for i, lane in enumerate(self._lanes))
 
     @property
     def transport(self) -> Transport:

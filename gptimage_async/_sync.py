@@ -27,6 +27,7 @@ from ._bulk import check_many
 from ._exceptions import GPTImageError, InvalidRequestError, SessionClosedError
 from ._loop_thread import Call, LoopThread, ctrl_c_interrupts
 from ._models import AspectRatio, ImageRequest, Quality, Result, RunStatus
+from ._pool import Lane
 from ._providers import ProviderName
 from ._registry import RunRegistry
 from ._run import Run
@@ -34,6 +35,7 @@ from ._session import Session
 from ._stats import SessionStats
 from ._sync_close import Closer
 from ._sync_job import Job
+from ._views import LaneStatus
 
 __all__ = ["SyncRun", "SyncSession"]
 
@@ -79,6 +81,11 @@ class SyncRun:
     def outcome(self) -> Result | None:
         """The result if the run succeeded, else ``None``."""
         return self._run.outcome
+
+    @property
+    def lane(self) -> str | None:
+        """The lane the run lives on, ``"provider:fingerprint"`` (``Run.lane``)."""
+        return self._run.lane
 
     @property
     def request(self) -> ImageRequest | None:
@@ -356,12 +363,35 @@ class SyncSession:
         job = self._job()
         return SyncRun(self, self._call(job.submit(req), job))
 
-    def attach(self, run_id: str, *, request: ImageRequest | None = None) -> SyncRun:
-        """Track a run created earlier (by id); nothing is created. See ``Session.attach``."""
-        return SyncRun(self, self._call(self._attach(run_id, request)))
+    def attach(
+        self,
+        run_id: str,
+        *,
+        request: ImageRequest | None = None,
+        created_at: float | None = None,
+        lane: str | Lane | None = None,
+    ) -> SyncRun:
+        """Track a run created earlier (by id); nothing is created. See ``Session.attach``.
 
-    async def _attach(self, run_id: str, request: ImageRequest | None) -> Run:
-        return self._session.attach(run_id, request=request)
+        ``lane`` names the lane that created it (``run.lane``, a ``Lane``, its
+        label or fingerprint): required in a pool of several. Raises
+        ``ConfigurationError`` for a lane not in the pool, before any request.
+        """
+        return SyncRun(self, self._call(self._attach(run_id, request, created_at, lane)))
+
+    async def _attach(
+        self,
+        run_id: str,
+        request: ImageRequest | None,
+        created_at: float | None,
+        lane: str | Lane | None,
+    ) -> Run:
+        return self._session.attach(run_id, request=request, created_at=created_at, lane=lane)
+
+    @property
+    def lanes(self) -> tuple[LaneStatus, ...]:
+        """The session's lanes as they are now (``Session.lanes``)."""
+        return self._session.lanes
 
     @overload
     def generate_many(

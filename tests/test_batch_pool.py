@@ -10,6 +10,7 @@ import collections
 from pathlib import Path
 
 import gptimage_async as gi
+from gptimage_async._batch_types import JOURNAL_NAME
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
 KEY_A, KEY_B = "sk-batch-a", "sk-batch-b"
@@ -42,7 +43,7 @@ async def stopped_on_a(sim: Simulator, out: Path) -> list[gi.ManifestEntry]:
 
 
 async def test_a_rerun_without_the_first_key_leaves_its_runs_alone(tmp_path: Path) -> None:
-    fp_a = gi.Lane("runbase", KEY_A).fingerprint[:8]
+    fp_a = gi.Lane("runbase", KEY_A).fingerprint
     async with Simulator(config()) as sim:
         in_flight = await stopped_on_a(sim, tmp_path)
         assert len(in_flight) >= 4
@@ -76,3 +77,39 @@ async def test_a_rerun_without_the_first_key_leaves_its_runs_alone(tmp_path: Pat
         assert final[entry.key].run_id == entry.run_id
         assert final[entry.key].key_fingerprint == fp_a
     assert collections.Counter(e.status for e in both.entries) == {"succeeded": len(PROMPTS)}
+
+
+async def test_a_journal_of_eight_digit_lanes_resumes_through_its_own_lane(
+    tmp_path: Path,
+) -> None:
+    # Journals and manifests written before fingerprints had one length name a
+    # lane by 8 hex digits: a rerun still finds the lane, and never pays again.
+    full = gi.Lane("runbase", KEY_A).fingerprint
+    old = full[:8]
+    async with Simulator(config()) as sim:
+        in_flight = await stopped_on_a(sim, tmp_path)
+        assert len(in_flight) >= 4
+        journal = tmp_path / JOURNAL_NAME
+        text = journal.read_text()
+        assert full in text
+        journal.write_text(text.replace(full, old))
+        created = sim.stats.creates
+
+        async with gi.Session(lanes=[lane(sim, KEY_B)]) as session:
+            # Without A the old label is what the user is told about.
+            assert gi.Batch(session, PROMPTS, tmp_path).plan().missing_lanes == {
+                f"runbase:{old}": len(in_flight)
+            }
+        async with gi.Session(lanes=[lane(sim, KEY_B), lane(sim, KEY_A)]) as session:
+            job = gi.Batch(session, PROMPTS, tmp_path)
+            plan = job.plan()
+            assert plan.missing_lanes == {} and len(plan.attach) == len(in_flight)
+            report = await job.run()
+    assert sim.stats.duplicates == 0
+    assert report.ok and report.attached == len(in_flight)
+    assert sim.stats.creates == created + report.submitted
+    final = {e.key: e for e in report.entries}
+    for entry in in_flight:
+        assert final[entry.key].run_id == entry.run_id
+        # Attached through A, and named now by its one fingerprint length.
+        assert final[entry.key].key_fingerprint == full

@@ -22,8 +22,8 @@ from gptimage_async.simulator import Simulator, SimulatorConfig
 from .test_cli import RATE, Done, command, environment, journal_records, prompt_file
 
 KEY_A, KEY_B = "sk-pool-a", "sk-pool-b"
-LANE_A = f"runbase:{gi.Lane('runbase', KEY_A).fingerprint[:8]}"
-LANE_B = f"runbase:{gi.Lane('runbase', KEY_B).fingerprint[:8]}"
+LANE_A = f"runbase:{gi.Lane('runbase', KEY_A).fingerprint}"
+LANE_B = f"runbase:{gi.Lane('runbase', KEY_B).fingerprint}"
 
 
 def pool_file(path: Path, sim: Simulator, *, lanes: str = "ab", extra: str = "") -> Path:
@@ -244,3 +244,28 @@ async def test_each_key_learns_into_a_state_file_of_its_own(tmp_path: Path) -> N
     assert state_file("runbase", url, b).name in names
     assert f"pool.{a}.json" in names and f"pool.{b}.json" in names  # one file per lane
     assert not any(KEY_A in name or KEY_B in name for name in names)
+
+
+async def test_generate_prints_the_spend_per_lane_and_in_all(tmp_path: Path) -> None:
+    async with Simulator(two_keys()) as sim:
+        priced = pool_file(tmp_path / "a.toml", sim, lanes="a")
+        done = await run("generate", "a lamp", "--n", "3", "--pool", str(priced), **KEYS)
+        both = await run("generate", "a chair", "--n", "4", "--pool", str(pool_file(
+            tmp_path / "ab.toml", sim)), **KEYS)  # fmt: skip
+    assert done.code == 0 and both.code == 0, done.stderr + both.stderr
+    # Standard output is the URLs, one a line, for scripts; the spend goes to stderr.
+    assert len(done.stdout.splitlines()) == 3
+    assert all(line.startswith("http") for line in done.stdout.splitlines())
+    lines = done.stderr.splitlines()
+    assert "spend: 12 in all" in lines  # 3 medium images at 4
+    assert f"  a ({LANE_A}): 12 for 3 run(s)" in lines
+    # Over both lanes: lane b has no price, so the total is unknown; each lane its line.
+    lines = both.stderr.splitlines()
+    on_a = [line for line in lines if line.startswith(f"  a ({LANE_A}): ")]
+    on_b = [line for line in lines if line.startswith(f"  b ({LANE_B}): ")]
+    assert len(on_a) == len(on_b) == 1
+    runs_a, runs_b = (int(line.split(" for ")[1].split()[0]) for line in (*on_a, *on_b))
+    assert runs_a + runs_b == 4
+    assert on_a == [f"  a ({LANE_A}): {4 * runs_a} for {runs_a} run(s)"]
+    assert ("spend: unknown in all" if runs_b else f"spend: {4 * runs_a} in all") in lines
+    assert KEY_A not in done.stderr + both.stderr and KEY_B not in done.stderr + both.stderr

@@ -7,13 +7,16 @@ simulator the batch then attaches, never creating that prompt again.
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 from pathlib import Path
 
 import gptimage_async as gi
 from gptimage_async._batch import prompt_key
+from gptimage_async._cli._settle import _names
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
-from .test_cli import KEY, RATE, prompt_file, run_cli
+from .test_cli import KEY, RATE, Done, command, environment, prompt_file, run_cli
 
 FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=3)
 
@@ -108,3 +111,114 @@ async def test_settle_needs_a_journal_and_refuses_while_a_batch_holds_it(tmp_pat
         # Nothing was written by the refused settle.
         journal = gi.Journal.read(tmp_path / "journal.jsonl")
         assert [entry.state for entry in journal] == ["intent"]
+
+
+POOL_KEYS = {"POOL_KEY_A": "sk-settle-a", "POOL_KEY_B": "sk-settle-b"}
+
+
+async def run_pool_cli(*args: str) -> Done:
+    proc = await asyncio.create_subprocess_exec(
+        *command(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(**POOL_KEYS),
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return Done(proc.returncode, stdout.decode(), stderr.decode())
+
+
+async def made_on(sim: Simulator, key: str, prompt: str) -> str:
+    """A real run of ``prompt`` on ``key`` (what the user finds on that key's dashboard)."""
+    async with gi.Session(
+        "runbase", api_key=key, base_url=sim.base_url("runbase"), rate_limit=gi.RateLimit(1000, 1)
+    ) as session:
+        run = await session.submit(prompt)
+        await run
+    assert run.id is not None
+    return run.id
+
+
+async def test_settle_in_a_pool_job_attaches_through_the_named_lane(tmp_path: Path) -> None:
+    key_a, key_b = POOL_KEYS.values()
+    lane_a = f"runbase:{gi.Lane('runbase', key_a).fingerprint}"
+    lane_b = f"runbase:{gi.Lane('runbase', key_b).fingerprint}"
+    texts = [f"prompt number {i}" for i in (1, 2, 3)]
+    prompts = prompt_file(tmp_path / "p.txt", 3)
+    out = tmp_path / "out"
+    config = FAST.replace(api_keys=frozenset(POOL_KEYS.values()))
+    async with Simulator(config) as sim:
+        url = sim.base_url("runbase")
+        pool = tmp_path / "pool.toml"
+        pool.write_text(
+            "".join(
+                f'[lanes.{name}]\nprovider = "runbase"\nkey_env = "{env}"\n'
+                f'base_url = "{url}"\nrate_limit = "{RATE}"\n'
+                for name, env in (("a", "POOL_KEY_A"), ("b", "POOL_KEY_B"))
+            )
+        )
+        # What a pool batch killed mid-create leaves: line 1 made on A, line 2 on B,
+        # line 3's create on the wire (its run, on B, is found on B's dashboard).
+        keys = (key_a, key_b, key_b)
+        runs = [await made_on(sim, key, text) for key, text in zip(keys, texts, strict=True)]
+        out.mkdir()
+        with gi.Journal(out / "journal.jsonl") as journal:
+            journal.start(provider="runbase", base_url=url)
+            for line, (text, lane) in enumerate(zip(texts, (lane_a, lane_b, None), strict=True), 1):
+                request = gi.ImageRequest(text)
+                journal.intent(prompt_key(request), line=line, request=request)
+                if lane is not None:
+                    journal.created(
+                        prompt_key(request), runs[line - 1], line=line, provider="runbase",
+                        base_url=url, key_fingerprint=lane.partition(":")[2],
+                    )  # fmt: skip
+        creates = sim.stats.creates
+
+        listed = await run_pool_cli("unknown", str(out))
+        assert listed.code == 0 and "1 prompt(s)" in listed.stdout, listed.stderr
+        assert "add --lane LANE" in listed.stdout
+        assert f"  {lane_a}" in listed.stdout and f"  {lane_b}" in listed.stdout
+
+        before = (out / "journal.jsonl").read_bytes()
+        # No lane, a lane not in the job, --lane with --not-created: usage errors, nothing written.
+        line_3 = ["settle", str(out), "3"]
+        refused = [
+            await run_pool_cli(*line_3, runs[2]),
+            await run_pool_cli(*line_3, runs[2], "--lane", "runbase:0123456789ab"),
+            await run_pool_cli(*line_3, runs[2], "--lane", "c", "--pool", str(pool)),
+            await run_pool_cli(*line_3, "--not-created", "--lane", lane_b),
+        ]
+        assert [done.code for done in refused] == [2, 2, 2, 2], [d.stderr for d in refused]
+        assert "add --lane, one of" in refused[0].stderr and lane_b in refused[0].stderr
+        assert "'runbase:0123456789ab' is not one of this job's lanes" in refused[1].stderr
+        assert "'c' is not one of this job's lanes" in refused[2].stderr
+        assert "--not-created" in refused[3].stderr
+        assert (out / "journal.jsonl").read_bytes() == before
+        assert not any(key in d.stdout + d.stderr for d in refused for key in (key_a, key_b))
+
+        # Named by its label in the pool file: the same lane as its provider:fingerprint.
+        done = await run_pool_cli(
+            "settle", str(out), "3", runs[2], "--lane", "b", "--pool", str(pool)
+        )
+        assert done.code == 0, done.stderr
+        assert f"attaches it through {lane_b}" in done.stdout
+
+        batch = await run_pool_cli("batch", str(prompts), "--out", str(out), "--pool", str(pool))
+        assert batch.code == 0, batch.stderr
+    # Every run attached through its own key; nothing created again, no 404 anywhere.
+    assert sim.stats.creates == creates and sim.stats.duplicates == 0
+    for key in (key_a, key_b):
+        assert sim.stats.key(key).status_counts[404] == 0, key
+    manifest = gi.read_manifest(out / "manifest.jsonl")
+    assert [e.run_id for e in manifest] == runs
+    assert [e.status for e in manifest] == ["succeeded"] * 3
+    assert manifest[2].key_fingerprint == lane_b.partition(":")[2]
+
+
+def test_a_lane_is_named_by_either_fingerprint_length_or_alone() -> None:
+    full = gi.Lane("runbase", "sk-settle-a").fingerprint
+    lane = f"runbase:{full}"
+    assert _names(lane, lane) and _names(f"runbase:{full[:8]}", lane)  # an older manifest's
+    assert _names(full, lane) and _names(full[:8], lane)  # the fingerprint alone
+    assert not _names(full[:6], lane)  # too short to name one key
+    assert not _names(f"apiinone:{full}", lane) and not _names("runbase:0123456789ab", lane)

@@ -12,10 +12,10 @@ from pathlib import Path
 import gptimage_async as gi
 from gptimage_async._manifest import (
     ManifestEntry,
-    key_fingerprint,
     read_manifest,
     write_manifest,
 )
+from gptimage_async._pool import FINGERPRINT_DIGITS, lane_fingerprint, same_lane
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
 FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=5)
@@ -65,7 +65,8 @@ async def test_the_manifest_says_what_was_sent_where_when_and_for_how_much(
     ]
     for entry in (lamp, chair, table):
         assert entry.provider == "apiinone"
-        assert entry.key_fingerprint == key_fingerprint("apiinone", KEYS["apiinone"])
+        # The lane's one fingerprint: the manifest, Run.lane and gi.Lane agree.
+        assert entry.key_fingerprint == gi.Lane("apiinone", KEYS["apiinone"]).fingerprint
         assert entry.created_at is not None and entry.finished_at is not None
         assert before <= entry.created_at <= entry.finished_at <= after
         assert entry.created_at.utcoffset() == datetime.timedelta(0)
@@ -96,11 +97,45 @@ async def test_a_rerun_keeps_what_the_first_run_recorded(tmp_path: Path) -> None
 
 
 def test_fingerprints_tell_keys_apart_and_never_show_them() -> None:
-    one = key_fingerprint("runbase", "sk-one-secret-key")
-    assert re.fullmatch(r"[0-9a-f]{8}", one)
-    assert one == key_fingerprint("runbase", "sk-one-secret-key")
-    assert one != key_fingerprint("runbase", "sk-two-secret-key")
-    assert one != key_fingerprint("apiinone", "sk-one-secret-key")
+    one = lane_fingerprint("runbase", "sk-one-secret-key")
+    assert FINGERPRINT_DIGITS == 12 and re.fullmatch(r"[0-9a-f]{12}", one)
+    assert one == lane_fingerprint("runbase", "sk-one-secret-key")
+    assert one != lane_fingerprint("runbase", "sk-two-secret-key")
+    assert one != lane_fingerprint("apiinone", "sk-one-secret-key")
+
+
+def test_an_old_eight_digit_lane_is_the_same_lane_and_no_other() -> None:
+    full = lane_fingerprint("runbase", "sk-one-secret-key")
+    other = lane_fingerprint("runbase", "sk-two-secret-key")
+    lane = f"runbase:{full}"
+    assert same_lane(lane, lane)
+    assert same_lane(f"runbase:{full[:8]}", lane)  # what manifests of before wrote
+    assert not same_lane(f"apiinone:{full[:8]}", lane)  # another provider
+    assert not same_lane(f"runbase:{other[:8]}", lane)  # another key
+    assert not same_lane(f"runbase:{full[:6]}", lane)  # too short to be one
+    assert not same_lane("runbase:", lane)
+
+
+def test_manifests_with_either_length_of_fingerprint_read_back(tmp_path: Path) -> None:
+    full = lane_fingerprint("apiinone", KEYS["apiinone"])
+    rows = [
+        ManifestEntry(
+            line=n,
+            key=f"k-{n}",
+            input=gi.ImageRequest("a lamp"),
+            status="succeeded",
+            run_id=f"run_{n}",
+            provider="apiinone",
+            key_fingerprint=fingerprint,
+        )
+        for n, fingerprint in ((1, full[:8]), (2, full))
+    ]
+    write_manifest(tmp_path / "manifest.jsonl", rows)
+    old, new = read_manifest(tmp_path / "manifest.jsonl")
+    lane = f"apiinone:{full}"
+    assert (old.key_fingerprint, new.key_fingerprint) == (full[:8], full)
+    assert same_lane(f"{old.provider}:{old.key_fingerprint}", lane)
+    assert same_lane(f"{new.provider}:{new.key_fingerprint}", lane)
 
 
 def test_an_old_manifest_reads_with_the_new_fields_empty(tmp_path: Path) -> None:

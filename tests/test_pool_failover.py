@@ -20,12 +20,16 @@ from gptimage_async._exceptions import (
     UncertainCreateError,
     status_error,
 )
+from gptimage_async._fleet_closure import CLOSED_TTL as FLEET_CLOSED_TTL
 from gptimage_async._pool import (
+    CLOSED_TTL,
+    CLOSING_ERRORS,
     COOL_BASE,
     COOL_JITTER_FLOOR,
     COOL_MAX,
     CreateMove,
     Failover,
+    HealthPolicy,
     LaneAction,
     LaneHealth,
     LaneState,
@@ -178,3 +182,51 @@ def test_apply_does_what_the_decision_says(error: BaseException, state: LaneStat
         assert health.cooling_until == error.retry_after
     if state is LaneState.CLOSED:
         assert health.cause is error
+
+
+# -- how long a closure lasts, and a lane of one -------------------------------------------
+
+
+def test_a_closure_lasts_closed_ttl_as_the_fleets_word_does() -> None:
+    assert CLOSED_TTL == FLEET_CLOSED_TTL == 300.0  # one constant, not two
+    health = LaneHealth()
+    cause = _status(402)
+    assert isinstance(cause, GPTImageError)
+    health.apply(cause, failover(cause, maybe_received=False), now=1000.0)
+    assert health.closed_until == 1000.0 + CLOSED_TTL
+    assert health.state(1000.0 + CLOSED_TTL - 0.001) is LaneState.CLOSED
+    assert health.cause is cause
+    # Run out: the key may have been topped up, its next create asks again.
+    assert health.state(1000.0 + CLOSED_TTL) is LaneState.OPEN
+    assert health.cause is None and health.closed_until == -math.inf
+    # Closed again by the next refusal, for a whole new CLOSED_TTL.
+    health.apply(cause, failover(cause, maybe_received=False), now=2000.0)
+    assert health.state(2000.0 + CLOSED_TTL - 1) is LaneState.CLOSED
+
+
+def test_a_closure_is_never_shortened_and_until_sets_its_end() -> None:
+    health = LaneHealth(closed_for=60.0)
+    first, second = _status(401), _status(403)
+    assert isinstance(first, GPTImageError) and isinstance(second, GPTImageError)
+    health.close(first, 0.0)
+    health.close(second, 0.0, until=10.0)  # shorter: the running one is kept
+    assert health.closed_until == 60.0 and health.cause is first
+    health.close(second, 0.0, until=90.0)  # the fleet's word lasts longer
+    assert health.state(89.0) is LaneState.CLOSED and health.state(90.0) is LaneState.OPEN
+
+
+@pytest.mark.parametrize("error_type", CLOSING_ERRORS)
+def test_a_lane_of_one_is_never_closed_by_the_policy(error_type: type[APIStatusError]) -> None:
+    code = "USAGE_EXCEEDED" if error_type.__name__ == "QuotaExceededError" else None
+    status = {"AuthenticationError": 401, "InsufficientCreditsError": 402}.get(
+        error_type.__name__, 429 if code else 403
+    )
+    error = _status(status, code)
+    assert isinstance(error, error_type)
+    assert HealthPolicy.for_lanes(1) == HealthPolicy(closes=False)
+    assert HealthPolicy.for_lanes(1).decide(error, maybe_received=False) == KEEP_MOVE
+    assert HealthPolicy.for_lanes(2).decide(error, maybe_received=False) == CLOSE_MOVE
+    # Everything else is the failover table's, whatever the pool's size.
+    for other, received, decision in TABLE:
+        if decision.lane is not LaneAction.CLOSE:
+            assert HealthPolicy.for_lanes(1).decide(other, maybe_received=received) == decision

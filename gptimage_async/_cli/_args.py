@@ -136,6 +136,9 @@ def parser() -> argparse.ArgumentParser:
         "answered: a run may exist and be paid for. Settle each with 'settle'.",
     )
     unknown.add_argument("out", type=Path, metavar="DIR", help="the batch's output directory")
+    unknown.add_argument(
+        "--pool", type=Path, metavar="POOL.toml", help="the job's pool file: list its lanes too"
+    )
     settle = commands.add_parser(
         "settle",
         parents=[verbose],
@@ -151,6 +154,18 @@ def parser() -> argparse.ArgumentParser:
         "--not-created", action="store_true", help="no run exists: send the prompt again"
     )
     settle.add_argument("--key", help="the prompt's key, when LINE has several unknown prompts")
+    settle.add_argument(
+        "--lane",
+        metavar="LANE",
+        help="in a job over several keys: the lane whose key made RUN_ID, as 'unknown' lists "
+        "it (provider:fingerprint; with --pool, a lane's label)",
+    )
+    settle.add_argument(
+        "--pool",
+        type=Path,
+        metavar="POOL.toml",
+        help="the job's pool file: its lanes may be named, though no run was created on them",
+    )
 
     sim = commands.add_parser(
         "simulate", parents=[verbose], help="run the local simulator of both providers"

@@ -24,7 +24,7 @@ from .._session import Session
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Failure, UsageError, check_writable
 from ._sessions import check_endpoint_options, load_pool, make_session, open_session
 from ._signals import quit_at_once, stop_on_signals
-from ._spend import at_most_lines, spend_lines
+from ._spend import at_most_lines, session_spend_lines
 
 __all__ = ["batch"]
 
@@ -86,8 +86,7 @@ async def batch(args: argparse.Namespace) -> int:
     # A terminal that hung up (SIGHUP) takes no summary: the manifest has it all.
     with contextlib.suppress(OSError):
         _summary(report, requests=session.stats.requests)
-        providers = {lane.fingerprint: lane.provider for lane in session.pool.lanes}
-        for line in spend_lines(session.stats.spend, providers):
+        for line in session_spend_lines(session):
             print(line)
         for lane, runs in sorted(job.missing_lanes.items()):
             print(missing_lane_notice(lane, runs))

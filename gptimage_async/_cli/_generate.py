@@ -1,4 +1,9 @@
-"""``gptimage-async generate``: N runs of one prompt, printed (and saved) as each ends."""
+"""``gptimage-async generate``: N runs of one prompt, printed (and saved) as each ends.
+
+Standard output holds the image URLs only (one a line, for scripts); notes,
+failures and the spend at the end (per lane and in all, as ``batch`` prints
+it: ``_spend``) go to standard error.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from .._transport import Transport
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, check_writable
 from ._sessions import open_session
 from ._signals import quit_at_once, stop_on_signals
+from ._spend import session_spend_lines
 
 __all__ = ["SIMULATOR_URLS_NOTE", "generate"]
 
@@ -55,6 +61,9 @@ async def generate(args: argparse.Namespace) -> int:
         with stop_on_signals(generation.stop, generation.quit_now) as interrupted:
             async with session:
                 failures = await generation.run(args.n)
+    # What the runs cost, per lane and in all; on stderr: stdout is the URLs only.
+    for line in session_spend_lines(session):
+        print(line, file=sys.stderr, flush=True)
     if generation.disk_full:
         print(
             f"stopped: the disk is full; {generation.not_sent} not sent",

@@ -8,6 +8,15 @@ those prompts; once the user has looked at the provider's dashboard,
 it, never creating it again) and ``settle DIR LINE --not-created`` records
 that none exists (the next ``batch`` sends it). Both only write to the
 journal, which a running batch holds locked.
+
+In a job over a pool of keys, a run id is known only to the key that made
+it: ``settle ... RUN_ID --lane LANE`` names that lane, as ``unknown`` lists
+the job's lanes (``provider:fingerprint``, as ``Run.lane`` and the manifest
+name them; never the key), so the next batch attaches the run through it.
+The job's lanes are those its journal has seen runs created through, plus,
+with ``--pool POOL.toml``, the pool's (by ``provider:fingerprint`` or label).
+A lane not among them, or no ``--lane`` when the job has several, is a
+usage error (exit 2) before anything is written or sent.
 """
 
 from __future__ import annotations
@@ -20,12 +29,15 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
+from .._batch_plan import entry_lane
 from .._batch_types import JOURNAL_NAME
 from .._exceptions import ConfigurationError
 from .._journal import Journal, JournalEntry, JournalError
 from .._manifest import ManifestEntry
 from .._models import check_run_id
+from .._pool import OLD_FINGERPRINT_DIGITS, Pool, same_lane
 from ._common import EXIT_OK, UsageError
+from ._sessions import load_pool
 
 __all__ = ["settle", "unknown"]
 
@@ -42,6 +54,11 @@ def _unknown_entries(journal: Journal) -> list[JournalEntry]:
         ),
         key=lambda e: (e.line, e.key),
     )
+
+
+def _pool(args: argparse.Namespace) -> Pool | None:
+    # The job's pool file, if given: its keys are read to name its lanes (never shown).
+    return load_pool(args.pool) if getattr(args, "pool", None) is not None else None
 
 
 def _path(args: argparse.Namespace) -> str:
@@ -87,17 +104,76 @@ def unknown(args: argparse.Namespace) -> int:
         prompt = entry.input.prompt if entry.input is not None else "(prompt not recorded)"
         short = prompt if len(prompt) <= 60 else prompt[:57] + "..."
         print(f"  line {entry.line:>5}  key {entry.key}  {short!r}")
+    lanes = _job_lanes(journal, _pool(args))
     print(
         f"settle each: gptimage-async settle {args.out} LINE RUN_ID (a run you found), "
         "or LINE --not-created (none exists: the next batch sends it)"
     )
+    if len(lanes) > 1:
+        # A run id is known only to its own key: the user must say which found it.
+        print(f"this job ran over {len(lanes)} lanes; add --lane LANE to RUN_ID, one of:")
+        for lane in lanes:
+            print(f"  {lane}")
     return EXIT_OK
+
+
+def _job_lanes(journal: Journal, pool: Pool | None) -> dict[str, str | None]:
+    """The job's lanes, ``{"provider:fingerprint": API root}``: the journal's, then ``pool``'s."""
+    lanes: dict[str, str | None] = {}
+    for entry in journal:
+        lane = entry_lane(entry)
+        if lane is not None and not any(same_lane(lane, known) for known in lanes):
+            lanes[lane] = entry.base_url
+    for spec in pool.lanes if pool is not None else ():
+        full = f"{spec.provider}:{spec.fingerprint}"
+        for old in [known for known in lanes if same_lane(known, full)]:
+            del lanes[old]  # an older journal's 8-digit name: the full one stands for it
+        lanes[full] = spec.base_url
+    return lanes
+
+
+def _names(wanted: str, lane: str) -> bool:
+    # "provider:fingerprint" (either length), or a bare fingerprint of 8 digits or more.
+    if ":" not in wanted:
+        return len(wanted) >= OLD_FINGERPRINT_DIGITS and lane.partition(":")[2].startswith(wanted)
+    return lane == wanted or same_lane(wanted, lane) or same_lane(lane, wanted)
+
+
+def _pick_lane(
+    args: argparse.Namespace, lanes: dict[str, str | None], pool: Pool | None
+) -> str | None:
+    """The lane ``args.lane`` names among the job's ``lanes``; the only one without it."""
+    if args.lane is None:
+        if len(lanes) > 1:
+            raise UsageError(
+                f"this job ran over {len(lanes)} lanes and a run id is known only to the key "
+                f"that made it: add --lane, one of {', '.join(lanes)}"
+            )
+        return next(iter(lanes), None)
+    wanted = args.lane.strip()
+    for spec in pool.lanes if pool is not None else ():
+        if spec.label == wanted:
+            wanted = f"{spec.provider}:{spec.fingerprint}"
+    found = [lane for lane in lanes if _names(wanted, lane)]
+    if len(found) == 1:
+        return found[0]
+    if not lanes:
+        raise UsageError(
+            f"the journal in {args.out} names no lane yet (no run was created through one): "
+            "pass --pool POOL.toml, the job's pool file, to name its lanes"
+        )
+    raise UsageError(
+        f"lane {wanted!r:.80} is not one of this job's lanes ({', '.join(lanes)}): a run id is "
+        "known only to the key that made it; name that key's lane"
+    )
 
 
 def settle(args: argparse.Namespace) -> int:
     """Record what became of an unknown prompt's create (a run id, or none)."""
     if args.run_id is not None and args.not_created:
         raise UsageError("give either RUN_ID (the run you found) or --not-created, not both")
+    if args.lane is not None and args.not_created:
+        raise UsageError("--lane names the key a run was found on; --not-created says none was")
     if args.run_id is None and not args.not_created:
         raise UsageError(
             f"say what became of line {args.line}: add the RUN_ID you found on the "
@@ -108,14 +184,21 @@ def settle(args: argparse.Namespace) -> int:
             check_run_id(args.run_id.strip(), "RUN_ID")
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from None
+    pool = _pool(args)  # a bad pool file: said before the journal is opened
     try:
         with Journal(_path(args)) as journal:
             entry = _pick(journal, args)
-            _record(journal, entry, args.run_id)
+            lanes = _job_lanes(journal, pool) if args.run_id is not None else {}
+            lane = _pick_lane(args, lanes, pool) if args.run_id is not None else None
+            _record(journal, entry, args.run_id, lane, lanes.get(lane) if lane else None)
     except (OSError, JournalError) as exc:
         raise UsageError(f"cannot settle in {args.out}: {exc}") from None
     if args.run_id is not None:
-        print(f"line {entry.line}: run {args.run_id} recorded; the next batch run attaches it")
+        through = f" through {lane}" if lane is not None else ""
+        print(
+            f"line {entry.line}: run {args.run_id} recorded; the next batch run attaches "
+            f"it{through}"
+        )
     else:
         print(f"line {entry.line}: recorded as not created; the next batch run sends it")
     return EXIT_OK
@@ -139,16 +222,26 @@ def _pick(journal: Journal, args: argparse.Namespace) -> JournalEntry:
     return found[0]
 
 
-def _record(journal: Journal, entry: JournalEntry, run_id: str | None) -> None:
+def _record(
+    journal: Journal,
+    entry: JournalEntry,
+    run_id: str | None,
+    lane: str | None = None,
+    root: str | None = None,
+) -> None:
     if run_id is not None:
         # The endpoint of the batch that sent it: a rerun at another one leaves it alone.
+        # With its lane: that key's provider and API root, and its fingerprint, so the
+        # rerun attaches it through that lane only.
         where = journal.last_endpoint
+        provider, _, fingerprint = (lane or "").partition(":")
         journal.created(
             entry.key,
             run_id.strip(),
             line=entry.line,
-            provider=where.provider if where is not None else "unknown",
-            base_url=where.base_url if where is not None else None,
+            provider=provider or (where.provider if where is not None else "unknown"),
+            base_url=root or (where.base_url if where is not None else None),
+            key_fingerprint=fingerprint or None,
         )
     elif entry.input is not None:
         journal.finished(

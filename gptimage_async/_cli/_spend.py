@@ -10,11 +10,14 @@ no price (Runbase publishes none) shows ``unknown``; the rules are the pool's
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
-from .._manifest import FINGERPRINT_CHARS
 from .._pool import DEFAULT_QUALITY, Pool, SpendSnapshot
 
-__all__ = ["at_most_lines", "spend_lines"]
+if TYPE_CHECKING:
+    from .._session import Session
+
+__all__ = ["at_most_lines", "session_spend_lines", "spend_lines"]
 
 
 def _amount(value: float | None) -> str:
@@ -25,7 +28,7 @@ def _amount(value: float | None) -> str:
 
 def _lane_name(label: str, provider: str, fingerprint: str) -> str:
     # The label alone when it is the default (provider:fingerprint); else both.
-    lane = f"{provider}:{fingerprint[:FINGERPRINT_CHARS]}"  # as Run.lane and the manifest name it
+    lane = f"{provider}:{fingerprint}"  # as Run.lane and the manifest name it
     return lane if label.startswith(lane) else f"{label} ({lane})"
 
 
@@ -53,6 +56,12 @@ def spend_lines(spend: SpendSnapshot | None, providers: dict[str, str]) -> list[
             part += "; no price given for this lane"
         lines.append(part)
     return lines
+
+
+def session_spend_lines(session: Session) -> list[str]:
+    """``spend_lines`` of what ``session`` spent (``session.stats.spend``), per lane and in all."""
+    providers = {lane.fingerprint: lane.provider for lane in session.lanes}
+    return spend_lines(session.stats.spend, providers)
 
 
 def at_most_lines(pool: Pool, qualities: Counter[str]) -> list[str]:

@@ -16,12 +16,14 @@ Each module's docstring states its rules; ``docs/pool.md`` shows them together.
 from __future__ import annotations
 
 from ._failover import (
+    CLOSED_TTL,
     CLOSING_ERRORS,
     COOL_BASE,
     COOL_JITTER_FLOOR,
     COOL_MAX,
     CreateMove,
     Failover,
+    HealthPolicy,
     LaneAction,
     LaneHealth,
     LaneState,
@@ -30,12 +32,15 @@ from ._failover import (
 from ._lanes import (
     DEFAULT_PRICES,
     DEFAULT_QUALITY,
+    FINGERPRINT_DIGITS,
+    OLD_FINGERPRINT_DIGITS,
     REFUNDS_FAILED_RUNS,
     ROUTINGS,
     Lane,
     Pool,
     Routing,
     lane_fingerprint,
+    same_lane,
 )
 from ._pool_file import POOL_FILE_FIELDS, load_pool_file, parse_pool, parse_rate
 from ._routing import (
@@ -54,12 +59,15 @@ from ._spend import LaneSpend, SpendLedger, SpendSnapshot, SpendToken
 __all__ = [
     "CHEAP_HORIZON",
     "CHEAP_HORIZON_SHARE",
+    "CLOSED_TTL",
     "CLOSING_ERRORS",
     "COOL_BASE",
     "COOL_JITTER_FLOOR",
     "COOL_MAX",
     "DEFAULT_PRICES",
     "DEFAULT_QUALITY",
+    "FINGERPRINT_DIGITS",
+    "OLD_FINGERPRINT_DIGITS",
     "POOL_FILE_FIELDS",
     "REFUNDS_FAILED_RUNS",
     "ROUTINGS",
@@ -67,6 +75,7 @@ __all__ = [
     "Exhausted",
     "Failover",
     "Go",
+    "HealthPolicy",
     "Lane",
     "LaneAction",
     "LaneHealth",
@@ -87,4 +96,5 @@ __all__ = [
     "parse_pool",
     "parse_rate",
     "route",
+    "same_lane",
 ]

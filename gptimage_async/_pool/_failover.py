@@ -2,12 +2,19 @@
 
 The rules (issue 19, "Failover without paying twice"):
 
-* **Closed** for new creates, for the rest of the session: 401
+* **Closed** for new creates for ``CLOSED_TTL`` seconds (5 minutes): 401
   (``AuthenticationError``), 402 (``InsufficientCreditsError``), 403
   (``PermissionDeniedError``), 429 ``USAGE_EXCEEDED`` (``QuotaExceededError``).
-  The key is bad, out of credits, denied or out of quota: asking again cannot
-  help. The typed error is kept as the lane's cause. Runs already in flight on
-  a closed lane are still polled there (a poll spends no credit).
+  The key is bad, out of credits, denied or out of quota: asking again soon
+  cannot help. The typed error is kept as the lane's cause. Runs already in
+  flight on a closed lane are still polled there (a poll spends no credit).
+  The closure ends, as the fleet's word in Redis does (``_fleet_closure``,
+  the same ``CLOSED_TTL``), because credits get topped up and keys
+  re-enabled: a long-lived process (a web app) then tries the key again, and
+  a key still refused closes again at its first create.
+* A session of **one lane** never closes it (``HealthPolicy.for_lanes``):
+  with no other lane to fail over to, every create asks the provider and
+  ends with its own typed error, so a key topped up works again at once.
 * **Cooling**, until a time: a 5xx answer (``ServerError``), a request that got
   no answer (``APIConnectionError``, the transport's ``SendError``) or a create
   of uncertain fate (``UncertainCreateError``, which wraps one of those). The
@@ -65,8 +72,10 @@ __all__ = [
     "COOL_BASE",
     "COOL_JITTER_FLOOR",
     "COOL_MAX",
+    "CLOSED_TTL",
     "CreateMove",
     "Failover",
+    "HealthPolicy",
     "LaneAction",
     "LaneHealth",
     "LaneState",
@@ -80,6 +89,11 @@ CLOSING_ERRORS: tuple[type[APIStatusError], ...] = (
     PermissionDeniedError,
     QuotaExceededError,
 )
+#: Seconds a lane closed by a closing answer stays closed for new creates;
+#: also how long the fleet's word of it lasts in Redis (``_fleet_closure``).
+#: Long enough for a job to stop asking a dead key, short enough that a key
+#: topped up is tried again soon by a process that lives for days.
+CLOSED_TTL = 300.0
 #: First cooling of a lane after an outage, in seconds (before jitter); each
 #: next one in a row doubles (``BACKOFF_FACTOR``), up to ``COOL_MAX``. One
 #: second is two slots of a Runbase key: long enough not to hammer a failing
@@ -96,7 +110,7 @@ class LaneAction(enum.Enum):
 
     #: Nothing: the lane stays as it was.
     KEEP = "keep"
-    #: Closed for new creates for the rest of the session (the error is its cause).
+    #: Closed for new creates for ``CLOSED_TTL`` seconds (the error is its cause).
     CLOSE = "close"
     #: Cooling down until a time (``LaneHealth.cool``).
     COOL = "cool"
@@ -161,6 +175,34 @@ def failover(error: BaseException, *, maybe_received: bool) -> Failover:
     return Failover(LaneAction.KEEP, CreateMove.FAIL)
 
 
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    """How a session's lanes answer to errors: whether a closing answer closes one.
+
+    ``closes`` is False for a session of one lane (``for_lanes(1)``): with
+    nothing to fail over to, closing its lane would only hide a key topped up
+    or re-enabled, so a closing answer is the create's own error and the lane
+    stays open; nor is it closed by the fleet's word. ``closed_for`` is how
+    long a closure lasts, in seconds (``CLOSED_TTL``).
+    """
+
+    closes: bool = True
+    closed_for: float = CLOSED_TTL
+
+    @classmethod
+    def for_lanes(cls, lanes: int) -> HealthPolicy:
+        """The policy of a session of ``lanes`` lanes: closing only with somewhere to go."""
+        return cls(closes=lanes > 1)
+
+    def decide(self, error: BaseException, *, maybe_received: bool) -> Failover:
+        """``failover(error, maybe_received=...)`` under this policy (a lane that never
+        closes keeps a closing error's create move: ``MOVE``, nothing was made)."""
+        decision = failover(error, maybe_received=maybe_received)
+        if decision.lane is LaneAction.CLOSE and not self.closes:
+            return Failover(LaneAction.KEEP, decision.create)
+        return decision
+
+
 class LaneState(enum.Enum):
     """A lane's health, as the router sees it at one moment."""
 
@@ -173,32 +215,52 @@ class LaneHealth:
     """One lane's open / cooling / closed state; pure (every time is passed in).
 
     Times are the caller's clock in seconds (the event loop's ``loop.time()``).
-    ``rng`` draws the jitter (a seeded ``random.Random`` makes it repeatable).
-    Closing wins: a closed lane stays closed whatever comes after.
+    ``rng`` draws the jitter (a seeded ``random.Random`` makes it repeatable);
+    ``closed_for`` is how long a closure lasts (seconds, ``CLOSED_TTL``).
+    Closing wins while it lasts: a closed lane stays closed whatever comes
+    after, until ``closed_until``; ``state()`` at or after it opens the lane.
     """
 
-    __slots__ = ("_rng", "_troubles", "cause", "cooling_until")
+    __slots__ = ("_rng", "_troubles", "cause", "closed_for", "closed_until", "cooling_until")
 
-    def __init__(self, *, rng: random.Random | None = None) -> None:
+    def __init__(self, *, rng: random.Random | None = None, closed_for: float = CLOSED_TTL) -> None:
         self._rng = rng or random.Random()
         self._troubles = 0
+        self.closed_for = closed_for
         #: The typed error that closed the lane, or ``None`` while it is not closed.
         self.cause: GPTImageError | None = None
+        #: Until when (caller's clock) the lane is closed; ``-inf`` when it is not.
+        self.closed_until = -math.inf
         #: Until when (caller's clock) the lane is cooling; ``-inf`` when not.
         self.cooling_until = -math.inf
 
     def state(self, now: float) -> LaneState:
-        """The lane's state at ``now``."""
+        """The lane's state at ``now``; a closure that has run out ends here (``cause`` -> None)."""
         if self.cause is not None:
-            return LaneState.CLOSED
+            if now < self.closed_until:
+                return LaneState.CLOSED
+            # Run out: the key may have been topped up; its next create asks again.
+            self.cause = None
+            self.closed_until = -math.inf
         if now < self.cooling_until:
             return LaneState.COOLING
         return LaneState.OPEN
 
-    def close(self, cause: GPTImageError) -> None:
-        """Close the lane for new creates; the first cause is kept."""
+    def close(
+        self, cause: GPTImageError, now: float | None = None, *, until: float | None = None
+    ) -> None:
+        """Close the lane for new creates from ``now`` for ``closed_for`` seconds.
+
+        ``until`` (caller's clock) ends it at that time instead (the fleet's
+        word in Redis expires then). With neither, it stays closed for good
+        (the pure form, for tests of routing). A closure already running
+        keeps its first cause and is never shortened.
+        """
+        if until is None:
+            until = math.inf if now is None else now + self.closed_for
         if self.cause is None:
             self.cause = cause
+        self.closed_until = max(self.closed_until, until)
 
     def cool(self, now: float, *, retry_after: float | None = None) -> float:
         """Cool the lane from ``now``; returns the time it is due again.
@@ -225,7 +287,7 @@ class LaneHealth:
     def apply(self, error: BaseException, decision: Failover, now: float) -> None:
         """Do what ``decision`` (from ``failover(error, ...)``) says to this lane."""
         if decision.lane is LaneAction.CLOSE and isinstance(error, GPTImageError):
-            self.close(error)
+            self.close(error, now)
         elif decision.lane is LaneAction.COOL:
             after = error.retry_after if isinstance(error, APIStatusError) else None
             self.cool(now, retry_after=after)

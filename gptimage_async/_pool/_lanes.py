@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_PRICES",
     "DEFAULT_QUALITY",
     "FINGERPRINT_DIGITS",
+    "OLD_FINGERPRINT_DIGITS",
     "REFUNDS_FAILED_RUNS",
     "ROUTINGS",
     "Lane",
@@ -49,6 +50,7 @@ __all__ = [
     "Routing",
     "check_routing",
     "lane_fingerprint",
+    "same_lane",
 ]
 
 #: How a pool picks the lane of a create (see ``_routing``).
@@ -66,7 +68,12 @@ DEFAULT_PRICES: Mapping[str, Mapping[str, float]] = MappingProxyType(
 #: in One does not say, so a failed run there is counted as spent.
 REFUNDS_FAILED_RUNS: frozenset[str] = frozenset({"runbase"})
 #: Hex digits of a lane fingerprint: 48 bits, enough to tell a user's keys apart.
+#: The one length: ``Lane.fingerprint``, ``Run.lane``, journals, manifests, state
+#: files and the CLI's spend lines all show this many.
 FINGERPRINT_DIGITS = 12
+#: What journals and manifests written before the lengths were made one hold
+#: (``Run.lane`` had 8 digits): still read, as a prefix of the full fingerprint.
+OLD_FINGERPRINT_DIGITS = 8
 
 
 def lane_fingerprint(provider: str, api_key: str) -> str:
@@ -77,6 +84,25 @@ def lane_fingerprint(provider: str, api_key: str) -> str:
     matched to the budget without the key. The key cannot be read back from it.
     """
     return budget_id(provider, api_key)[:FINGERPRINT_DIGITS]
+
+
+def same_lane(recorded: str, lane: str) -> bool:
+    """Whether ``recorded`` (a journal's or manifest's ``"provider:fingerprint"``) is ``lane``.
+
+    ``lane`` is a ``Run.lane`` of now (``FINGERPRINT_DIGITS``); ``recorded``
+    may be that or an older record's ``OLD_FINGERPRINT_DIGITS``-digit form,
+    which names the same key when it is a prefix of the full fingerprint.
+    """
+    if recorded == lane:
+        return True
+    provider, _, digits = recorded.partition(":")
+    mine, _, full = lane.partition(":")
+    return (
+        provider == mine
+        and len(digits) == OLD_FINGERPRINT_DIGITS
+        and len(full) == FINGERPRINT_DIGITS
+        and full.startswith(digits)
+    )
 
 
 def check_routing(routing: object, spend_cap: object) -> None:
