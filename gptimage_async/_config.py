@@ -10,13 +10,12 @@ a test keeps the two, and ``Session.__init__``'s signature, in step.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
-from urllib.parse import urlsplit
 
 from ._budget import check_redis_option
+from ._endpoint import check_base_url, check_key
 from ._exceptions import ConfigurationError
 from ._models import RateLimit
 from ._pool import Lane, Pool
@@ -49,8 +48,6 @@ DEFAULT_REQUEST_TIMEOUT = 60.0
 DEFAULT_RUN_TIMEOUT = 900.0
 DEFAULT_MAX_CREATE_ATTEMPTS = 6
 DEFAULT_MAX_CONNECTIONS = 100
-
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True, repr=False)
@@ -194,9 +191,9 @@ class SessionConfig:
         adapter = get_provider(self.provider)
         fix(self, "provider", adapter.name)
         if self.api_key is not None and not isinstance(self.api_key, Secret):
-            fix(self, "api_key", Secret(_check_key(self.api_key, adapter)))
+            fix(self, "api_key", Secret(check_key(self.api_key, adapter)))
         if self.base_url is not None:
-            fix(self, "base_url", _check_base_url(self.base_url))
+            fix(self, "base_url", check_base_url(self.base_url))
         if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
             raise ConfigurationError("rate_limit must be a gptimage_async.RateLimit or None")
         for name in ("request_timeout", "run_timeout"):
@@ -269,7 +266,7 @@ class SessionConfig:
         if isinstance(self.api_key, Secret):
             return self.api_key
         adapter = self.adapter
-        return Secret(_check_key(os.environ.get(adapter.env_var), adapter))
+        return Secret(check_key(os.environ.get(adapter.env_var), adapter))
 
     def __repr__(self) -> str:
         # Never the key; URLs without their user info (a proxy's or Redis's password).
@@ -335,53 +332,7 @@ def _check_lanes(config: SessionConfig) -> tuple[Lane, ...]:
     return pool.lanes
 
 
-def _check_key(key: object, adapter: Provider) -> str:
-    if key is not None and not isinstance(key, str):
-        raise ConfigurationError(f"api_key must be a str or None, not {type(key).__name__}")
-    if key is None or not key.strip():
-        raise ConfigurationError(
-            f"no API key for {adapter.name}: pass api_key=... or set {adapter.env_var}"
-        )
-    if any(c.isspace() or ord(c) < 32 for c in key.strip()):
-        raise ConfigurationError("the API key contains whitespace or control characters")
-    return key.strip()
-
-
 def _positive_seconds(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ConfigurationError(f"{name} must be a positive number of seconds")
     return float(value)
-
-
-def _check_base_url(url: object) -> str:
-    if not isinstance(url, str):
-        raise ConfigurationError(f"base_url must be a str or None, not {type(url).__name__}")
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise ConfigurationError(f"base_url is not a URL: {url!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"base_url must be an http(s) URL with a host, not {url!r}")
-    if parts.username or parts.password:
-        raise ConfigurationError("base_url must not carry credentials; use api_key")
-    if parts.query or parts.fragment or url.rstrip("/").endswith(("?", "#")):
-        # Paths are appended to base_url, so a query or fragment would swallow them.
-        raise ConfigurationError(
-            "base_url must not carry a query string or fragment ('?' or '#'): "
-            "give the endpoint's base, e.g. https://host/v1"
-        )
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise ConfigurationError(
-            "plain http is accepted only for loopback hosts (the simulator), "
-            f"not {parts.hostname!r}"
-        )
-    return url.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

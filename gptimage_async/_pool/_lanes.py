@@ -28,11 +28,13 @@ refund is assumed.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Literal, NoReturn, final
 
 from .._budget import budget_id
+from .._endpoint import check_base_url, check_key
 from .._exceptions import ConfigurationError
 from .._models import QUALITIES, RateLimit
 from .._providers import get_provider
@@ -197,10 +199,6 @@ class Lane:
         prices: Mapping[str, float] | None = None,
         label: str | None = None,
     ) -> None:
-        # Session's own checks (SessionConfig), so a lane accepts exactly what
-        # Session(...) does.
-        from .._config import SessionConfig
-
         adapter = get_provider(provider)
         if label is not None and (
             not isinstance(label, str) or not label.strip() or len(label) > 64
@@ -208,9 +206,11 @@ class Lane:
             raise ConfigurationError("a lane's label must be a non-empty str of at most 64 chars")
         where = repr(label) if label is not None else repr(adapter.name)
         try:
-            config = SessionConfig(adapter.name, api_key=api_key, base_url=base_url)
-            key = config.resolved_key().reveal()
-            url = config.api_root
+            # Session's own checks, so a lane accepts exactly what Session(...) does.
+            key = check_key(
+                api_key if api_key is not None else os.environ.get(adapter.env_var), adapter
+            )
+            url = check_base_url(base_url) if base_url is not None else adapter.default_base_url
         except ConfigurationError as exc:
             _fail(where, exc.message)
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
