@@ -228,3 +228,22 @@ def _check(ledger: SpendLedger, live: list[SpendToken], stage: dict[int, str], c
     assert snap.spent == float(paid) and snap.reserved == float(held)
     assert [s.spent for s in snap.lanes] == [float(total(("committed",), i)) for i in range(3)]
     assert snap.headroom == float(Fraction(str(cap)) - paid - held)
+
+
+def test_the_ledger_keeps_nothing_per_create_once_settled() -> None:
+    # A web app's session lives for weeks: what the ledger holds must not grow
+    # with the runs it has seen, only the tokens still held by their creates.
+    import gc
+    import weakref
+
+    ledger = SpendLedger([AIO, RB])
+    gone = []
+    for i in range(200):
+        token = _token(ledger.reserve(i % 2, "medium"))
+        (ledger.commit if i % 2 else ledger.release)(token)
+        gone.append(weakref.ref(token))
+    del token
+    gc.collect()
+    assert all(ref() is None for ref in gone)
+    snap = ledger.snapshot()
+    assert sum(lane.created for lane in snap.lanes) == 100

@@ -30,13 +30,17 @@ from __future__ import annotations
 import enum
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from .._exceptions import SpendCapError
 from ._lanes import DEFAULT_QUALITY, Lane
 
 __all__ = ["LaneSpend", "SpendLedger", "SpendSnapshot", "SpendToken"]
+
+
+#: Each ledger's number, so a token is only ever moved by the ledger that made it.
+_LEDGERS = itertools.count(1)
 
 
 class _Stage(enum.Enum):
@@ -47,14 +51,21 @@ class _Stage(enum.Enum):
     REFUNDED = "refunded"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class SpendToken:
-    """One create's reservation: its lane (index in the pool), quality and price."""
+    """One create's reservation: its lane (index in the pool), quality and price.
+
+    The token carries its own stage, so the ledger keeps nothing per create
+    once its holder lets go of it: a long-lived session's ledger stays the
+    size of its lanes, however many runs it has made.
+    """
 
     id: int
     lane: int
     quality: str
     price: float | None
+    _ledger: int = field(repr=False)
+    _stage: _Stage = field(default=_Stage.RESERVED, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +117,13 @@ class SpendLedger:
     error), so nothing is ever counted twice. Every operation is O(1).
     """
 
-    __slots__ = ("_cap", "_count", "_ids", "_lanes", "_stage", "_sum", "_unpriced")
+    __slots__ = ("_cap", "_count", "_id", "_ids", "_lanes", "_sum", "_unpriced")
 
     def __init__(self, lanes: Sequence[Lane], *, cap: float | None = None) -> None:
         self._lanes = tuple(lanes)
         self._cap = None if cap is None else Fraction(str(cap))
         self._ids = itertools.count(1)
-        self._stage: dict[int, _Stage] = {}
+        self._id = next(_LEDGERS)
         # Per lane and stage: how many tokens, and their amount (exact).
         self._count = [dict.fromkeys(_Stage, 0) for _ in self._lanes]
         self._sum = [dict.fromkeys(_Stage, Fraction(0)) for _ in self._lanes]
@@ -155,8 +166,7 @@ class SpendLedger:
         amount = Fraction(0) if price is None else Fraction(str(price))
         if self._cap is not None and self._total(_PAID | _HELD) + amount > self._cap:
             return self.refusal(float(amount), label=self._lanes[lane].label, quality=quality)
-        token = SpendToken(next(self._ids), lane, quality, price)
-        self._stage[token.id] = _Stage.RESERVED
+        token = SpendToken(next(self._ids), lane, quality, price, self._id)
         self._count[lane][_Stage.RESERVED] += 1
         self._sum[lane][_Stage.RESERVED] += amount
         if price is None:
@@ -164,13 +174,13 @@ class SpendLedger:
         return token
 
     def _move(self, token: SpendToken, allowed: frozenset[_Stage], to: _Stage) -> None:
-        stage = self._stage.get(token.id)
-        if stage is None or not 0 <= token.lane < len(self._lanes):
+        stage = token._stage
+        if token._ledger != self._id or not 0 <= token.lane < len(self._lanes):
             raise ValueError(f"spend token {token.id} is not from this ledger")
         if stage not in allowed:
             raise ValueError(f"spend token {token.id} is {stage.value}; cannot become {to.value}")
         amount = Fraction(0) if token.price is None else Fraction(str(token.price))
-        self._stage[token.id] = to
+        token._stage = to
         self._count[token.lane][stage] -= 1
         self._sum[token.lane][stage] -= amount
         self._count[token.lane][to] += 1
@@ -199,7 +209,7 @@ class SpendLedger:
         if self._lanes[token.lane].refunds_failed:
             self._move(token, _PAID, _Stage.REFUNDED)
             return True
-        if self._stage.get(token.id) is not _Stage.COMMITTED:
+        if token._ledger != self._id or token._stage is not _Stage.COMMITTED:
             raise ValueError(f"spend token {token.id} is not committed; cannot be refunded")
         return False
 
