@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
 
-from ._exceptions import GPTImageError, InvalidRequestError, SessionClosedError
+from ._exceptions import ConfigurationError, GPTImageError, InvalidRequestError, SessionClosedError
 from ._models import ImageRequest
 
 if TYPE_CHECKING:
@@ -122,6 +122,17 @@ def check_many(requests: object) -> None:
             "requests must be an iterable of prompts or ImageRequests, not a single "
             f"{type(requests).__name__}; wrap it in a list, or use generate()/submit()"
         )
+
+
+def check_concurrency(concurrency: object) -> None:
+    """Raise ``ConfigurationError`` unless ``concurrency`` is ``None`` or an int >= 1, not a bool.
+
+    The bulk verbs' option, checked the same way by the async and the sync API.
+    """
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise ConfigurationError("concurrency must be a positive int or None")
 
 
 def is_last(*, before: int, after: int, tail: int, longer_than: int) -> bool:

@@ -16,13 +16,14 @@ from ._bulk import (
     FEEDERS,
     Countdown,
     TailRule,
+    check_concurrency,
     check_many,
     default_window,
     in_input_order,
     stream,
     tail_size,
 )
-from ._exceptions import ConfigurationError, GPTImageError
+from ._exceptions import GPTImageError
 from ._models import ImageRequest, Result, RunStatus
 from ._run import Run
 
@@ -167,8 +168,7 @@ class BulkVerbs:
         self, source: Countdown[tuple[int, ImageRequest | str]], *, concurrency: int | None
     ) -> AsyncGenerator[Run, None]:
         self._life.check_open()
-        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ConfigurationError("concurrency must be a positive int or None")
+        check_concurrency(concurrency)
 
         def full(ahead: int) -> bool:
             if concurrency is not None:

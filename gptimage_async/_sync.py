@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, overload
 
-from ._bulk import check_many
+from ._bulk import check_concurrency, check_many
 from ._exceptions import GPTImageError, InvalidRequestError, SessionClosedError
 from ._loop_thread import Call, LoopThread, ctrl_c_interrupts
 from ._models import AspectRatio, ImageRequest, Quality, Result, RunStatus
@@ -430,11 +430,8 @@ class SyncSession:
         least 32, as ``Session.generate_many``. The rate limiter paces the
         creates either way. Ctrl-C stops it as described on ``SyncSession``.
         """
-        check_many(requests)  # the async verbs' own check
-        if concurrency is not None and (
-            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
-        ):
-            raise InvalidRequestError("concurrency must be a positive int or None")
+        check_many(requests)  # the async verbs' own checks
+        check_concurrency(concurrency)
         prepared: list[ImageRequest | GPTImageError] = []
         for item in requests:
             try:

@@ -311,3 +311,24 @@ def test_calls_racing_a_close_end_in_a_result_or_session_closed(sim: Simulator) 
     assert "closed" in outcomes  # most were still queued when the close came
     assert sim.stats.duplicates == 0
     assert loop_threads() == []
+
+
+@pytest.mark.parametrize("concurrency", [0, -1, True, 1.5, "3"])
+def test_a_bad_concurrency_is_the_same_error_in_both_apis(sim: Simulator, concurrency: Any) -> None:
+    # One check for the async and the sync verbs: the same class, before any create.
+    before = sim.stats.creates
+    with (
+        sync_session(sim) as session,
+        pytest.raises(gi.ConfigurationError, match="concurrency must be a positive int"),
+    ):
+        session.generate_many(["a lamp"], concurrency=concurrency)
+
+    async def the_async_one() -> None:
+        async with gi.Session(
+            "runbase", api_key=TEST_KEYS["runbase"], base_url=sim.base_url("runbase")
+        ) as session:
+            with pytest.raises(gi.ConfigurationError, match="concurrency must be a positive int"):
+                await session.generate_many(["a lamp"], concurrency=concurrency)
+
+    asyncio.run(the_async_one())
+    assert sim.stats.creates == before
