@@ -161,8 +161,8 @@ class BulkVerbs:
         return TailRule(self.tail_size, self._creates_waiting)
 
     def _creates_waiting(self) -> int:
-        creator = self._lanes[0].creator
-        return creator.waiting if creator is not None else 0
+        # Every lane's: in a pool a job's creates wait on whichever lane they were bound to.
+        return sum(lane.creator.waiting for lane in self._lanes if lane.creator is not None)
 
     def _stream(
         self, source: Countdown[tuple[int, ImageRequest | str]], *, concurrency: int | None
