@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import html
 import os
 import tempfile
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -23,6 +24,7 @@ import anyio
 
 from ._download import download
 from ._exceptions import SessionClosedError
+from ._loop_thread import loop_blocked
 from ._models import Result, install_image_access
 from ._transport import Transport
 
@@ -96,65 +98,91 @@ def bind(result: Result | None, session: ImageSource) -> None:
 
 
 async def save_images(
-    result: Result, dest_dir: str | os.PathLike[str], *, stem: str | None
+    result: Result,
+    dest_dir: str | os.PathLike[str],
+    *,
+    stem: str | None,
+    via: ImageSource | None = None,
 ) -> list[Path]:
-    """``Result.save``: the images into ``dest_dir``, through the result's session if open."""
+    """``Result.save``: the images into ``dest_dir``, through the result's session if open.
+
+    ``via``: through this session instead, whose loop the caller runs on
+    (``SyncSession.download``): nothing is handed to another loop, which may
+    be the one blocked waiting for this call. Relative URLs still resolve
+    against the API root of the session that resolved the result.
+    """
     origin: _Origin | None = result.__dict__.get("_origin")
-    return await _on_origin_loop(origin, _download(result, dest_dir, stem, origin))
+    base_url = origin.base_url if origin is not None else None
+    if via is not None:
+        return await _download(result, dest_dir, stem, via, base_url=base_url or via.base_url)
+    return await _on_origin_loop(
+        origin, functools.partial(_download, result, dest_dir, stem, base_url=base_url)
+    )
 
 
-async def read_images(result: Result) -> list[bytes]:
+async def read_images(result: Result, *, via: ImageSource | None = None) -> list[bytes]:
     """``Result.read``: each image's bytes, in ``urls`` order, fetched as ``save`` does.
 
     The bytes pass through a private temporary directory, so they get every
     check a saved file gets (complete, an image, not over the size cap). They
     are also kept on the result, so a notebook shows them after the URLs expire.
+    ``via``: as for ``save_images``.
     """
     with tempfile.TemporaryDirectory(prefix="gptimage-read-") as tmp:
-        paths = await save_images(result, tmp, stem="image")
+        paths = await save_images(result, tmp, stem="image", via=via)
         images = [await anyio.Path(path).read_bytes() for path in paths]
     result.__dict__["_images"] = tuple(images)
     return images
 
 
 async def _download(
-    result: Result, dest_dir: str | os.PathLike[str], stem: str | None, origin: _Origin | None
+    result: Result,
+    dest_dir: str | os.PathLike[str],
+    stem: str | None,
+    session: ImageSource | None,
+    *,
+    base_url: str | None,
 ) -> list[Path]:
-    # The one place a result's images are fetched: through the resolving
-    # session's transport while it is open (its proxy, user agent and
-    # connections); once it is closed or gone, through a transport of
-    # download's own, against the API root relative image URLs resolve on.
-    session = origin.session if origin is not None else None
+    # The one place a result's images are fetched: through ``session``'s
+    # transport while it is open (its proxy, user agent and connections; the
+    # caller runs on its loop); with none, or once it is closed, through a
+    # transport of download's own, against the API root relative image URLs
+    # resolve on.
     if session is not None and not session.closed:
         try:
-            return await download(result, dest_dir, stem=stem, transport=session.transport)
+            return await download(
+                result, dest_dir, stem=stem, transport=session.transport, base_url=base_url
+            )
         except SessionClosedError:
             pass  # closed since: fetch on our own below
-    base_url = origin.base_url if origin is not None else None
     return await download(result, dest_dir, stem=stem, base_url=base_url)
 
 
-async def _on_origin_loop(origin: _Origin | None, coro: Coroutine[Any, Any, T]) -> T:
-    """Await ``coro`` on the loop of the session that resolved the result.
+async def _on_origin_loop(
+    origin: _Origin | None, fetch: Callable[[ImageSource | None], Coroutine[Any, Any, T]]
+) -> T:
+    """``fetch(session)`` on the loop of the session that resolved the result, if it can be.
 
     A session's connections belong to its loop: awaited from another loop (a
     ``SyncSession`` runs its own in a thread), the work is handed to that loop
-    and its outcome awaited here. A session closed or a loop stopped since:
-    on this loop.
+    and its outcome awaited here. Where that loop cannot run it, ``fetch(None)``
+    runs here instead (on a transport of its own): the session closed or gone,
+    its loop stopped, or its loop's thread blocked waiting for a
+    ``SyncSession`` call (``loop_blocked``), which may be this very one (an
+    async session's result given to ``SyncSession.download`` inside
+    ``asyncio.run``): handed there, neither would ever end.
     """
     here = asyncio.get_running_loop()
     session = origin.session if origin is not None else None
-    # Closed first, loop stopped after: a closed session's loop may stop before
-    # it would start the work, which would then never end.
-    if (
-        origin is None
-        or session is None
-        or session.closed
-        or origin.loop is here
-        or not origin.loop.is_running()
-    ):
-        return await coro
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, origin.loop))
+    if origin is None or session is None or session.closed:
+        return await fetch(None)
+    if origin.loop is here:
+        return await fetch(session)
+    # Closed first (above), loop stopped after: a closed session's loop may
+    # stop before it would start the work, which would then never end.
+    if not origin.loop.is_running() or loop_blocked(origin.loop):
+        return await fetch(None)
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fetch(session), origin.loop))
 
 
 def render_html(result: Result) -> str:

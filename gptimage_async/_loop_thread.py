@@ -4,6 +4,11 @@
 (one with no loop, one whose loop is running, any of many) hands a coroutine
 to this loop and blocks until it ends, re-raising its error; the caller can
 cancel it from its side (a Ctrl-C).
+
+Every blocking wait goes through ``Call.wait``, the one place that takes a
+Ctrl-C on the main thread (``ctrl_c_interrupts``) and that marks the loop
+the waiting thread runs, if any, as blocked (``loop_blocked``): work must
+not be handed to that loop while it waits, or neither would ever end.
 """
 
 from __future__ import annotations
@@ -18,12 +23,59 @@ from typing import Any, Generic, TypeVar
 
 from ._exceptions import SessionClosedError
 
-__all__ = ["Call", "LoopThread", "ctrl_c_interrupts"]
+__all__ = ["Call", "LoopThread", "ctrl_c_interrupts", "loop_blocked"]
 
 T = TypeVar("T")
 
 #: Seconds between checks, while a call waits, that the loop's thread still runs.
 ALIVE_CHECK = 1.0
+
+
+def _sigint_ignored() -> bool:
+    try:
+        return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    except (AttributeError, ValueError):  # no SIGINT, or no signals here
+        return False
+
+
+#: SIGINT was ignored when this package was imported: as the process was
+#: started, most likely (a shell starts the background jobs of a script,
+#: ``python x.py &``, ignoring it), not the program's own later choice.
+_SIGINT_IGNORED_AT_START = _sigint_ignored()
+
+#: Loops whose thread is blocked in ``Call.wait``, with how many waits each.
+_blocked: dict[asyncio.AbstractEventLoop, int] = {}
+_blocked_lock = threading.Lock()
+
+
+def loop_blocked(loop: asyncio.AbstractEventLoop) -> bool:
+    """True while the thread running ``loop`` is blocked waiting for a ``SyncSession`` call.
+
+    Such a loop runs nothing until the call ends: work handed to it (and
+    awaited by that call) would wait forever.
+    """
+    with _blocked_lock:
+        return loop in _blocked
+
+
+@contextlib.contextmanager
+def _blocking() -> Iterator[None]:
+    # The loop of the waiting thread, if it runs one (asyncio.run, a notebook cell).
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        yield
+        return
+    with _blocked_lock:
+        _blocked[loop] = _blocked.get(loop, 0) + 1
+    try:
+        yield
+    finally:
+        with _blocked_lock:
+            if _blocked[loop] > 1:
+                _blocked[loop] -= 1
+            else:
+                del _blocked[loop]
 
 
 @contextlib.contextmanager
@@ -33,12 +85,16 @@ def ctrl_c_interrupts() -> Iterator[None]:
     Python's own handler does that already; but code run by ``asyncio.run``
     (an ``asyncio.Runner``) has asyncio's handler instead, which only cancels
     the main task, and that task cannot run while a blocking call holds its
-    thread: the Ctrl-C would wait for the call to end. So, on the main
-    thread, asyncio's handler is replaced by Python's for the duration and
-    put back after (``signal.signal`` can only be called there; other threads
-    never receive a Ctrl-C). Any other handler is the program's own choice
-    and is left alone (it runs while the call waits), as are ``SIG_IGN`` and
-    ``SIG_DFL``.
+    thread: the Ctrl-C would wait for the call to end. And a script started
+    in the background by a shell (``python x.py &`` in a script, ``nohup``)
+    ignores SIGINT from its start (POSIX asks the shell to), so a
+    ``kill -INT`` did nothing, where the command line stops (see
+    ``_cli._signals.catch_early``). So, on the main thread, either is
+    replaced by Python's handler for the duration and put back after
+    (``signal.signal`` can only be called there; other threads never
+    receive a Ctrl-C). Any other handler is the program's own choice and is
+    left alone (it runs while the call waits), as are ``SIG_DFL`` and a
+    ``SIG_IGN`` the program set itself after importing this package.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -48,7 +104,8 @@ def ctrl_c_interrupts() -> Iterator[None]:
     except ValueError:  # a sub-interpreter without signals
         yield
         return
-    if not _is_asyncio_handler(previous):
+    inherited_ignore = _SIGINT_IGNORED_AT_START and previous == signal.SIG_IGN
+    if not (inherited_ignore or _is_asyncio_handler(previous)):
         yield
         return
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -103,16 +160,19 @@ class Call(Generic[T]):
     def wait(self, timeout: float | None = None) -> T:
         """Block until the coroutine ends; its result, or its error re-raised here.
 
-        A Ctrl-C in the main thread interrupts the wait (``KeyboardInterrupt``);
-        the coroutine goes on until cancelled. Raises ``TimeoutError`` after
-        ``timeout`` seconds (``None``: no limit).
+        A Ctrl-C in the main thread interrupts the wait (``KeyboardInterrupt``,
+        see ``ctrl_c_interrupts``); the coroutine goes on until cancelled.
+        While it waits, the loop the calling thread runs (if any) counts as
+        blocked (``loop_blocked``). Raises ``TimeoutError`` after ``timeout``
+        seconds (``None``: no limit).
         """
-        while not self._done.wait(ALIVE_CHECK if timeout is None else timeout):
-            if timeout is not None:
-                raise TimeoutError("the session's loop did not answer in time")
-            if not self._alive() and not self._done.is_set():
-                # A call that raced a close() and never started: not a hang.
-                raise SessionClosedError("the SyncSession was closed; create a new one")
+        with ctrl_c_interrupts(), _blocking():
+            while not self._done.wait(ALIVE_CHECK if timeout is None else timeout):
+                if timeout is not None:
+                    raise TimeoutError("the session's loop did not answer in time")
+                if not self._alive() and not self._done.is_set():
+                    # A call that raced a close() and never started: not a hang.
+                    raise SessionClosedError("the SyncSession was closed; create a new one")
         if self._error is not None:
             error, self._error = self._error, None  # no reference cycle through the traceback
             raise error
@@ -129,47 +189,49 @@ class LoopThread:
     """A daemon thread serving an event loop, opened by ``opening`` and served until ``stop()``.
 
     The constructor blocks until ``opening`` has run on the new loop and
-    re-raises its error (the thread then ends). A daemon: a loop nobody
-    stopped must not keep the interpreter from exiting (threads are joined
-    before ``atexit`` handlers run, so one of those can still stop it).
-    Work left on the loop at ``stop()`` is cancelled, as ``asyncio.run`` does.
+    re-raises its error (the thread then ends); a Ctrl-C stops that wait as
+    it stops any call's (``Call.wait``), cancelling the opening. A daemon: a
+    loop nobody stopped must not keep the interpreter from exiting (threads
+    are joined before ``atexit`` handlers run, so one of those can still
+    stop it). Work left on the loop at ``stop()`` is cancelled, as
+    ``asyncio.run`` does.
     """
 
-    __slots__ = ("_failure", "_loop", "_ready", "_stop", "_thread")
+    __slots__ = ("_loop", "_ready", "_stop", "_thread")
 
     def __init__(self, opening: Coroutine[Any, Any, None], *, name: str) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
-        self._failure: list[BaseException] = []
-        self._thread = threading.Thread(target=self._main, args=(opening,), name=name, daemon=True)
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
-        self._ready.wait()
-        if self._failure:
+        self._ready.wait()  # the loop's creation only: nothing that could take long
+        if self._loop is None:
+            opening.close()
             self._thread.join()
-            raise self._failure.pop()
+            raise RuntimeError("the SyncSession's event loop could not be started")
+        try:
+            self.call(opening).wait()
+        except BaseException:
+            # A failed opening, or a Ctrl-C: what it left running is cancelled
+            # by the stop (and the opening releases what it had opened).
+            self.stop()
+            raise
 
-    def _main(self, opening: Coroutine[Any, Any, None]) -> None:
+    def _main(self) -> None:
         # Runner, not run_forever: it cancels leftovers and shuts down async
         # generators and the executor at the end. No SIGINT handler is set off
         # the main thread: a Ctrl-C reaches the caller's wait.
-        with asyncio.Runner() as runner:
-            try:
-                runner.run(self._open(opening))
-            except BaseException as exc:  # reported to the constructor's thread
-                self._failure.append(exc)
-                self._ready.set()
-                return
-            self._ready.set()
-            runner.run(self._serve())
-
-    async def _open(self, opening: Coroutine[Any, Any, None]) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        await opening
+        try:
+            with asyncio.Runner() as runner:
+                runner.run(self._serve())
+        finally:
+            self._ready.set()  # never leave the constructor waiting
 
     async def _serve(self) -> None:
-        assert self._stop is not None
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._ready.set()
         await self._stop.wait()
 
     def check_thread(self) -> None:

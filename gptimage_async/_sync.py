@@ -25,7 +25,8 @@ from typing import Any, Literal, Self, TypeVar, overload
 
 from ._bulk import check_concurrency, check_many
 from ._exceptions import GPTImageError, InvalidRequestError, SessionClosedError
-from ._loop_thread import Call, LoopThread, ctrl_c_interrupts
+from ._images import read_images, save_images
+from ._loop_thread import Call, LoopThread
 from ._models import AspectRatio, ImageRequest, Quality, Result, RunStatus
 from ._pool import Lane
 from ._providers import ProviderName
@@ -261,8 +262,7 @@ class SyncSession:
             raise SessionClosedError("the SyncSession is closed; create a new one")
         call = self._thread.call(coro if job is None else self._run_job(job, coro))
         try:
-            with ctrl_c_interrupts():
-                return call.wait()
+            return call.wait()  # a Ctrl-C stops it (Call.wait)
         except KeyboardInterrupt as interrupt:
             self._interrupted(call, job, interrupt)
             raise
@@ -278,8 +278,7 @@ class SyncSession:
         self._thread.run_soon(job.stop)
         try:
             # Creates on the wire are answered within the request timeout.
-            with ctrl_c_interrupts():
-                call.wait()
+            call.wait()
         except KeyboardInterrupt:  # a second Ctrl-C: quit at once
             # Read before the cancel: the job's cancelled creates forget they were sent.
             interrupt.add_note(job.report(self.provider, cut=True))
@@ -460,20 +459,24 @@ class SyncSession:
     ) -> list[Path]:
         """Save a result's images into ``dest_dir``; return their paths. See ``Result.save``.
 
-        Raises ``DownloadError``.
+        The images are fetched through this session (its loop, proxy, user
+        agent and connections), whichever session resolved the result: an
+        async ``Session``'s result given here from inside its own running
+        loop is saved too (handed to that loop, blocked by this call, it
+        would never be). Raises ``DownloadError``.
         """
         if not isinstance(result, Result):
             raise InvalidRequestError(f"download() takes a Result, not {type(result).__name__}")
-        return self._call(result.save(dest_dir, stem=stem))
+        return self._call(save_images(result, dest_dir, stem=stem, via=self._session))
 
     def read(self, result: Result) -> list[bytes]:
         """Each of a result's images as bytes, in ``urls`` order. See ``Result.read``.
 
-        Raises ``DownloadError``.
+        Fetched through this session, as ``download``. Raises ``DownloadError``.
         """
         if not isinstance(result, Result):
             raise InvalidRequestError(f"read() takes a Result, not {type(result).__name__}")
-        return self._call(result.read())
+        return self._call(read_images(result, via=self._session))
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

@@ -17,7 +17,7 @@ import threading
 import warnings
 from typing import Any
 
-from ._loop_thread import LoopThread, ctrl_c_interrupts
+from ._loop_thread import LoopThread
 from ._session import Session
 
 __all__ = ["CLOSE_GRACE", "Closer"]
@@ -60,8 +60,7 @@ class Closer:
         atexit.unregister(self.at_exit)
         call = self.thread.call(self._closing(cancel, at_once))
         try:
-            with ctrl_c_interrupts():
-                call.wait()
+            call.wait()
         except KeyboardInterrupt:
             # Stop waiting: the close goes on at once and lets the runs go. The
             # creates on the wire are cut first: the session's own close would

@@ -1,0 +1,240 @@
+"""Every blocking ``SyncSession`` wait takes a Ctrl-C, and none is ever handed to a blocked loop.
+
+Ctrl-C: a real ``python`` subprocess started as a shell starts the
+background job of a script (SIGINT ignored from its start, ``python x.py &``)
+waits in ``result()`` of a run from ``submit`` and from ``attach``, in a
+``with`` block, and in ``close()``, with and without ``asyncio.run`` around
+it; the test sends it real SIGINTs against the simulator served by the
+test's loop.
+
+Deadlocks: a ``SyncSession`` called from inside a running loop, with a
+result of an async ``Session`` on that loop; the simulator is a real HTTP
+server on a loop of its own (the test's loop is blocked by the calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import gptimage_async as gi
+from gptimage_async import _loop_thread
+from gptimage_async.simulator import Simulator, SimulatorConfig
+from gptimage_async.testing import TEST_KEYS
+
+from .test_sync import PNG, SimulatorThread, sync_session
+
+#: A deadlock fails the test (with every thread's stack) instead of hanging the suite.
+DEADLOCK_LIMIT = 60.0
+
+
+@pytest.fixture(autouse=True)
+def no_deadlock() -> Iterator[None]:
+    faulthandler.dump_traceback_later(DEADLOCK_LIMIT, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+# -- Ctrl-C in a script the shell started ignoring SIGINT ---------------------------
+
+#: Each step prints "waiting STEP" once its blocking call waits (the call has
+#: taken SIGINT: Python's handler is in place), then how the wait ended.
+WAITS_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, signal, sys, threading, time
+    import gptimage_async as gi
+
+    base_url, in_loop = sys.argv[1], sys.argv[2] == "loop"
+
+    def open_session():
+        return gi.SyncSession(
+            "runbase", api_key="sk-sim-test", base_url=base_url, on_exit="cancel",
+            rate_limit=gi.RateLimit(1000, per=1.0),
+        )
+
+    def say_when_waiting(step):
+        def watch():
+            while signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+                time.sleep(0.001)
+            print("waiting", step, flush=True)
+        threading.Thread(target=watch, daemon=True).start()
+
+    def interrupted(step, started, run):
+        took = time.monotonic() - started
+        ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        done = run.done() if run is not None else None
+        print("interrupted", step, f"{took:.2f}", done, ignored, flush=True)
+
+    def wait_for(step, session):
+        run = session.submit("a ceramic lamp, " + step)
+        if step == "attach":
+            run = session.attach(run.id)
+        say_when_waiting(step)
+        started = time.monotonic()
+        try:
+            run.result()
+            print("returned", step, flush=True)
+        except KeyboardInterrupt:
+            interrupted(step, started, run)
+
+    def main():
+        session = open_session()
+        wait_for("submit", session)
+        wait_for("attach", session)
+        session.close(cancel=True)
+        with open_session() as session:
+            wait_for("with", session)
+        session = open_session()
+        session.submit("a lamp left in flight")
+        say_when_waiting("close")
+        started = time.monotonic()
+        try:
+            session.close()  # waits for the run in flight
+            print("returned close", flush=True)
+        except KeyboardInterrupt:
+            interrupted("close", started, None)
+        print("end", flush=True)
+
+    async def in_a_loop():
+        main()
+
+    asyncio.run(in_a_loop()) if in_loop else main()
+    """
+)
+
+
+def _ignore_sigint() -> None:
+    # What a non-interactive shell does for a background job (POSIX).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("where", ["script", "loop"])
+async def test_ctrl_c_stops_every_wait_when_the_shell_ignored_sigint(where: str) -> None:
+    # Runs of 3-10 s: every wait is still going when its Ctrl-C comes.
+    async with Simulator(SimulatorConfig(time_scale=1.0, rate_limit=None, seed=5)) as sim:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            WAITS_SCRIPT,
+            sim.base_url("runbase"),
+            where,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            preexec_fn=_ignore_sigint,
+        )
+        assert proc.stdout is not None
+        lines: list[str] = []
+        for step in ("submit", "attach", "with", "close"):
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            assert line == f"waiting {step}\n", (line, lines)
+            proc.send_signal(signal.SIGINT)
+            lines.append((await asyncio.wait_for(proc.stdout.readline(), 30)).decode())
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    for step, line in zip(("submit", "attach", "with"), lines, strict=False):
+        word, said, took, done, ignored = line.split()
+        assert (word, said) == ("interrupted", step), line
+        assert float(took) < 2.5, line  # the Ctrl-C, not the run's end (3 s at least)
+        # Only the wait stopped; the shell's choice is back once the call returned.
+        assert (done, ignored) == ("False", "True"), line
+    word, said, took, _, ignored = lines[3].split()
+    assert (word, said, ignored) == ("interrupted", "close", "True"), lines[3]
+    assert float(took) < 2.5
+    assert "sk-sim-test" not in err.decode()
+
+
+@pytest.mark.skipif(
+    _loop_thread._SIGINT_IGNORED_AT_START, reason="this test process started ignoring SIGINT"
+)
+def test_a_sigint_the_program_ignores_itself_stays_ignored() -> None:
+    # Ignoring SIGINT after start-up is the program's own choice: a call keeps it.
+    holder = SimulatorThread(SimulatorConfig(time_scale=0.01, rate_limit=None, seed=3))
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with holder as sim, sync_session(sim) as session:
+            run = session.submit("a ceramic lamp")
+            kill = threading.Timer(
+                0.01, signal.pthread_kill, (threading.main_thread().ident or 0, signal.SIGINT)
+            )
+            kill.start()
+            assert run.result().run_id == run.id  # not interrupted
+            kill.join()
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# -- no work handed to a loop blocked waiting for the call ---------------------------
+
+
+async def test_download_and_read_of_an_async_result_inside_its_own_loop(tmp_path: Path) -> None:
+    holder = SimulatorThread(SimulatorConfig(time_scale=0.01, rate_limit=None, seed=3))
+    with holder as sim, sync_session(sim) as session:
+        async with gi.Session(
+            "runbase", api_key=TEST_KEYS["runbase"], base_url=sim.base_url("runbase")
+        ) as async_session:
+            result = await async_session.generate("a ceramic lamp")
+            # This loop is blocked by each call: nothing may be handed to it.
+            [path] = session.download(result, tmp_path / "sync")
+            assert path.read_bytes().startswith(PNG)
+            assert path.name == f"{result.run_id}-1.png"
+            [image] = session.read(result)
+            assert image == path.read_bytes()
+            # The async session still saves on its own loop afterwards.
+            [again] = await result.save(tmp_path / "async")
+            assert again.read_bytes() == image
+            # And a SyncSession's result saves from here, handed to its loop.
+            synced = session.generate("a ceramic chair")
+            [chair] = await synced.save(tmp_path / "chair")
+            assert chair.read_bytes().startswith(PNG)
+
+
+def test_download_from_another_loop_while_the_results_loop_is_blocked(tmp_path: Path) -> None:
+    # A result of a session on a loop whose thread waits in a SyncSession call:
+    # saved from another thread's loop at once, not when that call ends.
+    holder = SimulatorThread(SimulatorConfig(time_scale=0.3, rate_limit=None, seed=3))
+    with holder as sim, sync_session(sim) as session:
+        saved: list[object] = []
+
+        async def main() -> None:
+            here = asyncio.get_running_loop()
+            async with gi.Session(
+                "runbase", api_key=TEST_KEYS["runbase"], base_url=sim.base_url("runbase")
+            ) as async_session:
+                result = await async_session.generate("a ceramic lamp")
+                run = session.submit("a slow lamp")  # 0.9-3 s
+
+                def save_elsewhere() -> None:
+                    while not _loop_thread.loop_blocked(here):
+                        time.sleep(0.001)
+                    paths = asyncio.run(result.save(tmp_path))
+                    saved.append((paths, _loop_thread.loop_blocked(here), run.done()))
+
+                saver = threading.Thread(target=save_elsewhere)
+                saver.start()
+                run.result()  # blocks this loop's thread
+                saver.join(10)
+                assert not saver.is_alive()
+
+        asyncio.run(main())
+        [(paths, still_blocked, run_done)] = saved
+        assert isinstance(paths, list)
+        assert paths[0].read_bytes().startswith(PNG)
+        # Saved while the loop that made the result was still blocked.
+        assert still_blocked
+        assert run_done is False
