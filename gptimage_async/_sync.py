@@ -163,8 +163,13 @@ class SyncSession:
     main thread, a Ctrl-C raises ``KeyboardInterrupt`` there, in place of
     asyncio's handler (which could only cancel a task that cannot run until
     the call ends); asyncio's handler is put back when the call returns.
-    Calls from other threads are not interrupted: Python delivers a Ctrl-C
-    to the main thread only.
+    So too in a script a shell started in the background (``python x.py &``
+    in a script: SIGINT ignored from the start, as POSIX asks), as the
+    command line; a SIGINT the program ignores itself after import stays
+    ignored. Every blocking call, opening the session and ``close()``
+    included, waits the same way (``_loop_thread.Call.wait``). Calls from
+    other threads are not interrupted: Python delivers a Ctrl-C to the main
+    thread only.
 
     Prefer the async ``Session`` when the calling code is itself async (an
     asyncio web app, FastAPI, aiohttp: blocking its loop stalls every request

@@ -18,6 +18,7 @@ import asyncio
 import faulthandler
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -156,6 +157,52 @@ async def test_ctrl_c_stops_every_wait_when_the_shell_ignored_sigint(where: str)
     assert (word, said, ignored) == ("interrupted", "close", "True"), lines[3]
     assert float(took) < 2.5
     assert "sk-sim-test" not in err.decode()
+
+
+#: Opens a SyncSession whose shared budget's Redis accepts and never answers.
+OPEN_SCRIPT = textwrap.dedent(
+    """
+    import sys, threading, time
+    import gptimage_async as gi
+
+    started = time.monotonic()
+    try:
+        gi.SyncSession(
+            "runbase", api_key="sk-sim-test", base_url="http://127.0.0.1:9/runbase/api/v1",
+            redis=sys.argv[1],
+        )
+        print("opened", flush=True)
+    except KeyboardInterrupt:
+        threads = [t.name for t in threading.enumerate() if t.name == "gptimage-sync"]
+        print("interrupted", f"{time.monotonic() - started:.2f}", threads, flush=True)
+    """
+)
+
+
+def test_ctrl_c_stops_opening_a_session_and_its_thread() -> None:
+    pytest.importorskip("redis")
+    with socket.socket() as silent:  # a Redis that accepts and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", OPEN_SCRIPT, f"redis://127.0.0.1:{silent.getsockname()[1]}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_ignore_sigint,
+        )
+        silent.settimeout(30)
+        connection, _ = silent.accept()  # the opening waits on Redis now
+        with connection:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    word, took, threads = out.split(maxsplit=2)
+    assert word == "interrupted", out
+    assert float(took) < 5.0, out
+    # The opening was cancelled and the session's thread ended: nothing lingers.
+    assert threads.strip() == "[]", out
+    assert "sk-sim-test" not in err
 
 
 @pytest.mark.skipif(
