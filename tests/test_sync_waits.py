@@ -73,11 +73,10 @@ WAITS_SCRIPT = textwrap.dedent(
             print("waiting", step, flush=True)
         threading.Thread(target=watch, daemon=True).start()
 
-    def interrupted(step, started, run):
+    def interrupted(step, started, state):
         took = time.monotonic() - started
         ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-        done = run.done() if run is not None else None
-        print("interrupted", step, f"{took:.2f}", done, ignored, flush=True)
+        print("interrupted", step, f"{took:.2f}", state, ignored, flush=True)
 
     def wait_for(step, session):
         run = session.submit("a ceramic lamp, " + step)
@@ -89,12 +88,20 @@ WAITS_SCRIPT = textwrap.dedent(
             run.result()
             print("returned", step, flush=True)
         except KeyboardInterrupt:
-            interrupted(step, started, run)
+            interrupted(step, started, run.done())
 
     def main():
         session = open_session()
         wait_for("submit", session)
         wait_for("attach", session)
+        say_when_waiting("generate")
+        started = time.monotonic()
+        try:
+            session.generate("a ceramic lamp, generate")
+            print("returned generate", flush=True)
+        except KeyboardInterrupt as exc:
+            named = any("runs already created" in note for note in exc.__notes__)
+            interrupted("generate", started, named)
         session.close(cancel=True)
         with open_session() as session:
             wait_for("with", session)
@@ -140,22 +147,24 @@ async def test_ctrl_c_stops_every_wait_when_the_shell_ignored_sigint(where: str)
         )
         assert proc.stdout is not None
         lines: list[str] = []
-        for step in ("submit", "attach", "with", "close"):
+        for step in ("submit", "attach", "generate", "with", "close"):
             line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
             assert line == f"waiting {step}\n", (line, lines)
             proc.send_signal(signal.SIGINT)
             lines.append((await asyncio.wait_for(proc.stdout.readline(), 30)).decode())
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
-    for step, line in zip(("submit", "attach", "with"), lines, strict=False):
-        word, said, took, done, ignored = line.split()
-        assert (word, said) == ("interrupted", step), line
-        assert float(took) < 2.5, line  # the Ctrl-C, not the run's end (3 s at least)
-        # Only the wait stopped; the shell's choice is back once the call returned.
-        assert (done, ignored) == ("False", "True"), line
-    word, said, took, _, ignored = lines[3].split()
-    assert (word, said, ignored) == ("interrupted", "close", "True"), lines[3]
-    assert float(took) < 2.5
+    # Each wait ended by its Ctrl-C (3 s at least, else), and the shell's choice
+    # (SIGINT ignored) is back once the call returned.
+    said = {line.split()[1]: line.split() for line in lines}
+    assert list(said) == ["submit", "attach", "generate", "with", "close"], lines
+    for word, _, took, _, ignored in said.values():
+        assert (word, ignored) == ("interrupted", "True"), lines
+        assert float(took) < 2.5, lines
+    # Only the wait stopped: the run goes on.
+    assert [said[step][3] for step in ("submit", "attach", "with")] == ["False"] * 3
+    # generate stopped as the command line stops: the run it created is named.
+    assert said["generate"][3] == "True", lines
     assert "sk-sim-test" not in err.decode()
 
 
