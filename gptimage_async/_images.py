@@ -24,7 +24,7 @@ import anyio
 
 from ._download import download
 from ._exceptions import SessionClosedError
-from ._loop_thread import loop_blocked
+from ._loop_thread import ALIVE_CHECK, loop_blocked
 from ._models import Result, install_image_access
 from ._transport import Transport
 
@@ -170,7 +170,9 @@ async def _on_origin_loop(
     its loop stopped, or its loop's thread blocked waiting for a
     ``SyncSession`` call (``loop_blocked``), which may be this very one (an
     async session's result given to ``SyncSession.download`` inside
-    ``asyncio.run``): handed there, neither would ever end.
+    ``asyncio.run``): handed there, neither would ever end. And so when that
+    loop stops, or cancels the work, before it is done (checked every
+    ``ALIVE_CHECK`` seconds).
     """
     here = asyncio.get_running_loop()
     session = origin.session if origin is not None else None
@@ -182,7 +184,21 @@ async def _on_origin_loop(
     # stop before it would start the work, which would then never end.
     if not origin.loop.is_running() or loop_blocked(origin.loop):
         return await fetch(None)
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fetch(session), origin.loop))
+    handed = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fetch(session), origin.loop))
+    try:
+        # That loop may stop (its session closed, its thread ended) before it
+        # starts the work, which would then never end: checked now and then.
+        while not handed.done():
+            await asyncio.wait([handed], timeout=ALIVE_CHECK)
+            if not handed.done() and not origin.loop.is_running():
+                handed.cancel()
+                return await fetch(None)
+    except BaseException:
+        handed.cancel()
+        raise
+    if handed.cancelled():  # cancelled there (its loop shut down), not here
+        return await fetch(None)
+    return handed.result()
 
 
 def render_html(result: Result) -> str:

@@ -294,3 +294,43 @@ def test_download_from_another_loop_while_the_results_loop_is_blocked(tmp_path: 
         # Saved while the loop that made the result was still blocked.
         assert still_blocked
         assert run_done is False
+
+
+def test_a_save_handed_to_a_loop_that_stops_before_running_it_still_ends(
+    tmp_path: Path,
+) -> None:
+    holder = SimulatorThread(SimulatorConfig(time_scale=0.01, rate_limit=None, seed=3))
+    with holder as sim:
+        origin = asyncio.new_event_loop()
+        session = gi.Session(
+            "runbase", api_key=TEST_KEYS["runbase"], base_url=sim.base_url("runbase")
+        )
+        origin.run_until_complete(session.open())
+        result = origin.run_until_complete(session.generate("a ceramic lamp"))
+        go = threading.Event()
+
+        def busy_then_stop() -> None:
+            # Work handed to the loop now waits behind this callback, which stops it.
+            go.wait(30)
+            origin.stop()
+
+        serving = threading.Thread(target=origin.run_forever)
+        origin.call_soon(busy_then_stop)
+        serving.start()
+
+        async def save() -> tuple[list[Path], float]:
+            started = time.monotonic()
+            saving = asyncio.create_task(result.save(tmp_path))
+            await asyncio.sleep(0)  # the save has handed its work to the origin's loop
+            go.set()
+            return await saving, time.monotonic() - started
+
+        try:
+            [path], took = asyncio.run(save())
+        finally:
+            go.set()
+            serving.join(30)
+            origin.run_until_complete(session.aclose())
+            origin.close()
+        assert path.read_bytes().startswith(PNG)
+        assert took < _loop_thread.ALIVE_CHECK + 5
