@@ -113,4 +113,29 @@ DIAGNOSIS: dict[str, str] = {
         "(slot leases, admission of creates while polls wait elsewhere, heartbeat share, "
         "round trips) from the grant log in Redis before changing anything."
     ),
+    "pool_efficiency": (
+        "Against the pool's combined limit, 300 runs on three keys take the wall time of "
+        "100 runs on one key, so each lane's cold start (its own duration model and slow "
+        "start) and the job's tail weigh three times as much as in a 300-run job on one "
+        "key. Each lane probes its own limit (slow start doubles the belief when its "
+        "creates wait), and with rejected requests counted the 429 that ends the probe "
+        "costs its lane a pause and a cut to about 0.95 of the limit for the rest of the "
+        "job. Fixed in the router: creates waiting for a lane waited unseen by its "
+        "limiter, which lent their slots to early polls (a tenth of the budget), and "
+        "woke in no order, so early prompts were overtaken for seconds and became the "
+        "job's last runs, unmarked and polled behind everything."
+    ),
+    "pool_closure": (
+        "A create refused 402 moves to another lane (it was certainly not created), one "
+        "of uncertain fate never moves, and runs in flight on the closed lane are still "
+        "polled there; the remaining lanes were busy before the closure, so their "
+        "admitted requests per window can only dip while creates wait to move. A window "
+        "under 0.95 of their limit is one where the router's line of creates emptied or "
+        "a 429 paused a lane (see the per-window counts)."
+    ),
+    "pool_price": (
+        "Under price-first a create waits up to 1.5 slots of the cheap lane before it "
+        "overflows (`CHEAP_SLOTS`): a create that finds the cheap lane's next slots taken "
+        "by polls due at once overflows to a dearer lane."
+    ),
 }
