@@ -6,19 +6,23 @@ lanes:
 
 * **Late binding.** A create is bound to a lane only when it is ready to go
   and ``route()`` (``_pool._routing``) says a lane has a free slot: each
-  lane is seen at ``max(now, limiter.next_free()) + bound * interval``,
-  where ``bound`` counts creates already bound to it and not yet sent, so
-  a burst of creates spreads over the lanes instead of queueing on the
-  first. Otherwise the create waits (``Wait``) and asks again; it is woken
-  early when a lane closes. Creates waiting for a lane wait **in order**: only
-  the first asks the routing, the others queue behind it (first come, first
-  bound), so none is overtaken for ever by later ones, and a bulk job's last
-  creates are its last runs. A create whose lane is free within
+  lane is seen at ``max(now, limiter.next_free()) + queued * interval``,
+  where ``queued`` counts creates already bound to it and not yet sent, or
+  the requests waiting in its limiter (polls due go first) if more, so a
+  burst of creates spreads over the lanes instead of queueing on the first,
+  and the lanes' backlogs stay even. Otherwise the create waits (``Wait``)
+  and asks again; it is woken early when a lane closes or a bound create
+  goes out. Creates waiting for a lane wait **in order**: only the first
+  asks the routing, the others queue behind it (first come, first bound),
+  so none is overtaken for ever by later ones, and a bulk job's last creates
+  are its last runs. A create whose turn on its lane is within
   ``BIND_AHEAD`` slots is bound at once and queues in that lane's limiter
   (which then lends no slot to an early poll). When one of a bulk job's last
   creates (``ahead_of_polls``) arrives, the creates queued before it go ahead
-  of polls too, as in one key's limiter. A pool of one lane skips the
-  routing: its creates queue in the lane's limiter as they always have.
+  of polls too, as in one key's limiter; such a create's turn counts only
+  the creates bound before it (it goes ahead of the polls). A pool of one
+  lane skips the routing: its creates queue in the lane's limiter as they
+  always have.
 * **Failover** (``_pool._failover``): a create that ends in an error is
   judged by ``failover()``. The lane is closed (401, 402, 403, 429
   ``USAGE_EXCEEDED``) or cooled (5xx, no answer) for new creates; runs in
@@ -251,7 +255,8 @@ class Router:
         try:
             while True:
                 now = self.clock()
-                decision = self._route(request, now, failed)
+                ahead = ahead_of_polls or arrival <= self._promoted
+                decision = self._route(request, now, failed, ahead=ahead)
                 if isinstance(decision, Exhausted):
                     raise decision.error
                 if isinstance(decision, Wait):
@@ -267,7 +272,6 @@ class Router:
                     # Bound: the next create in line routes now (this one counts as bound).
                     self._leave(ticket)
                     ticket = None
-                ahead = ahead_of_polls or arrival <= self._promoted
                 try:
                     outcome = await self._send(index_, token, request, index, on_send, ahead)
                 except _Rebind:
@@ -311,9 +315,15 @@ class Router:
                 queue.remove(ticket)
 
     def _route(
-        self, request: ImageRequest, now: float, failed: dict[int, GPTImageError]
+        self, request: ImageRequest, now: float, failed: dict[int, GPTImageError], *, ahead: bool
     ) -> Go | Wait | Exhausted:
+        """Where the head of the line goes, or when it asks again (module docstring).
+
+        ``ahead``: the create goes ahead of polls (one of a bulk job's last).
+        """
         views: list[LaneView] = []
+        # When each lane would send a create that goes ahead of its polls.
+        own: list[float] = []
         for i, lane in enumerate(self.lanes):
             health = self.health[i]
             if (
@@ -331,6 +341,7 @@ class Router:
             if i in failed or (len(self.lanes) == 1 and health.cause is None):
                 # A lane this create failed on is closed to it; one open lane is always ready.
                 cause = failed.get(i)
+                own.append(now)
                 views.append(
                     LaneView(
                         label=lane.spec.label,
@@ -345,7 +356,12 @@ class Router:
             limiter = lane.limiter
             assert limiter is not None  # the session is open
             interval = limiter.interval
-            next_free = max(now, limiter.next_free()) + self._bound[i] * interval
+            # Requests queued in its limiter go first (polls due, the creates bound
+            # to it): a lane with a backlog is later, whatever its next free slot.
+            # The lane is picked by it, so the lanes' backlogs (and ends) stay even.
+            free = max(now, limiter.next_free())
+            own.append(free + self._bound[i] * interval)
+            next_free = free + max(self._bound[i], limiter.waiting) * interval
             views.append(
                 lane_view(
                     lane.spec,
@@ -368,11 +384,14 @@ class Router:
             share=CHEAP_SLOTS,
         )
         if isinstance(decision, Wait):
-            # Bound BIND_AHEAD slots before its turn, it queues in the lane's limiter.
-            ahead = decision.until - BIND_AHEAD * views[decision.lane].interval
-            if ahead <= now:
+            # Bound BIND_AHEAD slots before its turn, it queues in the lane's limiter;
+            # a create ahead of polls waits only for the creates bound before it.
+            chosen = views[decision.lane]
+            turn = max(own[decision.lane], chosen.cooling_until) if ahead else decision.until
+            bind = turn - BIND_AHEAD * chosen.interval
+            if bind <= now:
                 return Go(decision.lane)
-            return Wait(ahead, decision.lane)
+            return Wait(bind, decision.lane)
         return decision
 
     async def _wait(self, until: float) -> None:
