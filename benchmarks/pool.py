@@ -297,20 +297,31 @@ def _windows(row: PoolRow, last_create: float) -> None:
     if row.closed_at is None or not row.samples:
         return
 
-    def at(t: float) -> tuple[list[int], int]:
-        # The last sample taken at or before t (samples are SAMPLES a window apart).
-        best = row.samples[0]
-        for sample in row.samples:
-            if sample[0] > t:
-                break
-            best = sample
-        return best[1], best[2]
+    samples = row.samples
+
+    def at(t: float) -> tuple[float, float]:
+        # Admitted on the remaining lanes and runs created by t, read linearly between
+        # the samples around it (they come about SAMPLES a window, a sleep apart).
+        def counts(k: int) -> tuple[float, float]:
+            _, admitted, created = samples[k]
+            return sum(n for i, n in enumerate(admitted) if i != CLOSED), created
+
+        after = next((k for k, sample in enumerate(samples) if sample[0] > t), len(samples))
+        if after == 0 or after == len(samples):
+            return counts(min(after, len(samples) - 1))
+        (t0, t1), (a0, c0), (a1, c1) = (
+            (samples[after - 1][0], samples[after][0]),
+            counts(after - 1),
+            counts(after),
+        )
+        share = (t - t0) / (t1 - t0) if t1 > t0 else 1.0
+        return a0 + share * (a1 - a0), c0 + share * (c1 - c0)
 
     start = row.closed_at
     while start + row.window <= last_create:
         (a0, c0), (a1, c1) = at(start), at(start + row.window)
-        row.after.append(sum(a1[i] - a0[i] for i in range(len(a0)) if i != CLOSED))
-        row.creates_after.append(c1 - c0)
+        row.after.append(round(a1 - a0))
+        row.creates_after.append(round(c1 - c0))
         start += row.window
 
 
