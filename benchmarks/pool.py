@@ -128,6 +128,8 @@ class PoolRow:
     after: list[int] = field(default_factory=list)
     """``closure``: requests the remaining lanes admitted in each whole window after it,
     until the last create (a job's tail admits fewer by nature)."""
+    before: int | None = None
+    """``closure``: requests the remaining lanes admitted in the window before it."""
     creates_after: list[int] = field(default_factory=list)
     """``closure``: runs created (on any lane) in those windows."""
     load: float = 0.0
@@ -318,6 +320,8 @@ def _windows(row: PoolRow, last_create: float) -> None:
         return a0 + share * (a1 - a0), c0 + share * (c1 - c0)
 
     start = row.closed_at
+    if start >= row.window:
+        row.before = round(at(start)[0] - at(start - row.window)[0])
     while start + row.window <= last_create:
         (a0, c0), (a1, c1) = at(start), at(start + row.window)
         row.after.append(round(a1 - a0))

@@ -72,7 +72,8 @@ def pool_section(results: Results) -> list[str]:
                 f"- closure: the credits ran out {r.closed_at:.2f} s in, after "
                 f"{r.created_before} runs ({sum(lane.refused for lane in r.lanes)} create(s) "
                 "refused 402, each moved to another lane). Requests the two remaining lanes "
-                f"had admitted, per window after it (their limit: {r.remaining_limit}): "
+                f"had admitted in the window before it: {'-' if r.before is None else r.before}; per window after it "
+                f"(their limit: {r.remaining_limit}): "
                 f"{', '.join(map(str, r.after)) or '-'}; runs created per window: "
                 f"{', '.join(map(str, r.creates_after)) or '-'}.",
             ]

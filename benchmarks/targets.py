@@ -399,7 +399,8 @@ def _pool_targets(results: Results) -> list[Target]:
                 and closure.duplicates == 0
                 and (not measured or (recover is not None and recover <= POOL_RECOVERY_WINDOWS)),
                 f"closed after {closure.created_before} runs; requests the remaining lanes "
-                f"admitted per window after it: {closure.after} of "
+                f"admitted in the window before it: {'-' if closure.before is None else closure.before}, per window after it: "
+                f"{closure.after} of "
                 f"{closure.remaining_limit}; {closure.failed} errors "
                 f"({dict(closure.errors) or 'none'})",
             )
