@@ -9,6 +9,10 @@ from .results import Results
 __all__ = ["pool_section"]
 
 
+def _shown(count: int | None) -> str:
+    return "-" if count is None else str(count)
+
+
 def pool_section(results: Results) -> list[str]:
     """Issue 19: a pool of three keys on two sellers (``benchmarks.pool``)."""
     lines = [
@@ -72,7 +76,7 @@ def pool_section(results: Results) -> list[str]:
                 f"- closure: the credits ran out {r.closed_at:.2f} s in, after "
                 f"{r.created_before} runs ({sum(lane.refused for lane in r.lanes)} create(s) "
                 "refused 402, each moved to another lane). Requests the two remaining lanes "
-                f"had admitted in the window before it: {'-' if r.before is None else r.before}; per window after it "
+                f"had admitted in the window before it: {_shown(r.before)}; per window after it "
                 f"(their limit: {r.remaining_limit}): "
                 f"{', '.join(map(str, r.after)) or '-'}; runs created per window: "
                 f"{', '.join(map(str, r.creates_after)) or '-'}.",

@@ -384,6 +384,7 @@ def _pool_targets(results: Results) -> list[Target]:
         once = closure.resolved_once == closure.runs and not closure.resolved_twice
         # A job too short for a whole window after the closure cannot show recovery.
         measured = bool(closure.after)
+        before = "-" if closure.before is None else str(closure.before)
         shown = "never" if recover is None else str(recover)
         if not measured:
             shown = "- (no whole window after it)"
@@ -399,7 +400,7 @@ def _pool_targets(results: Results) -> list[Target]:
                 and closure.duplicates == 0
                 and (not measured or (recover is not None and recover <= POOL_RECOVERY_WINDOWS)),
                 f"closed after {closure.created_before} runs; requests the remaining lanes "
-                f"admitted in the window before it: {'-' if closure.before is None else closure.before}, per window after it: "
+                f"admitted in the window before it: {before}, per window after it: "
                 f"{closure.after} of "
                 f"{closure.remaining_limit}; {closure.failed} errors "
                 f"({dict(closure.errors) or 'none'})",
