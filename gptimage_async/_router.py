@@ -94,15 +94,15 @@ logger = logging.getLogger("gptimage_async")
 #: last slot just went (to a poll, say) is busy for one interval, not saturated;
 #: under 2, so the second create queued on it already overflows.
 CHEAP_SLOTS = 1.5
-#: The create at the head of the line is bound to the lane the routing picks as
-#: soon as no other create is queued in that lane's limiter, or else once the
-#: lane's turn for it is within this many slot intervals; it then queues in
-#: that lane's limiter. A limiter that sees no request waiting lends its slots
-#: to speculative polls (spare budget, even ahead of its pace): were the
-#: router's line invisible to it, those polls would take the slots the line
-#: waits for, and a busy pool spent a tenth of its budget polling early. About
-#: one create waits in each lane's limiter, so late binding still holds: no
-#: create is stuck behind a lane while another lane is free.
+#: The create at the head of the line is bound to the lane the routing picks
+#: once its turn there is within this many slot intervals (the head looks again
+#: whenever a bound create goes out); it then queues in that lane's limiter. A
+#: limiter that sees no request waiting lends its slots to speculative polls
+#: (spare budget, even ahead of its pace): were the router's line invisible to
+#: it, those polls would take the slots the line waits for, and a busy pool
+#: spent a tenth of its budget polling early. About one create waits in each
+#: lane's limiter, so late binding still holds: no create is stuck behind a
+#: lane while another lane is free.
 BIND_AHEAD = 1.0
 
 
