@@ -8,6 +8,7 @@
     python -m benchmarks --only drift warm  # the learning figures
     python -m benchmarks --only fleet     # several processes on one key (needs redis-server)
     python -m benchmarks --only steady    # web-app load: steady arrivals (fleet part needs Redis)
+    python -m benchmarks --only pool      # a pool of three keys on two sellers (issue 19)
 """
 
 from __future__ import annotations
@@ -28,7 +29,18 @@ from .figures import draw
 from .report import ADAPT_RUNS, COLD_RUNS, FIRST_RUNS, Results, Settings, render
 from .scenarios import DEFAULT_LIMIT, WINDOW, Bulk
 
-SCENARIOS = ("bulk", "drift", "warm", "idle", "cpu", "memory", "gallery", "steady", "fleet")
+SCENARIOS = (
+    "bulk",
+    "drift",
+    "warm",
+    "idle",
+    "cpu",
+    "memory",
+    "gallery",
+    "steady",
+    "pool",
+    "fleet",
+)
 #: Needs redis-server and OS processes, minutes of them: only when named in --quick.
 NOT_QUICK = ("fleet",)
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -54,6 +66,8 @@ GALLERY_ENTRIES = 10_000
 STEADY_RUNS = (200, 8)
 #: The steady fleet's processes: quick runs use two, with two runs each.
 STEADY_FLEET = (scenarios.FLEET, 2)
+#: Runs per pool job (issue 19: 300).
+POOL_RUNS = (300, 30)
 #: The hand-written client gets as long as an ideal client needs for the whole job.
 BASELINE_CAP = 1.0
 
@@ -119,6 +133,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.window = LATENESS_WINDOW[pick]
     args.steady_runs = STEADY_RUNS[pick]
     args.steady_fleet = STEADY_FLEET[pick]
+    args.pool_runs = POOL_RUNS[pick]
     args.only = args.only or [s for s in SCENARIOS if not (args.quick and s in NOT_QUICK)]
     if args.runs < 1 or args.in_flight < 1 or not args.time_scale > 0:
         parser.error("--runs and --in-flight must be positive, --time-scale above 0")
@@ -302,6 +317,19 @@ def _say_steady(row: scenarios.Steady) -> None:
     )
 
 
+async def pool(args: argparse.Namespace, results: Results) -> None:
+    n, ts = args.pool_runs, args.time_scale
+    for measure in (scenarios.pool_combined, scenarios.pool_closure, scenarios.pool_price_first):
+        row = await measure(n, time_scale=ts)
+        results.pool.append(row)
+        lanes = ", ".join(f"{lane.label} {lane.creates}" for lane in row.lanes)
+        say(
+            f"  {row.case}: efficiency {row.efficiency:.2f}, 429s {row.share_429:.1%}, "
+            f"{row.resolved_once}/{row.runs} resolved once, {row.duplicates} paid twice, "
+            f"creates {lanes}"
+        )
+
+
 async def gallery(args: argparse.Namespace, results: Results) -> None:
     row = gallery_benchmark.measure(GALLERY_ENTRIES)
     results.gallery = row
@@ -330,6 +358,7 @@ async def run(args: argparse.Namespace) -> Results:
         "memory": memory,
         "gallery": gallery,
         "steady": steady,
+        "pool": pool,
         "fleet": fleet,
     }
     for name in SCENARIOS:

@@ -113,4 +113,32 @@ DIAGNOSIS: dict[str, str] = {
         "(slot leases, admission of creates while polls wait elsewhere, heartbeat share, "
         "round trips) from the grant log in Redis before changing anything."
     ),
+    "pool_efficiency": (
+        "Against the pool's combined limit, 300 runs on three keys take the wall time of "
+        "100 runs on one key, and each lane is such a job: its own cold start (duration "
+        "model, slow start) and the job's tail weigh three times as much as in a 300-run "
+        "job on one key. On one machine at one load a 100-run job on one key measured "
+        "0.88-0.97, the pool 0.89-0.93: budget used ~94% (each lane's slow start ends in "
+        "a 429, and with rejected requests counted a jitter 429 pauses its lane and cuts "
+        "its belief to 0.95 of the limit; the three lanes' windows are aligned, so one "
+        "event-loop stall draws a 429 on each) and ~1.04 requests per result more than 2 "
+        "(three duration models learn apart). Fixed in the router (the pool had 0.77-0.84): "
+        "creates waiting for a lane were unseen by its limiter, which lent their slots to "
+        "early polls (80 of 690 requests); they woke in no order, so early prompts were "
+        "overtaken for seconds and became the job's last runs, unmarked; and a lane's "
+        "queued polls were not counted, so one lane took ties and ended the job last."
+    ),
+    "pool_closure": (
+        "A create refused 402 moves to another lane (it was certainly not created), one "
+        "of uncertain fate never moves, and runs in flight on the closed lane are still "
+        "polled there; the remaining lanes were busy before the closure, so their "
+        "admitted requests per window can only dip while creates wait to move. A window "
+        "under 0.95 of their limit is one where the router's line of creates emptied or "
+        "a 429 paused a lane (see the per-window counts)."
+    ),
+    "pool_price": (
+        "Under price-first a create waits up to 1.5 slots of the cheap lane before it "
+        "overflows (`CHEAP_SLOTS`): a create that finds the cheap lane's next slots taken "
+        "by polls due at once overflows to a dearer lane."
+    ),
 }

@@ -20,6 +20,7 @@ from ._format import table
 from .diagnosis import DIAGNOSIS
 from .figures import Figure
 from .gallery import section
+from .pool_report import pool_section
 from .results import Results, Settings
 from .sections import (
     bulk_section,
@@ -125,6 +126,8 @@ def render(
         lines += section(results.gallery)
     if results.steady or results.steady_note:
         lines += steady_section(results)
+    if results.pool:
+        lines += pool_section(results)
     if results.fleet:
         lines += ["", results.fleet, ""]
     return "\n".join(lines).rstrip() + "\n"

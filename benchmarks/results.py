@@ -6,6 +6,7 @@ import datetime
 from dataclasses import dataclass, field
 
 from .gallery import GalleryRow
+from .pool import PoolRow
 from .scenarios import Bulk, Cpu, Idle, InFlight, Steady
 
 __all__ = ["Results", "Settings"]
@@ -49,3 +50,5 @@ class Results:
     """Steady arrivals (web-app load), ours in one process and in a fleet, and the baseline."""
     steady_note: str = ""
     """Why part of the steady scenario was not measured (say, no ``redis-server``)."""
+    pool: list[PoolRow] = field(default_factory=list)
+    """Issue 19: a pool of three keys (combined, one lane closing, price-first)."""

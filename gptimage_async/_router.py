@@ -6,12 +6,23 @@ lanes:
 
 * **Late binding.** A create is bound to a lane only when it is ready to go
   and ``route()`` (``_pool._routing``) says a lane has a free slot: each
-  lane is seen at ``max(now, limiter.next_free()) + bound * interval``,
-  where ``bound`` counts creates already bound to it and not yet sent, so
-  a burst of creates spreads over the lanes instead of queueing on the
-  first. Otherwise the create waits (``Wait``) and asks again; it is woken
-  early when a lane closes. A pool of one lane skips the routing: its
-  creates queue in the lane's limiter as they always have.
+  lane is seen at ``max(now, limiter.next_free()) + queued * interval``,
+  where ``queued`` counts creates already bound to it and not yet sent, or
+  the requests waiting in its limiter (polls due go first) if more, so a
+  burst of creates spreads over the lanes instead of queueing on the first,
+  and the lanes' backlogs stay even. Otherwise the create waits (``Wait``)
+  and asks again; it is woken early when a lane closes or a bound create
+  goes out. Creates waiting for a lane wait **in order**: only the first
+  asks the routing, the others queue behind it (first come, first bound),
+  so none is overtaken for ever by later ones, and a bulk job's last creates
+  are its last runs. A create whose turn on its lane is within
+  ``BIND_AHEAD`` slots is bound at once and queues in that lane's limiter
+  (which then lends no slot to an early poll). When one of a bulk job's last
+  creates (``ahead_of_polls``) arrives, the creates queued before it go ahead
+  of polls too, as in one key's limiter; such a create's turn counts only
+  the creates bound before it (it goes ahead of the polls). A pool of one
+  lane skips the routing: its creates queue in the lane's limiter as they
+  always have.
 * **Failover** (``_pool._failover``): a create that ends in an error is
   judged by ``failover()``. The lane is closed (401, 402, 403, 429
   ``USAGE_EXCEEDED``) or cooled (5xx, no answer) for new creates; runs in
@@ -31,7 +42,10 @@ lanes:
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import functools
+import itertools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -79,6 +93,20 @@ logger = logging.getLogger("gptimage_async")
 #: last slot just went (to a poll, say) is busy for one interval, not saturated;
 #: under 2, so the second create queued on it already overflows.
 CHEAP_SLOTS = 1.5
+#: The create at the head of the line is bound to the lane the routing picks
+#: once its turn there is within this many slot intervals (the head looks again
+#: whenever a bound create goes out); it then queues in that lane's limiter. A
+#: limiter that sees no request waiting lends its slots to speculative polls
+#: (spare budget, even ahead of its pace): were the router's line invisible to
+#: it, those polls would take the slots the line waits for, and a busy pool
+#: spent a tenth of its budget polling early. About one create waits in each
+#: lane's limiter, so late binding still holds: no create is stuck behind a
+#: lane while another lane is free.
+BIND_AHEAD = 1.0
+
+
+def _timed_out(run_timeout: float) -> RunTimeoutError:
+    return RunTimeoutError(f"no lane had a free slot within run_timeout ({run_timeout:g}s)")
 
 
 class _Rebind(Exception):
@@ -144,6 +172,16 @@ class Router:
         # Creates bound to each lane and not yet sent (late binding's queue).
         self._bound = [0] * len(self.lanes)
         self._changed: asyncio.Event | None = None
+        # Creates waiting for a lane, first come first routed: only the head routes.
+        self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._arrivals = itertools.count()
+        # Creates that arrived up to this number go ahead of polls (a job's tail began).
+        self._promoted = -1
+
+    @property
+    def waiting(self) -> int:
+        """Creates waiting in the router for a lane (not yet bound to one)."""
+        return len(self._queue)
 
     def rate(self) -> float:
         """The believed rates of the lanes open for creates, summed (requests per second).
@@ -210,34 +248,83 @@ class Router:
         """
         deadline = self.clock() + self._run_timeout
         failed: dict[int, GPTImageError] = {}
-        while True:
-            now = self.clock()
-            decision = self._route(request, now, failed)
-            if isinstance(decision, Exhausted):
-                raise decision.error
-            if isinstance(decision, Wait):
-                if decision.until > deadline:
-                    raise RunTimeoutError(
-                        f"no lane had a free slot within run_timeout ({self._run_timeout:g}s)"
-                    )
-                await self._wait(decision.until)
-                continue
-            index_ = decision.lane
-            token = self.ledger.reserve(index_, request.quality)
-            if isinstance(token, SpendCapError):
-                raise token
-            try:
-                outcome = await self._send(index_, token, request, index, on_send, ahead_of_polls)
-            except _Rebind:
-                continue
-            if not isinstance(outcome, GPTImageError):
-                return outcome
-            failed[index_] = outcome  # certainly not created there: try another lane
+        arrival = next(self._arrivals)
+        if ahead_of_polls:
+            self._promoted = arrival
+        # One lane needs no order of its own: its limiter queues the creates.
+        ticket = await self._turn(deadline) if len(self.lanes) > 1 else None
+        try:
+            while True:
+                now = self.clock()
+                ahead = ahead_of_polls or arrival <= self._promoted
+                decision = self._route(request, now, failed, ahead=ahead)
+                if isinstance(decision, Exhausted):
+                    raise decision.error
+                if isinstance(decision, Wait):
+                    if decision.until > deadline:
+                        raise _timed_out(self._run_timeout)
+                    await self._wait(decision.until)
+                    continue
+                index_ = decision.lane
+                token = self.ledger.reserve(index_, request.quality)
+                if isinstance(token, SpendCapError):
+                    raise token
+                if ticket is not None:
+                    # Bound: the next create in line routes now (this one counts as bound).
+                    self._leave(ticket)
+                    ticket = None
+                try:
+                    outcome = await self._send(index_, token, request, index, on_send, ahead)
+                except _Rebind:
+                    continue  # nothing was sent: it routes again, ahead of the line
+                if not isinstance(outcome, GPTImageError):
+                    return outcome
+                failed[index_] = outcome  # certainly not created there: try another lane
+        finally:
+            if ticket is not None:
+                self._leave(ticket)
+
+    async def _turn(self, deadline: float) -> asyncio.Future[None]:
+        """Join the line of creates waiting for a lane; return once at its head.
+
+        Raises ``RunTimeoutError`` when the turn does not come by ``deadline``.
+        """
+        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(ticket)
+        if self._queue[0] is ticket:
+            return ticket
+        try:
+            async with asyncio.timeout_at(deadline):
+                await asyncio.shield(ticket)
+        except TimeoutError:
+            self._leave(ticket)
+            raise _timed_out(self._run_timeout) from None
+        except BaseException:
+            self._leave(ticket)
+            raise
+        return ticket
+
+    def _leave(self, ticket: asyncio.Future[None]) -> None:
+        """Take ``ticket`` out of the line; if it was the head, the next create's turn comes."""
+        queue = self._queue
+        if queue and queue[0] is ticket:
+            queue.popleft()
+            if queue and not queue[0].done():
+                queue[0].set_result(None)
+        else:
+            with contextlib.suppress(ValueError):
+                queue.remove(ticket)
 
     def _route(
-        self, request: ImageRequest, now: float, failed: dict[int, GPTImageError]
+        self, request: ImageRequest, now: float, failed: dict[int, GPTImageError], *, ahead: bool
     ) -> Go | Wait | Exhausted:
+        """Where the head of the line goes, or when it asks again (module docstring).
+
+        ``ahead``: the create goes ahead of polls (one of a bulk job's last).
+        """
         views: list[LaneView] = []
+        # When each lane would send a create that goes ahead of its polls.
+        own: list[float] = []
         for i, lane in enumerate(self.lanes):
             health = self.health[i]
             if (
@@ -256,6 +343,7 @@ class Router:
             if i in failed or (len(self.lanes) == 1 and health.cause is None):
                 # A lane this create failed on is closed to it; one open lane is always ready.
                 cause = failed.get(i)
+                own.append(now)
                 views.append(
                     LaneView(
                         label=lane.spec.label,
@@ -270,7 +358,12 @@ class Router:
             limiter = lane.limiter
             assert limiter is not None  # the session is open
             interval = limiter.interval
-            next_free = max(now, limiter.next_free()) + self._bound[i] * interval
+            # Requests queued in its limiter go first (polls due, the creates bound
+            # to it): a lane with a backlog is later, whatever its next free slot.
+            # The lane is picked by it, so the lanes' backlogs (and ends) stay even.
+            free = max(now, limiter.next_free())
+            own.append(free + self._bound[i] * interval)
+            next_free = free + max(self._bound[i], limiter.waiting) * interval
             views.append(
                 lane_view(
                     lane.spec,
@@ -284,7 +377,7 @@ class Router:
         # Each lane's next_free counts the creates bound to it, so a queue shows
         # saturation: a create may wait up to CHEAP_SLOTS slots of a cheaper lane
         # (a poll just sent there is no saturation), the next queued one overflows.
-        return route(
+        decision = route(
             views,
             now=now,
             policy=self.pool.routing,
@@ -292,6 +385,16 @@ class Router:
             horizon=math.inf,
             share=CHEAP_SLOTS,
         )
+        if isinstance(decision, Wait):
+            # Bound BIND_AHEAD slots before its turn, it queues in the lane's limiter;
+            # a create ahead of polls waits only for the creates bound before it.
+            chosen = views[decision.lane]
+            turn = max(own[decision.lane], chosen.cooling_until) if ahead else decision.until
+            bind = turn - BIND_AHEAD * chosen.interval
+            if bind <= now:
+                return Go(decision.lane)
+            return Wait(bind, decision.lane)
+        return decision
 
     async def _wait(self, until: float) -> None:
         if self._changed is None:
@@ -335,6 +438,7 @@ class Router:
             if bound:
                 bound = False
                 self._bound[i] -= 1
+                self._wake()  # the head of the line may bind to this lane now
             sent = True
             if on_send is not None:
                 on_send()

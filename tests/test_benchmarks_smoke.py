@@ -48,6 +48,7 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
         "## 4. Client CPU per HTTP exchange",
         "runs in flight",
         "## 11-12. Steady arrivals (web apps)",
+        "## 13-15. A pool of keys and sellers",
     ):
         assert heading in text
     for load in ("0.25", "0.5", "0.75"):
@@ -75,6 +76,34 @@ def test_only_writes_the_chosen_scenario(tmp_path: Path) -> None:
     assert "| hand-written | single runs |" in text
     assert "## 1-2." not in text
     assert "## 4." not in text
+
+
+def test_the_pool_scenario_runs_in_quick_mode(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "pool", "--output", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert "## 13-15. A pool of keys and sellers" in text
+    assert "## 1-2." not in text
+    for figure in ("13. pool of 3 keys", "14. one lane out of credits", "15. price-first"):
+        assert f"| {figure}" in text
+    # Every run of every job resolved exactly once, and none was paid twice.
+    for job, routing in (("combined", "earliest"), ("closure", "earliest")):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {job} |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[1:4] == [routing, "30/30", "0"], row
+        assert cells[9] == "0", row  # paid twice
+    price = next(line for line in text.splitlines() if line.startswith("| price-first |"))
+    cells = [cell.strip() for cell in price.strip("|").split("|")]
+    assert cells[1:3] == ["cheapest", "30/30"] and cells[9] == "0", price
+    assert "credits ran out" in text  # the closure happened, a third of the way in
 
 
 async def test_baseline_creates_each_prompt_once_and_polls_until_done() -> None:

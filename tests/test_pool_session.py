@@ -101,10 +101,16 @@ async def test_cheapest_overflows_to_the_dear_lane_only_when_saturated() -> None
     assert len(results) == 60
     cheap, dear = sim.stats.key("sk-cheap").creates, sim.stats.key("sk-dear").creates
     assert cheap + dear == 60
-    assert dear > 0  # a burst saturates the cheap lane
-    # ... which keeps its share: were it skipped as soon as one slot was taken
-    # (by a poll, say), the dear lane would take nearly every create.
-    assert cheap >= 15, (cheap, dear)
+    # A burst saturates the cheap lane: the dear lane takes the overflow (routed as a
+    # herd, each waiting create asking again at its own time, the creates piled up
+    # waiting for the cheap lane while the dear one idled: 57 cheap, 3 dear)...
+    assert dear >= 10, (cheap, dear)
+    # ... and the cheap lane keeps at least its share. The policy's guarantee: the
+    # head of the line takes the cheap lane whenever its next slot is within 1.5 of
+    # the dear lane's, so with equal budgets it gets at least every other create.
+    # Were it skipped as soon as one slot was taken (by a poll, say), the dear lane
+    # would take nearly every create. Measured: 30 to 38 of 60.
+    assert cheap >= dear, (cheap, dear)
     no_cross_key_polls(sim, *keys)
 
 
