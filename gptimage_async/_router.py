@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import functools
 import itertools
 import logging
@@ -163,6 +164,7 @@ class Router:
         self.lanes = tuple(lanes)
         # The lane health policy: a session of one lane never closes it (_pool._failover).
         self.policy = HealthPolicy.for_lanes(len(self.lanes))
+        self._context = contextvars.Context()  # refund callbacks share it: ~64 B less a run
         self.health = [LaneHealth(closed_for=self.policy.closed_for) for _ in self.lanes]
         self.ledger = SpendLedger(pool.lanes, cap=pool.spend_cap)
         stats._ledger = self.ledger
@@ -465,7 +467,9 @@ class Router:
         self.ledger.commit(token)
         health.recover()
         if lane.spec.refunds_failed:
-            run._future.add_done_callback(functools.partial(self._settled, run, token))
+            run._future.add_done_callback(
+                functools.partial(self._settled, run, token), context=self._context
+            )
         return run
 
     def _failed(self, i: int, token: SpendToken, exc: GPTImageError) -> GPTImageError:
