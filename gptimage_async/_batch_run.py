@@ -21,6 +21,7 @@ import msgspec
 from ._batch_plan import attach_lane, same_root, session_lanes
 from ._batch_types import BatchEvent, BatchItem, BatchProgress, EventKind, Phase, batch_words
 from ._bulk import Sender
+from ._create import sending_lane
 from ._download import DownloadError, download, first_error
 from ._exceptions import (
     APIConnectionError,
@@ -247,7 +248,9 @@ class BatchRunner:
                 self._withdraw(item)
                 self._disk_failed(exc)
                 return
-            except UncertainCreateError as exc:
+            except UncertainCreateError as exc:  # where and when it went: the manifest says
+                at = msgspec.structs.replace(item.entry, created_at=utc(exc.sent_at))
+                item.entry = stamp_lane(at, exc.lane)
                 self._finish(item, "unknown", error=exc, on_rerun="ask")
                 return
             except GPTImageError as exc:
@@ -294,7 +297,9 @@ class BatchRunner:
         # on disk before the create can be, and a create still queued in the rate
         # limiter when the process dies was never sent, so it is not "unknown".
         assert self._journal is not None
-        self._journal.intent(item.entry.key, line=item.prompt.line, request=item.prompt.request)
+        self._journal.intent(
+            item.entry.key, line=item.prompt.line, request=item.prompt.request, lane=sending_lane()
+        )
         if item.phase != "submitting":
             self._set_phase(item, "submitting")
             self.submitted += 1

@@ -113,7 +113,9 @@ class BatchReport(msgspec.Struct, frozen=True, kw_only=True):
     ``stop_reason`` is that error (``None`` for a plain ``stop()``).
     ``submitted``, ``attached`` and ``skipped`` count what this process did;
     ``refused`` the creates sent that the provider answered with an error status
-    (a 404, a 400 ...): sent, but no run was made.
+    (a 404, a 400 ...): sent, but no run was made. ``gallery`` is the page
+    written at the end (``out/index.html``), ``None`` when it is off or could
+    not be written (a warning was logged).
     """
 
     entries: tuple[ManifestEntry, ...]
@@ -126,6 +128,7 @@ class BatchReport(msgspec.Struct, frozen=True, kw_only=True):
     attached: int
     skipped: int
     refused: int = 0
+    gallery: Path | None = None
 
     @property
     def counts(self) -> dict[str, int]:

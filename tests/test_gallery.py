@@ -26,12 +26,11 @@ import gptimage_async as gi
 from gptimage_async._batch import prompt_key
 from gptimage_async._gallery import (
     GALLERY_NAME,
-    THREAD_FROM,
     build_gallery,
-    keep_gallery,
     render_gallery,
     write_gallery,
 )
+from gptimage_async._gallery_keep import THREAD_FROM, keep_gallery
 from gptimage_async._manifest import ManifestEntry, read_manifest
 from gptimage_async.simulator import Simulator, SimulatorConfig
 from gptimage_async.testing import TEST_KEYS
