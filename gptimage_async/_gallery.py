@@ -375,8 +375,7 @@ def gallery_command(out_dir: Path) -> int:
     except OSError as exc:
         # The page is what could not be written (the OS names its temporary file).
         print(
-            f"gptimage-async: error: cannot write {out_dir / GALLERY_NAME}: "
-            f"{exc.strerror or exc}",
+            f"gptimage-async: error: cannot write {out_dir / GALLERY_NAME}: {exc.strerror or exc}",
             file=sys.stderr,
         )
         return 2
