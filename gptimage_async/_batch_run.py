@@ -248,8 +248,10 @@ class BatchRunner:
                 self._withdraw(item)
                 self._disk_failed(exc)
                 return
-            except UncertainCreateError as exc:  # where and when it went: the manifest says
-                at = msgspec.structs.replace(item.entry, created_at=utc(exc.sent_at))
+            except UncertainCreateError as exc:  # where and when it went (as journaled)
+                known = journal.get(key)
+                sent = known.sent_at if known is not None and known.sent_at else exc.sent_at
+                at = msgspec.structs.replace(item.entry, created_at=utc(sent))
                 item.entry = stamp_lane(at, exc.lane)
                 self._finish(item, "unknown", error=exc, on_rerun="ask")
                 return
