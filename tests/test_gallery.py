@@ -436,6 +436,8 @@ async def test_ctrl_c_leaves_a_finished_page_and_a_rerun_completes_it(tmp_path: 
         assert text.count('<li class="tile"') == 100
         assert '<li class="tile" data-status="pending"' in text
         assert "stopped: run the batch again" in text and 'http-equiv="refresh"' not in text
+        # Each pending tile says why: stopped before its result, and what finishes it.
+        assert "stopped before a result: run the batch again to finish it" in text
 
         sim.config = sim.config.replace(time_scale=0.01)
         again = await asyncio.create_subprocess_exec(
