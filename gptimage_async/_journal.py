@@ -201,6 +201,7 @@ class Journal:
                 state="intent",
                 input=record.input or (previous.input if previous is not None else None),
                 provider=record.provider,
+                base_url=record.base_url,
                 key_fingerprint=record.key_fingerprint,
                 sent_at=record.at,
             )
@@ -268,14 +269,15 @@ class Journal:
         line: int,
         request: ImageRequest | None = None,
         lane: str | None = None,
+        root: str | None = None,
     ) -> None:
         """Record that a create for ``key`` is about to be sent. Call it BEFORE sending.
 
         ``request`` lets the manifest describe the prompt even when a later run
         of the batch no longer has it in its prompt file; ``lane`` is the lane
-        it is sent through (``Run.lane``, ``"provider:fingerprint"``), so a
-        create of unknown fate says where it went. The record's time is its
-        send time (``JournalEntry.sent_at``).
+        it is sent through (``Run.lane``, ``"provider:fingerprint"``) and
+        ``root`` that lane's API root, so a create of unknown fate says where
+        it went. The record's time is its send time (``JournalEntry.sent_at``).
         """
         provider, _, fingerprint = (lane or "").partition(":")
         record = IntentRecord(
@@ -285,6 +287,7 @@ class Journal:
             input=request,
             provider=provider or None,
             key_fingerprint=fingerprint or None,
+            base_url=root,
         )
         self._write(record)
         self._apply(record)

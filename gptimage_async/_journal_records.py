@@ -55,9 +55,9 @@ class JournalEntry(msgspec.Struct, frozen=True, kw_only=True):
 
     ``sent_at`` is when the last create for the key went on the wire
     (wall-clock UNIX seconds, its ``intent`` record's time), and for an
-    ``intent``, ``provider`` and ``key_fingerprint`` name the lane it was
-    sent through (``None`` in journals that did not record it): a create of
-    unknown fate says where and when it went.
+    ``intent``, ``provider``, ``key_fingerprint`` and ``base_url`` name the
+    lane it was sent through (``None`` in journals that did not record it):
+    a create of unknown fate says where and when it went.
     """
 
     key: str
@@ -95,6 +95,7 @@ class IntentRecord(msgspec.Struct, tag="intent", tag_field="record", kw_only=Tru
     # The lane it is sent through (creates are bound to one at send time).
     provider: str | None = None
     key_fingerprint: str | None = None
+    base_url: str | None = None
 
 
 class CreatedRecord(msgspec.Struct, tag="created", tag_field="record", kw_only=True):

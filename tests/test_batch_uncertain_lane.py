@@ -88,6 +88,8 @@ async def test_a_pool_batch_says_where_and_when_each_unknown_create_went(tmp_pat
         records = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
         intents = [r for r in records if r["record"] == "intent"]
         assert intents and all(r["key_fingerprint"] in lanes for r in intents), intents
+        # ... and its API root, so `settle` records the run where that lane finds it.
+        assert all(r["base_url"] == sim.base_url("runbase") for r in intents), intents
 
         # `unknown` shows each line's lane and send time.
         listed = await run_pool_cli("unknown", str(out))
