@@ -3,7 +3,8 @@
 An append-only JSON-lines file, each record written in one ``write`` and
 ``fsync``'d before the journal returns::
 
-    {"record": "intent",   "key": "5f0c...-1", "line": 3, "at": ...}     before the create
+    {"record": "intent",   "key": "5f0c...-1", "line": 3, "at": ..., "provider": ...,
+     "key_fingerprint": ..., "base_url": ...}      as the create goes out, on that lane
     {"record": "created",  "key": "5f0c...-1", "run_id": "run_abc", ...} once it was accepted
     {"record": "withdrawn", "key": "5f0c...-1", ...}  or: no create was made (a clean stop)
     {"record": "finished", "entry": {...manifest entry...}, "on_rerun": "skip", ...}

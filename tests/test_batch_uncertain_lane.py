@@ -215,3 +215,33 @@ async def test_single_key_cli_hint_and_gallery_line(tmp_path: Path) -> None:
     assert f"gptimage-async unknown {out}" in done.stdout
     assert f"gptimage-async settle {out} LINE RUN_ID" in done.stdout
     assert f"gallery: {out / 'index.html'}" in done.stdout
+
+
+async def test_a_killed_pool_batch_s_intent_keeps_its_lane_and_time(tmp_path: Path) -> None:
+    """What ``kill -9`` leaves (an intent, no answer): a rerun and ``unknown`` say where it went."""
+    out = tmp_path / "out"
+    out.mkdir()
+    config = SimulatorConfig(
+        time_scale=0.01, rate_limit=None, seed=5, api_keys=frozenset(POOL_KEYS.values())
+    )
+    async with Simulator(config) as sim:
+        url = sim.base_url("runbase")
+        lane_b = f"runbase:{fingerprint(KEY_B)}"
+        request = gi.ImageRequest("prompt number 1")
+        with gi.Journal(out / "journal.jsonl") as journal:
+            journal.start(provider="runbase", base_url=url)
+            journal.intent(prompt_key(request), line=1, request=request, lane=lane_b, root=url)
+            sent = journal.get(prompt_key(request))
+        assert sent is not None and sent.sent_at is not None and sent.base_url == url
+        listed = await run_pool_cli("unknown", str(out))
+        assert f"through {lane_b}" in listed.stdout, listed.stdout
+        lanes = [
+            gi.Lane("runbase", key, base_url=url, rate_limit=gi.RateLimit(1000, 1))
+            for key in (KEY_A, KEY_B)
+        ]
+        async with gi.Session(lanes=lanes) as session:
+            report = await gi.Batch(session, [request], out).run()
+        assert sim.stats.creates == 0  # never sent again on its own
+    [row] = report.entries
+    assert row.status == "unknown" and row.key_fingerprint == fingerprint(KEY_B)
+    assert row.created_at is not None and abs(row.created_at.timestamp() - sent.sent_at) < 1e-3
