@@ -57,7 +57,7 @@ from ._exceptions import (
     GPTImageError,
     SessionClosedError,
 )
-from ._gallery import keep_gallery
+from ._gallery_keep import GalleryPage, keep_gallery
 from ._journal import Endpoint, Journal
 from ._manifest import EntryStatus, ManifestEntry, write_manifest
 from ._models import ImageRequest
@@ -342,6 +342,7 @@ class Batch(BatchRunner):
         self._state = "running"
         self._started = time.monotonic()
         self._out.mkdir(parents=True, exist_ok=True)
+        shown = GalleryPage()
         try:
             with Journal(self.journal_path, fsync=self._fsync) as journal:
                 self._journal = journal
@@ -358,7 +359,9 @@ class Batch(BatchRunner):
                 # Images go through the session's transport: its proxy, user agent, key rule.
                 self._http = self._session.transport if self._download else None
                 page = self._gallery_entries if self._gallery else None
-                async with keep_gallery(self._out, page, stop_reason=lambda: self._stop_reason):
+                async with keep_gallery(
+                    self._out, page, stop_reason=lambda: self._stop_reason
+                ) as shown:
                     await self._feed(attach, submit)
         finally:
             self._journal = None
@@ -377,6 +380,7 @@ class Batch(BatchRunner):
             attached=self.attached,
             skipped=self.skipped,
             refused=self.refused,
+            gallery=shown.path,
         )
 
     # -- planning ----------------------------------------------------------------------

@@ -211,7 +211,14 @@ def plan(
         if known is None:
             out.submit.append(item)
         elif known.state == "intent":
-            unknown(item, UNKNOWN_FATE, "UncertainCreateError", None)
+            # Where and when it was sent, as its intent says (journals before: not known).
+            sent = msgspec.structs.replace(
+                item.entry,
+                provider=known.provider,
+                key_fingerprint=known.key_fingerprint,
+                created_at=utc(known.sent_at),
+            )
+            unknown(item, UNKNOWN_FATE, "UncertainCreateError", sent)
         elif known.state == "created":
             assert known.run_id is not None
             attach_or_leave(item, known, known.run_id)
@@ -270,7 +277,7 @@ def earlier_entries(journal: Journal, mine: set[str]) -> tuple[ManifestEntry, ..
                     earlier=True,
                     provider=known.provider,
                     key_fingerprint=known.key_fingerprint,
-                    created_at=utc(known.created_at),
+                    created_at=utc(known.sent_at if is_unknown else known.created_at),
                 )
             )
     return tuple(sorted(earlier, key=lambda e: (e.line, e.key)))

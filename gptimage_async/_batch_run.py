@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import errno
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,8 +17,17 @@ import anyio
 import msgspec
 
 from ._batch_plan import attach_lane, same_root, session_lanes
-from ._batch_types import BatchEvent, BatchItem, BatchProgress, EventKind, Phase, batch_words
+from ._batch_types import (
+    BatchEvent,
+    BatchItem,
+    BatchProgress,
+    EventKind,
+    Phase,
+    batch_words,
+    out_of_space,
+)
 from ._bulk import Sender
+from ._create import sending_lane
 from ._download import DownloadError, download, first_error
 from ._exceptions import (
     APIConnectionError,
@@ -65,8 +72,6 @@ logger = logging.getLogger("gptimage_async")
 MAX_CREATE_FAILURES_IN_A_ROW = 10
 #: Seconds of recent finishes the throughput (and so the ETA) is measured over.
 RATE_WINDOW = 30.0
-#: The errno values of a disk that is full (ENOSPC) or a quota reached (EDQUOT).
-_NO_SPACE = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 #: Errors that no other prompt can escape either: the batch stops at the first.
 _FATAL = (
     AuthenticationError,
@@ -247,7 +252,11 @@ class BatchRunner:
                 self._withdraw(item)
                 self._disk_failed(exc)
                 return
-            except UncertainCreateError as exc:
+            except UncertainCreateError as exc:  # where and when it went (as journaled)
+                known = journal.get(key)
+                sent = known.sent_at if known is not None and known.sent_at else exc.sent_at
+                at = msgspec.structs.replace(item.entry, created_at=utc(sent))
+                item.entry = stamp_lane(at, exc.lane)
                 self._finish(item, "unknown", error=exc, on_rerun="ask")
                 return
             except GPTImageError as exc:
@@ -294,7 +303,11 @@ class BatchRunner:
         # on disk before the create can be, and a create still queued in the rate
         # limiter when the process dies was never sent, so it is not "unknown".
         assert self._journal is not None
-        self._journal.intent(item.entry.key, line=item.prompt.line, request=item.prompt.request)
+        lane = sending_lane()  # the lane it goes through, and that lane's API root
+        root = session_lanes(self._session).get(lane or "") if lane is not None else None
+        self._journal.intent(
+            item.entry.key, line=item.prompt.line, request=item.prompt.request, lane=lane, root=root
+        )
         if item.phase != "submitting":
             self._set_phase(item, "submitting")
             self.submitted += 1
@@ -481,12 +494,3 @@ class BatchRunner:
         except Exception:
             # A display must not be able to sink a batch of paid runs.
             logger.exception("the batch's on_event callback failed")
-
-
-def out_of_space(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps) is a write refused for lack of space."""
-    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
-        return True
-    # DownloadError carries the OS's words, not its errno.
-    text = str(exc)
-    return any(os.strerror(code) in text for code in _NO_SPACE)

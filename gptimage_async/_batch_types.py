@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -25,10 +27,13 @@ __all__ = [
     "EventKind",
     "Phase",
     "batch_words",
+    "out_of_space",
     "prompt_key",
 ]
 
 JOURNAL_NAME = "journal.jsonl"
+#: The errno values of a disk that is full (ENOSPC) or a quota reached (EDQUOT).
+_NO_SPACE = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 MANIFEST_NAME = "manifest.jsonl"
 #: Why a prompt whose create has an unknown fate is not sent again.
 #: What a batch's user does about a create of unknown fate (``RESEND_HINT`` is a session's).
@@ -113,7 +118,9 @@ class BatchReport(msgspec.Struct, frozen=True, kw_only=True):
     ``stop_reason`` is that error (``None`` for a plain ``stop()``).
     ``submitted``, ``attached`` and ``skipped`` count what this process did;
     ``refused`` the creates sent that the provider answered with an error status
-    (a 404, a 400 ...): sent, but no run was made.
+    (a 404, a 400 ...): sent, but no run was made. ``gallery`` is the page
+    written at the end (``out/index.html``), ``None`` when it is off or could
+    not be written (a warning was logged).
     """
 
     entries: tuple[ManifestEntry, ...]
@@ -126,6 +133,7 @@ class BatchReport(msgspec.Struct, frozen=True, kw_only=True):
     attached: int
     skipped: int
     refused: int = 0
+    gallery: Path | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -177,3 +185,12 @@ class BatchItem:
         # prompt, another --quality) never writes over this one's paid images.
         tag = hashlib.sha256(key.encode()).hexdigest()[:8]
         self.stem = f"{prompt.line:05d}-{slugify(prompt.request.prompt)}-{tag}"
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is a write refused for lack of space."""
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        return True
+    # DownloadError carries the OS's words, not its errno.
+    text = str(exc)
+    return any(os.strerror(code) in text for code in _NO_SPACE)

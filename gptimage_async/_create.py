@@ -18,7 +18,9 @@ was opened with ``resend_uncertain_creates=True``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,13 +43,25 @@ from ._scheduler import PollScheduler
 from ._stats import SessionStats
 from ._transport import Answer, Transport
 
-__all__ = ["RESEND_HINT", "Creator"]
+__all__ = ["RESEND_HINT", "Creator", "sending_lane"]
 
 #: The end of an ``UncertainCreateError``'s message: what a library user can do.
 #: A batch says what its own users can do instead (``_batch_types.batch_words``).
 RESEND_HINT = "or use resend_uncertain_creates=True to resend such creates."
 
 logger = logging.getLogger("gptimage_async")
+
+#: The lane (``"provider:fingerprint"``) of the create whose ``on_send`` hook runs now.
+#: Creates are bound to a lane late, at send time: the hook reads it here
+#: (``sending_lane``) to journal where the create went before it can be lost.
+_SENDING_LANE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "gptimage_sending_lane", default=None
+)
+
+
+def sending_lane() -> str | None:
+    """Inside an ``on_send`` hook: the lane the create is sent through (``Run.lane``), else None."""
+    return _SENDING_LANE.get()
 
 
 class _NotCreated:
@@ -77,6 +91,7 @@ class Creator:
     __slots__ = (
         "_check_open",
         "_clock",
+        "_lane",
         "_limiter",
         "_max_attempts",
         "_on_busy",
@@ -109,7 +124,10 @@ class Creator:
         check_open: Callable[[], None],
         on_busy: Callable[[], None],
         on_settled: Callable[[], None],
+        lane: str | None = None,
     ) -> None:
+        #: ``Run.lane`` of the lane this creator sends for: stamped on uncertain creates.
+        self._lane = lane
         self._provider = provider
         self._transport = transport
         self._limiter = limiter
@@ -236,7 +254,11 @@ class Creator:
                 f"the create could not be sent within run_timeout ({self._run_timeout:g}s)"
             )
         if on_send is not None:
-            on_send()
+            token = _SENDING_LANE.set(self._lane)
+            try:
+                on_send()
+            finally:
+                _SENDING_LANE.reset(token)
         return await self._send_shielded(request, body, sent_at, index)
 
     def _still_open(self) -> None:
@@ -271,13 +293,14 @@ class Creator:
         self, request: ImageRequest, body: bytes, sent_at: float, index: int | None
     ) -> Run | _NotCreated:
         self._stats.requests += 1
+        wall = time.time()  # when it went on the wire, for an uncertain create's record
         path = self._provider.create_path
         outcome = await exchange(self._transport, "POST", path, body)
         reading = read(outcome, self._decode, kind="create", url=self._transport.base_url + path)
         report(reading, limiter=self._limiter, stats=self._stats, sent_at=sent_at)
         if reading.value is not None and isinstance(outcome, Answer):
             return self._accept(request, reading.value.id, sent_at, index, rtt=outcome.elapsed)
-        return self._not_created(request, reading)
+        return self._not_created(request, reading, wall)
 
     def _decode(self, answer: Answer) -> RunSnapshot:
         return read_answer(self._provider, answer, run_id=None)
@@ -299,19 +322,21 @@ class Creator:
         self._scheduler.add(run, rtt=rtt)
         return run
 
-    def _not_created(self, request: ImageRequest, reading: Reading[RunSnapshot]) -> _NotCreated:
+    def _not_created(
+        self, request: ImageRequest, reading: Reading[RunSnapshot], wall: float
+    ) -> _NotCreated:
         error, verdict = reading.error, reading.verdict
         assert error is not None
         if verdict is Verdict.UNCERTAIN:
             if not self._resend:
                 why = f"the provider answered {error}" if isinstance(error, APIStatusError) else ""
-                raise self._uncertain(request, why or str(error))
+                raise self._uncertain(request, why or str(error), wall)
             verdict = Verdict.RETRY
         if verdict is Verdict.FAIL:
             raise error
         return _NotCreated(error, verdict, reading.wait)
 
-    def _uncertain(self, request: ImageRequest, why: str) -> UncertainCreateError:
+    def _uncertain(self, request: ImageRequest, why: str, wall: float) -> UncertainCreateError:
         self._stats.uncertain_creates += 1
         prompt = request.prompt if len(request.prompt) <= 60 else request.prompt[:57] + "..."
         return UncertainCreateError(
@@ -319,6 +344,8 @@ class Creator:
             "it was not sent again, to avoid paying twice. Check the provider's dashboard, "
             + RESEND_HINT,
             prompt=request.prompt,
+            lane=self._lane,
+            sent_at=wall,
         )
 
     def __repr__(self) -> str:

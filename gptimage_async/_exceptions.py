@@ -201,11 +201,24 @@ class UncertainCreateError(GPTImageError):
     reset after it was written, a bare 500), resending it could pay twice. The
     library reports it instead. Check the provider's dashboard, or construct
     the session with ``resend_uncertain_creates=True`` to accept the risk.
+
+    ``lane`` is the lane it was sent through (``"provider:fingerprint"``, as
+    ``Run.lane`` names it; ``None`` when not known); ``sent_at`` when it went
+    on the wire (wall-clock UNIX seconds; ``None`` when not known).
     """
 
-    def __init__(self, message: str, *, prompt: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        prompt: str,
+        lane: str | None = None,
+        sent_at: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.prompt = prompt
+        self.lane = lane
+        self.sent_at = sent_at
 
 
 class RunFailedError(GPTImageError):

@@ -15,9 +15,9 @@ with one small script (the filter is a ``data-filter`` attribute the
 stylesheet acts on), so 10,000 images render as fast as the browser lays
 out 10,000 tiles, and only the visible ones load.
 
-A batch rewrites the page atomically (temporary file, then rename) every
-:data:`DEFAULT_INTERVAL` seconds while it runs, when something changed, and
-once more when it ends, stopped or crashed (:func:`keep_gallery`);
+A batch rewrites the page atomically (temporary file, then rename) every few
+seconds while it runs, when something changed, and once more when it ends,
+stopped or crashed (``_gallery_keep.keep_gallery``);
 ``gptimage-async gallery DIR`` rebuilds it from ``manifest.jsonl``
 (:func:`build_gallery`).
 """
@@ -25,16 +25,14 @@ once more when it ends, stopped or crashed (:func:`keep_gallery`);
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import datetime
 import html
 import logging
 import os
+import shlex
 import sys
-import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -50,26 +48,24 @@ from ._manifest import EntryStatus, ManifestEntry, read_manifest, with_options
 from ._version import __version__
 
 __all__ = [
-    "DEFAULT_INTERVAL",
+    "RELOAD_SECONDS",
+    "STALE_RELOADS",
     "GALLERY_NAME",
     "add_gallery_command",
     "build_gallery",
     "gallery_command",
-    "keep_gallery",
     "render_gallery",
     "write_gallery",
 ]
 
 #: The page's file name in the output directory.
 GALLERY_NAME = "index.html"
-#: Seconds between two rewrites of the page while a batch runs (only when something changed).
-DEFAULT_INTERVAL = 3.0
-#: Entries from which the page is rendered in a worker thread. Below, rendering takes
-#: under ~7 ms and is done on the loop: a thread costs more than it saves, and a test's
-#: fake clock, which jumps ahead whenever the loop is idle, would jump while it waits.
-THREAD_FROM = 500
 #: Seconds between two reloads of a page whose batch is still running (none once it ended).
 RELOAD_SECONDS = 10
+#: Reloads after which a "running" page not written again says its batch may have stopped:
+#: a running batch rewrites it every few seconds when anything changed, and at least
+#: every half of this (``_gallery_keep.REWRITE_SECONDS``), so a page this old is stale.
+STALE_RELOADS = 3
 logger = logging.getLogger("gptimage_async")
 
 _MANIFEST_NAME = "manifest.jsonl"  # _batch.MANIFEST_NAME; not imported: _batch imports us
@@ -126,7 +122,14 @@ def _tags(entry: ManifestEntry) -> str:
     return f'<div class="tags">{"".join(parts)}</div>'
 
 
-def _tiles(entry: ManifestEntry, missing: frozenset[str]) -> Iterable[str]:
+#: Why a prompt is pending, as the batch runs or once it stopped.
+_PENDING = {
+    True: "waiting for its turn or its result",
+    False: "stopped before a result: run the batch again to finish it",
+}
+
+
+def _tiles(entry: ManifestEntry, missing: frozenset[str], running: bool) -> Iterable[str]:
     entry = with_options(entry)
     status = entry.status
     right = []
@@ -148,11 +151,19 @@ def _tiles(entry: ManifestEntry, missing: frozenset[str]) -> Iterable[str]:
     width, height = _SIZES.get(entry.aspect_ratio or "1:1", (1024, 1024))
     if not files:
         label = "not saved" if status == "succeeded" else status
+        said = [_esc(status)]
+        if status == "succeeded" and meta:
+            said.append(meta)  # --no-download: the time to result still says something
+        elif status == "unknown" and entry.created_at is not None:
+            said.append(f"sent {entry.created_at.strftime('%H:%M:%S')} UTC")
+        if status == "pending" and entry.error is None:
+            why = f'<p class="why" dir="auto">{_PENDING[running]}</p>'
         yield (
             f'<li class="{css}" data-status="{status}">'
             f'<div class="pic none s-{status}">{label}</div><div class="cap">'
             f'<div class="top"><span class="n"{run}>line {entry.line}</span>'
-            f'<span class="s-{status}">{status}</span></div>{prompt}{tags}{why}</div></li>'
+            f'<span class="s-{status}">{" · ".join(said)}</span></div>'
+            f"{prompt}{tags}{why}</div></li>"
         )
         return
     for number, name in enumerate(files, 1):
@@ -207,17 +218,30 @@ def render_gallery(
         if entry.cost is not None:
             unit = entry.cost_unit or ""
             costs[unit] = costs.get(unit, 0.0) + entry.cost
-    facts = [f"<b>{len(ordered)}</b> prompts", f"<b>{images}</b> images"]
+    earlier = sum(1 for entry in ordered if entry.earlier)
+    # The prompts of this run's file; requests of earlier runs into the directory apart.
+    facts = [f"<b>{len(ordered) - earlier}</b> prompts"]
+    if earlier:
+        facts.append(f"<b>{earlier}</b> earlier requests")
+    facts.append(f"<b>{images}</b> images")
     facts += [f"<b>{_number(total)}</b> {_esc(unit)}" for unit, total in sorted(costs.items())]
+    stamp = now.strftime("%Y-%m-%d %H:%M:%S UTC")
     if running:
-        state = "running (the page reloads itself)"
+        # A killed batch (kill -9) never writes "stopped": the page's script says
+        # so once the page is older than STALE_RELOADS reloads.
+        state = (
+            f"running as of {stamp} (the page reloads itself)"
+            f'<span id="stale" data-written="{round(now.timestamp() * 1000)}" '
+            f'data-after="{STALE_RELOADS * RELOAD_SECONDS * 1000}" hidden>: this page was '
+            f"last written at {stamp}, over {STALE_RELOADS * RELOAD_SECONDS} s ago: the batch "
+            "may have stopped (killed?); run it again to finish</span>"
+        )
     elif stop_reason is not None:
         state = f"stopped: {_esc(stop_reason)}. Fix that, then run the batch again to finish"
     elif counts["pending"]:
         state = "stopped: run the batch again to finish"
     else:
         state = "finished"
-    stamp = now.strftime("%Y-%m-%d %H:%M:%S UTC")
     buttons = [f'<button data-f="all" aria-pressed="true">all<span>{len(ordered)}</span></button>']
     buttons += [
         f'<button data-f="{s}" aria-pressed="false">{s}<span>{counts[s]}</span></button>'
@@ -243,7 +267,7 @@ def render_gallery(
         f"{_esc(__version__)}. Rebuild with <code>gptimage-async gallery DIR</code>.</footer>"
         f"<script>{_SCRIPT}</script></body></html>\n"
     )
-    body = "".join(tile for entry in ordered for tile in _tiles(entry, gone))
+    body = "".join(tile for entry in ordered for tile in _tiles(entry, gone, running))
     return head + body + tail
 
 
@@ -297,101 +321,6 @@ def build_gallery(out_dir: str | os.PathLike[str]) -> Path:
     return write_gallery(out_dir, entries)
 
 
-class _Writer:
-    """Writes the page, from a worker thread or not; a newer snapshot always wins the rename."""
-
-    __slots__ = ("_issued", "_last", "_lock", "_out", "_snapshot", "_stop_reason", "_written")
-
-    def __init__(
-        self,
-        out: Path,
-        snapshot: Callable[[], Sequence[ManifestEntry]],
-        stop_reason: Callable[[], str | None] | None = None,
-    ) -> None:
-        self._out = out
-        self._stop_reason = stop_reason
-        self._snapshot = snapshot
-        self._lock = threading.Lock()
-        self._issued = 0  # tickets handed out, on the event loop
-        self._written = 0  # ticket of the page on disk
-        self._last: list[ManifestEntry] | None = None
-
-    def changed(self) -> tuple[int, list[ManifestEntry]] | None:
-        """A ticket and a snapshot, if an entry changed since the last (entries are replaced)."""
-        entries = list(self._snapshot())
-        last = self._last
-        if (
-            last is not None
-            and len(entries) == len(last)
-            and all(a is b for a, b in zip(entries, last, strict=True))
-        ):
-            return None
-        self._last = entries
-        self._issued += 1
-        return self._issued, entries
-
-    def final(self) -> tuple[int, list[ManifestEntry]]:
-        """A ticket and a snapshot for the last page, changed or not."""
-        self._last = list(self._snapshot())
-        self._issued += 1
-        return self._issued, self._last
-
-    def write(self, ticket: int, entries: list[ManifestEntry], running: bool) -> None:
-        with self._lock:
-            if ticket < self._written:
-                return  # a later snapshot is on disk already
-            try:
-                reason = None if running or self._stop_reason is None else self._stop_reason()
-                write_gallery(self._out, entries, running=running, stop_reason=reason)
-            except OSError as exc:
-                # A view of the journal: losing it costs nothing a rerun cannot rebuild.
-                logger.warning("could not write the gallery page: %s", exc)
-            self._written = ticket
-
-
-@contextlib.asynccontextmanager
-async def keep_gallery(
-    out_dir: str | os.PathLike[str],
-    entries: Callable[[], Sequence[ManifestEntry]] | None,
-    *,
-    interval: float = DEFAULT_INTERVAL,
-    stop_reason: Callable[[], str | None] | None = None,
-) -> AsyncIterator[None]:
-    """Keep ``out_dir/index.html`` current while the body runs; write it once more at the end.
-
-    ``entries`` returns the manifest lines as they stand (called on the event
-    loop; ``None`` turns the page off). The page is written at once, then
-    every ``interval`` seconds when something changed (from
-    :data:`THREAD_FROM` entries on, rendered in a worker thread, so the loop
-    is not held up), and on the way out whatever ends the
-    body: its end, an error, a cancellation (Ctrl-C). A page that cannot be
-    written is logged as a warning and never stops the batch. ``stop_reason``
-    returns why the batch stopped early (``None``: it did not), for the last page.
-    """
-    if entries is None:
-        yield
-        return
-    writer = _Writer(Path(out_dir), entries, stop_reason)
-
-    async def keep() -> None:
-        while True:
-            snapshot = writer.changed()
-            if snapshot is not None:
-                if len(snapshot[1]) < THREAD_FROM:
-                    writer.write(*snapshot, True)
-                else:
-                    await asyncio.to_thread(writer.write, *snapshot, True)
-            await asyncio.sleep(interval)
-
-    task = asyncio.create_task(keep())
-    try:
-        yield
-    finally:
-        task.cancel()
-        # Written here, on the loop: nothing may come between the body's end and the page.
-        writer.write(*writer.final(), False)
-
-
 # -- command line ------------------------------------------------------------------------------
 
 
@@ -421,6 +350,13 @@ def add_gallery_command(
 
 def gallery_command(out_dir: Path) -> int:
     """``gptimage-async gallery DIR``: rebuild the page; print its path. Exit 0, or 2 on error."""
+    if out_dir.exists() and not out_dir.is_dir():
+        print(
+            f"gptimage-async: error: {out_dir} is not a batch directory: give the directory "
+            f"the batch wrote to (gptimage-async gallery {shlex.quote(str(out_dir.parent))})",
+            file=sys.stderr,
+        )
+        return 2
     try:
         page = build_gallery(out_dir)
     except FileNotFoundError:
@@ -437,8 +373,9 @@ def gallery_command(out_dir: Path) -> int:
         )
         return 2
     except OSError as exc:
+        # The page is what could not be written (the OS names its temporary file).
         print(
-            f"gptimage-async: error: cannot write to {out_dir}: {exc.strerror or exc}",
+            f"gptimage-async: error: cannot write {out_dir / GALLERY_NAME}: {exc.strerror or exc}",
             file=sys.stderr,
         )
         return 2

@@ -28,6 +28,11 @@ SCRIPT = """
   }
   var wanted = location.hash.slice(1);
   show(/^(succeeded|failed|unknown|pending)$/.test(wanted) ? wanted : "all");
+  var stale = document.getElementById("stale");
+  if (stale && Date.now() - Number(stale.getAttribute("data-written")) >
+      Number(stale.getAttribute("data-after"))) {
+    stale.hidden = false;
+  }
   document.getElementById("grid").addEventListener("click", function (event) {
     var p = event.target.closest ? event.target.closest(".prompt") : null;
     if (p) { p.classList.toggle("open"); }

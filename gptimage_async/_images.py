@@ -25,7 +25,7 @@ import anyio
 from ._download import download
 from ._exceptions import SessionClosedError
 from ._loop_thread import ALIVE_CHECK, loop_blocked
-from ._models import Result, install_image_access
+from ._models import DEFAULT_ASPECT_RATIO, DEFAULT_QUALITY, Result, install_image_access
 from ._transport import Transport
 
 __all__ = ["ImageSource", "bind", "read_images", "render_html", "save_images"]
@@ -240,8 +240,10 @@ def _caption(result: Result, images: tuple[bytes, ...] | None) -> str:
     parts: list[str] = []
     if request is not None:
         parts.append(f"<b>{_escape(_cut(request.prompt))}</b>")
-        parts.append(f"aspect ratio {_escape(request.aspect_ratio or 'provider default')}")
-        parts.append(f"quality {_escape(request.quality or 'provider default')}")
+        # The words of the gallery and manifest: the provider's default, named as such.
+        ratio = request.aspect_ratio or f"{DEFAULT_ASPECT_RATIO} (default)"
+        parts.append(f"aspect ratio {_escape(ratio)}")
+        parts.append(f"quality {_escape(request.quality or f'{DEFAULT_QUALITY} (default)')}")
         if request.image_urls:
             parts.append(f"{len(request.image_urls)} reference image(s)")
     run = f"run <code>{_escape(result.run_id)}</code> on {_escape(result.provider)}"

@@ -3,7 +3,8 @@
 An append-only JSON-lines file, each record written in one ``write`` and
 ``fsync``'d before the journal returns::
 
-    {"record": "intent",   "key": "5f0c...-1", "line": 3, "at": ...}     before the create
+    {"record": "intent",   "key": "5f0c...-1", "line": 3, "at": ..., "provider": ...,
+     "key_fingerprint": ..., "base_url": ...}      as the create goes out, on that lane
     {"record": "created",  "key": "5f0c...-1", "run_id": "run_abc", ...} once it was accepted
     {"record": "withdrawn", "key": "5f0c...-1", ...}  or: no create was made (a clean stop)
     {"record": "finished", "entry": {...manifest entry...}, "on_rerun": "skip", ...}
@@ -33,11 +34,24 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Self
 
 import msgspec
 
 from ._exceptions import JournalError
+from ._journal_records import (
+    CreatedRecord,
+    Endpoint,
+    FinishedRecord,
+    IntentRecord,
+    JournalEntry,
+    Record,
+    RerunAction,
+    StartRecord,
+    WithdrawnRecord,
+    decoder,
+    encoder,
+)
 from ._manifest import ManifestEntry
 from ._models import ImageRequest
 
@@ -52,90 +66,6 @@ __all__ = ["RESERVE_BYTES", "Endpoint", "Journal", "JournalEntry", "JournalError
 #: (a record is about 300-500 bytes: this holds a few hundred).
 RESERVE_BYTES = 128 * 1024
 _NO_SPACE = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
-
-RerunAction = Literal["skip", "attach", "submit", "ask"]
-"""What running the batch again does with a finished prompt.
-
-``skip`` it (done), ``attach`` its run again (the run exists and may still
-give images), ``submit`` it again (no run was created, or the provider
-failed it and refunded it), or ``ask``: its create's fate is unknown, so only
-an explicit ``resubmit_unknown`` sends it again.
-"""
-
-JournalState = Literal["intent", "created", "finished"]
-
-
-class JournalEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """What the journal knows about one prompt key, after replay.
-
-    ``state`` is the last step recorded: ``intent`` (a create was about to be
-    sent, and nothing after), ``created`` (``run_id`` is known, no outcome
-    yet) or ``finished`` (``entry`` holds the outcome, ``on_rerun`` what a
-    rerun does with it). ``provider`` and ``base_url`` say where the run was
-    created, ``key_fingerprint`` through which key (``None`` in journals that
-    did not record it), ``created_at`` when (wall-clock UNIX seconds, the
-    ``created`` record's ``at``; ``None`` before any); ``input`` is the request
-    (``None`` in journals of version 0.x that did not record it).
-    """
-
-    key: str
-    line: int
-    state: JournalState
-    run_id: str | None = None
-    provider: str | None = None
-    base_url: str | None = None
-    input: ImageRequest | None = None
-    entry: ManifestEntry | None = None
-    on_rerun: RerunAction | None = None
-    key_fingerprint: str | None = None
-    created_at: float | None = None
-
-
-class Endpoint(msgspec.Struct, frozen=True):
-    """Where a batch process sent its requests: a provider and its API root."""
-
-    provider: str
-    base_url: str
-
-
-class _Start(msgspec.Struct, tag="start", tag_field="record", kw_only=True):
-    at: float
-    provider: str
-    base_url: str
-
-
-class _Intent(msgspec.Struct, tag="intent", tag_field="record", kw_only=True):
-    key: str
-    line: int
-    at: float
-    input: ImageRequest | None = None
-
-
-class _Created(msgspec.Struct, tag="created", tag_field="record", kw_only=True):
-    key: str
-    line: int
-    run_id: str
-    provider: str
-    at: float
-    base_url: str | None = None
-    key_fingerprint: str | None = None
-
-
-class _Withdrawn(msgspec.Struct, tag="withdrawn", tag_field="record", kw_only=True):
-    key: str
-    line: int
-    at: float
-
-
-class _Finished(msgspec.Struct, tag="finished", tag_field="record", kw_only=True):
-    entry: ManifestEntry
-    on_rerun: RerunAction
-    at: float
-
-
-_Record = _Start | _Intent | _Created | _Withdrawn | _Finished
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(_Record)
 
 
 class Journal:
@@ -250,7 +180,7 @@ class Journal:
             if not raw.strip():
                 continue
             try:
-                record = _decoder.decode(raw)
+                record = decoder.decode(raw)
             except msgspec.DecodeError as exc:
                 raise JournalError(
                     f"{self._path}:{number}: damaged journal record ({exc}); "
@@ -258,11 +188,11 @@ class Journal:
                 ) from None
             self._apply(record)
 
-    def _apply(self, record: _Record) -> None:
+    def _apply(self, record: Record) -> None:
         entries = self._entries
-        if isinstance(record, _Start):
+        if isinstance(record, StartRecord):
             self._last_start = Endpoint(record.provider, record.base_url)
-        elif isinstance(record, _Intent):
+        elif isinstance(record, IntentRecord):
             previous = entries.get(record.key)
             if previous is None or previous.state != "intent":
                 self._before_intent[record.key] = previous
@@ -271,15 +201,19 @@ class Journal:
                 line=record.line,
                 state="intent",
                 input=record.input or (previous.input if previous is not None else None),
+                provider=record.provider,
+                base_url=record.base_url,
+                key_fingerprint=record.key_fingerprint,
+                sent_at=record.at,
             )
-        elif isinstance(record, _Withdrawn):
+        elif isinstance(record, WithdrawnRecord):
             if record.key in entries and entries[record.key].state == "intent":
                 before = self._before_intent.pop(record.key, None)
                 if before is None:
                     del entries[record.key]
                 else:
                     entries[record.key] = before
-        elif isinstance(record, _Created):
+        elif isinstance(record, CreatedRecord):
             self._before_intent.pop(record.key, None)
             previous = entries.get(record.key)
             last = self._last_start
@@ -293,9 +227,15 @@ class Journal:
                 base_url=record.base_url or (last.base_url if last is not None else None),
                 input=previous.input if previous is not None else None,
                 key_fingerprint=record.key_fingerprint,
-                created_at=record.at,
+                # Settled by hand: created about when it was sent, if that is known.
+                created_at=(
+                    (previous.sent_at if previous is not None else None)
+                    if record.settled
+                    else record.at
+                ),
+                sent_at=previous.sent_at if previous is not None else None,
             )
-        elif isinstance(record, _Finished):
+        elif isinstance(record, FinishedRecord):
             entry = record.entry
             self._before_intent.pop(entry.key, None)
             previous = entries.get(entry.key)
@@ -304,7 +244,7 @@ class Journal:
                 line=entry.line,
                 state="finished",
                 run_id=entry.run_id,
-                provider=previous.provider if previous is not None else None,
+                provider=(previous.provider if previous is not None else None) or entry.provider,
                 base_url=previous.base_url if previous is not None else None,
                 input=entry.input,
                 entry=entry,
@@ -312,23 +252,44 @@ class Journal:
                 key_fingerprint=entry.key_fingerprint
                 or (previous.key_fingerprint if previous is not None else None),
                 created_at=_created_at(entry, previous),
+                sent_at=previous.sent_at if previous is not None else None,
             )
 
     # -- writing -----------------------------------------------------------------
 
     def start(self, *, provider: str, base_url: str) -> None:
         """Note that a batch process started, and where it sends its requests."""
-        record = _Start(at=time.time(), provider=provider, base_url=base_url)
+        record = StartRecord(at=time.time(), provider=provider, base_url=base_url)
         self._write(record)
         self._apply(record)
 
-    def intent(self, key: str, *, line: int, request: ImageRequest | None = None) -> None:
+    def intent(
+        self,
+        key: str,
+        *,
+        line: int,
+        request: ImageRequest | None = None,
+        lane: str | None = None,
+        root: str | None = None,
+    ) -> None:
         """Record that a create for ``key`` is about to be sent. Call it BEFORE sending.
 
         ``request`` lets the manifest describe the prompt even when a later run
-        of the batch no longer has it in its prompt file.
+        of the batch no longer has it in its prompt file; ``lane`` is the lane
+        it is sent through (``Run.lane``, ``"provider:fingerprint"``) and
+        ``root`` that lane's API root, so a create of unknown fate says where
+        it went. The record's time is its send time (``JournalEntry.sent_at``).
         """
-        record = _Intent(key=key, line=line, at=time.time(), input=request)
+        provider, _, fingerprint = (lane or "").partition(":")
+        record = IntentRecord(
+            key=key,
+            line=line,
+            at=time.time(),
+            input=request,
+            provider=provider or None,
+            key_fingerprint=fingerprint or None,
+            base_url=root,
+        )
         self._write(record)
         self._apply(record)
 
@@ -339,7 +300,7 @@ class Journal:
         refused (a 429, a 503, a connection never made), so the prompt is
         back to what it was before, not ``unknown``.
         """
-        record = _Withdrawn(key=key, line=line, at=time.time())
+        record = WithdrawnRecord(key=key, line=line, at=time.time())
         self._write(record)
         self._apply(record)
 
@@ -352,12 +313,16 @@ class Journal:
         provider: str,
         base_url: str | None = None,
         key_fingerprint: str | None = None,
+        settled: bool = False,
     ) -> None:
         """Record that the create for ``key`` was accepted as run ``run_id`` (at ``base_url``).
 
         ``key_fingerprint`` names the key it went through (``Run.lane``'s hash, never the key).
+        ``settled``: the run was found by hand (``gptimage-async settle``), so the
+        record's time is not its creation's: ``created_at`` is then the create's
+        send time if the journal has it, else ``None`` (unknown, never wrong).
         """
-        record = _Created(
+        record = CreatedRecord(
             key=key,
             line=line,
             run_id=run_id,
@@ -365,20 +330,21 @@ class Journal:
             base_url=base_url,
             at=time.time(),
             key_fingerprint=key_fingerprint,
+            settled=settled,
         )
         self._write(record)
         self._apply(record)
 
     def finished(self, entry: ManifestEntry, *, on_rerun: RerunAction) -> None:
         """Record how ``entry.key`` ended and what a rerun should do with it."""
-        record = _Finished(entry=entry, on_rerun=on_rerun, at=time.time())
+        record = FinishedRecord(entry=entry, on_rerun=on_rerun, at=time.time())
         self._write(record)
         self._apply(record)
 
-    def _write(self, record: _Record) -> None:
+    def _write(self, record: Record) -> None:
         if self._fd is None:
             raise JournalError(f"the journal {self._path} is closed")
-        data = _encoder.encode(record) + b"\n"
+        data = encoder.encode(record) + b"\n"
         try:
             self._append(self._fd, data)
         except OSError as exc:

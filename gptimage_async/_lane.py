@@ -184,6 +184,7 @@ class LaneRuntime:
                 check_open=self._life.check_open,
                 on_busy=self._life.busy,
                 on_settled=self._life.settled,
+                lane=self.runs.label,
             )
             self._life.watch(self.creator.in_flight)
             self._spawn(self.scheduler.run_forever)

@@ -23,10 +23,14 @@ default (``"default"``); the lane the run went through (``provider`` and
 ``key_fingerprint``, ``FINGERPRINT_DIGITS`` hex digits of a keyed hash of the
 API key, never the key; manifests written before have 8, still read as
 the same lane: ``_pool.same_lane``);
-``created_at`` (the provider accepted the create) and ``finished_at`` (the
-prompt ended) as wall-clock UTC; ``seconds`` between the two (images saved
-included); ``cost`` in ``cost_unit`` when the provider publishes a price
-(API in One: 10 credits a medium image, 28 a high one; Runbase: ``None``).
+``created_at`` (the provider accepted the create; for an ``unknown`` prompt,
+when its create was sent; ``None`` when not known, as for a run settled by
+hand whose send time the journal lacks) and ``finished_at`` (the prompt
+ended) as wall-clock UTC; ``seconds`` between the two (images saved
+included); ``cost`` in ``cost_unit``: the price of the lane that created the run (a
+pool lane's ``prices``), else the provider's published one (API in One: 10
+credits a medium image, 28 a high one; Runbase: ``None``); a price the user
+gave is in ``"price units"``, the user's own (:func:`price_unit`).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 
 from ._download import create_temp
-from ._models import AspectRatio, ImageRequest, Quality
+from ._models import DEFAULT_ASPECT_RATIO, DEFAULT_QUALITY, AspectRatio, ImageRequest, Quality
 from ._providers import get_provider
 
 if TYPE_CHECKING:
@@ -53,6 +57,7 @@ __all__ = [
     "ManifestEntry",
     "OptionSource",
     "lane_fingerprint",
+    "price_unit",
     "read_manifest",
     "stamp_created",
     "stamp_finished",
@@ -62,10 +67,6 @@ __all__ = [
     "write_manifest",
 ]
 
-#: What both providers use when a request leaves ``quality`` unset (docs/PROVIDERS.md).
-DEFAULT_QUALITY: Quality = "medium"
-#: What both providers use when a request leaves ``aspect_ratio`` unset.
-DEFAULT_ASPECT_RATIO: AspectRatio = "1:1"
 OptionSource = Literal["request", "default"]
 """Where an option sent came from: the prompt asked for it, or the provider's default."""
 
@@ -167,32 +168,63 @@ def stamp_lane(entry: ManifestEntry, lane: str | None) -> ManifestEntry:
     return msgspec.structs.replace(entry, provider=provider, key_fingerprint=fingerprint or None)
 
 
+def price_unit(provider: str, quality: str, price: float) -> str:
+    """The unit of a lane's ``price`` for ``quality``: ``"credits"`` or ``"price units"``.
+
+    A provider's published price is in its unit (API in One: credits); a
+    price the user gave is in theirs, which the library does not know: it is
+    named ``"price units"`` (the README's "Spend"), never an invented one.
+    """
+    published = get_provider(provider).credits_per_image
+    return "credits" if published is not None and published.get(quality) == price else "price units"
+
+
+def _lane_price(entry: ManifestEntry, session: Session) -> tuple[float, str] | None:
+    """One image of ``entry``'s price and unit: its lane's, else its provider's published."""
+    quality = entry.quality or DEFAULT_QUALITY
+    if entry.key_fingerprint is not None:
+        for lane in session.lanes:
+            # An older manifest names the key by 8 digits: a prefix of the full fingerprint.
+            if lane.provider == entry.provider and lane.fingerprint.startswith(
+                entry.key_fingerprint
+            ):
+                price = lane.price(quality)
+                return None if price is None else (price, price_unit(lane.provider, quality, price))
+    published = get_provider(entry.provider or session.provider).credits_per_image
+    if published is None or quality not in published:
+        return None
+    return published[quality], "credits"
+
+
 def stamp_finished(entry: ManifestEntry, session: Session) -> ManifestEntry:
     """``entry`` as it ended through ``session``: options, lane, finish time, seconds, cost.
 
-    The cost is the provider's published price per image times the images
-    (``None`` where no price is published, and for prompts that did not
-    succeed: a failed run is refunded, an unknown one may or may not be paid).
+    The cost is the price per image of the lane that created the run
+    (``Session.lanes``: ``LaneStatus.price``) times the images, falling back
+    to the provider's published price; ``None`` where neither is known, and
+    for prompts that did not succeed (a failed run is refunded, an unknown one
+    may or may not be paid). Its unit: :func:`price_unit`.
     """
     entry = with_options(entry)
     provider = session.provider
     finished = _now()
     seconds = None
-    if entry.created_at is not None:
+    # An unknown create has no result to time (its created_at is when it was sent).
+    if entry.created_at is not None and entry.status != "unknown":
         seconds = round((finished - entry.created_at).total_seconds(), 3)
-    prices = get_provider(provider).credits_per_image
     cost: float | None = None
-    quality = entry.quality
-    if entry.status == "succeeded" and prices is not None and quality in prices:
-        assert quality is not None
-        cost = prices[quality] * max(1, len(entry.urls), len(entry.files))
+    unit: str | None = None
+    priced = _lane_price(entry, session) if entry.status == "succeeded" else None
+    if priced is not None:
+        cost = priced[0] * max(1, len(entry.urls), len(entry.files))
+        unit = priced[1]
     return msgspec.structs.replace(
         entry,
         provider=entry.provider or provider,
         finished_at=finished,
         seconds=seconds,
         cost=cost,
-        cost_unit=None if cost is None else "credits",
+        cost_unit=unit,
     )
 
 

@@ -22,6 +22,8 @@ from ._exceptions import ConfigurationError, InvalidRequestError
 __all__ = [
     "ASPECT_RATIOS",
     "QUALITIES",
+    "DEFAULT_ASPECT_RATIO",
+    "DEFAULT_QUALITY",
     "AspectRatio",
     "ImageRequest",
     "Quality",
@@ -35,6 +37,10 @@ AspectRatio = Literal["1:1", "3:2", "2:3"]
 Quality = Literal["medium", "high"]
 ASPECT_RATIOS: frozenset[str] = frozenset({"1:1", "3:2", "2:3"})
 QUALITIES: frozenset[str] = frozenset({"medium", "high"})
+#: What both providers use when a request leaves ``quality`` unset (docs/PROVIDERS.md).
+DEFAULT_QUALITY: Quality = "medium"
+#: What both providers use when a request leaves ``aspect_ratio`` unset.
+DEFAULT_ASPECT_RATIO: AspectRatio = "1:1"
 
 # OpenAI's own cap for GPT Image prompts; providers may be stricter (API in One: 5000).
 MAX_PROMPT_CHARS = 32_000

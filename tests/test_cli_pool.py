@@ -102,7 +102,11 @@ async def test_a_pool_batch_uses_both_keys_and_prints_the_spend(tmp_path: Path) 
     lines = done.stdout.splitlines()
     # Lane a has a price (4 a medium image), lane b none: the total is unknown.
     assert "spend: unknown in all" in lines
-    assert f"  a ({LANE_A}): {on_a * 4} for {on_a} run(s)" in lines
+    assert f"  a ({LANE_A}): {on_a * 4} price units for {on_a} run(s)" in lines
+    # Each manifest line costs its own lane's price: a's 4 (the user's unit); b has none.
+    for e in manifest:
+        on_lane_a = e.key_fingerprint == LANE_A.split(":")[1]
+        assert (e.cost, e.cost_unit) == ((4, "price units") if on_lane_a else (None, None)), e
     assert any(line.startswith(f"  b ({LANE_B}): unknown for ") for line in lines)
     assert KEY_A not in done.stdout + done.stderr and KEY_B not in done.stdout + done.stderr
 
@@ -127,10 +131,14 @@ async def test_dry_run_over_a_pool_says_the_most_each_lane_would_cost(tmp_path: 
         "dry run: 3 of 3 prompts would be sent to a pool of 2 lane(s), routing earliest; "
         "nothing was sent"
     )
-    assert f"  a ({LANE_A}): 19" in lines  # 2 medium at 4, 1 high at 11
+    # 2 medium at 4, 1 high at 11: prices the user gave, in their own unit
+    assert f"  a ({LANE_A}): 19 price units" in lines
     assert f"  b ({LANE_B}): unknown (no price given)" in lines
     assert "spend cap" not in done.stdout
-    assert "spend cap: 100 (no create goes out that could pass it)" in cap.stdout.splitlines()
+    assert (
+        "spend cap: 100 price units (no create goes out that could pass it)"
+        in cap.stdout.splitlines()
+    )
     assert sim.stats.requests == 0
 
 
@@ -257,8 +265,8 @@ async def test_generate_prints_the_spend_per_lane_and_in_all(tmp_path: Path) -> 
     assert len(done.stdout.splitlines()) == 3
     assert all(line.startswith("http") for line in done.stdout.splitlines())
     lines = done.stderr.splitlines()
-    assert "spend: 12 in all" in lines  # 3 medium images at 4
-    assert f"  a ({LANE_A}): 12 for 3 run(s)" in lines
+    assert "spend: 12 price units in all" in lines  # 3 medium images at 4
+    assert f"  a ({LANE_A}): 12 price units for 3 run(s)" in lines
     # Over both lanes: lane b has no price, so the total is unknown; each lane its line.
     lines = both.stderr.splitlines()
     on_a = [line for line in lines if line.startswith(f"  a ({LANE_A}): ")]
@@ -266,6 +274,8 @@ async def test_generate_prints_the_spend_per_lane_and_in_all(tmp_path: Path) -> 
     assert len(on_a) == len(on_b) == 1
     runs_a, runs_b = (int(line.split(" for ")[1].split()[0]) for line in (*on_a, *on_b))
     assert runs_a + runs_b == 4
-    assert on_a == [f"  a ({LANE_A}): {4 * runs_a} for {runs_a} run(s)"]
-    assert ("spend: unknown in all" if runs_b else f"spend: {4 * runs_a} in all") in lines
+    assert on_a == [f"  a ({LANE_A}): {4 * runs_a} price units for {runs_a} run(s)"]
+    assert (
+        "spend: unknown in all" if runs_b else f"spend: {4 * runs_a} price units in all"
+    ) in lines
     assert KEY_A not in done.stderr + both.stderr and KEY_B not in done.stderr + both.stderr

@@ -176,7 +176,9 @@ async def test_settle_in_a_pool_job_attaches_through_the_named_lane(tmp_path: Pa
 
         listed = await run_pool_cli("unknown", str(out))
         assert listed.code == 0 and "1 prompt(s)" in listed.stdout, listed.stderr
-        assert "add --lane LANE" in listed.stdout
+        assert "--lane LANE, one of" in listed.stdout
+        # Written without its lane (a journal of before): the line says so.
+        assert "send time" not in listed.stdout and "a lane not recorded" in listed.stdout
         assert f"  {lane_a}" in listed.stdout and f"  {lane_b}" in listed.stdout
 
         before = (out / "journal.jsonl").read_bytes()

@@ -26,12 +26,11 @@ import gptimage_async as gi
 from gptimage_async._batch import prompt_key
 from gptimage_async._gallery import (
     GALLERY_NAME,
-    THREAD_FROM,
     build_gallery,
-    keep_gallery,
     render_gallery,
     write_gallery,
 )
+from gptimage_async._gallery_keep import THREAD_FROM, keep_gallery
 from gptimage_async._manifest import ManifestEntry, read_manifest
 from gptimage_async.simulator import Simulator, SimulatorConfig
 from gptimage_async.testing import TEST_KEYS
@@ -437,6 +436,8 @@ async def test_ctrl_c_leaves_a_finished_page_and_a_rerun_completes_it(tmp_path: 
         assert text.count('<li class="tile"') == 100
         assert '<li class="tile" data-status="pending"' in text
         assert "stopped: run the batch again" in text and 'http-equiv="refresh"' not in text
+        # Each pending tile says why: stopped before its result, and what finishes it.
+        assert "stopped before a result: run the batch again to finish it" in text
 
         sim.config = sim.config.replace(time_scale=0.01)
         again = await asyncio.create_subprocess_exec(

@@ -55,11 +55,11 @@ def test_right_to_left_text_is_isolated(browser: Browser, tmp_path: Path) -> Non
         "Array.from(document.querySelectorAll('.prompt, .why'), e => "
         "[e.getAttribute('dir'), getComputedStyle(e).unicodeBidi, getComputedStyle(e).direction])"
     )
-    assert len(seen) == 3
+    assert len(seen) == 4
     for dir_attr, bidi, _ in seen:
         assert dir_attr == "auto" and bidi == "isolate", seen
-    # The prompts read right to left; the reason starts with its (Latin) error type.
-    assert [direction for *_, direction in seen] == ["rtl", "ltr", "rtl"], seen
+    # The prompts read right to left; the reasons start with an error type, or are ours.
+    assert [direction for *_, direction in seen] == ["rtl", "ltr", "rtl", "ltr"], seen
 
 
 def test_an_image_deleted_after_the_batch_shows_as_missing(

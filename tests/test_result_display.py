@@ -49,7 +49,7 @@ async def test_a_result_shows_its_images_inline_with_an_escaped_caption() -> Non
     assert html.escape(HOSTILE, quote=True) in page
     assert page.count("<img ") == 1
     # The caption: prompt, the options (defaults named), run, and that the URLs expire.
-    assert "aspect ratio 3:2" in page and "quality provider default" in page
+    assert "aspect ratio 3:2" in page and "quality medium (default)" in page
     assert result.run_id in page and "runbase" in page
     assert "expire" in page
     assert data["text/plain"].startswith("Result(")

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shlex
 import sys
 from collections import Counter
 from pathlib import Path
@@ -74,7 +75,7 @@ async def batch(args: argparse.Namespace) -> int:
             on_wire = job.on_wire
             quit_at_once(
                 f"\ninterrupted at once: {on_wire} create(s) were on the wire; their prompts "
-                f"are recorded with an unknown fate (see: gptimage-async unknown {args.out}). "
+                f"are recorded with an unknown fate (see: gptimage-async unknown {_q(args.out)}). "
                 "Rerun the same command to resume the rest."
                 if on_wire
                 else "\ninterrupted at once; rerun the same command to resume"
@@ -85,13 +86,18 @@ async def batch(args: argparse.Namespace) -> int:
                 report = await _run_with_display(job, display, args.out)
     # A terminal that hung up (SIGHUP) takes no summary: the manifest has it all.
     with contextlib.suppress(OSError):
-        _summary(report, requests=session.stats.requests)
+        _summary(report, requests=session.stats.requests, out=args.out)
         for line in session_spend_lines(session):
             print(line)
         for lane, runs in sorted(job.missing_lanes.items()):
             print(missing_lane_notice(lane, runs))
-        if not args.no_gallery:
+        if report.gallery is not None:
             print(f"gallery: {args.out / GALLERY_NAME}")
+        elif not args.no_gallery:  # the warning above says why; never claim a page not there
+            print(
+                f"gallery: not written; rebuild it with: gptimage-async gallery {_q(args.out)}",
+                file=sys.stderr,
+            )
         if interrupted:
             p = report.progress
             print(
@@ -214,7 +220,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     else:
         total = sum(prices[q] * n for q, n in qualities.items())
         each = ", ".join(f"{prices[q]} per {q} image" for q in sorted(prices))
-        print(f"expected cost: {total} credits ({each})")
+        print(f"expected cost: {total} credits ({each})")  # published: credits (price_unit)
     return EXIT_OK
 
 
@@ -226,7 +232,12 @@ def _counts(counter: Counter[str], order: list[str]) -> str:
     return ", ".join(f"{key} {counter[key]}" for key in order if counter[key])
 
 
-def _summary(report: BatchReport, *, requests: int) -> None:
+def _q(path: Path) -> str:
+    """``path`` as one shell word, for a command the user may paste."""
+    return shlex.quote(str(path))
+
+
+def _summary(report: BatchReport, *, requests: int, out: Path) -> None:
     counts = report.counts
     p = report.progress
     total = len(report.entries)
@@ -250,8 +261,8 @@ def _summary(report: BatchReport, *, requests: int) -> None:
     if counts["unknown"]:
         print(
             f"{counts['unknown']} prompt(s) have a create of unknown fate: a run may exist and "
-            "be paid for. List them with 'gptimage-async unknown DIR', find their runs on "
-            "the provider's dashboard and settle each ('gptimage-async settle DIR LINE "
-            "RUN_ID', or --not-created); or rerun with --resubmit-unknown to send them "
-            "again (at the risk of paying twice)."
+            f"be paid for. List them with 'gptimage-async unknown {_q(out)}', find their runs "
+            "on the provider's dashboard and settle each ('gptimage-async settle "
+            f"{_q(out)} LINE RUN_ID', or --not-created); or rerun with --resubmit-unknown to "
+            "send them again (at the risk of paying twice)."
         )

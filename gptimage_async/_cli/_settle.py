@@ -15,14 +15,22 @@ the job's lanes (``provider:fingerprint``, as ``Run.lane`` and the manifest
 name them; never the key), so the next batch attaches the run through it.
 The job's lanes are those its journal has seen runs created through, plus,
 with ``--pool POOL.toml``, the pool's (by ``provider:fingerprint`` or label).
-A lane not among them, or no ``--lane`` when the job has several, is a
-usage error (exit 2) before anything is written or sent.
+A create of unknown fate never moves to another lane, so its journal
+records the lane it was sent through and when: ``unknown`` shows both, and
+``settle`` attaches the run through that lane unless ``--lane`` says
+otherwise. A lane not among them, or no ``--lane`` when the job has several
+and the line's own lane is not recorded (older journals), is a usage error
+(exit 2) before anything is written or sent; so is a run id the journal
+already gives to another prompt (attached for both, one image would be
+saved as the other's).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
+import shlex
 
 try:
     import fcntl
@@ -104,17 +112,42 @@ def unknown(args: argparse.Namespace) -> int:
         prompt = entry.input.prompt if entry.input is not None else "(prompt not recorded)"
         short = prompt if len(prompt) <= 60 else prompt[:57] + "..."
         print(f"  line {entry.line:>5}  key {entry.key}  {short!r}")
+        print(f"               {_where(entry)}")
     lanes = _job_lanes(journal, _pool(args))
     print(
-        f"settle each: gptimage-async settle {args.out} LINE RUN_ID (a run you found), "
-        "or LINE --not-created (none exists: the next batch sends it)"
+        f"settle each: gptimage-async settle {shlex.quote(str(args.out))} LINE RUN_ID "
+        "(a run you found), or LINE --not-created (none exists: the next batch sends it)"
     )
     if len(lanes) > 1:
-        # A run id is known only to its own key: the user must say which found it.
-        print(f"this job ran over {len(lanes)} lanes; add --lane LANE to RUN_ID, one of:")
+        # A run id is known only to its own key: look for it on the lane shown.
+        print(
+            f"this job ran over {len(lanes)} lanes; a run is attached through its line's own "
+            "lane (shown), or --lane LANE, one of:"
+        )
         for lane in lanes:
             print(f"  {lane}")
     return EXIT_OK
+
+
+def _sent_at(entry: JournalEntry) -> float | None:
+    """When ``entry``'s create of unknown fate was sent (UNIX seconds), if recorded."""
+    if entry.sent_at is not None:
+        return entry.sent_at
+    made = entry.entry.created_at if entry.entry is not None else None
+    return None if made is None else made.timestamp()
+
+
+def _where(entry: JournalEntry) -> str:
+    """The lane and the time an unknown create was sent: where to look for its run."""
+    lane = entry_lane(entry)
+    at = _sent_at(entry)
+    when = (
+        "send time not recorded"
+        if at is None
+        else "sent "
+        + datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    )
+    return f"{when}, through {lane or 'a lane not recorded'}"
 
 
 def _job_lanes(journal: Journal, pool: Pool | None) -> dict[str, str | None]:
@@ -140,10 +173,20 @@ def _names(wanted: str, lane: str) -> bool:
 
 
 def _pick_lane(
-    args: argparse.Namespace, lanes: dict[str, str | None], pool: Pool | None
+    args: argparse.Namespace,
+    lanes: dict[str, str | None],
+    pool: Pool | None,
+    own: str | None = None,
 ) -> str | None:
-    """The lane ``args.lane`` names among the job's ``lanes``; the only one without it."""
+    """The lane ``args.lane`` names among the job's ``lanes``; else the line's ``own``.
+
+    ``own`` is the lane the create was sent through (journaled with its
+    intent); without it, the job's only lane.
+    """
     if args.lane is None:
+        mine = [lane for lane in lanes if own is not None and _names(own, lane)]
+        if mine:
+            return mine[0]
         if len(lanes) > 1:
             raise UsageError(
                 f"this job ran over {len(lanes)} lanes and a run id is known only to the key "
@@ -189,7 +232,10 @@ def settle(args: argparse.Namespace) -> int:
         with Journal(_path(args)) as journal:
             entry = _pick(journal, args)
             lanes = _job_lanes(journal, pool) if args.run_id is not None else {}
-            lane = _pick_lane(args, lanes, pool) if args.run_id is not None else None
+            lane = None
+            if args.run_id is not None:
+                _refuse_a_run_of_another_line(journal, entry, args.run_id.strip())
+                lane = _pick_lane(args, lanes, pool, entry_lane(entry))
             _record(journal, entry, args.run_id, lane, lanes.get(lane) if lane else None)
     except (OSError, JournalError) as exc:
         raise UsageError(f"cannot settle in {args.out}: {exc}") from None
@@ -204,6 +250,20 @@ def settle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _refuse_a_run_of_another_line(journal: Journal, entry: JournalEntry, run_id: str) -> None:
+    """``UsageError`` if the journal already gives ``run_id`` to another prompt.
+
+    Attached for both, that run's image would be saved as each of them.
+    """
+    for other in journal:
+        if other.key != entry.key and other.run_id == run_id:
+            raise UsageError(
+                f"run {run_id} already belongs to line {other.line} (key {other.key}) of "
+                "this batch: a run makes one prompt's image; find the run of line "
+                f"{entry.line} instead"
+            )
+
+
 def _pick(journal: Journal, args: argparse.Namespace) -> JournalEntry:
     found = [e for e in _unknown_entries(journal) if e.line == args.line]
     if args.key is not None:
@@ -212,7 +272,7 @@ def _pick(journal: Journal, args: argparse.Namespace) -> JournalEntry:
         raise UsageError(
             f"line {args.line} of {args.out} has no prompt of unknown fate"
             + (f" with key {args.key}" if args.key else "")
-            + " (see: gptimage-async unknown DIR)"
+            + f" (see: gptimage-async unknown {shlex.quote(str(args.out))})"
         )
     if len(found) > 1:
         keys = ", ".join(e.key for e in found)
@@ -242,6 +302,7 @@ def _record(
             provider=provider or (where.provider if where is not None else "unknown"),
             base_url=root or (where.base_url if where is not None else None),
             key_fingerprint=fingerprint or None,
+            settled=True,  # found by hand now: its creation time is the send time, or unknown
         )
     elif entry.input is not None:
         journal.finished(

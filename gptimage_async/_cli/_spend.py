@@ -1,7 +1,9 @@
 """What a batch spent, per lane and in all; and what a dry run would spend at most, per lane.
 
 Amounts are in the lanes' price unit (credits, cents: the user's, the same for
-every lane of a pool; API in One's published prices are credits). A lane with
+every lane of a pool; API in One's published prices are credits), named as the
+manifest names it (``_manifest.price_unit``): ``credits`` for published prices,
+``price units`` for prices the user gave (their unit is theirs). A lane with
 no price (Runbase publishes none) shows ``unknown``; the rules are the pool's
 (``_pool/_spend``): created runs at their lane's price, refunded failures
 (Runbase) not counted.
@@ -10,20 +12,31 @@ no price (Runbase publishes none) shows ``unknown``; the rules are the pool's
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from .._manifest import price_unit
 from .._pool import DEFAULT_QUALITY, Pool, SpendSnapshot
 
 if TYPE_CHECKING:
     from .._session import Session
 
-__all__ = ["at_most_lines", "session_spend_lines", "spend_lines"]
+__all__ = ["at_most_lines", "pool_unit", "session_spend_lines", "spend_lines"]
 
 
-def _amount(value: float | None) -> str:
+def _amount(value: float | None, unit: str = "") -> str:
     if value is None:
         return "unknown"
-    return f"{value:g}"
+    return f"{value:g} {unit}".rstrip()
+
+
+def pool_unit(lanes: Iterable[tuple[str, Mapping[str, float]]]) -> str:
+    """The unit of lanes given as ``(provider, prices)``: ``credits`` if every price is published.
+
+    One price the user gave makes it theirs: ``price units`` (``_manifest.price_unit``).
+    """
+    units = {price_unit(provider, q, p) for provider, prices in lanes for q, p in prices.items()}
+    return "credits" if units == {"credits"} else "price units"
 
 
 def _lane_name(label: str, provider: str, fingerprint: str) -> str:
@@ -32,22 +45,24 @@ def _lane_name(label: str, provider: str, fingerprint: str) -> str:
     return lane if label.startswith(lane) else f"{label} ({lane})"
 
 
-def spend_lines(spend: SpendSnapshot | None, providers: dict[str, str]) -> list[str]:
+def spend_lines(
+    spend: SpendSnapshot | None, providers: dict[str, str], unit: str = "price units"
+) -> list[str]:
     """Lines for the end of a batch: the spend in all, then one per lane.
 
-    ``providers`` maps a lane's fingerprint to its provider (for its name).
-    Nothing when no lane created a run.
+    ``providers`` maps a lane's fingerprint to its provider (for its name);
+    ``unit`` names the amounts (``pool_unit``). Nothing when no lane created a run.
     """
     if spend is None or not any(lane.created or lane.uncertain for lane in spend.lanes):
         return []
-    total = f"spend: {_amount(spend.spent)} in all"
+    total = f"spend: {_amount(spend.spent, unit)} in all"
     if spend.cap is not None:
         total += f" (cap {spend.cap:g})"
     lines = [total]
     for lane in spend.lanes:
         name = _lane_name(lane.label, providers.get(lane.fingerprint, "?"), lane.fingerprint)
         created = lane.created - lane.refunded
-        part = f"  {name}: {_amount(lane.spent)} for {created} run(s)"
+        part = f"  {name}: {_amount(lane.spent, unit)} for {created} run(s)"
         if lane.refunded:
             part += f", {lane.refunded} failed and refunded"
         if lane.uncertain:
@@ -60,8 +75,10 @@ def spend_lines(spend: SpendSnapshot | None, providers: dict[str, str]) -> list[
 
 def session_spend_lines(session: Session) -> list[str]:
     """``spend_lines`` of what ``session`` spent (``session.stats.spend``), per lane and in all."""
-    providers = {lane.fingerprint: lane.provider for lane in session.lanes}
-    return spend_lines(session.stats.spend, providers)
+    lanes = session.lanes
+    providers = {lane.fingerprint: lane.provider for lane in lanes}
+    unit = pool_unit((lane.provider, lane.prices) for lane in lanes)
+    return spend_lines(session.stats.spend, providers, unit)
 
 
 def at_most_lines(pool: Pool, qualities: Counter[str]) -> list[str]:
@@ -72,16 +89,20 @@ def at_most_lines(pool: Pool, qualities: Counter[str]) -> list[str]:
     ``unknown`` where the lane has no price for a quality it would need.
     """
     lines = ["expected cost at most, per lane (the whole job at that lane's price):"]
+    unit = pool_unit((lane.provider, lane.prices) for lane in pool.lanes)
     for lane in pool.lanes:
         prices = [lane.price(quality or DEFAULT_QUALITY) for quality in qualities]
         if any(price is None for price in prices):
             cost = "unknown (no price given)"
         else:
             cost = _amount(
-                sum((lane.price(q or DEFAULT_QUALITY) or 0) * n for q, n in qualities.items())
+                sum((lane.price(q or DEFAULT_QUALITY) or 0) * n for q, n in qualities.items()),
+                unit,
             )
         name = _lane_name(lane.label, lane.provider, lane.fingerprint)
         lines.append(f"  {name}: {cost}")
     if pool.spend_cap is not None:
-        lines.append(f"spend cap: {pool.spend_cap:g} (no create goes out that could pass it)")
+        lines.append(
+            f"spend cap: {pool.spend_cap:g} {unit} (no create goes out that could pass it)"
+        )
     return lines

@@ -36,7 +36,7 @@ from typing import Literal, NoReturn, final
 from .._budget import budget_id
 from .._endpoint import check_base_url, check_key
 from .._exceptions import ConfigurationError
-from .._models import QUALITIES, RateLimit
+from .._models import DEFAULT_QUALITY, QUALITIES, RateLimit
 from .._providers import get_provider
 from .._transport import Secret
 
@@ -60,7 +60,6 @@ Routing = Literal["earliest", "cheapest"]
 ROUTINGS: tuple[str, ...] = ("earliest", "cheapest")
 
 #: The quality a request without one is made at: both providers default to medium.
-DEFAULT_QUALITY = "medium"
 #: Published prices per provider and quality. API in One: 10 credits medium,
 #: 28 high (its docs); Runbase publishes none for this model.
 DEFAULT_PRICES: Mapping[str, Mapping[str, float]] = MappingProxyType(

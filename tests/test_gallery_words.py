@@ -1,0 +1,160 @@
+"""What the gallery and the batch summary say: pending reasons, earlier requests, a stale
+page, a page that could not be written, a manifest given for a directory, the spend's unit.
+
+Batches run against the simulator (a real HTTP server on 127.0.0.1); the
+command line runs as real processes; the stale page is looked at in real
+headless Chromium.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import gptimage_async as gi
+from gptimage_async._gallery import GALLERY_NAME, RELOAD_SECONDS, STALE_RELOADS, render_gallery
+from gptimage_async._manifest import ManifestEntry
+from gptimage_async.simulator import Simulator, SimulatorConfig
+from gptimage_async.testing import TEST_KEYS
+
+from ._chromium import Browser, BrowserUnavailable
+from .test_cli import command, environment, prompt_file
+
+FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=7)
+GENEROUS = gi.RateLimit(1000, 1.0)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    try:
+        with Browser() as chromium:
+            yield chromium
+    except BrowserUnavailable as exc:
+        pytest.skip(f"headless Chromium cannot start here: {exc}")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gptimage_async", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def entry(line: int, status: str, **fields: object) -> ManifestEntry:
+    return ManifestEntry(
+        line=line,
+        key=f"k{line}",
+        input=gi.ImageRequest("a lamp"),
+        status=status,  # type: ignore[arg-type]
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def test_a_pending_tile_says_why_and_a_tile_not_saved_its_time() -> None:
+    tiles = [entry(1, "pending"), entry(2, "succeeded", seconds=8.6)]
+    stopped = render_gallery(tiles, title="o")
+    assert "stopped before a result: run the batch again to finish it" in stopped
+    assert "not saved" in stopped and "succeeded · 8.6 s" in stopped
+    running = render_gallery(tiles, title="o", running=True)
+    assert "waiting for its turn or its result" in running
+    assert "stopped before a result" not in running
+
+
+def test_a_running_page_left_behind_says_the_batch_may_have_stopped(
+    browser: Browser, tmp_path: Path
+) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    old = now - datetime.timedelta(seconds=STALE_RELOADS * RELOAD_SECONDS + 30)
+    shown = {}
+    for name, at in (("fresh", now), ("stale", old)):
+        page = tmp_path / f"{name}.html"
+        page.write_text(render_gallery([entry(1, "pending")], title="o", running=True, now=at))
+        text = page.read_text()
+        assert f"running as of {at.strftime('%Y-%m-%d %H:%M:%S UTC')}" in text
+        view = browser.open(page.as_uri())
+        shown[name] = view.evaluate("document.querySelector('header').innerText")
+    assert "may have stopped" in shown["stale"] and "last written at" in shown["stale"]
+    assert "may have stopped" not in shown["fresh"]
+    # A finished page has no such warning at all.
+    assert 'id="stale"' not in render_gallery([entry(1, "succeeded")], title="o")
+
+
+async def test_a_rerun_with_other_options_counts_earlier_requests_apart(tmp_path: Path) -> None:
+    prompts = ["a lamp", "a chair", "an owl"]
+    async with (
+        Simulator(FAST) as sim,
+        gi.Session(
+            "apiinone",
+            api_key=TEST_KEYS["apiinone"],
+            base_url=sim.base_url("apiinone"),
+            rate_limit=GENEROUS,
+        ) as session,
+    ):
+        await gi.Batch(session, prompts, tmp_path).run()
+    async with (
+        Simulator(FAST) as sim,
+        gi.Session(
+            "apiinone",
+            api_key=TEST_KEYS["apiinone"],
+            base_url=sim.base_url("apiinone"),
+            rate_limit=GENEROUS,
+        ) as session,
+    ):
+        high = [gi.ImageRequest(p, quality="high") for p in prompts]
+        report = await gi.Batch(session, high, tmp_path, attach_elsewhere=True).run()
+    assert all(e.cost == 28 and e.cost_unit == "credits" for e in report.entries)
+    header = (tmp_path / GALLERY_NAME).read_text().split("<main>")[0]
+    assert "<b>3</b> prompts" in header and "<b>3</b> earlier requests" in header
+    assert "<b>6</b> images" in header and "<b>114</b> credits" in header  # 3 x 28 + 3 x 10
+
+
+def test_a_page_not_written_is_not_claimed_and_its_real_path_is_said(tmp_path: Path) -> None:
+    out = tmp_path / "gdir"
+    (out / GALLERY_NAME).mkdir(parents=True)  # the page's name is taken by a directory
+    done = cli(
+        "batch", str(prompt_file(tmp_path / "p.txt", 2)), "--out", str(out),
+        "--provider", "simulator", "--progress", "log",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "gallery:" not in done.stdout
+    assert f"could not write the gallery page {out / GALLERY_NAME}" in done.stderr
+    assert "gallery: not written; rebuild it with: gptimage-async gallery" in done.stderr
+
+    rebuilt = cli("gallery", str(out))
+    assert rebuilt.returncode == 2
+    assert f"cannot write {out / GALLERY_NAME}: Is a directory" in rebuilt.stderr
+
+    manifest = cli("gallery", str(out / "manifest.jsonl"))
+    assert manifest.returncode == 2
+    assert "is not a batch directory" in manifest.stderr and str(out) in manifest.stderr
+    assert "Not a directory" not in manifest.stderr
+
+
+async def test_the_spend_and_the_dry_run_say_the_same_unit(tmp_path: Path) -> None:
+    prompts = prompt_file(tmp_path / "p.txt", 3)
+    out = tmp_path / "o"
+    async with Simulator(FAST) as sim:
+        where = ["--provider", "apiinone", "--base-url", sim.base_url("apiinone")]
+        env = environment(APIINONE_API_KEY=TEST_KEYS["apiinone"])
+        said = []
+        for dry in (["--dry-run"], ["--rate-limit", "1000/1"]):
+            proc = await asyncio.create_subprocess_exec(
+                *command("batch", str(prompts), "--out", str(out), *where, *dry),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+            assert proc.returncode == 0, stderr.decode()
+            said.append(stdout.decode())
+    assert "expected cost: 30 credits" in said[0], said[0]
+    assert "spend: 30 credits in all" in said[1].splitlines(), said[1]
