@@ -7,8 +7,11 @@ import asyncio
 import aiohttp
 import pytest
 
+from gptimage_async.simulator import Simulator, SimulatorConfig
+
 from .wire import (
     GOOD_INPUT,
+    NOT_DONE,
     RB_KEY,
     RB_MODEL,
     aio_create,
@@ -16,7 +19,6 @@ from .wire import (
     make,
     rb_create,
     rb_get,
-    rb_wait,
     request,
 )
 
@@ -88,11 +90,27 @@ async def test_credits_are_charged_by_quality(session: aiohttp.ClientSession) ->
 
 
 async def test_failed_runs_are_refunded_when_they_fail(session: aiohttp.ClientSession) -> None:
-    async with make(credits=10, failure_rate=1.0, duration="fixed", duration_median=3.0) as sim:
+    # The simulator's own clock stands still until the test moves it: a slow
+    # machine cannot let the run fail before the second create is refused.
+    now = [0.0]
+    config = SimulatorConfig(
+        time_scale=0.01,
+        seed=1234,
+        rate_limit=None,
+        credits=10,
+        failure_rate=1.0,
+        duration="fixed",
+        duration_median=3.0,
+    )
+    async with Simulator(config, clock=lambda: now[0]) as sim:
         run_id = (await rb_create(session, sim)).json()["id"]
         assert sim.balance(RB_KEY) == 0
         assert (await rb_create(session, sim)).status == 402  # not refunded yet
-        assert (await rb_wait(session, sim, run_id))["status"] == "failed"
+        now[0] += 0.029  # just before the run ends (3 s at time scale 0.01)
+        assert (await rb_get(session, sim, run_id)).json()["status"] in NOT_DONE
+        assert (await rb_create(session, sim)).status == 402
+        now[0] += 0.002
+        assert (await rb_get(session, sim, run_id)).json()["status"] == "failed"
         assert sim.balance(RB_KEY) == 10
         assert (await rb_create(session, sim)).status == 200
 
