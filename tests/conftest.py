@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
-import py_compile
-import shutil
+import compileall
 import signal
 import sys
-import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -31,57 +27,46 @@ def pytest_configure(config: pytest.Config) -> None:
     _share_bytecode(config)
 
 
-#: Where the controller compiled the bytecode the tests' child processes read.
-PYCACHE_ENV = "GPTIMAGE_TESTS_PYCACHE"
-#: What a ``python -m gptimage_async`` child imports, some of it lazily.
-CHILD_IMPORTS = ("gptimage_async._cli", "gptimage_async.simulator", "redis.asyncio")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first: on several workers the run ends when its last long test does.
+
+    The ``slow`` rows (each many seconds) and the README's blocks (one worker
+    runs them all, in order) start at once instead of last; the sort is stable,
+    so the order within each part is the collection order.
+    """
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow") is not None:
+            return 0
+        if item.get_closest_marker("xdist_group") is not None:
+            return 1
+        return 2
+
+    items.sort(key=rank)
+
+
+#: The project's own packages that the tests' child processes import.
+CHILD_PACKAGES = ("gptimage_async", "benchmarks")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _share_bytecode(config: pytest.Config) -> None:
-    """Compile once what the tests' child processes import, when nothing may write bytecode.
+    """Compile the project's packages once when nothing else may write their bytecode.
 
-    With ``PYTHONDONTWRITEBYTECODE`` set, every CLI, simulator and worker
+    With ``PYTHONDONTWRITEBYTECODE`` set, every CLI, simulator and script
     process the suite starts (a few hundred) would compile the package from
     source again: about 0.15 s of CPU each, a third of its start-up. The
-    controller compiles those modules once into a temporary
-    ``PYTHONPYCACHEPREFIX`` tree (the source tree stays clean) and the child
-    processes read it. The pytest processes themselves keep their start-up
-    settings: a prefix makes Python look for bytecode only there.
+    installed libraries and the standard library have their bytecode already;
+    this writes the project's (into the ``__pycache__`` directories git
+    ignores) once, from the controller, before any worker starts. A child
+    process only reads it; an edited source is compiled afresh (its bytecode
+    records the source's time and size).
     """
-    if not sys.flags.dont_write_bytecode or "PYTHONPYCACHEPREFIX" in os.environ:
+    if not sys.flags.dont_write_bytecode or hasattr(config, "workerinput"):
         return
-    cache = os.environ.get(PYCACHE_ENV)
-    if cache is None:  # the controller (or a run without workers): compile once
-        cache = tempfile.mkdtemp(prefix="gptimage-tests-pycache-")
-        config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
-        _compile_into(cache)
-        os.environ[PYCACHE_ENV] = cache
-    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
-        os.environ["PYTHONPYCACHEPREFIX"] = cache  # for this process's children only
-
-
-def _compile_into(cache: str) -> None:
-    # Only what is imported here (about 1 s to compile): a module a child
-    # imports lazily and that is missing from the tree is compiled as before.
-    for name in CHILD_IMPORTS:
-        try:
-            importlib.import_module(name)
-        except ImportError:  # an optional extra that is not installed
-            continue
-    sources = {
-        module.__file__
-        for module in list(sys.modules.values())
-        if getattr(module, "__file__", None) and str(module.__file__).endswith(".py")
-    }
-    before = sys.pycache_prefix
-    sys.pycache_prefix = cache  # where cache_from_source (and compileall) put bytecode
-    try:
-        for source in sources:
-            assert source is not None
-            target = importlib.util.cache_from_source(source)
-            py_compile.compile(source, cfile=target, doraise=False, quiet=2)
-    finally:
-        sys.pycache_prefix = before
+    for package in CHILD_PACKAGES:
+        if (ROOT / package).is_dir():
+            compileall.compile_dir(ROOT / package, quiet=2)
 
 
 @pytest.fixture
