@@ -449,24 +449,17 @@ async def test_single_runs_on_an_idle_budget_keep_the_belief_near_the_limit(
     # Found by the benchmarks: a create waiting behind a speculative poll's slot
     # counted as saturation, so an idle session raised its belief past the real
     # limit and then drew 429s. One run at a time never saturates the budget.
-    # On the fake clock, through the in-memory transport: a loaded machine's
-    # scheduling delays cannot stand in for the provider's timing.
+    # On the fake clock in memory: a loaded machine's lag cannot add 429s.
     config = SimulatorConfig(time_scale=0.02, seed=7)
     real = scaled_rate_limit(config)
     assert real is not None
     beliefs = []
-
-    async def one_at_a_time() -> None:
-        async with memory_session("runbase", config=config) as (sim, session):
-            for i in range(12):
-                await session.generate(f"one at a time {i}")
-                beliefs.append(session.limiter.rate)
-            # Speculative polls use the whole idle budget: jitter 429s are possible
-            # in a 200 ms window, but rare.
-            assert sim.stats.rate_limited <= 0.03 * sim.stats.requests
-
-    await fake_clock.run(one_at_a_time())
-    assert len(beliefs) == 12
+    async with memory_session("runbase", config=config) as (sim, session):
+        for i in range(12):
+            await fake_clock.run(session.generate(f"one at a time {i}"))
+            beliefs.append(session.limiter.rate)
+        # Speculative polls use the whole idle budget: a jitter 429 is possible, but rare.
+        assert sim.stats.rate_limited <= 0.03 * sim.stats.requests
     assert max(beliefs) <= 1.5 * real.rate, beliefs
 
 
