@@ -73,7 +73,8 @@ class RunRegistry:
         its ``run_id`` and outcome (``await run`` gives its ``Result`` or
         raises its error at once). A run that succeeded was paid for.
         """
-        return list(self._undelivered.values())
+        # Kept in the order the cut reached them, which a busy loop may shuffle.
+        return sorted(self._undelivered.values(), key=lambda run: run.created_at)
 
     @property
     def abandoned(self) -> list[Run]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -64,4 +65,32 @@ async def running_scheduler(
         await transport.aclose()
 
 
-__all__ = ["FAST", "Faults", "config", "running_scheduler"]
+def learned(session: Any) -> str:
+    """What the session has learned of run durations, as its public ``session.scheduler``
+    shows it: ``<DurationModel learning (3 observed)>`` or, once ready,
+    ``<DurationModel p5=... p50=... p95=... (12 observed, 0 changes)>``."""
+    text = repr(session.scheduler)
+    return text[text.index("<DurationModel") : -1]
+
+
+def observed(session: Any) -> int:
+    """How many finished runs the session's duration model holds (from ``learned``)."""
+    found = re.search(r"\((\d+) observed", learned(session))
+    assert found is not None, learned(session)
+    return int(found.group(1))
+
+
+def warm(session: Any) -> bool:
+    """True once the session places polls from learned durations (no cold start)."""
+    return "learning" not in learned(session)
+
+
+__all__ = [
+    "FAST",
+    "Faults",
+    "config",
+    "learned",
+    "observed",
+    "running_scheduler",
+    "warm",
+]

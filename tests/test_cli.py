@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import io
 import json
+import logging
 import os
 import re
 import signal
@@ -25,6 +28,7 @@ import msgspec
 import pytest
 
 import gptimage_async as gi
+from gptimage_async._cli import main
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
 SCRIPT = Path(sys.executable).with_name("gptimage-async")
@@ -65,6 +69,44 @@ async def run_cli(*args: str, key: str | None = KEY, limit: float = 120) -> Done
     stdout, stderr = await asyncio.wait_for(proc.communicate(), limit)
     assert proc.returncode is not None
     return Done(proc.returncode, stdout.decode(), stderr.decode())
+
+
+#: The signals the command line takes over (``catch_early`` and the batch's handlers).
+CLI_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run_main(*args: str, key: str | None = KEY) -> Done:
+    """The command line in this process: ``main(args)``, its exit code and output.
+
+    For refusals found before any request, where a process start-up (0.5 s of
+    CPU) buys nothing: the console script is ``sys.exit(main())``, and
+    ``test_python_dash_m_and_version`` runs it as a real process. Call it from a
+    plain (not async) test: a refusal found inside the command's own event loop
+    needs ``asyncio.run``. The environment, signal handlers and log handlers
+    are put back afterwards.
+    """
+    saved_env = dict(os.environ)
+    saved_signals = {sig: signal.getsignal(sig) for sig in CLI_SIGNALS}
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    os.environ.clear()
+    os.environ.update(environment(RUNBASE_API_KEY=key) if key else environment())
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code: object = main(list(args))
+            except SystemExit as exc:  # argparse: --help, or a value it refuses
+                code = exc.code
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for sig, handler in saved_signals.items():
+            signal.signal(sig, handler)
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    assert isinstance(code, int), code
+    return Done(code, out.getvalue(), err.getvalue())
 
 
 def prompt_file(path: Path, n: int, prefix: str = "prompt") -> Path:
@@ -358,27 +400,27 @@ async def test_simulate_prints_its_urls_and_serves_a_batch(tmp_path: Path) -> No
     assert server.returncode == 0
 
 
-async def test_no_key_is_a_usage_error(tmp_path: Path) -> None:
+def test_no_key_is_a_usage_error(tmp_path: Path) -> None:
     prompts = prompt_file(tmp_path / "prompts.txt", 1)
-    done = await run_cli("batch", str(prompts), "--out", str(tmp_path / "o"), key=None)
+    done = run_main("batch", str(prompts), "--out", str(tmp_path / "o"), key=None)
     assert done.code == 2
     assert "RUNBASE_API_KEY" in done.stderr
 
 
-async def test_usage_errors_exit_2() -> None:
-    done = await run_cli("generate", "a lamp", "--time-scale", "0.1")
+def test_usage_errors_exit_2() -> None:
+    done = run_main("generate", "a lamp", "--time-scale", "0.1")
     assert done.code == 2 and "--provider simulator only" in done.stderr
-    done = await run_cli("generate", "a lamp", "--provider", "simulator", "--base-url", "http://x")
+    done = run_main("generate", "a lamp", "--provider", "simulator", "--base-url", "http://x")
     assert done.code == 2 and "--base-url" in done.stderr
-    done = await run_cli("generate", "a lamp", "--quality", "ultra")
+    done = run_main("generate", "a lamp", "--quality", "ultra")
     assert done.code == 2 and "invalid choice" in done.stderr
-    done = await run_cli("simulate", "--fault", "gremlins=0.5")
+    done = run_main("simulate", "--fault", "gremlins=0.5")
     assert done.code == 2 and "unknown fault 'gremlins'" in done.stderr
     assert "read_lag" not in done.stderr  # not a fault name: it has its own option
     # One knob for the read lag: --fault read_lag=... points to --read-lag.
-    done = await run_cli("simulate", "--fault", "read_lag=0.5", "--read-lag", "2")
+    done = run_main("simulate", "--fault", "read_lag=0.5", "--read-lag", "2")
     assert done.code == 2 and "--read-lag SECONDS" in done.stderr
-    done = await run_cli("simulate", "--help")
+    done = run_main("simulate", "--help")
     assert "slow_seconds" in done.stdout and "keepalive_close_after" in done.stdout
 
 

@@ -16,7 +16,15 @@ import aiohttp
 import pytest
 
 from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
-from tests.test_cli import RATE, command, environment, prompt_file, run_cli, start_simulate
+from tests.test_cli import (
+    RATE,
+    command,
+    environment,
+    prompt_file,
+    run_cli,
+    run_main,
+    start_simulate,
+)
 
 
 @pytest.fixture
@@ -86,28 +94,26 @@ async def test_dry_run_checks_the_providers_own_limits(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("rate", ["20", "20/", "x/10"])
-async def test_a_rate_limit_without_its_window_is_refused(rate: str, tmp_path: Path) -> None:
+def test_a_rate_limit_without_its_window_is_refused(rate: str, tmp_path: Path) -> None:
     prompts = prompt_file(tmp_path / "prompts.txt", 1)
-    done = await run_cli("batch", str(prompts), "--out", str(tmp_path / "o"), "--rate-limit", rate)
+    done = run_main("batch", str(prompts), "--out", str(tmp_path / "o"), "--rate-limit", rate)
     assert done.code == 2
     assert "N/SECONDS" in done.stderr and "20/10" in done.stderr
-    done = await run_cli("simulate", "--rate-limit", rate)
+    done = run_main("simulate", "--rate-limit", rate)
     assert done.code == 2 and "N/SECONDS" in done.stderr
 
 
 @pytest.mark.parametrize("rate", ["0/10", "20/0", "-5/10"])
-async def test_an_impossible_rate_limit_says_why(rate: str, tmp_path: Path) -> None:
+def test_an_impossible_rate_limit_says_why(rate: str, tmp_path: Path) -> None:
     prompts = prompt_file(tmp_path / "prompts.txt", 1)
-    done = await run_cli(
-        "batch", str(prompts), "--out", str(tmp_path / "o"), f"--rate-limit={rate}"
-    )
+    done = run_main("batch", str(prompts), "--out", str(tmp_path / "o"), f"--rate-limit={rate}")
     assert done.code == 2
     assert "_client_rate" not in done.stderr  # argparse's fallback names the parser function
     assert "--rate-limit" in done.stderr and "must" in done.stderr
 
 
-async def test_the_missing_key_message_names_the_variable_only(tmp_path: Path) -> None:
-    done = await run_cli("generate", "a lamp", "--provider", "apiinone", key=None)
+def test_the_missing_key_message_names_the_variable_only(tmp_path: Path) -> None:
+    done = run_main("generate", "a lamp", "--provider", "apiinone", key=None)
     assert done.code == 2
     assert "no API key for apiinone: set APIINONE_API_KEY" in done.stderr
     assert "api_key" not in done.stderr
@@ -194,9 +200,9 @@ async def test_simulate_verbose_logs_each_request_without_the_key() -> None:
 
 
 @pytest.mark.parametrize("url", ["https://runbase.net/api/v1?x=1", "https://runbase.net/api/v1#a"])
-async def test_a_base_url_with_a_query_or_fragment_is_refused(url: str, tmp_path: Path) -> None:
+def test_a_base_url_with_a_query_or_fragment_is_refused(url: str, tmp_path: Path) -> None:
     out = tmp_path / "o"
-    done = await run_cli("generate", "a lamp", "--out", str(out), "--base-url", url)
+    done = run_main("generate", "a lamp", "--out", str(out), "--base-url", url)
     assert done.code == 2, done.stderr
     assert "query string or fragment" in done.stderr
     assert not out.exists() or not any(out.iterdir())

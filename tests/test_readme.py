@@ -23,6 +23,9 @@ from tests.readme_harness import (
     start_simulate,
 )
 
+# The blocks share one namespace and build on each other, in order: one worker runs them all.
+pytestmark = pytest.mark.xdist_group("readme")
+
 DOCUMENT = parse_readme()
 EXAMPLES = list(DOCUMENT.examples())
 

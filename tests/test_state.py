@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._budget import AdaptiveRate, RateLimiter
+from gptimage_async._budget import AdaptiveRate
 from gptimage_async._durations import DurationModel
 from gptimage_async._state import (
     MAX_AGE,
@@ -27,7 +27,7 @@ from gptimage_async._state import (
 from gptimage_async.simulator import Simulator
 from gptimage_async.testing import scaled_rate_limit, simulated_session
 
-from .helpers import config
+from .helpers import config, observed, warm
 
 URL = "https://runbase.net/api/v1"
 
@@ -125,19 +125,18 @@ async def test_a_session_saves_on_close_and_the_next_one_starts_warm(tmp_path: P
             "state_file": path,
         }
         async with gi.Session("runbase", **options) as first:
-            assert not first._scheduler.model.ready
+            assert not warm(first)
             await first.generate_many([f"a cat {i}" for i in range(8)])
-            learned = first._scheduler.model.observed
+            learned = observed(first)
         saved = decode_state(
             path.read_bytes(), provider="runbase", base_url=sim.base_url("runbase")
         )
         assert saved is not None and len(saved.durations) == learned >= 4
         assert saved.rate is not None and saved.rate.requests == 20
         async with gi.Session("runbase", **options) as second:
-            assert second._scheduler.model.ready  # no cold start
-            assert second._scheduler.model.observed == learned
-            assert isinstance(second._limiter, RateLimiter)
-            assert second._limiter.adaptive.rate == pytest.approx(saved.rate.rate)
+            assert warm(second)  # no cold start
+            assert observed(second) == learned
+            assert second.limiter.rate == pytest.approx(saved.rate.rate)
 
 
 async def test_a_corrupt_state_file_does_not_stop_a_session(

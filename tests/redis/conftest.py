@@ -68,9 +68,18 @@ class RedisServer:
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock,
             ):
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
+                # Ours, not another worker's server that took the port first.
+                sock.sendall(b"INFO server\r\n")
+                answer = b""
+                while b"process_id:" not in answer or not answer.endswith(b"\r\n"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+                if f"process_id:{self._proc.pid}\r\n".encode() in answer:
                     return
+                if b"process_id:" in answer:
+                    raise RuntimeError("another redis-server holds the port")
             if self._proc.poll() is not None:
                 raise RuntimeError("redis-server exited at start")
             time.sleep(0.02)
@@ -115,8 +124,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A running redis-server on a free 127.0.0.1 port, stopped after the test."""
     if REDIS_SERVER is None:
         pytest.skip("redis-server is not installed")
-    server = RedisServer(tmp_path)
-    server.start()
+    # A free port can be taken between the probe and redis-server's bind (other
+    # xdist workers start servers too): then it exits at once, and another port is tried.
+    for attempt in range(3):
+        server = RedisServer(tmp_path)
+        try:
+            server.start()
+            break
+        except RuntimeError:
+            server.stop()
+            if attempt == 2:
+                raise
     try:
         yield server
     finally:

@@ -21,7 +21,7 @@ from gptimage_async._state import (
 )
 from gptimage_async.simulator import Simulator
 from gptimage_async.testing import scaled_rate_limit
-from tests.helpers import config
+from tests.helpers import config, observed, warm
 
 from .conftest import RedisServer
 
@@ -188,19 +188,19 @@ async def test_the_next_session_on_the_key_starts_warm_from_redis(
     async with Simulator(cfg) as sim:
         opts = options(sim, cfg, redis_server.url)
         async with gi.Session("runbase", **opts) as first:
-            assert not first._scheduler.model.ready
+            assert not warm(first)
             await first.generate_many([f"a cat {i}" for i in range(8)])
-            learned = first._scheduler.model.observations()
-        assert len(learned) >= 4
+            before = observed(first)
+            assert observed(first) >= 4
         stored = await everything(redis_server.url)
         assert [k for k in stored if ":learned:" in k]
         assert not any(KEY in k or KEY.encode() in v for k, v in stored.items())
         async with gi.Session("runbase", **opts) as second:
-            assert second._scheduler.model.ready  # no cold start, and no state file
-            assert second._scheduler.model.observations() == learned
+            assert warm(second)  # no cold start, and no state file
+            assert warm(second) and observed(second) == before
         # remember=False: nothing loaded.
         async with gi.Session("runbase", **opts, remember=False) as third:
-            assert not third._scheduler.model.ready
+            assert not warm(third)
 
 
 async def test_a_corrupt_value_does_not_stop_a_session(redis_server: RedisServer) -> None:
@@ -212,7 +212,7 @@ async def test_a_corrupt_value_does_not_stop_a_session(redis_server: RedisServer
         try:
             await client.set(store.key("runbase", opts["base_url"]), b"\x00 not a state")
             async with gi.Session("runbase", **opts) as session:
-                assert not session._scheduler.model.ready
+                assert not warm(session)
                 await session.generate("a cat")
             # Replaced on close by a good one.
             loaded = await store.load("runbase", opts["base_url"])
@@ -230,18 +230,18 @@ async def test_sessions_survive_redis_down_at_open_and_close(
         opts = options(sim, cfg, redis_server.url, state_file=path)
         redis_server.kill()
         async with gi.Session("runbase", **opts) as first:  # Redis down at open and close
-            assert not first._scheduler.model.ready
+            assert not warm(first)
             await first.generate_many([f"a cat {i}" for i in range(6)])
-            learned = first._scheduler.model.observations()
+            before = observed(first)
         assert path.exists()  # the file kept it
         async with gi.Session("runbase", **opts) as second:  # still down: from the file
-            assert second._scheduler.model.observations() == learned
+            assert warm(second) and observed(second) == before
             redis_server.start()  # back before the close: it gets the state
             await second.generate("a dog")
-            learned = second._scheduler.model.observations()
+            before = observed(second)
         path.unlink()
         async with gi.Session("runbase", **opts) as third:  # from Redis alone
-            assert third._scheduler.model.observations() == learned
+            assert warm(third) and observed(third) == before
 
 
 async def test_a_session_that_could_not_read_redis_does_not_replace_the_fleets_state(

@@ -138,11 +138,14 @@ async def _faulty_traffic(seen: Exposure, provider: str, key: str) -> None:
     """Runs through every kind of fault: 5xx, resets, truncation, timeouts, lost creates."""
     faults = Faults(
         poll_5xx=0.1, reset=0.05, truncated_json=0.05, create_500_after_effect=0.05,
-        slow=0.05, slow_seconds=100.0,
+        slow=0.05, slow_seconds=400.0,
     )  # fmt: skip
+    # A slow answer is held 2 s, twice the request timeout; 1 s is far above
+    # what a loaded machine adds to a plain answer (0.25 s was not: most creates
+    # then timed out, and no run was left to fail).
     async with (
         Simulator(sim_config(faults=faults, failure_rate=0.2)) as sim,
-        session_for(sim, provider, api_key=key, request_timeout=0.25) as session,
+        session_for(sim, provider, api_key=key, request_timeout=1.0) as session,
     ):
         with anyio.fail_after(60):
             outcomes = await session.generate_many(

@@ -1,53 +1,30 @@
-"""The simulator's per-key accounts, its documented default answers, and ``simulate``'s options.
-
-Everything runs over real HTTP against the real simulator on 127.0.0.1 (raw
-aiohttp requests, or a real ``Session``); the ``simulate`` command runs as a
-real process.
-"""
+"""The simulator's per-key accounts: each key its own rate limit, credits, quota and runs."""
 
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
-import msgspec
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._cli import main
-from gptimage_async._cli._args import parser as _parser
 from gptimage_async.simulator import (
     VARIANTS,
-    Faults,
     KeyConfig,
     Simulator,
     SimulatorConfig,
 )
-from gptimage_async.simulator._options import config_from_options
-from tests.test_cli import run_cli, start_simulate
-from tests.test_simulator import (
+
+from .wire import (
     aio_create,
     aio_get,
-    aio_wait,
-    auth,
     make,
     rb_create,
     rb_get,
-    rb_wait,
-    request,
-    task_fields,
     task_id_of,
 )
-
-
-@pytest.fixture
-async def session() -> Any:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
 
 # -- per-key accounts ---------------------------------------------------------------------
 
@@ -283,223 +260,3 @@ def test_unset_key_fields_come_from_the_config() -> None:
     assert (limits.rate_limit, limits.credits, limits.spend_limit) == (7, None, 50)
     assert config.limits("sk-z").credits == 100
     assert dict(config.limits("sk-z").prices) == {"medium": 10, "high": 28}
-
-
-# -- documented answers by default --------------------------------------------------------
-
-
-class RbOutput(msgspec.Struct, forbid_unknown_fields=True):
-    urls: list[str]
-
-
-class RbError(msgspec.Struct, forbid_unknown_fields=True):
-    message: str
-    code: str
-
-
-class RbRun(msgspec.Struct, forbid_unknown_fields=True):
-    id: str
-    model: Literal["openai/gpt-image-1.5"]
-    status: Literal["pending", "processing", "succeeded", "failed"]
-    output: RbOutput | None = None
-    error: RbError | None = None
-
-
-class RbErrorBody(msgspec.Struct, forbid_unknown_fields=True):
-    error: RbError
-
-
-class AioOutput(msgspec.Struct, forbid_unknown_fields=True):
-    urls: list[str]
-
-
-class AioTaskError(msgspec.Struct, forbid_unknown_fields=True):
-    code: str
-    message: str
-
-
-class AioTask(msgspec.Struct, forbid_unknown_fields=True):
-    task_id: str
-    status: Literal["IN_PROGRESS", "completed", "failed"]
-    output: AioOutput | None = None
-    error: AioTaskError | None = None
-
-
-class AioEnvelope(msgspec.Struct, forbid_unknown_fields=True):
-    code: Literal[200]
-    message: Literal["success"]
-    data: AioTask
-
-
-class AioError(msgspec.Struct, forbid_unknown_fields=True):
-    code: int
-    message: str
-    type: str
-
-
-class AioErrorBody(msgspec.Struct, forbid_unknown_fields=True):
-    error: AioError
-
-
-async def test_default_answers_have_the_documented_shapes(
-    session: aiohttp.ClientSession,
-) -> None:
-    async with make(failure_rate=0.5) as sim:
-        runs = [(await rb_create(session, sim, f"p{i}")).body for i in range(8)]
-        tasks = [(await aio_create(session, sim, f"prompt {i}")).body for i in range(8)]
-        statuses: set[str] = set()
-        for raw in runs:
-            run = msgspec.json.decode(raw, type=RbRun)
-            assert run.status == "pending"
-            done = msgspec.json.decode(
-                msgspec.json.encode(await rb_wait(session, sim, run.id)), type=RbRun
-            )
-            assert (done.output is None) == (done.status == "failed")
-            statuses.add(done.status)
-        for raw in tasks:
-            created = msgspec.json.decode(raw, type=AioEnvelope)
-            assert created.data.status == "IN_PROGRESS"
-            polled = await aio_get(session, sim, created.data.task_id)
-            msgspec.json.decode(polled.body, type=AioEnvelope)
-            await aio_wait(session, sim, created.data.task_id)
-            final = await aio_get(session, sim, created.data.task_id)
-            task = msgspec.json.decode(final.body, type=AioEnvelope).data
-            assert (task.output is None) == (task.status == "failed")
-            statuses.add(task.status)
-        assert statuses == {"succeeded", "failed", "completed"}
-        errors = [
-            (await rb_get(session, sim, "run_missing")).body,
-            (await rb_create(session, sim, "")).body,
-        ]
-        for body in errors:
-            msgspec.json.decode(body, type=RbErrorBody)
-        for answer in (
-            await aio_get(session, sim, "task_missing"),
-            await aio_create(session, sim, "x"),
-        ):
-            assert answer.status in (400, 404)  # never an error under HTTP 200
-            msgspec.json.decode(answer.body, type=AioErrorBody)
-
-
-async def test_variants_are_still_reachable(session: aiohttp.ClientSession) -> None:
-    config = SimulatorConfig(time_scale=0.01, seed=5, rate_limit=None).with_variants()
-    async with Simulator(config) as sim:
-        bodies = []
-        for i in range(12):
-            created = (await aio_create(session, sim, f"prompt {i}")).json()
-            bodies.append(created)
-            bodies.append(await aio_wait(session, sim, task_id_of(created)))
-        words = {str(task_fields(body)["status"]) for body in bodies}
-        assert any("data" not in body for body in bodies)  # the flat shape
-        assert any("data" in body for body in bodies)
-        assert words - {"IN_PROGRESS", "completed", "failed"}  # other spellings
-        strict_failures = 0
-        for body in bodies:
-            try:
-                msgspec.convert(body, AioEnvelope)
-            except msgspec.ValidationError:
-                strict_failures += 1
-        assert strict_failures > 0
-
-
-@pytest.mark.gptimage(provider="apiinone", variants=True)
-async def test_the_plugin_marker_turns_variants_on(gptimage_simulator: Simulator) -> None:
-    assert gptimage_simulator.config.apiinone_shape == "mixed"
-    assert gptimage_simulator.config.apiinone_status_variants
-
-
-async def test_the_plugin_default_is_documented(gptimage_simulator: Simulator) -> None:
-    assert gptimage_simulator.config.apiinone_shape == "envelope"
-    assert not gptimage_simulator.config.apiinone_status_variants
-
-
-# -- the simulate command's options -------------------------------------------------------
-
-
-def simulate_config(*options: str) -> SimulatorConfig:
-    return config_from_options(_parser().parse_args(["simulate", *options]))
-
-
-def test_simulate_options_reach_every_setting() -> None:
-    config = simulate_config(
-        "--key", "sk-a:limit=20/10,credits=500",
-        "--key", "aio_b:quota=50,spend=1000,price=8/20",
-        "--key", "sk-c:limit=none",
-        "--credits", "100", "--quota", "9", "--spend-limit", "90", "--price", "10/28",
-        "--count-rejected", "--retry-after", "http-date",
-        "--outage", "30:45", "--read-lag", "3",
-        "--fault", "keepalive_close=0.5", "--fault", "keepalive_close_after=2",
-        "--fault", "slow_seconds=4", "--variants",
-    )  # fmt: skip
-    assert config.keys == {
-        "sk-a": KeyConfig(rate_limit=20, rate_window=10.0, credits=500),
-        "aio_b": KeyConfig(quota=50, spend_limit=1000, prices={"medium": 8, "high": 20}),
-        "sk-c": KeyConfig(rate_limit=None),
-    }
-    assert config.limits("sk-c").rate_limit is None
-    assert config.limits("sk-c").credits == 100
-    assert (config.credits, config.quota, config.spend_limit) == (100, 9, 90)
-    assert config.count_rejected and config.retry_after == "http-date"
-    assert config.read_lag == 3.0
-    assert config.faults == Faults(
-        outage=(30.0, 45.0), keepalive_close=0.5, keepalive_close_after=2.0, slow_seconds=4.0
-    )
-    assert config.apiinone_shape == "mixed" and config.error_variants
-    default = simulate_config()
-    assert default.apiinone_shape == "envelope" and not default.apiinone_status_variants
-    assert (default.credits, default.quota, default.keys) == (None, None, {})
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        (["--fault", "keepalive_close=4"], "between 0 and 1"),
-        (["--fault", "gremlins=0.5"], "unknown fault 'gremlins'"),
-        (["--key", "sk-a:limit=20"], "N/SECONDS"),
-        (["--key", "sk-a:color=red"], "SETTING=VALUE"),
-        (["--key", "sk-a:credits=-3"], "0 or more"),
-        (["--key", ":credits=3"], "no key given"),
-        (["--key", "sk-a", "--key", "sk-a:credits=1"], "given twice"),
-        (["--outage", "45:30"], "end after it starts"),
-        (["--price", "10"], "MEDIUM/HIGH"),
-    ],
-)
-def test_bad_simulate_options_exit_2(
-    options: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # In-process: argparse exits 2 on a bad value; a contradiction returns 2.
-    code: object
-    try:
-        code = main(["simulate", *options])
-    except SystemExit as exc:
-        code = exc.code
-    assert code == 2
-    stderr = capsys.readouterr().err
-    assert message in stderr
-    assert "Traceback" not in stderr
-
-
-async def test_the_simulate_command_refuses_a_bad_option() -> None:
-    done = await run_cli("simulate", "--key", "sk-a:limit=fast")
-    assert done.code == 2
-    assert "N/SECONDS" in done.stderr
-
-
-async def test_simulate_serves_per_key_limits_and_credits() -> None:
-    server, url = await start_simulate(
-        "--key", "sk-a:limit=2/100,credits=10", "--key", "sk-b:quota=0"
-    )  # fmt: skip
-    try:
-        body = {"model": "openai/gpt-image-1.5", "input": {"prompt": "a lamp"}}
-        async with aiohttp.ClientSession() as client:
-
-            async def post(key: str) -> int:
-                answer = await request(client, "POST", f"{url}/runs", json=body, headers=auth(key))
-                return answer.status
-
-            assert [await post("sk-a") for _ in range(3)] == [200, 402, 429]
-            assert await post("sk-b") == 429  # USAGE_EXCEEDED at once
-            assert [await post("sk-c") for _ in range(3)] == [200, 200, 200]  # unlimited
-    finally:
-        server.send_signal(signal.SIGINT)
-        await asyncio.wait_for(server.communicate(), 30)
