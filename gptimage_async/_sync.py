@@ -309,6 +309,7 @@ class SyncSession:
             return await coro
         finally:
             self._jobs.discard(task)
+            job.ended()
 
     # -- verbs -----------------------------------------------------------------
 

@@ -33,7 +33,7 @@ class Job:
     ``KeyboardInterrupt`` instead.
     """
 
-    __slots__ = ("_following", "_sender", "created", "session")
+    __slots__ = ("_at_end", "_following", "_sender", "created", "session")
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -42,6 +42,16 @@ class Job:
         self._following: set[anyio.CancelScope] = set()
         #: Runs this call created, in the order the provider accepted them.
         self.created: list[Run] = []
+        self._at_end: list[str] | None = None
+
+    def ended(self) -> None:
+        """Note each created run's state as the call ends (call on the loop, at its end).
+
+        ``report`` then tells what the call left, as the session's views held
+        it at that moment: a run ending later, while the main thread reads, is
+        not reported as ended before the views know it.
+        """
+        self._at_end = [f"  {run.id}  {_state_at_stop(run)}" for run in self.created]
 
     @property
     def stopping(self) -> bool:
@@ -148,7 +158,9 @@ class Job:
         except BaseException:
             # Runs still in flight at the cut: named too if they end while the session lives.
             for run in self.created:
-                if not run.done():
+                if run.done():  # ended after its own task let go of it
+                    held.add(run)
+                else:
                     run._future.add_done_callback(functools.partial(_add_to, held, run))
             life.release(held)
             raise
@@ -172,7 +184,9 @@ class Job:
         if not self.created:
             known = "no run is known to have been created" if unknown else "no run was created"
             return f"interrupted: no more creates were sent; {known}{unknown}"
-        lines = [f"  {run.id}  {_state_at_stop(run)}" for run in self.created]
+        lines = self._at_end
+        if lines is None or cut:  # still running: as things stand now
+            lines = [f"  {run.id}  {_state_at_stop(run)}" for run in self.created]
         head = (
             "interrupted: no more creates were sent; runs already created (paid for; "
             f"they may still finish at {provider}: attach() them by id){unknown}:"
