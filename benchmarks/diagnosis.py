@@ -108,6 +108,16 @@ DIAGNOSIS: dict[str, str] = {
         "kept is then at most (1/f)/2 = 0.67 by construction, and a delay share that counts "
         "only resolved runs says little."
     ),
+    "steady_kept": (
+        "At 1/2 of the budget each run has exactly the 2 requests it needs (a create and "
+        "one poll), and at 3/4 it has 1.33: throughput kept is bounded by min(1, (1/f) / 2) "
+        "(1.00 and 0.67), whatever the client; the goal is 0.95 of that bound."
+    ),
+    "steady_capacity": (
+        "By share of the key's run capacity (a create and one poll per run): 1/2 of it is "
+        "the issue's 1/4 of the budget, 3/4 of it 2.67 requests per run. See the *steady* "
+        "diagnosis: polls go by fair share (`_planner.poll_share`, `share_age`)."
+    ),
     "steady_fleet": (
         "Not investigated yet (issue 22): the lead is to find where the fleet loses budget "
         "(slot leases, admission of creates while polls wait elsewhere, heartbeat share, "

@@ -132,3 +132,30 @@ def test_observations_round_trip_through_restore() -> None:
     again.restore([*saved, (3.0, 1.0), (0.0, float("nan"))])
     assert again.observed == 20 and again.ready
     assert again.quantile(0.5) == pytest.approx(model.observations()[-10][1], abs=1.0)
+
+
+def test_the_mean_is_the_estimates_mean() -> None:
+    model = DurationModel()
+    for i in range(200):
+        d = 3.0 + 7.0 * (i * 37 % 200 + 0.5) / 200  # 3-10 s, evenly, in no order
+        model.observe(d - 0.01, d)
+    assert model.mean() == pytest.approx(6.5, abs=0.15)
+    assert DurationModel().mean() == 0.0
+
+
+def test_the_smoothed_estimate_fills_the_gaps_between_lumps_but_not_beyond() -> None:
+    # Few runs, each seen done within 10 ms: the estimate is five lumps, 0.5 s apart.
+    model = DurationModel()
+    for d in (3.0, 3.5, 4.0, 4.5, 5.0) * 2:
+        model.observe(d - 0.01, d)
+    # Between two lumps the raw estimate has (almost) nothing; the smoothed one does.
+    raw_gap = model.cdf(3.4) - model.cdf(3.1)
+    smooth_gap = model.cdf(3.4, smooth=True) - model.cdf(3.1, smooth=True)
+    assert raw_gap < 0.02 < 0.1 < smooth_gap
+    # Its quantiles move on evenly: a rule splitting it in even parts skips no gap.
+    steps = [model.quantile(q / 10, smooth=True) for q in range(1, 10)]
+    gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
+    assert max(gaps) < 0.35
+    # No run ended before 3 s or after 5 s: the smoothed estimate says so too.
+    assert model.cdf(2.7, smooth=True) == 0.0
+    assert model.cdf(5.3, smooth=True) == pytest.approx(1.0)
