@@ -276,7 +276,7 @@ def poll_share(
         return PLANNED_DONE_SHARE
     polls = SHARE_OF_RATE * rate * mean / max(1, in_flight) - 1.0
     longest = model.quantile(SPECULATIVE_TO)
-    fits = max(1.0, min(slots_per_window, rate * longest) - 7)
+    fits = max(1.0, min(slots_per_window, rate * longest) - SHARE_KEEP)
     parts = min(2.0 * polls - 1.0, fits)
     return PLANNED_DONE_SHARE if parts <= 1.0 else max(SHARE_MIN, 1.0 / parts)
 
@@ -320,29 +320,41 @@ def fair_share_pick(
     model: DurationModel,
     runs: Iterable[tuple[T, float, PollState]],
     *,
+    now: float,
     default: T,
     rate: float,
     slots_per_window: float,
 ) -> tuple[float, T]:
-    """The run whose fair-share poll falls soonest, and when (loop seconds; ``inf``: none).
+    """The run a spare slot should poll, and from when (loop seconds; ``inf``: none).
 
     ``runs`` holds ``(key, created_at, state)`` for each run that may be
-    polled (``created_at`` in loop seconds); the key of the pick is returned
-    (``default`` if none has a poll to come). ``rate`` and
-    ``slots_per_window`` are as for ``poll_share``; the model must be ready.
-    Never ahead of a wait the server asked for (a Retry-After).
+    polled (``created_at`` and ``now`` in loop seconds); the key of the pick
+    is returned (``default`` if none has a poll to come). A run is due at its
+    fair-share poll (``share_age``, never ahead of a Retry-After); of the
+    runs due by ``now``, the one most likely to have ended since its last
+    poll goes first (its chance by the smoothed model, given it was still
+    going then): a slot is worth most there. None due: the soonest. ``rate``
+    and ``slots_per_window`` are as for ``poll_share``; the model must be ready.
     """
     polled = list(runs)
     share = poll_share(model, rate=rate, in_flight=len(polled), slots_per_window=slots_per_window)
-    best, pick = math.inf, default
+    soonest, pick = math.inf, default
+    urgent, chance = default, -1.0
     for key, created_at, state in polled:
-        age = share_age(
-            model, last_pending_age=state.last_pending_age, share=share, phase=state.phase
+        last = state.last_pending_age
+        at = max(
+            created_at + share_age(model, last_pending_age=last, share=share, phase=state.phase),
+            state.not_before,
         )
-        at = max(created_at + age, state.not_before)
-        if at < best:
-            best, pick = at, key
-    return best, pick
+        if at <= now:
+            done = model.cdf(last, smooth=True)
+            left = 1.0 - done
+            p = (model.cdf(now - created_at, smooth=True) - done) / left if left > 1e-6 else 1.0
+            if p > chance:
+                urgent, chance = key, p
+        elif at < soonest:
+            soonest, pick = at, key
+    return (now, urgent) if chance >= 0.0 else (soonest, pick)
 
 
 def deadline_poll_at(

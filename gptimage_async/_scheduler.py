@@ -257,7 +257,12 @@ class PollScheduler:
                 if st.entry >= 0 and (r := lookup(rid)) is not None and not r.done()
             )
             at, (run, state) = fair_share_pick(
-                model, runs, default=(run, state), rate=limiter.rate, slots_per_window=slots
+                model,
+                runs,
+                now=max(now, free),
+                default=(run, state),
+                rate=limiter.rate,
+                slots_per_window=slots,
             )
             return max(at, free), run, state
         age = speculative_age(
