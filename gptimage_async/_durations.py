@@ -298,16 +298,15 @@ class DurationModel:
         self._cdf[-1] = 1.0
         self._mean = width * sum((i + 0.5) * x for i, x in enumerate(p))
         # A triangular kernel as wide as half the median observation's interval, or
-        # as Silverman's rule of thumb has it for n runs (1.06 sd n^-1/5; a
-        # triangle of half-width a has an sd of a / sqrt 6), the wider.
+        # as Silverman's rule of thumb has it for n runs (0.9 min(sd, IQR / 1.34)
+        # n^-1/5: the IQR keeps two bands of runs apart; a triangle of half-width
+        # a has an sd of a / sqrt 6), the wider.
         spans = sorted(hi - lo for lo, hi in obs)
-        sd = math.sqrt(
-            max(
-                0.0,
-                width * width * sum((i + 0.5) ** 2 * x for i, x in enumerate(p)) - self._mean**2,
-            )
-        )
-        rule = math.sqrt(6.0) * 1.06 * sd * n**-0.2
+        variance = width * width * sum((i + 0.5) ** 2 * x for i, x in enumerate(p))
+        sd = math.sqrt(max(0.0, variance - self._mean**2))
+        cdf = self._cdf
+        iqr = (bisect.bisect_left(cdf, 0.75) - bisect.bisect_left(cdf, 0.25)) * width
+        rule = math.sqrt(6.0) * 0.9 * min(sd, iqr / 1.34) * n**-0.2
         half = min(SMOOTH_BINS, max(1, round(max(spans[len(spans) // 2] / 2, rule) / width)))
         kernel = [half + 1 - abs(k) for k in range(-half, half + 1)]
         smooth = [0.0] * BINS

@@ -307,10 +307,12 @@ def share_age(
         first = model.quantile(share * min(max(phase, 0.0), 1.0), smooth=True)
         return first * n / (n + MATURITY_PRIOR)
     target = model.quantile(min(1.0, done + share), smooth=True)
-    # Never further apart than the even split of the likely finish: what the
-    # model saw of few runs may leave gaps where none of them ended.
-    even = (model.quantile(SPECULATIVE_TO) - model.quantile(SPECULATIVE_FROM)) * share
-    return max(min(target, last + even), last + step)
+    # Never further apart than the even split of the likely finish while runs
+    # may end there: few runs seen leave gaps where none of them happened to.
+    even = last + (model.quantile(SPECULATIVE_TO) - model.quantile(SPECULATIVE_FROM)) * share
+    if model.cdf(even, smooth=True) > done + 1e-6:
+        target = min(target, even)
+    return max(target, last + step)
 
 
 T = TypeVar("T")
