@@ -309,17 +309,23 @@ class DurationModel:
         rule = math.sqrt(6.0) * 0.9 * min(sd, iqr / 1.34) * n**-0.2
         half = min(SMOOTH_BINS, max(1, round(max(spans[len(spans) // 2] / 2, rule) / width)))
         kernel = [half + 1 - abs(k) for k in range(-half, half + 1)]
-        smooth = [0.0] * BINS
-        for j, x in enumerate(p):
-            if x:
-                for k, w in enumerate(kernel, j - half):
-                    smooth[min(max(k, 0), BINS - 1)] += x * w
         # Only within the estimate's own support (the bins holding SUPPORT_MASS
         # or more; the warm start's uniform mix leaves a trace in every bin):
-        # smoothing fills the gaps between lumps, never the ages where no run ends.
+        # smoothing fills the gaps between lumps, never the ages where no run
+        # ends. What the kernel puts past an end is reflected back inside, so
+        # the density does not sag there.
         support = [j for j, x in enumerate(p) if x >= SUPPORT_MASS] or [0, BINS - 1]
         first, last = support[0], support[-1]
-        smooth = [x if first <= j <= last else 0.0 for j, x in enumerate(smooth)]
+        smooth = [0.0] * BINS
+        for j in range(first, last + 1):
+            x = p[j]
+            if x:
+                for k, w in enumerate(kernel, j - half):
+                    if k < first:
+                        k = min(last, 2 * first - 1 - k)
+                    elif k > last:
+                        k = max(first, 2 * last + 1 - k)
+                    smooth[k] += x * w
         total = sum(smooth)
         self._sp = [x / total for x in smooth]
         self._scdf = list(itertools.accumulate(self._sp))

@@ -82,7 +82,7 @@ SPARE_RUNS = 8
 MATURITY_PRIOR = 2.0
 #: Fair share: the share of the believed rate counted as the runs' (the rest
 #: stays free for demand, as the limiter's spare slots keep a window's last slots) ...
-SHARE_OF_RATE = 1.0
+SHARE_OF_RATE = 0.9
 #: ... and a window's slots less this many (the create, the previous run's last
 #: polls still in the window, room for demand) are the most polls one run may have ...
 SHARE_KEEP = 6.0

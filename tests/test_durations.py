@@ -160,3 +160,14 @@ def test_the_smoothed_estimate_fills_the_gaps_between_lumps_but_not_beyond() -> 
     # No run ended before 3 s or after 5 s: the smoothed estimate says so too.
     assert model.cdf(2.7, smooth=True) == 0.0
     assert model.cdf(5.3, smooth=True) == pytest.approx(1.0)
+
+
+def test_the_smoothed_estimate_does_not_sag_at_the_ends_of_the_runs_seen() -> None:
+    # Runs evenly over 8-10 s: smoothing (over about 0.4 s here) must not thin out
+    # the first and last tenth (a rule splitting it in even parts would poll them late).
+    model = DurationModel()
+    for i in range(200):
+        d = 8.0 + 2.0 * (i * 37 % 200 + 0.5) / 200
+        model.observe(d - 0.01, d)
+    assert model.cdf(8.2, smooth=True) == pytest.approx(0.1, abs=0.04)
+    assert 1.0 - model.cdf(9.8, smooth=True) == pytest.approx(0.1, abs=0.04)

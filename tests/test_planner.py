@@ -25,6 +25,7 @@ from gptimage_async._planner import (
     NOT_FOUND_POLLS,
     PLANNED_DONE_SHARE,
     SHARE_KEEP,
+    SHARE_OF_RATE,
     SPREAD_KEEP,
     TAIL_GROWTH,
     PollState,
@@ -204,9 +205,11 @@ def test_the_budget_share_follows_the_load() -> None:
     # Runs of 8-10 s (mean 9) under 20 requests per 10 s (2 per second).
     model = band_model((8.0, 10.0, 400))
     share = {n: poll_share(model, rate=2.0, in_flight=n, slots_per_window=20.0) for n in (1, 6, 9)}
-    # 6 in flight: Little's law gives 2 x 9 / 6 = 3 requests each, so 2 polls, which
-    # split the distribution in 3 even parts (they cost (3 + 1) / 2 = 2 polls a run).
-    assert share[6] == pytest.approx(1 / 3, rel=0.02)
+    # 6 in flight: Little's law gives SHARE_OF_RATE x 2 x 9 / 6 requests each (2.7 of
+    # the 3), one the create: k = 1.7 polls, which split the distribution in 2k - 1
+    # even parts (they cost (2k - 1 + 1) / 2 = k polls a run).
+    k = SHARE_OF_RATE * 2.0 * 9.0 / 6 - 1.0
+    assert share[6] == pytest.approx(1 / (2 * k - 1), rel=0.03)
     # 9 in flight: 2 requests each, a create and one poll: the planned poll only.
     assert share[9] == PLANNED_DONE_SHARE
     # One run alone: as many parts as one window holds (less SHARE_KEEP), not the
