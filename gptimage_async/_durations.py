@@ -24,7 +24,7 @@ import bisect
 import collections
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 __all__ = ["DurationModel"]
 
@@ -85,6 +85,7 @@ class DurationModel:
         "_up",
         "_up_since",
         "changes",
+        "in_flight",
         "longest",
         "observed",
     )
@@ -106,6 +107,12 @@ class DurationModel:
         self.observed = 0
         #: Abrupt changes of speed detected (each one restarted the model).
         self.changes = 0
+        #: Where to read the runs still in flight (``None``: nowhere): the ages
+        #: (seconds) at which each was last seen still going. They are right-
+        #: censored observations ("longer than this"): a fit counts them, so runs
+        #: slower than the model move it before they finish, and the finished
+        #: runs (the quicker ones, when speed drifts) do not bias it short.
+        self.in_flight: Callable[[], Iterable[float]] | None = None
         #: The longest age at which a run was seen done: during cold start, a
         #: first poll there will most likely find a new run done.
         self.longest = 0.0
@@ -271,8 +278,13 @@ class DurationModel:
             if last < first:
                 first = last = min(int((lo + hi) / 2 / width), BINS - 1)
             counts[first, last] += 1
+        # A run still going at age a ended in [a, inf): past the grid, in its last bin.
+        censored = [a for a in self.in_flight()] if self.in_flight is not None else []
+        for age in censored:
+            if 0.0 < age < math.inf:
+                counts[min(round(age / width), BINS - 1), BINS - 1] += 1
         ranges = [(first, last + 1, count) for (first, last), count in counts.items()]
-        n = len(obs)
+        n = sum(counts.values())
         for _ in range(iterations):
             prefix = [0.0, *itertools.accumulate(p)]
             weight = [0.0] * (BINS + 1)

@@ -40,7 +40,7 @@ create was sent) and of the learned ``DurationModel``:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import TypeVar
 
 import msgspec
@@ -51,6 +51,7 @@ from ._retry import backoff_ceiling
 __all__ = [
     "PollState",
     "TailCohort",
+    "censored_ages",
     "deadline_poll_at",
     "fair_share_pick",
     "not_found_ceiling",
@@ -316,6 +317,17 @@ def share_age(
 
 
 T = TypeVar("T")
+
+
+def censored_ages(states: Collection[PollState]) -> Iterable[float]:
+    """The ages (seconds) at which the runs in flight were last seen still going.
+
+    The duration model counts them as right-censored observations
+    (``DurationModel.in_flight``), but only of a few runs (``SPARE_RUNS``, a
+    web app's): in bulk, the restart after a slowdown would be fitted mostly
+    on runs still going, and poll them later than its few finished ones say.
+    """
+    return (s.last_pending_age for s in states) if len(states) <= SPARE_RUNS else ()
 
 
 def fair_share_pick(

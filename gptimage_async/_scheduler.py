@@ -39,6 +39,7 @@ from ._planner import (
     SPARE_RUNS,
     PollState,
     TailCohort,
+    censored_ages,
     deadline_poll_at,
     fair_share_pick,
     not_found_ceiling,
@@ -83,6 +84,7 @@ class PollScheduler:
         max_polls_in_flight: int = 100,
     ) -> None:
         self.model = DurationModel()
+        self.model.in_flight = lambda: censored_ages(self._states.values())
         self._provider = provider
         self._transport = transport
         self._limiter = limiter
@@ -172,10 +174,7 @@ class PollScheduler:
         return self._states.get(run_id)
 
     def next_poll(self, run_id: str) -> float | None:
-        """Loop time (seconds) of the run's next poll (``inf``: parked; ``None``: none planned).
-
-        A scan of the heap: for tests and diagnostics, not for a hot path.
-        """
+        """Loop time (s) of the run's next poll (``inf``: parked; ``None``: none; a scan)."""
         state = self._states.get(run_id)
         if state is None:
             return None
@@ -247,7 +246,7 @@ class PollScheduler:
             # budget freed later (a batch's tail) is not missed.
             return max(limiter.next_free(), now, state.not_before) + limiter.interval, run, state
         free = limiter.next_spare() if in_flight <= SPARE_RUNS else limiter.next_free()
-        slots = limiter.rate * limiter.window
+        per = {"slots_per_window": limiter.rate * limiter.window}
         if model.ready and not self._parked and in_flight <= SHARE_RUNS:
             lookup = self._lookup
             # The runs in flight with no poll on its way (an entry of -1).
@@ -256,15 +255,10 @@ class PollScheduler:
                 for rid, st in self._states.items()
                 if st.entry >= 0 and (r := lookup(rid)) is not None and not r.done()
             )
-            at, (run, state) = fair_share_pick(
-                model,
-                runs,
-                now=max(now, free),
-                default=(run, state),
-                rate=limiter.rate,
-                slots_per_window=slots,
+            pick = fair_share_pick(
+                model, runs, now=max(now, free), default=(run, state), rate=limiter.rate, **per
             )
-            return max(at, free), run, state
+            return max(pick[0], free), *pick[1]
         age = speculative_age(
             model,
             last_pending_age=state.last_pending_age,
@@ -272,7 +266,7 @@ class PollScheduler:
             in_flight=in_flight,
             rtt=self._rtt,
             interval=limiter.interval,
-            slots_per_window=slots,
+            **per,
         )
         # Never ahead of a wait the server asked for (Retry-After on a 503, say).
         return max(run.created_at + age, free, state.not_before), run, state

@@ -171,3 +171,24 @@ def test_the_smoothed_estimate_does_not_sag_at_the_ends_of_the_runs_seen() -> No
         model.observe(d - 0.01, d)
     assert model.cdf(8.2, smooth=True) == pytest.approx(0.1, abs=0.04)
     assert 1.0 - model.cdf(9.8, smooth=True) == pytest.approx(0.1, abs=0.04)
+
+
+def test_runs_still_going_move_the_model_before_they_finish() -> None:
+    # 100 runs of 3-4 s finished; 20 more are still going at 6 s (a slowdown, say).
+    going: list[float] = []
+    model = DurationModel()
+    model.in_flight = lambda: going
+    alone = DurationModel()
+    for i in range(100):
+        d = 3.0 + (i * 37 % 100 + 0.5) / 100
+        for m in (model, alone):
+            m.observe(d - 0.01, d)
+    assert model.quantile(0.9) == pytest.approx(alone.quantile(0.9))  # none going: the same
+    going[:] = [6.0] * 20
+    for _ in range(10):  # enough new runs for a refit: 20 of 130 are longer than 6 s
+        model.observe(3.49, 3.5)
+    # Their mass lies past the runs seen done (the grid spans those: at its end).
+    assert alone.quantile(0.9) < 4.0 < 4.5 < model.quantile(0.9)
+    assert model.cdf(4.0) == pytest.approx(110 / 130, abs=0.04)
+    # What is saved (and the change detector) holds only finished runs.
+    assert len(model.observations()) == 110
