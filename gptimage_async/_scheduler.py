@@ -213,9 +213,11 @@ class PollScheduler:
                     await self._poll_slots.acquire()  # free: checked above
                     self._spawn(self._poll, run, pick, now)
                     continue
-                # Early but refused (no poll slot, no spare budget): wait for the plan,
-                # or a push; sleeping "until now" would spin the loop until a slot frees.
-                await self._sleep(when if early <= now else min(when, early))
+                if early <= now:
+                    # Refused (no poll slot, no spare budget, a waiter first): look again
+                    # a slot after the next free one; "until now" would spin the loop.
+                    early = max(limiter.next_free(), now) + limiter.interval
+                await self._sleep(min(when, early))
                 continue
             heapq.heappop(heap)
             state.entry = -1  # being polled: no fair-share poll until it is planned again
