@@ -90,6 +90,9 @@ SHARE_KEEP = 6.0
 #: ... and the share of the durations' distribution between two of a run's
 #: fair-share polls is at least this (no more than 50 polls over it).
 SHARE_MIN = 0.02
+#: A model fitted on fewer runs than this puts a run's first fair-share poll earlier
+#: (``MATURITY_PRIOR``): few runs say little of the shortest ones.
+SHARE_MATURE = 20
 #: With at most this many runs in flight, the scheduler looks at every one of them
 #: for the next fair-share poll; beyond it (a batch), only at the next planned one.
 SHARE_RUNS = 32
@@ -294,9 +297,10 @@ def share_age(
     their ends in intervals that overlap, not always the same ones (it
     cannot tell where in an interval runs end, and would keep its lumps).
     The model must be ready. Its first poll comes earlier while the model is
-    fitted on few runs (``MATURITY_PRIOR``: they say little of the shortest
-    ones); two polls are at least ``SPECULATIVE_SPACING`` of the median apart,
-    and a run older than any seen is polled that far apart.
+    fitted on fewer than ``SHARE_MATURE`` runs (``MATURITY_PRIOR``: they say
+    little of the shortest ones); two polls are at least
+    ``SPECULATIVE_SPACING`` of the median apart, and a run older than any
+    seen is polled that far apart.
     """
     last = last_pending_age
     step = SPECULATIVE_SPACING * model.quantile(0.5)
@@ -306,7 +310,7 @@ def share_age(
     if last <= 0.0:
         n = model.observed
         first = model.quantile(share * min(max(phase, 0.0), 1.0), smooth=True)
-        return first * n / (n + MATURITY_PRIOR)
+        return first * n / (n + MATURITY_PRIOR) if n < SHARE_MATURE else first
     target = model.quantile(min(1.0, done + share), smooth=True)
     # Never further apart than the even split of the likely finish while runs
     # may end there: few runs seen leave gaps where none of them happened to.
