@@ -106,7 +106,7 @@ DIAGNOSIS: dict[str, str] = {
         "seeds: no scheduling noise) as well as here. The old rules polled the run nearest "
         "its planned poll whenever a spare slot came, so at 1/4 of the budget slots went to "
         "runs before their 8 s (wasted) while others were first polled after 10 s. Now, "
-        "with the model ready and at most 32 runs in flight, every run has a fair share of "
+        "with the model ready and at most 12 runs in flight, every run has a fair share of "
         "the budget (Little's law: 0.9 x rate x mean duration / runs in flight requests "
         "each, one the create: k polls, which split the durations' smoothed distribution "
         "into 2k - 1 even parts, as many as a window holds); a spare slot goes to the run "

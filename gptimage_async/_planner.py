@@ -94,8 +94,9 @@ SHARE_MIN = 0.02
 #: (``MATURITY_PRIOR``): few runs say little of the shortest ones.
 SHARE_MATURE = 20
 #: With at most this many runs in flight, the scheduler looks at every one of them
-#: for the next fair-share poll; beyond it (a batch), only at the next planned one.
-SHARE_RUNS = 32
+#: for the next fair-share poll (a web app's, 3/4 of run capacity: ~7-9); beyond it
+#: (a batch), only at the next planned one.
+SHARE_RUNS = 12
 #: Runs' fair-share phases: multiples of the golden ratio's fraction, modulo 1,
 #: spread evenly over 0-1 however many runs there are.
 PHASE_STEP = (math.sqrt(5.0) - 1.0) / 2.0
