@@ -13,7 +13,12 @@ each user sees a finished image. Here:
   polls). Note the arithmetic: a run needs at least 2 requests (its create and
   one poll), so at 1/2 the budget is exactly saturated with one poll per run,
   and at 3/4 (1.33 requests per run) no client can keep up; *throughput kept*
-  then falls below 1 by construction. ``--steady-loads`` measures other shares.
+  is then at most ``(1 / f) / 2`` (0.67) by construction (``Steady.kept_bound``).
+  So loads are also stated as a share of the key's **run capacity**
+  (``DEFAULT_LIMIT / WINDOW / 2`` runs per second, a create and one poll
+  each): ``capacity = 2 f``. Half the run capacity is the issue's quarter of
+  the budget; three quarters of it is ``f = 3/8``, 2.67 requests per run.
+  ``--steady-loads`` measures other shares.
 - **Arrivals** are evenly spaced, not Poisson: "steady", and the same arrival
   times for every client, so the rows differ only by client; Poisson bursts
   at 1/2 (where the budget is saturated) would add queueing noise of their
@@ -66,8 +71,9 @@ __all__ = [
     "steady_ours",
 ]
 
-#: Shares of the budget the arrivals take (issue 22's rows: 1/4, 1/2, 3/4).
-LOADS = (0.25, 0.5, 0.75)
+#: Shares of the budget the arrivals take: issue 22's rows (1/4, 1/2, 3/4), and 3/8,
+#: three quarters of the key's run capacity (1/4 is half of it).
+LOADS = (0.25, 0.375, 0.5, 0.75)
 #: Run durations in provider seconds, uniform.
 DURATION = (8.0, 10.0)
 #: Processes in the fleet, and the fleet's combined load.
@@ -114,6 +120,16 @@ class Steady:
     def budget_per_run(self) -> float:
         """Requests of budget each arriving run has (``1 / load``)."""
         return self.rate / self.arrivals
+
+    @property
+    def capacity(self) -> float:
+        """The load as a share of the key's run capacity (a create and one poll per run)."""
+        return 2.0 * self.load
+
+    @property
+    def kept_bound(self) -> float:
+        """The most throughput any client can keep: runs need 2 requests each (1.0 at most)."""
+        return min(1.0, self.budget_per_run / 2.0)
 
     @property
     def judged(self) -> list[tuple[int, float, float]]:

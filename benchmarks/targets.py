@@ -37,10 +37,17 @@ COLD_RUNS = 10
 FIRST_RUNS = 25
 #: Runs after a change of speed within which the poller must have adapted.
 ADAPT_RUNS = 30
-#: Issue 22, steady arrivals: the most mean detection delay / run time at each load,
-#: the most 429s at 1/4, the least throughput kept at 1/2 and 3/4, and how much later
-#: four processes on one key may detect than one process on the same load.
-STEADY_DELAY = {0.25: 0.05, 0.5: 0.08, 0.75: 0.15}
+#: Issue 22, steady arrivals. By share of the budget (the issue's rows): the most mean
+#: detection delay / run time at 1/4 (4 requests per run), with the most 429s there;
+#: at 1/2 and 3/4 no delay target, only throughput kept (at 3/4 no client can keep
+#: more than 0.67: each run needs 2 requests and has 1.33). By share of the key's run
+#: capacity (a create and one poll per run; 1/2 of it is 1/4 of the budget): the
+#: most delay at 1/2 and 3/4, with throughput kept. Kept is judged against what any
+#: client can keep (``Steady.kept_bound``). And how much later four processes on one
+#: key may detect than one process on the same load.
+STEADY_DELAY = {0.25: 0.05}
+STEADY_KEPT_ONLY = (0.5, 0.75)
+STEADY_CAPACITY_DELAY = {0.5: 0.08, 0.75: 0.15}
 STEADY_429 = 0.01
 STEADY_KEPT = 0.95
 STEADY_FLEET_DELAY = 1.25
@@ -287,7 +294,7 @@ def _learning_targets(results: Results) -> list[Target]:
 
 
 def _fraction(load: float) -> str:
-    return {0.25: "1/4", 0.5: "1/2", 0.75: "3/4"}.get(load, f"{load:g}")
+    return {0.25: "1/4", 0.375: "3/8", 0.5: "1/2", 0.75: "3/4"}.get(load, f"{load:g}")
 
 
 def _steady_figure(row: Steady | None) -> str:
@@ -301,8 +308,21 @@ def _steady_figure(row: Steady | None) -> str:
     )
 
 
+def _kept_goal(row: Steady) -> float:
+    return STEADY_KEPT * row.kept_bound
+
+
+def _steady_why(row: Steady) -> str:
+    return (
+        f"at {_fraction(row.load)} of the budget ({_fraction(row.capacity)} of run capacity): "
+        f"{row.budget_per_run:.2f} requests of budget per run, {row.resolved}/{row.runs} "
+        f"resolved, mean delay {ms(mean(row.delays)) if row.delays else '-'}, "
+        f"{row.rate_limited} 429s of {row.requests} requests"
+    )
+
+
 def _steady_targets(results: Results) -> list[Target]:
-    """Issue 22's rows: steady arrivals at 1/4, 1/2 and 3/4 of the budget, and the fleet."""
+    """Issue 22's rows: steady arrivals by share of the budget and of run capacity, the fleet."""
     out: list[Target] = []
     one = {r.load: r for r in results.steady if r.processes == 1 and is_ours(r)}
     theirs = {r.load: r for r in results.steady if not r.client.startswith("gptimage-async")}
@@ -310,24 +330,54 @@ def _steady_targets(results: Results) -> list[Target]:
         row = one.get(load)
         if row is None:
             continue
-        first = load == min(STEADY_DELAY)
-        met = row.delay_share <= goal and (
-            row.share_429 <= STEADY_429 if first else row.kept >= STEADY_KEPT
-        )
-        extra = f", 429s <= {pct(STEADY_429, 0)}" if first else f", kept >= {STEADY_KEPT:.2f}"
         out.append(
             Target(
                 "steady",
                 f"11. steady arrivals at {_fraction(load)} of the budget, runs 8-10 s: "
                 "mean detection delay / run time",
-                f"<= {pct(goal, 0)}{extra}",
+                f"<= {pct(goal, 0)}, 429s <= {pct(STEADY_429, 0)}",
                 _steady_figure(row),
                 _steady_figure(theirs.get(load)),
-                met,
-                f"at {_fraction(load)}: {row.budget_per_run:.2f} requests of budget per run, "
-                f"{row.resolved}/{row.runs} resolved, mean delay "
-                f"{ms(mean(row.delays)) if row.delays else '-'}, "
-                f"{row.rate_limited} 429s of {row.requests} requests",
+                row.delay_share <= goal and row.share_429 <= STEADY_429,
+                _steady_why(row),
+            )
+        )
+    for load in STEADY_KEPT_ONLY:
+        row = one.get(load)
+        if row is None:
+            continue
+        bound = (
+            ""
+            if row.kept_bound >= 1.0
+            else f" (0.95 of the {row.kept_bound:.2f} any client can keep)"
+        )
+        out.append(
+            Target(
+                "steady_kept",
+                f"11. steady arrivals at {_fraction(load)} of the budget "
+                f"({row.budget_per_run:.2f} requests per run, 2 needed): throughput kept",
+                f"kept >= {_kept_goal(row):.2f}{bound}; no delay target",
+                _steady_figure(row),
+                _steady_figure(theirs.get(load)),
+                row.kept >= _kept_goal(row),
+                _steady_why(row),
+            )
+        )
+    for capacity, goal in STEADY_CAPACITY_DELAY.items():
+        row = one.get(capacity / 2.0)
+        if row is None:
+            continue
+        out.append(
+            Target(
+                "steady_capacity",
+                f"11. steady arrivals at {_fraction(capacity)} of the key's run capacity "
+                f"({_fraction(row.load)} of the budget, {row.budget_per_run:.2f} requests per "
+                "run): mean detection delay / run time",
+                f"<= {pct(goal, 0)}, kept >= {_kept_goal(row):.2f}",
+                _steady_figure(row),
+                _steady_figure(theirs.get(row.load)),
+                row.delay_share <= goal and row.kept >= _kept_goal(row),
+                _steady_why(row),
             )
         )
     for fleet in (r for r in results.steady if r.processes > 1):

@@ -24,7 +24,7 @@ import bisect
 import collections
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 __all__ = ["DurationModel"]
 
@@ -43,6 +43,10 @@ WARM_MIX = 0.1
 #: SPAN_STEP: the grid (and so the warm start) survives most new observations.
 SPAN_HEADROOM = 1.1
 SPAN_STEP = 1.25
+#: The smoothed estimate's kernel: at most this many bins each side.
+SMOOTH_BINS = 12
+#: ... and smooths only between the first and last bin holding this much mass.
+SUPPORT_MASS = 0.002
 #: Change detection. Each tail holds ``TAIL`` of the runs under the model; after
 #: a change, a share ``CHANGED`` of them would land there. Each observation adds
 #: its log-likelihood ratio to a CUSUM; past ``THRESHOLD`` (four hits in a row,
@@ -72,12 +76,16 @@ class DurationModel:
         "_dirty",
         "_down",
         "_down_since",
+        "_mean",
         "_obs",
         "_p",
+        "_scdf",
+        "_sp",
         "_span",
         "_up",
         "_up_since",
         "changes",
+        "in_flight",
         "longest",
         "observed",
     )
@@ -87,6 +95,9 @@ class DurationModel:
         self._span = 0.0
         self._p: list[float] = []
         self._cdf: list[float] = []  # cumulative mass at each bin's upper edge
+        self._mean = 0.0
+        self._sp: list[float] = []  # the estimate smoothed (see ``quantile``), and its cdf
+        self._scdf: list[float] = []
         self._dirty = 0
         # The two CUSUMs (runs slower than the model, faster than it), and how
         # many observations ago each one's current excursion began.
@@ -96,6 +107,12 @@ class DurationModel:
         self.observed = 0
         #: Abrupt changes of speed detected (each one restarted the model).
         self.changes = 0
+        #: Where to read the runs still in flight (``None``: nowhere): the ages
+        #: (seconds) at which each was last seen still going. They are right-
+        #: censored observations ("longer than this"): a fit counts them, so runs
+        #: slower than the model move it before they finish, and the finished
+        #: runs (the quicker ones, when speed drifts) do not bias it short.
+        self.in_flight: Callable[[], Iterable[float]] | None = None
         #: The longest age at which a run was seen done: during cold start, a
         #: first poll there will most likely find a new run done.
         self.longest = 0.0
@@ -169,30 +186,48 @@ class DurationModel:
                 self.longest = max(self.longest, hi)
                 self._dirty += 1
 
-    def cdf(self, age: float) -> float:
-        """Estimated probability that a run is done by ``age``."""
+    def cdf(self, age: float, *, smooth: bool = False) -> float:
+        """Estimated probability that a run is done by ``age`` (seconds).
+
+        ``smooth``: of the smoothed estimate (see ``quantile``).
+        """
         self._refresh()
-        if age <= 0.0 or not self._cdf:
+        p, cdf = (self._sp, self._scdf) if smooth else (self._p, self._cdf)
+        if age <= 0.0 or not cdf:
             return 0.0
         if age >= self._span:
             return 1.0
         width = self._span / BINS
         i = min(int(age / width), BINS - 1)
-        below = self._cdf[i - 1] if i else 0.0
-        return below + self._p[i] * (age - i * width) / width
+        below = cdf[i - 1] if i else 0.0
+        return below + p[i] * (age - i * width) / width
 
-    def quantile(self, q: float) -> float:
-        """The age by which a share ``q`` of runs is done (0 before any observation)."""
+    def mean(self) -> float:
+        """The estimated mean duration, seconds (0 before any observation)."""
         self._refresh()
-        if not self._cdf:
+        return self._mean
+
+    def quantile(self, q: float, *, smooth: bool = False) -> float:
+        """The age (seconds) by which a share ``q`` of runs is done (0 before any observation).
+
+        ``smooth``: of the estimate smoothed over the width of a typical
+        observation. The maximum-likelihood estimate puts its mass in lumps
+        (on the few ages where observations' intervals overlap most), which
+        the polls' coarseness, not the runs, put there: a rule that splits
+        the distribution into even parts (``_planner.share_age``) reads the
+        smoothed one, or it would skip the gaps between lumps.
+        """
+        self._refresh()
+        p, cdf = (self._sp, self._scdf) if smooth else (self._p, self._cdf)
+        if not cdf:
             return 0.0
         q = min(max(q, 0.0), 1.0)
-        i = bisect.bisect_left(self._cdf, q)
+        i = bisect.bisect_left(cdf, q)
         if i >= BINS:
             return self._span
-        below = self._cdf[i - 1] if i else 0.0
+        below = cdf[i - 1] if i else 0.0
         width = self._span / BINS
-        mass = self._p[i]
+        mass = p[i]
         frac = (q - below) / mass if mass > 0 else 0.0
         return (i + min(max(frac, 0.0), 1.0)) * width
 
@@ -243,8 +278,13 @@ class DurationModel:
             if last < first:
                 first = last = min(int((lo + hi) / 2 / width), BINS - 1)
             counts[first, last] += 1
+        # A run still going at age a ended in [a, inf): past the grid, in its last bin.
+        censored = [a for a in self.in_flight()] if self.in_flight is not None else []
+        for age in censored:
+            if 0.0 < age < math.inf:
+                counts[min(round(age / width), BINS - 1), BINS - 1] += 1
         ranges = [(first, last + 1, count) for (first, last), count in counts.items()]
-        n = len(obs)
+        n = sum(counts.values())
         for _ in range(iterations):
             prefix = [0.0, *itertools.accumulate(p)]
             weight = [0.0] * (BINS + 1)
@@ -268,6 +308,40 @@ class DurationModel:
         self._p = p
         self._cdf = list(itertools.accumulate(p))
         self._cdf[-1] = 1.0
+        self._mean = width * sum((i + 0.5) * x for i, x in enumerate(p))
+        # A triangular kernel as wide as half the median observation's interval, or
+        # as Silverman's rule of thumb has it for n runs (0.9 min(sd, IQR / 1.34)
+        # n^-1/5: the IQR keeps two bands of runs apart; a triangle of half-width
+        # a has an sd of a / sqrt 6), the wider.
+        spans = sorted(hi - lo for lo, hi in obs)
+        variance = width * width * sum((i + 0.5) ** 2 * x for i, x in enumerate(p))
+        sd = math.sqrt(max(0.0, variance - self._mean**2))
+        cdf = self._cdf
+        iqr = (bisect.bisect_left(cdf, 0.75) - bisect.bisect_left(cdf, 0.25)) * width
+        rule = math.sqrt(6.0) * 0.9 * min(sd, iqr / 1.34) * n**-0.2
+        half = min(SMOOTH_BINS, max(1, round(max(spans[len(spans) // 2] / 2, rule) / width)))
+        kernel = [half + 1 - abs(k) for k in range(-half, half + 1)]
+        # Only within the estimate's own support (the bins holding SUPPORT_MASS
+        # or more; the warm start's uniform mix leaves a trace in every bin):
+        # smoothing fills the gaps between lumps, never the ages where no run
+        # ends. What the kernel puts past an end is reflected back inside, so
+        # the density does not sag there.
+        support = [j for j, x in enumerate(p) if x >= SUPPORT_MASS] or [0, BINS - 1]
+        first, last = support[0], support[-1]
+        smooth = [0.0] * BINS
+        for j in range(first, last + 1):
+            x = p[j]
+            if x:
+                for k, w in enumerate(kernel, j - half):
+                    if k < first:
+                        k = min(last, 2 * first - 1 - k)
+                    elif k > last:
+                        k = max(first, 2 * last + 1 - k)
+                    smooth[k] += x * w
+        total = sum(smooth)
+        self._sp = [x / total for x in smooth]
+        self._scdf = list(itertools.accumulate(self._sp))
+        self._scdf[-1] = 1.0
 
     def __repr__(self) -> str:
         if not self.ready:

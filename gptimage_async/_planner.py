@@ -14,6 +14,16 @@ create was sent) and of the learned ``DurationModel``:
   slot nobody waits for, the run nearest its planned poll is polled early.
   Each run's speculative polls spread a window's worth of slots over its
   likely finish (the model's 2%-98% quantiles).
+* **fair-share polls** (``poll_share``, ``share_age``): once the model is
+  ready, a spare slot goes to the run whose next poll is due soonest by its
+  share of the budget. The budget's slots split over the runs in flight
+  (Little's law: ``rate x mean duration / runs in flight`` requests each, one
+  of them its create) give each run ``k`` polls on average; its polls split
+  the durations' distribution into ``2k - 1`` parts of even probability
+  (the later ones go only if it is still going), as many as one window
+  holds at most. So polls gather where ends are likely, a run is never
+  polled where it cannot end, and the budget is split evenly between runs,
+  whatever the load.
 * **cold start** (``plan_age``, ``speculative_age``, ``should_park``): before
   enough runs have finished to learn from, polls probe geometrically, scaled
   by the create's round trip; in a bulk job only ``SCOUTS`` runs probe and
@@ -30,6 +40,8 @@ create was sent) and of the learned ``DurationModel``:
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Iterable
+from typing import TypeVar
 
 import msgspec
 
@@ -39,11 +51,16 @@ from ._retry import backoff_ceiling
 __all__ = [
     "PollState",
     "TailCohort",
+    "censored_ages",
     "deadline_poll_at",
+    "fair_share_pick",
     "not_found_ceiling",
+    "not_found_grace",
     "not_found_is_final",
     "plan_age",
+    "poll_share",
     "retry_ceiling",
+    "share_age",
     "should_park",
     "speculative_age",
 ]
@@ -64,6 +81,25 @@ SPARE_RUNS = 8
 #: A model fitted on n runs speculates from n / (n + this) of its early quantile
 #: (and to its late one over that): few runs say little about the extremes.
 MATURITY_PRIOR = 2.0
+#: Fair share: the share of the believed rate counted as the runs' (the rest
+#: stays free for demand, as the limiter's spare slots keep a window's last slots) ...
+SHARE_OF_RATE = 0.9
+#: ... and a window's slots less this many (the create, the previous run's last
+#: polls still in the window, room for demand) are the most polls one run may have ...
+SHARE_KEEP = 6.0
+#: ... and the share of the durations' distribution between two of a run's
+#: fair-share polls is at least this (no more than 50 polls over it).
+SHARE_MIN = 0.02
+#: A model fitted on fewer runs than this puts a run's first fair-share poll earlier
+#: (``MATURITY_PRIOR``): few runs say little of the shortest ones.
+SHARE_MATURE = 20
+#: With at most this many runs in flight, the scheduler looks at every one of them
+#: for the next fair-share poll (a web app's, 3/4 of run capacity: ~7-9); beyond it
+#: (a batch), only at the next planned one.
+SHARE_RUNS = 12
+#: Runs' fair-share phases: multiples of the golden ratio's fraction, modulo 1,
+#: spread evenly over 0-1 however many runs there are.
+PHASE_STEP = (math.sqrt(5.0) - 1.0) / 2.0
 #: Two planned polls of one run are at least this share of the median apart.
 MIN_STEP = 0.05
 #: Cold start: first poll after this many create round trips, then this growth per poll.
@@ -127,6 +163,8 @@ class PollState(msgspec.Struct, gc=False):
     grace: float = 0.0
     #: Cold start: the run probes for the first duration (counted while it is in flight).
     scout: bool = False
+    #: Where in the first share of the durations its first fair-share poll goes (0-1).
+    phase: float = 1.0
 
     def __repr__(self) -> str:
         return (
@@ -219,6 +257,125 @@ def speculative_age(
     return earliest_age
 
 
+def poll_share(
+    model: DurationModel, *, rate: float, in_flight: int, slots_per_window: float
+) -> float:
+    """The share (0-1) of all runs' durations between two fair-share polls of one run.
+
+    ``rate`` is the believed limit (requests per second), ``in_flight`` the
+    runs being polled, ``slots_per_window`` the limiter's rate times its
+    window (requests). By Little's law runs start at ``in_flight / mean``
+    per second (``mean``: the model's mean duration, seconds), so each has
+    ``SHARE_OF_RATE x rate x mean / in_flight`` requests of budget, one of
+    them its create: ``k`` polls. Polls that split the duration's
+    distribution into ``m`` even parts cost ``(m + 1) / 2`` polls per run on
+    average, whatever the distribution (the ``j``-th goes only if the run is
+    still going, a chance ``1 - j / m``): so ``m = 2k - 1``. The longest runs
+    take all ``m``, which must fit in one window (less ``SHARE_KEEP``) while
+    runs are shorter than a window: the sliding window forbids borrowing
+    more. At most ``PLANNED_DONE_SHARE`` (a budget that affords one poll per
+    run gets the planned ones only).
+    """
+    mean = model.mean()
+    if mean <= 0.0 or rate <= 0.0:
+        return PLANNED_DONE_SHARE
+    polls = SHARE_OF_RATE * rate * mean / max(1, in_flight) - 1.0
+    longest = model.quantile(SPECULATIVE_TO)
+    fits = max(1.0, min(slots_per_window, rate * longest) - SHARE_KEEP)
+    parts = min(2.0 * polls - 1.0, fits)
+    return PLANNED_DONE_SHARE if parts <= 1.0 else max(SHARE_MIN, 1.0 / parts)
+
+
+def share_age(
+    model: DurationModel, *, last_pending_age: float, share: float, phase: float = 1.0
+) -> float:
+    """The age (seconds) of a run's next fair-share poll: ``share`` of all runs'
+    durations (by the model's smoothed distribution) after ``last_pending_age``
+    (seconds; 0: never polled).
+
+    The first poll goes at ``phase`` (0-1) of ``share``: runs given phases
+    spread evenly over 0-1 are polled at staggered ages, so the model sees
+    their ends in intervals that overlap, not always the same ones (it
+    cannot tell where in an interval runs end, and would keep its lumps).
+    The model must be ready. Its first poll comes earlier while the model is
+    fitted on fewer than ``SHARE_MATURE`` runs (``MATURITY_PRIOR``: they say
+    little of the shortest ones); two polls are at least
+    ``SPECULATIVE_SPACING`` of the median apart, and a run older than any
+    seen is polled that far apart.
+    """
+    last = last_pending_age
+    step = SPECULATIVE_SPACING * model.quantile(0.5)
+    done = model.cdf(last, smooth=True)
+    if done >= 1.0 - 1e-6:
+        return last + step
+    if last <= 0.0:
+        n = model.observed
+        first = model.quantile(share * min(max(phase, 0.0), 1.0), smooth=True)
+        return first * n / (n + MATURITY_PRIOR) if n < SHARE_MATURE else first
+    target = model.quantile(min(1.0, done + share), smooth=True)
+    # Never further apart than the even split of the likely finish while runs
+    # may end there: few runs seen leave gaps where none of them happened to.
+    even = last + (model.quantile(SPECULATIVE_TO) - model.quantile(SPECULATIVE_FROM)) * share
+    if model.cdf(even, smooth=True) > done + 1e-6:
+        target = min(target, even)
+    return max(target, last + step)
+
+
+T = TypeVar("T")
+
+
+def censored_ages(states: Collection[PollState]) -> Iterable[float]:
+    """The ages (seconds) at which the runs in flight were last seen still going.
+
+    The duration model counts them as right-censored observations
+    (``DurationModel.in_flight``), but only of a few runs (``SPARE_RUNS``, a
+    web app's): in bulk, the restart after a slowdown would be fitted mostly
+    on runs still going, and poll them later than its few finished ones say.
+    """
+    return (s.last_pending_age for s in states) if len(states) <= SPARE_RUNS else ()
+
+
+def fair_share_pick(
+    model: DurationModel,
+    runs: Iterable[tuple[T, float, PollState]],
+    *,
+    now: float,
+    default: T,
+    rate: float,
+    slots_per_window: float,
+) -> tuple[float, T]:
+    """The run a spare slot should poll, and from when (loop seconds; ``inf``: none).
+
+    ``runs`` holds ``(key, created_at, state)`` for each run that may be
+    polled (``created_at`` and ``now`` in loop seconds); the key of the pick
+    is returned (``default`` if none has a poll to come). A run is due at its
+    fair-share poll (``share_age``, never ahead of a Retry-After); of the
+    runs due by ``now``, the one most likely to have ended since its last
+    poll goes first (its chance by the smoothed model, given it was still
+    going then): a slot is worth most there. None due: the soonest. ``rate``
+    and ``slots_per_window`` are as for ``poll_share``; the model must be ready.
+    """
+    polled = list(runs)
+    share = poll_share(model, rate=rate, in_flight=len(polled), slots_per_window=slots_per_window)
+    soonest, pick = math.inf, default
+    urgent, chance = default, -1.0
+    for key, created_at, state in polled:
+        last = state.last_pending_age
+        at = max(
+            created_at + share_age(model, last_pending_age=last, share=share, phase=state.phase),
+            state.not_before,
+        )
+        if at <= now:
+            done = model.cdf(last, smooth=True)
+            left = 1.0 - done
+            p = (model.cdf(now - created_at, smooth=True) - done) / left if left > 1e-6 else 1.0
+            if p > chance:
+                urgent, chance = key, p
+        elif at < soonest:
+            soonest, pick = at, key
+    return (now, urgent) if chance >= 0.0 else (soonest, pick)
+
+
 def deadline_poll_at(
     when: float, *, created_at: float, deadline: float, last_pending_age: float, not_before: float
 ) -> float:
@@ -260,6 +417,20 @@ def not_found_ceiling(
     """
     cap = max(window, NOT_FOUND_GRACE / NOT_FOUND_POLLS)
     return retry_ceiling(errors, model=model, rtt=rtt, interval=interval, window=cap)
+
+
+def not_found_grace(*, attached: bool, created_ago: float | None) -> float:
+    """Seconds after its create during which a 404 on a run means "not visible yet".
+
+    A run we created may be invisible to the read side for a while
+    (``NOT_FOUND_GRACE``); an ``attached`` one was created at an unknown
+    time, or never (a made-up id): none, unless ``created_ago`` says how many
+    seconds ago it was created (an earlier process's run, from its journal):
+    then what is left of the grace.
+    """
+    if created_ago is not None:
+        return max(0.0, NOT_FOUND_GRACE - created_ago)
+    return 0.0 if attached else NOT_FOUND_GRACE
 
 
 def not_found_is_final(*, age: float, grace: float, errors: int) -> bool:

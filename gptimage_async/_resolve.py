@@ -6,6 +6,7 @@ through; when to poll again is ``_planner.py``'s. This module ends runs:
 
 * ``outcome_of`` turns a finished run's snapshot into its ``Result`` or its
   ``RunFailedError``;
+* ``timed_out`` is the error of a run not done by its deadline;
 * ``settle`` resolves the run exactly once and then calls the session back
   (which drops it from the registry and signals idleness).
 """
@@ -14,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ._exceptions import GPTImageError, RunFailedError
+from ._exceptions import GPTImageError, RunFailedError, RunTimeoutError
 from ._models import Result, RunStatus
 from ._providers import RunSnapshot
 from ._run import Run
 
-__all__ = ["outcome_of", "settle"]
+__all__ = ["outcome_of", "settle", "timed_out"]
 
 
 def outcome_of(run: Run, snapshot: RunSnapshot, *, elapsed: float) -> Result | RunFailedError:
@@ -41,6 +42,19 @@ def outcome_of(run: Run, snapshot: RunSnapshot, *, elapsed: float) -> Result | R
     else:
         message = snapshot.error_message or "the provider reports that the run failed"
     return RunFailedError(message, run_id=run_id, code=snapshot.error_code)
+
+
+def timed_out(run: Run, status_word: str | None) -> RunTimeoutError:
+    """The error of a run not done by the session's ``run_timeout``.
+
+    ``status_word`` is the provider's own word for the status last seen, if any.
+    """
+    seen = "" if status_word is None else f", last seen with status {status_word!r}"
+    message = (
+        f"run {run.run_id} was not done by the session's run_timeout "
+        f"(polled {run._polls} times{seen}); it may still finish: attach() it to keep waiting"
+    )
+    return RunTimeoutError(message, run_id=run.run_id)
 
 
 def settle(

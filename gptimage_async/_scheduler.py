@@ -30,16 +30,20 @@ import anyio
 from ._budget import PRIORITY_POLL, Limiter
 from ._classify import Reading, Verdict, exchange, read_poll, report
 from ._durations import DurationModel
-from ._exceptions import GPTImageError, ProtocolError, RunNotFoundError, RunTimeoutError
+from ._exceptions import GPTImageError, ProtocolError, RunNotFoundError
 from ._models import Result, RunStatus
 from ._planner import (
     MAX_PROTOCOL_ERRORS,
-    NOT_FOUND_GRACE,
+    PHASE_STEP,
+    SHARE_RUNS,
     SPARE_RUNS,
     PollState,
     TailCohort,
+    censored_ages,
     deadline_poll_at,
+    fair_share_pick,
     not_found_ceiling,
+    not_found_grace,
     not_found_is_final,
     plan_age,
     retry_ceiling,
@@ -47,7 +51,7 @@ from ._planner import (
     speculative_age,
 )
 from ._providers import Provider, RunSnapshot
-from ._resolve import outcome_of, settle
+from ._resolve import outcome_of, settle, timed_out
 from ._retry import poll_jitter
 from ._run import Run
 from ._stats import SessionStats
@@ -80,6 +84,7 @@ class PollScheduler:
         max_polls_in_flight: int = 100,
     ) -> None:
         self.model = DurationModel()
+        self.model.in_flight = lambda: censored_ages(self._states.values())
         self._provider = provider
         self._transport = transport
         self._limiter = limiter
@@ -91,15 +96,14 @@ class PollScheduler:
         self._spawn = spawn
         self._on_resolved = on_resolved
         self._lookup = lookup
-        # Heap entries are (due time, key, run id) and hold no object the garbage
-        # collector tracks: with 10,000 runs in flight, its full collections
-        # (pauses of the whole event loop) walk one object fewer per run, and a
-        # re-planned run's new entry is never promoted to its oldest generation.
-        # The id finds the run (``lookup``: the session's registry of runs in
-        # flight) and its state; an entry whose key is not the state's latest is stale.
+        # Heap entries are (due time, key, run id): no object the garbage collector
+        # tracks (its full collections pause the loop, and walk every such object).
+        # The id finds the run (``lookup``) and its state; an entry whose key is
+        # not the state's latest is stale (-1: a poll of it is on its way).
         self._heap: list[tuple[float, int, str]] = []
         self._states: dict[str, PollState] = {}
         self._seq = itertools.count()
+        self._phases = itertools.count(1)
         self._wake: asyncio.Future[None] | None = None
         self._rtt = 0.0  # smoothed create round trip
         self._cold_floor = 0.0  # the longest age any run was seen still going during cold start
@@ -108,8 +112,7 @@ class PollScheduler:
         # state says which), and the ids of the runs parked until one has finished.
         self._scouting = 0
         self._parked: list[str] = []
-        # No more polls on the wire than connections: beyond that they would only
-        # queue inside aiohttp, holding memory and going stale.
+        # No more polls on the wire than connections (beyond, they queue in aiohttp).
         self._poll_slots = asyncio.Semaphore(max_polls_in_flight)
         self._tail = TailCohort()
 
@@ -127,22 +130,15 @@ class PollScheduler:
 
         ``run`` has an id, and ``lookup`` finds it by that id until it is
         resolved. ``poll_now`` marks a run this session did not create (an
-        attached one): polled at once, and a 404 on it gets no grace period,
-        unless ``created_ago`` says how many seconds ago it was created (an
-        earlier process's run, from its journal): then it gets what is left
-        of ``NOT_FOUND_GRACE``, counted from that create.
+        attached one): polled at once, its 404s' grace as ``not_found_grace``
+        says from ``created_ago`` (seconds; an earlier process's run, say).
         """
         run_id = run.run_id
         assert run_id is not None
         if rtt is not None:
             self._rtt = rtt if self._rtt == 0.0 else 0.8 * self._rtt + 0.2 * rtt
-        # A run we created may be invisible to the read side for a while; an
-        # attached one was created at an unknown time, or never (a made-up id).
-        if created_ago is not None:
-            grace = max(0.0, NOT_FOUND_GRACE - created_ago)
-        else:
-            grace = 0.0 if poll_now else NOT_FOUND_GRACE
-        state = PollState(grace=grace)
+        grace = not_found_grace(attached=poll_now, created_ago=created_ago)
+        state = PollState(grace=grace, phase=next(self._phases) * PHASE_STEP % 1.0)
         self._states[run_id] = state
         now = self._loop.time()
         if poll_now:
@@ -178,10 +174,7 @@ class PollScheduler:
         return self._states.get(run_id)
 
     def next_poll(self, run_id: str) -> float | None:
-        """Loop time (seconds) of the run's next poll (``inf``: parked; ``None``: none planned).
-
-        A scan of the heap: for tests and diagnostics, not for a hot path.
-        """
+        """Loop time (s) of the run's next poll (``inf``: parked; ``None``: none; a scan)."""
         state = self._states.get(run_id)
         if state is None:
             return None
@@ -189,10 +182,7 @@ class PollScheduler:
 
     async def run_forever(self) -> None:
         """Take due polls off the heap until cancelled."""
-        heap = self._heap
-        states = self._states
-        lookup = self._lookup
-        limiter = self._limiter
+        heap, states, lookup, limiter = self._heap, self._states, self._lookup, self._limiter
         while True:
             if not heap:
                 await self._sleep(None)
@@ -209,23 +199,28 @@ class PollScheduler:
                 continue
             now = self._loop.time()
             if when > now:
-                early = self._early_at(run, state, now)
+                early, run, pick = self._early(run, state, now)
                 if (
                     early <= now
                     and not limiter.waiting
                     and not self._poll_slots.locked()
                     and limiter.try_acquire(speculative=len(states) <= SPARE_RUNS)
                 ):
-                    heapq.heappop(heap)
+                    if pick is state:
+                        heapq.heappop(heap)
+                    pick.entry = -1  # polled now: any entry of its is stale
                     self._stats.speculative_polls += 1
                     await self._poll_slots.acquire()  # free: checked above
-                    self._spawn(self._poll, run, state, now)
+                    self._spawn(self._poll, run, pick, now)
                     continue
-                # Early but refused (no poll slot, no spare budget): wait for the plan,
-                # or a push; sleeping "until now" would spin the loop until a slot frees.
-                await self._sleep(when if early <= now else min(when, early))
+                if early <= now:
+                    # Refused (no poll slot, no spare budget, a waiter first): look again
+                    # a slot after the next free one; "until now" would spin the loop.
+                    early = max(limiter.next_free(), now) + limiter.interval
+                await self._sleep(min(when, early))
                 continue
             heapq.heappop(heap)
+            state.entry = -1  # being polled: no fair-share poll until it is planned again
             if now >= run.deadline:
                 self._time_out(run, state)
                 continue
@@ -241,26 +236,42 @@ class PollScheduler:
                 # batch of due polls is granted together, not one per wake-up.
                 self._spawn(self._poll_after_slot, run, state)
 
-    def _early_at(self, run: Run, state: PollState, now: float) -> float:
-        """When a run may be polled ahead of plan, budget permitting (``inf``: not now)."""
-        limiter = self._limiter
+    def _early(self, run: Run, state: PollState, now: float) -> tuple[float, Run, PollState]:
+        """The next poll ahead of plan, budget permitting: when (``inf``: not now), of which run.
+
+        ``run`` is the one planned next; with the model ready and few runs in
+        flight, the run whose fair-share poll falls soonest (``fair_share_pick``).
+        """
+        limiter, model, in_flight = self._limiter, self.model, len(self._states)
         if limiter.waiting:
             # Busy now; look again once the waiters have had the next slot, so
             # budget freed later (a batch's tail) is not missed.
-            return max(limiter.next_free(), now, state.not_before) + limiter.interval
-        in_flight = len(self._states)
+            return max(limiter.next_free(), now, state.not_before) + limiter.interval, run, state
+        free = limiter.next_spare() if in_flight <= SPARE_RUNS else limiter.next_free()
+        per = {"slots_per_window": limiter.rate * limiter.window}
+        if model.ready and not self._parked and in_flight <= SHARE_RUNS:
+            lookup = self._lookup
+            # The runs in flight with no poll on its way (an entry of -1).
+            runs = (
+                ((r, st), r.created_at, st)
+                for rid, st in self._states.items()
+                if st.entry >= 0 and (r := lookup(rid)) is not None and not r.done()
+            )
+            pick = fair_share_pick(
+                model, runs, now=max(now, free), default=(run, state), rate=limiter.rate, **per
+            )
+            return max(pick[0], free), *pick[1]
         age = speculative_age(
-            self.model,
+            model,
             last_pending_age=state.last_pending_age,
             polls=run._polls,
             in_flight=in_flight,
             rtt=self._rtt,
             interval=limiter.interval,
-            slots_per_window=limiter.rate * limiter.window,
+            **per,
         )
         # Never ahead of a wait the server asked for (Retry-After on a 503, say).
-        free = limiter.next_spare() if in_flight <= SPARE_RUNS else limiter.next_free()
-        return max(run.created_at + age, free, state.not_before)
+        return max(run.created_at + age, free, state.not_before), run, state
 
     # -- planning --------------------------------------------------------------
 
@@ -296,12 +307,6 @@ class PollScheduler:
             state.scout = True  # it probes: one scout more, until it is released
             self._scouting += 1
         return False
-
-    def _unpark(self, now: float) -> None:
-        """A duration is known: plan every parked run from it."""
-        parked, self._parked = self._parked, []
-        for run_id in parked:
-            self._replan(run_id, now)
 
     def _replan(self, run_id: str, now: float) -> bool:
         """Plan the run with this id afresh; False if it is no longer in flight."""
@@ -448,7 +453,10 @@ class PollScheduler:
             # runs polled at a multiple of it, or the multiples would compound.
             self._cold_scale = self.model.longest
         if self._parked and self._cold_scale:
-            self._unpark(now)
+            # A duration is known: plan every parked run from it.
+            parked, self._parked = self._parked, []
+            for run_id in parked:
+                self._replan(run_id, now)
         outcome = outcome_of(run, snapshot, elapsed=now - run.created_at)
         self._settle(run, outcome, status)
 
@@ -472,12 +480,7 @@ class PollScheduler:
         self._push(run, state, when)
 
     def _time_out(self, run: Run, state: PollState) -> None:
-        seen = "" if state.status_word is None else f", last seen with status {state.status_word!r}"
-        message = (
-            f"run {run.run_id} was not done by the session's run_timeout "
-            f"(polled {run._polls} times{seen}); it may still finish: attach() it to keep waiting"
-        )
-        self._fail(run, RunTimeoutError(message, run_id=run.run_id))
+        self._settle(run, timed_out(run, state.status_word), None)
 
     def _fail(self, run: Run, error: GPTImageError) -> None:
         self._settle(run, error, None)

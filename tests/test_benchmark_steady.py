@@ -74,3 +74,44 @@ async def test_one_process_resolves_every_arrival_once_on_the_simulator() -> Non
     assert all(delay >= 0 for _, delay, _ in row.by_run)
     assert all(polls >= 1 for polls, _, _ in row.by_run)
     assert row.requests >= 12  # a create and at least one poll per run
+
+
+def test_loads_are_also_shares_of_the_keys_run_capacity() -> None:
+    # Run capacity: limit / window / 2 runs per second (a create and one poll each).
+    half = steady_row(0.25, runs=5, created_span=8.0, delays=[0.1] * 5)
+    assert half.capacity == pytest.approx(0.5) and half.kept_bound == 1.0
+    three_quarters = steady_row(0.375, runs=5, created_span=8.0, delays=[0.1] * 5)
+    assert three_quarters.capacity == pytest.approx(0.75)
+    assert three_quarters.budget_per_run == pytest.approx(8 / 3)
+    assert three_quarters.kept_bound == 1.0
+    # 3/4 of the budget: 1.33 requests per run where 2 are needed.
+    over = steady_row(0.75, runs=5, created_span=8.0, delays=[0.1] * 5)
+    assert over.kept_bound == pytest.approx(2 / 3)
+
+
+def test_the_steady_targets_by_budget_and_by_run_capacity() -> None:
+    rows = {
+        0.25: steady_row(0.25, runs=5, created_span=8.0, delays=[0.63] * 5),  # 7% of 9 s
+        0.375: steady_row(0.375, runs=5, created_span=16 / 3, delays=[1.26] * 5),  # 14%
+        0.5: steady_row(0.5, runs=5, created_span=4.2, delays=[3.0] * 5),  # kept 0.95
+        0.75: steady_row(0.75, runs=5, created_span=4.0, delays=[4.0] * 5),  # kept 0.67
+    }
+    results = Results(
+        settings=Settings(time_scale=0.05, runs=5, baseline_cap=1.0, cpu_concurrency=1)
+    )
+    results.steady.extend(rows.values())
+    keys = [t.key for t in targets(results)]
+    assert keys == ["steady", "steady_kept", "steady_kept", "steady_capacity", "steady_capacity"]
+    # 1/4 of the budget: 7% misses its 5%; the same load is 1/2 of run capacity, within 8%.
+    quarter = next(t for t in targets(results) if t.key == "steady")
+    assert not quarter.met and "<= 5%" in quarter.goal
+    capacity = [t for t in targets(results) if t.key == "steady_capacity"]
+    assert ["1/2 of the key's run capacity" in capacity[0].figure, capacity[0].met] == [True, True]
+    assert ["3/4 of the key's run capacity" in capacity[1].figure, capacity[1].met] == [True, True]
+    # 1/2 and 3/4 of the budget: no delay target, throughput kept against what any client can.
+    kept = [t for t in targets(results) if t.key == "steady_kept"]
+    assert all("no delay target" in t.goal for t in kept)
+    assert "kept >= 0.63" in kept[1].goal and "0.67 any client can keep" in kept[1].goal
+    assert [t.met for t in kept] == [True, True]
+    text = render(results, default_limit=20, window=10.0)
+    assert "share of run capacity" in text and "(at most 0.67)" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -132,3 +133,62 @@ def test_observations_round_trip_through_restore() -> None:
     again.restore([*saved, (3.0, 1.0), (0.0, float("nan"))])
     assert again.observed == 20 and again.ready
     assert again.quantile(0.5) == pytest.approx(model.observations()[-10][1], abs=1.0)
+
+
+def test_the_mean_is_the_estimates_mean() -> None:
+    model = DurationModel()
+    for i in range(200):
+        d = 3.0 + 7.0 * (i * 37 % 200 + 0.5) / 200  # 3-10 s, evenly, in no order
+        model.observe(d - 0.01, d)
+    assert model.mean() == pytest.approx(6.5, abs=0.15)
+    assert DurationModel().mean() == 0.0
+
+
+def test_the_smoothed_estimate_fills_the_gaps_between_lumps_but_not_beyond() -> None:
+    # Few runs, each seen done within 10 ms: the estimate is five lumps, 0.5 s apart.
+    model = DurationModel()
+    for d in (3.0, 3.5, 4.0, 4.5, 5.0) * 2:
+        model.observe(d - 0.01, d)
+    # Between two lumps the raw estimate has (almost) nothing; the smoothed one does.
+    raw_gap = model.cdf(3.4) - model.cdf(3.1)
+    smooth_gap = model.cdf(3.4, smooth=True) - model.cdf(3.1, smooth=True)
+    assert raw_gap < 0.02 < 0.1 < smooth_gap
+    # Its quantiles move on evenly: a rule splitting it in even parts skips no gap.
+    steps = [model.quantile(q / 10, smooth=True) for q in range(1, 10)]
+    gaps = [b - a for a, b in itertools.pairwise(steps)]
+    assert max(gaps) < 0.35
+    # No run ended before 3 s or after 5 s: the smoothed estimate says so too.
+    assert model.cdf(2.7, smooth=True) == 0.0
+    assert model.cdf(5.3, smooth=True) == pytest.approx(1.0)
+
+
+def test_the_smoothed_estimate_does_not_sag_at_the_ends_of_the_runs_seen() -> None:
+    # Runs evenly over 8-10 s: smoothing (over about 0.4 s here) must not thin out
+    # the first and last tenth (a rule splitting it in even parts would poll them late).
+    model = DurationModel()
+    for i in range(200):
+        d = 8.0 + 2.0 * (i * 37 % 200 + 0.5) / 200
+        model.observe(d - 0.01, d)
+    assert model.cdf(8.2, smooth=True) == pytest.approx(0.1, abs=0.04)
+    assert 1.0 - model.cdf(9.8, smooth=True) == pytest.approx(0.1, abs=0.04)
+
+
+def test_runs_still_going_move_the_model_before_they_finish() -> None:
+    # 100 runs of 3-4 s finished; 20 more are still going at 6 s (a slowdown, say).
+    going: list[float] = []
+    model = DurationModel()
+    model.in_flight = lambda: going
+    alone = DurationModel()
+    for i in range(100):
+        d = 3.0 + (i * 37 % 100 + 0.5) / 100
+        for m in (model, alone):
+            m.observe(d - 0.01, d)
+    assert model.quantile(0.9) == pytest.approx(alone.quantile(0.9))  # none going: the same
+    going[:] = [6.0] * 20
+    for _ in range(10):  # enough new runs for a refit: 20 of 130 are longer than 6 s
+        model.observe(3.49, 3.5)
+    # Their mass lies past the runs seen done (the grid spans those: at its end).
+    assert alone.quantile(0.9) < 4.0 < 4.5 < model.quantile(0.9)
+    assert model.cdf(4.0) == pytest.approx(110 / 130, abs=0.04)
+    # What is saved (and the change detector) holds only finished runs.
+    assert len(model.observations()) == 110

@@ -6,6 +6,7 @@ a real ``DurationModel``; the tables say where polls go in each case.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -23,14 +24,20 @@ from gptimage_async._planner import (
     NOT_FOUND_GRACE,
     NOT_FOUND_POLLS,
     PLANNED_DONE_SHARE,
+    SHARE_KEEP,
+    SHARE_OF_RATE,
     SPREAD_KEEP,
     TAIL_GROWTH,
+    PollState,
     TailCohort,
     deadline_poll_at,
+    fair_share_pick,
     not_found_ceiling,
     not_found_is_final,
     plan_age,
+    poll_share,
     retry_ceiling,
+    share_age,
     should_park,
     speculative_age,
 )
@@ -170,6 +177,85 @@ def test_speculative_polls_spread_over_the_likely_finish() -> None:
     step = speculative_age(model, last_pending_age=5.0, polls=1, **args) - 5.0
     assert step == pytest.approx((10.0 - 3.0) / (slots - SPREAD_KEEP), rel=0.1)
     assert step < interval
+
+
+# -- fair-share polls ----------------------------------------------------------------
+
+
+def band_model(*bands: tuple[float, float, int]) -> DurationModel:
+    """Runs evenly spread over each band ``(lo, hi, count)``, seen done within 1 ms, mixed."""
+    durations = [lo + (hi - lo) * (i + 0.5) / n for lo, hi, n in bands for i in range(n)]
+    model = DurationModel()
+    for i in range(len(durations)):
+        d = durations[i * 7919 % len(durations)]  # 7919 is prime to the counts used here
+        model.observe(d - 0.001, d)
+    return model
+
+
+def polls_from(model: DurationModel, share: float, *, until: float) -> list[float]:
+    """The ages of one run's fair-share polls, if it is still going at each."""
+    ages, last = [], 0.0
+    while last < until:
+        last = share_age(model, last_pending_age=last, share=share)
+        ages.append(last)
+    return ages
+
+
+def test_the_budget_share_follows_the_load() -> None:
+    # Runs of 8-10 s (mean 9) under 20 requests per 10 s (2 per second).
+    model = band_model((8.0, 10.0, 400))
+    share = {n: poll_share(model, rate=2.0, in_flight=n, slots_per_window=20.0) for n in (1, 6, 9)}
+    # 6 in flight: Little's law gives SHARE_OF_RATE x 2 x 9 / 6 requests each (2.7 of
+    # the 3), one the create: k = 1.7 polls, which split the distribution in 2k - 1
+    # even parts (they cost (2k - 1 + 1) / 2 = k polls a run).
+    k = SHARE_OF_RATE * 2.0 * 9.0 / 6 - 1.0
+    assert share[6] == pytest.approx(1 / (2 * k - 1), rel=0.03)
+    # 9 in flight: 2 requests each, a create and one poll: the planned poll only.
+    assert share[9] == PLANNED_DONE_SHARE
+    # One run alone: as many parts as one window holds (less SHARE_KEEP), not the
+    # 17 polls the average would give: the sliding window forbids borrowing more.
+    assert share[1] == pytest.approx(1 / (20.0 - SHARE_KEEP), rel=0.02)
+
+
+def test_a_fair_share_poll_goes_where_the_probability_mass_is() -> None:
+    # 80% of runs take 3-4 s, 20% take 9-10 s: nothing ends in between.
+    model = band_model((3.0, 4.0, 320), (9.0, 10.0, 80))
+    ages = polls_from(model, 0.1, until=10.0)
+    # Even parts of the distribution: 8 polls where 80% of runs end, 2 where 20% do ...
+    assert len([a for a in ages if 2.9 <= a <= 4.1]) >= 7
+    assert 1 <= len([a for a in ages if 8.9 <= a <= 10.1]) <= 3
+    # ... and across the 5 s where no run ends, a single one (the smoothed
+    # estimate's edge), where an even split of 3-10 s would put seven.
+    assert len([a for a in ages if 4.3 < a < 8.7]) <= 1
+    # On one even band, the polls are evenly spaced over it: 2 s in 5 parts.
+    even = [a for a in polls_from(band_model((8.0, 10.0, 400)), 0.2, until=10.0) if a < 10.0]
+    steps = [b - a for a, b in itertools.pairwise(even)]
+    assert even[0] > 7.8 and steps == [pytest.approx(0.4, abs=0.08)] * len(steps)
+
+
+def test_the_first_polls_of_runs_are_staggered_by_their_phase() -> None:
+    model = band_model((8.0, 10.0, 400))
+    firsts = [share_age(model, last_pending_age=0.0, share=0.2, phase=p) for p in (0.25, 0.5, 1.0)]
+    assert firsts == sorted(firsts) and firsts[0] < firsts[-1] - 0.2
+    assert firsts[-1] == pytest.approx(8.4, abs=0.1)
+
+
+def test_a_spare_slot_goes_to_the_run_most_likely_done_since_its_last_poll() -> None:
+    model = band_model((8.0, 10.0, 400))
+    args = {"rate": 2.0, "slots_per_window": 20.0, "default": "none"}
+    # At 19.9 s: a seen still going at 9.5 s and now 9.9 s old is done with a chance
+    # of 0.4 / 0.5; b, never polled and 8.9 s old, with 0.45. Both are due: a goes.
+    a = ("a", 10.0, PollState(last_pending_age=9.5))
+    b = ("b", 11.0, PollState())
+    assert fair_share_pick(model, [b, a], now=19.9, **args) == (19.9, "a")
+    # A Retry-After holds a back: b goes.
+    held = ("a", 10.0, PollState(last_pending_age=9.5, not_before=25.0))
+    assert fair_share_pick(model, [held, b], now=19.9, **args) == (19.9, "b")
+    # Nobody due yet (young runs): the soonest fair-share poll, and when.
+    young = [("c", 19.0, PollState()), ("d", 18.0, PollState())]
+    when, pick = fair_share_pick(model, young, now=20.0, **args)
+    assert pick == "d" and 18.0 + 7.5 < when < 18.0 + 9.0
+    assert fair_share_pick(model, [], now=20.0, **args) == (math.inf, "none")
 
 
 # -- the deadline ----------------------------------------------------------------------

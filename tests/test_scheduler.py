@@ -30,8 +30,10 @@ from gptimage_async._scheduler import PollScheduler
 from gptimage_async._stats import SessionStats
 from gptimage_async._transport import Answer
 from gptimage_async._transport import HTTPTransport as Transport
+from gptimage_async._transport._memory import MEMORY_ORIGIN, MemoryTransport
 from gptimage_async.simulator import Simulator, SimulatorConfig
-from gptimage_async.testing import TEST_KEYS
+from gptimage_async.simulator._app import BASE_PATHS
+from gptimage_async.testing import TEST_KEYS, scaled_rate_limit
 
 from ._clock import FakeClock
 from .helpers import running_scheduler
@@ -389,3 +391,93 @@ async def test_in_a_bulk_cold_start_one_scout_probes_and_a_failed_one_hands_over
     finally:
         limiter.close()
         await transport.aclose()
+
+
+# -- steady arrivals: fair-share polls ------------------------------------------------
+
+
+class RecordingMemoryTransport(MemoryTransport):
+    """The in-memory transport onto the simulator, noting when each poll is sent."""
+
+    def __init__(self, *args: Any, clock: FakeClock, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock = clock
+        self.polls: list[tuple[float, str]] = []
+
+    async def send(
+        self, method: str, path: str, body: bytes | None = None, **options: Any
+    ) -> Answer:
+        if method == "GET":  # a poll: its path ends with the run's id
+            self.polls.append((self.clock.now, path))
+        return await super().send(method, path, body, **options)
+
+
+async def steady_arrivals(
+    clock: FakeClock, *, runs: int, gap: float
+) -> list[tuple[float, list[float], float]]:
+    """``runs`` arrivals ``gap`` s apart, each ``submit`` then ``await``, in memory.
+
+    Runbase's limit counting rejected requests, runs of 8-10 s (time as the
+    provider's: the fake clock costs no wall time). Per run in creation order:
+    (its duration, the ages it was polled at, its detection delay), in seconds.
+    """
+    config = SimulatorConfig(
+        time_scale=1.0,
+        rate_limit=20,
+        rate_window=10.0,
+        count_rejected=True,
+        duration="uniform",
+        duration_min=8.0,
+        duration_max=10.0,
+        seed=5,
+    )
+    done: dict[str, float] = {}
+
+    async def body() -> list[tuple[float, list[float], float]]:
+        sim = Simulator(config, clock=clock.time)
+        key = TEST_KEYS["runbase"]
+        base_url = MEMORY_ORIGIN + BASE_PATHS["runbase"]
+        transport = RecordingMemoryTransport(sim, base_url, key, timeout=60.0, clock=clock)
+        async with gi.Session(
+            "runbase",
+            api_key=key,
+            base_url=base_url,
+            transport=transport,
+            rate_limit=scaled_rate_limit(config),
+            on_exit="cancel",
+        ) as session:
+
+            async def one(i: int) -> None:
+                await asyncio.sleep(i * gap)
+                run = await session.submit(f"a lamp, {i}")
+                await run
+                done[run.id or ""] = clock.now
+
+            await asyncio.gather(*(one(i) for i in range(runs)))
+        served = sorted(sim.runs.values(), key=lambda r: r.created_at)
+        assert sim.stats.rate_limited <= 1  # the cold start's probe at most
+        return [
+            (
+                r.duration,
+                [at - r.created_at for at, path in transport.polls if path.endswith(r.id)],
+                done[r.id] - r.finishes_at,
+            )
+            for r in served
+        ]
+
+    return await clock.run(body())
+
+
+async def test_steady_arrivals_are_polled_where_their_runs_end(fake_clock: FakeClock) -> None:
+    # A quarter of the budget (4 requests per run): runs arrive every 2 s.
+    rows = (await steady_arrivals(fake_clock, runs=80, gap=2.0))[20:]  # once warm
+    ages = [age for _, polls, _ in rows for age in polls]
+    # The polls go where runs end (8-10 s), not before: one in twenty at most
+    # (3 of 149 here; the previous rules, polling the run planned next: 10 of 153).
+    assert sum(1 for a in ages if a < 7.8) <= len(ages) / 20
+    # Within the budget: a create and at most 3 polls a run ...
+    assert len(ages) / len(rows) <= 3.0
+    # ... spread over the 2 s where runs end: detected within 4.7% of a run on
+    # average (4.2% here; the previous rules 4.9%).
+    share = sum(d for _, _, d in rows) / sum(t for t, _, _ in rows)
+    assert share <= 0.047
