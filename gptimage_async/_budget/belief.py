@@ -62,7 +62,7 @@ MIN_MARGIN = 0.005
 MAX_MARGIN = 0.04
 #: A fleet's floor: MIN_MARGIN is safe only with ``window_free`` on real send
 #: times; a fleet's slots go out from several loops, each late by its own amount.
-FLEET_MIN_MARGIN = SAFETY_MARGIN
+FLEET_MIN_MARGIN = MIN_MARGIN
 #: On a 429, never cut below this share of the current rate in one step,
 #: unless at least TRUSTED_COUNT requests went out in the window before it.
 DECREASE_MIN = 0.5
