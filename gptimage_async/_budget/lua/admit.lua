@@ -46,10 +46,19 @@ local start = math.max(tat, pause, now - catch_up * iv)
 -- Window-free (as one process's limiter does): a request sent late leaves
 -- less than a window between it and the one ``per_window`` slots later, and a
 -- sliding window at the server then counts one too many. The log's sends are
--- the real ones, so the send ``per_window`` back bounds this slot.
+-- the real ones, so the send ``per_window`` back bounds this slot, less the
+-- lateness every send around it had (this one will be as late): only a send
+-- later than its neighbours costs budget, as only it draws a 429.
 if per_window > 0 then
-  local back = redis.call('ZREVRANGE', grants, per_window - 1, per_window - 1, 'WITHSCORES')
-  if back[2] then start = math.max(start, tonumber(back[2]) + window * (1 + margin)) end
+  local back = redis.call('ZREVRANGE', grants, per_window - 1, per_window + 14, 'WITHSCORES')
+  if back[2] then
+    local late = math.huge
+    for i = 1, #back, 2 do
+      local slot = tonumber(string.match(back[i], ':([^:]+)$')) or tonumber(back[i + 1])
+      late = math.min(late, math.max(0, tonumber(back[i + 1]) - slot))
+    end
+    start = math.max(start, tonumber(back[2]) - late + window * (1 + margin))
+  end
 end
 local polls_elsewhere = redis.call('ZCARD', w0) - (redis.call('ZSCORE', w0, me) and 1 or 0)
 local waits_elsewhere = redis.call('ZCARD', w1) - (redis.call('ZSCORE', w1, me) and 1 or 0)
