@@ -486,12 +486,15 @@ def _refused_before(
     """True if one of the ``STREAK`` sends just before the one at ``sent_at`` was refused.
 
     A streak, allowing for a fleet whose refusals reach Redis slightly out of
-    order. ``slack`` (seconds, under a slot) is how much later than its grant
-    a refused send may be logged (a loop waking late).
+    order. ``slack`` (seconds, under a slot) is how far from its logged send a
+    refused send may be logged (a fleet's clocks agree within a round trip).
+    The refusal at ``sent_at`` itself is never its own streak.
     """
-    current = bisect.bisect_right(sends, sent_at + 1e-9) - 1
+    # The refused send itself: the last one logged about at ``sent_at`` (each
+    # log converts clocks on its own, a fraction of a millisecond apart).
+    current = bisect.bisect_right(sends, sent_at + slack / 2) - 1
     for previous in sends[max(0, current - STREAK) : max(0, current)]:
-        k = bisect.bisect_left(refusals, previous - 1e-9)
-        if k < len(refusals) and refusals[k] <= previous + slack:
+        k = bisect.bisect_left(refusals, previous - slack)
+        if k < len(refusals) and refusals[k] <= min(previous + slack, (previous + sent_at) / 2):
             return True
     return False

@@ -239,6 +239,9 @@ class SlotQueue:
             now = self._clock()
             if now < self.paused_until:
                 # The pause is known locally already: no need to ask Redis until it ends.
+                # The sends before it go in the log now: a 429's evidence reads them.
+                if self._sent_at:
+                    await self._log_sent()
                 await self._sleep_until(self.paused_until)
                 continue
             priority = head[0]

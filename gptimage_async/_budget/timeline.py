@@ -175,19 +175,19 @@ class Timeline:
         async with asyncio.timeout(self._timeout):
             await self._client.zadd(self.keys.grants, mapping, xx=True)
 
-    async def pause(self, seconds: float, *, refused_age: float | None) -> None:
+    async def pause(self, seconds: float, *, refused_at: float | None) -> None:
         """Hold the timeline back ``seconds``; for a 429, log the refused send.
 
-        ``refused_age``: seconds since the refused request went out (``None``
+        ``refused_at``: loop time the refused request went out (``None``
         for an outage). ``evidence`` reads the logs back.
         """
         k = self.keys
         sent = self._clock()
+        refused = "" if refused_at is None else f"{self.to_redis(refused_at):.6f}"
         reply = await self._run(
             "pause",
             [k.timeline, k.refusals, k.procs],
-            [k.events, self.me, repr(seconds), "" if refused_age is None else repr(refused_age),
-             ALIVE_FOR, self._keep],
+            [k.events, self.me, repr(seconds), refused, ALIVE_FOR, self._keep],
         )  # fmt: skip
         self._clock_from(sent, reply[2])
         self.pause_left = _number(reply[0], 0.0)
