@@ -15,6 +15,12 @@ efficiency = ideal wall time at the real limit with 2 requests per run
 window show how soon throughput is back. Last, the latency a shared limiter
 adds to each request on loopback (an idle budget, so nobody waits).
 
+For the shared fleet, the grant log in Redis (each slot with the time its
+request really went out) splits the wall time: the ideal, requests beyond 2 a
+run (polls of runs not done yet: each process learns run durations alone, and
+429s), pace under the true limit (margin, a belief cut below it), slots
+granted and never sent, gaps with nothing granted (pauses), start and tail.
+
 Prints a Markdown report; ``RESULTS.md`` is not touched. ``--parts`` picks
 what to measure; ``FLEET_DEBUG=1`` shows each worker's log and limiter. Needs ``redis-server``
 on the PATH and the ``redis`` package (``pip install -e '.[dev]'``).

@@ -60,8 +60,9 @@ SAFETY_MARGIN = 0.02
 #: a 429 at the limit (jitter) doubles it again, up to MAX_MARGIN.
 MIN_MARGIN = 0.005
 MAX_MARGIN = 0.04
-#: A fleet's floor: MIN_MARGIN is safe only with ``window_free`` on real send
-#: times; a fleet's slots go out from several loops, each late by its own amount.
+#: A fleet's floor: one process's. MIN_MARGIN is safe only with ``window_free``
+#: on real send times, and the fleet's grant log holds them (each process
+#: reports when its slots went out; ``lua/admit.lua`` keeps a window free).
 FLEET_MIN_MARGIN = MIN_MARGIN
 #: On a 429, never cut below this share of the current rate in one step,
 #: unless at least TRUSTED_COUNT requests went out in the window before it.
