@@ -487,12 +487,10 @@ def _refused_before(
     """True if one of the ``STREAK`` sends just before the one at ``sent_at`` was refused.
 
     A streak, allowing for a fleet whose refusals reach Redis slightly out of
-    order. ``slack`` (seconds, under a slot) is how far from its logged send a
-    refused send may be logged (a fleet's clocks agree within a round trip).
-    The refusal at ``sent_at`` itself is never its own streak.
+    order. ``slack`` (seconds, under a slot): how far from its logged send a
+    refusal may be logged (each log converts clocks on its own, a fraction of
+    a millisecond apart). The refusal at ``sent_at`` is never its own streak.
     """
-    # The refused send itself: the last one logged about at ``sent_at`` (each
-    # log converts clocks on its own, a fraction of a millisecond apart).
     current = bisect.bisect_right(sends, sent_at + slack / 2) - 1
     for previous in sends[max(0, current - STREAK) : max(0, current)]:
         k = bisect.bisect_left(refusals, previous - slack)
