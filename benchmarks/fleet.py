@@ -15,6 +15,12 @@ efficiency = ideal wall time at the real limit with 2 requests per run
 window show how soon throughput is back. Last, the latency a shared limiter
 adds to each request on loopback (an idle budget, so nobody waits).
 
+For the shared fleet, the grant log in Redis (each slot with the time its
+request really went out) splits the wall time: the ideal, requests beyond 2 a
+run (polls of runs not done yet: each process learns run durations alone, and
+429s), pace under the true limit (margin, a belief cut below it), slots
+granted and never sent, gaps with nothing granted (pauses), start and tail.
+
 Prints a Markdown report; ``RESULTS.md`` is not touched. ``--parts`` picks
 what to measure; ``FLEET_DEBUG=1`` shows each worker's log and limiter. Needs ``redis-server``
 on the PATH and the ``redis`` package (``pip install -e '.[dev]'``).
@@ -24,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import itertools
 import json
 import os
 import signal
@@ -71,6 +79,9 @@ class Row:
     errors: int
     per_process: list[float] = field(default_factory=list)
     fallback_at_end: int = 0
+    polls: int = 0
+    speculative: int = 0
+    diagnosis: str = ""
 
     @property
     def efficiency(self) -> float:
@@ -144,8 +155,84 @@ async def fleet(
             errors=sum(r["errors"] for r in results),
             per_process=[r["finished"] - start for r in results],
             fallback_at_end=sum(r["fallback"] for r in results),
+            polls=stats.polls,
+            speculative=sum(r["stats"].get("speculative_polls", 0) for r in results),
         )
+    if mode == "shared" and redis_url is not None and outage is None:
+        row.diagnosis = grant_log(redis_url, row, start, window, results)
     return row, per_window
+
+
+def grant_log(
+    redis_url: str, row: Row, start: float, window: float, results: list[dict[str, Any]]
+) -> str:
+    """Where the fleet's wall time went, read from the grant log in Redis (issue 22).
+
+    The wall time is split into the ideal (2 requests a run at the true
+    limit), requests beyond 2 a run (extra polls, 429s), the pace under the
+    limit (margin), slots granted but never sent (leases that lapsed, slots
+    given up), gaps with nothing granted, and the tail after the last grant.
+    """
+    import redis
+
+    from gptimage_async._budget.keys import BudgetKeys, budget_id
+
+    keys = BudgetKeys(budget_id("runbase", KEY))
+    client = redis.Redis.from_url(redis_url)
+    try:
+        grants = [s for _, s in client.zrange(keys.grants, 0, -1, withscores=True)]
+        members = [m.decode() for m in client.zrange(keys.grants, 0, -1)]
+        redis_now = float(client.time()[0]) + client.time()[1] * 1e-6
+        belief = {k.decode(): v.decode() for k, v in client.hgetall(keys.belief).items()}
+    finally:
+        client.close()
+    # Only this fleet's grants: the log holds the earlier fleets' too.
+    offset = redis_now - time.monotonic()
+    lo, hi = start + offset - window, start + offset + row.wall + window
+    own = [(g, m) for g, m in zip(grants, members, strict=True) if lo <= g <= hi]
+    times = sorted(g for g, _ in own)
+    if len(times) < 2:
+        return "grant log: empty"
+    slot = window / LIMIT  # one request's share of the true limit
+    span = times[-1] - times[0]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    rate = float(belief.get("rate", "nan"))
+    margin = float(belief.get("margin", "nan"))
+    paced = 1.0 / (rate * (1.0 - margin))
+    idle = sum(g - paced for g in gaps if g > 1.5 * paced)
+    first = times[0] - offset - start
+    tail = row.wall - (times[-1] - offset - start)
+    sent = row.requests
+    per = sorted(collections.Counter(m.rsplit(":", 1)[0] for _, m in own).values())
+    parts = {
+        "ideal": row.ideal,
+        "extra requests": (sent - 2 * sum(row.load)) * slot,
+        "granted, not sent": (len(times) - sent) * slot,
+        "pace under the limit": span - (len(times) - 1) * slot - idle,
+        "gaps (nothing granted)": idle,
+        "start": first,
+        "tail": tail,
+    }
+    text = ", ".join(f"{k} {v / row.wall:.1%}" for k, v in parts.items())
+    if os.environ.get("FLEET_DEBUG"):
+        base = times[0]
+        counts = collections.Counter(int((t - base) / window) for t in times)
+        print("grants per window", [counts[i] for i in range(max(counts) + 1)], file=sys.stderr)
+        q = statistics.quantiles([g / slot for g in gaps], n=20)
+        print("gap/slot 5%..95%", [round(x, 2) for x in q], file=sys.stderr)
+        refusals = [
+            s
+            for _, s in redis.Redis.from_url(redis_url).zrange(
+                keys.refusals, 0, -1, withscores=True
+            )
+            if lo <= s <= hi
+        ]
+        print("refusals at", [round((r - base) / window, 2) for r in refusals], file=sys.stderr)
+    return (
+        f"grant log: {len(times)} slots granted, {sent} requests sent ({row.polls} polls, "
+        f"{row.speculative} speculative, {row.rate_limited} 429s), per process {per}; "
+        f"belief {rate:.4g}/s margin {margin:.1%}; wall {row.wall:.2f}s = {text}"
+    )
 
 
 async def latency(redis_url: str) -> tuple[float, float]:
@@ -190,6 +277,7 @@ async def main_async(args: argparse.Namespace) -> str:
         "| load per process | fleet | efficiency | 429 share | requests | duplicates | resolved |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    diagnoses: list[str] = []
     with redis_server() as (url, _proc, _argv):
         for load in LOADS if "fleets" in args.parts else ():
             for mode in args.modes:
@@ -200,6 +288,12 @@ async def main_async(args: argparse.Namespace) -> str:
                     f"{row.resolved}/{sum(load)} |"
                 )
                 print(lines[-1], per_window, file=sys.stderr, flush=True)
+                if row.diagnosis:
+                    diagnoses.append(f"- {' / '.join(map(str, load))}: {row.diagnosis}")
+                    print(diagnoses[-1], file=sys.stderr, flush=True)
+        if diagnoses:
+            lines += ["", "Where the shared fleet's wall time went (from the grant log in Redis):"]
+            lines += diagnoses
         if "latency" in args.parts:
             shared_s, local_s = await latency(url)
             lines += [
@@ -263,6 +357,7 @@ async def worker(opts: dict[str, Any]) -> dict[str, Any]:
     ) as session:
         results = await session.generate_many(prompts, return_exceptions=True)
         fallback = bool(getattr(session.limiter, "fallback", False))
+        stats = session.stats.as_dict()
         if os.environ.get("FLEET_DEBUG"):
             print(repr(session.limiter), session.stats, file=sys.stderr)
     ok = sum(isinstance(r, gi.Result) for r in results)
@@ -271,6 +366,7 @@ async def worker(opts: dict[str, Any]) -> dict[str, Any]:
         "errors": len(results) - ok,
         "finished": time.monotonic(),
         "fallback": fallback,
+        "stats": stats,
     }
 
 

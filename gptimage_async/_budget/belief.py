@@ -60,9 +60,10 @@ SAFETY_MARGIN = 0.02
 #: a 429 at the limit (jitter) doubles it again, up to MAX_MARGIN.
 MIN_MARGIN = 0.005
 MAX_MARGIN = 0.04
-#: A fleet's floor: MIN_MARGIN is safe only with ``window_free`` on real send
-#: times; a fleet's slots go out from several loops, each late by its own amount.
-FLEET_MIN_MARGIN = SAFETY_MARGIN
+#: A fleet's floor: one process's. MIN_MARGIN is safe only with ``window_free``
+#: on real send times, and the fleet's grant log holds them (each process
+#: reports when its slots went out; ``lua/admit.lua`` keeps a window free).
+FLEET_MIN_MARGIN = MIN_MARGIN
 #: On a 429, never cut below this share of the current rate in one step,
 #: unless at least TRUSTED_COUNT requests went out in the window before it.
 DECREASE_MIN = 0.5
@@ -486,12 +487,13 @@ def _refused_before(
     """True if one of the ``STREAK`` sends just before the one at ``sent_at`` was refused.
 
     A streak, allowing for a fleet whose refusals reach Redis slightly out of
-    order. ``slack`` (seconds, under a slot) is how much later than its grant
-    a refused send may be logged (a loop waking late).
+    order. ``slack`` (seconds, under a slot): how far from its logged send a
+    refusal may be logged (each log converts clocks on its own, a fraction of
+    a millisecond apart). The refusal at ``sent_at`` is never its own streak.
     """
-    current = bisect.bisect_right(sends, sent_at + 1e-9) - 1
+    current = bisect.bisect_right(sends, sent_at + slack / 2) - 1
     for previous in sends[max(0, current - STREAK) : max(0, current)]:
-        k = bisect.bisect_left(refusals, previous - 1e-9)
-        if k < len(refusals) and refusals[k] <= previous + slack:
+        k = bisect.bisect_left(refusals, previous - slack)
+        if k < len(refusals) and refusals[k] <= min(previous + slack, (previous + sent_at) / 2):
             return True
     return False

@@ -80,7 +80,9 @@ class SlotQueue:
         self._waiters: list[Waiter] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
-        self._lease: tuple[float, float] | None = None  # (slot, usable until)
+        self._lease: tuple[float, float, str] | None = None  # (slot, usable until, its name)
+        # (slot name, loop time sent) not yet in the fleet's log: it holds real send times.
+        self._sent_at: list[tuple[str, float]] = []
         self._spec_pending = False
         self._next_free = -math.inf
         self._released: list[str] = []  # slots booked, then given up: out of the fleet's log
@@ -125,7 +127,7 @@ class SlotQueue:
         ``speculative`` changes nothing here: a lease is a slot of the fleet's pace.
         """
         if self._valid_lease(now) is not None and not self.waiting:
-            self._granted(now, saturated=False)
+            self._granted(now, saturated=False, slot=self._lease_name())
             return True
         if not self._spec_pending and not self.waiting and now >= self.paused_until:
             self._spec_pending = True
@@ -136,7 +138,7 @@ class SlotQueue:
         """Wait for a slot; raises ``Redirect`` if the limiter falls back meanwhile."""
         now = self._clock()
         if self._valid_lease(now) is not None and not self.waiting:
-            self._granted(now, saturated=False)
+            self._granted(now, saturated=False, slot=self._lease_name())
             return now
         return await self._enqueue(priority, now)
 
@@ -175,9 +177,18 @@ class SlotQueue:
             future.cancel()
         self._waiters.clear()
 
-    def _granted(self, now: float, *, saturated: bool, version: int | None = None) -> None:
+    def _lease_name(self) -> str:
+        return self._lease[2] if self._lease is not None else ""
+
+    def _granted(
+        self, now: float, *, saturated: bool, version: int | None = None, slot: str = ""
+    ) -> None:
         self._lease = None
         self.granted += 1
+        if slot:
+            self._sent_at.append((slot, now))
+            if not self.waiting:
+                self._wake.set()  # no ask follows to carry it: the serve loop logs it
         self._on_grant(now, saturated, version)
 
     def _valid_lease(self, now: float) -> float | None:
@@ -219,12 +230,18 @@ class SlotQueue:
         while True:
             head = self._head()
             if head is None or not self.serving:
+                if self._sent_at and self.serving:
+                    await self._log_sent()
+                    continue
                 wake.clear()
                 await wake.wait()
                 continue
             now = self._clock()
             if now < self.paused_until:
                 # The pause is known locally already: no need to ask Redis until it ends.
+                # The sends before it go in the log now: a 429's evidence reads them.
+                if self._sent_at:
+                    await self._log_sent()
                 await self._sleep_until(self.paused_until)
                 continue
             priority = head[0]
@@ -240,8 +257,10 @@ class SlotQueue:
                     grant_ahead=GRANT_AHEAD,
                     catch_up=CATCH_UP,
                     released=self._released,
+                    sent_at=self._sent_at,
                 )
                 self._released = []
+                self._sent_at = []
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -264,9 +283,23 @@ class SlotQueue:
                     # the fleet's log (the belief's evidence) forgets it.
                     self._released.append(got.slot)
                     continue
-            self._hand_out(got.at, got.interval, got.version)
+            self._hand_out(got.at, got.interval, got.version, got.slot)
 
-    def _hand_out(self, at: float, interval: float, version: int) -> None:
+    async def _log_sent(self) -> None:
+        sent_at, self._sent_at = self._sent_at, []
+        try:
+            await self._timeline.sent(sent_at)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._on_failure(exc)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # redis-py may finish a command it was cancelled in and return: the
+            # limiter is closing all the same.
+            raise asyncio.CancelledError
+
+    def _hand_out(self, at: float, interval: float, version: int, slot: str) -> None:
         now = self._clock()
         head = self._head()
         if head is not None and head[0] < SPECULATIVE:
@@ -277,14 +310,14 @@ class SlotQueue:
             saturated = (
                 now - queued_at >= SATURATED_WAIT * interval and self.paused_until <= queued_at
             )
-            self._granted(now, saturated=saturated, version=version)
+            self._granted(now, saturated=saturated, version=version, slot=slot)
             head[3].set_result(now)
             return
         if head is not None:  # the speculative ask: its slot becomes a lease
             heapq.heappop(self._waiters)
             head[3].cancel()
             self._spec_pending = False
-        self._lease = (at, max(at, now) + 0.5 * interval)
+        self._lease = (at, max(at, now) + 0.5 * interval, slot)
 
     def _drop_speculative(self) -> None:
         head = self._head()

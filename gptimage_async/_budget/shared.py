@@ -235,7 +235,7 @@ class SharedLimiter:
 
     async def _learn_429(self, sent_at: float, now: float, pause: float) -> None:
         back = (STORM_WINDOWS + 1) * self.window
-        await self._timeline.pause(pause, refused_age=now - sent_at)
+        await self._timeline.pause(pause, refused_at=sent_at)
         # The fleet's other refusals of this moment reach Redis a little after
         # ours: read the logs once they are in (a storm is a streak of them).
         await asyncio.sleep(max(SETTLE, min(0.1 * self.window, 4 * self.interval)))
@@ -252,7 +252,7 @@ class SharedLimiter:
             self._last_local.limiter.on_server_trouble()
         pause = next(self._backoff_seq())
         self._queue.pause_until(now + pause)
-        self._report(lambda: self._timeline.pause(pause, refused_age=None))
+        self._report(lambda: self._timeline.pause(pause, refused_at=None))
 
     def on_answer(self) -> None:
         """A good answer: this process's backoff sequence restarts."""

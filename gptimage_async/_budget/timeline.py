@@ -32,6 +32,10 @@ CREATE_AHEAD = 0.25
 #: intervals plus MARK_SLACK seconds (a dead process blocks creates no longer).
 MARK_INTERVALS = 2.0
 MARK_SLACK = 0.1
+#: A reply sets the clock offset if its round trip was within OFFSET_SLACK
+#: seconds of the shortest lately (that one is forgotten after OFFSET_FRESH s).
+OFFSET_SLACK = 0.0003
+OFFSET_FRESH = 10.0
 #: Logs and marks are kept this many windows (at least a minute).
 KEEP_WINDOWS = 8.0
 
@@ -81,15 +85,18 @@ class Timeline:
         self.me = me
         self._timeout = timeout
         self._clock = clock
+        self._window = window
         self._keep = max(60.0, KEEP_WINDOWS * window)
         self.rebind(client)
-        self.offset = 0.0  # Redis's clock minus the loop's, at the last reply
+        self.offset = 0.0  # Redis's clock minus the loop's (from the best reply lately)
+        self._best_at = -math.inf  # when the shortest round trip lately (seconds) was seen
         self.live = 0  # processes alive at the last reply; 0: never heard from Redis
         self.pause_left = 0.0
 
     def rebind(self, client: Any) -> None:
         """Talk through ``client`` from now on (a new primary after a failover)."""
         self._client = client
+        self._best_rtt = math.inf  # another server: another clock
         self._scripts = {
             name: client.register_script(script_source(name))
             for name in ("admit", "pause", "beat", "leave", "publish")
@@ -107,7 +114,18 @@ class Timeline:
         return list(reply) if reply is not None else []
 
     def _clock_from(self, sent: float, redis_now: Any) -> None:
-        self.offset = _number(redis_now, 0.0) - (sent + self._clock()) / 2.0
+        # NTP's rule: the reply with the shortest round trip bounds the offset
+        # best (within half of it). The fleet's log of send times is only as
+        # exact as this, and a loaded host stretches some round trips to ms.
+        got = self._clock()
+        rtt = got - sent
+        offset = _number(redis_now, 0.0) - (sent + got) / 2.0
+        if rtt < self._best_rtt or got - self._best_at > OFFSET_FRESH:
+            self._best_rtt = rtt
+        elif rtt > self._best_rtt + OFFSET_SLACK and abs(offset - self.offset) < rtt:
+            return  # a slow reply, and no news: the clocks agree within it
+        self._best_at = got
+        self.offset = offset
 
     async def admit(
         self,
@@ -119,16 +137,22 @@ class Timeline:
         grant_ahead: float,
         catch_up: float,
         released: list[str] | None = None,
+        sent_at: list[tuple[str, float]] | None = None,
     ) -> Admission:
-        """Ask for a slot (see ``lua/admit.lua``); the slot's time is on the loop's clock."""
+        """Ask for a slot (see ``lua/admit.lua``); the slot's time is on the loop's clock.
+
+        ``released``: slots booked earlier and given up; ``sent_at``: (slot,
+        loop time its request went out) of slots sent since the last call.
+        """
         k = self.keys
         sent = self._clock()
+        released = released or []
         reply = await self._run(
             "admit",
             [k.timeline, k.belief, k.polls, k.waiting, k.grants, k.procs],
             [self.me, priority, int(more_polls), int(more), repr(interval), catch_up,
              CREATE_AHEAD, grant_ahead, MARK_INTERVALS, MARK_SLACK, ALIVE_FOR, self._keep,
-             *(released or ())],
+             repr(self._window), len(released), *released, *self._sends(sent_at)],
         )  # fmt: skip
         self._clock_from(sent, reply[6])
         self.live = max(1, int(reply[5]))
@@ -138,19 +162,32 @@ class Timeline:
         return Admission(int(reply[0]) == 1, got + _number(reply[1], 0.0), int(reply[2]),
                          _number(reply[3], interval), slot)  # fmt: skip
 
-    async def pause(self, seconds: float, *, refused_age: float | None) -> None:
+    def _sends(self, sent_at: list[tuple[str, float]] | None) -> list[str]:
+        """(slot, loop time) pairs as the flat (slot, Redis time) list the scripts take."""
+        return [x for slot, at in sent_at or () for x in (slot, f"{self.to_redis(at):.6f}")]
+
+    async def sent(self, sent_at: list[tuple[str, float]]) -> None:
+        """Log when the requests of these slots really went out (no slot asked for now)."""
+        if not sent_at:
+            return
+        pairs = self._sends(sent_at)
+        mapping = {f"{self.me}:{pairs[i]}": float(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+        async with asyncio.timeout(self._timeout):
+            await self._client.zadd(self.keys.grants, mapping, xx=True)
+
+    async def pause(self, seconds: float, *, refused_at: float | None) -> None:
         """Hold the timeline back ``seconds``; for a 429, log the refused send.
 
-        ``refused_age``: seconds since the refused request went out (``None``
+        ``refused_at``: loop time the refused request went out (``None``
         for an outage). ``evidence`` reads the logs back.
         """
         k = self.keys
         sent = self._clock()
+        refused = "" if refused_at is None else f"{self.to_redis(refused_at):.6f}"
         reply = await self._run(
             "pause",
             [k.timeline, k.refusals, k.procs],
-            [k.events, self.me, repr(seconds), "" if refused_age is None else repr(refused_age),
-             ALIVE_FOR, self._keep],
+            [k.events, self.me, repr(seconds), refused, ALIVE_FOR, self._keep],
         )  # fmt: skip
         self._clock_from(sent, reply[2])
         self.pause_left = _number(reply[0], 0.0)

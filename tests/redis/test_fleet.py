@@ -93,8 +93,9 @@ def check_batch(sim: Simulator, results: list[dict[str, Any]], runs: int) -> Non
     assert sim.stats.duplicates == 0
 
 
-async def watch_grants(url: str, into: set[tuple[bytes, float]]) -> None:
-    """Copy the fleet's grant log (slot times on Redis's clock) before Redis trims it."""
+async def watch_grants(url: str, into: dict[bytes, float]) -> None:
+    """Copy the fleet's grant log before Redis trims it: each slot's send time
+    on Redis's clock (its slot time until the process says when it went out)."""
     client = redis_asyncio.Redis.from_url(url)
     try:
         while True:
@@ -112,7 +113,7 @@ def busiest_window(times: list[float], window: float) -> int:
 
 async def test_four_processes_stay_within_the_limit(redis_server: RedisServer) -> None:
     # The belief is the server's real limit, as a cap: then no window may go over it.
-    grants: set[tuple[bytes, float]] = set()
+    grants: dict[bytes, float] = {}
     async with Simulator(sim_config()) as sim:
         watcher = asyncio.ensure_future(watch_grants(redis_server.url, grants))
         start = time.monotonic() + STARTUP
@@ -123,11 +124,13 @@ async def test_four_processes_stay_within_the_limit(redis_server: RedisServer) -
         results = [await collect(p) for p in procs]
         watcher.cancel()
         check_batch(sim, results, 100)
-    # Every slot the fleet was granted (on Redis's clock, so no arrival jitter):
-    # no window of the server's length holds more than its limit.
-    # (A process that met a slow Redis call paced a few requests locally: not logged.)
-    assert len(grants) >= 0.9 * sim.stats.requests
-    assert busiest_window([score for _, score in grants], WINDOW) <= LIMIT
+    # Every slot the fleet was granted (its name holds its time on Redis's
+    # clock, so no arrival jitter): no window of the server's length holds more
+    # than its limit; and the requests, at the times they really went out
+    # (the log's scores), at most one more (a send late after a slot booked).
+    slots = [float(member.rsplit(b":", 1)[1]) for member in grants]
+    assert busiest_window(slots, WINDOW) <= LIMIT
+    assert busiest_window(list(grants.values()), WINDOW) <= LIMIT + 1
     # At the server, arrival jitter on a loaded machine may cost a rare refusal.
     assert sim.stats.rate_limited <= 0.02 * sim.stats.requests, sim.stats
 

@@ -3,8 +3,11 @@
 -- ARGV: me, priority (0 poll, 1 create, 2 speculative), more polls ('1'/'0'),
 --       more waiting ('1'/'0'), interval when the fleet holds no belief (s),
 --       catch-up share, create-ahead share, grant-ahead (s), mark intervals,
---       mark slack (s), alive for (s), logs kept for (s), then the slots this
---       process booked earlier and gave up (a pause began): out of the log
+--       mark slack (s), alive for (s), logs kept for (s), the server's window (s),
+--       how many slots follow that this process booked earlier and gave up (a
+--       pause began: out of the log), those slots, then pairs (slot, send time)
+--       of slots this process sent since it last asked: the log holds when each
+--       request really went out, not when its slot was
 -- Returns {admitted, delay, belief version, interval, pause left, processes alive, now, slot}.
 -- Every time is Redis's (TIME) in seconds, sent as '%.6f' strings: Redis
 -- truncates Lua numbers to integers.
@@ -12,14 +15,23 @@ local timeline, belief, w0, w1, grants, procs = KEYS[1], KEYS[2], KEYS[3], KEYS[
 local me, prio, more_polls, more = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local catch_up, create_ahead, grant_ahead = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local mark_n, mark_s, alive, keep = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
-for i = 13, #ARGV do redis.call('ZREM', grants, me .. ':' .. ARGV[i]) end
+local window, n_released = tonumber(ARGV[13]), tonumber(ARGV[14])
+for i = 15, 14 + n_released do redis.call('ZREM', grants, me .. ':' .. ARGV[i]) end
+for i = 15 + n_released, #ARGV - 1, 2 do
+  redis.call('ZADD', grants, 'XX', ARGV[i + 1], me .. ':' .. ARGV[i])
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) * 1e-6
 local function fmt(x) return string.format('%.6f', x) end
 
 local b = redis.call('HMGET', belief, 'rate', 'margin', 'ver')
 local iv = tonumber(ARGV[5])
-if tonumber(b[1]) then iv = 1 / (tonumber(b[1]) * (1 - (tonumber(b[2]) or 0))) end
+local per_window, margin = 0, 0
+if tonumber(b[1]) then
+  margin = tonumber(b[2]) or 0
+  iv = 1 / (tonumber(b[1]) * (1 - margin))
+  per_window = math.floor(tonumber(b[1]) * window + 1e-9)
+end
 local h = redis.call('HMGET', timeline, 'tat', 'pause', 'since')
 local tat, pause = tonumber(h[1]) or 0, tonumber(h[2]) or 0
 -- When the logs began (a new budget, or Redis restarted empty).
@@ -31,6 +43,23 @@ redis.call('ZREMRANGEBYSCORE', procs, '-inf', fmt(now))
 redis.call('ZADD', procs, fmt(now + alive), me)
 
 local start = math.max(tat, pause, now - catch_up * iv)
+-- Window-free (as one process's limiter does): a request sent late leaves
+-- less than a window between it and the one ``per_window`` slots later, and a
+-- sliding window at the server then counts one too many. The log's sends are
+-- the real ones, so the send ``per_window`` back bounds this slot, less the
+-- lateness every send around it had (this one will be as late): only a send
+-- later than its neighbours costs budget, as only it draws a 429.
+if per_window > 0 then
+  local back = redis.call('ZREVRANGE', grants, per_window - 1, per_window + 14, 'WITHSCORES')
+  if back[2] then
+    local late = math.huge
+    for i = 1, #back, 2 do
+      local slot = tonumber(string.match(back[i], ':([^:]+)$')) or tonumber(back[i + 1])
+      late = math.min(late, math.max(0, tonumber(back[i + 1]) - slot))
+    end
+    start = math.max(start, tonumber(back[2]) - late + window * (1 + margin))
+  end
+end
 local polls_elsewhere = redis.call('ZCARD', w0) - (redis.call('ZSCORE', w0, me) and 1 or 0)
 local waits_elsewhere = redis.call('ZCARD', w1) - (redis.call('ZSCORE', w1, me) and 1 or 0)
 local admit = 0

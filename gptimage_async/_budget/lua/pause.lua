@@ -1,10 +1,11 @@
 -- pause: hold the budget's timeline back (a 429's Retry-After, an outage's backoff).
 -- KEYS: timeline, refusals, procs
--- ARGV: events channel, me, seconds, age of the refused request ('' for an
---       outage), alive for (s), logs kept for (s)
+-- ARGV: events channel, me, seconds, when the refused request went out (on
+--       Redis's clock, as the grant log's sends; '' for an outage), alive for
+--       (s), logs kept for (s)
 -- Returns {pause left, processes alive, now}.
 local timeline, refusals, procs = KEYS[1], KEYS[2], KEYS[3]
-local chan, me, seconds, age = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local chan, me, seconds, sent = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local alive, keep = tonumber(ARGV[5]), tonumber(ARGV[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) * 1e-6
@@ -18,10 +19,9 @@ redis.call('HSET', timeline, 'tat', fmt(tat), 'pause', fmt(pause))
 redis.call('PUBLISH', chan, 'p ' .. fmt(pause - now))
 redis.call('ZREMRANGEBYSCORE', procs, '-inf', fmt(now))
 redis.call('ZADD', procs, fmt(now + alive), me)
-if age then
+if sent then
   -- A refusal: every process stops probing on it at once (the pause goes as 'p').
   redis.call('PUBLISH', chan, 'r ' .. fmt(pause - now))
-  local sent = now - age
   redis.call('ZADD', refusals, fmt(sent), me .. ':' .. fmt(sent))
   redis.call('ZREMRANGEBYSCORE', refusals, '-inf', fmt(now - keep))
 end
