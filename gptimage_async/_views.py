@@ -105,6 +105,17 @@ class LimiterView:
         """Requests waiting for a slot."""
         return self._limiter.waiting
 
+    @property
+    def shared(self) -> bool:
+        """True when the budget is shared with other processes through Redis (``redis=``)."""
+        return self._limiter.shared is not None
+
+    @property
+    def redis_errors(self) -> int:
+        """Redis calls that failed (each paced locally instead, as a fallback); 0 if not shared."""
+        errors = getattr(self._limiter, "redis_errors", 0)
+        return errors if isinstance(errors, int) else 0
+
     def __repr__(self) -> str:
         return repr(self._limiter)
 

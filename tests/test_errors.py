@@ -116,6 +116,8 @@ async def test_429s_with_every_retry_after_form_still_resolve(
             assert session.stats.rate_limited == sim.stats.rate_limited
             assert sim.stats.duplicates == 0
             assert session.limiter.rate < 200  # it slowed down
+            # A process-local budget: nothing shared, no Redis to fail.
+            assert not session.limiter.shared and session.limiter.redis_errors == 0
 
     await fake_clock.run(body())
 

@@ -103,7 +103,7 @@ async def test_a_session_that_cannot_open_releases_what_it_opened(
         async with session:
             pass
     assert session.closed
-    assert session._transport is not None and session._transport.closed
+    assert session.transport.closed
 
 
 def test_bad_options_are_refused_early() -> None:
@@ -142,7 +142,7 @@ def test_without_redis_the_package_is_never_imported() -> None:
 
 async def test_simulated_session_shares_through_redis(redis_server: RedisServer) -> None:
     async with simulated_session("runbase", redis=redis_server.url) as (sim, session):
-        assert isinstance(session._limiter, SharedLimiter)
+        assert session.limiter.shared
         results = await session.generate_many([f"p{i}" for i in range(10)])
         assert len(results) == 10
         assert sim.stats.duplicates == 0
@@ -291,5 +291,5 @@ async def test_app_integrations_take_the_redis_option(redis_server: RedisServer)
             "runbase", api_key="sk-app", base_url=sim.base_url("runbase"), redis=redis_server.url
         ) as session,
     ):
-        assert isinstance(session._limiter, SharedLimiter)
+        assert session.limiter.shared
         await session.generate("a lamp")

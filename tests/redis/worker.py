@@ -39,10 +39,10 @@ async def batch(opts: dict[str, Any]) -> dict[str, Any]:
         redis=opts["redis"],
         run_timeout=opts.get("run_timeout", 120.0),
     ) as session:
-        limiter = session._limiter  # the SharedLimiter itself: its redis_errors count
+        limiter = session.limiter
         rate_start = limiter.rate
         results = await session.generate_many(prompts, return_exceptions=True)
-        fallback = getattr(limiter, "redis_errors", 0)
+        fallback = limiter.redis_errors
         rate_end = limiter.rate
     return {
         "ok": sum(isinstance(r, gi.Result) for r in results),
