@@ -227,7 +227,13 @@ class SlotQueue:
     async def _serve(self) -> None:
         """Ask Redis for a slot for the best local waiter, one at a time."""
         wake = self._wake
+        task = asyncio.current_task()
         while True:
+            if task is not None and task.cancelling():
+                # redis-py may finish a command it was cancelled in and return
+                # (the cancel swallowed): the next wait would then never end, and
+                # the session's close with it. Every path comes back here first.
+                raise asyncio.CancelledError
             head = self._head()
             if head is None or not self.serving:
                 if self._sent_at and self.serving:
@@ -242,6 +248,7 @@ class SlotQueue:
                 # The sends before it go in the log now: a 429's evidence reads them.
                 if self._sent_at:
                     await self._log_sent()
+                    continue
                 await self._sleep_until(self.paused_until)
                 continue
             priority = head[0]
@@ -293,11 +300,6 @@ class SlotQueue:
             raise
         except Exception as exc:
             self._on_failure(exc)
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            # redis-py may finish a command it was cancelled in and return: the
-            # limiter is closing all the same.
-            raise asyncio.CancelledError
 
     def _hand_out(self, at: float, interval: float, version: int, slot: str) -> None:
         now = self._clock()
@@ -331,7 +333,13 @@ class SlotQueue:
     ) -> None:
         """Sleep until ``when`` (loop time); a longer pause or a more urgent waiter ends it."""
         wake = self._wake
+        task = asyncio.current_task()
         while True:
+            if task is not None and task.cancelling():
+                # redis-py may finish a command it was cancelled in and return
+                # (the cancel swallowed): the next wait would then never end, and
+                # the session's close with it. Every path comes back here first.
+                raise asyncio.CancelledError
             head = self._head()
             if self.paused_until > when and self._clock() < self.paused_until:
                 return

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import redis.asyncio as redis_asyncio
@@ -19,6 +20,7 @@ from gptimage_async._budget import (
     redact_url,
 )
 from gptimage_async._budget.shared import SharedLimiter
+from gptimage_async._budget.timeline import Timeline
 from gptimage_async.simulator import Simulator, SimulatorConfig
 from gptimage_async.testing import simulated_session
 
@@ -293,3 +295,34 @@ async def test_app_integrations_take_the_redis_option(redis_server: RedisServer)
     ):
         assert session.limiter.shared
         await session.generate("a lamp")
+
+
+async def test_a_cancel_swallowed_by_a_redis_command_still_closes_the_limiter(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # redis-py may finish a command it was cancelled in and return normally: the
+    # cancel is then gone, and a queue that waited again would wait for good,
+    # and aclose() (a session's exit) with it. Found as a benchmark worker that
+    # never exited.
+    original = Timeline.admit
+    swallowed: list[bool] = []
+
+    async def admit_swallowing_a_cancel(self: Timeline, *args: Any, **kwargs: Any) -> Any:
+        try:
+            await asyncio.sleep(0.2)  # the close comes while the command is on its way
+        except asyncio.CancelledError:
+            swallowed.append(True)  # what redis-py can do: carry on, return the answer
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Timeline, "admit", admit_swallowing_a_cancel)
+    lim = limiter(redis_server.url)
+    await lim.start()
+    asker = asyncio.ensure_future(lim.acquire())
+    await asyncio.sleep(0.05)  # the queue is inside admit
+    closing = asyncio.ensure_future(lim.aclose())
+    done, _ = await asyncio.wait({closing}, timeout=10)
+    asker.cancel()
+    await asyncio.gather(asker, return_exceptions=True)
+    assert swallowed == [True]
+    assert closing in done, "aclose() hung after a swallowed cancel"
+    closing.result()
