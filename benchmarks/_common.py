@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterable
+from typing import Any
 
 from gptimage_async.simulator import Simulator
 
@@ -14,6 +17,7 @@ __all__ = [
     "KEY",
     "SEED",
     "WINDOW",
+    "cancel_all",
     "delays",
     "mean",
     "percentile",
@@ -66,3 +70,13 @@ def delays(outcome: BaselineOutcome, sim: Simulator) -> tuple[list[float], list[
             late.append(run.done_at - served.finishes_at)
             durations.append(served.duration)
     return late, durations
+
+
+async def cancel_all(tasks: Iterable[asyncio.Future[Any] | None]) -> None:
+    """Cancel each helper task (``None`` skipped) and wait for it to end."""
+    for task in tasks:
+        if task is None:
+            continue
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -8,7 +8,6 @@ one ``time.monotonic`` clock.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 import gptimage_async as gi
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
-from ._common import DEFAULT_LIMIT, KEY, SEED, WINDOW, delays, mean, prompts, speed
+from ._common import DEFAULT_LIMIT, KEY, SEED, WINDOW, cancel_all, delays, mean, prompts, speed
 from .baseline import BaselineClient
 
 __all__ = ["Bulk", "bulk_baseline", "bulk_ours", "bulk_warm", "bulk_warm_baseline"]
@@ -213,10 +212,7 @@ async def _ours_on(
         except TimeoutError:
             row.capped = True
         finally:
-            for helper in helpers:
-                helper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await helper
+            await cancel_all(helpers)
         row.wall = (time.monotonic() if row.capped else last) - started
         row.requests = sim.stats.requests - before[0]
         row.rate_limited = sim.stats.rate_limited - before[1]
@@ -357,11 +353,7 @@ async def _baseline_on(
         except TimeoutError:
             row.capped = True
         finally:
-            for helper in (watcher, sampler):
-                if helper is not None:
-                    helper.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await helper
+            await cancel_all([watcher, sampler])
         row.wall = time.monotonic() - started
         outcome = client.outcome
         row.delays, row.durations = delays(outcome, sim)

@@ -31,7 +31,6 @@ one knows one key. Three jobs, each a fresh simulator and a fresh
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections import Counter
@@ -40,7 +39,7 @@ from dataclasses import dataclass, field
 import gptimage_async as gi
 from gptimage_async.simulator import KeyConfig, Simulator, SimulatorConfig
 
-from ._common import DEFAULT_LIMIT, SEED, WINDOW, prompts
+from ._common import DEFAULT_LIMIT, SEED, WINDOW, cancel_all, prompts
 from .steady import arrive
 
 __all__ = [
@@ -354,10 +353,7 @@ async def _bulk(runs: int, time_scale: float, *, case: str, close_at: int | None
             except TimeoutError:
                 row.capped = True
             finally:
-                for helper in helpers:
-                    helper.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await helper
+                await cancel_all(helpers)
             row.wall = (time.monotonic() if row.capped else last) - started
             _fill(row, sim, session)
         created = [run.created_at - started for run in sim.runs.values()]
@@ -402,9 +398,7 @@ async def pool_price_first(runs: int, *, time_scale: float, load: float = PRICE_
             try:
                 row.failed, row.capped = await arrive(started, 1 / arrivals, todo, one, cap)
             finally:
-                sampler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sampler
+                await cancel_all([sampler])
             row.succeeded = runs - row.failed
             row.wall = time.monotonic() - started
             _fill(row, sim, session)
