@@ -20,8 +20,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
@@ -75,7 +76,7 @@ async def run_cli(*args: str, key: str | None = KEY, limit: float = 120) -> Done
 CLI_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def run_main(*args: str, key: str | None = KEY) -> Done:
+def run_main(*args: str, key: str | None = KEY, env: dict[str, str] | None = None) -> Done:
     """The command line in this process: ``main(args)``, its exit code and output.
 
     For refusals found before any request, where a process start-up (0.5 s of
@@ -83,7 +84,7 @@ def run_main(*args: str, key: str | None = KEY) -> Done:
     ``test_python_dash_m_and_version`` runs it as a real process. Call it from a
     plain (not async) test: a refusal found inside the command's own event loop
     needs ``asyncio.run``. The environment, signal handlers and log handlers
-    are put back afterwards.
+    are put back afterwards. ``env`` adds variables (a pool's key variables).
     """
     saved_env = dict(os.environ)
     saved_signals = {sig: signal.getsignal(sig) for sig in CLI_SIGNALS}
@@ -91,6 +92,7 @@ def run_main(*args: str, key: str | None = KEY) -> Done:
     saved_handlers, saved_level = list(root.handlers), root.level
     os.environ.clear()
     os.environ.update(environment(RUNBASE_API_KEY=key) if key else environment())
+    os.environ.update(env or {})
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -107,6 +109,29 @@ def run_main(*args: str, key: str | None = KEY) -> Done:
         root.setLevel(saved_level)
     assert isinstance(code, int), code
     return Done(code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def simulator_thread(config: SimulatorConfig) -> Iterator[Simulator]:
+    """A real simulator on 127.0.0.1, served by an event loop in a thread of its own.
+
+    For tests that drive the command line through :func:`run_main` (whose
+    ``asyncio.run`` needs this thread's loop free) against a server they then
+    read ``sim.stats`` of: it saves a process start-up per command. Read
+    ``stats`` only between commands, when the server is idle.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="simulator", daemon=True)
+    thread.start()
+    sim = Simulator(config)
+    try:
+        asyncio.run_coroutine_threadsafe(sim.start(), loop).result(30)
+        yield sim
+    finally:
+        asyncio.run_coroutine_threadsafe(sim.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
 
 
 def prompt_file(path: Path, n: int, prefix: str = "prompt") -> Path:
