@@ -282,28 +282,28 @@ async def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sim: Simulator, tmp_p
     assert sim.stats.duplicates == 0 and sim.stats.creates == 200
 
 
-async def test_failed_prompts_exit_1_and_are_retried_by_a_rerun(
-    sim: Simulator, tmp_path: Path
-) -> None:
-    sim.config = sim.config.replace(failure_rate=1.0)
-    prompts = prompt_file(tmp_path / "prompts.csv", 0)
-    prompts.write_text('prompt,quality\n"a lamp, lit",high\na chair,\n')
-    out = tmp_path / "out"
-    done = await run_cli("batch", str(prompts), "--out", str(out), *against(sim))
-    assert done.code == 1
-    assert "2 prompts: 0 succeeded, 2 failed" in done.stdout
-    assert "tried again when you rerun" in done.stdout
-    assert "FAILED  line 2" in done.stderr and "RunFailedError" in done.stderr
-    manifest = gi.read_manifest(out / "manifest.jsonl")
-    assert [(e.line, e.status, e.input.quality) for e in manifest] == [
-        (2, "failed", "high"),
-        (3, "failed", None),
-    ]
+def test_failed_prompts_exit_1_and_are_retried_by_a_rerun(tmp_path: Path) -> None:
+    # In this process (run_main): about exit codes and records, not processes.
+    with simulator_thread(SimulatorConfig(time_scale=0.01, rate_limit=None, seed=11)) as sim:
+        sim.config = sim.config.replace(failure_rate=1.0)
+        prompts = prompt_file(tmp_path / "prompts.csv", 0)
+        prompts.write_text('prompt,quality\n"a lamp, lit",high\na chair,\n')
+        out = tmp_path / "out"
+        done = run_main("batch", str(prompts), "--out", str(out), *against(sim))
+        assert done.code == 1
+        assert "2 prompts: 0 succeeded, 2 failed" in done.stdout
+        assert "tried again when you rerun" in done.stdout
+        assert "FAILED  line 2" in done.stderr and "RunFailedError" in done.stderr
+        manifest = gi.read_manifest(out / "manifest.jsonl")
+        assert [(e.line, e.status, e.input.quality) for e in manifest] == [
+            (2, "failed", "high"),
+            (3, "failed", None),
+        ]
 
-    sim.config = sim.config.replace(failure_rate=0.0)
-    done = await run_cli("batch", str(prompts), "--out", str(out), *against(sim))
-    assert done.code == 0, done.stderr
-    assert sim.stats.creates == 4
+        sim.config = sim.config.replace(failure_rate=0.0)
+        done = run_main("batch", str(prompts), "--out", str(out), *against(sim))
+        assert done.code == 0, done.stderr
+        assert sim.stats.creates == 4
 
 
 @pytest.mark.parametrize(
@@ -314,37 +314,35 @@ async def test_failed_prompts_exit_1_and_are_retried_by_a_rerun(
         ("prompts.csv", "prompt,aspect_ratio\na lamp,1:1\na chair,16:9\n", 3),
     ],
 )
-async def test_a_malformed_prompt_file_names_its_line_and_sends_nothing(
+def test_a_malformed_prompt_file_names_its_line_and_sends_nothing(
     tmp_path: Path, name: str, content: str, line: int
 ) -> None:
     prompts = tmp_path / name
     prompts.write_text(content)
     out = tmp_path / "out"
-    done = await run_cli("batch", str(prompts), "--out", str(out), "--provider", "simulator")
+    done = run_main("batch", str(prompts), "--out", str(out), "--provider", "simulator")
     assert done.code == 2
     assert f"gptimage-async: error: {prompts}:{line}: " in done.stderr
     assert not out.exists()
 
 
-async def test_an_output_directory_that_cannot_be_written(tmp_path: Path) -> None:
+def test_an_output_directory_that_cannot_be_written(tmp_path: Path) -> None:
     prompts = prompt_file(tmp_path / "prompts.txt", 3)
     blocker = tmp_path / "a-file"
     blocker.write_text("in the way")
-    done = await run_cli(
-        "batch", str(prompts), "--out", str(blocker / "out"), "--provider", "simulator"
-    )
+    done = run_main("batch", str(prompts), "--out", str(blocker / "out"), "--provider", "simulator")
     assert done.code == 2
     assert f"cannot write to {blocker / 'out'}" in done.stderr
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through directory permissions")
-async def test_a_read_only_output_directory(tmp_path: Path) -> None:
+def test_a_read_only_output_directory(tmp_path: Path) -> None:
     prompts = prompt_file(tmp_path / "prompts.txt", 3)
     out = tmp_path / "out"
     out.mkdir()
     out.chmod(0o555)
     try:
-        done = await run_cli("batch", str(prompts), "--out", str(out), "--provider", "simulator")
+        done = run_main("batch", str(prompts), "--out", str(out), "--provider", "simulator")
     finally:
         out.chmod(0o755)
     assert done.code == 2
@@ -370,9 +368,9 @@ async def test_a_second_batch_into_the_same_directory_is_refused(
 # -- generate, simulate, usage ------------------------------------------------------------
 
 
-async def test_generate_prints_urls_and_saves_images(tmp_path: Path) -> None:
+def test_generate_prints_urls_and_saves_images(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = await run_cli(
+    done = run_main(
         "generate", "a ceramic lamp", "--n", "2", "--aspect-ratio", "3:2", "--out", str(out),
         "--provider", "simulator", "--time-scale", "0.01",
     )  # fmt: skip
