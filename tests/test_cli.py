@@ -76,7 +76,9 @@ async def run_cli(*args: str, key: str | None = KEY, limit: float = 120) -> Done
 CLI_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def run_main(*args: str, key: str | None = KEY, env: dict[str, str] | None = None) -> Done:
+def run_main(
+    *args: str, key: str | None = KEY, env: dict[str, str] | None = None, stdin: str = ""
+) -> Done:
     """The command line in this process: ``main(args)``, its exit code and output.
 
     For refusals found before any request, where a process start-up (0.5 s of
@@ -84,7 +86,8 @@ def run_main(*args: str, key: str | None = KEY, env: dict[str, str] | None = Non
     ``test_python_dash_m_and_version`` runs it as a real process. Call it from a
     plain (not async) test: a refusal found inside the command's own event loop
     needs ``asyncio.run``. The environment, signal handlers and log handlers
-    are put back afterwards. ``env`` adds variables (a pool's key variables).
+    are put back afterwards. ``env`` adds variables (a pool's key variables);
+    ``stdin`` is what standard input holds.
     """
     saved_env = dict(os.environ)
     saved_signals = {sig: signal.getsignal(sig) for sig in CLI_SIGNALS}
@@ -94,6 +97,7 @@ def run_main(*args: str, key: str | None = KEY, env: dict[str, str] | None = Non
     os.environ.update(environment(RUNBASE_API_KEY=key) if key else environment())
     os.environ.update(env or {})
     out, err = io.StringIO(), io.StringIO()
+    saved_stdin, sys.stdin = sys.stdin, io.TextIOWrapper(io.BytesIO(stdin.encode()))
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -101,6 +105,7 @@ def run_main(*args: str, key: str | None = KEY, env: dict[str, str] | None = Non
             except SystemExit as exc:  # argparse: --help, or a value it refuses
                 code = exc.code
     finally:
+        sys.stdin = saved_stdin
         os.environ.clear()
         os.environ.update(saved_env)
         for sig, handler in saved_signals.items():

@@ -147,18 +147,22 @@ async def stdin_cli(text: str, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_prompts_from_standard_input(tmp_path: Path) -> None:
+def test_prompts_from_standard_input(tmp_path: Path) -> None:
+    # Dry runs, in this process (run_main); a real run reads a pipe in the test below.
     dry = ["--out", str(tmp_path / "o"), "--provider", "apiinone", "--dry-run"]
-    code, out, err = await stdin_cli("a lamp\n\n# not this\nan owl\n", "batch", "-", *dry)
-    assert code == 0, err
-    assert "2 of 2 prompts" in out
+    done = run_main("batch", "-", *dry, stdin="a lamp\n\n# not this\nan owl\n")
+    assert done.code == 0, done.stderr
+    assert "2 of 2 prompts" in done.stdout
     csv_text = "Prompt,Quality,\na lamp,HIGH,\nan owl,,\n"
-    code, out, err = await stdin_cli(csv_text, "batch", "-", "--format", "csv", *dry)
-    assert code == 0, err
-    assert "by quality: high 1, medium 1" in out
-    code, out, err = await stdin_cli('{"prompt": 3}\n', "batch", "-", "--format", "jsonl", *dry)
-    assert code == 2 and "<stdin>:1:" in err, err
-    # For real, against the simulator.
+    done = run_main("batch", "-", "--format", "csv", *dry, stdin=csv_text)
+    assert done.code == 0, done.stderr
+    assert "by quality: high 1, medium 1" in done.stdout
+    done = run_main("batch", "-", "--format", "jsonl", *dry, stdin='{"prompt": 3}\n')
+    assert done.code == 2 and "<stdin>:1:" in done.stderr, done.stderr
+
+
+async def test_prompts_from_standard_input_for_real(tmp_path: Path) -> None:
+    # A real process reading its standard input from a pipe, against the simulator.
     async with Simulator(FAST) as sim:
         out_dir = tmp_path / "real"
         code, out, err = await stdin_cli(
