@@ -18,7 +18,7 @@ import pytest
 import gptimage_async as gi
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
-from .test_cli import KEY, run_cli
+from .test_cli import KEY, run_main, simulator_thread
 
 FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=7)
 
@@ -73,18 +73,18 @@ async def test_a_job_that_does_not_fit_is_refused_before_anything_is_sent(
         assert sim.stats.create_requests == 0
 
 
-async def test_the_cli_refuses_a_job_that_does_not_fit(small_disk: Path, tmp_path: Path) -> None:
+def test_the_cli_refuses_a_job_that_does_not_fit(small_disk: Path, tmp_path: Path) -> None:
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"prompt {i}\n" for i in range(10)))
-    async with Simulator(FAST) as sim:
+    with simulator_thread(FAST) as sim:
         args = ["batch", str(prompts), "--out", str(small_disk / "out")]
         args += ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
-        done = await run_cli(*args, "--rate-limit", "1000/1")
+        done = run_main(*args, "--rate-limit", "1000/1")
         assert done.code == 2, done.stderr
         assert "MB free" in done.stderr and "--expected-image-mb" in done.stderr
         assert sim.stats.create_requests == 0
         # The estimate can be lowered: then it runs.
-        done = await run_cli(*args, "--rate-limit", "1000/1", "--expected-image-mb", "0.01")
+        done = run_main(*args, "--rate-limit", "1000/1", "--expected-image-mb", "0.01")
         assert done.code == 0, done.stderr
         assert sim.stats.creates == 10
 
@@ -130,19 +130,19 @@ async def test_a_disk_that_fills_up_stops_the_creates_and_a_rerun_resumes(
         assert len([p for p in out.iterdir() if p.suffix == ".png"]) == n
 
 
-async def test_generate_stops_creating_when_the_disk_fills_up(small_disk: Path) -> None:
+def test_generate_stops_creating_when_the_disk_fills_up(small_disk: Path) -> None:
     # Room for two images only (2 KB each, in 4 KiB pages).
     free = shutil.disk_usage(small_disk).free
     (small_disk / "filler").write_bytes(bytes(free - 8 * 1024))
-    async with Simulator(FAST) as sim:
+    with simulator_thread(FAST) as sim:
         args = ["generate", "a lamp", "--n", "20", "--out", str(small_disk)]
         args += ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
         # 4 creates a second: the first images fill the disk while creates still go out.
         # 4 MB an image does not fit: refused before anything is sent, as batch does.
-        refused = await run_cli(*args, "--rate-limit", "4/1")
+        refused = run_main(*args, "--rate-limit", "4/1")
         assert refused.code == 2 and "MB free" in refused.stderr, refused.stderr
         assert sim.stats.create_requests == 0
-        done = await run_cli(*args, "--rate-limit", "4/1", "--expected-image-mb", "0")
+        done = run_main(*args, "--rate-limit", "4/1", "--expected-image-mb", "0")
         assert done.code == 1, done.stderr
         assert "No space left on device" in done.stderr
         assert sim.stats.creates < 20, sim.stats.creates

@@ -9,17 +9,30 @@ settled through that lane by default. The simulator is a real HTTP server on
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import shlex
+import subprocess
 from pathlib import Path
 
 import gptimage_async as gi
 from gptimage_async._batch import prompt_key
 from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
 
-from .test_cli import KEY, RATE, against, prompt_file, run_cli
-from .test_cli_settle import POOL_KEYS, run_pool_cli
+from .test_cli import (
+    KEY,
+    RATE,
+    Done,
+    against,
+    command,
+    environment,
+    prompt_file,
+    run_cli,
+    run_main,
+    simulator_thread,
+)
+from .test_cli_settle import POOL_KEYS, run_pool
 
 KEY_A, KEY_B = POOL_KEYS.values()
 PRICES = {"a": 4, "b": 7}
@@ -37,6 +50,19 @@ def pool_toml(path: Path, sim: Simulator) -> Path:
     return path
 
 
+async def run_pool_cli(*args: str) -> Done:
+    """The command line as a real process, with only the pool's key variables set."""
+    proc = await asyncio.create_subprocess_exec(
+        *command(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(**POOL_KEYS),
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return Done(proc.returncode, stdout.decode(), stderr.decode())
+
+
 def fingerprint(key: str) -> str:
     return gi.Lane("runbase", key).fingerprint
 
@@ -48,7 +74,7 @@ def run_of(sim: Simulator, key: str, prompt: str) -> str:
     return found[0]
 
 
-async def test_a_pool_batch_says_where_and_when_each_unknown_create_went(tmp_path: Path) -> None:
+def test_a_pool_batch_says_where_and_when_each_unknown_create_went(tmp_path: Path) -> None:
     prompts = prompt_file(tmp_path / "p.txt", 12)
     out = tmp_path / "out dir"  # a space: the hints quote it for the shell
     config = SimulatorConfig(
@@ -58,10 +84,10 @@ async def test_a_pool_batch_says_where_and_when_each_unknown_create_went(tmp_pat
         api_keys=frozenset(POOL_KEYS.values()),
         faults=Faults(create_500_after_effect=0.4),
     )
-    async with Simulator(config) as sim:
+    with simulator_thread(config) as sim:
         pool = pool_toml(tmp_path / "pool.toml", sim)
         before = datetime.datetime.now(datetime.UTC)
-        done = await run_pool_cli("batch", str(prompts), "--out", str(out), "--pool", str(pool))
+        done = run_pool("batch", str(prompts), "--out", str(out), "--pool", str(pool))
         after = datetime.datetime.now(datetime.UTC)
         assert done.code == 1, done.stderr  # some prompts are of unknown fate
         manifest = gi.read_manifest(out / "manifest.jsonl")
@@ -92,7 +118,7 @@ async def test_a_pool_batch_says_where_and_when_each_unknown_create_went(tmp_pat
         assert all(r["base_url"] == sim.base_url("runbase") for r in intents), intents
 
         # `unknown` shows each line's lane and send time.
-        listed = await run_pool_cli("unknown", str(out))
+        listed = run_pool("unknown", str(out))
         assert listed.code == 0, listed.stderr
         for e in unknown:
             assert e.created_at is not None
@@ -111,7 +137,7 @@ async def test_a_pool_batch_says_where_and_when_each_unknown_create_went(tmp_pat
         journal_before = (out / "journal.jsonl").read_bytes()
         taken = succeeded[0]
         assert taken.run_id is not None
-        refused = await run_pool_cli("settle", str(out), str(first.line), taken.run_id)
+        refused = run_pool("settle", str(out), str(first.line), taken.run_id)
         assert refused.code == 2, refused.stdout
         assert f"already belongs to line {taken.line}" in refused.stderr
         assert (out / "journal.jsonl").read_bytes() == journal_before
@@ -119,15 +145,15 @@ async def test_a_pool_batch_says_where_and_when_each_unknown_create_went(tmp_pat
         # Settled without --lane: through the lane its create went to.
         assert first.key_fingerprint is not None and second.key_fingerprint is not None
         found = run_of(sim, lanes[first.key_fingerprint], first.input.prompt)
-        settled = await run_pool_cli("settle", str(out), str(first.line), found)
+        settled = run_pool("settle", str(out), str(first.line), found)
         assert settled.code == 0, settled.stderr
         assert f"through runbase:{first.key_fingerprint}" in settled.stdout
         # The same run id for the next line: it now belongs to the first.
-        again = await run_pool_cli("settle", str(out), str(second.line), found)
+        again = run_pool("settle", str(out), str(second.line), found)
         assert again.code == 2 and f"already belongs to line {first.line}" in again.stderr
 
         creates = sim.stats.creates
-        rerun = await run_pool_cli("batch", str(prompts), "--out", str(out), "--pool", str(pool))
+        rerun = run_pool("batch", str(prompts), "--out", str(out), "--pool", str(pool))
         assert rerun.code == 1, rerun.stderr  # the others stay unknown
     # Attached, never created again; its creation time is its send time, not the rerun's.
     assert sim.stats.creates == creates
@@ -202,13 +228,13 @@ async def test_a_hand_settled_run_without_a_send_time_has_no_creation_time(
     assert found is not None and found.created_at is None
 
 
-async def test_single_key_cli_hint_and_gallery_line(tmp_path: Path) -> None:
+def test_single_key_cli_hint_and_gallery_line(tmp_path: Path) -> None:
     config = SimulatorConfig(
         time_scale=0.01, rate_limit=None, seed=3, faults=Faults(create_500_after_effect=1.0)
     )
     out = tmp_path / "o"
-    async with Simulator(config) as sim:
-        done = await run_cli(
+    with simulator_thread(config) as sim:
+        done = run_main(
             "batch", str(prompt_file(tmp_path / "p.txt", 1)), "--out", str(out), *against(sim)
         )
     assert done.code == 1

@@ -20,8 +20,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
@@ -75,7 +76,9 @@ async def run_cli(*args: str, key: str | None = KEY, limit: float = 120) -> Done
 CLI_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def run_main(*args: str, key: str | None = KEY) -> Done:
+def run_main(
+    *args: str, key: str | None = KEY, env: dict[str, str] | None = None, stdin: str = ""
+) -> Done:
     """The command line in this process: ``main(args)``, its exit code and output.
 
     For refusals found before any request, where a process start-up (0.5 s of
@@ -83,7 +86,8 @@ def run_main(*args: str, key: str | None = KEY) -> Done:
     ``test_python_dash_m_and_version`` runs it as a real process. Call it from a
     plain (not async) test: a refusal found inside the command's own event loop
     needs ``asyncio.run``. The environment, signal handlers and log handlers
-    are put back afterwards.
+    are put back afterwards. ``env`` adds variables (a pool's key variables);
+    ``stdin`` is what standard input holds.
     """
     saved_env = dict(os.environ)
     saved_signals = {sig: signal.getsignal(sig) for sig in CLI_SIGNALS}
@@ -91,7 +95,9 @@ def run_main(*args: str, key: str | None = KEY) -> Done:
     saved_handlers, saved_level = list(root.handlers), root.level
     os.environ.clear()
     os.environ.update(environment(RUNBASE_API_KEY=key) if key else environment())
+    os.environ.update(env or {})
     out, err = io.StringIO(), io.StringIO()
+    saved_stdin, sys.stdin = sys.stdin, io.TextIOWrapper(io.BytesIO(stdin.encode()))
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -99,6 +105,7 @@ def run_main(*args: str, key: str | None = KEY) -> Done:
             except SystemExit as exc:  # argparse: --help, or a value it refuses
                 code = exc.code
     finally:
+        sys.stdin = saved_stdin
         os.environ.clear()
         os.environ.update(saved_env)
         for sig, handler in saved_signals.items():
@@ -107,6 +114,29 @@ def run_main(*args: str, key: str | None = KEY) -> Done:
         root.setLevel(saved_level)
     assert isinstance(code, int), code
     return Done(code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def simulator_thread(config: SimulatorConfig) -> Iterator[Simulator]:
+    """A real simulator on 127.0.0.1, served by an event loop in a thread of its own.
+
+    For tests that drive the command line through :func:`run_main` (whose
+    ``asyncio.run`` needs this thread's loop free) against a server they then
+    read ``sim.stats`` of: it saves a process start-up per command. Read
+    ``stats`` only between commands, when the server is idle.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="simulator", daemon=True)
+    thread.start()
+    sim = Simulator(config)
+    try:
+        asyncio.run_coroutine_threadsafe(sim.start(), loop).result(30)
+        yield sim
+    finally:
+        asyncio.run_coroutine_threadsafe(sim.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
 
 
 def prompt_file(path: Path, n: int, prefix: str = "prompt") -> Path:
@@ -257,28 +287,28 @@ async def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sim: Simulator, tmp_p
     assert sim.stats.duplicates == 0 and sim.stats.creates == 200
 
 
-async def test_failed_prompts_exit_1_and_are_retried_by_a_rerun(
-    sim: Simulator, tmp_path: Path
-) -> None:
-    sim.config = sim.config.replace(failure_rate=1.0)
-    prompts = prompt_file(tmp_path / "prompts.csv", 0)
-    prompts.write_text('prompt,quality\n"a lamp, lit",high\na chair,\n')
-    out = tmp_path / "out"
-    done = await run_cli("batch", str(prompts), "--out", str(out), *against(sim))
-    assert done.code == 1
-    assert "2 prompts: 0 succeeded, 2 failed" in done.stdout
-    assert "tried again when you rerun" in done.stdout
-    assert "FAILED  line 2" in done.stderr and "RunFailedError" in done.stderr
-    manifest = gi.read_manifest(out / "manifest.jsonl")
-    assert [(e.line, e.status, e.input.quality) for e in manifest] == [
-        (2, "failed", "high"),
-        (3, "failed", None),
-    ]
+def test_failed_prompts_exit_1_and_are_retried_by_a_rerun(tmp_path: Path) -> None:
+    # In this process (run_main): about exit codes and records, not processes.
+    with simulator_thread(SimulatorConfig(time_scale=0.01, rate_limit=None, seed=11)) as sim:
+        sim.config = sim.config.replace(failure_rate=1.0)
+        prompts = prompt_file(tmp_path / "prompts.csv", 0)
+        prompts.write_text('prompt,quality\n"a lamp, lit",high\na chair,\n')
+        out = tmp_path / "out"
+        done = run_main("batch", str(prompts), "--out", str(out), *against(sim))
+        assert done.code == 1
+        assert "2 prompts: 0 succeeded, 2 failed" in done.stdout
+        assert "tried again when you rerun" in done.stdout
+        assert "FAILED  line 2" in done.stderr and "RunFailedError" in done.stderr
+        manifest = gi.read_manifest(out / "manifest.jsonl")
+        assert [(e.line, e.status, e.input.quality) for e in manifest] == [
+            (2, "failed", "high"),
+            (3, "failed", None),
+        ]
 
-    sim.config = sim.config.replace(failure_rate=0.0)
-    done = await run_cli("batch", str(prompts), "--out", str(out), *against(sim))
-    assert done.code == 0, done.stderr
-    assert sim.stats.creates == 4
+        sim.config = sim.config.replace(failure_rate=0.0)
+        done = run_main("batch", str(prompts), "--out", str(out), *against(sim))
+        assert done.code == 0, done.stderr
+        assert sim.stats.creates == 4
 
 
 @pytest.mark.parametrize(
@@ -289,37 +319,35 @@ async def test_failed_prompts_exit_1_and_are_retried_by_a_rerun(
         ("prompts.csv", "prompt,aspect_ratio\na lamp,1:1\na chair,16:9\n", 3),
     ],
 )
-async def test_a_malformed_prompt_file_names_its_line_and_sends_nothing(
+def test_a_malformed_prompt_file_names_its_line_and_sends_nothing(
     tmp_path: Path, name: str, content: str, line: int
 ) -> None:
     prompts = tmp_path / name
     prompts.write_text(content)
     out = tmp_path / "out"
-    done = await run_cli("batch", str(prompts), "--out", str(out), "--provider", "simulator")
+    done = run_main("batch", str(prompts), "--out", str(out), "--provider", "simulator")
     assert done.code == 2
     assert f"gptimage-async: error: {prompts}:{line}: " in done.stderr
     assert not out.exists()
 
 
-async def test_an_output_directory_that_cannot_be_written(tmp_path: Path) -> None:
+def test_an_output_directory_that_cannot_be_written(tmp_path: Path) -> None:
     prompts = prompt_file(tmp_path / "prompts.txt", 3)
     blocker = tmp_path / "a-file"
     blocker.write_text("in the way")
-    done = await run_cli(
-        "batch", str(prompts), "--out", str(blocker / "out"), "--provider", "simulator"
-    )
+    done = run_main("batch", str(prompts), "--out", str(blocker / "out"), "--provider", "simulator")
     assert done.code == 2
     assert f"cannot write to {blocker / 'out'}" in done.stderr
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through directory permissions")
-async def test_a_read_only_output_directory(tmp_path: Path) -> None:
+def test_a_read_only_output_directory(tmp_path: Path) -> None:
     prompts = prompt_file(tmp_path / "prompts.txt", 3)
     out = tmp_path / "out"
     out.mkdir()
     out.chmod(0o555)
     try:
-        done = await run_cli("batch", str(prompts), "--out", str(out), "--provider", "simulator")
+        done = run_main("batch", str(prompts), "--out", str(out), "--provider", "simulator")
     finally:
         out.chmod(0o755)
     assert done.code == 2
@@ -345,9 +373,9 @@ async def test_a_second_batch_into_the_same_directory_is_refused(
 # -- generate, simulate, usage ------------------------------------------------------------
 
 
-async def test_generate_prints_urls_and_saves_images(tmp_path: Path) -> None:
+def test_generate_prints_urls_and_saves_images(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = await run_cli(
+    done = run_main(
         "generate", "a ceramic lamp", "--n", "2", "--aspect-ratio", "3:2", "--out", str(out),
         "--provider", "simulator", "--time-scale", "0.01",
     )  # fmt: skip

@@ -23,6 +23,7 @@ from tests.test_cli import (
     prompt_file,
     run_cli,
     run_main,
+    simulator_thread,
     start_simulate,
 )
 
@@ -72,18 +73,18 @@ async def test_dry_run_applies_the_defaults_and_says_when_no_price_is_known(
     assert "expected cost: runbase publishes no price per image" in done.stdout
 
 
-async def test_dry_run_refuses_a_bad_file_with_its_line(tmp_path: Path) -> None:
+def test_dry_run_refuses_a_bad_file_with_its_line(tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('"fine"\n{"prompt": "x", "qualty": "high"}\n')
-    done = await run_cli("batch", str(prompts), "--out", str(tmp_path / "o"), "--dry-run")
+    done = run_main("batch", str(prompts), "--out", str(tmp_path / "o"), "--dry-run")
     assert done.code == 2
     assert "prompts.jsonl:2:" in done.stderr
 
 
-async def test_dry_run_checks_the_providers_own_limits(tmp_path: Path) -> None:
+def test_dry_run_checks_the_providers_own_limits(tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("ok prompt\nab\n")  # API in One wants 3-5000 characters
-    done = await run_cli(
+    done = run_main(
         "batch", str(prompts), "--out", str(tmp_path / "o"), "--provider", "apiinone", "--dry-run"
     )
     assert done.code == 2
@@ -119,19 +120,19 @@ def test_the_missing_key_message_names_the_variable_only(tmp_path: Path) -> None
     assert "api_key" not in done.stderr
 
 
-async def test_request_timeout_reaches_the_session(tmp_path: Path) -> None:
+def test_request_timeout_reaches_the_session(tmp_path: Path) -> None:
     # Every answer is held 1 s: a 0.2 s request timeout gives up on the create.
     config = SimulatorConfig(
         time_scale=0.01, rate_limit=None, faults=Faults(slow=1.0, slow_seconds=100.0)
     )
-    async with Simulator(config) as sim:
+    with simulator_thread(config) as sim:
         base = ["--base-url", sim.base_url("runbase"), "--rate-limit", RATE]
-        done = await run_cli("generate", "a lamp", *base, "--request-timeout", "0.2")
+        done = run_main("generate", "a lamp", *base, "--request-timeout", "0.2")
         assert done.code == 1
         assert "UncertainCreateError" in done.stderr
-        done = await run_cli("generate", "a lamp", *base, "--request-timeout", "5")
+        done = run_main("generate", "a lamp", *base, "--request-timeout", "5")
         assert done.code == 0, done.stderr
-    done = await run_cli("batch", "p.txt", "--out", "o", "--request-timeout", "0")
+    done = run_main("batch", "p.txt", "--out", "o", "--request-timeout", "0")
     assert done.code == 2 and "--request-timeout" in done.stderr
 
 

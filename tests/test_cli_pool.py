@@ -19,7 +19,16 @@ from gptimage_async._cli._sessions import pool_state_file
 from gptimage_async._pool import Pool
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
-from .test_cli import RATE, Done, command, environment, journal_records, prompt_file
+from .test_cli import (
+    RATE,
+    Done,
+    command,
+    environment,
+    journal_records,
+    prompt_file,
+    run_main,
+    simulator_thread,
+)
 
 KEY_A, KEY_B = "sk-pool-a", "sk-pool-b"
 LANE_A = f"runbase:{gi.Lane('runbase', KEY_A).fingerprint}"
@@ -50,6 +59,11 @@ async def run(*args: str, limit: float = 120, **env: str) -> Done:
     return Done(proc.returncode, stdout.decode(), stderr.decode())
 
 
+def run_here(*args: str, **env: str) -> Done:
+    """``run`` in this process (``run_main``), for commands not about processes."""
+    return run_main(*args, key=None, env=env)
+
+
 KEYS = {"POOL_KEY_A": KEY_A, "POOL_KEY_B": KEY_B}
 
 
@@ -58,8 +72,8 @@ def two_keys(**overrides: object) -> SimulatorConfig:
     return config.replace(api_keys=frozenset({KEY_A, KEY_B}), **overrides)
 
 
-async def test_pool_with_single_key_options_is_a_usage_error(tmp_path: Path) -> None:
-    async with Simulator(two_keys()) as sim:
+def test_pool_with_single_key_options_is_a_usage_error(tmp_path: Path) -> None:
+    with simulator_thread(two_keys()) as sim:
         pool = pool_file(tmp_path / "pool.toml", sim)
         prompts = prompt_file(tmp_path / "p.txt", 2)
         for option in (
@@ -67,31 +81,31 @@ async def test_pool_with_single_key_options_is_a_usage_error(tmp_path: Path) -> 
             ["--base-url", sim.base_url("runbase")],
             ["--rate-limit", "20/10"],
         ):
-            done = await run(
+            done = run_here(
                 "batch", str(prompts), "--out", str(tmp_path / "o"), "--pool", str(pool),
                 *option, **KEYS,
             )  # fmt: skip
             assert done.code == 2, done.stderr
             assert f"--pool cannot be used with {option[0]}" in done.stderr
-        gen = await run("generate", "a lamp", "--pool", str(pool), "--provider", "runbase", **KEYS)
+        gen = run_here("generate", "a lamp", "--pool", str(pool), "--provider", "runbase", **KEYS)
         assert gen.code == 2 and "--pool cannot be used with --provider" in gen.stderr
         # A lane whose variable is unset: named, with the file and lane, exit 2.
-        unset = await run("generate", "a lamp", "--pool", str(pool), POOL_KEY_A=KEY_A)
+        unset = run_here("generate", "a lamp", "--pool", str(pool), POOL_KEY_A=KEY_A)
         assert unset.code == 2
         assert "lane 'b'" in unset.stderr and "POOL_KEY_B is not set" in unset.stderr
         assert KEY_A not in unset.stderr
     assert sim.stats.requests == 0
 
 
-async def test_a_pool_batch_uses_both_keys_and_prints_the_spend(tmp_path: Path) -> None:
-    async with Simulator(two_keys()) as sim:
+def test_a_pool_batch_uses_both_keys_and_prints_the_spend(tmp_path: Path) -> None:
+    with simulator_thread(two_keys()) as sim:
         pool = pool_file(tmp_path / "pool.toml", sim, extra='routing = "earliest"')
         prompts = prompt_file(tmp_path / "p.txt", 30)
         out = tmp_path / "out"
-        done = await run("batch", str(prompts), "--out", str(out), "--pool", str(pool), **KEYS)
+        done = run_here("batch", str(prompts), "--out", str(out), "--pool", str(pool), **KEYS)
         assert done.code == 0, done.stderr
         assert sim.stats.duplicates == 0
-        gen = await run("generate", "a lamp", "--n", "2", "--pool", str(pool), **KEYS)
+        gen = run_here("generate", "a lamp", "--n", "2", "--pool", str(pool), **KEYS)
         assert gen.code == 0, gen.stderr
         assert sim.stats.runs_per_prompt["a lamp"] == 2  # generate --n 2 over the pool
     manifest = gi.read_manifest(out / "manifest.jsonl")
@@ -111,17 +125,17 @@ async def test_a_pool_batch_uses_both_keys_and_prints_the_spend(tmp_path: Path) 
     assert KEY_A not in done.stdout + done.stderr and KEY_B not in done.stdout + done.stderr
 
 
-async def test_dry_run_over_a_pool_says_the_most_each_lane_would_cost(tmp_path: Path) -> None:
-    async with Simulator(two_keys()) as sim:
+def test_dry_run_over_a_pool_says_the_most_each_lane_would_cost(tmp_path: Path) -> None:
+    with simulator_thread(two_keys()) as sim:
         pool = pool_file(tmp_path / "pool.toml", sim)
         capped = pool_file(tmp_path / "capped.toml", sim, lanes="a", extra="spend_cap = 100")
         prompts = tmp_path / "p.jsonl"
         prompts.write_text('{"prompt": "a"}\n{"prompt": "b", "quality": "high"}\n{"prompt": "c"}\n')
         out = tmp_path / "out"
-        done = await run(
+        done = run_here(
             "batch", str(prompts), "--out", str(out), "--pool", str(pool), "--dry-run", **KEYS
         )
-        cap = await run(
+        cap = run_here(
             "batch", str(prompts), "--out", str(out), "--pool", str(capped), "--dry-run", **KEYS
         )
     assert done.code == 0, done.stderr
@@ -226,22 +240,22 @@ def test_the_state_file_is_one_per_key(tmp_path: Path) -> None:
     assert pool_state_file(Pool([a, b])).name == "pool.json"
 
 
-async def test_each_key_learns_into_a_state_file_of_its_own(tmp_path: Path) -> None:
+def test_each_key_learns_into_a_state_file_of_its_own(tmp_path: Path) -> None:
     # Issue 19: a slow rate learned on one key slowed the next job on another.
     cache = tmp_path / "cache"
-    async with Simulator(two_keys()) as sim:
+    with simulator_thread(two_keys()) as sim:
         url = sim.base_url("runbase")
         prompts = prompt_file(tmp_path / "p.txt", 3)
         args = ["batch", str(prompts), "--provider", "runbase"]
         args += ["--base-url", sim.base_url("runbase"), "--rate-limit", RATE]
         for key, out in ((KEY_A, "a"), (KEY_B, "b")):
-            done = await run(
+            done = run_here(
                 *args, "--out", str(tmp_path / out), RUNBASE_API_KEY=key,
                 XDG_CACHE_HOME=str(cache),
             )  # fmt: skip
             assert done.code == 0, done.stderr
         pool = pool_file(tmp_path / "pool.toml", sim)
-        both = await run(
+        both = run_here(
             "batch", str(prompts), "--out", str(tmp_path / "ab"), "--pool", str(pool),
             XDG_CACHE_HOME=str(cache), **KEYS,
         )  # fmt: skip
@@ -254,11 +268,11 @@ async def test_each_key_learns_into_a_state_file_of_its_own(tmp_path: Path) -> N
     assert not any(KEY_A in name or KEY_B in name for name in names)
 
 
-async def test_generate_prints_the_spend_per_lane_and_in_all(tmp_path: Path) -> None:
-    async with Simulator(two_keys()) as sim:
+def test_generate_prints_the_spend_per_lane_and_in_all(tmp_path: Path) -> None:
+    with simulator_thread(two_keys()) as sim:
         priced = pool_file(tmp_path / "a.toml", sim, lanes="a")
-        done = await run("generate", "a lamp", "--n", "3", "--pool", str(priced), **KEYS)
-        both = await run("generate", "a chair", "--n", "4", "--pool", str(pool_file(
+        done = run_here("generate", "a lamp", "--n", "3", "--pool", str(priced), **KEYS)
+        both = run_here("generate", "a chair", "--n", "4", "--pool", str(pool_file(
             tmp_path / "ab.toml", sim)), **KEYS)  # fmt: skip
     assert done.code == 0 and both.code == 0, done.stderr + both.stderr
     # Standard output is the URLs, one a line, for scripts; the spend goes to stderr.

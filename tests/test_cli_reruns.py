@@ -6,25 +6,25 @@ import hashlib
 from pathlib import Path
 
 import gptimage_async as gi
-from gptimage_async.simulator import Simulator, SimulatorConfig
+from gptimage_async.simulator import SimulatorConfig
 
-from .test_cli import RATE, prompt_file, run_cli
+from .test_cli import RATE, prompt_file, run_main, simulator_thread
 
 
 def digests(out: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.glob("*.png")}
 
 
-async def test_a_rerun_with_quality_high_keeps_the_first_images(tmp_path: Path) -> None:
-    async with Simulator(SimulatorConfig(time_scale=0.01, rate_limit=None, seed=4)) as sim:
+def test_a_rerun_with_quality_high_keeps_the_first_images(tmp_path: Path) -> None:
+    with simulator_thread(SimulatorConfig(time_scale=0.01, rate_limit=None, seed=4)) as sim:
         prompts = prompt_file(tmp_path / "p.txt", 5)
         out = tmp_path / "out"
         args = ["batch", str(prompts), "--out", str(out), "--provider", "runbase"]
         args += ["--base-url", sim.base_url("runbase"), "--rate-limit", RATE]
-        first = await run_cli(*args)
+        first = run_main(*args)
         assert first.code == 0, first.stderr
         before = digests(out)
-        high = await run_cli(*args, "--quality", "high")
+        high = run_main(*args, "--quality", "high")
         assert high.code == 0, high.stderr
         assert "note:" not in high.stderr  # same endpoint: nothing to announce
         after = digests(out)
@@ -34,22 +34,25 @@ async def test_a_rerun_with_quality_high_keeps_the_first_images(tmp_path: Path) 
             (None, True)
         ] * 5
         assert {f for e in manifest for f in e.files} == set(after)
-        again = await run_cli(*args)
+        again = run_main(*args)
         assert again.code == 0 and "(5 already done)" in again.stdout
     assert sim.stats.creates == 10
 
 
-async def test_another_base_url_is_announced_before_anything_is_sent(tmp_path: Path) -> None:
+def test_another_base_url_is_announced_before_anything_is_sent(tmp_path: Path) -> None:
     prompts = prompt_file(tmp_path / "p.txt", 3)
     out = tmp_path / "out"
     args = ["batch", str(prompts), "--out", str(out), "--provider", "runbase", "--rate-limit", RATE]
     config = SimulatorConfig(time_scale=0.01, rate_limit=None)
-    async with Simulator(config.replace(seed=1)) as first, Simulator(config.replace(seed=2)) as new:
+    with (
+        simulator_thread(config.replace(seed=1)) as first,
+        simulator_thread(config.replace(seed=2)) as new,
+    ):
         old_url, new_url = first.base_url("runbase"), new.base_url("runbase")
-        done = await run_cli(*args, "--base-url", old_url)
+        done = run_main(*args, "--base-url", old_url)
         assert done.code == 0, done.stderr
-        dry = await run_cli(*args, "--base-url", new_url, "--dry-run")
-        moved = await run_cli(*args, "--base-url", new_url)
+        dry = run_main(*args, "--base-url", new_url, "--dry-run")
+        moved = run_main(*args, "--base-url", new_url)
         assert new.stats.requests == 0  # everything was done at the first one
     # The dry run says it too, as the real run does.
     assert dry.code == 0, dry.stderr
@@ -63,12 +66,12 @@ async def test_another_base_url_is_announced_before_anything_is_sent(tmp_path: P
     assert moved.stderr.count("was last used with") == 1  # said once, not logged again
 
 
-async def test_the_simulators_new_port_is_no_news(tmp_path: Path) -> None:
+def test_the_simulators_new_port_is_no_news(tmp_path: Path) -> None:
     # --provider simulator starts a simulator on a new port each run.
     prompts = prompt_file(tmp_path / "p.txt", 2)
     args = ["batch", str(prompts), "--out", str(tmp_path / "out"), "--provider", "simulator"]
-    done = await run_cli(*args)
+    done = run_main(*args)
     assert done.code == 0, done.stderr
-    again = await run_cli(*args, "--quality", "high")
+    again = run_main(*args, "--quality", "high")
     assert again.code == 0, again.stderr
     assert "was last used with" not in again.stderr

@@ -8,7 +8,6 @@ simulator the batch then attaches, never creating that prompt again.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import gptimage_async as gi
@@ -16,7 +15,7 @@ from gptimage_async._batch import prompt_key
 from gptimage_async._cli._settle import _names
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
-from .test_cli import KEY, RATE, Done, command, environment, prompt_file, run_cli
+from .test_cli import KEY, RATE, Done, prompt_file, run_cli, run_main, simulator_thread
 
 FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=3)
 
@@ -31,30 +30,38 @@ def leave_unknown(out: Path, sim: Simulator, prompts: list[str]) -> None:
             journal.intent(prompt_key(request), line=line, request=request)
 
 
-async def test_unknown_lists_them_and_settle_records_a_run_or_none(tmp_path: Path) -> None:
+# The commands here run in this process (``run_main``) against a simulator in a
+# thread: they are about journals and usage, not processes, and a process
+# start-up per command (0.4 s of CPU, a dozen of them) was most of their time.
+
+
+async def find_run(sim: Simulator, key: str, prompt: str) -> gi.Run:
+    """A real run of ``prompt`` on ``key`` (what the user finds on that key's dashboard)."""
+    async with gi.Session(
+        "runbase", api_key=key, base_url=sim.base_url("runbase"), rate_limit=gi.RateLimit(1000, 1)
+    ) as session:
+        run = await session.submit(prompt)
+        await run
+    return run
+
+
+def test_unknown_lists_them_and_settle_records_a_run_or_none(tmp_path: Path) -> None:
     prompts = prompt_file(tmp_path / "p.txt", 3)
     texts = [f"prompt number {i}" for i in (1, 2, 3)]
     out = tmp_path / "out"
-    async with Simulator(FAST) as sim:
+    with simulator_thread(FAST) as sim:
         leave_unknown(out, sim, texts[:2])  # lines 1 and 2 were on the wire
         # The user finds line 1's run at the provider.
-        async with gi.Session(
-            "runbase",
-            api_key=KEY,
-            base_url=sim.base_url("runbase"),
-            rate_limit=gi.RateLimit(1000, 1),
-        ) as session:
-            found = await session.submit(texts[0])
-            await found
+        found = asyncio.run(find_run(sim, KEY, texts[0]))
         assert sim.stats.creates == 1
 
         where = ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
         dry = ["batch", str(prompts), "--out", str(out), *where, "--dry-run"]
-        done = await run_cli(*dry)
+        done = run_main(*dry)
         assert "dry run: 1 of 3 prompts" in done.stdout, done.stdout
         assert "2 of unknown fate" in done.stdout
 
-        listed = await run_cli("unknown", str(out))
+        listed = run_main("unknown", str(out))
         assert listed.code == 0, listed.stderr
         assert "2 prompt(s)" in listed.stdout
         assert "line     1" in listed.stdout and "line     2" in listed.stdout
@@ -62,29 +69,29 @@ async def test_unknown_lists_them_and_settle_records_a_run_or_none(tmp_path: Pat
 
         # Neither, or both, is bad usage; a line with nothing unknown too.
         for bad in (["1"], ["1", "run_x", "--not-created"], ["3", "--not-created"]):
-            done = await run_cli("settle", str(out), *bad)
+            done = run_main("settle", str(out), *bad)
             assert done.code == 2, (bad, done.stdout, done.stderr)
         assert "line 3" in done.stderr and "no prompt of unknown fate" in done.stderr
-        done = await run_cli("settle", str(out), "1")
+        done = run_main("settle", str(out), "1")
         assert "RUN_ID you found" in done.stderr and "not both" not in done.stderr
         # A run id goes into the status URL's path: spaces or slashes cannot be one.
         for bad_id in ("run x", "../x", "a" * 201):
-            done = await run_cli("settle", str(out), "1", bad_id)
+            done = run_main("settle", str(out), "1", bad_id)
             assert done.code == 2 and "RUN_ID" in done.stderr, (bad_id, done.stderr)
 
         assert found.id is not None
-        done = await run_cli("settle", str(out), "1", found.id)
+        done = run_main("settle", str(out), "1", found.id)
         assert done.code == 0 and "attaches it" in done.stdout, done.stderr
-        done = await run_cli("settle", str(out), "2", "--not-created")
+        done = run_main("settle", str(out), "2", "--not-created")
         assert done.code == 0 and "sends it" in done.stdout, done.stderr
-        listed = await run_cli("unknown", str(out))
+        listed = run_main("unknown", str(out))
         assert "no prompt of unknown fate" in listed.stdout
-        done = await run_cli(*dry)
+        done = run_main(*dry)
         assert "dry run: 2 of 3 prompts" in done.stdout, done.stdout
         assert "1 earlier runs would be followed again" in done.stdout
 
         args = ["batch", str(prompts), "--out", str(out), "--provider", "runbase"]
-        done = await run_cli(*args, "--base-url", sim.base_url("runbase"), "--rate-limit", RATE)
+        done = run_main(*args, "--base-url", sim.base_url("runbase"), "--rate-limit", RATE)
         assert done.code == 0, done.stderr
         # Line 1 was attached (not created again); lines 2 and 3 were sent.
         assert sim.stats.creates == 3 and sim.stats.duplicates == 0
@@ -116,30 +123,19 @@ async def test_settle_needs_a_journal_and_refuses_while_a_batch_holds_it(tmp_pat
 POOL_KEYS = {"POOL_KEY_A": "sk-settle-a", "POOL_KEY_B": "sk-settle-b"}
 
 
-async def run_pool_cli(*args: str) -> Done:
-    proc = await asyncio.create_subprocess_exec(
-        *command(*args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=environment(**POOL_KEYS),
-    )
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return Done(proc.returncode, stdout.decode(), stderr.decode())
+def run_pool(*args: str) -> Done:
+    """The command line with only the pool's key variables set."""
+    return run_main(*args, key=None, env=POOL_KEYS)
 
 
-async def made_on(sim: Simulator, key: str, prompt: str) -> str:
-    """A real run of ``prompt`` on ``key`` (what the user finds on that key's dashboard)."""
-    async with gi.Session(
-        "runbase", api_key=key, base_url=sim.base_url("runbase"), rate_limit=gi.RateLimit(1000, 1)
-    ) as session:
-        run = await session.submit(prompt)
-        await run
+def made_on(sim: Simulator, key: str, prompt: str) -> str:
+    """The id of a real run of ``prompt`` on ``key``, found on that key's dashboard."""
+    run = asyncio.run(find_run(sim, key, prompt))
     assert run.id is not None
     return run.id
 
 
-async def test_settle_in_a_pool_job_attaches_through_the_named_lane(tmp_path: Path) -> None:
+def test_settle_in_a_pool_job_attaches_through_the_named_lane(tmp_path: Path) -> None:
     key_a, key_b = POOL_KEYS.values()
     lane_a = f"runbase:{gi.Lane('runbase', key_a).fingerprint}"
     lane_b = f"runbase:{gi.Lane('runbase', key_b).fingerprint}"
@@ -147,7 +143,7 @@ async def test_settle_in_a_pool_job_attaches_through_the_named_lane(tmp_path: Pa
     prompts = prompt_file(tmp_path / "p.txt", 3)
     out = tmp_path / "out"
     config = FAST.replace(api_keys=frozenset(POOL_KEYS.values()))
-    async with Simulator(config) as sim:
+    with simulator_thread(config) as sim:
         url = sim.base_url("runbase")
         pool = tmp_path / "pool.toml"
         pool.write_text(
@@ -160,7 +156,7 @@ async def test_settle_in_a_pool_job_attaches_through_the_named_lane(tmp_path: Pa
         # What a pool batch killed mid-create leaves: line 1 made on A, line 2 on B,
         # line 3's create on the wire (its run, on B, is found on B's dashboard).
         keys = (key_a, key_b, key_b)
-        runs = [await made_on(sim, key, text) for key, text in zip(keys, texts, strict=True)]
+        runs = [made_on(sim, key, text) for key, text in zip(keys, texts, strict=True)]
         out.mkdir()
         with gi.Journal(out / "journal.jsonl") as journal:
             journal.start(provider="runbase", base_url=url)
@@ -174,7 +170,7 @@ async def test_settle_in_a_pool_job_attaches_through_the_named_lane(tmp_path: Pa
                     )  # fmt: skip
         creates = sim.stats.creates
 
-        listed = await run_pool_cli("unknown", str(out))
+        listed = run_pool("unknown", str(out))
         assert listed.code == 0 and "1 prompt(s)" in listed.stdout, listed.stderr
         assert "--lane LANE, one of" in listed.stdout
         # Written without its lane (a journal of before): the line says so.
@@ -185,10 +181,10 @@ async def test_settle_in_a_pool_job_attaches_through_the_named_lane(tmp_path: Pa
         # No lane, a lane not in the job, --lane with --not-created: usage errors, nothing written.
         line_3 = ["settle", str(out), "3"]
         refused = [
-            await run_pool_cli(*line_3, runs[2]),
-            await run_pool_cli(*line_3, runs[2], "--lane", "runbase:0123456789ab"),
-            await run_pool_cli(*line_3, runs[2], "--lane", "c", "--pool", str(pool)),
-            await run_pool_cli(*line_3, "--not-created", "--lane", lane_b),
+            run_pool(*line_3, runs[2]),
+            run_pool(*line_3, runs[2], "--lane", "runbase:0123456789ab"),
+            run_pool(*line_3, runs[2], "--lane", "c", "--pool", str(pool)),
+            run_pool(*line_3, "--not-created", "--lane", lane_b),
         ]
         assert [done.code for done in refused] == [2, 2, 2, 2], [d.stderr for d in refused]
         assert "add --lane, one of" in refused[0].stderr and lane_b in refused[0].stderr
@@ -199,13 +195,11 @@ async def test_settle_in_a_pool_job_attaches_through_the_named_lane(tmp_path: Pa
         assert not any(key in d.stdout + d.stderr for d in refused for key in (key_a, key_b))
 
         # Named by its label in the pool file: the same lane as its provider:fingerprint.
-        done = await run_pool_cli(
-            "settle", str(out), "3", runs[2], "--lane", "b", "--pool", str(pool)
-        )
+        done = run_pool("settle", str(out), "3", runs[2], "--lane", "b", "--pool", str(pool))
         assert done.code == 0, done.stderr
         assert f"attaches it through {lane_b}" in done.stdout
 
-        batch = await run_pool_cli("batch", str(prompts), "--out", str(out), "--pool", str(pool))
+        batch = run_pool("batch", str(prompts), "--out", str(out), "--pool", str(pool))
         assert batch.code == 0, batch.stderr
     # Every run attached through its own key; nothing created again, no 404 anywhere.
     assert sim.stats.creates == creates and sim.stats.duplicates == 0

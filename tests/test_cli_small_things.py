@@ -18,7 +18,16 @@ import pytest
 import gptimage_async as gi
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
-from .test_cli import KEY, RATE, command, environment, prompt_file, run_cli
+from .test_cli import (
+    KEY,
+    RATE,
+    command,
+    environment,
+    prompt_file,
+    run_cli,
+    run_main,
+    simulator_thread,
+)
 
 FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=4)
 
@@ -31,17 +40,17 @@ def against(sim: Simulator) -> list[str]:
 
 
 @pytest.mark.parametrize("command_name", ["generate", "batch"])
-async def test_an_out_that_is_a_file_is_not_a_directory(tmp_path: Path, command_name: str) -> None:
+def test_an_out_that_is_a_file_is_not_a_directory(tmp_path: Path, command_name: str) -> None:
     a_file = tmp_path / "passwd"
     a_file.write_text("root:x:0:0\n")
     what = "a lamp" if command_name == "generate" else str(prompt_file(tmp_path / "p.txt", 2))
-    async with Simulator(FAST) as sim:
-        done = await run_cli(command_name, what, "--out", str(a_file), *against(sim))
+    with simulator_thread(FAST) as sim:
+        done = run_main(command_name, what, "--out", str(a_file), *against(sim))
         assert done.code == 2, done.stderr
         assert "not a directory" in done.stderr and "File exists" not in done.stderr
         assert sim.stats.create_requests == 0
         # Below a file: the OS's own words, still before anything is sent.
-        done = await run_cli(command_name, what, "--out", str(a_file / "sub"), *against(sim))
+        done = run_main(command_name, what, "--out", str(a_file / "sub"), *against(sim))
         assert done.code == 2 and "Not a directory" in done.stderr, done.stderr
         assert sim.stats.create_requests == 0
 
@@ -65,9 +74,9 @@ def read_only_dir() -> Iterator[Path]:
         where.rmdir()
 
 
-async def test_generate_into_a_read_only_directory_pays_nothing(read_only_dir: Path) -> None:
-    async with Simulator(FAST) as sim:
-        done = await run_cli("generate", "a lamp", "--out", str(read_only_dir), *against(sim))
+def test_generate_into_a_read_only_directory_pays_nothing(read_only_dir: Path) -> None:
+    with simulator_thread(FAST) as sim:
+        done = run_main("generate", "a lamp", "--out", str(read_only_dir), *against(sim))
         assert done.code == 2, done.stderr
         assert f"cannot write to {read_only_dir}" in done.stderr
         assert "Read-only file system" in done.stderr
@@ -91,22 +100,22 @@ async def test_generate_with_the_simulator_says_its_urls_end_with_the_command(
 # -- --dry-run counts what a real run would send --------------------------------------------
 
 
-async def test_dry_run_counts_only_the_prompts_a_real_run_would_send(tmp_path: Path) -> None:
+def test_dry_run_counts_only_the_prompts_a_real_run_would_send(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    async with Simulator(FAST) as sim:
+    with simulator_thread(FAST) as sim:
         first = prompt_file(tmp_path / "first.txt", 5)
-        done = await run_cli("batch", str(first), "--out", str(out), *against(sim))
+        done = run_main("batch", str(first), "--out", str(out), *against(sim))
         assert done.code == 0, done.stderr
         more = prompt_file(tmp_path / "more.txt", 8)  # the same 5, and 3 new
         creates = sim.stats.create_requests
 
-        done = await run_cli("batch", str(more), "--out", str(out), *against(sim), "--dry-run")
+        done = run_main("batch", str(more), "--out", str(out), *against(sim), "--dry-run")
         assert done.code == 0, done.stderr
         assert "dry run: 3 of 8 prompts would be sent" in done.stdout
         assert "5 already done" in done.stdout
 
         # Priced: the cost is of the 3, not of the 8.
-        done = await run_cli(
+        done = run_main(
             "batch", str(more), "--out", str(out), "--provider", "apiinone", "--dry-run"
         )
         assert done.code == 0, done.stderr
@@ -114,11 +123,11 @@ async def test_dry_run_counts_only_the_prompts_a_real_run_would_send(tmp_path: P
 
         # An image deleted is fetched again through its run, not bought again.
         next(out.glob("*.png")).unlink()
-        done = await run_cli("batch", str(more), "--out", str(out), *against(sim), "--dry-run")
+        done = run_main("batch", str(more), "--out", str(out), *against(sim), "--dry-run")
         assert "dry run: 3 of 8" in done.stdout and "1 earlier runs" in done.stdout, done.stdout
         assert sim.stats.create_requests == creates  # a dry run sends nothing
 
-        done = await run_cli("batch", str(more), "--out", str(out), *against(sim))
+        done = run_main("batch", str(more), "--out", str(out), *against(sim))
         assert done.code == 0 and "this run: 3 creates sent" in done.stdout, done.stdout
 
 
@@ -138,18 +147,22 @@ async def stdin_cli(text: str, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_prompts_from_standard_input(tmp_path: Path) -> None:
+def test_prompts_from_standard_input(tmp_path: Path) -> None:
+    # Dry runs, in this process (run_main); a real run reads a pipe in the test below.
     dry = ["--out", str(tmp_path / "o"), "--provider", "apiinone", "--dry-run"]
-    code, out, err = await stdin_cli("a lamp\n\n# not this\nan owl\n", "batch", "-", *dry)
-    assert code == 0, err
-    assert "2 of 2 prompts" in out
+    done = run_main("batch", "-", *dry, stdin="a lamp\n\n# not this\nan owl\n")
+    assert done.code == 0, done.stderr
+    assert "2 of 2 prompts" in done.stdout
     csv_text = "Prompt,Quality,\na lamp,HIGH,\nan owl,,\n"
-    code, out, err = await stdin_cli(csv_text, "batch", "-", "--format", "csv", *dry)
-    assert code == 0, err
-    assert "by quality: high 1, medium 1" in out
-    code, out, err = await stdin_cli('{"prompt": 3}\n', "batch", "-", "--format", "jsonl", *dry)
-    assert code == 2 and "<stdin>:1:" in err, err
-    # For real, against the simulator.
+    done = run_main("batch", "-", "--format", "csv", *dry, stdin=csv_text)
+    assert done.code == 0, done.stderr
+    assert "by quality: high 1, medium 1" in done.stdout
+    done = run_main("batch", "-", "--format", "jsonl", *dry, stdin='{"prompt": 3}\n')
+    assert done.code == 2 and "<stdin>:1:" in done.stderr, done.stderr
+
+
+async def test_prompts_from_standard_input_for_real(tmp_path: Path) -> None:
+    # A real process reading its standard input from a pipe, against the simulator.
     async with Simulator(FAST) as sim:
         out_dir = tmp_path / "real"
         code, out, err = await stdin_cli(
@@ -183,9 +196,9 @@ def test_a_csv_header_with_a_trailing_comma_and_case_blind_values(tmp_path: Path
         gi.read_prompts(path)
 
 
-async def test_quality_is_case_blind_on_the_command_line(tmp_path: Path) -> None:
+def test_quality_is_case_blind_on_the_command_line(tmp_path: Path) -> None:
     prompts = prompt_file(tmp_path / "p.txt", 2)
-    done = await run_cli(
+    done = run_main(
         "batch", str(prompts), "--out", str(tmp_path / "o"), "--provider", "apiinone",
         "--quality", "HIGH", "--dry-run",
     )  # fmt: skip
