@@ -44,6 +44,7 @@ from ._batch_types import (
     BatchReport,
     EventKind,
     Phase,
+    out_of_space,
     prompt_key,
 )
 from ._bulk import Sender
@@ -368,7 +369,19 @@ class Batch(BatchRunner):
             self._http = None
             self._state = "done"
         entries = tuple(item.entry for item in sorted(self._items, key=lambda i: i.prompt.line))
-        write_manifest(self.manifest_path, entries + self._earlier)
+        try:
+            write_manifest(self.manifest_path, entries + self._earlier)
+        except OSError as exc:
+            if not out_of_space(exc):
+                raise
+            # The journal (with its reserve) holds every run paid for; the manifest is
+            # rebuilt from it by the next run: a typed stop, not a raw OSError.
+            self._stopping = True
+            self._stop_reason = (self._stop_reason or "the disk is full") + (
+                f"; {self.manifest_path} could not be written either (no space): "
+                "free some space and run the batch again, it is rebuilt from the journal"
+            )
+            logger.warning("%s", self._stop_reason)
         return BatchReport(
             entries=entries,
             progress=self.progress,

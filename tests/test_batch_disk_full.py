@@ -6,6 +6,7 @@ mocked ``OSError``. Skipped, saying why, where it cannot be mounted.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -150,3 +151,38 @@ def test_generate_stops_creating_when_the_disk_fills_up(small_disk: Path) -> Non
         assert f"stopped: the disk is full; {20 - sim.stats.creates} not sent" in done.stderr
         # Each run created was printed (its URL) or reported: none is lost.
         assert len(done.stdout.split()) == sim.stats.creates
+
+
+async def test_a_manifest_the_full_disk_refuses_is_a_clean_stop_and_a_rerun_rebuilds_it(
+    small_disk: Path,
+) -> None:
+    # The images and the journal made it; then the disk is full when the manifest
+    # is written (found as a flake of the test above: a raw OSError). The journal's
+    # reserve (RESERVE_BYTES) is freed as it closes, so the manifest must be
+    # larger than that for its write to be refused: long prompts.
+    grow(small_disk, "1m")
+    n = 10
+    prompts = [f"prompt number {i} " + "an oak desk, a lamp, " * 700 for i in range(n)]
+    out = small_disk / "out"
+    filler = small_disk / "filler"
+
+    def fill_the_disk(event: gi.BatchEvent) -> None:
+        if event.kind == "finished" and event.progress.finished == n and not filler.exists():
+            with contextlib.suppress(OSError), filler.open("wb") as f:
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+
+    async with Simulator(FAST) as sim:
+        async with session_for(sim) as session:
+            report = await gi.Batch(
+                session, prompts, out, expected_image_bytes=0, on_event=fill_the_disk
+            ).run()
+        assert report.stopped and report.stop_reason is not None
+        assert "could not be written" in report.stop_reason
+        assert sim.stats.creates == n
+        filler.unlink()
+        async with session_for(sim) as session:
+            rerun = await gi.Batch(session, prompts, out, expected_image_bytes=0).run()
+        assert rerun.ok and rerun.submitted == 0 and sim.stats.creates == n
+        assert len(gi.read_manifest(out / "manifest.jsonl")) == n
