@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import html
+import os
 import shlex
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -144,3 +147,29 @@ async def test_an_async_results_caption_keeps_the_async_words() -> None:
     ):
         caption = (await session.generate("a ceramic lamp"))._repr_html_()
     assert "<code>await result.save(dir)</code> keeps the files" in caption
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("unknown", "{dir}"), ("gallery", "{dir}"), ("--help",), ("batch", "--help")],
+)
+def test_output_to_a_closed_pipe_ends_quietly(tmp_path: Path, args: tuple[str, ...]) -> None:
+    # A pipe whose reader is gone before anything is written: `... | head` once head exited.
+    write_manifest(tmp_path / "manifest.jsonl", [_entry(1, "pending")])
+    (tmp_path / "journal.jsonl").touch()  # an empty journal: "no prompt of unknown fate"
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "gptimage_async", *(a.format(dir=tmp_path) for a in args)],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    # argparse's help drops what it cannot write itself (and exits 0): quiet all the same.
+    assert proc.returncode == (0 if "--help" in args else 141), proc.stderr
+    assert proc.stderr == ""
