@@ -370,6 +370,19 @@ def test_the_gallery_command_rebuilds_the_page_from_the_manifest(tmp_path: Path)
     for e in read_manifest(tmp_path / "a" / "manifest.jsonl"):
         assert e.files[0] in text
 
+    # Another --no-gallery run leaves that page as it was, and says so.
+    prompts.write_text("a lamp\na chair\na desk\n")
+    again = cli(
+        *("batch", str(prompts), "--out", str(tmp_path / "a"), "--provider", "simulator"),
+        *("--progress", "log", "--no-gallery"),
+    )
+    assert again.returncode == 0, again.stderr
+    assert (
+        f"gallery: not rewritten (--no-gallery); {tmp_path / 'a' / GALLERY_NAME} is from an "
+        "earlier run" in again.stdout
+    )
+    assert (tmp_path / "a" / GALLERY_NAME).read_text() == text
+
     missing = cli("gallery", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "nothing does not exist" in missing.stderr
     (tmp_path / "empty").mkdir()
