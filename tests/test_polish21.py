@@ -20,7 +20,7 @@ import pytest
 
 import gptimage_async as gi
 from gptimage_async._gallery import GALLERY_NAME, build_gallery, render_gallery
-from gptimage_async._manifest import ManifestEntry, write_manifest
+from gptimage_async._manifest import ManifestEntry, read_manifest, write_manifest
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
 from .test_gallery_words import cli
@@ -173,3 +173,13 @@ def test_output_to_a_closed_pipe_ends_quietly(tmp_path: Path, args: tuple[str, .
     # argparse's help drops what it cannot write itself (and exits 0): quiet all the same.
     assert proc.returncode == (0 if "--help" in args else 141), proc.stderr
     assert proc.stderr == ""
+
+
+def test_a_whole_cost_stays_an_integer_when_the_manifest_is_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.jsonl"
+    write_manifest(path, [_entry(1, "succeeded", cost=28.0), _entry(2, "succeeded", cost=0.04)])
+    first = path.read_bytes()
+    assert b'"cost":28,' in first and b'"cost":0.04,' in first
+    # A later run reads the manifest back (28 decodes as 28.0) and writes it again.
+    write_manifest(path, read_manifest(path))
+    assert path.read_bytes() == first
