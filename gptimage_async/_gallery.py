@@ -112,6 +112,12 @@ def _tags(entry: ManifestEntry) -> str:
             parts.append(f'<span class="def">{_esc(value)} (default)</span>')
         else:
             parts.append(f"<span>{_esc(value)}</span>")
+    if refs := entry.input.image_urls:
+        # The URLs themselves as a tooltip: the page fetches nothing from the network.
+        many = "s" if len(refs) > 1 else ""
+        parts.append(
+            f'<span title="{_esc(" ".join(refs))}">{len(refs)} reference image{many}</span>'
+        )
     if entry.provider is not None:
         lane = entry.provider
         if entry.key_fingerprint is not None:
@@ -122,10 +128,17 @@ def _tags(entry: ManifestEntry) -> str:
     return f'<div class="tags">{"".join(parts)}</div>'
 
 
-#: Why a prompt is pending, as the batch runs or once it stopped.
+#: Why a prompt is pending, by (the batch runs, its create was answered with a run id).
+#: A created run is paid for: a rerun attaches it (the journal has its id), never
+#: creates it again. A running page left by a killed batch keeps its running words,
+#: so those say what a rerun does too.
 _PENDING = {
-    True: "waiting for its turn or its result",
-    False: "stopped before a result: run the batch again to finish it",
+    (True, True): "created (paid), waiting for its result; if the batch stopped, "
+    "a rerun attaches it, never pays again",
+    (True, False): "not sent yet, waiting for its turn; if the batch stopped, a rerun sends it",
+    (False, True): "created (paid) before the stop, no result yet: run the batch again "
+    "to attach it (never paid again)",
+    (False, False): "never sent: run the batch again to send it",
 }
 
 
@@ -157,7 +170,7 @@ def _tiles(entry: ManifestEntry, missing: frozenset[str], running: bool) -> Iter
         elif status == "unknown" and entry.created_at is not None:
             said.append(f"sent {entry.created_at.strftime('%H:%M:%S')} UTC")
         if status == "pending" and entry.error is None:
-            why = f'<p class="why" dir="auto">{_PENDING[running]}</p>'
+            why = f'<p class="why" dir="auto">{_PENDING[running, entry.run_id is not None]}</p>'
         yield (
             f'<li class="{css}" data-status="{status}">'
             f'<div class="pic none s-{status}">{label}</div><div class="cap">'
@@ -196,6 +209,7 @@ def render_gallery(
     now: datetime.datetime | None = None,
     missing: Iterable[str] = (),
     stop_reason: str | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
 ) -> str:
     """The page for ``entries`` (manifest lines) as one HTML string.
 
@@ -204,7 +218,9 @@ def render_gallery(
     :data:`RELOAD_SECONDS` seconds. Entries are shown by line number.
     ``missing`` names image files no longer on disk: shown as "file missing",
     not counted as images. ``stop_reason`` is why the batch stopped early
-    (``BatchReport.stop_reason``), said in the header.
+    (``BatchReport.stop_reason``), said in the header. ``out_dir``: the
+    directory, named in the footer's rebuild command (shell-quoted; ``DIR``
+    when not given).
     """
     gone = frozenset(missing)
     now = now or datetime.datetime.now(datetime.UTC)
@@ -262,9 +278,11 @@ def render_gallery(
         f"<nav>{''.join(buttons)}</nav></header>"
         '<main><ul id="grid">'
     )
+    where = "DIR" if out_dir is None else shlex.quote(str(out_dir))
     tail = (
         "</ul></main><footer>Made by gptimage-async "
-        f"{_esc(__version__)}. Rebuild with <code>gptimage-async gallery DIR</code>.</footer>"
+        f"{_esc(__version__)}. Rebuild with <code>gptimage-async gallery {_esc(where)}</code>."
+        "</footer>"
         f"<script>{_SCRIPT}</script></body></html>\n"
     )
     body = "".join(tile for entry in ordered for tile in _tiles(entry, gone, running))
@@ -298,6 +316,7 @@ def write_gallery(
         running=running,
         missing=missing,
         stop_reason=stop_reason,
+        out_dir=out.resolve(),
     )
     target = out / GALLERY_NAME
     fd, tmp = create_temp(out, f".{GALLERY_NAME}.", ".part")
@@ -360,10 +379,18 @@ def gallery_command(out_dir: Path) -> int:
     try:
         page = build_gallery(out_dir)
     except FileNotFoundError:
+        if not out_dir.exists():
+            print(
+                f"gptimage-async: error: {out_dir} does not exist: give the directory a batch "
+                "wrote to (its --out)",
+                file=sys.stderr,
+            )
+            return 2
         print(
             f"gptimage-async: error: no {_MANIFEST_NAME} in {out_dir} yet: a batch writes it "
-            "when it ends (finished, stopped or failed), and keeps DIR/index.html current "
-            "while it runs; a batch killed before its end writes it when run again",
+            f"when it ends (finished, stopped or failed), and keeps "
+            f"{out_dir / GALLERY_NAME} current while it runs; a batch killed before its end "
+            "writes it when run again",
             file=sys.stderr,
         )
         return 2

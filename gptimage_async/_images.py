@@ -24,7 +24,7 @@ import anyio
 
 from ._download import download
 from ._exceptions import SessionClosedError
-from ._loop_thread import ALIVE_CHECK, loop_blocked
+from ._loop_thread import ALIVE_CHECK, loop_blocked, serves_sync
 from ._models import DEFAULT_ASPECT_RATIO, DEFAULT_QUALITY, Result, install_image_access
 from ._transport import Transport
 
@@ -251,9 +251,16 @@ def _caption(result: Result, images: tuple[bytes, ...] | None) -> str:
         run += f", {result.elapsed:.1f} s"
     parts.append(run)
     if images is None:
+        origin: _Origin | None = result.__dict__.get("_origin")
+        # A SyncSession's result: its code has no loop to await on.
+        keep = (
+            "session.download(result, dir)"
+            if origin is not None and serves_sync(origin.loop)
+            else "await result.save(dir)"
+        )
         parts.append(
             "these image URLs expire (the provider keeps them for a limited time): "
-            "<code>await result.save(dir)</code> keeps the files"
+            f"<code>{keep}</code> keeps the files"
         )
     return " · ".join(parts)
 

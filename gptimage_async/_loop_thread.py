@@ -18,12 +18,13 @@ import contextlib
 import functools
 import signal
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Generic, TypeVar
 
 from ._exceptions import SessionClosedError
 
-__all__ = ["Call", "LoopThread", "ctrl_c_interrupts", "loop_blocked"]
+__all__ = ["Call", "LoopThread", "ctrl_c_interrupts", "loop_blocked", "serves_sync"]
 
 T = TypeVar("T")
 
@@ -43,6 +44,19 @@ def _sigint_ignored() -> bool:
 #: ``python x.py &``, ignoring it), not the program's own later choice.
 _SIGINT_IGNORED_AT_START = _sigint_ignored()
 
+#: The loops a ``LoopThread`` serves (a ``SyncSession``'s): held weakly, gone with the loop.
+_served: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def serves_sync(loop: asyncio.AbstractEventLoop) -> bool:
+    """True for a loop a ``LoopThread`` serves: what runs there was asked for by sync code.
+
+    A result resolved there came from a ``SyncSession``: its notebook caption
+    then names the sync way to keep the files (``session.download``).
+    """
+    return loop in _served
+
+
 #: Loops whose thread is blocked in ``Call.wait``, with how many waits each.
 _blocked: dict[asyncio.AbstractEventLoop, int] = {}
 _blocked_lock = threading.Lock()
@@ -61,9 +75,14 @@ def loop_blocked(loop: asyncio.AbstractEventLoop) -> bool:
 @contextlib.contextmanager
 def _blocking() -> Iterator[None]:
     # The loop of the waiting thread, if it runs one (asyncio.run, a notebook cell).
+    # The yield stays outside the ``except``: an error raised through it (a
+    # Ctrl-C) would otherwise be chained to the RuntimeError ("During
+    # handling of the above exception...") in every traceback.
     try:
-        loop = asyncio.get_running_loop()
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
+        loop = None
+    if loop is None:
         yield
         return
     with _blocked_lock:
@@ -92,9 +111,15 @@ def ctrl_c_interrupts() -> Iterator[None]:
     ``_cli._signals.catch_early``). So, on the main thread, either is
     replaced by Python's handler for the duration and put back after
     (``signal.signal`` can only be called there; other threads never
-    receive a Ctrl-C). Any other handler is the program's own choice and is
-    left alone (it runs while the call waits), as are ``SIG_DFL`` and a
-    ``SIG_IGN`` the program set itself after importing this package.
+    receive a Ctrl-C). Precisely, the handler is taken when it is asyncio's
+    (``asyncio.Runner``'s), or when it is ``SIG_IGN`` now and SIGINT was
+    already ``SIG_IGN`` when this package was first imported
+    (``_SIGINT_IGNORED_AT_START``). Any other handler is the program's own
+    choice and is left alone (it runs while the call waits), as are
+    ``SIG_DFL`` and a ``SIG_IGN`` set after that import in a process that
+    did not start ignoring SIGINT. A process that started ignoring it and
+    then sets ``SIG_IGN`` itself cannot be told apart from one that merely
+    inherited it: its SIGINT is taken during the call as well.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -230,6 +255,7 @@ class LoopThread:
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
+        _served.add(self._loop)
         self._stop = asyncio.Event()
         self._ready.set()
         await self._stop.wait()

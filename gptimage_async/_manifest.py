@@ -228,17 +228,28 @@ def stamp_finished(entry: ManifestEntry, session: Session) -> ManifestEntry:
     )
 
 
+def _whole_cost(entry: ManifestEntry) -> ManifestEntry:
+    # One number format from run to run: a manifest read back decodes ``28`` as
+    # 28.0 (the field is a float), which would then be written ``28.0``.
+    cost = entry.cost
+    if isinstance(cost, float) and cost.is_integer():
+        return msgspec.structs.replace(entry, cost=int(cost))
+    return entry
+
+
 def write_manifest(path: str | os.PathLike[str], entries: Iterable[ManifestEntry]) -> Path:
     """Write ``entries`` as JSON lines to ``path``, atomically (temporary file, then rename).
 
     Options an entry lacks are filled in from its request (:func:`with_options`).
+    A whole ``cost`` is written as an integer (``28``, never ``28.0``), so a
+    manifest rewritten by a later run keeps its numbers' format.
     """
     target = Path(path)
     fd, tmp = create_temp(target.parent, f".{target.name}.", ".part")
     try:
         with os.fdopen(fd, "wb") as out:
             for entry in entries:
-                out.write(_encoder.encode(with_options(entry)))
+                out.write(_encoder.encode(_whole_cost(with_options(entry))))
                 out.write(b"\n")
             out.flush()
             os.fsync(out.fileno())

@@ -165,11 +165,12 @@ class SyncSession:
     the call ends); asyncio's handler is put back when the call returns.
     So too in a script a shell started in the background (``python x.py &``
     in a script: SIGINT ignored from the start, as POSIX asks), as the
-    command line; a SIGINT the program ignores itself after import stays
-    ignored. Every blocking call, opening the session and ``close()``
-    included, waits the same way (``_loop_thread.Call.wait``). Calls from
-    other threads are not interrupted: Python delivers a Ctrl-C to the main
-    thread only.
+    command line (the exact rule: ``_loop_thread.ctrl_c_interrupts``; a
+    ``SIG_IGN`` the program sets after import stays, unless the process
+    started ignoring SIGINT, which cannot be told apart). Every blocking
+    call, opening the session and ``close()`` included, waits the same way
+    (``_loop_thread.Call.wait``). Calls from other threads are not
+    interrupted: Python delivers a Ctrl-C to the main thread only.
 
     Prefer the async ``Session`` when the calling code is itself async (an
     asyncio web app, FastAPI, aiohttp: blocking its loop stalls every request
@@ -243,17 +244,20 @@ class SyncSession:
         self._quit = None
         self._close(cancel=exc_type is not None or self._cancel_on_exit, at_once=at_once)
 
-    def close(self, *, cancel: bool = False) -> None:
+    def close(self, *, cancel: bool | None = None) -> None:
         """Close the session: wait for runs in flight (or cancel them), then stop the loop.
 
-        Calls other threads are making are waited for too; with ``cancel=True``
+        ``cancel``: ``None`` (default) follows the session's ``on_exit``, as
+        leaving ``with`` does: ``"cancel"`` lets runs in flight go, ``"wait"``
+        (the default) waits for them; ``True``/``False`` overrides it.
+        Calls other threads are making are waited for too; when cancelling
         they stop at once (no more creates: those already on the wire are
         answered) and raise ``SessionClosedError``. Cancelled runs end with
         ``SessionClosedError`` carrying their run id. A Ctrl-C while waiting
         closes at once (creates on the wire are not waited for either).
         Closing twice is harmless; a closed session cannot be reopened.
         """
-        self._close(cancel=cancel)
+        self._close(cancel=self._cancel_on_exit if cancel is None else cancel)
 
     def _close(self, *, cancel: bool, at_once: bool = False) -> None:
         self._closer.close(cancel=cancel, at_once=at_once)

@@ -370,8 +370,24 @@ def test_the_gallery_command_rebuilds_the_page_from_the_manifest(tmp_path: Path)
     for e in read_manifest(tmp_path / "a" / "manifest.jsonl"):
         assert e.files[0] in text
 
+    # Another --no-gallery run leaves that page as it was, and says so.
+    prompts.write_text("a lamp\na chair\na desk\n")
+    again = cli(
+        *("batch", str(prompts), "--out", str(tmp_path / "a"), "--provider", "simulator"),
+        *("--progress", "log", "--no-gallery"),
+    )
+    assert again.returncode == 0, again.stderr
+    assert (
+        f"gallery: not rewritten (--no-gallery); {tmp_path / 'a' / GALLERY_NAME} is from an "
+        "earlier run" in again.stdout
+    )
+    assert (tmp_path / "a" / GALLERY_NAME).read_text() == text
+
     missing = cli("gallery", str(tmp_path / "nothing"))
-    assert missing.returncode == 2 and "no manifest.jsonl" in missing.stderr
+    assert missing.returncode == 2 and "nothing does not exist" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = cli("gallery", str(tmp_path / "empty"))
+    assert empty.returncode == 2 and "no manifest.jsonl" in empty.stderr
 
     (tmp_path / "a" / "manifest.jsonl").write_text('{"line": 1, "status": "succ')
     damaged = cli("gallery", str(tmp_path / "a"))
@@ -436,8 +452,11 @@ async def test_ctrl_c_leaves_a_finished_page_and_a_rerun_completes_it(tmp_path: 
         assert text.count('<li class="tile"') == 100
         assert '<li class="tile" data-status="pending"' in text
         assert "stopped: run the batch again" in text and 'http-equiv="refresh"' not in text
-        # Each pending tile says why: stopped before its result, and what finishes it.
-        assert "stopped before a result: run the batch again to finish it" in text
+        # Each pending tile says why: created (paid) or never sent, and what finishes it.
+        pending = [e for e in read_manifest(out / "manifest.jsonl") if e.status == "pending"]
+        created = sum(1 for e in pending if e.run_id is not None)
+        assert text.count("created (paid) before the stop, no result yet") == created
+        assert text.count("never sent: run the batch again to send it") == len(pending) - created
 
         sim.config = sim.config.replace(time_scale=0.01)
         again = await asyncio.create_subprocess_exec(

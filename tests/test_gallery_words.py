@@ -62,11 +62,11 @@ def entry(line: int, status: str, **fields: object) -> ManifestEntry:
 def test_a_pending_tile_says_why_and_a_tile_not_saved_its_time() -> None:
     tiles = [entry(1, "pending"), entry(2, "succeeded", seconds=8.6)]
     stopped = render_gallery(tiles, title="o")
-    assert "stopped before a result: run the batch again to finish it" in stopped
+    assert "never sent: run the batch again to send it" in stopped
     assert "not saved" in stopped and "succeeded · 8.6 s" in stopped
     running = render_gallery(tiles, title="o", running=True)
-    assert "waiting for its turn or its result" in running
-    assert "stopped before a result" not in running
+    assert "not sent yet, waiting for its turn" in running
+    assert "never sent:" not in running
 
 
 def test_a_running_page_left_behind_says_the_batch_may_have_stopped(

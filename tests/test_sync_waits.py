@@ -110,7 +110,7 @@ WAITS_SCRIPT = textwrap.dedent(
         say_when_waiting("close")
         started = time.monotonic()
         try:
-            session.close()  # waits for the run in flight
+            session.close(cancel=False)  # waits for the run in flight, despite on_exit
             print("returned close", flush=True)
         except KeyboardInterrupt:
             interrupted("close", started, None)

@@ -10,7 +10,8 @@
     gptimage-async simulate --port 8080
 
 Exit codes: 0 every prompt succeeded; 1 some did not; 2 bad usage or input
-(nothing was sent); 130 interrupted. Modules: ``_args`` (the options),
+(nothing was sent); 130 interrupted; 141 the output's pipe was closed
+(``| head``: the command stops quietly). Modules: ``_args`` (the options),
 ``_sessions`` (the session a command runs on), ``_generate``, ``_batch``,
 ``_settle``, ``_simulate`` (one per command), ``_spend`` (spend per lane),
 ``_signals`` (Ctrl-C, SIGTERM, SIGHUP). ``--pool POOL.toml`` runs ``batch`` and
@@ -20,14 +21,23 @@ Exit codes: 0 every prompt succeeded; 1 some did not; 2 bad usage or input
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from .._gallery import gallery_command
 from ._args import parser
 from ._batch import batch
-from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Failure, UsageError
+from ._common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Failure,
+    UsageError,
+)
 from ._generate import generate
 from ._sessions import check_endpoint_options, state_file
 from ._settle import settle, unknown
@@ -38,7 +48,27 @@ __all__ = ["main", "state_file"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code."""
+    """Run the command line; return the exit code.
+
+    Output to a closed pipe (``gptimage-async unknown out/ | head``) ends the
+    command quietly with exit code 141, as Python's documentation on SIGPIPE
+    recommends: no traceback, and stdout pointed at ``os.devnull`` so that the
+    interpreter's own flush at exit does not complain either.
+    """
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):  # a stdout with no file descriptor
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -98,6 +98,11 @@ async def batch(args: argparse.Namespace) -> int:
                 f"gallery: not written; rebuild it with: gptimage-async gallery {_q(args.out)}",
                 file=sys.stderr,
             )
+        elif (args.out / GALLERY_NAME).exists():  # a page left as it was: never taken as current
+            print(
+                f"gallery: not rewritten (--no-gallery); {args.out / GALLERY_NAME} is from an "
+                f"earlier run (rebuild it with: gptimage-async gallery {_q(args.out)})"
+            )
         if interrupted:
             p = report.progress
             print(

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = [
+    "EXIT_BROKEN_PIPE",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -19,6 +20,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: The output went to a closed pipe (``| head``): 128 + SIGPIPE, what a shell reports for
+#: a command killed by it, as most Unix tools end.
+EXIT_BROKEN_PIPE = 141
 
 
 class UsageError(Exception):
