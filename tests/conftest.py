@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ._clock import FakeClock, fake_loop_clock
+from ._xdist_groups import LoadGroupIds
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -25,6 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     _share_bytecode(config)
+    config.pluginmanager.register(LoadGroupIds(), "load-group-ids")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

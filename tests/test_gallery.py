@@ -37,6 +37,7 @@ from gptimage_async.testing import TEST_KEYS
 
 from ._chromium import Browser, BrowserUnavailable
 from ._clock import FakeClock
+from .test_cli import run_main
 
 #: Prompts are user text: none of these may become markup or run.
 HOSTILE = (
@@ -334,15 +335,14 @@ async def test_a_batch_writes_the_page_and_gallery_false_skips_it(tmp_path: Path
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    return subprocess.run(
-        [sys.executable, "-m", "gptimage_async", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    """The command line run in this process (``run_main``), with no API key set.
+
+    These commands are about files and words, not processes or signals, so a
+    process start-up (0.4 s of CPU each) buys nothing; ``test_cli`` runs the
+    console script as a real process.
+    """
+    done = run_main(*args, key=None)
+    return subprocess.CompletedProcess(list(args), done.code, done.stdout, done.stderr)
 
 
 def test_the_gallery_command_rebuilds_the_page_from_the_manifest(tmp_path: Path) -> None:
