@@ -147,9 +147,15 @@ async def test_ctrl_c_stops_every_wait_when_the_shell_ignored_sigint(where: str)
         )
         assert proc.stdout is not None
         lines: list[str] = []
-        for step in ("submit", "attach", "generate", "with", "close"):
+        for runs, step in enumerate(("submit", "attach", "generate", "with", "close"), 1):
             line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
             assert line == f"waiting {step}\n", (line, lines)
+            # The step's run exists before its Ctrl-C: under load the signal could
+            # otherwise come before generate's create was sent (nothing to name).
+            for _ in range(3000):
+                if len(sim.runs) >= runs:
+                    break
+                await asyncio.sleep(0.01)
             proc.send_signal(signal.SIGINT)
             lines.append((await asyncio.wait_for(proc.stdout.readline(), 30)).decode())
         _, err = await asyncio.wait_for(proc.communicate(), 30)
