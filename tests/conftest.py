@@ -15,7 +15,7 @@ from ._xdist_groups import LoadGroupIds
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Give Ctrl-C back to the processes the tests start.
+    """Give Ctrl-C and hang-ups back to the processes the tests start.
 
     A shell without job control starts background commands with SIGINT
     ignored (POSIX), and an ignored signal stays ignored across exec. A suite
@@ -25,6 +25,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # nohup starts its command with SIGHUP ignored, likewise inherited: the tests
+    # that hang up on a batch (a closed terminal) need the default.
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     _share_bytecode(config)
     config.pluginmanager.register(LoadGroupIds(), "load-group-ids")
 
