@@ -22,6 +22,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable
+from typing import Any
 
 from .belief import AdaptiveRate
 from .local import CATCH_UP, GRANT_AHEAD, SATURATED_WAIT
@@ -229,11 +230,7 @@ class SlotQueue:
         wake = self._wake
         task = asyncio.current_task()
         while True:
-            if task is not None and task.cancelling():
-                # redis-py may finish a command it was cancelled in and return
-                # (the cancel swallowed): the next wait would then never end, and
-                # the session's close with it. Every path comes back here first.
-                raise asyncio.CancelledError
+            _raise_if_cancelled(task)
             head = self._head()
             if head is None or not self.serving:
                 if self._sent_at and self.serving:
@@ -335,11 +332,7 @@ class SlotQueue:
         wake = self._wake
         task = asyncio.current_task()
         while True:
-            if task is not None and task.cancelling():
-                # redis-py may finish a command it was cancelled in and return
-                # (the cancel swallowed): the next wait would then never end, and
-                # the session's close with it. Every path comes back here first.
-                raise asyncio.CancelledError
+            _raise_if_cancelled(task)
             head = self._head()
             if self.paused_until > when and self._clock() < self.paused_until:
                 return
@@ -358,3 +351,14 @@ class SlotQueue:
                     await wake.wait()
             except TimeoutError:
                 return
+
+
+def _raise_if_cancelled(task: asyncio.Task[Any] | None) -> None:
+    """Raise ``CancelledError`` if ``task`` was cancelled, even if the cancel was lost.
+
+    redis-py may finish a command it was cancelled in and return normally (the
+    cancel swallowed): a queue that then waited again would wait for good, and
+    the session's close with it. Checked before each of the queue's waits.
+    """
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
