@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from ._budget import check_redis_option
-from ._endpoint import check_base_url, check_key
+from ._endpoint import check_base_url, check_key, resolve_key
 from ._exceptions import ConfigurationError
 from ._models import RateLimit
 from ._pool import Lane, Pool
@@ -265,8 +265,7 @@ class SessionConfig:
         """
         if isinstance(self.api_key, Secret):
             return self.api_key
-        adapter = self.adapter
-        return Secret(check_key(os.environ.get(adapter.env_var), adapter))
+        return Secret(resolve_key(None, self.adapter))
 
     def __repr__(self) -> str:
         # Never the key; URLs without their user info (a proxy's or Redis's password).

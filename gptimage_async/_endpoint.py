@@ -7,12 +7,13 @@ Used by ``SessionConfig`` and by ``Lane``, so a lane accepts exactly what
 from __future__ import annotations
 
 import ipaddress
+import os
 from urllib.parse import urlsplit
 
 from ._exceptions import ConfigurationError
 from ._providers import Provider
 
-__all__ = ["check_base_url", "check_key"]
+__all__ = ["check_base_url", "check_key", "resolve_key"]
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
@@ -28,6 +29,14 @@ def check_key(key: object, adapter: Provider) -> str:
     if any(c.isspace() or ord(c) < 32 for c in key.strip()):
         raise ConfigurationError("the API key contains whitespace or control characters")
     return key.strip()
+
+
+def resolve_key(key: object, adapter: Provider) -> str:
+    """``key``, or the provider's environment variable (read now) when it is ``None``, checked.
+
+    Raises ``ConfigurationError`` naming the variable when there is neither.
+    """
+    return check_key(os.environ.get(adapter.env_var) if key is None else key, adapter)
 
 
 def check_base_url(url: object) -> str:

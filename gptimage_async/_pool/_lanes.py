@@ -28,13 +28,12 @@ refund is assumed.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Literal, NoReturn, final
 
 from .._budget import budget_id
-from .._endpoint import check_base_url, check_key
+from .._endpoint import check_base_url, resolve_key
 from .._exceptions import ConfigurationError
 from .._models import DEFAULT_QUALITY, QUALITIES, RateLimit
 from .._providers import get_provider
@@ -206,9 +205,7 @@ class Lane:
         where = repr(label) if label is not None else repr(adapter.name)
         try:
             # Session's own checks, so a lane accepts exactly what Session(...) does.
-            key = check_key(
-                api_key if api_key is not None else os.environ.get(adapter.env_var), adapter
-            )
+            key = resolve_key(api_key, adapter)
             url = check_base_url(base_url) if base_url is not None else adapter.default_base_url
         except ConfigurationError as exc:
             _fail(where, exc.message)
