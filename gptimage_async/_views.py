@@ -113,8 +113,7 @@ class LimiterView:
     @property
     def redis_errors(self) -> int:
         """Redis calls that failed (each paced locally instead, as a fallback); 0 if not shared."""
-        errors = getattr(self._limiter, "redis_errors", 0)
-        return errors if isinstance(errors, int) else 0
+        return self._limiter.redis_errors
 
     def __repr__(self) -> str:
         return repr(self._limiter)

@@ -132,6 +132,11 @@ class RateLimiter:
         return None
 
     @property
+    def redis_errors(self) -> int:
+        """0: no Redis to fail."""
+        return 0
+
+    @property
     def waiting(self) -> int:
         """Requests waiting for a slot (cancelled ones may linger until their turn)."""
         return len(self._waiters)

@@ -94,6 +94,11 @@ class Limiter(Protocol):
         """The Redis the budget is shared through, or ``None`` for a process-local budget."""
         ...
 
+    @property
+    def redis_errors(self) -> int:
+        """Redis calls that failed, each request paced locally instead (0: none, or no Redis)."""
+        ...
+
     def next_free(self) -> float:
         """The loop-clock time of this process's next free slot, ignoring waiters."""
         ...
