@@ -51,7 +51,7 @@ class _Stage(enum.Enum):
     REFUNDED = "refunded"
 
 
-@dataclass(slots=True, eq=False, weakref_slot=True)
+@dataclass(slots=True, eq=False)
 class SpendToken:
     """One create's reservation: its lane (index in the pool), quality and price.
 
