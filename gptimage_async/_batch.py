@@ -359,6 +359,7 @@ class Batch(BatchRunner):
                 self._check_space(len(attach) + len(submit))
                 # Images go through the session's transport: its proxy, user agent, key rule.
                 self._http = self._session.transport if self._download else None
+                self._roots = session_lanes(self._session)
                 page = self._gallery_entries if self._gallery else None
                 async with keep_gallery(
                     self._out, page, stop_reason=lambda: self._stop_reason

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
-from ._batch_plan import attach_lane, same_root, session_lanes
+from ._batch_plan import attach_lane, same_root
 from ._batch_types import (
     BatchEvent,
     BatchItem,
@@ -106,6 +106,7 @@ class BatchRunner:
         "_out",
         "_phases",
         "_resubmit_unknown",
+        "_roots",
         "_scopes",
         "_sender",
         "_session",
@@ -123,6 +124,8 @@ class BatchRunner:
     )
 
     _session: Session
+    #: ``session_lanes`` of the session, read once per run: a session's lanes never change.
+    _roots: dict[str, str]
     _out: Path
     _items: list[BatchItem]
     _slots: asyncio.Semaphore | None
@@ -278,9 +281,7 @@ class BatchRunner:
                     line=line,
                     provider=run.provider,
                     # The run's own lane's root: in a pool, lanes may differ.
-                    base_url=session_lanes(self._session).get(
-                        run.lane or "", self._session.base_url
-                    ),
+                    base_url=self._roots.get(run.lane or "", self._session.base_url),
                     key_fingerprint=lane_fingerprint(run.lane),
                 )
             except OSError as exc:
@@ -304,7 +305,7 @@ class BatchRunner:
         # limiter when the process dies was never sent, so it is not "unknown".
         assert self._journal is not None
         lane = sending_lane()  # the lane it goes through, and that lane's API root
-        root = session_lanes(self._session).get(lane or "") if lane is not None else None
+        root = self._roots.get(lane) if lane is not None else None
         self._journal.intent(
             item.entry.key, line=item.prompt.line, request=item.prompt.request, lane=lane, root=root
         )
@@ -332,7 +333,7 @@ class BatchRunner:
         created_at = None if known is None else known.created_at
         # Created at another API root (attach_elsewhere; the in-process simulator's old
         # port): a 404 there says nothing of a lagging read side here.
-        lanes = session_lanes(self._session)
+        lanes = self._roots
         lane = attach_lane(known, lanes)
         root = lanes.get(lane, self._session.base_url) if lane else self._session.base_url
         here = known is None or known.base_url is None or same_root(known.base_url, root)
