@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -31,13 +30,15 @@ from gptimage_async._gallery import (
     write_gallery,
 )
 from gptimage_async._gallery_keep import THREAD_FROM, keep_gallery
-from gptimage_async._manifest import ManifestEntry, read_manifest
+from gptimage_async._manifest import read_manifest
 from gptimage_async.simulator import Simulator, SimulatorConfig
 from gptimage_async.testing import TEST_KEYS
 
-from ._chromium import Browser, BrowserUnavailable
+from ._chromium import Browser
 from ._clock import FakeClock
-from .test_cli import run_main
+from .gallery_helpers import browser, cli, entry
+
+__all__ = ["browser"]  # a fixture, used by name
 
 #: Prompts are user text: none of these may become markup or run.
 HOSTILE = (
@@ -85,25 +86,6 @@ async def run_batch(out: Path, *, unknown_line: int | None = None) -> gi.BatchRe
         ) as session,
     ):
         return await gi.Batch(session, prompts, out).run()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    try:
-        with Browser() as chromium:
-            yield chromium
-    except BrowserUnavailable as exc:
-        pytest.skip(f"headless Chromium cannot start here: {exc}")
-
-
-def entry(line: int, status: str, prompt: str = "a lamp", **fields: object) -> ManifestEntry:
-    return ManifestEntry(
-        line=line,
-        key=f"k{line}",
-        input=gi.ImageRequest(prompt),
-        status=status,  # type: ignore[arg-type]
-        **fields,  # type: ignore[arg-type]
-    )
 
 
 # -- in the browser --------------------------------------------------------------------------
@@ -332,17 +314,6 @@ async def test_a_batch_writes_the_page_and_gallery_false_skips_it(tmp_path: Path
         assert e.files[0] in text
     assert "runbase · " in text and "finished" in text
     assert not (tmp_path / "off" / GALLERY_NAME).exists()
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """The command line run in this process (``run_main``), with no API key set.
-
-    These commands are about files and words, not processes or signals, so a
-    process start-up (0.4 s of CPU each) buys nothing; ``test_cli`` runs the
-    console script as a real process.
-    """
-    done = run_main(*args, key=None)
-    return subprocess.CompletedProcess(list(args), done.code, done.stdout, done.stderr)
 
 
 def test_the_gallery_command_rebuilds_the_page_from_the_manifest(tmp_path: Path) -> None:

@@ -7,42 +7,20 @@ real process.
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import gptimage_async as gi
 from gptimage_async._gallery import GALLERY_NAME, build_gallery, write_gallery
-from gptimage_async._manifest import ManifestEntry
 from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
 
-from ._chromium import Browser, BrowserUnavailable
-from .test_cli import run_main
+from ._chromium import Browser
+from .gallery_helpers import browser, cli, entry
+
+__all__ = ["browser"]  # a fixture, used by name
 
 FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=5)
 GENEROUS = gi.RateLimit(1000, 1.0)
 HEBREW = "מנורה קרמית על שולחן"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    try:
-        with Browser() as chromium:
-            yield chromium
-    except BrowserUnavailable as exc:
-        pytest.skip(f"headless Chromium cannot start here: {exc}")
-
-
-def entry(line: int, status: str, prompt: str = "a lamp", **fields: object) -> ManifestEntry:
-    return ManifestEntry(
-        line=line,
-        key=f"k{line}",
-        input=gi.ImageRequest(prompt),
-        status=status,  # type: ignore[arg-type]
-        **fields,  # type: ignore[arg-type]
-    )
 
 
 def test_right_to_left_text_is_isolated(browser: Browser, tmp_path: Path) -> None:
@@ -107,17 +85,6 @@ async def test_an_uncertain_create_says_what_a_batch_user_can_do(tmp_path: Path)
     assert "--resubmit-unknown" in row.error and "resend_uncertain_creates" not in row.error
     page = build_gallery(tmp_path).read_text()
     assert "--resubmit-unknown" in page and "resend_uncertain_creates" not in page
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """The command line run in this process (``run_main``), with no API key set.
-
-    These commands are about files and words, not processes or signals, so a
-    process start-up (0.4 s of CPU each) buys nothing; ``test_cli`` runs the
-    console script as a real process.
-    """
-    done = run_main(*args, key=None)
-    return subprocess.CompletedProcess(list(args), done.code, done.stdout, done.stderr)
 
 
 def test_the_gallery_command_says_what_it_does(tmp_path: Path) -> None:

@@ -11,42 +11,21 @@ from __future__ import annotations
 import asyncio
 import datetime
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import gptimage_async as gi
 from gptimage_async._gallery import GALLERY_NAME, RELOAD_SECONDS, STALE_RELOADS, render_gallery
-from gptimage_async._manifest import ManifestEntry
 from gptimage_async.simulator import Simulator, SimulatorConfig
 from gptimage_async.testing import TEST_KEYS
 
-from ._chromium import Browser, BrowserUnavailable
-from .test_cli import command, environment, prompt_file, run_main
+from ._chromium import Browser
+from .gallery_helpers import browser, cli, entry
+from .test_cli import command, environment, prompt_file
+
+__all__ = ["browser"]  # a fixture, used by name
 
 FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=7)
 GENEROUS = gi.RateLimit(1000, 1.0)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    try:
-        with Browser() as chromium:
-            yield chromium
-    except BrowserUnavailable as exc:
-        pytest.skip(f"headless Chromium cannot start here: {exc}")
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """The command line run in this process (``run_main``), with no API key set.
-
-    These commands are about files and words, not processes or signals, so a
-    process start-up (0.4 s of CPU each) buys nothing; ``test_cli`` runs the
-    console script as a real process.
-    """
-    done = run_main(*args, key=None)
-    return subprocess.CompletedProcess(list(args), done.code, done.stdout, done.stderr)
 
 
 def cli_process(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,16 +36,6 @@ def cli_process(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         check=False,
-    )
-
-
-def entry(line: int, status: str, **fields: object) -> ManifestEntry:
-    return ManifestEntry(
-        line=line,
-        key=f"k{line}",
-        input=gi.ImageRequest("a lamp"),
-        status=status,  # type: ignore[arg-type]
-        **fields,  # type: ignore[arg-type]
     )
 
 
