@@ -187,6 +187,24 @@ async def test_a_batch_of_300_prompts(sim: Simulator, tmp_path: Path) -> None:
     print(f"300 prompts through the CLI in {wall:.2f}s wall (process start included)")
 
 
+async def kill_a_batch(args: list[str], out: Path, *, after: int, key: str) -> int:
+    """Run ``gptimage-async *args`` as a process; SIGKILL it once ``after`` prompts are
+    finished in ``out``'s journal. Returns its exit status."""
+    proc = await asyncio.create_subprocess_exec(
+        *command(*args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environment(RUNBASE_API_KEY=key),
+    )
+    deadline = time.monotonic() + 60
+    while sum(r["record"] == "finished" for r in journal_records(out)) < after:
+        assert proc.returncode is None, "the batch ended before it could be killed"
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+    proc.kill()
+    return await proc.wait()
+
+
 @pytest.mark.slow  # two CLI processes, one killed: ~2.5 s
 async def test_sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> None:
     sim.config = sim.config.replace(time_scale=0.02)  # runs of 60-200 ms: many in flight
@@ -194,19 +212,7 @@ async def test_sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> N
     prompts = prompt_file(tmp_path / "prompts.txt", n)
     out = tmp_path / "out"
     args = ["batch", str(prompts), "--out", str(out), *against(sim)]
-    proc = await asyncio.create_subprocess_exec(
-        *command(*args),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=environment(RUNBASE_API_KEY=KEY),
-    )
-    deadline = time.monotonic() + 60
-    while sum(r["record"] == "finished" for r in journal_records(out)) < 60:
-        assert proc.returncode is None, "the batch ended before it could be killed"
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
-    proc.kill()
-    assert await proc.wait() == -signal.SIGKILL
+    assert await kill_a_batch(args, out, after=60, key=KEY) == -signal.SIGKILL
 
     # What the killed process left behind.
     state: dict[str, str] = {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import subprocess
-import time
 from pathlib import Path
 
 import gptimage_async as gi
@@ -25,6 +24,7 @@ from .test_cli import (
     command,
     environment,
     journal_records,
+    kill_a_batch,
     prompt_file,
     run_main,
     simulator_thread,
@@ -168,19 +168,7 @@ async def test_a_rerun_with_another_key_never_creates_the_first_keys_runs_again(
         out = tmp_path / "out"
         single = ["batch", str(prompts), "--out", str(out), "--provider", "runbase"]
         single += ["--base-url", url, "--rate-limit", RATE]
-        proc = await asyncio.create_subprocess_exec(
-            *command(*single),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=environment(RUNBASE_API_KEY=KEY_A),
-        )
-        deadline = time.monotonic() + 60
-        while sum(r["record"] == "finished" for r in journal_records(out)) < 5:
-            assert proc.returncode is None, "the batch ended before it could be stopped"
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.005)
-        proc.kill()
-        await proc.wait()
+        await kill_a_batch(single, out, after=5, key=KEY_A)
         state: dict[str, str] = {}
         for record in journal_records(out):
             if record["record"] in ("intent", "created"):
