@@ -49,9 +49,11 @@ class Job:
 
         ``report`` then tells what the call left, as the session's views held
         it at that moment: a run ending later, while the main thread reads, is
-        not reported as ended before the views know it.
+        not reported as ended before the views know it. Only a stopped call
+        is reported (a Ctrl-C stops the job first), so only its states are kept.
         """
-        self._at_end = [f"  {run.id}  {_state_at_stop(run)}" for run in self.created]
+        if self.stopping:
+            self._at_end = [f"  {run.id}  {_state_at_stop(run)}" for run in self.created]
 
     @property
     def stopping(self) -> bool:
