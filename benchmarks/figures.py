@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .scenarios import Bulk
 
 if TYPE_CHECKING:
-    from .report import Results
+    from .results import Results
 
 __all__ = ["FIGURES_DIR", "Figure", "draw", "requests_per_window"]
 
