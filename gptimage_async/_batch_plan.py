@@ -176,6 +176,7 @@ def plan(
                 provider=previous.provider,
                 key_fingerprint=previous.key_fingerprint,
                 created_at=previous.created_at,
+                finished_at=previous.finished_at,  # when the run that left it unknown ended
             )
             out.settled[-1] = Settled(item=item, entry=entry, kind=settled.kind)
 

@@ -10,6 +10,7 @@ Every error this library raises or resolves a run with is a ``GPTImageError``::
     ├── WrongEventLoopError (RuntimeError)    a Session used from an event loop it was not opened in
     ├── PromptFileError (ValueError)          a prompt file cannot be read, or has a bad row
     ├── JournalError                          a journal is held by another process, or damaged
+    ├── ManifestError (ValueError)            a manifest.jsonl line cannot be read back
     ├── DownloadError                         an image could not be saved
     ├── DiskSpaceError (OSError)              too little free space for a batch, or none left
     ├── APIConnectionError                    the request never got an HTTP answer
@@ -56,6 +57,7 @@ __all__ = [
     "InsufficientCreditsError",
     "InvalidRequestError",
     "JournalError",
+    "ManifestError",
     "PermissionDeniedError",
     "PoolExhaustedError",
     "PromptFileError",
@@ -144,6 +146,21 @@ class PromptFileError(GPTImageError, ValueError):
 
 class JournalError(GPTImageError):
     """The journal cannot be used: another process holds it, or a line is damaged."""
+
+
+class ManifestError(GPTImageError, ValueError):
+    """A ``manifest.jsonl`` line is not a manifest entry; ``path`` and ``line`` say where.
+
+    ``line`` counts from 1 in the file; ``reason`` is what is wrong with it
+    (not JSON, a field of the wrong type ...). ``str(error)`` reads
+    ``out/manifest.jsonl:3: JSON is malformed: ...``.
+    """
+
+    def __init__(self, message: str, *, path: str, line: int) -> None:
+        super().__init__(f"{path}:{line}: {message}")
+        self.path = path
+        self.line = line
+        self.reason = message
 
 
 class DownloadError(GPTImageError):

@@ -33,13 +33,12 @@ import shlex
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote
-
-import msgspec
 
 from ._batch_types import batch_words
 from ._download import create_temp
+from ._exceptions import ManifestError
 from ._gallery_assets import LEGEND as _LEGEND
 from ._gallery_assets import SCRIPT as _SCRIPT
 from ._gallery_assets import SCRIPT_HASH as _SCRIPT_HASH
@@ -84,8 +83,13 @@ def _esc(text: str) -> str:
 
 
 def _src(name: str) -> str:
-    # Quoted: a name is a relative path segment, never a scheme or markup.
-    return _esc(quote(name, safe=""))
+    # Quoted segment by segment: a name is a path, never a scheme or markup. A
+    # batch writes bare names; a hand-edited manifest may hold a sub-folder or an
+    # absolute path (a file: URL, which the page's policy allows).
+    path = PurePosixPath(name)
+    if path.is_absolute():
+        return _esc(path.as_uri())
+    return _esc("/".join(quote(part, safe="") for part in name.split("/")))
 
 
 def _duration(seconds: float) -> str:
@@ -333,8 +337,8 @@ def write_gallery(
 def build_gallery(out_dir: str | os.PathLike[str]) -> Path:
     """Rebuild ``out_dir/index.html`` from ``out_dir/manifest.jsonl``; return its path.
 
-    Raises ``FileNotFoundError`` without a manifest, ``msgspec.DecodeError``
-    or ``msgspec.ValidationError`` for a damaged one, ``OSError`` otherwise.
+    Raises ``FileNotFoundError`` without a manifest, ``ManifestError`` (file
+    and line) for a damaged one, ``OSError`` otherwise.
     """
     entries = read_manifest(Path(out_dir) / _MANIFEST_NAME)
     return write_gallery(out_dir, entries)
@@ -394,9 +398,10 @@ def gallery_command(out_dir: Path) -> int:
             file=sys.stderr,
         )
         return 2
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except ManifestError as exc:
         print(
-            f"gptimage-async: error: {out_dir / _MANIFEST_NAME} is damaged: {exc}", file=sys.stderr
+            f"gptimage-async: error: {exc.path} is damaged at line {exc.line}: {exc.reason}",
+            file=sys.stderr,
         )
         return 2
     except OSError as exc:

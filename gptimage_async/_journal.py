@@ -234,6 +234,7 @@ class Journal:
                     else record.at
                 ),
                 sent_at=previous.sent_at if previous is not None else None,
+                settled=record.settled,
             )
         elif isinstance(record, FinishedRecord):
             entry = record.entry

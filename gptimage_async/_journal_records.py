@@ -58,6 +58,10 @@ class JournalEntry(msgspec.Struct, frozen=True, kw_only=True):
     ``intent``, ``provider``, ``key_fingerprint`` and ``base_url`` name the
     lane it was sent through (``None`` in journals that did not record it):
     a create of unknown fate says where and when it went.
+
+    ``settled``: a ``created`` entry whose run id was recorded by hand
+    (``gptimage-async settle``) and not yet attached by a batch; it can be
+    settled again (a mistyped id is corrected, not stuck).
     """
 
     key: str
@@ -72,6 +76,7 @@ class JournalEntry(msgspec.Struct, frozen=True, kw_only=True):
     key_fingerprint: str | None = None
     created_at: float | None = None
     sent_at: float | None = None
+    settled: bool = False
 
 
 class Endpoint(msgspec.Struct, frozen=True):

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 
 from ._download import create_temp
+from ._exceptions import ManifestError
 from ._models import DEFAULT_ASPECT_RATIO, DEFAULT_QUALITY, AspectRatio, ImageRequest, Quality
 from ._providers import get_provider
 
@@ -265,6 +266,18 @@ def read_manifest(path: str | os.PathLike[str]) -> list[ManifestEntry]:
 
     >>> for entry in read_manifest("out/manifest.jsonl"):  # doctest: +SKIP
     ...     print(entry.line, entry.status, entry.files)
+
+    Returns the entries in file order. Raises ``ManifestError`` naming the
+    file and the line (counted from 1) that is not an entry (damaged or
+    hand-edited), ``OSError`` when the file cannot be read.
     """
+    entries: list[ManifestEntry] = []
     with open(path, "rb") as f:
-        return [_decoder.decode(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(_decoder.decode(line))
+            except msgspec.DecodeError as exc:  # ValidationError too: a field of a wrong type
+                raise ManifestError(str(exc), path=os.fspath(path), line=number) from None
+    return entries

@@ -22,7 +22,9 @@ otherwise. A lane not among them, or no ``--lane`` when the job has several
 and the line's own lane is not recorded (older journals), is a usage error
 (exit 2) before anything is written or sent; so is a run id the journal
 already gives to another prompt (attached for both, one image would be
-saved as the other's).
+saved as the other's). A line settled with a run id can be settled again
+until a batch attaches that run (a mistyped id is corrected, not stuck);
+``unknown`` lists such lines.
 """
 
 from __future__ import annotations
@@ -60,6 +62,18 @@ def _unknown_entries(journal: Journal) -> list[JournalEntry]:
             for entry in journal
             if entry.state == "intent" or (entry.state == "finished" and entry.on_rerun == "ask")
         ),
+        key=lambda e: (e.line, e.key),
+    )
+
+
+def _settled_by_hand(journal: Journal) -> list[JournalEntry]:
+    """Runs recorded with ``settle LINE RUN_ID`` that no batch has attached yet.
+
+    They can be settled again: a mistyped run id is corrected before the
+    next batch tries it (after, a run not found is of unknown fate again).
+    """
+    return sorted(
+        (entry for entry in journal if entry.state == "created" and entry.settled),
         key=lambda e: (e.line, e.key),
     )
 
@@ -104,6 +118,7 @@ def unknown(args: argparse.Namespace) -> int:
     except (OSError, JournalError) as exc:
         raise UsageError(f"cannot read the journal in {args.out}: {exc}") from None
     entries = _unknown_entries(journal)
+    _print_settled(journal, args)
     if not entries:
         print(f"no prompt of unknown fate in {args.out}")
         return EXIT_OK
@@ -127,6 +142,19 @@ def unknown(args: argparse.Namespace) -> int:
         for lane in lanes:
             print(f"  {lane}")
     return EXIT_OK
+
+
+def _print_settled(journal: Journal, args: argparse.Namespace) -> None:
+    settled = _settled_by_hand(journal)
+    if not settled:
+        return
+    print(f"{len(settled)} prompt(s) settled by hand, attached by the next batch run:")
+    for entry in settled:
+        print(f"  line {entry.line:>5}  key {entry.key}  run {entry.run_id}")
+    print(
+        "a mistyped run id: settle the line again (gptimage-async settle "
+        f"{shlex.quote(str(args.out))} LINE RUN_ID, or LINE --not-created)"
+    )
 
 
 def _sent_at(entry: JournalEntry) -> float | None:
@@ -265,7 +293,9 @@ def _refuse_a_run_of_another_line(journal: Journal, entry: JournalEntry, run_id:
 
 
 def _pick(journal: Journal, args: argparse.Namespace) -> JournalEntry:
-    found = [e for e in _unknown_entries(journal) if e.line == args.line]
+    found = [
+        e for e in _unknown_entries(journal) + _settled_by_hand(journal) if e.line == args.line
+    ]
     if args.key is not None:
         found = [e for e in found if e.key == args.key]
     if not found:
