@@ -33,6 +33,7 @@ from ._exceptions import (
     GPTImageError,
     RunTimeoutError,
     SessionClosedError,
+    SpendCapError,
     UncertainCreateError,
 )
 from ._models import ImageRequest
@@ -43,7 +44,7 @@ from ._scheduler import PollScheduler
 from ._stats import SessionStats
 from ._transport import Answer, Transport
 
-__all__ = ["RESEND_HINT", "Creator", "sending_lane"]
+__all__ = ["RESEND_HINT", "Creator", "resending_uncertain", "sending_lane"]
 
 #: The end of an ``UncertainCreateError``'s message: what a library user can do.
 #: A batch says what its own users can do instead (``_batch_types.batch_words``).
@@ -64,6 +65,23 @@ def sending_lane() -> str | None:
     return _SENDING_LANE.get()
 
 
+#: True while the ``on_send`` hook of a resend runs: the attempt before it was of
+#: uncertain fate (``resend_uncertain_creates=True``), so it may have been paid.
+_RESENDING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "gptimage_resending_uncertain", default=False
+)
+
+
+def resending_uncertain() -> bool:
+    """Inside an ``on_send`` hook: whether the attempt before this one may have made a run.
+
+    A spend ledger keeps that attempt reserved (maybe paid) and reserves this
+    one anew; the hook may refuse it by raising ``SpendCapError``, and the
+    create then ends with ``UncertainCreateError`` (nothing more is sent).
+    """
+    return _RESENDING.get()
+
+
 class _NotCreated:
     """The outcome of an attempt that certainly created nothing: it may be sent again.
 
@@ -72,12 +90,24 @@ class _NotCreated:
     ``wait`` seconds are this create's own, a ``Retry-After`` on a 503).
     """
 
-    __slots__ = ("error", "verdict", "wait")
+    __slots__ = ("error", "maybe_created", "verdict", "wait", "wall")
 
-    def __init__(self, error: GPTImageError, verdict: Verdict, wait: float = 0.0) -> None:
+    def __init__(
+        self,
+        error: GPTImageError,
+        verdict: Verdict,
+        wait: float = 0.0,
+        *,
+        maybe_created: str | None = None,
+        wall: float = 0.0,
+    ) -> None:
         self.error = error
         self.verdict = verdict
         self.wait = wait
+        #: Why the attempt may have made a run after all (a resent uncertain create), else None.
+        self.maybe_created = maybe_created
+        #: When the attempt went on the wire (wall-clock seconds).
+        self.wall = wall
 
 
 class Creator:
@@ -177,12 +207,27 @@ class Creator:
             self._scheduler.tail_began()
         attempts = 0
         last_error: GPTImageError | None = None
+        # The last attempt, when its fate is unknown (resend_uncertain_creates=True).
+        uncertain: _NotCreated | None = None
         while True:
-            outcome = await self._send_when_allowed(
-                request, body, index, deadline, last_error, on_send, priority
-            )
+            try:
+                outcome = await self._send_when_allowed(
+                    request, body, index, deadline, last_error, on_send, priority, uncertain
+                )
+            except SpendCapError as refused:
+                if uncertain is None:
+                    raise
+                # The resend does not fit under the cap beside the attempt that may be paid.
+                raise self._uncertain(
+                    request,
+                    f"{uncertain.maybe_created}; sending it again was refused: {refused}",
+                    uncertain.wall,
+                    hint="it was not sent again: the spend cap leaves no room for a second "
+                    "attempt while the first may be paid. Check the provider's dashboard.",
+                ) from refused
             if isinstance(outcome, Run):
                 return outcome
+            uncertain = outcome if outcome.maybe_created is not None else None
             last_error = outcome.error
             if outcome.verdict is Verdict.RETRY:
                 attempts += 1
@@ -214,6 +259,7 @@ class Creator:
         last_error: GPTImageError | None,
         on_send: Callable[[], None] | None,
         priority: int,
+        uncertain: _NotCreated | None = None,
     ) -> Run | _NotCreated:
         self._check_open()
         last = priority == PRIORITY_LAST_CREATE
@@ -255,9 +301,11 @@ class Creator:
             )
         if on_send is not None:
             token = _SENDING_LANE.set(self._lane)
+            resending = _RESENDING.set(uncertain is not None)
             try:
                 on_send()
             finally:
+                _RESENDING.reset(resending)
                 _SENDING_LANE.reset(token)
         return await self._send_shielded(request, body, sent_at, index)
 
@@ -328,21 +376,27 @@ class Creator:
         error, verdict = reading.error, reading.verdict
         assert error is not None
         if verdict is Verdict.UNCERTAIN:
+            why = f"the provider answered {error}" if isinstance(error, APIStatusError) else ""
             if not self._resend:
-                why = f"the provider answered {error}" if isinstance(error, APIStatusError) else ""
                 raise self._uncertain(request, why or str(error), wall)
-            verdict = Verdict.RETRY
+            return _NotCreated(
+                error, Verdict.RETRY, reading.wait, maybe_created=why or str(error), wall=wall
+            )
         if verdict is Verdict.FAIL:
             raise error
         return _NotCreated(error, verdict, reading.wait)
 
-    def _uncertain(self, request: ImageRequest, why: str, wall: float) -> UncertainCreateError:
+    def _uncertain(
+        self, request: ImageRequest, why: str, wall: float, *, hint: str | None = None
+    ) -> UncertainCreateError:
         self._stats.uncertain_creates += 1
         prompt = request.prompt if len(request.prompt) <= 60 else request.prompt[:57] + "..."
-        return UncertainCreateError(
-            f"the create for {prompt!r} may have reached {self._provider.name} ({why}); "
+        hint = hint or (
             "it was not sent again, to avoid paying twice. Check the provider's dashboard, "
-            + RESEND_HINT,
+            + RESEND_HINT
+        )
+        return UncertainCreateError(
+            f"the create for {prompt!r} may have reached {self._provider.name} ({why}); " + hint,
             prompt=request.prompt,
             lane=self._lane,
             sent_at=wall,

@@ -52,6 +52,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from ._create import resending_uncertain
 from ._exceptions import (
     ConfigurationError,
     GPTImageError,
@@ -432,10 +433,20 @@ class Router:
         self._bound[i] += 1
         bound = True
         sent = False
+        # One token per attempt that may make a run; all but the last are maybe paid.
+        tokens = [token]
 
         def sending() -> None:
             nonlocal bound, sent
-            if health.cause is not None:
+            if resending_uncertain():
+                # The attempt before may have made a run: it stays reserved (maybe
+                # paid) and this one needs room of its own, or it is not sent.
+                fresh = self.ledger.reserve(i, request.quality)
+                if isinstance(fresh, SpendCapError):
+                    raise fresh
+                self.ledger.uncertain(tokens[-1])
+                tokens.append(fresh)
+            elif health.cause is not None:
                 raise _Rebind  # closed while this create waited: nothing is sent
             if bound:
                 bound = False
@@ -450,20 +461,24 @@ class Router:
                 request, index=index, on_send=sending, ahead_of_polls=ahead_of_polls
             )
         except _Rebind:
-            self.ledger.release(token)
+            self.ledger.release(tokens[-1])
             raise
         except GPTImageError as exc:
-            return self._failed(i, token, exc)
+            moved = self._failed(i, tokens[-1], exc)
+            if len(tokens) > 1:
+                raise moved from None  # an earlier attempt may have made a run: never moved
+            return moved
         except BaseException:
             # Cancelled: a create already sent may still make a run (it is shielded).
             if sent:
-                self.ledger.uncertain(token)
+                self.ledger.uncertain(tokens[-1])
             else:
-                self.ledger.release(token)
+                self.ledger.release(tokens[-1])
             raise
         finally:
             if bound:
                 self._bound[i] -= 1
+        token = tokens[-1]
         self.ledger.commit(token)
         health.recover()
         if lane.spec.refunds_failed:

@@ -101,6 +101,13 @@ BAD: list[tuple[str, str, str]] = [
         LANE + "[lanes.b]\nprovider = 'runbase'\nkey_env = 'SAME_AS_MAIN'\n",
         "lanes 'a' and 'b' are the same key",
     ),
+    (
+        "same key at two base URLs",
+        "[lanes.a]\nprovider = 'runbase'\nbase_url = 'http://127.0.0.1:9/runbase/api/v1'\n"
+        "[lanes.b]\nprovider = 'runbase'\nkey_env = 'SAME_AS_MAIN'\n"
+        "base_url = 'http://localhost:9/runbase/api/v1'\n",
+        "lanes 'a' and 'b' are the same key",
+    ),
 ]
 
 

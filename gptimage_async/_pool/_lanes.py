@@ -279,8 +279,9 @@ class Pool:
       for every quality, or a create could go out whose cost is unknown.
 
     Raises ``ConfigurationError`` (naming the lane, never its key) for an
-    empty pool, a non-``Lane`` item, the same lane twice (same provider, key
-    and base URL), the same label twice, an unknown routing, a bad spend cap,
+    empty pool, a non-``Lane`` item, the same key twice (same provider and
+    key, whatever the base URLs: a lane's identity in journals is
+    ``provider:fingerprint``), the same label twice, an unknown routing, a bad spend cap,
     or a spend cap with a lane whose prices are unknown.
     """
 
@@ -302,24 +303,35 @@ class Pool:
         items = tuple(lanes)
         if not items:
             raise ConfigurationError("a pool needs at least one lane")
-        seen: dict[tuple[str, str, str], Lane] = {}
+        # Keyed by provider and key only, not base URL: one key behind two URLs
+        # (127.0.0.1 and localhost, a proxy) is one budget, one balance, and one
+        # ``provider:fingerprint`` in journals, so it is refused as the same key.
+        seen: dict[tuple[str, str], Lane] = {}
         labels: set[str] = set()
         for item in items:
             if not isinstance(item, Lane):
                 raise ConfigurationError(
                     f"a pool's lanes must be Lane objects, not {type(item).__name__}"
                 )
-            if item.identity in seen:
+            key = item.identity[:2]
+            if key in seen:
+                first = seen[key]
+                urls = (
+                    item.base_url
+                    if first.base_url == item.base_url
+                    else f"at {first.base_url} and {item.base_url}"
+                )
                 raise ConfigurationError(
-                    f"lanes {seen[item.identity].label!r} and {item.label!r} are the same key "
-                    f"({item.provider}, fingerprint {item.fingerprint}, {item.base_url}): "
+                    f"lanes {first.label!r} and {item.label!r} are the same key "
+                    f"({item.provider}, fingerprint {item.fingerprint}, {urls}): "
+                    "a lane is its provider and key, whatever its base URL; "
                     "give each lane its own key"
                 )
             if item.label in labels:
                 raise ConfigurationError(
                     f"two lanes are labelled {item.label!r}: labels must differ (pass label=...)"
                 )
-            seen[item.identity] = item
+            seen[key] = item
             labels.add(item.label)
         check_routing(routing, spend_cap)
         if spend_cap is not None:
