@@ -37,6 +37,7 @@ from ._exceptions import (
     GPTImageError,
     InsufficientCreditsError,
     PermissionDeniedError,
+    PoolExhaustedError,
     QuotaExceededError,
     RunFailedError,
     RunNotFoundError,
@@ -430,6 +431,12 @@ class BatchRunner:
     def _count_failed_create(self, exc: GPTImageError) -> None:
         # A connection error that is not uncertain never had its request written
         # (a TLS failure, a refused connect): counted as sent at on_send, it was not.
+        if isinstance(exc, PoolExhaustedError):
+            # Judged by what it met on the lanes it went to: one answer means it was sent.
+            tried = zip(exc.causes, exc.why, strict=True)
+            met = [err for (_, err), why in tried if why == "failed this create"]
+            answered = [err for err in met if isinstance(err, APIStatusError)]
+            exc = (answered or met or [exc])[0]
         if isinstance(exc, APIConnectionError):
             self.submitted -= 1
         elif isinstance(exc, APIStatusError):

@@ -44,7 +44,7 @@ from ._scheduler import PollScheduler
 from ._stats import SessionStats
 from ._transport import Answer, Transport
 
-__all__ = ["RESEND_HINT", "Creator", "resending_uncertain", "sending_lane"]
+__all__ = ["RESEND_HINT", "Creator", "previous_error", "resending_uncertain", "sending_lane"]
 
 #: The end of an ``UncertainCreateError``'s message: what a library user can do.
 #: A batch says what its own users can do instead (``_batch_types.batch_words``).
@@ -70,6 +70,22 @@ def sending_lane() -> str | None:
 _RESENDING: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "gptimage_resending_uncertain", default=False
 )
+
+
+#: The error of this create's attempt before the one whose ``on_send`` hook runs now.
+_PREVIOUS: contextvars.ContextVar[GPTImageError | None] = contextvars.ContextVar(
+    "gptimage_previous_error", default=None
+)
+
+
+def previous_error() -> GPTImageError | None:
+    """Inside an ``on_send`` hook: the error of this create's attempt before, or None.
+
+    A pool's router reads it to move a create that could not connect to
+    another lane at once, rather than retrying on the lane (the hook raises
+    it: the create ends on this lane with that error, nothing more sent).
+    """
+    return _PREVIOUS.get()
 
 
 def resending_uncertain() -> bool:
@@ -233,12 +249,30 @@ class Creator:
                 attempts += 1
                 self._stats.create_retries += 1
                 if attempts >= self._max_attempts:
-                    raise outcome.error
+                    raise self._given_up(request, outcome, attempts)
             elif self._clock() > deadline:
                 raise outcome.error
             else:
                 await self._wait_as_told(outcome, deadline)
             logger.debug("create not accepted (%s); sending it again", outcome.error)
+
+    def _given_up(
+        self, request: ImageRequest, outcome: _NotCreated, attempts: int
+    ) -> GPTImageError:
+        """The error of a create whose attempts ran out: the last one's, or, when that one
+        may have made a run (resent uncertain creates), ``UncertainCreateError``, so that
+        every error that is not one means the last attempt certainly made nothing."""
+        if outcome.maybe_created is None:
+            return outcome.error
+        error = self._uncertain(
+            request,
+            f"{outcome.maybe_created}; sent {attempts} times",
+            outcome.wall,
+            hint="its attempts ran out (resend_uncertain_creates=True). "
+            "Check the provider's dashboard.",
+        )
+        error.__cause__ = outcome.error
+        return error
 
     async def _wait_as_told(self, outcome: _NotCreated, deadline: float) -> None:
         # A 429's wait is the limiter's; a 503's Retry-After (say) is this create's.
@@ -302,9 +336,11 @@ class Creator:
         if on_send is not None:
             token = _SENDING_LANE.set(self._lane)
             resending = _RESENDING.set(uncertain is not None)
+            previous = _PREVIOUS.set(last_error)
             try:
                 on_send()
             finally:
+                _PREVIOUS.reset(previous)
                 _RESENDING.reset(resending)
                 _SENDING_LANE.reset(token)
         return await self._send_shielded(request, body, sent_at, index)

@@ -364,19 +364,31 @@ class DiskSpaceError(GPTImageError, OSError):
 
 
 class PoolExhaustedError(GPTImageError):
-    """Every lane of a pool is closed for new creates: nothing more can be created.
+    """No lane of a pool can take a create: it was not created.
 
     A lane closes on 401, 402, 403 or a 429 ``USAGE_EXCEEDED`` (its key is
-    bad, out of credits, denied or out of quota). ``causes`` holds, per lane,
-    its display label and the typed error that closed it, in pool order; the
-    message names each lane and status, never a key. A pool of one lane
-    raises that lane's own error instead (as a single-key session always has).
+    bad, out of credits, denied or out of quota); it is unreachable while it
+    cools after connection failures in a row; and a create never goes back to
+    a lane it already failed on. ``causes`` holds, per lane, its display label
+    and its typed error, in pool order; ``why`` says, per lane, which it was:
+    ``"closed"``, ``"unreachable"`` or ``"failed this create"``. The message
+    names each lane and error, never a key. A pool of one lane raises that
+    lane's own error instead (as a single-key session always has).
     """
 
-    def __init__(self, causes: tuple[tuple[str, GPTImageError], ...]) -> None:
-        parts = "; ".join(f"{label}: {type(err).__name__} {err}" for label, err in causes)
-        super().__init__(f"every lane of the pool is closed ({parts})")
+    def __init__(
+        self, causes: tuple[tuple[str, GPTImageError], ...], *, why: tuple[str, ...] = ()
+    ) -> None:
+        why = why or ("closed",) * len(causes)
+        closed = set(why) == {"closed"}
+        parts = "; ".join(
+            f"{label}{'' if closed else f' ({state})'}: {type(err).__name__} {err}"
+            for (label, err), state in zip(causes, why, strict=True)
+        )
+        head = "every lane of the pool is closed" if closed else "no lane of the pool can take it"
+        super().__init__(f"{head} ({parts})")
         self.causes = causes
+        self.why = why
 
 
 class SpendCapError(GPTImageError):

@@ -52,8 +52,9 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ._create import resending_uncertain
+from ._create import previous_error, resending_uncertain
 from ._exceptions import (
+    APIConnectionError,
     ConfigurationError,
     GPTImageError,
     RunFailedError,
@@ -146,9 +147,10 @@ class Router:
 
     ``pool`` is the session's ``Pool`` (lane descriptions, routing policy,
     spend cap); ``lanes`` the running lanes in the same order; ``clock`` the
-    event loop's clock (seconds); ``uncertain_moves`` is
-    ``resend_uncertain_creates``: a connection error raised then may have
-    reached the server, so it is treated as uncertain, never moved.
+    event loop's clock (seconds); ``resend_uncertain`` is
+    ``resend_uncertain_creates`` (each resend is reserved anew; a create
+    whose last attempt may have reached the server ends, from the creator,
+    with ``UncertainCreateError`` either way, so it is never moved).
     """
 
     def __init__(
@@ -355,6 +357,7 @@ class Router:
                         interval=0.0,
                         state=LaneState.CLOSED if cause is not None else LaneState.OPEN,
                         cause=cause,
+                        tried=cause is not None,
                     )
                 )
                 continue
@@ -446,8 +449,12 @@ class Router:
                     raise fresh
                 self.ledger.uncertain(tokens[-1])
                 tokens.append(fresh)
-            elif health.cause is not None:
-                raise _Rebind  # closed while this create waited: nothing is sent
+            elif health.cause is not None or health.unreachable(self.clock()):
+                # Closed or unreachable while this create waited (or before a retry of a
+                # create certainly not made): nothing is sent, it routes again.
+                raise _Rebind
+            elif len(self.lanes) > 1 and isinstance(unsent := previous_error(), APIConnectionError):
+                raise unsent  # could not connect, never left: another lane, not more retries here
             if bound:
                 bound = False
                 self._bound[i] -= 1
@@ -488,7 +495,9 @@ class Router:
         return run
 
     def _failed(self, i: int, token: SpendToken, exc: GPTImageError) -> GPTImageError:
-        decision = self.policy.decide(exc, maybe_received=self._resend)
+        # A connection error reaching here certainly never left on its last attempt: the
+        # creator raises UncertainCreateError for one that may have (resent or not).
+        decision = self.policy.decide(exc, maybe_received=False)
         health = self.health[i]
         was_closed = health.cause is not None
         health.apply(exc, decision, self.clock())

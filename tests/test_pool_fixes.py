@@ -1,17 +1,33 @@
 """Pool faults a fresh user found (issue 19), each against the real simulator.
 
-Resent creates of uncertain fate under a spend cap, and the same key at two
-base URLs. Every simulator is a real HTTP server on 127.0.0.1.
+Resent creates of uncertain fate under a spend cap, the same key at two base
+URLs, lanes that cannot connect. Every simulator is a real HTTP server on
+127.0.0.1; a dead lane is a real loopback port nothing listens on; waits are
+timed on the fake loop clock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import random
+import socket
 from typing import Any
 
 import pytest
 
 import gptimage_async as gi
+from gptimage_async._pool import (
+    UNREACHABLE_AFTER,
+    CreateMove,
+    Failover,
+    LaneAction,
+    LaneHealth,
+    LaneState,
+    failover,
+)
 from gptimage_async.simulator import Faults, KeyConfig, Simulator
+from tests._clock import FakeClock
 from tests.helpers import config as sim_config
 
 PRICES = {"medium": 4, "high": 11}
@@ -119,3 +135,68 @@ async def test_the_same_key_at_two_base_urls_is_refused_naming_both_labels() -> 
     assert "'x' and 'y' are the same key" in message
     assert first in message and other in message
     assert "sk-fix-same" not in message
+
+
+# -- 3. lanes that cannot be reached cool, and a job on them ends in seconds ------------------
+
+
+def _dead_port() -> int:
+    """A loopback port nothing listens on: every connect is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_connection_failures_in_a_row_make_a_cooling_lane_unreachable() -> None:
+    health = LaneHealth(rng=random.Random(0))
+    refused = gi.APIConnectionError("could not connect")
+    decision = failover(refused, maybe_received=False)
+    assert decision == Failover(LaneAction.COOL, CreateMove.MOVE)  # cools, never closes
+    for n in range(UNREACHABLE_AFTER):
+        assert not health.unreachable(float(n))
+        health.apply(refused, decision, float(n))
+    now = float(UNREACHABLE_AFTER - 1)
+    assert health.state(now) is LaneState.COOLING and health.cause is None
+    assert health.unreachable(now) and health.cooling_cause is refused
+    # Its cooling over, a create may try it again (half-open); an answer resets it.
+    assert not health.unreachable(health.cooling_until)
+    server = gi.APIStatusError("boom", status_code=500)
+    health.apply(server, failover(server, maybe_received=False), now)
+    assert not health.unreachable(now)
+
+
+async def test_a_job_on_lanes_that_cannot_connect_ends_soon_naming_each_lane(
+    fake_clock: FakeClock,
+) -> None:
+    root = f"http://127.0.0.1:{_dead_port()}"
+    lanes = [
+        gi.Lane("runbase", "sk-dead-a", base_url=root, label="a", prices=PRICES),
+        gi.Lane("runbase", "sk-dead-b", base_url=root, label="b", prices=PRICES),
+        gi.Lane("apiinone", "aio_dead_c", base_url=root, label="c"),
+    ]
+    session = gi.Session(lanes=lanes, remember=False, resend_uncertain_creates=True)
+    async with session:
+        started = asyncio.get_running_loop().time()
+        results = await fake_clock.run(
+            session.generate_many([f"dead {i}" for i in range(20)], return_exceptions=True)
+        )
+        took = asyncio.get_running_loop().time() - started
+        sent = session.stats.requests
+        spend = session.stats.spend
+        states = [view.state for view in session.lanes]
+    assert all(isinstance(r, gi.PoolExhaustedError) for r in results), results
+    # One connect per lane and create, until the lane is unreachable; then a try
+    # (half-open) each time its cooling ends, 1, 2, 4 ... s: a handful in `took`.
+    # Before: every create tried every lane max_attempts times, over backoffs.
+    probes = 3 * (UNREACHABLE_AFTER + math.ceil(math.log2(took + 1)))
+    assert sent <= probes, (sent, took)
+    assert gi.LaneState.CLOSED not in states  # connection failures cool, never close
+    last = results[-1]
+    assert isinstance(last, gi.PoolExhaustedError)
+    assert str(last).startswith("no lane of the pool can take it (a (")
+    assert set(last.why) <= {"unreachable", "failed this create"}
+    assert "unreachable" in last.why
+    assert all(isinstance(err, gi.APIConnectionError) for _, err in last.causes)
+    # Never left: nothing is maybe paid, even with resend_uncertain_creates=True.
+    assert spend is not None and spend.reserved == 0 and spend.spent == 0
+    assert all(lane.uncertain == 0 for lane in spend.lanes)

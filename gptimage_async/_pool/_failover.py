@@ -23,6 +23,14 @@ The rules (issue 19, "Failover without paying twice"):
   (the project's one backoff formula, ``_retry``), drawn from
   ``[COOL_JITTER_FLOOR, 1]`` of it so lanes that failed together do not come
   back together, and never zero. Any good answer ends the cooling.
+* **Unreachable**: a lane whose last ``UNREACHABLE_AFTER`` (3) creates in a
+  row got no answer at all and certainly never left (``APIConnectionError``:
+  connection refused, DNS failure) is unreachable while it cools: creates do
+  not wait for it (a circuit breaker, open until the cooling ends), so a job
+  on dead lanes ends in seconds, each create with ``PoolExhaustedError``
+  naming each lane's cause, instead of waiting out backoffs of up to a minute
+  per lane and create. When its cooling ends, the next create tries it again
+  (half-open); any answer, even an error status, makes it reachable again.
 * Anything else leaves the lane as it is (a plain 429 is the limiter's
   business: it pauses the lane's own budget).
 
@@ -75,6 +83,7 @@ __all__ = [
     "CLOSED_TTL",
     "CreateMove",
     "Failover",
+    "UNREACHABLE_AFTER",
     "HealthPolicy",
     "LaneAction",
     "LaneHealth",
@@ -103,6 +112,12 @@ COOL_BASE = 1.0
 COOL_MAX = 60.0
 #: A cooling lasts between this share of its ceiling and all of it (never 0).
 COOL_JITTER_FLOOR = 0.5
+#: Creates in a row that got no answer (and never left) before a cooling lane is
+#: unreachable: creates stop waiting for it until its cooling ends. Three: one
+#: refused connect is a blip (a server restarting), three in a row over the
+#: backoff of 1 s, 2 s and 4 s (each after the lane's own connect retries) is
+#: a lane that is not there.
+UNREACHABLE_AFTER = 3
 
 
 class LaneAction(enum.Enum):
@@ -221,12 +236,25 @@ class LaneHealth:
     after, until ``closed_until``; ``state()`` at or after it opens the lane.
     """
 
-    __slots__ = ("_rng", "_troubles", "cause", "closed_for", "closed_until", "cooling_until")
+    __slots__ = (
+        "_rng",
+        "_troubles",
+        "_unanswered",
+        "cause",
+        "closed_for",
+        "closed_until",
+        "cooling_cause",
+        "cooling_until",
+    )
 
     def __init__(self, *, rng: random.Random | None = None, closed_for: float = CLOSED_TTL) -> None:
         self._rng = rng or random.Random()
         self._troubles = 0
+        # Creates in a row that got no answer and never left (connection failures).
+        self._unanswered = 0
         self.closed_for = closed_for
+        #: The error that began or last extended the cooling; ``None`` when not cooling.
+        self.cooling_cause: GPTImageError | None = None
         #: The typed error that closed the lane, or ``None`` while it is not closed.
         self.cause: GPTImageError | None = None
         #: Until when (caller's clock) the lane is closed; ``-inf`` when it is not.
@@ -245,6 +273,11 @@ class LaneHealth:
         if now < self.cooling_until:
             return LaneState.COOLING
         return LaneState.OPEN
+
+    def unreachable(self, now: float) -> bool:
+        """Whether the lane cools at ``now`` after ``UNREACHABLE_AFTER`` connection failures
+        in a row: creates do not wait for it (module docstring)."""
+        return self._unanswered >= UNREACHABLE_AFTER and now < self.cooling_until
 
     def close(
         self, cause: GPTImageError, now: float | None = None, *, until: float | None = None
@@ -282,7 +315,9 @@ class LaneHealth:
     def recover(self) -> None:
         """A good answer came: the cooling and its backoff end (a closed lane stays closed)."""
         self._troubles = 0
+        self._unanswered = 0
         self.cooling_until = -math.inf
+        self.cooling_cause = None
 
     def apply(self, error: BaseException, decision: Failover, now: float) -> None:
         """Do what ``decision`` (from ``failover(error, ...)``) says to this lane."""
@@ -291,3 +326,9 @@ class LaneHealth:
         elif decision.lane is LaneAction.COOL:
             after = error.retry_after if isinstance(error, APIStatusError) else None
             self.cool(now, retry_after=after)
+            if isinstance(error, GPTImageError):
+                self.cooling_cause = error
+        if isinstance(error, APIConnectionError) and decision.create is CreateMove.MOVE:
+            self._unanswered += 1  # no answer, never left: the lane may not be there
+        elif isinstance(error, APIStatusError | ProtocolError):
+            self._unanswered = 0  # it answered: reachable, whatever it said

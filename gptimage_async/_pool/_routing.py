@@ -11,7 +11,11 @@ while another has a queue). Each lane is seen as a ``LaneView``:
 * ``interval``: seconds between its slots at its current rate.
 
 A lane is **ready at** ``max(now, next_free, cooling_until)``. Closed lanes
-are never picked.
+are never picked, nor are lanes that cool while *unreachable* (connection
+failures in a row, ``_failover.UNREACHABLE_AFTER``): a create does not wait
+for them. When no lane is left, the create ends with ``PoolExhaustedError``
+naming each lane and why: closed (its closing error), unreachable (its last
+connection error) or failed this very create (certainly not created there).
 
 Policies:
 
@@ -74,6 +78,9 @@ class LaneView:
     ``label`` names the lane in errors; ``next_free`` and ``cooling_until``
     are times on the caller's clock (seconds); ``interval`` is seconds per
     slot; ``cause`` is the closing error when ``state`` is ``CLOSED``.
+    ``tried``: this create already failed on the lane (``cause`` is that error);
+    ``unreachable``: the lane cools after connection failures in a row
+    (``cause`` is the last), so a create does not wait for it.
     """
 
     label: str
@@ -83,6 +90,8 @@ class LaneView:
     state: LaneState = LaneState.OPEN
     cooling_until: float = -math.inf
     cause: GPTImageError | None = None
+    tried: bool = False
+    unreachable: bool = False
 
 
 def lane_view(
@@ -99,14 +108,17 @@ def lane_view(
     ``next_free`` and ``interval`` come from the lane's limiter
     (``next_free()``, ``interval``); ``health`` is the lane's ``LaneHealth``.
     """
+    state = health.state(now)
+    unreachable = state is LaneState.COOLING and health.unreachable(now)
     return LaneView(
         label=lane.label,
         next_free=next_free,
         price=lane.price(quality),
         interval=interval,
-        state=health.state(now),
+        state=state,
         cooling_until=health.cooling_until,
-        cause=health.cause,
+        cause=health.cooling_cause if unreachable else health.cause,
+        unreachable=unreachable,
     )
 
 
@@ -143,11 +155,17 @@ def _price_key(price: float | None) -> float:
     return math.inf if price is None else price
 
 
+def _why(view: LaneView) -> str:
+    if view.tried:
+        return "failed this create"
+    return "unreachable" if view.unreachable else "closed"
+
+
 def _exhausted(views: Sequence[LaneView]) -> Exhausted:
     causes = tuple((v.label, v.cause or GPTImageError(f"lane {v.label} is closed")) for v in views)
     if len(causes) == 1:
         return Exhausted(causes[0][1])
-    return Exhausted(PoolExhaustedError(causes))
+    return Exhausted(PoolExhaustedError(causes, why=tuple(_why(v) for v in views)))
 
 
 def route(
@@ -174,7 +192,9 @@ def route(
     """
     if not views:
         raise ValueError("route() needs at least one lane")
-    open_lanes = [i for i, v in enumerate(views) if v.state is not LaneState.CLOSED]
+    open_lanes = [
+        i for i, v in enumerate(views) if v.state is not LaneState.CLOSED and not v.unreachable
+    ]
     if not open_lanes:
         return _exhausted(views)
     if spend is not None and (headroom := spend.headroom()) is not None:
