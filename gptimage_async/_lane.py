@@ -23,7 +23,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._budget import AdaptiveRate, Limiter, make_limiter
@@ -38,6 +37,7 @@ from ._fleet_closure import FleetClosure
 from ._images import bind as bind_result
 from ._lifecycle import Lifecycle
 from ._models import ImageRequest
+from ._pool import lane_state_file
 from ._registry import RunRegistry
 from ._run import Run
 from ._scheduler import PollScheduler
@@ -342,13 +342,12 @@ def _lane_state_file(
 ) -> str | os.PathLike[str] | None:
     """The state file of one lane: ``path`` alone, one file per key in a pool of several.
 
-    ``states.json`` becomes ``states.<fingerprint>.json`` for each lane, so
-    lanes never overwrite each other's file (each state also names its key).
+    ``states.json`` becomes ``states.<fingerprint>-<url tag>.json`` for each
+    lane (``_pool.lane_state_file``), so lanes never overwrite each other's file.
     """
     if path is None or not several:
         return path
-    file = Path(path).expanduser()
-    return file.with_name(f"{file.stem}.{spec.fingerprint}{file.suffix}")
+    return lane_state_file(path, spec)  # keyed by provider, key and base URL
 
 
 def _adaptive(limiter: Limiter | None) -> AdaptiveRate | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import gptimage_async as gi
 from gptimage_async._cli import state_file
 from gptimage_async._cli._sessions import pool_state_file
-from gptimage_async._pool import Pool
+from gptimage_async._pool import Pool, lane_state_file
 from gptimage_async.simulator import Simulator, SimulatorConfig
 
 from .test_cli import (
@@ -252,7 +252,9 @@ def test_each_key_learns_into_a_state_file_of_its_own(tmp_path: Path) -> None:
     a, b = gi.Lane("runbase", KEY_A).fingerprint, gi.Lane("runbase", KEY_B).fingerprint
     assert state_file("runbase", url, a).name in names
     assert state_file("runbase", url, b).name in names
-    assert f"pool.{a}.json" in names and f"pool.{b}.json" in names  # one file per lane
+    lanes = [gi.Lane("runbase", key, base_url=url) for key in (KEY_A, KEY_B)]
+    for lane in lanes:  # one file per lane, keyed by provider, key and base URL
+        assert lane_state_file(Path("pool.json"), lane).name in names
     assert not any(KEY_A in name or KEY_B in name for name in names)
 
 

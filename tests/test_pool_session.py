@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import gptimage_async as gi
+from gptimage_async._pool import lane_state_file
 from gptimage_async.simulator import Faults, KeyConfig, Simulator
 from tests.helpers import config as sim_config
 
@@ -393,11 +394,11 @@ async def test_each_lane_of_a_pool_keeps_its_own_state_file(tmp_path: Any) -> No
         async with gi.Session(lanes=lanes, state_file=state) as session:
             await session.generate_many([f"w{i}" for i in range(4)])
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == sorted(f"state.{spec.fingerprint}.json" for spec in lanes)
-    for spec in lanes:
-        assert (
-            spec.fingerprint.encode() in (tmp_path / f"state.{spec.fingerprint}.json").read_bytes()
-        )
+    named = {spec: lane_state_file(state, spec) for spec in lanes}  # key and base URL
+    assert files == sorted(path.name for path in named.values())
+    for spec, path in named.items():
+        assert path.name.startswith(f"state.{spec.fingerprint}-")
+        assert spec.fingerprint.encode() in path.read_bytes()
     assert not any(b"sk-" in (tmp_path / name).read_bytes() for name in files)
 
 

@@ -135,8 +135,8 @@ def pool_state_file(pool: Pool) -> Path:
     """The state file of a ``--pool`` session: one file per lane, named by its key's fingerprint.
 
     A pool of one lane uses that key's own file (``state_file``); in a pool of
-    several, the session makes ``pool.json`` into ``pool.<fingerprint>.json``
-    per lane, so two keys never share a file.
+    several, the session makes ``pool.json`` into ``pool.<fingerprint>-<url tag>.json``
+    per lane (``_pool.lane_state_file``), so two keys never share a file.
     """
     if len(pool.lanes) == 1:
         lane = pool.lanes[0]

@@ -41,6 +41,7 @@ from ._lanes import (
     Pool,
     Routing,
     lane_fingerprint,
+    lane_state_file,
     same_lane,
 )
 from ._pool_file import POOL_FILE_FIELDS, load_pool_file, parse_pool, parse_rate
@@ -93,6 +94,7 @@ __all__ = [
     "Wait",
     "failover",
     "lane_fingerprint",
+    "lane_state_file",
     "lane_view",
     "load_pool_file",
     "parse_pool",

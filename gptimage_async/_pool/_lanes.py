@@ -27,12 +27,15 @@ refund is assumed.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, NoReturn, final
 
-from .._budget import budget_id
+from .._budget import base_url_id, budget_id
 from .._endpoint import check_base_url, resolve_key
 from .._exceptions import ConfigurationError
 from .._models import DEFAULT_QUALITY, QUALITIES, RateLimit
@@ -51,6 +54,7 @@ __all__ = [
     "Routing",
     "check_routing",
     "lane_fingerprint",
+    "lane_state_file",
     "same_lane",
 ]
 
@@ -84,6 +88,33 @@ def lane_fingerprint(provider: str, api_key: str) -> str:
     matched to the budget without the key. The key cannot be read back from it.
     """
     return budget_id(provider, api_key)[:FINGERPRINT_DIGITS]
+
+
+#: Hex digits of a base URL's tag in a lane's state file name (``base_url_id``'s head).
+URL_TAG_DIGITS = 8
+
+
+def lane_state_file(path: str | os.PathLike[str], lane: Lane) -> Path:
+    """The learned-state file of ``lane`` in a pool of several: ``path``, named per lane.
+
+    ``states.json`` becomes ``states.<fingerprint>-<url tag>.json``: the
+    state is keyed by provider and key (the fingerprint) and base URL (the
+    first ``URL_TAG_DIGITS`` hex digits of ``base_url_id``, a keyed hash, so
+    the URL is not shown), as issue 19 asks, so one key used at two URLs
+    (a proxy, ``localhost``) never overwrites the other's file. A file of the
+    old name (``states.<fingerprint>.json``, before the URL was in it) is
+    taken over once, if the new one does not exist yet: the state inside names
+    its own base URL and is ignored if it was learned at another.
+    """
+    file = Path(path).expanduser()
+    tag = base_url_id(lane.provider, lane.base_url)[:URL_TAG_DIGITS]
+    named = file.with_name(f"{file.stem}.{lane.fingerprint}-{tag}{file.suffix}")
+    old = file.with_name(f"{file.stem}.{lane.fingerprint}{file.suffix}")
+    if not named.exists() and old.exists():
+        # Another process may take it first, or it may be unreadable: a cold start, no more.
+        with contextlib.suppress(OSError):
+            old.replace(named)
+    return named
 
 
 def same_lane(recorded: str, lane: str) -> bool:
