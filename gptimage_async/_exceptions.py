@@ -371,7 +371,8 @@ class PoolExhaustedError(GPTImageError):
     cools after connection failures in a row; and a create never goes back to
     a lane it already failed on. ``causes`` holds, per lane, its display label
     and its typed error, in pool order; ``why`` says, per lane, which it was:
-    ``"closed"``, ``"unreachable"`` or ``"failed this create"``. The message
+    ``"closed"``, ``"unreachable"``, ``"failed this create"`` or
+    ``"refuses this request"`` (its provider's rule, checked before sending). The message
     names each lane and error, never a key. A pool of one lane raises that
     lane's own error instead (as a single-key session always has).
     """

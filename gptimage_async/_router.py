@@ -78,6 +78,7 @@ from ._pool import (
     SpendToken,
     Wait,
     lane_view,
+    refusals,
     route,
 )
 from ._pool import Lane as PoolLane
@@ -252,7 +253,8 @@ class Router:
         ``run_timeout``.
         """
         deadline = self.clock() + self._run_timeout
-        failed: dict[int, GPTImageError] = {}
+        # Lanes whose provider refuses the request are closed to it (_pool._accepts).
+        failed: dict[int, GPTImageError] = dict(refusals(self.pool.lanes, request))
         arrival = next(self._arrivals)
         if ahead_of_polls:
             self._promoted = arrival

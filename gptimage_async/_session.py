@@ -32,7 +32,7 @@ from ._exceptions import ConfigurationError, SessionClosedError
 from ._lane import LaneRuntime, seconds_since
 from ._lifecycle import Lifecycle
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, as_request, check_run_id
-from ._pool import Lane, Pool
+from ._pool import Lane, Pool, check_request
 from ._providers import Provider, ProviderName
 from ._registry import RunRegistry
 from ._router import PoolStats, Router
@@ -298,9 +298,8 @@ class Session(BulkVerbs):
         Raises ``InvalidRequestError``. ``submit`` calls this itself.
         """
         req = as_request(request, aspect_ratio=aspect_ratio, quality=quality, image_urls=image_urls)
-        # Valid on every lane it may be routed to.
-        for adapter in {lane.adapter.name: lane.adapter for lane in self._lanes}.values():
-            adapter.validate(req)
+        # Valid on some lane: the router sends it only to lanes that accept it.
+        check_request([lane.spec for lane in self._lanes], req)
         return req
 
     async def submit(

@@ -235,3 +235,51 @@ def test_a_state_file_of_the_old_name_is_taken_over_once(tmp_path: Path) -> None
     assert path.read_bytes() == b"learned before" and not old.exists()
     old.write_bytes(b"another process, later")
     assert lane_state_file(tmp_path / "pool.json", lane).read_bytes() == b"learned before"
+
+
+# -- 5. a request goes to a lane that accepts it ---------------------------------------------
+
+
+async def test_a_prompt_api_in_one_refuses_goes_to_the_runbase_lane() -> None:
+    keys = {"sk-fix-rb": KeyConfig(), "aio_fix_c": KeyConfig()}
+    async with Simulator(sim_config(keys=keys)) as sim:
+        lanes = [
+            gi.Lane("runbase", "sk-fix-rb", base_url=sim.base_url("runbase"), label="rb",
+                    prices={"medium": 50, "high": 90}),
+            gi.Lane("apiinone", "aio_fix_c", base_url=sim.base_url("apiinone"), label="aio"),
+        ]  # fmt: skip
+        async with gi.Session(lanes=lanes, routing="cheapest", remember=False) as session:
+            short = await session.submit("ab")  # API in One needs 3-5000 characters
+            normal = await session.submit("a lamp")
+            await short
+            await normal
+    assert short.lane == f"runbase:{lanes[0].fingerprint}"
+    assert normal.lane == f"apiinone:{lanes[1].fingerprint}"  # the cheaper lane otherwise
+    assert sim.stats.key("aio_fix_c").create_requests == 1
+
+
+async def test_a_request_no_open_lane_accepts_ends_before_anything_is_sent() -> None:
+    keys = {
+        "sk-fix-broke": KeyConfig(credits=0),
+        "aio_fix_d": KeyConfig(),
+        "aio_fix_e": KeyConfig(),
+    }
+    async with Simulator(sim_config(keys=keys)) as sim:
+        rb = gi.Lane(
+            "runbase", "sk-fix-broke", base_url=sim.base_url("runbase"), label="rb", prices=PRICES
+        )  # cheaper than aio: tried first
+        aio = gi.Lane("apiinone", "aio_fix_d", base_url=sim.base_url("apiinone"), label="aio")
+        aio2 = gi.Lane("apiinone", "aio_fix_e", base_url=sim.base_url("apiinone"), label="aio2")
+        async with gi.Session(lanes=[aio, aio2], remember=False) as session:
+            with pytest.raises(gi.InvalidRequestError, match="API in One needs a prompt of 3-"):
+                await session.submit("ab")  # every lane refuses it: the provider's own words
+        async with gi.Session(lanes=[rb, aio], remember=False) as session:
+            moved = await session.submit("a lamp")  # 402 on rb closes it; made on aio
+            await moved
+            with pytest.raises(gi.PoolExhaustedError) as info:
+                await session.submit("ab")
+        asked = sim.stats.create_requests
+    assert moved.lane == f"apiinone:{aio.fingerprint}"
+    assert info.value.why == ("closed", "refuses this request")
+    assert "aio (refuses this request): InvalidRequestError API in One needs" in str(info.value)
+    assert asked == 2  # the 402, and "a lamp" on aio; "ab" was never sent

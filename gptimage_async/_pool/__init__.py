@@ -7,6 +7,7 @@ The parts that need no network and no event loop, each a small pure module:
 * ``_routing``: which lane a ready create goes to (``route``);
 * ``_failover``: what an error does to its lane and to its create
   (``failover``, ``LaneHealth``);
+* ``_accepts``: which lanes accept a request (``refusals``, ``check_request``);
 * ``_spend``: reserve / commit / release / refund with a cap (``SpendLedger``);
 * ``_pool_file``: the CLI's pool file (``load_pool_file``).
 
@@ -15,6 +16,7 @@ Each module's docstring states its rules; ``docs/pool.md`` shows them together.
 
 from __future__ import annotations
 
+from ._accepts import check_request, refusals
 from ._failover import (
     CLOSED_TTL,
     CLOSING_ERRORS,
@@ -92,6 +94,7 @@ __all__ = [
     "SpendToken",
     "UNREACHABLE_AFTER",
     "Wait",
+    "check_request",
     "failover",
     "lane_fingerprint",
     "lane_state_file",
@@ -99,6 +102,7 @@ __all__ = [
     "load_pool_file",
     "parse_pool",
     "parse_rate",
+    "refusals",
     "route",
     "same_lane",
 ]

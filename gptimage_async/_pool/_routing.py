@@ -15,7 +15,8 @@ are never picked, nor are lanes that cool while *unreachable* (connection
 failures in a row, ``_failover.UNREACHABLE_AFTER``): a create does not wait
 for them. When no lane is left, the create ends with ``PoolExhaustedError``
 naming each lane and why: closed (its closing error), unreachable (its last
-connection error) or failed this very create (certainly not created there).
+connection error), failed this very create (certainly not created there), or
+refuses this request (its provider's rule, ``_accepts``; nothing was sent).
 
 Policies:
 
@@ -48,7 +49,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .._exceptions import GPTImageError, PoolExhaustedError
+from .._exceptions import GPTImageError, InvalidRequestError, PoolExhaustedError
 from ._failover import LaneHealth, LaneState
 from ._lanes import Lane, Routing
 from ._spend import SpendLedger
@@ -157,7 +158,9 @@ def _price_key(price: float | None) -> float:
 
 def _why(view: LaneView) -> str:
     if view.tried:
-        return "failed this create"
+        # A provider that refuses the request was never asked (_accepts).
+        refused = isinstance(view.cause, InvalidRequestError)
+        return "refuses this request" if refused else "failed this create"
     return "unreachable" if view.unreachable else "closed"
 
 
