@@ -32,6 +32,7 @@ prices = { medium = 4.5, high = 12 }
 [lanes.aio]
 provider = "apiinone"
 base_url = "https://apiin.one/api/v1"
+prices = { high = 28 }
 """
 
 
@@ -50,7 +51,8 @@ def test_a_good_file_gives_its_pool(tmp_path: Path) -> None:
     assert second.api_key.reveal() == ENV["RUNBASE_API_KEY_2"]
     assert main.rate_limit == gi.RateLimit(20, 10.0)
     assert dict(second.prices) == {"medium": 4.5, "high": 12}
-    assert dict(aio.prices) == {"medium": 10, "high": 28}  # published default
+    assert dict(aio.prices) == {"medium": 10, "high": 28}  # medium: the published default
+    assert {lane.unit for lane in pool.lanes} == {"price units"}  # all given: the user's
     assert aio.rate_limit == gi.RateLimit(10, 10.0)
 
 

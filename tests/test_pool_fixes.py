@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import gptimage_async as gi
+from gptimage_async._cli._spend import session_spend_lines
 from gptimage_async._pool import (
     UNREACHABLE_AFTER,
     CreateMove,
@@ -199,7 +200,8 @@ async def test_a_job_on_lanes_that_cannot_connect_ends_soon_naming_each_lane(
     assert "unreachable" in last.why
     assert all(isinstance(err, gi.APIConnectionError) for _, err in last.causes)
     # Never left: nothing is maybe paid, even with resend_uncertain_creates=True.
-    assert spend is not None and spend.reserved == 0 and spend.spent == 0
+    assert spend is not None
+    assert all(spent == reserved == 0 for _, spent, reserved in spend.by_unit)
     assert all(lane.uncertain == 0 for lane in spend.lanes)
 
 
@@ -283,3 +285,55 @@ async def test_a_request_no_open_lane_accepts_ends_before_anything_is_sent() -> 
     assert info.value.why == ("closed", "refuses this request")
     assert "aio (refuses this request): InvalidRequestError API in One needs" in str(info.value)
     assert asked == 2  # the 402, and "a lamp" on aio; "ab" was never sent
+
+
+# -- 6. credits are never added to the user's price units -------------------------------------
+
+
+async def test_a_spend_cap_over_two_units_is_refused_before_anything_is_sent() -> None:
+    async with Simulator(sim_config()) as sim:
+        lanes = [
+            _lane(sim, "sk-fix-u", "rb", prices=PRICES),  # the user's unit
+            gi.Lane("apiinone", "aio_fix_u", base_url=sim.base_url("apiinone"), label="aio"),
+        ]
+        with pytest.raises(gi.ConfigurationError) as info:
+            gi.Session(lanes=lanes, spend_cap=300, remember=False)
+        assert sim.stats.requests == 0
+        # Prices given to the API in One lane too: one unit (the user's), accepted.
+        same = gi.Lane("apiinone", "aio_fix_u", base_url=sim.base_url("apiinone"),
+                       label="aio", prices={"medium": 10, "high": 28})  # fmt: skip
+        async with gi.Session(lanes=[lanes[0], same], spend_cap=300, remember=False) as ok:
+            await ok.generate("a lamp")
+            assert ok.stats.spend is not None and ok.stats.spend.by_unit[0][0] == "price units"
+    assert "'rb' in price units; 'aio' in credits" in str(info.value)
+
+
+async def test_spend_over_two_units_is_totalled_per_unit() -> None:
+    keys = {"sk-fix-v": KeyConfig(), "aio_fix_v": KeyConfig()}
+    async with Simulator(sim_config(keys=keys)) as sim:
+        lanes = [
+            _lane(sim, "sk-fix-v", "rb", prices=PRICES),
+            gi.Lane("apiinone", "aio_fix_v", base_url=sim.base_url("apiinone"), label="aio"),
+        ]
+        async with gi.Session(lanes=lanes, remember=False) as session:
+            runs = [await session.submit(f"vase {i}", quality="high") for i in range(6)]
+            for run in runs:
+                await run
+            spend = session.stats.spend
+            lines = session_spend_lines(session)
+    assert spend is not None
+    made = {lane.label: lane.created for lane in spend.lanes}
+    assert made["rb"] and made["aio"], made  # both lanes took some
+    assert spend.spent is None  # never credits + price units
+    assert dict((unit, spent) for unit, spent, _ in spend.by_unit) == {
+        "price units": 11.0 * made["rb"],
+        "credits": 28.0 * made["aio"],
+    }
+    assert [lane.unit for lane in spend.lanes] == ["price units", "credits"]
+    assert lines[0] == (
+        f"spend: {11 * made['rb']} price units + {28 * made['aio']} credits in all "
+        "(different units, not added)"
+    )
+    assert lines[2].startswith(
+        f"  aio (apiinone:{lanes[1].fingerprint}): {28 * made['aio']} credits"
+    )

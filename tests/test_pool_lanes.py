@@ -145,5 +145,7 @@ def test_the_same_key_on_another_url_is_the_same_lane() -> None:
 
 
 def test_a_cap_with_every_price_known_is_accepted() -> None:
-    pool = Pool([_priced(KEY_A), Lane("apiinone", AIO)], spend_cap=0)
+    # Prices given to every lane: one unit, the user's (a cap never mixes units).
+    pool = Pool([_priced(KEY_A), Lane("apiinone", AIO, prices={"medium": 10})], spend_cap=0)
     assert pool.spend_cap == 0
+    assert Pool([Lane("apiinone", AIO)], spend_cap=5).lanes[0].unit == "credits"

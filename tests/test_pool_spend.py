@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from gptimage_async._exceptions import SpendCapError
 from gptimage_async._pool import Lane, LaneSpend, SpendLedger, SpendToken
 
-AIO = Lane("apiinone", "aio_test_spend", label="aio")  # 10 medium, 28 high; no refunds
+# Prices given to both: one unit, the user's (credits are never added to price units).
+AIO = Lane("apiinone", "aio_test_spend", label="aio", prices={"medium": 10, "high": 28})
 RB = Lane("runbase", "sk-test-spend", prices={"medium": 4, "high": 11.5}, label="rb")  # refunds
 RB_UNPRICED = Lane("runbase", "sk-test-unpriced", label="rb-free")
 
@@ -33,8 +34,8 @@ def test_a_reservation_counts_until_it_is_committed_or_released() -> None:
     snap = ledger.snapshot()
     assert (snap.spent, snap.reserved) == (28.0, 0.0)
     assert snap.lanes == (
-        LaneSpend("aio", AIO.fingerprint, 1, 0, 0, 0, 28.0, 0.0),
-        LaneSpend("rb", RB.fingerprint, 0, 0, 0, 0, 0.0, 0.0),
+        LaneSpend("aio", AIO.fingerprint, 1, 0, 0, 0, 28.0, 0.0, "price units"),
+        LaneSpend("rb", RB.fingerprint, 0, 0, 0, 0, 0.0, 0.0, "price units"),
     )
 
 

@@ -1,9 +1,9 @@
 """What a batch spent, per lane and in all; and what a dry run would spend at most, per lane.
 
-Amounts are in the lanes' price unit (credits, cents: the user's, the same for
-every lane of a pool; API in One's published prices are credits), named as the
-manifest names it (``_manifest.price_unit``): ``credits`` for published prices,
-``price units`` for prices the user gave (their unit is theirs). A lane with
+Amounts are in each lane's price unit (``Lane.unit``): ``credits`` for a
+provider's published prices, ``price units`` for prices the user gave (their
+unit is theirs). Amounts of different units are never added: the total then
+lists one sum per unit. A lane with
 no price (Runbase publishes none) shows ``unknown``; the rules are the pool's
 (``_pool/_spend``): created runs at their lane's price, refunded failures
 (Runbase) not counted.
@@ -55,14 +55,19 @@ def spend_lines(
     """
     if spend is None or not any(lane.created or lane.uncertain for lane in spend.lanes):
         return []
-    total = f"spend: {_amount(spend.spent, unit)} in all"
+    if spend.spent is None and len(spend.by_unit) > 1:
+        # Never added across units: credits are not the user's price units.
+        each = " + ".join(_amount(spent, name) for name, spent, _ in spend.by_unit)
+        total = f"spend: {each} in all (different units, not added)"
+    else:
+        total = f"spend: {_amount(spend.spent, _unit_of(spend, unit))} in all"
     if spend.cap is not None:
         total += f" (cap {spend.cap:g})"
     lines = [total]
     for lane in spend.lanes:
         name = _lane_name(lane.label, providers.get(lane.fingerprint, "?"), lane.fingerprint)
         created = lane.created - lane.refunded
-        part = f"  {name}: {_amount(lane.spent, unit)} for {created} run(s)"
+        part = f"  {name}: {_amount(lane.spent, lane.unit or unit)} for {created} run(s)"
         if lane.refunded:
             part += f", {lane.refunded} failed and refunded"
         if lane.uncertain:
@@ -71,6 +76,11 @@ def spend_lines(
             part += "; no price given for this lane"
         lines.append(part)
     return lines
+
+
+def _unit_of(spend: SpendSnapshot, unit: str) -> str:
+    # The one unit of the priced lanes, else the caller's word.
+    return spend.by_unit[0][0] if len(spend.by_unit) == 1 else unit
 
 
 def session_spend_lines(session: Session) -> list[str]:
@@ -97,11 +107,13 @@ def at_most_lines(pool: Pool, qualities: Counter[str]) -> list[str]:
         else:
             cost = _amount(
                 sum((lane.price(q or DEFAULT_QUALITY) or 0) * n for q, n in qualities.items()),
-                unit,
+                lane.unit or unit,
             )
         name = _lane_name(lane.label, lane.provider, lane.fingerprint)
         lines.append(f"  {name}: {cost}")
     if pool.spend_cap is not None:
+        # A capped pool has one unit (Pool refuses mixed ones).
+        unit = next((lane.unit for lane in pool.lanes if lane.unit), unit)
         lines.append(
             f"spend cap: {pool.spend_cap:g} {unit} (no create goes out that could pass it)"
         )

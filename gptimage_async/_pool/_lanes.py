@@ -16,7 +16,11 @@ Names a lane may show anywhere (journals, manifests, logs, Redis, errors):
 The key itself is held in a ``Secret``: no repr, str or error shows it.
 
 Prices are per image, per quality (``"medium"``, ``"high"``), in any unit the
-user likes (credits, cents) as long as all lanes of a pool use the same one.
+user likes (credits, cents). A lane's ``unit`` says whose unit its prices are
+in: ``"credits"`` for a provider's published prices (none given), ``"price
+units"`` (the user's own, which the library does not know) as soon as the
+user gives prices for the lane, ``None`` when it has no price at all. Amounts
+of different units are never added; a spend cap needs one unit.
 API in One publishes 10 credits a medium image and 28 a high one: those are
 its default. Runbase publishes no price for this model, so a Runbase lane's
 price is unknown unless given (``/work/shared/PROVIDERS.md``, "Several keys,
@@ -47,7 +51,9 @@ __all__ = [
     "DEFAULT_QUALITY",
     "FINGERPRINT_DIGITS",
     "OLD_FINGERPRINT_DIGITS",
+    "PUBLISHED_UNIT",
     "REFUNDS_FAILED_RUNS",
+    "USER_UNIT",
     "ROUTINGS",
     "Lane",
     "Pool",
@@ -71,6 +77,10 @@ DEFAULT_PRICES: Mapping[str, Mapping[str, float]] = MappingProxyType(
 #: Providers that give back the cost of a run that failed. Runbase says so; API
 #: in One does not say, so a failed run there is counted as spent.
 REFUNDS_FAILED_RUNS: frozenset[str] = frozenset({"runbase"})
+#: The unit of a provider's published prices (API in One's price list), and of prices
+#: the user gives, whose unit is theirs and unknown to the library.
+PUBLISHED_UNIT = "credits"
+USER_UNIT = "price units"
 #: Hex digits of a lane fingerprint: 48 bits, enough to tell a user's keys apart.
 #: The one length: ``Lane.fingerprint``, ``Run.lane``, journals, manifests, state
 #: files and the CLI's spend lines all show this many.
@@ -186,7 +196,9 @@ class Lane:
     * ``rate_limit``: the starting belief (``RateLimit``); default the provider's;
     * ``prices``: price per image by quality, e.g. ``{"medium": 10, "high": 28}``,
       numbers >= 0; merged over the provider's published prices (API in One:
-      10/28; Runbase: none). A quality without a price has an unknown price;
+      10/28; Runbase: none). A quality without a price has an unknown price.
+      ``unit`` is ``"credits"`` with no prices given (published ones),
+      ``"price units"`` once any is given (yours), ``None`` with no price;
     * ``label``: a display name (non-empty, at most 64 characters); default
       ``"provider:fingerprint"``.
 
@@ -206,6 +218,7 @@ class Lane:
         "provider",
         "rate_limit",
         "refunds_failed",
+        "unit",
     )
 
     _identity: tuple[str, str, str]
@@ -217,6 +230,7 @@ class Lane:
     fingerprint: str
     label: str
     refunds_failed: bool
+    unit: str | None
 
     def __init__(
         self,
@@ -255,6 +269,8 @@ class Lane:
         sets(self, "fingerprint", fingerprint)
         sets(self, "label", label.strip() if label is not None else f"{adapter.name}:{fingerprint}")
         sets(self, "refunds_failed", adapter.name in REFUNDS_FAILED_RUNS)
+        # Whose unit the prices are in: given ones are the user's, even if equal to published.
+        sets(self, "unit", (USER_UNIT if prices else PUBLISHED_UNIT) if merged else None)
         # The full HMAC, not the short fingerprint: two keys never compare equal by chance.
         sets(self, "_identity", (adapter.name, budget_id(adapter.name, key), url))
 
@@ -295,6 +311,22 @@ class Lane:
         )
 
 
+def _one_unit(lanes: tuple[Lane, ...]) -> None:
+    """Raise ``ConfigurationError`` when priced lanes of a capped pool differ in unit."""
+    units: dict[str, list[str]] = {}
+    for lane in lanes:
+        if lane.unit is not None:
+            units.setdefault(lane.unit, []).append(repr(lane.label))
+    if len(units) > 1:
+        where = "; ".join(f"{', '.join(labels)} in {unit}" for unit, labels in units.items())
+        raise ConfigurationError(
+            f"a spend cap needs every lane priced in one unit, but these are not ({where}): "
+            "the library never adds credits to your own price units. Give prices= to "
+            "every lane in your unit (a lane with prices= given is in your unit, even at "
+            "the published figures), or drop the cap"
+        )
+
+
 @final
 class Pool:
     """The lanes of one session, how creates are routed over them, and the spend cap.
@@ -310,7 +342,8 @@ class Pool:
       for every quality, or a create could go out whose cost is unknown.
 
     Raises ``ConfigurationError`` (naming the lane, never its key) for an
-    empty pool, a non-``Lane`` item, the same key twice (same provider and
+    empty pool, a spend cap over lanes priced in different units (``unit``),
+    a non-``Lane`` item, the same key twice (same provider and
     key, whatever the base URLs: a lane's identity in journals is
     ``provider:fingerprint``), the same label twice, an unknown routing, a bad spend cap,
     or a spend cap with a lane whose prices are unknown.
@@ -366,6 +399,7 @@ class Pool:
             labels.add(item.label)
         check_routing(routing, spend_cap)
         if spend_cap is not None:
+            _one_unit(items)
             for item in items:
                 missing = sorted(QUALITIES - set(item.prices))
                 if missing:

@@ -77,7 +77,9 @@ class LaneSpend:
     reserved and not yet answered; ``uncertain``: creates of unknown fate
     (counted as maybe paid); ``spent``: the cost of created runs net of
     refunds, ``reserved``: what in-flight and uncertain creates may still
-    cost (both ``None`` when the lane's price is unknown).
+    cost (both ``None`` when the lane's price is unknown); ``unit`` the unit
+    of those amounts (``Lane.unit``: ``"credits"``, ``"price units"``, or
+    ``None`` without a price).
     """
 
     label: str
@@ -88,6 +90,7 @@ class LaneSpend:
     uncertain: int
     spent: float | None
     reserved: float | None
+    unit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +98,12 @@ class SpendSnapshot:
     """A frozen view of the spend for ``session.stats``.
 
     ``lanes`` in pool order; ``spent`` / ``reserved`` in all (``None`` if a
-    lane with an unknown price created or reserved a run); ``cap`` the spend
-    cap (``None``: no cap); ``headroom`` what may still be reserved under it
-    (``None`` without a cap).
+    lane with an unknown price created or reserved a run, or if lanes priced
+    in different units both did: credits are never added to the user's
+    price units); ``by_unit`` the totals per unit, ``(unit, spent,
+    reserved)``, of the lanes with a price; ``cap`` the spend cap (``None``:
+    no cap; a capped pool has one unit); ``headroom`` what may still be
+    reserved under it (``None`` without a cap).
     """
 
     lanes: tuple[LaneSpend, ...]
@@ -105,6 +111,7 @@ class SpendSnapshot:
     reserved: float | None
     cap: float | None
     headroom: float | None
+    by_unit: tuple[tuple[str, float, float], ...] = ()
 
 
 class SpendLedger:
@@ -233,15 +240,26 @@ class SpendLedger:
                     reserved=None
                     if unpriced
                     else float(sums[_Stage.RESERVED] + sums[_Stage.UNCERTAIN]),
+                    unit=lane.unit,
                 )
             )
-        known = not any(self._unpriced)
+        by_unit: dict[str, list[Fraction]] = {}
+        for index, lane in enumerate(self._lanes):
+            if lane.unit is not None:
+                sums = self._sum[index]
+                totals = by_unit.setdefault(lane.unit, [Fraction(0), Fraction(0)])
+                totals[0] += sums[_Stage.COMMITTED]
+                totals[1] += sums[_Stage.RESERVED] + sums[_Stage.UNCERTAIN]
+        # Adding zero of another unit is honest; adding credits to price units is not.
+        units = [unit for unit, (spent, held) in by_unit.items() if spent or held]
+        known = not any(self._unpriced) and len(units) <= 1
         return SpendSnapshot(
             lanes=tuple(lanes),
             spent=float(self._total(_PAID)) if known else None,
             reserved=float(self._total(_HELD)) if known else None,
             cap=None if self._cap is None else float(self._cap),
             headroom=self.headroom(),
+            by_unit=tuple((unit, float(sp), float(rs)) for unit, (sp, rs) in by_unit.items()),
         )
 
 
