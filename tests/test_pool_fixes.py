@@ -337,3 +337,31 @@ async def test_spend_over_two_units_is_totalled_per_unit() -> None:
     assert lines[2].startswith(
         f"  aio (apiinone:{lanes[1].fingerprint}): {28 * made['aio']} credits"
     )
+
+
+# -- 7. the simulator and the library agree on refunds ----------------------------------------
+
+
+async def test_failed_runs_cost_the_same_in_the_simulator_and_in_the_spend() -> None:
+    # Runbase documents refunds of failed runs; API in One does not: both sides
+    # refund the first and keep the second charged.
+    keys = {"sk-fix-r": KeyConfig(), "aio_fix_r": KeyConfig()}
+    async with Simulator(sim_config(keys=keys, failure_rate=1.0)) as sim:
+        lanes = [
+            _lane(sim, "sk-fix-r", "rb", prices={"medium": 10, "high": 28}),
+            gi.Lane("apiinone", "aio_fix_r", base_url=sim.base_url("apiinone"), label="aio",
+                    prices={"medium": 10, "high": 28}),
+        ]  # fmt: skip
+        async with gi.Session(lanes=lanes, remember=False) as session:
+            results = await session.generate_many(
+                [f"doomed {i}" for i in range(8)], return_exceptions=True
+            )
+            spend = session.stats.spend
+        charged = {key: sim.spent(key) for key in keys}
+    assert all(isinstance(r, gi.RunFailedError) for r in results), results
+    assert spend is not None
+    rb, aio = spend.lanes
+    assert rb.created and aio.created, (rb, aio)
+    assert (rb.refunded, rb.spent) == (rb.created, 0.0)
+    assert (aio.refunded, aio.spent) == (0, 10.0 * aio.created)
+    assert charged == {"sk-fix-r": rb.spent, "aio_fix_r": aio.spent}

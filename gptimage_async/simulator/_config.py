@@ -184,7 +184,8 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     duration_median: float = 5.5
     duration_sigma: float = 0.35
     failure_rate: float = 0.0
-    """Fraction of runs that end ``failed`` (and are refunded)."""
+    """Fraction of runs that end ``failed`` (refunded on Runbase, which documents it;
+    kept charged on API in One, which does not)."""
     rate_limit: int | None = 20
     """Requests per key per window, POST and GET together; ``None``: no limit."""
     rate_window: float = 10.0

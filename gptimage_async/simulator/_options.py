@@ -67,7 +67,8 @@ def add_simulate_options(parser: argparse.ArgumentParser) -> None:
         type=_probability,
         default=0.0,
         metavar="P",
-        help="share of runs the provider fails, and refunds (default 0)",
+        help="share of runs the provider fails (Runbase refunds them; API in One, "
+        "which documents no refund, does not) (default 0)",
     )
     add(
         "--variants",

@@ -89,11 +89,18 @@ class SimulatedRun:
         return "processing" if now >= self.started_at else "pending"
 
 
+#: Protocols whose failed runs are refunded. Runbase documents it ("cost is taken
+#: when the run is created and refunded if it fails", /work/shared/PROVIDERS.md);
+#: API in One does not say, so the simulator keeps its failed tasks charged, as
+#: the client counts them (``_pool._lanes.REFUNDS_FAILED_RUNS``): the two agree.
+REFUNDING_PROTOCOLS: frozenset[ProtocolName] = frozenset({"runbase"})
+
+
 @dataclass(slots=True)
 class _Account:
     creates: int = 0
     spent: int = 0
-    # (finishes_at, cost) of runs that will fail: refunded once their time has come.
+    # (finishes_at, cost) of Runbase runs that will fail: refunded once their time has come.
     refunds: list[tuple[float, int]] = field(default_factory=list)
 
 
@@ -199,7 +206,7 @@ class SimulatedRuns:
         account = self._account(key)
         account.creates += 1
         account.spent += cost
-        if will_fail:
+        if will_fail and protocol in REFUNDING_PROTOCOLS:
             heapq.heappush(account.refunds, (run.finishes_at, cost))
         return run
 
