@@ -343,7 +343,7 @@ class Router:
                 # Another process on the key was refused: closed until the fleet's word expires.
                 health.close(lane.fleet.cause, now, until=lane.fleet.until)
                 logger.warning(
-                    "lane %s is closed for new creates: another process on its key was told %s",
+                    "lane %s is closed for new creates: %s",  # the cause says who was told
                     lane.spec.label,
                     lane.fleet.cause,
                 )
