@@ -23,7 +23,7 @@ from .._prompts import BatchPrompt, PromptFileError, read_prompts
 from .._providers import get_provider
 from .._session import Session
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Failure, UsageError, check_writable
-from ._sessions import check_endpoint_options, load_pool, make_session, open_session
+from ._sessions import check_endpoint_options, job_cap, load_pool, make_session, open_session
 from ._signals import quit_at_once, stop_on_signals
 from ._spend import at_most_lines, session_spend_lines
 
@@ -167,7 +167,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         pool = load_pool(args.pool)
         name = pool.lanes[0].provider
         session = make_session(
-            None, lanes=pool.lanes, routing=pool.routing, spend_cap=pool.spend_cap
+            None, lanes=pool.lanes, routing=pool.routing, spend_cap=job_cap(args, pool)
         )
         by_lane = True
     else:
