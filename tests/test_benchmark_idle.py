@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from benchmarks._common import DEFAULT_LIMIT
 from benchmarks.idle import idle_floor
-from tests._clock import FakeClock
+
+from ._clock import FakeClock
 
 RUNS = 40
 SEEDS = range(1, 7)
