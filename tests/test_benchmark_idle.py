@@ -11,7 +11,9 @@ for single runs on an idle budget is at the floor even for it.
 from __future__ import annotations
 
 from benchmarks._common import DEFAULT_LIMIT
-from benchmarks.idle import idle_floor
+from benchmarks.idle import Idle, idle_floor
+from benchmarks.report import Results, Settings, render
+from benchmarks.targets import targets
 
 from ._clock import FakeClock
 
@@ -35,3 +37,21 @@ async def test_an_oracle_poller_is_late_by_the_window_alone(fake_clock: FakeCloc
     # No reserve: 19 polls over 7 s, ~2.8%; our limiter keeps 2 slots of each window
     # from speculative polls: 17 polls, ~3.2%, above issue 22's 3% before any round trip.
     assert shares[0] < 0.03 < shares[2]
+
+
+def test_the_first_runs_of_a_cold_session_are_judged_apart() -> None:
+    row = Idle("gptimage-async", 40)
+    row.durations = [6.5] * 40
+    row.delays = [0.39] * 10 + [0.2] * 30  # 6% late while cold, 3.1% after
+    row.requests = 400
+    results = Results(
+        settings=Settings(time_scale=0.05, runs=40, baseline_cap=1.0, cpu_concurrency=1)
+    )
+    results.idle.append(row)
+    judged = {t.key: t for t in targets(results)}
+    assert not judged["idle_cold"].met and "6.0%" in judged["idle_cold"].ours
+    assert not judged["idle_delay"].met  # 3.5% in all
+    text = render(results, default_limit=20, window=10.0)
+    assert "*Diagnosis (idle_cold)*" in text and "*Diagnosis (idle_delay)*" in text
+    row.delays = [0.25] * 10 + [0.2] * 30  # 3.8% while cold
+    assert next(t for t in targets(results) if t.key == "idle_cold").met
