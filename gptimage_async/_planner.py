@@ -305,9 +305,11 @@ def share_age(
     cannot tell where in an interval runs end, and would keep its lumps).
     The model must be ready. Its first poll comes earlier while the model is
     fitted on fewer than ``SHARE_MATURE`` runs (``MATURITY_PRIOR``: they say
-    little of the shortest ones); two polls are at least
-    ``SPECULATIVE_SPACING`` of the median apart, and a run older than any
-    seen is polled that far apart.
+    little of the shortest ones), and while it is fitted on fewer than
+    ``SHARE_YOUNG`` the next ones are at most the even split of the likely
+    finish apart even below the ages where it has mass. Two polls are at
+    least ``SPECULATIVE_SPACING`` of the median apart, and a run older than
+    any seen is polled that far apart.
     """
     last = last_pending_age
     step = SPECULATIVE_SPACING * model.quantile(0.5)
