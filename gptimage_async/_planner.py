@@ -74,9 +74,8 @@ SPECULATIVE_TO = 0.98
 SPREAD_KEEP = 3.0
 #: ... and poll one run at most once per this share of the median duration.
 SPECULATIVE_SPACING = 0.03
-#: With at most this many runs in flight (a session making a few images, not a
-#: batch's tail, where the extra polls would add up), speculative polls may take
-#: the limiter's spare slots ahead of its even pace.
+#: With at most this many runs in flight (a session making a few images, not a batch's
+#: tail, where extra polls add up), speculative polls may take the limiter's spare slots.
 SPARE_RUNS = 8
 #: A model fitted on n runs speculates from n / (n + this) of its early quantile
 #: (and to its late one over that): few runs say little about the extremes.
@@ -90,14 +89,10 @@ SHARE_KEEP = 6.0
 #: ... and the share of the durations' distribution between two of a run's
 #: fair-share polls is at least this (no more than 50 polls over it).
 SHARE_MIN = 0.02
-#: A model fitted on fewer runs than this puts a run's first fair-share poll earlier
-#: (``MATURITY_PRIOR``): few runs say little of the shortest ones.
+#: Fitted on fewer runs than this, a model puts a run's first poll earlier (``MATURITY_PRIOR``) ...
 SHARE_MATURE = 20
-#: A model fitted on fewer runs than this keeps a run's fair-share polls at most
-#: the even spacing apart from its first poll on, not only where it has mass
-#: (a session's first runs; fake clock, idle, 24 seeds: first 10 runs 4.7% ->
-#: 4.2% of their run time late; 12 or 20 runs gained less, 4.3% on 12 seeds
-#: against 4.1%: the extra polls of later runs crowd the window).
+#: ... and on fewer than this keeps a run's polls at most the even spacing apart,
+#: below its mass too (fake clock, idle: first 10 runs 4.7% -> 4.2% late).
 SHARE_YOUNG = 8
 #: With at most this many runs in flight, the scheduler looks at every one of them
 #: for the next fair-share poll (a web app's, 3/4 of run capacity: ~7-9); beyond it
@@ -305,11 +300,9 @@ def share_age(
     cannot tell where in an interval runs end, and would keep its lumps).
     The model must be ready. Its first poll comes earlier while the model is
     fitted on fewer than ``SHARE_MATURE`` runs (``MATURITY_PRIOR``: they say
-    little of the shortest ones), and while it is fitted on fewer than
-    ``SHARE_YOUNG`` the next ones are at most the even split of the likely
-    finish apart even below the ages where it has mass. Two polls are at
-    least ``SPECULATIVE_SPACING`` of the median apart, and a run older than
-    any seen is polled that far apart.
+    little of the shortest ones; ``SHARE_YOUNG``); two polls are at least
+    ``SPECULATIVE_SPACING`` of the median apart, and a run older than any
+    seen is polled that far apart.
     """
     last = last_pending_age
     step = SPECULATIVE_SPACING * model.quantile(0.5)
@@ -321,15 +314,11 @@ def share_age(
         first = model.quantile(share * min(max(phase, 0.0), 1.0), smooth=True)
         return first * n / (n + MATURITY_PRIOR) if n < SHARE_MATURE else first
     target = model.quantile(min(1.0, done + share), smooth=True)
-    # Never further apart than the even split of the likely finish while runs
-    # may end there: few runs seen leave gaps where none of them happened to.
+    # Never further apart than the even split of the likely finish while runs may
+    # end there (a young model's: below its mass too): few runs leave gaps.
     latest = model.quantile(SPECULATIVE_TO)
     even = last + (latest - model.quantile(SPECULATIVE_FROM)) * share
-    n = model.observed
-    # A model fitted on a handful of runs has not seen the shortest ones: its
-    # first poll came early (``MATURITY_PRIOR``), and up to its likely finish
-    # the next ones keep the even spacing, even where it has no mass yet.
-    young = n < SHARE_YOUNG and last < latest
+    young = model.observed < SHARE_YOUNG and last < latest
     if young or model.cdf(even, smooth=True) > done + 1e-6:
         target = min(target, even)
     return max(target, last + step)
