@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from .._exceptions import SpendCapError
+from .._stats import SessionStats
 from ._lanes import DEFAULT_QUALITY, Lane
 
-__all__ = ["LaneSpend", "SpendLedger", "SpendSnapshot", "SpendToken"]
+__all__ = ["LaneSpend", "PoolStats", "SpendLedger", "SpendSnapshot", "SpendToken"]
 
 
 #: Each ledger's number, so a token is only ever moved by the ledger that made it.
@@ -248,3 +249,29 @@ class SpendLedger:
 _PAID = frozenset({_Stage.COMMITTED})
 _HELD = frozenset({_Stage.RESERVED, _Stage.UNCERTAIN})
 _GONE = frozenset({_Stage.RELEASED, _Stage.REFUNDED})
+
+
+class PoolStats(SessionStats):
+    """``SessionStats`` plus the pool's spend: ``stats.spend`` (a ``SpendSnapshot``).
+
+    ``spend.lanes`` holds each lane's runs created, refunded, in flight and
+    uncertain, and what they cost (``spent``, ``reserved``) in the lanes'
+    price unit (``None`` where a price is unknown); ``spend.spent`` /
+    ``spend.reserved`` are the totals, ``spend.cap`` / ``spend.headroom``
+    the spend cap and what is left under it.
+    """
+
+    __slots__ = ("_ledger",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ledger: SpendLedger | None = None
+
+    @property
+    def spend(self) -> SpendSnapshot | None:
+        """The spend now, per lane and in all; ``None`` before the session is built."""
+        return None if self._ledger is None else self._ledger.snapshot()
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters (not the lateness samples nor the spend) as a plain dict."""
+        return {name: getattr(self, name) for name in SessionStats.__slots__ if name != "lateness"}
