@@ -45,13 +45,13 @@ lanes:
 * **Spend** (``_pool._spend``): reserved before sending, committed when the
   run is created, released when it certainly was not, kept (as maybe paid)
   when uncertain, refunded when a created run fails on a provider that
-  refunds failures (Runbase).
+  refunds failures (Runbase): the lane says so when it resolves the run
+  (``LaneRuntime.on_failed``), so nothing is held per run in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import itertools
 import logging
@@ -62,7 +62,6 @@ from typing import TYPE_CHECKING
 from ._exceptions import (
     ConfigurationError,
     GPTImageError,
-    RunFailedError,
     RunTimeoutError,
     SpendCapError,
     UncertainCreateError,
@@ -148,10 +147,13 @@ class Router:
         self.lanes = tuple(lanes)
         # The lane health policy: a session of one lane never closes it (_pool._failover).
         self.policy = HealthPolicy.for_lanes(len(self.lanes))
-        self._context = contextvars.Context()  # refund callbacks share it: ~64 B less a run
         self.health = [LaneHealth(closed_for=self.policy.closed_for) for _ in self.lanes]
         self.ledger = SpendLedger(pool.lanes, cap=pool.spend_cap)
         stats._ledger = self.ledger
+        for i, lane in enumerate(self.lanes):
+            if lane.spec.refunds_failed:
+                # Told by the lane when a run it created fails: no callback held per run.
+                lane.on_failed = functools.partial(self.ledger.refund_created, i)
         self.clock = clock
         self._run_timeout = run_timeout
         self._resend = resend_uncertain
@@ -445,10 +447,6 @@ class Router:
                 self._bound[i] -= 1
         self.ledger.commit(token)
         health.recover()
-        if lane.spec.refunds_failed:
-            run._future.add_done_callback(
-                functools.partial(self._settled, run, token), context=self._context
-            )
         return run
 
     def _failed(self, i: int, token: SpendToken, exc: GPTImageError) -> GPTImageError:
@@ -471,8 +469,3 @@ class Router:
         if decision.create is CreateMove.FAIL:
             raise exc
         return exc
-
-    def _settled(self, run: Run, token: SpendToken, _future: object) -> None:
-        # Runbase refunds a run it reports failed; a timeout of ours is no such report.
-        if isinstance(run.error, RunFailedError):
-            self.ledger.refund(token)

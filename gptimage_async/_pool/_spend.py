@@ -214,6 +214,25 @@ class SpendLedger:
             raise ValueError(f"spend token {token.id} is not committed; cannot be refunded")
         return False
 
+    def refund_created(self, lane: int, quality: str | None) -> bool:
+        """A run created on lane ``lane`` at ``quality`` failed: ``refund`` without its token.
+
+        The token of a created run need not be kept for its whole life (a
+        session with 10,000 runs in flight would hold 10,000 of them): its
+        lane and quality say what it cost. Returns True if refunded, False
+        when the lane's provider does not refund failures or no run created
+        on it is left to refund.
+        """
+        if not self._lanes[lane].refunds_failed or not self._count[lane][_Stage.COMMITTED]:
+            return False
+        price = self._lanes[lane].price(quality or DEFAULT_QUALITY)
+        amount = Fraction(0) if price is None else Fraction(str(price))
+        self._count[lane][_Stage.COMMITTED] -= 1
+        self._sum[lane][_Stage.COMMITTED] -= amount
+        self._count[lane][_Stage.REFUNDED] += 1
+        self._sum[lane][_Stage.REFUNDED] += amount
+        return True
+
     # -- reading ---------------------------------------------------------------------------
 
     def snapshot(self) -> SpendSnapshot:
