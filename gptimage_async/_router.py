@@ -20,10 +20,10 @@ lanes:
   (which then lends no slot to an early poll). When one of a bulk job's last
   creates (``ahead_of_polls``) arrives, the creates queued before it go ahead
   of polls too, as in one key's limiter; such a create's turn counts only
-  the creates bound before it (it goes ahead of the polls), and it goes
-  to the lane whose committed work ends first (its bound creates and at
-  least one poll per run in flight there), so the lanes end the job
-  together rather than a window apart. A pool of one
+  the creates bound before it (it goes ahead of the polls), and under
+  ``"earliest"`` it goes to the lane whose committed work ends first (its
+  bound creates and at least one poll per run in flight there), so the
+  lanes end the job together rather than a window apart. A pool of one
   lane skips the routing: its creates queue in the lane's limiter as they
   always have.
 * **Staggered lanes.** Lanes paced at one rate from one instant send in
@@ -328,9 +328,10 @@ class Router:
             # The lane is picked by it, so the lanes' backlogs (and ends) stay even.
             free = max(now, limiter.next_free(), self._stagger(i, now, interval))
             own.append(free + self._bound[i] * interval)
-            if ahead:
+            if ahead and self.pool.routing == "earliest":
                 # A job's last creates: the lane whose committed work ends first, i.e.
-                # its bound creates and one request at least per run in flight there.
+                # its bound creates and one request at least per run in flight there
+                # (under "cheapest" the price still decides: no overflow to finish sooner).
                 next_free = free + (self._bound[i] + lane.runs.in_flight) * interval
             else:
                 next_free = free + max(self._bound[i], limiter.waiting) * interval
