@@ -29,9 +29,11 @@ lanes:
 * **Staggered lanes.** Lanes paced at one rate from one instant send in
   step, so one event-loop stall delays a request of each at once and draws
   a 429 on each (a window's first request arrives late, its last on time:
-  one too many in the server's window). Lane ``i`` of ``n`` sends its first
-  create ``i / n`` of a slot after the pool's first; each limiter paces from
-  its own first grant, so their slots stay apart.
+  one too many in the server's window). Within a slot of the pool's first
+  create, the ``k``-th lane after its lane of ``n`` sends its first create
+  ``k / n`` of a slot after it (a create moving from a lane it failed on does
+  not wait); each limiter paces from its own first grant, so their slots
+  stay apart.
 * **Failover** (``_pool._failover``): a create that ends in an error is
   judged by ``failover()``. The lane is closed (401, 402, 403, 429
   ``USAGE_EXCEEDED``) or cooled (5xx, no answer) for new creates; runs in
@@ -57,7 +59,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import (
     ConfigurationError,
@@ -165,8 +167,9 @@ class Router:
         self._arrivals = itertools.count()
         # Creates that arrived up to this number go ahead of polls (a job's tail began).
         self._promoted = -1
-        # Staggered starts: when the first create was routed, and which lanes have sent.
-        self._start: float | None = None
+        # Staggered starts: when the pool's first create was sent and on which lane,
+        # and which lanes have sent.
+        self._start = (-math.inf, 0)
         self._started = [False] * len(self.lanes)
 
     @property
@@ -326,7 +329,7 @@ class Router:
             # Requests queued in its limiter go first (polls due, the creates bound
             # to it): a lane with a backlog is later, whatever its next free slot.
             # The lane is picked by it, so the lanes' backlogs (and ends) stay even.
-            free = max(now, limiter.next_free(), self._stagger(i, now, interval))
+            free = max(now, limiter.next_free(), self._stagger(i, now, interval, failed))
             own.append(free + self._bound[i] * interval)
             if ahead and self.pool.routing == "earliest":
                 # A job's last creates: the lane whose committed work ends first, i.e.
@@ -364,20 +367,26 @@ class Router:
             bind = turn - BIND_AHEAD * chosen.interval
             if not self._started[decision.lane]:
                 # Bound early, it would go at once: a lane's first create waits its phase.
-                bind = max(bind, self._stagger(decision.lane, now, chosen.interval))
+                bind = max(bind, self._stagger(decision.lane, now, chosen.interval, failed))
             if bind <= now:
                 return Go(decision.lane)
             return Wait(bind, decision.lane)
         return decision
 
-    def _stagger(self, i: int, now: float, interval: float) -> float:
-        """When lane ``i`` may send its first create: ``i / n`` of a slot after the first
-        (``STAGGER`` in the module docstring); ``-inf`` once it has sent."""
-        if self._started[i] or len(self.lanes) == 1:
+    def _stagger(self, i: int, now: float, interval: float, failed: dict[int, Any]) -> float:
+        """When lane ``i`` may send its first create (module docstring): ``k / n`` of a
+        slot after the pool's first create, lane ``i`` being ``k`` lanes after that one's.
+
+        ``-inf`` (no wait) once it has sent, for the pool's very first create, for
+        a create that moves from a lane it failed on (it goes as soon as it can),
+        and more than a slot after the pool's first create (no burst: the lanes
+        will not run in step, and a lone create must not wait).
+        """
+        start, first = self._start
+        if self._started[i] or failed or math.isinf(start) or now > start + interval:
             return -math.inf
-        if self._start is None:
-            self._start = now
-        return self._start + i * interval / len(self.lanes)
+        n = len(self.lanes)
+        return start + (i - first) % n * interval / n
 
     async def _wait(self, until: float) -> None:
         if self._changed is None:
@@ -418,6 +427,8 @@ class Router:
             nonlocal bound, sent
             if health.cause is not None:
                 raise _Rebind  # closed while this create waited: nothing is sent
+            if math.isinf(self._start[0]):  # the pool's first create
+                self._start = (self.clock(), i)
             self._started[i] = True
             if bound:
                 bound = False
