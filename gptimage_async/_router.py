@@ -31,9 +31,9 @@ lanes:
   a 429 on each (a window's first request arrives late, its last on time:
   one too many in the server's window). Within a slot of the pool's first
   create, the ``k``-th lane after its lane of ``n`` sends its first create
-  ``k / n`` of a slot after it (a create moving from a lane it failed on does
-  not wait); each limiter paces from its own first grant, so their slots
-  stay apart.
+  ``k / n`` of a slot after it under ``"earliest"`` (a create moving from a
+  lane it failed on does not wait); each limiter paces from its own first
+  grant, so their slots stay apart.
 * **Failover** (``_pool._failover``): a create that ends in an error is
   judged by ``failover()``. The lane is closed (401, 402, 403, 429
   ``USAGE_EXCEEDED``) or cooled (5xx, no answer) for new creates; runs in
@@ -379,12 +379,14 @@ class Router:
 
         ``-inf`` (no wait) once it has sent, for the pool's very first create, for
         a create that moves from a lane it failed on (it goes as soon as it can),
-        and more than a slot after the pool's first create (no burst: the lanes
-        will not run in step, and a lone create must not wait).
+        more than a slot after the pool's first create (no burst: the lanes will
+        not run in step, and a lone create must not wait), and under ``"cheapest"``.
         """
         start, first = self._start
         if self._started[i] or failed or math.isinf(start) or now > start + interval:
             return -math.inf
+        if self.pool.routing != "earliest":
+            return -math.inf  # the cheap lane fills first: the lanes do not run in step
         n = len(self.lanes)
         return start + (i - first) % n * interval / n
 
