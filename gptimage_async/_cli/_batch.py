@@ -104,10 +104,13 @@ async def batch(args: argparse.Namespace) -> int:
                 f"earlier run (rebuild it with: gptimage-async gallery {_q(args.out)})"
             )
         if interrupted:
-            p = report.progress
+            # From the manifest's rows, as the rerun will see them (not a live count).
+            pending = [e for e in report.entries if e.status == "pending"]
+            running = sum(1 for e in pending if e.run_id is not None)
             print(
-                f"interrupted: {p.finished} done, {p.in_flight + p.submitting} in flight; "
-                "rerun the same command to resume",
+                f"interrupted: {report.progress.finished} done, {running} run(s) left in flight "
+                f"(paid for: the rerun attaches them), {len(pending) - running} prompt(s) not "
+                "sent; rerun the same command to resume",
                 file=sys.stderr,
             )
     if interrupted:
