@@ -154,6 +154,7 @@ class LaneRuntime:
             max_connections=config.max_connections,
             user_agent=config.user_agent or USER_AGENT,
             proxy=config.proxy,
+            name=self.spec.label,
         )
         try:
             self.limiter = make_limiter(
@@ -235,7 +236,9 @@ class LaneRuntime:
                 clock_now=now,
                 run_timeout=self.config.run_timeout,
             )
-            logger.debug("lane starts from what was learned: %r", self.scheduler.model)
+            logger.debug(
+                "lane %s starts from what was learned: %r", self.spec.label, self.scheduler.model
+            )
 
     async def create(
         self,

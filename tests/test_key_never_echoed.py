@@ -51,3 +51,27 @@ def test_settle_does_not_echo_a_key_given_as_its_lane(tmp_path: Path) -> None:
     done = run_main("settle", str(out), "1", "run_found", "--lane", KEY + "0123456789")
     assert done.code == 2 and "not one of this job's lanes" in done.stderr, done.stderr
     assert KEY not in done.stderr + done.stdout and "looks like an API key" in done.stderr
+
+
+async def test_debug_lines_name_the_lane_never_the_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from gptimage_async.simulator import Simulator, SimulatorConfig
+
+    keys = {"sk-log-a-0123456789", "sk-log-b-0123456789"}
+    config = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=1, api_keys=frozenset(keys))
+    caplog.set_level(logging.DEBUG, logger="gptimage_async")
+    async with Simulator(config) as sim:
+        url = sim.base_url("runbase")
+        lanes = [
+            gi.Lane("runbase", key, base_url=url, label=name, rate_limit=gi.RateLimit(100, 1))
+            for name, key in zip(("left", "right"), sorted(keys), strict=True)
+        ]
+        async with gi.Session(lanes=lanes) as session:
+            await session.generate_many(["a lamp", "a chair", "an owl", "a cup"])
+    ours = [r for r in caplog.records if r.name == "gptimage_async"]
+    exchanges = [r.getMessage() for r in ours if "/runs" in r.getMessage()]
+    assert exchanges and all(m.startswith(("left: ", "right: ")) for m in exchanges), exchanges
+    assert not any(key in r.getMessage() for r in caplog.records for key in keys)
