@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import compileall
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -73,6 +74,11 @@ def _share_bytecode(config: pytest.Config) -> None:
     for package in CHILD_PACKAGES:
         if (ROOT / package).is_dir():
             compileall.compile_dir(ROOT / package, quiet=2)
+    # The xdist workers, started after this with this environment, may then keep
+    # what pytest rewrites for its assertion messages (every test module, and the
+    # package, a pytest plugin): each worker otherwise rewrites and compiles it all
+    # again at every run, about 3 s of CPU each before its first test.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 @pytest.fixture
