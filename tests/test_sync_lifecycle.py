@@ -115,10 +115,13 @@ def test_ctrl_c_in_generate_many_keeps_its_finished_runs_in_runs_undelivered() -
     assert all(run.status is gi.RunStatus.SUCCEEDED for run in session.runs.undelivered)
 
 
-def test_a_finalizer_on_the_loop_thread_never_deadlocks(sim: Simulator) -> None:
+def test_a_finalizer_on_the_loop_thread_never_deadlocks(
+    sim_thread: SimulatorThread, sim: Simulator
+) -> None:
     # The last reference dropped on the session's own loop thread: by a logging
     # handler there (the transport logs each request at DEBUG), as by any code
-    # that runs on that thread.
+    # that runs on that thread. Runs of 3-10 s: it is polled well after submit returns.
+    sim_thread.on_loop(lambda: setattr(sim, "config", sim.config.replace(time_scale=1.0)))
     before = set(loop_threads())
     box = [sync_session(sim)]
     [thread] = set(loop_threads()) - before
