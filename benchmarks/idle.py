@@ -5,6 +5,9 @@ The simulator runs in this process (see ``bulk``: delays need one clock).
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -14,7 +17,7 @@ from gptimage_async.simulator import Simulator, SimulatorConfig
 from ._common import DEFAULT_LIMIT, KEY, SEED, WINDOW, delays, mean, prompts, speed
 from .baseline import BaselineClient
 
-__all__ = ["Idle", "idle_baseline", "idle_ours"]
+__all__ = ["Idle", "idle_baseline", "idle_floor", "idle_ours"]
 
 
 @dataclass(slots=True)
@@ -97,4 +100,65 @@ async def idle_baseline(
         row.requests = sim.stats.requests
         row.polls = sim.stats.polls
         row.rate_limited = sim.stats.rate_limited
+    return row
+
+
+async def idle_floor(
+    runs: int, *, seed: int = SEED, reserve: int = 0, shortest: float = 3.0, longest: float = 10.0
+) -> Idle:
+    """An oracle's single runs, one after the other: the floor of ``Idle.delay_share``.
+
+    It knows the durations' true range (``shortest``-``longest`` provider
+    seconds, the simulator's default uniform one) and that no run ends
+    before ``shortest``: after each create it polls evenly from there at the
+    densest spacing the sliding window allows, ``DEFAULT_LIMIT`` requests per
+    ``WINDOW`` less ``reserve`` kept free (our limiter keeps 2 of every
+    window from its speculative polls). The binding window holds one
+    run's create and ``longest - shortest`` seconds of polls (its own, and
+    the previous run's last ones), so ``DEFAULT_LIMIT - reserve - 1`` polls
+    over that span. Talks to the simulator in memory (``MemoryTransport``) on
+    the running loop's clock, with no round trip: run it on a fake clock
+    (tests/_clock.py) for the pacing alone. No 429 is expected: any is counted.
+    """
+    from gptimage_async._transport._memory import MEMORY_ORIGIN, MemoryTransport
+    from gptimage_async.simulator._app import BASE_PATHS
+
+    loop = asyncio.get_running_loop()
+    config = SimulatorConfig(time_scale=1.0, seed=seed, count_rejected=True)
+    sim = Simulator(config, clock=loop.time)
+    transport = MemoryTransport(sim, MEMORY_ORIGIN + BASE_PATHS["runbase"], KEY)
+    budget = DEFAULT_LIMIT - reserve
+    spacing = (longest - shortest) / (budget - 1)
+    sent: collections.deque[float] = collections.deque()
+    row = Idle("oracle", runs)
+
+    async def send(method: str, target: str, body: bytes | None = None) -> dict[str, object]:
+        # The sliding window: wait until the budget-th request back has left it.
+        while len(sent) >= budget:
+            if sent[0] + WINDOW < loop.time():
+                sent.popleft()
+            else:
+                await asyncio.sleep(sent[0] + WINDOW - loop.time() + 1e-6)
+        sent.append(loop.time())
+        answer = await transport.send(method, target, body)
+        if answer.status == 429:
+            row.rate_limited += 1
+        return dict(json.loads(answer.body)) if answer.status == 200 else {}
+
+    body = json.dumps({"model": "openai/gpt-image-1.5", "input": {"prompt": ""}})
+    for prompt in prompts(runs, "idle floor"):
+        made = await send("POST", "/runs", body.replace('""', json.dumps(prompt)).encode())
+        run_id, created = str(made["id"]), loop.time()
+        age = shortest
+        while True:
+            await asyncio.sleep(max(0.0, created + age - loop.time()))
+            row.polls += 1
+            if (await send("GET", f"/runs/{run_id}")).get("status") == "succeeded":
+                break
+            age += spacing
+        served = sim.runs[run_id]
+        row.delays.append(loop.time() - served.finishes_at)
+        row.durations.append(served.duration)
+    row.requests = sim.stats.requests
+    await transport.aclose()
     return row

@@ -226,6 +226,7 @@ class Batch(BatchRunner):
         self._state: Literal["new", "running", "done"] = "new"
         self._started: float | None = None
         self._stopping = False
+        self._finish_runs = False
         self._stop_reason: str | None = None
         self._create_failures = 0
         #: What this process did: creates sent, runs attached, prompts skipped as done.

@@ -154,10 +154,18 @@ def plan(
         run_id: str | None = None,
         error: str | None = None,
         error_type: str | None = None,
+        where: JournalEntry | None = None,
     ) -> None:
         entry = msgspec.structs.replace(
             item.entry, status=status, run_id=run_id, error=error, error_type=error_type
         )
+        if where is not None:  # a run left alone: the lane and time it was created stay shown
+            entry = msgspec.structs.replace(
+                entry,
+                provider=where.provider,
+                key_fingerprint=where.key_fingerprint,
+                created_at=utc(where.created_at),
+            )
         out.settled.append(Settled(item=item, entry=entry, kind=kind))
 
     def unknown(
@@ -191,6 +199,7 @@ def plan(
                 error=f"run {run_id} was created through {lane}, which is not in this "
                 "job's lanes: add that key back to resume it",
                 error_type="ConfigurationError",
+                where=known,
             )
             return
         if attachable_here(known, here, attach_elsewhere=attach_elsewhere, lanes=lanes):
@@ -205,6 +214,7 @@ def plan(
             error=f"run {run_id} was created on {known.provider} at {known.base_url}; "
             f"this session is {here.provider} at {here.base_url}: resume it from there",
             error_type="ConfigurationError",
+            where=known,
         )
 
     for item in items:

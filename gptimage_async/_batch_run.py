@@ -25,6 +25,7 @@ from ._batch_types import (
     Phase,
     batch_words,
     out_of_space,
+    progress_at,
 )
 from ._bulk import Sender
 from ._create import sending_lane
@@ -42,6 +43,7 @@ from ._exceptions import (
     RunFailedError,
     RunNotFoundError,
     SessionClosedError,
+    SpendCapError,
     TLSCertificateError,
     UncertainCreateError,
 )
@@ -56,6 +58,7 @@ from ._manifest import (
     utc,
 )
 from ._models import Result
+from ._pool import what_it_met
 from ._run import Run
 from ._transport import Transport
 
@@ -71,10 +74,11 @@ logger = logging.getLogger("gptimage_async")
 #: Creates failing one after another (no success between) before the batch gives up:
 #: the provider is down or refusing, and trying every remaining prompt would not help.
 MAX_CREATE_FAILURES_IN_A_ROW = 10
-#: Seconds of recent finishes the throughput (and so the ETA) is measured over.
-RATE_WINDOW = 30.0
-#: Errors that no other prompt can escape either: the batch stops at the first.
+#: Errors that no other prompt can escape either: the batch stops creating at the
+#: first, and follows the runs already created (paid for) to their end.
 _FATAL = (
+    PoolExhaustedError,
+    SpendCapError,
     AuthenticationError,
     InsufficientCreditsError,
     PermissionDeniedError,
@@ -94,6 +98,7 @@ class BatchRunner:
         "_download_slots",
         "_earlier",
         "_feed_scope",
+        "_finish_runs",
         "_finish_times",
         "_fsync",
         "_gallery",
@@ -147,6 +152,7 @@ class BatchRunner:
     _http: Transport | None
     _started: float | None
     _stopping: bool
+    _finish_runs: bool
     _stop_reason: str | None
     _create_failures: int
     submitted: int
@@ -157,46 +163,41 @@ class BatchRunner:
     @property
     def progress(self) -> BatchProgress:
         """Where the batch stands now."""
-        now = time.monotonic()
-        elapsed = 0.0 if self._started is None else now - self._started
-        times = self._finish_times
-        while times and times[0] < now - RATE_WINDOW:
-            times.popleft()
-        span = min(RATE_WINDOW, elapsed)
-        rate = len(times) / span if times and span > 0 else None
-        statuses, phases = self._statuses, self._phases
-        finished = statuses["succeeded"] + statuses["failed"] + statuses["unknown"]
-        left = len(self._items) - finished
-        return BatchProgress(
+        return progress_at(
+            time.monotonic(),
             total=len(self._items),
-            succeeded=statuses["succeeded"],
-            failed=statuses["failed"],
-            unknown=statuses["unknown"],
+            statuses=self._statuses,
+            phases=self._phases,
             skipped=self.skipped,
-            submitting=phases["submitting"],
-            in_flight=phases["in_flight"],
-            waiting=phases["waiting"],
             rate_limited=self._session.stats.rate_limited,
-            elapsed=elapsed,
-            rate=rate,
-            eta=left / rate if rate else (0.0 if left == 0 else None),
+            started=self._started,
+            finish_times=self._finish_times,
         )
 
-    def stop(self, reason: str | None = None) -> None:
+    def stop(self, reason: str | None = None, *, finish_runs: bool = False) -> None:
         """Stop cleanly: send no more creates, let those in flight be answered and journaled.
 
-        Runs not finished stay ``pending`` in the manifest; running the batch
-        again attaches them. Safe to call from a signal handler in the event
-        loop, and more than once.
+        ``finish_runs=False`` (the default): runs not finished stay ``pending``
+        in the manifest, and running the batch again attaches them. ``True``:
+        the runs already created (paid for) are followed to their end and
+        their images saved, as when the batch stops on an error no prompt can
+        escape (spend cap, every lane closed, 401/402/403). Safe to call from
+        a signal handler in the event loop, and more than once; a later call
+        without ``finish_runs`` stops that waiting too (a Ctrl-C).
         """
         if self._stopping:
+            if self._finish_runs and not finish_runs:
+                self._finish_runs = False
+                for scope in self._scopes:
+                    scope.cancel()
             return
         self._stopping = True
+        self._finish_runs = finish_runs
         self._stop_reason = reason
         if self._feed_scope is not None:
             self._feed_scope.cancel()
         self._sender.stop()
-        for scope in self._scopes:
+        for scope in self._scopes if not finish_runs else ():
             scope.cancel()
         self._emit("stopping", None, message=reason)
 
@@ -295,7 +296,7 @@ class BatchRunner:
             item.entry = stamp_created(item.entry, run.id, run.lane)
             self._set_phase(item, "in_flight")
             self._emit("created", item.entry)
-            if not self._stopping:
+            if not self._stopping or self._finish_runs:
                 await self._follow(item, run)
         finally:
             self._release_slot()
@@ -367,7 +368,7 @@ class BatchRunner:
         run_id = run.id
         with anyio.CancelScope() as scope:
             self._scopes.add(scope)
-            if self._stopping:
+            if self._stopping and not self._finish_runs:
                 scope.cancel()
             try:
                 result = await run
@@ -392,7 +393,7 @@ class BatchRunner:
                     self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="submit")
             except GPTImageError as exc:
                 if isinstance(exc, _FATAL):
-                    self.stop(str(exc))
+                    self.stop(str(exc), finish_runs=True)
                 self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="attach")
             else:
                 self._finish(
@@ -431,12 +432,7 @@ class BatchRunner:
     def _count_failed_create(self, exc: GPTImageError) -> None:
         # A connection error that is not uncertain never had its request written
         # (a TLS failure, a refused connect): counted as sent at on_send, it was not.
-        if isinstance(exc, PoolExhaustedError):
-            # Judged by what it met on the lanes it went to: one answer means it was sent.
-            tried = zip(exc.causes, exc.why, strict=True)
-            met = [err for (_, err), why in tried if why == "failed this create"]
-            answered = [err for err in met if isinstance(err, APIStatusError)]
-            exc = (answered or met or [exc])[0]
+        exc = what_it_met(exc)  # a pool's: judged by what it met where it was sent
         if isinstance(exc, APIConnectionError):
             self.submitted -= 1
         elif isinstance(exc, APIStatusError):
@@ -446,7 +442,7 @@ class BatchRunner:
         self._finish(item, "failed", error=exc, on_rerun="submit")
         self._create_failures += 1
         if isinstance(exc, _FATAL):
-            self.stop(str(exc))
+            self.stop(str(exc), finish_runs=True)
         elif self._create_failures >= MAX_CREATE_FAILURES_IN_A_ROW:
             self.stop(f"{self._create_failures} creates failed in a row; the last: {exc}")
 

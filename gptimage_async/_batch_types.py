@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -12,7 +14,7 @@ import msgspec
 
 from ._create import RESEND_HINT
 from ._download import slugify
-from ._manifest import ManifestEntry
+from ._manifest import EntryStatus, ManifestEntry
 from ._models import ImageRequest
 from ._prompts import BatchPrompt
 
@@ -94,6 +96,49 @@ class BatchProgress(msgspec.Struct, frozen=True, kw_only=True):
     def finished(self) -> int:
         """Prompts that reached an end: succeeded, failed or unknown."""
         return self.succeeded + self.failed + self.unknown
+
+
+#: Seconds of recent finishes the throughput (and so the ETA) is measured over.
+RATE_WINDOW = 30.0
+
+
+def progress_at(
+    now: float,
+    *,
+    total: int,
+    statuses: Mapping[EntryStatus, int],
+    phases: Mapping[Phase, int],
+    skipped: int,
+    rate_limited: int,
+    started: float | None,
+    finish_times: deque[float],
+) -> BatchProgress:
+    """A batch's ``BatchProgress`` at ``now`` (monotonic seconds).
+
+    ``finish_times`` (monotonic seconds, oldest first) loses the finishes older
+    than ``RATE_WINDOW``; the rate is over what is left.
+    """
+    elapsed = 0.0 if started is None else now - started
+    while finish_times and finish_times[0] < now - RATE_WINDOW:
+        finish_times.popleft()
+    span = min(RATE_WINDOW, elapsed)
+    rate = len(finish_times) / span if finish_times and span > 0 else None
+    finished = statuses["succeeded"] + statuses["failed"] + statuses["unknown"]
+    left = total - finished
+    return BatchProgress(
+        total=total,
+        succeeded=statuses["succeeded"],
+        failed=statuses["failed"],
+        unknown=statuses["unknown"],
+        skipped=skipped,
+        submitting=phases["submitting"],
+        in_flight=phases["in_flight"],
+        waiting=phases["waiting"],
+        rate_limited=rate_limited,
+        elapsed=elapsed,
+        rate=rate,
+        eta=left / rate if rate else (0.0 if left == 0 else None),
+    )
 
 
 class BatchEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -33,7 +33,7 @@ import collections
 import functools
 import math
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sized
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 
@@ -328,7 +328,7 @@ class Sender:
 
 async def stream(
     source: Countdown[tuple[int, ImageRequest | str]],
-    create: Callable[[ImageRequest | str, int, bool], Awaitable[Run]],
+    create: Callable[[ImageRequest | str, int, bool, Callable[[], None]], Awaitable[Run]],
     *,
     full: Callable[[int], bool],
     feeders: int,
@@ -337,15 +337,16 @@ async def stream(
 ) -> AsyncGenerator[Run, None]:
     """Runs created from ``source``, yielded as each resolves (``as_completed``'s engine).
 
-    ``create(item, index, last)`` makes the run (a failed create is a run
-    carrying its error); ``full(ahead)`` says whether ``ahead`` runs started
-    and not yet yielded fill the window; ``feeders`` tasks create at once,
-    each kept in ``tasks`` while it lives (the session cancels them when it
-    closes). An error the ``source`` iterable raised is raised after every
-    run created before it (paid for) was yielded. ``keep`` (the session's
-    ``Lifecycle``) is told of the runs resolved and not yet yielded: if the
-    stream is cut (closed early, or the session closes), they are kept in
-    ``session.runs.undelivered``.
+    ``create(item, index, last, on_send)`` makes the run (a failed create is a
+    run carrying its error; ``on_send`` as ``Session.submit``'s); ``full(ahead)``
+    says whether ``ahead`` runs started and not yet yielded fill the window;
+    ``feeders`` tasks create at once, each kept in ``tasks`` while it lives
+    (the session cancels them when it closes); a cut lets a create on the
+    wire be answered (its run is held) and sends no other. An error the
+    ``source`` iterable raised is raised after every run created before it
+    (paid for) was yielded. ``keep`` (the session's ``Lifecycle``) is told of
+    the runs resolved and not yet yielded: if the stream is cut (closed early,
+    or the session closes), they are kept in ``session.runs.undelivered``.
     """
     # Feeders put resolved runs here; None when a feeder ends, or an error that
     # is a bug (never a hang).
@@ -360,6 +361,8 @@ async def stream(
     room = asyncio.Event()
     # Created, so paid for: a run resolved and never yielded is never dropped unnamed.
     held = keep.holding() if keep is not None else None
+    cut = False  # the stream ended: no create attempt goes on the wire after it
+    on_wire: set[asyncio.Task[Any]] = set()  # feeders a cut lets have their create's answer
 
     def arrived(run: Run) -> None:
         if held is not None:
@@ -368,6 +371,14 @@ async def stream(
 
     async def feed() -> None:
         nonlocal outstanding, ahead
+        me = asyncio.current_task()
+        assert me is not None
+
+        def sending() -> None:
+            if cut:
+                raise Stopped  # a retry after the cut: not sent
+            on_wire.add(me)  # a cut lets it be answered (see below)
+
         try:
             while True:
                 while full(ahead):
@@ -383,12 +394,16 @@ async def stream(
                         source_error.append(exc)  # the caller's iterable failed
                     return
                 try:
-                    run = await create(item, index, last)
+                    run = await create(item, index, last, sending)
                 except Exception as exc:  # a bug, not a run's error: never a hang
                     done.put_nowait(exc)
                     return
+                finally:
+                    on_wire.discard(me)
                 outstanding += 1
                 run._future.add_done_callback(functools.partial(_call_with_run, arrived, run))
+                if cut:
+                    return
         finally:
             done.put_nowait(None)
 
@@ -414,11 +429,13 @@ async def stream(
         if source_error:
             raise source_error[0]
     finally:
+        cut = True
         if keep is not None and held is not None:
             keep.release(held)
-        for task in started:
+        stopped = [task for task in started if task not in on_wire]  # those end by themselves
+        for task in stopped:
             task.cancel()
-        await asyncio.gather(*started, return_exceptions=True)
+        await asyncio.gather(*stopped, return_exceptions=True)
 
 
 async def in_input_order(

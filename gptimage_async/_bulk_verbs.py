@@ -190,10 +190,12 @@ class BulkVerbs:
         model = lane.scheduler.model if lane.scheduler is not None else None
         return default_window(lane.limiter, model, self._router.rate())
 
-    async def _create_or_failed(self, item: ImageRequest | str, index: int, last: bool) -> Run:
+    async def _create_or_failed(
+        self, item: ImageRequest | str, index: int, last: bool, on_send: Callable[[], None]
+    ) -> Run:
         try:
             req = self.prepare(item)
-            return await self._router.create(req, index=index, ahead_of_polls=last)
+            return await self._router.create(req, index=index, on_send=on_send, ahead_of_polls=last)
         except GPTImageError as exc:
             now = self._clock()
             request = item if isinstance(item, ImageRequest) else None

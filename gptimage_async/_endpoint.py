@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from ._exceptions import ConfigurationError
 from ._providers import Provider
+from ._secrets import shown
 
 __all__ = ["check_base_url", "check_key", "resolve_key"]
 
@@ -50,9 +51,9 @@ def check_base_url(url: object) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
-        raise ConfigurationError(f"base_url is not a URL: {url!r}") from None
+        raise ConfigurationError(f"base_url is not a URL: {shown(url)}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"base_url must be an http(s) URL with a host, not {url!r}")
+        raise ConfigurationError(f"base_url must be an http(s) URL with a host, not {shown(url)}")
     if parts.username or parts.password:
         raise ConfigurationError("base_url must not carry credentials; use api_key")
     if parts.query or parts.fragment or url.rstrip("/").endswith(("?", "#")):

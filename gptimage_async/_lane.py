@@ -32,6 +32,7 @@ from ._exceptions import (
     APIStatusError,
     ConfigurationError,
     GPTImageError,
+    RunFailedError,
 )
 from ._fleet_closure import FleetClosure
 from ._images import bind as bind_result
@@ -136,6 +137,11 @@ class LaneRuntime:
         self.creator: Creator | None = None
         #: The key's closed state shared through Redis (``redis=`` only).
         self.fleet: FleetClosure | None = None
+        #: Told the quality of each run this lane created that ends ``RunFailedError``
+        #: (the router refunds its spend); attached runs were paid elsewhere.
+        self.on_failed: Callable[[str | None], object] | None = None
+        # Ids of the runs attached here and in flight (not created by this session).
+        self._attached: set[str] = set()
 
     async def open(self) -> None:
         """Open the lane; on any failure, release what was opened and raise."""
@@ -148,6 +154,7 @@ class LaneRuntime:
             max_connections=config.max_connections,
             user_agent=config.user_agent or USER_AGENT,
             proxy=config.proxy,
+            name=self.spec.label,
         )
         try:
             self.limiter = make_limiter(
@@ -229,7 +236,9 @@ class LaneRuntime:
                 clock_now=now,
                 run_timeout=self.config.run_timeout,
             )
-            logger.debug("lane starts from what was learned: %r", self.scheduler.model)
+            logger.debug(
+                "lane %s starts from what was learned: %r", self.spec.label, self.scheduler.model
+            )
 
     async def create(
         self,
@@ -262,6 +271,7 @@ class LaneRuntime:
             deadline=now + self.config.run_timeout,
         )
         self.runs._track(run)
+        self._attached.add(run_id)
         self._life.busy()
         self.scheduler.add(run, poll_now=True, created_ago=created_ago)
         return run
@@ -321,6 +331,10 @@ class LaneRuntime:
         task.add_done_callback(self._tasks.discard)
 
     def _resolved(self, run: Run) -> None:
+        if run.run_id in self._attached:
+            self._attached.discard(run.run_id)
+        elif self.on_failed is not None and isinstance(run.error, RunFailedError):
+            self.on_failed(run.request.quality if run.request is not None else None)
         if self._life.owner is not None:
             bind_result(run.outcome, self._life.owner)  # Result.save/read fetch through the session
         self.runs._untrack(run)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import signal
 import threading
 import weakref
@@ -30,6 +31,12 @@ T = TypeVar("T")
 
 #: Seconds between checks, while a call waits, that the loop's thread still runs.
 ALIVE_CHECK = 1.0
+
+logger = logging.getLogger("gptimage_async")
+
+#: The last work of loops stopping themselves (``LoopThread.stop_after``): the
+#: loop holds its tasks weakly only.
+_last_work: set[asyncio.Task[Any]] = set()
 
 
 def _sigint_ignored() -> bool:
@@ -294,6 +301,33 @@ class LoopThread:
             self._loop.call_soon_threadsafe(self._stop.set)
         if join:
             self._thread.join()
+
+    def stop_after(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` on the loop, then stop it; from the loop's own thread, not waiting.
+
+        The way to close from the loop's own thread (a finalizer that a
+        callback there set off), where ``call(...).wait()`` would deadlock. An
+        error of ``coro`` is logged (WARNING), not raised. Off a running loop
+        (its thread is already ending), ``coro`` is dropped and the loop told to stop.
+        """
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or loop is not self._loop:
+            coro.close()
+            self.stop(join=False)
+            return
+        task = loop.create_task(coro)
+        _last_work.add(task)
+
+        def stop(task: asyncio.Task[None]) -> None:
+            _last_work.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                logger.warning("closing on the loop's own thread failed: %r", task.exception())
+            self.stop(join=False)
+
+        task.add_done_callback(stop)
 
     @property
     def thread(self) -> threading.Thread:

@@ -221,7 +221,8 @@ def stamp_finished(entry: ManifestEntry, session: Session) -> ManifestEntry:
         unit = priced[1]
     return msgspec.structs.replace(
         entry,
-        provider=entry.provider or provider,
+        # A prompt with no run (never sent, or refused) went through no lane.
+        provider=entry.provider or (provider if entry.run_id is not None else None),
         finished_at=finished,
         seconds=seconds,
         cost=cost,

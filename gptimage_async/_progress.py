@@ -87,7 +87,8 @@ def _describe(entry: ManifestEntry) -> str:
     if entry.status == "succeeded":
         files = ", ".join(entry.files) if entry.files else " ".join(entry.urls)
         return f"ok      line {entry.line}{run}: {files}"
-    label = "FAILED " if entry.status == "failed" else "UNKNOWN"
+    # "pending": a run left alone (its lane is not in this job), resumed by a later run.
+    label = {"failed": "FAILED ", "unknown": "UNKNOWN"}.get(entry.status, "PENDING")
     return f"{label} line {entry.line}{run} ({prompt!r}): {entry.error_type}: {entry.error}"
 
 

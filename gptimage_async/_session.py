@@ -2,9 +2,11 @@
 
 ``Session`` holds the configuration (a ``SessionConfig``, whose docstrings
 document every option), the lifecycle (open, close, cancel) and the public
-verbs; its bulk verbs are in ``_bulk_verbs``, its lanes (``_lane``) hold the
-limiter, the poll scheduler and the create pipeline. The README's "Where each
-step of a run lives" names the module of each step a run goes through.
+verbs; its bulk verbs are in ``_bulk_verbs``, its read-only views (``lanes``,
+``transport``, ``limiter``, ``scheduler``) in ``_session_views``, its lanes
+(``_lane``) hold the limiter, the poll scheduler and the create pipeline. The
+README's "Where each step of a run lives" names the module of each step a run
+goes through.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from ._budget import Limiter
 from ._bulk_verbs import BulkVerbs
 from ._config import (
     DEFAULT_MAX_CONNECTIONS,
@@ -28,7 +29,7 @@ from ._config import (
     Routing,
     SessionConfig,
 )
-from ._exceptions import ConfigurationError, SessionClosedError
+from ._exceptions import ConfigurationError
 from ._lane import LaneRuntime, seconds_since
 from ._lifecycle import Lifecycle
 from ._models import AspectRatio, ImageRequest, Quality, RateLimit, Result, as_request, check_run_id
@@ -37,9 +38,9 @@ from ._providers import Provider, ProviderName
 from ._registry import RunRegistry
 from ._router import PoolStats, Router
 from ._run import Run
-from ._scheduler import PollScheduler
+from ._session_views import SessionViews
 from ._transport import Transport
-from ._views import LaneStatus, LimiterView, SchedulerView, lane_status
+from ._views import LimiterView, SchedulerView
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -51,7 +52,7 @@ __all__ = ["LimiterView", "OnExit", "ProviderName", "SchedulerView", "Session", 
 logger = logging.getLogger("gptimage_async")
 
 
-class Session(BulkVerbs):
+class Session(SessionViews, BulkVerbs):
     """An open line to one provider: submits runs and resolves them.
 
     >>> async with Session("runbase") as session:            # doctest: +SKIP
@@ -172,69 +173,9 @@ class Session(BulkVerbs):
         return self._router.pool
 
     @property
-    def lanes(self) -> tuple[LaneStatus, ...]:
-        """The session's lanes as they are now, in pool order (read-only ``LaneStatus``).
-
-        Each has its label, ``lane`` (``"provider:fingerprint"``, as ``Run.lane``
-        says), provider, API root, prices, and state: open, cooling or closed
-        for new creates (with its cause). A fresh tuple each time: read it again
-        to see a change. Works before ``open()`` (every lane then open).
-        """
-        now = self._clock()
-        health = self._router.health
-        return tuple(lane_status(lane.spec, health[i], now) for i, lane in enumerate(self._lanes))
-
-    @property
-    def transport(self) -> Transport:
-        """The ``Transport`` every request of this session goes through.
-
-        Pass it to ``download(..., transport=session.transport)`` so image
-        downloads share the session's proxy, user agent and connections (the
-        key is sent to the API's origin only). Raises ``SessionClosedError``
-        before ``open()``.
-        """
-        transport = self._lanes[0].transport
-        if transport is None:
-            raise SessionClosedError("the session is not open")
-        return transport
-
-    @property
-    def limiter(self) -> LimiterView:
-        """A read-only view of the session's rate limiter, for monitoring.
-
-        Raises ``SessionClosedError`` before ``open()``.
-        """
-        if self._limiter is None:
-            raise SessionClosedError("the session is not open")
-        return LimiterView(self._limiter)
-
-    @property
-    def scheduler(self) -> SchedulerView:
-        """A read-only view of the session's poll scheduler, for monitoring.
-
-        Raises ``SessionClosedError`` before ``open()``.
-        """
-        if self._scheduler is None:
-            raise SessionClosedError("the session is not open")
-        return SchedulerView(self._scheduler)
-
-    @property
     def closed(self) -> bool:
         """True once the session has been closed; it cannot be reopened."""
         return self._life.state in ("closing", "closed")
-
-    # The first lane's parts, for the bulk verbs below.
-    @property
-    def _limiter(self) -> Limiter | None:
-        return self._lanes[0].limiter
-
-    @property
-    def _scheduler(self) -> PollScheduler | None:
-        return self._lanes[0].scheduler
-
-    @property
-    def _transport(self) -> Transport | None:
-        return self._lanes[0].transport
 
     async def __aenter__(self) -> Self:
         await self.open()

@@ -118,11 +118,11 @@ class Closer:
         )
         if threading.current_thread() is self.thread.thread:
             # Collected on its own loop (a callback dropped the last reference):
-            # waiting here would deadlock, so the loop is only told to stop.
+            # waiting here would deadlock, so the loop closes and then stops itself.
             with self._lock:
                 self.closed = True
             atexit.unregister(self.at_exit)
-            self.thread.stop(join=False)
+            self.thread.stop_after(self._closing(cancel=True, at_once=False))
             return
         try:
             self.close(cancel=True)

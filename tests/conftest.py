@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import compileall
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
     _share_bytecode(config)
+    _no_system_trust_store(config)
     config.pluginmanager.register(LoadGroupIds(), "load-group-ids")
 
 
@@ -73,6 +75,27 @@ def _share_bytecode(config: pytest.Config) -> None:
     for package in CHILD_PACKAGES:
         if (ROOT / package).is_dir():
             compileall.compile_dir(ROOT / package, quiet=2)
+    # The xdist workers, started after this with this environment, may then keep
+    # what pytest rewrites for its assertion messages (every test module, and the
+    # package, a pytest plugin): each worker otherwise rewrites and compiles it all
+    # again at every run, about 3 s of CPU each before its first test.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+
+def _no_system_trust_store(config: pytest.Config) -> None:
+    """Start the workers and every child process without reading the system's CA bundle.
+
+    aiohttp builds its default TLS context as it is imported, and that reads the
+    whole system CA bundle (``ssl.create_default_context``): about 80 ms of CPU
+    in each of the few hundred Python processes the suite starts. No test talks
+    TLS to a public host: the TLS tests serve a self-signed certificate, which
+    is refused with or without the bundle. Set here, before the workers start,
+    so they and their children inherit it.
+    """
+    if hasattr(config, "workerinput"):
+        return
+    os.environ.setdefault("SSL_CERT_FILE", os.devnull)
+    os.environ.setdefault("SSL_CERT_DIR", os.devnull)
 
 
 @pytest.fixture

@@ -277,10 +277,18 @@ async def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sim: Simulator, tmp_p
     proc.send_signal(signal.SIGINT)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 130
-    assert re.search(
-        r"interrupted: \d+ done, \d+ in flight; rerun the same command to resume", stderr.decode()
+    said = re.search(
+        r"interrupted: (\d+) done, (\d+) run\(s\) left in flight \(paid for: the rerun "
+        r"attaches them\), (\d+) prompt\(s\) not sent; rerun the same command to resume",
+        stderr.decode(),
     )
+    assert said, stderr.decode()
     first = gi.read_manifest(out / "manifest.jsonl")
+    # The counts are the manifest's: what the rerun will attach and send.
+    done_, left, unsent = (int(n) for n in said.groups())
+    assert left == sum(1 for e in first if e.status == "pending" and e.run_id)
+    assert unsent == sum(1 for e in first if e.status == "pending" and not e.run_id)
+    assert done_ == sum(1 for e in first if e.status == "succeeded")
     assert collections.Counter(e.status for e in first)["pending"] > 0
     # A clean stop waits for the creates in flight: nothing is left unknown.
     assert all(e.status in ("succeeded", "pending") for e in first)

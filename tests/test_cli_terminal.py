@@ -102,6 +102,14 @@ def run_on_terminal(
         env=environment(),
     )
     if interrupt_after is not None:
+        # Once a run exists (its "created" record is journaled), not after a fixed time:
+        # a loaded machine can take seconds to start Python, before any handler is set.
+        journal = Path(args[args.index("--out") + 1]) / "journal.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.is_file() and b'"created"' in journal.read_bytes():
+                break
+            time.sleep(0.05)
         time.sleep(interrupt_after)
         proc.send_signal(signal.SIGINT)
     stdout, _ = proc.communicate(timeout=90)
@@ -157,7 +165,7 @@ def test_after_ctrl_c_no_eta_is_shown(tmp_path: Path) -> None:
     term = Pty(columns=100)
     # Real time: 3-10 s runs, so the batch is mid-way when interrupted.
     args = simulator_batch(tmp_path, 30, time_scale="1")
-    code, _, output = run_on_terminal(term, *args, interrupt_after=3.0)
+    code, _, output = run_on_terminal(term, *args, interrupt_after=0.5)
     assert code == 130, output
     lines = screen(output, 100)
     (status,) = [line for line in lines if STATUS.search(line)]

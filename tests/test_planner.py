@@ -26,6 +26,7 @@ from gptimage_async._planner import (
     PLANNED_DONE_SHARE,
     SHARE_KEEP,
     SHARE_OF_RATE,
+    SHARE_YOUNG,
     SPREAD_KEEP,
     TAIL_GROWTH,
     PollState,
@@ -238,6 +239,26 @@ def test_the_first_polls_of_runs_are_staggered_by_their_phase() -> None:
     firsts = [share_age(model, last_pending_age=0.0, share=0.2, phase=p) for p in (0.25, 0.5, 1.0)]
     assert firsts == sorted(firsts) and firsts[0] < firsts[-1] - 0.2
     assert firsts[-1] == pytest.approx(8.4, abs=0.1)
+
+
+def test_a_young_model_keeps_polling_evenly_below_the_runs_it_has_seen() -> None:
+    # A session's first runs happened to take 6-7.5 s; the provider says 3-10 s.
+    young = band_model((6.0, 7.5, SHARE_YOUNG - 2))
+    share = 0.25
+    even = (young.quantile(0.98) - young.quantile(0.02)) * share
+    first = share_age(young, last_pending_age=0.0, share=share)
+    assert first < 5.0  # early, by MATURITY_PRIOR: few runs say little of the shortest
+    ages = polls_from(young, share, until=7.5)
+    steps = [b - a for a, b in itertools.pairwise(ages) if b < young.quantile(0.98)]
+    # No gap between the early first poll and the ages it has seen runs end: a run
+    # shorter than any seen yet is found within the even spacing, not at ~6 s.
+    assert max(steps) == pytest.approx(even, rel=0.05)
+    assert len([a for a in ages if first < a < 6.0]) >= 3
+    # The same runs with more seen: polls go where the mass is, the even spacing
+    # only caps the gaps where the model has some (the mature rule).
+    mature = band_model((6.0, 7.5, SHARE_YOUNG + 12))
+    later = polls_from(mature, share, until=7.5)
+    assert len([a for a in later if a < 5.5]) <= 1
 
 
 def test_a_spare_slot_goes_to_the_run_most_likely_done_since_its_last_poll() -> None:

@@ -304,6 +304,28 @@ async def test_bad_pools_are_refused_before_anything_is_sent(
         gi.Session("runbase", api_key="sk-a", spend_cap=10)
 
 
+async def test_an_attached_failed_run_is_not_refunded_by_this_session() -> None:
+    # The lane refunds a failed run when it resolves it (no callback held per run): only
+    # a run this session created and paid for, never one it attached.
+    async with simulator({"sk-a": KeyConfig()}, failure_rate=1.0) as sim:
+        lanes = [lane(sim, "sk-a", prices={"medium": 3, "high": 8})]
+        async with pool_session(lanes) as session:
+            failed = await session.submit("fails before")
+            with pytest.raises(gi.RunFailedError):
+                await asyncio.wait_for(failed, LIMIT)
+        assert failed.run_id is not None
+        sim.config = sim.config.replace(duration_min=3600.0, duration_max=3600.0)
+        async with pool_session(lanes, on_exit="cancel") as later:
+            own = await later.submit("still going")  # paid here: 3 credits
+            attached = later.attach(failed.run_id)
+            with pytest.raises(gi.RunFailedError):
+                await asyncio.wait_for(attached, LIMIT)
+            spend = later.stats.spend
+            assert not own.done()
+    assert spend is not None
+    assert (spend.lanes[0].created, spend.lanes[0].refunded, spend.spent) == (1, 0, 3.0)
+
+
 # -- attach ---------------------------------------------------------------------------------
 
 

@@ -249,3 +249,41 @@ def test_the_ledger_keeps_nothing_per_create_once_settled() -> None:
         tracemalloc.stop()
     assert grown < 20_000, grown  # an entry per create would be ~1 MB
     assert sum(lane.created for lane in ledger.snapshot().lanes) == 5_000
+
+
+def test_a_failed_run_is_refunded_by_its_lane_and_quality_without_its_token() -> None:
+    ledger = SpendLedger([AIO, RB])
+    for quality in ("medium", "high", None):  # None: the default quality, medium
+        ledger.commit(_token(ledger.reserve(1, quality)))
+    ledger.commit(_token(ledger.reserve(0, "high")))
+    assert ledger.refund_created(1, "high") and ledger.refund_created(1, None)
+    assert not ledger.refund_created(0, "high")  # API in One documents no refunds
+    rb, aio = ledger.snapshot().lanes[1], ledger.snapshot().lanes[0]
+    assert (rb.created, rb.refunded, rb.spent) == (3, 2, 4.0)
+    assert (aio.created, aio.refunded, aio.spent) == (1, 0, 28.0)
+    assert ledger.refund_created(1, "medium")
+    # Nothing created is left to refund: never a negative count, never money made up.
+    assert not ledger.refund_created(1, "medium")
+    assert ledger.snapshot().lanes[1].spent == 0.0
+
+
+async def test_no_spend_token_is_held_per_run_in_flight() -> None:
+    # A session with 10,000 runs in flight held a done-callback and the spend token
+    # of each on a lane that refunds failures (~370 B a run, issue 19's memory row).
+    import gc
+
+    import gptimage_async as gi
+    from gptimage_async.simulator import SimulatorConfig
+    from gptimage_async.testing import memory_session
+
+    # Runs of a day at a 0.01 time scale: 20 creates within one 0.1 s window, none ends.
+    config = SimulatorConfig(time_scale=0.01, duration_min=86_400.0, duration_max=86_400.0)
+    async with memory_session("runbase", config=config, on_exit="cancel") as (sim, session):
+        runs = [await session.submit(f"long {i}") for i in range(20)]
+        assert sim.stats.creates == 20 and not any(run.done() for run in runs)
+        gc.collect()
+        held = [o for o in gc.get_objects() if isinstance(o, SpendToken)]
+        spend = session.stats.spend
+        assert held == []
+        assert isinstance(session.stats, gi.PoolStats)
+        assert spend is not None and spend.lanes[0].created == 20

@@ -6,6 +6,7 @@ The simulator serves from its own loop in a thread of the test process.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import signal
 import threading
@@ -114,22 +115,38 @@ def test_ctrl_c_in_generate_many_keeps_its_finished_runs_in_runs_undelivered() -
     assert all(run.status is gi.RunStatus.SUCCEEDED for run in session.runs.undelivered)
 
 
-def test_a_finalizer_on_the_loop_thread_never_deadlocks(sim: Simulator) -> None:
-    # The last reference dropped by a callback on the session's own loop.
-    session = sync_session(sim)
-    thread = session._thread.thread
-    box = [session]
-    del session
-    done = threading.Event()
+def test_a_finalizer_on_the_loop_thread_never_deadlocks(
+    sim_thread: SimulatorThread, sim: Simulator
+) -> None:
+    # The last reference dropped on the session's own loop thread: by a logging
+    # handler there (the transport logs each request at DEBUG), as by any code
+    # that runs on that thread. Runs of 3-10 s: it is polled well after submit returns.
+    sim_thread.on_loop(lambda: setattr(sim, "config", sim.config.replace(time_scale=1.0)))
+    before = set(loop_threads())
+    box = [sync_session(sim)]
+    [thread] = set(loop_threads()) - before
+    armed, done = threading.Event(), threading.Event()
 
-    def drop() -> None:
-        box.clear()
-        gc.collect()
-        done.set()
+    class DropOnTheLoopThread(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if armed.is_set() and threading.current_thread() is thread and box:
+                box.clear()
+                gc.collect()
+                done.set()
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        box[0]._thread.run_soon(drop)
-        assert done.wait(30)
-    thread.join(30)
+    logger = logging.getLogger("gptimage_async")
+    handler, level = DropOnTheLoopThread(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            box[0].submit("a ceramic lamp")  # its run is polled after submit returns
+            armed.set()  # only the box holds the session now
+            assert done.wait(30)
+            thread.join(30)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert not box
     assert not thread.is_alive()

@@ -23,7 +23,7 @@ from .._prompts import BatchPrompt, PromptFileError, read_prompts
 from .._providers import get_provider
 from .._session import Session
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Failure, UsageError, check_writable
-from ._sessions import check_endpoint_options, load_pool, make_session, open_session
+from ._sessions import check_endpoint_options, job_cap, load_pool, make_session, open_session
 from ._signals import quit_at_once, stop_on_signals
 from ._spend import at_most_lines, session_spend_lines
 
@@ -104,10 +104,13 @@ async def batch(args: argparse.Namespace) -> int:
                 f"earlier run (rebuild it with: gptimage-async gallery {_q(args.out)})"
             )
         if interrupted:
-            p = report.progress
+            # From the manifest's rows, as the rerun will see them (not a live count).
+            pending = [e for e in report.entries if e.status == "pending"]
+            running = sum(1 for e in pending if e.run_id is not None)
             print(
-                f"interrupted: {p.finished} done, {p.in_flight + p.submitting} in flight; "
-                "rerun the same command to resume",
+                f"interrupted: {report.progress.finished} done, {running} run(s) left in flight "
+                f"(paid for: the rerun attaches them), {len(pending) - running} prompt(s) not "
+                "sent; rerun the same command to resume",
                 file=sys.stderr,
             )
     if interrupted:
@@ -167,7 +170,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         pool = load_pool(args.pool)
         name = pool.lanes[0].provider
         session = make_session(
-            None, lanes=pool.lanes, routing=pool.routing, spend_cap=pool.spend_cap
+            None, lanes=pool.lanes, routing=pool.routing, spend_cap=job_cap(args, pool)
         )
         by_lane = True
     else:

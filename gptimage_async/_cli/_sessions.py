@@ -6,19 +6,23 @@ import argparse
 import contextlib
 import hashlib
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
+from .._batch_types import JOURNAL_NAME
 from .._exceptions import ConfigurationError
+from .._journal import Journal, JournalError
 from .._models import RateLimit
 from .._pool import Pool, lane_fingerprint, load_pool_file
 from .._providers import get_provider
 from .._session import Session
 from ._args import DEMO_TIME_SCALE, REDIS_ENV
 from ._common import UsageError
+from ._spend import earlier_spend
 
 if TYPE_CHECKING:
     from ..simulator import SimulatorConfig
@@ -89,7 +93,7 @@ async def open_session(args: argparse.Namespace) -> AsyncIterator[Session]:
         if not args.no_state:
             options["state_file"] = pool_state_file(pool)
         yield make_session(
-            None, lanes=pool.lanes, routing=pool.routing, spend_cap=pool.spend_cap, **options
+            None, lanes=pool.lanes, routing=pool.routing, spend_cap=job_cap(args, pool), **options
         )
         return
     if args.provider == "simulator":
@@ -121,6 +125,32 @@ async def open_session(args: argparse.Namespace) -> AsyncIterator[Session]:
         fingerprint = lane_fingerprint(provider.name, key)
         options["state_file"] = state_file(args.provider, args.base_url, fingerprint)
     yield make_session(args.provider, base_url=args.base_url, rate_limit=args.rate_limit, **options)
+
+
+def job_cap(args: argparse.Namespace, pool: Pool) -> float | None:
+    """What is left of the pool file's ``spend_cap`` for this run of a batch job.
+
+    The cap is the job's (its ``--out`` directory), not one process's: what
+    earlier runs into it spent, or may have (``earlier_spend``), comes off it,
+    and a note on stderr says so. ``UsageError`` when the journal is unreadable.
+    """
+    out = getattr(args, "out", None)
+    if pool.spend_cap is None or out is None or not (out / JOURNAL_NAME).is_file():
+        return pool.spend_cap
+    try:
+        earlier = earlier_spend(Journal.read(out / JOURNAL_NAME), pool)
+    except (OSError, JournalError) as exc:
+        raise UsageError(f"cannot read the journal in {out}: {exc}") from None
+    if not earlier:
+        return pool.spend_cap
+    left = max(0.0, pool.spend_cap - earlier)
+    print(
+        f"spend cap: {pool.spend_cap:g} for the job in {out}; earlier runs into it spent "
+        f"{earlier:g} (runs of unknown fate counted as paid): {left:g} left for this run",
+        file=sys.stderr,
+        flush=True,
+    )
+    return left
 
 
 def load_pool(path: Path) -> Pool:

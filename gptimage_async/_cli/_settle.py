@@ -46,6 +46,7 @@ from .._journal import Journal, JournalEntry, JournalError
 from .._manifest import ManifestEntry
 from .._models import check_run_id
 from .._pool import OLD_FINGERPRINT_DIGITS, Pool, same_lane
+from .._secrets import shown
 from ._common import EXIT_OK, UsageError
 from ._sessions import load_pool
 
@@ -234,7 +235,7 @@ def _pick_lane(
             "pass --pool POOL.toml, the job's pool file, to name its lanes"
         )
     raise UsageError(
-        f"lane {wanted!r:.80} is not one of this job's lanes ({', '.join(lanes)}): a run id is "
+        f"lane {shown(wanted)} is not one of this job's lanes ({', '.join(lanes)}): a run id is "
         "known only to the key that made it; name that key's lane"
     )
 

@@ -15,13 +15,21 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from .._batch_plan import entry_lane
+from .._journal import Journal, JournalEntry
 from .._manifest import price_unit
-from .._pool import DEFAULT_QUALITY, Pool, SpendSnapshot
+from .._pool import DEFAULT_QUALITY, Pool, SpendSnapshot, same_lane
 
 if TYPE_CHECKING:
     from .._session import Session
 
-__all__ = ["at_most_lines", "pool_unit", "session_spend_lines", "spend_lines"]
+__all__ = [
+    "at_most_lines",
+    "earlier_spend",
+    "pool_unit",
+    "session_spend_lines",
+    "spend_lines",
+]
 
 
 def _amount(value: float | None, unit: str = "") -> str:
@@ -118,3 +126,37 @@ def at_most_lines(pool: Pool, qualities: Counter[str]) -> list[str]:
             f"spend cap: {pool.spend_cap:g} {unit} (no create goes out that could pass it)"
         )
     return lines
+
+
+def earlier_spend(journal: Journal, pool: Pool) -> float:
+    """What earlier runs of a job spent, or may have, by its journal: a cap is the job's.
+
+    Succeeded runs at the cost their manifest line gave; runs created and not
+    finished (a rerun attaches them: paid) and creates of unknown fate (maybe
+    paid) at their lane's price for their quality, or, for a lane no longer
+    in ``pool``, the dearest lane's. Failed runs and prompts never created
+    cost nothing (Runbase refunds failures; a refused create made no run).
+    """
+    total = 0.0
+    for entry in journal:
+        done = entry.entry
+        if done is not None and entry.state == "finished":
+            if done.status == "succeeded":
+                total += done.cost if done.cost is not None else _price(entry, pool)
+            elif done.status in ("unknown", "pending"):
+                total += _price(entry, pool)
+        elif entry.state in ("created", "intent"):
+            total += _price(entry, pool)
+    return total
+
+
+def _price(entry: JournalEntry, pool: Pool) -> float:
+    quality = (entry.input.quality if entry.input is not None else None) or DEFAULT_QUALITY
+    lane = entry_lane(entry)
+    own = [
+        spec
+        for spec in pool.lanes
+        if lane is not None and same_lane(lane, f"{spec.provider}:{spec.fingerprint}")
+    ]
+    prices = [spec.price(quality) for spec in (own or pool.lanes)]
+    return max((price for price in prices if price is not None), default=0.0)

@@ -1,6 +1,6 @@
 """A pool of lanes: several keys and sellers behind one session (issue 19).
 
-The parts that need no network and no event loop, each a small pure module:
+The parts that need no network, each a small module (pure but for ``_line``):
 
 * ``_lanes``: ``Lane`` (provider, key, base URL, rate belief, prices, label)
   and ``Pool`` (lanes, routing, spend cap), checked before anything is sent;
@@ -9,7 +9,8 @@ The parts that need no network and no event loop, each a small pure module:
   (``failover``, ``LaneHealth``);
 * ``_accepts``: which lanes accept a request (``refusals``, ``check_request``);
 * ``_spend``: reserve / commit / release / refund with a cap (``SpendLedger``);
-* ``_pool_file``: the CLI's pool file (``load_pool_file``).
+* ``_pool_file``: the CLI's pool file (``load_pool_file``);
+* ``_line``: the creates waiting for a lane, first come first routed (``CreateLine``).
 
 Each module's docstring states its rules; ``docs/pool.md`` shows them together.
 """
@@ -57,8 +58,9 @@ from ._routing import (
     Wait,
     lane_view,
     route,
+    what_it_met,
 )
-from ._spend import LaneSpend, SpendLedger, SpendSnapshot, SpendToken
+from ._spend import LaneSpend, PoolStats, SpendLedger, SpendSnapshot, SpendToken
 
 __all__ = [
     "CHEAP_HORIZON",
@@ -87,6 +89,7 @@ __all__ = [
     "LaneState",
     "LaneView",
     "Pool",
+    "PoolStats",
     "Route",
     "Routing",
     "SpendLedger",
@@ -105,4 +108,5 @@ __all__ = [
     "refusals",
     "route",
     "same_lane",
+    "what_it_met",
 ]

@@ -49,7 +49,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .._exceptions import GPTImageError, InvalidRequestError, PoolExhaustedError
+from .._exceptions import APIStatusError, GPTImageError, InvalidRequestError, PoolExhaustedError
 from ._failover import LaneHealth, LaneState
 from ._lanes import Lane, Routing
 from ._spend import SpendLedger
@@ -64,6 +64,7 @@ __all__ = [
     "Wait",
     "lane_view",
     "route",
+    "what_it_met",
 ]
 
 #: The longest a create waits for a cheaper lane under ``"cheapest"``, seconds.
@@ -162,6 +163,21 @@ def _why(view: LaneView) -> str:
         refused = isinstance(view.cause, InvalidRequestError)
         return "refuses this request" if refused else "failed this create"
     return "unreachable" if view.unreachable else "closed"
+
+
+def what_it_met(error: GPTImageError) -> GPTImageError:
+    """What a create that failed met on the lanes it was sent to, for counting it.
+
+    For a ``PoolExhaustedError``: the first error status a lane answered (the
+    create was sent and refused), else the first error of a lane it failed on
+    (no answer: it never left), else the error itself; any other error is
+    returned as it is.
+    """
+    if not isinstance(error, PoolExhaustedError):
+        return error
+    tried = zip(error.causes, error.why, strict=True)
+    met = [err for (_, err), why in tried if why == "failed this create"]
+    return ([err for err in met if isinstance(err, APIStatusError)] or met or [error])[0]
 
 
 def _exhausted(views: Sequence[LaneView]) -> Exhausted:

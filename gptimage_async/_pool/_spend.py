@@ -10,6 +10,9 @@ The rules (issue 19, "Spend"):
 * When the create was certainly **not created** (an error answer that says
   so, or a request that never left), the token is **released**: it never
   counts again.
+* A create **resent** after an attempt of uncertain fate
+  (``resend_uncertain_creates=True``) is reserved anew, ``resend(token)``,
+  while that attempt stays reserved; if both do not fit, the resend is refused.
 * A create of **uncertain** fate (``UncertainCreateError``) stays reserved:
   it may have been paid, so it keeps counting against the cap.
   ``uncertain(token)`` marks it so ``stats`` can say so; a later answer can
@@ -34,9 +37,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from .._exceptions import SpendCapError
+from .._stats import SessionStats
 from ._lanes import DEFAULT_QUALITY, Lane
 
-__all__ = ["LaneSpend", "SpendLedger", "SpendSnapshot", "SpendToken"]
+__all__ = ["LaneSpend", "PoolStats", "SpendLedger", "SpendSnapshot", "SpendToken"]
 
 
 #: Each ledger's number, so a token is only ever moved by the ledger that made it.
@@ -220,6 +224,39 @@ class SpendLedger:
             raise ValueError(f"spend token {token.id} is not committed; cannot be refunded")
         return False
 
+    def resend(self, token: SpendToken) -> SpendToken:
+        """``token``'s attempt may have made a run, and the create is sent again.
+
+        That attempt stays reserved, ``uncertain`` (maybe paid), and the resend
+        is reserved anew on the same lane: returns its token. Raises the
+        ``SpendCapError`` of the resend (``token`` left as it is) when the cap
+        cannot hold both: the resend is then not sent.
+        """
+        fresh = self.reserve(token.lane, token.quality)
+        if isinstance(fresh, SpendCapError):
+            raise fresh
+        self.uncertain(token)
+        return fresh
+
+    def refund_created(self, lane: int, quality: str | None) -> bool:
+        """A run created on lane ``lane`` at ``quality`` failed: ``refund`` without its token.
+
+        The token of a created run need not be kept for its whole life (a
+        session with 10,000 runs in flight would hold 10,000 of them): its
+        lane and quality say what it cost. Returns True if refunded, False
+        when the lane's provider does not refund failures or no run created
+        on it is left to refund.
+        """
+        if not self._lanes[lane].refunds_failed or not self._count[lane][_Stage.COMMITTED]:
+            return False
+        price = self._lanes[lane].price(quality or DEFAULT_QUALITY)
+        amount = Fraction(0) if price is None else Fraction(str(price))
+        self._count[lane][_Stage.COMMITTED] -= 1
+        self._sum[lane][_Stage.COMMITTED] -= amount
+        self._count[lane][_Stage.REFUNDED] += 1
+        self._sum[lane][_Stage.REFUNDED] += amount
+        return True
+
     # -- reading ---------------------------------------------------------------------------
 
     def snapshot(self) -> SpendSnapshot:
@@ -266,3 +303,29 @@ class SpendLedger:
 _PAID = frozenset({_Stage.COMMITTED})
 _HELD = frozenset({_Stage.RESERVED, _Stage.UNCERTAIN})
 _GONE = frozenset({_Stage.RELEASED, _Stage.REFUNDED})
+
+
+class PoolStats(SessionStats):
+    """``SessionStats`` plus the pool's spend: ``stats.spend`` (a ``SpendSnapshot``).
+
+    ``spend.lanes`` holds each lane's runs created, refunded, in flight and
+    uncertain, and what they cost (``spent``, ``reserved``) in the lanes'
+    price unit (``None`` where a price is unknown); ``spend.spent`` /
+    ``spend.reserved`` are the totals, ``spend.cap`` / ``spend.headroom``
+    the spend cap and what is left under it.
+    """
+
+    __slots__ = ("_ledger",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ledger: SpendLedger | None = None
+
+    @property
+    def spend(self) -> SpendSnapshot | None:
+        """The spend now, per lane and in all; ``None`` before the session is built."""
+        return None if self._ledger is None else self._ledger.snapshot()
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters (not the lateness samples nor the spend) as a plain dict."""
+        return {name: getattr(self, name) for name in SessionStats.__slots__ if name != "lateness"}

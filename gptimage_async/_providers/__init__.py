@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 from .._exceptions import ConfigurationError
+from .._secrets import shown
 from ._base import Provider, RunSnapshot
 from .apiinone import ApiInOne
 from .runbase import Runbase
@@ -42,4 +43,6 @@ def get_provider(name: str) -> Provider:
         return ADAPTERS[name]()
     except (KeyError, TypeError):
         known = ", ".join(sorted(ADAPTERS))
-        raise ConfigurationError(f"unknown provider {name!r}; expected one of {known}") from None
+        raise ConfigurationError(
+            f"unknown provider {shown(name)}; expected one of {known}"
+        ) from None

@@ -103,7 +103,8 @@ class HTTPTransport:
     Creates go through a connector that never reuses a connection, GETs
     through a pooled one; ``max_connections`` caps each. ``timeout`` is the
     default per request (seconds). ``api_key`` ``None``: no key is ever sent
-    (``base_url`` may then be ``""``, and every target absolute). Implements
+    (``base_url`` may then be ``""``, and every target absolute). ``name``
+    (a lane's label, never the key) begins its debug log lines. Implements
     ``Transport``.
     """
 
@@ -116,6 +117,7 @@ class HTTPTransport:
         "_header_sets",
         "_http",
         "_key",
+        "_name",
         "_origin",
         "_pooled",
         "_proxies",
@@ -134,7 +136,9 @@ class HTTPTransport:
         user_agent: str,
         proxy: str | None = None,
         trust_env: bool = True,
+        name: str | None = None,
     ) -> None:
+        self._name = f"{name}: " if name else ""
         self._base_url = base_url.rstrip("/")
         self._origin = origin(self._base_url)
         # Parsed once: a request's URL is then this one with a longer path,
@@ -245,11 +249,13 @@ class HTTPTransport:
                     f"(last to {named})",
                     status_code=answer.status,
                 )
-            logger.debug("%s %s redirected (%d) to %s", method, shown, answer.status, named)
+            logger.debug(
+                "%s%s %s redirected (%d) to %s", self._name, method, shown, answer.status, named
+            )
             url = address = redirect
             where = origin(redirect)  # each hop gets the key only if it is on the API origin
         elapsed = time.monotonic() - started
-        logger.debug("%s %s -> %d (%.3fs)", method, shown, answer.status, elapsed)
+        logger.debug("%s%s %s -> %d (%.3fs)", self._name, method, shown, answer.status, elapsed)
         return Answer(answer.status, answer.headers, answer.body, elapsed)
 
     def _url(self, path: str) -> URL | None:
