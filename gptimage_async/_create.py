@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +46,14 @@ from ._scheduler import PollScheduler
 from ._stats import SessionStats
 from ._transport import Answer, Transport
 
-__all__ = ["RESEND_HINT", "Creator", "previous_error", "resending_uncertain", "sending_lane"]
+__all__ = [
+    "ATTEMPT_SETTLED",
+    "RESEND_HINT",
+    "Creator",
+    "previous_error",
+    "resending_uncertain",
+    "sending_lane",
+]
 
 #: The end of an ``UncertainCreateError``'s message: what a library user can do.
 #: A batch says what its own users can do instead (``_batch_types.batch_words``).
@@ -88,6 +97,15 @@ def previous_error() -> GPTImageError | None:
     return _PREVIOUS.get()
 
 
+#: Set by a caller (a pool's router, around one ``create``) to be told each time an
+#: attempt of the create certainly made nothing: nothing of it is outstanding then,
+#: so a create cancelled before its next attempt is released, not kept as maybe paid.
+#: A weak reference: timers armed meanwhile copy the context and may outlive the create.
+ATTEMPT_SETTLED: contextvars.ContextVar[weakref.WeakMethod[Callable[[], None]] | None] = (
+    contextvars.ContextVar("gptimage_attempt_settled", default=None)
+)
+
+
 def resending_uncertain() -> bool:
     """Inside an ``on_send`` hook: whether the attempt before this one may have made a run.
 
@@ -124,6 +142,18 @@ class _NotCreated:
         self.maybe_created = maybe_created
         #: When the attempt went on the wire (wall-clock seconds).
         self.wall = wall
+
+
+def _made_nothing(told: Callable[[], None], task: asyncio.Task[Any]) -> None:
+    """Call ``told`` if the attempt ``task`` certainly made no run (even with its caller gone)."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    outcome = task.result() if error is None else None
+    if isinstance(error, APIStatusError) or (
+        isinstance(outcome, _NotCreated) and outcome.maybe_created is None
+    ):
+        told()
 
 
 class Creator:
@@ -358,12 +388,21 @@ class Creator:
     async def _send_shielded(
         self, request: ImageRequest, body: bytes, sent_at: float, index: int | None
     ) -> Run | _NotCreated:
-        task = asyncio.get_running_loop().create_task(
-            self._send_once(request, body, sent_at, index), name="gptimage-create"
-        )
+        told = ref() if (ref := ATTEMPT_SETTLED.get()) is not None else None
+        # The attempt's context (its run's, for life) must not hold the caller's hook.
+        hidden = ATTEMPT_SETTLED.set(None)
+        try:
+            task = asyncio.get_running_loop().create_task(
+                self._send_once(request, body, sent_at, index), name="gptimage-create"
+            )
+        finally:
+            ATTEMPT_SETTLED.reset(hidden)
         self.in_flight.add(task)
         self._on_busy()
         task.add_done_callback(self._settled)
+        if told is not None:
+            # Before the shield's own callback: the caller hears it before a next attempt.
+            task.add_done_callback(functools.partial(_made_nothing, told))
         # Shielded: a caller cancelled now must not orphan a run being paid for.
         return await asyncio.shield(task)
 

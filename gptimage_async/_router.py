@@ -58,10 +58,11 @@ import functools
 import itertools
 import logging
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._create import previous_error, resending_uncertain
+from ._create import ATTEMPT_SETTLED, previous_error, resending_uncertain
 from ._exceptions import (
     APIConnectionError,
     ConfigurationError,
@@ -73,6 +74,7 @@ from ._exceptions import (
 from ._models import ImageRequest
 from ._pool import (
     CreateMove,
+    CreateSpend,
     Exhausted,
     Go,
     HealthPolicy,
@@ -426,13 +428,12 @@ class Router:
         lane, health = self.lanes[i], self.health[i]
         self._bound[i] += 1
         bound = True
-        sent = False
-        tokens = [token]  # one per attempt that may make a run; all but the last maybe paid
+        spend = CreateSpend(self.ledger, token)  # a token per attempt that may make a run
 
         def sending() -> None:
-            nonlocal bound, sent
+            nonlocal bound
             if resending_uncertain():  # the attempt before may be paid: room for both, or not sent
-                tokens.append(self.ledger.resend(tokens[-1]))
+                spend.resend()
             elif health.cause is not None or health.unreachable(self.clock()):
                 raise _Rebind  # closed or unreachable while it waited: nothing is sent
             elif len(self.lanes) > 1 and isinstance(unsent := previous_error(), APIConnectionError):
@@ -444,33 +445,31 @@ class Router:
                 bound = False
                 self._bound[i] -= 1
                 self._wake()  # the head of the line may bind to this lane now
-            sent = True
             if on_send is not None:
-                on_send()
+                on_send()  # may refuse it (a batch stopping): then nothing was sent
+            spend.sent()
 
+        settled = ATTEMPT_SETTLED.set(weakref.WeakMethod(spend.settled))
         try:
             run = await lane.create(
                 request, index=index, on_send=sending, ahead_of_polls=ahead_of_polls
             )
         except _Rebind:
-            self.ledger.release(tokens[-1])
+            self.ledger.release(spend.last)
             raise
         except GPTImageError as exc:
-            moved = self._failed(i, tokens[-1], exc)
-            if len(tokens) > 1:
+            moved = self._failed(i, spend.last, exc)
+            if spend.resent:
                 raise moved from None  # an earlier attempt may have made a run: never moved
             return moved
         except BaseException:
-            # Cancelled: a create already sent may still make a run (it is shielded).
-            if sent:
-                self.ledger.uncertain(tokens[-1])
-            else:
-                self.ledger.release(tokens[-1])
+            spend.cancelled()  # an attempt out may still make a run (it is shielded)
             raise
         finally:
+            ATTEMPT_SETTLED.reset(settled)
             if bound:
                 self._bound[i] -= 1
-        self.ledger.commit(tokens[-1])
+        self.ledger.commit(spend.last)
         health.recover()
         return run
 

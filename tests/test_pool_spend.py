@@ -287,3 +287,23 @@ async def test_no_spend_token_is_held_per_run_in_flight() -> None:
         assert held == []
         assert isinstance(session.stats, gi.PoolStats)
         assert spend is not None and spend.lanes[0].created == 20
+
+
+def test_a_create_cancelled_keeps_only_an_attempt_still_out_as_maybe_paid() -> None:
+    from gptimage_async._pool import CreateSpend
+
+    ledger = SpendLedger([RB], cap=30)
+    waiting = CreateSpend(ledger, _token(ledger.reserve(0, "high")))
+    waiting.cancelled()  # no attempt out (waiting for a slot): released
+    out = CreateSpend(ledger, _token(ledger.reserve(0, "high")))
+    out.sent()
+    out.cancelled()  # an attempt out: maybe paid
+    assert (ledger.snapshot().reserved, ledger.snapshot().lanes[0].uncertain) == (11.5, 1)
+    out.settled()  # it came back certainly refused (a connect refused): released after all
+    assert ledger.snapshot().reserved == 0
+    resent = CreateSpend(ledger, _token(ledger.reserve(0, "high")))
+    resent.sent()
+    resent.resend()  # 11.5 maybe paid + 11.5 for the resend fit under 30
+    with pytest.raises(SpendCapError):
+        resent.resend()  # a third does not
+    assert resent.resent and ledger.snapshot().reserved == 23.0

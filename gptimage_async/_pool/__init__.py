@@ -60,7 +60,7 @@ from ._routing import (
     route,
     what_it_met,
 )
-from ._spend import LaneSpend, PoolStats, SpendLedger, SpendSnapshot, SpendToken
+from ._spend import CreateSpend, LaneSpend, PoolStats, SpendLedger, SpendSnapshot, SpendToken
 
 __all__ = [
     "CHEAP_HORIZON",
@@ -78,6 +78,7 @@ __all__ = [
     "REFUNDS_FAILED_RUNS",
     "ROUTINGS",
     "CreateMove",
+    "CreateSpend",
     "Exhausted",
     "Failover",
     "Go",

@@ -40,7 +40,7 @@ from .._exceptions import SpendCapError
 from .._stats import SessionStats
 from ._lanes import DEFAULT_QUALITY, Lane
 
-__all__ = ["LaneSpend", "PoolStats", "SpendLedger", "SpendSnapshot", "SpendToken"]
+__all__ = ["CreateSpend", "LaneSpend", "PoolStats", "SpendLedger", "SpendSnapshot", "SpendToken"]
 
 
 #: Each ledger's number, so a token is only ever moved by the ledger that made it.
@@ -298,6 +298,60 @@ class SpendLedger:
             headroom=self.headroom(),
             by_unit=tuple((unit, float(sp), float(rs)) for unit, (sp, rs) in by_unit.items()),
         )
+
+
+class CreateSpend:
+    """The spend of one create bound to one lane: a token per attempt that may make a run.
+
+    ``CreateSpend(ledger, token)``: ``token`` is the create's reservation. All
+    tokens but the ``last`` are of attempts of uncertain fate, kept as maybe
+    paid (``resend``). ``sent`` / ``settled`` follow whether an attempt is out whose fate is
+    unknown, so that a create cancelled then is kept as maybe paid, and one
+    cancelled while no attempt is out is released (``cancelled``); an attempt
+    still out when its caller was cancelled releases its token when it
+    settles with certainly no run.
+    """
+
+    __slots__ = ("__weakref__", "_cancelled", "_ledger", "_out", "tokens")
+
+    def __init__(self, ledger: SpendLedger, token: SpendToken) -> None:
+        self._ledger = ledger
+        self.tokens = [token]
+        self._out = False
+        self._cancelled = False
+
+    @property
+    def last(self) -> SpendToken:
+        """The token of the latest attempt."""
+        return self.tokens[-1]
+
+    @property
+    def resent(self) -> bool:
+        """Whether an earlier attempt may have made a run (the create must not move)."""
+        return len(self.tokens) > 1
+
+    def resend(self) -> None:
+        """The attempt before may have made a run: the next is reserved anew
+        (``SpendLedger.resend``: raises ``SpendCapError``, and nothing is sent)."""
+        self.tokens.append(self._ledger.resend(self.tokens[-1]))
+
+    def sent(self) -> None:
+        """An attempt is on its way out: until it settles, its fate is unknown."""
+        self._out = True
+
+    def settled(self) -> None:
+        """The latest attempt certainly made no run: nothing of it is outstanding."""
+        self._out = False
+        if self._cancelled and self.last._stage is _Stage.UNCERTAIN:
+            self._ledger.release(self.last)  # the caller left while it was out
+
+    def cancelled(self) -> None:
+        """The create's caller is gone: maybe paid while an attempt is out, else released."""
+        self._cancelled = True
+        if self._out:
+            self._ledger.uncertain(self.last)
+        else:
+            self._ledger.release(self.last)
 
 
 _PAID = frozenset({_Stage.COMMITTED})
