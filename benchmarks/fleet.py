@@ -228,6 +228,12 @@ def grant_log(
             if lo <= s <= hi
         ]
         print("refusals at", [round((r - base) / window, 2) for r in refusals], file=sys.stderr)
+        # A slot whose score is still its own time was never reported sent.
+        unsent = collections.defaultdict(list)
+        for g, m in own:
+            if abs(g - float(m.rsplit(":", 1)[1])) < 1e-6:
+                unsent[m.rsplit(":", 1)[0][-8:]].append(round((g - base) / window, 2))
+        print("never reported sent (windows in)", dict(unsent), file=sys.stderr)
     return (
         f"grant log: {len(times)} slots granted, {sent} requests sent ({row.polls} polls, "
         f"{row.speculative} speculative, {row.rate_limited} 429s), per process {per}; "
