@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .protocol import SharedBudget
+from .queue import _raise_if_cancelled
 
 if TYPE_CHECKING:
     from .._durations import DurationModel
@@ -202,8 +203,15 @@ class DurationFeed:
             self._last_id = "0-0"  # an empty stream: everything from now on is news
 
     async def run(self, every: float) -> None:
-        """Sync every ``every`` seconds for good; a failed sync waits ``FAILED_WAIT`` of them."""
+        """Sync every ``every`` seconds for good; a failed sync waits ``FAILED_WAIT`` of them.
+
+        A cancel is honoured even when redis-py swallowed it (it may finish the
+        command it was cancelled in and return normally): the loop would
+        otherwise go on for good, and the lane's close wait for it.
+        """
+        task = asyncio.current_task()
         while True:
+            _raise_if_cancelled(task)
             try:
                 await self.sync()
             except asyncio.CancelledError:
@@ -213,6 +221,7 @@ class DurationFeed:
                 logger.debug("durations not shared this time: %s", type(exc).__name__)
                 await asyncio.sleep(FAILED_WAIT * every)
                 continue
+            _raise_if_cancelled(task)
             await asyncio.sleep(every)
 
     def __repr__(self) -> str:
