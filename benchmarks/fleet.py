@@ -145,12 +145,20 @@ async def fleet(
         if os.environ.get("FLEET_DEBUG"):
             runs = sorted(sim.runs.values(), key=lambda r: r.created_at)
             extra = [
-                (i, r.polls, round(r.duration / window, 2), round((r.created_at - start) / window, 1))
+                (
+                    i,
+                    r.polls,
+                    round(r.duration / window, 2),
+                    round((r.created_at - start) / window, 1),
+                )
                 for i, r in enumerate(runs)
                 if r.polls > 1
             ]
-            print("runs polled more than once (order, polls, duration and created in windows)",
-                  extra, file=sys.stderr)
+            print(
+                "runs polled more than once (order, polls, duration and created in windows)",
+                extra,
+                file=sys.stderr,
+            )
         total = sum(load)
         row = Row(
             mode=mode,
