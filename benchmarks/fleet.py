@@ -50,6 +50,7 @@ from gptimage_async.simulator import Simulator, SimulatorConfig
 from ._processes import collect as _collect
 from ._processes import redis_server, spawn
 from ._processes import start as _start
+from .diagnosis import DIAGNOSIS
 
 KEY = "sk-fleet-benchmark"
 LIMIT = 20
@@ -317,6 +318,7 @@ async def main_async(args: argparse.Namespace) -> str:
         if diagnoses:
             lines += ["", "Where the shared fleet's wall time went (from the grant log in Redis):"]
             lines += diagnoses
+            lines += ["", f"- *Diagnosis (fleet)*: {DIAGNOSIS['fleet']}"]
         if "latency" in args.parts:
             shared_s, local_s = await latency(url)
             lines += [
