@@ -98,6 +98,15 @@ MIN_COVERED = 0.5
 #: A send logged up to this share of an interval after a refused request's
 #: send time is its own (Redis's clock and the loop's differ by a round trip).
 OWN_SLOT_SHARE = 0.25
+#: A fleet's 429 counts a send logged up to this share of an interval before the
+#: window's start as in it. Each process logs its grant times, and its requests
+#: reach the server after a delay of their own (a loop wake-up, a connection: up
+#: to ~10 ms on a loaded host, measured in ``benchmarks.fleet``), so the server's
+#: window that refused the request may have held that send. A refusal proves the
+#: window held the limit: at the limit (paced evenly, the send ``limit`` back sits
+#: at the window's edge) counting it out measured jitter as a limit one request
+#: lower (19 of 20, 5% of the budget for ``FORGET_REFUSED_AFTER`` windows).
+EDGE_SLACK = 0.5
 #: A refusal within this many sends after another is part of a streak.
 STREAK = 2
 #: The learned rate never drifts past these multiples of the starting belief.
@@ -285,6 +294,9 @@ class AdaptiveRate:
         """
         self._window_429 = True
         previous_429, self._last_429 = self._last_429, now
+        # The fleet's log holds each process's grant times; its requests reach the
+        # server after a delay of their own (ms on a loaded host): see EDGE_SLACK.
+        slack = EDGE_SLACK * self.interval if evidence is not None else 0.0
         if evidence is None:
             self._refused.append(sent_at)
             evidence = Evidence(list(self._sent), sorted(self._refused))
@@ -301,7 +313,7 @@ class AdaptiveRate:
         # its slot, a little earlier): counted, it cut to 21/20 of the limit.
         own = bisect.bisect_right(sends, sent_at + OWN_SLOT_SHARE * self.interval) - 1
         end = sends[own] if own >= 0 else sent_at
-        lo = bisect.bisect_right(sends, end - self._window)
+        lo = bisect.bisect_right(sends, end - self._window - slack)
         in_window = max(0, own - lo)
         went = _went_through(sends, evidence.refusals, sent_at, self._window)
         if in_window + 1 < JITTER_BAND * went and _refused_before(
