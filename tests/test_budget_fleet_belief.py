@@ -15,8 +15,8 @@ from gptimage_async._budget.belief import (
     SAFETY_MARGIN,
     AdaptiveRate,
     BeliefState,
-    Evidence,
 )
+from gptimage_async._budget.evidence import Evidence
 
 WINDOW = 1.0
 BELIEF = gi.RateLimit(requests=20, per=WINDOW, ceiling=True)
