@@ -184,11 +184,13 @@ DIAGNOSIS: dict[str, str] = {
         "limit one request lower: see *fleet*) and to per-process duration models. Fixed: "
         "before 35-78% (140% once) against 17-21% alone; after 17-44%, mostly 17-25% "
         "(0.98-1.4x one process on the same load, 2.1x once). Left: jitter 429s (1.4-1.9% "
-        "of requests in the fleet, 0.7-0.9% alone) pause every process; and each process's "
-        "fair-share rule (`_planner.poll_share`) divides the fleet's whole rate by its own "
-        "runs in flight, a quarter of the fleet's, so it believes each run has 4x the polls "
-        "it has (harmless at 1/2, where spare slots are rare; a fleet-wide count of runs in "
-        "flight would fix it there)."
+        "of requests in the fleet, 0.7-0.9% alone) pause every process. Fixed after: each "
+        "process's fair-share rule (`_planner.poll_share`) divided the fleet's whole rate by "
+        "its own runs in flight, a quarter of the fleet's, so it believed each run had 8 "
+        "requests of budget where it had 2, and spent spare slots on early polls that the "
+        "other processes' creates needed; it now divides its share (`rate / "
+        "live_processes`). Two runs right after, on an idle machine: 16.5% against 26.2% "
+        "alone (0.63x), 22.5% against 22.4% (1.00x)."
     ),
     "fleet": (
         "Measured this round from the grant log in Redis and the simulator's polls per run "
