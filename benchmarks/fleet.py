@@ -50,6 +50,7 @@ from gptimage_async.simulator import Simulator, SimulatorConfig
 from ._processes import collect as _collect
 from ._processes import redis_server, spawn
 from ._processes import start as _start
+from .diagnosis import DIAGNOSIS
 
 KEY = "sk-fleet-benchmark"
 LIMIT = 20
@@ -142,6 +143,23 @@ async def fleet(
         results = [await _collect(p) for p in procs]
         counter.cancel()
         stats = sim.stats
+        if os.environ.get("FLEET_DEBUG"):
+            runs = sorted(sim.runs.values(), key=lambda r: r.created_at)
+            extra = [
+                (
+                    i,
+                    r.polls,
+                    round(r.duration / window, 2),
+                    round((r.created_at - start) / window, 1),
+                )
+                for i, r in enumerate(runs)
+                if r.polls > 1
+            ]
+            print(
+                "runs polled more than once (order, polls, duration and created in windows)",
+                extra,
+                file=sys.stderr,
+            )
         total = sum(load)
         row = Row(
             mode=mode,
@@ -228,6 +246,12 @@ def grant_log(
             if lo <= s <= hi
         ]
         print("refusals at", [round((r - base) / window, 2) for r in refusals], file=sys.stderr)
+        # A slot whose score is still its own time was never reported sent.
+        unsent = collections.defaultdict(list)
+        for g, m in own:
+            if abs(g - float(m.rsplit(":", 1)[1])) < 1e-6:
+                unsent[m.rsplit(":", 1)[0][-8:]].append(round((g - base) / window, 2))
+        print("never reported sent (windows in)", dict(unsent), file=sys.stderr)
     return (
         f"grant log: {len(times)} slots granted, {sent} requests sent ({row.polls} polls, "
         f"{row.speculative} speculative, {row.rate_limited} 429s), per process {per}; "
@@ -294,6 +318,7 @@ async def main_async(args: argparse.Namespace) -> str:
         if diagnoses:
             lines += ["", "Where the shared fleet's wall time went (from the grant log in Redis):"]
             lines += diagnoses
+            lines += ["", f"- *Diagnosis (fleet)*: {DIAGNOSIS['fleet']}"]
         if "latency" in args.parts:
             shared_s, local_s = await latency(url)
             lines += [

@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._budget import AdaptiveRate, Limiter, make_limiter
+from ._budget.shared_durations import share_durations
 from ._config import SessionConfig
 from ._create import Creator
 from ._exceptions import (
@@ -177,6 +178,7 @@ class LaneRuntime:
                 max_polls_in_flight=config.max_connections,
             )
             await self._load(clock())
+            self._spawn(share_durations, self.limiter, self.scheduler.model, config.remember)
             self.creator = Creator(
                 provider=self.adapter,
                 transport=self.transport,

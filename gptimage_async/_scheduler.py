@@ -257,8 +257,9 @@ class PollScheduler:
                 for rid, st in self._states.items()
                 if st.entry >= 0 and (r := lookup(rid)) is not None and not r.done()
             )
+            rate = limiter.rate / limiter.live_processes  # its runs are a part of the fleet's
             pick = fair_share_pick(
-                model, runs, now=max(now, free), default=(run, state), rate=limiter.rate, **per
+                model, runs, now=max(now, free), default=(run, state), rate=rate, **per
             )
             return max(pick[0], free), *pick[1]
         age = speculative_age(

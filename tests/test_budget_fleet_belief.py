@@ -11,11 +11,12 @@ from gptimage_async._budget.belief import (
     FLEET_MIN_MARGIN,
     FLEET_SLOW_START_SPAN,
     MIN_MARGIN,
+    NUDGE,
     SAFETY_MARGIN,
     AdaptiveRate,
     BeliefState,
-    Evidence,
 )
+from gptimage_async._budget.evidence import Evidence
 
 WINDOW = 1.0
 BELIEF = gi.RateLimit(requests=20, per=WINDOW, ceiling=True)
@@ -112,3 +113,36 @@ def test_a_cut_counts_the_window_before_the_refused_slot() -> None:
     belief.record_429(sent_at, sent_at + 0.05, evidence=evidence)
     assert belief.cuts == 1
     assert belief.rate == 20.0 / WINDOW, belief
+
+
+def test_a_fleet_429_at_the_limit_counts_the_send_at_the_windows_edge() -> None:
+    # Paced at the limit, the send 20 back from the refused one sits at the
+    # window's edge; in the fleet's log it shows 5 ms before it (its process
+    # sent it late relative to the refused one's). The server refused because
+    # its window held 20: a jitter 429 at 20, not a limit of 19.
+    belief = member(FLEET_MIN_MARGIN)
+    step = WINDOW / 20
+    refused = 10.0
+    sends = [refused - WINDOW - 0.005 + i * step for i in range(20)] + [refused]
+    for _ in range(2):  # two 429s at the limit within JITTER_MEMORY windows: a nudge
+        evidence = Evidence(sends=sends, refusals=[refused], since=-1e9)
+        belief.record_429(refused, refused + 0.05, evidence=evidence)
+        refused += 1.5 * WINDOW
+        sends = [t + 1.5 * WINDOW for t in sends]
+    assert belief.cuts == 1
+    assert belief.rate == 20.0 * (1 - NUDGE), belief
+    assert belief.state().refused == 20.0
+
+
+def test_a_processes_own_429_counts_its_own_sends_exactly() -> None:
+    # One process's log is its own send times: no edge slack, the send 5 ms
+    # before the window's start is out of it (19 counted, so the nudge is from 19).
+    belief = member()
+    step = WINDOW / 20
+    for start in (10.0, 11.5):
+        for i in range(20):
+            belief.record_send(start - WINDOW - 0.005 + i * step, saturated=True)
+        belief.record_send(start, saturated=True)
+        belief.record_429(start, start + 0.05)
+    assert belief.cuts == 1
+    assert belief.rate == 19.0 * (1 - NUDGE), belief

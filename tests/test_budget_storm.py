@@ -9,7 +9,7 @@ import pytest
 
 import gptimage_async as gi
 from gptimage_async._budget import RateLimiter
-from gptimage_async._budget.belief import STORM_WINDOWS
+from gptimage_async._budget.evidence import STORM_WINDOWS
 
 from ._clock import FakeClock
 from .budget_traces import TraceServer, drive

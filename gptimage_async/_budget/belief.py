@@ -38,17 +38,16 @@ import bisect
 import collections
 import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._models import RateLimit
+from .evidence import STORM_WINDOWS, Evidence, refused_before, went_through
 
 __all__ = [
     "FLEET_MIN_MARGIN",
     "FLEET_SLOW_START_SPAN",
     "AdaptiveRate",
     "BeliefState",
-    "Evidence",
 ]
 
 #: Pace this far under the believed limit until it is confirmed, so arrival
@@ -89,36 +88,26 @@ INCREASE_SLOW = 1.03
 #: probing climbs back to that rate (no gap under it), and past it only after a
 #: long quiet spell, so a job at the limit draws its 429s once, not every few windows.
 FORGET_REFUSED_AFTER = 30
-#: A window the server let through whole is remembered this many windows: a
-#: 429 at a lower count within them is a pause (overload), not a new limit.
-STORM_WINDOWS = 4
 #: A 429 cuts only if the evidence covers this share of the window before it
 #: (a shared log that began a moment ago, after a Redis restart, does not).
 MIN_COVERED = 0.5
 #: A send logged up to this share of an interval after a refused request's
 #: send time is its own (Redis's clock and the loop's differ by a round trip).
 OWN_SLOT_SHARE = 0.25
-#: A refusal within this many sends after another is part of a streak.
-STREAK = 2
+#: A fleet's 429 counts a send logged up to this share of an interval before the
+#: window's start as in it. Each process logs its grant times, and its requests
+#: reach the server after a delay of their own (a loop wake-up, a connection: up
+#: to ~10 ms on a loaded host, measured in ``benchmarks.fleet``), so the server's
+#: window that refused the request may have held that send. A refusal proves the
+#: window held the limit: at the limit (paced evenly, the send ``limit`` back sits
+#: at the window's edge) counting it out measured jitter as a limit one request
+#: lower (19 of 20, 5% of the budget for ``FORGET_REFUSED_AFTER`` windows).
+EDGE_SLACK = 0.5
 #: The learned rate never drifts past these multiples of the starting belief.
 MIN_RATE_FACTOR = 1 / 64
 MAX_RATE_FACTOR = 64.0
 #: Sends kept: enough windows back to remember what went through (STORM_WINDOWS).
 _KEEP_WINDOWS = STORM_WINDOWS + 1 + MAX_MARGIN
-
-
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """What was sent and refused around a 429, when it is not this belief's own log.
-
-    ``sends`` and ``refusals`` are send times (the caller's clock, seconds,
-    ascending) of requests granted and of requests answered 429; ``since`` is
-    when the log began (``-inf``: it covers all of the time asked about).
-    """
-
-    sends: Sequence[float]
-    refusals: Sequence[float]
-    since: float = -math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +274,9 @@ class AdaptiveRate:
         """
         self._window_429 = True
         previous_429, self._last_429 = self._last_429, now
+        # The fleet's log holds each process's grant times; its requests reach the
+        # server after a delay of their own (ms on a loaded host): see EDGE_SLACK.
+        slack = EDGE_SLACK * self.interval if evidence is not None else 0.0
         if evidence is None:
             self._refused.append(sent_at)
             evidence = Evidence(list(self._sent), sorted(self._refused))
@@ -301,10 +293,10 @@ class AdaptiveRate:
         # its slot, a little earlier): counted, it cut to 21/20 of the limit.
         own = bisect.bisect_right(sends, sent_at + OWN_SLOT_SHARE * self.interval) - 1
         end = sends[own] if own >= 0 else sent_at
-        lo = bisect.bisect_right(sends, end - self._window)
+        lo = bisect.bisect_right(sends, end - self._window - slack)
         in_window = max(0, own - lo)
-        went = _went_through(sends, evidence.refusals, sent_at, self._window)
-        if in_window + 1 < JITTER_BAND * went and _refused_before(
+        went = went_through(sends, evidence.refusals, sent_at, self._window)
+        if in_window + 1 < JITTER_BAND * went and refused_before(
             sends, evidence.refusals, sent_at, 0.5 * self.interval
         ):
             # The server let more of ours through in one window lately, and
@@ -452,48 +444,3 @@ class AdaptiveRate:
 
 def _lowest(current: float | None, rate: float) -> float:
     return rate if current is None else min(current, rate)
-
-
-def _went_through(
-    sends: Sequence[float], refusals: Sequence[float], before: float, window: float
-) -> int:
-    """Most sends in one window ending at a send in the last ``STORM_WINDOWS`` windows
-    before ``before`` with no refused send in it: what the server let through lately.
-
-    One pass (two pointers): a 429 at a high rate costs no more than its log.
-    """
-    best = 0
-    first = bisect.bisect_left(sends, before - STORM_WINDOWS * window)
-    last = bisect.bisect_left(sends, before)
-    if first >= last:
-        return 0
-    j = bisect.bisect_right(sends, sends[first] - window)  # first send inside the window
-    r = bisect.bisect_right(refusals, sends[first] - window)  # first refusal inside it
-    for i in range(first, last):
-        end = sends[i]
-        while sends[j] <= end - window:
-            j += 1
-        while r < len(refusals) and refusals[r] <= end - window:
-            r += 1
-        if r < len(refusals) and refusals[r] <= end:
-            continue  # a refusal in this window: it did not go through whole
-        best = max(best, i + 1 - j)
-    return best
-
-
-def _refused_before(
-    sends: Sequence[float], refusals: Sequence[float], sent_at: float, slack: float
-) -> bool:
-    """True if one of the ``STREAK`` sends just before the one at ``sent_at`` was refused.
-
-    A streak, allowing for a fleet whose refusals reach Redis slightly out of
-    order. ``slack`` (seconds, under a slot): how far from its logged send a
-    refusal may be logged (each log converts clocks on its own, a fraction of
-    a millisecond apart). The refusal at ``sent_at`` is never its own streak.
-    """
-    current = bisect.bisect_right(sends, sent_at + slack / 2) - 1
-    for previous in sends[max(0, current - STREAK) : max(0, current)]:
-        k = bisect.bisect_left(refusals, previous - slack)
-        if k < len(refusals) and refusals[k] <= min(previous + slack, (previous + sent_at) / 2):
-            return True
-    return False

@@ -137,6 +137,11 @@ class RateLimiter:
         return 0
 
     @property
+    def live_processes(self) -> int:
+        """1: the budget is this process's alone."""
+        return 1
+
+    @property
     def waiting(self) -> int:
         """Requests waiting for a slot (cancelled ones may linger until their turn)."""
         return len(self._waiters)

@@ -99,6 +99,14 @@ class Limiter(Protocol):
         """Redis calls that failed, each request paced locally instead (0: none, or no Redis)."""
         ...
 
+    @property
+    def live_processes(self) -> int:
+        """Processes sharing the budget, seen alive lately (1 for a process-local budget).
+
+        A process's fair share of the rate is about ``rate / live_processes``.
+        """
+        ...
+
     def next_free(self) -> float:
         """The loop-clock time of this process's next free slot, ignoring waiters."""
         ...

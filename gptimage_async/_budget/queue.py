@@ -8,7 +8,7 @@ admitted only if the next free slot is about now and no other process has
 polls waiting; a speculative poll only takes a slot free now when nobody in
 the fleet waits. Redis cannot be asked synchronously, so ``try_acquire`` asks
 in the background and a later call takes the slot as a *lease* (usable for
-half an interval). Trade-off: creates ask Redis again for their turn (one
+``LEASE_INTERVALS`` intervals). Trade-off: creates ask Redis again for their turn (one
 round trip per free slot per waiting process, cheap at the rates providers
 allow) instead of queueing in Redis, which keeps the script small and leaves
 nothing to clean up when a process dies.
@@ -35,6 +35,12 @@ logger = logging.getLogger("gptimage_async")
 
 #: Internal priority of a speculative poll: after every real waiter.
 SPECULATIVE = 2
+#: A leased slot is usable this many intervals after its time. A caller refused
+#: while the lease was asked for (``try_acquire``) looks again one interval
+#: after the next free slot (``_scheduler``): half an interval, it found every
+#: lease lapsed, asked again, and one slot an interval went unused (issue 22:
+#: a fleet's last windows, measured from the grant log).
+LEASE_INTERVALS = 1.5
 #: While a bug or Redis keeps the queue from serving, try again this often (seconds).
 RETRY_EVERY = 0.25
 
@@ -316,7 +322,7 @@ class SlotQueue:
             heapq.heappop(self._waiters)
             head[3].cancel()
             self._spec_pending = False
-        self._lease = (at, max(at, now) + 0.5 * interval, slot)
+        self._lease = (at, max(at, now) + LEASE_INTERVALS * interval, slot)
 
     def _drop_speculative(self) -> None:
         head = self._head()

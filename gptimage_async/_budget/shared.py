@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import ConfigurationError
 from .._models import RateLimit
 from .._retry import backoff_delays
-from .belief import FLEET_MIN_MARGIN, FLEET_SLOW_START_SPAN, STORM_WINDOWS, AdaptiveRate
+from .belief import FLEET_MIN_MARGIN, FLEET_SLOW_START_SPAN, AdaptiveRate
+from .evidence import STORM_WINDOWS
 from .fallback import LocalFallback
 from .fleet import FleetBelief
 from .heartbeat import heartbeat, listen

@@ -17,7 +17,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .belief import BeliefState, Evidence
+from .belief import BeliefState
+from .evidence import Evidence
 from .keys import BudgetKeys
 
 __all__ = ["Admission", "Timeline", "script_source"]

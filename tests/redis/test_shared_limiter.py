@@ -326,3 +326,23 @@ async def test_a_cancel_swallowed_by_a_redis_command_still_closes_the_limiter(
     assert swallowed == [True]
     assert closing in done, "aclose() hung after a swallowed cancel"
     closing.result()
+
+
+async def test_a_spare_slot_asked_for_waits_for_the_caller_to_look_again(
+    redis_server: RedisServer,
+) -> None:
+    # try_acquire asks Redis in the background and is refused meanwhile; the poll
+    # scheduler then looks again an interval after the next free slot. The slot
+    # leased for it must still be there, or every ask lapses and costs a slot.
+    lim = limiter(redis_server.url)
+    await lim.start()
+    try:
+        loop = asyncio.get_running_loop()
+        for _ in range(3):
+            assert not lim.try_acquire(speculative=True)
+            again = max(lim.next_free(), loop.time()) + lim.interval
+            await asyncio.sleep(again - loop.time())
+            assert lim.try_acquire(speculative=True)
+        assert lim.granted == 3
+    finally:
+        await lim.aclose()
