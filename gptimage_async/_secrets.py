@@ -9,7 +9,7 @@ that looks like a key.
 
 from __future__ import annotations
 
-__all__ = ["KEY_PREFIXES", "looks_like_key", "shown"]
+__all__ = ["KEY_PREFIXES", "has_key_prefix", "looks_like_key", "shown"]
 
 #: How the two providers' keys begin (Runbase ``sk-``, API in One ``aio_``; PROVIDERS.md).
 KEY_PREFIXES: tuple[str, ...] = ("sk-", "aio_")
@@ -17,12 +17,17 @@ KEY_PREFIXES: tuple[str, ...] = ("sk-", "aio_")
 _TOKEN_LENGTH = 24
 
 
+def has_key_prefix(value: object) -> bool:
+    """Whether ``value`` is a str that begins as the providers' keys do (``KEY_PREFIXES``)."""
+    return isinstance(value, str) and value.strip().lower().startswith(KEY_PREFIXES)
+
+
 def looks_like_key(value: object) -> bool:
     """Whether ``value`` could be an API key: a str with a key's prefix, or a long bare token."""
     if not isinstance(value, str):
         return False
     text = value.strip()
-    if text.lower().startswith(KEY_PREFIXES):
+    if has_key_prefix(text):
         return True
     bare = text.replace("-", "").replace("_", "").replace(".", "")
     return len(text) >= _TOKEN_LENGTH and bare.isalnum()

@@ -75,3 +75,36 @@ async def test_debug_lines_name_the_lane_never_the_key(
     exchanges = [r.getMessage() for r in ours if "/runs" in r.getMessage()]
     assert exchanges and all(m.startswith(("left: ", "right: ")) for m in exchanges), exchanges
     assert not any(key in r.getMessage() for r in caplog.records for key in keys)
+
+
+@pytest.mark.parametrize("label", ["sk-live-0123456789abcdef", "aio_0123456789", "sk-right-123"])
+def test_a_lane_labelled_with_a_key_is_refused(label: str) -> None:
+    with pytest.raises(gi.ConfigurationError, match="label must not be an API key") as caught:
+        gi.Lane("runbase", "sk-right-123", label=label)
+    assert label not in str(caught.value)
+
+
+def test_a_pool_file_naming_a_lane_or_field_after_a_key_does_not_echo_it() -> None:
+    from gptimage_async._pool import parse_pool
+
+    env = {"K": "sk-abc-12345"}
+    secret = "sk-alpha-secret-111"
+    for data in (
+        {"lanes": {secret: {"provider": "runbase", "key_env": "K"}}},
+        {"lanes": {"a": {"provider": "runbase", "key_env": "K", secret: 1}}},
+    ):
+        with pytest.raises(gi.ConfigurationError) as caught:
+            parse_pool(data, source="pool.toml", environ=env)
+        assert secret not in str(caught.value) and "pool.toml" in str(caught.value)
+    # A long variable name is a name, not a key.
+    long_env = {"RUNBASE_API_KEY_OF_THE_SECOND_ACCOUNT": "sk-abc-12345"}
+    pool = parse_pool(
+        {
+            "lanes": {
+                "b": {"provider": "runbase", "key_env": "RUNBASE_API_KEY_OF_THE_SECOND_ACCOUNT"}
+            }
+        },
+        source="pool.toml",
+        environ=long_env,
+    )
+    assert pool.lanes[0].label == "b"

@@ -41,6 +41,7 @@ from typing import NoReturn
 from .._exceptions import ConfigurationError
 from .._models import RateLimit
 from .._providers import get_provider, provider_names
+from .._secrets import KEY_PREFIXES, has_key_prefix, shown
 from ._lanes import ROUTINGS, Lane, Pool
 
 __all__ = ["KEY_PREFIXES", "POOL_FILE_FIELDS", "load_pool_file", "parse_pool", "parse_rate"]
@@ -53,7 +54,6 @@ POOL_FILE_FIELDS: frozenset[str] = frozenset(
 _TOP_FIELDS = frozenset({"lanes", "routing", "spend_cap"})
 #: How the providers' keys begin (Runbase ``sk-``, API in One ``aio_``): a
 #: value starting so is a key pasted where a variable's name belongs.
-KEY_PREFIXES: tuple[str, ...] = ("sk-", "aio_")
 #: Field names that would hold a key itself.
 _KEY_FIELDS = frozenset({"api_key", "apikey", "key", "token", "secret"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -78,8 +78,8 @@ def parse_rate(text: str) -> RateLimit:
     return RateLimit(count, seconds)
 
 
-def _looks_like_key(value: object) -> bool:
-    return isinstance(value, str) and value.strip().lower().startswith(KEY_PREFIXES)
+# A value with a key's prefix (a long variable name is not a key: key_env holds them).
+_looks_like_key = has_key_prefix
 
 
 class _Where:
@@ -89,8 +89,12 @@ class _Where:
         self.source = source
 
     def fail(self, message: str, *, lane: str | None = None, field: str | None = None) -> NoReturn:
+        # A table or field named after a key (pasted in the wrong place) is not echoed.
         place = "".join(
-            (f": lane {lane!r}" if lane is not None else "", f": {field}" if field else "")
+            (
+                f": lane {shown(lane)}" if lane is not None else "",
+                f": {shown(field).strip(chr(39))}" if field else "",
+            )
         )
         raise ConfigurationError(f"{self.source}{place}: {message}")
 
@@ -98,6 +102,11 @@ class _Where:
 def _lane(where: _Where, label: str, table: object, environ: Mapping[str, str]) -> Lane:
     if not isinstance(table, Mapping):
         where.fail("must be a table of fields ([lanes.NAME])", lane=label)
+    if has_key_prefix(label):
+        where.fail(
+            "a lane's name ([lanes.NAME]) must not be an API key: keys go in key_env's variable",
+            lane=label,
+        )
     for field, value in table.items():
         if field.lower() in _KEY_FIELDS or (field != "key_env" and _looks_like_key(value)):
             where.fail(
