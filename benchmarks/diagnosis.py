@@ -215,6 +215,12 @@ DIAGNOSIS: dict[str, str] = {
         "leases now last 1.5 intervals (`queue.LEASE_INTERVALS`). Before -> after, same "
         "machine, interleaved: even 0.82-0.89 -> 0.87-0.95, skewed 0.75-0.89 -> 0.93-0.97."
     ),
+    "pool_efficiency_mild": (
+        "The same job as row 13 with every duration and window 4x longer (time scale "
+        "0.2): the event loop and the network add the same few milliseconds to each "
+        "request's arrival, now a quarter of their share of the window; see "
+        "*pool_efficiency* for what remains."
+    ),
     "pool_efficiency": (
         "Measured on the fake loop clock (the simulator in memory, one transport per key: "
         "no scheduling noise) as well as here. On the fake clock the pool now spends each "

@@ -361,9 +361,16 @@ async def _bulk(runs: int, time_scale: float, *, case: str, close_at: int | None
     return row
 
 
-async def pool_combined(runs: int, *, time_scale: float) -> PoolRow:
+#: The milder compression the combined job is also measured at: a 2 s window, where a
+#: request's few ms of arrival jitter are 1/4 of their share at 0.05 (real: 1/20).
+MILD_TIME_SCALE = 0.2
+#: Its row's name.
+MILD_CASE = "combined, time scale 0.2"
+
+
+async def pool_combined(runs: int, *, time_scale: float, case: str = "combined") -> PoolRow:
     """``runs`` prompts through ``as_completed`` over the three lanes, routing ``"earliest"``."""
-    return await _bulk(runs, time_scale, case="combined")
+    return await _bulk(runs, time_scale, case=case)
 
 
 async def pool_closure(runs: int, *, time_scale: float) -> PoolRow:
