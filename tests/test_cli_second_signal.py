@@ -22,6 +22,18 @@ from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
 from .test_cli import KEY, RATE, command, environment, prompt_file, run_cli
 from .test_cli_signals import key_states, start, until
 
+
+def kill(proc: asyncio.subprocess.Process, sig: int) -> None:
+    """Send ``sig`` to a child that may have just exited; never reap it here.
+
+    ``Process.send_signal`` polls the child first (``Popen.poll``), and a poll of
+    one that exited reaps it under asyncio's child watcher, which then reports
+    exit code 255 ("Unknown child process"): the exit code the test checks.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
+
+
 #: Every answer held 30 s: creates stay on the wire until the signals.
 SLOW = SimulatorConfig(
     time_scale=1.0, rate_limit=None, seed=9, faults=Faults(slow=1.0, slow_seconds=30.0)
@@ -54,9 +66,8 @@ async def test_a_second_signal_quits_a_batch_at_once(tmp_path: Path, signals: in
         first = await read_until(proc, b"interrupt")
         signalled = time.monotonic()
         # Back to back: the later ones reach a process that is quitting, or gone.
-        with contextlib.suppress(ProcessLookupError):
-            for _ in range(signals - 1):
-                proc.send_signal(signal.SIGINT)
+        for _ in range(signals - 1):
+            kill(proc, signal.SIGINT)
         _, rest = await asyncio.wait_for(proc.communicate(), 10)
         took = time.monotonic() - signalled
         stderr = (first + rest).decode()
@@ -83,9 +94,8 @@ async def test_a_second_signal_quits_generate_at_once(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         await asyncio.sleep(0.2)
         signalled = time.monotonic()
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT)
-            proc.send_signal(signal.SIGINT)
+        kill(proc, signal.SIGINT)
+        kill(proc, signal.SIGINT)
         _, err = await asyncio.wait_for(proc.communicate(), 10)
         took = time.monotonic() - signalled
     stderr = err.decode()
