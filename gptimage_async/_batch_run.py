@@ -18,6 +18,8 @@ import msgspec
 
 from ._batch_plan import attach_lane, same_root
 from ._batch_types import (
+    MAX_CREATE_FAILURES_IN_A_ROW,
+    STOPS_THE_BATCH,
     BatchEvent,
     BatchItem,
     BatchProgress,
@@ -33,18 +35,11 @@ from ._download import DownloadError, download, first_error
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
-    AuthenticationError,
-    EndpointNotFoundError,
     GPTImageError,
-    InsufficientCreditsError,
-    PermissionDeniedError,
-    PoolExhaustedError,
-    QuotaExceededError,
     RunFailedError,
     RunNotFoundError,
     SessionClosedError,
     SpendCapError,
-    TLSCertificateError,
     UncertainCreateError,
 )
 from ._journal import Journal, RerunAction
@@ -70,22 +65,6 @@ if TYPE_CHECKING:
 __all__ = ["BatchRunner", "out_of_space"]
 
 logger = logging.getLogger("gptimage_async")
-
-#: Creates failing one after another (no success between) before the batch gives up:
-#: the provider is down or refusing, and trying every remaining prompt would not help.
-MAX_CREATE_FAILURES_IN_A_ROW = 10
-#: Errors that no other prompt can escape either: the batch stops creating at the
-#: first, and follows the runs already created (paid for) to their end.
-_FATAL = (
-    PoolExhaustedError,
-    SpendCapError,
-    AuthenticationError,
-    InsufficientCreditsError,
-    PermissionDeniedError,
-    QuotaExceededError,
-    EndpointNotFoundError,
-    TLSCertificateError,
-)
 
 
 class BatchRunner:
@@ -174,20 +153,24 @@ class BatchRunner:
             finish_times=self._finish_times,
         )
 
-    def stop(self, reason: str | None = None, *, finish_runs: bool = False) -> None:
+    def stop(
+        self, reason: str | None = None, *, finish_runs: bool = False, keep_queued: bool = False
+    ) -> None:
         """Stop cleanly: send no more creates, let those in flight be answered and journaled.
 
         ``finish_runs=False`` (the default): runs not finished stay ``pending``
-        in the manifest, and running the batch again attaches them. ``True``:
-        the runs already created (paid for) are followed to their end and
-        their images saved, as when the batch stops on an error no prompt can
-        escape (spend cap, every lane closed, 401/402/403). Safe to call from
-        a signal handler in the event loop, and more than once; a later call
-        without ``finish_runs`` stops that waiting too (a Ctrl-C).
+        for a rerun to attach. ``True``: the runs already created (paid for)
+        are followed to their end and their images saved, as when an error no
+        prompt escapes stops the batch (spend cap, every lane closed,
+        401/402/403). ``keep_queued``: creates already waiting for a slot still
+        go (the spend cap: their spend is reserved under it). Safe from a
+        signal handler, and more than once; a later plain call stops all that
+        waiting too (a Ctrl-C).
         """
         if self._stopping:
             if self._finish_runs and not finish_runs:
                 self._finish_runs = False
+                self._sender.stop()
                 for scope in self._scopes:
                     scope.cancel()
             return
@@ -196,7 +179,8 @@ class BatchRunner:
         self._stop_reason = reason
         if self._feed_scope is not None:
             self._feed_scope.cancel()
-        self._sender.stop()
+        if not keep_queued:
+            self._sender.stop()
         for scope in self._scopes if not finish_runs else ():
             scope.cancel()
         self._emit("stopping", None, message=reason)
@@ -392,7 +376,7 @@ class BatchRunner:
                 else:  # looked up where it was not created, as asked: create it anew
                     self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="submit")
             except GPTImageError as exc:
-                if isinstance(exc, _FATAL):
+                if isinstance(exc, STOPS_THE_BATCH):
                     self.stop(str(exc), finish_runs=True)
                 self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="attach")
             else:
@@ -441,8 +425,8 @@ class BatchRunner:
     def _create_failed(self, item: BatchItem, exc: GPTImageError) -> None:
         self._finish(item, "failed", error=exc, on_rerun="submit")
         self._create_failures += 1
-        if isinstance(exc, _FATAL):
-            self.stop(str(exc), finish_runs=True)
+        if isinstance(exc, STOPS_THE_BATCH):
+            self.stop(str(exc), finish_runs=True, keep_queued=isinstance(exc, SpendCapError))
         elif self._create_failures >= MAX_CREATE_FAILURES_IN_A_ROW:
             self.stop(f"{self._create_failures} creates failed in a row; the last: {exc}")
 

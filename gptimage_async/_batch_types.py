@@ -14,12 +14,24 @@ import msgspec
 
 from ._create import RESEND_HINT
 from ._download import slugify
+from ._exceptions import (
+    AuthenticationError,
+    EndpointNotFoundError,
+    InsufficientCreditsError,
+    PermissionDeniedError,
+    PoolExhaustedError,
+    QuotaExceededError,
+    SpendCapError,
+    TLSCertificateError,
+)
 from ._manifest import EntryStatus, ManifestEntry
 from ._models import ImageRequest
 from ._prompts import BatchPrompt
 
 __all__ = [
     "JOURNAL_NAME",
+    "MAX_CREATE_FAILURES_IN_A_ROW",
+    "STOPS_THE_BATCH",
     "MANIFEST_NAME",
     "UNKNOWN_FATE",
     "BatchEvent",
@@ -32,6 +44,23 @@ __all__ = [
     "out_of_space",
     "prompt_key",
 ]
+
+#: Creates failing one after another (no success between) before the batch gives up:
+#: the provider is down or refusing, and trying every remaining prompt would not help.
+MAX_CREATE_FAILURES_IN_A_ROW = 10
+#: Errors that no other prompt can escape either: the batch stops creating at the
+#: first, and follows the runs already created (paid for) to their end.
+STOPS_THE_BATCH = (
+    PoolExhaustedError,
+    SpendCapError,
+    AuthenticationError,
+    InsufficientCreditsError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    EndpointNotFoundError,
+    TLSCertificateError,
+)
+
 
 JOURNAL_NAME = "journal.jsonl"
 #: The errno values of a disk that is full (ENOSPC) or a quota reached (EDQUOT).

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ._exceptions import ConfigurationError, InvalidRequestError
+from ._secrets import has_key_prefix
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -337,6 +338,9 @@ def check_run_id(run_id: object, where: str = "run id") -> str:
         raise ConfigurationError(f"{where} must be a non-empty str")
     if len(run_id) > MAX_RUN_ID_LENGTH:
         raise ConfigurationError(f"{where} is longer than {MAX_RUN_ID_LENGTH} characters")
+    if has_key_prefix(run_id):
+        # An API key pasted as a run id would be journaled and sent in a URL path.
+        raise ConfigurationError(f"{where} looks like an API key, not a run id; nothing was kept")
     if not run_id.isprintable() or any(c.isspace() or c in "/?#" for c in run_id):
         raise ConfigurationError(
             f"{where} {run_id!r} cannot be a run id: no whitespace, control characters, "

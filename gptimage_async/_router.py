@@ -93,6 +93,7 @@ from ._pool import (
 )
 from ._pool import Lane as PoolLane
 from ._pool._line import CreateLine
+from ._secrets import shown
 
 if TYPE_CHECKING:
     from ._lane import LaneRuntime
@@ -223,8 +224,8 @@ class Router:
                     return item
             elif lane in (spec.label, spec.fingerprint, item.runs.label):
                 return item
-        shown = lane.label if isinstance(lane, PoolLane) else f"{lane!r:.80}"
-        raise ConfigurationError(f"lane {shown} is not one of this session's lanes")
+        named = lane.label if isinstance(lane, PoolLane) else shown(lane)
+        raise ConfigurationError(f"lane {named} is not one of this session's lanes")
 
     # -- create ----------------------------------------------------------------------------
 

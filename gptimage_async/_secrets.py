@@ -9,6 +9,8 @@ that looks like a key.
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["KEY_PREFIXES", "has_key_prefix", "looks_like_key", "shown"]
 
 #: How the two providers' keys begin (Runbase ``sk-``, API in One ``aio_``; PROVIDERS.md).
@@ -18,8 +20,12 @@ _TOKEN_LENGTH = 24
 
 
 def has_key_prefix(value: object) -> bool:
-    """Whether ``value`` is a str that begins as the providers' keys do (``KEY_PREFIXES``)."""
-    return isinstance(value, str) and value.strip().lower().startswith(KEY_PREFIXES)
+    """Whether ``value`` is a str that begins as the providers' keys do (``KEY_PREFIXES``).
+
+    Case-sensitive: keys begin in lower case, environment variable names
+    (``AIO_KEY``) in upper case.
+    """
+    return isinstance(value, str) and value.strip().startswith(KEY_PREFIXES)
 
 
 def looks_like_key(value: object) -> bool:
@@ -27,7 +33,8 @@ def looks_like_key(value: object) -> bool:
     if not isinstance(value, str):
         return False
     text = value.strip()
-    if has_key_prefix(text):
+    # A key anywhere in it (``runbase:sk-...``, ``Bearer sk-...``) counts.
+    if any(has_key_prefix(part) for part in re.split(r"[\s:=/,;'\"]+", text)):
         return True
     bare = text.replace("-", "").replace("_", "").replace(".", "")
     return len(text) >= _TOKEN_LENGTH and bare.isalnum()

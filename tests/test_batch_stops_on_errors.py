@@ -23,12 +23,12 @@ FAST = gi.RateLimit(1000, 1.0)
 PROMPTS = [f"a lamp, take {i}" for i in range(30)]
 
 
-def lane(sim: Simulator, key: str, price: float) -> gi.Lane:
+def lane(sim: Simulator, key: str, price: float, rate: gi.RateLimit = FAST) -> gi.Lane:
     return gi.Lane(
         "runbase",
         key,
         base_url=sim.base_url("runbase"),
-        rate_limit=FAST,
+        rate_limit=rate,
         prices={"medium": price, "high": 3 * price},
     )
 
@@ -53,12 +53,16 @@ def finished_runs_kept(report: gi.BatchReport, out: Path) -> list[gi.ManifestEnt
     return created
 
 
-@pytest.mark.parametrize("cap", [40, 41.5])
+@pytest.mark.parametrize(
+    ("cap", "rate"),
+    # Unpaced, and paced so that creates wait for a slot with their spend reserved.
+    [(40, FAST), (41.5, FAST), (40, gi.RateLimit(10, 0.5))],
+)
 async def test_the_spend_cap_reached_finishes_the_runs_it_paid_for(
-    tmp_path: Path, cap: float
+    tmp_path: Path, cap: float, rate: gi.RateLimit
 ) -> None:
     async with Simulator(config()) as sim:
-        lanes = [lane(sim, KEY_A, 4), lane(sim, KEY_B, 5)]
+        lanes = [lane(sim, KEY_A, 4, rate), lane(sim, KEY_B, 5, rate)]
         async with gi.Session(lanes=lanes, spend_cap=cap) as session:
             report = await gi.Batch(session, PROMPTS, tmp_path).run()
             spend = session.stats.spend
@@ -67,6 +71,9 @@ async def test_the_spend_cap_reached_finishes_the_runs_it_paid_for(
         created = finished_runs_kept(report, tmp_path)
         assert 8 <= len(created) == sim.stats.creates
         assert spend.spent <= cap and spend.reserved == 0
+        # The creates already reserved under the cap still went: it is used up to
+        # less than one more image (4 or 5 a run), not stopped at its first refusal.
+        assert spend.spent > cap - 5, spend
         counts = collections.Counter(e.status for e in report.entries)
         assert counts["pending"] + counts["failed"] == len(PROMPTS) - len(created)
 

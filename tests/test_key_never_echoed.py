@@ -108,3 +108,30 @@ def test_a_pool_file_naming_a_lane_or_field_after_a_key_does_not_echo_it() -> No
         environ=long_env,
     )
     assert pool.lanes[0].label == "b"
+
+
+def test_a_key_given_as_a_run_id_or_a_lane_is_neither_kept_nor_echoed(tmp_path: Path) -> None:
+    key = "sk-LONGREALISTICKEYAAAA0001"
+    out = tmp_path / "out"
+    out.mkdir()
+    with gi.Journal(out / "journal.jsonl") as journal:
+        journal.start(provider="runbase", base_url="http://127.0.0.1:1/v1")
+        journal.intent("k1", line=1, request=gi.ImageRequest("a lamp"))
+    before = (out / "journal.jsonl").read_bytes()
+    done = run_main("settle", str(out), "1", key)
+    assert done.code == 2 and "looks like an API key" in done.stderr, done.stderr
+    assert key not in done.stderr + done.stdout
+    assert (out / "journal.jsonl").read_bytes() == before  # nothing was kept
+    lane = run_main("settle", str(out), "1", "run_found", "--lane", f"runbase:{key}")
+    assert lane.code == 2 and key not in lane.stderr + lane.stdout
+    with pytest.raises(gi.ConfigurationError) as caught:
+        gi.Lane("runbase", "sk-right-123", prices={key: 3})  # type: ignore[dict-item]
+    assert key not in str(caught.value)
+
+
+def test_an_upper_case_variable_name_is_not_a_key() -> None:
+    from gptimage_async._pool import parse_pool
+
+    table = {"provider": "apiinone", "key_env": "AIO_K"}
+    pool = parse_pool({"lanes": {"aio": table}}, source="p.toml", environ={"AIO_K": "aio_1234"})
+    assert pool.lanes[0].label == "aio"

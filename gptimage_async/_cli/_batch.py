@@ -108,7 +108,7 @@ async def batch(args: argparse.Namespace) -> int:
             pending = [e for e in report.entries if e.status == "pending"]
             running = sum(1 for e in pending if e.run_id is not None)
             print(
-                f"interrupted: {report.progress.finished} done, {running} run(s) left in flight "
+                f"interrupted: {report.counts['succeeded']} done, {running} run(s) left in flight "
                 f"(paid for: the rerun attaches them), {len(pending) - running} prompt(s) not "
                 "sent; rerun the same command to resume",
                 file=sys.stderr,

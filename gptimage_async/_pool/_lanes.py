@@ -44,7 +44,7 @@ from .._endpoint import check_base_url, resolve_key
 from .._exceptions import ConfigurationError
 from .._models import DEFAULT_QUALITY, QUALITIES, RateLimit
 from .._providers import get_provider
-from .._secrets import has_key_prefix
+from .._secrets import has_key_prefix, shown
 from .._transport import Secret
 
 __all__ = [
@@ -173,7 +173,7 @@ def _check_prices(where: str, prices: object) -> dict[str, float]:
     for quality, price in prices.items():
         if quality not in QUALITIES:
             known = ", ".join(sorted(QUALITIES))
-            _fail(where, f"prices: unknown quality {quality!r:.40}; expected one of {known}")
+            _fail(where, f"prices: unknown quality {shown(quality, 40)}; expected one of {known}")
         if isinstance(price, bool) or not isinstance(price, int | float):
             _fail(where, f"prices[{quality!r}] must be a number, not {type(price).__name__}")
         if not math.isfinite(price) or price < 0:
