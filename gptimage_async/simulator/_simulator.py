@@ -97,7 +97,7 @@ class Simulator:
         runner, self._runner = self._runner, None
         self._state = "closed"
         if runner is not None:
-            await runner.cleanup()
+            await close_runner(runner)
 
     async def __aenter__(self) -> Simulator:
         await self.start()
@@ -260,3 +260,22 @@ def serve_forever(
     """
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(host, port, config))
+
+
+async def close_runner(runner: web.BaseRunner) -> None:
+    """``runner.cleanup()``, then close the connections accepted as it stopped listening.
+
+    A connection the event loop accepted just before the listening socket
+    closed is handed to the server a loop turn or two later, after
+    ``cleanup`` took its list of connections to close: its transport was left
+    open until the garbage collector found it (a ``ResourceWarning`` in
+    whatever ran then).
+    """
+    server = runner.server
+    await runner.cleanup()
+    if server is None:
+        return
+    for _ in range(3):  # the accept's task, then its connection_made
+        await asyncio.sleep(0)
+    for handler in list(server.connections):
+        handler.force_close()

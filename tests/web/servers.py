@@ -20,6 +20,7 @@ import uvicorn
 from aiohttp import web
 
 from gptimage_async.simulator import Simulator
+from gptimage_async.simulator._simulator import close_runner
 from gptimage_async.testing import TEST_KEYS, scaled_rate_limit
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -80,7 +81,7 @@ async def serve_aiohttp(
         host, port = runner.addresses[0][:2]
         yield f"http://{host}:{port}"
     finally:
-        await runner.cleanup()
+        await close_runner(runner)  # connections accepted as it stopped are closed too
 
 
 def client(base_url: str) -> aiohttp.ClientSession:
