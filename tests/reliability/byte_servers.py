@@ -62,6 +62,7 @@ class ByteServer:
     connections: int = 0
     port: int = 0
     _server: asyncio.Server | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def url(self, path: str = "") -> str:
         scheme = "https" if self.ssl_context is not None else "http"
@@ -75,8 +76,17 @@ class ByteServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        # A connection still being read (its client gave up) is ended here: left
+        # pending, its transport outlived the test's loop and the garbage collector's
+        # ResourceWarning failed whichever test ran then.
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
         self.connections += 1
         try:
             if self.ssl_context is not None:
@@ -87,8 +97,11 @@ class ByteServer:
             await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
             pass
+        except asyncio.CancelledError:
+            pass  # closed by close(): the writer is closed below
         finally:
             writer.close()
+            self._tasks.discard(task)
 
 
 @contextlib.asynccontextmanager
