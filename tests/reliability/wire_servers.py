@@ -61,6 +61,9 @@ class _LoopbackServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+            # A connection accepted just before starts its handler a loop turn later.
+            for _ in range(3):
+                await asyncio.sleep(0)
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
