@@ -21,7 +21,7 @@ import signal
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from ._exceptions import SessionClosedError
 
@@ -156,7 +156,7 @@ def _is_asyncio_handler(handler: object) -> bool:
 class Call(Generic[T]):
     """One coroutine run on a ``LoopThread``'s loop for a caller in another thread."""
 
-    __slots__ = ("_alive", "_coro", "_done", "_error", "_result", "_task")
+    __slots__ = ("_alive", "_cancel", "_coro", "_done", "_error", "_result", "_task")
 
     def __init__(
         self,
@@ -170,6 +170,8 @@ class Call(Generic[T]):
         self._result: T | None = None
         self._error: BaseException | None = None
         self._task: asyncio.Task[T] | None = None
+        # Cancel asked for (from any thread); applied once, on the loop.
+        self._cancel: Literal["no", "asked", "done"] = "no"
         try:
             loop.call_soon_threadsafe(self._start)
         except RuntimeError:  # the loop closed under a racing close()
@@ -177,8 +179,19 @@ class Call(Generic[T]):
             raise SessionClosedError("the SyncSession is closed; create a new one") from None
 
     def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._coro)
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._coro)
         self._task.add_done_callback(self._finished)
+        if self._cancel == "asked":
+            # Cancelled before it started (a Ctrl-C as the call was handed over): after
+            # its first step, so that it runs its own clean-up (a close still closes).
+            loop.call_soon(self._cancel_once)
+
+    def _cancel_once(self) -> None:
+        # Once: a second cancel would cut the clean-up the first one started.
+        if self._cancel != "done" and self._task is not None:
+            self._cancel = "done"
+            self._task.cancel()
 
     def _finished(self, task: asyncio.Task[T]) -> None:
         if task.cancelled():
@@ -211,10 +224,15 @@ class Call(Generic[T]):
         return self._result  # type: ignore[return-value]  # set with _done
 
     def cancel(self) -> None:
-        """Cancel the coroutine (from any thread); ``wait`` then raises ``CancelledError``."""
+        """Cancel the coroutine (from any thread); ``wait`` then raises ``CancelledError``.
+
+        A call not started yet is cancelled once it has taken its first step.
+        """
+        if self._cancel == "no":
+            self._cancel = "asked"
         task = self._task
         if task is not None:
-            task.get_loop().call_soon_threadsafe(task.cancel)
+            task.get_loop().call_soon_threadsafe(self._cancel_once)
 
 
 class LoopThread:
