@@ -118,7 +118,7 @@ class LaneRuntime:
         self.base_url = config.api_root
         # Run.lane names the key by the spec's fingerprint (one length: FINGERPRINT_DIGITS).
         self.fingerprint = spec.fingerprint
-        self.runs = LaneRuns(everyone, f"{self.adapter.name}:{self.fingerprint}")
+        self.runs = LaneRuns(everyone, spec.name)
         self._key = api_key
         self._stats = stats
         self._life = life

@@ -58,7 +58,7 @@ def lane_status(spec: Lane, health: LaneHealth, now: float) -> LaneStatus:
     state = health.state(now)  # first: it ends a closure that has expired
     return LaneStatus(
         label=spec.label,
-        lane=f"{spec.provider}:{spec.fingerprint}",
+        lane=spec.name,
         provider=spec.provider,
         fingerprint=spec.fingerprint,
         base_url=spec.base_url,

@@ -187,7 +187,7 @@ def _job_lanes(journal: Journal, pool: Pool | None) -> dict[str, str | None]:
         if lane is not None and not any(same_lane(lane, known) for known in lanes):
             lanes[lane] = entry.base_url
     for spec in pool.lanes if pool is not None else ():
-        full = f"{spec.provider}:{spec.fingerprint}"
+        full = spec.name
         for old in [known for known in lanes if same_lane(known, full)]:
             del lanes[old]  # an older journal's 8-digit name: the full one stands for it
         lanes[full] = spec.base_url
@@ -225,7 +225,7 @@ def _pick_lane(
     wanted = args.lane.strip()
     for spec in pool.lanes if pool is not None else ():
         if spec.label == wanted:
-            wanted = f"{spec.provider}:{spec.fingerprint}"
+            wanted = spec.name
     found = [lane for lane in lanes if _names(wanted, lane)]
     if len(found) == 1:
         return found[0]

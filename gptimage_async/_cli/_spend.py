@@ -153,10 +153,6 @@ def earlier_spend(journal: Journal, pool: Pool) -> float:
 def _price(entry: JournalEntry, pool: Pool) -> float:
     quality = (entry.input.quality if entry.input is not None else None) or DEFAULT_QUALITY
     lane = entry_lane(entry)
-    own = [
-        spec
-        for spec in pool.lanes
-        if lane is not None and same_lane(lane, f"{spec.provider}:{spec.fingerprint}")
-    ]
+    own = [spec for spec in pool.lanes if lane is not None and same_lane(lane, spec.name)]
     prices = [spec.price(quality) for spec in (own or pool.lanes)]
     return max((price for price in prices if price is not None), default=0.0)

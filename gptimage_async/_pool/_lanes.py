@@ -273,7 +273,7 @@ class Lane:
         sets(self, "rate_limit", rate_limit or adapter.default_rate_limit)
         sets(self, "_prices", MappingProxyType(merged))
         sets(self, "fingerprint", fingerprint)
-        sets(self, "label", label.strip() if label is not None else f"{adapter.name}:{fingerprint}")
+        sets(self, "label", label.strip() if label is not None else self.name)
         sets(self, "refunds_failed", adapter.name in REFUNDS_FAILED_RUNS)
         # Whose unit the prices are in: given ones are the user's, even if equal to published.
         sets(self, "unit", (USER_UNIT if prices else PUBLISHED_UNIT) if merged else None)
@@ -282,6 +282,11 @@ class Lane:
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Lane is frozen; cannot set {name!r}")
+
+    @property
+    def name(self) -> str:
+        """``"provider:fingerprint"``: the lane as ``Run.lane``, manifests and journals name it."""
+        return f"{self.provider}:{self.fingerprint}"
 
     @property
     def api_key(self) -> Secret:

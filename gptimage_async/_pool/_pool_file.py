@@ -41,10 +41,10 @@ from typing import NoReturn
 from .._exceptions import ConfigurationError
 from .._models import RateLimit
 from .._providers import get_provider, provider_names
-from .._secrets import KEY_PREFIXES, has_key_prefix, shown
+from .._secrets import has_key_prefix, shown
 from ._lanes import ROUTINGS, Lane, Pool
 
-__all__ = ["KEY_PREFIXES", "POOL_FILE_FIELDS", "load_pool_file", "parse_pool", "parse_rate"]
+__all__ = ["POOL_FILE_FIELDS", "load_pool_file", "parse_pool", "parse_rate"]
 
 #: The fields a lane's table may hold.
 POOL_FILE_FIELDS: frozenset[str] = frozenset(
@@ -78,10 +78,6 @@ def parse_rate(text: str) -> RateLimit:
     return RateLimit(count, seconds)
 
 
-# A value with a key's prefix (a long variable name is not a key: key_env holds them).
-_looks_like_key = has_key_prefix
-
-
 class _Where:
     """Where in the file a value came from, for error messages."""
 
@@ -108,7 +104,7 @@ def _lane(where: _Where, label: str, table: object, environ: Mapping[str, str]) 
             lane=label,
         )
     for field, value in table.items():
-        if field.lower() in _KEY_FIELDS or (field != "key_env" and _looks_like_key(value)):
+        if field.lower() in _KEY_FIELDS or (field != "key_env" and has_key_prefix(value)):
             where.fail(
                 "API keys never go in the pool file: put the key in an environment "
                 "variable and name it with key_env",
@@ -127,7 +123,7 @@ def _lane(where: _Where, label: str, table: object, environ: Mapping[str, str]) 
     except ConfigurationError as exc:
         where.fail(exc.message, lane=label, field="provider")
     env = table.get("key_env", adapter.env_var)
-    if _looks_like_key(env):
+    if has_key_prefix(env):
         where.fail(
             "this looks like an API key, not the name of an environment variable: "
             "keys never go in the pool file",
@@ -180,7 +176,7 @@ def parse_pool(
     where = _Where(source)
     env = os.environ if environ is None else environ
     for field, value in data.items():
-        if field.lower() in _KEY_FIELDS or _looks_like_key(value):
+        if field.lower() in _KEY_FIELDS or has_key_prefix(value):
             where.fail(
                 "API keys never go in the pool file; name a variable with key_env", field=field
             )
