@@ -9,11 +9,13 @@ import pytest
 
 import gptimage_async as gi
 from gptimage_async._manifest import ManifestEntry
+from gptimage_async.simulator import Simulator
+from gptimage_async.testing import TEST_KEYS
 
 from ._chromium import Browser, BrowserUnavailable
 from .test_cli import run_main
 
-__all__ = ["browser", "cli", "entry"]
+__all__ = ["apiinone_session", "browser", "cli", "entry"]
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +25,16 @@ def browser() -> Iterator[Browser]:
             yield chromium
     except BrowserUnavailable as exc:
         pytest.skip(f"headless Chromium cannot start here: {exc}")
+
+
+def apiinone_session(sim: Simulator) -> gi.Session:
+    """An unpaced session on ``sim``'s API in One: its published prices put costs on the page."""
+    return gi.Session(
+        "apiinone",
+        api_key=TEST_KEYS["apiinone"],
+        base_url=sim.base_url("apiinone"),
+        rate_limit=gi.RateLimit(1000, 1.0),
+    )
 
 
 def entry(line: int, status: str, prompt: str = "a lamp", **fields: object) -> ManifestEntry:

@@ -32,11 +32,10 @@ from gptimage_async._gallery import (
 from gptimage_async._gallery_keep import THREAD_FROM, keep_gallery
 from gptimage_async._manifest import read_manifest
 from gptimage_async.simulator import Simulator, SimulatorConfig
-from gptimage_async.testing import TEST_KEYS
 
 from ._chromium import Browser
 from ._clock import FakeClock
-from .gallery_helpers import browser, cli, entry
+from .gallery_helpers import apiinone_session, browser, cli, entry
 
 __all__ = ["browser"]  # a fixture, used by name
 
@@ -78,12 +77,7 @@ async def run_batch(out: Path, *, unknown_line: int | None = None) -> gi.BatchRe
             journal.intent(prompt_key(prompts[unknown_line - 1].request), line=unknown_line)
     async with (
         Simulator(FAST) as sim,
-        gi.Session(
-            "apiinone",
-            api_key=TEST_KEYS["apiinone"],
-            base_url=sim.base_url("apiinone"),
-            rate_limit=GENEROUS,
-        ) as session,
+        apiinone_session(sim) as session,
     ):
         return await gi.Batch(session, prompts, out).run()
 

@@ -19,13 +19,12 @@ from gptimage_async.simulator import Simulator, SimulatorConfig
 from gptimage_async.testing import TEST_KEYS
 
 from ._chromium import Browser
-from .gallery_helpers import browser, cli, entry
+from .gallery_helpers import apiinone_session, browser, cli, entry
 from .test_cli import command, environment, prompt_file
 
 __all__ = ["browser"]  # a fixture, used by name
 
 FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=7)
-GENEROUS = gi.RateLimit(1000, 1.0)
 
 
 def cli_process(*args: str) -> subprocess.CompletedProcess[str]:
@@ -72,22 +71,12 @@ async def test_a_rerun_with_other_options_counts_earlier_requests_apart(tmp_path
     prompts = ["a lamp", "a chair", "an owl"]
     async with (
         Simulator(FAST) as sim,
-        gi.Session(
-            "apiinone",
-            api_key=TEST_KEYS["apiinone"],
-            base_url=sim.base_url("apiinone"),
-            rate_limit=GENEROUS,
-        ) as session,
+        apiinone_session(sim) as session,
     ):
         await gi.Batch(session, prompts, tmp_path).run()
     async with (
         Simulator(FAST) as sim,
-        gi.Session(
-            "apiinone",
-            api_key=TEST_KEYS["apiinone"],
-            base_url=sim.base_url("apiinone"),
-            rate_limit=GENEROUS,
-        ) as session,
+        apiinone_session(sim) as session,
     ):
         high = [gi.ImageRequest(p, quality="high") for p in prompts]
         report = await gi.Batch(session, high, tmp_path, attach_elsewhere=True).run()
