@@ -143,7 +143,7 @@ def earlier_spend(journal: Journal, pool: Pool) -> float:
         if done is not None and entry.state == "finished":
             if done.status == "succeeded":
                 total += done.cost if done.cost is not None else _price(entry, pool)
-            elif done.status in ("unknown", "pending"):
+            elif done.status == "unknown":
                 total += _price(entry, pool)
         elif entry.state in ("created", "intent"):
             total += _price(entry, pool)
