@@ -43,6 +43,7 @@ from ._version import USER_AGENT
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DownloadError",
+    "absolute_url",
     "download",
     "remove_partials",
     "safe_filename",
@@ -187,7 +188,7 @@ async def download(
 
                 async def one(i: int = i, url: str = url) -> None:
                     paths[i] = await _save_one(
-                        http, _absolute(url, base_url), dest, f"{base}-{i + 1}", limits
+                        http, absolute_url(url, base_url), dest, f"{base}-{i + 1}", limits
                     )
 
                 tg.start_soon(one)
@@ -250,7 +251,7 @@ def _url_stem(url: str) -> str:
     return PurePosixPath(urlsplit(url).path).stem or "image"
 
 
-def _absolute(url: str, base_url: str | None) -> str:
+def absolute_url(url: str, base_url: str | None) -> str:
     """``url`` itself if absolute (or a ``data:`` URL), else resolved against the API root."""
     if not isinstance(url, str) or urlsplit(url).scheme or base_url is None:
         return url

@@ -338,7 +338,8 @@ class LaneRuntime:
         elif self.on_failed is not None and isinstance(run.error, RunFailedError):
             self.on_failed(run.request.quality if run.request is not None else None)
         if self._life.owner is not None:
-            bind_result(run.outcome, self._life.owner)  # Result.save/read fetch through the session
+            # Result.save/read fetch through the session, against this lane's API root.
+            bind_result(run.outcome, self._life.owner, base_url=self.base_url)
         self.runs._untrack(run)
         if self.scheduler is not None:
             self.scheduler.release(run)

@@ -223,6 +223,9 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Runbase run objects also carry fields its docs do not show (``created_at``,
     the ``input`` echoed back); off: ``id``, ``model``, ``status``, ``output`` or ``error``."""
     images_per_run: int = 1
+    relative_image_urls: bool = False
+    """Image URLs as paths on the API's own host (``/files/...``), not absolute:
+    a tolerant client resolves them against the API root of the run's lane."""
     seed: int | None = None
     faults: Faults = Faults()
 

@@ -176,10 +176,11 @@ class SimulatedRuns:
         location = config.apiinone_url_location
         if location == "random":
             location = rng.choice(_CONCRETE_LOCATIONS)
+        host = "" if config.relative_image_urls else file_base
         urls = (
             ()
             if will_fail
-            else tuple(f"{file_base}/files/{run_id}/{i}.png" for i in range(config.images_per_run))
+            else tuple(f"{host}/files/{run_id}/{i}.png" for i in range(config.images_per_run))
         )
         run = SimulatedRun(
             id=run_id,
