@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
+from typing import NoReturn
 
 from .._batch import EXPECTED_IMAGE_BYTES
 from .._exceptions import ConfigurationError
 from .._gallery import add_gallery_command
 from .._models import ASPECT_RATIOS, QUALITIES, RateLimit
 from .._providers import provider_names
+from .._secrets import looks_like_key
 from .._version import __version__
 from ..simulator._options import add_simulate_options
 
@@ -23,8 +26,35 @@ PROVIDER_CHOICES = (*provider_names(), "simulator")
 REDIS_ENV = "GPTIMAGE_REDIS_URL"
 
 
+#: A word of a usage error: a run of characters between spaces and quotes.
+_WORD = re.compile(r"[^\s'\"]+")
+#: What stands in a usage error for a word that looks like an API key.
+NOT_SHOWN = "(a value that looks like an API key, not shown)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors never echo a value that looks like an API key.
+
+    argparse repeats what it refused (``unrecognized arguments: --api-kee
+    sk-...``, ``invalid choice: 'sk-...'``); a key typed in the wrong place
+    would reach a terminal log or a CI transcript. Subcommands' parsers are
+    made of this class too (``add_subparsers`` uses the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        super().error(_WORD.sub(_hidden, message))
+
+
+def _hidden(word: re.Match[str]) -> str:
+    text = word.group(0)
+    # An option's name (``--resend-uncertain-creates``) is long but never a key;
+    # its value after ``=`` may be one.
+    parts = [part for part in re.split(r"[=,]", text) if part and not part.startswith("-")]
+    return NOT_SHOWN if any(looks_like_key(part) for part in parts) else text
+
+
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="gptimage-async",
         description="Generate images with GPT Image 1.5 on Runbase or API in One.",
         epilog="Exit codes: 0 all succeeded, 1 some failed, 2 bad usage or input, "
