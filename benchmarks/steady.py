@@ -276,7 +276,7 @@ async def steady_ours(load: float, runs: int, *, time_scale: float) -> Steady:
             row.failed, row.capped = await arrive(
                 time.monotonic(), 1 / row.arrivals, todo, one, _cap(row, time_scale)
             )
-        _fill(row, sim, done)
+        _fill(row, sim, done, arrived)
     return row
 
 
