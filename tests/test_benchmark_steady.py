@@ -130,3 +130,23 @@ async def test_a_quarter_of_the_budget_on_the_fake_clock(fake_clock: FakeClock) 
     assert sum(r.delay_share for r in rows) / len(rows) < 0.044
     # Creates kept their pace: a slot's wait (0.5 s) at most, on average.
     assert all(r.create_wait < 0.25 for r in rows)
+
+
+async def test_at_half_the_budget_every_request_beyond_two_per_run_is_lag(
+    fake_clock: FakeClock,
+) -> None:
+    # The steady_kept diagnosis: at 1/2 of the budget (exactly saturated) a slot lost
+    # once the backlog formed is never won back, so kept = span / (span + lag), and
+    # the lag is the requests beyond a create and a poll per run, less the ~14 that
+    # fall in slots idle before the backlog forms. Most are the cold start's.
+    for seed in (1, 2):
+        row = await fake_clock.run(steady_memory(0.5, 200, seed=seed))
+        assert (row.created, row.resolved) == (200, 200)
+        extra = row.requests - 2 * row.runs
+        cold = sum(polls - 1 for polls, _, _ in row.by_run[:WARMUP])
+        lag = row.created_span - (row.runs - 1) / row.arrivals  # seconds behind the arrivals
+        assert 15 <= cold <= extra
+        assert extra - 16 <= lag * row.rate <= extra
+        span = (row.runs - 1) / row.arrivals
+        assert row.kept == pytest.approx(span / (span + lag))
+        assert row.kept < 0.98
