@@ -17,7 +17,7 @@ from gptimage_async.simulator import Simulator, SimulatorConfig
 from ._common import DEFAULT_LIMIT, KEY, SEED, WINDOW, delays, mean, prompts, speed
 from .baseline import BaselineClient
 
-__all__ = ["Idle", "idle_baseline", "idle_floor", "idle_ours"]
+__all__ = ["Idle", "idle_baseline", "idle_floor", "idle_memory", "idle_ours"]
 
 
 @dataclass(slots=True)
@@ -74,6 +74,39 @@ async def idle_ours(runs: int, *, time_scale: float, drift: float = 1.0, drift_a
             assert run.id is not None
             served = sim.runs[run.id]
             row.delays.append(now - served.finishes_at)
+            row.durations.append(served.duration)
+        row.requests = sim.stats.requests
+        row.polls = sim.stats.polls
+        row.rate_limited = sim.stats.rate_limited
+    return row
+
+
+async def idle_memory(runs: int, *, seed: int = SEED) -> Idle:
+    """``idle_ours`` on the running loop's clock, the simulator in memory (no socket).
+
+    Run it on a fake clock (tests/_clock.py): the pacing alone, no round trip,
+    time scale 1 (a 10 s window costs no wall time).
+    """
+    from gptimage_async._transport._memory import MEMORY_ORIGIN, MemoryTransport
+    from gptimage_async.simulator._app import BASE_PATHS
+
+    loop = asyncio.get_running_loop()
+    sim = Simulator(_idle_config(1.0).replace(seed=seed), clock=loop.time)
+    base_url = MEMORY_ORIGIN + BASE_PATHS["runbase"]
+    row = Idle("gptimage-async", runs)
+    async with gi.Session(
+        "runbase",
+        api_key=KEY,
+        base_url=base_url,
+        transport=MemoryTransport(sim, base_url, KEY),
+        rate_limit=gi.RateLimit(DEFAULT_LIMIT, WINDOW),
+    ) as session:
+        for prompt in prompts(runs, "idle"):
+            run = await session.submit(prompt)
+            await run
+            assert run.id is not None
+            served = sim.runs[run.id]
+            row.delays.append(loop.time() - served.finishes_at)
             row.durations.append(served.duration)
         row.requests = sim.stats.requests
         row.polls = sim.stats.polls

@@ -68,6 +68,7 @@ __all__ = [
     "Steady",
     "steady_baseline",
     "steady_fleet",
+    "steady_memory",
     "steady_ours",
 ]
 
@@ -110,6 +111,9 @@ class Steady:
     """Runs the server created."""
     created_span: float = 0.0
     """Seconds from the first run's creation on the server to the last one's."""
+    create_waits: list[float] = field(default_factory=list)
+    """Per run created, in creation order: seconds from its arrival to its creation on the
+    server (the wait for a create's slot, which the detection delay does not see)."""
 
     @property
     def arrivals(self) -> float:
@@ -146,6 +150,12 @@ class Steady:
         """Mean detection delay over mean run time, judged runs."""
         rows = self.judged
         return mean([d for _, d, _ in rows]) / mean([t for _, _, t in rows]) if rows else math.nan
+
+    @property
+    def create_wait(self) -> float:
+        """Mean seconds from arrival to creation on the server, runs after the first ``WARMUP``."""
+        waits = self.create_waits[WARMUP:] if len(self.create_waits) > 2 * WARMUP else []
+        return mean(waits or self.create_waits) if self.create_waits else math.nan
 
     @property
     def polls_per_run(self) -> float:
@@ -218,8 +228,12 @@ async def arrive(
     return failed, bool(pending)
 
 
-def _fill(row: Steady, sim: Simulator, done: dict[str, float]) -> None:
+def _fill(
+    row: Steady, sim: Simulator, done: dict[str, float], arrived: dict[str, float] | None = None
+) -> None:
     served = sorted(sim.runs.items(), key=lambda item: item[1].created_at)
+    if arrived is not None:
+        row.create_waits = [run.created_at - arrived[rid] for rid, run in served if rid in arrived]
     row.by_run = [
         (run.polls, done[rid] - run.finishes_at if rid in done else math.nan, run.duration)
         for rid, run in served
@@ -240,6 +254,7 @@ async def steady_ours(load: float, runs: int, *, time_scale: float) -> Steady:
     """One ``Session``: ``await session.submit(prompt)`` then ``await run`` per arrival."""
     row = _row("gptimage-async", 1, load, runs, time_scale)
     done: dict[str, float] = {}
+    arrived: dict[str, float] = {}
     async with Simulator(config(time_scale)) as sim:
         async with gi.Session(
             "runbase",
@@ -250,16 +265,84 @@ async def steady_ours(load: float, runs: int, *, time_scale: float) -> Steady:
         ) as session:
 
             async def one(prompt: str) -> None:
+                at = time.monotonic()
                 run = await session.submit(prompt)
-                await run
                 assert run.id is not None
+                arrived[run.id] = at
+                await run
                 done[run.id] = time.monotonic()
 
             todo = list(enumerate(prompts(runs, f"steady {load:g}")))
             row.failed, row.capped = await arrive(
                 time.monotonic(), 1 / row.arrivals, todo, one, _cap(row, time_scale)
             )
-        _fill(row, sim, done)
+        _fill(row, sim, done, arrived)
+    return row
+
+
+class _Delayed:
+    """A transport whose every request takes ``one_way`` s each way (a round trip on the loop)."""
+
+    def __init__(self, inner: Any, one_way: float) -> None:
+        self._inner, self._one_way = inner, one_way
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(self._one_way)
+        answer = await self._inner.send(*args, **kwargs)
+        await asyncio.sleep(self._one_way)
+        return answer
+
+
+async def steady_memory(
+    load: float, runs: int, *, seed: int = SEED, one_way: float = 0.0, time_scale: float = 1.0
+) -> Steady:
+    """``steady_ours`` on the running loop's clock, the simulator in memory (no socket).
+
+    Run it on a fake clock (tests/_clock.py) for the pacing alone: no
+    scheduling noise, and a 10 s window costs no wall time. ``one_way``
+    (seconds) delays each request and each answer, a round trip of twice it.
+    """
+    from gptimage_async._transport._memory import MEMORY_ORIGIN, MemoryTransport
+    from gptimage_async.simulator._app import BASE_PATHS
+
+    loop = asyncio.get_running_loop()
+    row = _row("gptimage-async", 1, load, runs, time_scale)
+    sim = Simulator(config(time_scale).replace(seed=seed), clock=loop.time)
+    base_url = MEMORY_ORIGIN + BASE_PATHS["runbase"]
+    transport: Any = MemoryTransport(sim, base_url, KEY)
+    if one_way > 0.0:
+        transport = _Delayed(transport, one_way)
+    done: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+    async with gi.Session(
+        "runbase",
+        api_key=KEY,
+        base_url=base_url,
+        transport=transport,
+        rate_limit=_belief(time_scale),
+        on_exit="cancel",
+    ) as session:
+
+        async def one(prompt: str) -> None:
+            at = loop.time()
+            run = await session.submit(prompt)
+            assert run.id is not None
+            arrived[run.id] = at
+            await run
+            done[run.id] = loop.time()
+
+        gap = 1 / row.arrivals
+        start = loop.time()
+        tasks = []
+        for i, prompt in enumerate(prompts(runs, f"steady {load:g}")):
+            await asyncio.sleep(max(0.0, start + i * gap - loop.time()))
+            tasks.append(asyncio.ensure_future(one(prompt)))
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        row.failed = sum(1 for r in results if isinstance(r, BaseException))
+    _fill(row, sim, done, arrived)
     return row
 
 

@@ -11,8 +11,10 @@ import math
 import pytest
 
 from benchmarks.report import Results, Settings, render
-from benchmarks.steady import WARMUP, Steady, steady_ours
+from benchmarks.steady import WARMUP, Steady, steady_memory, steady_ours
 from benchmarks.targets import targets
+
+from ._clock import FakeClock
 
 RATE = 2.0  # requests per second: 20 per 10 s
 
@@ -115,3 +117,36 @@ def test_the_steady_targets_by_budget_and_by_run_capacity() -> None:
     assert [t.met for t in kept] == [True, True]
     text = render(results, default_limit=20, window=10.0)
     assert "share of run capacity" in text and "(at most 0.67)" in text
+
+
+async def test_a_quarter_of_the_budget_on_the_fake_clock(fake_clock: FakeClock) -> None:
+    # Issue 22's 1/4 row on the fake loop clock (the simulator in memory, no round
+    # trip, no scheduling noise), the same 6 seeds as the diagnosis: 4.5% while
+    # the limiter kept 2 slots of each window from polls ahead of the pace
+    # (each seed 4.3-4.8%), 4.15% with 1 (3.5-4.6%); issue 22's target is 5%.
+    rows = [await fake_clock.run(steady_memory(0.25, 200, seed=s)) for s in range(1, 7)]
+    assert all((r.created, r.resolved, r.failed) == (200, 200, 0) for r in rows)
+    assert all(r.share_429 <= 0.01 and r.kept >= 0.99 for r in rows)
+    assert sum(r.delay_share for r in rows) / len(rows) < 0.044
+    # Creates kept their pace: a slot's wait (0.5 s) at most, on average.
+    assert all(r.create_wait < 0.25 for r in rows)
+
+
+async def test_at_half_the_budget_every_request_beyond_two_per_run_is_lag(
+    fake_clock: FakeClock,
+) -> None:
+    # The steady_kept diagnosis: at 1/2 of the budget (exactly saturated) a slot lost
+    # once the backlog formed is never won back, so kept = span / (span + lag), and
+    # the lag is the requests beyond a create and a poll per run, less the ~14 that
+    # fall in slots idle before the backlog forms. Most are the cold start's.
+    for seed in (1, 2):
+        row = await fake_clock.run(steady_memory(0.5, 200, seed=seed))
+        assert (row.created, row.resolved) == (200, 200)
+        extra = row.requests - 2 * row.runs
+        cold = sum(polls - 1 for polls, _, _ in row.by_run[:WARMUP])
+        lag = row.created_span - (row.runs - 1) / row.arrivals  # seconds behind the arrivals
+        assert 15 <= cold <= extra
+        assert extra - 16 <= lag * row.rate <= extra
+        span = (row.runs - 1) / row.arrivals
+        assert row.kept == pytest.approx(span / (span + lag))
+        assert row.kept < 0.98

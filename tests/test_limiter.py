@@ -498,3 +498,24 @@ def test_a_restored_belief_is_bounded_and_fresh() -> None:
     free = AdaptiveRate(gi.RateLimit(20, 10.0), now=0.0)
     free.restore(1e9, None, confirmed=False, now=0.0)
     assert free.rate == pytest.approx(2.0 * 64) and not free.confirmed
+
+
+async def test_a_speculative_poll_may_take_a_windows_last_slot_but_one(
+    fake_clock: FakeClock,
+) -> None:
+    # Issue 22: at 1/4 of the budget a web app's windows run 17-18 of 20 full, and
+    # a poll due then waited for a second reserved slot to leave the window.
+    limiter = RateLimiter(gi.RateLimit(20, 10.0))
+    assert SPARE_RESERVE == 1
+    for _ in range(18):  # 18 requests at the even pace, all in one window
+        await fake_clock.advance_to(max(limiter.next_free(), fake_clock.now))
+        assert limiter.try_acquire()
+    first = 10.0 * (1 + limiter.adaptive.margin)  # when the first of them leaves the window
+    await fake_clock.advance_to(max(limiter.next_free(), limiter.next_spare(), fake_clock.now))
+    assert fake_clock.now < first
+    assert limiter.try_acquire(speculative=True)  # the 19th: one slot left free
+    await fake_clock.advance_to(max(limiter.next_free(), fake_clock.now))
+    assert fake_clock.now < first
+    assert not limiter.try_acquire(speculative=True)  # never the 20th ...
+    granted = await fake_clock.run(limiter.acquire(PRIORITY_CREATE))
+    assert granted == pytest.approx(fake_clock.now)  # ... which a create finds free
