@@ -71,8 +71,13 @@ async def start_together(procs: list[asyncio.subprocess.Process]) -> float:
 
 
 async def collect(proc: asyncio.subprocess.Process) -> dict[str, Any]:
-    async with asyncio.timeout(120.0):
-        out, err = await proc.communicate()
+    try:
+        async with asyncio.timeout(120.0):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:  # timed out: not left running after the test
+            proc.kill()
+            await proc.wait()
     assert proc.returncode == 0, err.decode()[-3000:]
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     result["stderr"] = err.decode()
