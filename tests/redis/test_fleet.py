@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,23 @@ WINDOW = 10.0 * SCALE
 KEY = "sk-fleet-test"
 
 
+#: The workers this test started: any still running at its end are killed.
+_SPAWNED: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def _no_worker_left() -> AsyncIterator[None]:
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def spawn(opts: dict[str, Any]) -> asyncio.subprocess.Process:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return await asyncio.create_subprocess_exec(
+    proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "tests.redis.worker",
@@ -49,6 +64,8 @@ async def spawn(opts: dict[str, Any]) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    _SPAWNED.append(proc)
+    return proc
 
 
 async def start_together(procs: list[asyncio.subprocess.Process]) -> float:
@@ -71,13 +88,8 @@ async def start_together(procs: list[asyncio.subprocess.Process]) -> float:
 
 
 async def collect(proc: asyncio.subprocess.Process) -> dict[str, Any]:
-    try:
-        async with asyncio.timeout(120.0):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:  # timed out: not left running after the test
-            proc.kill()
-            await proc.wait()
+    async with asyncio.timeout(120.0):
+        out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()[-3000:]
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     result["stderr"] = err.decode()
