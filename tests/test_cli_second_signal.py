@@ -19,7 +19,7 @@ import pytest
 
 from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
 
-from .test_cli import KEY, RATE, command, environment, prompt_file, run_cli
+from .test_cli import KEY, RATE, command, environment, prompt_file, run_main
 from .test_cli_signals import key_states, start, until
 
 
@@ -80,7 +80,7 @@ async def test_a_second_signal_quits_a_batch_at_once(tmp_path: Path, signals: in
         # The creates on the wire are in the journal with an unknown fate: listed, not resent.
         states = key_states(out)
         assert states["intent"] == sent and sum(states.values()) == sent, states
-        listed = await run_cli("unknown", str(out))
+        listed = run_main("unknown", str(out))  # reads the journal: no process needed
         assert f"{sent} prompt(s)" in listed.stdout, listed.stdout
 
 

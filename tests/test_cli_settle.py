@@ -102,7 +102,9 @@ def test_unknown_lists_them_and_settle_records_a_run_or_none(tmp_path: Path) -> 
 
 
 async def test_settle_needs_a_journal_and_refuses_while_a_batch_holds_it(tmp_path: Path) -> None:
-    done = await run_cli("unknown", str(tmp_path))
+    # unknown only reads the journal: in this process, but for the refusals that
+    # must come from another process than the one holding it.
+    done = run_main("unknown", str(tmp_path))
     assert done.code == 2 and "no batch journal" in done.stderr
     async with Simulator(FAST) as sim:
         leave_unknown(tmp_path, sim, ["a lamp"])
@@ -113,7 +115,7 @@ async def test_settle_needs_a_journal_and_refuses_while_a_batch_holds_it(tmp_pat
         # Its creates on the wire are not of unknown fate: unknown refuses too.
         assert listed.code == 2 and "a batch is running" in listed.stderr
         assert "line " not in listed.stdout
-        listed = await run_cli("unknown", str(tmp_path))  # once it has stopped
+        listed = run_main("unknown", str(tmp_path))  # once it has stopped
         assert listed.code == 0 and "1 prompt(s)" in listed.stdout
         # Nothing was written by the refused settle.
         journal = gi.Journal.read(tmp_path / "journal.jsonl")

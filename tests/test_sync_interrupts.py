@@ -125,8 +125,11 @@ async def test_one_ctrl_c_with_a_slow_provider_names_the_runs_the_wire_answered(
 
 
 async def test_ctrl_c_stops_a_blocking_call_made_inside_a_running_loop() -> None:
-    async with Simulator(SimulatorConfig(time_scale=1.0, rate_limit=None, seed=3)) as sim:
+    # The first generate must finish (runs of 0.15-0.5 s); the interrupted call's
+    # runs take 3-10 s, so they are all still going at the signal.
+    async with Simulator(SimulatorConfig(time_scale=0.05, rate_limit=None, seed=3)) as sim:
         proc = await start(IN_LOOP_SCRIPT, sim, first_line=b"restored True\n")
+        sim.config = sim.config.replace(time_scale=1.0)
         assert proc.stdout is not None
         assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
         await until(lambda: sim.stats.creates >= 4, proc)

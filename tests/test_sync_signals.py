@@ -117,7 +117,12 @@ async def test_ctrl_c_in_generate_reports_the_run_it_created() -> None:
 def test_ctrl_c_in_a_notebook_leaves_the_session_open() -> None:
     # A notebook's "interrupt the kernel" is a SIGINT to the main thread, as here.
     holder = SimulatorThread(SimulatorConfig(time_scale=1.0, rate_limit=None, seed=3))
-    with holder as sim, sync_session(sim, rate_limit=gi.RateLimit(1, per=0.25)) as session:
+    # on_exit="cancel": the interrupted runs (3-10 s) are not waited for at the end of
+    # the block; everything this test checks happens before it.
+    with (
+        holder as sim,
+        sync_session(sim, rate_limit=gi.RateLimit(1, per=0.25), on_exit="cancel") as session,
+    ):
 
         def interrupt_after_two_creates() -> None:
             deadline = time.monotonic() + 60

@@ -129,6 +129,17 @@ async def test_the_limiter_follows_a_failover_through_sentinel(
         assert early.granted == 3 and not early.fallback
         await sentinel.execute_command("SENTINEL", "FAILOVER", SERVICE)
 
+        async def promoted() -> bool:
+            return bool((await new_primary.execute_command("ROLE"))[0] == b"master")
+
+        # Sentinel demotes the old primary itself, but only once it has reported
+        # itself a primary for 8 s (4 x Sentinel's 2 s publish period), seen on its
+        # 10 s INFO period: about 11 s of waiting. Sending the same REPLICAOF as soon
+        # as the replica is promoted changes nothing the client sees: it still finds
+        # the new primary through Sentinel alone, and the old one turns read-only.
+        await until(promoted, "the Sentinel to promote the replica")
+        await old_primary.execute_command("REPLICAOF", "127.0.0.1", str(replica.port))
+
         async def switched() -> bool:
             # The replica promoted, and the old primary a read-only replica of it.
             new = await new_primary.execute_command("ROLE")

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +35,56 @@ SCALE = 0.05
 LIMIT = 20
 WINDOW = 10.0 * SCALE
 KEY = "sk-fleet-test"
-#: Workers import aiohttp and friends before the shared start time.
-STARTUP = 2.0
+
+
+#: The workers this test started: any still running at its end are killed.
+_SPAWNED: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def _no_worker_left() -> AsyncIterator[None]:
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def spawn(opts: dict[str, Any]) -> asyncio.subprocess.Process:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return await asyncio.create_subprocess_exec(
+    proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "tests.redis.worker",
         json.dumps(opts),
         cwd=ROOT,
         env=env,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    _SPAWNED.append(proc)
+    return proc
+
+
+async def start_together(procs: list[asyncio.subprocess.Process]) -> float:
+    """Once every worker (spawned with ``go=True``) has imported its libraries, start them all.
+
+    Returns the start time (``time.monotonic()``).
+    """
+    async with asyncio.timeout(60.0):
+        for proc in procs:
+            assert proc.stdout is not None
+            line = await proc.stdout.readline()
+            assert line == b"ready\n", line
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+    for proc in procs:
+        assert proc.stdin is not None
+        await proc.stdin.drain()
+    return time.monotonic()
 
 
 async def collect(proc: asyncio.subprocess.Process) -> dict[str, Any]:
@@ -116,11 +151,11 @@ async def test_four_processes_stay_within_the_limit(redis_server: RedisServer) -
     grants: dict[bytes, float] = {}
     async with Simulator(sim_config()) as sim:
         watcher = asyncio.ensure_future(watch_grants(redis_server.url, grants))
-        start = time.monotonic() + STARTUP
         procs = [
-            await spawn(batch_opts(sim, redis_server, f"w{i}", 25, ceiling=True, start_at=start))
+            await spawn(batch_opts(sim, redis_server, f"w{i}", 25, ceiling=True, go=True))
             for i in range(4)
         ]
+        await start_together(procs)
         results = [await collect(p) for p in procs]
         watcher.cancel()
         check_batch(sim, results, 100)
@@ -225,12 +260,9 @@ async def test_redis_lost_mid_batch_loses_and_duplicates_nothing(
     redis_server: RedisServer, failure: str
 ) -> None:
     async with Simulator(sim_config()) as sim:
-        start = time.monotonic() + STARTUP
-        procs = [
-            await spawn(batch_opts(sim, redis_server, f"w{i}", 30, start_at=start))
-            for i in range(3)
-        ]
-        await asyncio.sleep(max(0.0, start - time.monotonic()) + 3 * WINDOW)
+        procs = [await spawn(batch_opts(sim, redis_server, f"w{i}", 30, go=True)) for i in range(3)]
+        await start_together(procs)
+        await asyncio.sleep(3 * WINDOW)
         if failure == "kill":
             redis_server.kill()
         else:

@@ -4,7 +4,8 @@
 Modes:
 
 * ``batch``: open a session with ``redis=`` against the simulator and generate
-  ``runs`` images; report results, errors and the limiter's belief.
+  ``runs`` images; report results, errors and the limiter's belief. With
+  ``"go": true`` it first prints ``ready`` and waits for a line on stdin.
 * ``acquire``: no HTTP at all; take ``count`` slots of ``priority`` from a
   ``SharedLimiter`` (all at once, or one after another) and report the
   ``time.monotonic()`` of each grant (the loop clock: comparable across
@@ -27,6 +28,7 @@ from gptimage_async._budget.shared import SharedLimiter
 
 async def batch(opts: dict[str, Any]) -> dict[str, Any]:
     await _wait_until(opts.get("start_at"))
+    await _wait_for_go(opts)
     requests, per = opts["rate_limit"]
     belief = gi.RateLimit(requests=requests, per=per, ceiling=bool(opts.get("ceiling")))
     prompts = [f"{opts['name']}-{i}" for i in range(opts["runs"])]
@@ -90,6 +92,17 @@ async def acquire(opts: dict[str, Any]) -> dict[str, Any]:
 async def _wait_until(when: float | None) -> None:
     if when is not None:
         await asyncio.sleep(max(0.0, when - time.monotonic()))
+
+
+async def _wait_for_go(opts: dict[str, Any]) -> None:
+    """With ``"go": true``: say ``ready`` (imports done) and wait for a line on stdin.
+
+    The test starts its fleet together as soon as every worker is ready, not
+    after a fixed start-up allowance that a loaded machine may overrun.
+    """
+    if opts.get("go"):
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
 
 def main() -> None:
