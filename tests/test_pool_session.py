@@ -15,8 +15,12 @@ from typing import Any
 import pytest
 
 import gptimage_async as gi
+import gptimage_async._lane as lane_module
 from gptimage_async._pool import lane_state_file
+from gptimage_async._transport._memory import MEMORY_ORIGIN, MemoryTransport
 from gptimage_async.simulator import Faults, KeyConfig, Simulator
+from gptimage_async.simulator._app import BASE_PATHS
+from tests._clock import FakeClock
 from tests.helpers import config as sim_config
 
 #: Every test ends well within this (seconds): nothing may hang.
@@ -27,15 +31,20 @@ def simulator(keys: dict[str, KeyConfig], **changes: Any) -> Simulator:
     return Simulator(sim_config(keys=keys, **changes))
 
 
-def lane(sim: Simulator, key: str, provider: str = "runbase", **options: Any) -> gi.Lane:
-    """A lane on ``key`` whose starting belief is the simulator's compressed limit."""
+def lane(
+    sim: Simulator, key: str, provider: str = "runbase", *, base_url: str = "", **options: Any
+) -> gi.Lane:
+    """A lane on ``key`` whose starting belief is the simulator's compressed limit.
+
+    ``base_url``: the API root's origin (default: the running simulator's).
+    """
     limit = sim.config.limits(key)
     window = sim.config.scaled(limit.rate_window)
     requests = limit.rate_limit or 20
     return gi.Lane(
         provider,
         key,
-        base_url=sim.base_url(provider),  # type: ignore[arg-type]
+        base_url=base_url + BASE_PATHS[provider] if base_url else sim.base_url(provider),  # type: ignore[arg-type]
         rate_limit=gi.RateLimit(requests, window),
         **options,
     )
@@ -230,23 +239,43 @@ async def test_an_uncertain_create_never_moves_to_another_lane() -> None:
     assert spend is not None and spend.lanes[0].uncertain == 1
 
 
-async def test_an_outage_cools_its_lane_and_creates_move_to_the_other() -> None:
+async def test_an_outage_cools_its_lane_and_creates_move_to_the_other(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In memory on the fake clock: a cooling is loop time, so how many creates meet
+    # the outage depends on the cooling rules only, never on how busy the machine is
+    # (on sockets, a slow turn let a cooling run out mid-job: a fourth 503 now and then).
+    runs = 20
     keys = {"sk-a": KeyConfig(), "aio_b": KeyConfig()}
     # Runbase answers every create 503 before doing anything: nothing is made there.
     faults = Faults(create_5xx=1.0, applies_to=frozenset({"runbase"}))
-    async with simulator(keys, faults=faults) as sim:
-        lanes = [lane(sim, "sk-a", prices={"medium": 1, "high": 1}), lane(sim, "aio_b", "apiinone")]
+    loop = asyncio.get_running_loop()
+    sim = Simulator(sim_config(keys=keys, faults=faults), clock=lambda: loop.time())
+
+    def in_memory(base_url: str, api_key: str, *, timeout: float, **_: Any) -> MemoryTransport:
+        return MemoryTransport(sim, base_url, api_key, timeout=timeout)
+
+    # A lane builds its own transport: its factory is swapped for the in-memory one.
+    monkeypatch.setattr(lane_module, "HTTPTransport", in_memory)
+    lanes = [
+        lane(sim, "sk-a", prices={"medium": 1, "high": 1}, base_url=MEMORY_ORIGIN),
+        lane(sim, "aio_b", "apiinone", base_url=MEMORY_ORIGIN),
+    ]
+
+    async def job() -> tuple[list[gi.Result], gi.SpendSnapshot | None]:
         async with pool_session(lanes, routing="cheapest", max_create_attempts=1) as session:
-            results = await asyncio.wait_for(
-                session.generate_many([f"outage {i}" for i in range(5)]), LIMIT
-            )
-            spend = session.stats.spend
+            results = await session.generate_many([f"outage {i}" for i in range(runs)])
+            return results, session.stats.spend
+
+    results, spend = await fake_clock.run(job(), limit=LIMIT)
     assert all(result.urls for result in results)
-    assert sim.stats.key("aio_b").creates == 5 and sim.stats.creates == 5
-    # Cooling: after the first refusals the cheap lane is left alone for a while.
+    assert sim.stats.key("aio_b").creates == runs and sim.stats.creates == runs
+    # Cooling: after the first refusals (the creates already on their way) the cheap
+    # lane is left alone for the rest of the job. With no cooling, 7-9 creates of 20
+    # met the outage; with 5 runs the job was too short to tell.
     assert sim.stats.faults["create_5xx"] <= 3
-    assert spend is not None and [item.created for item in spend.lanes] == [0, 5]
-    assert spend.spent == 50
+    assert spend is not None and [item.created for item in spend.lanes] == [0, runs]
+    assert spend.spent == 10 * runs
 
 
 # -- spend ----------------------------------------------------------------------------------
