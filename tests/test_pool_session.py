@@ -84,13 +84,18 @@ def no_cross_key_polls(sim: Simulator, *keys: str) -> None:
 # -- routing and late binding ---------------------------------------------------------------
 
 
-async def test_earliest_fills_every_lane_and_polls_stay_on_their_lane() -> None:
+async def test_earliest_fills_every_lane_and_polls_stay_on_their_lane(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     keys = {"sk-a": KeyConfig(rate_limit=20), "sk-b": KeyConfig(rate_limit=20)}
-    async with (
-        simulator(keys) as sim,
-        pool_session([lane(sim, "sk-a"), lane(sim, "sk-b")]) as session,
-    ):
-        runs = [run async for run in session.as_completed([f"p{i}" for i in range(40)])]
+    sim = in_memory(monkeypatch, keys)
+
+    async def job() -> list[gi.Run]:
+        lanes = [lane(sim, key, base_url=MEMORY_ORIGIN) for key in keys]
+        async with pool_session(lanes) as session:
+            return [run async for run in session.as_completed([f"p{i}" for i in range(40)])]
+
+    runs = await fake_clock.run(job(), limit=LIMIT)
     assert all(run.error is None for run in runs)
     created = {key: sim.stats.key(key).creates for key in keys}
     assert sum(created.values()) == 40
@@ -153,14 +158,20 @@ async def test_cheapest_overflows_to_the_dear_lane_only_when_saturated(
     no_cross_key_polls(sim, *keys)
 
 
-async def test_late_binding_gives_a_faster_lane_more_creates() -> None:
+async def test_late_binding_gives_a_faster_lane_more_creates(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Bound at send time, creates follow each lane's free slots: a lane with a
     # quarter of the budget gets far fewer (round-robin would give it half).
     keys = {"sk-fast": KeyConfig(rate_limit=20), "sk-slow": KeyConfig(rate_limit=4)}
-    async with simulator(keys) as sim:
-        lanes = [lane(sim, "sk-slow"), lane(sim, "sk-fast")]
+    sim = in_memory(monkeypatch, keys)
+
+    async def job() -> list[gi.Result]:
+        lanes = [lane(sim, key, base_url=MEMORY_ORIGIN) for key in ("sk-slow", "sk-fast")]
         async with pool_session(lanes) as session:
-            results = await session.generate_many([f"f{i}" for i in range(40)])
+            return await session.generate_many([f"f{i}" for i in range(40)])
+
+    results = await fake_clock.run(job(), limit=LIMIT)
     assert len(results) == 40
     fast, slow = sim.stats.key("sk-fast").creates, sim.stats.key("sk-slow").creates
     assert fast + slow == 40 and slow >= 1
