@@ -15,8 +15,12 @@ from typing import Any
 import pytest
 
 import gptimage_async as gi
+import gptimage_async._lane as lane_module
 from gptimage_async._pool import lane_state_file
+from gptimage_async._transport._memory import MEMORY_ORIGIN, MemoryTransport
 from gptimage_async.simulator import Faults, KeyConfig, Simulator
+from gptimage_async.simulator._app import BASE_PATHS
+from tests._clock import FakeClock
 from tests.helpers import config as sim_config
 
 #: Every test ends well within this (seconds): nothing may hang.
@@ -27,18 +31,42 @@ def simulator(keys: dict[str, KeyConfig], **changes: Any) -> Simulator:
     return Simulator(sim_config(keys=keys, **changes))
 
 
-def lane(sim: Simulator, key: str, provider: str = "runbase", **options: Any) -> gi.Lane:
-    """A lane on ``key`` whose starting belief is the simulator's compressed limit."""
+def lane(
+    sim: Simulator, key: str, provider: str = "runbase", *, base_url: str = "", **options: Any
+) -> gi.Lane:
+    """A lane on ``key`` whose starting belief is the simulator's compressed limit.
+
+    ``base_url``: the API root's origin (default: the running simulator's).
+    """
     limit = sim.config.limits(key)
     window = sim.config.scaled(limit.rate_window)
     requests = limit.rate_limit or 20
     return gi.Lane(
         provider,
         key,
-        base_url=sim.base_url(provider),  # type: ignore[arg-type]
+        base_url=base_url + BASE_PATHS[provider] if base_url else sim.base_url(provider),  # type: ignore[arg-type]
         rate_limit=gi.RateLimit(requests, window),
         **options,
     )
+
+
+def in_memory(
+    monkeypatch: pytest.MonkeyPatch, keys: dict[str, KeyConfig], **changes: Any
+) -> Simulator:
+    """A simulator answering every lane in memory (``MemoryTransport``) on the loop's clock.
+
+    For the tests about how many creates go where: on the fake clock those
+    counts follow the routing rules only, never how busy the machine is. A
+    lane builds its own transport: its factory is swapped for the in-memory one.
+    """
+    loop = asyncio.get_running_loop()
+    sim = Simulator(sim_config(keys=keys, **changes), clock=lambda: loop.time())
+
+    def transport(base_url: str, api_key: str, *, timeout: float, **_: Any) -> MemoryTransport:
+        return MemoryTransport(sim, base_url, api_key, timeout=timeout)
+
+    monkeypatch.setattr(lane_module, "HTTPTransport", transport)
+    return sim
 
 
 def pool_session(lanes: list[gi.Lane], **options: Any) -> gi.Session:
@@ -56,13 +84,18 @@ def no_cross_key_polls(sim: Simulator, *keys: str) -> None:
 # -- routing and late binding ---------------------------------------------------------------
 
 
-async def test_earliest_fills_every_lane_and_polls_stay_on_their_lane() -> None:
+async def test_earliest_fills_every_lane_and_polls_stay_on_their_lane(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     keys = {"sk-a": KeyConfig(rate_limit=20), "sk-b": KeyConfig(rate_limit=20)}
-    async with (
-        simulator(keys) as sim,
-        pool_session([lane(sim, "sk-a"), lane(sim, "sk-b")]) as session,
-    ):
-        runs = [run async for run in session.as_completed([f"p{i}" for i in range(40)])]
+    sim = in_memory(monkeypatch, keys)
+
+    async def job() -> list[gi.Run]:
+        lanes = [lane(sim, key, base_url=MEMORY_ORIGIN) for key in keys]
+        async with pool_session(lanes) as session:
+            return [run async for run in session.as_completed([f"p{i}" for i in range(40)])]
+
+    runs = await fake_clock.run(job(), limit=LIMIT)
     assert all(run.error is None for run in runs)
     created = {key: sim.stats.key(key).creates for key in keys}
     assert sum(created.values()) == 40
@@ -90,18 +123,25 @@ async def test_cheapest_keeps_a_lone_job_on_the_cheap_lane() -> None:
     assert [item.created for item in spend.lanes] == [0, 6]
 
 
-async def test_cheapest_overflows_to_the_dear_lane_only_when_saturated() -> None:
+async def test_cheapest_overflows_to_the_dear_lane_only_when_saturated(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The dear lane has half the cheap one's budget: with equal budgets the split
     # of a saturating burst is even by construction, and "cheap >= dear" sat on
-    # the mean, a coin toss under load (29 to 31 once).
+    # the mean, a coin toss under load (29 to 31 once). In memory on the fake
+    # clock: on sockets a busy machine let the cheap lane keep up (53 to 7 once).
     keys = {"sk-cheap": KeyConfig(rate_limit=20), "sk-dear": KeyConfig(rate_limit=10)}
-    async with simulator(keys) as sim:
-        lanes = [
-            lane(sim, "sk-dear", prices={"medium": 9, "high": 9}),
-            lane(sim, "sk-cheap", prices={"medium": 1, "high": 1}),
-        ]
+    sim = in_memory(monkeypatch, keys)
+    lanes = [
+        lane(sim, "sk-dear", prices={"medium": 9, "high": 9}, base_url=MEMORY_ORIGIN),
+        lane(sim, "sk-cheap", prices={"medium": 1, "high": 1}, base_url=MEMORY_ORIGIN),
+    ]
+
+    async def burst() -> list[gi.Result]:
         async with pool_session(lanes, routing="cheapest") as session:
-            results = await session.generate_many([f"burst {i}" for i in range(60)])
+            return await session.generate_many([f"burst {i}" for i in range(60)])
+
+    results = await fake_clock.run(burst(), limit=LIMIT)
     assert len(results) == 60
     cheap, dear = sim.stats.key("sk-cheap").creates, sim.stats.key("sk-dear").creates
     assert cheap + dear == 60
@@ -118,14 +158,20 @@ async def test_cheapest_overflows_to_the_dear_lane_only_when_saturated() -> None
     no_cross_key_polls(sim, *keys)
 
 
-async def test_late_binding_gives_a_faster_lane_more_creates() -> None:
+async def test_late_binding_gives_a_faster_lane_more_creates(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Bound at send time, creates follow each lane's free slots: a lane with a
     # quarter of the budget gets far fewer (round-robin would give it half).
     keys = {"sk-fast": KeyConfig(rate_limit=20), "sk-slow": KeyConfig(rate_limit=4)}
-    async with simulator(keys) as sim:
-        lanes = [lane(sim, "sk-slow"), lane(sim, "sk-fast")]
+    sim = in_memory(monkeypatch, keys)
+
+    async def job() -> list[gi.Result]:
+        lanes = [lane(sim, key, base_url=MEMORY_ORIGIN) for key in ("sk-slow", "sk-fast")]
         async with pool_session(lanes) as session:
-            results = await session.generate_many([f"f{i}" for i in range(40)])
+            return await session.generate_many([f"f{i}" for i in range(40)])
+
+    results = await fake_clock.run(job(), limit=LIMIT)
     assert len(results) == 40
     fast, slow = sim.stats.key("sk-fast").creates, sim.stats.key("sk-slow").creates
     assert fast + slow == 40 and slow >= 1
@@ -230,23 +276,36 @@ async def test_an_uncertain_create_never_moves_to_another_lane() -> None:
     assert spend is not None and spend.lanes[0].uncertain == 1
 
 
-async def test_an_outage_cools_its_lane_and_creates_move_to_the_other() -> None:
+async def test_an_outage_cools_its_lane_and_creates_move_to_the_other(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In memory on the fake clock: a cooling is loop time, so how many creates meet
+    # the outage depends on the cooling rules only, never on how busy the machine is
+    # (on sockets, a slow turn let a cooling run out mid-job: a fourth 503 now and then).
+    runs = 20
     keys = {"sk-a": KeyConfig(), "aio_b": KeyConfig()}
     # Runbase answers every create 503 before doing anything: nothing is made there.
     faults = Faults(create_5xx=1.0, applies_to=frozenset({"runbase"}))
-    async with simulator(keys, faults=faults) as sim:
-        lanes = [lane(sim, "sk-a", prices={"medium": 1, "high": 1}), lane(sim, "aio_b", "apiinone")]
+    sim = in_memory(monkeypatch, keys, faults=faults)
+    lanes = [
+        lane(sim, "sk-a", prices={"medium": 1, "high": 1}, base_url=MEMORY_ORIGIN),
+        lane(sim, "aio_b", "apiinone", base_url=MEMORY_ORIGIN),
+    ]
+
+    async def job() -> tuple[list[gi.Result], gi.SpendSnapshot | None]:
         async with pool_session(lanes, routing="cheapest", max_create_attempts=1) as session:
-            results = await asyncio.wait_for(
-                session.generate_many([f"outage {i}" for i in range(5)]), LIMIT
-            )
-            spend = session.stats.spend
+            results = await session.generate_many([f"outage {i}" for i in range(runs)])
+            return results, session.stats.spend
+
+    results, spend = await fake_clock.run(job(), limit=LIMIT)
     assert all(result.urls for result in results)
-    assert sim.stats.key("aio_b").creates == 5 and sim.stats.creates == 5
-    # Cooling: after the first refusals the cheap lane is left alone for a while.
+    assert sim.stats.key("aio_b").creates == runs and sim.stats.creates == runs
+    # Cooling: after the first refusals (the creates already on their way) the cheap
+    # lane is left alone for the rest of the job. With no cooling, 7-9 creates of 20
+    # met the outage; with 5 runs the job was too short to tell.
     assert sim.stats.faults["create_5xx"] <= 3
-    assert spend is not None and [item.created for item in spend.lanes] == [0, 5]
-    assert spend.spent == 50
+    assert spend is not None and [item.created for item in spend.lanes] == [0, runs]
+    assert spend.spent == 10 * runs
 
 
 # -- spend ----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from aiohttp import web
 from gptimage_async.simulator._app import BASE_PATHS, SimulatorService
 from gptimage_async.simulator._config import Faults, ProtocolName, SimulatorConfig
 from gptimage_async.simulator._keys import KeyConfig
+from gptimage_async.simulator._listening import close_runner
 from gptimage_async.simulator._protocol import Reply
 from gptimage_async.simulator._runs import SimulatedRun
 from gptimage_async.simulator._stats import SimulatorStats
@@ -260,22 +261,3 @@ def serve_forever(
     """
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(host, port, config))
-
-
-async def close_runner(runner: web.BaseRunner) -> None:
-    """``runner.cleanup()``, then close the connections accepted as it stopped listening.
-
-    A connection the event loop accepted just before the listening socket
-    closed is handed to the server a loop turn or two later, after
-    ``cleanup`` took its list of connections to close: its transport was left
-    open until the garbage collector found it (a ``ResourceWarning`` in
-    whatever ran then).
-    """
-    server = runner.server
-    await runner.cleanup()
-    if server is None:
-        return
-    for _ in range(3):  # the accept's task, then its connection_made
-        await asyncio.sleep(0)
-    for handler in list(server.connections):
-        handler.force_close()

@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gptimage_async.simulator._listening import close_server
+
 from .wire_servers import Request, read_request
 
 __all__ = ["ByteServer", "byte_server", "http_answer", "self_signed_context"]
@@ -75,7 +77,7 @@ class ByteServer:
 
     async def close(self) -> None:
         if self._server is not None:
-            self._server.close()
+            await close_server(self._server)  # not while an accept waits for its transport
         for _ in range(3):  # a connection accepted just before starts its handler a turn later
             await asyncio.sleep(0)
         # A connection still being read (its client gave up) is ended here: left

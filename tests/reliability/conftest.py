@@ -30,6 +30,7 @@ import gptimage_async as gi
 from gptimage_async._transport._memory import MEMORY_ORIGIN, MemoryTransport
 from gptimage_async.simulator import VARIANTS, Simulator, SimulatorConfig
 from gptimage_async.simulator._app import ConnectionDropped
+from gptimage_async.simulator._listening import close_runner
 from gptimage_async.simulator._protocol import Reply
 from gptimage_async.testing import TEST_KEYS, memory_session
 
@@ -207,7 +208,7 @@ class HostileServer:
 
     async def close(self) -> None:
         if self._runner is not None:
-            await self._runner.cleanup()
+            await close_runner(self._runner)
             self._runner = None
 
     def base_url(self, provider: str) -> str:

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from gptimage_async.simulator._listening import close_server
+
 __all__ = ["ForwardProxy", "RawServer", "Request", "forward_proxy", "raw_server", "read_request"]
 
 
@@ -60,7 +62,7 @@ class _LoopbackServer:
 
     async def close(self) -> None:
         if self._server is not None:
-            self._server.close()
+            await close_server(self._server)  # not while an accept waits for its transport
             # A connection accepted just before starts its handler a loop turn later.
             for _ in range(3):
                 await asyncio.sleep(0)

@@ -20,7 +20,7 @@ import uvicorn
 from aiohttp import web
 
 from gptimage_async.simulator import Simulator
-from gptimage_async.simulator._simulator import close_runner
+from gptimage_async.simulator._listening import close_runner, close_server
 from gptimage_async.testing import TEST_KEYS, scaled_rate_limit
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -64,6 +64,10 @@ async def serve_uvicorn(app: Any) -> AsyncIterator[str]:
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}"
     finally:
+        # uvicorn closes its listening sockets on its next tick, whatever the loop is
+        # doing: closed here once no accepted connection waits for its transport.
+        for listening in server.servers:
+            await close_server(listening)
         server.should_exit = True
         await task
 
