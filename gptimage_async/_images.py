@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import functools
 import html
 import os
@@ -190,16 +191,30 @@ async def _on_origin_loop(
     # stop before it would start the work, which would then never end.
     if not origin.loop.is_running() or loop_blocked(origin.loop):
         return await fetch(None)
-    handed = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fetch(session), origin.loop))
+    given: list[concurrent.futures.Future[T]] = []
+
+    async def unless_given_up() -> T:
+        # Given up on before that loop started it (the loop had stopped, and runs
+        # again later, to close its session): asyncio cancels the task only a
+        # turn after its first step, so the work would start then, and race the
+        # fetch made here instead (a second download; a connection cut mid-accept).
+        if given and given[0].cancelled():
+            raise asyncio.CancelledError
+        return await fetch(session)
+
+    given.append(asyncio.run_coroutine_threadsafe(unless_given_up(), origin.loop))
+    handed = asyncio.wrap_future(given[0])
     try:
         # That loop may stop (its session closed, its thread ended) before it
         # starts the work, which would then never end: checked now and then.
         while not handed.done():
             await asyncio.wait([handed], timeout=ALIVE_CHECK)
             if not handed.done() and not origin.loop.is_running():
+                given[0].cancel()  # at once: ``handed.cancel()`` passes it on a turn later
                 handed.cancel()
                 return await fetch(None)
     except BaseException:
+        given[0].cancel()
         handed.cancel()
         raise
     if handed.cancelled():  # cancelled there (its loop shut down), not here

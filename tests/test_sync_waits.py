@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 import gptimage_async as gi
-from gptimage_async import _loop_thread
+from gptimage_async import _images, _loop_thread
 from gptimage_async.simulator import Simulator, SimulatorConfig
 from gptimage_async.testing import TEST_KEYS
 
@@ -340,3 +340,53 @@ def test_a_save_handed_to_a_loop_that_stops_before_running_it_still_ends(
             origin.close()
         assert path.read_bytes().startswith(PNG)
         assert took < _loop_thread.ALIVE_CHECK + 5
+
+
+def test_work_given_up_on_never_starts_when_its_loop_runs_again() -> None:
+    # The save above, at the seam: the origin's loop stops before it starts the
+    # handed work, so the fetch is made here instead. When that loop runs again
+    # (to close its session) the handed work must not start too: a second
+    # download into the same folder, cut off at its first await (a connection
+    # left half-accepted at the server).
+    origin = asyncio.new_event_loop()
+    go = threading.Event()
+    calls: list[str] = []
+
+    class Source:
+        base_url = "http://127.0.0.1:9/api"
+        closed = False
+
+        @property
+        def transport(self) -> gi.Transport:
+            raise AssertionError("not fetched through here")
+
+    source = Source()
+
+    async def fetch(session: object) -> str:
+        calls.append("here" if session is None else "handed")
+        return "done"
+
+    def busy_then_stop() -> None:
+        go.wait(30)
+        origin.stop()
+
+    serving = threading.Thread(target=origin.run_forever)
+    origin.call_soon(busy_then_stop)
+    serving.start()
+
+    async def wait() -> str:
+        waiting = asyncio.create_task(
+            _images._on_origin_loop(_images._Origin(source, origin, source.base_url), fetch)
+        )
+        await asyncio.sleep(0)  # handed to the origin's loop, which is busy
+        go.set()
+        return await waiting
+
+    try:
+        assert asyncio.run(wait()) == "done"
+    finally:
+        go.set()
+        serving.join(30)
+        origin.run_until_complete(asyncio.sleep(0.01))  # the loop runs again
+        origin.close()
+    assert calls == ["here"]
