@@ -44,6 +44,8 @@ Errors carry what a caller needs (``status_code``, ``code``, ``run_id``,
 
 from __future__ import annotations
 
+from ._secrets import redact
+
 __all__ = [
     "APIConnectionError",
     "APIStatusError",
@@ -84,6 +86,9 @@ class GPTImageError(Exception):
     run_id: str | None = None
 
     def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        # A key passed in the wrong place (``Session(proxy=key)``) never comes
+        # back in a message or a repr: keys end up in CI logs and bug reports.
+        message = redact(message) if isinstance(message, str) else message
         super().__init__(message)
         self.message = message
         self.run_id = run_id

@@ -44,6 +44,7 @@ from ._gallery_assets import SCRIPT as _SCRIPT
 from ._gallery_assets import SCRIPT_HASH as _SCRIPT_HASH
 from ._gallery_assets import STYLE as _STYLE
 from ._manifest import EntryStatus, ManifestEntry, read_manifest, with_options
+from ._secrets import redact
 from ._version import __version__
 
 __all__ = [
@@ -374,42 +375,39 @@ def add_gallery_command(
 def gallery_command(out_dir: Path) -> int:
     """``gptimage-async gallery DIR``: rebuild the page; print its path. Exit 0, or 2 on error."""
     if out_dir.exists() and not out_dir.is_dir():
-        print(
+        _say(
             f"gptimage-async: error: {out_dir} is not a batch directory: give the directory "
-            f"the batch wrote to (gptimage-async gallery {shlex.quote(str(out_dir.parent))})",
-            file=sys.stderr,
+            f"the batch wrote to (gptimage-async gallery {shlex.quote(str(out_dir.parent))})"
         )
         return 2
     try:
         page = build_gallery(out_dir)
     except FileNotFoundError:
         if not out_dir.exists():
-            print(
+            _say(
                 f"gptimage-async: error: {out_dir} does not exist: give the directory a batch "
                 "wrote to (its --out)",
-                file=sys.stderr,
             )
             return 2
-        print(
+        _say(
             f"gptimage-async: error: no {_MANIFEST_NAME} in {out_dir} yet: a batch writes it "
             f"when it ends (finished, stopped or failed), and keeps "
             f"{out_dir / GALLERY_NAME} current while it runs; a batch killed before its end "
-            "writes it when run again",
-            file=sys.stderr,
+            "writes it when run again"
         )
         return 2
     except ManifestError as exc:
-        print(
-            f"gptimage-async: error: {exc.path} is damaged at line {exc.line}: {exc.reason}",
-            file=sys.stderr,
-        )
+        _say(f"gptimage-async: error: {exc.path} is damaged at line {exc.line}: {exc.reason}")
         return 2
     except OSError as exc:
         # The page is what could not be written (the OS names its temporary file).
-        print(
-            f"gptimage-async: error: cannot write {out_dir / GALLERY_NAME}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
+        _say(f"gptimage-async: error: cannot write {out_dir / GALLERY_NAME}: {exc.strerror or exc}")
         return 2
     print(page)
     return 0
+
+
+def _say(message: str) -> None:
+    # On standard error, never echoing a value that looks like an API key (a key
+    # given as the directory).
+    print(redact(message, bare=True), file=sys.stderr)

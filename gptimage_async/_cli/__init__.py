@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 
 from .._gallery import gallery_command
+from .._secrets import redact
 from ._args import parser
 from ._batch import batch
 from ._common import (
@@ -88,10 +89,10 @@ def _main(argv: Sequence[str] | None) -> int:
         catch_early()
         return asyncio.run(runner(args))
     except UsageError as exc:
-        print(f"gptimage-async: error: {exc}", file=sys.stderr)
+        print(f"gptimage-async: error: {redact(str(exc), bare=True)}", file=sys.stderr)
         return EXIT_USAGE
     except Failure as exc:
-        print(f"gptimage-async: error: {exc}", file=sys.stderr)
+        print(f"gptimage-async: error: {redact(str(exc), bare=True)}", file=sys.stderr)
         return EXIT_FAILED
     except (KeyboardInterrupt, asyncio.CancelledError):
         hint = (

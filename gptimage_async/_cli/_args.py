@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import NoReturn
 
@@ -12,11 +11,11 @@ from .._exceptions import ConfigurationError
 from .._gallery import add_gallery_command
 from .._models import ASPECT_RATIOS, QUALITIES, RateLimit
 from .._providers import provider_names
-from .._secrets import looks_like_key
+from .._secrets import NOT_SHOWN, redact
 from .._version import __version__
 from ..simulator._options import add_simulate_options
 
-__all__ = ["DEMO_TIME_SCALE", "PROVIDER_CHOICES", "REDIS_ENV", "parser"]
+__all__ = ["DEMO_TIME_SCALE", "NOT_SHOWN", "PROVIDER_CHOICES", "REDIS_ENV", "parser"]
 
 #: ``--provider simulator`` runs 20x faster than real time: 3-10 s runs take 0.15-0.5 s.
 DEMO_TIME_SCALE = 0.05
@@ -24,12 +23,6 @@ DEMO_TIME_SCALE = 0.05
 PROVIDER_CHOICES = (*provider_names(), "simulator")
 #: Where ``--redis`` is read from when not given (a URL may carry a password: env, not argv).
 REDIS_ENV = "GPTIMAGE_REDIS_URL"
-
-
-#: A word of a usage error: a run of characters between spaces and quotes.
-_WORD = re.compile(r"[^\s'\"]+")
-#: What stands in a usage error for a word that looks like an API key.
-NOT_SHOWN = "(a value that looks like an API key, not shown)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,15 +35,7 @@ class _Parser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
-        super().error(_WORD.sub(_hidden, message))
-
-
-def _hidden(word: re.Match[str]) -> str:
-    text = word.group(0)
-    # An option's name (``--resend-uncertain-creates``) is long but never a key;
-    # its value after ``=`` may be one.
-    parts = [part for part in re.split(r"[=,]", text) if part and not part.startswith("-")]
-    return NOT_SHOWN if any(looks_like_key(part) for part in parts) else text
+        super().error(redact(message, bare=True))
 
 
 def parser() -> argparse.ArgumentParser:
