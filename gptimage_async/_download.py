@@ -22,11 +22,12 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
-from urllib.parse import unquote_to_bytes, urljoin, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import anyio
 
 from ._classify import IncompleteBody, Verdict, exchange, read
+from ._endpoint import absolute_url
 from ._exceptions import (
     APIStatusError,
     ConfigurationError,
@@ -43,7 +44,6 @@ from ._version import USER_AGENT
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DownloadError",
-    "absolute_url",
     "download",
     "remove_partials",
     "safe_filename",
@@ -249,14 +249,6 @@ def _url_stem(url: str) -> str:
     if url[:5].lower() == "data:":
         return "image"
     return PurePosixPath(urlsplit(url).path).stem or "image"
-
-
-def absolute_url(url: str, base_url: str | None) -> str:
-    """``url`` itself if absolute (or a ``data:`` URL), else resolved against the API root."""
-    if not isinstance(url, str) or urlsplit(url).scheme or base_url is None:
-        return url
-    # "files/a.png" is under the API root, "/files/a.png" under its host.
-    return urljoin(base_url.rstrip("/") + "/", url)
 
 
 async def _save_one(http: Transport, url: str, dest: Path, stem: str, limits: _Limits) -> Path:

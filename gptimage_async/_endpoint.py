@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from ._exceptions import ConfigurationError
 from ._providers import Provider
 from ._secrets import shown
 
-__all__ = ["check_base_url", "check_key", "resolve_key"]
+__all__ = ["absolute_url", "check_base_url", "check_key", "resolve_key"]
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
@@ -77,3 +77,11 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def absolute_url(url: str, base_url: str | None) -> str:
+    """``url`` itself if absolute (or a ``data:`` URL), else resolved against the API root."""
+    if not isinstance(url, str) or urlsplit(url).scheme or base_url is None:
+        return url
+    # "files/a.png" is under the API root, "/files/a.png" under its host.
+    return urljoin(base_url.rstrip("/") + "/", url)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ._endpoint import absolute_url
 from ._exceptions import GPTImageError, RunFailedError, RunTimeoutError
 from ._models import Result, RunStatus
 from ._providers import RunSnapshot
@@ -23,17 +24,23 @@ from ._run import Run
 __all__ = ["outcome_of", "settle", "timed_out"]
 
 
-def outcome_of(run: Run, snapshot: RunSnapshot, *, elapsed: float) -> Result | RunFailedError:
+def outcome_of(
+    run: Run, snapshot: RunSnapshot, *, elapsed: float, root: str | None = None
+) -> Result | RunFailedError:
     """The ``Result`` of a run seen succeeded, or the error of one seen failed or canceled.
 
-    ``elapsed`` is seconds from the create to now.
+    ``elapsed`` is seconds from the create to now. ``root``: the API root of
+    the run's lane; image URLs that come relative (``/files/a.png``, which
+    PROVIDERS.md does not rule out) are made absolute against it, so a result
+    means the same copied, pickled, shown in a notebook or returned by a web
+    app, whichever lane of a pool made it.
     """
     run_id = run.run_id or snapshot.id
     if snapshot.status is RunStatus.SUCCEEDED:
         return Result(
             run_id=run_id,
             provider=run.provider,
-            urls=list(snapshot.urls),
+            urls=[absolute_url(url, root) for url in snapshot.urls],
             request=run.request,
             elapsed=elapsed,
         )

@@ -458,8 +458,8 @@ class PollScheduler:
             parked, self._parked = self._parked, []
             for run_id in parked:
                 self._replan(run_id, now)
-        outcome = outcome_of(run, snapshot, elapsed=now - run.created_at)
-        self._settle(run, outcome, status)
+        elapsed, root = now - run.created_at, self._transport.base_url  # the lane's API root
+        self._settle(run, outcome_of(run, snapshot, elapsed=elapsed, root=root), status)
 
     def _retry_later(
         self, run: Run, state: PollState, error: GPTImageError, *, hold: bool = False

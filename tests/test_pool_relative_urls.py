@@ -8,8 +8,11 @@ wrong host, which does not know the run: the image, paid for, would be lost.
 
 from __future__ import annotations
 
+import copy
+import pickle
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import gptimage_async as gi
 from gptimage_async.simulator import Simulator, SimulatorConfig
@@ -40,12 +43,27 @@ def session(a: Simulator, b: Simulator) -> gi.Session:
     return gi.Session(lanes=[lane(a, KEY_A), lane(b, KEY_B)], routing="earliest", remember=False)
 
 
-async def test_the_simulator_answers_relative_urls_here() -> None:
-    async with Simulator(config(KEY_A)) as sim:
-        url = sim.base_url("runbase")
-        async with gi.Session("runbase", api_key=KEY_A, base_url=url) as one:
-            result = await one.generate("a lamp")
-    assert result.urls and all(url.startswith("/files/") for url in result.urls)
+async def test_a_result_holds_its_urls_absolute_on_its_lanes_host(tmp_path: Path) -> None:
+    # The simulator answers "/files/..." (relative_image_urls); the result says
+    # where, so it means the same copied, pickled, downloaded or shown.
+    async with Simulator(config(KEY_A)) as a, Simulator(config(KEY_B)) as b:
+        async with session(a, b) as pool:
+            results = await pool.generate_many(PROMPTS[:6])
+            hosts = {KEY_A: a.base_url("runbase"), KEY_B: b.base_url("runbase")}
+            roots = {urlsplit(url).netloc for url in hosts.values()}
+            assert len(roots) == 2
+            for i, result in enumerate(results):
+                assert isinstance(result, gi.Result)
+                [url] = result.urls
+                assert url.startswith("http://") and urlsplit(url).netloc in roots
+                [path] = await gi.download(result, tmp_path / f"d{i}", transport=pool.transport)
+                assert path.read_bytes().startswith(b"\x89PNG")
+                [path] = await copy.copy(result).save(tmp_path / f"c{i}")
+                assert path.stat().st_size > 0
+                [path] = await pickle.loads(pickle.dumps(result)).save(tmp_path / f"p{i}")
+                assert path.stat().st_size > 0
+                assert f'src="{url}"' in result._repr_html_()
+        assert min(a.stats.creates, b.stats.creates) > 0
 
 
 async def test_a_batch_saves_every_lanes_images(tmp_path: Path) -> None:

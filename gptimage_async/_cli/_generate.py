@@ -17,7 +17,8 @@ from .._batch import DEFAULT_CREATE_WINDOW, check_free_space
 from .._batch_run import out_of_space
 from .._bulk import Sender
 from .._create import RESEND_HINT
-from .._download import absolute_url, download, slugify
+from .._download import download, slugify
+from .._endpoint import absolute_url
 from .._exceptions import DiskSpaceError, GPTImageError, InvalidRequestError, SessionClosedError
 from .._models import ImageRequest, Result
 from .._run import Run
