@@ -328,7 +328,7 @@ def _endpoint_notice(
     lanes: Mapping[str, str] | None,
 ) -> str | None:
     last = journal.last_endpoint
-    if last is None or last == here:
+    if last is None or last == here or _one_of(last, lanes):
         return None
     elsewhere = [
         entry
@@ -348,6 +348,15 @@ def _endpoint_notice(
         f"{said}: {len(elsewhere)} run(s) created there and not finished are left "
         f"alone, not looked up here (run again with {last.provider} at "
         f"{last.base_url} to resume them)."
+    )
+
+
+def _one_of(last: Endpoint, lanes: Mapping[str, str] | None) -> bool:
+    # The last batch's endpoint is one of this pool's lanes (listed in another order,
+    # the first lane differs, and nothing moved).
+    return lanes is not None and any(
+        lane.partition(":")[0] == last.provider and same_root(root, last.base_url)
+        for lane, root in lanes.items()
     )
 
 

@@ -112,3 +112,20 @@ def test_generate_over_a_pool_saves_every_lanes_images(tmp_path: Path) -> None:
     printed = done.stdout.split()  # each URL absolute, on the host of the lane that made it
     assert len(printed) == 6 and all(url.startswith("http://127.0.0.1:") for url in printed)
     assert len(list(out.glob("*.png"))) == 6
+
+
+async def test_a_rerun_with_the_lanes_in_another_order_says_nothing_moved(tmp_path: Path) -> None:
+    async with (
+        Simulator(config(KEY_A)) as a,
+        Simulator(config(KEY_B)) as b,
+        Simulator(config(KEY_B)) as c,
+    ):
+        async with session(a, b) as pool:
+            assert (await gi.Batch(pool, PROMPTS, tmp_path).run()).ok
+        lanes = [lane(b, KEY_B), lane(a, KEY_A)]  # the same lanes, the other first
+        async with gi.Session(lanes=lanes, remember=False) as pool:
+            assert gi.Batch(pool, PROMPTS, tmp_path).endpoint_notice() is None
+        # A lane at a root the last batch did not use is still said.
+        async with gi.Session(lanes=[lane(c, KEY_B)], remember=False) as pool:
+            notice = gi.Batch(pool, PROMPTS, tmp_path).endpoint_notice()
+        assert notice is not None and c.base_url("runbase") in notice
