@@ -64,6 +64,10 @@ def test_unknown_lists_them_and_settle_records_a_run_or_none(tmp_path: Path) -> 
         listed = run_main("unknown", str(out))
         assert listed.code == 0, listed.stderr
         assert "2 prompt(s)" in listed.stdout
+        # A pool file that cannot be read is refused before anything is listed.
+        bad_pool = run_main("unknown", str(out), "--pool", str(tmp_path / "no-such.toml"))
+        assert bad_pool.code == 2 and "pool file" in bad_pool.stderr
+        assert bad_pool.stdout == ""
         assert "line     1" in listed.stdout and "line     2" in listed.stdout
         assert "prompt number 1" in listed.stdout
 

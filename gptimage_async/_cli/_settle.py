@@ -118,6 +118,7 @@ def unknown(args: argparse.Namespace) -> int:
         journal = Journal.read(_path(args))
     except (OSError, JournalError) as exc:
         raise UsageError(f"cannot read the journal in {args.out}: {exc}") from None
+    lanes = _job_lanes(journal, _pool(args))  # a bad --pool is refused before any listing
     entries = _unknown_entries(journal)
     _print_settled(journal, args)
     if not entries:
@@ -129,7 +130,6 @@ def unknown(args: argparse.Namespace) -> int:
         short = prompt if len(prompt) <= 60 else prompt[:57] + "..."
         print(f"  line {entry.line:>5}  key {entry.key}  {short!r}")
         print(f"               {_where(entry)}")
-    lanes = _job_lanes(journal, _pool(args))
     print(
         f"settle each: gptimage-async settle {shlex.quote(str(args.out))} LINE RUN_ID "
         "(a run you found), or LINE --not-created (none exists: the next batch sends it)"
