@@ -425,10 +425,16 @@ class BatchRunner:
             self.refused += 1  # sent and answered, but no run was made
 
     def _create_failed(self, item: BatchItem, exc: GPTImageError) -> None:
+        if isinstance(exc, SpendCapError):
+            # Refused here and never sent: the prompt stays pending (a rerun with a
+            # larger cap sends it), not failed; what waits with spend reserved still goes.
+            self._withdraw(item)
+            self.stop(str(exc), finish_runs=True, keep_queued=True)
+            return
         self._finish(item, "failed", error=exc, on_rerun="submit")
         self._create_failures += 1
         if isinstance(exc, STOPS_THE_BATCH):
-            self.stop(str(exc), finish_runs=True, keep_queued=isinstance(exc, SpendCapError))
+            self.stop(str(exc), finish_runs=True)
         elif self._create_failures >= MAX_CREATE_FAILURES_IN_A_ROW:
             self.stop(f"{self._create_failures} creates failed in a row; the last: {exc}")
 

@@ -9,12 +9,14 @@ this process (these are about files and money, not signals).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import gptimage_async as gi
-from gptimage_async._cli._spend import earlier_spend
+from gptimage_async._cli._spend import earlier_spend, spend_lines
 from gptimage_async._journal import Journal
 from gptimage_async._pool import Pool
+from gptimage_async._pool._spend import LaneSpend, SpendSnapshot
 from gptimage_async.simulator import Simulator
 
 from .test_cli import prompt_file, simulator_thread
@@ -50,6 +52,10 @@ def test_a_rerun_spends_what_is_left_of_the_jobs_cap_not_a_new_one(tmp_path: Pat
         spent = spent_at_simulator(out)
         assert 0 < spent <= CAP
         creates = sim.stats.creates
+        # A prompt the cap refused was never sent: pending for a rerun, not failed.
+        statuses = Counter(e.status for e in gi.read_manifest(out / "manifest.jsonl"))
+        assert statuses["failed"] == 0 and statuses["pending"] == 20 - statuses["succeeded"]
+        assert statuses["pending"] > 0
 
         second = run_here(*args, **KEYS)
         assert f"earlier runs into it spent {spent:g}" in second.stderr, second.stderr
@@ -78,3 +84,13 @@ def test_earlier_spend_counts_paid_and_maybe_paid_runs(tmp_path: Path) -> None:
         journal.intent("k4", line=4, request=medium, lane=f"runbase:{a.fingerprint}")
         journal.withdrawn("k4", line=4)
     assert earlier_spend(Journal.read(tmp_path / "journal.jsonl"), pool) == 6 + 11 + 15
+
+
+def test_a_lane_without_prices_is_not_given_the_pools_unit() -> None:
+    priced = LaneSpend("a", "aaaa", 3, 0, 0, 0, 12.0, 0.0, "credits")
+    unpriced = LaneSpend("b", "bbbb", 0, 0, 0, 1, 0.0, None, None)
+    spend = SpendSnapshot((priced, unpriced), 12.0, 0.0, None, None, (("credits", 12.0, 0.0),))
+    lines = spend_lines(spend, {"aaaa": "runbase", "bbbb": "runbase"}, "credits")
+    assert any(line.startswith("  a (runbase:aaaa): 12 credits for 3 run(s)") for line in lines)
+    [b] = [line for line in lines if line.startswith("  b ")]
+    assert "credits" not in b and ": 0 for 0 run(s)" in b, b

@@ -75,7 +75,9 @@ def spend_lines(
     for lane in spend.lanes:
         name = _lane_name(lane.label, providers.get(lane.fingerprint, "?"), lane.fingerprint)
         created = lane.created - lane.refunded
-        part = f"  {name}: {_amount(lane.spent, lane.unit or unit)} for {created} run(s)"
+        # A lane without prices has no unit of its own: the pool's is not its.
+        own = lane.unit or (unit if lane.spent else "")
+        part = f"  {name}: {_amount(lane.spent, own)} for {created} run(s)"
         if lane.refunded:
             part += f", {lane.refunded} failed and refunded"
         if lane.uncertain:
