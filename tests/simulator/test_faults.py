@@ -15,6 +15,7 @@ from .wire import (
     RB_KEY,
     RB_MODEL,
     RESET_ERRORS,
+    ManualClock,
     aio_create,
     aio_get,
     auth,
@@ -166,13 +167,14 @@ async def test_close_while_a_slow_answer_is_pending(session: aiohttp.ClientSessi
 
 
 async def test_scheduled_outage(session: aiohttp.ClientSession) -> None:
-    # Provider seconds 4-8 at 0.05: wall 0.2-0.4 s after start.
-    async with make(time_scale=0.05, faults=Faults(outage=(4.0, 8.0))) as sim:
+    # Provider seconds 4-8 at 0.05: 0.2-0.4 s on the simulator's clock after start.
+    clock = ManualClock()
+    async with make(time_scale=0.05, faults=Faults(outage=(4.0, 8.0)), clock=clock) as sim:
         assert (await rb_create(session, sim)).status == 200
-        await asyncio.sleep(0.25)
+        clock.advance(0.25)
         assert (await rb_create(session, sim)).status == 503
         assert (await aio_get(session, sim, "task_x")).status == 503
-        await asyncio.sleep(0.2)
+        clock.advance(0.2)
         assert (await rb_create(session, sim)).status == 200
         assert sim.stats.creates == 2
         assert sim.stats.faults["outage"] == 2

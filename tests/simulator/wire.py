@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,29 @@ FAILED = {"failed", "error"}
 GOOD_INPUT = {"prompt": "a fox"}
 
 
-def make(**changes: Any) -> Simulator:
-    """A simulator with fast time, a seed, and no rate limit unless asked."""
+def make(*, clock: Callable[[], float] | None = None, **changes: Any) -> Simulator:
+    """A simulator with fast time, a seed, and no rate limit unless asked.
+
+    ``clock``: the simulator's clock (a ``ManualClock`` for a test that moves
+    provider time on by hand instead of waiting for it); ``time.monotonic``.
+    """
     settings: dict[str, Any] = {"time_scale": 0.01, "seed": 1234, "rate_limit": None}
     settings.update(changes)
-    return Simulator(SimulatorConfig(**settings))
+    config = SimulatorConfig(**settings)
+    return Simulator(config) if clock is None else Simulator(config, clock=clock)
+
+
+class ManualClock:
+    """A clock that moves only when told (seconds): the simulator's time, set by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def auth(key: str) -> dict[str, str]:
