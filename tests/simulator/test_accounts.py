@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 import pytest
 
@@ -14,6 +12,7 @@ from .wire import (
     NOT_DONE,
     RB_KEY,
     RB_MODEL,
+    ManualClock,
     aio_create,
     aio_get,
     make,
@@ -154,7 +153,8 @@ async def test_unknown_or_foreign_runs_are_404(session: aiohttp.ClientSession) -
 async def test_quota_runbase_usage_exceeded_never_clears(
     session: aiohttp.ClientSession,
 ) -> None:
-    async with make(quota=2, rate_limit=100, rate_window=1.0, time_scale=0.02) as sim:
+    clock = ManualClock()
+    async with make(quota=2, rate_limit=100, rate_window=1.0, time_scale=0.02, clock=clock) as sim:
         first = (await rb_create(session, sim)).json()["id"]
         assert (await rb_create(session, sim)).status == 200
         for _ in range(2):
@@ -162,7 +162,7 @@ async def test_quota_runbase_usage_exceeded_never_clears(
             assert answer.status == 429
             assert answer.json()["error"]["code"] == "USAGE_EXCEEDED"
             assert "Retry-After" not in answer.headers
-            await asyncio.sleep(0.03)  # longer than the rate window: still exceeded
+            clock.advance(0.03)  # longer than the rate window: still exceeded
         assert sim.stats.creates == 2
         assert sim.stats.rate_limited == 0
         assert (await rb_get(session, sim, first)).status == 200  # polls still work

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from typing import Any
 
@@ -16,6 +15,7 @@ from .wire import (
     FAILED,
     NOT_DONE,
     SUCCEEDED,
+    ManualClock,
     aio_create,
     aio_get,
     aio_wait,
@@ -61,7 +61,8 @@ async def test_apiinone_shapes(session: aiohttp.ClientSession, shape: str) -> No
 
 
 async def test_apiinone_status_variants(session: aiohttp.ClientSession) -> None:
-    async with make(apiinone_status_variants=True, failure_rate=0.5) as sim:
+    clock = ManualClock()
+    async with make(apiinone_status_variants=True, failure_rate=0.5, clock=clock) as sim:
         words: Counter[str] = Counter()
         for _ in range(12):
             task_id = task_id_of((await aio_create(session, sim)).json())
@@ -73,7 +74,7 @@ async def test_apiinone_status_variants(session: aiohttp.ClientSession) -> None:
                         fields = task_fields((await aio_get(session, sim, task_id)).json())
                         words[fields["status"]] += 1
                     break
-                await asyncio.sleep(0.005)
+                clock.advance(0.005)
         lowered = {w.lower() for w in words}
         assert lowered <= NOT_DONE | SUCCEEDED | FAILED
         assert any(w != w.lower() for w in words)  # case varies
@@ -112,9 +113,12 @@ async def test_apiinone_url_locations(session: aiohttp.ClientSession, location: 
 async def test_apiinone_random_url_location_is_fixed_per_run(
     session: aiohttp.ClientSession,
 ) -> None:
-    async with make(apiinone_url_location="random", duration="fixed", duration_median=1.0) as sim:
+    clock = ManualClock()
+    async with make(
+        apiinone_url_location="random", duration="fixed", duration_median=1.0, clock=clock
+    ) as sim:
         ids = [task_id_of((await aio_create(session, sim)).json()) for _ in range(20)]
-        await asyncio.sleep(0.02)
+        clock.advance(0.02)
         locations = set()
         for task_id in ids:
             seen = set()

@@ -115,9 +115,10 @@ async def test_truncated_json(session: aiohttp.ClientSession) -> None:
 async def test_truncated_terminal_poll_does_not_count_as_seen(
     session: aiohttp.ClientSession,
 ) -> None:
-    async with make(duration="fixed", duration_median=1.0) as sim:
+    clock = ManualClock()
+    async with make(duration="fixed", duration_median=1.0, clock=clock) as sim:
         run_id = (await rb_create(session, sim)).json()["id"]
-        await asyncio.sleep(0.02)
+        clock.advance(0.02)
         sim.set_faults(Faults(truncated_json=1.0))
         await rb_get(session, sim, run_id)
         assert sim.runs[run_id].first_seen_done_at is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 import aiohttp
@@ -10,6 +9,7 @@ import aiohttp
 from .wire import (
     RB_KEY,
     RB_MODEL,
+    ManualClock,
     aio_create,
     aio_wait,
     make,
@@ -23,7 +23,8 @@ from .wire import (
 
 
 async def test_runbase_happy_path(session: aiohttp.ClientSession) -> None:
-    async with make(runbase_extra_fields=True) as sim:
+    clock = ManualClock()  # provider time moved on by hand, 5 ms a look
+    async with make(runbase_extra_fields=True, clock=clock) as sim:
         created = await rb_create(session, sim, "a lighthouse at dusk", aspect_ratio="3:2")
         assert created.status == 200
         assert created.headers["Content-Type"].startswith("application/json")
@@ -40,7 +41,7 @@ async def test_runbase_happy_path(session: aiohttp.ClientSession) -> None:
                 seen.append(body["status"])
             if body["status"] == "succeeded":
                 break
-            await asyncio.sleep(0.005)
+            clock.advance(0.005)
         assert seen[-1] == "succeeded"
         assert set(seen) <= {"pending", "processing", "succeeded"}
         assert seen == sorted(seen, key=["pending", "processing", "succeeded"].index)
@@ -83,9 +84,10 @@ async def test_apiinone_happy_path(session: aiohttp.ClientSession) -> None:
 
 
 async def test_images_differ_by_prompt_and_are_cached(session: aiohttp.ClientSession) -> None:
-    async with make(images_per_run=3, duration="fixed", duration_median=1.0) as sim:
+    clock = ManualClock()
+    async with make(images_per_run=3, duration="fixed", duration_median=1.0, clock=clock) as sim:
         ids = [(await rb_create(session, sim, prompt)).json()["id"] for prompt in ("cat", "dog")]
-        await asyncio.sleep(0.02)
+        clock.advance(0.02)
         bodies: dict[str, list[bytes]] = {}
         for run_id in ids:
             urls = (await rb_get(session, sim, run_id)).json()["output"]["urls"]

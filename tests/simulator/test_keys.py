@@ -18,6 +18,7 @@ from gptimage_async.simulator import (
 )
 
 from .wire import (
+    ManualClock,
     aio_create,
     aio_get,
     make,
@@ -161,12 +162,13 @@ async def test_spend_limit_per_key_is_403(session: aiohttp.ClientSession) -> Non
         assert answer.json()["error"]["type"] == "spend_limit"
         assert (await rb_create(session, sim, key="sk-uncapped", quality="high")).status == 200
     # A failed run is refunded, and the refund frees the spend limit again.
-    async with make(keys=keys, failure_rate=1.0, **fixed) as sim:
+    clock = ManualClock()
+    async with make(keys=keys, failure_rate=1.0, clock=clock, **fixed) as sim:
         run_id = (await rb_create(session, sim, key="sk-cap", quality="high")).json()["id"]
         assert (await rb_create(session, sim, key="sk-cap", quality="high")).status == 403
         body = (await rb_get(session, sim, run_id, key="sk-cap")).json()
         while body["status"] != "failed":
-            await asyncio.sleep(0.01)
+            clock.advance(0.01)
             body = (await rb_get(session, sim, run_id, key="sk-cap")).json()
         assert sim.spent("sk-cap") == 0
         assert (await rb_create(session, sim, key="sk-cap", quality="high")).status == 200

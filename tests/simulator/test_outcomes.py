@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 import aiohttp
@@ -26,9 +25,10 @@ from .wire import (
 @pytest.mark.parametrize("variants", [False, True])
 async def test_failure_rate_runbase(session: aiohttp.ClientSession, variants: bool) -> None:
     fixed = {"duration": "fixed", "duration_median": 1.0}
-    async with make(failure_rate=1.0, error_variants=variants, **fixed) as sim:
+    clock = ManualClock()
+    async with make(failure_rate=1.0, error_variants=variants, clock=clock, **fixed) as sim:
         ids = [(await rb_create(session, sim, f"p{i}")).json()["id"] for i in range(16)]
-        await asyncio.sleep(0.02)
+        clock.advance(0.02)
         kinds = set()
         for run_id in ids:
             body = (await rb_get(session, sim, run_id)).json()

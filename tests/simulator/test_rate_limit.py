@@ -16,6 +16,7 @@ from gptimage_async.simulator import Simulator, SimulatorConfig
 from .._clock import FakeClock
 from .wire import (
     RB_KEY,
+    ManualClock,
     aio_create,
     auth,
     make,
@@ -109,9 +110,10 @@ async def test_retry_after_none(session: aiohttp.ClientSession) -> None:
 
 async def test_retry_after_seconds_is_exact_and_honest(session: aiohttp.ClientSession) -> None:
     # Window: 10 provider seconds * 0.03 = 0.3 s.
-    async with make(rate_limit=2, rate_window=10.0, time_scale=0.03) as sim:
+    clock = ManualClock()
+    async with make(rate_limit=2, rate_window=10.0, time_scale=0.03, clock=clock) as sim:
         await rb_get(session, sim, "run_x")
-        await asyncio.sleep(0.05)
+        clock.advance(0.05)
         await rb_get(session, sim, "run_x")
         answer = await rb_get(session, sim, "run_x")
         assert answer.status == 429
@@ -121,7 +123,7 @@ async def test_retry_after_seconds_is_exact_and_honest(session: aiohttp.ClientSe
         # The oldest request frees its slot 0.3 s after it was made (~0.05 s ago).
         assert 0.001 <= wait <= 0.3
         assert wait > 0.15
-        await asyncio.sleep(wait + 0.005)
+        clock.advance(wait + 0.001)
         assert (await rb_get(session, sim, "run_x")).status == 404
 
 
