@@ -263,21 +263,32 @@ async def steady_ours(load: float, runs: int, *, time_scale: float) -> Steady:
             rate_limit=_belief(time_scale),
             on_exit="cancel",
         ) as session:
-
-            async def one(prompt: str) -> None:
-                at = time.monotonic()
-                run = await session.submit(prompt)
-                assert run.id is not None
-                arrived[run.id] = at
-                await run
-                done[run.id] = time.monotonic()
-
+            one = _timed(session, time.monotonic, arrived, done)
             todo = list(enumerate(prompts(runs, f"steady {load:g}")))
             row.failed, row.capped = await arrive(
                 time.monotonic(), 1 / row.arrivals, todo, one, _cap(row, time_scale)
             )
         _fill(row, sim, done, arrived)
     return row
+
+
+def _timed(
+    session: gi.Session,
+    clock: Callable[[], float],
+    arrived: dict[str, float],
+    done: dict[str, float],
+) -> Callable[[str], Awaitable[None]]:
+    """One arrival: submit ``prompt``, await its run; its arrival and end on ``clock`` (s)."""
+
+    async def one(prompt: str) -> None:
+        at = clock()
+        run = await session.submit(prompt)
+        assert run.id is not None
+        arrived[run.id] = at
+        await run
+        done[run.id] = clock()
+
+    return one
 
 
 class _Delayed:
@@ -325,15 +336,7 @@ async def steady_memory(
         rate_limit=_belief(time_scale),
         on_exit="cancel",
     ) as session:
-
-        async def one(prompt: str) -> None:
-            at = loop.time()
-            run = await session.submit(prompt)
-            assert run.id is not None
-            arrived[run.id] = at
-            await run
-            done[run.id] = loop.time()
-
+        one = _timed(session, loop.time, arrived, done)
         gap = 1 / row.arrivals
         start = loop.time()
         tasks = []

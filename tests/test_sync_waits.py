@@ -302,6 +302,23 @@ def test_download_from_another_loop_while_the_results_loop_is_blocked(tmp_path: 
         assert run_done is False
 
 
+def busy_then_stopped(origin: asyncio.AbstractEventLoop, go: threading.Event) -> threading.Thread:
+    """``origin`` run in a thread, busy until ``go`` is set, then stopped.
+
+    Work handed to the loop meanwhile waits behind the busy callback, and the
+    loop stops before it would start it.
+    """
+
+    def busy_then_stop() -> None:
+        go.wait(30)
+        origin.stop()
+
+    serving = threading.Thread(target=origin.run_forever)
+    origin.call_soon(busy_then_stop)
+    serving.start()
+    return serving
+
+
 def test_a_save_handed_to_a_loop_that_stops_before_running_it_still_ends(
     tmp_path: Path,
 ) -> None:
@@ -314,15 +331,7 @@ def test_a_save_handed_to_a_loop_that_stops_before_running_it_still_ends(
         origin.run_until_complete(session.open())
         result = origin.run_until_complete(session.generate("a ceramic lamp"))
         go = threading.Event()
-
-        def busy_then_stop() -> None:
-            # Work handed to the loop now waits behind this callback, which stops it.
-            go.wait(30)
-            origin.stop()
-
-        serving = threading.Thread(target=origin.run_forever)
-        origin.call_soon(busy_then_stop)
-        serving.start()
+        serving = busy_then_stopped(origin, go)
 
         async def save() -> tuple[list[Path], float]:
             started = time.monotonic()
@@ -366,13 +375,7 @@ def test_work_given_up_on_never_starts_when_its_loop_runs_again() -> None:
         calls.append("here" if session is None else "handed")
         return "done"
 
-    def busy_then_stop() -> None:
-        go.wait(30)
-        origin.stop()
-
-    serving = threading.Thread(target=origin.run_forever)
-    origin.call_soon(busy_then_stop)
-    serving.start()
+    serving = busy_then_stopped(origin, go)
 
     async def wait() -> str:
         waiting = asyncio.create_task(
