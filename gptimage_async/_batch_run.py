@@ -356,7 +356,7 @@ class BatchRunner:
                 scope.cancel()
             try:
                 result = await run
-                files = await self._save(item, result, run.lane)
+                files = await self._save(item, result)
             except SessionClosedError:
                 return  # closed under us: the run may still finish; a rerun attaches it
             except DownloadError as exc:
@@ -391,11 +391,9 @@ class BatchRunner:
             finally:
                 self._scopes.discard(scope)
 
-    async def _save(self, item: BatchItem, result: Result, lane: str | None) -> tuple[str, ...]:
+    async def _save(self, item: BatchItem, result: Result) -> tuple[str, ...]:
         if not self._download:
             return ()
-        # Relative image URLs resolve against the run's own lane's API root.
-        root = self._roots.get(lane or "", self._session.base_url)
         async with self._download_slots:
             paths = await download(
                 result,
@@ -403,7 +401,7 @@ class BatchRunner:
                 stem=item.stem,
                 transport=self._http,
                 max_bytes=self._max_bytes,
-                base_url=root,
+                base_url=self._session.base_url,
             )
         return tuple(path.name for path in paths)
 

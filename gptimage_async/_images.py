@@ -73,12 +73,10 @@ class _Origin:
 
     __slots__ = ("_session", "base_url", "loop")
 
-    def __init__(
-        self, session: ImageSource, loop: asyncio.AbstractEventLoop, base_url: str
-    ) -> None:
+    def __init__(self, session: ImageSource, loop: asyncio.AbstractEventLoop) -> None:
         self._session = weakref.ref(session)
         self.loop = loop
-        self.base_url = base_url
+        self.base_url = session.base_url
 
     @property
     def session(self) -> ImageSource | None:
@@ -86,13 +84,10 @@ class _Origin:
         return self._session()
 
 
-def bind(result: Result | None, session: ImageSource, *, base_url: str | None = None) -> None:
+def bind(result: Result | None, session: ImageSource) -> None:
     """Remember that ``session`` (on the running loop) resolved ``result``; ``None`` is ignored.
 
-    ``base_url``: the API root of the lane that made the run, which its
-    relative image URLs resolve against (default ``session.base_url``, the
-    first lane's: in a pool of sellers the lanes' roots differ). Kept outside
-    the struct's fields: not compared, encoded, shown or pickled.
+    Kept outside the struct's fields: not compared, encoded, shown or pickled.
     """
     if result is None:
         return
@@ -100,8 +95,7 @@ def bind(result: Result | None, session: ImageSource, *, base_url: str | None = 
         loop = asyncio.get_running_loop()
     except RuntimeError:  # resolved outside a loop: nothing to bind to, and never a crash here
         return
-    root = session.base_url if base_url is None else base_url
-    result.__dict__["_origin"] = _Origin(session, loop, root)
+    result.__dict__["_origin"] = _Origin(session, loop)
 
 
 async def save_images(

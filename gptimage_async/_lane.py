@@ -338,8 +338,7 @@ class LaneRuntime:
         elif self.on_failed is not None and isinstance(run.error, RunFailedError):
             self.on_failed(run.request.quality if run.request is not None else None)
         if self._life.owner is not None:
-            # Result.save/read fetch through the session, against this lane's API root.
-            bind_result(run.outcome, self._life.owner, base_url=self.base_url)
+            bind_result(run.outcome, self._life.owner)  # Result.save/read fetch through the session
         self.runs._untrack(run)
         if self.scheduler is not None:
             self.scheduler.release(run)

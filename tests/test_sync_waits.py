@@ -379,7 +379,7 @@ def test_work_given_up_on_never_starts_when_its_loop_runs_again() -> None:
 
     async def wait() -> str:
         waiting = asyncio.create_task(
-            _images._on_origin_loop(_images._Origin(source, origin, source.base_url), fetch)
+            _images._on_origin_loop(_images._Origin(source, origin), fetch)
         )
         await asyncio.sleep(0)  # handed to the origin's loop, which is busy
         go.set()

@@ -18,7 +18,6 @@ from .._batch_run import out_of_space
 from .._bulk import Sender
 from .._create import RESEND_HINT
 from .._download import download, slugify
-from .._endpoint import absolute_url
 from .._exceptions import DiskSpaceError, GPTImageError, InvalidRequestError, SessionClosedError
 from .._models import ImageRequest, Result
 from .._run import Run
@@ -154,15 +153,14 @@ class Generation:
                 return
             finally:
                 self._following.discard(following)
-            root = _root(self._session, run.lane)
             for url in result.urls:
-                print(absolute_url(url, root), flush=True)
+                print(url, flush=True)
             if self._out is not None:
                 saved = await _save(
                     result,
                     self._out,
                     self._request.prompt,
-                    root,
+                    self._session.base_url,
                     self._session.transport,
                 )
                 if saved is not None and out_of_space(saved):
@@ -201,12 +199,6 @@ def _state_at_stop(run: Run) -> str:
     if not run.done() or isinstance(run.error, SessionClosedError):
         return "in flight at the stop"
     return run.status.value
-
-
-def _root(session: Session, lane: str | None) -> str:
-    """The API root of the lane ``run.lane`` names: relative image URLs resolve against it."""
-    roots = {status.lane: status.base_url for status in session.lanes}
-    return roots.get(lane or "", session.base_url)
 
 
 async def _save(
