@@ -11,11 +11,11 @@ from .._exceptions import ConfigurationError
 from .._gallery import add_gallery_command
 from .._models import ASPECT_RATIOS, QUALITIES, RateLimit
 from .._providers import provider_names
-from .._secrets import NOT_SHOWN, redact
+from .._secrets import redact
 from .._version import __version__
 from ..simulator._options import add_simulate_options
 
-__all__ = ["DEMO_TIME_SCALE", "NOT_SHOWN", "PROVIDER_CHOICES", "REDIS_ENV", "parser"]
+__all__ = ["DEMO_TIME_SCALE", "PROVIDER_CHOICES", "REDIS_ENV", "parser"]
 
 #: ``--provider simulator`` runs 20x faster than real time: 3-10 s runs take 0.15-0.5 s.
 DEMO_TIME_SCALE = 0.05
