@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
 import functools
 import html
 import os
 import tempfile
+import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -185,30 +185,29 @@ async def _on_origin_loop(
     # stop before it would start the work, which would then never end.
     if not origin.loop.is_running() or loop_blocked(origin.loop):
         return await fetch(None)
-    given: list[concurrent.futures.Future[T]] = []
+    given_up = threading.Event()
 
     async def unless_given_up() -> T:
         # Given up on before that loop started it (the loop had stopped, and runs
         # again later, to close its session): asyncio cancels the task only a
         # turn after its first step, so the work would start then, and race the
         # fetch made here instead (a second download; a connection cut mid-accept).
-        if given and given[0].cancelled():
+        if given_up.is_set():
             raise asyncio.CancelledError
         return await fetch(session)
 
-    given.append(asyncio.run_coroutine_threadsafe(unless_given_up(), origin.loop))
-    handed = asyncio.wrap_future(given[0])
+    handed = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(unless_given_up(), origin.loop))
     try:
         # That loop may stop (its session closed, its thread ended) before it
         # starts the work, which would then never end: checked now and then.
         while not handed.done():
             await asyncio.wait([handed], timeout=ALIVE_CHECK)
             if not handed.done() and not origin.loop.is_running():
-                given[0].cancel()  # at once: ``handed.cancel()`` passes it on a turn later
+                given_up.set()
                 handed.cancel()
                 return await fetch(None)
     except BaseException:
-        given[0].cancel()
+        given_up.set()
         handed.cancel()
         raise
     if handed.cancelled():  # cancelled there (its loop shut down), not here
