@@ -12,7 +12,7 @@ from urllib.parse import urljoin, urlsplit
 
 from ._exceptions import ConfigurationError
 from ._providers import Provider
-from ._secrets import shown
+from ._secrets import looks_like_key, shown
 
 __all__ = ["absolute_url", "check_base_url", "check_key", "resolve_key"]
 
@@ -56,6 +56,8 @@ def check_base_url(url: object) -> str:
         raise ConfigurationError(f"base_url must be an http(s) URL with a host, not {shown(url)}")
     if parts.username or parts.password:
         raise ConfigurationError("base_url must not carry credentials; use api_key")
+    if looks_like_key(parts.path):  # it would be in every request's URL, log line and repr
+        raise ConfigurationError("base_url's path holds what looks like an API key; use api_key")
     if parts.query or parts.fragment or url.rstrip("/").endswith(("?", "#")):
         # Paths are appended to base_url, so a query or fragment would swallow them.
         raise ConfigurationError(

@@ -84,14 +84,19 @@ class GPTImageError(Exception):
     """Base class of every error raised by gptimage-async."""
 
     run_id: str | None = None
+    #: Attributes whose values a message shows as they are (ids a caller needs).
+    _ids: tuple[str, ...] = ("run_id",)
 
     def __init__(self, message: str, *, run_id: str | None = None) -> None:
-        # A key passed in the wrong place (``Session(proxy=key)``) never comes
-        # back in a message or a repr: keys end up in CI logs and bug reports.
-        message = redact(message) if isinstance(message, str) else message
+        # A key passed in the wrong place (``Session(proxy=key)``, ``base_url="ftp://KEY"``,
+        # a pool file's ``key_env = "KEY"``) never comes back in a message or a repr: keys
+        # end up in CI logs and bug reports. Every message goes through ``redact`` here,
+        # so a check that repeats the value it refuses needs no care of its own.
+        self.run_id = run_id
+        if isinstance(message, str):
+            message = redact(message, keep=(getattr(self, name, None) for name in self._ids))
         super().__init__(message)
         self.message = message
-        self.run_id = run_id
 
 
 class InvalidRequestError(GPTImageError, ValueError):
@@ -210,9 +215,11 @@ class RunIdMismatchError(ProtocolError):
     answer carried.
     """
 
+    _ids = ("run_id", "answered_id")
+
     def __init__(self, message: str, *, run_id: str, answered_id: str) -> None:
+        self.answered_id = answered_id  # before the message is redacted: both ids are kept
         super().__init__(message, run_id=run_id)
-        self.answered_id = answered_id
 
 
 class UncertainCreateError(GPTImageError):

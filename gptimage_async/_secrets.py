@@ -1,22 +1,44 @@
-"""What an error message may echo of a value the user gave: never something like an API key.
+"""What a message may echo of a value the user gave: never something like an API key.
 
 A key passed in the wrong place (``Lane(key, "runbase")``, ``base_url=key``,
-``--lane KEY``, a pool file's table named after it) must not come back in an
+``--lane KEY``, a pool file's ``key_env = "KEY"``) must not come back in an
 exception, a log line or a usage error: those end up in CI logs and bug
-reports. ``shown`` gives the value's ``repr``, or a placeholder for anything
-that looks like a key.
+reports. Two rules say what looks like a key (``looks_like_key``):
+
+* a **prefixed key**: the providers' prefixes (``KEY_PREFIXES``) followed by
+  at least 6 key characters, anywhere in a value;
+* a **bare token** (``bare_token``): a key of no known prefix, as random
+  tokens look: long, mixing letters and digits, not hexadecimal.
+
+``redact`` applies both to a whole message, word by word, and shows a URL
+without its user info and query string; ``GPTImageError`` runs it on every
+message, so a check that repeats the value it refuses (``not {value!r}``)
+never repeats a key. ``shown`` is a value's ``repr`` for a message, or
+``NOT_SHOWN``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from urllib.parse import urlsplit
 
-__all__ = ["KEY_PREFIXES", "NOT_SHOWN", "has_key_prefix", "looks_like_key", "redact", "shown"]
+__all__ = [
+    "KEY_PREFIXES",
+    "NOT_SHOWN",
+    "bare_token",
+    "has_key_prefix",
+    "looks_like_key",
+    "redact",
+    "shown",
+]
 
 #: How the two providers' keys begin (Runbase ``sk-``, API in One ``aio_``; PROVIDERS.md).
 KEY_PREFIXES: tuple[str, ...] = ("sk-", "aio_")
-#: A bare token this long (letters, digits, ``-``, ``_``, ``.``) may be a key of another form.
+#: A bare token is at least this long (letters, digits, ``-``, ``_``, ``.``) ...
 _TOKEN_LENGTH = 24
+#: ... and holds a run this long between those separators, of letters and digits mixed.
+_RUN_LENGTH = 16
 #: What stands in a message for a value that looks like an API key.
 NOT_SHOWN = "(a value that looks like an API key, not shown)"
 #: A word of a message: a run of characters between spaces, quotes and brackets.
@@ -27,6 +49,11 @@ _WORD = re.compile(r"[^\s'\"()\[\]{}<>,;`]+")
 _PREFIXED = re.compile(
     r"(?:^-[A-Za-z]|^|[^A-Za-z0-9])(?:" + "|".join(map(re.escape, KEY_PREFIXES)) + r")[\w.\-]{6,}"
 )
+_TOKEN = re.compile(r"[A-Za-z0-9._\-]+")
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+#: Where a word is cut into parts that may each be a key (``--api-kee=KEY``, ``ftp://KEY``).
+_PARTS = re.compile(r"[\s=:/@?&#,;'\"]+")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
 def has_key_prefix(value: object) -> bool:
@@ -38,50 +65,95 @@ def has_key_prefix(value: object) -> bool:
     return isinstance(value, str) and value.strip().startswith(KEY_PREFIXES)
 
 
+def bare_token(text: str) -> bool:
+    """Whether ``text`` is a bare token: an API key of no known prefix, as random tokens look.
+
+    The one rule for a key of another form (the command line's usage errors,
+    every library message, ``looks_like_key``): at least 24 characters of
+    letters, digits, ``-``, ``_`` and ``.``, holding a run of at least 16
+    letters and digits between those separators that has at least 3 of
+    each and is not hexadecimal. Kept, as a user needs them: words and file
+    names (``prompts_for_the_spring_catalogue.txt``,
+    ``prompts-2026-12-07-v2.txt``: their runs are short), hexadecimal ids
+    (content hashes, UUIDs, fingerprints, the simulator's run ids). A key
+    that is all hexadecimal is therefore not recognised.
+    """
+    if len(text) < _TOKEN_LENGTH or not _TOKEN.fullmatch(text):
+        return False
+    for run in re.split(r"[._\-]+", text):
+        digits = sum(c.isdigit() for c in run)
+        if (
+            len(run) >= _RUN_LENGTH
+            and digits >= 3
+            and len(run) - digits >= 3
+            and not _HEX.fullmatch(run)
+        ):
+            return True
+    return False
+
+
 def looks_like_key(value: object) -> bool:
-    """Whether ``value`` could be an API key: a str with a key's prefix, or a long bare token."""
+    """Whether ``value`` could be an API key: a str holding a prefixed key or a bare token.
+
+    A key anywhere in it counts (``runbase:sk-...``, ``Bearer sk-...``,
+    ``ftp://TOKEN``). Anything but a str is not a key.
+    """
     if not isinstance(value, str):
         return False
-    text = value.strip()
-    # A key anywhere in it (``runbase:sk-...``, ``Bearer sk-...``) counts.
-    if any(has_key_prefix(part) for part in re.split(r"[\s:=/,;'\"]+", text)):
+    return any(has_key_prefix(part) or bare_token(part.lstrip("-")) for part in _PARTS.split(value))
+
+
+def _key_in(word: str, bare: bool) -> bool:
+    if _PREFIXED.search(word):
         return True
-    bare = text.replace("-", "").replace("_", "").replace(".", "")
-    return len(text) >= _TOKEN_LENGTH and bare.isalnum()
+    return bare and any(bare_token(part.lstrip("-")) for part in _PARTS.split(word))
 
 
-def redact(text: str, *, bare: bool = False) -> str:
+def _url(word: str, bare: bool) -> str:
+    """A URL word without user info, query or fragment; a path segment holding a key hidden."""
+    try:
+        parts = urlsplit(word)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return NOT_SHOWN if _key_in(word, bare) else word
+    if ":" in host:
+        host = f"[{host}]"
+    if _key_in(host, bare):
+        host = NOT_SHOWN
+    path = "/".join(NOT_SHOWN if _key_in(s, bare) else s for s in parts.path.split("/"))
+    query = "?..." if parts.query else ""
+    return f"{parts.scheme}://{host}{port}{path}{query}"
+
+
+def redact(text: str, *, bare: bool = True, keep: Iterable[str | None] = ()) -> str:
     """``text`` with each word holding something like an API key replaced by ``NOT_SHOWN``.
 
     A word holds a key when a key's prefix (``KEY_PREFIXES``) begins a key
-    inside it (``--api-kee=sk-...``, ``/proc/sk-...``, ``-ksk-...``). With
-    ``bare``, also when a part of it (split at ``=``, ``:`` and ``/``) is a
-    long token of letters *and* digits (``_random_token``): what argparse
-    echoes may be a key of any form, while a library message names URLs and
-    run ids that may be long and random too, so there only prefixed keys go.
+    inside it (``--api-kee=sk-...``, ``/proc/sk-...``, ``-ksk-...``), or, with
+    ``bare`` (the default), when a part of it (split at ``=``, ``:``, ``/``,
+    ``@``, ``?``, ``&``, ``#``) is a ``bare_token``. A URL (``scheme://...``)
+    is shown without its user info and query string (``?...``), and only a
+    path segment or host that holds a key is hidden. Words in ``keep`` (an
+    error's own ``run_id``, which callers need) are left as they are.
     """
+    kept = {word for word in keep if word and not has_key_prefix(word)}
 
-    def one(word: re.Match[str]) -> str:
-        text = word.group(0)
-        if _PREFIXED.search(text):
-            return NOT_SHOWN
-        if bare and any(_random_token(part.lstrip("-")) for part in re.split(r"[=:/]", text)):
-            return NOT_SHOWN
-        return text
+    def one(match: re.Match[str]) -> str:
+        word = match.group(0)
+        if word in kept:
+            return word
+        scheme = _SCHEME.search(word)
+        if scheme is not None:  # ``base_url=https://...``: what precedes is a word of its own
+            head = word[: scheme.start()]
+            return (NOT_SHOWN if _key_in(head, bare) else head) + _url(word[scheme.start() :], bare)
+        return NOT_SHOWN if _key_in(word, bare) else word
 
     return _WORD.sub(one, text)
 
 
-def _random_token(text: str) -> bool:
-    # A key of an unknown form: long, and mixing letters and digits as random
-    # tokens do (a file name such as ``prompts_for_the_spring_catalogue.txt`` does not).
-    bare = text.replace("-", "").replace("_", "").replace(".", "")
-    digits = sum(c.isdigit() for c in bare)
-    return len(text) >= _TOKEN_LENGTH and bare.isalnum() and digits >= 4 and len(bare) - digits >= 4
-
-
 def shown(value: object, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters, or a placeholder if it looks like a key."""
+    """``repr(value)`` cut to ``limit`` characters, or ``NOT_SHOWN`` if it looks like a key."""
     if looks_like_key(value):
         return NOT_SHOWN
     text = repr(value)

@@ -41,7 +41,7 @@ from typing import NoReturn
 from .._exceptions import ConfigurationError
 from .._models import RateLimit
 from .._providers import get_provider, provider_names
-from .._secrets import has_key_prefix, shown
+from .._secrets import has_key_prefix, looks_like_key, shown
 from ._lanes import ROUTINGS, Lane, Pool
 
 __all__ = ["POOL_FILE_FIELDS", "load_pool_file", "parse_pool", "parse_rate"]
@@ -123,7 +123,7 @@ def _lane(where: _Where, label: str, table: object, environ: Mapping[str, str]) 
     except ConfigurationError as exc:
         where.fail(exc.message, lane=label, field="provider")
     env = table.get("key_env", adapter.env_var)
-    if has_key_prefix(env):
+    if looks_like_key(env):
         where.fail(
             "this looks like an API key, not the name of an environment variable: "
             "keys never go in the pool file",
