@@ -53,7 +53,7 @@ from ._manifest import (
     utc,
 )
 from ._models import Result
-from ._pool import what_it_met
+from ._pool import ATTEMPT_MET, what_it_met
 from ._run import Run
 from ._transport import Transport
 
@@ -229,6 +229,7 @@ class BatchRunner:
         journal = self._journal
         assert journal is not None
         key, line = item.entry.key, item.prompt.line
+        ATTEMPT_MET.set(item.attempt_met)  # this task's own context: told of this create only
         try:
             run: Run | None = None
             try:
@@ -295,6 +296,7 @@ class BatchRunner:
         self._journal.intent(
             item.entry.key, line=item.prompt.line, request=item.prompt.request, lane=lane, root=root
         )
+        item.unsent = False  # on the wire now: what it meets is told before the next attempt
         if item.phase != "submitting":
             self._set_phase(item, "submitting")
             self.submitted += 1
@@ -304,6 +306,8 @@ class BatchRunner:
         # If attempts went out, the session chose to send again, which it does only for
         # creates certainly refused, unless it resends uncertain ones: then the intent
         # stays, and a rerun reports the prompt unknown.
+        if item.phase == "submitting" and item.sent_nothing:
+            self.submitted -= 1  # its attempts all failed to connect: counted at on_send, unsent
         if item.phase == "submitting" and not self._session.resends_uncertain_creates:
             assert self._journal is not None
             try:

@@ -12,11 +12,13 @@ from typing import Literal
 
 import msgspec
 
-from ._create import RESEND_HINT
+from ._create import RESEND_HINT, resending_uncertain
 from ._download import slugify
 from ._exceptions import (
+    APIConnectionError,
     AuthenticationError,
     EndpointNotFoundError,
+    GPTImageError,
     InsufficientCreditsError,
     PermissionDeniedError,
     PoolExhaustedError,
@@ -247,11 +249,15 @@ def prompt_key(request: ImageRequest, occurrence: int = 1) -> str:
 class BatchItem:
     """One prompt of a batch: its request, its file stem, where it stands."""
 
-    __slots__ = ("entry", "phase", "prompt", "stem")
+    __slots__ = ("entry", "left", "phase", "prompt", "stem", "unsent")
 
     def __init__(self, prompt: BatchPrompt, key: str) -> None:
         self.prompt = prompt
         self.phase: Phase = "waiting"
+        #: An attempt of its create reached the server, or may have (it was answered).
+        self.left = False
+        #: Its latest attempt certainly never left (it could not connect).
+        self.unsent = False
         self.entry = ManifestEntry(
             line=prompt.line, key=key, input=prompt.request, status="pending"
         )
@@ -259,6 +265,21 @@ class BatchItem:
         # prompt, another --quality) never writes over this one's paid images.
         tag = hashlib.sha256(key.encode()).hexdigest()[:8]
         self.stem = f"{prompt.line:05d}-{slugify(prompt.request.prompt)}-{tag}"
+
+    def attempt_met(self, error: GPTImageError) -> None:
+        """What an attempt of its create met (``_pool.ATTEMPT_MET``): did it leave?
+
+        A connection error the create is sent again (or moved) after never
+        left: the creator treats one that may have as uncertain instead.
+        """
+        never_left = isinstance(error, APIConnectionError) and not resending_uncertain()
+        self.unsent = never_left
+        self.left = self.left or not never_left
+
+    @property
+    def sent_nothing(self) -> bool:
+        """Whether no attempt of its create has left: withdrawn now, it was never sent."""
+        return self.unsent and not self.left
 
 
 def out_of_space(exc: BaseException) -> bool:

@@ -90,6 +90,7 @@ from ._pool import (
     lane_view,
     refusals,
     route,
+    tell_met,
 )
 from ._pool import Lane as PoolLane
 from ._pool._line import CreateLine
@@ -433,6 +434,7 @@ class Router:
 
         def sending() -> None:
             nonlocal bound
+            tell_met(previous_error())  # what the attempt before met: known only now
             if resending_uncertain():  # the attempt before may be paid: room for both, or not sent
                 spend.resend()
             elif health.cause is not None or health.unreachable(self.clock()):

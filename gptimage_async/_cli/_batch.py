@@ -87,7 +87,7 @@ async def batch(args: argparse.Namespace) -> int:
     # A terminal that hung up (SIGHUP) takes no summary: the manifest has it all.
     with contextlib.suppress(OSError):
         _summary(report, requests=session.stats.requests, out=args.out)
-        for line in session_spend_lines(session):
+        for line in session_spend_lines(session, getattr(args, "job_spend", None)):
             print(line)
         for lane, runs in sorted(job.missing_lanes.items()):
             print(missing_lane_notice(lane, runs))

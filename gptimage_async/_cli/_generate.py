@@ -62,7 +62,7 @@ async def generate(args: argparse.Namespace) -> int:
             async with session:
                 failures = await generation.run(args.n)
     # What the runs cost, per lane and in all; on stderr: stdout is the URLs only.
-    for line in session_spend_lines(session):
+    for line in session_spend_lines(session, getattr(args, "job_spend", None)):
         print(line, file=sys.stderr, flush=True)
     if generation.disk_full:
         print(

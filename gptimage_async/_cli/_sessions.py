@@ -22,7 +22,7 @@ from .._providers import get_provider
 from .._session import Session
 from ._args import DEMO_TIME_SCALE, REDIS_ENV
 from ._common import UsageError
-from ._spend import earlier_spend
+from ._spend import JobSpend, earlier_spend
 
 if TYPE_CHECKING:
     from ..simulator import SimulatorConfig
@@ -132,7 +132,8 @@ def job_cap(args: argparse.Namespace, pool: Pool) -> float | None:
 
     The cap is the job's (its ``--out`` directory), not one process's: what
     earlier runs into it spent, or may have (``earlier_spend``), comes off it,
-    and a note on stderr says so. ``UsageError`` when the journal is unreadable.
+    and a note on stderr says so; ``args.job_spend`` keeps both (``JobSpend``)
+    for the summary's words. ``UsageError`` when the journal is unreadable.
     """
     out = getattr(args, "out", None)
     if pool.spend_cap is None or out is None or not (out / JOURNAL_NAME).is_file():
@@ -144,6 +145,7 @@ def job_cap(args: argparse.Namespace, pool: Pool) -> float | None:
     if not earlier:
         return pool.spend_cap
     left = max(0.0, pool.spend_cap - earlier)
+    args.job_spend = JobSpend(pool.spend_cap, earlier)
     print(
         f"spend cap: {pool.spend_cap:g} for the job in {out}; earlier runs into it spent "
         f"{earlier:g} (runs of unknown fate counted as paid): {left:g} left for this run",

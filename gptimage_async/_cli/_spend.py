@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .._batch_plan import entry_lane
 from .._journal import Journal, JournalEntry
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .._session import Session
 
 __all__ = [
+    "JobSpend",
     "at_most_lines",
     "earlier_spend",
     "pool_unit",
@@ -53,13 +54,26 @@ def _lane_name(label: str, provider: str, fingerprint: str) -> str:
     return lane if label.startswith(lane) else f"{label} ({lane})"
 
 
+class JobSpend(NamedTuple):
+    """A job's cap as the pool file sets it, and what earlier runs into its ``--out`` spent."""
+
+    cap: float
+    earlier: float
+
+
 def spend_lines(
-    spend: SpendSnapshot | None, providers: dict[str, str], unit: str = "price units"
+    spend: SpendSnapshot | None,
+    providers: dict[str, str],
+    unit: str = "price units",
+    *,
+    job: JobSpend | None = None,
 ) -> list[str]:
     """Lines for the end of a batch: the spend in all, then one per lane.
 
     ``providers`` maps a lane's fingerprint to its provider (for its name);
-    ``unit`` names the amounts (``pool_unit``). Nothing when no lane created a run.
+    ``unit`` names the amounts (``pool_unit``); ``job``: the cap the user set
+    and what earlier runs spent of it, when this run had only the rest (the
+    session's cap). Nothing when no lane created a run.
     """
     if spend is None or not any(lane.created or lane.uncertain for lane in spend.lanes):
         return []
@@ -69,7 +83,14 @@ def spend_lines(
         total = f"spend: {each} in all (different units, not added)"
     else:
         total = f"spend: {_amount(spend.spent, _unit_of(spend, unit))} in all"
-    if spend.cap is not None:
+    if job is not None and job.earlier and spend.cap is not None:
+        # The session's cap is what was left: the user set the job's, the words say both.
+        total = total.replace(" in all", " in this run", 1)
+        total += (
+            f" (cap {job.cap:g} for the job: {job.earlier:g} spent by earlier runs, "
+            f"{spend.cap:g} left for this run)"
+        )
+    elif spend.cap is not None:
         total += f" (cap {spend.cap:g})"
     lines = [total]
     for lane in spend.lanes:
@@ -93,12 +114,15 @@ def _unit_of(spend: SpendSnapshot, unit: str) -> str:
     return spend.by_unit[0][0] if len(spend.by_unit) == 1 else unit
 
 
-def session_spend_lines(session: Session) -> list[str]:
-    """``spend_lines`` of what ``session`` spent (``session.stats.spend``), per lane and in all."""
+def session_spend_lines(session: Session, job: JobSpend | None = None) -> list[str]:
+    """``spend_lines`` of what ``session`` spent (``session.stats.spend``), per lane and in all.
+
+    ``job``: the job's cap and earlier spend (``job_cap`` keeps them on ``args.job_spend``).
+    """
     lanes = session.lanes
     providers = {lane.fingerprint: lane.provider for lane in lanes}
     unit = pool_unit((lane.provider, lane.prices) for lane in lanes)
-    return spend_lines(session.stats.spend, providers, unit)
+    return spend_lines(session.stats.spend, providers, unit, job=job)
 
 
 def at_most_lines(pool: Pool, qualities: Counter[str]) -> list[str]:

@@ -49,6 +49,7 @@ from ._lanes import (
 )
 from ._pool_file import POOL_FILE_FIELDS, load_pool_file, parse_pool, parse_rate
 from ._routing import (
+    ATTEMPT_MET,
     CHEAP_HORIZON,
     CHEAP_HORIZON_SHARE,
     Exhausted,
@@ -58,11 +59,13 @@ from ._routing import (
     Wait,
     lane_view,
     route,
+    tell_met,
     what_it_met,
 )
 from ._spend import CreateSpend, LaneSpend, PoolStats, SpendLedger, SpendSnapshot, SpendToken
 
 __all__ = [
+    "ATTEMPT_MET",
     "CHEAP_HORIZON",
     "CHEAP_HORIZON_SHARE",
     "CLOSED_TTL",
@@ -109,5 +112,6 @@ __all__ = [
     "refusals",
     "route",
     "same_lane",
+    "tell_met",
     "what_it_met",
 ]

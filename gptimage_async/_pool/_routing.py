@@ -45,8 +45,9 @@ be released, but waiting on that could hang a job: the refusal is at once.
 
 from __future__ import annotations
 
+import contextvars
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .._exceptions import APIStatusError, GPTImageError, InvalidRequestError, PoolExhaustedError
@@ -55,6 +56,7 @@ from ._lanes import Lane, Routing
 from ._spend import SpendLedger
 
 __all__ = [
+    "ATTEMPT_MET",
     "CHEAP_HORIZON",
     "CHEAP_HORIZON_SHARE",
     "Exhausted",
@@ -64,6 +66,7 @@ __all__ = [
     "Wait",
     "lane_view",
     "route",
+    "tell_met",
     "what_it_met",
 ]
 
@@ -163,6 +166,21 @@ def _why(view: LaneView) -> str:
         refused = isinstance(view.cause, InvalidRequestError)
         return "refuses this request" if refused else "failed this create"
     return "unreachable" if view.unreachable else "closed"
+
+
+#: Set by a caller around one create (a batch counting the creates it sent) to be told
+#: what each attempt of it met, when the next attempt is about to go (on any lane):
+#: only then is an attempt's fate known, and a create may be withdrawn before another.
+ATTEMPT_MET: contextvars.ContextVar[Callable[[GPTImageError], None] | None] = (
+    contextvars.ContextVar("gptimage_attempt_met", default=None)
+)
+
+
+def tell_met(error: GPTImageError | None) -> None:
+    """Tell the caller's ``ATTEMPT_MET`` hook, if one is set, an attempt's ``error``."""
+    told = ATTEMPT_MET.get()
+    if told is not None and error is not None:
+        told(error)
 
 
 def what_it_met(error: GPTImageError) -> GPTImageError:
