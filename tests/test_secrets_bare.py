@@ -12,13 +12,16 @@ names and paths stay readable.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 import gptimage_async as gi
 from gptimage_async._pool import parse_pool, parse_rate
 from gptimage_async._secrets import NOT_SHOWN, bare_token, looks_like_key, redact, shown
+from gptimage_async.simulator import SimulatorConfig
+
+from .test_cli import run_main, simulator_thread
 
 #: Bare tokens of several forms: mixed case, lower case with digits, with separators.
 TOKENS = [
@@ -138,3 +141,81 @@ def test_one_rule_decides_what_a_bare_token_is() -> None:
         assert looks_like_key(sample) == hidden == bare_token(sample), sample
         assert (shown(sample) == NOT_SHOWN) == hidden, sample
     assert [bare_token(s) for s in samples] == [True, True, True, False, False, False]
+
+
+#: Real keys, as a user's environment holds them: each command's error paths must not print them.
+CANARIES = {
+    "RUNBASE_API_KEY": "sk-CANARYrb7Q2x9Lm4Kp8Zt3",
+    "APIINONE_API_KEY": "aio_CANARYai5W1y6Hb2Jd7Fg0",
+    "POOL_KEY_A": "CanaryPoolA9Xq2Lm7Np3Vx8Kc4",
+    "POOL_KEY_B": "sk-CANARYpoolB4Ht6Ws1Qe8",
+}
+
+
+#: Each command's error paths ({...}: files and URLs of the ``world`` fixture).
+ERROR_PATHS = [
+    # generate: argparse, a refused option, an unknown key (401), a dead endpoint.
+    "generate|a lamp|--quality|best",
+    "generate|a lamp|--provider|runbase|--base-url|ftp://x",
+    "generate|a lamp|-v|--provider|runbase|--base-url|{url}",
+    "generate|a lamp|-v|--provider|apiinone|--base-url|{aio}",
+    "generate|a lamp|-v|--provider|runbase|--base-url|{dead}|--run-timeout|0.3",
+    "generate|a lamp|-v|--pool|{pool}|--run-timeout|0.3",
+    # batch: a missing file, a bad pool, the unknown key, a dead lane, dry runs.
+    "batch|{tmp}/missing.txt|--out|{tmp}/o1",
+    "batch|{p}|--out|{tmp}/o2|--pool|{bad}",
+    "batch|{p}|--out|{tmp}/o3|-v|--provider|runbase|--base-url|{url}",
+    "batch|{p}|--out|{tmp}/o4|-v|--pool|{pool}|--no-state|--run-timeout|0.3",
+    "batch|{p}|--out|{tmp}/o5|--dry-run|--provider|runbase",
+    "batch|{p}|--out|{tmp}/o6|--dry-run|--pool|{pool}",
+    # the journal's commands, the gallery, the simulator (a real key given as its --key).
+    "unknown|{tmp}/empty",
+    "unknown|{tmp}/empty|--pool|{bad}",
+    "settle|{tmp}/empty|1|run_x",
+    "settle|{tmp}/empty|1|run_x|--lane|runbase:0123456789ab",
+    "gallery|{tmp}/nowhere",
+    "simulate|--port|-5",
+    "simulate|--key|sk-CANARYrb7Q2x9Lm4Kp8Zt3:credits=lots",
+    "simulate|--fault|nonsense=2",
+]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    import socket
+
+    tmp = tmp_path_factory.mktemp("canary")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    config = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=4)
+    with simulator_thread(config.replace(api_keys=frozenset({"sk-only-this-one"}))) as sim:
+        url = sim.base_url("runbase")
+        (tmp / "p.txt").write_text("a lamp\nan owl\n")
+        (tmp / "pool.toml").write_text(
+            f'[lanes.a]\nprovider = "runbase"\nkey_env = "POOL_KEY_A"\nbase_url = "{url}"\n'
+            f'[lanes.b]\nprovider = "runbase"\nkey_env = "POOL_KEY_B"\nbase_url = "{dead}"\n'
+        )
+        (tmp / "bad.toml").write_text(
+            '[lanes.a]\nprovider = "runbase"\nkey_env = "NOT_SET_ANYWHERE"\n'
+        )
+        (tmp / "empty").mkdir()
+        yield {
+            "tmp": str(tmp),
+            "p": str(tmp / "p.txt"),
+            "pool": str(tmp / "pool.toml"),
+            "bad": str(tmp / "bad.toml"),
+            "url": url,
+            "aio": sim.base_url("apiinone"),
+            "dead": dead,
+        }
+
+
+@pytest.mark.parametrize("path", ERROR_PATHS)
+def test_no_command_prints_a_real_key(world: dict[str, str], path: str) -> None:
+    args = [part.format(**world) for part in path.split("|")]
+    done = run_main(*args, key=None, env=dict(CANARIES))
+    text = done.stdout + done.stderr
+    assert done.code != 0 or "--dry-run" in args, (args, text)
+    for key in CANARIES.values():
+        assert key not in text and key[-12:] not in text, (args, text)

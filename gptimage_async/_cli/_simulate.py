@@ -19,8 +19,8 @@ def simulate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     try:
         serve_forever(args.host, args.port, config)
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
         raise UsageError(
-            f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}"
+            f"cannot serve on {args.host}:{args.port}: {getattr(exc, 'strerror', None) or exc}"
         ) from None
     return EXIT_OK
