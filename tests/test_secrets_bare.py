@@ -161,6 +161,10 @@ ERROR_PATHS = [
     "generate|a lamp|-v|--provider|apiinone|--base-url|{aio}",
     "generate|a lamp|-v|--provider|runbase|--base-url|{dead}|--run-timeout|0.3",
     "generate|a lamp|-v|--pool|{pool}|--run-timeout|0.3",
+    # a real key typed into a flag: the base URL's path, its user info, a pool's key_env
+    "generate|a lamp|-v|--provider|runbase|--base-url|{dead}/{bare}|--run-timeout|0.3",
+    "generate|a lamp|-v|--provider|runbase|--base-url|http://u:{bare}@127.0.0.1:1/v1",
+    "generate|a lamp|-v|--pool|{keyenv}",
     # batch: a missing file, a bad pool, the unknown key, a dead lane, dry runs.
     "batch|{tmp}/missing.txt|--out|{tmp}/o1",
     "batch|{p}|--out|{tmp}/o2|--pool|{bad}",
@@ -200,6 +204,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             '[lanes.a]\nprovider = "runbase"\nkey_env = "NOT_SET_ANYWHERE"\n'
         )
         (tmp / "empty").mkdir()
+        (tmp / "keyenv.toml").write_text(
+            f'[lanes.a]\nprovider = "runbase"\nkey_env = "{CANARIES["POOL_KEY_A"]}"\n'
+        )
         yield {
             "tmp": str(tmp),
             "p": str(tmp / "p.txt"),
@@ -208,6 +215,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             "url": url,
             "aio": sim.base_url("apiinone"),
             "dead": dead,
+            "bare": CANARIES["POOL_KEY_A"],
+            "keyenv": str(tmp / "keyenv.toml"),
         }
 
 
