@@ -79,6 +79,21 @@ def test_a_pool_files_key_env_holding_a_key_is_called_a_key() -> None:
     assert "pool.toml" in str(caught.value) and TOKENS[0] not in str(caught.value)
 
 
+@pytest.mark.parametrize("token", TOKENS)
+def test_a_lane_labelled_with_a_bare_token_is_refused(token: str) -> None:
+    # A label is shown everywhere (logs, manifests, the gallery, the summary).
+    with pytest.raises(gi.ConfigurationError, match="label must not be an API key") as caught:
+        gi.Lane("runbase", RIGHT, label=token)
+    assert token not in str(caught.value)
+    table = {"provider": "runbase", "key_env": "K"}
+    with pytest.raises(gi.ConfigurationError, match="must not be an API key") as named:
+        parse_pool({"lanes": {token: table}}, source="p.toml", environ={"K": RIGHT})
+    assert token not in str(named.value)
+    # Labels that are names, with digits and dates, are kept.
+    label = "account-2026-12-07-primary-eu-west-1"
+    assert gi.Lane("runbase", RIGHT, label=label).label == label
+
+
 def test_a_base_url_holding_a_key_in_its_path_is_refused_and_never_shown() -> None:
     # Accepted, it would be in every request's URL, every log line and the Lane's repr.
     with pytest.raises(gi.ConfigurationError, match="path holds what looks like an API key"):

@@ -44,7 +44,7 @@ from .._endpoint import check_base_url, resolve_key
 from .._exceptions import ConfigurationError
 from .._models import DEFAULT_QUALITY, QUALITIES, RateLimit
 from .._providers import get_provider
-from .._secrets import has_key_prefix, shown
+from .._secrets import looks_like_key, shown
 from .._transport import Secret
 
 __all__ = [
@@ -248,7 +248,7 @@ class Lane:
             not isinstance(label, str) or not label.strip() or len(label) > 64
         ):
             raise ConfigurationError("a lane's label must be a non-empty str of at most 64 chars")
-        if label is not None and (has_key_prefix(label) or label.strip() == str(api_key).strip()):
+        if label is not None and (looks_like_key(label) or label.strip() == str(api_key).strip()):
             # Labels are shown everywhere (logs, manifests, the gallery): never a key.
             raise ConfigurationError(
                 "a lane's label must not be an API key (pass the key as api_key)"

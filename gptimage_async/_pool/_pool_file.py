@@ -98,7 +98,7 @@ class _Where:
 def _lane(where: _Where, label: str, table: object, environ: Mapping[str, str]) -> Lane:
     if not isinstance(table, Mapping):
         where.fail("must be a table of fields ([lanes.NAME])", lane=label)
-    if has_key_prefix(label):
+    if looks_like_key(label):
         where.fail(
             "a lane's name ([lanes.NAME]) must not be an API key: keys go in key_env's variable",
             lane=label,
