@@ -46,21 +46,40 @@ def _live(sim: Simulator) -> list[tuple[str, str, str, int]]:
 
 def test_a_reruns_summary_names_the_cap_the_user_set(tmp_path: Path) -> None:
     out, prompts = tmp_path / "out", prompt_file(tmp_path / "p.txt", 8)
+
+    def spend_line(stdout: str) -> str:
+        [total] = [line for line in stdout.splitlines() if line.startswith("spend:")]
+        return total
+
     with simulator_thread(two_keys()) as sim:
         pool = _pool(tmp_path / "pool.toml", cap=20, lanes=_live(sim))
         args = ("batch", str(prompts), "--out", str(out), "--pool", str(pool), "--no-state")
         first = run_here(*args, **KEYS)
-        assert first.code == 1 and "spend: 20 price units in all (cap 20)" in first.stdout
-        # The user raises the job's cap to 40 and reruns: 20 were spent, 20 are left.
-        _pool(tmp_path / "pool.toml", cap=40, lanes=_live(sim))
+        assert (
+            first.code == 1 and spend_line(first.stdout) == "spend: 20 price units in all (cap 20)"
+        )
+        # The user raises the job's cap to 24 and reruns: 20 were spent, 4 are left.
+        _pool(tmp_path / "pool.toml", cap=24, lanes=_live(sim))
         second = run_here(*args, **KEYS)
-    assert second.code == 0, second.stderr
-    [total] = [line for line in second.stdout.splitlines() if line.startswith("spend:")]
-    assert total == (
-        "spend: 12 price units in this run "
-        "(cap 40 for the job: 20 spent by earlier runs, 20 left for this run)"
-    ), total
-    assert "(cap 20)" not in second.stdout
+        assert second.code == 1, second.stderr
+        assert spend_line(second.stdout) == (
+            "spend: 4 price units in this run "
+            "(cap 24 for the job: 20 spent by earlier runs, 4 left for this run)"
+        )
+        # The refusal names this run's cap (4): the next line says whose it is.
+        assert "past the cap of 4 " in second.stdout
+        assert (
+            f"(this run's cap, 4, is what earlier runs into {out} left of the job's cap of 24: "
+            "they spent 20)"
+        ) in second.stdout
+        _pool(tmp_path / "pool.toml", cap=40, lanes=_live(sim))
+        third = run_here(*args, **KEYS)
+    assert third.code == 0, third.stderr
+    assert spend_line(third.stdout) == (
+        "spend: 8 price units in this run "
+        "(cap 40 for the job: 24 spent by earlier runs, 16 left for this run)"
+    )
+    assert "(cap 16)" not in third.stdout and "(cap 4)" not in second.stdout
 
 
 def test_creates_that_never_left_a_dead_lane_are_not_counted_as_sent(tmp_path: Path) -> None:

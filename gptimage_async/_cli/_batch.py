@@ -25,7 +25,7 @@ from .._session import Session
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Failure, UsageError, check_writable
 from ._sessions import check_endpoint_options, job_cap, load_pool, make_session, open_session
 from ._signals import quit_at_once, stop_on_signals
-from ._spend import at_most_lines, session_spend_lines
+from ._spend import JobSpend, at_most_lines, session_spend_lines
 
 __all__ = ["batch"]
 
@@ -86,8 +86,9 @@ async def batch(args: argparse.Namespace) -> int:
                 report = await _run_with_display(job, display, args.out)
     # A terminal that hung up (SIGHUP) takes no summary: the manifest has it all.
     with contextlib.suppress(OSError):
-        _summary(report, requests=session.stats.requests, out=args.out)
-        for line in session_spend_lines(session, getattr(args, "job_spend", None)):
+        job_spend = getattr(args, "job_spend", None)
+        _summary(report, requests=session.stats.requests, out=args.out, job=job_spend)
+        for line in session_spend_lines(session, job_spend):
             print(line)
         for lane, runs in sorted(job.missing_lanes.items()):
             print(missing_lane_notice(lane, runs))
@@ -245,7 +246,7 @@ def _q(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-def _summary(report: BatchReport, *, requests: int, out: Path) -> None:
+def _summary(report: BatchReport, *, requests: int, out: Path, job: JobSpend | None = None) -> None:
     counts = report.counts
     p = report.progress
     total = len(report.entries)
@@ -264,6 +265,13 @@ def _summary(report: BatchReport, *, requests: int, out: Path) -> None:
     print(f"manifest: {report.manifest}")
     if report.stop_reason:
         print(f"stopped early: {report.stop_reason}")
+        if job is not None and job.earlier and "past the cap" in report.stop_reason:
+            # The cap the refusal names is this run's: what earlier runs left of the job's.
+            left = max(0.0, job.cap - job.earlier)
+            print(
+                f"  (this run's cap, {left:g}, is what earlier runs into {out} left of the "
+                f"job's cap of {job.cap:g}: they spent {job.earlier:g})"
+            )
     if counts["failed"]:
         print("failed prompts are tried again when you rerun the same command")
     if counts["unknown"]:
