@@ -306,8 +306,12 @@ class BatchRunner:
         # If attempts went out, the session chose to send again, which it does only for
         # creates certainly refused, unless it resends uncertain ones: then the intent
         # stays, and a rerun reports the prompt unknown.
+        # Counted as sent at on_send: unsent if every attempt failed to connect, else
+        # refused (each attempt that left was answered with an error: no run was made).
         if item.phase == "submitting" and item.sent_nothing:
-            self.submitted -= 1  # its attempts all failed to connect: counted at on_send, unsent
+            self.submitted -= 1
+        elif item.phase == "submitting" and not self._session.resends_uncertain_creates:
+            self.refused += 1
         if item.phase == "submitting" and not self._session.resends_uncertain_creates:
             assert self._journal is not None
             try:

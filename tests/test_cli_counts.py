@@ -129,3 +129,22 @@ async def test_a_create_withdrawn_by_a_stop_after_a_refused_connect_is_not_sent(
     assert intents() >= 1  # it was about to go on the wire (on_send), then could not connect
     assert report.submitted == 0, report
     assert [e.status for e in report.entries] == ["pending"]
+
+
+def test_creates_refused_by_a_lane_and_then_withdrawn_are_counted_refused(tmp_path: Path) -> None:
+    # Lane "closed" answers 401 (its key is unknown): each create sent there was answered
+    # and made no run; it moves to lane "dear", which the cap refuses: withdrawn.
+    out, prompts = tmp_path / "out", prompt_file(tmp_path / "p.txt", 6)
+    with simulator_thread(two_keys()) as sim:
+        url = sim.base_url("runbase")
+        lanes = [("closed", "WRONG_KEY", url, 1), ("dear", "POOL_KEY_B", url, 5)]
+        pool = _pool(tmp_path / "pool.toml", cap=3, lanes=lanes)
+        keys = {**KEYS, "WRONG_KEY": "sk-not-an-account-000"}
+        done = run_here(
+            "batch", str(prompts), "--out", str(out), "--pool", str(pool), "--no-state", **keys
+        )
+        creates = sim.stats.creates
+    assert done.code == 1 and creates == 0, done.stdout
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("this run:")]
+    sent = int(line.split()[2])
+    assert sent >= 1 and f"{sent} creates sent ({sent} refused: no run made)" in line, line
