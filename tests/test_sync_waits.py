@@ -152,10 +152,8 @@ async def test_ctrl_c_stops_every_wait_when_the_shell_ignored_sigint(where: str)
             assert line == f"waiting {step}\n", (line, lines)
             # The step's run exists before its Ctrl-C: under load the signal could
             # otherwise come before generate's create was sent (nothing to name).
-            for _ in range(3000):
-                if len(sim.runs) >= runs:
-                    break
-                await asyncio.sleep(0.01)
+            async with asyncio.timeout(30):
+                await sim.until(lambda: len(sim.runs) >= runs)  # noqa: B023 - awaited here
             proc.send_signal(signal.SIGINT)
             lines.append((await asyncio.wait_for(proc.stdout.readline(), 30)).decode())
         _, err = await asyncio.wait_for(proc.communicate(), 30)
