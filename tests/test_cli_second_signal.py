@@ -21,6 +21,7 @@ from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
 
 from .test_cli import KEY, RATE, command, environment, prompt_file, run_main
 from .test_cli_signals import key_states, start, until
+from .test_sync_signals import until as until_sim
 
 
 def kill(proc: asyncio.subprocess.Process, sig: int) -> None:
@@ -89,9 +90,11 @@ async def test_a_second_signal_quits_generate_at_once(tmp_path: Path) -> None:
         args = ["generate", "a lamp", "--n", "2", "--out", str(tmp_path / "o")]
         args += ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
         proc = await start(*args, "--rate-limit", RATE)
-        await until(lambda: sim.stats.create_requests == 2, proc)
-        await asyncio.sleep(0.05)  # the requests are written
+        # Both requests read by the simulator (so written): it holds them 30 s.
+        await until_sim(lambda: sim.stats.create_requests == 2, proc, sim=sim)
         proc.send_signal(signal.SIGINT)
+        # generate says nothing until it ends: no line to wait for; the first signal's
+        # handling gets this long before the next ones come.
         await asyncio.sleep(0.2)
         signalled = time.monotonic()
         kill(proc, signal.SIGINT)
