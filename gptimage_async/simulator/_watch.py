@@ -38,7 +38,7 @@ class Watch:
             waiting = list(self._waiting)
         for entry in waiting:
             predicate, wake = entry
-            if predicate():
+            if _holds(predicate):
                 self._drop(entry)
                 wake()
 
@@ -56,7 +56,10 @@ class Watch:
         done = loop.create_future()
 
         def wake() -> None:
-            loop.call_soon_threadsafe(_set, done)
+            # The waiter's loop may have closed meanwhile (another thread's, torn
+            # down): nobody to wake then, and the request being served must not fail.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_set, done)
 
         entry = (predicate, wake)
         self._add(entry)  # before the first look: a change in between is not missed
@@ -81,3 +84,12 @@ class Watch:
 def _set(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _holds(predicate: _Predicate) -> bool:
+    # A test's condition may read another thread's state mid-change and fail: it
+    # is looked at again on the next change. The request being served goes on.
+    try:
+        return predicate()
+    except Exception:
+        return False
