@@ -20,7 +20,7 @@ import pytest
 from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
 
 from .test_cli import KEY, RATE, command, environment, prompt_file, run_main
-from .test_cli_signals import key_states, start, until
+from .test_cli_signals import key_states, start
 from .test_sync_signals import until as until_sim
 
 
@@ -61,7 +61,7 @@ async def test_a_second_signal_quits_a_batch_at_once(tmp_path: Path, signals: in
         args = ["batch", str(prompts), "--out", str(out), "--progress", "log"]
         args += ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
         proc = await start(*args, "--rate-limit", RATE)
-        await until(lambda: key_states(out)["intent"] >= 4, proc)
+        await until_sim(lambda: key_states(out)["intent"] >= 4, proc, sim=sim)
         sent = key_states(out)["intent"]  # creates on the wire (the simulator holds them)
         proc.send_signal(signal.SIGINT)
         first = await read_until(proc, b"interrupt")
@@ -120,7 +120,7 @@ async def test_sighup_stops_a_batch_as_sigterm_does(tmp_path: Path) -> None:
         args = ["batch", str(prompts), "--out", str(out), "--progress", "log"]
         args += ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
         proc = await start(*args, "--rate-limit", RATE)
-        await until(lambda: key_states(out)["intent"] >= 4, proc)
+        await until_sim(lambda: key_states(out)["intent"] >= 4, proc, sim=sim)
         proc.send_signal(signal.SIGHUP)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
         stderr = err.decode()
@@ -159,7 +159,7 @@ async def test_a_terminal_that_hangs_up_stops_a_batch_cleanly(tmp_path: Path) ->
         )
         os.close(slave)
         try:
-            await until(lambda: key_states(out)["intent"] >= 4, proc)
+            await until_sim(lambda: key_states(out)["intent"] >= 4, proc, sim=sim)
         finally:
             os.close(master)  # the terminal hangs up: the kernel sends SIGHUP
         code = await asyncio.wait_for(proc.wait(), 30)
