@@ -20,7 +20,8 @@ import pytest
 from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
 
 from .test_cli import KEY, RATE, command, environment, prompt_file, run_main
-from .test_cli_signals import key_states, start, until
+from .test_cli_signals import key_states, start
+from .test_sync_signals import until as until_sim
 
 
 def kill(proc: asyncio.subprocess.Process, sig: int) -> None:
@@ -60,7 +61,7 @@ async def test_a_second_signal_quits_a_batch_at_once(tmp_path: Path, signals: in
         args = ["batch", str(prompts), "--out", str(out), "--progress", "log"]
         args += ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
         proc = await start(*args, "--rate-limit", RATE)
-        await until(lambda: key_states(out)["intent"] >= 4, proc)
+        await until_sim(lambda: key_states(out)["intent"] >= 4, proc, sim=sim)
         sent = key_states(out)["intent"]  # creates on the wire (the simulator holds them)
         proc.send_signal(signal.SIGINT)
         first = await read_until(proc, b"interrupt")
@@ -89,9 +90,11 @@ async def test_a_second_signal_quits_generate_at_once(tmp_path: Path) -> None:
         args = ["generate", "a lamp", "--n", "2", "--out", str(tmp_path / "o")]
         args += ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
         proc = await start(*args, "--rate-limit", RATE)
-        await until(lambda: sim.stats.create_requests == 2, proc)
-        await asyncio.sleep(0.05)  # the requests are written
+        # Both requests read by the simulator (so written): it holds them 30 s.
+        await until_sim(lambda: sim.stats.create_requests == 2, proc, sim=sim)
         proc.send_signal(signal.SIGINT)
+        # generate says nothing until it ends: no line to wait for; the first signal's
+        # handling gets this long before the next ones come.
         await asyncio.sleep(0.2)
         signalled = time.monotonic()
         kill(proc, signal.SIGINT)
@@ -117,7 +120,7 @@ async def test_sighup_stops_a_batch_as_sigterm_does(tmp_path: Path) -> None:
         args = ["batch", str(prompts), "--out", str(out), "--progress", "log"]
         args += ["--provider", "runbase", "--base-url", sim.base_url("runbase")]
         proc = await start(*args, "--rate-limit", RATE)
-        await until(lambda: key_states(out)["intent"] >= 4, proc)
+        await until_sim(lambda: key_states(out)["intent"] >= 4, proc, sim=sim)
         proc.send_signal(signal.SIGHUP)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
         stderr = err.decode()
@@ -156,7 +159,7 @@ async def test_a_terminal_that_hangs_up_stops_a_batch_cleanly(tmp_path: Path) ->
         )
         os.close(slave)
         try:
-            await until(lambda: key_states(out)["intent"] >= 4, proc)
+            await until_sim(lambda: key_states(out)["intent"] >= 4, proc, sim=sim)
         finally:
             os.close(master)  # the terminal hangs up: the kernel sends SIGHUP
         code = await asyncio.wait_for(proc.wait(), 30)

@@ -18,7 +18,7 @@ import struct
 import subprocess
 import termios
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.test_cli import command, environment, prompt_file
@@ -71,18 +71,41 @@ class Pty:
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
         self.columns = columns
         self.chunks: list[bytes] = []
+        self.ended = False
+        # Told of each chunk (and of the end): a test waits for what the screen shows.
+        self.changed = threading.Condition()
         self.reader = threading.Thread(target=self._drain)
         self.reader.start()
 
     def _drain(self) -> None:
-        while True:
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:  # EIO once the child closed the terminal
-                return
-            if not data:
-                return
-            self.chunks.append(data)
+        try:
+            while True:
+                try:
+                    data = os.read(self.master, 65536)
+                except OSError:  # EIO once the child closed the terminal
+                    return
+                if not data:
+                    return
+                with self.changed:
+                    self.chunks.append(data)
+                    self.changed.notify_all()
+        finally:
+            with self.changed:
+                self.ended = True
+                self.changed.notify_all()
+
+    def wait_until(self, shows: Callable[[list[str]], bool], timeout: float) -> bool:
+        """Block until ``shows(screen lines)`` holds, checked as each chunk arrives.
+
+        ``False`` if the terminal closed first or after ``timeout`` seconds.
+        """
+
+        def holds() -> bool:
+            text = b"".join(self.chunks).decode(errors="replace")
+            return self.ended or shows(screen(text, self.columns))
+
+        with self.changed:
+            return self.changed.wait_for(holds, timeout) and not self.ended
 
     def close(self) -> str:
         os.close(self.slave)
@@ -92,8 +115,10 @@ class Pty:
 
 
 def run_on_terminal(
-    term: Pty, *args: str, interrupt_after: float | None = None
+    term: Pty, *args: str, interrupt_when: Callable[[list[str]], bool] | None = None
 ) -> tuple[int, str, str]:
+    """Run the CLI with stderr on ``term``; with ``interrupt_when``, send it SIGINT once a
+    run exists and ``interrupt_when(screen lines)`` holds (checked as the screen changes)."""
     proc = subprocess.Popen(
         command(*args),
         stdin=subprocess.DEVNULL,
@@ -101,16 +126,18 @@ def run_on_terminal(
         stderr=term.slave,
         env=environment(),
     )
-    if interrupt_after is not None:
-        # Once a run exists (its "created" record is journaled), not after a fixed time:
-        # a loaded machine can take seconds to start Python, before any handler is set.
+    if interrupt_when is not None:
+        # Once a run exists (its "created" record is journaled) and the screen shows
+        # what the test asks, not after a fixed time: a loaded machine can take
+        # seconds to start Python, before any handler is set. The live line is
+        # redrawn every LIVE_INTERVAL, so the journal is looked at again then.
         journal = Path(args[args.index("--out") + 1]) / "journal.jsonl"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if journal.is_file() and b'"created"' in journal.read_bytes():
-                break
-            time.sleep(0.05)
-        time.sleep(interrupt_after)
+
+        def ready(lines: list[str]) -> bool:
+            created = journal.is_file() and b'"created"' in journal.read_bytes()
+            return created and interrupt_when(lines)
+
+        assert term.wait_until(ready, 60), "the batch never showed its live line"
         proc.send_signal(signal.SIGINT)
     stdout, _ = proc.communicate(timeout=90)
     return proc.returncode, stdout.decode(), term.close()
@@ -161,11 +188,16 @@ def test_log_lines_go_above_the_live_line_not_into_it(tmp_path: Path) -> None:
     assert len([line for line in lines if STATUS.search(line)]) == 1
 
 
+def shows_an_eta(lines: list[str]) -> bool:
+    return any(STATUS.search(line) and "ETA" in line for line in lines)
+
+
 def test_after_ctrl_c_no_eta_is_shown(tmp_path: Path) -> None:
     term = Pty(columns=100)
     # Real time: 3-10 s runs, so the batch is mid-way when interrupted.
     args = simulator_batch(tmp_path, 30, time_scale="1")
-    code, _, output = run_on_terminal(term, *args, interrupt_after=0.5)
+    # Interrupted once the live line shows an ETA: it must be gone after the Ctrl-C.
+    code, _, output = run_on_terminal(term, *args, interrupt_when=shows_an_eta)
     assert code == 130, output
     lines = screen(output, 100)
     (status,) = [line for line in lines if STATUS.search(line)]

@@ -67,7 +67,7 @@ def test_close_follows_on_exit_unless_told(on_exit: str, cancel: bool | None, wa
 async def test_a_ctrl_c_traceback_is_not_chained_to_a_runtime_error() -> None:
     async with Simulator(SimulatorConfig(time_scale=1.0, rate_limit=None, seed=3)) as sim:
         proc = await start(sim, "generate", rate=100.0)
-        await until(lambda: sim.stats.creates == 1, proc)
+        await until(lambda: sim.stats.creates == 1, proc, sim=sim)
         await asyncio.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, err = await asyncio.wait_for(proc.communicate(), 15)

@@ -7,7 +7,6 @@ import itertools
 import logging
 
 import aiohttp
-import anyio
 import pytest
 
 import gptimage_async as gi
@@ -219,20 +218,27 @@ async def test_cancelling_an_awaiting_task_disturbs_nothing() -> None:
         assert all(r.urls for r in results)
 
 
-async def test_cancelling_submit_after_send_does_not_lose_the_run() -> None:
+async def test_cancelling_submit_after_send_does_not_lose_the_run(fake_clock: FakeClock) -> None:
+    # In memory on the fake clock: the create is held by the simulator (created,
+    # its answer 50 ms away) when the caller is cancelled, at no wall time.
     cfg = config(faults=Faults(slow=1.0, slow_seconds=5.0))  # answers after 50 ms
-    async with simulated_session(config=cfg) as (sim, session):
-        task = asyncio.create_task(session.submit("paid for"))
-        await asyncio.sleep(0.01)  # the create is on the wire
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        with anyio.fail_after(5):
-            while sim.stats.creates == 0 or len(session.runs) == 0:  # noqa: ASYNC110 - bounded by fail_after
-                await asyncio.sleep(0.005)
-        tracked = list(session.runs)
-        assert len(tracked) == 1 and tracked[0].id in sim.runs
-    assert tracked[0].done()
+
+    async def body() -> gi.Run:
+        async with memory_session(config=cfg) as (sim, session):
+            task = asyncio.create_task(session.submit("paid for"))
+            await sim.until(lambda: sim.stats.creates == 1)  # created; its answer on its way
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            async with asyncio.timeout(5):  # fake seconds
+                while len(session.runs) == 0:  # noqa: ASYNC110 - fake time, bounded
+                    await asyncio.sleep(0.005)
+            tracked = list(session.runs)
+            assert len(tracked) == 1 and tracked[0].id in sim.runs
+        return tracked[0]
+
+    run = await fake_clock.run(body())
+    assert run.done()
 
 
 async def test_exit_waits_for_runs_in_flight_by_default() -> None:

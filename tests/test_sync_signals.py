@@ -10,6 +10,7 @@ created in its notes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -62,13 +64,24 @@ async def start(sim: Simulator, verb: str, rate: float) -> asyncio.subprocess.Pr
     return proc
 
 
-async def until(condition: object, proc: asyncio.subprocess.Process, limit: float = 60) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert proc.returncode is None, "the script ended before the signal"
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.005)
+async def until(
+    condition: Callable[[], bool],
+    proc: asyncio.subprocess.Process,
+    limit: float = 60,
+    *,
+    sim: Simulator,
+) -> None:
+    """Until ``condition()`` (on ``sim``'s state) holds, woken by the simulator as it
+    changes (``Simulator.until``); fails if ``proc`` ends first or after ``limit`` s."""
+    holds = asyncio.ensure_future(sim.until(condition))
+    ended = asyncio.ensure_future(proc.wait())
+    try:
+        done, _ = await asyncio.wait({holds, ended}, timeout=limit, return_when="FIRST_COMPLETED")
+    finally:
+        holds.cancel()
+        ended.cancel()
+    assert ended not in done, "the script ended before the signal"
+    assert holds in done, f"not true after {limit:g} s"
 
 
 async def test_ctrl_c_in_generate_many_stops_creating_at_once() -> None:
@@ -76,7 +89,7 @@ async def test_ctrl_c_in_generate_many_stops_creating_at_once() -> None:
     async with Simulator(SimulatorConfig(time_scale=1.0, rate_limit=None, seed=3)) as sim:
         # Four creates a second: the rest of the 40 wait in the client's rate limiter.
         proc = await start(sim, "generate_many", rate=4.0)
-        await until(lambda: sim.stats.creates >= 3, proc)
+        await until(lambda: sim.stats.creates >= 3, proc, sim=sim)
         sent_at_signal = sim.stats.create_requests
         signalled = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -103,7 +116,7 @@ async def test_ctrl_c_in_generate_many_stops_creating_at_once() -> None:
 async def test_ctrl_c_in_generate_reports_the_run_it_created() -> None:
     async with Simulator(SimulatorConfig(time_scale=1.0, rate_limit=None, seed=3)) as sim:
         proc = await start(sim, "generate", rate=100.0)
-        await until(lambda: sim.stats.creates == 1, proc)
+        await until(lambda: sim.stats.creates == 1, proc, sim=sim)
         await asyncio.sleep(0.05)  # the answer reaches the client
         proc.send_signal(signal.SIGINT)
         _, err = await asyncio.wait_for(proc.communicate(), 15)
@@ -125,9 +138,9 @@ def test_ctrl_c_in_a_notebook_leaves_the_session_open() -> None:
     ):
 
         def interrupt_after_two_creates() -> None:
-            deadline = time.monotonic() + 60
-            while sim.stats.creates < 2 and time.monotonic() < deadline:
-                time.sleep(0.005)
+            # Woken by the simulator's loop the moment it made the second run.
+            with contextlib.suppress(TimeoutError):  # then the test fails below instead
+                sim.until_blocking(lambda: sim.stats.creates >= 2, timeout=60)
             signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
         threading.Thread(target=interrupt_after_two_creates, daemon=True).start()

@@ -152,10 +152,8 @@ async def test_ctrl_c_stops_every_wait_when_the_shell_ignored_sigint(where: str)
             assert line == f"waiting {step}\n", (line, lines)
             # The step's run exists before its Ctrl-C: under load the signal could
             # otherwise come before generate's create was sent (nothing to name).
-            for _ in range(3000):
-                if len(sim.runs) >= runs:
-                    break
-                await asyncio.sleep(0.01)
+            async with asyncio.timeout(30):
+                await sim.until(lambda: len(sim.runs) >= runs)  # noqa: B023 - awaited here
             proc.send_signal(signal.SIGINT)
             lines.append((await asyncio.wait_for(proc.stdout.readline(), 30)).decode())
         _, err = await asyncio.wait_for(proc.communicate(), 30)
@@ -302,6 +300,12 @@ def test_download_from_another_loop_while_the_results_loop_is_blocked(tmp_path: 
         assert run_done is False
 
 
+async def loop_passes(count: int) -> None:
+    """Let the loop run ``count`` times round: work waiting in its queue starts and steps."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 def busy_then_stopped(origin: asyncio.AbstractEventLoop, go: threading.Event) -> threading.Thread:
     """``origin`` run in a thread, busy until ``go`` is set, then stopped.
 
@@ -390,6 +394,6 @@ def test_work_given_up_on_never_starts_when_its_loop_runs_again() -> None:
     finally:
         go.set()
         serving.join(30)
-        origin.run_until_complete(asyncio.sleep(0.01))  # the loop runs again
+        origin.run_until_complete(loop_passes(5))  # the loop runs again
         origin.close()
     assert calls == ["here"]

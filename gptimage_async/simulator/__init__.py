@@ -26,8 +26,8 @@ must read.
 Layout: ``_config`` (knobs), ``_keys`` (per-key accounts), ``_options``
 (the ``simulate`` command's options), ``_app`` (the request pipeline), ``_runbase`` and
 ``_apiinone`` (the two dialects), ``_runs`` (runs and accounts),
-``_ratelimit``, ``_faults``, ``_png`` (images), ``_stats``, ``_simulator``
-(server lifetime).
+``_ratelimit``, ``_faults``, ``_png`` (images), ``_stats``, ``_watch``
+(``Simulator.until``), ``_simulator`` (server lifetime).
 """
 
 from gptimage_async.simulator._config import (

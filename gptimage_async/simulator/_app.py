@@ -51,6 +51,7 @@ from gptimage_async.simulator._ratelimit import SlidingWindowLimiter, format_ret
 from gptimage_async.simulator._runbase import Runbase
 from gptimage_async.simulator._runs import SimulatedRuns
 from gptimage_async.simulator._stats import SimulatorStats
+from gptimage_async.simulator._watch import Watch
 
 __all__ = ["BASE_PATHS", "ConnectionDropped", "Incoming", "SimulatorService"]
 
@@ -128,6 +129,8 @@ class SimulatorService:
         self.manual_outage = False
         self.revoked: set[str] = set()
         """Keys answered 401 from now on (``Simulator.revoke``)."""
+        self.watch = Watch()
+        """Told after each step that changes the counters (``Simulator.until``)."""
 
     def __repr__(self) -> str:
         return f"<SimulatorService {self.registry!r} {self.limiter!r}>"
@@ -235,12 +238,14 @@ class SimulatorService:
             stats.create_requests += 1
         else:
             stats.polls += 1
+        self.watch.notify()
         config = self.config
         faults = config.faults
         faulty = dialect.name in faults.applies_to
         reply = self._strike_first(request, action) if faulty else None
         if reply is None:
             reply = await self._work(request, dialect, action, config)
+            self.watch.notify()
             if faulty:
                 reply = self._strike_after(request, action, reply)
         if faulty and roll(self.rng, faults.slow):
@@ -250,6 +255,7 @@ class SimulatorService:
             self._fault("bom")
             reply = with_bom(reply)
         self._sent(reply, request)
+        self.watch.notify()
         return reply
 
     async def _close_soon(
@@ -442,6 +448,7 @@ class SimulatorService:
 
     def _file_reply(self, request: Incoming) -> Reply:
         self.stats.file_requests += 1
+        self.watch.notify()
         run = self.registry.runs.get(request.match_info["run_id"])
         index = int(request.match_info["index"])
         if run is None or index >= len(run.urls) or run.state(self.clock()) != "succeeded":

@@ -153,6 +153,26 @@ class Simulator:
         """
         return await self._service.respond(method, target, headers, body)
 
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Return as soon as ``condition()`` holds, checked whenever the state changes.
+
+        The condition (a callable reading ``stats``, ``runs``...) is checked
+        now and after each step of the request pipeline that moves a counter:
+        a request arrived, its work was done (a run created), its answer went
+        out, an image was served. So a test acts the moment the server holds
+        a create, with no polling and no sleep. It waits as long as it takes:
+        bound it with ``asyncio.timeout``. Safe from another event loop or
+        thread than the simulator's.
+        """
+        await self._service.watch.until(condition)
+
+    def until_blocking(self, condition: Callable[[], bool], *, timeout: float = 30.0) -> None:
+        """:meth:`until` for a thread other than the simulator's loop (it blocks that thread).
+
+        Raises ``TimeoutError`` after ``timeout`` seconds (default 30.0).
+        """
+        self._service.watch.until_blocking(condition, timeout)
+
     # -- state -------------------------------------------------------------
 
     @property

@@ -21,7 +21,15 @@ import pytest
 import gptimage_async as gi
 from gptimage_async.simulator import Faults, Simulator
 
-from .conftest import PROVIDERS, LeakWatch, leak_watch, session_for, sim_config
+from .conftest import (
+    PROVIDERS,
+    LeakWatch,
+    leak_watch,
+    on_wire,
+    session_for,
+    sim_config,
+    simulated,
+)
 
 #: Runs that outlast any of these tests (10,000 provider seconds = 50 s).
 NEVER_DONE = {"duration": "fixed", "duration_median": 10_000.0}
@@ -107,7 +115,7 @@ async def test_exception_inside_the_block_cancels_and_propagates(provider: str) 
             async with session:
                 runs.extend([await session.submit(f"sofa {i}") for i in range(20)])
                 waiters.extend(asyncio.create_task(run.result()) for run in runs)
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0)  # one pass: each waiter is now awaiting its run
                 raise KeyError("boom")
 
         with pytest.raises(KeyError, match="boom"):
@@ -134,7 +142,9 @@ async def test_owning_task_cancelled_while_exit_waits() -> None:
 
         task = asyncio.create_task(owner())
         await entered_exit.wait()
-        await asyncio.sleep(0.05)  # now waiting in __aexit__ for runs that never end
+        # The owner went on, in the same step, into __aexit__: closing, it now
+        # waits there for runs that never end.
+        assert session.closed
         assert not task.done()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -177,8 +187,7 @@ async def test_cancelled_submits_lose_no_run() -> None:
             submits = [asyncio.create_task(session.submit(f"bench {i}")) for i in range(30)]
             # Until the server holds some creates (real sockets: a bounded wait for I/O).
             with anyio.fail_after(10):
-                while sim.stats.create_requests == 0:  # noqa: ASYNC110 - bounded by fail_after
-                    await asyncio.sleep(0.002)
+                await sim.until(lambda: sim.stats.create_requests > 0)
             for task in submits:
                 task.cancel()
             outcomes = await asyncio.gather(*submits, return_exceptions=True)
@@ -193,8 +202,11 @@ async def test_cancelled_submits_lose_no_run() -> None:
 
 @pytest.mark.parametrize("how", ["generate_many", "as_completed"])
 async def test_cancelled_bulk_call_leaves_no_feeder_behind(how: str) -> None:
-    async with watched(), Simulator(sim_config()) as sim:
-        async with session_for(sim, "apiinone") as session:
+    # About tasks, not sockets: in memory on the fake clock, so "nothing more is
+    # sent" is watched over fake seconds moved by hand (the sleeps below), at no
+    # wall time. The socket-leak side of a close is the other tests' here.
+    async def scenario() -> None:
+        async with simulated("apiinone", sim_config(), "memory") as (sim, session):
             prompts = [f"rug {i}" for i in range(500)]
 
             async def bulk() -> None:
@@ -206,18 +218,21 @@ async def test_cancelled_bulk_call_leaves_no_feeder_behind(how: str) -> None:
                             pass
 
             task = asyncio.create_task(bulk())
-            await asyncio.sleep(0.1)
+            await sim.until(lambda: sim.stats.creates >= 20)  # the job is well under way
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             # Creates already on the wire finish; after that nothing more is sent.
             await asyncio.sleep(0.1)
             sent = sim.stats.create_requests
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)
             assert sim.stats.create_requests == sent < 500
         # Every run created was tracked, finished and counted.
         assert session.runs.counts()["succeeded"] == sim.stats.creates == sent
         _assert_released(session)
+
+    async with watched():
+        await on_wire("memory", scenario())
 
 
 async def test_closed_session_refuses_reuse() -> None:

@@ -83,11 +83,12 @@ async def test_apiinone_status_variants(session: aiohttp.ClientSession) -> None:
 
 
 async def test_apiinone_plain_statuses(session: aiohttp.ClientSession) -> None:
-    async with make(apiinone_status_variants=False, failure_rate=0.5) as sim:
+    clock = ManualClock()
+    async with make(apiinone_status_variants=False, failure_rate=0.5, clock=clock) as sim:
         words = set()
         for _ in range(6):
             task_id = task_id_of((await aio_create(session, sim)).json())
-            fields = await aio_wait(session, sim, task_id)
+            fields = await aio_wait(session, sim, task_id, clock=clock)
             words.add(fields["status"])
         assert words <= {"completed", "failed"}
         assert words == {"completed", "failed"}
@@ -98,11 +99,12 @@ async def test_apiinone_plain_statuses(session: aiohttp.ClientSession) -> None:
     ["output.urls", "output_list_str", "output_list_obj", "urls", "result.urls", "images"],
 )
 async def test_apiinone_url_locations(session: aiohttp.ClientSession, location: str) -> None:
+    clock = ManualClock()
     async with make(
-        apiinone_url_location=location, apiinone_shape="mixed", images_per_run=2
+        apiinone_url_location=location, apiinone_shape="mixed", images_per_run=2, clock=clock
     ) as sim:
         task_id = task_id_of((await aio_create(session, sim)).json())
-        fields = await aio_wait(session, sim, task_id)
+        fields = await aio_wait(session, sim, task_id, clock=clock)
         found = urls_at(fields)
         assert found is not None
         assert found[0] == location

@@ -14,6 +14,7 @@ from gptimage_async.simulator import (
 )
 
 from .wire import (
+    ManualClock,
     aio_create,
     aio_get,
     aio_wait,
@@ -84,7 +85,8 @@ class AioErrorBody(msgspec.Struct, forbid_unknown_fields=True):
 async def test_default_answers_have_the_documented_shapes(
     session: aiohttp.ClientSession,
 ) -> None:
-    async with make(failure_rate=0.5) as sim:
+    clock = ManualClock()
+    async with make(failure_rate=0.5, clock=clock) as sim:
         runs = [(await rb_create(session, sim, f"p{i}")).body for i in range(8)]
         tasks = [(await aio_create(session, sim, f"prompt {i}")).body for i in range(8)]
         statuses: set[str] = set()
@@ -92,7 +94,7 @@ async def test_default_answers_have_the_documented_shapes(
             run = msgspec.json.decode(raw, type=RbRun)
             assert run.status == "pending"
             done = msgspec.json.decode(
-                msgspec.json.encode(await rb_wait(session, sim, run.id)), type=RbRun
+                msgspec.json.encode(await rb_wait(session, sim, run.id, clock=clock)), type=RbRun
             )
             assert (done.output is None) == (done.status == "failed")
             statuses.add(done.status)
@@ -101,7 +103,7 @@ async def test_default_answers_have_the_documented_shapes(
             assert created.data.status == "IN_PROGRESS"
             polled = await aio_get(session, sim, created.data.task_id)
             msgspec.json.decode(polled.body, type=AioEnvelope)
-            await aio_wait(session, sim, created.data.task_id)
+            await aio_wait(session, sim, created.data.task_id, clock=clock)
             final = await aio_get(session, sim, created.data.task_id)
             task = msgspec.json.decode(final.body, type=AioEnvelope).data
             assert (task.output is None) == (task.status == "failed")
@@ -123,12 +125,13 @@ async def test_default_answers_have_the_documented_shapes(
 
 async def test_variants_are_still_reachable(session: aiohttp.ClientSession) -> None:
     config = SimulatorConfig(time_scale=0.01, seed=5, rate_limit=None).with_variants()
-    async with Simulator(config) as sim:
+    clock = ManualClock()
+    async with Simulator(config, clock=clock) as sim:
         bodies = []
         for i in range(12):
             created = (await aio_create(session, sim, f"prompt {i}")).json()
             bodies.append(created)
-            bodies.append(await aio_wait(session, sim, task_id_of(created)))
+            bodies.append(await aio_wait(session, sim, task_id_of(created), clock=clock))
         words = {str(task_fields(body)["status"]) for body in bodies}
         assert any("data" not in body for body in bodies)  # the flat shape
         assert any("data" in body for body in bodies)

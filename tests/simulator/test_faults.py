@@ -159,7 +159,8 @@ async def test_close_while_a_slow_answer_is_pending(session: aiohttp.ClientSessi
     sim = make(faults=Faults(slow=1.0, slow_seconds=1000.0))
     await sim.start()
     pending = asyncio.create_task(rb_create(session, sim))
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(10):
+        await sim.until(lambda: sim.stats.creates == 1)  # held: its answer 10 s away
     started = time.monotonic()
     await sim.close()
     assert time.monotonic() - started < 2.0

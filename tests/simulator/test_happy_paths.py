@@ -64,7 +64,8 @@ async def test_runbase_happy_path(session: aiohttp.ClientSession) -> None:
 
 
 async def test_apiinone_happy_path(session: aiohttp.ClientSession) -> None:
-    async with make() as sim:  # the defaults are the documented shape
+    clock = ManualClock()
+    async with make(clock=clock) as sim:  # the defaults are the documented shape
         created = await aio_create(session, sim, "a tiny robot", aspect_ratio="2:3", quality="high")
         assert created.status == 200
         body = created.json()
@@ -73,7 +74,7 @@ async def test_apiinone_happy_path(session: aiohttp.ClientSession) -> None:
         assert re.fullmatch(r"task_[0-9a-f]{16}", task_id)
         assert body["data"]["status"] == "IN_PROGRESS"
 
-        fields = await aio_wait(session, sim, task_id)
+        fields = await aio_wait(session, sim, task_id, clock=clock)
         assert fields["status"] == "completed"
         (url,) = fields["output"]["urls"]
         image = await request(session, "GET", url)

@@ -51,9 +51,10 @@ async def test_failure_rate_runbase(session: aiohttp.ClientSession, variants: bo
 
 
 async def test_failure_rate_apiinone_and_mixture(session: aiohttp.ClientSession) -> None:
-    async with make(failure_rate=1.0, apiinone_status_variants=False) as sim:
+    clock = ManualClock()
+    async with make(failure_rate=1.0, apiinone_status_variants=False, clock=clock) as sim:
         task_id = task_id_of((await aio_create(session, sim)).json())
-        fields = await aio_wait(session, sim, task_id)
+        fields = await aio_wait(session, sim, task_id, clock=clock)
         assert fields["status"] == "failed"
         assert fields["error"]
         assert urls_at(fields) is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -49,18 +50,33 @@ def session_options(sim: Simulator, provider: str = "runbase") -> dict[str, Any]
     }
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling an event once it started (it has only a flag to poll)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.up = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        finally:
+            self.up.set()  # started, or gave up (then ``started`` stays False)
+
+
 @contextlib.asynccontextmanager
 async def serve_uvicorn(app: Any) -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn on a free loopback port; yields its URL."""
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, lifespan="on", log_config=None, log_level="warning"
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     task = asyncio.get_running_loop().create_task(server.serve())
     try:
-        while not server.started:
-            assert not task.done(), "uvicorn stopped during startup"
-            await asyncio.sleep(0.005)
+        up = asyncio.ensure_future(server.up.wait())
+        await asyncio.wait({task, up}, return_when=asyncio.FIRST_COMPLETED)
+        up.cancel()
+        assert server.started, "uvicorn stopped during startup"
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}"
     finally:

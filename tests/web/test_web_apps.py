@@ -261,7 +261,8 @@ async def test_client_gone_while_its_create_is_in_flight_does_not_orphan_the_run
         session = created_sessions.only
         async with client(url) as quitter:
             abandoned = asyncio.create_task(post(quitter, "/generate", "paid for"))
-            await eventually(lambda: sim.stats.creates == 1)
+            async with asyncio.timeout(5):
+                await sim.until(lambda: sim.stats.creates == 1)  # made; its answer held
             abandoned.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await abandoned
