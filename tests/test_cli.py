@@ -85,14 +85,18 @@ def run_main(
     CPU) buys nothing: the console script is ``sys.exit(main())``, and
     ``test_python_dash_m_and_version`` runs it as a real process. Call it from a
     plain (not async) test: a refusal found inside the command's own event loop
-    needs ``asyncio.run``. The environment, signal handlers and log handlers
-    are put back afterwards. ``env`` adds variables (a pool's key variables);
-    ``stdin`` is what standard input holds.
+    needs ``asyncio.run``. Its log lines reach ``stderr`` as in a process of its
+    own. The environment, signal handlers and log handlers are put back
+    afterwards. ``env`` adds variables (a pool's key variables); ``stdin`` is
+    what standard input holds.
     """
     saved_env = dict(os.environ)
     saved_signals = {sig: signal.getsignal(sig) for sig in CLI_SIGNALS}
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
+    # As in a process of its own: the command's logging.basicConfig finds no handler
+    # (pytest's are put back afterwards), so its log lines reach the captured stderr.
+    root.handlers[:] = []
     os.environ.clear()
     os.environ.update(environment(RUNBASE_API_KEY=key) if key else environment())
     os.environ.update(env or {})
