@@ -472,12 +472,13 @@ def test_usage_errors_exit_2() -> None:
     assert "slow_seconds" in done.stdout and "keepalive_close_after" in done.stdout
 
 
-async def test_the_key_never_shows(sim: Simulator, tmp_path: Path) -> None:
+def test_the_key_never_shows(tmp_path: Path) -> None:
     secret = "sk-do-not-print-me-9f8e7d"
     prompts = prompt_file(tmp_path / "prompts.txt", 2)
-    done = await run_cli(
-        "-v", "batch", str(prompts), "--out", str(tmp_path / "out"), *against(sim), key=secret
-    )
+    with simulator_thread(SimulatorConfig(time_scale=0.01, rate_limit=None, seed=11)) as sim:
+        done = run_main(
+            "-v", "batch", str(prompts), "--out", str(tmp_path / "out"), *against(sim), key=secret
+        )
     assert done.code == 0, done.stderr
     everything = done.stdout + done.stderr + (tmp_path / "out" / "journal.jsonl").read_text()
     assert secret not in everything

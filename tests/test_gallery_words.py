@@ -9,7 +9,6 @@ headless Chromium.
 from __future__ import annotations
 
 import datetime
-import subprocess
 from pathlib import Path
 
 import gptimage_async as gi
@@ -19,22 +18,11 @@ from gptimage_async.testing import TEST_KEYS
 
 from ._chromium import Browser
 from .gallery_helpers import apiinone_session, browser, cli, entry
-from .test_cli import command, prompt_file, run_main, simulator_thread
+from .test_cli import prompt_file, run_main, simulator_thread
 
 __all__ = ["browser"]  # a fixture, used by name
 
 FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=7)
-
-
-def cli_process(*args: str) -> subprocess.CompletedProcess[str]:
-    """The command line as a real process: its log lines reach its own stderr."""
-    return subprocess.run(
-        command(*args),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_a_pending_tile_says_why_and_a_tile_not_saved_its_time() -> None:
@@ -88,7 +76,7 @@ async def test_a_rerun_with_other_options_counts_earlier_requests_apart(tmp_path
 def test_a_page_not_written_is_not_claimed_and_its_real_path_is_said(tmp_path: Path) -> None:
     out = tmp_path / "gdir"
     (out / GALLERY_NAME).mkdir(parents=True)  # the page's name is taken by a directory
-    done = cli_process(
+    done = cli(
         "batch", str(prompt_file(tmp_path / "p.txt", 2)), "--out", str(out),
         "--provider", "simulator", "--progress", "log",
     )  # fmt: skip
