@@ -211,14 +211,19 @@ async def kill_a_batch(args: list[str], out: Path, *, after: int, key: str) -> i
     return await proc.wait()
 
 
-@pytest.mark.slow  # two CLI processes, one killed: ~2.5 s
-async def test_sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> None:
-    sim.config = sim.config.replace(time_scale=0.02)  # runs of 60-200 ms: many in flight
+@pytest.mark.slow  # a CLI process killed, then the rerun: ~2.5 s
+def test_sigkill_part_way_then_resume(tmp_path: Path) -> None:
+    # The killed batch is a real process; the rerun runs in this process (run_main).
+    with simulator_thread(SimulatorConfig(time_scale=0.02, rate_limit=None, seed=11)) as sim:
+        _sigkill_part_way_then_resume(sim, tmp_path)  # runs of 60-200 ms: many in flight
+
+
+def _sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> None:
     n = 300
     prompts = prompt_file(tmp_path / "prompts.txt", n)
     out = tmp_path / "out"
     args = ["batch", str(prompts), "--out", str(out), *against(sim)]
-    assert await kill_a_batch(args, out, after=60, key=KEY) == -signal.SIGKILL
+    assert asyncio.run(kill_a_batch(args, out, after=60, key=KEY)) == -signal.SIGKILL
 
     # What the killed process left behind.
     state: dict[str, str] = {}
@@ -234,7 +239,7 @@ async def test_sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> N
     assert counts["intent"] <= 4, "the create window bounds what a kill leaves unknown"
     assert sim.stats.duplicates == 0
 
-    done = await run_cli(*args)
+    done = run_main(*args)
     manifest = gi.read_manifest(out / "manifest.jsonl")
     assert len(manifest) == n
     by_status = collections.Counter(e.status for e in manifest)
@@ -265,11 +270,14 @@ async def test_sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> N
     print(f"killed with {dict(counts)}; after the rerun {dict(by_status)}")
 
 
-async def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sim: Simulator, tmp_path: Path) -> None:
-    sim.config = sim.config.replace(time_scale=0.05)
-    prompts = prompt_file(tmp_path / "prompts.txt", 200)
-    out = tmp_path / "out"
-    args = ["batch", str(prompts), "--out", str(out), *against(sim)]
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path) -> None:
+    # The batch Ctrl-C stops is a real process; the rerun runs in this process (run_main).
+    with simulator_thread(SimulatorConfig(time_scale=0.05, rate_limit=None, seed=11)) as sim:
+        _ctrl_c_stops_cleanly_and_says_how_to_resume(sim, tmp_path)
+
+
+async def _interrupted_after(args: list[str], out: Path, finished: int) -> tuple[int, bytes, bytes]:
+    """Run ``gptimage-async *args``; Ctrl-C it once ``finished`` prompts are in the journal."""
     proc = await asyncio.create_subprocess_exec(
         *command(*args),
         stdout=subprocess.PIPE,
@@ -277,12 +285,21 @@ async def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sim: Simulator, tmp_p
         env=environment(RUNBASE_API_KEY=KEY),
     )
     deadline = time.monotonic() + 60
-    while sum(r["record"] == "finished" for r in journal_records(out)) < 20:
+    while sum(r["record"] == "finished" for r in journal_records(out)) < finished:
         assert proc.returncode is None and time.monotonic() < deadline
         await asyncio.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 130
+    assert proc.returncode is not None
+    return proc.returncode, stdout, stderr
+
+
+def _ctrl_c_stops_cleanly_and_says_how_to_resume(sim: Simulator, tmp_path: Path) -> None:
+    prompts = prompt_file(tmp_path / "prompts.txt", 200)
+    out = tmp_path / "out"
+    args = ["batch", str(prompts), "--out", str(out), *against(sim)]
+    code, stdout, stderr = asyncio.run(_interrupted_after(args, out, 20))
+    assert code == 130
     said = re.search(
         r"interrupted: (\d+) done, (\d+) run\(s\) left in flight \(paid for: the rerun "
         r"attaches them\), (\d+) prompt\(s\) not sent; rerun the same command to resume",
@@ -301,7 +318,7 @@ async def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sim: Simulator, tmp_p
     assert "200 prompts:" in stdout.decode()
 
     sim.config = sim.config.replace(time_scale=0.01)
-    done = await run_cli(*args)
+    done = run_main(*args)
     assert done.code == 0, done.stderr
     assert all(e.status == "succeeded" for e in gi.read_manifest(out / "manifest.jsonl"))
     assert sim.stats.duplicates == 0 and sim.stats.creates == 200
