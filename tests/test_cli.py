@@ -169,16 +169,13 @@ async def sim() -> AsyncIterator[Simulator]:
 # -- batch -----------------------------------------------------------------------------
 
 
-def test_a_batch_of_300_prompts(tmp_path: Path) -> None:
-    # In this process (run_main): a batch's output and records, not a process start.
+async def test_a_batch_of_300_prompts(sim: Simulator, tmp_path: Path) -> None:
     prompts = prompt_file(tmp_path / "prompts.txt", 300)
     out = tmp_path / "out"
-    with simulator_thread(SimulatorConfig(time_scale=0.01, rate_limit=None, seed=11)) as sim:
-        started = time.monotonic()
-        done = run_main("batch", str(prompts), "--out", str(out), *against(sim))
-        wall = time.monotonic() - started
-        assert done.code == 0, done.stderr
-        assert sim.stats.creates == 300 and sim.stats.duplicates == 0
+    started = time.monotonic()
+    done = await run_cli("batch", str(prompts), "--out", str(out), *against(sim))
+    wall = time.monotonic() - started
+    assert done.code == 0, done.stderr
     assert done.stdout.startswith("300 prompts: 300 succeeded in ")
     assert f"manifest: {out / 'manifest.jsonl'}" in done.stdout
     manifest = gi.read_manifest(out / "manifest.jsonl")
@@ -187,10 +184,11 @@ def test_a_batch_of_300_prompts(tmp_path: Path) -> None:
     images = sorted(p for p in out.iterdir() if p.suffix == ".png")
     assert len(images) == 300
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in images)
+    assert sim.stats.creates == 300 and sim.stats.duplicates == 0
     # Not a terminal: plain log lines, one per prompt, no escape codes.
     assert "\x1b[" not in done.stderr
     assert len(re.findall(r"^\[\d+/300\] ok ", done.stderr, re.M)) == 300
-    print(f"300 prompts through the CLI in {wall:.2f}s wall")
+    print(f"300 prompts through the CLI in {wall:.2f}s wall (process start included)")
 
 
 async def kill_a_batch(args: list[str], out: Path, *, after: int, key: str) -> int:
