@@ -152,28 +152,34 @@ async def test_attach_refuses_a_created_at_that_is_not_a_time(bad: object) -> No
         assert sim.stats.requests == 0 and not session.runs
 
 
-async def test_the_command_line_rerun_after_a_ctrl_c_pays_nothing_twice(tmp_path: Path) -> None:
-    # The tester's case, in real processes: stopped once the creates are journaled,
-    # rerun at once while the read side still answers 404, then rerun again.
-    from .test_cli import against, prompt_file, run_cli
+def test_the_command_line_rerun_after_a_ctrl_c_pays_nothing_twice(tmp_path: Path) -> None:
+    # The tester's case: a real process stopped by Ctrl-C once the creates are journaled,
+    # rerun at once while the read side still answers 404, then rerun again (the reruns
+    # in this process: run_main, the simulator on a thread of its own).
+    from .test_cli import against, prompt_file, run_main, simulator_thread
     from .test_cli_signals import key_states, start, until
 
     config = SimulatorConfig(time_scale=0.05, rate_limit=None, seed=4, read_lag=40.0)
-    async with Simulator(config) as sim:
+    with simulator_thread(config) as sim:
         prompts = prompt_file(tmp_path / "p8.txt", 8)
         out = tmp_path / "out"
         args = ["batch", str(prompts), "--out", str(out), *against(sim), "--no-state"]
-        proc = await start(*args)
-        await until(lambda: key_states(out)["created"] == 8, proc)
-        proc.send_signal(signal.SIGINT)
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 130, err.decode()
+
+        async def interrupted() -> tuple[int | None, bytes]:
+            proc = await start(*args)
+            await until(lambda: key_states(out)["created"] == 8, proc)
+            proc.send_signal(signal.SIGINT)
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+            return proc.returncode, err
+
+        code, err = asyncio.run(interrupted())
+        assert code == 130, err.decode()
         assert sim.stats.creates == 8
 
-        again = await run_cli(*args)
+        again = run_main(*args)
         assert again.code == 0, again.stderr
         assert "8 earlier runs re-attached" in again.stdout, again.stdout
-        third = await run_cli(*args)
+        third = run_main(*args)
         assert third.code == 0 and "8 succeeded (8 already done)" in third.stdout, third.stdout
         assert sim.stats.creates == 8  # nothing paid twice
 

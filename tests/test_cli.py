@@ -85,14 +85,18 @@ def run_main(
     CPU) buys nothing: the console script is ``sys.exit(main())``, and
     ``test_python_dash_m_and_version`` runs it as a real process. Call it from a
     plain (not async) test: a refusal found inside the command's own event loop
-    needs ``asyncio.run``. The environment, signal handlers and log handlers
-    are put back afterwards. ``env`` adds variables (a pool's key variables);
-    ``stdin`` is what standard input holds.
+    needs ``asyncio.run``. Its log lines reach ``stderr`` as in a process of its
+    own. The environment, signal handlers and log handlers are put back
+    afterwards. ``env`` adds variables (a pool's key variables); ``stdin`` is
+    what standard input holds.
     """
     saved_env = dict(os.environ)
     saved_signals = {sig: signal.getsignal(sig) for sig in CLI_SIGNALS}
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
+    # As in a process of its own: the command's logging.basicConfig finds no handler
+    # (pytest's are put back afterwards), so its log lines reach the captured stderr.
+    root.handlers[:] = []
     os.environ.clear()
     os.environ.update(environment(RUNBASE_API_KEY=key) if key else environment())
     os.environ.update(env or {})
@@ -205,14 +209,19 @@ async def kill_a_batch(args: list[str], out: Path, *, after: int, key: str) -> i
     return await proc.wait()
 
 
-@pytest.mark.slow  # two CLI processes, one killed: ~2.5 s
-async def test_sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> None:
-    sim.config = sim.config.replace(time_scale=0.02)  # runs of 60-200 ms: many in flight
+@pytest.mark.slow  # a CLI process killed, then the rerun: ~2.5 s
+def test_sigkill_part_way_then_resume(tmp_path: Path) -> None:
+    # The killed batch is a real process; the rerun runs in this process (run_main).
+    with simulator_thread(SimulatorConfig(time_scale=0.02, rate_limit=None, seed=11)) as sim:
+        _sigkill_part_way_then_resume(sim, tmp_path)  # runs of 60-200 ms: many in flight
+
+
+def _sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> None:
     n = 300
     prompts = prompt_file(tmp_path / "prompts.txt", n)
     out = tmp_path / "out"
     args = ["batch", str(prompts), "--out", str(out), *against(sim)]
-    assert await kill_a_batch(args, out, after=60, key=KEY) == -signal.SIGKILL
+    assert asyncio.run(kill_a_batch(args, out, after=60, key=KEY)) == -signal.SIGKILL
 
     # What the killed process left behind.
     state: dict[str, str] = {}
@@ -228,7 +237,7 @@ async def test_sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> N
     assert counts["intent"] <= 4, "the create window bounds what a kill leaves unknown"
     assert sim.stats.duplicates == 0
 
-    done = await run_cli(*args)
+    done = run_main(*args)
     manifest = gi.read_manifest(out / "manifest.jsonl")
     assert len(manifest) == n
     by_status = collections.Counter(e.status for e in manifest)
@@ -259,11 +268,14 @@ async def test_sigkill_part_way_then_resume(sim: Simulator, tmp_path: Path) -> N
     print(f"killed with {dict(counts)}; after the rerun {dict(by_status)}")
 
 
-async def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sim: Simulator, tmp_path: Path) -> None:
-    sim.config = sim.config.replace(time_scale=0.05)
-    prompts = prompt_file(tmp_path / "prompts.txt", 200)
-    out = tmp_path / "out"
-    args = ["batch", str(prompts), "--out", str(out), *against(sim)]
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path) -> None:
+    # The batch Ctrl-C stops is a real process; the rerun runs in this process (run_main).
+    with simulator_thread(SimulatorConfig(time_scale=0.05, rate_limit=None, seed=11)) as sim:
+        _ctrl_c_stops_cleanly_and_says_how_to_resume(sim, tmp_path)
+
+
+async def _interrupted_after(args: list[str], out: Path, finished: int) -> tuple[int, bytes, bytes]:
+    """Run ``gptimage-async *args``; Ctrl-C it once ``finished`` prompts are in the journal."""
     proc = await asyncio.create_subprocess_exec(
         *command(*args),
         stdout=subprocess.PIPE,
@@ -271,12 +283,21 @@ async def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sim: Simulator, tmp_p
         env=environment(RUNBASE_API_KEY=KEY),
     )
     deadline = time.monotonic() + 60
-    while sum(r["record"] == "finished" for r in journal_records(out)) < 20:
+    while sum(r["record"] == "finished" for r in journal_records(out)) < finished:
         assert proc.returncode is None and time.monotonic() < deadline
         await asyncio.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 130
+    assert proc.returncode is not None
+    return proc.returncode, stdout, stderr
+
+
+def _ctrl_c_stops_cleanly_and_says_how_to_resume(sim: Simulator, tmp_path: Path) -> None:
+    prompts = prompt_file(tmp_path / "prompts.txt", 200)
+    out = tmp_path / "out"
+    args = ["batch", str(prompts), "--out", str(out), *against(sim)]
+    code, stdout, stderr = asyncio.run(_interrupted_after(args, out, 20))
+    assert code == 130
     said = re.search(
         r"interrupted: (\d+) done, (\d+) run\(s\) left in flight \(paid for: the rerun "
         r"attaches them\), (\d+) prompt\(s\) not sent; rerun the same command to resume",
@@ -295,7 +316,7 @@ async def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sim: Simulator, tmp_p
     assert "200 prompts:" in stdout.decode()
 
     sim.config = sim.config.replace(time_scale=0.01)
-    done = await run_cli(*args)
+    done = run_main(*args)
     assert done.code == 0, done.stderr
     assert all(e.status == "succeeded" for e in gi.read_manifest(out / "manifest.jsonl"))
     assert sim.stats.duplicates == 0 and sim.stats.creates == 200
@@ -466,12 +487,13 @@ def test_usage_errors_exit_2() -> None:
     assert "slow_seconds" in done.stdout and "keepalive_close_after" in done.stdout
 
 
-async def test_the_key_never_shows(sim: Simulator, tmp_path: Path) -> None:
+def test_the_key_never_shows(tmp_path: Path) -> None:
     secret = "sk-do-not-print-me-9f8e7d"
     prompts = prompt_file(tmp_path / "prompts.txt", 2)
-    done = await run_cli(
-        "-v", "batch", str(prompts), "--out", str(tmp_path / "out"), *against(sim), key=secret
-    )
+    with simulator_thread(SimulatorConfig(time_scale=0.01, rate_limit=None, seed=11)) as sim:
+        done = run_main(
+            "-v", "batch", str(prompts), "--out", str(tmp_path / "out"), *against(sim), key=secret
+        )
     assert done.code == 0, done.stderr
     everything = done.stdout + done.stderr + (tmp_path / "out" / "journal.jsonl").read_text()
     assert secret not in everything

@@ -1,43 +1,32 @@
 """The command line's options and messages: what a user types and reads.
 
-The CLI runs as a subprocess; where it must (or must not) reach a server, a
-real simulator listens on 127.0.0.1 and its counters are read directly.
+The CLI runs in this process (``run_main``) or, where a process is the point,
+as a subprocess; where it must (or must not) reach a server, a real simulator
+listens on 127.0.0.1 and its counters are read directly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from gptimage_async.simulator import Faults, Simulator, SimulatorConfig
+from gptimage_async.simulator import Faults, SimulatorConfig
 from tests.test_cli import (
     RATE,
-    command,
-    environment,
     prompt_file,
-    run_cli,
     run_main,
     simulator_thread,
     start_simulate,
 )
 
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(SimulatorConfig(time_scale=0.01, rate_limit=None, seed=5)) as server:
-        yield server
-
-
 # -- batch --dry-run -------------------------------------------------------------------------
 
 
-async def test_dry_run_counts_and_prices_without_a_request(sim: Simulator, tmp_path: Path) -> None:
+def test_dry_run_counts_and_prices_without_a_request(tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(
         '"a lamp"\n'
@@ -45,11 +34,12 @@ async def test_dry_run_counts_and_prices_without_a_request(sim: Simulator, tmp_p
         '{"prompt": "a table", "quality": "high"}\n'
     )
     out = tmp_path / "out"
-    base = sim.base_url("apiinone")
-    done = await run_cli(
-        "batch", str(prompts), "--out", str(out), "--provider", "apiinone", "--base-url", base,
-        "--dry-run", key=None,
-    )  # fmt: skip
+    with simulator_thread(SimulatorConfig(time_scale=0.01, rate_limit=None, seed=5)) as sim:
+        base = sim.base_url("apiinone")
+        done = run_main(
+            "batch", str(prompts), "--out", str(out), "--provider", "apiinone",
+            "--base-url", base, "--dry-run", key=None,
+        )  # fmt: skip
     assert done.code == 0, done.stderr
     assert "3 prompts would be sent to apiinone; nothing was sent" in done.stdout
     assert "by quality: high 2, medium 1" in done.stdout
@@ -59,11 +49,11 @@ async def test_dry_run_counts_and_prices_without_a_request(sim: Simulator, tmp_p
     assert not out.exists()
 
 
-async def test_dry_run_applies_the_defaults_and_says_when_no_price_is_known(
+def test_dry_run_applies_the_defaults_and_says_when_no_price_is_known(
     tmp_path: Path,
 ) -> None:
     prompts = prompt_file(tmp_path / "prompts.txt", 4)
-    done = await run_cli(
+    done = run_main(
         "batch", str(prompts), "--out", str(tmp_path / "out"), "--quality", "high",
         "--aspect-ratio", "2:3", "--dry-run", key=None,
     )  # fmt: skip
@@ -121,9 +111,10 @@ def test_the_missing_key_message_names_the_variable_only(tmp_path: Path) -> None
 
 
 def test_request_timeout_reaches_the_session(tmp_path: Path) -> None:
-    # Every answer is held 1 s: a 0.2 s request timeout gives up on the create.
+    # Every answer is held 0.4 s: a 0.2 s request timeout gives up on the create, one of
+    # 5 s does not (a loaded machine only holds it longer).
     config = SimulatorConfig(
-        time_scale=0.01, rate_limit=None, faults=Faults(slow=1.0, slow_seconds=100.0)
+        time_scale=0.01, rate_limit=None, faults=Faults(slow=1.0, slow_seconds=40.0)
     )
     with simulator_thread(config) as sim:
         base = ["--base-url", sim.base_url("runbase"), "--rate-limit", RATE]
@@ -137,15 +128,9 @@ def test_request_timeout_reaches_the_session(tmp_path: Path) -> None:
 
 
 def test_simulate_help_shows_every_default_and_the_fault_names() -> None:
-    proc = subprocess.run(
-        command("simulate", "--help"),
-        capture_output=True,
-        text=True,
-        env=environment(COLUMNS="200"),
-        timeout=30,
-        check=True,
-    )
-    text = " ".join(proc.stdout.split())
+    done = run_main("simulate", "--help", env={"COLUMNS": "200"})
+    assert done.code == 0, done.stderr
+    text = " ".join(done.stdout.split())
     for default in (
         "(default 127.0.0.1)",
         "(default 8080)",
@@ -161,24 +146,18 @@ def test_simulate_help_shows_every_default_and_the_fault_names() -> None:
     assert "create_500_after_effect" in text and "slow" in text
 
 
-def test_the_readmes_dry_run_example_is_what_the_command_prints() -> None:
+def test_the_readmes_dry_run_example_is_what_the_command_prints(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     command_line = (
         "$ gptimage-async batch examples/prompts.txt --out out/ --provider apiinone --dry-run"
     )
     block = readme.split(command_line + "\n", 1)[1].split("```", 1)[0]
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run(
-        command(*command_line.split()[2:]),
-        cwd=root,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == block
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the README's paths are relative
+    done = run_main(*command_line.split()[2:], key=None)
+    assert done.code == 0, done.stderr
+    assert done.stdout == block
 
 
 async def test_simulate_verbose_logs_each_request_without_the_key() -> None:

@@ -1,15 +1,15 @@
 """``gptimage-async batch/generate --pool POOL.toml``: several keys from a pool file (issue 19).
 
-Real CLI processes against the simulator (a real HTTP server on 127.0.0.1)
-serving two keys, each an account of its own: a run id is known only to the
-key that created it.
+The command line (in this process, ``run_main``; a real process where one is
+killed) against the simulator (a real HTTP server on 127.0.0.1) serving two
+keys, each an account of its own: a run id is known only to the key that
+created it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import subprocess
 from pathlib import Path
 
 import gptimage_async as gi
@@ -21,8 +21,6 @@ from gptimage_async.simulator import Simulator, SimulatorConfig
 from .test_cli import (
     RATE,
     Done,
-    command,
-    environment,
     journal_records,
     kill_a_batch,
     prompt_file,
@@ -47,20 +45,8 @@ def pool_file(path: Path, sim: Simulator, *, lanes: str = "ab", extra: str = "")
     return path
 
 
-async def run(*args: str, limit: float = 120, **env: str) -> Done:
-    proc = await asyncio.create_subprocess_exec(
-        *command(*args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=environment(**env),
-    )
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), limit)
-    assert proc.returncode is not None
-    return Done(proc.returncode, stdout.decode(), stderr.decode())
-
-
 def run_here(*args: str, **env: str) -> Done:
-    """``run`` in this process (``run_main``), for commands not about processes."""
+    """The command line in this process (``run_main``), with the given key variables."""
     return run_main(*args, key=None, env=env)
 
 
@@ -156,19 +142,20 @@ def test_dry_run_over_a_pool_says_the_most_each_lane_would_cost(tmp_path: Path) 
     assert sim.stats.requests == 0
 
 
-async def test_a_rerun_with_another_key_never_creates_the_first_keys_runs_again(
+def test_a_rerun_with_another_key_never_creates_the_first_keys_runs_again(
     tmp_path: Path,
 ) -> None:
     # The user's report: a batch on key A stopped part-way, rerun with key B only,
     # turned A's runs into RunNotFoundError and created them again (9 paid twice).
+    # The killed batch is a real process; the reruns run in this process (run_here).
     n = 40
-    async with Simulator(two_keys(time_scale=0.03)) as sim:
+    with simulator_thread(two_keys(time_scale=0.03)) as sim:
         url = sim.base_url("runbase")
         prompts = prompt_file(tmp_path / "p.txt", n)
         out = tmp_path / "out"
         single = ["batch", str(prompts), "--out", str(out), "--provider", "runbase"]
         single += ["--base-url", url, "--rate-limit", RATE]
-        await kill_a_batch(single, out, after=5, key=KEY_A)
+        asyncio.run(kill_a_batch(single, out, after=5, key=KEY_A))
         state: dict[str, str] = {}
         for record in journal_records(out):
             if record["record"] in ("intent", "created"):
@@ -184,7 +171,7 @@ async def test_a_rerun_with_another_key_never_creates_the_first_keys_runs_again(
         creates_before = sim.stats.creates
 
         # Rerun with key B only: A's runs are reported and left alone, never created again.
-        with_b = await run(*single, RUNBASE_API_KEY=KEY_B)
+        with_b = run_here(*single, RUNBASE_API_KEY=KEY_B)
         assert sim.stats.duplicates == 0
         notice = f"{LANE_A} is not in this job's lanes: its {on_a} run(s) are left alone"
         assert notice in with_b.stderr, with_b.stderr
@@ -198,12 +185,12 @@ async def test_a_rerun_with_another_key_never_creates_the_first_keys_runs_again(
         sent_by_b = sim.stats.creates - creates_before
 
         # The dry run says the same, before anything is sent.
-        dry = await run(*single, "--dry-run", RUNBASE_API_KEY=KEY_B)
+        dry = run_here(*single, "--dry-run", RUNBASE_API_KEY=KEY_B)
         assert dry.code == 0 and notice in dry.stdout, dry.stdout
 
         # Rerun with A and B: A's runs are resumed through A, nothing is created.
         pool = pool_file(tmp_path / "pool.toml", sim)
-        both = await run("batch", str(prompts), "--out", str(out), "--pool", str(pool), **KEYS)
+        both = run_here("batch", str(prompts), "--out", str(out), "--pool", str(pool), **KEYS)
         assert both.code == (1 if unknown else 0), both.stderr
         assert f"this run: 0 creates sent, {on_a} earlier runs re-attached" in both.stdout
         assert "is not in this job's lanes" not in both.stderr

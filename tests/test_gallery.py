@@ -380,39 +380,49 @@ def test_an_old_manifest_still_makes_a_page(tmp_path: Path) -> None:
     assert "medium (default)" in text and "1:1 (default)" in text
 
 
-async def test_ctrl_c_leaves_a_finished_page_and_a_rerun_completes_it(tmp_path: Path) -> None:
+def test_ctrl_c_leaves_a_finished_page_and_a_rerun_completes_it(tmp_path: Path) -> None:
+    # The batch Ctrl-C stops is a real process; the rerun runs in this process (run_main),
+    # the simulator on a thread of its own.
+    from .test_cli import run_main, simulator_thread
+
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"prompt number {i}\n" for i in range(1, 101)))
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env["RUNBASE_API_KEY"] = "sk-test"
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
-    async with Simulator(SimulatorConfig(time_scale=0.05, rate_limit=None, seed=3)) as sim:
+    page = out / GALLERY_NAME
+    with simulator_thread(SimulatorConfig(time_scale=0.05, rate_limit=None, seed=3)) as sim:
         args = [
             *("batch", str(prompts), "--out", str(out), "--progress", "log"),
             *("--provider", "runbase", "--base-url", sim.base_url("runbase")),
             *("--rate-limit", "1000/1"),
         ]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gptimage_async",
-            *args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        page = out / GALLERY_NAME
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        # The page is written as the batch starts: a running page, reloading itself.
-        while not (page.exists() and (out / "journal.jsonl").stat().st_size > 2000):
-            assert proc.returncode is None and loop.time() < deadline
-            await asyncio.sleep(0.01)
-        assert 'http-equiv="refresh"' in page.read_text()
-        proc.send_signal(signal.SIGINT)
-        _, stderr = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 130, stderr.decode()
+
+        async def interrupted() -> tuple[int | None, bytes, str]:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "gptimage_async",
+                *args,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            # The page is written as the batch starts: a running page, reloading itself.
+            while not (page.exists() and (out / "journal.jsonl").stat().st_size > 2000):
+                assert proc.returncode is None and loop.time() < deadline
+                await asyncio.sleep(0.01)
+            running = page.read_text()
+            proc.send_signal(signal.SIGINT)
+            _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+            return proc.returncode, stderr, running
+
+        code, stderr, running = asyncio.run(interrupted())
+        assert 'http-equiv="refresh"' in running
+        assert code == 130, stderr.decode()
         text = page.read_text()
         assert text.count('<li class="tile"') == 100
         assert '<li class="tile" data-status="pending"' in text
@@ -424,17 +434,8 @@ async def test_ctrl_c_leaves_a_finished_page_and_a_rerun_completes_it(tmp_path: 
         assert text.count("never sent: run the batch again to send it") == len(pending) - created
 
         sim.config = sim.config.replace(time_scale=0.01)
-        again = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gptimage_async",
-            *args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        stdout, stderr = await asyncio.wait_for(again.communicate(), 120)
-        assert again.returncode == 0, stderr.decode()
+        again = run_main(*args, env={"XDG_CACHE_HOME": env["XDG_CACHE_HOME"]})
+        assert again.code == 0, again.stderr
     text = page.read_text()
     assert text.count('<li class="tile" data-status="succeeded"') == 100
-    assert "finished" in text and f"gallery: {page}" in stdout.decode()
+    assert "finished" in text and f"gallery: {page}" in again.stdout

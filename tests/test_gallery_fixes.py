@@ -1,8 +1,8 @@
 """The gallery and the batch's words: right-to-left text, missing files, why a batch stopped.
 
 Pages rendered from real batches against the simulator (a real HTTP server on
-127.0.0.1) and looked at in real headless Chromium; the command line run as a
-real process.
+127.0.0.1) and looked at in real headless Chromium; the command line run in
+this process (``run_main``).
 """
 
 from __future__ import annotations
@@ -118,12 +118,11 @@ def test_only_gallery_v_is_verbose_and_a_dry_run_refuses_what_a_run_refuses(
         assert "--time-scale applies to --provider simulator only" in done.stderr
 
 
-async def test_generate_does_not_advise_a_library_option(tmp_path: Path) -> None:
-    from .test_cli import against, run_cli
+def test_generate_does_not_advise_a_library_option(tmp_path: Path) -> None:
+    from .test_cli import against, run_main, simulator_thread
 
-    config = FAST.replace(faults=Faults(reset_after_create=1.0))
-    async with Simulator(config) as sim:
-        done = await run_cli("generate", "a lamp", "--out", str(tmp_path / "o"), *against(sim))
+    with simulator_thread(FAST.replace(faults=Faults(reset_after_create=1.0))) as sim:
+        done = run_main("generate", "a lamp", "--out", str(tmp_path / "o"), *against(sim))
     assert done.code == 1, done.stderr
     assert "UncertainCreateError" in done.stderr
     assert "resend_uncertain_creates" not in done.stderr

@@ -8,9 +8,7 @@ headless Chromium.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import subprocess
 from pathlib import Path
 
 import gptimage_async as gi
@@ -20,22 +18,11 @@ from gptimage_async.testing import TEST_KEYS
 
 from ._chromium import Browser
 from .gallery_helpers import apiinone_session, browser, cli, entry
-from .test_cli import command, environment, prompt_file
+from .test_cli import prompt_file, run_main, simulator_thread
 
 __all__ = ["browser"]  # a fixture, used by name
 
 FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=7)
-
-
-def cli_process(*args: str) -> subprocess.CompletedProcess[str]:
-    """The command line as a real process: its log lines reach its own stderr."""
-    return subprocess.run(
-        command(*args),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_a_pending_tile_says_why_and_a_tile_not_saved_its_time() -> None:
@@ -89,7 +76,7 @@ async def test_a_rerun_with_other_options_counts_earlier_requests_apart(tmp_path
 def test_a_page_not_written_is_not_claimed_and_its_real_path_is_said(tmp_path: Path) -> None:
     out = tmp_path / "gdir"
     (out / GALLERY_NAME).mkdir(parents=True)  # the page's name is taken by a directory
-    done = cli_process(
+    done = cli(
         "batch", str(prompt_file(tmp_path / "p.txt", 2)), "--out", str(out),
         "--provider", "simulator", "--progress", "log",
     )  # fmt: skip
@@ -108,22 +95,19 @@ def test_a_page_not_written_is_not_claimed_and_its_real_path_is_said(tmp_path: P
     assert "Not a directory" not in manifest.stderr
 
 
-async def test_the_spend_and_the_dry_run_say_the_same_unit(tmp_path: Path) -> None:
+def test_the_spend_and_the_dry_run_say_the_same_unit(tmp_path: Path) -> None:
+    # In this process (run_main): about what it prints, not a process.
     prompts = prompt_file(tmp_path / "p.txt", 3)
     out = tmp_path / "o"
-    async with Simulator(FAST) as sim:
+    with simulator_thread(FAST) as sim:
         where = ["--provider", "apiinone", "--base-url", sim.base_url("apiinone")]
-        env = environment(APIINONE_API_KEY=TEST_KEYS["apiinone"])
+        env = {"APIINONE_API_KEY": TEST_KEYS["apiinone"]}
         said = []
         for dry in (["--dry-run"], ["--rate-limit", "1000/1"]):
-            proc = await asyncio.create_subprocess_exec(
-                *command("batch", str(prompts), "--out", str(out), *where, *dry),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
+            done = run_main(
+                "batch", str(prompts), "--out", str(out), *where, *dry, key=None, env=env
             )
-            stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
-            assert proc.returncode == 0, stderr.decode()
-            said.append(stdout.decode())
+            assert done.code == 0, done.stderr
+            said.append(done.stdout)
     assert "expected cost: 30 credits" in said[0], said[0]
     assert "spend: 30 credits in all" in said[1].splitlines(), said[1]

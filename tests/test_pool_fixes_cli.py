@@ -1,12 +1,11 @@
-"""A batch on a pool whose lanes cannot connect: a real CLI process, a dead loopback port."""
+"""A batch on a pool whose lanes cannot connect: the command line, a dead loopback port."""
 
 from __future__ import annotations
 
 import socket
-import subprocess
 from pathlib import Path
 
-from .test_cli import command, environment, prompt_file
+from .test_cli import prompt_file, run_main
 
 
 def _dead_port() -> int:
@@ -26,15 +25,13 @@ def test_a_batch_on_lanes_that_cannot_connect_sends_nothing_and_says_why(tmp_pat
         )
     )
     prompts = prompt_file(tmp_path / "p.txt", 6)
-    done = subprocess.run(
-        command("batch", str(prompts), "--out", str(tmp_path / "out"), "--pool", str(pool)),
-        env=environment(DEAD_A="sk-dead-cli-a", DEAD_B="sk-dead-cli-b"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    # In this process (run_main): about what the batch says and sends, not a process.
+    done = run_main(
+        "batch", str(prompts), "--out", str(tmp_path / "out"), "--pool", str(pool),
+        key=None, env={"DEAD_A": "sk-dead-cli-a", "DEAD_B": "sk-dead-cli-b"},
+    )  # fmt: skip
     out = done.stdout + done.stderr
-    assert done.returncode != 0, out
+    assert done.code != 0, out
     assert "6 prompts: 0 succeeded" in out
     # No prompt can escape it: the batch stops at once, naming each lane and why.
     assert "stopped early: no lane of the pool can take it (a (" in out

@@ -1,12 +1,15 @@
-"""Routing: which lane takes a ready create, or when to ask again (pure, on given times)."""
+"""Routing: which lane takes a ready create, or when to ask again (pure, on given times),
+and the router's line of waiting creates on the simulator in memory (fake clock)."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 import gptimage_async as gi
+import gptimage_async._lane as lane_module
 from gptimage_async._exceptions import (
     AuthenticationError,
     InsufficientCreditsError,
@@ -28,7 +31,10 @@ from gptimage_async._pool import (
     lane_view,
     route,
 )
+from gptimage_async._transport._memory import MEMORY_ORIGIN, MemoryTransport
 from gptimage_async.simulator import Simulator
+from gptimage_async.simulator._app import BASE_PATHS
+from tests._clock import FakeClock
 from tests.helpers import config as sim_config
 
 NOW = 1000.0
@@ -249,7 +255,7 @@ def test_lane_view_reads_the_lane_and_its_health() -> None:
     assert route([closed], now=NOW) == Exhausted(cause)
 
 
-# -- the router's line of waiting creates, against the real simulator ----------------------
+# -- the router's line of waiting creates, against the real simulator in memory -----------
 #
 # Creates waiting for a lane wait in the router, not in a lane's limiter. Two
 # things follow (the pool benchmark found both): the waiting creates must be
@@ -257,6 +263,33 @@ def test_lane_view_reads_the_lane_and_its_health() -> None:
 # bulk job's real last runs are then unmarked prompts from its start, polled
 # behind everything); and a lane's limiter must see the create it will grant
 # next, or it lends that slot to an early (speculative) poll.
+#
+# The simulator's own request pipeline answers every lane in memory
+# (``MemoryTransport``) on the fake loop clock (``tests/_clock.py``): the order
+# of the creates then follows the routing rules only, never how busy the
+# machine is (on sockets, under CPU load, both tests failed now and then).
+
+#: Fake seconds any of these jobs may take: nothing may hang.
+LIMIT = 60.0
+
+
+def _in_memory(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> Simulator:
+    """A simulator answering every lane in memory on the loop's (fake) clock; each
+    lane's transport factory is swapped for the in-memory one (a pool takes no
+    ``transport=``: one transport holds one key)."""
+    loop = asyncio.get_running_loop()
+    sim = Simulator(sim_config(**changes), clock=lambda: loop.time())
+
+    def transport(base_url: str, api_key: str, *, timeout: float, **_: Any) -> MemoryTransport:
+        return MemoryTransport(sim, base_url, api_key, timeout=timeout)
+
+    monkeypatch.setattr(lane_module, "HTTPTransport", transport)
+    return sim
+
+
+def _lane(sim: Simulator, key: str, provider: str, rate: gi.RateLimit) -> gi.Lane:
+    base_url = MEMORY_ORIGIN + BASE_PATHS[provider]
+    return gi.Lane(provider, key, base_url=base_url, rate_limit=rate)  # type: ignore[arg-type]
 
 
 def _pool(sim: Simulator, keys: list[str], *, spare: int = 0) -> gi.Session:
@@ -268,16 +301,23 @@ def _pool(sim: Simulator, keys: list[str], *, spare: int = 0) -> gi.Session:
         requests = (limit.rate_limit or 20) - spare
         window = sim.config.scaled(limit.rate_window)
         rate = gi.RateLimit(requests, window, ceiling=spare > 0)
-        lanes.append(gi.Lane("runbase", key, base_url=sim.base_url("runbase"), rate_limit=rate))
+        lanes.append(_lane(sim, key, "runbase", rate))
     return gi.Session(lanes=lanes, remember=False)
 
 
-async def test_waiting_creates_are_sent_in_the_order_they_came() -> None:
+async def test_waiting_creates_are_sent_in_the_order_they_came(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     keys = ["sk-one", "sk-two", "sk-three"]
-    async with Simulator(sim_config(rate_limit=6)) as sim, _pool(sim, keys) as session:
-        texts = [f"in order {i}" for i in range(45)]
-        runs = await asyncio.wait_for(asyncio.gather(*map(session.submit, texts)), 30)
-        await asyncio.wait_for(asyncio.gather(*runs), 30)
+    sim = _in_memory(monkeypatch, rate_limit=6)
+    texts = [f"in order {i}" for i in range(45)]
+
+    async def job() -> None:
+        async with _pool(sim, keys) as session:
+            runs = await asyncio.gather(*map(session.submit, texts))
+            await asyncio.gather(*runs)
+
+    await fake_clock.run(job(), limit=LIMIT)
     position = {text: i for i, text in enumerate(texts)}
     order = [position[run.prompt] for run in sorted(sim.runs.values(), key=lambda r: r.created_at)]
     assert sorted(order) == list(range(len(texts)))
@@ -289,24 +329,26 @@ async def test_waiting_creates_are_sent_in_the_order_they_came() -> None:
     assert max(overtaken) <= 2 * len(keys), f"{overtaken} {order}"
 
 
-async def test_no_poll_takes_a_slot_early_while_creates_wait() -> None:
+async def test_no_poll_takes_a_slot_early_while_creates_wait(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     keys = ["sk-one", "sk-two"]
     sent: list[int] = []
-    async with (
-        Simulator(sim_config(rate_limit=10, time_scale=0.05)) as sim,
+    sim = _in_memory(monkeypatch, rate_limit=10, time_scale=0.05)
+    texts = [f"busy {i}" for i in range(60)]
+
+    async def job() -> list[gi.Result]:
         # Capped under the limit: no 429 pauses a lane (its retried create would then be
         # the last to go, while idle lanes poll early, as they may).
-        _pool(sim, keys, spare=2) as session,
-    ):
+        async with _pool(sim, keys, spare=2) as session:
 
-        def note() -> None:
-            sent.append(session.stats.speculative_polls)
+            def note() -> None:
+                sent.append(session.stats.speculative_polls)
 
-        texts = [f"busy {i}" for i in range(60)]
-        runs = await asyncio.wait_for(
-            asyncio.gather(*(session.submit(text, on_send=note) for text in texts)), 30
-        )
-        results = await asyncio.wait_for(asyncio.gather(*runs), 30)
+            runs = await asyncio.gather(*(session.submit(text, on_send=note) for text in texts))
+            return list(await asyncio.gather(*runs))
+
+    results = await fake_clock.run(job(), limit=LIMIT)
     assert len(results) == 60 and sim.stats.creates == 60
     assert len(sent) >= 60  # once per attempt: a create refused 429 is sent again
     assert sim.stats.rate_limited == 0
@@ -316,28 +358,23 @@ async def test_no_poll_takes_a_slot_early_while_creates_wait() -> None:
     assert sent[-1] == 0, f"{sent}"
 
 
-async def test_lanes_with_equal_budgets_share_a_job_evenly() -> None:
+async def test_lanes_with_equal_budgets_share_a_job_evenly(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Two equal lanes should share a job evenly. Seen only by their next free slot,
     # the polls queued in each limiter uncounted, one lane keeps taking creates while
     # its polls pile up (a job's last creates jump them), and ends the job last: 47 and
     # 33 here, and in the pool benchmark 114 against 87. Counted, 41 and 39.
     keys = {"sk-plain": "runbase", "aio_priced": "apiinone"}
-    async with Simulator(sim_config(rate_limit=10, time_scale=0.05)) as sim:
-        lanes = []
-        for key, provider in keys.items():
-            window = sim.config.scaled(sim.config.rate_window)
-            lanes.append(
-                gi.Lane(
-                    provider,  # type: ignore[arg-type]
-                    key,
-                    base_url=sim.base_url(provider),  # type: ignore[arg-type]
-                    rate_limit=gi.RateLimit(10, window),
-                )
-            )
+    sim = _in_memory(monkeypatch, rate_limit=10, time_scale=0.05)
+    window = sim.config.scaled(sim.config.rate_window)
+    lanes = [_lane(sim, key, provider, gi.RateLimit(10, window)) for key, provider in keys.items()]
+
+    async def job() -> list[gi.Result]:
         async with gi.Session(lanes=lanes, remember=False) as session:
-            results = await asyncio.wait_for(
-                session.generate_many([f"even {i}" for i in range(80)]), 60
-            )
+            return await session.generate_many([f"even {i}" for i in range(80)])
+
+    results = await fake_clock.run(job(), limit=LIMIT)
     assert len(results) == 80
     plain, priced = (sim.stats.key(key).creates for key in keys)
     assert plain + priced == 80

@@ -36,6 +36,11 @@ LIMIT = 20
 WINDOW = 10.0 * SCALE
 KEY = "sk-fleet-test"
 
+# One worker runs these, one after another: each starts several OS processes that
+# must keep pace with a 0.5 s window, and two such tests at once on a 2-core machine
+# starved each other's processes of CPU (bursts of late requests, 429s past the bound).
+pytestmark = pytest.mark.xdist_group("fleet")
+
 
 #: The workers this test started: any still running at its end are killed.
 _SPAWNED: list[asyncio.subprocess.Process] = []
