@@ -97,6 +97,10 @@ class FakeClock:
         live = [handle.when() for handle in scheduled if not handle.cancelled()]
         return min(live) if live else None
 
+    def timer_pending(self) -> bool:
+        """Whether a timer is set: some task sleeps, rather than waiting on a thread or a socket."""
+        return self._next_timer() is not None
+
     async def settle(self) -> None:
         """Let the loop run everything that is ready or due now, without moving time."""
         loop = self._loop

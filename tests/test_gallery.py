@@ -252,29 +252,33 @@ async def test_the_page_is_kept_current_and_written_at_the_end(
 
 
 async def test_a_large_page_is_rendered_off_the_loop_and_a_late_one_never_wins(
-    tmp_path: Path,
+    tmp_path: Path, fake_clock: FakeClock
 ) -> None:
     page = tmp_path / GALLERY_NAME
     entries = [entry(n, "pending") for n in range(1, THREAD_FROM + 1)]
-    async with keep_gallery(tmp_path, lambda: entries, interval=0.01):
-        for _ in range(500):
-            if page.exists():
-                break
-            await asyncio.sleep(0.01)
+    async with keep_gallery(tmp_path, lambda: entries, interval=3.0):
+        # Each render is a worker thread's; time moves on once the keeper sleeps again.
+        await fake_clock.wait_for(lambda: page.exists() and fake_clock.timer_pending())
         entries = [entry(1, "failed", error="late news"), *entries[1:]]
-        for _ in range(500):
-            if "late news" in page.read_text():
-                break
-            await asyncio.sleep(0.01)
-        assert "late news" in page.read_text()
+        await fake_clock.advance(3.0)
+        await fake_clock.wait_for(
+            lambda: "late news" in page.read_text() and fake_clock.timer_pending()
+        )
+        # A render of this state starts in a worker thread, and the block ends while it runs.
+        entries = [entry(1, "failed", error="later news"), *entries[1:]]
+        await fake_clock.advance(3.0)
         entries = [entry(n, "succeeded", files=(f"{n}.png",)) for n in range(1, THREAD_FROM + 1)]
-    # The last page is the end's, whatever a worker thread was still rendering.
+    # The last page is the end's, whatever a worker thread was still rendering: once
+    # every worker thread has finished (this test's loop is its own), a late one had its say.
+    await asyncio.get_running_loop().shutdown_default_executor()
     text = page.read_text()
     assert text.count('<li class="tile" data-status="succeeded"') == THREAD_FROM
     assert 'http-equiv="refresh"' not in text
 
 
-async def test_the_page_is_written_when_the_batch_is_cancelled(tmp_path: Path) -> None:
+async def test_the_page_is_written_when_the_batch_is_cancelled(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
     entries = [entry(1, "succeeded", files=("one.png",))]
 
     async def body() -> None:
@@ -282,7 +286,7 @@ async def test_the_page_is_written_when_the_batch_is_cancelled(tmp_path: Path) -
             await asyncio.sleep(3600)
 
     task = asyncio.create_task(body())
-    await asyncio.sleep(0.05)
+    await fake_clock.wait_for((tmp_path / GALLERY_NAME).exists)
     entries = [*entries, entry(2, "failed", error="boom")]
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
