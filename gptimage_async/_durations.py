@@ -61,6 +61,21 @@ _MISS = math.log((1.0 - CHANGED) / (1.0 - TAIL))
 DETECT_AFTER = 16
 
 
+def _support(counts: collections.Counter[tuple[int, int]]) -> tuple[int, int]:
+    """The bins ``(low, high)`` the maximum-likelihood estimate's mass lies within.
+
+    ``counts`` holds each observation's bins ``(first, last)``. Below the largest
+    ``first`` not past the smallest ``last`` (the first of Turnbull's innermost
+    intervals), every observation covering a bin also covers that interval;
+    likewise above the smallest ``last`` not before the largest ``first``.
+    """
+    shortest = min(last for _, last in counts)
+    longest = max(first for first, _ in counts)
+    low = max(first for first, _ in counts if first <= shortest)
+    high = min(last for _, last in counts if last >= longest)
+    return low, high
+
+
 class DurationModel:
     """Estimated distribution of run durations (seconds from create to done).
 
@@ -285,6 +300,13 @@ class DurationModel:
                 counts[min(round(age / width), BINS - 1), BINS - 1] += 1
         ranges = [(first, last + 1, count) for (first, last), count in counts.items()]
         n = sum(counts.values())
+        # The estimate puts no mass below the bin ``low`` or above ``high``
+        # (Turnbull's innermost intervals: any mass there moves inside without
+        # lowering the likelihood). EM only shrinks such mass slowly, so a run
+        # found done at its first poll, ``(0, hi]``, would leave a trace from age
+        # 0 that the polls' smoothed split then visits; start it at zero.
+        low, high = _support(counts)
+        p = [x if low <= j <= high else 0.0 for j, x in enumerate(p)]
         for _ in range(iterations):
             prefix = [0.0, *itertools.accumulate(p)]
             weight = [0.0] * (BINS + 1)

@@ -259,7 +259,13 @@ class PollScheduler:
             )
             rate = limiter.rate / limiter.live_processes  # its runs are a part of the fleet's
             pick = fair_share_pick(
-                model, runs, now=max(now, free), default=(run, state), rate=rate, **per
+                model,
+                runs,
+                now=max(now, free),
+                default=(run, state),
+                rate=rate,
+                window=limiter.window,
+                **per,
             )
             return max(pick[0], free), *pick[1]
         age = speculative_age(
