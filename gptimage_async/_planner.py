@@ -328,7 +328,11 @@ def window_gap(
     span = model.quantile(1.0 - WINDOW_LOW, smooth=True) - low
     shortest = max(0.0, low - span / (model.observed + 1))
     slots = rate * window - WINDOW_KEEP
-    return (window - shortest) / slots if shortest < window and slots >= 1.0 else 0.0
+    if shortest >= window or slots < 1.0 or 2.0 * span < window - shortest:
+        # Runs longer than a window, or a narrow band: ``poll_share``'s parts
+        # (as many as the run's longest duration earns) already fit.
+        return 0.0
+    return (window - shortest) / slots
 
 
 def share_age(
