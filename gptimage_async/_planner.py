@@ -14,27 +14,22 @@ create was sent) and of the learned ``DurationModel``:
   slot nobody waits for, the run nearest its planned poll is polled early.
   Each run's speculative polls spread a window's worth of slots over its
   likely finish (the model's 2%-98% quantiles).
-* **fair-share polls** (``poll_share``, ``share_age``): once the model is
-  ready, a spare slot goes to the run whose next poll is due soonest by its
-  share of the budget. The budget's slots split over the runs in flight
-  (Little's law: ``rate x mean duration / runs in flight`` requests each, one
-  of them its create) give each run ``k`` polls on average; its polls split
-  the durations' distribution into ``2k - 1`` parts of even probability
-  (the later ones go only if it is still going), as many as one window
-  holds at most. So polls gather where ends are likely, a run is never
-  polled where it cannot end, and the budget is split evenly between runs,
-  whatever the load.
+* **fair-share polls** (``poll_share``, ``share_age``, ``window_gap``): once
+  the model is ready, a spare slot goes to the run whose next poll is due
+  soonest by its share of the budget (Little's law: ``k`` polls each), which
+  split the durations' distribution into ``2k - 1`` parts of even
+  probability, as many as one window holds (and no closer than it allows).
+  So polls gather where ends are likely, never where none can, and the
+  budget is split evenly between runs, whatever the load.
 * **cold start** (``plan_age``, ``speculative_age``, ``should_park``): before
   enough runs have finished to learn from, polls probe geometrically, scaled
   by the create's round trip; in a bulk job only ``SCOUTS`` runs probe and
   the others are parked until a scout's duration gives the scale, then first
   polled at ``COLD_RELEASE`` times it.
 * **the deadline** (``deadline_poll_at``): no run times out unpolled.
-* **retries** (``retry_ceiling``, ``not_found_is_final``): how long a failed
-  poll waits, and when a 404 means the run is really gone.
-* **a bulk job's tail** (``TailCohort``, in ``_tail.py``): the runs created while its last
-  creates went ahead of polls saw their durations only coarsely and are left
-  out of the model.
+* **retries** (``retry_ceiling``; ``_not_found.py``): how long a failed poll
+  waits, and when a 404 means the run is really gone.
+* **a bulk job's tail** (``_tail.TailCohort``): runs left out of the model.
 """
 
 from __future__ import annotations
@@ -96,18 +91,17 @@ MATURITY_PRIOR = 2.0
 #: stays free for demand, as the limiter's spare slots keep a window's last slots) ...
 SHARE_OF_RATE = 0.9
 #: ... and a window's slots less this many (the create, the previous run's last
-#: polls still in the window, room for demand) are the most polls one run may have
-#: (6 before ``window_gap``: fake clock, idle, 96 seeds x 40 runs, 3.70% -> 3.35% late) ...
-SHARE_KEEP = 3.0
+#: polls still in the window, room for demand) are the most polls one run may have ...
+SHARE_KEEP = 6.0
+#: ... or this many where ``window_gap`` spaces them (fake clock, idle: 3.70% -> 3.37% late) ...
+GAP_SHARE_KEEP = 3.0
 #: ... and the share of the durations' distribution between two of a run's
 #: fair-share polls is at least this (no more than 50 polls over it).
 SHARE_MIN = 0.02
-#: Where the window bounds a run's polls, they go no closer than a window's slots
-#: less this many (the create, the limiter's spare slot kept free) over ...
+#: ``window_gap``: a window's slots less this many (the create, a spare one kept) ...
 WINDOW_KEEP = 2.0
-#: ... the window less the shortest likely run: the smoothed estimate's quantile
-#: of this share, less its likely span over (runs seen + 1) (the least of n even
-#: draws lies about that far above the true least).
+#: ... over the window less the likely shortest run: the smoothed quantile of this share,
+#: less its span to 1 - this over (runs seen + 1), as the least of n draws lies above the least.
 WINDOW_LOW = 0.01
 #: Fitted on fewer runs than this, a model puts a run's first poll earlier (``MATURITY_PRIOR``) ...
 SHARE_MATURE = 20
@@ -264,7 +258,12 @@ def speculative_age(
 
 
 def poll_share(
-    model: DurationModel, *, rate: float, in_flight: int, slots_per_window: float
+    model: DurationModel,
+    *,
+    rate: float,
+    in_flight: int,
+    slots_per_window: float,
+    window: float = 0.0,
 ) -> float:
     """The share (0-1) of all runs' durations between two fair-share polls of one run.
 
@@ -277,24 +276,32 @@ def poll_share(
     distribution into ``m`` even parts cost ``(m + 1) / 2`` polls per run on
     average, whatever the distribution (the ``j``-th goes only if the run is
     still going, a chance ``1 - j / m``): so ``m = 2k - 1``. The longest runs
-    take all ``m``, which must fit in one window (less ``SHARE_KEEP``) while
-    runs are shorter than a window: the sliding window forbids borrowing
-    more. At most ``PLANNED_DONE_SHARE`` (a budget that affords one poll per
-    run gets the planned ones only).
+    take all ``m``, which must fit in one window (less ``SHARE_KEEP``, or
+    ``GAP_SHARE_KEEP`` where ``window_gap`` spaces them: ``window``, seconds,
+    0 for none) while runs are shorter than a window: the sliding window
+    forbids borrowing more. At most ``PLANNED_DONE_SHARE`` (planned only).
     """
     if model.mean() <= 0.0 or rate <= 0.0:
         return PLANNED_DONE_SHARE
-    parts = min(*_parts(model, rate=rate, in_flight=in_flight, slots_per_window=slots_per_window))
+    per = {"rate": rate, "slots_per_window": slots_per_window}
+    gap = window_gap(model, in_flight=in_flight, window=window, **per) if window else 0.0
+    keep = GAP_SHARE_KEEP if gap else SHARE_KEEP
+    parts = min(*_parts(model, in_flight=in_flight, keep=keep, **per))
     return PLANNED_DONE_SHARE if parts <= 1.0 else max(SHARE_MIN, 1.0 / parts)
 
 
 def _parts(
-    model: DurationModel, *, rate: float, in_flight: int, slots_per_window: float
+    model: DurationModel,
+    *,
+    rate: float,
+    in_flight: int,
+    slots_per_window: float,
+    keep: float = SHARE_KEEP,
 ) -> tuple[float, float]:
     """``poll_share``'s parts: as the budget's share affords them, as one window holds them."""
     polls = SHARE_OF_RATE * rate * model.mean() / max(1, in_flight) - 1.0
     longest = model.quantile(SPECULATIVE_TO)
-    return 2.0 * polls - 1.0, max(1.0, min(slots_per_window, rate * longest) - SHARE_KEEP)
+    return 2.0 * polls - 1.0, max(1.0, min(slots_per_window, rate * longest) - keep)
 
 
 def window_gap(
@@ -307,22 +314,20 @@ def window_gap(
 ) -> float:
     """The least gap (seconds) between two fair-share polls of one run (0: none).
 
-    Only where one window, not the budget's share, bounds a run's polls (an
-    idle budget: ``poll_share``). A window then holds a run's create, the
-    limiter's spare slot kept free and its polls from the shortest likely
-    run's age on: with the previous run's last polls, ``window - shortest``
-    seconds of polls (benchmarks' *idle_delay* diagnosis), so no closer than
-    ``(window - shortest) / (rate x window - WINDOW_KEEP)``. Closer somewhere
-    (where the smoothed estimate peaks, at its support's ends), they fill the
-    window, and the next run's first polls wait for slots where it most likely
-    ends. ``rate`` (requests per second), ``in_flight`` and
-    ``slots_per_window`` are as for ``poll_share``; ``window`` is the
-    limiter's window (seconds). The model must be ready.
+    Only where the budget's share affords a run more polls than one window
+    holds (an idle budget, one run at a time). A window then holds a run's
+    create, the limiter's spare slot kept free and, with the previous run's
+    last polls, ``window - shortest`` seconds of polls (the likely shortest
+    run's age; benchmarks' *idle_delay* diagnosis): so no closer than
+    ``(window - shortest) / (rate x window - WINDOW_KEEP)``. Closer where the
+    smoothed estimate peaks (its ends), they fill the window and the next
+    run's first polls wait. Arguments as for ``poll_share``; ``window`` is
+    the limiter's (seconds). The model must be ready.
     """
     if model.mean() <= 0.0 or rate <= 0.0 or window <= 0.0:
         return 0.0
-    share, fits = _parts(model, rate=rate, in_flight=in_flight, slots_per_window=slots_per_window)
-    if share <= fits:
+    budget, _ = _parts(model, rate=rate, in_flight=in_flight, slots_per_window=slots_per_window)
+    if budget <= slots_per_window - SHARE_KEEP:
         return 0.0
     low = model.quantile(WINDOW_LOW, smooth=True)
     span = model.quantile(1.0 - WINDOW_LOW, smooth=True) - low
@@ -415,9 +420,9 @@ def fair_share_pick(
     0: none) as for ``window_gap``; the model must be ready.
     """
     polled = list(runs)
-    n, slots = len(polled), slots_per_window
-    share = poll_share(model, rate=rate, in_flight=n, slots_per_window=slots)
-    gap = window_gap(model, rate=rate, in_flight=n, slots_per_window=slots, window=window)
+    per = {"rate": rate, "slots_per_window": slots_per_window, "window": window}
+    share = poll_share(model, in_flight=len(polled), **per)
+    gap = window_gap(model, in_flight=len(polled), **per)
     soonest, pick = math.inf, default
     urgent, chance = default, -1.0
     for key, created_at, state in polled:

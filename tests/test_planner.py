@@ -19,6 +19,7 @@ from gptimage_async._planner import (
     COLD_SCOUTS,
     COLD_SPECULATIVE_GROWTH,
     FINAL_POLL_LEAD,
+    GAP_SHARE_KEEP,
     MAX_NOT_FOUND,
     MIN_STEP,
     NOT_FOUND_GRACE,
@@ -244,7 +245,14 @@ def test_where_the_window_binds_polls_go_no_closer_than_it_allows() -> None:
     idle = {"rate": 2.0, "slots_per_window": 20.0, "window": 10.0}
     gap = window_gap(model, in_flight=1, **idle)
     assert gap == pytest.approx(7.0 / (20.0 - WINDOW_KEEP), rel=0.04)
-    share = poll_share(model, rate=2.0, in_flight=1, slots_per_window=20.0)
+    # Spaced so, a run may take more parts of its likely finish: a window keeps
+    # GAP_SHARE_KEEP slots from the fair share, not SHARE_KEEP.
+    share = poll_share(model, in_flight=1, **idle)
+    fits = min(20.0, 2.0 * model.quantile(0.98))
+    assert share == pytest.approx(1 / (fits - GAP_SHARE_KEEP))
+    assert poll_share(model, rate=2.0, in_flight=1, slots_per_window=20.0) == pytest.approx(
+        1 / (fits - SHARE_KEEP)
+    )
     ages, last = [], 0.0
     while last < 10.0:
         last = share_age(model, last_pending_age=last, share=share, gap=gap)
