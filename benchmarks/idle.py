@@ -81,11 +81,13 @@ async def idle_ours(runs: int, *, time_scale: float, drift: float = 1.0, drift_a
     return row
 
 
-async def idle_memory(runs: int, *, seed: int = SEED) -> Idle:
+async def idle_memory(
+    runs: int, *, seed: int = SEED, drift: float = 1.0, drift_at: int = 0
+) -> Idle:
     """``idle_ours`` on the running loop's clock, the simulator in memory (no socket).
 
     Run it on a fake clock (tests/_clock.py): the pacing alone, no round trip,
-    time scale 1 (a 10 s window costs no wall time).
+    time scale 1 (a 10 s window costs no wall time). ``drift`` as for ``idle_ours``.
     """
     from gptimage_async._transport._memory import MEMORY_ORIGIN, MemoryTransport
     from gptimage_async.simulator._app import BASE_PATHS
@@ -93,7 +95,7 @@ async def idle_memory(runs: int, *, seed: int = SEED) -> Idle:
     loop = asyncio.get_running_loop()
     sim = Simulator(_idle_config(1.0).replace(seed=seed), clock=loop.time)
     base_url = MEMORY_ORIGIN + BASE_PATHS["runbase"]
-    row = Idle("gptimage-async", runs)
+    row = Idle("gptimage-async", runs, drift=drift)
     async with gi.Session(
         "runbase",
         api_key=KEY,
@@ -101,7 +103,10 @@ async def idle_memory(runs: int, *, seed: int = SEED) -> Idle:
         transport=MemoryTransport(sim, base_url, KEY),
         rate_limit=gi.RateLimit(DEFAULT_LIMIT, WINDOW),
     ) as session:
-        for prompt in prompts(runs, "idle"):
+        for i, prompt in enumerate(prompts(runs, "idle")):
+            if drift != 1.0 and i == drift_at:
+                speed(sim, drift)
+                row.change_at = i
             run = await session.submit(prompt)
             await run
             assert run.id is not None

@@ -14,27 +14,22 @@ create was sent) and of the learned ``DurationModel``:
   slot nobody waits for, the run nearest its planned poll is polled early.
   Each run's speculative polls spread a window's worth of slots over its
   likely finish (the model's 2%-98% quantiles).
-* **fair-share polls** (``poll_share``, ``share_age``): once the model is
-  ready, a spare slot goes to the run whose next poll is due soonest by its
-  share of the budget. The budget's slots split over the runs in flight
-  (Little's law: ``rate x mean duration / runs in flight`` requests each, one
-  of them its create) give each run ``k`` polls on average; its polls split
-  the durations' distribution into ``2k - 1`` parts of even probability
-  (the later ones go only if it is still going), as many as one window
-  holds at most. So polls gather where ends are likely, a run is never
-  polled where it cannot end, and the budget is split evenly between runs,
-  whatever the load.
+* **fair-share polls** (``poll_share``, ``share_age``, ``window_gap``): once
+  the model is ready, a spare slot goes to the run whose next poll is due
+  soonest by its share of the budget (Little's law: ``k`` polls each), which
+  split the durations' distribution into ``2k - 1`` parts of even
+  probability, as many as one window holds (and no closer than it allows).
+  So polls gather where ends are likely, never where none can, and the
+  budget is split evenly between runs, whatever the load.
 * **cold start** (``plan_age``, ``speculative_age``, ``should_park``): before
   enough runs have finished to learn from, polls probe geometrically, scaled
   by the create's round trip; in a bulk job only ``SCOUTS`` runs probe and
   the others are parked until a scout's duration gives the scale, then first
   polled at ``COLD_RELEASE`` times it.
 * **the deadline** (``deadline_poll_at``): no run times out unpolled.
-* **retries** (``retry_ceiling``, ``not_found_is_final``): how long a failed
-  poll waits, and when a 404 means the run is really gone.
-* **a bulk job's tail** (``TailCohort``): the runs created while its last
-  creates went ahead of polls saw their durations only coarsely and are left
-  out of the model.
+* **retries** (``retry_ceiling``; ``_not_found.py``): how long a failed poll
+  waits, and when a 404 means the run is really gone.
+* **a bulk job's tail** (``_tail.TailCohort``): runs left out of the model.
 """
 
 from __future__ import annotations
@@ -46,9 +41,20 @@ from typing import TypeVar
 import msgspec
 
 from ._durations import DurationModel
+from ._not_found import (
+    MAX_NOT_FOUND,
+    NOT_FOUND_GRACE,
+    NOT_FOUND_POLLS,
+    not_found_grace,
+    not_found_is_final,
+)
 from ._retry import backoff_ceiling
+from ._tail import TailCohort
 
 __all__ = [
+    "MAX_NOT_FOUND",
+    "NOT_FOUND_GRACE",
+    "NOT_FOUND_POLLS",
     "PollState",
     "TailCohort",
     "censored_ages",
@@ -63,6 +69,7 @@ __all__ = [
     "share_age",
     "should_park",
     "speculative_age",
+    "window_gap",
 ]
 
 #: Share of runs a planned poll should find done.
@@ -86,9 +93,16 @@ SHARE_OF_RATE = 0.9
 #: ... and a window's slots less this many (the create, the previous run's last
 #: polls still in the window, room for demand) are the most polls one run may have ...
 SHARE_KEEP = 6.0
+#: ... or this many where ``window_gap`` spaces them (fake clock, idle: 3.70% -> 3.37% late) ...
+GAP_SHARE_KEEP = 3.0
 #: ... and the share of the durations' distribution between two of a run's
 #: fair-share polls is at least this (no more than 50 polls over it).
 SHARE_MIN = 0.02
+#: ``window_gap``: a window's slots less this many (the create, a spare one kept) ...
+WINDOW_KEEP = 2.0
+#: ... over the window less the likely shortest run: the smoothed quantile of this share,
+#: less its span to 1 - this over (runs seen + 1), as the least of n draws lies above the least.
+WINDOW_LOW = 0.01
 #: Fitted on fewer runs than this, a model puts a run's first poll earlier (``MATURITY_PRIOR``) ...
 SHARE_MATURE = 20
 #: ... and on fewer than this keeps a run's polls at most the even spacing apart,
@@ -122,21 +136,6 @@ TAIL_GROWTH = 1.25
 FINAL_POLL_LEAD = 0.05
 #: Consecutive unreadable answers (or answers about another run) before a run is given up on.
 MAX_PROTOCOL_ERRORS = 6
-#: Consecutive 404s before a run is "not found" (an attached run, or one of
-#: ours past ``NOT_FOUND_GRACE``).
-MAX_NOT_FOUND = 3
-#: Seconds after its create during which a 404 on a run *we* created means
-#: "not visible yet", never "not found". Both sellers' read side may lag
-#: their write side briefly (PROVIDERS.md, "Several keys, two sellers"; 3 s
-#: was seen): 30 s is ten times that, and three times the longest typical
-#: run (3-10 s), so a lagging read side has long caught up, while a run that
-#: really is gone still fails within a small share of ``run_timeout``. A
-#: time, not a count of polls: at a high rate limit three polls take 0.1 s.
-NOT_FOUND_GRACE = 30.0
-#: Within the grace, 404 retries back off up to the grace over this many
-#: (or the rate window, if longer): a run that takes a while to appear costs
-#: a handful of polls, whatever the rate limit, and is seen within seconds.
-NOT_FOUND_POLLS = 8
 
 
 class PollState(msgspec.Struct, gc=False):
@@ -259,7 +258,12 @@ def speculative_age(
 
 
 def poll_share(
-    model: DurationModel, *, rate: float, in_flight: int, slots_per_window: float
+    model: DurationModel,
+    *,
+    rate: float,
+    in_flight: int,
+    slots_per_window: float,
+    window: float = 0.0,
 ) -> float:
     """The share (0-1) of all runs' durations between two fair-share polls of one run.
 
@@ -272,23 +276,77 @@ def poll_share(
     distribution into ``m`` even parts cost ``(m + 1) / 2`` polls per run on
     average, whatever the distribution (the ``j``-th goes only if the run is
     still going, a chance ``1 - j / m``): so ``m = 2k - 1``. The longest runs
-    take all ``m``, which must fit in one window (less ``SHARE_KEEP``) while
-    runs are shorter than a window: the sliding window forbids borrowing
-    more. At most ``PLANNED_DONE_SHARE`` (a budget that affords one poll per
-    run gets the planned ones only).
+    take all ``m``, which must fit in one window (less ``SHARE_KEEP``, or
+    ``GAP_SHARE_KEEP`` where ``window_gap`` spaces them: ``window``, seconds,
+    0 for none) while runs are shorter than a window: the sliding window
+    forbids borrowing more. At most ``PLANNED_DONE_SHARE`` (planned only).
     """
-    mean = model.mean()
-    if mean <= 0.0 or rate <= 0.0:
+    if model.mean() <= 0.0 or rate <= 0.0:
         return PLANNED_DONE_SHARE
-    polls = SHARE_OF_RATE * rate * mean / max(1, in_flight) - 1.0
-    longest = model.quantile(SPECULATIVE_TO)
-    fits = max(1.0, min(slots_per_window, rate * longest) - SHARE_KEEP)
-    parts = min(2.0 * polls - 1.0, fits)
+    per = {"rate": rate, "slots_per_window": slots_per_window}
+    gap = window_gap(model, in_flight=in_flight, window=window, **per) if window else 0.0
+    keep = GAP_SHARE_KEEP if gap else SHARE_KEEP
+    parts = min(*_parts(model, in_flight=in_flight, keep=keep, **per))
     return PLANNED_DONE_SHARE if parts <= 1.0 else max(SHARE_MIN, 1.0 / parts)
 
 
+def _parts(
+    model: DurationModel,
+    *,
+    rate: float,
+    in_flight: int,
+    slots_per_window: float,
+    keep: float = SHARE_KEEP,
+) -> tuple[float, float]:
+    """``poll_share``'s parts: as the budget's share affords them, as one window holds them."""
+    polls = SHARE_OF_RATE * rate * model.mean() / max(1, in_flight) - 1.0
+    longest = model.quantile(SPECULATIVE_TO)
+    return 2.0 * polls - 1.0, max(1.0, min(slots_per_window, rate * longest) - keep)
+
+
+def window_gap(
+    model: DurationModel,
+    *,
+    rate: float,
+    in_flight: int,
+    slots_per_window: float,
+    window: float,
+) -> float:
+    """The least gap (seconds) between two fair-share polls of one run (0: none).
+
+    Only where the budget's share affords a run more polls than one window
+    holds (an idle budget, one run at a time). A window then holds a run's
+    create, the limiter's spare slot kept free and, with the previous run's
+    last polls, ``window - shortest`` seconds of polls (the likely shortest
+    run's age; benchmarks' *idle_delay* diagnosis): so no closer than
+    ``(window - shortest) / (rate x window - WINDOW_KEEP)``. Closer where the
+    smoothed estimate peaks (its ends), they fill the window and the next
+    run's first polls wait. Arguments as for ``poll_share``; ``window`` is
+    the limiter's (seconds). The model must be ready.
+    """
+    if model.mean() <= 0.0 or rate <= 0.0 or window <= 0.0:
+        return 0.0
+    budget, _ = _parts(model, rate=rate, in_flight=in_flight, slots_per_window=slots_per_window)
+    if budget <= slots_per_window - SHARE_KEEP:
+        return 0.0
+    low = model.quantile(WINDOW_LOW, smooth=True)
+    span = model.quantile(1.0 - WINDOW_LOW, smooth=True) - low
+    shortest = max(0.0, low - span / (model.observed + 1))
+    slots = rate * window - WINDOW_KEEP
+    if shortest >= window or slots < 1.0 or 2.0 * span < window - shortest:
+        # Runs longer than a window, or a narrow band: ``poll_share``'s parts
+        # (as many as the run's longest duration earns) already fit.
+        return 0.0
+    return (window - shortest) / slots
+
+
 def share_age(
-    model: DurationModel, *, last_pending_age: float, share: float, phase: float = 1.0
+    model: DurationModel,
+    *,
+    last_pending_age: float,
+    share: float,
+    phase: float = 1.0,
+    gap: float = 0.0,
 ) -> float:
     """The age (seconds) of a run's next fair-share poll: ``share`` of all runs'
     durations (by the model's smoothed distribution) after ``last_pending_age``
@@ -301,8 +359,9 @@ def share_age(
     The model must be ready. Its first poll comes earlier while the model is
     fitted on fewer than ``SHARE_MATURE`` runs (``MATURITY_PRIOR``: they say
     little of the shortest ones; ``SHARE_YOUNG``); two polls are at least
-    ``SPECULATIVE_SPACING`` of the median apart, and a run older than any
-    seen is polled that far apart.
+    ``SPECULATIVE_SPACING`` of the median apart (and at least ``gap``
+    seconds, ``window_gap``, while the run may end), and a run older than
+    any seen is polled that far apart.
     """
     last = last_pending_age
     step = SPECULATIVE_SPACING * model.quantile(0.5)
@@ -321,7 +380,7 @@ def share_age(
     young = model.observed < SHARE_YOUNG and last < latest
     if young or model.cdf(even, smooth=True) > done + 1e-6:
         target = min(target, even)
-    return max(target, last + step)
+    return max(target, last + step, last + gap)
 
 
 T = TypeVar("T")
@@ -346,6 +405,7 @@ def fair_share_pick(
     default: T,
     rate: float,
     slots_per_window: float,
+    window: float = 0.0,
 ) -> tuple[float, T]:
     """The run a spare slot should poll, and from when (loop seconds; ``inf``: none).
 
@@ -356,16 +416,20 @@ def fair_share_pick(
     runs due by ``now``, the one most likely to have ended since its last
     poll goes first (its chance by the smoothed model, given it was still
     going then): a slot is worth most there. None due: the soonest. ``rate``
-    and ``slots_per_window`` are as for ``poll_share``; the model must be ready.
+    and ``slots_per_window`` are as for ``poll_share``, ``window`` (seconds;
+    0: none) as for ``window_gap``; the model must be ready.
     """
     polled = list(runs)
-    share = poll_share(model, rate=rate, in_flight=len(polled), slots_per_window=slots_per_window)
+    per = {"rate": rate, "slots_per_window": slots_per_window, "window": window}
+    share = poll_share(model, in_flight=len(polled), **per)
+    gap = window_gap(model, in_flight=len(polled), **per)
     soonest, pick = math.inf, default
     urgent, chance = default, -1.0
     for key, created_at, state in polled:
         last = state.last_pending_age
         at = max(
-            created_at + share_age(model, last_pending_age=last, share=share, phase=state.phase),
+            created_at
+            + share_age(model, last_pending_age=last, share=share, phase=state.phase, gap=gap),
             state.not_before,
         )
         if at <= now:
@@ -422,31 +486,6 @@ def not_found_ceiling(
     return retry_ceiling(errors, model=model, rtt=rtt, interval=interval, window=cap)
 
 
-def not_found_grace(*, attached: bool, created_ago: float | None) -> float:
-    """Seconds after its create during which a 404 on a run means "not visible yet".
-
-    A run we created may be invisible to the read side for a while
-    (``NOT_FOUND_GRACE``); an ``attached`` one was created at an unknown
-    time, or never (a made-up id): none, unless ``created_ago`` says how many
-    seconds ago it was created (an earlier process's run, from its journal):
-    then what is left of the grace.
-    """
-    if created_ago is not None:
-        return max(0.0, NOT_FOUND_GRACE - created_ago)
-    return 0.0 if attached else NOT_FOUND_GRACE
-
-
-def not_found_is_final(*, age: float, grace: float, errors: int) -> bool:
-    """Whether a 404 answering a poll sent at ``age`` seconds ends the run.
-
-    ``grace`` is the run's grace in seconds (``NOT_FOUND_GRACE`` for a run we
-    created, 0 for an attached one); ``errors`` counts the failed polls in a
-    row before this one. Within the grace, never; after it, at the
-    ``MAX_NOT_FOUND``-th failed poll in a row.
-    """
-    return age >= grace and errors + 1 >= MAX_NOT_FOUND
-
-
 def should_park(
     *, model_ready: bool, cold_scale: float, is_scout: bool, scouts: int, waiting: bool
 ) -> bool:
@@ -459,42 +498,3 @@ def should_park(
     if model_ready or cold_scale or is_scout:
         return False
     return scouts >= SCOUTS and waiting
-
-
-class TailCohort:
-    """The runs a bulk job's last creates overtook: created in [``since``, ``until``].
-
-    Their polls were held back on purpose (the last creates go ahead of
-    polls), so they saw durations only coarsely, and the model's EM would
-    smear those wide intervals over its grid. Chosen by creation time, never
-    by outcome, so leaving them out does not bias the sample. Times are loop
-    seconds.
-    """
-
-    __slots__ = ("since", "until")
-
-    def __init__(self) -> None:
-        self.since = math.inf
-        self.until = math.inf
-
-    def began(self, now: float, *, longest: float) -> None:
-        """The job's last creates go ahead of polls from ``now``.
-
-        Runs still going now had their polls held too: from one ``longest``
-        run (seconds) back.
-        """
-        # A tail that ended a moment ago (between two of a stream's last
-        # creates) goes on; one long over gives way to a new cohort.
-        if self.since == math.inf or self.until < now - longest:
-            self.since = now - longest
-        self.until = math.inf
-
-    def ended(self, now: float) -> None:
-        """The last create marked so was sent at ``now``."""
-        self.until = now
-
-    def __contains__(self, created_at: object) -> bool:
-        return isinstance(created_at, float | int) and self.since <= created_at <= self.until
-
-    def __repr__(self) -> str:
-        return f"<TailCohort [{self.since}, {self.until}]>"

@@ -3,10 +3,8 @@
 This module only schedules: it keeps the heap, wakes up when the top entry
 is due (or a speculative poll may go), sends the poll, and acts on the
 verdict ``_classify.read_poll`` gives its answer (the reader creates and
-downloads go through too). *When* each run is polled (planned, speculative
-and cold-start polls, the deadline's last poll, retry pacing, the 404 grace,
-a bulk job's tail) is decided by the pure rules of ``_planner.py``; how a
-run ends is in ``_resolve.py``.
+downloads go through too). *When* each run is polled is decided by the pure
+rules of ``_planner.py``; how a run ends is in ``_resolve.py``.
 
 Each run's bookkeeping (``PollState``) is kept here, keyed by run id, and
 never on the public ``Run``. Where a poll goes is the whole performance of
@@ -257,9 +255,10 @@ class PollScheduler:
                 for rid, st in self._states.items()
                 if st.entry >= 0 and (r := lookup(rid)) is not None and not r.done()
             )
-            rate = limiter.rate / limiter.live_processes  # its runs are a part of the fleet's
+            # Its runs are a part of the fleet's: so is its rate.
+            fair = {"rate": limiter.rate / limiter.live_processes, "window": limiter.window}
             pick = fair_share_pick(
-                model, runs, now=max(now, free), default=(run, state), rate=rate, **per
+                model, runs, now=max(now, free), default=(run, state), **fair, **per
             )
             return max(pick[0], free), *pick[1]
         age = speculative_age(

@@ -192,3 +192,21 @@ def test_runs_still_going_move_the_model_before_they_finish() -> None:
     assert model.cdf(4.0) == pytest.approx(110 / 130, abs=0.04)
     # What is saved (and the change detector) holds only finished runs.
     assert len(model.observations()) == 110
+
+
+def test_no_mass_where_the_observations_rule_out_any_end() -> None:
+    # Runs of 8-10 s: a poll at 8 s found two still going (they ended by 8.5 s), and
+    # three were found done at their first poll, at 8.5 s: "(0, 8.5]". Every run
+    # covering an age below 8 s also covers 8-8.5 s (Turnbull's first innermost
+    # interval), so the estimate has nothing there; EM alone (from an even start,
+    # or a warm one mixed with an even share) leaves a trace.
+    model = DurationModel()
+    seen = [(8.0, 8.5)] * 2 + [(0.0, 8.5)] * 3
+    seen += [(8.5 + 0.25 * i, 8.75 + 0.25 * i) for i in range(6)] * 3
+    for lo, hi in seen:
+        model.observe(lo, hi)
+    assert model.cdf(7.9) == 0.0
+    for lo, hi in [(8.5, 8.75), (9.0, 9.25), (9.5, 9.75)]:
+        model.observe(lo, hi)  # a refit from the last one (``WARM_MIX``)
+    assert model.cdf(7.9) == 0.0
+    assert 8.0 <= model.quantile(0.01, smooth=True) < 8.5

@@ -19,6 +19,7 @@ from gptimage_async._planner import (
     COLD_SCOUTS,
     COLD_SPECULATIVE_GROWTH,
     FINAL_POLL_LEAD,
+    GAP_SHARE_KEEP,
     MAX_NOT_FOUND,
     MIN_STEP,
     NOT_FOUND_GRACE,
@@ -29,6 +30,7 @@ from gptimage_async._planner import (
     SHARE_YOUNG,
     SPREAD_KEEP,
     TAIL_GROWTH,
+    WINDOW_KEEP,
     PollState,
     TailCohort,
     deadline_poll_at,
@@ -41,6 +43,7 @@ from gptimage_async._planner import (
     share_age,
     should_park,
     speculative_age,
+    window_gap,
 )
 
 RTT = 0.05
@@ -232,6 +235,59 @@ def test_a_fair_share_poll_goes_where_the_probability_mass_is() -> None:
     even = [a for a in polls_from(band_model((8.0, 10.0, 400)), 0.2, until=10.0) if a < 10.0]
     steps = [b - a for a, b in itertools.pairwise(even)]
     assert even[0] > 7.8 and steps == [pytest.approx(0.4, abs=0.08)] * len(steps)
+
+
+def test_where_the_window_binds_polls_go_no_closer_than_it_allows() -> None:
+    # One run at a time on an idle budget (20 requests per 10 s), runs of 3-10 s:
+    # the window, not the share, bounds its polls. A window holds the create, the
+    # limiter's spare slot kept free and 7 s of polls: 18, 7 / 18 s apart at most.
+    model = uniform_model()
+    idle = {"rate": 2.0, "slots_per_window": 20.0, "window": 10.0}
+    gap = window_gap(model, in_flight=1, **idle)
+    assert gap == pytest.approx(7.0 / (20.0 - WINDOW_KEEP), rel=0.04)
+    # Spaced so, a run may take more parts of its likely finish: a window keeps
+    # GAP_SHARE_KEEP slots from the fair share, not SHARE_KEEP.
+    share = poll_share(model, in_flight=1, **idle)
+    fits = min(20.0, 2.0 * model.quantile(0.98))
+    assert share == pytest.approx(1 / (fits - GAP_SHARE_KEEP))
+    assert poll_share(model, rate=2.0, in_flight=1, slots_per_window=20.0) == pytest.approx(
+        1 / (fits - SHARE_KEEP)
+    )
+    ages, last = [], 0.0
+    while last < 10.0:
+        last = share_age(model, last_pending_age=last, share=share, gap=gap)
+        ages.append(last)
+    steps = [b - a for a, b in itertools.pairwise(ages)]
+    # Never denser than the window allows (the smoothed estimate's edges would
+    # pack them closer, and the next run's first polls would wait for slots) ...
+    assert min(steps) >= gap - 1e-9
+    # ... and all where runs end: the first at 3 s or after, none more than the
+    # window holds for a 10 s run, the last gap before 10 s no wider than two.
+    inside = [a for a in ages if a <= 10.0]
+    assert inside[0] >= 2.9 and len(inside) <= 20.0 - WINDOW_KEEP
+    assert 10.0 - inside[-1] <= 2 * gap
+    # Several runs in flight (a web app at 1/4 of the budget): the share binds, no gap.
+    assert window_gap(model, in_flight=4, **idle) == 0.0
+    assert window_gap(model, in_flight=1, rate=2.0, slots_per_window=20.0, window=0.0) == 0.0
+    # A narrow band (3-4 s): each run's parts are as many as its 4 s earn, already
+    # fewer than the window holds: no gap, the polls stay where the runs end.
+    assert window_gap(band_model((3.0, 4.0, 400)), in_flight=1, **idle) == 0.0
+
+
+def test_a_spare_slot_never_polls_one_run_closer_than_the_window_gap() -> None:
+    model = uniform_model()
+    args = {"default": "none", "rate": 2.0, "slots_per_window": 20.0}
+    gap = window_gap(model, rate=2.0, in_flight=1, slots_per_window=20.0, window=10.0)
+    bound = 0
+    for last in (3.5, 4.5, 5.5, 6.5, 7.5, 8.5, 9.0, 9.5, 9.8):
+        runs = [("a", 0.0, PollState(last_pending_age=last))]
+        when, _ = fair_share_pick(model, runs, now=last, window=10.0, **args)
+        assert when >= last + gap - 1e-9
+        # Without the window, its share alone sets the next poll: sooner at the
+        # estimate's end (it packs its last parts there).
+        alone, _ = fair_share_pick(model, runs, now=last, **args)
+        bound += alone < when - 0.01
+    assert bound >= 1
 
 
 def test_the_first_polls_of_runs_are_staggered_by_their_phase() -> None:
