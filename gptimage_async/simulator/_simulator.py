@@ -27,6 +27,8 @@ __all__ = ["Simulator", "serve_forever"]
 # before they are cancelled; a test suite should not wait on a simulated stall.
 _SHUTDOWN_GRACE = 0.25
 
+_CLOSED = "the simulator is closed"
+
 
 class Simulator:
     """A local Runbase and API in One on one port, with knobs for every failure.
@@ -86,6 +88,7 @@ class Simulator:
         except BaseException:
             await runner.cleanup()
             self._state = "closed"
+            self._service.watch.close(_CLOSED)
             raise
         self._runner = runner
         self._port = runner.addresses[0][1]
@@ -94,11 +97,19 @@ class Simulator:
         self._state = "running"
 
     async def close(self) -> None:
-        """Stop serving and release the port; safe to call twice."""
+        """Stop serving and release the port; safe to call twice.
+
+        Ends every :meth:`until` and :meth:`until_blocking` wait: one whose
+        condition holds then returns, the others raise ``RuntimeError``.
+        """
         runner, self._runner = self._runner, None
         self._state = "closed"
-        if runner is not None:
-            await close_runner(runner)
+        try:
+            if runner is not None:
+                await close_runner(runner)
+        finally:
+            # After the last handlers' counters moved: a wait they satisfy returns.
+            self._service.watch.close(_CLOSED)
 
     async def __aenter__(self) -> Simulator:
         await self.start()
@@ -153,25 +164,55 @@ class Simulator:
         """
         return await self._service.respond(method, target, headers, body)
 
-    async def until(self, condition: Callable[[], bool]) -> None:
-        """Return as soon as ``condition()`` holds, checked whenever the state changes.
+    async def until(self, condition: Callable[[], object]) -> None:
+        """Return as soon as ``condition()`` is true, checked whenever the state changes.
 
-        The condition (a callable reading ``stats``, ``runs``...) is checked
-        now and after each step of the request pipeline that moves a counter:
-        a request arrived, its work was done (a run created), its answer went
-        out, an image was served. So a test acts the moment the server holds
-        a create, with no polling and no sleep. It waits as long as it takes:
-        bound it with ``asyncio.timeout``. Safe from another event loop or
-        thread than the simulator's.
+        ``condition``: a function of no arguments reading ``stats``, ``runs``...
+        (its result is taken as a bool). It is checked now, on the caller's
+        thread, then on the simulator's loop after each step of the request
+        pipeline that moves a counter: a request arrived, its work was done
+        (a run created), its answer went out, an image was served. So a test
+        acts the moment the server holds a create, with no polling and no
+        sleep; keep the condition quick and free of side effects. It waits as
+        long as it takes: bound it with ``asyncio.timeout``. Safe from another
+        event loop or thread than the simulator's.
+
+        A simulator not started yet is waited on too: :meth:`respond` serves
+        it in memory (``gptimage_async.testing.memory_session``).
+
+        Raises:
+            TypeError: ``condition`` is not callable, is an async function, or
+                returned an awaitable.
+            Exception: whatever ``condition()`` raised, at its first check or
+                any later one (``StopIteration`` as a ``RuntimeError`` from
+                it, as in a coroutine); the wait ends there. The request being
+                served when it raised is not affected.
+            RuntimeError: the simulator is closed (or closes while waiting)
+                and the condition does not hold.
         """
         await self._service.watch.until(condition)
 
-    def until_blocking(self, condition: Callable[[], bool], *, timeout: float = 30.0) -> None:
-        """:meth:`until` for a thread other than the simulator's loop (it blocks that thread).
+    def until_blocking(
+        self, condition: Callable[[], object], *, timeout: float | None = 30.0
+    ) -> None:
+        """:meth:`until` for a thread that runs no event loop (it blocks that thread).
 
-        Raises ``TimeoutError`` after ``timeout`` seconds (default 30.0).
+        ``timeout``: seconds to wait, default 30.0; ``0`` checks once;
+        ``None`` or ``math.inf`` waits with no limit. Same conditions and
+        errors as :meth:`until`, and:
+
+        Raises:
+            TimeoutError: the condition did not come true in ``timeout`` seconds.
+            ValueError: ``timeout`` is nan or negative.
+            TypeError: ``timeout`` is not a number.
+            RuntimeError: called on a thread running an event loop (the
+                simulator's own, say, which could not serve while blocked):
+                ``await until()`` there instead. Checked before any wait.
         """
-        self._service.watch.until_blocking(condition, timeout)
+        # A never-started simulator is served only in memory: say so when it times out.
+        unstarted = " (the simulator was never started: only Simulator.respond() reaches it)"
+        hint = unstarted if self._state == "new" else ""
+        self._service.watch.until_blocking(condition, timeout, hint=hint)
 
     # -- state -------------------------------------------------------------
 
