@@ -121,10 +121,13 @@ async def memory_session(
         session_options["api_key"],
         timeout=session_options.get("request_timeout", DEFAULT_REQUEST_TIMEOUT),
     )
-    async with Session(
-        provider, base_url=base_url, transport=transport, **session_options
-    ) as session:
-        yield sim, session
+    try:
+        async with Session(
+            provider, base_url=base_url, transport=transport, **session_options
+        ) as session:
+            yield sim, session
+    finally:
+        await sim.close()  # ends any Simulator.until still waiting on it
 
 
 def _marker_options(request: Any) -> tuple[ProviderName, dict[str, Any]]:
