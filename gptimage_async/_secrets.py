@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
@@ -160,13 +160,15 @@ def looks_like_key(value: object) -> bool:
     """Whether ``value`` could be an API key: a str holding a prefixed key or a bare token.
 
     A key anywhere in it counts (``runbase:sk-...``, ``Bearer sk-...``,
-    ``ftp://TOKEN``). Anything but a str is not a key.
+    ``ftp://TOKEN``): whatever ``redact`` would hide (so a URL's host by the
+    rule for hosts), and a part that begins with a key's prefix. Anything
+    but a str is not a key.
     """
     if not isinstance(value, str):
         return False
-    return any(
-        has_key_prefix(part) or bare_token(part.lstrip("-")) for part in _parts(value)
-    ) or any(_scrambled(piece) for piece in _PIECES.split(value))
+    return _redacted(value, True, frozenset())[1] or any(
+        has_key_prefix(part) for part in _PARTS.split(value)
+    )
 
 
 #: Where a word is cut into pieces that may be a base64 key holding ``/``.
@@ -181,13 +183,13 @@ def _parts(text: str) -> list[str]:
     return parts
 
 
-def _key_in(word: str, bare: bool) -> bool:
+def _key_in(word: str, bare: bool, kept: Set[str] = frozenset()) -> bool:
     if _PREFIXED.search(word) or ("%" in word and _PREFIXED.search(unquote(word))):
         return True
     if not bare:
         return False
-    return any(bare_token(part.lstrip("-")) for part in _parts(word)) or any(
-        _scrambled(piece) for piece in _PIECES.split(unquote(word))
+    return any(bare_token(part.lstrip("-")) for part in _parts(word) if part not in kept) or any(
+        _scrambled(piece) for piece in _PIECES.split(unquote(word)) if piece not in kept
     )
 
 
@@ -203,14 +205,14 @@ def _host_key(host: str, bare: bool) -> bool:
     return any(mixed_case_token(label) for label in labels)
 
 
-def _url(word: str, bare: bool) -> str:
+def _url(word: str, bare: bool, kept: Set[str]) -> str:
     """A URL word without user info, query or fragment; a path segment holding a key hidden."""
     try:
         parts = urlsplit(word)
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port is not None else ""
     except ValueError:
-        return NOT_SHOWN if _key_in(word, bare) else word
+        return NOT_SHOWN if _key_in(word, bare, kept) else word
     # ``hostname`` is lower-cased: the case as written tells a key from a DNS name.
     written = parts.netloc.rpartition("@")[2]
     written = written[1:].partition("]")[0] if written.startswith("[") else written
@@ -218,7 +220,7 @@ def _url(word: str, bare: bool) -> str:
         host = f"[{host}]"
     elif _host_key(written.partition(":")[0], bare):
         host = NOT_SHOWN
-    path = "/".join(NOT_SHOWN if _key_in(s, bare) else s for s in parts.path.split("/"))
+    path = "/".join(NOT_SHOWN if _key_in(s, bare, kept) else s for s in parts.path.split("/"))
     query = "?..." if parts.query else ""
     return f"{parts.scheme}://{host}{port}{path}{query}"
 
@@ -233,25 +235,37 @@ def redact(text: str, *, bare: bool = True, keep: Iterable[str | None] = ()) -> 
     is shown without its user info and query string (``?...``), and only a
     path segment or host that holds a key is hidden (a host, in a URL or
     named alone, by the module's rule for hosts); an IPv6 host in brackets
-    keeps its port and path. Words in ``keep`` (the ids of a server's answer
-    an error carries: ``GPTImageError._ids``, its ``run_id`` and such,
-    which callers need whatever they look like) are left as they are.
+    keeps its port and path. The ids in ``keep`` (a server's answer's, that
+    an error carries: ``GPTImageError._ids``, its ``run_id`` and such, which
+    callers need whatever they look like) are left as they are, as words
+    and as parts of words (``.../runs/ID``, ``ID:``).
     """
-    kept = {word for word in keep if word and not has_key_prefix(word)}
+    return _redacted(text, bare, {word for word in keep if word and not has_key_prefix(word)})[0]
+
+
+def _redacted(text: str, bare: bool, kept: Set[str]) -> tuple[str, bool]:
+    """``redact``'s text, and whether it hid anything."""
+    hidden = False
 
     def one(match: re.Match[str]) -> str:
+        nonlocal hidden
         word = match.group(0)
         if word in kept:
             return word
         scheme = _SCHEME.search(word)
         if scheme is not None:  # ``base_url=https://...``: what precedes is a word of its own
             head = word[: scheme.start()]
-            return (NOT_SHOWN if _key_in(head, bare) else head) + _url(word[scheme.start() :], bare)
-        if _DNS_NAME.fullmatch(word):  # a host named alone (``host:443``): the rule for hosts
-            return NOT_SHOWN if _host_key(word.partition(":")[0], bare) else word
-        return NOT_SHOWN if _key_in(word, bare) else word
+            out = (NOT_SHOWN if _key_in(head, bare, kept) else head) + _url(
+                word[scheme.start() :], bare, kept
+            )
+        elif _DNS_NAME.fullmatch(word):  # a host named alone (``host:443``): the rule for hosts
+            out = NOT_SHOWN if _host_key(word.partition(":")[0], bare) else word
+        else:
+            out = NOT_SHOWN if _key_in(word, bare, kept) else word
+        hidden = hidden or NOT_SHOWN in out
+        return out
 
-    return _WORD.sub(one, text)
+    return _WORD.sub(one, text), hidden
 
 
 def shown(value: object, limit: int = 80) -> str:

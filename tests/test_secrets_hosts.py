@@ -21,7 +21,6 @@ import gptimage_async as gi
 from gptimage_async._batch import prompt_key
 from gptimage_async._secrets import NOT_SHOWN, looks_like_key, redact
 from gptimage_async.simulator import SimulatorConfig
-from gptimage_async.simulator._config import masked_key
 from gptimage_async.simulator._keys import KeyConfig
 
 from .test_cli import run_main
@@ -53,9 +52,12 @@ def test_hosts_ulids_and_paths_stay_readable(text: str) -> None:
     assert str(gi.APIConnectionError(text)) == text
 
 
-def test_a_lambda_url_is_accepted_and_shown() -> None:
+def test_a_refused_url_names_its_host() -> None:
     lane = gi.Lane("runbase", "sk-right-key-000000", base_url=f"https://{LAMBDA}/api/v1")
     assert LAMBDA in repr(lane)
+    with pytest.raises(gi.ConfigurationError) as caught:  # a scheme of no HTTP API
+        gi.Lane("runbase", "sk-right-key-000000", base_url=f"ftp://{LAMBDA}/api/v1")
+    assert f"ftp://{LAMBDA}/api/v1" in str(caught.value), caught.value
 
 
 #: (message, what must not be in it once redacted)
@@ -85,13 +87,11 @@ def test_keys_of_every_spelling_are_hidden(text: str, secret: str) -> None:
 def test_an_ipv6_url_keeps_its_port_and_path() -> None:
     assert redact("https://[::1]:80/sk-abcdefgh") == f"https://[::1]:80/{NOT_SHOWN}"
     assert redact("base_url=http://[::1]:8080/v1?k=1.") == "base_url=http://[::1]:8080/v1?..."
-
-
-def test_a_servers_id_is_kept_wherever_the_error_carries_it() -> None:
-    # A server's ids are whatever it answers: the error's own ids pass untouched.
+    # A server's ids are whatever it answers: those the error carries pass untouched.
     run_id = "Qx7Lm2Np9Rt4Vw8Zk3Hj6Fd1"
-    timeout = gi.RunTimeoutError(f"run {run_id} was not done in 900 s", run_id=run_id)
-    assert run_id in str(timeout)
+    url = f"http://[::1]:8080/runbase/api/v1/runs/{run_id}"
+    timeout = gi.RunTimeoutError(f"run {run_id} at {url}: not done", run_id=run_id)
+    assert str(timeout) == f"run {run_id} at {url}: not done"
     assert KEY not in str(gi.RunTimeoutError(f"run {run_id}: {KEY}", run_id=run_id))
 
 
@@ -136,6 +136,7 @@ def test_simulate_refuses_a_port_out_of_range_as_a_usage_error(port: str) -> Non
 
 
 def test_the_simulators_config_line_masks_its_keys() -> None:
+    from gptimage_async.simulator._config import masked_key
     from gptimage_async.simulator._simulator import _serve
 
     keys = ["sk-CANARYrb7Q2x9Lm4Kp8Zt3", "aio_CANARYai5W1y6Hb2Jd7Fg0", "sk-a", "sk-b"]
