@@ -46,7 +46,7 @@ from .._journal import Journal, JournalEntry, JournalError
 from .._manifest import ManifestEntry
 from .._models import check_run_id
 from .._pool import OLD_FINGERPRINT_DIGITS, Pool, same_lane
-from .._secrets import shown
+from .._secrets import mixed_case_token, shown
 from ._common import EXIT_OK, UsageError
 from ._sessions import load_pool
 
@@ -256,6 +256,7 @@ def settle(args: argparse.Namespace) -> int:
             check_run_id(args.run_id.strip(), "RUN_ID")
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from None
+        _refuse_a_key(args.run_id.strip())
     pool = _pool(args)  # a bad pool file: said before the journal is opened
     try:
         with Journal(_path(args)) as journal:
@@ -277,6 +278,24 @@ def settle(args: argparse.Namespace) -> int:
     else:
         print(f"line {entry.line}: recorded as not created; the next batch run sends it")
     return EXIT_OK
+
+
+def _refuse_a_key(run_id: str) -> None:
+    """``UsageError`` if ``run_id``, typed by the user, is shaped as a bare API key.
+
+    Kept, it would be journaled, put in every poll's URL path and printed in
+    a ``RunTimeoutError``. Only what no provider's run id looks like is
+    refused: 24 or more random letters and digits of mixed case with no
+    separator (``Qx7Lm2Np9Rt4Vw8Zk3Hj6Fd1``). Ids of one case (base32,
+    base36, ULIDs, hexadecimal, UUIDs) and ids with a type prefix
+    (``task_abc123``, PROVIDERS.md) are kept. ``Session.attach`` does not
+    apply this: it also attaches the ids servers answered, whatever they look like.
+    """
+    if mixed_case_token(run_id) and not any(c in "._-" for c in run_id):
+        raise UsageError(
+            "RUN_ID looks like an API key (random letters and digits of mixed case), not "
+            "a run id; nothing was kept. Copy the run's id from the provider's dashboard"
+        )
 
 
 def _refuse_a_run_of_another_line(journal: Journal, entry: JournalEntry, run_id: str) -> None:

@@ -19,7 +19,7 @@ def simulate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     try:
         serve_forever(args.host, args.port, config)
-    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
+    except OSError as exc:  # a port in use, a host not this machine's (its range: argparse)
         raise UsageError(
             f"cannot serve on {args.host}:{args.port}: {getattr(exc, 'strerror', None) or exc}"
         ) from None

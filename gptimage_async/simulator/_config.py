@@ -290,9 +290,52 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
             prices=PROVIDER_PRICES if prices is None else prices,
         )
 
+    def log_line(self) -> str:
+        """This config as one line of JSON for a log, every key in it masked (``masked_key``).
+
+        The simulator's keys are test keys, but a log line never holds a key:
+        it may be a real one typed by mistake, and logs are shared.
+        """
+        data = msgspec.to_builtins(self)
+        masks = _masks([*self.keys, *(self.api_keys or ()), *self.blocked_keys])
+        data["keys"] = {masks[key]: own for key, own in data["keys"].items()}
+        for name in ("api_keys", "blocked_keys"):
+            if data[name] is not None:
+                data[name] = sorted(masks[key] for key in data[name])
+        return msgspec.json.encode(data).decode()
+
     def scaled(self, provider_seconds: float) -> float:
         """Wall-clock seconds that ``provider_seconds`` last in this simulation."""
         return provider_seconds * self.time_scale
 
 
 _NO_OVERRIDES = KeyConfig()
+#: The protocols' key prefixes (Runbase ``sk-``, API in One ``aio_``): shown, as they say whose.
+_KEY_PREFIXES = ("sk-", "aio_")
+
+
+def masked_key(key: str) -> str:
+    """``key`` as a log line may show it: its prefix and, past 12 more characters, its last 4.
+
+    ``sk-...Zt3Q`` for ``sk-CANARYrb7Q2x9Lm4Kp8Zt3Q``; ``sk-...`` for ``sk-test``
+    (its last 4 would be most of it).
+    """
+    prefix = next((p for p in _KEY_PREFIXES if key.startswith(p)), "")
+    rest = key[len(prefix) :]
+    return f"{prefix}...{rest[-4:]}" if len(rest) >= 12 else f"{prefix}..."
+
+
+def _masks(keys: list[str]) -> dict[str, str]:
+    """Each key's ``masked_key``, numbered (``sk-...#2``) where two keys would look alike."""
+    masks: dict[str, str] = {}
+    used: set[str] = set()
+    for key in keys:
+        if key in masks:
+            continue
+        mask, number = masked_key(key), 1
+        while mask in used:
+            number += 1
+            mask = f"{masked_key(key)}#{number}"
+        masks[key] = mask
+        used.add(mask)
+    return masks

@@ -52,7 +52,7 @@ def add_simulate_options(parser: argparse.ArgumentParser) -> None:
     parser.epilog = _EPILOG
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    add("--port", type=int, default=8080, help="port to bind; 0 picks a free one (default 8080)")
+    add("--port", type=_port, default=8080, help="port to bind; 0 picks a free one (default 8080)")
     add(
         "--time-scale",
         type=_positive_float,
@@ -199,6 +199,17 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    # Checked here, not by bind(): a usage error of the subcommand, with its usage text.
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535 (0 picks a free one), not {value}")
     return value
 
 

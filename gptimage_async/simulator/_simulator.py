@@ -309,7 +309,7 @@ async def _serve(host: str, port: int, config: SimulatorConfig | None) -> None:
     async with Simulator(config, host=host, port=port) as sim:
         print(f"Runbase:    {sim.base_url('runbase')}", flush=True)
         print(f"API in One: {sim.base_url('apiinone')}", flush=True)
-        print(f"config: {msgspec.json.encode(sim.config).decode()}", flush=True)
+        print(f"config: {sim.config.log_line()}", flush=True)
         await asyncio.Event().wait()
 
 
