@@ -436,8 +436,11 @@ class Router:
                 spend.resend()
             elif health.cause is not None or health.unreachable(self.clock()):
                 raise _Rebind  # closed or unreachable while it waited: nothing is sent
-            elif len(self.lanes) > 1 and isinstance(unsent := previous_error(), APIConnectionError):
-                raise unsent  # could not connect, never left: another lane, not more retries here
+            elif isinstance(unsent := previous_error(), APIConnectionError):
+                if len(self.lanes) > 1:  # could not connect, never left: another lane, no retry
+                    raise unsent
+                if health.unanswered(unsent, self.clock()):  # one lane: each attempt counts
+                    raise _Rebind  # unreachable: it ends with the lane's error (_route)
             if math.isinf(self._start[0]):  # the pool's first create
                 self._start = (self.clock(), i)
             self._started[i] = True
