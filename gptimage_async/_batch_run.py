@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
-from ._batch_plan import attach_lane, same_root
+from ._batch_plan import attach_lane, cannot_connect, same_root
 from ._batch_types import (
     MAX_CREATE_FAILURES_IN_A_ROW,
     STOPS_THE_BATCH,
@@ -24,8 +24,10 @@ from ._batch_types import (
     BatchItem,
     BatchProgress,
     EventKind,
+    IntentNotWritten,
     Phase,
     batch_words,
+    disk_stop_reason,
     out_of_space,
     progress_at,
 )
@@ -238,9 +240,9 @@ class BatchRunner:
                 run = await self._sender.send(
                     item.prompt.request, last=last, on_send=lambda: self._sending(item)
                 )
-            except OSError as exc:  # the journal could not write the intent: nothing sent
+            except IntentNotWritten as exc:  # nothing sent (not any OSError: a timeout is one)
                 self._withdraw(item)
-                self._disk_failed(exc)
+                self._disk_failed(exc.cause)
                 return
             except UncertainCreateError as exc:  # where and when it went (as journaled)
                 known = journal.get(key)
@@ -293,9 +295,11 @@ class BatchRunner:
         assert self._journal is not None
         lane = sending_lane()  # the lane it goes through, and that lane's API root
         root = self._roots.get(lane) if lane is not None else None
-        self._journal.intent(
-            item.entry.key, line=item.prompt.line, request=item.prompt.request, lane=lane, root=root
-        )
+        key, prompt, write = item.entry.key, item.prompt, self._journal.intent
+        try:
+            write(key, line=prompt.line, request=prompt.request, lane=lane, root=root)
+        except OSError as exc:
+            raise IntentNotWritten(exc) from exc
         item.unsent = False  # on the wire now: what it meets is told before the next attempt
         if item.phase != "submitting":
             self._set_phase(item, "submitting")
@@ -343,7 +347,6 @@ class BatchRunner:
             except GPTImageError as exc:
                 self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="attach")
                 return
-            self.attached += 1
             item.entry = stamp_lane(
                 msgspec.structs.replace(
                     item.entry, run_id=run_id, created_at=utc(created_at) or item.entry.created_at
@@ -353,6 +356,8 @@ class BatchRunner:
             self._set_phase(item, "in_flight")
             self._emit("attached", item.entry)
             await self._follow(item, run, lost_is_unknown=here)
+            # Re-attached only if its provider still knew it: a 404 (a new simulator) is not.
+            self.attached += item.entry.error_type != RunNotFoundError.__name__
         finally:
             self._release_slot()
 
@@ -414,12 +419,7 @@ class BatchRunner:
         return tuple(path.name for path in paths)
 
     def _disk_failed(self, exc: BaseException) -> None:
-        # The first write refused for lack of space stops every create: what was
-        # paid for is kept (its runs are attached again by a rerun), nothing more is bought.
-        if out_of_space(exc):
-            self.stop(f"the disk is full ({self._out}): {exc}; free some space and rerun")
-        else:
-            self.stop(f"cannot write to {self._out}: {exc}")
+        self.stop(disk_stop_reason(exc, self._out))
 
     def _count_failed_create(self, exc: GPTImageError) -> None:
         # A connection error that is not uncertain never had its request written
@@ -441,6 +441,8 @@ class BatchRunner:
         self._create_failures += 1
         if isinstance(exc, STOPS_THE_BATCH):
             self.stop(str(exc), finish_runs=True)
+        elif cannot_connect(self._session):  # one lane's creates end at once: stop as a pool's
+            self.stop(f"no lane can be connected to: {exc}", finish_runs=True)
         elif self._create_failures >= MAX_CREATE_FAILURES_IN_A_ROW:
             self.stop(f"{self._create_failures} creates failed in a row; the last: {exc}")
 

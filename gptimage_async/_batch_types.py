@@ -41,8 +41,10 @@ __all__ = [
     "BatchProgress",
     "BatchReport",
     "EventKind",
+    "IntentNotWritten",
     "Phase",
     "batch_words",
+    "disk_stop_reason",
     "out_of_space",
     "prompt_key",
 ]
@@ -289,3 +291,27 @@ def out_of_space(exc: BaseException) -> bool:
     # DownloadError carries the OS's words, not its errno.
     text = str(exc)
     return any(os.strerror(code) in text for code in _NO_SPACE)
+
+
+def disk_stop_reason(exc: BaseException, out: Path) -> str:
+    """Why a batch stops when a write into ``out`` failed with ``exc``.
+
+    The first write refused for lack of space stops every create: what was
+    paid for is kept (its runs are attached again by a rerun), nothing more is bought.
+    """
+    if out_of_space(exc):
+        return f"the disk is full ({out}): {exc}; free some space and rerun"
+    return f"cannot write to {out}: {exc}"
+
+
+class IntentNotWritten(Exception):
+    """The journal could not write a create's intent (``cause``, the ``OSError``): nothing sent.
+
+    A type of its own, so that an ``OSError`` the create itself raises on its
+    way (``RunTimeoutError`` is a ``TimeoutError``, hence an ``OSError``) is
+    never taken for a failed write of the journal.
+    """
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause

@@ -67,7 +67,6 @@ from ._exceptions import (
     APIConnectionError,
     ConfigurationError,
     GPTImageError,
-    RunTimeoutError,
     SpendCapError,
     UncertainCreateError,
 )
@@ -93,7 +92,7 @@ from ._pool import (
     tell_met,
 )
 from ._pool import Lane as PoolLane
-from ._pool._line import CreateLine
+from ._pool._line import CreateLine, timed_out
 from ._secrets import shown
 
 if TYPE_CHECKING:
@@ -122,10 +121,6 @@ CHEAP_SLOTS = 1.5
 #: 8% more polls than one key's: fake clock, efficiency 0.93 -> 0.98). About
 #: two creates wait in each lane's limiter, so late binding still holds.
 BIND_AHEAD = 2.0
-
-
-def _timed_out(run_timeout: float) -> RunTimeoutError:
-    return RunTimeoutError(f"no lane had a free slot within run_timeout ({run_timeout:g}s)")
 
 
 class _Rebind(Exception):
@@ -257,7 +252,7 @@ class Router:
             try:
                 ticket = await self._line.turn(deadline)
             except TimeoutError:
-                raise _timed_out(self._run_timeout) from None
+                raise timed_out(self._run_timeout) from None
         try:
             while True:
                 now = self.clock()
@@ -267,7 +262,7 @@ class Router:
                     raise decision.error
                 if isinstance(decision, Wait):
                     if decision.until > deadline:
-                        raise _timed_out(self._run_timeout)
+                        raise timed_out(self._run_timeout)
                     await self._wait(decision.until)
                     continue
                 index_ = decision.lane
@@ -314,8 +309,10 @@ class Router:
                     lane.spec.label,
                     lane.fleet.cause,
                 )
-            if i in failed or (len(self.lanes) == 1 and health.cause is None):
-                # A lane this create failed on is closed to it; one open lane is always ready.
+            alone = len(self.lanes) == 1 and health.cause is None and not health.unreachable(now)
+            if i in failed or alone:
+                # A lane this create failed on is closed to it; one open lane is always ready,
+                # unless unreachable: its creates then end at once, as on a pool's dead lanes.
                 cause = failed.get(i)
                 own.append(now)
                 views.append(
@@ -439,8 +436,11 @@ class Router:
                 spend.resend()
             elif health.cause is not None or health.unreachable(self.clock()):
                 raise _Rebind  # closed or unreachable while it waited: nothing is sent
-            elif len(self.lanes) > 1 and isinstance(unsent := previous_error(), APIConnectionError):
-                raise unsent  # could not connect, never left: another lane, not more retries here
+            elif isinstance(unsent := previous_error(), APIConnectionError):
+                if len(self.lanes) > 1:  # could not connect, never left: another lane, no retry
+                    raise unsent
+                if health.unanswered(unsent, self.clock()):  # one lane: each attempt counts
+                    raise _Rebind  # unreachable: it ends with the lane's error (_route)
             if math.isinf(self._start[0]):  # the pool's first create
                 self._start = (self.clock(), i)
             self._started[i] = True

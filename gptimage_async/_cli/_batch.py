@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .._batch import Batch, BatchReport
 from .._batch_plan import missing_lane_notice
-from .._exceptions import DiskSpaceError
+from .._exceptions import DiskSpaceError, GPTImageError
 from .._gallery import GALLERY_NAME
 from .._journal import JournalError
 from .._models import ASPECT_RATIOS, QUALITIES
@@ -25,7 +25,7 @@ from .._session import Session
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Failure, UsageError, check_writable
 from ._sessions import check_endpoint_options, job_cap, load_pool, make_session, open_session
 from ._signals import quit_at_once, stop_on_signals
-from ._spend import JobSpend, at_most_lines, session_spend_lines
+from ._spend import JobSpend, at_most_lines, fit_under_cap, session_spend_lines
 
 __all__ = ["batch"]
 
@@ -60,6 +60,8 @@ async def batch(args: argparse.Namespace) -> int:
         # The in-process simulator's port is new each run: that change is no news.
         if notice is not None and args.provider != "simulator":
             print(f"note: {notice}", file=sys.stderr, flush=True)
+        if _nothing_fits(args, job, session):
+            return EXIT_FAILED  # as a batch stopped on the cap: its prompts stay pending
 
         def stop() -> None:
             job.stop()  # first: a terminal gone (SIGHUP) cannot be written to
@@ -108,9 +110,16 @@ async def batch(args: argparse.Namespace) -> int:
             # From the manifest's rows, as the rerun will see them (not a live count).
             pending = [e for e in report.entries if e.status == "pending"]
             running = sum(1 for e in pending if e.run_id is not None)
+            # The in-process simulator ends with this process, and its runs with it.
+            kept = (
+                "lost with this simulator: the rerun finds them gone, records them failed "
+                "and a run after it sends them again"
+                if args.provider == "simulator"
+                else "paid for: the rerun attaches them"
+            )
             print(
                 f"interrupted: {report.counts['succeeded']} done, {running} run(s) left in flight "
-                f"(paid for: the rerun attaches them), {len(pending) - running} prompt(s) not "
+                f"({kept}), {len(pending) - running} prompt(s) not "
                 "sent; rerun the same command to resume",
                 file=sys.stderr,
             )
@@ -146,6 +155,8 @@ async def _run_with_display(job: Batch, display: Display, out: Path) -> BatchRep
     except (JournalError, DiskSpaceError) as exc:
         # Raised before anything is sent.
         raise UsageError(exc.message) from None
+    except (TimeoutError, GPTImageError):
+        raise  # not a write: a TimeoutError (RunTimeoutError too) is an OSError
     except OSError as exc:
         raise Failure(f"cannot write to {out}: {exc.strerror or exc}") from None
     finally:
@@ -166,13 +177,13 @@ def _dry_run(args: argparse.Namespace) -> int:
     """
     check_endpoint_options(args)  # what a real run refuses, a dry run refuses too
     pool: Pool | None = None
+    cap: float | None = None  # this run's: what earlier runs left of the job's (job_cap)
     if args.pool is not None:
         # A pool's lanes are named by their keys' fingerprints: its keys must be set.
         pool = load_pool(args.pool)
         name = pool.lanes[0].provider
-        session = make_session(
-            None, lanes=pool.lanes, routing=pool.routing, spend_cap=job_cap(args, pool)
-        )
+        cap = job_cap(args, pool)
+        session = make_session(None, lanes=pool.lanes, routing=pool.routing, spend_cap=cap)
         by_lane = True
     else:
         name = "runbase" if args.provider == "simulator" else args.provider
@@ -197,6 +208,10 @@ def _dry_run(args: argparse.Namespace) -> int:
     if notice is not None and args.provider != "simulator":
         print(f"note: {notice}", file=sys.stderr, flush=True)
     todo = [item.prompt for item in plan.submit]
+    # The real run's arithmetic: creates past what the job's cap leaves are refused.
+    fit = None if pool is None else fit_under_cap(pool, cap, (p.request.quality for p in todo))
+    past_cap = 0 if fit is None else len(todo) - fit
+    todo = todo[: len(todo) - past_cap]
     qualities = Counter(p.request.quality or _DEFAULT_QUALITY for p in todo)
     ratios = Counter(p.request.aspect_ratio or _DEFAULT_ASPECT_RATIO for p in todo)
     provider = get_provider(name)
@@ -213,6 +228,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         f"{settled['unknown']} of unknown fate (not sent; see 'unknown')"
         if settled["unknown"]
         else "",
+        f"{past_cap} past the spend cap ({cap:g} left for this run)" if past_cap else "",
     ]
     others += [missing_lane_notice(lane, n) for lane, n in sorted(plan.missing_lanes.items())]
     if any(others):
@@ -231,6 +247,42 @@ def _dry_run(args: argparse.Namespace) -> int:
         each = ", ".join(f"{prices[q]} per {q} image" for q in sorted(prices))
         print(f"expected cost: {total} credits ({each})")  # published: credits (price_unit)
     return EXIT_OK
+
+
+def _nothing_fits(args: argparse.Namespace, job: Batch, session: Session) -> bool:
+    """Whether the run would send nothing, every create past the spend cap: then it says so.
+
+    Refused before the session opens (no request), when no earlier run is left
+    to follow and not even the first prompt to send fits under what the job's
+    cap leaves (``job_cap``, ``fit_under_cap``): the words a stopped batch
+    would print, with this run's spend (none) against the job's cap.
+    """
+    cap = session.pool.spend_cap
+    if cap is None:
+        return False
+    try:
+        plan = job.plan()
+    except (OSError, JournalError):
+        return False  # run() reports a journal it cannot read
+    qualities = [item.prompt.request.quality for item in plan.submit]
+    if plan.attach or not qualities or fit_under_cap(session.pool, cap, qualities):
+        return False
+    job_spend: JobSpend | None = getattr(args, "job_spend", None)
+    total = len(plan.submit) + len(plan.settled)
+    print(f"{total} prompts: {plan.skipped} already done, {len(plan.submit)} pending (none sent)")
+    if job_spend is not None:
+        print(
+            f"spend: 0 in this run (cap {job_spend.cap:g} for the job: {job_spend.earlier:g} "
+            f"spent by earlier runs into {args.out}, {cap:g} left for this run)"
+        )
+        why = f"the job's spend cap of {job_spend.cap:g} leaves {cap:g} for this run"
+    else:
+        why = f"the spend cap is {cap:g}"
+    print(
+        f"stopped before sending: nothing would be sent: {why}, and the first prompt to send "
+        f"would pass it; raise spend_cap in {args.pool} to send the {len(plan.submit)} left"
+    )
+    return True
 
 
 def _env_var(provider: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from fractions import Fraction
 from typing import TYPE_CHECKING, NamedTuple
 
 from .._batch_plan import entry_lane
@@ -27,6 +28,7 @@ __all__ = [
     "JobSpend",
     "at_most_lines",
     "earlier_spend",
+    "fit_under_cap",
     "pool_unit",
     "session_spend_lines",
     "spend_lines",
@@ -182,3 +184,28 @@ def _price(entry: JournalEntry, pool: Pool) -> float:
     own = [spec for spec in pool.lanes if lane is not None and same_lane(lane, spec.name)]
     prices = [spec.price(quality) for spec in (own or pool.lanes)]
     return max((price for price in prices if price is not None), default=0.0)
+
+
+def fit_under_cap(pool: Pool, cap: float | None, qualities: Iterable[str | None]) -> int | None:
+    """How many creates of ``qualities`` (in the batch's order) a run could send under ``cap``.
+
+    ``cap`` is this run's, what ``job_cap`` left of the job's (``None``: no
+    cap, every one goes: returns ``None``). By the ledger's rule
+    (``_pool._spend``): each create is reserved at its lane's price, exactly
+    (``Fraction``), and the first that would pass the cap is refused, which
+    stops the batch. Each is counted at the cheapest lane's price for its
+    quality, so this is the most a real run sends; ``0`` exactly when the
+    first does not fit anywhere. A quality no lane prices ends the count
+    (a capped pool prices every quality: ``Pool`` checks).
+    """
+    if cap is None:
+        return None
+    left, sent = Fraction(str(cap)), 0
+    for quality in qualities:
+        prices = [lane.price(quality or DEFAULT_QUALITY) for lane in pool.lanes]
+        cheapest = min((Fraction(str(p)) for p in prices if p is not None), default=None)
+        if cheapest is None or cheapest > left:
+            break
+        left -= cheapest
+        sent += 1
+    return sent

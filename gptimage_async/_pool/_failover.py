@@ -279,6 +279,17 @@ class LaneHealth:
         in a row: creates do not wait for it (module docstring)."""
         return self._unanswered >= UNREACHABLE_AFTER and now < self.cooling_until
 
+    def unanswered(self, error: GPTImageError, now: float) -> bool:
+        """An attempt that could not connect (``error``, it never left) on a lane with no
+        other to move to: the lane cools, and the attempt counts toward unreachable, as a
+        create does in a pool; returns whether the lane is unreachable at ``now``.
+
+        So a session of one lane whose address is dead ends its creates within
+        seconds, not after each has used its ``max_create_attempts`` backoffs.
+        """
+        self.apply(error, failover(error, maybe_received=False), now)
+        return self.unreachable(now)
+
     def close(
         self, cause: GPTImageError, now: float | None = None, *, until: float | None = None
     ) -> None:

@@ -11,7 +11,14 @@ import asyncio
 import collections
 import contextlib
 
-__all__ = ["CreateLine"]
+from .._exceptions import RunTimeoutError
+
+__all__ = ["CreateLine", "timed_out"]
+
+
+def timed_out(run_timeout: float) -> RunTimeoutError:
+    """The error of a create no lane had a free slot for within ``run_timeout`` seconds."""
+    return RunTimeoutError(f"no lane had a free slot within run_timeout ({run_timeout:g}s)")
 
 
 class CreateLine:
