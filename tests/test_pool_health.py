@@ -136,3 +136,25 @@ def test_a_cooling_lane_shows_until_when() -> None:
     )
     assert cooling.price() == 4 and cooling.price("high") is None
     assert lane_status(spec, health, until).state is gi.LaneState.OPEN
+
+
+def test_only_a_connection_never_made_makes_a_lone_lane_unreachable() -> None:
+    """A lane of one is unreachable after refused connections, never after timeouts.
+
+    A create that timed out before it was written to a slow but live server
+    (a loaded machine, a slow accept) never left either; calling the lane
+    unreachable for it would end a single key's creates at once, unsent.
+    """
+    from gptimage_async._transport._protocol import SendError
+
+    timed_out = SendError(
+        "POST /images/generations timed out: no answer within 0.25s", maybe_received=False
+    )
+    health = LaneHealth(rng=random.Random(0))
+    for error in (timed_out, timed_out.public()) * 5:
+        assert not health.unanswered(error, 1.0)
+    refused = SendError(
+        "could not connect to http://127.0.0.1:1: refused", maybe_received=False, unreachable=True
+    ).public()
+    assert isinstance(refused, gi.APIConnectionError) and type(refused) is gi.APIConnectionError
+    assert [health.unanswered(refused, 1.0) for _ in range(3)] == [False, False, True]

@@ -74,6 +74,7 @@ from .._exceptions import (
     UncertainCreateError,
 )
 from .._retry import backoff_ceiling
+from .._transport._protocol import could_not_connect
 
 __all__ = [
     "CLOSING_ERRORS",
@@ -280,14 +281,17 @@ class LaneHealth:
         return self._unanswered >= UNREACHABLE_AFTER and now < self.cooling_until
 
     def unanswered(self, error: GPTImageError, now: float) -> bool:
-        """An attempt that could not connect (``error``, it never left) on a lane with no
-        other to move to: the lane cools, and the attempt counts toward unreachable, as a
+        """An attempt that never left (``error``) on a lane with no other to move to: if
+        no connection could be made at all (``could_not_connect``: refused, no route, no
+        such host; not a timeout before the request was written, which a slow but live
+        server causes), the lane cools and the attempt counts toward unreachable, as a
         create does in a pool; returns whether the lane is unreachable at ``now``.
 
         So a session of one lane whose address is dead ends its creates within
         seconds, not after each has used its ``max_create_attempts`` backoffs.
         """
-        self.apply(error, failover(error, maybe_received=False), now)
+        if could_not_connect(error):  # not a timeout or a reset: the server may be slow
+            self.apply(error, failover(error, maybe_received=False), now)
         return self.unreachable(now)
 
     def close(

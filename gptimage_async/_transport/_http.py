@@ -380,7 +380,11 @@ class HTTPTransport:
         if isinstance(exc, aiohttp.ClientConnectorError) and not exchange.written:
             where = "the proxy" if isinstance(exc, aiohttp.ClientProxyConnectionError) else ""
             target = where or display_url(url if "://" in shown else self._base_url)
-            return SendError(f"could not connect to {target}: {exc.os_error}", maybe_received=False)
+            return SendError(
+                f"could not connect to {target}: {exc.os_error}",
+                maybe_received=False,
+                unreachable=True,
+            )
         unreadable = _unreadable(exc)
         if unreadable is not None:
             # An answer came: the server acted on the request; we cannot read what it said.

@@ -143,6 +143,7 @@ class MemoryTransport:
                 f"could not connect to {display_url(url)}: only the simulator is reachable "
                 "in memory",
                 maybe_received=False,
+                unreachable=True,
             )
         headers = {**self._headers, "Accept": accept}
         if body is not None:

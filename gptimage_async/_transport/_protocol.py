@@ -58,17 +58,41 @@ class SendError(APIConnectionError):
     """
 
     def __init__(
-        self, message: str, *, maybe_received: bool, certificate_host: str | None = None
+        self,
+        message: str,
+        *,
+        maybe_received: bool,
+        certificate_host: str | None = None,
+        unreachable: bool = False,
     ) -> None:
         super().__init__(message)
         self.maybe_received = maybe_received
         self.certificate_host = certificate_host
+        #: No connection could be made at all (refused, no route, no such host), as
+        #: opposed to one that was slow or cut: what marks a lane unreachable.
+        self.unreachable = unreachable
 
     def public(self) -> APIConnectionError:
         """The same failure as its public class."""
         if self.certificate_host is not None:
             return TLSCertificateError(self.message, host=self.certificate_host)
-        return APIConnectionError(self.message)
+        error = APIConnectionError(self.message)
+        error.__dict__[_UNREACHABLE] = self.unreachable
+        return error
+
+
+_UNREACHABLE = "_gptimage_unreachable"
+
+
+def could_not_connect(error: BaseException | None) -> bool:
+    """Whether ``error`` says no connection could be made at all (``SendError.unreachable``).
+
+    A timeout or a reset is not: the server may be alive and slow, and a lane
+    is not called unreachable for it.
+    """
+    if isinstance(error, SendError):
+        return error.unreachable
+    return bool(getattr(error, _UNREACHABLE, False))
 
 
 class Transport(Protocol):
