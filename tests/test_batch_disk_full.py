@@ -6,6 +6,7 @@ mocked ``OSError``. Skipped, saying why, where it cannot be mounted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import subprocess
@@ -17,8 +18,11 @@ from typing import Any
 import pytest
 
 import gptimage_async as gi
+from gptimage_async._transport._memory import MEMORY_ORIGIN, MemoryTransport
 from gptimage_async.simulator import Simulator, SimulatorConfig
+from gptimage_async.simulator._app import BASE_PATHS
 
+from ._clock import FakeClock
 from .test_cli import KEY, run_main, simulator_thread
 
 FAST = SimulatorConfig(time_scale=0.01, rate_limit=None, seed=7)
@@ -92,43 +96,60 @@ def test_the_cli_refuses_a_job_that_does_not_fit(small_disk: Path, tmp_path: Pat
 
 @pytest.mark.parametrize("download_window", [1, 8])
 async def test_a_disk_that_fills_up_stops_the_creates_and_a_rerun_resumes(
-    small_disk: Path, download_window: int
+    small_disk: Path, download_window: int, fake_clock: FakeClock
 ) -> None:
     n = 60  # about 540 KB of images for 256 KiB
     prompts = [f"prompt number {i}" for i in range(n)]
     out = small_disk / "out"
-    async with Simulator(FAST) as sim:
-        # Creates paced at 20 a second, runs of 30-100 ms: images fill the disk while
-        # creates are still going out, as in a real job.
-        async with session_for(sim, on_exit="cancel", rate_limit=gi.RateLimit(20, 1.0)) as session:
-            batch = gi.Batch(
-                session,
-                prompts,
-                out,
-                expected_image_bytes=0,  # no check before: the disk fills up on the way
-                download_concurrency=download_window,
-            )
-            report = await batch.run()
-        assert report.stopped
-        assert report.stop_reason is not None and "disk is full" in report.stop_reason
-        # Stopped at the first write refused: the creates after it were never sent.
-        assert sim.stats.creates < 45, sim.stats.creates
-        assert sim.stats.duplicates == 0
-        paid = sim.stats.creates
-        # Every run paid for is in the journal (its reserve took the last records).
-        journal = gi.Journal.read(out / "journal.jsonl")
-        known = {entry.run_id for entry in journal if entry.run_id is not None}
-        assert known == set(sim.runs), "a paid run is missing from the journal"
-        assert not any(entry.state == "intent" for entry in journal)
+    # The simulator in memory on the loop's (fake) clock: how many creates go out
+    # before the disk is full follows the pacing alone, never how busy the machine is.
+    loop = asyncio.get_running_loop()
+    sim = Simulator(FAST, clock=lambda: loop.time())
+    base_url = MEMORY_ORIGIN + BASE_PATHS["runbase"]
 
-        grow(small_disk, "4m")
-        async with session_for(sim) as session:
-            rerun = await gi.Batch(session, prompts, out, expected_image_bytes=0).run()
-        assert rerun.ok, rerun.counts
-        assert sim.stats.creates == n and sim.stats.duplicates == 0
-        assert rerun.attached + rerun.submitted + rerun.skipped == n
-        assert rerun.submitted == n - paid
-        assert len([p for p in out.iterdir() if p.suffix == ".png"]) == n
+    def in_memory(**options: Any) -> gi.Session:
+        options.setdefault("rate_limit", gi.RateLimit(1000, 1.0))
+        transport = MemoryTransport(sim, base_url, KEY, timeout=30.0)
+        return gi.Session(
+            "runbase",
+            api_key=KEY,
+            base_url=base_url,
+            transport=transport,
+            remember=False,
+            **options,
+        )
+
+    # 20 creates a second, runs of 30-100 ms: the first window's 20 go out, their
+    # images fill the disk, and the next window's creates must never be sent.
+    async with in_memory(on_exit="cancel", rate_limit=gi.RateLimit(20, 1.0)) as session:
+        batch = gi.Batch(
+            session,
+            prompts,
+            out,
+            expected_image_bytes=0,  # no check before: the disk fills up on the way
+            download_concurrency=download_window,
+        )
+        report = await fake_clock.run(batch.run())
+    assert report.stopped
+    assert report.stop_reason is not None and "disk is full" in report.stop_reason
+    # Stopped at the first write refused: the creates after it were never sent.
+    assert sim.stats.creates < 45, sim.stats.creates
+    assert sim.stats.duplicates == 0
+    paid = sim.stats.creates
+    # Every run paid for is in the journal (its reserve took the last records).
+    journal = gi.Journal.read(out / "journal.jsonl")
+    known = {entry.run_id for entry in journal if entry.run_id is not None}
+    assert known == set(sim.runs), "a paid run is missing from the journal"
+    assert not any(entry.state == "intent" for entry in journal)
+
+    grow(small_disk, "4m")
+    async with in_memory() as session:
+        rerun = await fake_clock.run(gi.Batch(session, prompts, out, expected_image_bytes=0).run())
+    assert rerun.ok, rerun.counts
+    assert sim.stats.creates == n and sim.stats.duplicates == 0
+    assert rerun.attached + rerun.submitted + rerun.skipped == n
+    assert rerun.submitted == n - paid
+    assert len([p for p in out.iterdir() if p.suffix == ".png"]) == n
 
 
 def test_generate_stops_creating_when_the_disk_fills_up(small_disk: Path) -> None:
