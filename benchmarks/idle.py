@@ -9,6 +9,7 @@ import asyncio
 import collections
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gptimage_async as gi
@@ -48,6 +49,32 @@ def _idle_config(time_scale: float) -> SimulatorConfig:
     return SimulatorConfig(time_scale=time_scale, seed=SEED)
 
 
+async def _single_runs(
+    session: gi.Session, sim: Simulator, row: Idle, *, drift_at: int, clock: Callable[[], float]
+) -> Idle:
+    """``row.runs`` single runs through ``session``, each awaited before the next.
+
+    ``clock`` is the simulator's (seconds): a run's delay is from its
+    ``finishes_at`` to the caller holding the result. Durations change by
+    ``row.drift`` from run ``drift_at`` on.
+    """
+    for i, prompt in enumerate(prompts(row.runs, "idle")):
+        if row.drift != 1.0 and i == drift_at:
+            speed(sim, row.drift)
+            row.change_at = i
+        run = await session.submit(prompt)
+        await run
+        now = clock()
+        assert run.id is not None
+        served = sim.runs[run.id]
+        row.delays.append(now - served.finishes_at)
+        row.durations.append(served.duration)
+    row.requests = sim.stats.requests
+    row.polls = sim.stats.polls
+    row.rate_limited = sim.stats.rate_limited
+    return row
+
+
 async def idle_ours(runs: int, *, time_scale: float, drift: float = 1.0, drift_at: int = 0) -> Idle:
     """``await session.submit(prompt)`` then ``await run``, ``runs`` times in a row.
 
@@ -64,21 +91,7 @@ async def idle_ours(runs: int, *, time_scale: float, drift: float = 1.0, drift_a
             rate_limit=gi.RateLimit(DEFAULT_LIMIT, WINDOW * time_scale),
         ) as session,
     ):
-        for i, prompt in enumerate(prompts(runs, "idle")):
-            if drift != 1.0 and i == drift_at:
-                speed(sim, drift)
-                row.change_at = i
-            run = await session.submit(prompt)
-            await run
-            now = time.monotonic()
-            assert run.id is not None
-            served = sim.runs[run.id]
-            row.delays.append(now - served.finishes_at)
-            row.durations.append(served.duration)
-        row.requests = sim.stats.requests
-        row.polls = sim.stats.polls
-        row.rate_limited = sim.stats.rate_limited
-    return row
+        return await _single_runs(session, sim, row, drift_at=drift_at, clock=time.monotonic)
 
 
 async def idle_memory(
@@ -103,20 +116,7 @@ async def idle_memory(
         transport=MemoryTransport(sim, base_url, KEY),
         rate_limit=gi.RateLimit(DEFAULT_LIMIT, WINDOW),
     ) as session:
-        for i, prompt in enumerate(prompts(runs, "idle")):
-            if drift != 1.0 and i == drift_at:
-                speed(sim, drift)
-                row.change_at = i
-            run = await session.submit(prompt)
-            await run
-            assert run.id is not None
-            served = sim.runs[run.id]
-            row.delays.append(loop.time() - served.finishes_at)
-            row.durations.append(served.duration)
-        row.requests = sim.stats.requests
-        row.polls = sim.stats.polls
-        row.rate_limited = sim.stats.rate_limited
-    return row
+        return await _single_runs(session, sim, row, drift_at=drift_at, clock=loop.time)
 
 
 async def idle_baseline(
