@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from fractions import Fraction
 from typing import TYPE_CHECKING, NamedTuple
 
 from .._batch_plan import entry_lane
+from .._exceptions import SpendCapError
 from .._journal import Journal, JournalEntry
 from .._manifest import price_unit
-from .._pool import DEFAULT_QUALITY, Pool, SpendSnapshot, same_lane
+from .._pool import DEFAULT_QUALITY, Pool, SpendLedger, SpendSnapshot, same_lane
 
 if TYPE_CHECKING:
     from .._session import Session
@@ -190,22 +190,24 @@ def fit_under_cap(pool: Pool, cap: float | None, qualities: Iterable[str | None]
     """How many creates of ``qualities`` (in the batch's order) a run could send under ``cap``.
 
     ``cap`` is this run's, what ``job_cap`` left of the job's (``None``: no
-    cap, every one goes: returns ``None``). By the ledger's rule
-    (``_pool._spend``): each create is reserved at its lane's price, exactly
-    (``Fraction``), and the first that would pass the cap is refused, which
-    stops the batch. Each is counted at the cheapest lane's price for its
-    quality, so this is the most a real run sends; ``0`` exactly when the
-    first does not fit anywhere. A quality no lane prices ends the count
-    (a capped pool prices every quality: ``Pool`` checks).
+    cap, every one goes: returns ``None``). Reserved, one by one, in a
+    ``SpendLedger`` of the pool with that cap: the ledger's own rule, which
+    refuses the first create that would pass the cap, and that stops the
+    batch. Each is reserved on the cheapest lane for its quality, so this is
+    the most a real run sends; ``0`` exactly when the first does not fit
+    anywhere. A quality no lane prices ends the count (a capped pool prices
+    every quality: ``Pool`` checks).
     """
     if cap is None:
         return None
-    left, sent = Fraction(str(cap)), 0
+    ledger, sent = SpendLedger(pool.lanes, cap=cap), 0
     for quality in qualities:
-        prices = [lane.price(quality or DEFAULT_QUALITY) for lane in pool.lanes]
-        cheapest = min((Fraction(str(p)) for p in prices if p is not None), default=None)
-        if cheapest is None or cheapest > left:
+        priced = [
+            (price, i)
+            for i, lane in enumerate(pool.lanes)
+            if (price := lane.price(quality or DEFAULT_QUALITY)) is not None
+        ]
+        if not priced or isinstance(ledger.reserve(min(priced)[1], quality), SpendCapError):
             break
-        left -= cheapest
         sent += 1
     return sent
