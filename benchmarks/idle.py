@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import gptimage_async as gi
 from gptimage_async.simulator import Simulator, SimulatorConfig
+from gptimage_async.testing import memory_session
 
 from ._common import DEFAULT_LIMIT, KEY, SEED, WINDOW, delays, mean, prompts, speed
 from .baseline import BaselineClient
@@ -102,20 +103,13 @@ async def idle_memory(
     Run it on a fake clock (tests/_clock.py): the pacing alone, no round trip,
     time scale 1 (a 10 s window costs no wall time). ``drift`` as for ``idle_ours``.
     """
-    from gptimage_async._transport._memory import MEMORY_ORIGIN, MemoryTransport
-    from gptimage_async.simulator._app import BASE_PATHS
-
     loop = asyncio.get_running_loop()
-    sim = Simulator(_idle_config(1.0).replace(seed=seed), clock=loop.time)
-    base_url = MEMORY_ORIGIN + BASE_PATHS["runbase"]
     row = Idle("gptimage-async", runs, drift=drift)
-    async with gi.Session(
-        "runbase",
+    async with memory_session(
+        config=_idle_config(1.0).replace(seed=seed),
         api_key=KEY,
-        base_url=base_url,
-        transport=MemoryTransport(sim, base_url, KEY),
         rate_limit=gi.RateLimit(DEFAULT_LIMIT, WINDOW),
-    ) as session:
+    ) as (sim, session):
         return await _single_runs(session, sim, row, drift_at=drift_at, clock=loop.time)
 
 
