@@ -8,9 +8,18 @@
 One session per process: it owns the rate limiter shared by creates and polls
 and the poll scheduler that resolves every run with as few requests as it can.
 ``gptimage_async.simulator`` is a local stand-in for both providers.
+
+The batch engine (``Batch``, its journal, manifest and prompt files), the
+blocking API (``SyncSession``) and ``session_from_pool_file`` load on first use
+(PEP 562 ``__getattr__``): a program that only opens a ``Session`` does not pay
+their import at start.
 """
 
-from ._batch import Batch, BatchEvent, BatchProgress, BatchReport
+from __future__ import annotations
+
+import importlib
+import typing
+
 from ._config import Routing, SessionConfig
 from ._download import download
 from ._exceptions import (
@@ -44,21 +53,56 @@ from ._exceptions import (
     UncertainCreateError,
     WrongEventLoopError,
 )
-from ._journal import Journal, JournalEntry
-from ._manifest import ManifestEntry, read_manifest
 from ._models import ImageRequest, RateLimit, Result, RunStatus
 from ._pool import Lane, LaneSpend, LaneState, Pool, SpendSnapshot
-from ._pool_session import session_from_pool_file
-from ._prompts import BatchPrompt, read_prompts
 from ._providers import ProviderName
 from ._registry import RunRegistry
 from ._router import PoolStats
 from ._run import Run
 from ._session import OnExit, Session
 from ._stats import SessionStats
-from ._sync import SyncRun, SyncSession
 from ._version import __version__
 from ._views import LaneStatus, LimiterView, SchedulerView
+
+if typing.TYPE_CHECKING:
+    from ._batch import Batch, BatchEvent, BatchProgress, BatchReport
+    from ._journal import Journal, JournalEntry
+    from ._manifest import ManifestEntry, read_manifest
+    from ._pool_session import session_from_pool_file
+    from ._prompts import BatchPrompt, read_prompts
+    from ._sync import SyncRun, SyncSession
+
+# Public name -> the module that defines it, imported by ``__getattr__`` on first use.
+_LAZY = {
+    "Batch": "._batch",
+    "BatchEvent": "._batch",
+    "BatchProgress": "._batch",
+    "BatchReport": "._batch",
+    "BatchPrompt": "._prompts",
+    "Journal": "._journal",
+    "JournalEntry": "._journal",
+    "ManifestEntry": "._manifest",
+    "SyncRun": "._sync",
+    "SyncSession": "._sync",
+    "read_manifest": "._manifest",
+    "read_prompts": "._prompts",
+    "session_from_pool_file": "._pool_session",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Import a lazily exported name (PEP 562) and keep it in the module's namespace."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "APIConnectionError",

@@ -16,6 +16,11 @@ Exit codes: 0 every prompt succeeded; 1 some did not; 2 bad usage or input
 ``_settle``, ``_simulate`` (one per command), ``_spend`` (spend per lane),
 ``_signals`` (Ctrl-C, SIGTERM, SIGHUP). ``--pool POOL.toml`` runs ``batch`` and
 ``generate`` over several keys (``_pool/_pool_file``).
+
+Each command's module is imported when that command runs, not at start:
+``--help``, ``unknown`` or ``gallery`` do not pay for the batch engine, and
+nothing but ``simulate`` or ``--provider simulator`` imports the simulator's
+server (aiohttp.web).
 """
 
 from __future__ import annotations
@@ -26,11 +31,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .._gallery import gallery_command
 from .._secrets import redact
 from ._args import parser
-from ._batch import batch
 from ._common import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
@@ -39,13 +43,21 @@ from ._common import (
     Failure,
     UsageError,
 )
-from ._generate import generate
-from ._sessions import check_endpoint_options, state_file
-from ._settle import settle, unknown
 from ._signals import catch_early
-from ._simulate import simulate
+
+if TYPE_CHECKING:
+    from ._sessions import state_file
 
 __all__ = ["main", "state_file"]
+
+
+def __getattr__(name: str) -> object:
+    """``state_file`` loads with ``_sessions`` on first use (PEP 562)."""
+    if name == "state_file":
+        from ._sessions import state_file
+
+        return state_file
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,17 +88,27 @@ def _main(argv: Sequence[str] | None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        # Each command imports what it runs on (see the module docstring).
         if args.command == "simulate":
+            from ._simulate import simulate
+
             return simulate(args)
         if args.command == "gallery":
+            from .._gallery import gallery_command
+
             return gallery_command(args.dir)
-        if args.command == "unknown":
-            return unknown(args)
-        if args.command == "settle":
-            return settle(args)
-        runner = batch if args.command == "batch" else generate
+        if args.command in ("unknown", "settle"):
+            from ._settle import settle, unknown
+
+            return unknown(args) if args.command == "unknown" else settle(args)
+        catch_early()  # before the imports below: a signal while they run is not lost
+        if args.command == "batch":
+            from ._batch import batch as runner
+        else:
+            from ._generate import generate as runner
+        from ._sessions import check_endpoint_options
+
         check_endpoint_options(args)  # before any use of args.provider
-        catch_early()
         return asyncio.run(runner(args))
     except UsageError as exc:
         print(f"gptimage-async: error: {redact(str(exc), bare=True)}", file=sys.stderr)

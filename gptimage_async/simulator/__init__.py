@@ -28,7 +28,16 @@ Layout: ``_config`` (knobs), ``_keys`` (per-key accounts), ``_options``
 ``_apiinone`` (the two dialects), ``_runs`` (runs and accounts),
 ``_ratelimit``, ``_faults``, ``_png`` (images), ``_stats``, ``_watch``
 (``Simulator.until``), ``_simulator`` (server lifetime).
+
+``Simulator`` and ``serve_forever`` (the server, and with it aiohttp.web) load
+on first use (PEP 562 ``__getattr__``): the CLI reads the ``simulate``
+options from ``_options`` on every start, and only a command that runs the
+simulator pays for its server.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from gptimage_async.simulator._config import (
     VARIANTS,
@@ -42,8 +51,10 @@ from gptimage_async.simulator._config import (
 )
 from gptimage_async.simulator._keys import KeyConfig
 from gptimage_async.simulator._runs import RunState, SimulatedRun
-from gptimage_async.simulator._simulator import Simulator, serve_forever
 from gptimage_async.simulator._stats import KeyStats, SimulatorStats
+
+if TYPE_CHECKING:
+    from gptimage_async.simulator._simulator import Simulator, serve_forever
 
 __all__ = [
     "ApiInOneShape",
@@ -62,3 +73,18 @@ __all__ = [
     "VARIANTS",
     "serve_forever",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import the server (``Simulator``, ``serve_forever``) on first use (PEP 562)."""
+    if name in ("Simulator", "serve_forever"):
+        from gptimage_async.simulator import _simulator
+
+        value = getattr(_simulator, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "Simulator", "serve_forever"})
