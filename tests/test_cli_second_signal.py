@@ -53,7 +53,9 @@ async def read_until(proc: asyncio.subprocess.Process, word: bytes) -> bytes:
     return seen
 
 
-@pytest.mark.parametrize("signals", [2, 3, 5])
+# 2: the second signal quits; 5: three more reach a process already quitting (or gone),
+# which covers what 3 (one more) would.
+@pytest.mark.parametrize("signals", [2, 5])
 async def test_a_second_signal_quits_a_batch_at_once(tmp_path: Path, signals: int) -> None:
     async with Simulator(SLOW) as sim:
         prompts = prompt_file(tmp_path / "p.txt", 12)
