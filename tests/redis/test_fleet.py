@@ -246,13 +246,16 @@ async def test_a_retry_after_seen_by_one_process_holds_the_others(
 async def test_a_late_process_starts_from_the_learned_belief(redis_server: RedisServer) -> None:
     # The server allows 20 per window; the fleet starts believing 40 and learns.
     async with Simulator(sim_config(count_rejected=False)) as sim:
-        first = await collect(
-            await spawn(batch_opts(sim, redis_server, "early", 60, rate_limit=[40, WINDOW]))
+        early = await spawn(batch_opts(sim, redis_server, "early", 60, rate_limit=[40, WINDOW]))
+        # The late process starts up (its imports) while the early one runs, and opens
+        # its session only once told to: after the early one has ended.
+        waiting = await spawn(
+            batch_opts(sim, redis_server, "late", 5, rate_limit=[40, WINDOW], go=True)
         )
+        first = await collect(early)
         assert first["rate_end"] < 0.8 * 40 / WINDOW
-        late = await collect(
-            await spawn(batch_opts(sim, redis_server, "late", 5, rate_limit=[40, WINDOW]))
-        )
+        await start_together([waiting])
+        late = await collect(waiting)
         # Its very first belief is the fleet's, not the documented default it was given.
         assert late["rate_start"] == pytest.approx(first["rate_end"], rel=0.25)
         assert late["rate_start"] < 0.8 * 40 / WINDOW
