@@ -264,7 +264,8 @@ async def _save_one(http: Transport, url: str, dest: Path, stem: str, limits: _L
             return await _fetch(http, url, dest, stem, limits, deadline)
     except TimeoutError:
         raise DownloadError(
-            f"could not download {url[:100]} within {limits.timeout:g}s", url=url
+            f"could not download {url[:100]} within the image's {limits.timeout:g}s deadline",
+            url=url,
         ) from None
 
 

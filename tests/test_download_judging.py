@@ -222,19 +222,22 @@ async def test_a_retry_after_past_the_deadline_fails_at_once(
 
 
 async def test_short_waits_add_up_to_the_deadline(cdn: Cdn, tmp_path: Path) -> None:
-    cdn.routes["/a.png"] = (503, {"Retry-After": "0.15"}, b"")
+    # Waits of 0.1 s fit 10 times in the 1 s deadline, far fewer than the 100
+    # attempts allowed: the deadline ends it, whether it passes during a wait or
+    # during a request (a loaded machine answers slowly), with the same words.
+    cdn.routes["/a.png"] = (503, {"Retry-After": "0.1"}, b"")
     started = time.monotonic()
-    with pytest.raises(gi.DownloadError, match="deadline"):
-        await gi.download(f"{cdn.url}/a.png", tmp_path, attempts=100, image_timeout=0.5)
-    assert time.monotonic() - started < 1.5  # generous: 2 cores shared
-    assert 2 <= cdn.hits["/a.png"] <= 4
+    with pytest.raises(gi.DownloadError, match="the image's 1s deadline"):
+        await gi.download(f"{cdn.url}/a.png", tmp_path, attempts=100, image_timeout=1.0)
+    assert time.monotonic() - started < 2.0  # the deadline, and the server's shutdown of the read
+    assert 2 <= cdn.hits["/a.png"] <= 11
 
 
 async def test_a_stalled_body_fails_at_the_deadline_not_the_attempt_timeout(
     cdn: Cdn, tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    with pytest.raises(gi.DownloadError, match=r"within 0\.4s|deadline"):
+    with pytest.raises(gi.DownloadError, match=r"the image.s 0\.4s deadline"):
         await gi.download(
             f"{cdn.url}/stall.png", tmp_path, attempt_timeout=120, attempts=4, image_timeout=0.4
         )
