@@ -61,6 +61,9 @@ IDLE_RUNS = (40, 3)
 CPU_RUNS = (2000, 100)
 CPU_ROUNDS = (3, 1)
 IN_FLIGHT = (10_000, 300)
+#: Runs submitted before the in-flight measurement: each is polled all through the
+#: scenario, so in quick runs they are most of its requests (200 cost ~2,000 polls).
+IN_FLIGHT_WARMUP = (scenarios.IN_FLIGHT_WARMUP, 20)
 LATENESS_WINDOW = (5.0, 0.3)
 #: Images on the gallery page measured (quick runs: a tenth, the same page code).
 GALLERY_ENTRIES = (10_000, 1_000)
@@ -133,6 +136,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.cpu_runs = CPU_RUNS[pick]
     args.cpu_rounds = CPU_ROUNDS[pick]
     args.window = LATENESS_WINDOW[pick]
+    args.in_flight_warmup = IN_FLIGHT_WARMUP[pick]
     args.steady_runs = STEADY_RUNS[pick]
     args.steady_fleet = STEADY_FLEET[pick]
     args.pool_runs = POOL_RUNS[pick]
@@ -287,7 +291,9 @@ async def fleet(args: argparse.Namespace, results: Results) -> None:
 
 
 async def memory(args: argparse.Namespace, results: Results) -> None:
-    row = await scenarios.in_flight(args.in_flight, window=args.window)
+    row = await scenarios.in_flight(
+        args.in_flight, window=args.window, warmup=args.in_flight_warmup
+    )
     results.in_flight = row
     say(f"  {row.traced / row.runs:,.0f} B per run, {len(row.lateness)} lateness samples")
 

@@ -21,7 +21,7 @@ from gptimage_async.simulator import SimulatorConfig
 from ._common import KEY, SEED, prompts
 from ._server import ServerProcess
 
-__all__ = ["IN_FLIGHT_SETTLE", "PROBE_SLEEP", "InFlight", "in_flight"]
+__all__ = ["IN_FLIGHT_SETTLE", "IN_FLIGHT_WARMUP", "PROBE_SLEEP", "InFlight", "in_flight"]
 
 #: In the 10,000-runs scenario: runs that never finish while we look, and who submits them.
 FOREVER = 24 * 3600.0
@@ -65,8 +65,12 @@ def _in_flight_config() -> SimulatorConfig:
     )
 
 
-async def in_flight(runs: int, *, window: float) -> InFlight:
-    """Submit ``runs`` runs that will not finish, measure the heap, then watch the poller."""
+async def in_flight(runs: int, *, window: float, warmup: int = IN_FLIGHT_WARMUP) -> InFlight:
+    """Submit ``runs`` runs that will not finish, measure the heap, then watch the poller.
+
+    ``warmup`` runs are submitted first, outside the measurement (default
+    ``IN_FLIGHT_WARMUP``; ``--quick`` submits fewer: they are polled throughout).
+    """
     row = InFlight(runs, window=window)
     with ServerProcess(_in_flight_config()) as base_url:
         async with gi.Session(
@@ -76,7 +80,7 @@ async def in_flight(runs: int, *, window: float) -> InFlight:
             rate_limit=gi.RateLimit(100_000, 1.0),
             on_exit="cancel",
         ) as session:
-            await _submit_all(session, prompts(IN_FLIGHT_WARMUP, "warm-up"))
+            await _submit_all(session, prompts(warmup, "warm-up"))
             gc.collect()
             rss = _rss()
             tracemalloc.start()
@@ -90,7 +94,7 @@ async def in_flight(runs: int, *, window: float) -> InFlight:
                 row.rss = _rss() - rss - tracemalloc.get_tracemalloc_memory()
             finally:
                 tracemalloc.stop()
-            assert len(session.runs) == runs + IN_FLIGHT_WARMUP
+            assert len(session.runs) == runs + warmup
             await asyncio.sleep(IN_FLIGHT_SETTLE)
             row.tracked = len(gc.get_objects())
             session.stats.lateness.clear()

@@ -41,7 +41,7 @@ from ._common import (
 from .bulk import Bulk, bulk_baseline, bulk_ours, bulk_warm, bulk_warm_baseline
 from .cpu import CPU_CONCURRENCY, Cpu, cpu_bare, cpu_ours, cpu_pair
 from .idle import Idle, idle_baseline, idle_ours
-from .in_flight import IN_FLIGHT_SETTLE, PROBE_SLEEP, InFlight, in_flight
+from .in_flight import IN_FLIGHT_SETTLE, IN_FLIGHT_WARMUP, PROBE_SLEEP, InFlight, in_flight
 from .pool import PoolRow, pool_closure, pool_combined, pool_price_first
 from .steady import (
     DURATION,
@@ -63,6 +63,7 @@ __all__ = [
     "FLEET",
     "FLEET_LOAD",
     "IN_FLIGHT_SETTLE",
+    "IN_FLIGHT_WARMUP",
     "KEY",
     "LOADS",
     "PROBE_SLEEP",

@@ -137,7 +137,7 @@ async def _expect_error(seen: Exposure, coro: Any) -> BaseException:
 async def _faulty_traffic(seen: Exposure, provider: str, key: str) -> None:
     """Runs through every kind of fault: 5xx, resets, truncation, timeouts, lost creates."""
     faults = Faults(
-        poll_5xx=0.1, reset=0.05, truncated_json=0.05, create_500_after_effect=0.05,
+        poll_5xx=0.1, reset=0.05, truncated_json=0.05, create_500_after_effect=0.1,
         slow=0.05, slow_seconds=400.0,
     )  # fmt: skip
     # A slow answer is held 2 s, twice the request timeout; 1 s is far above
@@ -149,9 +149,9 @@ async def _faulty_traffic(seen: Exposure, provider: str, key: str) -> None:
     ):
         with anyio.fail_after(60):
             outcomes = await session.generate_many(
-                [f"secret test {i}" for i in range(80)], return_exceptions=True
+                [f"secret test {i}" for i in range(40)], return_exceptions=True
             )
-            async for run in session.as_completed([f"streamed {i}" for i in range(20)]):
+            async for run in session.as_completed([f"streamed {i}" for i in range(10)]):
                 seen.run(run)
         for item in outcomes:
             seen.outcome(item)
