@@ -116,8 +116,9 @@ WINDOW_LOW = 0.01
 #: Fitted on fewer runs than this, a model puts a run's first poll earlier (``MATURITY_PRIOR``) ...
 SHARE_MATURE = 20
 #: ... and on fewer than this keeps a run's polls at most the even spacing apart,
-#: below its mass too (fake clock, idle: first 10 runs 4.7% -> 4.2% late; 8 -> 12:
-#: runs 8-9 of 192 seeds' 4.1% -> 3.6%, 4.0% -> 3.5%).
+#: below its mass too (fake clock, idle: first 10 runs 4.7% -> 4.2% late; 8 -> 12,
+#: 192 seeds: runs 8 and 9 4.1% -> 3.6% and 3.5%, the first 10 3.95% -> 3.84%; row 9's
+#: ratio 1.33 -> 1.36, its runs before the speed-up sooner found, those after as late).
 SHARE_YOUNG = 12
 #: With at most this many runs in flight, the scheduler looks at every one of them
 #: for the next fair-share poll (a web app's, 3/4 of run capacity: ~7-9); beyond it
