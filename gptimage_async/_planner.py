@@ -21,7 +21,7 @@ create was sent) and of the learned ``DurationModel``:
   probability, as many as one window holds (and no closer than it allows).
   So polls gather where ends are likely, never where none can, and the
   budget is split evenly between runs, whatever the load.
-* **cold start** (``plan_age``, ``speculative_age``, ``should_park``): before
+* **cold start** (``plan_age``, ``should_park``; ``_cold.speculative_age``): before
   enough runs have finished to learn from, polls probe geometrically, scaled
   by the create's round trip; in a bulk job only ``SCOUTS`` runs probe and
   the others are parked until a scout's duration gives the scale, then first
@@ -40,6 +40,18 @@ from typing import TypeVar
 
 import msgspec
 
+from ._cold import (
+    COLD_FIRST_RTTS,
+    COLD_SCOUTS,
+    COLD_SPECULATIVE_GROWTH,
+    MATURITY_PRIOR,
+    SPECULATIVE_FROM,
+    SPECULATIVE_SPACING,
+    SPECULATIVE_TO,
+    SPREAD_KEEP,
+    WINDOW_KEEP,
+    speculative_age,
+)
 from ._durations import DurationModel
 from ._not_found import (
     MAX_NOT_FOUND,
@@ -55,6 +67,15 @@ __all__ = [
     "MAX_NOT_FOUND",
     "NOT_FOUND_GRACE",
     "NOT_FOUND_POLLS",
+    "COLD_FIRST_RTTS",
+    "COLD_SCOUTS",
+    "COLD_SPECULATIVE_GROWTH",
+    "MATURITY_PRIOR",
+    "SPECULATIVE_FROM",
+    "SPECULATIVE_SPACING",
+    "SPECULATIVE_TO",
+    "SPREAD_KEEP",
+    "WINDOW_KEEP",
     "PollState",
     "TailCohort",
     "censored_ages",
@@ -74,19 +95,9 @@ __all__ = [
 
 #: Share of runs a planned poll should find done.
 PLANNED_DONE_SHARE = 0.95
-#: Speculative polls are spread between the ages where these shares of runs are done ...
-SPECULATIVE_FROM = 0.02
-SPECULATIVE_TO = 0.98
-#: ... a window's worth of the limiter's slots less this many (the create, and room for demand) ...
-SPREAD_KEEP = 3.0
-#: ... and poll one run at most once per this share of the median duration.
-SPECULATIVE_SPACING = 0.03
 #: With at most this many runs in flight (a session making a few images, not a batch's
 #: tail, where extra polls add up), speculative polls may take the limiter's spare slots.
 SPARE_RUNS = 8
-#: A model fitted on n runs speculates from n / (n + this) of its early quantile
-#: (and to its late one over that): few runs say little about the extremes.
-MATURITY_PRIOR = 2.0
 #: Fair share: the share of the believed rate counted as the runs' (the rest
 #: stays free for demand, as the limiter's spare slots keep a window's last slots) ...
 SHARE_OF_RATE = 0.9
@@ -98,16 +109,17 @@ GAP_SHARE_KEEP = 3.0
 #: ... and the share of the durations' distribution between two of a run's
 #: fair-share polls is at least this (no more than 50 polls over it).
 SHARE_MIN = 0.02
-#: ``window_gap``: a window's slots less this many (the create, a spare one kept) ...
-WINDOW_KEEP = 2.0
-#: ... over the window less the likely shortest run: the smoothed quantile of this share,
+#: ``window_gap``: a window's slots less ``WINDOW_KEEP`` over the window less the
+#: likely shortest run: the smoothed quantile of this share,
 #: less its span to 1 - this over (runs seen + 1), as the least of n draws lies above the least.
 WINDOW_LOW = 0.01
 #: Fitted on fewer runs than this, a model puts a run's first poll earlier (``MATURITY_PRIOR``) ...
 SHARE_MATURE = 20
 #: ... and on fewer than this keeps a run's polls at most the even spacing apart,
-#: below its mass too (fake clock, idle: first 10 runs 4.7% -> 4.2% late).
-SHARE_YOUNG = 8
+#: below its mass too (fake clock, idle: first 10 runs 4.7% -> 4.2% late; 8 -> 12,
+#: 192 seeds: runs 8 and 9 4.1% -> 3.6% and 3.5%, the first 10 3.95% -> 3.84%; row 9's
+#: ratio 1.33 -> 1.36, its runs before the speed-up sooner found, those after as late).
+SHARE_YOUNG = 12
 #: With at most this many runs in flight, the scheduler looks at every one of them
 #: for the next fair-share poll (a web app's, 3/4 of run capacity: ~7-9); beyond it
 #: (a batch), only at the next planned one.
@@ -117,13 +129,8 @@ SHARE_RUNS = 12
 PHASE_STEP = (math.sqrt(5.0) - 1.0) / 2.0
 #: Two planned polls of one run are at least this share of the median apart.
 MIN_STEP = 0.05
-#: Cold start: first poll after this many create round trips, then this growth per poll.
-COLD_FIRST_RTTS = 4.0
+#: Cold start: planned polls grow by this factor per poll (from ``COLD_FIRST_RTTS``).
 COLD_GROWTH = 2.0
-#: Cold start on an idle budget, with at most COLD_SCOUTS runs in flight:
-#: speculative polls grow by this factor per poll.
-COLD_SPECULATIVE_GROWTH = 1.1
-COLD_SCOUTS = 8
 #: Cold start in bulk: runs polled before any has finished; the others are parked.
 SCOUTS = 1
 #: Until the model is ready, first polls go at this multiple of the first
@@ -210,51 +217,6 @@ def plan_age(
     if polls:
         target = max(target, last + MIN_STEP * model.quantile(0.5))
     return target
-
-
-def speculative_age(
-    model: DurationModel,
-    *,
-    last_pending_age: float,
-    polls: int,
-    in_flight: int,
-    rtt: float,
-    interval: float,
-    slots_per_window: float,
-) -> float:
-    """The earliest age (seconds) at which a run may be polled ahead of plan (``inf``: not now).
-
-    Only the run's own side: the caller still waits for a free slot and for
-    any ``not_before``. ``slots_per_window`` is the limiter's rate times its
-    window (requests).
-    """
-    n = model.observed
-    if n == 0 or (not model.ready and in_flight > COLD_SCOUTS):
-        # Nothing learned yet. A few runs in flight (a session making its
-        # first images) probe idle budget finely, geometrically, so polls
-        # per run grow with the log of its duration; many runs wait for
-        # the model rather than storm a large budget.
-        if in_flight > COLD_SCOUTS:
-            return math.inf
-        last = last_pending_age
-        first = max(COLD_FIRST_RTTS * rtt, interval) / 2
-        return max(last * COLD_SPECULATIVE_GROWTH, last + interval, first)
-    # Even one finished run gives the scale (the planned polls wait for a few
-    # more). A model fitted on few runs knows little of the shortest and
-    # longest ones: the window it speculates over starts earlier and ends
-    # later until it has seen more.
-    maturity = n / (n + MATURITY_PRIOR)
-    earliest_age = model.quantile(SPECULATIVE_FROM) * maturity
-    if polls:
-        # Spread a window's worth of slots (less a few, for the create and
-        # for demand) over the likely finish: closer than the even pace when
-        # runs are shorter than a window, and the limiter's spare slots allow it.
-        latest_age = model.quantile(SPECULATIVE_TO) / maturity
-        slots = max(1.0, slots_per_window - SPREAD_KEEP)
-        spacing = min((latest_age - earliest_age) / slots, interval)
-        spacing = max(spacing, SPECULATIVE_SPACING * model.quantile(0.5))
-        earliest_age = max(earliest_age, last_pending_age + spacing)
-    return earliest_age
 
 
 def poll_share(

@@ -20,6 +20,7 @@ from gptimage_async._planner import (
     COLD_SPECULATIVE_GROWTH,
     FINAL_POLL_LEAD,
     GAP_SHARE_KEEP,
+    MATURITY_PRIOR,
     MAX_NOT_FOUND,
     MIN_STEP,
     NOT_FOUND_GRACE,
@@ -143,9 +144,11 @@ def test_with_a_model_a_planned_poll_is_its_conditional_quantile(
     [
         # A few runs in flight, nothing learned: half the planned first poll ...
         (0.0, 0, 1, 0.01, COLD_FIRST_RTTS * RTT / 2),
-        # ... then fine geometric steps, at least a slot apart ...
+        # ... then, within a window (here 0.2 s), as many even polls as it holds ...
+        (0.2, 1, 1, 0.1, 0.2 + 2.0 / (20.0 - WINDOW_KEEP)),
+        # ... past it, fine geometric steps, at least a slot apart ...
         (1.0, 3, 1, 0.01, 1.0 * COLD_SPECULATIVE_GROWTH),
-        (0.2, 1, 1, 0.1, 0.2 + 0.1),
+        (2.0, 5, 1, 0.1, 2.0 + 0.2),
         # ... and nothing at all for a crowd that should wait for the model.
         (0.0, 0, COLD_SCOUTS + 1, 0.01, math.inf),
     ],
@@ -181,6 +184,54 @@ def test_speculative_polls_spread_over_the_likely_finish() -> None:
     step = speculative_age(model, last_pending_age=5.0, polls=1, **args) - 5.0
     assert step == pytest.approx((10.0 - 3.0) / (slots - SPREAD_KEEP), rel=0.1)
     assert step < interval
+
+
+def cold_probe(model: DurationModel, *, until: float, in_flight: int = 1) -> list[float]:
+    """The ages of one run's speculative polls under 20 requests per 10 s, if still going."""
+    args = {"in_flight": in_flight, "rtt": RTT, "interval": 0.5, "slots_per_window": 20.0}
+    ages, last = [], 0.0
+    while last < until:
+        last = speculative_age(model, last_pending_age=last, polls=len(ages), **args)
+        ages.append(last)
+    return ages
+
+
+def test_a_first_run_alone_is_probed_as_densely_as_a_window_holds() -> None:
+    # Nothing learned, 20 requests per 10 s: the create and a spare slot leave 18
+    # polls a window. Polls at the even pace (0.5 s) would fill it a slot before
+    # its end, and a run ending there would wait most of a slot more.
+    ages = cold_probe(DurationModel(), until=14.0)
+    dense = 10.0 / (20.0 - WINDOW_KEEP)
+    steps = [b - a for a, b in itertools.pairwise(ages)]
+    assert ages[0] == pytest.approx(dense)
+    assert [a for a in ages if a <= 10.0] == pytest.approx([dense * k for k in range(1, 19)])
+    assert all(step == pytest.approx(dense) for step in steps[:17])
+    # Past a window the gaps grow: a long run costs polls by the log of its duration.
+    late = [b / a for a, b in itertools.pairwise(ages) if a > 10.5]
+    assert late and all(r == pytest.approx(COLD_SPECULATIVE_GROWTH) for r in late)
+
+
+def test_a_young_model_alone_polls_as_densely_as_the_window_allows_no_denser() -> None:
+    # Three runs took 6.0-6.3 s: a narrow estimate, not ready. One run alone is
+    # polled from the earliest age it may end, evenly, at what a window holds
+    # from there; not at the estimate's narrow spread, which fills the window
+    # early and leaves a hole of a second where the run ends.
+    young = band_model((6.0, 6.3, 3))
+    assert not young.ready
+    ages = cold_probe(young, until=9.0)
+    earliest = ages[0]
+    assert 3.0 < earliest < 4.0  # MATURITY_PRIOR: 3 / (3 + 2) of the 2% quantile
+    step = (10.0 - earliest) / (20.0 - WINDOW_KEEP)
+    assert all(b - a == pytest.approx(step) for a, b in itertools.pairwise(ages))
+    # A window then holds the create, its polls and a spare slot.
+    assert len([a for a in ages if a < 10.0]) <= 20 - WINDOW_KEEP
+    # With other runs in flight the window is not this run's alone: the spread
+    # rule stands (the widened estimate's 2%-98% over a window's slots less a few).
+    crowd = cold_probe(young, until=9.0, in_flight=2)
+    maturity = 3 / (3 + MATURITY_PRIOR)
+    spread = young.quantile(0.98) / maturity - young.quantile(0.02) * maturity
+    assert crowd[0] == pytest.approx(earliest)
+    assert crowd[1] - crowd[0] == pytest.approx(spread / (20.0 - SPREAD_KEEP))
 
 
 # -- fair-share polls ----------------------------------------------------------------
@@ -299,7 +350,8 @@ def test_the_first_polls_of_runs_are_staggered_by_their_phase() -> None:
 
 def test_a_young_model_keeps_polling_evenly_below_the_runs_it_has_seen() -> None:
     # A session's first runs happened to take 6-7.5 s; the provider says 3-10 s.
-    young = band_model((6.0, 7.5, SHARE_YOUNG - 2))
+    young = band_model((6.0, 7.5, 6))
+    assert young.observed < SHARE_YOUNG
     share = 0.25
     even = (young.quantile(0.98) - young.quantile(0.02)) * share
     first = share_age(young, last_pending_age=0.0, share=share)
