@@ -11,14 +11,15 @@ So the processes on a key elect one scout holder through a lease in Redis,
 taken with the durations' sync round trip (``shared_durations.DurationFeed``):
 
 * a process with a cold model (no duration known: ``DurationModel.longest``
-  is 0) takes the lease when it is free, while it has runs in flight or
-  within ``SCOUT_LEASE_SYNCS`` syncs of its start (so the fleet's first
-  creates already know who probes), and renews it on every sync;
+  is 0) takes the lease when it is free and the durations' stream empty
+  (else the duration it reads there gives the scale), while it has runs in
+  flight or within ``SCOUT_LEASE_SYNCS`` syncs of its start (so the fleet's
+  first creates already know who probes), and renews it on every sync;
 * while another process holds it, this one counts one scout elsewhere
   (``PollScheduler.scouts_elsewhere``) and parks all its runs;
-* it lapses ``SCOUT_LEASE_SYNCS`` syncs after its holder's last renewal
-  (a process that died, or lost Redis, never blocks the others), and its
-  holder drops it once a duration is known;
+* it lapses ``SCOUT_LEASE_WINDOWS`` rate windows after its holder's last
+  renewal (a process that died, or lost Redis, never blocks the others for
+  longer), and its holder drops it once a duration is known;
 * the scout's duration reaches the others through the durations' stream,
   and ``PollScheduler.fleet_changed`` releases their parked runs from it;
   when the lease is free again and no duration came, a parked run probes.
@@ -42,19 +43,27 @@ __all__ = [
     "FleetColdStart",
     "Scouting",
     "apply",
+    "lease_seconds",
     "scout_key",
     "wants_lease",
 ]
 
-#: The lease lasts this many syncs past its holder's last renewal.
+#: A process asks for the lease in its first this many syncs even with no run in
+#: flight yet (its first creates are on their way).
 SCOUT_LEASE_SYNCS = 5
+#: The lease lasts this many rate windows past its holder's last renewal: many
+#: syncs (a tenth of a window apart), so a loaded machine's late sync, or one
+#: failed sync and its wait (``shared_durations.FAILED_WAIT``), keeps it.
+SCOUT_LEASE_WINDOWS = 2.0
 
-#: KEYS[1] the lease; ARGV: this process's id, '1' if it wants the lease, its
-#: time to live (ms). Returns the holder after the call (nil: none).
+#: KEYS[1] the lease, KEYS[2] the durations' stream; ARGV: this process's id,
+#: '1' if it wants the lease, its time to live (ms). Returns the holder after
+#: the call (nil: none). Nobody takes a free lease once the stream holds a
+#: duration: the process asking reads it in this same round trip.
 SCOUT_SCRIPT = """
 local holder = redis.call('GET', KEYS[1])
 if not holder then
-  if ARGV[2] == '1' then
+  if ARGV[2] == '1' and redis.call('XLEN', KEYS[2]) == 0 then
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
     return ARGV[1]
   end
@@ -129,6 +138,11 @@ class FleetColdStart:
 def scout_key(budget: str) -> str:
     """The lease's Redis key: ``gptimage:{<budget>}:scout`` (``budget``: ``budget_id``)."""
     return f"gptimage:{{{budget}}}:scout"
+
+
+def lease_seconds(window: float) -> float:
+    """Seconds the lease outlives its last renewal, for a rate window of ``window`` seconds."""
+    return SCOUT_LEASE_WINDOWS * window
 
 
 def wants_lease(*, cold: bool, in_flight: int, syncs: int) -> bool:

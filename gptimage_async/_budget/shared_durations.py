@@ -116,8 +116,8 @@ class DurationFeed:
     a cold model's first sync takes the stream's last ``BACKLOG`` entries
     (runs the fleet saw before this process joined); False: only later ones.
     ``scouts``: the lane's poll scheduler, for the fleet's cold start (one
-    scout for every process: ``fleet_scouts``), with ``every`` the seconds
-    between syncs; ``None``: each process scouts on its own.
+    scout for every process: ``fleet_scouts``), with ``lease`` the seconds
+    its scout lease outlives a renewal; ``None``: each process scouts on its own.
     """
 
     def __init__(
@@ -127,11 +127,11 @@ class DurationFeed:
         *,
         backlog: bool = True,
         scouts: Scouting | None = None,
-        every: float = SYNC_MAX,
+        lease: float = 20.0,
     ) -> None:
         self._budget = budget
         self._scouts = scouts
-        self._lease_ms = max(1, int(fleet_scouts.SCOUT_LEASE_SYNCS * every * 1000))
+        self._lease_ms = max(1, int(lease * 1000))
         self._syncs = 0  # syncs that got through
         self._holder: Any = None  # the scout lease's holder at the last sync
         self.model = model
@@ -200,7 +200,7 @@ class DurationFeed:
                     )
                     scout = fleet_scouts.scout_key(shared.budget)
                     lease_args = (self.me, "1" if want else "0", self._lease_ms)
-                    pipe.eval(fleet_scouts.SCOUT_SCRIPT, 1, scout, *lease_args)
+                    pipe.eval(fleet_scouts.SCOUT_SCRIPT, 2, scout, key, *lease_args)
                 if first:
                     pipe.xrevrange(key, count=1 if warm else BACKLOG)
                 else:
@@ -228,7 +228,8 @@ class DurationFeed:
             if cold and self.taken > taken:
                 scouts.fleet_changed()  # a duration another process saw: parked runs go
             if lease:
-                self._holder = replies[-2]
+                holder = replies[-2]
+                self._holder = None if holder is None else _text(holder)
                 fleet_scouts.apply(scouts, self._holder, self.me)
 
     async def run(self, every: float) -> None:
@@ -272,5 +273,6 @@ async def share_durations(
     if limiter.shared is None:
         return
     every = sync_every(limiter.window)
-    feed = DurationFeed(lambda: limiter.shared, model, backlog=backlog, scouts=scouts, every=every)
+    lease = fleet_scouts.lease_seconds(limiter.window)
+    feed = DurationFeed(lambda: limiter.shared, model, backlog=backlog, scouts=scouts, lease=lease)
     await feed.run(every)
