@@ -242,6 +242,17 @@ def grant_log(
         base = times[0]
         counts = collections.Counter(int((t - base) / window) for t in times)
         print("grants per window", [counts[i] for i in range(max(counts) + 1)], file=sys.stderr)
+        # By slot time (in each member's name): what the limiter booked, before send jitter.
+        booked = collections.Counter(
+            int((float(m.rsplit(":", 1)[1]) - base) / window) for _, m in own
+        )
+        print("slots per window", [booked[i] for i in range(max(booked) + 1)], file=sys.stderr)
+        late = sorted(g - float(m.rsplit(":", 1)[1]) for g, m in own)
+        print(
+            "send - slot ms, 50/90/99/max",
+            [round(1e3 * late[int(q * (len(late) - 1))], 1) for q in (0.5, 0.9, 0.99, 1.0)],
+            file=sys.stderr,
+        )
         q = statistics.quantiles([g / slot for g in gaps], n=20)
         print("gap/slot 5%..95%", [round(x, 2) for x in q], file=sys.stderr)
         refusals = [
