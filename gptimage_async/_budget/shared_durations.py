@@ -133,7 +133,7 @@ class DurationFeed:
         self._scouts = scouts
         self._lease_ms = max(1, int(lease * 1000))
         self._syncs = 0  # syncs that got through
-        self._holder: Any = None  # the scout lease's holder at the last sync
+        self._holder: str | None = None  # the scout lease's holder at the last sync
         self.model = model
         self._backlog = backlog
         self.me = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -232,6 +232,15 @@ class DurationFeed:
                 self._holder = None if holder is None else _text(holder)
                 fleet_scouts.apply(scouts, self._holder, self.me)
 
+    def lost(self) -> None:
+        """A sync failed: no scout elsewhere is known now, so this process may probe on its own.
+
+        Else a scout seen elsewhere before Redis went away would keep this
+        process's runs parked for as long as Redis stays away.
+        """
+        if self._scouts is not None:
+            fleet_scouts.apply(self._scouts, None, self.me)
+
     async def run(self, every: float) -> None:
         """Sync every ``every`` seconds for good; a failed sync waits ``FAILED_WAIT`` of them.
 
@@ -248,6 +257,7 @@ class DurationFeed:
                 raise
             except Exception as exc:
                 self.failures += 1
+                self.lost()
                 logger.debug("durations not shared this time: %s", type(exc).__name__)
                 await asyncio.sleep(FAILED_WAIT * every)
                 continue

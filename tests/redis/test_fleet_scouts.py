@@ -37,12 +37,14 @@ class Lane:
         self.scouts_elsewhere = 0
         self.in_flight = in_flight
         self.changed = 0
+        self.told = asyncio.Event()
 
     def __len__(self) -> int:
         return self.in_flight
 
     def fleet_changed(self) -> None:
         self.changed += 1
+        self.told.set()
 
 
 @contextlib.asynccontextmanager
@@ -118,6 +120,28 @@ async def test_a_lapsed_holder_lets_a_waiting_process_probe(redis_server: RedisS
         for _ in range(SCOUT_LEASE_SYNCS):
             await b.sync()
         assert await client.get(scout_key(BUDGET)) is None
+
+
+async def test_with_redis_gone_a_waiting_process_probes_on_its_own(
+    redis_server: RedisServer,
+) -> None:
+    async with client_of(redis_server.url) as client:
+        lane_a, lane_b = Lane(in_flight=1), Lane(in_flight=3)
+        a = feed(client, DurationModel(), lane_a)
+        b = feed(client, DurationModel(), lane_b)
+        await a.sync()
+        await b.sync()
+        assert lane_b.scouts_elsewhere == 1 and not lane_b.told.is_set()
+        redis_server.kill()
+        syncing = asyncio.ensure_future(b.run(0.01))
+        try:
+            # The first failed sync: the scout elsewhere is forgotten, one of B's runs probes.
+            async with asyncio.timeout(30.0):
+                await lane_b.told.wait()
+        finally:
+            syncing.cancel()
+            await asyncio.gather(syncing, return_exceptions=True)
+        assert lane_b.scouts_elsewhere == 0 and b.failures >= 1
 
 
 async def test_a_fleet_of_real_processes_elects_one_scout(redis_server: RedisServer) -> None:
