@@ -322,7 +322,10 @@ DIAGNOSIS: dict[str, str] = {
         "in, as the first window's burst comes round, and sends run 3 ms late at the "
         "median, 20-30 ms at the 99th percentile), 429s themselves (1-2% of requests). "
         "Efficiency moved within the noise: even 0.73-0.92 (mean 0.85) before, 0.80-0.93 "
-        "(0.87) after; skewed 0.68-0.93 (0.83) before, 0.81-0.94 (0.88) after."
+        "(0.87) after; skewed 0.68-0.93 (0.83) before, 0.81-0.94 (0.88) after. Two more "
+        "pairs once the machine was quiet (load 1): even 0.91, 0.95 -> 0.94, 0.98, requests "
+        "beyond 2 a run 3.3-4.1% -> 1.0-1.7% of the wall time (12-13 -> 3 extra polls in "
+        "the first 4 windows); skewed 0.96, 0.96 -> 0.97, 0.96."
     ),
     "pool_efficiency_mild": (
         "The same job as row 13 with every duration and window 4x longer (time scale "
