@@ -286,7 +286,8 @@ async def fleet(args: argparse.Namespace, results: Results) -> None:
             time_scale=args.time_scale,
             modes=list(fleet_benchmark.MODES),
             parts=list(fleet_benchmark.PARTS),
-        )
+        ),
+        rows=results.fleet_rows,
     )
 
 

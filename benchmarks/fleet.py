@@ -83,6 +83,8 @@ class Row:
     polls: int = 0
     speculative: int = 0
     diagnosis: str = ""
+    losses: dict[str, float] = field(default_factory=dict)
+    """Shares of the wall time by the grant log (``grant_log``): ideal, extra requests, ..."""
 
     @property
     def efficiency(self) -> float:
@@ -142,6 +144,9 @@ async def fleet(
             await outage(start, window)
         results = [await _collect(p) for p in procs]
         counter.cancel()
+        # On a loaded machine a worker may still be importing at the start it was
+        # given: the fleet starts when its first process does (never before).
+        start = max(start, min(r.get("began", start) for r in results))
         stats = sim.stats
         if os.environ.get("FLEET_DEBUG"):
             runs = sorted(sim.runs.values(), key=lambda r: r.created_at)
@@ -231,11 +236,23 @@ def grant_log(
         "start": first,
         "tail": tail,
     }
-    text = ", ".join(f"{k} {v / row.wall:.1%}" for k, v in parts.items())
+    row.losses = {k: v / row.wall for k, v in parts.items()}
+    text = ", ".join(f"{k} {v:.1%}" for k, v in row.losses.items())
     if os.environ.get("FLEET_DEBUG"):
         base = times[0]
         counts = collections.Counter(int((t - base) / window) for t in times)
         print("grants per window", [counts[i] for i in range(max(counts) + 1)], file=sys.stderr)
+        # By slot time (in each member's name): what the limiter booked, before send jitter.
+        booked = collections.Counter(
+            int((float(m.rsplit(":", 1)[1]) - base) / window) for _, m in own
+        )
+        print("slots per window", [booked[i] for i in range(max(booked) + 1)], file=sys.stderr)
+        late = sorted(g - float(m.rsplit(":", 1)[1]) for g, m in own)
+        print(
+            "send - slot ms, 50/90/99/max",
+            [round(1e3 * late[int(q * (len(late) - 1))], 1) for q in (0.5, 0.9, 0.99, 1.0)],
+            file=sys.stderr,
+        )
         q = statistics.quantiles([g / slot for g in gaps], n=20)
         print("gap/slot 5%..95%", [round(x, 2) for x in q], file=sys.stderr)
         refusals = [
@@ -291,7 +308,8 @@ def _windows_to_recover(per_window: list[int], back_at: int) -> int | None:
     return None
 
 
-async def main_async(args: argparse.Namespace) -> str:
+async def main_async(args: argparse.Namespace, rows: list[Row] | None = None) -> str:
+    """The Markdown report; each fleet's ``Row`` is appended to ``rows`` too, if given."""
     lines = [
         "## Several processes, one key (`python -m benchmarks.fleet`)",
         "",
@@ -306,6 +324,8 @@ async def main_async(args: argparse.Namespace) -> str:
         for load in LOADS if "fleets" in args.parts else ():
             for mode in args.modes:
                 row, per_window = await fleet(mode, load, redis_url=url, time_scale=args.time_scale)
+                if rows is not None:
+                    rows.append(row)
                 lines.append(
                     f"| {' / '.join(map(str, load))} | {mode} | {row.efficiency:.2f} | "
                     f"{row.share_429:.1%} | {row.requests} | {row.duplicates} | "
@@ -373,6 +393,7 @@ async def worker(opts: dict[str, Any]) -> dict[str, Any]:
     if opts["redis"]:
         import redis.asyncio  # noqa: F401  (imported before the start, like aiohttp)
     await asyncio.sleep(max(0.0, opts["start_at"] - time.monotonic()))
+    began = time.monotonic()
     async with gi.Session(
         "runbase",
         api_key=KEY,
@@ -390,6 +411,7 @@ async def worker(opts: dict[str, Any]) -> dict[str, Any]:
         "ok": ok,
         "errors": len(results) - ok,
         "finished": time.monotonic(),
+        "began": began,
         "fallback": fallback,
         "stats": stats,
     }

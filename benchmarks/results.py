@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
+from .fleet import Row as FleetRow
 from .gallery import GalleryRow
 from .pool import PoolRow
 from .scenarios import Bulk, Cpu, Idle, InFlight, Steady
@@ -44,6 +45,8 @@ class Results:
     """One-minute load average at the start and at the end."""
     fleet: str = ""
     """The Markdown section of ``benchmarks.fleet`` (several processes on one key), if run."""
+    fleet_rows: list[FleetRow] = field(default_factory=list)
+    """Its fleets' rows (judged in the Targets table), if run."""
     gallery: GalleryRow | None = None
     """The gallery page's cost at 10,000 images, if measured."""
     steady: list[Steady] = field(default_factory=list)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ._format import efficiency_text, is_ours, ms, pct
+from .fleet_targets import fleet_targets
 from .pool import MILD_CASE
 from .results import Results
 from .scenarios import WINDOW, Bulk, Idle, PoolRow, Steady, mean, percentile
@@ -138,6 +139,7 @@ def targets(results: Results) -> list[Target]:
     out += _learning_targets(results)
     out += _steady_targets(results)
     out += _pool_targets(results)
+    out += fleet_targets(results.fleet_rows)
     idle = {r.client: r for r in results.idle}
     if "gptimage-async" in idle:
         ours_idle = idle["gptimage-async"]

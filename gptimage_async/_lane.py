@@ -178,7 +178,8 @@ class LaneRuntime:
                 max_polls_in_flight=config.max_connections,
             )
             await self._load(clock())
-            self._spawn(share_durations, self.limiter, self.scheduler.model, config.remember)
+            model, remember = self.scheduler.model, config.remember
+            self._spawn(share_durations, self.limiter, model, remember, self.scheduler)
             self.creator = Creator(
                 provider=self.adapter,
                 transport=self.transport,

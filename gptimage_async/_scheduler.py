@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 
-from ._budget import PRIORITY_POLL, Limiter
+from ._budget import PRIORITY_POLL, FleetColdStart, Limiter
 from ._classify import Reading, Verdict, exchange, read_poll, report
 from ._durations import DurationModel
 from ._exceptions import GPTImageError, ProtocolError, RunNotFoundError
@@ -62,7 +62,7 @@ logger = logging.getLogger("gptimage_async")
 _Spawn = Callable[..., Any]
 
 
-class PollScheduler:
+class PollScheduler(FleetColdStart):
     """Polls every run of one provider until it is resolved.
 
     Create it inside the running event loop: due times are on that loop's
@@ -296,7 +296,7 @@ class PollScheduler:
             model_ready=ready,
             cold_scale=scale,
             is_scout=state.scout,
-            scouts=self._scouting,
+            scouts=self._scouting + self.scouts_elsewhere,
             waiting=self._limiter.waiting > 0,
         ):
             assert run.run_id is not None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .._models import RateLimit
 from .belief import AdaptiveRate
+from .fleet_scouts import FleetColdStart
 from .keys import base_url_id, budget_id
 from .local import RateLimiter
 from .options import DEFAULT_REDIS_TIMEOUT, check_redis_option, redact_url
@@ -38,6 +39,7 @@ __all__ = [
     "PRIORITY_LAST_CREATE",
     "PRIORITY_POLL",
     "AdaptiveRate",
+    "FleetColdStart",
     "Limiter",
     "RateLimiter",
     "SharedBudget",

@@ -31,11 +31,13 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from . import fleet_scouts
 from .protocol import SharedBudget
 from .queue import _raise_if_cancelled
 
 if TYPE_CHECKING:
     from .._durations import DurationModel
+    from .fleet_scouts import Scouting
     from .protocol import Limiter
 
 __all__ = [
@@ -113,6 +115,9 @@ class DurationFeed:
     model what the others sent. It raises what redis-py raises. ``backlog``:
     a cold model's first sync takes the stream's last ``BACKLOG`` entries
     (runs the fleet saw before this process joined); False: only later ones.
+    ``scouts``: the lane's poll scheduler, for the fleet's cold start (one
+    scout for every process: ``fleet_scouts``), with ``lease`` the seconds
+    its scout lease outlives a renewal; ``None``: each process scouts on its own.
     """
 
     def __init__(
@@ -121,8 +126,14 @@ class DurationFeed:
         model: DurationModel,
         *,
         backlog: bool = True,
+        scouts: Scouting | None = None,
+        lease: float = 20.0,
     ) -> None:
         self._budget = budget
+        self._scouts = scouts
+        self._lease_ms = max(1, int(lease * 1000))
+        self._syncs = 0  # syncs that got through
+        self._holder: str | None = None  # the scout lease's holder at the last sync
         self.model = model
         self._backlog = backlog
         self.me = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -170,6 +181,9 @@ class DurationFeed:
         # nothing (``remember=False``), takes only what comes from now on; a cold
         # one, the fleet's last runs too.
         first, warm = self._last_id is None, self.model.ready or not self._backlog
+        cold = self.model.longest == 0.0
+        scouts = self._scouts
+        lease = scouts is not None and (cold or self._holder == self.me)
         async with asyncio.timeout(shared.timeout):
             async with shared.client.pipeline(transaction=False) as pipe:
                 if news:
@@ -180,6 +194,13 @@ class DurationFeed:
                         approximate=True,
                     )
                     pipe.pexpire(key, int(STREAM_TTL * 1000))
+                if scouts is not None and lease:
+                    want = fleet_scouts.wants_lease(
+                        cold=cold, in_flight=len(scouts), syncs=self._syncs
+                    )
+                    scout = fleet_scouts.scout_key(shared.budget)
+                    lease_args = (self.me, "1" if want else "0", self._lease_ms)
+                    pipe.eval(fleet_scouts.SCOUT_SCRIPT, 2, scout, key, *lease_args)
                 if first:
                     pipe.xrevrange(key, count=1 if warm else BACKLOG)
                 else:
@@ -187,6 +208,8 @@ class DurationFeed:
                 replies = await pipe.execute()
         self.sent += len(news)
         self._pending = []
+        self._syncs += 1
+        taken = self.taken
         entries = list(replies[-1])
         if first:
             entries.reverse()
@@ -201,6 +224,22 @@ class DurationFeed:
             self.take(decode(fields.get("d")))
         if self._last_id is None:
             self._last_id = "0-0"  # an empty stream: everything from now on is news
+        if scouts is not None:
+            if cold and self.taken > taken:
+                scouts.fleet_changed()  # a duration another process saw: parked runs go
+            if lease:
+                holder = replies[-2]
+                self._holder = None if holder is None else _text(holder)
+                fleet_scouts.apply(scouts, self._holder, self.me)
+
+    def lost(self) -> None:
+        """A sync failed: no scout elsewhere is known now, so this process may probe on its own.
+
+        Else a scout seen elsewhere before Redis went away would keep this
+        process's runs parked for as long as Redis stays away.
+        """
+        if self._scouts is not None:
+            fleet_scouts.apply(self._scouts, None, self.me)
 
     async def run(self, every: float) -> None:
         """Sync every ``every`` seconds for good; a failed sync waits ``FAILED_WAIT`` of them.
@@ -218,6 +257,7 @@ class DurationFeed:
                 raise
             except Exception as exc:
                 self.failures += 1
+                self.lost()
                 logger.debug("durations not shared this time: %s", type(exc).__name__)
                 await asyncio.sleep(FAILED_WAIT * every)
                 continue
@@ -228,14 +268,21 @@ class DurationFeed:
         return f"<DurationFeed sent={self.sent} taken={self.taken} last={self._last_id}>"
 
 
-async def share_durations(limiter: Limiter, model: DurationModel, backlog: bool = True) -> None:
+async def share_durations(
+    limiter: Limiter,
+    model: DurationModel,
+    backlog: bool = True,
+    scouts: Scouting | None = None,
+) -> None:
     """Share ``model``'s durations with every process on ``limiter``'s key, for good.
 
     Returns at once for a budget kept in this process (``limiter.shared`` is
     ``None``). A lane runs it as a task next to its scheduler; ``backlog`` is
-    its ``remember`` option (see ``DurationFeed``).
+    its ``remember`` option, ``scouts`` its scheduler (see ``DurationFeed``).
     """
     if limiter.shared is None:
         return
-    feed = DurationFeed(lambda: limiter.shared, model, backlog=backlog)
-    await feed.run(sync_every(limiter.window))
+    every = sync_every(limiter.window)
+    lease = fleet_scouts.lease_seconds(limiter.window)
+    feed = DurationFeed(lambda: limiter.shared, model, backlog=backlog, scouts=scouts, lease=lease)
+    await feed.run(every)
