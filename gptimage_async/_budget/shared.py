@@ -16,9 +16,8 @@ themselves as one client would:
 * **Redis down or slow is not an outage** (``fallback.py``). Every call has
   ``timeout``; on a failure the process paces itself at its share of the last
   known belief, logs one warning, keeps probing, and rejoins, its fallback's
-  pace kept as a floor for a window (the *handover*). The limiter
-  never raises to its callers because of Redis: no run is lost, no create
-  is sent twice.
+  pace kept as a floor for a window (the *handover*). The limiter never raises
+  to its callers because of Redis: no run is lost, no create is sent twice.
 """
 
 from __future__ import annotations
@@ -215,12 +214,15 @@ class SharedLimiter:
 
     async def acquire(self, priority: int = PRIORITY_CREATE) -> float:
         """Wait for a slot (polls before creates, across processes); return its loop time."""
+        held = False  # one slot of the handover's floor per request
         while True:
             fallback = self._fallback
             if fallback is None:
-                floor = self._handover()
+                floor = None if held else self._handover()
                 if floor is not None:
+                    held = True
                     await floor.acquire(priority)  # the fallback's pace, then the fleet's
+                    continue  # Redis may be away again meanwhile
                 try:
                     return await self._queue.acquire(priority)
                 except Redirect:
@@ -427,8 +429,7 @@ class SharedLimiter:
         self._rejoined.clear()
         self._fallback_since = now
         share = self._timeline.live or None  # never heard from Redis: the fleet is unknown
-        if self._last_local is not None:
-            self._last_local.limiter.close()
+        # The last fallback's limiter stays open: closing it would cancel its floor's waiters.
         fallback = LocalFallback(
             rate=self._belief.rate, window=self.window, share=share, now=now,
             rejoined=self._rejoined, sent=self._queue.sends,
