@@ -479,7 +479,7 @@ class SharedLimiter:
             await old.aclose()
 
     def _rejoin(self) -> None:
-        # The shared timeline grants no burst (CATCH_UP); local waiters finish locally.
+        # Local waiters move to the shared queue, held to the fallback's pace a window.
         if self._fallback is not None:
             self._fallback.hand_over(self._loop.time(), self.window)
         self._fallback = None
