@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["HEARTBEAT_EVERY", "heartbeat", "listen", "parse_event"]
+__all__ = ["HEARTBEAT_EVERY", "heartbeat", "listen", "parse_event", "primary_of"]
 
 #: Seconds between heartbeats (a process counts as alive ALIVE_FOR after one).
 HEARTBEAT_EVERY = 1.5
@@ -72,3 +72,17 @@ async def listen(
             if pubsub is not None:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+
+async def primary_of(client: Any, call_timeout: float) -> tuple[str, int] | None:
+    """``(host, port)`` of the primary a replica follows (``ROLE``); ``None`` for a primary.
+
+    After a failover, a plain URL may name a read-only replica: its primary is
+    the one the fleet meets on. Raises what the client raises (``call_timeout`` s).
+    """
+    async with asyncio.timeout(call_timeout):
+        role = await client.execute_command("ROLE")
+    role = [r.decode() if isinstance(r, bytes) else r for r in role]
+    if role[0] != "slave":
+        return None
+    return str(role[1]), int(role[2])

@@ -21,6 +21,7 @@ import heapq
 import itertools
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,8 @@ SPECULATIVE = 2
 #: lease lapsed, asked again, and one slot an interval went unused (issue 22:
 #: a fleet's last windows, measured from the grant log).
 LEASE_INTERVALS = 1.5
+#: Grant times kept for a fallback to count in (at most this many: a window's).
+SENDS_KEPT = 1024
 #: While a bug or Redis keeps the queue from serving, try again this often (seconds).
 RETRY_EVERY = 0.25
 
@@ -96,6 +99,8 @@ class SlotQueue:
         self.paused_until = -math.inf
         self.serving = True  # False while the limiter paces locally
         self.granted = 0
+        #: Loop times of this process's latest grants (the fallback counts them in).
+        self.sends: deque[float] = deque(maxlen=SENDS_KEPT)
 
     @property
     def rate(self) -> float:
@@ -192,6 +197,7 @@ class SlotQueue:
     ) -> None:
         self._lease = None
         self.granted += 1
+        self.sends.append(now)
         if slot:
             self._sent_at.append((slot, now))
             if not self.waiting:

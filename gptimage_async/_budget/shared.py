@@ -15,9 +15,9 @@ themselves as one client would:
   grants and refusals, and writes it back with a compare-and-set (``fleet.py``).
 * **Redis down or slow is not an outage** (``fallback.py``). Every call has
   ``timeout``; on a failure the process paces itself at its share of the last
-  known belief, logs one warning, keeps probing, and rejoins. The limiter
-  never raises to its callers because of Redis: no run is lost, no create
-  is sent twice.
+  known belief, logs one warning, keeps probing, and rejoins, its fallback's
+  pace kept as a floor for a window (the *handover*). The limiter never raises
+  to its callers because of Redis: no run is lost, no create is sent twice.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from .belief import FLEET_MIN_MARGIN, FLEET_SLOW_START_SPAN, AdaptiveRate
 from .evidence import STORM_WINDOWS
 from .fallback import LocalFallback
 from .fleet import FleetBelief
-from .heartbeat import heartbeat, listen
+from .heartbeat import heartbeat, listen, primary_of
 from .keys import BudgetKeys, budget_id
+from .local import GRANT_AHEAD, RateLimiter
 from .options import DEFAULT_REDIS_TIMEOUT, check_redis_option, connect, redact_url, with_host
 from .protocol import PRIORITY_CREATE, SharedBudget
 from .queue import Redirect, SlotQueue
@@ -178,11 +179,13 @@ class SharedLimiter:
 
     def next_free(self) -> float:
         """Loop time of the key's next free slot as last seen, ignoring waiters."""
-        return self._pacer.next_free()
+        floor = self._handover()
+        return max(self._pacer.next_free(), floor.next_free() if floor else -math.inf)
 
     def next_spare(self) -> float:
         """Loop time a ``try_acquire(speculative=True)`` may next succeed."""
-        return self._pacer.next_spare()
+        floor = self._handover()
+        return max(self._pacer.next_spare(), floor.next_free() if floor else -math.inf)
 
     def try_acquire(self, *, speculative: bool = False) -> bool:
         """Take a slot only if one is free now and nobody in the fleet waits; never blocks.
@@ -193,7 +196,14 @@ class SharedLimiter:
         """
         if self._state != "open":
             return False
-        return self._pacer.try_acquire(self._loop.time(), speculative=speculative)
+        now = self._loop.time()
+        floor = self._handover()
+        if floor is not None and (floor.waiting or floor.next_free() > now + GRANT_AHEAD):
+            return False
+        took = self._pacer.try_acquire(now, speculative=speculative)
+        if took and floor is not None:
+            floor.try_acquire(speculative=speculative)  # its slot is free: spend it
+        return took
 
     def promote_creates(self) -> int:
         """Creates waiting now go ahead of this process's polls; return how many."""
@@ -204,9 +214,15 @@ class SharedLimiter:
 
     async def acquire(self, priority: int = PRIORITY_CREATE) -> float:
         """Wait for a slot (polls before creates, across processes); return its loop time."""
+        held = False  # one slot of the handover's floor per request
         while True:
             fallback = self._fallback
             if fallback is None:
+                floor = None if held else self._handover()
+                if floor is not None:
+                    held = True
+                    await floor.acquire(priority)  # the fallback's pace, then the fleet's
+                    continue  # Redis may be away again meanwhile
                 try:
                     return await self._queue.acquire(priority)
                 except Redirect:
@@ -348,6 +364,10 @@ class SharedLimiter:
         finally:
             self._syncing = False
 
+    def _handover(self) -> RateLimiter | None:
+        local = self._last_local if self._state == "open" else None
+        return local.floor(self._loop.time()) if local is not None else None
+
     def _backoff_seq(self) -> Iterator[float]:
         if self._backoff is None:
             self._backoff = backoff_delays(self.interval, cap=self.window)
@@ -409,30 +429,15 @@ class SharedLimiter:
         self._rejoined.clear()
         self._fallback_since = now
         share = self._timeline.live or None  # never heard from Redis: the fleet is unknown
-        if self._last_local is not None:
-            self._last_local.limiter.close()
+        # The last fallback's limiter stays open: closing it would cancel its floor's waiters.
         fallback = LocalFallback(
             rate=self._belief.rate, window=self.window, share=share, now=now,
-            rejoined=self._rejoined,
+            rejoined=self._rejoined, sent=self._queue.sends,
         )  # fmt: skip
         self._fallback = self._last_local = fallback
         self._queue.serving = False
-        why = type(exc).__name__
-        if why == "ReadOnlyError":
-            why += ": a read-only replica now, after a failover? Following its primary"
-        if not self._warned:
-            self._warned = True
-            logger.warning(
-                "Redis at %s did not answer (%s): this process paces key budget %s on its own "
-                "at %s of %.3g requests/s until Redis is back",
-                self._url or "the given client",
-                why,
-                self._keys.budget[:8],
-                f"1/{share}" if share else f"1/{fallback.share} (the fleet unseen; probing up)",
-                self._belief.rate,
-            )
-        else:
-            logger.info("Redis unreachable again (%s): pacing locally", why)
+        fallback.log_start(exc, self._url, self._keys.budget, first=not self._warned)
+        self._warned = True
         self._queue.redirect_all()
         self._spawn(self._probe(), "gptimage-shared-probe")
 
@@ -461,24 +466,22 @@ class SharedLimiter:
         if not self._owns_client or not isinstance(target, str) or target.startswith("redis+"):
             return  # a client given (not ours to replace), or Sentinels (they follow it)
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(self._timeout):
-                role = await self._client.execute_command("ROLE")
-            role = [r.decode() if isinstance(r, bytes) else r for r in role]
-            if role[0] != "slave":
+            primary = await primary_of(self._client, self._timeout)
+            if primary is None:
                 return
-            url = with_host(target, str(role[1]), int(role[2]))
+            url = with_host(target, *primary)
             old, self._client, self._closers = self._client, *connect(url, self._timeout)
             self._timeline.rebind(self._client)
             logger.warning(
                 "Redis at %s is a replica now (a failover): following its primary %s:%s",
-                self._url,
-                role[1],
-                role[2],
-            )
+                self._url, *primary,
+            )  # fmt: skip
             await old.aclose()
 
     def _rejoin(self) -> None:
-        # The shared timeline grants no burst (CATCH_UP); local waiters finish locally.
+        # Local waiters move to the shared queue, held to the fallback's pace a window.
+        if self._fallback is not None:
+            self._fallback.hand_over(self._loop.time(), self.window)
         self._fallback = None
         self._rejoined.set()
         self._queue.serving = True
