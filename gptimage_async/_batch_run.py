@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
-from ._batch_plan import attach_lane, cannot_connect, same_root
+from ._batch_plan import attach_lane, same_root
 from ._batch_types import (
     MAX_CREATE_FAILURES_IN_A_ROW,
     STOPS_THE_BATCH,
@@ -441,7 +441,7 @@ class BatchRunner:
         self._create_failures += 1
         if isinstance(exc, STOPS_THE_BATCH):
             self.stop(str(exc), finish_runs=True)
-        elif cannot_connect(self._session):  # one lane's creates end at once: stop as a pool's
+        elif self._session.cannot_connect():  # one lane's creates end at once: stop as a pool's
             self.stop(f"no lane can be connected to: {exc}", finish_runs=True)
         elif self._create_failures >= MAX_CREATE_FAILURES_IN_A_ROW:
             self.stop(f"{self._create_failures} creates failed in a row; the last: {exc}")
