@@ -10,7 +10,7 @@ and the poll scheduler that resolves every run with as few requests as it can.
 ``gptimage_async.simulator`` is a local stand-in for both providers.
 """
 
-from ._batch import Batch, BatchEvent, BatchProgress, BatchReport
+from ._batch import Batch, BatchEvent, BatchProgress, BatchReport, BatchStop
 from ._config import Routing, SessionConfig
 from ._download import download
 from ._exceptions import (
@@ -70,6 +70,7 @@ __all__ = [
     "BatchProgress",
     "BatchPrompt",
     "BatchReport",
+    "BatchStop",
     "ConfigurationError",
     "DiskSpaceError",
     "DownloadError",
