@@ -196,6 +196,7 @@ async def test_a_manifest_the_full_disk_refuses_is_a_clean_stop_and_a_rerun_rebu
             ).run()
         assert report.stopped and report.stop_reason is not None
         assert "could not be written" in report.stop_reason
+        assert report.stop_cause is gi.BatchStop.DISK_FULL
         assert sim.stats.creates == n
         filler.unlink()
         async with session_for(sim) as session:
