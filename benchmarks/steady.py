@@ -54,6 +54,7 @@ from typing import Any
 
 import gptimage_async as gi
 from gptimage_async.simulator import Simulator, SimulatorConfig
+from gptimage_async.testing import memory_session
 
 from ._common import DEFAULT_LIMIT, KEY, SEED, WINDOW, mean, prompts
 from ._processes import collect, redis_server, spawn
@@ -291,20 +292,21 @@ def _timed(
     return one
 
 
-class _Delayed:
-    """A transport whose every request takes ``one_way`` s each way (a round trip on the loop)."""
+class _Far(Simulator):
+    """The simulator ``one_way`` seconds away: each request and each answer takes that long
+    on the loop (a round trip of twice it); ``0.0``: no wait at all."""
 
-    def __init__(self, inner: Any, one_way: float) -> None:
-        self._inner, self._one_way = inner, one_way
+    def __init__(self, config: SimulatorConfig, *, clock: Callable[[], float], one_way: float):
+        super().__init__(config, clock=clock)
+        self._one_way = one_way
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def send(self, *args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(self._one_way)
-        answer = await self._inner.send(*args, **kwargs)
-        await asyncio.sleep(self._one_way)
-        return answer
+    async def respond(self, *args: Any, **kwargs: Any) -> Any:
+        if self._one_way > 0.0:
+            await asyncio.sleep(self._one_way)
+        reply = await super().respond(*args, **kwargs)
+        if self._one_way > 0.0:
+            await asyncio.sleep(self._one_way)
+        return reply
 
 
 async def steady_memory(
@@ -316,26 +318,18 @@ async def steady_memory(
     scheduling noise, and a 10 s window costs no wall time. ``one_way``
     (seconds) delays each request and each answer, a round trip of twice it.
     """
-    from gptimage_async._transport._memory import MEMORY_ORIGIN, MemoryTransport
-    from gptimage_async.simulator._app import BASE_PATHS
-
     loop = asyncio.get_running_loop()
     row = _row("gptimage-async", 1, load, runs, time_scale)
-    sim = Simulator(config(time_scale).replace(seed=seed), clock=loop.time)
-    base_url = MEMORY_ORIGIN + BASE_PATHS["runbase"]
-    transport: Any = MemoryTransport(sim, base_url, KEY)
-    if one_way > 0.0:
-        transport = _Delayed(transport, one_way)
+    sim = _Far(config(time_scale).replace(seed=seed), clock=loop.time, one_way=one_way)
     done: dict[str, float] = {}
     arrived: dict[str, float] = {}
-    async with gi.Session(
+    async with memory_session(
         "runbase",
+        simulator=sim,  # ours, to be far away: closed below
         api_key=KEY,
-        base_url=base_url,
-        transport=transport,
         rate_limit=_belief(time_scale),
         on_exit="cancel",
-    ) as session:
+    ) as (_, session):
         one = _timed(session, loop.time, arrived, done)
         gap = 1 / row.arrivals
         start = loop.time()
@@ -345,6 +339,7 @@ async def steady_memory(
             tasks.append(asyncio.ensure_future(one(prompt)))
         results = await asyncio.gather(*tasks, return_exceptions=True)
         row.failed = sum(1 for r in results if isinstance(r, BaseException))
+    await sim.close()
     _fill(row, sim, done, arrived)
     return row
 

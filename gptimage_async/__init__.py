@@ -65,7 +65,7 @@ from ._version import __version__
 from ._views import LaneStatus, LimiterView, SchedulerView
 
 if typing.TYPE_CHECKING:
-    from ._batch import Batch, BatchEvent, BatchProgress, BatchReport
+    from ._batch import Batch, BatchEvent, BatchProgress, BatchReport, BatchStop
     from ._journal import Journal, JournalEntry
     from ._manifest import ManifestEntry, read_manifest
     from ._pool_session import session_from_pool_file
@@ -78,6 +78,7 @@ _LAZY = {
     "BatchEvent": "._batch",
     "BatchProgress": "._batch",
     "BatchReport": "._batch",
+    "BatchStop": "._batch",
     "BatchPrompt": "._prompts",
     "Journal": "._journal",
     "JournalEntry": "._journal",
@@ -114,6 +115,7 @@ __all__ = [
     "BatchProgress",
     "BatchPrompt",
     "BatchReport",
+    "BatchStop",
     "ConfigurationError",
     "DiskSpaceError",
     "DownloadError",

@@ -42,6 +42,7 @@ from ._batch_types import (
     BatchItem,
     BatchProgress,
     BatchReport,
+    BatchStop,
     EventKind,
     Phase,
     out_of_space,
@@ -75,6 +76,7 @@ __all__ = [
     "BatchEvent",
     "BatchProgress",
     "BatchReport",
+    "BatchStop",
     "EventKind",
     "prompt_key",
 ]
@@ -228,6 +230,7 @@ class Batch(BatchRunner):
         self._stopping = False
         self._finish_runs = False
         self._stop_reason: str | None = None
+        self._stop_cause: BatchStop | None = None
         self._create_failures = 0
         #: What this process did: creates sent, runs attached, prompts skipped as done.
         self.submitted = 0
@@ -260,6 +263,45 @@ class Batch(BatchRunner):
     def stopping(self) -> bool:
         """True once :meth:`stop` was called (or a fatal error stopped the batch)."""
         return self._stopping
+
+    def stop(
+        self, reason: str | None = None, *, finish_runs: bool = False, keep_queued: bool = False
+    ) -> None:
+        """Stop cleanly: send no more creates, let those in flight be answered and journaled.
+
+        ``finish_runs=False`` (the default): runs not finished stay ``pending``
+        for a rerun to attach. ``True``: the runs already created (paid for)
+        are followed to their end and their images saved, as when an error no
+        prompt escapes stops the batch (spend cap, every lane closed,
+        401/402/403). ``keep_queued``: creates already waiting for a slot still
+        go (the spend cap: their spend is reserved under it). Safe from a
+        signal handler, and more than once; a later plain call stops all that
+        waiting too (a Ctrl-C). The report's ``stop_cause`` is then
+        ``BatchStop.INTERRUPTED``, unless an error stopped the batch first.
+        """
+        if self._stopping:
+            if self._finish_runs and not finish_runs:
+                self._finish_runs = False
+                self._sender.stop()
+                for scope in self._scopes:
+                    scope.cancel()
+            return
+        self._stopping = True
+        self._finish_runs = finish_runs
+        self._stop_reason, self._stop_cause = reason, self._stop_cause or BatchStop.INTERRUPTED
+        if self._feed_scope is not None:
+            self._feed_scope.cancel()
+        if not keep_queued:
+            self._sender.stop()
+        for scope in self._scopes if not finish_runs else ():
+            scope.cancel()
+        self._emit("stopping", None, message=reason)
+
+    def _halt(self, cause: BatchStop, reason: str, **how: bool) -> None:
+        # An error stops the batch: the report's cause, as its reason, is the first stop's.
+        if not self._stopping:
+            self._stop_cause = cause
+        self.stop(reason, **how)
 
     # -- control ---------------------------------------------------------------------
 
@@ -379,6 +421,7 @@ class Batch(BatchRunner):
             # The journal (with its reserve) holds every run paid for; the manifest is
             # rebuilt from it by the next run: a typed stop, not a raw OSError.
             self._stopping = True
+            self._stop_cause = self._stop_cause or BatchStop.DISK_FULL
             self._stop_reason = (self._stop_reason or "the disk is full") + (
                 f"; {self.manifest_path} could not be written either (no space): "
                 "free some space and run the batch again, it is rebuilt from the journal"
@@ -391,6 +434,7 @@ class Batch(BatchRunner):
             journal=self.journal_path,
             stopped=self._stopping,
             stop_reason=self._stop_reason,
+            stop_cause=self._stop_cause,
             submitted=self.submitted,
             attached=self.attached,
             skipped=self.skipped,

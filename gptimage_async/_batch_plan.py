@@ -18,7 +18,7 @@ import msgspec
 from ._batch_types import UNKNOWN_FATE, BatchItem, EventKind
 from ._journal import Endpoint, Journal, JournalEntry, RerunAction
 from ._manifest import EntryStatus, ManifestEntry, utc
-from ._pool import LaneState, same_lane
+from ._pool import same_lane
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -28,7 +28,6 @@ __all__ = [
     "Settled",
     "attach_lane",
     "attachable_here",
-    "cannot_connect",
     "earlier_entries",
     "endpoint_notice",
     "entry_lane",
@@ -43,18 +42,6 @@ __all__ = [
 def session_lanes(session: Session) -> dict[str, str]:
     """``session``'s lanes as ``{run.lane: API root}`` (``"provider:fingerprint"``, no key)."""
     return {lane.lane: lane.base_url for lane in session.lanes}
-
-
-def cannot_connect(session: Session) -> bool:
-    """Whether no lane of ``session`` can take a create now: each is closed, or unreachable
-    (connection failures in a row while it cools, ``_pool._failover``).
-
-    A batch then stops at once: a session of one lane as a pool of several,
-    whose creates end in ``PoolExhaustedError``, rather than fail its prompts one by one.
-    """
-    router = session._router
-    now = router.clock()
-    return all(h.state(now) is LaneState.CLOSED or h.unreachable(now) for h in router.health)
 
 
 def own_lane(recorded: str | None, lanes: Mapping[str, str]) -> str | None:

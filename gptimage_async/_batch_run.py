@@ -16,20 +16,23 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
-from ._batch_plan import attach_lane, cannot_connect, same_root
+from ._batch_plan import attach_lane, same_root
 from ._batch_types import (
-    MAX_CREATE_FAILURES_IN_A_ROW,
     STOPS_THE_BATCH,
     BatchEvent,
     BatchItem,
     BatchProgress,
+    BatchStop,
     EventKind,
     IntentNotWritten,
     Phase,
     batch_words,
+    disk_stop_cause,
     disk_stop_reason,
+    failed_create_stop,
     out_of_space,
     progress_at,
+    stop_cause,
 )
 from ._bulk import Sender
 from ._create import sending_lane
@@ -102,6 +105,7 @@ class BatchRunner:
         "_started",
         "_state",
         "_statuses",
+        "_stop_cause",
         "_stop_reason",
         "_stopping",
         "attached",
@@ -135,6 +139,7 @@ class BatchRunner:
     _stopping: bool
     _finish_runs: bool
     _stop_reason: str | None
+    _stop_cause: BatchStop | None
     _create_failures: int
     submitted: int
     attached: int
@@ -155,37 +160,9 @@ class BatchRunner:
             finish_times=self._finish_times,
         )
 
-    def stop(
-        self, reason: str | None = None, *, finish_runs: bool = False, keep_queued: bool = False
-    ) -> None:
-        """Stop cleanly: send no more creates, let those in flight be answered and journaled.
+    if TYPE_CHECKING:  # Batch's: stop() (the public verb), with the cause the report carries
 
-        ``finish_runs=False`` (the default): runs not finished stay ``pending``
-        for a rerun to attach. ``True``: the runs already created (paid for)
-        are followed to their end and their images saved, as when an error no
-        prompt escapes stops the batch (spend cap, every lane closed,
-        401/402/403). ``keep_queued``: creates already waiting for a slot still
-        go (the spend cap: their spend is reserved under it). Safe from a
-        signal handler, and more than once; a later plain call stops all that
-        waiting too (a Ctrl-C).
-        """
-        if self._stopping:
-            if self._finish_runs and not finish_runs:
-                self._finish_runs = False
-                self._sender.stop()
-                for scope in self._scopes:
-                    scope.cancel()
-            return
-        self._stopping = True
-        self._finish_runs = finish_runs
-        self._stop_reason = reason
-        if self._feed_scope is not None:
-            self._feed_scope.cancel()
-        if not keep_queued:
-            self._sender.stop()
-        for scope in self._scopes if not finish_runs else ():
-            scope.cancel()
-        self._emit("stopping", None, message=reason)
+        def _halt(self, cause: BatchStop, reason: str, **how: bool) -> None: ...
 
     # -- running -----------------------------------------------------------------------
 
@@ -390,7 +367,7 @@ class BatchRunner:
                     self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="submit")
             except GPTImageError as exc:
                 if isinstance(exc, STOPS_THE_BATCH):
-                    self.stop(str(exc), finish_runs=True)
+                    self._halt(stop_cause(exc), str(exc), finish_runs=True)
                 self._finish(item, "failed", error=exc, run_id=run_id, on_rerun="attach")
             else:
                 self._finish(
@@ -419,7 +396,7 @@ class BatchRunner:
         return tuple(path.name for path in paths)
 
     def _disk_failed(self, exc: BaseException) -> None:
-        self.stop(disk_stop_reason(exc, self._out))
+        self._halt(disk_stop_cause(exc), disk_stop_reason(exc, self._out))
 
     def _count_failed_create(self, exc: GPTImageError) -> None:
         # A connection error that is not uncertain never had its request written
@@ -435,16 +412,13 @@ class BatchRunner:
             # Refused here and never sent: the prompt stays pending (a rerun with a
             # larger cap sends it), not failed; what waits with spend reserved still goes.
             self._withdraw(item)
-            self.stop(str(exc), finish_runs=True, keep_queued=True)
+            self._halt(BatchStop.SPEND_CAP, str(exc), finish_runs=True, keep_queued=True)
             return
         self._finish(item, "failed", error=exc, on_rerun="submit")
         self._create_failures += 1
-        if isinstance(exc, STOPS_THE_BATCH):
-            self.stop(str(exc), finish_runs=True)
-        elif cannot_connect(self._session):  # one lane's creates end at once: stop as a pool's
-            self.stop(f"no lane can be connected to: {exc}", finish_runs=True)
-        elif self._create_failures >= MAX_CREATE_FAILURES_IN_A_ROW:
-            self.stop(f"{self._create_failures} creates failed in a row; the last: {exc}")
+        stop = failed_create_stop(exc, self._create_failures, self._session.cannot_connect)
+        if stop is not None:  # plain failures in a row let the runs in flight go; others not
+            self._halt(*stop, finish_runs=stop[0] is not BatchStop.CREATE_ERRORS)
 
     def _finish(
         self,

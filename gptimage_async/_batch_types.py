@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import errno
 import hashlib
 import os
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -40,13 +41,17 @@ __all__ = [
     "BatchItem",
     "BatchProgress",
     "BatchReport",
+    "BatchStop",
     "EventKind",
     "IntentNotWritten",
     "Phase",
     "batch_words",
+    "disk_stop_cause",
     "disk_stop_reason",
+    "failed_create_stop",
     "out_of_space",
     "prompt_key",
+    "stop_cause",
 ]
 
 #: Creates failing one after another (no success between) before the batch gives up:
@@ -64,6 +69,72 @@ STOPS_THE_BATCH = (
     EndpointNotFoundError,
     TLSCertificateError,
 )
+
+
+class BatchStop(enum.Enum):
+    """Why a batch stopped early: ``BatchReport.stop_cause``, next to its words (``stop_reason``).
+
+    Decide on this value, never on the words (they may change). The causes:
+    """
+
+    #: ``Batch.stop()`` was called: a Ctrl-C, a signal, the caller.
+    INTERRUPTED = "interrupted"
+    #: A create could take the spend past the pool's cap (``SpendCapError``).
+    SPEND_CAP = "spend_cap"
+    #: The key was refused: 401, 402, 403 or a 429 ``USAGE_EXCEEDED``.
+    KEY_REFUSED = "key_refused"
+    #: No lane of the pool could take a create (``PoolExhaustedError``).
+    NO_LANE = "no_lane"
+    #: No lane could be connected to: each closed or unreachable (``Session.cannot_connect``).
+    CANNOT_CONNECT = "cannot_connect"
+    #: The API root answers 404 to every request (``EndpointNotFoundError``).
+    WRONG_ENDPOINT = "wrong_endpoint"
+    #: The server's certificate was refused (``TLSCertificateError``).
+    TLS = "tls"
+    #: ``MAX_CREATE_FAILURES_IN_A_ROW`` creates failed one after another.
+    CREATE_ERRORS = "create_errors"
+    #: A write into the output directory was refused for lack of space (``out_of_space``).
+    DISK_FULL = "disk_full"
+    #: A write into the output directory failed otherwise (permissions, a gone directory).
+    CANNOT_WRITE = "cannot_write"
+
+
+#: The cause of each error of ``STOPS_THE_BATCH``; the first class ``exc`` is an instance of.
+_CAUSES: tuple[tuple[type[GPTImageError], BatchStop], ...] = (
+    (SpendCapError, BatchStop.SPEND_CAP),
+    (PoolExhaustedError, BatchStop.NO_LANE),
+    (EndpointNotFoundError, BatchStop.WRONG_ENDPOINT),
+    (TLSCertificateError, BatchStop.TLS),
+    (AuthenticationError, BatchStop.KEY_REFUSED),
+    (InsufficientCreditsError, BatchStop.KEY_REFUSED),
+    (PermissionDeniedError, BatchStop.KEY_REFUSED),
+    (QuotaExceededError, BatchStop.KEY_REFUSED),
+)
+
+
+def stop_cause(exc: BaseException) -> BatchStop:
+    """The ``BatchStop`` for an error of ``STOPS_THE_BATCH``; ``CREATE_ERRORS`` for any other."""
+    return next(
+        (cause for kind, cause in _CAUSES if isinstance(exc, kind)), BatchStop.CREATE_ERRORS
+    )
+
+
+def failed_create_stop(
+    exc: GPTImageError, failures: int, cannot_connect: Callable[[], bool]
+) -> tuple[BatchStop, str] | None:
+    """Whether a create that failed with ``exc`` stops the batch: its cause and words, or ``None``.
+
+    ``failures``: creates failed in a row, this one included; ``cannot_connect``:
+    ``Session.cannot_connect`` (a session of one lane whose creates end at
+    once stops as a pool's). ``SpendCapError`` is the caller's: nothing was sent.
+    """
+    if isinstance(exc, STOPS_THE_BATCH):
+        return stop_cause(exc), str(exc)
+    if cannot_connect():
+        return BatchStop.CANNOT_CONNECT, f"no lane can be connected to: {exc}"
+    if failures >= MAX_CREATE_FAILURES_IN_A_ROW:
+        return BatchStop.CREATE_ERRORS, f"{failures} creates failed in a row; the last: {exc}"
+    return None
 
 
 JOURNAL_NAME = "journal.jsonl"
@@ -193,7 +264,9 @@ class BatchReport(msgspec.Struct, frozen=True, kw_only=True):
 
     ``entries`` are the manifest's lines, in input order. ``stopped`` is true
     when :meth:`Batch.stop` was called or a fatal error stopped the batch;
-    ``stop_reason`` is that error (``None`` for a plain ``stop()``).
+    ``stop_reason`` is that error (``None`` for a plain ``stop()``), in words;
+    ``stop_cause`` (a ``BatchStop``, ``None`` when not stopped) is its cause as
+    a value, the one to decide on.
     ``submitted``, ``attached`` and ``skipped`` count what this process did;
     ``refused`` the creates sent that the provider answered with an error status
     (a 404, a 400 ...): sent, but no run was made. ``gallery`` is the page
@@ -212,6 +285,7 @@ class BatchReport(msgspec.Struct, frozen=True, kw_only=True):
     skipped: int
     refused: int = 0
     gallery: Path | None = None
+    stop_cause: BatchStop | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -291,6 +365,11 @@ def out_of_space(exc: BaseException) -> bool:
     # DownloadError carries the OS's words, not its errno.
     text = str(exc)
     return any(os.strerror(code) in text for code in _NO_SPACE)
+
+
+def disk_stop_cause(exc: BaseException) -> BatchStop:
+    """``DISK_FULL`` when a write failed with ``exc`` for lack of space, else ``CANNOT_WRITE``."""
+    return BatchStop.DISK_FULL if out_of_space(exc) else BatchStop.CANNOT_WRITE
 
 
 def disk_stop_reason(exc: BaseException, out: Path) -> str:

@@ -173,7 +173,7 @@ class BulkVerbs:
         def full(ahead: int) -> bool:
             if concurrency is not None:
                 return ahead >= concurrency
-            return ahead >= FEEDERS and ahead >= self._default_window()
+            return ahead >= FEEDERS and ahead >= self.window_size()
 
         return stream(
             source,
@@ -184,8 +184,13 @@ class BulkVerbs:
             keep=self._life,
         )
 
-    def _default_window(self) -> int:
-        # Runs started ahead of the consumer without ``concurrency`` (_bulk.default_window).
+    def window_size(self) -> int:
+        """How many runs a bulk job without ``concurrency`` starts ahead of its consumer.
+
+        ``int``, >= 1: ``_bulk.default_window`` from the first lane's limiter
+        and duration model and the router's rate. Internal to the package
+        (``SyncSession.generate_many`` uses it), not public API.
+        """
         lane = self._lanes[0]
         model = lane.scheduler.model if lane.scheduler is not None else None
         return default_window(lane.limiter, model, self._router.rate())

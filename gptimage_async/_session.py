@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from . import _pool
 from ._bulk_verbs import BulkVerbs
 from ._config import (
     DEFAULT_MAX_CONNECTIONS,
@@ -171,6 +172,24 @@ class Session(SessionViews, BulkVerbs):
     def pool(self) -> Pool:
         """The session's lanes, routing and spend cap (one lane unless ``lanes=`` was given)."""
         return self._router.pool
+
+    def cannot_connect(self) -> bool:
+        """Whether no lane can take a create now: each is closed, or unreachable (``bool``).
+
+        Internal to the package (``Batch`` stops on it), not public API: the
+        rule is ``_pool.cannot_connect`` over the router's lane health.
+        """
+        return _pool.cannot_connect(self._router.health, self._clock())
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """The session's ``Lifecycle``: its state, held runs and creates on the wire.
+
+        Internal to the package (the sync layer holds a bulk call's runs with
+        ``holding`` / ``release`` and quits at once with ``drop_creates``),
+        not public API.
+        """
+        return self._life
 
     @property
     def closed(self) -> bool:

@@ -461,7 +461,7 @@ class SyncSession:
         concurrency: int | None,
     ) -> list[Result | GPTImageError]:
         # Session.generate_many's own window rule, from the session's duration model.
-        window = concurrency or self._session._default_window()
+        window = concurrency or self._session.window_size()
         return await job.generate_many(prepared, return_exceptions=return_exceptions, window=window)
 
     def download(

@@ -77,7 +77,7 @@ class Closer:
     def _quit_now(self) -> None:
         for task in self.jobs:
             task.cancel()
-        self.session._life.drop_creates()
+        self.session.lifecycle.drop_creates()
 
     async def _closing(self, cancel: bool, at_once: bool) -> None:
         # The calls of other threads first: waited for, or cancelled (creates

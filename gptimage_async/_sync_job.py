@@ -125,7 +125,7 @@ class Job:
         failure: list[GPTImageError] = []
         # Runs ended and not yet returned: a job cut short leaves them in
         # session.runs.undelivered, as Session.generate_many does.
-        life = self.session._life
+        life = self.session.lifecycle
         held = life.holding()
 
         async def one(index: int, request: ImageRequest, last: bool) -> None:

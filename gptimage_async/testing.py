@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ._config import DEFAULT_REQUEST_TIMEOUT
+from ._exceptions import ConfigurationError
 from ._models import RateLimit
 from ._providers import ProviderName
 from ._session import Session
@@ -94,6 +95,7 @@ async def memory_session(
     provider: ProviderName = "runbase",
     *,
     config: SimulatorConfig | None = None,
+    simulator: Simulator | None = None,
     **session_options: Any,
 ) -> AsyncIterator[tuple[Simulator, Session]]:
     """A simulator in memory and a ``Session`` on it: no socket, the event loop's clock.
@@ -104,16 +106,34 @@ async def memory_session(
     no sleep. The simulator is never started (it binds no port); its API
     lives at ``http://localhost`` (nothing is sent there). Socket faults map as the aiohttp
     transport reports them: a reset is a ``SendError`` that may have been
-    received. Keywords as ``simulated_session``.
+    received. Yields ``(simulator, session)``, the session open.
+
+    ``config`` (``SimulatorConfig | None``, default ``None``: the default
+    config at ``DEFAULT_TIME_SCALE``) configures a simulator made here, on the
+    running loop's clock; this context closes it at exit (which ends any
+    ``Simulator.until`` still waiting on it). ``simulator`` (``Simulator |
+    None``, default ``None``) is one the caller already holds, to configure
+    first or to share between sessions (one after another, or at once): it
+    is used as it is, on its own clock (build it with ``clock=lambda:
+    loop.time()`` for fake time), and never closed here: its owner closes it
+    (``await simulator.close()``). Giving both raises ``ConfigurationError``.
+    The session's rate-limit belief is the simulator's (time-scaled) unless
+    ``rate_limit`` is given; its key is ``TEST_KEYS[provider]`` unless
+    ``api_key`` is given; other keywords go to ``Session``, which this
+    context closes at exit (it owns the transport and closes it).
     """
     from ._transport._memory import MEMORY_ORIGIN, MemoryTransport
     from .simulator._app import BASE_PATHS
 
-    config = config or SimulatorConfig(time_scale=DEFAULT_TIME_SCALE)
-    session_options.setdefault("rate_limit", scaled_rate_limit(config))
-    session_options.setdefault("api_key", TEST_KEYS[provider])
+    if simulator is not None and config is not None:
+        raise ConfigurationError("memory_session() takes config= or simulator=, not both")
     loop = asyncio.get_running_loop()
-    sim = Simulator(config, clock=lambda: loop.time())  # a patched (fake) loop clock too
+    # A patched (fake) loop clock too: the lambda reads loop.time as it is at each call.
+    sim = simulator or Simulator(
+        config or SimulatorConfig(time_scale=DEFAULT_TIME_SCALE), clock=lambda: loop.time()
+    )
+    session_options.setdefault("rate_limit", scaled_rate_limit(sim.config))
+    session_options.setdefault("api_key", TEST_KEYS[provider])
     base_url = MEMORY_ORIGIN + BASE_PATHS[provider]
     transport = MemoryTransport(
         sim,
@@ -127,7 +147,8 @@ async def memory_session(
         ) as session:
             yield sim, session
     finally:
-        await sim.close()  # ends any Simulator.until still waiting on it
+        if simulator is None:  # ours: it ends any Simulator.until still waiting on it
+            await sim.close()
 
 
 def _marker_options(request: Any) -> tuple[ProviderName, dict[str, Any]]:

@@ -220,6 +220,7 @@ async def test_stop_then_resume_never_creates_twice(tmp_path: Path) -> None:
             batch = gi.Batch(session, prompts(60), tmp_path, on_event=on_event)
             first = await batch.run()
         assert first.stopped and first.stop_reason is None
+        assert first.stop_cause is gi.BatchStop.INTERRUPTED
         in_flight = [e for e in first.entries if e.status == "pending" and e.run_id]
         assert in_flight, "the stop should have caught runs in flight"
         assert first.counts["succeeded"] >= 10
@@ -299,6 +300,7 @@ async def test_an_auth_error_stops_the_batch_at_once(tmp_path: Path) -> None:
     async with Simulator(config) as sim, session_for(sim) as session:
         report = await gi.Batch(session, prompts(50), tmp_path).run()
     assert report.stopped and report.stop_reason and "401" in report.stop_reason
+    assert report.stop_cause is gi.BatchStop.KEY_REFUSED
     counts = report.counts
     assert counts["failed"] <= 4, "only the creates already in the window may fail"
     assert counts["pending"] >= 46

@@ -12,15 +12,15 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._transport._memory import MEMORY_ORIGIN, MemoryTransport
 from gptimage_async.simulator import Simulator, SimulatorConfig
-from gptimage_async.simulator._app import BASE_PATHS
+from gptimage_async.testing import memory_session
 
 from ._clock import FakeClock
 from .test_cli import KEY, run_main, simulator_thread
@@ -103,25 +103,19 @@ async def test_a_disk_that_fills_up_stops_the_creates_and_a_rerun_resumes(
     out = small_disk / "out"
     # The simulator in memory on the loop's (fake) clock: how many creates go out
     # before the disk is full follows the pacing alone, never how busy the machine is.
+    # One simulator for the run and the rerun: the rerun must find the runs paid for.
     loop = asyncio.get_running_loop()
     sim = Simulator(FAST, clock=lambda: loop.time())
-    base_url = MEMORY_ORIGIN + BASE_PATHS["runbase"]
 
-    def in_memory(**options: Any) -> gi.Session:
+    def in_memory(**options: Any) -> AbstractAsyncContextManager[tuple[Simulator, gi.Session]]:
         options.setdefault("rate_limit", gi.RateLimit(1000, 1.0))
-        transport = MemoryTransport(sim, base_url, KEY, timeout=30.0)
-        return gi.Session(
-            "runbase",
-            api_key=KEY,
-            base_url=base_url,
-            transport=transport,
-            remember=False,
-            **options,
+        return memory_session(
+            simulator=sim, api_key=KEY, request_timeout=30.0, remember=False, **options
         )
 
     # 20 creates a second, runs of 30-100 ms: the first window's 20 go out, their
     # images fill the disk, and the next window's creates must never be sent.
-    async with in_memory(on_exit="cancel", rate_limit=gi.RateLimit(20, 1.0)) as session:
+    async with in_memory(on_exit="cancel", rate_limit=gi.RateLimit(20, 1.0)) as (_, session):
         batch = gi.Batch(
             session,
             prompts,
@@ -132,6 +126,7 @@ async def test_a_disk_that_fills_up_stops_the_creates_and_a_rerun_resumes(
         report = await fake_clock.run(batch.run())
     assert report.stopped
     assert report.stop_reason is not None and "disk is full" in report.stop_reason
+    assert report.stop_cause is gi.BatchStop.DISK_FULL
     # Stopped at the first write refused: the creates after it were never sent.
     assert sim.stats.creates < 45, sim.stats.creates
     assert sim.stats.duplicates == 0
@@ -143,7 +138,7 @@ async def test_a_disk_that_fills_up_stops_the_creates_and_a_rerun_resumes(
     assert not any(entry.state == "intent" for entry in journal)
 
     grow(small_disk, "4m")
-    async with in_memory() as session:
+    async with in_memory() as (_, session):
         rerun = await fake_clock.run(gi.Batch(session, prompts, out, expected_image_bytes=0).run())
     assert rerun.ok, rerun.counts
     assert sim.stats.creates == n and sim.stats.duplicates == 0
@@ -201,6 +196,7 @@ async def test_a_manifest_the_full_disk_refuses_is_a_clean_stop_and_a_rerun_rebu
             ).run()
         assert report.stopped and report.stop_reason is not None
         assert "could not be written" in report.stop_reason
+        assert report.stop_cause is gi.BatchStop.DISK_FULL
         assert sim.stats.creates == n
         filler.unlink()
         async with session_for(sim) as session:

@@ -68,6 +68,7 @@ async def test_the_spend_cap_reached_finishes_the_runs_it_paid_for(
             spend = session.stats.spend
         assert report.stopped and report.stop_reason is not None
         assert "in a row" not in report.stop_reason and "spend" in report.stop_reason.lower()
+        assert report.stop_cause is gi.BatchStop.SPEND_CAP
         created = finished_runs_kept(report, tmp_path)
         assert 8 <= len(created) == sim.stats.creates
         assert spend.spent <= cap and spend.reserved == 0
@@ -92,6 +93,7 @@ async def test_every_lane_out_of_credits_finishes_the_runs_it_paid_for(tmp_path:
             report = await gi.Batch(session, PROMPTS, tmp_path).run()
         assert report.stopped and report.stop_reason is not None
         assert "in a row" not in report.stop_reason
+        assert report.stop_cause in (gi.BatchStop.NO_LANE, gi.BatchStop.KEY_REFUSED)
         created = finished_runs_kept(report, tmp_path)
         assert len(created) == sim.stats.creates == 12
 

@@ -186,7 +186,9 @@ async def test_a_job_on_lanes_that_cannot_connect_ends_soon_naming_each_lane(
         sent = session.stats.requests
         spend = session.stats.spend
         states = [view.state for view in session.lanes]
+        every_lane_unreachable = session.cannot_connect()
     assert all(isinstance(r, gi.PoolExhaustedError) for r in results), results
+    assert every_lane_unreachable
     # One connect per lane and create until the lane is unreachable, then one try
     # each time its cooling ends (half-open): fewer connects than creates x lanes.
     # Before: every create tried every lane max_attempts times, over backoffs.

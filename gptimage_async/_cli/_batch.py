@@ -11,7 +11,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .._batch import Batch, BatchReport
+from .._batch import Batch, BatchReport, BatchStop
 from .._batch_plan import missing_lane_notice
 from .._exceptions import DiskSpaceError, GPTImageError
 from .._gallery import GALLERY_NAME
@@ -317,7 +317,7 @@ def _summary(report: BatchReport, *, requests: int, out: Path, job: JobSpend | N
     print(f"manifest: {report.manifest}")
     if report.stop_reason:
         print(f"stopped early: {report.stop_reason}")
-        if job is not None and job.earlier and "past the cap" in report.stop_reason:
+        if job is not None and job.earlier and report.stop_cause is BatchStop.SPEND_CAP:
             # The cap the refusal names is this run's: what earlier runs left of the job's.
             left = max(0.0, job.cap - job.earlier)
             print(

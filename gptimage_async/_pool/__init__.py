@@ -6,7 +6,7 @@ The parts that need no network, each a small module (pure but for ``_line``):
   and ``Pool`` (lanes, routing, spend cap), checked before anything is sent;
 * ``_routing``: which lane a ready create goes to (``route``);
 * ``_failover``: what an error does to its lane and to its create
-  (``failover``, ``LaneHealth``);
+  (``failover``, ``LaneHealth``, ``cannot_connect``);
 * ``_accepts``: which lanes accept a request (``refusals``, ``check_request``);
 * ``_spend``: reserve / commit / release / refund with a cap (``SpendLedger``);
 * ``_pool_file``: the CLI's pool file (``load_pool_file``);
@@ -31,6 +31,7 @@ from ._failover import (
     LaneAction,
     LaneHealth,
     LaneState,
+    cannot_connect,
     failover,
 )
 from ._lanes import (
@@ -101,6 +102,7 @@ __all__ = [
     "SpendToken",
     "UNREACHABLE_AFTER",
     "Wait",
+    "cannot_connect",
     "check_request",
     "failover",
     "lane_fingerprint",

@@ -58,6 +58,7 @@ from __future__ import annotations
 import enum
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .._exceptions import (
@@ -347,3 +348,12 @@ class LaneHealth:
             self._unanswered += 1  # no answer, never left: the lane may not be there
         elif isinstance(error, APIStatusError | ProtocolError):
             self._unanswered = 0  # it answered: reachable, whatever it said
+
+
+def cannot_connect(health: Iterable[LaneHealth], now: float) -> bool:
+    """Whether no lane of ``health`` (a router's, one per lane) can take a create at ``now``:
+    each is ``CLOSED``, or unreachable (``LaneHealth.unreachable``: connection failures in a
+    row while it cools). A bulk job then stops at once (``Batch``: a session of one lane
+    as a pool of several, whose creates end in ``PoolExhaustedError``).
+    """
+    return all(h.state(now) is LaneState.CLOSED or h.unreachable(now) for h in health)

@@ -301,6 +301,7 @@ async def test_a_batch_against_a_wrong_base_url_stops_at_the_first_404(tmp_path:
     async with byte_server(script) as server, session(server.url("/nope")) as s:
         report = await gi.Batch(s, [f"p{i}" for i in range(30)], tmp_path, concurrency=1).run()
     assert report.stopped and "base URL" in (report.stop_reason or "")
+    assert report.stop_cause is gi.BatchStop.WRONG_ENDPOINT
     assert len(server.requests) == 1
     # Sent, but refused: no run was made.
     assert report.submitted == 1 and report.refused == 1
