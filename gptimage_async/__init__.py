@@ -10,6 +10,8 @@ and the poll scheduler that resolves every run with as few requests as it can.
 ``gptimage_async.simulator`` is a local stand-in for both providers.
 """
 
+# First: the command line records stop signals while the rest imports (_early_signals).
+from . import _early_signals  # noqa: F401  (isort: keep first)
 from ._batch import Batch, BatchEvent, BatchProgress, BatchReport
 from ._config import Routing, SessionConfig
 from ._download import download
