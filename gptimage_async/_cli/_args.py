@@ -315,6 +315,13 @@ def _rate_parts(text: str) -> tuple[int, float]:
 
 def _client_rate(text: str) -> RateLimit:
     requests, per = _rate_parts(text)
+    # In the option's own terms, not RateLimit's field names.
+    if requests < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 request per window, not {text!r}")
+    if not 0 < per < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"the window must be a positive number of seconds, not {text!r}"
+        )
     try:
         return RateLimit(requests, per)
     except ConfigurationError as exc:

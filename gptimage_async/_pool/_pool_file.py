@@ -75,6 +75,13 @@ def parse_rate(text: str) -> RateLimit:
         raise ConfigurationError(
             f"expected N/SECONDS such as 20/10 (20 requests per 10 seconds), not {text!r:.40}"
         ) from None
+    # In the file's own terms, not RateLimit's field names.
+    if count < 1:
+        raise ConfigurationError(f"at least 1 request per window, not {text!r:.40}")
+    if not 0 < seconds < float("inf"):
+        raise ConfigurationError(
+            f"the window must be a positive number of seconds, not {text!r:.40}"
+        )
     return RateLimit(count, seconds)
 
 
