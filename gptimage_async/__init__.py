@@ -17,6 +17,9 @@ their import at start.
 
 from __future__ import annotations
 
+# First: the command line records stop signals while the rest imports (_early_signals).
+from . import _early_signals  # noqa: F401  (isort: keep first)
+
 import importlib
 import typing
 

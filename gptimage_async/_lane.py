@@ -46,6 +46,7 @@ from ._scheduler import PollScheduler
 from ._state import FileStateStore, RedisStateStore, StateStore, apply_state, capture_state
 from ._stats import SessionStats
 from ._transport import HTTPTransport, Transport
+from ._transport._proxy import check_env_proxy
 from ._version import USER_AGENT
 
 if TYPE_CHECKING:
@@ -116,6 +117,8 @@ class LaneRuntime:
         self.config = config
         self.adapter = config.adapter
         self.base_url = config.api_root
+        if config.transport is None and config.proxy is None:
+            check_env_proxy(self.base_url)  # a bad HTTPS_PROXY: refused now, never bypassed
         # Run.lane names the key by the spec's fingerprint (one length: FINGERPRINT_DIGITS).
         self.fingerprint = spec.fingerprint
         self.runs = LaneRuns(everyone, spec.name)

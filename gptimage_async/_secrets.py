@@ -30,18 +30,20 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Sequence, Set
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "KEY_PREFIXES",
     "NOT_SHOWN",
     "bare_token",
+    "conventional_env_name",
     "has_key_prefix",
     "looks_like_key",
     "mixed_case_token",
     "redact",
     "shown",
+    "usage_message",
 ]
 
 #: How the two providers' keys begin (Runbase ``sk-``, API in One ``aio_``; PROVIDERS.md).
@@ -274,3 +276,89 @@ def shown(value: object, limit: int = 80) -> str:
         return NOT_SHOWN
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: An option whose value is a secret by its name: ``--api-key``, ``--key``, ``--token``,
+#: ``--client-secret``, ``--password``, ``--auth``.
+_SECRET_OPTION = re.compile(r"--?[\w-]*(?:key|token|secret|passw(?:or)?d|auth)[\w-]*", re.I)
+#: ``--api-key VALUE`` / ``--api-key=VALUE`` inside a message argparse wrote.
+_SECRET_PAIR = re.compile(
+    r"(?<![\w-])(" + _SECRET_OPTION.pattern + r")(=|[ \t]+)(?![-(])(\S+)", re.I
+)
+#: ``argument --api-key: ...``: argparse's error about one option's value.
+_ABOUT_OPTION = re.compile(r"^argument ([^:]+): ")
+_QUOTED = re.compile(r"'[^']*'")
+#: A word of token characters (no ``.``: file names, hosts and versions have one).
+_WORD_TOKEN = re.compile(r"[A-Za-z0-9_\-+/]+={0,2}")
+#: The usual form of an environment variable's name (POSIX: upper case, digits, ``_``).
+_CONVENTIONAL_ENV = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def conventional_env_name(value: object) -> bool:
+    """Whether ``value`` is written as environment variable names are: ``^[A-Z_][A-Z0-9_]*$``.
+
+    A message may name such a variable (``RUNBASE_API_KEY_2``); any other value
+    given where a variable's name belongs (``key_env = "rb_live_..."``) may be a
+    key pasted in the wrong place, and is shown as ``NOT_SHOWN``; so is a name of
+    a key's shape (``_key_shaped``: ``AKIA4EXAMPLE7KEY9Q2Z``).
+    """
+    return (
+        isinstance(value, str)
+        and _CONVENTIONAL_ENV.fullmatch(value) is not None
+        and not _key_shaped(value)  # AWS-style keys are upper case too: AKIA...
+    )
+
+
+def _key_shaped(word: str) -> bool:
+    """A looser rule than ``bare_token``, for words a user typed on the command line.
+
+    At least 16 token characters with no ``.``, not hexadecimal, holding a run
+    (between ``-`` and ``_``) of at least 8 characters with 3 letters and 3
+    digits: ``rb_live_CANARY123456789`` (a key of a form no rule knows). A
+    usage error loses little by not repeating such a word: the user typed it.
+    """
+    if len(word) < _RUN_LENGTH or not _WORD_TOKEN.fullmatch(word) or _HEX.fullmatch(word):
+        return False
+    return any(
+        len(run) >= 8
+        and sum(c.isdigit() for c in run) >= 3
+        and sum(c.isalpha() for c in run) >= 3
+        and not _HEX.fullmatch(run)
+        for run in re.split(r"[_\-/+]+", word.rstrip("="))
+    )
+
+
+def usage_message(message: str, argv: Sequence[str] = ()) -> str:
+    """A command-line usage error (argparse's) as it may be shown: no secret in it.
+
+    ``argv`` are the words argparse did not recognise, which the message
+    lists (``unrecognized arguments: ...``): the message is then rebuilt from
+    them. Hidden as ``NOT_SHOWN``: the value of an option whose name says it
+    is a secret (``_SECRET_OPTION``: ``--api-key VALUE``, ``--token=VALUE``,
+    whatever the value looks like), every quoted value of argparse's error
+    about such an option, a word or quoted value of a key's shape
+    (``_key_shaped``, from 16 characters), and what ``redact`` hides.
+    """
+    if argv:
+        words: list[str] = []
+        hide_next = False
+        for word in argv:
+            name, equals, _value = word.partition("=")
+            if hide_next:
+                words.append(NOT_SHOWN)
+                hide_next = False
+            elif _SECRET_OPTION.fullmatch(name):
+                words.append(f"{name}={NOT_SHOWN}" if equals else word)
+                hide_next = not equals
+            else:
+                words.append(NOT_SHOWN if _key_shaped(word) else word)
+        message = "unrecognized arguments: " + " ".join(words)
+    about = _ABOUT_OPTION.match(message)
+    if about and any(_SECRET_OPTION.fullmatch(name) for name in about.group(1).split("/")):
+        head = message[: about.end()]
+        message = head + _QUOTED.sub(NOT_SHOWN, message[about.end() :])
+    message = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{NOT_SHOWN}", message)
+    message = _QUOTED.sub(
+        lambda m: NOT_SHOWN if _key_shaped(m.group(0)[1:-1]) else m.group(0), message
+    )
+    return redact(message, bare=True)

@@ -19,16 +19,23 @@ A block that cannot run says why, on the line before it::
 
     <!-- skip: next "open_database stands for the app's own resources" -->
 
-(the reason is required). Only ``python`` blocks run; other fences (console,
-bash, json, csv) are shown, not run.
+(the reason is required). A reader pastes a block on its own, so each block
+imports and defines every name it uses, unless it says, on the line before
+it, that it builds on the block above (``<!-- continues: the app above -->``);
+a skipped block may leave out only the names its reason gives. Only
+``python`` blocks run; other fences (console, bash, json, csv, text) are
+shown, not run, but each ``toml`` block is checked as a file a reader saves
+(``test_every_config_block_is_accepted_as_written``).
 """
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import shutil
 import subprocess
+import symtable
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,11 +50,15 @@ from gptimage_async.testing import TEST_KEYS
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 #: Fences that may appear; anything else (``py``, ``python3``) would silently not run.
-SHOWN_LANGUAGES = frozenset({"console", "bash", "json", "csv", "text"})
+SHOWN_LANGUAGES = frozenset({"console", "bash", "json", "csv", "text", "toml"})
+#: Fences of files a reader saves and hands to the command line: each is checked as written.
+CONFIG_LANGUAGES = frozenset({"toml"})
 FENCE = re.compile(r"^ *```(\S*)", re.M)
+BLOCK = re.compile(r"^ *```(\S*)\n(.*?)^ *```", re.M | re.S)
 SKIP = re.compile(r"<!--\s*skip:\s*(\w+)(.*?)-->", re.S)
 TEST_FUNCTION = re.compile(r"^(async )?def test_", re.M)
 HEADING = re.compile(r"^#{2,4} (.+)$", re.M)
+CONTINUES = re.compile(r"<!--\s*continues:\s*(.*?)-->", re.S)
 #: The simulator the README's blocks talk to: 3-10 s runs take 30-100 ms.
 TIME_SCALE = "0.01"
 
@@ -151,3 +162,39 @@ def fences(text: str) -> Iterator[str]:
         if opening:
             yield match.group(1)
         opening = not opening
+
+
+def free_names(source: str) -> set[str]:
+    """The global names ``source`` reads but neither imports, defines nor gets from builtins."""
+    top = symtable.symtable(source, "<readme block>", "exec")
+    read: set[str] = set()
+    tables = [top]
+    while tables:
+        table = tables.pop()
+        for symbol in table.get_symbols():
+            bound_here = symbol.is_assigned() or symbol.is_imported()
+            if symbol.is_referenced() and (
+                (table is top and not bound_here) or (table is not top and symbol.is_global())
+            ):
+                read.add(symbol.get_name())
+        tables.extend(table.get_children())
+    defined = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    return read - defined - set(dir(builtins))
+
+
+def defined_names(source: str) -> set[str]:
+    """The names a block binds at its top level (imports, assignments, defs, classes)."""
+    top = symtable.symtable(source, "<readme block>", "exec")
+    return {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+
+
+def lead_in(document: Document, example: Example) -> str:
+    """The Markdown between the previous block (or the top) and this example."""
+    before = [e.end for e in document.examples() if e.end <= example.start]
+    return document.text[max(before, default=0) : example.start]
+
+
+def fenced_blocks(text: str) -> Iterator[tuple[str, str, int]]:
+    """``(language, body, line)`` of every fenced block."""
+    for match in BLOCK.finditer(text):
+        yield match.group(1), match.group(2), text.count("\n", 0, match.start()) + 1

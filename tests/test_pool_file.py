@@ -88,7 +88,7 @@ BAD: list[tuple[str, str, str]] = [
     ("env empty", LANE + "key_env = 'EMPTY'\n", "EMPTY is not set or empty"),
     ("bare rate", LANE + "rate_limit = '20'\n", "lane 'a': rate_limit: expected N/SECONDS"),
     ("rate not text", LANE + "rate_limit = 20\n", "lane 'a': rate_limit: expected N/SECONDS"),
-    ("zero rate", LANE + "rate_limit = '0/10'\n", "rate_limit: RateLimit.requests"),
+    ("zero rate", LANE + "rate_limit = '0/10'\n", "rate_limit: at least 1 request per window"),
     ("url not text", LANE + "base_url = 3\n", "lane 'a': base_url: must be a string"),
     ("plain http", LANE + "base_url = 'http://example.com'\n", "lane 'a': plain http"),
     ("negative price", LANE + "prices = { high = -1 }\n", "lane 'a': prices['high']"),

@@ -81,6 +81,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
 
 
+def release_early_signals(command: str) -> None:
+    """A command that takes no stop signals of its own gets the usual handlers back.
+
+    ``batch`` and ``generate`` replay what was recorded while they started
+    (``stop_on_signals``); any other gets what was recorded delivered now
+    (a Ctrl-C: ``KeyboardInterrupt``).
+    """
+    from .. import _early_signals  # here: the imports above are kept as they are (start-up)
+
+    if command not in ("batch", "generate"):
+        _early_signals.release()
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
@@ -88,6 +101,7 @@ def _main(argv: Sequence[str] | None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        release_early_signals(args.command)
         # Each command imports what it runs on (see the module docstring).
         if args.command == "simulate":
             from ._simulate import simulate

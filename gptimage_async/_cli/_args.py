@@ -11,7 +11,7 @@ from .._exceptions import ConfigurationError
 from .._gallery import add_gallery_command
 from .._models import ASPECT_RATIOS, QUALITIES, RateLimit
 from .._providers import provider_names
-from .._secrets import redact
+from .._secrets import usage_message
 from .._version import __version__
 from ..simulator._options import add_simulate_options
 
@@ -34,8 +34,17 @@ class _Parser(argparse.ArgumentParser):
     made of this class too (``add_subparsers`` uses the parent's class).
     """
 
+    def parse_args(  # type: ignore[override]
+        self, args: list[str] | None = None, namespace: None = None
+    ) -> argparse.Namespace:
+        # argparse's own would list the unrecognised words as typed: ``--api-key VALUE``.
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            super().error(usage_message("", extras))
+        return parsed
+
     def error(self, message: str) -> NoReturn:
-        super().error(redact(message, bare=True))
+        super().error(usage_message(message))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -306,6 +315,13 @@ def _rate_parts(text: str) -> tuple[int, float]:
 
 def _client_rate(text: str) -> RateLimit:
     requests, per = _rate_parts(text)
+    # In the option's own terms, not RateLimit's field names.
+    if requests < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 request per window, not {text!r}")
+    if not 0 < per < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"the window must be a positive number of seconds, not {text!r}"
+        )
     try:
         return RateLimit(requests, per)
     except ConfigurationError as exc:

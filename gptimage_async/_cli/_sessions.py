@@ -119,7 +119,8 @@ async def open_session(args: argparse.Namespace) -> AsyncIterator[Session]:
     provider = get_provider(args.provider)
     if not os.environ.get(provider.env_var, "").strip():
         # Not the library's "pass api_key=...": the command line never takes a key.
-        raise UsageError(f"no API key for {provider.name}: set {provider.env_var}")
+        hint = _other_key_hint(provider.name)
+        raise UsageError(f"no API key for {provider.name}: set {provider.env_var}{hint}")
     if not args.no_state:
         key = os.environ[provider.env_var].strip()
         fingerprint = lane_fingerprint(provider.name, key)
@@ -161,6 +162,17 @@ def load_pool(path: Path) -> Pool:
         return load_pool_file(path)
     except ConfigurationError as exc:
         raise UsageError(exc.message) from None
+
+
+def _other_key_hint(provider: str) -> str:
+    """`` (APIINONE_API_KEY is set: add --provider apiinone)`` when another provider's is set."""
+    from .._providers import provider_names  # here: the imports above are kept as they are
+
+    for name in provider_names():
+        other = get_provider(name).env_var
+        if name != provider and os.environ.get(other, "").strip():
+            return f" ({other} is set: add --provider {name})"
+    return ""
 
 
 def pool_state_file(pool: Pool) -> Path:

@@ -10,11 +10,13 @@ ignored. SIGHUP (the terminal closed, an ssh session dropped) counts as
 SIGTERM, so a batch left running when its terminal goes away ends as cleanly
 as one stopped on purpose; unless it is ignored (``nohup``): then it stays so.
 
-A signal that comes before the command's loop takes them (``catch_early``,
-called first thing) interrupts it as Ctrl-C does, nothing having been sent
-yet. Without it, a command started in the background of a script (where
-the shell ignores SIGINT) lost a Ctrl-C sent while it started: the next one
-was taken as the first, and waited for every create on the wire.
+A signal that comes before the command's loop takes them (from the
+process's first import, ``gptimage_async._early_signals``, or ``catch_early``)
+is recorded, and ``stop_on_signals`` replays it: the job stops before
+anything is sent, with the same message and exit code as later. Without it,
+a command started in the background of a script (where the shell ignores
+SIGINT) lost a Ctrl-C sent while it started, a Ctrl-C in a terminal ended in
+a traceback from an import, and a SIGTERM killed it silently (143).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 
+from .. import _early_signals
 from ._common import EXIT_INTERRUPTED
 
 __all__ = ["STOP_SIGNALS", "Interrupted", "catch_early", "quit_at_once", "stop_on_signals"]
@@ -53,21 +56,15 @@ def _taken(sig: signal.Signals) -> bool:
     return not (sig == getattr(signal, "SIGHUP", None) and signal.getsignal(sig) == signal.SIG_IGN)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def catch_early() -> None:
-    """Until ``stop_on_signals`` takes over, a stop signal interrupts (``KeyboardInterrupt``).
+    """Until ``stop_on_signals`` takes over, a stop signal is recorded (``_early_signals``).
 
-    Also when the shell started the command ignoring SIGINT (a background job
-    of a script): a Ctrl-C sent then is not lost. Nothing is sent before
-    ``stop_on_signals``, so interrupting is safe.
+    The process's own start (the console script, ``python -m``) records them
+    from its first import; this covers ``main()`` called otherwise. Also when
+    the shell started the command ignoring SIGINT (a background job of a
+    script): a Ctrl-C sent then is not lost. ``stop_on_signals`` replays them.
     """
-    for sig in STOP_SIGNALS:
-        if _taken(sig):
-            with contextlib.suppress(ValueError, OSError):  # not the main thread
-                signal.signal(sig, _interrupt)
+    _early_signals.record()
 
 
 def quit_at_once(message: str) -> None:
@@ -103,6 +100,11 @@ def stop_on_signals(
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not POSIX
             pass
+    # Signals recorded since the command started count as if they came now: the first
+    # stops the job before anything is sent, a second quits at once (the handlers are
+    # installed first, so none falls between the two).
+    for _ in range(_early_signals.take()):
+        on_signal()
     try:
         yield interrupted
     finally:

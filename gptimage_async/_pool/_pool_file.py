@@ -41,7 +41,7 @@ from typing import NoReturn
 from .._exceptions import ConfigurationError
 from .._models import RateLimit
 from .._providers import get_provider, provider_names
-from .._secrets import has_key_prefix, looks_like_key, shown
+from .._secrets import NOT_SHOWN, conventional_env_name, has_key_prefix, looks_like_key, shown
 from ._lanes import ROUTINGS, Lane, Pool
 
 __all__ = ["POOL_FILE_FIELDS", "load_pool_file", "parse_pool", "parse_rate"]
@@ -75,6 +75,13 @@ def parse_rate(text: str) -> RateLimit:
         raise ConfigurationError(
             f"expected N/SECONDS such as 20/10 (20 requests per 10 seconds), not {text!r:.40}"
         ) from None
+    # In the file's own terms, not RateLimit's field names.
+    if count < 1:
+        raise ConfigurationError(f"at least 1 request per window, not {text!r:.40}")
+    if not 0 < seconds < float("inf"):
+        raise ConfigurationError(
+            f"the window must be a positive number of seconds, not {text!r:.40}"
+        )
     return RateLimit(count, seconds)
 
 
@@ -130,16 +137,20 @@ def _lane(where: _Where, label: str, table: object, environ: Mapping[str, str]) 
             lane=label,
             field="key_env",
         )
+    # Only a name written as variables are (RUNBASE_API_KEY_2) is repeated: any other
+    # value may be a key of a shape no rule knows, pasted where its variable's name goes.
+    named = env if conventional_env_name(env) else NOT_SHOWN
     if not isinstance(env, str) or not _ENV_NAME.fullmatch(env):
         where.fail(
-            f"must name an environment variable (letters, digits, _), not {env!r:.40}",
+            "must name an environment variable (letters, digits, _), not "
+            + (f"{env!r:.40}" if named == env else named),
             lane=label,
             field="key_env",
         )
     key = environ.get(env)
     if key is None or not key.strip():
         where.fail(
-            f"the environment variable {env} is not set or empty", lane=label, field="key_env"
+            f"the environment variable {named} is not set or empty", lane=label, field="key_env"
         )
     rate_text = table.get("rate_limit")
     rate: RateLimit | None = None

@@ -153,6 +153,8 @@ class HTTPTransport:
         self._proxy = None if proxy is None else URL(check_proxy(proxy))
         self._env_proxies: dict[str, str] = urllib.request.getproxies() if trust_env else {}
         self._proxies: dict[tuple[str, str, int | None], URL | None] = {}
+        # A bad proxy in the environment is refused now, before any request (or connection).
+        self._proxy_for(self._origin)
         # Our own deadline (see _Exchange) replaces aiohttp's, whose total
         # would also count the wait for a pooled connection.
         no_timeout = aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None)

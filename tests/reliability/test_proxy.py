@@ -118,7 +118,6 @@ async def test_explicit_proxy_wins_over_the_environment(monkeypatch: pytest.Monk
             {"HTTPS_PROXY": "http://proxy.internal:3128", "NO_PROXY": "other.example"},
             "http://proxy.internal:3128",
         ),
-        ({"HTTPS_PROXY": "socks5://proxy.internal:1080"}, None),  # unsupported: ignored, logged
     ],
 )
 async def test_which_environment_proxy_applies(
