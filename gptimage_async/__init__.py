@@ -17,12 +17,11 @@ their import at start.
 
 from __future__ import annotations
 
-# First: the command line records stop signals while the rest imports (_early_signals).
-from . import _early_signals  # noqa: F401  (isort: keep first)
-
 import importlib
 import typing
 
+# First: the command line records stop signals while the rest imports (_early_signals).
+from . import _early_signals  # noqa: F401  (isort: keep first)
 from ._config import Routing, SessionConfig
 from ._download import download
 from ._exceptions import (
