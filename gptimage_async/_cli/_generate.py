@@ -90,6 +90,9 @@ class Generation:
         self._out = out
         self._sender = Sender(session.submit)
         self._following: set[anyio.CancelScope] = set()
+        #: A signal stopped it: runs are no longer followed. A full disk only stops
+        #: the creates: a run created meanwhile (paid for) is still followed and printed.
+        self._interrupted = False
         self.created: list[Run] = []
         self.failures = 0
         #: Set when a full disk stopped the creates; ``not_sent`` counts those dropped.
@@ -98,6 +101,7 @@ class Generation:
 
     def stop(self) -> None:
         """No more creates; stop following the runs (they stay the provider's)."""
+        self._interrupted = True
         self._sender.stop()
         for scope in list(self._following):
             scope.cancel()
@@ -144,7 +148,7 @@ class Generation:
         self.created.append(run)
         with anyio.CancelScope() as following:
             self._following.add(following)
-            if self._sender.stopping:
+            if self._interrupted:
                 following.cancel()
             try:
                 result = await run
