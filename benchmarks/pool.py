@@ -71,6 +71,9 @@ DEAR = {"medium": 15, "high": 40}
 PRICE_LOAD = 0.25
 #: Jobs get this many times their ideal wall time before the scenario gives up on them.
 CAP = 5.0
+#: ... and never less than this (seconds): the cap finds a hung job, it does not judge
+#: one; a quick run's jobs (ideal ~0.1 s) met a loaded machine's slow start.
+MIN_CAP = 10.0
 #: Samples of the server's per-key counters per rate window.
 SAMPLES = 20
 #: How often the closure watcher looks at the simulator's run count, in seconds.
@@ -332,7 +335,8 @@ async def _bulk(runs: int, time_scale: float, *, case: str, close_at: int | None
     async with Simulator(_config(time_scale)) as sim:
         lanes = _lanes(sim, time_scale, priced=False)
         row = _row(case, "earliest", runs, time_scale, lanes)
-        cap = CAP * 2 * runs / (row.rate * 2)  # generous: at two lanes' limit
+        # Generous: at two lanes' limit, and the longest run (10 s) after the last create.
+        cap = max(MIN_CAP, CAP * (2 * runs / (row.rate * 2) + 10 * time_scale))
         async with gi.Session(lanes=lanes, remember=False, on_exit="cancel") as session:
             started = time.monotonic()
             helpers = [asyncio.create_task(_sample(sim, started, row))]
@@ -386,7 +390,7 @@ async def pool_price_first(runs: int, *, time_scale: float, load: float = PRICE_
         row = _row("price-first", "cheapest", runs, time_scale, lanes)
         row.load = load
         arrivals = load * row.rate
-        cap = runs / arrivals + CAP * (2 * runs / row.rate + 10 * time_scale)
+        cap = max(MIN_CAP, runs / arrivals + CAP * (2 * runs / row.rate + 10 * time_scale))
         async with gi.Session(
             lanes=lanes, routing="cheapest", remember=False, on_exit="cancel"
         ) as session:
