@@ -170,11 +170,6 @@ class LiveDisplay:
         self._console.print(Text(message), soft_wrap=True)
 
     def close(self, progress: BatchProgress) -> None:
-        said = self._resume.line()
-        if said:
-            self.note(said)
-        self._update(progress)
-        self._console.resize()
-        self._progress.refresh()
+        self.tick(progress)  # the last state drawn, then the live line ends
         self._progress.stop()
         self._restore_logging()
