@@ -72,7 +72,12 @@ DIAGNOSIS: dict[str, str] = {
         "window's density, the oracle's rule on the learned range: 3.41-3.52%."
     ),
     "idle_cold": (
-        "Fake clock, 24 seeds x the first 10 runs: 4.7% -> 4.2% this round. The model is "
+        "Issue 22, a later round (fake clock, 96 seeds; `python -m benchmarks.idle_seeds cold "
+        "1 48`): 4.08% / 4.04% -> 3.90% / 3.86%, over HTTP 3.1%: a session's first run is "
+        "polled evenly as densely as one window holds (10 s / 18), and a young model alone "
+        "polls from its earliest likely end at the window's density, never closer "
+        "(`_cold.py`); `SHARE_YOUNG` 12. Before: fake clock, 24 seeds x the first 10 runs: "
+        "4.7% -> 4.2%. The model is "
         "ready after 4 runs, fitted on a handful: its first fair-share poll came early "
         "(few runs say little of the shortest ones), but the next one went where those "
         "few runs had ended (a run of 4 s seen first at 3.0 s and then at 5.0 s, when the "
@@ -116,8 +121,20 @@ DIAGNOSIS: dict[str, str] = {
         "the figure without costing throughput."
     ),
     "speedup": (
-        "With the budget idle, speculative polls find runs done before the old 5% quantile; "
-        "the change detector needs a few such runs before the model restarts."
+        "With the budget idle, speculative polls find runs done before the old 5% quantile. "
+        "Measured on the fake loop clock (issue 22, `python -m benchmarks.idle_seeds speedup "
+        "1 48`, the simulator in memory): the ratio varies widely per job (sd 0.4-0.6; a "
+        "quarter of the seeds above 1.5; mean 1.28-1.48 over two sets of 48 seeds), and the "
+        "change detector fires after a 3x speed-up in 1 job of 48: runs found done at their "
+        "first poll move the 5% quantile down before four such hits accumulate, so the model "
+        "adapts only by mixing new runs with old ones. This round the cold session's polls "
+        "got denser (`_cold.py`, `SHARE_YOUNG` 8 -> 12), which lowered the delay *before* the "
+        "change (3.0% -> 2.5% of a run over HTTP; 3.35% -> 3.27% on the fake clock) and so "
+        "raised the ratio, while the delay after it stayed (15.9% -> 14.2% of a run; fake "
+        "clock 12.73% -> 12.75%). With `SHARE_YOUNG` 8 the ratio is 1.33 against 1.36 on 192 "
+        "seeds (fake clock), the cold row 3.95% against 3.84%. Left for the next round: a "
+        "restart of the model on such first-poll hits that keeps their evidence (a restart on "
+        "one seed kept only its (0, h] observations: ratio 3.19)."
     ),
     "warm": (
         "The second session loads the first one's learned state (rate belief and recent run "
