@@ -380,7 +380,11 @@ class HTTPTransport:
                 certificate_host=host,
             )
         if isinstance(exc, aiohttp.ClientConnectorError) and not exchange.written:
-            where = "the proxy" if isinstance(exc, aiohttp.ClientProxyConnectionError) else ""
+            # Through a proxy, the only connection made is to the proxy: its name not
+            # resolving, or nothing listening, is the proxy's failure, not the API's.
+            where = f"the proxy at {proxy.host}:{proxy.port}" if proxy is not None else ""
+            if not where and isinstance(exc, aiohttp.ClientProxyConnectionError):
+                where = "the proxy"
             target = where or display_url(url if "://" in shown else self._base_url)
             return SendError(
                 f"could not connect to {target}: {exc.os_error}",

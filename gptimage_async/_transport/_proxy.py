@@ -11,29 +11,63 @@ directly.
 from __future__ import annotations
 
 import os
+import re
 import urllib.request
 from urllib.parse import urlsplit
 
 from yarl import URL
 
 from .._exceptions import ConfigurationError
-from ._protocol import display_url, origin
+from ._protocol import origin
 
-__all__ = ["check_env_proxy", "check_proxy", "env_proxy"]
+__all__ = ["check_env_proxy", "check_proxy", "env_proxy", "shown_proxy"]
+
+
+#: A proxy's host: a name or an IPv4 address (an IPv6 one is in brackets: ``hostname`` has ":").
+_HOST = re.compile(r"[A-Za-z0-9._~-]+|[0-9A-Fa-f:.%]+")
 
 
 def check_proxy(proxy: str) -> str:
-    """``proxy`` if it is an http(s) URL with a host; else ``ConfigurationError``."""
+    """``proxy`` if it is an http(s) URL with a host; else ``ConfigurationError``.
+
+    Only ``scheme://[user:password@]host[:port][/]``: a path, query or fragment
+    (``http//host`` read as host ``http``, a PAC file's URL) or a host with
+    spaces is not a proxy. The message never shows the URL's user, password or path.
+    """
     try:
         parts = urlsplit(proxy)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        host = parts.hostname or ""
+        ok = (
+            parts.scheme in ("http", "https")
+            and _HOST.fullmatch(host) is not None
+            and parts.path in ("", "/")
+            and not parts.query
+            and not parts.fragment
+        )
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except (TypeError, ValueError, AttributeError):
         ok = False
     if not ok:
-        shown = display_url(proxy) if isinstance(proxy, str) else type(proxy).__name__
+        shown = shown_proxy(proxy) if isinstance(proxy, str) else type(proxy).__name__
         raise ConfigurationError(f"proxy must be an http(s) URL with a host, not {shown!r}")
     return proxy
+
+
+def shown_proxy(url: str) -> str:
+    """``scheme://host[:port]`` of a proxy URL for a message: never its credentials or path
+    (a malformed URL may hold a password there); ``<an unreadable URL>`` without both."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<an unreadable URL>"
+    if not parts.scheme or _HOST.fullmatch(host) is None:
+        return "<an unreadable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    rest = "/..." if parts.path not in ("", "/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
 
 
 def env_proxy(found: dict[str, str], scheme: str, host: str) -> URL | None:
@@ -54,7 +88,7 @@ def env_proxy(found: dict[str, str], scheme: str, host: str) -> URL | None:
         return URL(check_proxy(chosen))
     except ConfigurationError:
         raise ConfigurationError(
-            f"the proxy set in {_variable(key, value)} ({display_url(chosen)}) is not one this "
+            f"the proxy set in {_variable(key, value)} ({shown_proxy(chosen)}) is not one this "
             "client can use (an http(s) URL with a host): fix or unset it, or exempt "
             f"{host or 'the host'} with NO_PROXY; it is not bypassed"
         ) from None

@@ -13,12 +13,24 @@ from pathlib import Path
 import pytest
 
 import gptimage_async as gi
-from gptimage_async.simulator import SimulatorConfig
+from gptimage_async.simulator import Simulator, SimulatorConfig
 from tests.test_cli import against, prompt_file, run_main, simulator_thread
 
 from .test_proxy import PROXY_VARS
 
-BAD = ["socks5://user:s3cr3t@127.0.0.1:1", "http://", "http://proxy.internal:99999", "ftp://h:21"]
+BAD = [
+    "socks5://user:s3cr3t@127.0.0.1:1",
+    "http://",
+    "http://proxy.internal:99999",
+    "ftp://h:21",
+    # Malformed: a scheme missing its colon (read as host "http"), only spaces, the
+    # password where the host goes, a PAC file's URL, a host with a space.
+    "http//user:s3cr3t@proxy.internal:8080",
+    " ",
+    "://@@s3cr3t",
+    "http://proxy.internal:3128/s3cr3t.pac",
+    "http://user:s3cr3t@proxy internal:8080",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -90,3 +102,21 @@ def test_the_command_line_refuses_it_before_sending_anything(variable: str, tmp_
     assert "s3cr3t" not in done.stderr
     assert "ignoring" not in done.stderr
     assert requests == 0
+
+
+async def test_a_proxy_that_cannot_be_reached_is_named_not_the_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A proxy in "user:password@host:port" form (read as http) whose name does not
+    # resolve: the connection that failed is the proxy's, and the message says so.
+    async with Simulator(SimulatorConfig(time_scale=0.01)) as sim:
+        monkeypatch.setenv("HTTP_PROXY", "user:s3cr3t@proxy.invalid:8080")
+        async with gi.Session(
+            "runbase", api_key="sk-test-proxy", base_url=sim.base_url("runbase")
+        ) as session:
+            with pytest.raises(gi.APIConnectionError) as info:
+                await session.generate("a lamp")
+        assert sim.stats.requests == 0
+    message = str(info.value)
+    assert "the proxy at proxy.invalid:8080" in message, message
+    assert "s3cr3t" not in message and "user" not in message
