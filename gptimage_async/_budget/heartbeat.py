@@ -24,6 +24,15 @@ async def heartbeat(beat: Callable[[], Awaitable[None]], *, every: float = HEART
     while True:
         await asyncio.sleep(every)
         await beat()
+        cancel_if_swallowed()
+
+
+def cancel_if_swallowed() -> None:
+    """Raise ``CancelledError`` if this task was cancelled and a library turned it into
+    an error (redis-py may, mid-connect): a loop that handles errors would run on for good."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def parse_event(data: object) -> tuple[str, float] | None:
@@ -66,6 +75,7 @@ async def listen(
         except asyncio.CancelledError:
             raise
         except Exception:
+            cancel_if_swallowed()
             on_error()
             await asyncio.sleep(retry_every)
         finally:

@@ -55,6 +55,36 @@ def import_redis() -> Any:
     return redis_asyncio
 
 
+#: Redis's answers that no retry will change: a wrong password or user, a command the
+#: user may not run, a database number the server does not have (redis-py raises them
+#: on connecting). "READONLY" or "LOADING" during a failover pass: those stay Redis away.
+_MISCONFIGURED = ("WRONGPASS", "NOAUTH", "NOPERM", "DB index", "invalid password")
+
+
+def misconfigured(exc: BaseException, url: str | None) -> str | None:
+    """The message when ``exc`` (from Redis at a session's start) is a setting to fix.
+
+    ``None`` when Redis may answer later (unreachable, a timeout, a failover): the
+    process then paces on its own and rejoins. ``url`` is already redacted; the
+    message names the error's type and Redis's words, which hold no password.
+    """
+    for error in (exc, exc.__cause__):
+        if error is None:
+            continue
+        name = type(error).__name__
+        text = str(error)
+        if name in ("AuthenticationError", "AuthenticationWrongNumberOfArgsError",
+                    "AuthorizationError", "NoPermissionError") or any(
+            mark in text for mark in _MISCONFIGURED
+        ):  # fmt: skip
+            why = f"{name}: {text[:200]}" if text else name
+            return (
+                f"Redis at {url or 'the client given'} refused this session's settings "
+                f"({why}): check the password, user and database number of the redis= URL"
+            )
+    return None
+
+
 def check_redis_option(redis: object) -> None:
     """Validate a ``redis=`` option early (``Session.__init__``); raises ``ConfigurationError``."""
     if redis is None:

@@ -16,7 +16,7 @@ themselves as one client would:
 * **Redis down or slow is not an outage** (``fallback.py``). Every call has
   ``timeout``; on a failure the process paces itself at its share of the last
   known belief, logs one warning, keeps probing, and rejoins, its fallback's
-  pace kept as a floor for a window (the *handover*). The limiter never raises
+  pace kept as a floor for a window (the *handover*). Once started, it never raises
   to its callers because of Redis: no run is lost, no create is sent twice.
 """
 
@@ -42,7 +42,14 @@ from .fleet import FleetBelief
 from .heartbeat import heartbeat, listen, primary_of
 from .keys import BudgetKeys, budget_id
 from .local import GRANT_AHEAD, RateLimiter
-from .options import DEFAULT_REDIS_TIMEOUT, check_redis_option, connect, redact_url, with_host
+from .options import (
+    DEFAULT_REDIS_TIMEOUT,
+    check_redis_option,
+    connect,
+    misconfigured,
+    redact_url,
+    with_host,
+)
 from .protocol import PRIORITY_CREATE, SharedBudget
 from .queue import Redirect, SlotQueue
 from .timeline import Timeline
@@ -280,8 +287,8 @@ class SharedLimiter:
     async def start(self) -> None:
         """Connect to Redis, read the fleet's belief, subscribe to its events, start the heartbeat.
 
-        Never fails because Redis is unreachable: the process then starts in
-        fallback (local pacing) and joins when Redis answers.
+        Redis unreachable: it starts in fallback (local pacing), joining when Redis
+        answers; a wrong password, user or database number: ``ConfigurationError``.
         """
         if self._state != "new":
             raise RuntimeError("a SharedLimiter starts once")
@@ -318,6 +325,9 @@ class SharedLimiter:
             await self._timeline.beat()
             await self._fleet.refresh()
         except Exception as exc:
+            if (refused := misconfigured(exc, self._url)) is not None:
+                await self.aclose()
+                raise ConfigurationError(refused) from None
             self._enter_fallback(exc)
 
     def close(self) -> None:
@@ -374,8 +384,7 @@ class SharedLimiter:
         return self._backoff
 
     def _spawn(self, job: Coroutine[Any, Any, Any], name: str | None = None) -> None:
-        task = self._loop.create_task(job, name=name)
-        self._bg.add(task)
+        self._bg.add(task := self._loop.create_task(job, name=name))
         task.add_done_callback(self._bg.discard)
 
     def _report(self, job: Callable[[], Awaitable[Any]]) -> bool:
@@ -397,9 +406,7 @@ class SharedLimiter:
         try:
             version = await self._timeline.beat()
             await self._fleet.refresh(seen=version)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # not CancelledError: a BaseException
             self._enter_fallback(exc)
             return
         if self._timeline.pause_left > 0:
@@ -447,9 +454,7 @@ class SharedLimiter:
             try:
                 await self._timeline.beat()
                 await self._fleet.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except Exception as exc:  # not CancelledError: a BaseException
                 self.redis_errors += 1
                 if type(exc).__name__ == "ReadOnlyError":
                     await self._follow_primary()
@@ -457,11 +462,8 @@ class SharedLimiter:
             self._rejoin()
 
     async def _follow_primary(self) -> None:
-        """A plain URL names a read-only replica now (a failover): reconnect to its primary.
-
-        The replica says which primary it follows (``ROLE``); that one is the
-        new primary the fleet meets on. Only for a client made here from a URL.
-        """
+        """A plain URL's Redis is a replica now (a failover): reconnect to the primary its
+        ``ROLE`` names, where the fleet meets. Only for a client made here from a URL."""
         target = self._target
         if not self._owns_client or not isinstance(target, str) or target.startswith("redis+"):
             return  # a client given (not ours to replace), or Sentinels (they follow it)
@@ -486,10 +488,8 @@ class SharedLimiter:
         self._rejoined.set()
         self._queue.serving = True
         self._queue.wake()
-        logger.info(
-            "Redis is back after %.1fs: sharing the key's budget again",
-            self._loop.time() - self._fallback_since,
-        )
+        back = self._loop.time() - self._fallback_since
+        logger.info("Redis is back after %.1fs: sharing the key's budget again", back)
 
     def __repr__(self) -> str:
         mode = "fallback" if self._fallback is not None else "shared"
