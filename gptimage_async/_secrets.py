@@ -19,6 +19,11 @@ domain). Random-looking lower-case subdomains (AWS Lambda function URLs,
 ``r3xkq7....lambda-url.us-east-1.on.aws``) stay readable: a user must see
 which host failed.
 
+A word a user typed and a message refuses (a usage error's, a pool file's
+``key_env``) is judged by a looser third rule, ``key_shaped``: known key
+shapes of no provider's prefix too (JWTs, ``AKIA...``, ``xoxb-...``, long hex
+or digit strings), as such a message loses little by not repeating it.
+
 ``redact`` applies both to a whole message, word by word, and shows a URL
 without its user info and query string; ``GPTImageError`` runs it on every
 message, so a check that repeats the value it refuses (``not {value!r}``)
