@@ -19,6 +19,11 @@ domain). Random-looking lower-case subdomains (AWS Lambda function URLs,
 ``r3xkq7....lambda-url.us-east-1.on.aws``) stay readable: a user must see
 which host failed.
 
+A word a user typed and a message refuses (a usage error's, a pool file's
+``key_env``) is judged by a looser third rule, ``key_shaped``: known key
+shapes of no provider's prefix too (JWTs, ``AKIA...``, ``xoxb-...``, long hex
+or digit strings), as such a message loses little by not repeating it.
+
 ``redact`` applies both to a whole message, word by word, and shows a URL
 without its user info and query string; ``GPTImageError`` runs it on every
 message, so a check that repeats the value it refuses (``not {value!r}``)
@@ -39,6 +44,7 @@ __all__ = [
     "bare_token",
     "conventional_env_name",
     "has_key_prefix",
+    "key_shaped",
     "looks_like_key",
     "mixed_case_token",
     "redact",
@@ -300,23 +306,59 @@ def conventional_env_name(value: object) -> bool:
     A message may name such a variable (``RUNBASE_API_KEY_2``); any other value
     given where a variable's name belongs (``key_env = "rb_live_..."``) may be a
     key pasted in the wrong place, and is shown as ``NOT_SHOWN``; so is a name of
-    a key's shape (``_key_shaped``: ``AKIA4EXAMPLE7KEY9Q2Z``).
+    a key's shape (``key_shaped``: ``AKIA4EXAMPLE7KEY9Q2Z``).
     """
     return (
         isinstance(value, str)
         and _CONVENTIONAL_ENV.fullmatch(value) is not None
-        and not _key_shaped(value)  # AWS-style keys are upper case too: AKIA...
+        and not key_shaped(value)  # AWS-style keys are upper case too: AKIA...
     )
 
 
-def _key_shaped(word: str) -> bool:
-    """A looser rule than ``bare_token``, for words a user typed on the command line.
+#: Keys whose shape is known however they begin (gitleaks' and GitHub secret scanning's
+#: patterns, simplified): a JWT (three base64url parts, the first ``{"`` encoded: ``eyJ``),
+#: an AWS access key id (``AKIA`` + 16 upper-case letters and digits), vendors' prefixed
+#: tokens (Slack ``xoxb-``, GitHub ``ghp_``/``github_pat_``, GitLab ``glpat-``, Google
+#: ``AIza``, Hugging Face ``hf_``, npm, PyPI, Stripe), 32+ hexadecimal digits, 20+ digits.
+_KNOWN_SHAPE = re.compile(
+    r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"
+    r"|(?:A3T[A-Z0-9]|AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA)[A-Z0-9]{16}"
+    r"|(?:xox[abposr]-|xapp-|gh[pousr]_|github_pat_|glpat-|AIza|hf_|npm_|pypi-"
+    r"|[sr]k_(?:live|test)_)[A-Za-z0-9_\-]{10,}"
+    r"|[0-9A-Fa-f]{32,}"
+    r"|[0-9]{20,}"
+)
 
-    At least 16 token characters with no ``.``, not hexadecimal, holding a run
-    (between ``-`` and ``_``) of at least 8 characters with 3 letters and 3
-    digits: ``rb_live_CANARY123456789`` (a key of a form no rule knows). A
-    usage error loses little by not repeating such a word: the user typed it.
+
+def key_shaped(word: str) -> bool:
+    """Whether ``word``, typed by a user, may be a key: the one rule for refused values.
+
+    The command line's usage errors (``usage_message``: a stray argument, an
+    invalid choice, an invalid value of any option) and a pool file's
+    ``key_env`` (``conventional_env_name``) hide such a word. Looser than
+    ``bare_token``: a message loses little by not repeating a word the user
+    typed. A word (or the part after its last ``=``) is key-shaped when it
+
+    * is of a known key shape (``_KNOWN_SHAPE``): a JWT, an AWS access key id
+      (``AKIAIOSFODNN7EXAMPLE``), a vendor's prefixed token
+      (``xoxb-1234-5678-...``, ``ghp_...``), 32 or more hexadecimal digits
+      (``abcdef0123456789abcdef0123456789``), 20 or more digits; or
+    * has at least 16 token characters with no ``.``, is not hexadecimal, and
+      holds a run (between ``-``, ``_``, ``/``, ``+``) of at least 8 characters
+      with 3 letters and 3 digits: ``rb_live_CANARY123456789``; or
+    * is what ``looks_like_key`` finds (a provider's prefix, a bare token).
+
+    Shown still: words, file names and paths, URLs without credentials
+    (``http://127.0.0.1:8080/v1``), numbers (``20``, ``3.5``, ``20/10``),
+    prompts (``a fox``), UUIDs and short hexadecimal ids.
     """
+    value = word.rpartition("=")[2] if "=" in word.rstrip("=") else word
+    return any(_shaped(text) for text in {word, value} if text) or looks_like_key(word)
+
+
+def _shaped(word: str) -> bool:
+    if _KNOWN_SHAPE.fullmatch(word):
+        return True
     if len(word) < _RUN_LENGTH or not _WORD_TOKEN.fullmatch(word) or _HEX.fullmatch(word):
         return False
     return any(
@@ -337,7 +379,7 @@ def usage_message(message: str, argv: Sequence[str] = ()) -> str:
     is a secret (``_SECRET_OPTION``: ``--api-key VALUE``, ``--token=VALUE``,
     whatever the value looks like), every quoted value of argparse's error
     about such an option, a word or quoted value of a key's shape
-    (``_key_shaped``, from 16 characters), and what ``redact`` hides.
+    (``key_shaped``, from 16 characters), and what ``redact`` hides.
     """
     if argv:
         words: list[str] = []
@@ -351,7 +393,7 @@ def usage_message(message: str, argv: Sequence[str] = ()) -> str:
                 words.append(f"{name}={NOT_SHOWN}" if equals else word)
                 hide_next = not equals
             else:
-                words.append(NOT_SHOWN if _key_shaped(word) else word)
+                words.append(NOT_SHOWN if key_shaped(word) else word)
         message = "unrecognized arguments: " + " ".join(words)
     about = _ABOUT_OPTION.match(message)
     if about and any(_SECRET_OPTION.fullmatch(name) for name in about.group(1).split("/")):
@@ -359,6 +401,6 @@ def usage_message(message: str, argv: Sequence[str] = ()) -> str:
         message = head + _QUOTED.sub(NOT_SHOWN, message[about.end() :])
     message = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{NOT_SHOWN}", message)
     message = _QUOTED.sub(
-        lambda m: NOT_SHOWN if _key_shaped(m.group(0)[1:-1]) else m.group(0), message
+        lambda m: NOT_SHOWN if key_shaped(m.group(0)[1:-1]) else m.group(0), message
     )
     return redact(message, bare=True)

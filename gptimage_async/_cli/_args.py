@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -277,6 +278,8 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value > sys.maxsize:  # a count is a length: beyond this, len() overflows mid-run
+        raise argparse.ArgumentTypeError(f"must be at most {sys.maxsize}, not {text!r}")
     return value
 
 
