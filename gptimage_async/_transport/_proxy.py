@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from yarl import URL
 
 from .._exceptions import ConfigurationError
-from ._protocol import origin
+from ._protocol import display_url, origin
 
 __all__ = ["check_env_proxy", "check_proxy", "env_proxy", "shown_proxy"]
 
@@ -32,7 +32,7 @@ def check_proxy(proxy: str) -> str:
 
     Only ``scheme://[user:password@]host[:port][/]``: a path, query or fragment
     (``http//host`` read as host ``http``, a PAC file's URL) or a host with
-    spaces is not a proxy. The message never shows the URL's user, password or path.
+    spaces is not a proxy. The message never shows the URL's user or password.
     """
     try:
         parts = urlsplit(proxy)
@@ -48,7 +48,8 @@ def check_proxy(proxy: str) -> str:
     except (TypeError, ValueError, AttributeError):
         ok = False
     if not ok:
-        shown = shown_proxy(proxy) if isinstance(proxy, str) else type(proxy).__name__
+        # The option's own value: every message's redaction hides a key-shaped one.
+        shown = display_url(proxy) if isinstance(proxy, str) else type(proxy).__name__
         raise ConfigurationError(f"proxy must be an http(s) URL with a host, not {shown!r}")
     return proxy
 
