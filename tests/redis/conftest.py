@@ -15,10 +15,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as redis_asyncio
 
 pytest.importorskip("redis")
 
@@ -139,3 +140,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@contextlib.asynccontextmanager
+async def client_of(url: str) -> AsyncIterator[redis_asyncio.Redis]:
+    """A ``redis.asyncio`` client for ``url``, closed on exit (tests read Redis's state)."""
+    client = redis_asyncio.Redis.from_url(url)
+    try:
+        yield client
+    finally:
+        await client.aclose()

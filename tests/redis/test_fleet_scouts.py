@@ -8,9 +8,7 @@ scheduler's side is a small real object with the same surface
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 
 import redis.asyncio as redis_asyncio
 
@@ -21,7 +19,7 @@ from gptimage_async._budget.shared_durations import DurationFeed, stream_key
 from gptimage_async._durations import DurationModel
 from gptimage_async.simulator import Simulator
 
-from .conftest import RedisServer
+from .conftest import RedisServer, client_of
 from .test_fleet import KEY as FLEET_KEY
 from .test_fleet import batch_opts, check_batch, collect, sim_config, spawn, start_together
 
@@ -45,15 +43,6 @@ class Lane:
     def fleet_changed(self) -> None:
         self.changed += 1
         self.told.set()
-
-
-@contextlib.asynccontextmanager
-async def client_of(url: str) -> AsyncIterator[redis_asyncio.Redis]:
-    client = redis_asyncio.Redis.from_url(url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def feed(client: redis_asyncio.Redis, model: DurationModel, lane: Lane) -> DurationFeed:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import redis.asyncio as redis_asyncio
 
@@ -23,20 +22,11 @@ from gptimage_async.simulator import Simulator
 from gptimage_async.testing import scaled_rate_limit
 from tests.helpers import config, observed, warm
 
-from .conftest import RedisServer
+from .conftest import RedisServer, client_of
 
 KEY = "sk-durations-secret-456"
 BUDGET = budget_id("runbase", KEY)
 RUNS = [(0.0, 3.2), (3.0, 3.6), (2.0, 4.1), (4.0, 4.4), (3.5, 5.0), (1.0, 3.9)]
-
-
-@contextlib.asynccontextmanager
-async def client_of(url: str) -> AsyncIterator[redis_asyncio.Redis]:
-    client = redis_asyncio.Redis.from_url(url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def feed(client: redis_asyncio.Redis, model: DurationModel, **kw: bool) -> DurationFeed:
