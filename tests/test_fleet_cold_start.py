@@ -7,22 +7,17 @@ Redis that decides ``scouts_elsewhere`` is tested in tests/redis/test_fleet_scou
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
 import gptimage_async as gi
-from gptimage_async._budget import RateLimiter
 from gptimage_async._planner import COLD_RELEASE, FINAL_POLL_LEAD
-from gptimage_async._providers import get_provider
-from gptimage_async._registry import RunRegistry
 from gptimage_async._run import Run
 from gptimage_async._scheduler import PollScheduler
-from gptimage_async._stats import SessionStats
-from gptimage_async._transport import HTTPTransport as Transport
 
 from ._clock import FakeClock
+from .test_scheduler import bulk_cold_start
 
 RTT = 0.05
 PARKED = 1e9 * (1 - FINAL_POLL_LEAD)  # parked: only the last poll before the deadline
@@ -31,34 +26,12 @@ PARKED = 1e9 * (1 - FINAL_POLL_LEAD)  # parked: only the last poll before the de
 @pytest.fixture
 async def bulk(fake_clock: FakeClock) -> AsyncIterator[tuple[PollScheduler, list[Run]]]:
     """A scheduler in a bulk job's cold start (creates wait), nothing sent; 5 runs to add."""
-    transport = Transport(
-        "http://127.0.0.1:9", "unused", timeout=1.0, max_connections=1, user_agent="test"
-    )
-    limiter = RateLimiter(gi.RateLimit(1, 0.1))  # an interval far below the runs
-    registry = RunRegistry()
-    scheduler = PollScheduler(
-        provider=get_provider("runbase"),
-        transport=transport,
-        limiter=limiter,
-        stats=SessionStats(),
-        spawn=lambda *_: None,
-        on_resolved=registry._untrack,
-        lookup=registry.get,
-    )
-    await limiter.acquire()
-    waiter = asyncio.ensure_future(limiter.acquire())  # requests wait: a bulk job
-    await fake_clock.settle()
-    assert limiter.waiting
-    runs = [Run(f"r{i}", "runbase", None, created_at=float(i), deadline=1e9) for i in range(5)]
-    for run in runs:
-        registry._track(run)
-    try:
+    # An interval far below the runs; runs created a second apart.
+    async with bulk_cold_start(fake_clock, gi.RateLimit(1, 0.1), created_every=1.0) as (
+        scheduler,
+        runs,
+    ):
         yield scheduler, runs
-    finally:
-        waiter.cancel()
-        await asyncio.gather(waiter, return_exceptions=True)
-        limiter.close()
-        await transport.aclose()
 
 
 def due(scheduler: PollScheduler, runs: list[Run]) -> list[float | None]:

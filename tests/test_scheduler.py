@@ -350,13 +350,16 @@ async def test_before_the_model_is_ready_every_run_is_observed(
 # -- a bulk job's cold start: one scout probes, the others are parked -----------------
 
 
-async def test_in_a_bulk_cold_start_one_scout_probes_and_a_failed_one_hands_over(
-    fake_clock: FakeClock,
-) -> None:
+@contextlib.asynccontextmanager
+async def bulk_cold_start(
+    clock: FakeClock, belief: gi.RateLimit, *, created_every: float = 0.0
+) -> AsyncIterator[tuple[PollScheduler, list[Run]]]:
+    """A scheduler in a bulk job's cold start (creates wait in ``belief``'s limiter), nothing
+    sent; 5 runs tracked, not added, created ``created_every`` seconds apart."""
     transport = Transport(
         "http://127.0.0.1:9", "unused", timeout=1.0, max_connections=1, user_agent="test"
     )
-    limiter = RateLimiter(gi.RateLimit(1, 10.0))
+    limiter = RateLimiter(belief)
     registry = RunRegistry()
     scheduler = PollScheduler(
         provider=get_provider("runbase"),
@@ -370,11 +373,29 @@ async def test_in_a_bulk_cold_start_one_scout_probes_and_a_failed_one_hands_over
     try:
         await limiter.acquire()
         waiter = asyncio.ensure_future(limiter.acquire())  # requests wait: a bulk job
-        await fake_clock.settle()
+        await clock.settle()
         assert limiter.waiting
-        runs = [Run(f"r{i}", "runbase", None, created_at=0.0, deadline=1e9) for i in range(5)]
+        runs = [
+            Run(f"r{i}", "runbase", None, created_at=i * created_every, deadline=1e9)
+            for i in range(5)
+        ]
         for run in runs:
             registry._track(run)
+        try:
+            yield scheduler, runs
+        finally:
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+    finally:
+        limiter.close()
+        await transport.aclose()
+
+
+async def test_in_a_bulk_cold_start_one_scout_probes_and_a_failed_one_hands_over(
+    fake_clock: FakeClock,
+) -> None:
+    async with bulk_cold_start(fake_clock, gi.RateLimit(1, 10.0)) as (scheduler, runs):
+        for run in runs:
             scheduler.add(run, rtt=RTT)
         due = [scheduler.next_poll(run.run_id or "") for run in runs]
         assert due[0] is not None and due[0] < 100.0  # the scout
@@ -386,11 +407,6 @@ async def test_in_a_bulk_cold_start_one_scout_probes_and_a_failed_one_hands_over
         due = [scheduler.next_poll(run.run_id or "") for run in runs[1:]]
         assert due[0] is not None and due[0] < 100.0
         assert due[1:] == [pytest.approx(parked)] * 3
-        waiter.cancel()
-        await asyncio.gather(waiter, return_exceptions=True)
-    finally:
-        limiter.close()
-        await transport.aclose()
 
 
 # -- steady arrivals: fair-share polls ------------------------------------------------
